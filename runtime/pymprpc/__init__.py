@@ -1,0 +1,21 @@
+"""pymprpc: MessagePack-RPC (MPRPC 0.1) for Python — asyncio server, async and sync clients."""
+
+from . import errors
+from .client import RPC, AsyncRPC, AsyncStream
+from .protocol import Code, Compression, Feature
+from .server import ExecutorKind, Server
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RPC",
+    "AsyncRPC",
+    "AsyncStream",
+    "Code",
+    "Compression",
+    "ExecutorKind",
+    "Feature",
+    "Server",
+    "errors",
+    "__version__",
+]

@@ -1,0 +1,419 @@
+"""`AsyncRPC`: the asyncio client. Many calls in flight on one connection, matched by ID."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl as ssl_module
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from ..errors import (
+    ConnectionLostError,
+    DeadlineExceeded,
+    LoginError,
+    MPRPCError,
+)
+from ..protocol import (
+    ALL_FEATURES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    CallFailed,
+    ClientConnection,
+    ClientEvent,
+    Compression,
+    ConnectionFailed,
+    Feature,
+    Pong,
+    Result,
+    StreamEnd,
+    StreamItem,
+    StreamStart,
+    Welcome,
+)
+from .common import Address, CallOptions, MethodProxy, parse_compression, warn_deprecated
+
+# Stream items buffered in the client before it stops reading the socket, which lets
+# TCP flow control pause the server's generator (and resumes below the low mark).
+_STREAM_HIGH_WATER = 10_000
+_STREAM_LOW_WATER = 1_000
+
+
+class AsyncStream:
+    """Async iterator over a server stream; `aclose()` (or leaving `async for`) cancels it."""
+
+    def __init__(self, client: AsyncRPC, id: str, method: str) -> None:
+        self._client = client
+        self.id = id
+        self.method = method
+        self._items: collections.deque[Any] = collections.deque()
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        self._client._consumed(1)
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the stream: the server is told to close its generator (if negotiated)."""
+        if not self._done:
+            self._done = True
+            self._client._cancel(self.id)
+        self._client._consumed(len(self._items))
+        self._items.clear()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _feed(self, item: Any) -> None:
+        if not self._done:
+            self._items.append(item)
+            self._wake()
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        if not self._done:
+            self._done = True
+            self._error = error
+        self._wake()
+
+    def __repr__(self) -> str:
+        return f"<AsyncStream {self.method!r} id={self.id}>"
+
+
+class _Pending:
+    __slots__ = ("future", "method", "stream")
+
+    def __init__(self, method: str, future: asyncio.Future[Any]) -> None:
+        self.method = method
+        self.future = future
+        self.stream: AsyncStream | None = None
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: AsyncRPC) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._on_lost(exc)
+
+
+class AsyncRPC:
+    """Asyncio MPRPC client.
+
+    `addr` is `tcp://user:password@host:port` (`tls://` for TLS with default
+    verification, or pass `ssl=`). `debug` sends JSON, `compreser` compresses with
+    "zlib", "bz2" or "lzma", `heart_beat` pings every N seconds and fails every pending
+    call if a pong does not come back within N seconds. `timeout` is the default
+    per-call deadline in seconds; `rpc.name.with_options(timeout=...)` overrides it.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        debug: bool = False,
+        compreser: str | Compression | None = None,
+        heart_beat: float | None = None,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        features: Iterable[Feature | str] = ALL_FEATURES,
+    ) -> None:
+        self.address = Address.parse(addr)
+        self.debug = debug
+        self.compression = parse_compression(compreser)
+        self.heart_beat = heart_beat
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_message_size = max_message_size
+        self.features = frozenset(Feature(f) for f in features)
+        self._ssl = self.address.ssl_context(ssl)
+        self._conn: ClientConnection | None = None
+        self._transport: asyncio.Transport | None = None
+        self._welcome: asyncio.Future[Welcome] | None = None
+        self._pong: asyncio.Future[None] | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._buffered = 0
+        self._reading_paused = False
+        self.server_info: Welcome | None = None
+
+    # -- connection ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed and self._transport is not None
+
+    async def connect(self) -> AsyncRPC:
+        """Open the connection and authenticate (LoginError on bad credentials)."""
+        if self.connected:
+            return self
+        loop = asyncio.get_running_loop()
+        self._conn = ClientConnection(
+            self.address.username,
+            self.address.password,
+            json=self.debug,
+            compression=self.compression,
+            features=self.features,
+            max_message_size=self.max_message_size,
+        )
+        self._welcome = loop.create_future()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, _ = await loop.create_connection(
+                    lambda: _Protocol(self),
+                    self.address.host,
+                    self.address.port,
+                    ssl=self._ssl,
+                )
+                self._transport = transport
+                self._transport.write(self._conn.start())
+                self.server_info = await self._welcome
+        except TimeoutError:
+            self._abort()
+            raise ConnectionLostError(
+                f"could not connect to {self.address} within {self.connect_timeout}s"
+            ) from None
+        except OSError as exc:
+            self._abort()
+            raise ConnectionLostError(f"could not connect to {self.address}: {exc}") from exc
+        except BaseException:
+            self._abort()
+            raise
+        if self.heart_beat:
+            self._heartbeat_task = loop.create_task(self._heartbeat(self.heart_beat))
+        return self
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with ConnectionLostError."""
+        self._abort()
+        await asyncio.sleep(0)  # let the transport run its connection_lost callback
+
+    async def reconnect(self) -> AsyncRPC:
+        """Drop the current connection (if any) and connect again."""
+        await self.close()
+        return await self.connect()
+
+    def _abort(self, error: MPRPCError | None = None) -> None:
+        if self._heartbeat_task is not None:
+            if self._heartbeat_task is not asyncio.current_task():
+                self._heartbeat_task.cancel()
+            self._heartbeat_task = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._fail_all(error or ConnectionLostError(f"connection to {self.address} closed"))
+
+    async def __aenter__(self) -> AsyncRPC:
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- events ----------------------------------------------------------------------
+
+    def _on_data(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        for event in conn.receive_data(data):
+            self._on_event(event)
+        if conn.closed and self._transport is not None:
+            self._abort(conn.error)
+
+    def _on_event(self, event: ClientEvent) -> None:
+        if isinstance(event, StreamItem):
+            pending = self._pending.get(event.id)
+            if pending is not None and pending.stream is not None:
+                pending.stream._feed(event.value)
+                self._buffered += 1
+                if (
+                    self._buffered > _STREAM_HIGH_WATER
+                    and self._transport
+                    and not self._reading_paused
+                ):
+                    self._transport.pause_reading()
+                    self._reading_paused = True
+        elif isinstance(event, Result):
+            pending = self._pending.pop(event.id, None)
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(event)
+        elif isinstance(event, StreamStart):
+            pending = self._pending.get(event.id)
+            if pending is not None:
+                pending.stream = AsyncStream(self, event.id, pending.method)
+                if not pending.future.done():
+                    pending.future.set_result(event)
+        elif isinstance(event, StreamEnd):
+            pending = self._pending.pop(event.id, None)
+            if pending is not None and pending.stream is not None:
+                pending.stream._finish()
+        elif isinstance(event, CallFailed):
+            pending = self._pending.pop(event.id, None)
+            if pending is not None:
+                if pending.stream is not None:
+                    pending.stream._finish(event.error)
+                elif not pending.future.done():
+                    pending.future.set_exception(event.error)
+        elif isinstance(event, Pong):
+            if self._pong is not None and not self._pong.done():
+                self._pong.set_result(None)
+        elif isinstance(event, Welcome):
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_result(event)
+        elif isinstance(event, ConnectionFailed):
+            error = event.error
+            if isinstance(error, LoginError) and not error.message.startswith("authentication"):
+                error = LoginError(f"authentication failed for {self.address}: {error}")
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_exception(error)
+            self._abort(error)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        text = f"connection to {self.address} lost"
+        error = ConnectionLostError(f"{text}: {exc}" if exc else text)
+        if self._welcome is not None and not self._welcome.done():
+            self._welcome.set_exception(error)
+        self._abort(error)
+
+    def _fail_all(self, error: MPRPCError) -> None:
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if p.stream is not None:
+                p.stream._finish(error)
+            elif not p.future.done():
+                p.future.set_exception(error)
+        if self._pong is not None and not self._pong.done():
+            self._pong.set_exception(error)
+        self._buffered = 0
+        self._reading_paused = False
+
+    def _consumed(self, count: int) -> None:
+        self._buffered = max(0, self._buffered - count)
+        if self._reading_paused and self._buffered < _STREAM_LOW_WATER:
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+
+    def _cancel(self, id: str) -> None:
+        self._pending.pop(id, None)
+        if self._conn is not None and self._transport is not None and not self._conn.closed:
+            data = self._conn.send_cancel(id)
+            if data:
+                self._transport.write(data)
+
+    async def _heartbeat(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while self.connected:
+            await asyncio.sleep(interval)
+            if not self.connected or self._conn is None or self._transport is None:
+                return
+            self._pong = loop.create_future()
+            self._transport.write(self._conn.send_ping())
+            try:
+                async with asyncio.timeout(interval):
+                    await self._pong
+            except TimeoutError:
+                self._abort(
+                    ConnectionLostError(
+                        f"no heartbeat reply from {self.address} within {interval}s: "
+                        "connection considered dead"
+                    )
+                )
+                return
+            except MPRPCError:
+                return
+
+    # -- calls -----------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> MethodProxy[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return MethodProxy(self._invoke, name, CallOptions(self.timeout))
+
+    def _invoke(
+        self, method: str, options: CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return self._call(method, args, kwargs, options.timeout)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` by name; a stream returns an `AsyncStream`."""
+        return await self._call(method, args, kwargs, self.timeout)
+
+    def _send(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        returns: bool,
+        timeout: float | None,
+    ) -> str:
+        if not self.connected or self._conn is None or self._transport is None:
+            raise ConnectionLostError(
+                f"not connected to {self.address}: "
+                "use 'async with AsyncRPC(...)' or await connect()"
+            )
+        id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        self._transport.write(data)
+        return id
+
+    async def _call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        id = self._send(method, args, kwargs, True, timeout)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = _Pending(method, future)
+        self._pending[id] = pending
+        try:
+            async with asyncio.timeout(timeout):
+                event = await future
+        except TimeoutError:
+            self._cancel(id)
+            raise DeadlineExceeded(
+                f"call {method!r} did not finish within its {timeout}s deadline", id=id
+            ) from None
+        except asyncio.CancelledError:
+            self._cancel(id)
+            raise
+        if isinstance(event, Result):
+            if event.deprecated:
+                warn_deprecated(method, stream=False, stacklevel=3)
+            return event.value
+        if event.deprecated:
+            warn_deprecated(method, stream=True, stacklevel=3)
+        assert pending.stream is not None
+        return pending.stream
+
+    async def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
+        """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""
+        return self._send(method, args, kwargs, False, None)
+
+
+__all__ = ["AsyncRPC", "AsyncStream"]

@@ -1,0 +1,276 @@
+"""`RPC`: the blocking client, on plain sockets. Not thread-safe: one thread per client."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import ssl as ssl_module
+import time
+from collections.abc import Generator, Iterable
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConnectionLostError, DeadlineExceeded, LoginError, MPRPCError
+from ..protocol import (
+    ALL_FEATURES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    CallFailed,
+    ClientConnection,
+    ClientEvent,
+    Compression,
+    ConnectionFailed,
+    Feature,
+    Result,
+    StreamEnd,
+    StreamItem,
+    StreamStart,
+    Welcome,
+)
+from .common import Address, CallOptions, MethodProxy, parse_compression, warn_deprecated
+
+_RECV_SIZE = 256 * 1024
+
+
+class RPC:
+    """Blocking MPRPC client.
+
+    Same address and options as `AsyncRPC`, without heartbeat (nothing runs between
+    calls). A stream call returns a generator; closing it early cancels the stream.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        debug: bool = False,
+        compreser: str | Compression | None = None,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        features: Iterable[Feature | str] = ALL_FEATURES,
+    ) -> None:
+        self.address = Address.parse(addr)
+        self.debug = debug
+        self.compression = parse_compression(compreser)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_message_size = max_message_size
+        self.features = frozenset(Feature(f) for f in features)
+        self._ssl = self.address.ssl_context(ssl)
+        self._sock: socket.socket | None = None
+        self._conn: ClientConnection | None = None
+        self._inbox: dict[str, collections.deque[ClientEvent]] = {}
+        self.server_info: Welcome | None = None
+
+    # -- connection ------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None and self._conn is not None and not self._conn.closed
+
+    def connect(self) -> RPC:
+        """Open the connection and authenticate (LoginError on bad credentials)."""
+        if self.connected:
+            return self
+        self._conn = ClientConnection(
+            self.address.username,
+            self.address.password,
+            json=self.debug,
+            compression=self.compression,
+            features=self.features,
+            max_message_size=self.max_message_size,
+        )
+        try:
+            sock = socket.create_connection(
+                (self.address.host, self.address.port), timeout=self.connect_timeout
+            )
+        except OSError as exc:
+            raise ConnectionLostError(f"could not connect to {self.address}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._ssl is not None:
+            sock = self._ssl.wrap_socket(sock, server_hostname=self.address.host)
+        self._sock = sock
+        try:
+            sock.sendall(self._conn.start())
+            deadline = time.monotonic() + self.connect_timeout
+            while self.server_info is None:
+                for event in self._read(deadline):
+                    if isinstance(event, Welcome):
+                        self.server_info = event
+        except TimeoutError:
+            self.close()
+            raise ConnectionLostError(
+                f"no welcome reply from {self.address} within {self.connect_timeout}s"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+        sock.settimeout(None)
+        return self
+
+    def close(self) -> None:
+        """Close the connection."""
+        sock, self._sock = self._sock, None
+        self._inbox.clear()
+        self.server_info = None
+        if sock is not None:
+            sock.close()
+
+    def __enter__(self) -> RPC:
+        return self.connect()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _lost(self, error: MPRPCError) -> MPRPCError:
+        self.close()
+        if self._conn is not None:
+            self._conn.close(error)
+        return error
+
+    def _read(self, deadline: float | None) -> list[ClientEvent]:
+        """Block for the next bytes; return the events they complete."""
+        sock, conn = self._sock, self._conn
+        if sock is None or conn is None:
+            raise ConnectionLostError(f"not connected to {self.address}")
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+        else:
+            sock.settimeout(None)
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            raise TimeoutError from None
+        except OSError as exc:
+            raise self._lost(
+                ConnectionLostError(f"connection to {self.address} lost: {exc}")
+            ) from exc
+        if not data:
+            raise self._lost(
+                ConnectionLostError(f"connection to {self.address} closed by the server")
+            )
+        events = conn.receive_data(data)
+        for event in events:
+            if isinstance(event, ConnectionFailed):
+                error = event.error
+                if isinstance(error, LoginError):
+                    error = LoginError(f"authentication failed for {self.address}: {error}")
+                raise self._lost(error)
+            id = getattr(event, "id", None)
+            if id is not None and id in self._inbox:
+                self._inbox[id].append(event)
+        return events
+
+    def _next_event(self, id: str, deadline: float | None) -> ClientEvent:
+        box = self._inbox[id]
+        while not box:
+            self._read(deadline)
+        return box.popleft()
+
+    # -- calls -----------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> MethodProxy[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return MethodProxy(self._invoke, name, CallOptions(self.timeout))
+
+    def _invoke(
+        self, method: str, options: CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return self._call(method, args, kwargs, options.timeout)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` by name; a stream returns a generator."""
+        return self._call(method, args, kwargs, self.timeout)
+
+    def _send(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        returns: bool,
+        timeout: float | None,
+    ) -> str:
+        if not self.connected or self._sock is None or self._conn is None:
+            raise ConnectionLostError(
+                f"not connected to {self.address}: use 'with RPC(...)' or call connect()"
+            )
+        id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise self._lost(
+                ConnectionLostError(f"connection to {self.address} lost: {exc}")
+            ) from exc
+        return id
+
+    def _call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        id = self._send(method, args, kwargs, True, timeout)
+        self._inbox[id] = collections.deque()
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        try:
+            event = self._next_event(id, deadline)
+        except TimeoutError:
+            self._cancel(id)
+            raise DeadlineExceeded(
+                f"call {method!r} did not finish within its {timeout}s deadline", id=id
+            ) from None
+        except BaseException:
+            self._cancel(id)
+            raise
+        if isinstance(event, Result):
+            del self._inbox[id]
+            if event.deprecated:
+                warn_deprecated(method, stream=False, stacklevel=5)
+            return event.value
+        if isinstance(event, CallFailed):
+            del self._inbox[id]
+            raise event.error
+        assert isinstance(event, StreamStart)
+        if event.deprecated:
+            warn_deprecated(method, stream=True, stacklevel=5)
+        return self._stream(id)
+
+    def _stream(self, id: str) -> Generator[Any, None, None]:
+        finished = False
+        try:
+            while True:
+                event = self._next_event(id, None)
+                if isinstance(event, StreamItem):
+                    yield event.value
+                elif isinstance(event, StreamEnd):
+                    finished = True
+                    return
+                elif isinstance(event, CallFailed):
+                    finished = True
+                    raise event.error
+        finally:
+            if not finished:
+                self._cancel(id)
+            self._inbox.pop(id, None)
+
+    def _cancel(self, id: str) -> None:
+        self._inbox.pop(id, None)
+        if self._conn is None or self._sock is None:
+            return
+        data = self._conn.send_cancel(id)
+        if data:
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                self.close()
+
+    def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
+        """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""
+        return self._send(method, args, kwargs, False, None)

@@ -1,0 +1,262 @@
+"""Every exception pymprpc raises, and the one table mapping them to protocol codes.
+
+`MPRPCError` is the root. Call errors (4xx) fail one call; server errors (5xx) concern the
+whole connection. Classes carrying a `code` map 1:1 to the codes of PROTOCOL.md;
+`ConnectionLostError` and `LocalProtocolError` are local conditions with no wire code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .codes import Code
+
+__all__ = [
+    "MPRPCError",
+    "CallError",
+    "RequestError",
+    "NotFindError",
+    "ParamError",
+    "RestrictAccessError",
+    "RPCRuntimeError",
+    "ResultLimitError",
+    "UnsupportSysMethodError",
+    "CancelledError",
+    "DeadlineExceeded",
+    "ServerError",
+    "RpcException",
+    "LoginError",
+    "RequirementException",
+    "RpcUnavailableException",
+    "TimeoutException",
+    "ProtocolException",
+    "ProtocolSyntaxException",
+    "ConnectionLostError",
+    "LocalProtocolError",
+    "ExpireWarning",
+    "ExpireStreamWarning",
+    "ERRORS_BY_CODE",
+    "error_for_code",
+]
+
+
+class MPRPCError(Exception):
+    """Root of pymprpc's exceptions.
+
+    `message` is the human text, `exception` the remote exception type name (when the
+    server reported one), `id` the call it concerns and `data` the optional DATA map.
+    """
+
+    code: ClassVar[Code | None] = None
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        exception: str | None = None,
+        id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exception = exception
+        self.id = id
+        self.data = data
+
+    @property
+    def remote_traceback(self) -> str | None:
+        """The server's traceback, sent only when the server runs in debug mode."""
+        frame = (self.data or {}).get("FRAME")
+        return frame if isinstance(frame, str) else None
+
+    def __str__(self) -> str:
+        text = self.message or self.__class__.__name__
+        if self.exception and self.exception != type(self).__name__:
+            text = f"{self.exception}: {text}"
+        return text
+
+
+# -- call errors (4xx): one call fails, the connection lives on -----------------------
+
+
+class CallError(MPRPCError):
+    """A single call failed (4xx)."""
+
+
+class RequestError(CallError):
+    """400: malformed request, duplicate in-flight ID, or unknown/expired result ID."""
+
+    code = Code.REQUEST_ERROR
+
+
+class NotFindError(CallError):
+    """401: the server has no method of that name."""
+
+    code = Code.NOT_FOUND
+
+
+class ParamError(CallError):
+    """402: the arguments do not match the method's signature."""
+
+    code = Code.PARAM_ERROR
+
+
+class RestrictAccessError(CallError):
+    """403: the method is not allowed for this client."""
+
+    code = Code.RESTRICT_ACCESS
+
+
+class RPCRuntimeError(CallError):
+    """404: the method raised; `exception` names the remote exception type."""
+
+    code = Code.RUNTIME_ERROR
+
+
+class ResultLimitError(CallError):
+    """405: the result is too large, or cannot be delivered in this framing/encoding."""
+
+    code = Code.RESULT_LIMIT
+
+
+class UnsupportSysMethodError(CallError):
+    """406: unknown `system.*` method."""
+
+    code = Code.UNSUPPORTED_SYS_METHOD
+
+
+class CancelledError(CallError):
+    """407: the server cancelled the call (e.g. it is shutting down)."""
+
+    code = Code.CANCELLED
+
+
+class DeadlineExceeded(CallError, TimeoutError):
+    """408: the call's deadline passed before it finished."""
+
+    code = Code.DEADLINE_EXCEEDED
+
+
+# -- server errors (5xx): the whole connection is concerned ------------------------
+
+
+class ServerError(MPRPCError):
+    """The server reported a connection-level failure (5xx)."""
+
+
+class RpcException(ServerError):
+    """500: internal server error."""
+
+    code = Code.SERVER_ERROR
+
+
+class LoginError(ServerError):
+    """501: authentication failed (wrong credentials, or a call before auth)."""
+
+    code = Code.LOGIN_ERROR
+
+
+class RequirementException(ServerError):
+    """502: a service the server depends on failed."""
+
+    code = Code.REQUIREMENT_ERROR
+
+
+class RpcUnavailableException(ServerError):
+    """503: the server is unavailable (shutting down, maintenance, overloaded)."""
+
+    code = Code.UNAVAILABLE
+
+
+class TimeoutException(ServerError, TimeoutError):
+    """504: the server closed the connection after it was idle too long."""
+
+    code = Code.IDLE_TIMEOUT
+
+
+class ProtocolException(ServerError):
+    """505: protocol error (bad version, bad frame, oversized message)."""
+
+    code = Code.PROTOCOL_ERROR
+
+
+class ProtocolSyntaxException(ProtocolException):
+    """506: the message is not a valid protocol message."""
+
+    code = Code.PROTOCOL_SYNTAX_ERROR
+
+
+# -- local conditions (no wire code) -----------------------------------------------
+
+
+class ConnectionLostError(MPRPCError, ConnectionError):
+    """The connection dropped (or was never made) while calls were pending."""
+
+
+class LocalProtocolError(MPRPCError, ValueError):
+    """We were about to violate the protocol (e.g. a payload containing the separator)."""
+
+
+# -- warnings (3xx) ----------------------------------------------------------------
+
+
+class ExpireWarning(UserWarning):
+    """300: the method is deprecated; its result still follows."""
+
+    code: ClassVar[Code] = Code.EXPIRE_RESULT
+
+
+class ExpireStreamWarning(ExpireWarning):
+    """301: the stream method is deprecated; its stream still follows."""
+
+    code: ClassVar[Code] = Code.EXPIRE_STREAM_START
+
+
+ERRORS_BY_CODE: dict[int, type[MPRPCError]] = {
+    int(cls.code): cls
+    for cls in (
+        RequestError,
+        NotFindError,
+        ParamError,
+        RestrictAccessError,
+        RPCRuntimeError,
+        ResultLimitError,
+        UnsupportSysMethodError,
+        CancelledError,
+        DeadlineExceeded,
+        RpcException,
+        LoginError,
+        RequirementException,
+        RpcUnavailableException,
+        TimeoutException,
+        ProtocolException,
+        ProtocolSyntaxException,
+    )
+    if cls.code is not None
+}
+
+_DEFAULT_TEXT: dict[int, str] = {
+    Code.SERVER_ERROR: "the server failed",
+    Code.LOGIN_ERROR: "authentication failed: check the user name and password in the address",
+    Code.REQUIREMENT_ERROR: "a service the server depends on failed",
+    Code.UNAVAILABLE: "the server is unavailable (shutting down or overloaded)",
+    Code.IDLE_TIMEOUT: "the server closed the idle connection (enable heart_beat to keep it open)",
+    Code.PROTOCOL_ERROR: "the server reported a protocol error and closed the connection",
+    Code.PROTOCOL_SYNTAX_ERROR: "the server could not parse our message and closed the connection",
+}
+
+
+def error_for_code(
+    code: int,
+    message: str = "",
+    *,
+    exception: str | None = None,
+    id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> MPRPCError:
+    """Build the exception for a wire error code (unknown codes become RpcException)."""
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = CallError if 400 <= code < 500 else RpcException
+        message = message or f"unknown error code {code}"
+    return cls(message or _DEFAULT_TEXT.get(code, ""), exception=exception, id=id, data=data)

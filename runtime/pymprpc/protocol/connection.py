@@ -1,0 +1,431 @@
+"""Per-connection state machines, free of I/O.
+
+Feed received bytes to `receive_data()`, act on the events it returns, and write out what
+`data_to_send()` returns. Replies the protocol itself dictates (pong, 400 for a malformed
+or duplicate call, 501 for a call before auth, 505/506 for garbage) are queued by the
+connection; the shell only runs calls and reports their outcomes through `send_*`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import (
+    LocalProtocolError,
+    LoginError,
+    MPRPCError,
+    ProtocolException,
+    ProtocolSyntaxException,
+    RequestError,
+    ResultLimitError,
+)
+from . import messages
+from .codec import Codec
+from .constants import DEFAULT_MAX_MESSAGE_SIZE, PING, Code, Compression, Feature, Key
+from .events import (
+    Authenticated,
+    CallFailed,
+    CallRequest,
+    CancelRequest,
+    ClientEvent,
+    ConnectionFailed,
+    Result,
+    ServerEvent,
+    StreamEnd,
+    StreamItem,
+    StreamStart,
+    Welcome,
+)
+from .framing import Framer, LengthFramer, SeparatorFramer
+
+ALL_FEATURES = frozenset(Feature)
+
+
+class State(enum.Enum):
+    """Life of a connection: authentication, then calls, then closed."""
+
+    AUTHENTICATING = "authenticating"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class Credentials:
+    """Accepted (user, password) pairs, compared in constant time."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
+        self._pairs = [(u.encode(), p.encode()) for u, p in (pairs or ())]
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+    def check(self, username: str | None, password: str | None) -> bool:
+        if not self._pairs:
+            # No credentials configured: only an anonymous login is accepted.
+            return not username and not password
+        user = (username or "").encode()
+        pw = (password or "").encode()
+        ok = False
+        # Compare against every pair without short-circuiting, so timing does not reveal
+        # which user names exist or how much of a password matched.
+        for u, p in self._pairs:
+            ok |= hmac.compare_digest(u, user) & hmac.compare_digest(p, pw)
+        return ok
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """What a server connection announces and enforces."""
+
+    version: str | None = None
+    description: str | None = None
+    idle_timeout: float | None = 180.0
+    debug: bool = False
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    features: frozenset[Feature] = ALL_FEATURES
+
+
+def _reframe(old: Framer, rest: Sequence[bytes], new: Framer) -> list[bytes]:
+    """Move bytes received past a framing switch into the new framer."""
+    pending = b"".join(old.frame(p) for p in rest) + old.take_buffer()
+    return new.feed(pending) if pending else []
+
+
+class _Connection:
+    def __init__(self, max_message_size: int) -> None:
+        self.state = State.AUTHENTICATING
+        self.max_message_size = max_message_size
+        self.features: frozenset[Feature] = frozenset()
+        self._framer: Framer = SeparatorFramer(max_message_size)
+        self._codec: Codec | None = None
+        self._out: list[bytes] = []
+        self.error: MPRPCError | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def codec(self) -> Codec:
+        return self._codec or Codec(max_size=self.max_message_size)
+
+    def data_to_send(self) -> bytes:
+        """Bytes queued for the peer since the last call (empty if none)."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        return data
+
+    def _encode(self, message: dict[str, Any]) -> bytes:
+        """Frame one message; LocalProtocolError if it cannot be sent on this connection."""
+        payload = self.codec.encode(message)
+        if len(payload) > self.max_message_size:
+            raise LocalProtocolError(
+                f"message of {len(payload)} bytes exceeds the maximum message size of "
+                f"{self.max_message_size} bytes (raise max_message_size on both sides)"
+            )
+        return self._framer.frame(payload)
+
+    def _use_length_framing(self, rest: Sequence[bytes]) -> list[bytes]:
+        new = LengthFramer(self.max_message_size)
+        pending = _reframe(self._framer, rest, new)
+        self._framer = new
+        return pending
+
+
+class ServerConnection(_Connection):
+    """The server's side of one connection."""
+
+    def __init__(self, settings: ServerSettings, credentials: Credentials) -> None:
+        super().__init__(settings.max_message_size)
+        self.settings = settings
+        self.credentials = credentials
+        self._inflight: dict[str, bool] = {}  # ID -> its stream has started
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def is_tracked(self, id: str) -> bool:
+        return id in self._inflight
+
+    def receive_data(self, data: bytes) -> list[ServerEvent]:
+        if self.closed:
+            return []
+        events: list[ServerEvent] = []
+        try:
+            payloads = self._framer.feed(data)
+            i = 0
+            while i < len(payloads) and not self.closed:
+                payload = payloads[i]
+                i += 1
+                if self._codec is None:
+                    self._codec = Codec.detect(payload, self.max_message_size)
+                event = self._handle(self._codec.decode(payload))
+                if event is None:
+                    continue
+                events.append(event)
+                if isinstance(event, Authenticated) and Feature.LENGTH_FRAMING in self.features:
+                    payloads = self._use_length_framing(payloads[i:])
+                    i = 0
+        except ProtocolException as exc:
+            self.fail(exc)
+        return events
+
+    def _handle(self, raw: Any) -> ServerEvent | None:
+        msg = messages.check_envelope(raw)
+        if self.state is State.AUTHENTICATING:
+            if Key.AUTH not in msg:
+                self.fail(LoginError("the first message must be the auth request"))
+                return None
+            return self._authenticate(msg)
+        if Key.ID in msg:
+            if msg.get(Key.CANCEL) is not None:
+                return self._cancel(msg[Key.ID])
+            return self._call(msg)
+        if msg.get(Key.HEARTBEAT) == PING:
+            self._queue(messages.pong())
+            return None
+        if Key.AUTH in msg:
+            raise ProtocolException("the connection is already authenticated")
+        raise ProtocolSyntaxException("message is neither a heartbeat nor a call")
+
+    def _authenticate(self, msg: dict[str, Any]) -> Authenticated | None:
+        username, password, wanted = messages.parse_auth(msg)
+        if not self.credentials.check(username, password):
+            self.fail(LoginError("unknown user name or wrong password"))
+            return None
+        announced = Key.FEATURES in msg
+        self.features = wanted & self.settings.features
+        codec = self.codec
+        self._queue(
+            messages.welcome(
+                version=self.settings.version,
+                description=self.settings.description,
+                debug=codec.json,
+                compression=codec.compression,
+                idle_timeout=self.settings.idle_timeout or 0,
+                features=self.features if announced else None,
+            )
+        )
+        self.state = State.READY
+        return Authenticated(username, self.features)
+
+    def _call(self, msg: dict[str, Any]) -> CallRequest | None:
+        try:
+            request = messages.parse_call(msg, Feature.DEADLINE in self.features)
+        except RequestError as exc:
+            raw_id = msg.get(Key.ID)
+            self._queue_error(raw_id if isinstance(raw_id, str | int) else None, exc)
+            return None
+        if request.id in self._inflight:
+            # The original call keeps its ID; only the duplicate is refused.
+            self._queue_error(
+                request.id,
+                RequestError(f"duplicate in-flight ID {request.id!r}", id=request.id),
+            )
+            return None
+        self._inflight[request.id] = False
+        return request
+
+    def _cancel(self, id: Any) -> CancelRequest | None:
+        if Feature.CANCEL not in self.features or not isinstance(id, str):
+            self._queue_error(
+                id if isinstance(id, str) else None,
+                RequestError("CANCEL was not negotiated on this connection"),
+            )
+            return None
+        if self._inflight.pop(id, None) is None:
+            return None  # already finished: nothing left to cancel
+        return CancelRequest(id)
+
+    def _queue(self, message: dict[str, Any]) -> None:
+        self._out.append(self._encode(message))
+
+    def _queue_error(
+        self, id: str | int | None, error: MPRPCError, frame: str | None = None
+    ) -> None:
+        if id is None:
+            self.fail(ProtocolSyntaxException(error.message))
+            return
+        try:
+            self._queue(messages.call_error(id, error, frame))
+        except LocalProtocolError:
+            # DATA (echoed arguments, traceback) made it undeliverable: send the bare error.
+            bare = type(error)(error.message, exception=error.exception, id=error.id)
+            self._queue(messages.call_error(id, bare, None))
+
+    # -- outcomes reported by the shell ---------------------------------------------
+
+    def send_result(self, id: str, value: Any, *, deprecated: bool = False) -> None:
+        """Queue the result of call `id` and retire the ID."""
+        if self._inflight.pop(id, None) is None or self.closed:
+            return
+        code = Code.EXPIRE_RESULT if deprecated else Code.RESULT
+        try:
+            self._queue(messages.response(code, id, RESULT=value))
+        except LocalProtocolError as exc:
+            self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
+
+    def send_stream_start(self, id: str, *, deprecated: bool = False) -> bool:
+        """Queue 201/301 for call `id`; False if the call is no longer wanted."""
+        if id not in self._inflight or self.closed:
+            return False
+        self._inflight[id] = True
+        code = Code.EXPIRE_STREAM_START if deprecated else Code.STREAM_START
+        self._queue(messages.response(code, id))
+        return True
+
+    def send_stream_item(self, id: str, value: Any) -> bool:
+        """Queue one item; False if the stream must stop (cancelled or undeliverable)."""
+        if not self._inflight.get(id) or self.closed:
+            return False
+        try:
+            self._queue(messages.response(Code.STREAM_ITEM, id, RESULT=value))
+        except LocalProtocolError as exc:
+            self.send_error(id, ResultLimitError(f"stream item not delivered: {exc}", id=id))
+            return False
+        return True
+
+    def send_stream_end(self, id: str) -> None:
+        if self._inflight.pop(id, None) is None or self.closed:
+            return
+        self._queue(messages.response(Code.STREAM_END, id))
+
+    def send_error(self, id: str, error: MPRPCError, *, frame: str | None = None) -> None:
+        """Queue a call error for `id` (a traceback `frame` only in debug mode)."""
+        if self._inflight.pop(id, None) is None or self.closed:
+            return
+        self._queue_error(id, error, frame if self.settings.debug else None)
+
+    def release(self, id: str) -> None:
+        """Retire an ID whose outcome is kept rather than sent (RETURN false)."""
+        self._inflight.pop(id, None)
+
+    def fail(self, error: MPRPCError) -> None:
+        """Queue the connection-level error for `error` and close."""
+        if self.closed:
+            return
+        self.error = error
+        code = error.code if error.code is not None and error.code >= 500 else Code.SERVER_ERROR
+        # A bare code always encodes: no separator, far below any size limit.
+        self._out.append(self._encode(messages.connection_error(code)))
+        self.state = State.CLOSED
+        self._inflight.clear()
+
+
+class ClientConnection(_Connection):
+    """The client's side of one connection."""
+
+    def __init__(
+        self,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        json: bool = False,
+        compression: Compression | None = None,
+        features: frozenset[Feature] = ALL_FEATURES,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        super().__init__(max_message_size)
+        self._codec = Codec(json=json, compression=compression, max_size=max_message_size)
+        self._username = username
+        self._password = password
+        self._wanted = features
+        self.welcome: Welcome | None = None
+        self._pending: dict[str, bool] = {}  # ID -> its stream has started
+
+    def start(self) -> bytes:
+        """The auth request: the first bytes a client sends."""
+        return self._encode(messages.auth_request(self._username, self._password, self._wanted))
+
+    def receive_data(self, data: bytes) -> list[ClientEvent]:
+        if self.closed:
+            return []
+        events: list[ClientEvent] = []
+        try:
+            payloads = self._framer.feed(data)
+            i = 0
+            while i < len(payloads) and not self.closed:
+                payload = payloads[i]
+                i += 1
+                event = self._handle(messages.parse_response(self.codec.decode(payload)))
+                if event is None:
+                    continue
+                events.append(event)
+                if isinstance(event, Welcome) and Feature.LENGTH_FRAMING in self.features:
+                    payloads = self._use_length_framing(payloads[i:])
+                    i = 0
+        except ProtocolException as exc:
+            events.append(self.close(exc))
+        return events
+
+    def _handle(self, event: ClientEvent) -> ClientEvent | None:
+        if isinstance(event, ConnectionFailed):
+            return self.close(event.error)
+        if self.state is State.AUTHENTICATING:
+            if not isinstance(event, Welcome):
+                return self.close(ProtocolException(f"expected the welcome reply, got {event}"))
+            self.welcome = event
+            self.features = event.features & self._wanted
+            self.state = State.READY
+            return event
+        if isinstance(event, Welcome):
+            return self.close(ProtocolException("unexpected second welcome reply"))
+        if isinstance(event, Result | CallFailed | StreamEnd):
+            return event if self._pending.pop(event.id, None) is not None else None
+        if isinstance(event, StreamStart):
+            if event.id not in self._pending:
+                return None
+            self._pending[event.id] = True
+            return event
+        if isinstance(event, StreamItem):
+            return event if self._pending.get(event.id) else None
+        return event  # Pong
+
+    def close(self, error: MPRPCError) -> ConnectionFailed:
+        """Mark the connection closed (e.g. the socket dropped); pending calls are dropped."""
+        self.state = State.CLOSED
+        self.error = error
+        self._pending.clear()
+        return ConnectionFailed(error)
+
+    def send_call(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        returns: bool = True,
+        deadline: float | None = None,
+        id: str | None = None,
+    ) -> tuple[str, bytes]:
+        """Frame a call; returns its ID and bytes. LocalProtocolError if unsendable."""
+        if self.state is not State.READY:
+            raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
+        id = id or str(uuid.uuid4())
+        if Feature.DEADLINE not in self.features:
+            deadline = None
+        data = self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
+        if returns:
+            self._pending[id] = False
+        return id, data
+
+    def send_ping(self) -> bytes:
+        return self._encode(messages.ping())
+
+    def send_cancel(self, id: str) -> bytes:
+        """Stop tracking call `id`; the CANCEL frame if negotiated, else nothing."""
+        if self._pending.pop(id, None) is None or Feature.CANCEL not in self.features:
+            return b""
+        if self.closed:
+            return b""
+        return self._encode(messages.cancel(id))
+
+    def is_pending(self, id: str) -> bool:
+        return id in self._pending

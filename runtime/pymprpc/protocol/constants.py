@@ -1,0 +1,70 @@
+"""Wire constants of MPRPC 0.1: version, separator, map keys, status codes, features."""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from ..codes import Code
+
+__all__ = ["Code", "Compression", "Feature", "Key"]
+
+VERSION: Final = "0.1"
+SEPARATOR: Final = b"##PRO-END##"
+
+# Largest payload either side accepts or sends, before and after decompression.
+# 16 MiB is generous for RPC (gRPC's default receive limit is 4 MiB) while keeping a
+# hostile peer from making us buffer without bound.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+
+# Length framing prefix: 4-byte big-endian unsigned length (PROTOCOL.md Part 2).
+LENGTH_PREFIX_SIZE: Final = 4
+
+
+class Key:
+    """Map keys defined by the protocol (upper-case English words)."""
+
+    MPRPC: Final = "MPRPC"
+    AUTH: Final = "AUTH"
+    USERNAME: Final = "USERNAME"
+    PASSWORD: Final = "PASSWORD"
+    FEATURES: Final = "FEATURES"
+    CODE: Final = "CODE"
+    VERSION: Final = "VERSION"
+    DESC: Final = "DESC"
+    DEBUG: Final = "DEBUG"
+    COMPRESER: Final = "COMPRESER"
+    TIMEOUT: Final = "TIMEOUT"
+    HEARTBEAT: Final = "HEARTBEAT"
+    ID: Final = "ID"
+    METHOD: Final = "METHOD"
+    RETURN: Final = "RETURN"
+    ARGS: Final = "ARGS"
+    KWARGS: Final = "KWARGS"
+    MESSAGE: Final = "MESSAGE"
+    RESULT: Final = "RESULT"
+    EXCEPTION: Final = "EXCEPTION"
+    DATA: Final = "DATA"
+    FRAME: Final = "FRAME"
+    CANCEL: Final = "CANCEL"
+    DEADLINE: Final = "DEADLINE"
+
+
+PING: Final = "ping"
+PONG: Final = "pong"
+
+
+class Feature(enum.StrEnum):
+    """Negotiated extensions of PROTOCOL.md Part 2."""
+
+    LENGTH_FRAMING = "length-framing"
+    CANCEL = "cancel"
+    DEADLINE = "deadline"
+
+
+class Compression(enum.StrEnum):
+    """Payload compressions named by the protocol (`COMPRESER`)."""
+
+    ZLIB = "zlib"
+    BZ2 = "bz2"
+    LZMA = "lzma"

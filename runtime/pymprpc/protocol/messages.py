@@ -1,0 +1,260 @@
+"""Building protocol maps and validating received ones.
+
+Builders return plain dicts in wire layout; parsers take a decoded value and return an
+event, or raise the protocol's own exception saying what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import (
+    MPRPCError,
+    ProtocolException,
+    ProtocolSyntaxException,
+    RequestError,
+    error_for_code,
+)
+from .constants import PING, PONG, VERSION, Code, Compression, Feature, Key
+from .events import (
+    CallFailed,
+    CallRequest,
+    ClientEvent,
+    ConnectionFailed,
+    Pong,
+    Result,
+    StreamEnd,
+    StreamItem,
+    StreamStart,
+    Welcome,
+)
+
+# -- builders ----------------------------------------------------------------------
+
+
+def auth_request(
+    username: str | None, password: str | None, features: frozenset[Feature]
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        Key.MPRPC: VERSION,
+        Key.AUTH: {Key.USERNAME: username, Key.PASSWORD: password},
+    }
+    if features:
+        # Old servers ignore unknown keys; without features we look exactly like 0.0.3.
+        msg[Key.FEATURES] = sorted(features)
+    return msg
+
+
+def welcome(
+    *,
+    version: str | None,
+    description: str | None,
+    debug: bool,
+    compression: Compression | None,
+    idle_timeout: float | None,
+    features: frozenset[Feature] | None,
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {
+        Key.MPRPC: VERSION,
+        Key.CODE: Code.WELCOME.value,
+        Key.VERSION: version,
+        Key.DESC: description,
+        Key.DEBUG: debug,
+        Key.COMPRESER: compression.value if compression else None,
+        Key.TIMEOUT: idle_timeout,
+    }
+    if features is not None:
+        msg[Key.FEATURES] = sorted(features)
+    return msg
+
+
+def ping() -> dict[str, Any]:
+    return {Key.MPRPC: VERSION, Key.HEARTBEAT: PING}
+
+
+def pong() -> dict[str, Any]:
+    return {Key.MPRPC: VERSION, Key.CODE: Code.PONG.value, Key.HEARTBEAT: PONG}
+
+
+def call(
+    id: str,
+    method: str,
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    returns: bool,
+    deadline: float | None,
+) -> dict[str, Any]:
+    msg: dict[str, Any] = {Key.MPRPC: VERSION, Key.ID: id, Key.METHOD: method}
+    if not returns:
+        msg[Key.RETURN] = False
+    if args:
+        msg[Key.ARGS] = list(args)
+    if kwargs:
+        msg[Key.KWARGS] = kwargs
+    if deadline is not None:
+        msg[Key.DEADLINE] = deadline
+    return msg
+
+
+def cancel(id: str) -> dict[str, Any]:
+    return {Key.MPRPC: VERSION, Key.ID: id, Key.CANCEL: True}
+
+
+def response(code: Code, id: str | int, **fields: Any) -> dict[str, Any]:
+    return {Key.MPRPC: VERSION, Key.CODE: code.value, Key.MESSAGE: {Key.ID: id, **fields}}
+
+
+def call_error(id: str | int, error: MPRPCError, debug_frame: str | None) -> dict[str, Any]:
+    code = error.code or Code.SERVER_ERROR
+    fields: dict[str, Any] = {
+        Key.EXCEPTION: error.exception or type(error).__name__,
+        Key.MESSAGE: error.message,
+    }
+    data = dict(error.data or {})
+    if debug_frame is not None:
+        data[Key.FRAME] = debug_frame
+    else:
+        data.pop(Key.FRAME, None)
+    if data:
+        fields[Key.DATA] = data
+    return response(code, id, **fields)
+
+
+def connection_error(code: Code) -> dict[str, Any]:
+    return {Key.MPRPC: VERSION, Key.CODE: code.value}
+
+
+# -- parsers -----------------------------------------------------------------------
+
+
+def check_envelope(msg: Any) -> dict[str, Any]:
+    """Return `msg` if it is a map of protocol version 0.1, else raise 506/505."""
+    if not isinstance(msg, dict):
+        raise ProtocolSyntaxException(f"message is a {type(msg).__name__}, not a map")
+    version = msg.get(Key.MPRPC)
+    if version != VERSION:
+        raise ProtocolException(
+            f"unsupported protocol version {version!r}: this peer speaks MPRPC {VERSION!r}"
+        )
+    return msg
+
+
+def parse_auth(
+    msg: dict[str, Any],
+) -> tuple[str | None, str | None, frozenset[Feature]]:
+    """Credentials and announced features of an auth request (506 if malformed)."""
+    auth = msg.get(Key.AUTH)
+    if not isinstance(auth, dict):
+        raise ProtocolSyntaxException("AUTH must be a map with USERNAME and PASSWORD")
+    username = auth.get(Key.USERNAME)
+    password = auth.get(Key.PASSWORD)
+    if not isinstance(username, str | None) or not isinstance(password, str | None):
+        raise ProtocolSyntaxException("USERNAME and PASSWORD must be strings or null")
+    raw = msg.get(Key.FEATURES) or []
+    if not isinstance(raw, list):
+        raise ProtocolSyntaxException("FEATURES must be an array of strings")
+    known = {f.value for f in Feature}
+    features = frozenset(Feature(f) for f in raw if isinstance(f, str) and f in known)
+    return username, password, features
+
+
+def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
+    """Validate a call request; RequestError (400, carrying the ID) if malformed."""
+    id = msg[Key.ID]
+    if not isinstance(id, str) or not id:
+        raise RequestError(f"ID must be a non-empty string, got {id!r}")
+    method = msg.get(Key.METHOD)
+    if not isinstance(method, str) or not method:
+        raise RequestError("request has no METHOD (a non-empty string)", id=id)
+    args = msg.get(Key.ARGS)
+    if args is None:
+        args = []
+    elif not isinstance(args, list):
+        raise RequestError(f"ARGS must be an array, got {type(args).__name__}", id=id)
+    kwargs = msg.get(Key.KWARGS)
+    if kwargs is None:
+        kwargs = {}
+    elif not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise RequestError("KWARGS must be a map with string keys", id=id)
+    returns = msg.get(Key.RETURN, True)
+    if not isinstance(returns, bool):
+        raise RequestError(f"RETURN must be a boolean, got {returns!r}", id=id)
+    deadline = None
+    if accept_deadline and msg.get(Key.DEADLINE) is not None:
+        raw = msg[Key.DEADLINE]
+        if (
+            not isinstance(raw, int | float)
+            or isinstance(raw, bool)
+            or not math.isfinite(raw)
+            or raw < 0
+        ):
+            raise RequestError(f"DEADLINE must be a non-negative number, got {raw!r}", id=id)
+        deadline = float(raw)
+    return CallRequest(id, method, args, kwargs, returns, deadline)
+
+
+def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError]:
+    if not isinstance(message, dict):
+        return None, error_for_code(code)
+    id = message.get(Key.ID)
+    text = message.get(Key.MESSAGE)
+    exc = message.get(Key.EXCEPTION)
+    data = message.get(Key.DATA)
+    error = error_for_code(
+        code,
+        text if isinstance(text, str) else "" if text is None else str(text),
+        exception=exc if isinstance(exc, str) else None,
+        id=id if isinstance(id, str) else None,
+        data=data if isinstance(data, dict) else None,
+    )
+    return (id if isinstance(id, str) else None), error
+
+
+def _welcome(msg: dict[str, Any]) -> Welcome:
+    comp = msg.get(Key.COMPRESER)
+    timeout = msg.get(Key.TIMEOUT)
+    raw = msg.get(Key.FEATURES)
+    known = {f.value for f in Feature}
+    features = frozenset(Feature(f) for f in (raw if isinstance(raw, list) else []) if f in known)
+    version, desc = msg.get(Key.VERSION), msg.get(Key.DESC)
+    return Welcome(
+        version=version if isinstance(version, str) else None,
+        description=desc if isinstance(desc, str) else None,
+        debug=bool(msg.get(Key.DEBUG)),
+        compression=Compression(comp) if comp in {c.value for c in Compression} else None,
+        idle_timeout=float(timeout) if isinstance(timeout, int | float) and timeout else None,
+        features=features,
+    )
+
+
+def parse_response(msg: Any) -> ClientEvent:
+    """Turn a message received by a client into an event (505/506 if malformed)."""
+    msg = check_envelope(msg)
+    code = msg.get(Key.CODE)
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise ProtocolSyntaxException(f"response has no integer CODE: {msg!r:.200}")
+    if code == Code.WELCOME:
+        return _welcome(msg)
+    if code == Code.PONG:
+        return Pong()
+    message = msg.get(Key.MESSAGE)
+    if 200 <= code < 400:
+        if not isinstance(message, dict) or not isinstance(message.get(Key.ID), str):
+            raise ProtocolSyntaxException(f"response {code} has no MESSAGE with an ID")
+        id = message[Key.ID]
+        if code in (Code.RESULT, Code.EXPIRE_RESULT):
+            return Result(id, message.get(Key.RESULT), code == Code.EXPIRE_RESULT)
+        if code in (Code.STREAM_START, Code.EXPIRE_STREAM_START):
+            return StreamStart(id, code == Code.EXPIRE_STREAM_START)
+        if code == Code.STREAM_ITEM:
+            return StreamItem(id, message.get(Key.RESULT))
+        if code == Code.STREAM_END:
+            return StreamEnd(id)
+        raise ProtocolSyntaxException(f"unknown response code {code}")
+    id, error = _error_from_message(code, message)
+    if id is not None:
+        return CallFailed(id, error)
+    if code < 500:
+        raise ProtocolSyntaxException(f"call error {code} without an ID: {error}")
+    return ConnectionFailed(error)

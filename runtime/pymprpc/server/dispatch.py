@@ -1,0 +1,62 @@
+"""Turning a call request into an outcome: resolve, bind, run, and map failures to codes."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import traceback
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..errors import MPRPCError, RPCRuntimeError
+from ..protocol import CallRequest
+from .executors import ExecutorKind, Executors, RemoteFunctionError
+from .registry import Kind, Method, Registry
+
+
+class Dispatcher:
+    """Runs methods of one registry on the right executor."""
+
+    def __init__(self, registry: Registry, executors: Executors) -> None:
+        self.registry = registry
+        self.executors = executors
+
+    def prepare(self, request: CallRequest) -> Method:
+        """The method for `request`, with arguments checked (401/402/406 otherwise)."""
+        method = self.registry.resolve(request.method)
+        method.bind(request.args, request.kwargs)
+        return method
+
+    async def run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """The call's value, or an async iterator for a stream."""
+        if method.kind is Kind.STREAM:
+            return method.func(*args, **kwargs)
+        if method.kind is Kind.COROUTINE:
+            return await method.func(*args, **kwargs)
+        kind = method.executor or self.executors.default
+        if kind is ExecutorKind.INLINE:
+            return method.func(*args, **kwargs)
+        return await self.executors.run(kind, method.key, method.path, args, kwargs)
+
+
+def is_stream(value: Any) -> bool:
+    return inspect.isasyncgen(value) or isinstance(value, AsyncIterator)
+
+
+def as_call_error(exc: BaseException, request: CallRequest) -> tuple[MPRPCError, str]:
+    """The protocol error for an exception raised by a call, and its traceback text."""
+    if isinstance(exc, MPRPCError):
+        error = exc
+        frame = "".join(traceback.format_exception(exc))
+    elif isinstance(exc, RemoteFunctionError):
+        error = RPCRuntimeError(exc.args[0], exception=exc.type_name)
+        frame = exc.frame
+    else:
+        error = RPCRuntimeError(str(exc), exception=type(exc).__name__)
+        frame = "".join(traceback.format_exception(exc))
+    data = {"METHOD": request.method, "ARGS": request.args, "KWARGS": request.kwargs}
+    if error.data:
+        data.update(error.data)
+    result = copy.copy(error)
+    result.id, result.data = request.id, data
+    return result, frame

@@ -1,0 +1,185 @@
+"""Where plain (non-async) functions run: a process pool, a thread pool, or inline.
+
+The process pool is forked from the server process, so workers inherit every registered
+function and instance: calls name their target by key instead of pickling the function,
+which is what lets functions defined inside the `with Server(...)` block run there. Only
+arguments and results cross the process boundary (they must pickle), and an instance's
+state is a per-worker copy: mutations in a worker are not seen by the server or by other
+workers. Use the thread pool (shared state, but the GIL serialises CPU work) or inline
+execution (no overhead, but it blocks the event loop) when that matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import multiprocessing
+import os
+import signal
+import stat
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ..errors import RPCRuntimeError
+
+
+class ExecutorKind(enum.StrEnum):
+    """How a plain function is run."""
+
+    PROCESS = "process"
+    THREAD = "thread"
+    INLINE = "inline"
+
+
+# Targets visible to forked workers: key -> function or instance. Filled in the server
+# process before the pool forks; a worker resolves (key, attribute path) here.
+_TARGETS: dict[str, Any] = {}
+_generation = 0
+
+
+def publish(key: str, target: Any) -> None:
+    """Make `target` callable by key in process-pool workers forked from now on."""
+    global _generation
+    _TARGETS[key] = target
+    _generation += 1
+
+
+def withdraw(key: str) -> None:
+    _TARGETS.pop(key, None)
+
+
+def _resolve(key: str, path: Sequence[str]) -> Callable[..., Any]:
+    target = _TARGETS[key]
+    for part in path:
+        target = getattr(target, part)
+    return target  # type: ignore[no-any-return]
+
+
+def _detach_inherited_sockets() -> None:
+    """Point every inherited socket fd at /dev/null.
+
+    A forked worker holds copies of the server's listening socket and of every client
+    connection open at fork time; without this, closing a connection in the server would
+    not reach the peer while a worker lives. dup2 (not close) keeps the fd numbers taken,
+    so a stale socket object closing its fd later cannot hit a pipe the pool reuses.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        for name in os.listdir(fd_dir):
+            fd = int(name)
+            if fd <= 2 or fd == null:
+                continue
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd)
+            except OSError:
+                continue
+    finally:
+        os.close(null)
+
+
+def _worker_init() -> None:
+    # The parent's event loop owns the signal wakeup fd and handles SIGINT for the whole
+    # server; a worker must neither write into that fd nor die with a traceback on Ctrl-C.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _detach_inherited_sockets()
+
+
+def _invoke(key: str, path: tuple[str, ...], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run a published target in a worker; exceptions come back as plain data."""
+    try:
+        return ("ok", _resolve(key, path)(*args, **kwargs))
+    except Exception as exc:  # noqa: BLE001 - every failure is reported to the caller
+        return ("error", type(exc).__name__, str(exc), traceback.format_exc())
+
+
+class RemoteFunctionError(Exception):
+    """A function raised inside a worker process; carries its type name and traceback."""
+
+    def __init__(self, type_name: str, message: str, frame: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.frame = frame
+
+
+class Executors:
+    """The server's pools, created on first use and recreated when broken or stale."""
+
+    def __init__(self, default: ExecutorKind, max_workers: int | None = None) -> None:
+        self.default = default
+        self.max_workers = max_workers
+        self._process: ProcessPoolExecutor | None = None
+        self._process_generation = -1
+        self._thread: ThreadPoolExecutor | None = None
+
+    def _process_pool(self) -> ProcessPoolExecutor:
+        if self._process is not None and self._process_generation != _generation:
+            # Something was registered after the workers forked: they cannot see it.
+            self._process.shutdown(wait=False, cancel_futures=False)
+            self._process = None
+        if self._process is None:
+            self._process = ProcessPoolExecutor(
+                max_workers=self.max_workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_worker_init,
+            )
+            self._process_generation = _generation
+        return self._process
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix="pymprpc"
+            )
+        return self._thread
+
+    def warm_up(self) -> None:
+        """Fork the process pool now, before clients connect (if it will be used)."""
+        if self.default is ExecutorKind.PROCESS and _TARGETS:
+            pool = self._process_pool()
+            pool.submit(os.getpid).result()
+
+    async def run(
+        self,
+        kind: ExecutorKind,
+        key: str,
+        path: tuple[str, ...],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run a published target by the given executor kind."""
+        if kind is ExecutorKind.INLINE:
+            return _resolve(key, path)(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        if kind is ExecutorKind.THREAD:
+            func = _resolve(key, path)
+            return await loop.run_in_executor(self._thread_pool(), lambda: func(*args, **kwargs))
+        pool = self._process_pool()
+        try:
+            outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs)
+        except BrokenProcessPool as exc:
+            if self._process is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._process = None
+            name = ".".join((key.split(":", 1)[-1], *path))
+            raise RPCRuntimeError(
+                f"the worker process running {name!r} died ({exc}); the pool was restarted",
+                exception="BrokenProcessPool",
+            ) from None
+        if outcome[0] == "ok":
+            return outcome[1]
+        _, type_name, message, frame = outcome
+        raise RemoteFunctionError(type_name, message, frame)
+
+    def shutdown(self) -> None:
+        pools: list[Executor | None] = [self._process, self._thread]
+        self._process = self._thread = None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,194 @@
+"""The table of callable methods: registration, lookup (dotted names too) and binding."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NotFindError, ParamError, UnsupportSysMethodError
+from . import executors
+from .executors import ExecutorKind
+
+_SYSTEM_PREFIX = "system."
+_server_ids = itertools.count(1)
+
+
+class Kind(enum.StrEnum):
+    """How a method produces its outcome."""
+
+    FUNCTION = "function"  # plain callable, run by an executor
+    COROUTINE = "coroutine"  # awaited on the event loop
+    STREAM = "stream"  # async generator: 201, 202..., 206
+
+
+def kind_of(func: Callable[..., Any]) -> Kind:
+    if inspect.isasyncgenfunction(func):
+        return Kind.STREAM
+    if inspect.iscoroutinefunction(func):
+        return Kind.COROUTINE
+    if inspect.isgeneratorfunction(func):
+        raise TypeError(
+            f"{getattr(func, '__qualname__', func)!r} is a generator function: "
+            "streams must be async generator functions (async def ... yield)"
+        )
+    return Kind.FUNCTION
+
+
+def describe_signature(name: str, func: Callable[..., Any]) -> str:
+    try:
+        return f"{name}{inspect.signature(func)}"
+    except (TypeError, ValueError):
+        return f"{name}(...)"
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One callable method as the server sees it."""
+
+    name: str
+    func: Callable[..., Any]
+    kind: Kind
+    executor: ExecutorKind | None  # None: the server's default (plain functions only)
+    deprecated: bool
+    signature: inspect.Signature | None
+    signature_text: str
+    doc: str
+    key: str  # process-pool target key
+    path: tuple[str, ...] = ()  # attribute path from the target to the function
+
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise ParamError (402) if the arguments do not fit the signature."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ParamError(f"{self.name}(): {exc}") from None
+
+
+def make_method(
+    name: str,
+    func: Callable[..., Any],
+    *,
+    key: str,
+    path: tuple[str, ...] = (),
+    executor: ExecutorKind | None = None,
+    deprecated: bool = False,
+    signature: str | None = None,
+    doc: str | None = None,
+) -> Method:
+    try:
+        sig: inspect.Signature | None = inspect.signature(func)
+    except (TypeError, ValueError):
+        sig = None
+    return Method(
+        name=name,
+        func=func,
+        kind=kind_of(func),
+        executor=executor,
+        deprecated=deprecated,
+        signature=sig,
+        signature_text=signature or describe_signature(name, func),
+        doc=doc if doc is not None else (inspect.getdoc(func) or "").strip(),
+        key=key,
+        path=path,
+    )
+
+
+class Registry:
+    """Names -> methods for one server."""
+
+    def __init__(self) -> None:
+        self._prefix = f"srv{next(_server_ids)}:"
+        self._methods: dict[str, Method] = {}
+        self._dotted: list[tuple[str, Any]] = []  # (key, instance) allowing dotted names
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._methods
+
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+    def add_function(
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        *,
+        executor: ExecutorKind | None = None,
+        deprecated: bool = False,
+        signature: str | None = None,
+        doc: str | None = None,
+    ) -> Method:
+        name = name or getattr(func, "__name__", None)
+        if not name or not isinstance(name, str):
+            raise ValueError(f"cannot infer a method name for {func!r}: pass name=")
+        key = self._prefix + name
+        method = make_method(
+            name,
+            func,
+            key=key,
+            executor=executor,
+            deprecated=deprecated,
+            signature=signature,
+            doc=doc,
+        )
+        self._methods[name] = method
+        executors.publish(key, func)
+        return method
+
+    def add_instance(self, obj: Any, allow_dotted_names: bool = False) -> list[Method]:
+        key = self._prefix + f"instance{len(self._dotted)}:{type(obj).__name__}"
+        executors.publish(key, obj)
+        added = []
+        for attr in dir(obj):
+            if attr.startswith("_"):
+                continue
+            func = getattr(obj, attr, None)
+            if not callable(func) or inspect.isclass(func):
+                continue
+            method = make_method(attr, func, key=key, path=(attr,))
+            self._methods[attr] = method
+            added.append(method)
+        self._dotted.append((key, obj if allow_dotted_names else None))
+        return added
+
+    def add_method(self, method: Method) -> None:
+        self._methods[method.name] = method
+        executors.publish(method.key, method.func)
+
+    def get(self, name: str) -> Method | None:
+        return self._methods.get(name)
+
+    def resolve(self, name: str) -> Method:
+        """The method called `name`; NotFindError (401) or UnsupportSysMethodError (406)."""
+        method = self._methods.get(name)
+        if method is not None:
+            return method
+        if name.startswith(_SYSTEM_PREFIX):
+            raise UnsupportSysMethodError(f"unsupported system method {name!r}")
+        if "." in name:
+            found = self._resolve_dotted(name)
+            if found is not None:
+                return found
+        raise NotFindError(f"no method named {name!r} (system.listMethods lists them)")
+
+    def _resolve_dotted(self, name: str) -> Method | None:
+        parts = tuple(name.split("."))
+        if any(not p or p.startswith("_") for p in parts):
+            return None  # private attributes are never reachable
+        for key, obj in self._dotted:
+            if obj is None:
+                continue
+            target: Any = obj
+            try:
+                for part in parts:
+                    target = getattr(target, part)
+            except AttributeError:
+                continue
+            if callable(target) and not inspect.isclass(target):
+                return make_method(name, target, key=key, path=parts)
+        return None
