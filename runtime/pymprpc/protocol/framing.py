@@ -68,7 +68,7 @@ class SeparatorFramer:
     def frame(self, payload: bytes) -> bytes:
         if SEPARATOR in payload:
             raise LocalProtocolError(
-                "the encoded message contains the frame separator b'##PRO-END##' and "
+                "the encoded message contains the 11-byte frame separator and "
                 "cannot be sent with separator framing; use length framing"
             )
         return payload + SEPARATOR

@@ -104,6 +104,11 @@ class ConnectionHandler(asyncio.Protocol):
             self.transport.write(data)
             self._last_activity = self.loop.time()
 
+    def close(self) -> None:
+        """Send what is queued, then close the connection."""
+        self._flush()
+        self._close_transport()
+
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

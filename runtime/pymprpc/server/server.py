@@ -241,22 +241,24 @@ class Server:
         log.info("pymprpc serving on %s:%d", self.host, self.port)
 
     async def serve_forever(self) -> None:
-        """Start if needed, then wait until `close()` or `stop()`."""
+        """Start if needed, then wait until the server has been closed (`close`/`stop`)."""
         await self.start()
         assert self._stopped is not None
         await self._stopped.wait()
 
     def stop(self) -> None:
-        """Ask a running server to shut down gracefully; safe from any thread."""
-        loop, stopped = self._loop, self._stopped
-        if loop is None or stopped is None or loop.is_closed():
+        """Shut a running server down gracefully; safe from any thread and signal handler."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
-        loop.call_soon_threadsafe(stopped.set)
+        loop.call_soon_threadsafe(lambda: loop.create_task(self.close()))
 
     async def close(self, grace: float | None = None) -> None:
         """Stop accepting, let running calls finish within `grace`, then cancel the rest."""
         server = self._server
-        if server is None:
+        if server is None or self.draining:
+            if self._stopped is not None:
+                await self._stopped.wait()
             return
         grace = self.grace_period if grace is None else grace
         self.draining = True
@@ -269,26 +271,25 @@ class Server:
                     handler.abort_calls()
                 await asyncio.wait(pending, timeout=max(1.0, grace))
         for handler in list(self.handlers):
-            handler._flush()
-            handler._close_transport()
+            handler.close()
         await server.wait_closed()
         self._server = None
         self._sock = None
+        self.executors.shutdown()
+        log.info("pymprpc server on %s:%d stopped", self.host, self.port)
         if self._stopped is not None:
             self._stopped.set()
-        log.info("pymprpc server on %s:%d stopped", self.host, self.port)
 
     async def _run_until_stopped(self) -> None:
         await self.start()
         loop = asyncio.get_running_loop()
-        assert self._stopped is not None
         installed = []
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, self._stopped.set)
+                loop.add_signal_handler(sig, self.stop)
                 installed.append(sig)
         try:
-            await self._stopped.wait()
+            await self.serve_forever()
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

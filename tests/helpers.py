@@ -1,0 +1,149 @@
+"""Test helpers: a real server on 127.0.0.1 (ephemeral port) in a background thread, and a
+raw socket speaking MPRPC 0.1 frames by hand."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import msgpack
+
+from pymprpc.protocol import SEPARATOR
+from pymprpc.server import Server
+
+T = TypeVar("T")
+
+
+class ServerThread:
+    """Runs `server` on its own event loop in a thread, for sync and async clients alike."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                self._error = exc
+                self._ready.set()
+                raise
+            self._ready.set()
+            await self.server.serve_forever()
+
+        asyncio.run(main())
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        assert self._ready.wait(15), "server did not start"
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+        self._thread.join(20)
+        assert not self._thread.is_alive(), "server did not stop"
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def call_in_loop(self, func: Callable[[], T]) -> T:
+        """Run `func` on the server's loop (to inspect its state safely)."""
+        assert self.loop is not None
+        fut: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(func())
+            except BaseException as exc:  # noqa: BLE001
+                fut.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return fut.result(10)
+
+
+def pack(msg: Any) -> bytes:
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+class RawClient:
+    """A socket that speaks MPRPC 0.1 by hand, like an old pymprpc 0.0.3 client."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        encode: Callable[[Any], bytes] = pack,
+        decode: Callable[[bytes], Any] = unpack,
+        timeout: float = 10.0,
+    ) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.encode = encode
+        self.decode = decode
+        self.buffer = b""
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, msg: Any) -> None:
+        self.sock.sendall(self.encode(msg) + SEPARATOR)
+
+    def recv_frame(self) -> bytes:
+        while SEPARATOR not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"connection closed; buffered {self.buffer!r}")
+            self.buffer += chunk
+        frame, _, self.buffer = self.buffer.partition(SEPARATOR)
+        return frame
+
+    def recv(self) -> Any:
+        return self.decode(self.recv_frame())
+
+    def login(self, username: str | None = None, password: str | None = None) -> Any:
+        self.send({"MPRPC": "0.1", "AUTH": {"USERNAME": username, "PASSWORD": password}})
+        return self.recv()
+
+    def at_eof(self) -> bool:
+        """True if the server closed the connection (after any buffered frames)."""
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def json_encode(msg: Any) -> bytes:
+    return json.dumps(msg).encode()
+
+
+def json_decode(data: bytes) -> Any:
+    return json.loads(data)

@@ -1,0 +1,99 @@
+"""The client state machine, driven with bytes only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from helpers import pack, unpack
+from pymprpc.errors import LocalProtocolError, LoginError, RpcUnavailableException
+from pymprpc.protocol import (
+    SEPARATOR,
+    CallFailed,
+    ClientConnection,
+    ConnectionFailed,
+    Result,
+    StreamEnd,
+    StreamItem,
+    StreamStart,
+    Welcome,
+)
+
+WELCOME = {"MPRPC": "0.1", "CODE": 100, "VERSION": None, "DESC": None, "DEBUG": False,
+           "COMPRESER": None, "TIMEOUT": 180}
+
+
+def frame(msg: Any) -> bytes:
+    return pack(msg) + SEPARATOR
+
+
+def ready() -> ClientConnection:
+    conn = ClientConnection("u", "p", features=frozenset())
+    conn.start()
+    [welcome] = conn.receive_data(frame(WELCOME))
+    assert isinstance(welcome, Welcome) and welcome.idle_timeout == 180
+    return conn
+
+
+def test_auth_request_without_features_looks_like_0_0_3() -> None:
+    data = ClientConnection("u", "p", features=frozenset()).start()
+    assert unpack(data[: -len(SEPARATOR)]) == {
+        "MPRPC": "0.1", "AUTH": {"USERNAME": "u", "PASSWORD": "p"}
+    }
+
+
+def test_login_failure() -> None:
+    conn = ClientConnection("u", "bad")
+    conn.start()
+    [event] = conn.receive_data(frame({"MPRPC": "0.1", "CODE": 501}))
+    assert isinstance(event, ConnectionFailed) and isinstance(event.error, LoginError)
+    assert conn.closed
+
+
+def test_responses_are_routed_and_unknown_ids_ignored() -> None:
+    conn = ready()
+    a, _ = conn.send_call("add", [1, 2])
+    s, _ = conn.send_call("gen")
+    events = conn.receive_data(
+        frame({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": "zzz", "RESULT": 0}})
+        + frame({"MPRPC": "0.1", "CODE": 300, "MESSAGE": {"ID": a, "RESULT": 3}})
+        + frame({"MPRPC": "0.1", "CODE": 201, "MESSAGE": {"ID": s}})
+        + frame({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": s, "RESULT": 7}})
+        + frame({"MPRPC": "0.1", "CODE": 206, "MESSAGE": {"ID": s}})
+        + frame({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": s, "RESULT": 8}})
+    )
+    assert events == [Result(a, 3, True), StreamStart(s), StreamItem(s, 7), StreamEnd(s)]
+
+
+def test_call_error_carries_details() -> None:
+    conn = ready()
+    a, _ = conn.send_call("f")
+    [event] = conn.receive_data(frame({"MPRPC": "0.1", "CODE": 404, "MESSAGE": {
+        "ID": a, "EXCEPTION": "ZeroDivisionError", "MESSAGE": "division by zero",
+        "DATA": {"METHOD": "f", "FRAME": "Traceback..."}}}))
+    assert isinstance(event, CallFailed)
+    assert str(event.error) == "ZeroDivisionError: division by zero"
+    assert event.error.remote_traceback == "Traceback..."
+
+
+def test_per_call_5xx_fails_only_that_call() -> None:
+    conn = ready()
+    a, _ = conn.send_call("f")
+    [event] = conn.receive_data(frame({"MPRPC": "0.1", "CODE": 503, "MESSAGE": {
+        "ID": a, "EXCEPTION": "RpcUnavailableException", "MESSAGE": "draining"}}))
+    assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
+    assert not conn.closed
+
+
+def test_separator_in_request_is_a_local_error() -> None:
+    conn = ready()
+    with pytest.raises(LocalProtocolError, match="separator"):
+        conn.send_call("echo", ["a##PRO-END##b"])
+    assert not conn.is_pending("x")
+
+
+def test_garbage_from_server_fails_connection() -> None:
+    conn = ready()
+    [event] = conn.receive_data(b"\xc1" + SEPARATOR)
+    assert isinstance(event, ConnectionFailed)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from pymprpc.errors import LocalProtocolError, ProtocolException, ProtocolSyntaxException
+from pymprpc.protocol import Codec, Compression
+
+MESSAGE = {"MPRPC": "0.1", "ID": "x", "METHOD": "m", "ARGS": [1, 2.5, "é", None, [True]]}
+
+
+@pytest.mark.parametrize("json", [False, True])
+@pytest.mark.parametrize("compression", [None, *Compression])
+def test_roundtrip_and_detection(json: bool, compression: Compression | None) -> None:
+    codec = Codec(json=json, compression=compression)
+    payload = codec.encode(MESSAGE)
+    assert codec.decode(payload) == MESSAGE
+    detected = Codec.detect(payload)
+    assert (detected.json, detected.compression) == (json, compression)
+
+
+def test_msgpack_carries_bytes_and_nested_maps() -> None:
+    codec = Codec()
+    msg = {"MPRPC": "0.1", "X": {"a": {"b": b"\x00\xff"}}}
+    assert codec.decode(codec.encode(msg)) == msg
+
+
+def test_json_cannot_encode_bytes() -> None:
+    with pytest.raises(LocalProtocolError, match="JSON"):
+        Codec(json=True).encode({"X": b"\x00"})
+
+
+def test_compression_bomb_is_refused() -> None:
+    bomb = zlib.compress(b"\x80" + b"\x00" * 10_000_000)
+    with pytest.raises(ProtocolException, match="decompressed message exceeds"):
+        Codec(compression=Compression.ZLIB, max_size=1_000_000).decode(bomb)
+
+
+@pytest.mark.parametrize("compression", list(Compression))
+def test_truncated_compressed_data(compression: Compression) -> None:
+    payload = Codec(compression=compression).encode(MESSAGE)
+    with pytest.raises(ProtocolSyntaxException):
+        Codec(compression=compression).decode(payload[: len(payload) // 2])
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01\x02", b"hello", b"[1, 2]"])
+def test_detect_rejects_non_maps(payload: bytes) -> None:
+    with pytest.raises(ProtocolSyntaxException):
+        Codec.detect(payload)
+
+
+def test_garbage_msgpack_is_a_syntax_error() -> None:
+    with pytest.raises(ProtocolSyntaxException):
+        Codec().decode(b"\x81\xc1")

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pymprpc.errors as errors
+from pymprpc.codes import Code
+
+
+def test_every_error_code_has_exactly_one_class() -> None:
+    error_codes = {c for c in Code if c >= 400}
+    assert set(errors.ERRORS_BY_CODE) == {int(c) for c in error_codes}
+    for code, cls in errors.ERRORS_BY_CODE.items():
+        assert cls.code == code
+
+
+def test_families() -> None:
+    assert issubclass(errors.ParamError, errors.CallError)
+    assert issubclass(errors.LoginError, errors.ServerError)
+    assert issubclass(errors.ConnectionLostError, ConnectionError)
+    assert issubclass(errors.DeadlineExceeded, TimeoutError)
+
+
+def test_error_for_code_builds_the_mapped_class_with_details() -> None:
+    err = errors.error_for_code(404, "boom", exception="ValueError", id="i1", data={"X": 1})
+    assert isinstance(err, errors.RPCRuntimeError)
+    assert (err.id, err.data, err.exception) == ("i1", {"X": 1}, "ValueError")
+    assert str(err) == "ValueError: boom"
+
+
+def test_unknown_codes_fall_back_by_family() -> None:
+    assert type(errors.error_for_code(499)) is errors.CallError
+    assert type(errors.error_for_code(599)) is errors.RpcException
+    assert "authentication failed" in str(errors.error_for_code(501))

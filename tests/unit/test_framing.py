@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from pymprpc.errors import LocalProtocolError, ProtocolException
+from pymprpc.protocol import SEPARATOR, LengthFramer, SeparatorFramer
+
+
+def test_separator_frames_split_at_every_point() -> None:
+    wire = b"abc" + SEPARATOR + b"" + SEPARATOR + b"defgh" + SEPARATOR
+    for cut in range(len(wire) + 1):
+        framer = SeparatorFramer()
+        frames = framer.feed(wire[:cut]) + framer.feed(wire[cut:])
+        assert frames == [b"abc", b"", b"defgh"], cut
+
+
+def test_separator_fed_byte_by_byte() -> None:
+    framer = SeparatorFramer()
+    frames: list[bytes] = []
+    for b in b"hello" + SEPARATOR + b"world" + SEPARATOR:
+        frames += framer.feed(bytes([b]))
+    assert frames == [b"hello", b"world"]
+
+
+def test_separator_buffer_is_bounded() -> None:
+    framer = SeparatorFramer(max_size=100)
+    framer.feed(b"x" * 100)
+    with pytest.raises(ProtocolException, match="maximum message size"):
+        framer.feed(b"x" * (len(SEPARATOR) + 1))
+
+
+def test_separator_refuses_payload_containing_separator() -> None:
+    with pytest.raises(LocalProtocolError, match="length framing"):
+        SeparatorFramer().frame(b"a" + SEPARATOR + b"b")
+
+
+def test_length_frames_split_at_every_point() -> None:
+    framer = LengthFramer()
+    wire = framer.frame(b"abc") + framer.frame(b"") + framer.frame(SEPARATOR * 3)
+    for cut in range(len(wire) + 1):
+        f = LengthFramer()
+        assert f.feed(wire[:cut]) + f.feed(wire[cut:]) == [b"abc", b"", SEPARATOR * 3], cut
+
+
+def test_length_prefix_is_big_endian() -> None:
+    assert LengthFramer().frame(b"\x01" * 258) [:4] == b"\x00\x00\x01\x02"
+
+
+def test_length_frame_over_limit_is_refused_before_buffering() -> None:
+    framer = LengthFramer(max_size=10)
+    with pytest.raises(ProtocolException, match="exceeds the maximum message size of 10"):
+        framer.feed(b"\x00\x00\x00\x0b")
+
+
+def test_take_buffer_returns_unframed_bytes() -> None:
+    framer = SeparatorFramer()
+    assert framer.feed(b"partial") == []
+    assert framer.take_buffer() == b"partial"
+    assert framer.feed(b"x" + SEPARATOR) == [b"x"]

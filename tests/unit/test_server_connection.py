@@ -1,0 +1,190 @@
+"""The server state machine, driven with bytes only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from helpers import pack, unpack
+from pymprpc.errors import RPCRuntimeError
+from pymprpc.protocol import (
+    SEPARATOR,
+    Authenticated,
+    CallRequest,
+    CancelRequest,
+    Credentials,
+    LengthFramer,
+    ServerConnection,
+    ServerSettings,
+    State,
+)
+
+AUTH = {"MPRPC": "0.1", "AUTH": {"USERNAME": "u", "PASSWORD": "p"}}
+
+
+def frame(msg: Any) -> bytes:
+    return pack(msg) + SEPARATOR
+
+
+def replies(conn: ServerConnection) -> list[Any]:
+    data = conn.data_to_send()
+    return [unpack(f) for f in data.split(SEPARATOR)[:-1]]
+
+
+def ready(features: list[str] | None = None) -> ServerConnection:
+    conn = ServerConnection(ServerSettings(version="1"), Credentials([("u", "p")]))
+    auth = dict(AUTH)
+    if features is not None:
+        auth["FEATURES"] = features
+    events = conn.receive_data(frame(auth))
+    assert isinstance(events[0], Authenticated)
+    conn.data_to_send()
+    return conn
+
+
+def test_welcome_without_features_for_old_clients() -> None:
+    conn = ServerConnection(ServerSettings(version="1", description="d"), Credentials([("u", "p")]))
+    conn.receive_data(frame(AUTH))
+    assert replies(conn) == [
+        {"MPRPC": "0.1", "CODE": 100, "VERSION": "1", "DESC": "d", "DEBUG": False,
+         "COMPRESER": None, "TIMEOUT": 180.0}
+    ]
+    assert conn.state is State.READY
+
+
+def test_features_are_negotiated_when_announced() -> None:
+    conn = ServerConnection(ServerSettings(), Credentials())
+    conn.receive_data(frame({**AUTH, "AUTH": {"USERNAME": None, "PASSWORD": ""},
+                             "FEATURES": ["cancel", "warp-drive"]}))
+    assert replies(conn)[0]["FEATURES"] == ["cancel"]
+
+
+@pytest.mark.parametrize(
+    ("configured", "user", "password", "ok"),
+    [
+        ([("u", "p")], "u", "p", True),
+        ([("u", "p")], "u", "x", False),
+        ([("u", "p")], None, None, False),
+        ([], None, None, True),
+        ([], "", "", True),
+        ([], "u", "p", False),
+    ],
+)
+def test_auth_rules(configured: list[tuple[str, str]], user: Any, password: Any, ok: bool) -> None:
+    conn = ServerConnection(ServerSettings(), Credentials(configured))
+    conn.receive_data(frame({"MPRPC": "0.1", "AUTH": {"USERNAME": user, "PASSWORD": password}}))
+    code = replies(conn)[0]["CODE"]
+    assert code == (100 if ok else 501)
+    assert conn.closed is not ok
+
+
+def test_call_before_auth_is_refused_and_closes() -> None:
+    conn = ServerConnection(ServerSettings(), Credentials())
+    events = conn.receive_data(frame({"MPRPC": "0.1", "ID": "1", "METHOD": "m"}))
+    assert events == []
+    assert replies(conn) == [{"MPRPC": "0.1", "CODE": 501}]
+    assert conn.closed
+
+
+def test_ping_pong() -> None:
+    conn = ready()
+    assert conn.receive_data(frame({"MPRPC": "0.1", "HEARTBEAT": "ping"})) == []
+    assert replies(conn) == [{"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"}]
+
+
+def test_call_events_and_defaults() -> None:
+    conn = ready()
+    events = conn.receive_data(
+        frame({"MPRPC": "0.1", "ID": "a", "METHOD": "add", "ARGS": [1, 2]})
+        + frame({"MPRPC": "0.1", "ID": "b", "METHOD": "f", "KWARGS": {"x": 1}, "RETURN": False})
+    )
+    assert events == [
+        CallRequest("a", "add", [1, 2], {}, True, None),
+        CallRequest("b", "f", [], {"x": 1}, False, None),
+    ]
+
+
+def test_duplicate_inflight_id_gets_400_and_the_original_survives() -> None:
+    conn = ready()
+    call = frame({"MPRPC": "0.1", "ID": "a", "METHOD": "m"})
+    assert len(conn.receive_data(call)) == 1
+    assert conn.receive_data(call) == []
+    [reply] = replies(conn)
+    assert reply["CODE"] == 400 and reply["MESSAGE"]["ID"] == "a"
+    conn.send_result("a", 5)
+    assert replies(conn)[0] == {"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": "a", "RESULT": 5}}
+    # Once finished, the ID may be reused.
+    assert len(conn.receive_data(call)) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"METHOD": 5},
+        {"METHOD": "m", "ARGS": {"a": 1}},
+        {"METHOD": "m", "KWARGS": [1]},
+        {"METHOD": "m", "RETURN": "yes"},
+        {},
+    ],
+)
+def test_malformed_call_gets_400_and_connection_lives(bad: dict[str, Any]) -> None:
+    conn = ready()
+    assert conn.receive_data(frame({"MPRPC": "0.1", "ID": "a", **bad})) == []
+    [reply] = replies(conn)
+    assert reply["CODE"] == 400 and reply["MESSAGE"]["ID"] == "a"
+    assert not conn.closed
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\xc1\xc1\xc1" + SEPARATOR, 506),
+        (frame([1, 2]), 506),
+        (frame({"MPRPC": "0.2", "ID": "a", "METHOD": "m"}), 505),
+        (frame({"MPRPC": "0.1", "WHAT": 1}), 506),
+    ],
+)
+def test_garbage_closes_with_5xx(data: bytes, code: int) -> None:
+    conn = ready()
+    assert conn.receive_data(data) == []
+    assert replies(conn) == [{"MPRPC": "0.1", "CODE": code}]
+    assert conn.closed
+
+
+def test_stream_sequence_and_error_midway() -> None:
+    conn = ready()
+    conn.receive_data(frame({"MPRPC": "0.1", "ID": "s", "METHOD": "gen"}))
+    assert conn.send_stream_start("s")
+    assert conn.send_stream_item("s", 1)
+    conn.send_error("s", RPCRuntimeError("boom", exception="ValueError"))
+    assert not conn.send_stream_item("s", 2)
+    assert [r["CODE"] for r in replies(conn)] == [201, 202, 404]
+
+
+def test_undeliverable_result_becomes_405() -> None:
+    conn = ready()
+    conn.receive_data(frame({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}))
+    conn.send_result("a", b"xx" + SEPARATOR)
+    [reply] = replies(conn)
+    assert reply["CODE"] == 405 and "separator" in reply["MESSAGE"]["MESSAGE"]
+
+
+def test_length_framing_after_welcome() -> None:
+    conn = ready(features=["length-framing"])
+    events = conn.receive_data(LengthFramer().frame(pack({"MPRPC": "0.1", "ID": "a", "METHOD": "m"})))
+    assert [e.id for e in events if isinstance(e, CallRequest)] == ["a"]
+    conn.send_result("a", SEPARATOR)
+    assert LengthFramer().feed(conn.data_to_send()) == [
+        pack({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": "a", "RESULT": SEPARATOR}})
+    ]
+
+
+def test_cancel_needs_negotiation() -> None:
+    conn = ready(features=["cancel"])
+    conn.receive_data(frame({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}))
+    assert conn.receive_data(frame({"MPRPC": "0.1", "ID": "a", "CANCEL": True})) == [
+        CancelRequest("a")
+    ]
+    conn.send_result("a", 1)  # nothing more for a cancelled ID
+    assert conn.data_to_send() == b""
