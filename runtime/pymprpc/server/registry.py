@@ -40,6 +40,13 @@ def kind_of(func: Callable[..., Any]) -> Kind:
 
 def describe_signature(name: str, func: Callable[..., Any]) -> str:
     try:
+        # eval_str shows `int`, not `'int'`, for modules using postponed annotations.
+        return f"{name}{inspect.signature(func, eval_str=True)}"
+    except (NameError, SyntaxError, AttributeError):
+        pass
+    except (TypeError, ValueError):
+        return f"{name}(...)"
+    try:
         return f"{name}{inspect.signature(func)}"
     except (TypeError, ValueError):
         return f"{name}(...)"

@@ -1,0 +1,136 @@
+"""A real server on 127.0.0.1 with an ephemeral port, with methods covering every kind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from helpers import ServerThread
+from pymprpc.server import Server
+
+USER, PASSWORD = "admin", "s3cret"
+
+
+class Probe:
+    """Side effects of server methods, observed by tests (the server runs in a thread)."""
+
+    def __init__(self) -> None:
+        self.executed: list[str] = []
+        self.stream_closed = threading.Event()
+        self.release = threading.Event()
+
+
+def build_server(probe: Probe, **options: Any) -> Server:
+    options.setdefault("auth", [(USER, PASSWORD)])
+    options.setdefault("version", "1.0")
+    options.setdefault("description", "test service")
+    server = Server(("127.0.0.1", 0), **options)
+    server.register_introspection_functions()
+
+    @server.register_function()
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    @server.register_function(executor="inline")
+    def record(tag: str) -> str:
+        probe.executed.append(tag)
+        return tag
+
+    @server.register_function()
+    async def coro_add(a: int, b: int = 1) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    @server.register_function()
+    async def count(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    @server.register_function()
+    async def endless() -> AsyncIterator[int]:
+        i = 0
+        try:
+            while True:
+                yield i
+                i += 1
+                await asyncio.sleep(0.001)
+        finally:
+            probe.stream_closed.set()
+
+    @server.register_function()
+    async def fail_midway(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+        raise ValueError("generator broke")
+
+    @server.register_function()
+    def divide(a: float, b: float) -> float:
+        return a / b
+
+    @server.register_function(executor="thread")
+    def echo(value: Any) -> Any:
+        return value
+
+    @server.register_function()
+    async def sleep(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    @server.register_function(executor="thread")
+    def wait_release() -> str:
+        probe.release.wait(10)
+        return "released"
+
+    @server.register_function()
+    def die() -> None:
+        os._exit(1)
+
+    @server.register_function()
+    def pid() -> int:
+        return os.getpid()
+
+    @server.register_function(deprecated=True)
+    async def old_add(a: int, b: int) -> int:
+        return a + b
+
+    @server.register_function(deprecated=True)
+    async def old_count(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    return server
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+def serve(probe: Probe) -> Iterator[Callable[..., ServerThread]]:
+    """serve(**server_options) -> a started ServerThread, stopped after the test."""
+    started: list[ServerThread] = []
+
+    def start(**options: Any) -> ServerThread:
+        thread = ServerThread(build_server(probe, **options)).__enter__()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.__exit__(None, None, None)
+
+
+@pytest.fixture
+def srv(serve: Callable[..., ServerThread]) -> ServerThread:
+    return serve()
+
+
+def url(srv: ServerThread, user: str = USER, password: str = PASSWORD) -> str:
+    return f"tcp://{user}:{password}@127.0.0.1:{srv.port}"
