@@ -73,6 +73,10 @@ def build_server(probe: Probe, **options: Any) -> Server:
     def divide(a: float, b: float) -> float:
         return a / b
 
+    @server.register_function(executor="inline")
+    def repeat(text: str, times: int) -> str:
+        return text * times
+
     @server.register_function(executor="thread")
     def echo(value: Any) -> Any:
         return value

@@ -23,8 +23,12 @@ def codec_client(port: int, json_mode: bool, compression: Compression | None) ->
     return RawClient(port, encode=codec.encode, decode=codec.decode)
 
 
-COMPRESS = {None: bytes, Compression.ZLIB: zlib.compress, Compression.BZ2: bz2.compress,
-            Compression.LZMA: lzma.compress}
+COMPRESS = {
+    None: bytes,
+    Compression.ZLIB: zlib.compress,
+    Compression.BZ2: bz2.compress,
+    Compression.LZMA: lzma.compress,
+}
 
 
 def exact(codec: Codec, msg: dict[str, Any]) -> bytes:
@@ -46,14 +50,24 @@ def test_session_in_every_encoding(
     codec = Codec(json=json_mode, compression=compression)
     with codec_client(srv.port, json_mode, compression) as c:
         c.send({**V, "AUTH": {"USERNAME": USER, "PASSWORD": PASSWORD}})
-        assert c.recv_frame() == exact(codec, {
-            **V, "CODE": 100, "VERSION": "1.0", "DESC": "test service", "DEBUG": json_mode,
-            "COMPRESER": compression.value if compression else None, "TIMEOUT": 180.0,
-        })
+        assert c.recv_frame() == exact(
+            codec,
+            {
+                **V,
+                "CODE": 100,
+                "VERSION": "1.0",
+                "DESC": "test service",
+                "DEBUG": json_mode,
+                "COMPRESER": compression.value if compression else None,
+                "TIMEOUT": 180.0,
+            },
+        )
         c.send({**V, "HEARTBEAT": "ping"})
         assert c.recv_frame() == exact(codec, {**V, "CODE": 101, "HEARTBEAT": "pong"})
         c.send({**V, "ID": "c1", "METHOD": "coro_add", "ARGS": [1], "KWARGS": {"b": 41}})
-        assert c.recv_frame() == exact(codec, {**V, "CODE": 200, "MESSAGE": {"ID": "c1", "RESULT": 42}})
+        assert c.recv_frame() == exact(
+            codec, {**V, "CODE": 200, "MESSAGE": {"ID": "c1", "RESULT": 42}}
+        )
         c.send({**V, "ID": "s1", "METHOD": "count", "ARGS": [3]})
         assert [c.recv_frame() for _ in range(5)] == [
             exact(codec, {**V, "CODE": 201, "MESSAGE": {"ID": "s1"}}),

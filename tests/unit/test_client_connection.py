@@ -20,8 +20,15 @@ from pymprpc.protocol import (
     Welcome,
 )
 
-WELCOME = {"MPRPC": "0.1", "CODE": 100, "VERSION": None, "DESC": None, "DEBUG": False,
-           "COMPRESER": None, "TIMEOUT": 180}
+WELCOME = {
+    "MPRPC": "0.1",
+    "CODE": 100,
+    "VERSION": None,
+    "DESC": None,
+    "DEBUG": False,
+    "COMPRESER": None,
+    "TIMEOUT": 180,
+}
 
 
 def frame(msg: Any) -> bytes:
@@ -39,7 +46,8 @@ def ready() -> ClientConnection:
 def test_auth_request_without_features_looks_like_0_0_3() -> None:
     data = ClientConnection("u", "p", features=frozenset()).start()
     assert unpack(data[: -len(SEPARATOR)]) == {
-        "MPRPC": "0.1", "AUTH": {"USERNAME": "u", "PASSWORD": "p"}
+        "MPRPC": "0.1",
+        "AUTH": {"USERNAME": "u", "PASSWORD": "p"},
     }
 
 
@@ -69,9 +77,20 @@ def test_responses_are_routed_and_unknown_ids_ignored() -> None:
 def test_call_error_carries_details() -> None:
     conn = ready()
     a, _ = conn.send_call("f")
-    [event] = conn.receive_data(frame({"MPRPC": "0.1", "CODE": 404, "MESSAGE": {
-        "ID": a, "EXCEPTION": "ZeroDivisionError", "MESSAGE": "division by zero",
-        "DATA": {"METHOD": "f", "FRAME": "Traceback..."}}}))
+    [event] = conn.receive_data(
+        frame(
+            {
+                "MPRPC": "0.1",
+                "CODE": 404,
+                "MESSAGE": {
+                    "ID": a,
+                    "EXCEPTION": "ZeroDivisionError",
+                    "MESSAGE": "division by zero",
+                    "DATA": {"METHOD": "f", "FRAME": "Traceback..."},
+                },
+            }
+        )
+    )
     assert isinstance(event, CallFailed)
     assert str(event.error) == "ZeroDivisionError: division by zero"
     assert event.error.remote_traceback == "Traceback..."
@@ -80,8 +99,15 @@ def test_call_error_carries_details() -> None:
 def test_per_call_5xx_fails_only_that_call() -> None:
     conn = ready()
     a, _ = conn.send_call("f")
-    [event] = conn.receive_data(frame({"MPRPC": "0.1", "CODE": 503, "MESSAGE": {
-        "ID": a, "EXCEPTION": "RpcUnavailableException", "MESSAGE": "draining"}}))
+    [event] = conn.receive_data(
+        frame(
+            {
+                "MPRPC": "0.1",
+                "CODE": 503,
+                "MESSAGE": {"ID": a, "EXCEPTION": "RpcUnavailableException", "MESSAGE": "draining"},
+            }
+        )
+    )
     assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
     assert not conn.closed
 

@@ -43,7 +43,7 @@ def test_length_frames_split_at_every_point() -> None:
 
 
 def test_length_prefix_is_big_endian() -> None:
-    assert LengthFramer().frame(b"\x01" * 258) [:4] == b"\x00\x00\x01\x02"
+    assert LengthFramer().frame(b"\x01" * 258)[:4] == b"\x00\x00\x01\x02"
 
 
 def test_length_frame_over_limit_is_refused_before_buffering() -> None:
@@ -57,3 +57,9 @@ def test_take_buffer_returns_unframed_bytes() -> None:
     assert framer.feed(b"partial") == []
     assert framer.take_buffer() == b"partial"
     assert framer.feed(b"x" + SEPARATOR) == [b"x"]
+
+
+def test_complete_separator_frame_over_limit_is_refused() -> None:
+    framer = SeparatorFramer(max_size=10)
+    with pytest.raises(ProtocolException, match="frame of 11 bytes"):
+        framer.feed(b"x" * 11 + SEPARATOR)

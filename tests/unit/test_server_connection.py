@@ -47,16 +47,30 @@ def test_welcome_without_features_for_old_clients() -> None:
     conn = ServerConnection(ServerSettings(version="1", description="d"), Credentials([("u", "p")]))
     conn.receive_data(frame(AUTH))
     assert replies(conn) == [
-        {"MPRPC": "0.1", "CODE": 100, "VERSION": "1", "DESC": "d", "DEBUG": False,
-         "COMPRESER": None, "TIMEOUT": 180.0}
+        {
+            "MPRPC": "0.1",
+            "CODE": 100,
+            "VERSION": "1",
+            "DESC": "d",
+            "DEBUG": False,
+            "COMPRESER": None,
+            "TIMEOUT": 180.0,
+        }
     ]
     assert conn.state is State.READY
 
 
 def test_features_are_negotiated_when_announced() -> None:
     conn = ServerConnection(ServerSettings(), Credentials())
-    conn.receive_data(frame({**AUTH, "AUTH": {"USERNAME": None, "PASSWORD": ""},
-                             "FEATURES": ["cancel", "warp-drive"]}))
+    conn.receive_data(
+        frame(
+            {
+                **AUTH,
+                "AUTH": {"USERNAME": None, "PASSWORD": ""},
+                "FEATURES": ["cancel", "warp-drive"],
+            }
+        )
+    )
     assert replies(conn)[0]["FEATURES"] == ["cancel"]
 
 
@@ -172,7 +186,9 @@ def test_undeliverable_result_becomes_405() -> None:
 
 def test_length_framing_after_welcome() -> None:
     conn = ready(features=["length-framing"])
-    events = conn.receive_data(LengthFramer().frame(pack({"MPRPC": "0.1", "ID": "a", "METHOD": "m"})))
+    events = conn.receive_data(
+        LengthFramer().frame(pack({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}))
+    )
     assert [e.id for e in events if isinstance(e, CallRequest)] == ["a"]
     conn.send_result("a", SEPARATOR)
     assert LengthFramer().feed(conn.data_to_send()) == [

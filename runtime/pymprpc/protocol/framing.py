@@ -52,6 +52,11 @@ class SeparatorFramer:
             end = buf.find(SEPARATOR, max(start, self._scanned))
             if end < 0:
                 break
+            if end - start > self.max_size:
+                raise ProtocolException(
+                    f"frame of {end - start} bytes exceeds the maximum message size "
+                    f"of {self.max_size} bytes"
+                )
             frames.append(bytes(buf[start:end]))
             start = end + len(SEPARATOR)
         if start:

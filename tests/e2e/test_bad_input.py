@@ -1,0 +1,180 @@
+"""Hostile or broken peers: each gets the protocol's answer and the server keeps serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from conftest import PASSWORD, USER, Probe, url
+from helpers import RawClient, ServerThread, pack
+from pymprpc.client import RPC
+from pymprpc.protocol import SEPARATOR
+
+V = {"MPRPC": "0.1"}
+
+
+def still_serving(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+        assert rpc.coro_add(20, 22) == 42
+
+
+def login(srv: ServerThread) -> RawClient:
+    c = RawClient(srv.port)
+    assert c.login(USER, PASSWORD)["CODE"] == 100
+    return c
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"\xc1\xff\x00garbage" + SEPARATOR, b"GET / HTTP/1.1\r\n\r\n" + SEPARATOR]
+)
+def test_garbage_bytes(srv: ServerThread, garbage: bytes) -> None:
+    with RawClient(srv.port) as c:
+        c.send_raw(garbage)
+        assert c.recv()["CODE"] == 506
+        assert c.at_eof()
+    still_serving(srv)
+
+
+def test_garbage_after_auth(srv: ServerThread) -> None:
+    with login(srv) as c:
+        c.send_raw(b"\x93\x01\x02" + SEPARATOR)  # a msgpack array, not a map
+        assert c.recv() == {**V, "CODE": 506}
+        assert c.at_eof()
+    still_serving(srv)
+
+
+def test_truncated_frame_then_disconnect(srv: ServerThread) -> None:
+    with login(srv) as c:
+        c.send_raw(pack({**V, "ID": "t", "METHOD": "record", "ARGS": ["x"]})[:7])
+    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.handlers)) == 0)
+    still_serving(srv)
+
+
+def test_call_before_auth_is_not_executed(srv: ServerThread, probe: Probe) -> None:
+    with RawClient(srv.port) as c:
+        c.send({**V, "ID": "x", "METHOD": "record", "ARGS": ["before-auth"]})
+        assert c.recv() == {**V, "CODE": 501}
+        assert c.at_eof()
+    still_serving(srv)
+    assert probe.executed == []
+
+
+def test_wrong_password(srv: ServerThread) -> None:
+    with RawClient(srv.port) as c:
+        assert c.login(USER, PASSWORD + "x") == {**V, "CODE": 501}
+        assert c.at_eof()
+    still_serving(srv)
+
+
+def test_payload_over_the_size_limit(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(max_message_size=4096)
+    with login(srv) as c:
+        c.send_raw(b"\x81" + b"x" * 5000)  # no separator within the limit
+        assert c.recv() == {**V, "CODE": 505}
+        assert c.at_eof()
+    with login(srv) as c:
+        c.send({**V, "ID": "big", "METHOD": "echo", "ARGS": ["y" * 5000]})
+        assert c.recv() == {**V, "CODE": 505}
+    still_serving(srv)
+
+
+def test_result_over_the_size_limit_is_405(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(max_message_size=4096)
+    with login(srv) as c:
+        c.send({**V, "ID": "r", "METHOD": "system.listMethods"})
+        assert c.recv()["CODE"] == 200
+        c.send({**V, "ID": "big", "METHOD": "repeat", "ARGS": ["z", 5000]})
+        reply = c.recv()
+        assert reply["CODE"] == 405 and reply["MESSAGE"]["ID"] == "big"
+        assert "maximum message size" in reply["MESSAGE"]["MESSAGE"]
+
+
+def test_duplicate_inflight_id(srv: ServerThread, probe: Probe) -> None:
+    with login(srv) as c:
+        c.send({**V, "ID": "dup", "METHOD": "wait_release"})
+        c.send({**V, "ID": "dup", "METHOD": "record", "ARGS": ["second"]})
+        reply = c.recv()
+        assert (reply["CODE"], reply["MESSAGE"]["ID"]) == (400, "dup")
+        assert "duplicate" in reply["MESSAGE"]["MESSAGE"]
+        probe.release.set()
+        assert c.recv() == {**V, "CODE": 200, "MESSAGE": {"ID": "dup", "RESULT": "released"}}
+    assert probe.executed == []
+    still_serving(srv)
+
+
+def test_legacy_result_containing_the_separator_is_405(srv: ServerThread) -> None:
+    with login(srv) as c:
+        c.send({**V, "ID": "s", "METHOD": "add", "ARGS": ["##PRO-", "END##"]})
+        reply = c.recv()
+        assert (reply["CODE"], reply["MESSAGE"]["ID"]) == (405, "s")
+        assert "length framing" in reply["MESSAGE"]["MESSAGE"]
+        c.send({**V, "ID": "t", "METHOD": "coro_add", "ARGS": [1, 2]})
+        assert c.recv()["MESSAGE"]["RESULT"] == 3
+
+
+def test_client_disconnecting_mid_stream_closes_the_generator(
+    srv: ServerThread, probe: Probe
+) -> None:
+    with login(srv) as c:
+        c.send({**V, "ID": "e", "METHOD": "endless"})
+        assert [c.recv()["CODE"] for _ in range(3)] == [201, 202, 202]
+    assert probe.stream_closed.wait(10)
+    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) == 0)
+    still_serving(srv)
+
+
+def test_function_that_raises(srv: ServerThread) -> None:
+    with login(srv) as c:
+        c.send({**V, "ID": "f", "METHOD": "divide", "ARGS": [1, 0]})
+        reply = c.recv()
+        assert (reply["CODE"], reply["MESSAGE"]["EXCEPTION"]) == (404, "ZeroDivisionError")
+        assert reply["MESSAGE"]["MESSAGE"] == "division by zero"
+    still_serving(srv)
+
+
+def test_generator_raising_after_items(srv: ServerThread) -> None:
+    with login(srv) as c:
+        c.send({**V, "ID": "g", "METHOD": "fail_midway", "ARGS": [2]})
+        replies = [c.recv() for _ in range(4)]
+        assert [r["CODE"] for r in replies] == [201, 202, 202, 404]
+        assert replies[-1]["MESSAGE"]["EXCEPTION"] == "ValueError"
+    still_serving(srv)
+
+
+def test_process_pool_worker_that_dies(srv: ServerThread) -> None:
+    with login(srv) as c:
+        c.send({**V, "ID": "d", "METHOD": "die"})
+        reply = c.recv()
+        assert (reply["CODE"], reply["MESSAGE"]["ID"]) == (404, "d")
+        assert "worker process" in reply["MESSAGE"]["MESSAGE"]
+        c.send({**V, "ID": "a", "METHOD": "add", "ARGS": [1, 2]})
+        assert c.recv()["MESSAGE"]["RESULT"] == 3  # the pool was restarted
+    still_serving(srv)
+
+
+def test_auth_must_complete_in_time(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(auth_timeout=0.2)
+    with RawClient(srv.port) as c:
+        assert c.recv() == {**V, "CODE": 504}
+        assert c.at_eof()
+    still_serving(srv)
+
+
+def test_too_many_calls_in_flight_get_503(serve: Callable[..., ServerThread], probe: Probe) -> None:
+    srv = serve(max_inflight=1)
+    with login(srv) as c:
+        c.send({**V, "ID": "1", "METHOD": "wait_release"})
+        c.send({**V, "ID": "2", "METHOD": "coro_add", "ARGS": [1, 1]})
+        reply = c.recv()
+        assert (reply["CODE"], reply["MESSAGE"]["ID"]) == (503, "2")
+        probe.release.set()
+        assert c.recv()["MESSAGE"] == {"ID": "1", "RESULT": "released"}
