@@ -8,8 +8,10 @@ from pymprpc.client import AsyncRPC
 async def main():
     loop = asyncio.get_running_loop()
     async with AsyncRPC(
-        addr="tcp://admin:admin@127.0.0.1:5000", loop=loop, debug=True, heart_beat=40
-    ) as rpc:
+            addr="tcp://admin:admin@127.0.0.1:5000",
+            loop=loop,
+            debug=True,
+            heart_beat=40) as rpc:
         print(await rpc.system.listMethods())
         print(await rpc.system.methodSignature("testclassmethod"))
         print(await rpc.system.methodHelp("testfunc"))

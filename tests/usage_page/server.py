@@ -8,7 +8,8 @@ with MyMPRPCServer(("127.0.0.1", 5000), debug=True) as server:
 
     @server.register_function()
     def testfunc(a, b):
-        """有help"""
+        """有help
+        """
         return a + b
 
     @server.register_function()
@@ -23,6 +24,7 @@ with MyMPRPCServer(("127.0.0.1", 5000), debug=True) as server:
             yield i + a + b
 
     class TestClass:
+
         def testclassmethod(self, a, b):
             return a + b
 

@@ -1,7 +1,8 @@
 # The sync client example of the usage page (seed/index.rst), as written; only imports added.
 from pymprpc.client import RPC
 
-with RPC(addr="tcp://admin:admin@127.0.0.1:5000", debug=True) as rpc:
+with RPC(addr="tcp://admin:admin@127.0.0.1:5000",
+         debug=True) as rpc:
     print(rpc.system.listMethods())
     print(rpc.system.methodSignature("testclassmethod"))
     print(rpc.system.methodHelp("testfunc"))

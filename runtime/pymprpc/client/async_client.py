@@ -391,10 +391,13 @@ class AsyncRPC:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending = _Pending(method, future)
         self._pending[id] = pending
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 event = await future
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a TimeoutError from the server (504), not our deadline
             self._cancel(id)
             raise DeadlineExceeded(
                 f"call {method!r} did not finish within its {timeout}s deadline", id=id

@@ -31,6 +31,10 @@ from .common import Address, CallOptions, MethodProxy, parse_compression, warn_d
 _RECV_SIZE = 256 * 1024
 
 
+class _DeadlinePassed(Exception):
+    """Our own deadline ran out while waiting (distinct from a server's 504)."""
+
+
 class RPC:
     """Blocking MPRPC client.
 
@@ -98,7 +102,7 @@ class RPC:
                 for event in self._read(deadline):
                     if isinstance(event, Welcome):
                         self.server_info = event
-        except TimeoutError:
+        except _DeadlinePassed:
             self.close()
             raise ConnectionLostError(
                 f"no welcome reply from {self.address} within {self.connect_timeout}s"
@@ -142,14 +146,14 @@ class RPC:
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError
+                raise _DeadlinePassed
             sock.settimeout(remaining)
         else:
             sock.settimeout(None)
         try:
             data = sock.recv(_RECV_SIZE)
-        except TimeoutError:
-            raise TimeoutError from None
+        except TimeoutError:  # socket.timeout is TimeoutError
+            raise _DeadlinePassed from None
         except OSError as exc:
             raise self._lost(
                 ConnectionLostError(f"connection to {self.address} lost: {exc}")
@@ -221,7 +225,7 @@ class RPC:
         deadline = time.monotonic() + timeout if timeout is not None else None
         try:
             event = self._next_event(id, deadline)
-        except TimeoutError:
+        except _DeadlinePassed:
             self._cancel(id)
             raise DeadlineExceeded(
                 f"call {method!r} did not finish within its {timeout}s deadline", id=id
