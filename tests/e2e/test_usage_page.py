@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,8 +61,8 @@ def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 20) 
     raise AssertionError("usage page server did not start")
 
 
-@pytest.fixture
-def page_server(tmp_path: Path) -> tuple[int, Path]:
+@pytest.fixture(params=[signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def page_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PAGE)}
     proc = subprocess.Popen(
@@ -75,9 +76,9 @@ def page_server(tmp_path: Path) -> tuple[int, Path]:
         wait_listening(port, proc)
         yield port, tmp_path
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(request.param)
         _, err = proc.communicate(timeout=30)
-        # Ctrl-C stops it cleanly: exit status 0 and no traceback.
+        # Ctrl-C or SIGTERM stops it cleanly: exit status 0 and no traceback.
         assert proc.returncode == 0, err
         assert "Traceback" not in err, err
 

@@ -1,0 +1,215 @@
+"""Server lifecycle and registration: graceful shutdown, executors, instances, async API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from conftest import Probe, build_server, url
+from helpers import RawClient, ServerThread
+from pymprpc.client import RPC, AsyncRPC
+from pymprpc.errors import NotFindError, RpcUnavailableException
+from pymprpc.server import Server
+
+
+def arun(coro: Any, timeout: float = 20) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def test_graceful_shutdown_lets_running_calls_finish(probe: Probe) -> None:
+    async def main() -> None:
+        server = build_server(probe, grace_period=5)
+        await server.start()
+        async with AsyncRPC(url_of(server)) as rpc:
+            running = asyncio.ensure_future(rpc.sleep(0.3))
+            await asyncio.sleep(0.05)
+            closing = asyncio.ensure_future(server.close())
+            await asyncio.sleep(0.05)
+            # Arriving while the server drains: refused with 503 for that call only.
+            with pytest.raises(RpcUnavailableException, match="shutting down"):
+                await rpc.add(1, 2)
+            assert await running == 0.3
+            await closing
+
+    arun(main())
+
+
+def test_shutdown_cancels_calls_past_the_grace_period(probe: Probe) -> None:
+    async def main() -> None:
+        server = build_server(probe, grace_period=0.2)
+        await server.start()
+        async with AsyncRPC(url_of(server), features=()) as rpc:
+            stream = await rpc.endless()
+            assert await anext(stream) == 0
+            slow = asyncio.ensure_future(rpc.sleep(30))
+            await asyncio.sleep(0.05)
+            await server.close()
+            with pytest.raises(RpcUnavailableException, match="shutting down"):
+                await slow
+            with pytest.raises((RpcUnavailableException, ConnectionError)):
+                async for _ in stream:
+                    pass
+        assert probe.stream_closed.is_set()
+
+    arun(main())
+
+
+def url_of(server: Server) -> str:
+    return f"tcp://admin:s3cret@127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize(
+    ("executor", "same_process"), [("process", False), ("thread", True), ("inline", True)]
+)
+def test_executor_is_selectable_per_server(
+    serve: Callable[..., ServerThread], executor: str, same_process: bool
+) -> None:
+    srv = serve(executor=executor)
+    with RPC(url(srv)) as rpc:
+        assert (rpc.pid() == os.getpid()) is same_process
+
+
+def test_function_registered_after_start_reaches_process_workers(
+    serve: Callable[..., ServerThread],
+) -> None:
+    srv = serve()
+    with RPC(url(srv)) as rpc:
+        assert rpc.add(1, 1) == 2  # workers forked
+
+        def late(x: int) -> int:
+            return x * 10
+
+        srv.call_in_loop(lambda: srv.server.register_function()(late))
+        assert rpc.late(4) == 40
+
+
+class Counter:
+    """A stateful instance: its state lives where its methods run."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.inner = Inner()
+
+    def bump(self) -> int:
+        self.value += 1
+        return self.value
+
+    async def get(self) -> int:
+        return self.value
+
+    async def ticks(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    def _secret(self) -> str:
+        return "hidden"
+
+
+class Inner:
+    def shout(self, text: str) -> str:
+        return text.upper()
+
+
+def test_register_instance_and_dotted_names() -> None:
+    async def main() -> None:
+        server = Server(("127.0.0.1", 0), executor="inline")
+        counter = Counter()
+        server.register_instance(counter, allow_dotted_names=True)
+        async with server, AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+            assert await rpc.bump() == 1
+            assert await rpc.get() == 1
+            assert [i async for i in await rpc.ticks(2)] == [0, 1]
+            assert await rpc.inner.shout("hi") == "HI"
+            with pytest.raises(NotFindError):
+                await rpc.call("_secret")
+            with pytest.raises(NotFindError):
+                await rpc.call("inner.__class__")
+
+    arun(main())
+
+
+def test_dotted_names_are_off_by_default() -> None:
+    async def main() -> None:
+        server = Server(("127.0.0.1", 0))
+        server.register_instance(Counter())
+        async with server, AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+            with pytest.raises(NotFindError):
+                await rpc.inner.shout("hi")
+
+    arun(main())
+
+
+def test_process_pool_instance_state_is_per_worker() -> None:
+    """Documented trade-off: a process-pool method mutates a worker's copy."""
+
+    async def main() -> None:
+        server = Server(("127.0.0.1", 0), max_workers=1)
+        counter = Counter()
+        server.register_instance(counter)
+        async with server, AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+            assert await rpc.bump() == 1
+            assert await rpc.bump() == 2  # the single worker keeps its copy
+            assert await rpc.get() == 0  # the coroutine sees the server's copy
+        assert counter.value == 0
+
+    arun(main())
+
+
+def test_generator_functions_are_refused_at_registration() -> None:
+    server = Server(("127.0.0.1", 0))
+
+    def gen() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="async generator"):
+        server.register_function()(gen)
+
+
+def test_register_function_without_parentheses_and_with_a_name() -> None:
+    async def main() -> None:
+        server = Server(("127.0.0.1", 0), executor="inline")
+
+        @server.register_function
+        def plain(x: int) -> int:
+            return x
+
+        @server.register_function("math.double", signature="double(x: int) -> int", doc="Twice x.")
+        def double(x: int) -> int:
+            return 2 * x
+
+        server.register_introspection_functions()
+        async with server, AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+            assert await rpc.plain(3) == 3
+            assert await rpc.math.double(3) == 6
+            assert await rpc.system.methodSignature("math.double") == "double(x: int) -> int"
+            assert await rpc.system.methodHelp("math.double") == "Twice x."
+
+    arun(main())
+
+
+def test_max_connections(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(max_connections=1)
+    with RPC(url(srv)) as rpc:
+        with RawClient(srv.port) as extra:
+            assert extra.recv() == {"MPRPC": "0.1", "CODE": 503}
+            assert extra.at_eof()
+        assert rpc.add(1, 2) == 3
+
+
+def test_stop_from_another_thread(probe: Probe) -> None:
+    server = build_server(probe)
+    server.bind()
+    runner = threading.Thread(target=server.run_forever)
+    runner.start()
+    try:
+        with RPC(url_of(server)) as rpc:
+            assert rpc.add(2, 2) == 4
+    finally:
+        server.stop()
+        runner.join(20)
+    assert not runner.is_alive()
