@@ -39,58 +39,91 @@ _STREAM_HIGH_WATER = 10_000
 _STREAM_LOW_WATER = 1_000
 
 
-class AsyncStream:
-    """Async iterator over a server stream; `aclose()` (or leaving `async for`) cancels it."""
+class _StreamBuffer:
+    """Items received for one stream; the client feeds it, the AsyncStream drains it."""
 
-    def __init__(self, client: AsyncRPC, id: str, method: str) -> None:
+    __slots__ = ("done", "error", "items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.done = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def feed(self, item: Any) -> None:
+        if not self.done:
+            self.items.append(item)
+            self.wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.error = error
+        self.wake()
+
+
+class AsyncStream:
+    """Async iterator over a server stream.
+
+    `await stream.aclose()`, `async with stream:`, or dropping the last reference cancels
+    the stream on the server (its generator is closed) when `cancel` was negotiated.
+    """
+
+    def __init__(self, client: AsyncRPC, id: str, method: str, buffer: _StreamBuffer) -> None:
         self._client = client
         self.id = id
         self.method = method
-        self._items: collections.deque[Any] = collections.deque()
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        # The client holds only the buffer, so dropping this object can cancel the stream.
+        self._buffer = buffer
 
     def __aiter__(self) -> AsyncStream:
         return self
 
     async def __anext__(self) -> Any:
-        while not self._items:
-            if self._error is not None:
-                raise self._error
-            if self._done:
+        buffer = self._buffer
+        while not buffer.items:
+            if buffer.error is not None:
+                raise buffer.error
+            if buffer.done:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
+            buffer.waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                await buffer.waiter
             finally:
-                self._waiter = None
-        item = self._items.popleft()
+                buffer.waiter = None
+        item = buffer.items.popleft()
         self._client._consumed(1)
         return item
 
     async def aclose(self) -> None:
         """Stop the stream: the server is told to close its generator (if negotiated)."""
-        if not self._done:
-            self._done = True
+        self._close()
+
+    def _close(self) -> None:
+        buffer = self._buffer
+        if not buffer.done:
+            buffer.done = True
             self._client._cancel(self.id)
-        self._client._consumed(len(self._items))
-        self._items.clear()
+        self._client._consumed(len(buffer.items))
+        buffer.items.clear()
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+    async def __aenter__(self) -> AsyncStream:
+        return self
 
-    def _feed(self, item: Any) -> None:
-        if not self._done:
-            self._items.append(item)
-            self._wake()
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._close()
 
-    def _finish(self, error: BaseException | None = None) -> None:
-        if not self._done:
-            self._done = True
-            self._error = error
-        self._wake()
+    def __del__(self) -> None:
+        # Leaving `async for` early does not close an async iterator; dropping it does,
+        # so a stream nobody reads any more is cancelled on the server too.
+        if not self._buffer.done:
+            loop = self._client._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._close)
 
     def __repr__(self) -> str:
         return f"<AsyncStream {self.method!r} id={self.id}>"
@@ -102,7 +135,7 @@ class _Pending:
     def __init__(self, method: str, future: asyncio.Future[Any]) -> None:
         self.method = method
         self.future = future
-        self.stream: AsyncStream | None = None
+        self.stream: _StreamBuffer | None = None
 
 
 class _Protocol(asyncio.Protocol):
@@ -157,6 +190,7 @@ class AsyncRPC:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._buffered = 0
         self._reading_paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.server_info: Welcome | None = None
 
     # -- connection ------------------------------------------------------------------
@@ -169,7 +203,7 @@ class AsyncRPC:
         """Open the connection and authenticate (LoginError on bad credentials)."""
         if self.connected:
             return self
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._conn = ClientConnection(
             self.address.username,
             self.address.password,
@@ -251,7 +285,7 @@ class AsyncRPC:
         if isinstance(event, StreamItem):
             pending = self._pending.get(event.id)
             if pending is not None and pending.stream is not None:
-                pending.stream._feed(event.value)
+                pending.stream.feed(event.value)
                 self._buffered += 1
                 if (
                     self._buffered > _STREAM_HIGH_WATER
@@ -267,18 +301,18 @@ class AsyncRPC:
         elif isinstance(event, StreamStart):
             pending = self._pending.get(event.id)
             if pending is not None:
-                pending.stream = AsyncStream(self, event.id, pending.method)
+                pending.stream = _StreamBuffer()
                 if not pending.future.done():
                     pending.future.set_result(event)
         elif isinstance(event, StreamEnd):
             pending = self._pending.pop(event.id, None)
             if pending is not None and pending.stream is not None:
-                pending.stream._finish()
+                pending.stream.finish()
         elif isinstance(event, CallFailed):
             pending = self._pending.pop(event.id, None)
             if pending is not None:
                 if pending.stream is not None:
-                    pending.stream._finish(event.error)
+                    pending.stream.finish(event.error)
                 elif not pending.future.done():
                     pending.future.set_exception(event.error)
         elif isinstance(event, Pong):
@@ -307,7 +341,7 @@ class AsyncRPC:
         pending, self._pending = self._pending, {}
         for p in pending.values():
             if p.stream is not None:
-                p.stream._finish(error)
+                p.stream.finish(error)
             elif not p.future.done():
                 p.future.set_exception(error)
         if self._pong is not None and not self._pong.done():
@@ -412,7 +446,7 @@ class AsyncRPC:
         if event.deprecated:
             warn_deprecated(method, stream=True, stacklevel=3)
         assert pending.stream is not None
-        return pending.stream
+        return AsyncStream(self, id, method, pending.stream)
 
     async def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
         """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""

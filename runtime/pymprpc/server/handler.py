@@ -180,15 +180,16 @@ class ConnectionHandler(asyncio.Protocol):
         try:
             if not request.returns:
                 kept = self.server.kept.open(request.id)
-            async with asyncio.timeout(request.deadline) as deadline:
-                try:
+            deadline = asyncio.timeout(request.deadline)
+            try:
+                async with deadline:
                     await self._execute(request, kept)
-                except TimeoutError:
-                    if deadline.expired():
-                        raise DeadlineExceeded(
-                            f"deadline of {request.deadline}s exceeded", id=request.id
-                        ) from None
-                    raise
+            except TimeoutError:
+                if deadline.expired():
+                    raise DeadlineExceeded(
+                        f"deadline of {request.deadline}s exceeded", id=request.id
+                    ) from None
+                raise
         except asyncio.CancelledError:
             if self._abort_error is None:
                 raise  # the client went away or cancelled: nobody to answer

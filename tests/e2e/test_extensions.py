@@ -1,0 +1,220 @@
+"""PROTOCOL.md Part 2 over real sockets: negotiation, length framing, cancel, deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from conftest import PASSWORD, USER, Probe, url
+from helpers import RawClient, ServerThread, pack, unpack
+from pymprpc.client import RPC, AsyncRPC
+from pymprpc.errors import DeadlineExceeded
+from pymprpc.protocol import SEPARATOR, Feature, LengthFramer
+
+V = {"MPRPC": "0.1"}
+
+
+def arun(coro: Any, timeout: float = 20) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def running_calls(srv: ServerThread) -> int:
+    return srv.call_in_loop(lambda: len(srv.server.tasks))
+
+
+def test_our_peers_negotiate_every_feature(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+        assert rpc.server_info is not None
+        assert rpc.server_info.features == frozenset(Feature)
+
+
+@pytest.mark.parametrize("options", [{}, {"debug": True}, {"compreser": "zlib"}])
+def test_length_framing_carries_the_separator(srv: ServerThread, options: dict[str, Any]) -> None:
+    text = "before ##PRO-END## after"
+    with RPC(url(srv), **options) as rpc:
+        assert rpc.echo(text) == text
+        assert rpc.add("##PRO-", "END##") == "##PRO-END##"
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv), **options) as rpc:
+            assert await rpc.echo(text) == text
+
+    arun(main())
+
+
+def test_arbitrary_bytes_up_to_the_size_limit(serve: Callable[..., ServerThread]) -> None:
+    limit = 1024 * 1024
+    srv = serve(max_message_size=limit)
+    blob = os.urandom(limit - 200) + SEPARATOR
+    with RPC(url(srv), max_message_size=limit) as rpc:
+        assert rpc.echo(blob) == blob
+
+
+def test_raw_length_framed_session(srv: ServerThread) -> None:
+    framer = LengthFramer()
+    with RawClient(srv.port) as c:
+        c.send(
+            {
+                **V,
+                "AUTH": {"USERNAME": USER, "PASSWORD": PASSWORD},
+                "FEATURES": ["length-framing", "deadline"],
+            }
+        )
+        welcome = c.recv()
+        assert welcome["FEATURES"] == ["deadline", "length-framing"]
+        c.send_raw(framer.frame(pack({**V, "ID": "1", "METHOD": "echo", "ARGS": ["a##PRO-END##"]})))
+        c.send_raw(
+            framer.frame(pack({**V, "ID": "2", "METHOD": "sleep", "ARGS": [5], "DEADLINE": 0.1}))
+        )
+        frames: list[bytes] = []
+        while len(frames) < 2:
+            frames += framer.feed(c.sock.recv(65536))
+        replies = {unpack(f)["MESSAGE"]["ID"]: unpack(f) for f in frames}
+        assert replies["1"]["MESSAGE"]["RESULT"] == "a##PRO-END##"
+        assert replies["2"]["CODE"] == 408
+        assert replies["2"]["MESSAGE"]["EXCEPTION"] == "DeadlineExceeded"
+
+
+def test_leaving_a_stream_early_closes_the_server_generator(
+    srv: ServerThread, probe: Probe
+) -> None:
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            stream = await rpc.endless()
+            async for i in stream:
+                if i == 3:
+                    break
+            await stream.aclose()
+            await asyncio.to_thread(probe.stream_closed.wait, 10)
+            assert probe.stream_closed.is_set()
+            assert await rpc.add(1, 2) == 3
+
+    arun(main())
+    wait_for(lambda: running_calls(srv) == 0)
+
+
+def test_dropping_an_async_stream_cancels_it(srv: ServerThread, probe: Probe) -> None:
+    async def take_three(rpc: AsyncRPC) -> list[int]:
+        seen = []
+        async for i in await rpc.endless():
+            seen.append(i)
+            if len(seen) == 3:
+                break
+        return seen
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            assert await take_three(rpc) == [0, 1, 2]
+            gc.collect()
+            await asyncio.to_thread(probe.stream_closed.wait, 10)
+            assert probe.stream_closed.is_set()
+
+    arun(main())
+
+
+def test_closing_a_sync_stream_generator_cancels_it(srv: ServerThread, probe: Probe) -> None:
+    with RPC(url(srv)) as rpc:
+        gen = rpc.endless()
+        assert [next(gen) for _ in range(3)] == [0, 1, 2]
+        gen.close()
+        assert probe.stream_closed.wait(10)
+        assert rpc.add(1, 2) == 3  # late items for the cancelled stream are ignored
+    wait_for(lambda: running_calls(srv) == 0)
+
+
+def test_cancelling_the_awaiting_task_cancels_the_call(srv: ServerThread) -> None:
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            task = asyncio.ensure_future(rpc.sleep(30))
+            await asyncio.to_thread(wait_for, lambda: running_calls(srv) == 1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.to_thread(wait_for, lambda: running_calls(srv) == 0)
+            assert await rpc.add(1, 2) == 3
+
+    arun(main())
+
+
+def test_deadline_is_enforced_on_the_server(srv: ServerThread) -> None:
+    async def main() -> None:
+        async with AsyncRPC(url(srv), timeout=0.2) as rpc:
+            with pytest.raises(DeadlineExceeded):
+                await rpc.sleep(30)
+            await asyncio.to_thread(wait_for, lambda: running_calls(srv) == 0)
+
+    arun(main())
+
+
+def test_deadline_with_an_old_server_is_local(srv: ServerThread) -> None:
+    with RPC(url(srv), features=(), timeout=0.2) as rpc:
+        with pytest.raises(DeadlineExceeded, match="deadline"):
+            rpc.sleep(1)
+        assert rpc.add.with_options(timeout=5)(1, 2) == 3
+
+
+class OldServer:
+    """Answers like a pymprpc 0.0.3 server: no FEATURES, separator framing, echo only."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.seen: list[dict[str, Any]] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            buf = b""
+            while chunk := conn.recv(65536):
+                buf += chunk
+                while SEPARATOR in buf:
+                    frame, _, buf = buf.partition(SEPARATOR)
+                    msg = unpack(frame)
+                    self.seen.append(msg)
+                    if "AUTH" in msg:
+                        reply: dict[str, Any] = {
+                            "CODE": 100,
+                            "VERSION": "0.0.3",
+                            "DESC": None,
+                            "DEBUG": False,
+                            "COMPRESER": None,
+                            "TIMEOUT": 180,
+                        }
+                    else:
+                        reply = {
+                            "CODE": 200,
+                            "MESSAGE": {"ID": msg["ID"], "RESULT": msg.get("ARGS")},
+                        }
+                    conn.sendall(pack({**V, **reply}) + SEPARATOR)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def test_our_client_with_an_old_server() -> None:
+    old = OldServer()
+    try:
+        with RPC(f"tcp://u:p@127.0.0.1:{old.port}", timeout=5) as rpc:
+            assert rpc.server_info is not None and rpc.server_info.features == frozenset()
+            assert rpc.anything(1, "x") == [1, "x"]
+        assert "DEADLINE" not in old.seen[1]  # not negotiated: never sent
+    finally:
+        old.close()
