@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ class Probe:
         self.executed: list[str] = []
         self.stream_closed = threading.Event()
         self.release = threading.Event()
+        self.produced = 0
 
 
 def build_server(probe: Probe, **options: Any) -> Server:
@@ -62,6 +64,20 @@ def build_server(probe: Probe, **options: Any) -> Server:
                 await asyncio.sleep(0.001)
         finally:
             probe.stream_closed.set()
+
+    @server.register_function()
+    async def firehose(size: int) -> AsyncIterator[str]:
+        chunk = "x" * size
+        while True:
+            probe.produced += 1
+            yield chunk
+
+    @server.register_function()
+    def pid_then_sleep(path: str, seconds: float) -> int:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(seconds)
+        return os.getpid()
 
     @server.register_function()
     async def fail_midway(n: int) -> AsyncIterator[int]:
