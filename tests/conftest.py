@@ -1,6 +1,41 @@
+"""Fixtures: a real server on 127.0.0.1 with an ephemeral port, stopped after each test."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from service import Probe, build_server
+
+from helpers import ServerThread
+
+
+@pytest.fixture
+def probe() -> Probe:
+    return Probe()
+
+
+@pytest.fixture
+def serve(probe: Probe) -> Iterator[Callable[..., ServerThread]]:
+    """serve(**server_options) -> a started ServerThread, stopped after the test."""
+    started: list[ServerThread] = []
+
+    def start(**options: Any) -> ServerThread:
+        thread = ServerThread(build_server(probe, **options)).__enter__()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.__exit__(None, None, None)
+
+
+@pytest.fixture
+def srv(serve: Callable[..., ServerThread]) -> ServerThread:
+    return serve()

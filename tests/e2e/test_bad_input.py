@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 
 import pytest
+from service import PASSWORD, USER, Probe, url
 
-from conftest import PASSWORD, USER, Probe, url
 from helpers import RawClient, ServerThread, pack
 from pymprpc.client import RPC
 from pymprpc.protocol import SEPARATOR

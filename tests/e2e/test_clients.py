@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from service import PASSWORD, USER, Probe, url
 
-from conftest import PASSWORD, USER, Probe, url
 from helpers import ServerThread, pack, unpack
 from pymprpc.client import RPC, AsyncRPC, AsyncStream
 from pymprpc.errors import (

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from service import PASSWORD, USER, Probe, url
 
-from conftest import PASSWORD, USER, Probe, url
 from helpers import RawClient, ServerThread, pack, unpack
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import DeadlineExceeded

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import PASSWORD, USER, Probe, url
+from service import PASSWORD, USER, Probe, url
+
 from helpers import RawClient, ServerThread, pack
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import RPCRuntimeError

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from service import PASSWORD, USER
 
-from conftest import PASSWORD, USER
 from helpers import RawClient, ServerThread, json_decode, pack, unpack
 from pymprpc.protocol import Codec, Compression
 

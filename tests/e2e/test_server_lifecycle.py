@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from service import Probe, build_server, url
 
-from conftest import Probe, build_server, url
 from helpers import RawClient, ServerThread
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import NotFindError, RpcUnavailableException

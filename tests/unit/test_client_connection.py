@@ -123,3 +123,20 @@ def test_garbage_from_server_fails_connection() -> None:
     conn = ready()
     [event] = conn.receive_data(b"\xc1" + SEPARATOR)
     assert isinstance(event, ConnectionFailed)
+
+
+def test_oversized_frame_from_server_fails_the_connection() -> None:
+    conn = ClientConnection("u", "p", features=frozenset(), max_message_size=200)
+    conn.start()
+    conn.receive_data(frame(WELCOME))
+    [event] = conn.receive_data(b"\x81" + b"x" * 300)
+    assert isinstance(event, ConnectionFailed)
+    assert "maximum message size" in str(event.error)
+
+
+def test_oversized_request_is_a_local_error() -> None:
+    conn = ClientConnection("u", "p", features=frozenset(), max_message_size=200)
+    conn.start()
+    conn.receive_data(frame(WELCOME))
+    with pytest.raises(LocalProtocolError, match="max_message_size"):
+        conn.send_call("echo", ["x" * 300])

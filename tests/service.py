@@ -1,4 +1,4 @@
-"""A real server on 127.0.0.1 with an ephemeral port, with methods covering every kind."""
+"""The test service: a Server with methods of every kind, and what tests observe of it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from helpers import ServerThread
 from pymprpc.server import Server
@@ -125,31 +123,6 @@ def build_server(probe: Probe, **options: Any) -> Server:
             yield i
 
     return server
-
-
-@pytest.fixture
-def probe() -> Probe:
-    return Probe()
-
-
-@pytest.fixture
-def serve(probe: Probe) -> Iterator[Callable[..., ServerThread]]:
-    """serve(**server_options) -> a started ServerThread, stopped after the test."""
-    started: list[ServerThread] = []
-
-    def start(**options: Any) -> ServerThread:
-        thread = ServerThread(build_server(probe, **options)).__enter__()
-        started.append(thread)
-        return thread
-
-    yield start
-    for thread in started:
-        thread.__exit__(None, None, None)
-
-
-@pytest.fixture
-def srv(serve: Callable[..., ServerThread]) -> ServerThread:
-    return serve()
 
 
 def url(srv: ServerThread, user: str = USER, password: str = PASSWORD) -> str:
