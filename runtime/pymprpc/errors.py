@@ -33,6 +33,7 @@ __all__ = [
     "ProtocolSyntaxException",
     "ConnectionLostError",
     "LocalProtocolError",
+    "ValidationError",
     "ExpireWarning",
     "ExpireStreamWarning",
     "ERRORS_BY_CODE",
@@ -191,6 +192,18 @@ class ProtocolSyntaxException(ProtocolException):
 
 class ConnectionLostError(MPRPCError, ConnectionError):
     """The connection dropped (or was never made) while calls were pending."""
+
+
+class ValidationError(MPRPCError, ValueError):
+    """A value does not match its declared (IDL) type; `path` says where.
+
+    Raised by `pymprpc.schema`; a server answers it with 402 (ParamError).
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
 
 
 class LocalProtocolError(MPRPCError, ValueError):

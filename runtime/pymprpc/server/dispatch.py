@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import MPRPCError, RPCRuntimeError
 from ..protocol import CallRequest
+from ..schema import ANY, Schema
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
 
@@ -21,14 +22,23 @@ class Dispatcher:
         self.registry = registry
         self.executors = executors
 
-    def prepare(self, request: CallRequest) -> Method:
-        """The method for `request`, with arguments checked (401/402/406 otherwise)."""
+    def prepare(self, request: CallRequest) -> tuple[Method, list[Any], dict[str, Any]]:
+        """The method for `request` and the arguments to call it with (401/402/406)."""
         method = self.registry.resolve(request.method)
-        method.bind(request.args, request.kwargs)
-        return method
+        args, kwargs = method.bind(request.args, request.kwargs)
+        return method, args, kwargs
 
     async def run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """The call's value, or an async iterator for a stream."""
+        """The call's wire value, or an async iterator of wire values for a stream."""
+        value = await self._run(method, args, kwargs)
+        schema = method.schema
+        if schema is None or schema.result is ANY:
+            return value
+        if is_stream(value):
+            return _encode_items(value, schema.result)
+        return schema.result.encode(value)
+
+    async def _run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
         if method.kind is Kind.STREAM:
             return method.func(*args, **kwargs)
         if method.kind is Kind.COROUTINE:
@@ -37,6 +47,16 @@ class Dispatcher:
         if kind is ExecutorKind.INLINE:
             return method.func(*args, **kwargs)
         return await self.executors.run(kind, method.key, method.path, args, kwargs)
+
+
+async def _encode_items(agen: AsyncIterator[Any], schema: Schema[Any]) -> AsyncIterator[Any]:
+    try:
+        async for item in agen:
+            yield schema.encode(item)
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def is_stream(value: Any) -> bool:

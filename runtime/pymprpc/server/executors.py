@@ -19,7 +19,7 @@ import signal
 import stat
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -117,11 +117,17 @@ class Executors:
         self._process: ProcessPoolExecutor | None = None
         self._process_generation = -1
         self._thread: ThreadPoolExecutor | None = None
+        self._retired: list[ProcessPoolExecutor] = []
+
+    def _retire(self, pool: ProcessPoolExecutor) -> None:
+        pool.shutdown(wait=False, cancel_futures=False)
+        self._retired.append(pool)
 
     def _process_pool(self) -> ProcessPoolExecutor:
         if self._process is not None and self._process_generation != _generation:
             # Something was registered after the workers forked: they cannot see it.
-            self._process.shutdown(wait=False, cancel_futures=False)
+            # Calls already running on the old pool finish there.
+            self._retire(self._process)
             self._process = None
         if self._process is None:
             self._process = ProcessPoolExecutor(
@@ -165,7 +171,7 @@ class Executors:
             outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs)
         except BrokenProcessPool as exc:
             if self._process is pool:
-                pool.shutdown(wait=False, cancel_futures=True)
+                self._retire(pool)
                 self._process = None
             name = ".".join((key.split(":", 1)[-1], *path))
             raise RPCRuntimeError(
@@ -178,8 +184,17 @@ class Executors:
         raise RemoteFunctionError(type_name, message, frame)
 
     def shutdown(self) -> None:
-        pools: list[Executor | None] = [self._process, self._thread]
-        self._process = self._thread = None
+        """Stop the pools; calls still running in worker processes are killed."""
+        pools = [p for p in (self._process, *self._retired) if p is not None]
+        thread = self._thread
+        self._process, self._thread, self._retired = None, None, []
         for pool in pools:
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+            # Running calls had their grace period already. Killing the workers lets a
+            # waiting shutdown return at once, and a waiting shutdown is needed: one that
+            # does not wait races the interpreter's exit hook on a closed pipe (EBADF).
+            workers: dict[int, Any] = getattr(pool, "_processes", None) or {}
+            for worker in list(workers.values()):
+                worker.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+        if thread is not None:
+            thread.shutdown(wait=False, cancel_futures=True)

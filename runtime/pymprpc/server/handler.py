@@ -214,8 +214,8 @@ class ConnectionHandler(asyncio.Protocol):
 
     async def _execute(self, request: CallRequest, kept: KeptOutcome | None) -> None:
         dispatcher = self.server.dispatcher
-        method = dispatcher.prepare(request)
-        result = await dispatcher.run(method, request.args, request.kwargs)
+        method, args, kwargs = dispatcher.prepare(request)
+        result = await dispatcher.run(method, args, kwargs)
         if kept is not None:
             if is_stream(result):
                 items = [item async for item in _closing(result)]

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NotFindError, ParamError, UnsupportSysMethodError
+from ..errors import NotFindError, ParamError, UnsupportSysMethodError, ValidationError
+from ..schema import Signature
 from . import executors
 from .executors import ExecutorKind
 
@@ -66,15 +67,21 @@ class Method:
     doc: str
     key: str  # process-pool target key
     path: tuple[str, ...] = ()  # attribute path from the target to the function
+    schema: Signature | None = None  # declared types (mprpcgen): checked and converted
 
-    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Raise ParamError (402) if the arguments do not fit the signature."""
-        if self.signature is None:
-            return
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ParamError(f"{self.name}(): {exc}") from None
+    def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments to call with; ParamError (402) if they do not fit."""
+        if self.schema is not None:
+            try:
+                return [], self.schema.decode_args(args, kwargs)
+            except ValidationError as exc:
+                raise ParamError(f"{self.name}(): {exc}") from None
+        if self.signature is not None:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise ParamError(f"{self.name}(): {exc}") from None
+        return args, kwargs
 
 
 def make_method(
@@ -87,6 +94,7 @@ def make_method(
     deprecated: bool = False,
     signature: str | None = None,
     doc: str | None = None,
+    schema: Signature | None = None,
 ) -> Method:
     try:
         sig: inspect.Signature | None = inspect.signature(func)
@@ -103,6 +111,7 @@ def make_method(
         doc=doc if doc is not None else (inspect.getdoc(func) or "").strip(),
         key=key,
         path=path,
+        schema=schema,
     )
 
 
@@ -129,6 +138,7 @@ class Registry:
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
+        schema: Signature | None = None,
     ) -> Method:
         name = name or getattr(func, "__name__", None)
         if not name or not isinstance(name, str):
@@ -142,6 +152,7 @@ class Registry:
             deprecated=deprecated,
             signature=signature,
             doc=doc,
+            schema=schema,
         )
         self._methods[name] = method
         executors.publish(key, func)

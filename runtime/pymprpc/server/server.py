@@ -20,6 +20,7 @@ from ..protocol import (
     Feature,
     ServerSettings,
 )
+from ..schema import Signature
 from .dispatch import Dispatcher
 from .executors import ExecutorKind, Executors
 from .handler import ConnectionHandler
@@ -129,6 +130,7 @@ class Server:
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
+        schema: Signature | None = None,
     ) -> Callable[[F], F]: ...
 
     def register_function(
@@ -139,13 +141,17 @@ class Server:
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
+        schema: Signature | None = None,
     ) -> Any:
         """Decorator registering a function, coroutine function or async generator function.
 
         `@server.register_function()` uses the function's name; pass `name` to choose
         another, `executor` ("process", "thread", "inline") to override the server's
         default for a plain function, `deprecated=True` to answer 300/301, and
-        `signature`/`doc` to override what introspection reports.
+        `signature`/`doc` to override what introspection reports. A `schema`
+        (`pymprpc.schema.Signature`, as mprpcgen generates) declares parameter and result
+        types: arguments are checked and converted before the function runs (402 naming
+        the bad value otherwise) and results are encoded for the wire.
         """
         kind = ExecutorKind(executor) if executor is not None else None
 
@@ -157,6 +163,7 @@ class Server:
                 deprecated=deprecated,
                 signature=signature,
                 doc=doc,
+                schema=schema,
             )
             return func
 

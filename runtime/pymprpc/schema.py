@@ -1,0 +1,331 @@
+"""Typed wire schemas: validate and convert values between the wire and Python types.
+
+This is the one place mapping interface types to Python: mprpcgen's generated code
+declares its structs, enums and method signatures with these schemas, and the server uses
+them to check arguments before an implementation runs (402 naming the bad value's path,
+e.g. `shape.points[2].x: expected float, got str`).
+
+| IDL        | Python          | wire                      |
+|------------|-----------------|---------------------------|
+| bool       | bool            | boolean                   |
+| int        | int             | integer (not a boolean)   |
+| float      | float           | number (an int is widened)|
+| str        | str             | string                    |
+| bytes      | bytes           | MessagePack bin           |
+| any        | Any             | anything                  |
+| none       | None            | null                      |
+| list<T>    | list[T]         | array                     |
+| map<str,T> | dict[str, T]    | map with string keys      |
+| T?         | T | None        | T or null                 |
+| struct S   | dataclass S     | map of field name → value |
+| enum E     | IntEnum E       | the member's integer      |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from .errors import ValidationError
+
+T = TypeVar("T")
+E = TypeVar("E", bound=enum.IntEnum)
+
+__all__ = [
+    "ANY",
+    "BOOL",
+    "BYTES",
+    "FLOAT",
+    "INT",
+    "NONE",
+    "PRIMITIVES",
+    "STR",
+    "Enum",
+    "List",
+    "Map",
+    "Optional",
+    "Param",
+    "Schema",
+    "Signature",
+    "Struct",
+    "ValidationError",
+    "decode_async_stream",
+    "decode_stream",
+]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "none"
+    return {
+        bool: "bool",
+        int: "int",
+        float: "float",
+        str: "str",
+        bytes: "bytes",
+        list: "list",
+        tuple: "list",
+        dict: "map",
+    }.get(type(value), type(value).__name__)
+
+
+class Schema(Generic[T]):
+    """Converts one declared type: `decode` checks a wire value, `encode` makes one."""
+
+    name = "any"
+
+    def decode(self, value: Any, path: str) -> T:
+        raise NotImplementedError
+
+    def encode(self, value: T) -> Any:
+        return value
+
+    def _fail(self, value: Any, path: str) -> ValidationError:
+        return ValidationError(path, f"expected {self.name}, got {_kind(value)}")
+
+
+class _Any(Schema[Any]):
+    def decode(self, value: Any, path: str) -> Any:
+        return value
+
+
+class _Exact(Schema[T]):
+    def __init__(self, name: str, type_: type[T]) -> None:
+        self.name = name
+        self._type = type_
+
+    def decode(self, value: Any, path: str) -> T:
+        # Exact type: bool is an int subclass but not an int on the wire.
+        if type(value) is not self._type:
+            raise self._fail(value, path)
+        return value
+
+
+class _Float(Schema[float]):
+    name = "float"
+
+    def decode(self, value: Any, path: str) -> float:
+        if type(value) is float:
+            return value
+        if type(value) is int:
+            return float(value)
+        raise self._fail(value, path)
+
+
+class _None(Schema[None]):
+    name = "none"
+
+    def decode(self, value: Any, path: str) -> None:
+        if value is not None:
+            raise self._fail(value, path)
+
+
+ANY: Schema[Any] = _Any()
+BOOL: Schema[bool] = _Exact("bool", bool)
+INT: Schema[int] = _Exact("int", int)
+FLOAT: Schema[float] = _Float()
+STR: Schema[str] = _Exact("str", str)
+BYTES: Schema[bytes] = _Exact("bytes", bytes)
+NONE: Schema[None] = _None()
+
+# IDL primitive name -> (Python annotation, schema constant name in this module).
+PRIMITIVES: dict[str, tuple[str, str]] = {
+    "bool": ("bool", "BOOL"),
+    "int": ("int", "INT"),
+    "float": ("float", "FLOAT"),
+    "str": ("str", "STR"),
+    "bytes": ("bytes", "BYTES"),
+    "any": ("Any", "ANY"),
+    "none": ("None", "NONE"),
+}
+
+
+class List(Schema[list[T]]):
+    def __init__(self, item: Schema[T]) -> None:
+        self.item = item
+        self.name = f"list<{item.name}>"
+
+    def decode(self, value: Any, path: str) -> list[T]:
+        if not isinstance(value, list | tuple):
+            raise self._fail(value, path)
+        item = self.item
+        return [item.decode(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+    def encode(self, value: list[T]) -> Any:
+        item = self.item
+        return [item.encode(v) for v in value]
+
+
+class Map(Schema[dict[str, T]]):
+    def __init__(self, value: Schema[T]) -> None:
+        self.value = value
+        self.name = f"map<str, {value.name}>"
+
+    def decode(self, value: Any, path: str) -> dict[str, T]:
+        if not isinstance(value, dict):
+            raise self._fail(value, path)
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise ValidationError(f"{path}[{k!r}]", f"map keys must be str, got {_kind(k)}")
+            out[k] = self.value.decode(v, f"{path}[{k!r}]")
+        return out
+
+    def encode(self, value: dict[str, T]) -> Any:
+        enc = self.value.encode
+        return {k: enc(v) for k, v in value.items()}
+
+
+class Optional(Schema[T | None]):
+    def __init__(self, inner: Schema[T]) -> None:
+        self.inner = inner
+        self.name = f"{inner.name}?"
+
+    def decode(self, value: Any, path: str) -> T | None:
+        return None if value is None else self.inner.decode(value, path)
+
+    def encode(self, value: T | None) -> Any:
+        return None if value is None else self.inner.encode(value)
+
+
+class Enum(Schema[E]):
+    """An IntEnum travelling as its integer value."""
+
+    def __init__(self, cls: type[E]) -> None:
+        self.cls = cls
+        self.name = cls.__name__
+
+    def decode(self, value: Any, path: str) -> E:
+        if type(value) is not int:
+            raise self._fail(value, path)
+        try:
+            return self.cls(value)
+        except ValueError:
+            allowed = ", ".join(f"{m.name}={m.value}" for m in self.cls)
+            raise ValidationError(
+                path, f"{value} is not a {self.name} (one of {allowed})"
+            ) from None
+
+    def encode(self, value: E) -> Any:
+        return int(value)
+
+
+class Struct(Schema[T]):
+    """A dataclass travelling as a map of its fields.
+
+    `fields` is a callable so that structs may refer to each other (and to themselves,
+    through list/optional/map) before all are defined.
+    """
+
+    def __init__(self, cls: type[T], fields: Callable[[], Mapping[str, Schema[Any]]]) -> None:
+        self.cls = cls
+        self.name = cls.__name__
+        self._fields_factory = fields
+        self._fields: Mapping[str, Schema[Any]] | None = None
+        self._required: frozenset[str] = frozenset(
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+
+    @property
+    def fields(self) -> Mapping[str, Schema[Any]]:
+        if self._fields is None:
+            self._fields = self._fields_factory()
+        return self._fields
+
+    def decode(self, value: Any, path: str) -> T:
+        if isinstance(value, self.cls):
+            return value
+        if not isinstance(value, dict):
+            raise self._fail(value, path)
+        kwargs = {}
+        for name, schema in self.fields.items():
+            if name in value:
+                kwargs[name] = schema.decode(value[name], f"{path}.{name}")
+            elif name in self._required:
+                raise ValidationError(f"{path}.{name}", "missing required field")
+        # Unknown keys are ignored, so a peer with a newer struct can still talk to us.
+        return self.cls(**kwargs)
+
+    def encode(self, value: T) -> Any:
+        return {name: schema.encode(getattr(value, name)) for name, schema in self.fields.items()}
+
+
+_REQUIRED: Any = object()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Param:
+    """One declared parameter (without a `default`, it is required)."""
+
+    name: str
+    schema: Schema[Any]
+    default: Any = _REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Signature:
+    """A method's declared parameters and result (the item type, for a stream)."""
+
+    params: tuple[Param, ...]
+    result: Schema[Any] = ANY
+
+    def decode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind wire arguments to parameters and check their types (ValidationError)."""
+        params = self.params
+        if len(args) > len(params):
+            raise ValidationError("arguments", f"takes {len(params)} argument(s), got {len(args)}")
+        bound: dict[str, Any] = {}
+        for param, value in zip(params, args, strict=False):
+            bound[param.name] = value
+        names = {p.name for p in params}
+        for name, value in kwargs.items():
+            if name not in names:
+                raise ValidationError(name, "unexpected argument")
+            if name in bound:
+                raise ValidationError(name, "given both by position and by name")
+            bound[name] = value
+        out: dict[str, Any] = {}
+        for param in params:
+            if param.name in bound:
+                out[param.name] = param.schema.decode(bound[param.name], param.name)
+            elif param.required:
+                raise ValidationError(param.name, "missing required argument")
+        return out
+
+    def encode_args(self, *args: Any) -> list[Any]:
+        """Positional wire arguments for the given Python values, in declared order."""
+        return [p.schema.encode(v) for p, v in zip(self.params, args, strict=True)]
+
+
+def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:
+    """Decode each item of a sync stream; closing this closes (cancels) the stream."""
+    try:
+        for i, value in enumerate(stream):
+            yield item.decode(value, f"{path}[{i}]")
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+async def decode_async_stream(
+    stream: AsyncIterator[Any], item: Schema[T], path: str
+) -> AsyncIterator[T]:
+    """Decode each item of an async stream; closing this closes (cancels) the stream."""
+    i = 0
+    try:
+        async for value in stream:
+            yield item.decode(value, f"{path}[{i}]")
+            i += 1
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
