@@ -270,12 +270,15 @@ class Param:
         return self.default is _REQUIRED
 
 
+R = TypeVar("R")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
-class Signature:
+class Signature(Generic[R]):
     """A method's declared parameters and result (the item type, for a stream)."""
 
     params: tuple[Param, ...]
-    result: Schema[Any] = ANY
+    result: Schema[R]
 
     def decode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind wire arguments to parameters and check their types (ValidationError)."""

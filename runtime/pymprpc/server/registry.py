@@ -67,7 +67,7 @@ class Method:
     doc: str
     key: str  # process-pool target key
     path: tuple[str, ...] = ()  # attribute path from the target to the function
-    schema: Signature | None = None  # declared types (mprpcgen): checked and converted
+    schema: Signature[Any] | None = None  # declared types (mprpcgen): checked and converted
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
@@ -94,7 +94,7 @@ def make_method(
     deprecated: bool = False,
     signature: str | None = None,
     doc: str | None = None,
-    schema: Signature | None = None,
+    schema: Signature[Any] | None = None,
 ) -> Method:
     try:
         sig: inspect.Signature | None = inspect.signature(func)
@@ -138,7 +138,7 @@ class Registry:
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
-        schema: Signature | None = None,
+        schema: Signature[Any] | None = None,
     ) -> Method:
         name = name or getattr(func, "__name__", None)
         if not name or not isinstance(name, str):

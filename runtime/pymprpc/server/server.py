@@ -130,7 +130,7 @@ class Server:
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
-        schema: Signature | None = None,
+        schema: Signature[Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def register_function(
@@ -141,7 +141,7 @@ class Server:
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
-        schema: Signature | None = None,
+        schema: Signature[Any] | None = None,
     ) -> Any:
         """Decorator registering a function, coroutine function or async generator function.
 

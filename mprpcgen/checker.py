@@ -1,0 +1,372 @@
+"""Semantic checks of a parsed program. Every problem found is reported, not just the first."""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from .diagnostics import Diagnostic
+from .model import (
+    PRIMITIVE_TYPES,
+    Enum,
+    IdlFile,
+    Literal,
+    LiteralKind,
+    Method,
+    MethodKind,
+    Pos,
+    Struct,
+    TypeDecl,
+    TypeRef,
+)
+
+Scope = dict[str, tuple[IdlFile, TypeDecl]]
+
+IDL_KEYWORDS = frozenset(
+    {
+        "import",
+        "service",
+        "version",
+        "def",
+        "async",
+        "stream",
+        "oneway",
+        "struct",
+        "enum",
+        "list",
+        "map",
+        "true",
+        "false",
+    }
+)
+# Names the generated modules import or define themselves.
+GENERATED_HELPERS = frozenset(
+    {
+        "Any",
+        "AsyncIterator",
+        "Iterator",
+        "Server",
+        "RPC",
+        "AsyncRPC",
+        "schema",
+        "abc",
+        "enum",
+        "dataclass",
+        "dataclasses",
+        "field",
+        "annotations",
+    }
+)
+# Attributes of the generated clients that are not remote methods.
+CLIENT_ATTRIBUTES = frozenset({"rpc", "connect", "close"})
+ENUM_RESERVED = frozenset({"name", "value", "mro"})
+EXECUTORS = ("process", "thread", "inline")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Python's naming conventions, so generated code reads as (and lints as) idiomatic Python.
+STYLES = {
+    "type": (re.compile(r"[A-Z][A-Za-z0-9]*\Z"), "CapWords", lambda n: n[:1].upper() + n[1:]),
+    "service": (re.compile(r"[A-Z][A-Za-z0-9]*\Z"), "CapWords", lambda n: n[:1].upper() + n[1:]),
+    "enum member": (
+        re.compile(r"[A-Z][A-Z0-9_]*\Z"),
+        "UPPER_CASE",
+        lambda n: snake_case(n).upper(),
+    ),
+}
+SNAKE = (re.compile(r"[a-z][a-z0-9_]*\Z"), "snake_case", lambda n: snake_case(n))
+
+
+def generated_names(file: IdlFile) -> dict[str, Pos]:
+    """Top-level names the generated code defines for `file`, with where they come from."""
+    names: dict[str, Pos] = {}
+    for decl in file.types:
+        names.setdefault(f"{decl.name}Schema", decl.pos)
+    for service in file.services:
+        for name in (
+            f"{service.name}Servicer",
+            f"{service.name}Client",
+            f"Async{service.name}Client",
+            f"{service.name}Methods",
+        ):
+            names.setdefault(name, service.pos)
+        names.setdefault(f"register_{snake_case(service.name)}", service.pos)
+    return names
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, pos: Pos, message: str) -> None:
+        self.diagnostics.append(Diagnostic(pos, message))
+
+    # -- names -------------------------------------------------------------------
+
+    def check_name(self, name: str, pos: Pos, what: str) -> bool:
+        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+            self.error(pos, f"{what} name '{name}' is a Python keyword; choose another name")
+            return False
+        if name in IDL_KEYWORDS or name in PRIMITIVE_TYPES:
+            self.error(pos, f"{what} name '{name}' is a reserved word of the IDL")
+            return False
+        if name.startswith("_"):
+            self.error(pos, f"{what} name '{name}' must not start with '_' (private in Python)")
+            return False
+        pattern, style, fix = STYLES.get(what, SNAKE)
+        if not pattern.match(name):
+            self.error(pos, f"{what} names are {style}: write '{fix(name)}' instead of '{name}'")
+            return False
+        return True
+
+    def check_duplicates(self, items: Iterable[tuple[str, Pos]], what: str) -> None:
+        seen: dict[str, Pos] = {}
+        for name, pos in items:
+            if name in seen:
+                first = seen[name]
+                self.error(pos, f"duplicate {what} '{name}' (first declared at line {first.line})")
+            else:
+                seen[name] = pos
+
+    # -- files -------------------------------------------------------------------
+
+    def check_file(self, file: IdlFile, scope: Scope) -> None:
+        if not IDENTIFIER.match(file.module) or keyword.iskeyword(file.module):
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' must be a Python identifier before '.idl': "
+                "it names the generated package",
+            )
+        own = [(d.name, d.pos) for d in file.types] + [(s.name, s.pos) for s in file.services]
+        self.check_duplicates(own, "declaration")
+        for decl in file.types:
+            if self.check_name(decl.name, decl.pos, "type") and decl.name in GENERATED_HELPERS:
+                self.error(decl.pos, f"type name '{decl.name}' is used by the generated code")
+            other = scope.get(decl.name)
+            if other is not None and other[0].path != file.path:
+                self.error(
+                    decl.pos,
+                    f"type '{decl.name}' is already declared in {other[0].path.name}, "
+                    "which this file imports",
+                )
+        generated = generated_names(file)
+        for name, pos in generated.items():
+            if name in scope:
+                self.error(pos, f"the generated name '{name}' clashes with type '{name}'")
+        for enum in file.enums:
+            self.check_enum(enum)
+        for struct in file.structs:
+            self.check_struct(struct, scope)
+        for service in file.services:
+            self.check_name(service.name, service.pos, "service")
+            self.check_duplicates(((m.name, m.pos) for m in service.methods), "method")
+            for method in service.methods:
+                self.check_method(method, scope)
+        self.check_recursion(file, scope)
+
+    def check_enum(self, enum: Enum) -> None:
+        if not enum.members:
+            self.error(enum.pos, f"enum '{enum.name}' has no members")
+        self.check_duplicates(((m.name, m.pos) for m in enum.members), "enum member")
+        values: dict[int, str] = {}
+        for member in enum.members:
+            if self.check_name(member.name, member.pos, "enum member") and (
+                member.name in ENUM_RESERVED
+            ):
+                self.error(
+                    member.pos, f"enum member name '{member.name}' is reserved by Python enums"
+                )
+            if member.value in values:
+                self.error(
+                    member.pos,
+                    f"enum value {member.value} of '{member.name}' is already used by "
+                    f"'{values[member.value]}'",
+                )
+            else:
+                values[member.value] = member.name
+
+    def check_struct(self, struct: Struct, scope: Scope) -> None:
+        self.check_duplicates(((f.name, f.pos) for f in struct.fields), "field")
+        for f in struct.fields:
+            self.check_name(f.name, f.pos, "field")
+            if self.check_type(f.type, scope) and f.default is not None:
+                self.check_default(f.default, f.type, scope, allow_empty=True)
+
+    def check_method(self, method: Method, scope: Scope) -> None:
+        if self.check_name(method.name, method.pos, "method") and method.name in CLIENT_ATTRIBUTES:
+            self.error(
+                method.pos,
+                f"method name '{method.name}' is reserved: the generated clients use it",
+            )
+        self.check_duplicates(((p.name, p.pos) for p in method.params), "parameter")
+        seen_default = False
+        for param in method.params:
+            if self.check_name(param.name, param.pos, "parameter") and param.name == "self":
+                self.error(param.pos, "parameter name 'self' is reserved")
+            if param.default is not None:
+                seen_default = True
+            elif seen_default:
+                self.error(
+                    param.pos,
+                    f"parameter '{param.name}' without a default follows one with a default",
+                )
+            if self.check_type(param.type, scope) and param.default is not None:
+                self.check_default(param.default, param.type, scope, allow_empty=False)
+        if method.returns is not None:
+            self.check_type(method.returns, scope)
+        if method.kind is MethodKind.STREAM and (
+            method.returns is None or _is_none(method.returns)
+        ):
+            self.error(method.pos, f"stream '{method.name}' must declare its item type: -> T")
+        if method.oneway:
+            if method.kind is MethodKind.STREAM:
+                self.error(method.pos, f"a stream cannot be oneway: '{method.name}'")
+            elif method.returns is not None and not _is_none(method.returns):
+                self.error(
+                    method.returns.pos,
+                    f"oneway method '{method.name}' cannot return a value (nobody receives it)",
+                )
+        self.check_annotations(method)
+
+    def check_annotations(self, method: Method) -> None:
+        self.check_duplicates(((a.name, a.pos) for a in method.annotations), "annotation")
+        for ann in method.annotations:
+            if ann.name == "deprecated":
+                if ann.argument is not None:
+                    self.error(ann.pos, "@deprecated takes no argument")
+            elif ann.name == "executor":
+                if ann.argument not in EXECUTORS:
+                    self.error(
+                        ann.pos,
+                        f"@executor needs one of {', '.join(EXECUTORS)}, e.g. @executor(thread)",
+                    )
+                elif method.kind is not MethodKind.FUNCTION:
+                    self.error(
+                        ann.pos,
+                        f"@executor applies to plain 'def' methods; '{method.name}' is "
+                        f"a {method.kind.value} and runs on the event loop",
+                    )
+            else:
+                self.error(
+                    ann.pos,
+                    f"unknown annotation '@{ann.name}' (known: @deprecated, @executor(...))",
+                )
+
+    # -- types -------------------------------------------------------------------
+
+    def check_type(self, ref: TypeRef, scope: Scope) -> bool:
+        if ref.kind == "named":
+            if ref.name in PRIMITIVE_TYPES or ref.name in scope:
+                return True
+            known = [*PRIMITIVE_TYPES, *scope]
+            close = difflib.get_close_matches(ref.name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            self.error(ref.pos, f"unknown type '{ref.name}'{hint}")
+            return False
+        if ref.kind == "map":
+            key, _ = ref.args
+            if not (key.kind == "named" and key.name == "str"):
+                self.error(key.pos, f"map keys must be str, not {key}: map<str, T>")
+                return False
+        if ref.kind == "optional" and ref.args[0].kind == "optional":
+            self.error(ref.pos, f"'{ref}' is optional twice")
+            return False
+        return all(self.check_type(arg, scope) for arg in ref.args)
+
+    def check_default(self, lit: Literal, ref: TypeRef, scope: Scope, *, allow_empty: bool) -> None:
+        problem = _default_problem(lit, ref, scope, allow_empty)
+        if problem:
+            self.error(lit.pos, f"bad default {lit.text} for type {ref}: {problem}")
+
+    def check_recursion(self, file: IdlFile, scope: Scope) -> None:
+        """A struct may not contain itself through required struct fields (infinite)."""
+
+        def required_structs(struct: Struct) -> Iterable[tuple[str, Struct]]:
+            for f in struct.fields:
+                if f.type.kind == "named" and f.default is None:
+                    found = scope.get(f.type.name)
+                    if found is not None and isinstance(found[1], Struct):
+                        yield f.name, found[1]
+
+        for start in file.structs:
+            stack: list[tuple[Struct, str]] = [(start, start.name)]
+            seen: set[str] = set()
+            while stack:
+                struct, trail = stack.pop()
+                for field_name, target in required_structs(struct):
+                    path = f"{trail}.{field_name}"
+                    if target.name == start.name:
+                        self.error(
+                            start.pos,
+                            f"struct '{start.name}' contains itself through required fields "
+                            f"({path}); make one of them optional (T?) or a list",
+                        )
+                        stack.clear()
+                        break
+                    if target.name not in seen:
+                        seen.add(target.name)
+                        stack.append((target, f"{path} -> {target.name}"))
+
+
+def _is_none(ref: TypeRef) -> bool:
+    return ref.kind == "named" and ref.name == "none"
+
+
+def _default_problem(lit: Literal, ref: TypeRef, scope: Scope, allow_empty: bool) -> str:
+    kind = lit.kind
+    if ref.kind == "optional":
+        if kind is LiteralKind.NONE:
+            return ""
+        return _default_problem(lit, ref.args[0], scope, allow_empty)
+    if ref.kind in ("list", "map"):
+        empty = LiteralKind.EMPTY_LIST if ref.kind == "list" else LiteralKind.EMPTY_MAP
+        if kind is not empty:
+            return f"only {empty.value} can be the default of a {ref.kind}"
+        if not allow_empty:
+            return f"parameters cannot default to {empty.value}; declare {ref}? = none instead"
+        return ""
+    name = ref.name
+    if name == "any":
+        if kind in (LiteralKind.EMPTY_LIST, LiteralKind.EMPTY_MAP) and not allow_empty:
+            return "parameters cannot default to [] or {}"
+        return ""
+    expected = {
+        "bool": (LiteralKind.BOOL,),
+        "int": (LiteralKind.INT,),
+        "float": (LiteralKind.FLOAT, LiteralKind.INT),
+        "str": (LiteralKind.STR,),
+        "none": (LiteralKind.NONE,),
+    }
+    if name in expected:
+        return "" if kind in expected[name] else f"expected a {name} value"
+    if name == "bytes":
+        return "bytes values cannot have a default other than none (declare bytes?)"
+    decl = scope.get(name)
+    if decl is not None and isinstance(decl[1], Enum):
+        if kind is not LiteralKind.ENUM:
+            return (
+                f"expected a member of {name}, e.g. {name}.{decl[1].members[0].name}"
+                if (decl[1].members)
+                else f"expected a member of {name}"
+            )
+        enum_name, member = lit.value
+        if enum_name != name:
+            return f"{enum_name} is not {name}"
+        if member not in {m.name for m in decl[1].members}:
+            return f"{name} has no member '{member}'"
+        return ""
+    if decl is not None:
+        return "a struct can only default to none (declare it optional: T?)"
+    return "unknown type"
+
+
+def check(files: Iterable[IdlFile], scopes: dict[Path, Scope]) -> list[Diagnostic]:
+    checker = Checker()
+    for file in files:
+        checker.check_file(file, scopes[file.path])
+    return checker.diagnostics
