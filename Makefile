@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo demo-runtime generate test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,15 +12,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[gen,test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Generate typed code from idl/, serve it, call every method with both generated clients.
+demo: generate
+	$(BIN)/python -m mprpcgen.demo
+
+# The original usage page's service, called with the untyped RPC and AsyncRPC clients.
+demo-runtime: $(STAMP)
 	$(BIN)/python -m pymprpc.demo
+
+generate: $(STAMP)
+	$(BIN)/mprpcgen idl/*.idl -o generated_examples
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict runtime/
+	$(BIN)/mypy --strict runtime/ mprpcgen/ generated_examples/
 
 test: lint typecheck
 	$(BIN)/pytest

@@ -61,6 +61,9 @@ def docstring(text: str, indent: str) -> str:
 
 
 def _py_str(value: str) -> str:
+    """A string literal quoted as ruff format prefers (double, unless that needs escapes)."""
+    if '"' in value and "'" not in value:
+        return repr(value)  # repr picks single quotes here
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -124,13 +127,19 @@ class FileContext:
                 found |= self.uses(list(ref.args))
         return found
 
-    def imports_from_other_files(self, names: set[str]) -> list[tuple[str, list[str]]]:
-        """(module, names) for types declared in imported files, Schema names included."""
+    def imports_from_other_files(
+        self, classes: set[str], schemas: set[str]
+    ) -> list[tuple[str, list[str]]]:
+        """(module, names) to import from other files: classes and `<Name>Schema`s."""
         by_module: dict[str, set[str]] = {}
-        for name in names:
+        for name in classes | schemas:
             owner, _ = self.scope[name]
             if owner.path != self.file.path:
-                by_module.setdefault(owner.module, set()).update({name, f"{name}Schema"})
+                wanted = by_module.setdefault(owner.module, set())
+                if name in classes:
+                    wanted.add(name)
+                if name in schemas:
+                    wanted.add(f"{name}Schema")
         return [(m, sorted(by_module[m])) for m in sorted(by_module)]
 
 
@@ -286,7 +295,9 @@ def render_file(program: Program, file: IdlFile) -> dict[str, str]:
         stdlib.append("from typing import Any")
     foreign = [
         _from_import(f"..{module}.types", names)
-        for module, names in ctx.imports_from_other_files(ctx.uses(refs + method_refs))
+        for module, names in ctx.imports_from_other_files(
+            ctx.uses(refs), ctx.uses(refs + method_refs)
+        )
     ]
     types_src = env.get_template("types.py.j2").render(
         **common,
@@ -333,12 +344,10 @@ def render_file(program: Program, file: IdlFile) -> dict[str, str]:
         exports=exports,
         all_names=sorted(n for _, names in exports for n in names),
     )
-    return {
-        "__init__.py": init_src,
-        "types.py": types_src,
-        "server.py": server_src,
-        "client.py": client_src,
-    }
+    modules = {"__init__.py": init_src, "types.py": types_src}
+    if services:
+        modules |= {"server.py": server_src, "client.py": client_src}
+    return modules
 
 
 def _from_import(module: str, names: list[str]) -> str:

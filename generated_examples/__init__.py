@@ -1,0 +1,1 @@
+# Makes generated packages siblings, so one can import another's types.
