@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -97,8 +98,14 @@ class Inventory(InventoryServicer):
 
 
 class Health(HealthServicer):
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
     async def ping(self) -> str:
         return "ok"
+
+    async def uptime(self) -> float:
+        return time.monotonic() - self.started
 
 
 SQUARE = Shape(
@@ -178,6 +185,7 @@ async def async_calls(addr: str) -> None:
         await inv.clear()
         show("clear(); by_status()", await inv.by_status())
         show("ping()", await hc.ping())
+        show("uptime() > 0", await hc.uptime() > 0)
 
 
 async def main() -> None:

@@ -53,44 +53,44 @@ def register_calculator(server: Server, servicer: CalculatorServicer) -> None:
     server.register_function(
         "add",
         signature="add(a: int, b: int) -> int",
-        doc="Add two integers.",
+        doc=CalculatorServicer.add.__doc__,
         schema=CalculatorMethods.add,
     )(servicer.add)
     server.register_function(
         "slow_add",
         signature="slow_add(a: int, b: int = 1) -> int",
-        doc="Add after a short wait, on the event loop.",
+        doc=CalculatorServicer.slow_add.__doc__,
         schema=CalculatorMethods.slow_add,
     )(servicer.slow_add)
     server.register_function(
         "count",
         signature="count(n: int) -> int",
-        doc="Count from 0 to n - 1.",
+        doc=CalculatorServicer.count.__doc__,
         schema=CalculatorMethods.count,
     )(servicer.count)
     server.register_function(
         "area",
         executor="thread",
         signature="area(shape: Shape) -> float",
-        doc="Area of a polygon (shoelace formula), computed in a thread.",
+        doc=CalculatorServicer.area.__doc__,
         schema=CalculatorMethods.area,
     )(servicer.area)
     server.register_function(
         "old_add",
         deprecated=True,
         signature="old_add(a: int, b: int) -> int",
-        doc="Use add instead.",
+        doc=CalculatorServicer.old_add.__doc__,
         schema=CalculatorMethods.old_add,
     )(servicer.old_add)
     server.register_function(
         "log",
         signature="log(line: str)",
-        doc="Record a line in the server's log; nothing comes back.",
+        doc=CalculatorServicer.log.__doc__,
         schema=CalculatorMethods.log,
     )(servicer.log)
     server.register_function(
         "translate",
         signature="translate(shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape",
-        doc="The shape moved by (dx, dy).",
+        doc=CalculatorServicer.translate.__doc__,
         schema=CalculatorMethods.translate,
     )(servicer.translate)

@@ -157,6 +157,11 @@ class HealthClient:
         result = self.rpc.call("ping", *sig.encode_args())
         return sig.result.decode(result, "ping()")
 
+    def uptime(self) -> float:
+        sig = HealthMethods.uptime
+        result = self.rpc.call("uptime", *sig.encode_args())
+        return sig.result.decode(result, "uptime()")
+
 
 class AsyncHealthClient:
     """Liveness checks: a second service in the same file.
@@ -187,3 +192,8 @@ class AsyncHealthClient:
         sig = HealthMethods.ping
         result = await self.rpc.call("ping", *sig.encode_args())
         return sig.result.decode(result, "ping()")
+
+    async def uptime(self) -> float:
+        sig = HealthMethods.uptime
+        result = await self.rpc.call("uptime", *sig.encode_args())
+        return sig.result.decode(result, "uptime()")

@@ -47,31 +47,31 @@ def register_inventory(server: Server, servicer: InventoryServicer) -> None:
         "put",
         executor="thread",
         signature="put(item: Item) -> str",
-        doc="Add or replace an item; returns its SKU.\nRuns in a thread: items live in the server process (a process pool has copies).",
+        doc=InventoryServicer.put.__doc__,
         schema=InventoryMethods.put,
     )(servicer.put)
     server.register_function(
         "get",
         signature="get(sku: str) -> Item?",
-        doc="The item with this SKU, or none.",
+        doc=InventoryServicer.get.__doc__,
         schema=InventoryMethods.get,
     )(servicer.get)
     server.register_function(
         "list_items",
         signature="list_items(status: Status? = none) -> Item",
-        doc="Every item, or only those with the given status.",
+        doc=InventoryServicer.list_items.__doc__,
         schema=InventoryMethods.list_items,
     )(servicer.list_items)
     server.register_function(
         "by_status",
         signature="by_status() -> map<str, list<str>>",
-        doc="SKUs grouped by status name.",
+        doc=InventoryServicer.by_status.__doc__,
         schema=InventoryMethods.by_status,
     )(servicer.by_status)
     server.register_function(
         "clear",
         signature="clear() -> none",
-        doc="Remove every item.",
+        doc=InventoryServicer.clear.__doc__,
         schema=InventoryMethods.clear,
     )(servicer.clear)
 
@@ -86,12 +86,21 @@ class HealthServicer(abc.ABC):
     async def ping(self) -> str:
         """Always "ok"."""
 
+    @abc.abstractmethod
+    async def uptime(self) -> float: ...
+
 
 def register_health(server: Server, servicer: HealthServicer) -> None:
     """Serve `servicer` on `server`: arguments are checked against the declared types."""
     server.register_function(
         "ping",
         signature="ping() -> str",
-        doc='Always "ok".',
+        doc=HealthServicer.ping.__doc__,
         schema=HealthMethods.ping,
     )(servicer.ping)
+    server.register_function(
+        "uptime",
+        signature="uptime() -> float",
+        doc=HealthServicer.uptime.__doc__,
+        schema=HealthMethods.uptime,
+    )(servicer.uptime)

@@ -106,3 +106,8 @@ class HealthMethods:
         params=(),
         result=schema.STR,
     )
+
+    uptime = schema.Signature(
+        params=(),
+        result=schema.FLOAT,
+    )

@@ -108,7 +108,7 @@ def make_method(
         deprecated=deprecated,
         signature=sig,
         signature_text=signature or describe_signature(name, func),
-        doc=doc if doc is not None else (inspect.getdoc(func) or "").strip(),
+        doc=inspect.cleandoc(doc) if doc is not None else (inspect.getdoc(func) or "").strip(),
         key=key,
         path=path,
         schema=schema,
