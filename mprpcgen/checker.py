@@ -263,9 +263,9 @@ class Checker:
         if ref.kind == "named":
             if ref.name in PRIMITIVE_TYPES or ref.name in scope:
                 return True
-            known = [*PRIMITIVE_TYPES, *scope]
-            close = difflib.get_close_matches(ref.name, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            known = {name.lower(): name for name in (*PRIMITIVE_TYPES, *scope)}
+            close = difflib.get_close_matches(ref.name.lower(), list(known), n=1)
+            hint = f" (did you mean '{known[close[0]]}'?)" if close else ""
             self.error(ref.pos, f"unknown type '{ref.name}'{hint}")
             return False
         if ref.kind == "map":

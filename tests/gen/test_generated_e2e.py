@@ -1,0 +1,239 @@
+"""Generated servers and clients over real sockets (127.0.0.1, ephemeral port)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generated_examples.calculator import (
+    AsyncCalculatorClient,
+    CalculatorClient,
+    CalculatorServicer,
+    register_calculator,
+)
+from generated_examples.geometry import Color, Point, Shape
+from generated_examples.inventory import (
+    AsyncInventoryClient,
+    Category,
+    InventoryClient,
+    InventoryServicer,
+    Item,
+    Status,
+    register_inventory,
+)
+from helpers import ServerThread
+from pymprpc.client import RPC
+from pymprpc.errors import ExpireWarning, ParamError, ValidationError
+from pymprpc.server import Server
+
+
+class Calculator(CalculatorServicer):
+    def __init__(self) -> None:
+        self.log_file: Path | None = None  # `log` runs in a worker process: share via a file
+        self.lie = False
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def slow_add(self, a: int, b: int = 1) -> int:
+        if self.lie:
+            return "not an int"  # type: ignore[return-value]
+        return a + b
+
+    async def count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    def area(self, shape: Shape) -> float:
+        assert isinstance(shape.points[0], Point)
+        return float(len(shape.points))
+
+    def old_add(self, a: int, b: int) -> int:
+        return a + b
+
+    def log(self, line: str) -> None:
+        assert self.log_file is not None
+        with self.log_file.open("a") as f:
+            f.write(line + "\n")
+
+    async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
+        assert isinstance(shape.color, Color | None)
+        points = [Point(x=p.x + dx, y=p.y + dy) for p in shape.points]
+        return Shape(name=shape.name, points=points, tags=shape.tags, color=shape.color)
+
+
+class Inventory(InventoryServicer):
+    def __init__(self) -> None:
+        self.items: dict[str, Item] = {}
+
+    def put(self, item: Item) -> str:
+        assert isinstance(item.status, Status)
+        self.items[item.sku] = item
+        return item.sku
+
+    async def get(self, sku: str) -> Item | None:
+        return self.items.get(sku)
+
+    async def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
+        for item in list(self.items.values()):
+            if status is None or item.status is status:
+                yield item
+
+    async def by_status(self) -> dict[str, list[str]]:
+        return {s.name: [i.sku for i in self.items.values() if i.status is s] for s in Status}
+
+    async def clear(self) -> None:
+        self.items.clear()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[tuple[str, Calculator]]:
+    calc = Calculator()
+    calc.log_file = tmp_path / "log.txt"
+    server = Server(("127.0.0.1", 0))
+    server.register_introspection_functions()
+    register_calculator(server, calc)
+    register_inventory(server, Inventory())
+    with ServerThread(server) as thread:
+        yield f"tcp://127.0.0.1:{thread.port}", calc
+
+
+SQUARE = Shape(
+    name="sq", points=[Point(x=0, y=0), Point(x=1.5, y=0)], tags={"k": "v"}, color=Color.GREEN
+)
+ITEM = Item(
+    sku="A",
+    title="thing",
+    price=1,
+    image=b"\x00\xff",
+    attributes={"any": [1, "x", None]},
+    category=Category(name="root", children=[Category(name="leaf", parent="root")]),
+)
+
+
+def test_sync_client(services: tuple[str, Calculator]) -> None:
+    addr, calc = services
+    with CalculatorClient(addr) as client:
+        assert client.add(2, 3) == 5
+        assert client.slow_add(2) == 3
+        assert list(client.count(3)) == [0, 1, 2]
+        assert client.area(SQUARE) == 2.0
+        moved = client.translate(SQUARE, dx=1.0)
+        assert moved == Shape(
+            name="sq",
+            points=[Point(x=1, y=0), Point(x=2.5, y=0)],
+            tags={"k": "v"},
+            color=Color.GREEN,
+        )
+        assert isinstance(moved.color, Color)
+        with pytest.warns(ExpireWarning):
+            assert client.old_add(1, 1) == 2
+        assert client.log("hello") is None
+        assert client.add(0, 0) == 0  # calls are not ordered, but the log is quick
+    assert calc.log_file is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if calc.log_file.exists() and calc.log_file.read_text() == "hello\n":
+            break
+        time.sleep(0.01)
+    assert calc.log_file.read_text() == "hello\n"
+
+
+def test_async_client(services: tuple[str, Calculator]) -> None:
+    addr, _ = services
+
+    async def main() -> None:
+        async with AsyncCalculatorClient(addr) as client, AsyncInventoryClient(addr) as inv:
+            assert await asyncio.gather(*(client.slow_add(i) for i in range(5))) == [1, 2, 3, 4, 5]
+            assert [i async for i in await client.count(3)] == [0, 1, 2]
+            assert (await client.translate(SQUARE)).points == SQUARE.points
+            assert await inv.put(ITEM) == "A"
+            assert await inv.get("A") == Item(
+                sku="A",
+                title="thing",
+                price=1.0,
+                image=b"\x00\xff",
+                attributes={"any": [1, "x", None]},
+                category=ITEM.category,
+            )
+            assert await inv.get("B") is None
+            assert [i.sku async for i in await inv.list_items(Status.IN_STOCK)] == ["A"]
+            assert [i.sku async for i in await inv.list_items(Status.OUT)] == []
+            assert (await inv.by_status())["IN_STOCK"] == ["A"]
+            assert await inv.clear() is None
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_state_of_a_thread_executor_method_is_shared(services: tuple[str, Calculator]) -> None:
+    addr, _ = services
+    with InventoryClient(addr) as inv:
+        inv.put(ITEM)  # @executor(thread): runs in the server process
+        assert inv.get("A") is not None
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs", "message"),
+    [
+        ("add", [1, "2"], {}, "add(): b: expected int, got str"),
+        ("add", [1, True], {}, "add(): b: expected int, got bool"),
+        ("add", [1], {}, "add(): b: missing required argument"),
+        ("add", [1, 2], {"c": 3}, "add(): c: unexpected argument"),
+        ("add", [1, 2, 3], {}, "add(): arguments: takes 2 argument(s), got 3"),
+        (
+            "area",
+            [{"name": "s", "points": [{"x": 1, "y": 2}, {"x": 1, "y": 2}, {"x": "3", "y": 1}]}],
+            {},
+            "area(): shape.points[2].x: expected float, got str",
+        ),
+        ("area", [{"name": "s"}], {}, "area(): shape.points: missing required field"),
+        (
+            "translate",
+            [{"name": "s", "points": [], "color": 7}],
+            {},
+            "translate(): shape.color: 7 is not a Color (one of RED=1, GREEN=2, BLUE=3)",
+        ),
+        (
+            "translate",
+            [{"name": "s", "points": [], "tags": {"a": 1}}],
+            {},
+            "translate(): shape.tags['a']: expected str, got int",
+        ),
+    ],
+)
+def test_wrong_arguments_get_402_with_the_path(
+    services: tuple[str, Calculator],
+    method: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
+    addr, _ = services
+    with RPC(addr) as rpc:
+        with pytest.raises(ParamError) as info:
+            rpc.call(method, *args, **kwargs)
+        assert info.value.message == message
+        assert rpc.add(a=1, b=2) == 3  # by name works too
+
+
+def test_a_wrong_result_type_is_caught_by_the_client(services: tuple[str, Calculator]) -> None:
+    addr, calc = services
+    calc.lie = True
+    with CalculatorClient(addr) as client, pytest.raises(ValidationError, match=r"slow_add\(\)"):
+        client.slow_add(1)
+
+
+def test_introspection_reports_the_idl(services: tuple[str, Calculator]) -> None:
+    addr, _ = services
+    with RPC(addr) as rpc:
+        assert rpc.system.methodSignature("translate") == (
+            "translate(shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape"
+        )
+        assert rpc.system.methodSignature("get") == "get(sku: str) -> Item?"
+        assert rpc.system.methodHelp("add") == "Add two integers."
+        assert rpc.system.methodHelp("put").startswith("Add or replace an item")
