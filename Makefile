@@ -33,5 +33,15 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# Benchmarks against gRPC aio and a raw asyncio floor; prints the table of ratios.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench --write-readme
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,305 @@
+"""`python -m bench`: every workload on every system, interleaved, as a table of ratios.
+
+Servers and clients run in separate processes over 127.0.0.1. Each round measures every
+(workload, system) pair once, in turn, so a noisy machine slows all systems alike; each
+figure is the median of the rounds, with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).parent
+PY = sys.executable
+
+try:
+    import uvloop  # noqa: F401
+
+    HAVE_UVLOOP = True
+except ImportError:
+    HAVE_UVLOOP = False
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a client system against a server, on one workload."""
+
+    workload: str
+    label: str
+    server: str  # key of the running server
+    client: str  # client system for bench.clients
+    uvloop: bool = False
+    metric: str = "rate"
+
+
+@dataclass
+class Servers:
+    procs: dict[str, tuple[subprocess.Popen[str], int]] = field(default_factory=dict)
+
+    def start(self, key: str, system: str, uvloop: bool = False) -> int:
+        proc, port = start_server(system, uvloop)
+        self.procs[key] = (proc, port)
+        return port
+
+    def port(self, key: str) -> int:
+        return self.procs[key][1]
+
+    def stop(self) -> None:
+        for proc, _ in self.procs.values():
+            stop_process(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_line(stream: IO[str], expected: str, timeout: float = 60) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = stream.readline()
+        if not line:
+            raise RuntimeError("process exited before it was ready")
+        if expected in line:
+            return line
+    raise RuntimeError(f"timed out waiting for {expected!r}")
+
+
+def start_server(system: str, uvloop: bool = False) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    cmd = [PY, "-m", "bench.servers", system, str(port)] + (["--uvloop"] if uvloop else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+    assert proc.stdout is not None
+    wait_line(proc.stdout, "ready")
+    return proc, port
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(row: Row, port: int, seconds: float) -> dict[str, Any]:
+    cmd = [PY, "-m", "bench.clients", row.client, row.workload, str(port), str(seconds)]
+    if row.uvloop:
+        cmd.append("--uvloop")
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds * 10 + 120, cwd=HERE.parent
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def measure_memory(system: str) -> float:
+    """Peak RSS (MiB) of a fresh server holding 1,000 idle authenticated connections."""
+    server, port = start_server(system)
+    try:
+        client = subprocess.Popen(
+            [PY, "-m", "bench.clients", system, "mem", str(port), "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=HERE.parent,
+        )
+        assert client.stdout is not None and client.stdin is not None
+        wait_line(client.stdout, "ready", timeout=180)
+        time.sleep(0.5)
+        peak = rss_kib(server.pid)["VmHWM"] / 1024
+        client.stdin.close()
+        client.wait(60)
+        return peak
+    finally:
+        stop_process(server)
+
+
+def rows() -> list[Row]:
+    out: list[Row] = []
+    for workload in ("w1", "w2", "w3", "w4"):
+        out += [
+            Row(workload, "pymprpc", "pymprpc", "pymprpc"),
+            Row(workload, "floor (asyncio + msgpack)", "floor", "floor"),
+            Row(workload, "gRPC aio", "grpc", "grpc"),
+        ]
+        if workload == "w1":
+            out.append(Row(workload, "pymprpc, sync client", "pymprpc", "pymprpc-sync"))
+        if HAVE_UVLOOP:
+            out.append(Row(workload, "pymprpc + uvloop", "pymprpc-uvloop", "pymprpc", True))
+    out += [
+        Row("w5p", "pymprpc, process pool", "pymprpc", "pymprpc"),
+        Row("w5t", "pymprpc, thread pool", "pymprpc", "pymprpc"),
+    ]
+    return out
+
+
+TITLES = {
+    "w1": "W1 sequential unary add, calls/s",
+    "w2": "W2 64 unary adds in flight on one connection, calls/s",
+    "w3": "W3 server stream of 100,000 ints, items/s",
+    "w4": "W4 echo of a 1 MiB bytes value, MB/s",
+    "w5p": "W5 plain function on the default executor (process pool), calls/s",
+    "w5t": "W5 plain function on a thread pool, calls/s",
+    "mem": "Peak server RSS with 1,000 idle authenticated connections, MiB",
+}
+
+SHORT = {
+    "w1": "W1 sequential calls/s",
+    "w2": "W2 64 in flight, calls/s",
+    "w3": "W3 stream, items/s",
+    "w4": "W4 echo 1 MiB, MB/s",
+    "w5p": "W5 process pool, calls/s",
+    "w5t": "W5 thread pool, calls/s",
+    "mem": "1,000 idle connections, peak RSS MiB",
+}
+
+TARGETS = {"w1": (3.0, 0.7), "w2": (10.0, 0.5), "w3": (8.0, 0.6), "w4": (1.3, 0.8)}
+
+
+def fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, list[str]]:
+    lines = [
+        "| workload | system | median | min | max | p50 / p99 latency | vs gRPC aio | vs floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    medians: dict[tuple[str, str], float] = {}
+    for (workload, label), samples in results.items():
+        medians[workload, label] = statistics.median(s["rate"] for s in samples)
+    for (workload, label), samples in results.items():
+        rates = [s["rate"] for s in samples]
+        med = medians[workload, label]
+        latency = ""
+        if "p50_us" in samples[0]:
+            p50 = statistics.median(s["p50_us"] for s in samples)
+            p99 = statistics.median(s["p99_us"] for s in samples)
+            latency = f"{p50:.0f} / {p99:.0f} µs"
+        vs_grpc = vs_floor = ""
+        grpc = medians.get((workload, "gRPC aio"))
+        floor = medians.get((workload, "floor (asyncio + msgpack)"))
+        if workload != "mem" and label.startswith("pymprpc"):
+            if grpc:
+                vs_grpc = f"{med / grpc:.2f}x"
+            if floor:
+                vs_floor = f"{med / floor:.2f}x"
+        elif workload == "mem" and label == "pymprpc":
+            vs_grpc = f"{med / grpc:.2f}x" if grpc else ""
+            vs_floor = f"{med / floor:.2f}x" if floor else ""
+        lines.append(
+            f"| {SHORT[workload]} | {label} | {fmt(med)} | {fmt(min(rates))} | "
+            f"{fmt(max(rates))} | {latency} | {vs_grpc} | {vs_floor} |"
+        )
+        if workload in TARGETS and label == "pymprpc" and grpc and floor:
+            want_grpc, want_floor = TARGETS[workload]
+            ok = med / grpc >= want_grpc and med / floor >= want_floor
+            verdicts.append(
+                f"{workload}: {med / grpc:.2f}x gRPC (target {want_grpc}x), "
+                f"{med / floor:.2f}x floor (target {want_floor}x): {'met' if ok else 'NOT met'}"
+            )
+    return "\n".join(lines), verdicts
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def write_readme(text: str) -> None:
+    readme = HERE / "README.md"
+    content = readme.read_text()
+    start, end = "<!-- results -->", "<!-- /results -->"
+    head, _, rest = content.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--runs", type=int, default=3, help="rounds (median of these)")
+    parser.add_argument("--only", nargs="*", help="workloads to run (w1 w2 w3 w4 w5p w5t mem)")
+    parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
+    args = parser.parse_args()
+
+    selected = [r for r in rows() if not args.only or r.workload in args.only]
+    want_mem = not args.only or "mem" in args.only
+    servers = Servers()
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    try:
+        for key in sorted({r.server for r in selected}):
+            system = "pymprpc" if key.startswith("pymprpc") else key
+            servers.start(key, system, uvloop=key.endswith("uvloop"))
+        for run in range(1, args.runs + 1):
+            for row in selected:
+                sample = measure(row, servers.port(row.server), args.seconds)
+                results.setdefault((row.workload, row.label), []).append(sample)
+                print(
+                    f"run {run} {row.workload:<4} {row.label:<28} {fmt(sample['rate'])}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if want_mem:
+                for system, label in (
+                    ("pymprpc", "pymprpc"),
+                    ("floor", "floor (asyncio + msgpack)"),
+                    ("grpc", "gRPC aio"),
+                ):
+                    rss = measure_memory(system)
+                    results.setdefault(("mem", label), []).append({"rate": rss})
+                    print(f"run {run} mem  {label:<28} {rss:.1f} MiB", file=sys.stderr, flush=True)
+    finally:
+        servers.stop()
+
+    text, verdicts = table(results)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    report = (
+        f"Measured {when} on {machine()}; {args.runs} rounds of {args.seconds:g} s per "
+        f"measurement, default asyncio loop unless noted, length framing negotiated.\n\n"
+        f"{text}\n\nTargets (pymprpc, default loop):\n\n" + "\n".join(f"- {v}" for v in verdicts)
+    )
+    print(report)
+    if args.write_readme:
+        write_readme(report)
+
+
+if __name__ == "__main__":
+    main()
