@@ -191,6 +191,8 @@ class AsyncRPC:
         self._buffered = 0
         self._reading_paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: list[bytes] = []
+        self._batching = False
         self.server_info: Welcome | None = None
 
     # -- connection ------------------------------------------------------------------
@@ -255,8 +257,10 @@ class AsyncRPC:
                 self._heartbeat_task.cancel()
             self._heartbeat_task = None
         if self._transport is not None:
+            self._write_now()
             self._transport.close()
             self._transport = None
+        self._outbox = []
         self._fail_all(error or ConnectionLostError(f"connection to {self.address} closed"))
 
     async def __aenter__(self) -> AsyncRPC:
@@ -361,7 +365,7 @@ class AsyncRPC:
         if self._conn is not None and self._transport is not None and not self._conn.closed:
             data = self._conn.send_cancel(id)
             if data:
-                self._transport.write(data)
+                self._write(data)
 
     async def _heartbeat(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -370,7 +374,7 @@ class AsyncRPC:
             if not self.connected or self._conn is None or self._transport is None:
                 return
             self._pong = loop.create_future()
-            self._transport.write(self._conn.send_ping())
+            self._write(self._conn.send_ping())
             try:
                 async with asyncio.timeout(interval):
                     await self._pong
@@ -415,8 +419,27 @@ class AsyncRPC:
                 "use 'async with AsyncRPC(...)' or await connect()"
             )
         id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
-        self._transport.write(data)
+        self._write(data)
         return id
+
+    def _write(self, data: bytes) -> None:
+        """Send `data`: the first message of a loop pass at once (no added latency), the
+        ones that follow in the same pass together, at its end (fewer syscalls)."""
+        if self._batching:
+            self._outbox.append(data)
+            return
+        self._batching = True
+        (self._loop or asyncio.get_running_loop()).call_soon(self._write_now)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _write_now(self) -> None:
+        self._batching = False
+        if not self._outbox:
+            return
+        data, self._outbox = b"".join(self._outbox), []
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     async def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
@@ -425,12 +448,15 @@ class AsyncRPC:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending = _Pending(method, future)
         self._pending[id] = pending
-        deadline = asyncio.timeout(timeout)
+        deadline = asyncio.timeout(timeout) if timeout is not None else None
         try:
-            async with deadline:
+            if deadline is None:
                 event = await future
+            else:
+                async with deadline:
+                    event = await future
         except TimeoutError:
-            if not deadline.expired():
+            if deadline is None or not deadline.expired():
                 raise  # a TimeoutError from the server (504), not our deadline
             self._cancel(id)
             raise DeadlineExceeded(

@@ -23,6 +23,9 @@ _BZ2_MAGIC: Final = b"BZh"
 _ZLIB_FIRST: Final = 0x78
 _MSGPACK_MAP_FIRST: Final = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 _JSON_FIRST: Final = frozenset(b"{ \t\r\n")
+# One packer for all: building one per message costs more than packing a small map, and
+# the C packer packs a whole message while holding the GIL, so threads cannot interleave.
+_PACKER: Final = msgpack.Packer(use_bin_type=True)
 
 _DECODE_ERRORS: Final = (
     ValueError,  # msgpack ExtraData/FormatError, json, UnicodeDecodeError
@@ -78,7 +81,7 @@ class Codec:
             if self.json:
                 data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
             else:
-                data = msgpack.packb(message, use_bin_type=True)
+                data = _PACKER.pack(message)
         except (TypeError, ValueError, OverflowError) as exc:
             kind = "JSON (debug mode)" if self.json else "MessagePack"
             raise LocalProtocolError(f"value cannot be encoded as {kind}: {exc}") from exc

@@ -68,6 +68,7 @@ class Method:
     key: str  # process-pool target key
     path: tuple[str, ...] = ()  # attribute path from the target to the function
     schema: Signature[Any] | None = None  # declared types (mprpcgen): checked and converted
+    fast_bind: FastBind | None = None  # quick arity check for plain signatures
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
@@ -76,12 +77,59 @@ class Method:
                 return [], self.schema.decode_args(args, kwargs)
             except ValidationError as exc:
                 raise ParamError(f"{self.name}(): {exc}") from None
+        if self.fast_bind is not None and self.fast_bind.accepts(args, kwargs):
+            return args, kwargs
         if self.signature is not None:
             try:
                 self.signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise ParamError(f"{self.name}(): {exc}") from None
         return args, kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class FastBind:
+    """Arity check for signatures made only of ordinary parameters.
+
+    `inspect.Signature.bind` costs more than a small call itself; this answers the common
+    "fits" case in a few comparisons and leaves every refusal (and its message) to bind.
+    """
+
+    names: tuple[str, ...]
+    required: int  # the first `required` names have no default
+
+    @classmethod
+    def of(cls, signature: inspect.Signature | None) -> FastBind | None:
+        if signature is None:
+            return None
+        names, required, seen_default = [], 0, False
+        for p in signature.parameters.values():
+            if p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                return None
+            names.append(p.name)
+            if p.default is inspect.Parameter.empty:
+                if seen_default:
+                    return None
+                required += 1
+            else:
+                seen_default = True
+        return cls(tuple(names), required)
+
+    def accepts(self, args: list[Any], kwargs: dict[str, Any]) -> bool:
+        n = len(args)
+        names = self.names
+        if n > len(names):
+            return False
+        if not kwargs:
+            return n >= self.required
+        for key in kwargs:
+            try:
+                index = names.index(key)
+            except ValueError:
+                return False
+            if index < n:
+                return False
+        return all(name in kwargs for name in names[n : self.required])
 
 
 def make_method(
@@ -112,6 +160,7 @@ def make_method(
         key=key,
         path=path,
         schema=schema,
+        fast_bind=FastBind.of(sig),
     )
 
 
