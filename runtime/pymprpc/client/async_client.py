@@ -428,8 +428,9 @@ class AsyncRPC:
         if self._batching:
             self._outbox.append(data)
             return
-        self._batching = True
-        (self._loop or asyncio.get_running_loop()).call_soon(self._write_now)
+        if self._pending:  # other calls are in flight: more may be sent in this pass
+            self._batching = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self._write_now)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 

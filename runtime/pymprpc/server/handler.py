@@ -108,8 +108,9 @@ class ConnectionHandler(asyncio.Protocol):
         the ones that follow in the same pass together, at its end (fewer syscalls)."""
         if self._flush_scheduled:
             return
-        self._flush_scheduled = True
-        self.loop.call_soon(self._flush_now)
+        if len(self.tasks) > 1:  # others may finish in this pass too: batch them
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_now)
         self._write_out()
 
     def _flush_now(self) -> None:
@@ -260,16 +261,15 @@ class ConnectionHandler(asyncio.Protocol):
                     return  # cancelled, or the item could not be delivered (405 sent)
                 sent += 1
                 if conn.pending_bytes < _STREAM_BATCH_BYTES and sent % _STREAM_BATCH_ITEMS:
-                    # A generator that awaits lets the scheduled write go out meanwhile.
                     self._flush()
-                    continue
-                # A generator that never awaits would hold the loop: write, then yield.
-                self._flush_now()
+                else:
+                    # A generator that never awaits would hold the loop: write, then yield.
+                    self._flush_now()
+                    if self._writable.is_set():
+                        await asyncio.sleep(0)
                 if not self._writable.is_set():
                     # Back-pressure: the client reads slower than we produce.
                     await self._writable.wait()
-                else:
-                    await asyncio.sleep(0)
             conn.send_stream_end(id)
         finally:
             aclose = getattr(agen, "aclose", None)
