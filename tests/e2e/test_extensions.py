@@ -77,9 +77,17 @@ def test_raw_length_framed_session(srv: ServerThread) -> None:
         )
         welcome = c.recv()
         assert welcome["FEATURES"] == ["deadline", "length-framing"]
-        c.send_raw(framer.frame(pack({**V, "ID": "1", "METHOD": "echo", "ARGS": ["a##PRO-END##"]})))
         c.send_raw(
-            framer.frame(pack({**V, "ID": "2", "METHOD": "sleep", "ARGS": [5], "DEADLINE": 0.1}))
+            b"".join(
+                framer.frame(pack({**V, "ID": "1", "METHOD": "echo", "ARGS": ["a##PRO-END##"]}))
+            )
+        )
+        c.send_raw(
+            b"".join(
+                framer.frame(
+                    pack({**V, "ID": "2", "METHOD": "sleep", "ARGS": [5], "DEADLINE": 0.1})
+                )
+            )
         )
         frames: list[bytes] = []
         while len(frames) < 2:

@@ -191,3 +191,12 @@ def test_pings_keep_the_connection_alive(serve: Callable[..., ServerThread]) -> 
 
 def test_unpack_helper_roundtrip() -> None:
     assert unpack(pack({"a": b"x"})) == {"a": b"x"}
+
+
+def test_kept_stream_is_bounded(serve: Callable[..., ServerThread]) -> None:
+    srv = serve()
+    srv.call_in_loop(lambda: setattr(srv.server.kept, "max_stream_items", 5))
+    with login(srv) as c:
+        c.send({**V, "ID": "k", "METHOD": "endless", "RETURN": False})
+        r = call_error(c, {"ID": "g", "METHOD": "system.getresult", "ARGS": ["k"]})
+        assert (r["CODE"], r["MESSAGE"]["EXCEPTION"]) == (405, "ResultLimitError")

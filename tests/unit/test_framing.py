@@ -4,6 +4,7 @@ import pytest
 
 from pymprpc.errors import LocalProtocolError, ProtocolException
 from pymprpc.protocol import SEPARATOR, LengthFramer, SeparatorFramer
+from pymprpc.protocol.framing import coalesce
 
 
 def test_separator_frames_split_at_every_point() -> None:
@@ -36,14 +37,14 @@ def test_separator_refuses_payload_containing_separator() -> None:
 
 def test_length_frames_split_at_every_point() -> None:
     framer = LengthFramer()
-    wire = framer.frame(b"abc") + framer.frame(b"") + framer.frame(SEPARATOR * 3)
+    wire = b"".join([*framer.frame(b"abc"), *framer.frame(b""), *framer.frame(SEPARATOR * 3)])
     for cut in range(len(wire) + 1):
         f = LengthFramer()
         assert f.feed(wire[:cut]) + f.feed(wire[cut:]) == [b"abc", b"", SEPARATOR * 3], cut
 
 
 def test_length_prefix_is_big_endian() -> None:
-    assert LengthFramer().frame(b"\x01" * 258)[:4] == b"\x00\x00\x01\x02"
+    assert LengthFramer().frame(b"\x01" * 258)[0] == b"\x00\x00\x01\x02"
 
 
 def test_length_frame_over_limit_is_refused_before_buffering() -> None:
@@ -63,3 +64,19 @@ def test_complete_separator_frame_over_limit_is_refused() -> None:
     framer = SeparatorFramer(max_size=10)
     with pytest.raises(ProtocolException, match="frame of 11 bytes"):
         framer.feed(b"x" * 11 + SEPARATOR)
+
+
+def test_length_frames_arrive_in_many_pieces_and_are_copied_once() -> None:
+    framer = LengthFramer()
+    payload = bytes(range(256)) * 4096
+    wire = b"".join([*framer.frame(payload), *framer.frame(b"tail")])
+    frames = []
+    for i in range(0, len(wire), 65536):
+        frames += framer.feed(wire[i : i + 65536])
+    assert [bytes(f) for f in frames] == [payload, b"tail"]
+
+
+def test_coalesce_joins_small_chunks_and_keeps_large_ones() -> None:
+    big = b"x" * 70_000
+    assert coalesce([b"a", b"b", big, b"c"]) == [b"ab", big, b"c"]
+    assert coalesce([b"only"]) == [b"only"]

@@ -187,7 +187,7 @@ def test_undeliverable_result_becomes_405() -> None:
 def test_length_framing_after_welcome() -> None:
     conn = ready(features=["length-framing"])
     events = conn.receive_data(
-        LengthFramer().frame(pack({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}))
+        b"".join(LengthFramer().frame(pack({"MPRPC": "0.1", "ID": "a", "METHOD": "m"})))
     )
     assert [e.id for e in events if isinstance(e, CallRequest)] == ["a"]
     conn.send_result("a", SEPARATOR)

@@ -31,6 +31,7 @@ from ..protocol import (
     StreamStart,
     Welcome,
 )
+from ..protocol.framing import coalesce
 from .common import Address, CallOptions, MethodProxy, parse_compression, warn_deprecated
 
 # Stream items buffered in the client before it stops reading the socket, which lets
@@ -365,7 +366,7 @@ class AsyncRPC:
         if self._conn is not None and self._transport is not None and not self._conn.closed:
             data = self._conn.send_cancel(id)
             if data:
-                self._write(data)
+                self._write([data])
 
     async def _heartbeat(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -374,7 +375,7 @@ class AsyncRPC:
             if not self.connected or self._conn is None or self._transport is None:
                 return
             self._pong = loop.create_future()
-            self._write(self._conn.send_ping())
+            self._write([self._conn.send_ping()])
             try:
                 async with asyncio.timeout(interval):
                     await self._pong
@@ -422,25 +423,28 @@ class AsyncRPC:
         self._write(data)
         return id
 
-    def _write(self, data: bytes) -> None:
-        """Send `data`: the first message of a loop pass at once (no added latency), the
+    def _write(self, chunks: list[bytes]) -> None:
+        """Send `chunks`: the first message of a loop pass at once (no added latency), the
         ones that follow in the same pass together, at its end (fewer syscalls)."""
         if self._batching:
-            self._outbox.append(data)
+            self._outbox += chunks
             return
         if self._pending:  # other calls are in flight: more may be sent in this pass
             self._batching = True
             (self._loop or asyncio.get_running_loop()).call_soon(self._write_now)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        self._write_chunks(chunks)
 
     def _write_now(self) -> None:
         self._batching = False
-        if not self._outbox:
-            return
-        data, self._outbox = b"".join(self._outbox), []
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        if self._outbox:
+            chunks, self._outbox = self._outbox, []
+            self._write_chunks(chunks)
+
+    def _write_chunks(self, chunks: list[bytes]) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            for chunk in coalesce(chunks):
+                transport.write(chunk)
 
     async def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None

@@ -26,6 +26,7 @@ from ..protocol import (
     StreamStart,
     Welcome,
 )
+from ..protocol.framing import coalesce
 from .common import Address, CallOptions, MethodProxy, parse_compression, warn_deprecated
 
 _RECV_SIZE = 256 * 1024
@@ -210,7 +211,8 @@ class RPC:
             )
         id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
         try:
-            self._sock.sendall(data)
+            for chunk in coalesce(data):
+                self._sock.sendall(chunk)
         except OSError as exc:
             raise self._lost(
                 ConnectionLostError(f"connection to {self.address} lost: {exc}")

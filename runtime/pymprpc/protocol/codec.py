@@ -47,7 +47,7 @@ def _compress(kind: Compression, data: bytes) -> bytes:
     return lzma.compress(data)
 
 
-def _decompress(kind: Compression, data: bytes, max_size: int) -> bytes:
+def _decompress(kind: Compression, data: bytes | memoryview, max_size: int) -> bytes:
     # Ask for one byte more than allowed: getting it proves the message is too large
     # without ever inflating the rest.
     if kind is Compression.ZLIB:
@@ -89,13 +89,13 @@ class Codec:
             data = _compress(self.compression, data)
         return data
 
-    def decode(self, payload: bytes) -> Any:
+    def decode(self, payload: bytes | memoryview) -> Any:
         """Decode one payload; raise ProtocolException/ProtocolSyntaxException if bad."""
         try:
             if self.compression is not None:
                 payload = _decompress(self.compression, payload, self.max_size)
             if self.json:
-                return json.loads(payload.decode("utf-8"))
+                return json.loads(bytes(payload).decode("utf-8"))
             return msgpack.unpackb(payload, raw=False)
         except ProtocolException:
             raise
@@ -104,8 +104,9 @@ class Codec:
             raise ProtocolSyntaxException(f"payload is not valid {kind}: {exc}") from exc
 
     @classmethod
-    def detect(cls, payload: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Codec:
+    def detect(cls, payload: bytes | memoryview, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Codec:
         """Infer encoding and compression from a connection's first payload."""
+        payload = bytes(payload)
         compression: Compression | None = None
         if payload.startswith(_LZMA_MAGIC):
             compression = Compression.LZMA

@@ -41,7 +41,7 @@ from .events import (
     StreamStart,
     Welcome,
 )
-from .framing import Framer, LengthFramer, SeparatorFramer
+from .framing import Framer, LengthFramer, Payload, SeparatorFramer, coalesce
 
 ALL_FEATURES = frozenset(Feature)
 
@@ -89,9 +89,9 @@ class ServerSettings:
     features: frozenset[Feature] = ALL_FEATURES
 
 
-def _reframe(old: Framer, rest: Sequence[bytes], new: Framer) -> list[bytes]:
+def _reframe(old: Framer, rest: Sequence[Payload], new: Framer) -> list[Payload]:
     """Move bytes received past a framing switch into the new framer."""
-    pending = b"".join(old.frame(p) for p in rest) + old.take_buffer()
+    pending = b"".join(b"".join(old.frame(bytes(p))) for p in rest) + old.take_buffer()
     return new.feed(pending) if pending else []
 
 
@@ -128,11 +128,20 @@ class _Connection:
         self._out_size = 0
         return data
 
-    def _push(self, data: bytes) -> None:
-        self._out.append(data)
-        self._out_size += len(data)
+    def chunks_to_send(self) -> list[bytes]:
+        """Like `data_to_send`, as chunks: small ones joined, large ones left uncopied."""
+        return coalesce(self._take())
 
-    def _encode(self, message: dict[str, Any]) -> bytes:
+    def _take(self) -> list[bytes]:
+        out, self._out, self._out_size = self._out, [], 0
+        return out
+
+    def _push(self, chunks: list[bytes]) -> None:
+        self._out += chunks
+        for chunk in chunks:
+            self._out_size += len(chunk)
+
+    def _encode(self, message: dict[str, Any]) -> list[bytes]:
         """Frame one message; LocalProtocolError if it cannot be sent on this connection."""
         payload = self.codec.encode(message)
         if len(payload) > self.max_message_size:
@@ -142,7 +151,7 @@ class _Connection:
             )
         return self._framer.frame(payload)
 
-    def _use_length_framing(self, rest: Sequence[bytes]) -> list[bytes]:
+    def _use_length_framing(self, rest: Sequence[Payload]) -> list[Payload]:
         new = LengthFramer(self.max_message_size)
         pending = _reframe(self._framer, rest, new)
         self._framer = new
@@ -357,7 +366,9 @@ class ClientConnection(_Connection):
 
     def start(self) -> bytes:
         """The auth request: the first bytes a client sends."""
-        return self._encode(messages.auth_request(self._username, self._password, self._wanted))
+        return b"".join(
+            self._encode(messages.auth_request(self._username, self._password, self._wanted))
+        )
 
     def receive_data(self, data: bytes) -> list[ClientEvent]:
         if self.closed:
@@ -419,8 +430,8 @@ class ClientConnection(_Connection):
         returns: bool = True,
         deadline: float | None = None,
         id: str | None = None,
-    ) -> tuple[str, bytes]:
-        """Frame a call; returns its ID and bytes. LocalProtocolError if unsendable."""
+    ) -> tuple[str, list[bytes]]:
+        """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable."""
         if self.state is not State.READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
@@ -434,7 +445,7 @@ class ClientConnection(_Connection):
         return id, data
 
     def send_ping(self) -> bytes:
-        return self._encode(messages.ping())
+        return b"".join(self._encode(messages.ping()))
 
     def send_cancel(self, id: str) -> bytes:
         """Stop tracking call `id`; the CANCEL frame if negotiated, else nothing."""
@@ -442,7 +453,7 @@ class ClientConnection(_Connection):
             return b""
         if self.closed:
             return b""
-        return self._encode(messages.cancel(id))
+        return b"".join(self._encode(messages.cancel(id)))
 
     def is_pending(self, id: str) -> bool:
         return id in self._pending

@@ -15,18 +15,43 @@ from .constants import DEFAULT_MAX_MESSAGE_SIZE, LENGTH_PREFIX_SIZE, SEPARATOR
 
 _LENGTH = struct.Struct(">I")
 
+# A received payload: bytes, or a view into the receive buffer (no copy).
+Payload = bytes | memoryview
+
+
+_COALESCE_LIMIT = 64 * 1024
+
+
+def coalesce(chunks: list[bytes]) -> list[bytes]:
+    """Join runs of small chunks (fewer writes); pass large ones through (no copies)."""
+    if len(chunks) <= 1:
+        return chunks
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for chunk in chunks:
+        if len(chunk) >= _COALESCE_LIMIT:
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(chunk)
+        else:
+            run.append(chunk)
+    if run:
+        out.append(b"".join(run))
+    return out
+
 
 class Framer(Protocol):
     """What a connection needs from a framing."""
 
     max_size: int
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[Payload]:
         """Buffer `data`; return every payload now complete, in order."""
         ...
 
-    def frame(self, payload: bytes) -> bytes:
-        """Return the wire bytes for one payload (LocalProtocolError if impossible)."""
+    def frame(self, payload: bytes) -> list[bytes]:
+        """Return the wire chunks for one payload (LocalProtocolError if impossible)."""
         ...
 
     def take_buffer(self) -> bytes:
@@ -43,9 +68,9 @@ class SeparatorFramer:
         # Where to resume searching, so a frame arriving in many pieces is scanned once.
         self._scanned = 0
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[Payload]:
         self._buffer += data
-        frames: list[bytes] = []
+        frames: list[Payload] = []
         buf = self._buffer
         start = 0
         while True:
@@ -70,13 +95,13 @@ class SeparatorFramer:
             )
         return frames
 
-    def frame(self, payload: bytes) -> bytes:
+    def frame(self, payload: bytes) -> list[bytes]:
         if SEPARATOR in payload:
             raise LocalProtocolError(
                 "the encoded message contains the 11-byte frame separator and "
                 "cannot be sent with separator framing; use length framing"
             )
-        return payload + SEPARATOR
+        return [payload, SEPARATOR]
 
     def take_buffer(self) -> bytes:
         data = bytes(self._buffer)
@@ -86,40 +111,58 @@ class SeparatorFramer:
 
 
 class LengthFramer:
-    """Negotiated framing: 4-byte big-endian length, then the payload."""
+    """Negotiated framing: 4-byte big-endian length, then the payload.
+
+    Built for large messages too: chunks are kept as received and joined once a frame is
+    complete, and frames are returned as views into that buffer, so a megabyte payload is
+    copied once on the way in rather than once per read.
+    """
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._size = 0  # bytes held in _chunks
+        self._need = LENGTH_PREFIX_SIZE  # bytes _chunks must hold before parsing again
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buffer
-        buf += data
-        frames: list[bytes] = []
-        pos = 0
-        available = len(buf)
-        while available - pos >= LENGTH_PREFIX_SIZE:
-            (size,) = _LENGTH.unpack_from(buf, pos)
+    def feed(self, data: bytes) -> list[Payload]:
+        if self._chunks:
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size < self._need:
+                return []
+            data = b"".join(self._chunks)
+            self._chunks, self._size = [], 0
+        frames: list[Payload] = []
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        need = LENGTH_PREFIX_SIZE
+        while end - pos >= LENGTH_PREFIX_SIZE:
+            (size,) = _LENGTH.unpack_from(data, pos)
             if size > self.max_size:
                 raise ProtocolException(
                     f"frame of {size} bytes exceeds the maximum message size "
                     f"of {self.max_size} bytes"
                 )
-            end = pos + LENGTH_PREFIX_SIZE + size
-            if end > available:
+            stop = pos + LENGTH_PREFIX_SIZE + size
+            if stop > end:
+                need = LENGTH_PREFIX_SIZE + size
                 break
-            frames.append(bytes(buf[pos + LENGTH_PREFIX_SIZE : end]))
-            pos = end
-        if pos:
-            del buf[:pos]
+            frames.append(view[pos + LENGTH_PREFIX_SIZE : stop])
+            pos = stop
+        if pos < end:
+            rest = bytes(view[pos:])
+            self._chunks, self._size, self._need = [rest], len(rest), need
+        else:
+            self._need = LENGTH_PREFIX_SIZE
         return frames
 
-    def frame(self, payload: bytes) -> bytes:
+    def frame(self, payload: bytes) -> list[bytes]:
         if len(payload) > 0xFFFFFFFF:
             raise LocalProtocolError("payload too large for a 4-byte length prefix")
-        return _LENGTH.pack(len(payload)) + payload
+        # Two chunks: prefixing would copy the whole payload just to add four bytes.
+        return [_LENGTH.pack(len(payload)), payload]
 
     def take_buffer(self) -> bytes:
-        data = bytes(self._buffer)
-        self._buffer.clear()
+        data = b"".join(self._chunks)
+        self._chunks, self._size, self._need = [], 0, LENGTH_PREFIX_SIZE
         return data

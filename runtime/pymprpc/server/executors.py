@@ -146,10 +146,8 @@ class Executors:
         return self._thread
 
     def warm_up(self) -> None:
-        """Fork the process pool now, before clients connect (if it will be used)."""
-        if self.default is ExecutorKind.PROCESS and _TARGETS:
-            pool = self._process_pool()
-            pool.submit(os.getpid).result()
+        """Fork the process pool now, before clients connect."""
+        self._process_pool().submit(os.getpid).result()
 
     async def run(
         self,

@@ -12,6 +12,7 @@ from ..errors import (
     CancelledError,
     DeadlineExceeded,
     MPRPCError,
+    ResultLimitError,
     RpcUnavailableException,
     TimeoutException,
 )
@@ -118,9 +119,11 @@ class ConnectionHandler(asyncio.Protocol):
         self._write_out()
 
     def _write_out(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        chunks = self.conn.chunks_to_send()
+        transport = self.transport
+        if chunks and transport is not None and not transport.is_closing():
+            for chunk in chunks:
+                transport.write(chunk)
             self._last_activity = self.loop.time()
 
     def close(self) -> None:
@@ -240,7 +243,14 @@ class ConnectionHandler(asyncio.Protocol):
         result = await dispatcher.run(method, args, kwargs)
         if kept is not None:
             if is_stream(result):
-                items = [item async for item in _closing(result)]
+                items: list[Any] = []
+                async for item in _closing(result):
+                    if len(items) >= self.server.kept.max_stream_items:
+                        raise ResultLimitError(
+                            f"a kept stream may hold {self.server.kept.max_stream_items} items "
+                            "(RETURN false); call the stream directly to read more"
+                        )
+                    items.append(item)
                 kept.set_items(items, self.server.kept.clock())
             else:
                 kept.set_value(result, self.server.kept.clock())

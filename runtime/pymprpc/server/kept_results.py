@@ -48,8 +48,10 @@ class KeptResults:
         max_count: int = 1000,
         ttl: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        max_stream_items: int = 10_000,
     ) -> None:
         self.max_count = max_count
+        self.max_stream_items = max_stream_items
         self.ttl = ttl
         self.clock = clock
         self._outcomes: OrderedDict[str, KeptOutcome] = OrderedDict()

@@ -204,7 +204,8 @@ class Registry:
             schema=schema,
         )
         self._methods[name] = method
-        executors.publish(key, func)
+        if method.kind is Kind.FUNCTION:
+            executors.publish(key, func)
         return method
 
     def add_instance(self, obj: Any, allow_dotted_names: bool = False) -> list[Method]:
@@ -225,7 +226,15 @@ class Registry:
 
     def add_method(self, method: Method) -> None:
         self._methods[method.name] = method
-        executors.publish(method.key, method.func)
+        if method.kind is Kind.FUNCTION:
+            executors.publish(method.key, method.func)
+
+    def uses_executor(self, kind: ExecutorKind, default: ExecutorKind) -> bool:
+        """Whether any registered plain function runs on executor `kind`."""
+        return any(
+            m.kind is Kind.FUNCTION and (m.executor or default) is kind
+            for m in self._methods.values()
+        )
 
     def get(self, name: str) -> Method | None:
         return self._methods.get(name)

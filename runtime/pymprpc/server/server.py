@@ -241,7 +241,8 @@ class Server:
         self._stopped = asyncio.Event()
         self.draining = False
         # Fork workers now, while no client connection exists to be inherited.
-        self.executors.warm_up()
+        if self.registry.uses_executor(ExecutorKind.PROCESS, self.executors.default):
+            self.executors.warm_up()
         self._server = await self._loop.create_server(
             lambda: ConnectionHandler(self), sock=self._sock, ssl=self.ssl
         )
