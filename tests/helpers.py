@@ -7,7 +7,8 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -17,6 +18,19 @@ from pymprpc.protocol import SEPARATOR
 from pymprpc.server import Server
 
 T = TypeVar("T")
+
+
+def arun(coro: Coroutine[Any, Any, T], timeout: float = 20) -> T:
+    """Run a coroutine on a fresh event loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll `predicate` until it holds (for state in another thread or process)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached in time"
+        time.sleep(0.01)
 
 
 class ServerThread:

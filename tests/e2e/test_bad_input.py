@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import RawClient, ServerThread, pack
+from helpers import RawClient, ServerThread, pack, wait_for
 from pymprpc.client import RPC
 from pymprpc.protocol import SEPARATOR
 
@@ -24,13 +23,6 @@ def login(srv: ServerThread) -> RawClient:
     c = RawClient(srv.port)
     assert c.login(USER, PASSWORD)["CODE"] == 100
     return c
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize(

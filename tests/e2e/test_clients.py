@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import ServerThread, pack, unpack
+from helpers import ServerThread, arun, pack, unpack
 from pymprpc.client import RPC, AsyncRPC, AsyncStream
 from pymprpc.errors import (
     ConnectionLostError,
@@ -29,11 +29,6 @@ from pymprpc.errors import (
     UnsupportSysMethodError,
 )
 from pymprpc.protocol import SEPARATOR, Compression
-
-
-def arun(coro: Any, timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
 
 ENCODINGS = [
     {"debug": False},

@@ -7,30 +7,18 @@ import gc
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import RawClient, ServerThread, pack, unpack
+from helpers import RawClient, ServerThread, arun, pack, unpack, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import DeadlineExceeded
 from pymprpc.protocol import SEPARATOR, Feature, LengthFramer
 
 V = {"MPRPC": "0.1"}
-
-
-def arun(coro: Any, timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def running_calls(srv: ServerThread) -> int:

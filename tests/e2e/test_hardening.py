@@ -14,19 +14,12 @@ from typing import Any
 
 from service import PASSWORD, USER, Probe, url
 
-from helpers import RawClient, ServerThread, pack
+from helpers import RawClient, ServerThread, pack, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import RPCRuntimeError
 from pymprpc.protocol import SEPARATOR, Codec, Compression
 
 V = {"MPRPC": "0.1"}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def still_serving(srv: ServerThread) -> None:

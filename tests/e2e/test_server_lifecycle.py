@@ -11,14 +11,10 @@ from typing import Any
 import pytest
 from service import Probe, build_server, url
 
-from helpers import RawClient, ServerThread
+from helpers import RawClient, ServerThread, arun
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import NotFindError, RpcUnavailableException
 from pymprpc.server import Server
-
-
-def arun(coro: Any, timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def test_graceful_shutdown_lets_running_calls_finish(probe: Probe) -> None:
