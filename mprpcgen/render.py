@@ -323,12 +323,16 @@ def render_file(program: Program, file: IdlFile) -> dict[str, str]:
         imports=_import_block(server_stdlib, ["from pymprpc.server import Server"], local_imports),
     )
     client_stdlib = ["from collections.abc import AsyncIterator, Iterator"] if uses_stream else []
-    client_stdlib.append("from typing import Any")
+    if uses_any_in_methods:
+        client_stdlib.append("from typing import Any")
     client_src = env.get_template("client.py.j2").render(
         **common,
         imports=_import_block(
             client_stdlib,
-            ["from pymprpc import schema", "from pymprpc.client import RPC, AsyncRPC"],
+            [
+                "from pymprpc import schema",
+                "from pymprpc.client.typed import AsyncTypedClient, TypedClient",
+            ],
             local_imports,
         ),
     )

@@ -5,38 +5,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from pymprpc import schema
-from pymprpc.client import RPC, AsyncRPC
+from pymprpc.client.typed import AsyncTypedClient, TypedClient
 
 from ..geometry.types import Shape
 from .types import CalculatorMethods
 
 
-class CalculatorClient:
+class CalculatorClient(TypedClient):
     """Arithmetic as a service.
 
     Blocking client: `with CalculatorClient(addr) as client: ...`.
     """
-
-    def __init__(self, addr: str, **options: Any) -> None:
-        self.rpc = RPC(addr, **options)
-
-    def __enter__(self) -> CalculatorClient:
-        self.rpc.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.rpc.close()
-
-    def connect(self) -> None:
-        """Open the connection and authenticate."""
-        self.rpc.connect()
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.rpc.close()
 
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
@@ -80,29 +61,11 @@ class CalculatorClient:
         return sig.result.decode(result, "translate()")
 
 
-class AsyncCalculatorClient:
+class AsyncCalculatorClient(AsyncTypedClient):
     """Arithmetic as a service.
 
     Asyncio client: `async with AsyncCalculatorClient(addr) as client: ...`.
     """
-
-    def __init__(self, addr: str, **options: Any) -> None:
-        self.rpc = AsyncRPC(addr, **options)
-
-    async def __aenter__(self) -> AsyncCalculatorClient:
-        await self.rpc.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.rpc.close()
-
-    async def connect(self) -> None:
-        """Open the connection and authenticate."""
-        await self.rpc.connect()
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self.rpc.close()
 
     async def add(self, a: int, b: int) -> int:
         """Add two integers."""

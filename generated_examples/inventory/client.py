@@ -5,37 +5,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from pymprpc import schema
-from pymprpc.client import RPC, AsyncRPC
+from pymprpc.client.typed import AsyncTypedClient, TypedClient
 
 from .types import HealthMethods, InventoryMethods, Item, Status
 
 
-class InventoryClient:
+class InventoryClient(TypedClient):
     """Items by SKU.
 
     Blocking client: `with InventoryClient(addr) as client: ...`.
     """
-
-    def __init__(self, addr: str, **options: Any) -> None:
-        self.rpc = RPC(addr, **options)
-
-    def __enter__(self) -> InventoryClient:
-        self.rpc.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.rpc.close()
-
-    def connect(self) -> None:
-        """Open the connection and authenticate."""
-        self.rpc.connect()
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.rpc.close()
 
     def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
@@ -70,29 +51,11 @@ class InventoryClient:
         return sig.result.decode(result, "clear()")
 
 
-class AsyncInventoryClient:
+class AsyncInventoryClient(AsyncTypedClient):
     """Items by SKU.
 
     Asyncio client: `async with AsyncInventoryClient(addr) as client: ...`.
     """
-
-    def __init__(self, addr: str, **options: Any) -> None:
-        self.rpc = AsyncRPC(addr, **options)
-
-    async def __aenter__(self) -> AsyncInventoryClient:
-        await self.rpc.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.rpc.close()
-
-    async def connect(self) -> None:
-        """Open the connection and authenticate."""
-        await self.rpc.connect()
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self.rpc.close()
 
     async def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
@@ -127,29 +90,11 @@ class AsyncInventoryClient:
         return sig.result.decode(result, "clear()")
 
 
-class HealthClient:
+class HealthClient(TypedClient):
     """Liveness checks: a second service in the same file.
 
     Blocking client: `with HealthClient(addr) as client: ...`.
     """
-
-    def __init__(self, addr: str, **options: Any) -> None:
-        self.rpc = RPC(addr, **options)
-
-    def __enter__(self) -> HealthClient:
-        self.rpc.connect()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.rpc.close()
-
-    def connect(self) -> None:
-        """Open the connection and authenticate."""
-        self.rpc.connect()
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.rpc.close()
 
     def ping(self) -> str:
         """Always "ok"."""
@@ -163,29 +108,11 @@ class HealthClient:
         return sig.result.decode(result, "uptime()")
 
 
-class AsyncHealthClient:
+class AsyncHealthClient(AsyncTypedClient):
     """Liveness checks: a second service in the same file.
 
     Asyncio client: `async with AsyncHealthClient(addr) as client: ...`.
     """
-
-    def __init__(self, addr: str, **options: Any) -> None:
-        self.rpc = AsyncRPC(addr, **options)
-
-    async def __aenter__(self) -> AsyncHealthClient:
-        await self.rpc.connect()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.rpc.close()
-
-    async def connect(self) -> None:
-        """Open the connection and authenticate."""
-        await self.rpc.connect()
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self.rpc.close()
 
     async def ping(self) -> str:
         """Always "ok"."""
