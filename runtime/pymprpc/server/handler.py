@@ -81,7 +81,8 @@ class ConnectionHandler(asyncio.Protocol):
                     task.cancel()
             elif isinstance(event, Authenticated):
                 self._on_authenticated(event)
-        self._flush_now()
+        if self.conn.pending_bytes:
+            self._flush_now()
         if self.conn.closed:
             if self.conn.error is not None:
                 log.info("closing %s: %s", self.peer, self.conn.error)
