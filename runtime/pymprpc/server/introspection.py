@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +38,9 @@ def system_methods(server: Server) -> dict[str, Callable[..., Any]]:
         return len(server.handlers)
 
     async def lenUndoneTasks() -> int:  # noqa: N802
-        """Number of calls currently running on the server."""
-        return len(server.tasks)
+        """Number of calls currently running on the server, this one included."""
+        # An eagerly started call (Python 3.12+) is not registered yet while it runs.
+        return len(server.tasks) + (asyncio.current_task() not in server.tasks)
 
     return {
         "system.listMethods": listMethods,
