@@ -369,11 +369,11 @@ def test_heartbeat_without_pong_marks_connection_dead(fake: Callable[..., FakeSe
 
 
 def test_heartbeat_keeps_a_connection_alive(serve: Callable[..., ServerThread]) -> None:
-    srv = serve(timeout=0.5)
+    srv = serve(timeout=1.0)
 
     async def main() -> None:
-        async with AsyncRPC(url(srv), heart_beat=0.15) as rpc:
-            await asyncio.sleep(1.2)
+        async with AsyncRPC(url(srv), heart_beat=0.2) as rpc:
+            await asyncio.sleep(2.5)  # well past the idle timeout: only the pings keep it
             assert rpc.connected
             assert await rpc.add(1, 2) == 3
 

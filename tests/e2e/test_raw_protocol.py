@@ -178,12 +178,12 @@ def test_idle_timeout_sends_504_and_closes(serve: Callable[..., ServerThread]) -
 
 
 def test_pings_keep_the_connection_alive(serve: Callable[..., ServerThread]) -> None:
-    srv = serve(timeout=0.5)
+    srv = serve(timeout=1.0)
     with login(srv) as c:
         for _ in range(4):
-            c.sock.settimeout(0.25)
+            c.sock.settimeout(0.4)
             with pytest.raises(TimeoutError):
-                c.recv_frame()  # nothing for 0.25 s: not yet idle
+                c.recv_frame()  # nothing for 0.4 s: not yet idle
             c.send({**V, "HEARTBEAT": "ping"})
             c.sock.settimeout(10)
             assert c.recv()["CODE"] == 101

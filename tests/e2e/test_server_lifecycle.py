@@ -19,17 +19,21 @@ from pymprpc.server import Server
 
 def test_graceful_shutdown_lets_running_calls_finish(probe: Probe) -> None:
     async def main() -> None:
-        server = build_server(probe, grace_period=5)
+        server = build_server(probe, grace_period=10)
         await server.start()
         async with AsyncRPC(url_of(server)) as rpc:
-            running = asyncio.ensure_future(rpc.sleep(0.3))
-            await asyncio.sleep(0.05)
+            running = asyncio.ensure_future(rpc.wait_release())
+            while not server.tasks:
+                await asyncio.sleep(0.01)
             closing = asyncio.ensure_future(server.close())
-            await asyncio.sleep(0.05)
+            while not server.draining:
+                await asyncio.sleep(0.01)
             # Arriving while the server drains: refused with 503 for that call only.
             with pytest.raises(RpcUnavailableException, match="shutting down"):
                 await rpc.add(1, 2)
-            assert await running == 0.3
+            assert not running.done()
+            probe.release.set()
+            assert await running == "released"
             await closing
 
     arun(main())
