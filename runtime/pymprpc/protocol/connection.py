@@ -171,9 +171,6 @@ class ServerConnection(_Connection):
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def is_tracked(self, id: str) -> bool:
-        return id in self._inflight
-
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         if self.closed:
             return []

@@ -47,10 +47,6 @@ def publish(key: str, target: Any) -> None:
     _generation += 1
 
 
-def withdraw(key: str) -> None:
-    _TARGETS.pop(key, None)
-
-
 def _resolve(key: str, path: Sequence[str]) -> Callable[..., Any]:
     target = _TARGETS[key]
     for part in path:
