@@ -61,7 +61,7 @@ GENERATED_HELPERS = frozenset(
     }
 )
 # Attributes of the generated clients that are not remote methods.
-CLIENT_ATTRIBUTES = frozenset({"rpc", "connect", "close"})
+CLIENT_ATTRIBUTES = frozenset({"rpc", "connect", "close", "with_options"})
 ENUM_RESERVED = frozenset({"name", "value", "mro"})
 EXECUTORS = ("process", "thread", "inline")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

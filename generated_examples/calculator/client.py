@@ -22,31 +22,31 @@ class CalculatorClient(TypedClient):
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
         sig = CalculatorMethods.add
-        result = self.rpc.call("add", *sig.encode_args(a, b))
+        result = self._call("add", sig.encode_args(a, b))
         return sig.result.decode(result, "add()")
 
     def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         sig = CalculatorMethods.slow_add
-        result = self.rpc.call("slow_add", *sig.encode_args(a, b))
+        result = self._call("slow_add", sig.encode_args(a, b))
         return sig.result.decode(result, "slow_add()")
 
     def count(self, n: int) -> Iterator[int]:
         """Count from 0 to n - 1."""
         sig = CalculatorMethods.count
-        stream = self.rpc.call("count", *sig.encode_args(n))
+        stream = self._call("count", sig.encode_args(n))
         return schema.decode_stream(stream, sig.result, "count()")
 
     def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a thread."""
         sig = CalculatorMethods.area
-        result = self.rpc.call("area", *sig.encode_args(shape))
+        result = self._call("area", sig.encode_args(shape))
         return sig.result.decode(result, "area()")
 
     def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         sig = CalculatorMethods.old_add
-        result = self.rpc.call("old_add", *sig.encode_args(a, b))
+        result = self._call("old_add", sig.encode_args(a, b))
         return sig.result.decode(result, "old_add()")
 
     def log(self, line: str) -> None:
@@ -57,7 +57,7 @@ class CalculatorClient(TypedClient):
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
         sig = CalculatorMethods.translate
-        result = self.rpc.call("translate", *sig.encode_args(shape, dx, dy))
+        result = self._call("translate", sig.encode_args(shape, dx, dy))
         return sig.result.decode(result, "translate()")
 
 
@@ -70,31 +70,31 @@ class AsyncCalculatorClient(AsyncTypedClient):
     async def add(self, a: int, b: int) -> int:
         """Add two integers."""
         sig = CalculatorMethods.add
-        result = await self.rpc.call("add", *sig.encode_args(a, b))
+        result = await self._call("add", sig.encode_args(a, b))
         return sig.result.decode(result, "add()")
 
     async def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         sig = CalculatorMethods.slow_add
-        result = await self.rpc.call("slow_add", *sig.encode_args(a, b))
+        result = await self._call("slow_add", sig.encode_args(a, b))
         return sig.result.decode(result, "slow_add()")
 
     async def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
         sig = CalculatorMethods.count
-        stream = await self.rpc.call("count", *sig.encode_args(n))
+        stream = await self._call("count", sig.encode_args(n))
         return schema.decode_async_stream(stream, sig.result, "count()")
 
     async def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a thread."""
         sig = CalculatorMethods.area
-        result = await self.rpc.call("area", *sig.encode_args(shape))
+        result = await self._call("area", sig.encode_args(shape))
         return sig.result.decode(result, "area()")
 
     async def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         sig = CalculatorMethods.old_add
-        result = await self.rpc.call("old_add", *sig.encode_args(a, b))
+        result = await self._call("old_add", sig.encode_args(a, b))
         return sig.result.decode(result, "old_add()")
 
     async def log(self, line: str) -> None:
@@ -105,5 +105,5 @@ class AsyncCalculatorClient(AsyncTypedClient):
     async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
         sig = CalculatorMethods.translate
-        result = await self.rpc.call("translate", *sig.encode_args(shape, dx, dy))
+        result = await self._call("translate", sig.encode_args(shape, dx, dy))
         return sig.result.decode(result, "translate()")

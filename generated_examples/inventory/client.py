@@ -23,31 +23,31 @@ class InventoryClient(TypedClient):
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         sig = InventoryMethods.put
-        result = self.rpc.call("put", *sig.encode_args(item))
+        result = self._call("put", sig.encode_args(item))
         return sig.result.decode(result, "put()")
 
     def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         sig = InventoryMethods.get
-        result = self.rpc.call("get", *sig.encode_args(sku))
+        result = self._call("get", sig.encode_args(sku))
         return sig.result.decode(result, "get()")
 
     def list_items(self, status: Status | None = None) -> Iterator[Item]:
         """Every item, or only those with the given status."""
         sig = InventoryMethods.list_items
-        stream = self.rpc.call("list_items", *sig.encode_args(status))
+        stream = self._call("list_items", sig.encode_args(status))
         return schema.decode_stream(stream, sig.result, "list_items()")
 
     def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
         sig = InventoryMethods.by_status
-        result = self.rpc.call("by_status", *sig.encode_args())
+        result = self._call("by_status", sig.encode_args())
         return sig.result.decode(result, "by_status()")
 
     def clear(self) -> None:
         """Remove every item."""
         sig = InventoryMethods.clear
-        result = self.rpc.call("clear", *sig.encode_args())
+        result = self._call("clear", sig.encode_args())
         return sig.result.decode(result, "clear()")
 
 
@@ -62,31 +62,31 @@ class AsyncInventoryClient(AsyncTypedClient):
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         sig = InventoryMethods.put
-        result = await self.rpc.call("put", *sig.encode_args(item))
+        result = await self._call("put", sig.encode_args(item))
         return sig.result.decode(result, "put()")
 
     async def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         sig = InventoryMethods.get
-        result = await self.rpc.call("get", *sig.encode_args(sku))
+        result = await self._call("get", sig.encode_args(sku))
         return sig.result.decode(result, "get()")
 
     async def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status."""
         sig = InventoryMethods.list_items
-        stream = await self.rpc.call("list_items", *sig.encode_args(status))
+        stream = await self._call("list_items", sig.encode_args(status))
         return schema.decode_async_stream(stream, sig.result, "list_items()")
 
     async def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
         sig = InventoryMethods.by_status
-        result = await self.rpc.call("by_status", *sig.encode_args())
+        result = await self._call("by_status", sig.encode_args())
         return sig.result.decode(result, "by_status()")
 
     async def clear(self) -> None:
         """Remove every item."""
         sig = InventoryMethods.clear
-        result = await self.rpc.call("clear", *sig.encode_args())
+        result = await self._call("clear", sig.encode_args())
         return sig.result.decode(result, "clear()")
 
 
@@ -99,12 +99,12 @@ class HealthClient(TypedClient):
     def ping(self) -> str:
         """Always "ok"."""
         sig = HealthMethods.ping
-        result = self.rpc.call("ping", *sig.encode_args())
+        result = self._call("ping", sig.encode_args())
         return sig.result.decode(result, "ping()")
 
     def uptime(self) -> float:
         sig = HealthMethods.uptime
-        result = self.rpc.call("uptime", *sig.encode_args())
+        result = self._call("uptime", sig.encode_args())
         return sig.result.decode(result, "uptime()")
 
 
@@ -117,10 +117,10 @@ class AsyncHealthClient(AsyncTypedClient):
     async def ping(self) -> str:
         """Always "ok"."""
         sig = HealthMethods.ping
-        result = await self.rpc.call("ping", *sig.encode_args())
+        result = await self._call("ping", sig.encode_args())
         return sig.result.decode(result, "ping()")
 
     async def uptime(self) -> float:
         sig = HealthMethods.uptime
-        result = await self.rpc.call("uptime", *sig.encode_args())
+        result = await self._call("uptime", sig.encode_args())
         return sig.result.decode(result, "uptime()")

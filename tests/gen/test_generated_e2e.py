@@ -28,7 +28,7 @@ from generated_examples.inventory import (
 )
 from helpers import ServerThread
 from pymprpc.client import RPC
-from pymprpc.errors import ExpireWarning, ParamError, ValidationError
+from pymprpc.errors import DeadlineExceeded, ExpireWarning, ParamError, ValidationError
 from pymprpc.server import Server
 
 
@@ -41,6 +41,8 @@ class Calculator(CalculatorServicer):
         return a + b
 
     async def slow_add(self, a: int, b: int = 1) -> int:
+        if a == 999:
+            await asyncio.sleep(30)
         if self.lie:
             return "not an int"  # type: ignore[return-value]
         return a + b
@@ -237,3 +239,21 @@ def test_introspection_reports_the_idl(services: tuple[str, Calculator]) -> None
         assert rpc.system.methodSignature("get") == "get(sku: str) -> Item?"
         assert rpc.system.methodHelp("add") == "Add two integers."
         assert rpc.system.methodHelp("put").startswith("Add or replace an item")
+
+
+def test_per_call_deadline_on_typed_clients(services: tuple[str, Calculator]) -> None:
+    addr, _ = services
+    with CalculatorClient(addr) as client:
+        quick = client.with_options(timeout=0.2)
+        with pytest.raises(DeadlineExceeded):
+            quick.slow_add(999)
+        assert quick.slow_add(1) == 2  # the view shares the connection
+        assert client.add(1, 1) == 2
+
+    async def main() -> None:
+        async with AsyncCalculatorClient(addr, timeout=0.2) as client:
+            with pytest.raises(DeadlineExceeded):
+                await client.slow_add(999)
+            assert await client.with_options(timeout=None).slow_add(2) == 3
+
+    asyncio.run(asyncio.wait_for(main(), 20))

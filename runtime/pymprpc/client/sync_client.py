@@ -186,6 +186,11 @@ class RPC:
     def __getattr__(self, name: str) -> MethodProxy[Any]:
         if name.startswith("_"):
             raise AttributeError(name)
+        return self.method(name)
+
+    def method(self, name: str) -> MethodProxy[Any]:
+        """The remote method `name` (any name, dotted or not an identifier), to call or
+        to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
         return MethodProxy(self._invoke, name, CallOptions(self.timeout))
 
     def _invoke(

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+import copy
+from typing import Any, Final, Self
 
 from .async_client import AsyncRPC
 from .sync_client import RPC
 
+_CLIENT_DEFAULT: Final[Any] = object()
 
-class TypedClient:
+
+class _Options:
+    _timeout: Any = _CLIENT_DEFAULT
+
+    def with_options(self, *, timeout: float | None) -> Self:
+        """A view of this client whose calls have a deadline of `timeout` seconds (None:
+        none); it shares the connection: `client.with_options(timeout=2).add(1, 2)`."""
+        view = copy.copy(self)
+        view._timeout = timeout
+        return view
+
+
+class TypedClient(_Options):
     """A blocking client; `rpc` is the underlying `RPC` (options pass through to it)."""
 
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = RPC(addr, **options)
+
+    def _call(self, method: str, args: list[Any]) -> Any:
+        proxy = self.rpc.method(method)
+        if self._timeout is not _CLIENT_DEFAULT:
+            proxy = proxy.with_options(timeout=self._timeout)
+        return proxy(*args)
 
     def __enter__(self) -> Self:
         self.rpc.connect()
@@ -30,11 +50,17 @@ class TypedClient:
         self.rpc.close()
 
 
-class AsyncTypedClient:
+class AsyncTypedClient(_Options):
     """An asyncio client; `rpc` is the underlying `AsyncRPC` (options pass through to it)."""
 
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = AsyncRPC(addr, **options)
+
+    async def _call(self, method: str, args: list[Any]) -> Any:
+        proxy = self.rpc.method(method)
+        if self._timeout is not _CLIENT_DEFAULT:
+            proxy = proxy.with_options(timeout=self._timeout)
+        return await proxy(*args)
 
     async def __aenter__(self) -> Self:
         await self.rpc.connect()
