@@ -79,7 +79,7 @@ class ConnectionHandler(asyncio.Protocol):
             elif isinstance(event, CancelRequest):
                 task = self.tasks.get(event.id)
                 if task is not None:
-                    task.cancel()
+                    self._cancel(event.id, task)
             elif isinstance(event, Authenticated):
                 self._on_authenticated(event)
         if self.conn.pending_bytes:
@@ -94,8 +94,8 @@ class ConnectionHandler(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         # Cancelling closes running coroutines and the async generators of streams.
-        for task in self.tasks.values():
-            task.cancel()
+        for id, task in list(self.tasks.items()):
+            self._cancel(id, task)
         self._writable.set()
 
     def pause_writing(self) -> None:
@@ -189,9 +189,9 @@ class ConnectionHandler(asyncio.Protocol):
             self.conn.send_error(request.id, refusal)
             return
         task = self._new_task(self._run_call(request))
-        self.tasks[request.id] = task
-        self.server.tasks.add(task)
-        task.add_done_callback(functools.partial(self._call_done, request.id))
+        if not task.done():  # an eagerly started call may already be over (3.12+)
+            self.tasks[request.id] = task
+            self.server.tasks.add(task)
 
     if sys.version_info >= (3, 12):
 
@@ -205,11 +205,20 @@ class ConnectionHandler(asyncio.Protocol):
         def _new_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
             return self.loop.create_task(coro)
 
-    def _call_done(self, id: str, task: asyncio.Task[None]) -> None:
+    def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
+        """Forget a finished call (idempotent)."""
+        if task is None:
+            return
         if self.tasks.get(id) is task:
             del self.tasks[id]
         self.server.tasks.discard(task)
         self._last_activity = self.loop.time()
+
+    def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        # A task cancelled before its first step never runs _run_call's finally, which
+        # normally forgets it (a done callback per call would cost a loop pass each).
+        task.add_done_callback(functools.partial(self._call_done, id))
 
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
@@ -242,6 +251,7 @@ class ConnectionHandler(asyncio.Protocol):
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
+            self._call_done(request.id, asyncio.current_task())
 
     def _report(
         self, request: CallRequest, kept: KeptOutcome | None, error: MPRPCError, frame: str
@@ -306,8 +316,8 @@ class ConnectionHandler(asyncio.Protocol):
             self._abort_error = CancelledError("the server cancelled the call: shutting down")
         else:
             self._abort_error = RpcUnavailableException("the server is shutting down")
-        for task in self.tasks.values():
-            task.cancel()
+        for id, task in list(self.tasks.items()):
+            self._cancel(id, task)
 
 
 async def _closing(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
