@@ -161,3 +161,47 @@ def json_encode(msg: Any) -> bytes:
 
 def json_decode(data: bytes) -> Any:
     return json.loads(data)
+
+
+# The welcome reply of a pymprpc 0.0.3 server: no FEATURES, so nothing is negotiated.
+OLD_WELCOME: dict[str, Any] = {
+    "MPRPC": "0.1",
+    "CODE": 100,
+    "VERSION": None,
+    "DESC": None,
+    "DEBUG": False,
+    "COMPRESER": None,
+    "TIMEOUT": 0,
+}
+
+
+class OldServer:
+    """A hand-written MPRPC 0.1 server on loopback for one client, like pymprpc 0.0.3:
+    welcomes any login, then hands every other message to `on_call` (and records it)."""
+
+    def __init__(self, on_call: Callable[[socket.socket, dict[str, Any]], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.on_call = on_call
+        self.seen: list[dict[str, Any]] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            buf = b""
+            while chunk := conn.recv(65536):
+                buf += chunk
+                while SEPARATOR in buf:
+                    frame, _, buf = buf.partition(SEPARATOR)
+                    msg = unpack(frame)
+                    self.seen.append(msg)
+                    if "AUTH" in msg:
+                        conn.sendall(pack(OLD_WELCOME) + SEPARATOR)
+                    else:
+                        self.on_call(conn, msg)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)

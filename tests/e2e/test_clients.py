@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import ServerThread, arun, pack, unpack
+from helpers import OldServer, ServerThread, arun, pack
 from pymprpc.client import RPC, AsyncRPC, AsyncStream
 from pymprpc.errors import (
     ConnectionLostError,
@@ -248,57 +247,12 @@ def test_tls(serve: Callable[..., ServerThread], tmp_path: Any) -> None:
 # -- servers that misbehave -----------------------------------------------------------
 
 
-class FakeServer:
-    """A hand-written MPRPC 0.1 server on loopback: welcomes, then does what it is told."""
-
-    def __init__(self, on_call: Callable[[socket.socket, dict[str, Any]], None]) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.on_call = on_call
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        with conn:
-            buf = b""
-            while True:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-                while SEPARATOR in buf:
-                    frame, _, buf = buf.partition(SEPARATOR)
-                    msg = unpack(frame)
-                    if "AUTH" in msg:
-                        conn.sendall(
-                            pack(
-                                {
-                                    "MPRPC": "0.1",
-                                    "CODE": 100,
-                                    "VERSION": None,
-                                    "DESC": None,
-                                    "DEBUG": False,
-                                    "COMPRESER": None,
-                                    "TIMEOUT": 0,
-                                }
-                            )
-                            + SEPARATOR
-                        )
-                    else:
-                        self.on_call(conn, msg)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
-
-
 @pytest.fixture
-def fake() -> Iterator[Callable[..., FakeServer]]:
-    made: list[FakeServer] = []
+def fake() -> Iterator[Callable[..., OldServer]]:
+    made: list[OldServer] = []
 
-    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> FakeServer:
-        made.append(FakeServer(on_call))
+    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
+        made.append(OldServer(on_call))
         return made[-1]
 
     yield make
@@ -311,7 +265,7 @@ def vanish(conn: socket.socket, msg: dict[str, Any]) -> None:
         conn.shutdown(socket.SHUT_RDWR)
 
 
-def test_server_going_away_fails_every_pending_async_call(fake: Callable[..., FakeServer]) -> None:
+def test_server_going_away_fails_every_pending_async_call(fake: Callable[..., OldServer]) -> None:
     server = fake(vanish)
 
     async def main() -> None:
@@ -328,7 +282,7 @@ def test_server_going_away_fails_every_pending_async_call(fake: Callable[..., Fa
     arun(main(), timeout=10)
 
 
-def test_server_going_away_fails_the_sync_call(fake: Callable[..., FakeServer]) -> None:
+def test_server_going_away_fails_the_sync_call(fake: Callable[..., OldServer]) -> None:
     server = fake(vanish)
     with (
         RPC(f"tcp://127.0.0.1:{server.port}") as rpc,
@@ -337,7 +291,7 @@ def test_server_going_away_fails_the_sync_call(fake: Callable[..., FakeServer]) 
         rpc.second()
 
 
-def test_server_5xx_fails_every_pending_call(fake: Callable[..., FakeServer]) -> None:
+def test_server_5xx_fails_every_pending_call(fake: Callable[..., OldServer]) -> None:
     def idle_close(conn: socket.socket, msg: dict[str, Any]) -> None:
         if msg.get("METHOD") == "second":
             conn.sendall(pack({"MPRPC": "0.1", "CODE": 504}) + SEPARATOR)
@@ -356,7 +310,7 @@ def test_server_5xx_fails_every_pending_call(fake: Callable[..., FakeServer]) ->
     arun(main(), timeout=10)
 
 
-def test_heartbeat_without_pong_marks_connection_dead(fake: Callable[..., FakeServer]) -> None:
+def test_heartbeat_without_pong_marks_connection_dead(fake: Callable[..., OldServer]) -> None:
     server = fake(lambda conn, msg: None)  # swallows pings and calls alike
 
     async def main() -> None:

@@ -6,14 +6,13 @@ import asyncio
 import gc
 import os
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import RawClient, ServerThread, arun, pack, unpack, wait_for
+from helpers import OldServer, RawClient, ServerThread, arun, pack, unpack, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import DeadlineExceeded
 from pymprpc.protocol import SEPARATOR, Feature, LengthFramer
@@ -164,49 +163,13 @@ def test_deadline_with_an_old_server_is_local(srv: ServerThread) -> None:
         assert rpc.add.with_options(timeout=5)(1, 2) == 3
 
 
-class OldServer:
-    """Answers like a pymprpc 0.0.3 server: no FEATURES, separator framing, echo only."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.seen: list[dict[str, Any]] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        with conn:
-            buf = b""
-            while chunk := conn.recv(65536):
-                buf += chunk
-                while SEPARATOR in buf:
-                    frame, _, buf = buf.partition(SEPARATOR)
-                    msg = unpack(frame)
-                    self.seen.append(msg)
-                    if "AUTH" in msg:
-                        reply: dict[str, Any] = {
-                            "CODE": 100,
-                            "VERSION": "0.0.3",
-                            "DESC": None,
-                            "DEBUG": False,
-                            "COMPRESER": None,
-                            "TIMEOUT": 180,
-                        }
-                    else:
-                        reply = {
-                            "CODE": 200,
-                            "MESSAGE": {"ID": msg["ID"], "RESULT": msg.get("ARGS")},
-                        }
-                    conn.sendall(pack({**V, **reply}) + SEPARATOR)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.thread.join(5)
+def echo_args(conn: socket.socket, msg: dict[str, Any]) -> None:
+    reply = {**V, "CODE": 200, "MESSAGE": {"ID": msg["ID"], "RESULT": msg.get("ARGS")}}
+    conn.sendall(pack(reply) + SEPARATOR)
 
 
 def test_our_client_with_an_old_server() -> None:
-    old = OldServer()
+    old = OldServer(echo_args)
     try:
         with RPC(f"tcp://u:p@127.0.0.1:{old.port}", timeout=5) as rpc:
             assert rpc.server_info is not None and rpc.server_info.features == frozenset()

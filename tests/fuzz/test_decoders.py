@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import pack
+from helpers import OLD_WELCOME, pack
 from pymprpc.errors import ProtocolException
 from pymprpc.protocol import (
     SEPARATOR,
@@ -26,20 +26,7 @@ from pymprpc.protocol import (
 FAST = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 AUTH = pack({"MPRPC": "0.1", "AUTH": {"USERNAME": "u", "PASSWORD": "p"}}) + SEPARATOR
-WELCOME = (
-    pack(
-        {
-            "MPRPC": "0.1",
-            "CODE": 100,
-            "VERSION": None,
-            "DESC": None,
-            "DEBUG": False,
-            "COMPRESER": None,
-            "TIMEOUT": 0,
-        }
-    )
-    + SEPARATOR
-)
+WELCOME = pack(OLD_WELCOME) + SEPARATOR
 
 json_values = st.recursive(
     st.none()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from helpers import pack, unpack
+from helpers import OLD_WELCOME, pack, unpack
 from pymprpc.errors import LocalProtocolError, LoginError, RpcUnavailableException
 from pymprpc.protocol import (
     SEPARATOR,
@@ -20,15 +20,7 @@ from pymprpc.protocol import (
     Welcome,
 )
 
-WELCOME = {
-    "MPRPC": "0.1",
-    "CODE": 100,
-    "VERSION": None,
-    "DESC": None,
-    "DEBUG": False,
-    "COMPRESER": None,
-    "TIMEOUT": 180,
-}
+WELCOME = {**OLD_WELCOME, "TIMEOUT": 180}
 
 
 def frame(msg: Any) -> bytes:
