@@ -21,12 +21,12 @@ from generated_examples.inventory import (
     AsyncInventoryClient,
     Category,
     InventoryClient,
-    InventoryServicer,
     Item,
     Status,
     register_inventory,
 )
 from helpers import ServerThread
+from mprpcgen.demo import Inventory  # filters with `is`: needs real Status members
 from pymprpc.client import RPC
 from pymprpc.errors import DeadlineExceeded, ExpireWarning, ParamError, ValidationError
 from pymprpc.server import Server
@@ -67,30 +67,6 @@ class Calculator(CalculatorServicer):
         assert isinstance(shape.color, Color | None)
         points = [Point(x=p.x + dx, y=p.y + dy) for p in shape.points]
         return Shape(name=shape.name, points=points, tags=shape.tags, color=shape.color)
-
-
-class Inventory(InventoryServicer):
-    def __init__(self) -> None:
-        self.items: dict[str, Item] = {}
-
-    def put(self, item: Item) -> str:
-        assert isinstance(item.status, Status)
-        self.items[item.sku] = item
-        return item.sku
-
-    async def get(self, sku: str) -> Item | None:
-        return self.items.get(sku)
-
-    async def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
-        for item in list(self.items.values()):
-            if status is None or item.status is status:
-                yield item
-
-    async def by_status(self) -> dict[str, list[str]]:
-        return {s.name: [i.sku for i in self.items.values() if i.status is s] for s in Status}
-
-    async def clear(self) -> None:
-        self.items.clear()
 
 
 @pytest.fixture
