@@ -116,6 +116,11 @@ class FileContext:
             return "dataclasses.field(default_factory=dict)"
         return f"{lit.value[0]}.{lit.value[1]}"
 
+    def decl(self, name: str, ref: TypeRef, default: Literal | None) -> str:
+        """`name: annotation[ = default]`, for parameters and fields."""
+        text = f"{name}: {self.py_type(ref)}"
+        return text if default is None else f"{text} = {self.default(default, ref)}"
+
     def uses(self, refs: list[TypeRef]) -> set[str]:
         """Declared type names (not primitives) appearing in `refs`."""
         found: set[str] = set()
@@ -159,12 +164,7 @@ def _def_line(indent: str, prefix: str, name: str, params: list[str], returns: s
 
 
 def _method_view(ctx: FileContext, method: Method) -> dict[str, Any]:
-    params = []
-    for p in method.params:
-        text = f"{p.name}: {ctx.py_type(p.type)}"
-        if p.default is not None:
-            text += f" = {ctx.default(p.default, p.type)}"
-        params.append(text)
+    params = [ctx.decl(p.name, p.type, p.default) for p in method.params]
     result_ref = method.returns
     result_type = ctx.py_type(result_ref) if result_ref is not None else "None"
     stream = method.kind is MethodKind.STREAM
@@ -240,10 +240,8 @@ def _service_view(ctx: FileContext, service: Service) -> dict[str, Any]:
 def _struct_view(ctx: FileContext, struct: Struct) -> dict[str, Any]:
     fields = []
     for f in struct.fields:
-        text = f"{f.name}: {ctx.py_type(f.type)}"
-        if f.default is not None:
-            text += f" = {ctx.default(f.default, f.type)}"
-        elif f.type.is_optional:
+        text = ctx.decl(f.name, f.type, f.default)
+        if f.default is None and f.type.is_optional:
             text += " = None"
         fields.append({"decl": text, "doc": docstring(f.doc, INDENT)})
     schema_fields = [f"{_py_str(f.name)}: {ctx.schema(f.type)}" for f in struct.fields]
