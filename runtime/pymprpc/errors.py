@@ -2,7 +2,8 @@
 
 `MPRPCError` is the root. Call errors (4xx) fail one call; server errors (5xx) concern the
 whole connection. Classes carrying a `code` map 1:1 to the codes of PROTOCOL.md;
-`ConnectionLostError` and `LocalProtocolError` are local conditions with no wire code.
+`ConnectionLostError`, `LocalProtocolError` and `ValidationError` are local conditions
+with no wire code (a server answers a `ValidationError` in its arguments with 402).
 """
 
 from __future__ import annotations

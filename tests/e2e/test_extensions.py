@@ -177,3 +177,23 @@ def test_our_client_with_an_old_server() -> None:
         assert "DEADLINE" not in old.seen[1]  # not negotiated: never sent
     finally:
         old.close()
+
+
+def test_call_cancelled_in_the_same_read_is_forgotten(srv: ServerThread) -> None:
+    """A task cancelled before its first step never runs its cleanup code itself."""
+    framer = LengthFramer()
+    with RawClient(srv.port) as c:
+        c.send(
+            {
+                **V,
+                "AUTH": {"USERNAME": USER, "PASSWORD": PASSWORD},
+                "FEATURES": ["length-framing", "cancel"],
+            }
+        )
+        assert c.recv()["CODE"] == 100
+        call = pack({**V, "ID": "x", "METHOD": "sleep", "ARGS": [30]})
+        cancel = pack({**V, "ID": "x", "CANCEL": True})
+        c.send_raw(b"".join([*framer.frame(call), *framer.frame(cancel)]))
+        wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) == 0)
+        handler = srv.call_in_loop(lambda: next(iter(srv.server.handlers)))
+        assert srv.call_in_loop(lambda: dict(handler.tasks)) == {}

@@ -429,8 +429,8 @@ class AsyncRPC:
         return id
 
     def _write(self, chunks: list[bytes]) -> None:
-        """Send `chunks`: the first message of a loop pass at once (no added latency), the
-        ones that follow in the same pass together, at its end (fewer syscalls)."""
+        """Send `chunks` now; while other calls are pending, messages sent later in the
+        same loop pass are joined into one write at its end (fewer syscalls)."""
         if self._batching:
             self._outbox += chunks
             return

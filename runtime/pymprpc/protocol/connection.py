@@ -1,9 +1,10 @@
 """Per-connection state machines, free of I/O.
 
 Feed received bytes to `receive_data()`, act on the events it returns, and write out what
-`data_to_send()` returns. Replies the protocol itself dictates (pong, 400 for a malformed
-or duplicate call, 501 for a call before auth, 505/506 for garbage) are queued by the
-connection; the shell only runs calls and reports their outcomes through `send_*`.
+`data_to_send()` returns (or `chunks_to_send()`, which leaves large payloads uncopied).
+Replies the protocol itself dictates (pong, 400 for a malformed or duplicate call, 501 for
+a call before auth, 505/506 for garbage) are queued by the connection; the shell only runs
+calls and reports their outcomes through `send_*`.
 """
 
 from __future__ import annotations

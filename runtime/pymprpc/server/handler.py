@@ -107,8 +107,8 @@ class ConnectionHandler(asyncio.Protocol):
     # -- helpers ---------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Write what is queued: the first reply of a loop pass at once (no added latency),
-        the ones that follow in the same pass together, at its end (fewer syscalls)."""
+        """Write what is queued now; while other calls run, also once more at the end of
+        this loop pass, so their replies share one write (fewer syscalls)."""
         if self._flush_scheduled:
             return
         if len(self.tasks) > 1:  # others may finish in this pass too: batch them
