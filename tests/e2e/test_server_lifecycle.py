@@ -47,7 +47,8 @@ def test_shutdown_cancels_calls_past_the_grace_period(probe: Probe) -> None:
             stream = await rpc.endless()
             assert await anext(stream) == 0
             slow = asyncio.ensure_future(rpc.sleep(30))
-            await asyncio.sleep(0.05)
+            while len(server.tasks) < 2:  # the stream and the sleep both run
+                await asyncio.sleep(0.01)
             await server.close()
             with pytest.raises(RpcUnavailableException, match="shutting down"):
                 await slow

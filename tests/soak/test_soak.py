@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 from service import PASSWORD, USER, url
 
-from helpers import ServerThread, pack
+from helpers import ServerThread, pack, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.protocol import SEPARATOR
 
@@ -85,7 +85,7 @@ def test_soak(serve: Callable[..., ServerThread]) -> None:
     srv = serve(auth_timeout=1.0)
     with RPC(url(srv)) as rpc:
         assert rpc.add(1, 1) == 2  # fork the process pool before measuring
-    time.sleep(0.1)
+    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.handlers)) == 0)
     fds_before = open_fds()
     loop_tasks_before = srv.call_in_loop(lambda: len(asyncio.all_tasks()))
 
