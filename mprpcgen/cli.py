@@ -87,8 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue  # the user's own package __init__ is left alone
         if path.is_file() and path.read_text(encoding="utf-8") == source:
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source, encoding="utf-8")
+        except OSError as exc:
+            print(
+                f"mprpcgen: error: cannot write {display_path(path)}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 1
         written += 1
     where = display_path(args.out)
     print(f"mprpcgen: {len(outputs)} files up to date in {where} ({written} written)")

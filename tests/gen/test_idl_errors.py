@@ -152,3 +152,15 @@ def test_cli_missing_input_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([str(tmp_path / "nope.idl"), "-o", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mprpcgen: error: cannot read") and "No such file" in err
+
+
+def test_cli_unwritable_output_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "ok.idl"
+    good.write_text("struct P { x: int; }")
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output directory should be")
+    assert main([str(good), "-o", str(blocker)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mprpcgen: error: cannot write") and "Traceback" not in err
