@@ -44,7 +44,7 @@ def test_length_frames_split_at_every_point() -> None:
 
 
 def test_length_prefix_is_big_endian() -> None:
-    assert LengthFramer().frame(b"\x01" * 258)[0] == b"\x00\x00\x01\x02"
+    assert LengthFramer().frame(b"\x01" * 258)[0][:4] == b"\x00\x00\x01\x02"
 
 
 def test_length_frame_over_limit_is_refused_before_buffering() -> None:

@@ -14,7 +14,7 @@ import hmac
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ..errors import (
     LocalProtocolError,
@@ -27,7 +27,7 @@ from ..errors import (
 )
 from . import messages
 from .codec import Codec
-from .constants import DEFAULT_MAX_MESSAGE_SIZE, PING, Code, Compression, Feature, Key
+from .constants import DEFAULT_MAX_MESSAGE_SIZE, PING, VERSION, Code, Compression, Feature, Key
 from .events import (
     Authenticated,
     CallFailed,
@@ -53,6 +53,12 @@ class State(enum.Enum):
     AUTHENTICATING = "authenticating"
     READY = "ready"
     CLOSED = "closed"
+
+
+# Read for every message: module constants cost less than enum member lookups.
+_AUTHENTICATING: Final = State.AUTHENTICATING
+_READY: Final = State.READY
+_CLOSED: Final = State.CLOSED
 
 
 class Credentials:
@@ -98,7 +104,7 @@ def _reframe(old: Framer, rest: Sequence[Payload], new: Framer) -> list[Payload]
 
 class _Connection:
     def __init__(self, max_message_size: int) -> None:
-        self.state = State.AUTHENTICATING
+        self.state = _AUTHENTICATING
         self.max_message_size = max_message_size
         self.features: frozenset[Feature] = frozenset()
         self._framer: Framer = SeparatorFramer(max_message_size)
@@ -109,7 +115,7 @@ class _Connection:
 
     @property
     def closed(self) -> bool:
-        return self.state is State.CLOSED
+        return self.state is _CLOSED
 
     @property
     def codec(self) -> Codec:
@@ -131,7 +137,8 @@ class _Connection:
 
     def chunks_to_send(self) -> list[bytes]:
         """Like `data_to_send`, as chunks: small ones joined, large ones left uncopied."""
-        return coalesce(self._take())
+        out = self._take()
+        return out if len(out) <= 1 else coalesce(out)
 
     def _take(self) -> list[bytes]:
         out, self._out, self._out_size = self._out, [], 0
@@ -144,7 +151,7 @@ class _Connection:
 
     def _encode(self, message: dict[str, Any]) -> list[bytes]:
         """Frame one message; LocalProtocolError if it cannot be sent on this connection."""
-        payload = self.codec.encode(message)
+        payload = (self._codec or self.codec).encode(message)
         if len(payload) > self.max_message_size:
             raise LocalProtocolError(
                 f"message of {len(payload)} bytes exceeds the maximum message size of "
@@ -167,37 +174,40 @@ class ServerConnection(_Connection):
         self.settings = settings
         self.credentials = credentials
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
+        self._deadlines = False  # DEADLINE negotiated
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
-        if self.closed:
+        if self.state is _CLOSED:
             return []
         events: list[ServerEvent] = []
         try:
             payloads = self._framer.feed(data)
             i = 0
-            while i < len(payloads) and not self.closed:
+            while i < len(payloads) and not self.closed:  # a message may close it
                 payload = payloads[i]
                 i += 1
-                if self._codec is None:
-                    self._codec = Codec.detect(payload, self.max_message_size)
-                event = self._handle(self._codec.decode(payload))
+                codec = self._codec
+                if codec is None:
+                    codec = self._codec = Codec.detect(payload, self.max_message_size)
+                event = self._handle(codec.decode(payload))
                 if event is None:
                     continue
                 events.append(event)
-                if isinstance(event, Authenticated) and Feature.LENGTH_FRAMING in self.features:
+                if type(event) is Authenticated and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
         except ProtocolException as exc:
             self.fail(exc)
         return events
 
-    def _handle(self, raw: Any) -> ServerEvent | None:
-        msg = messages.check_envelope(raw)
-        if self.state is State.AUTHENTICATING:
+    def _handle(self, msg: Any) -> ServerEvent | None:
+        if type(msg) is not dict or msg.get(Key.MPRPC) != VERSION:
+            msg = messages.check_envelope(msg)  # raises, saying what is wrong
+        if self.state is _AUTHENTICATING:
             if Key.AUTH not in msg:
                 self.fail(LoginError("the first message must be the auth request"))
                 return None
@@ -220,6 +230,7 @@ class ServerConnection(_Connection):
             return None
         announced = Key.FEATURES in msg
         self.features = wanted & self.settings.features
+        self._deadlines = Feature.DEADLINE in self.features
         codec = self.codec
         self._queue(
             messages.welcome(
@@ -231,12 +242,12 @@ class ServerConnection(_Connection):
                 features=self.features if announced else None,
             )
         )
-        self.state = State.READY
+        self.state = _READY
         return Authenticated(username, self.features)
 
     def _call(self, msg: dict[str, Any]) -> CallRequest | None:
         try:
-            request = messages.parse_call(msg, Feature.DEADLINE in self.features)
+            request = messages.parse_call(msg, self._deadlines)
         except RequestError as exc:
             raw_id = msg.get(Key.ID)
             self._queue_error(raw_id if isinstance(raw_id, str | int) else None, exc)
@@ -282,11 +293,10 @@ class ServerConnection(_Connection):
 
     def send_result(self, id: str, value: Any, *, deprecated: bool = False) -> None:
         """Queue the result of call `id` and retire the ID."""
-        if self._inflight.pop(id, None) is None or self.closed:
+        if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
-        code = Code.EXPIRE_RESULT if deprecated else Code.RESULT
         try:
-            self._queue(messages.response(code, id, RESULT=value))
+            self._queue(messages.result(id, value, deprecated=deprecated))
         except LocalProtocolError as exc:
             self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
 
@@ -301,10 +311,10 @@ class ServerConnection(_Connection):
 
     def send_stream_item(self, id: str, value: Any) -> bool:
         """Queue one item; False if the stream must stop (cancelled or undeliverable)."""
-        if not self._inflight.get(id) or self.closed:
+        if not self._inflight.get(id) or self.state is _CLOSED:
             return False
         try:
-            self._queue(messages.response(Code.STREAM_ITEM, id, RESULT=value))
+            self._queue(messages.stream_item(id, value))
         except LocalProtocolError as exc:
             self.send_error(id, ResultLimitError(f"stream item not delivered: {exc}", id=id))
             return False
@@ -333,7 +343,7 @@ class ServerConnection(_Connection):
         code = error.code if error.code is not None and error.code >= 500 else Code.SERVER_ERROR
         # A bare code always encodes: no separator, far below any size limit.
         self._push(self._encode(messages.connection_error(code)))
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self._inflight.clear()
 
 
@@ -361,6 +371,7 @@ class ClientConnection(_Connection):
         # digits, unique like uuid4 for our purposes at a fraction of its cost.
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = 0
+        self._deadlines = False  # DEADLINE negotiated
 
     def start(self) -> bytes:
         """The auth request: the first bytes a client sends."""
@@ -369,20 +380,21 @@ class ClientConnection(_Connection):
         )
 
     def receive_data(self, data: bytes) -> list[ClientEvent]:
-        if self.closed:
+        if self.state is _CLOSED:
             return []
         events: list[ClientEvent] = []
+        codec = self.codec
         try:
             payloads = self._framer.feed(data)
             i = 0
-            while i < len(payloads) and not self.closed:
+            while i < len(payloads) and not self.closed:  # a message may close it
                 payload = payloads[i]
                 i += 1
-                event = self._handle(messages.parse_response(self.codec.decode(payload)))
+                event = self._handle(messages.parse_response(codec.decode(payload)))
                 if event is None:
                     continue
                 events.append(event)
-                if isinstance(event, Welcome) and Feature.LENGTH_FRAMING in self.features:
+                if type(event) is Welcome and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
         except ProtocolException as exc:
@@ -390,31 +402,35 @@ class ClientConnection(_Connection):
         return events
 
     def _handle(self, event: ClientEvent) -> ClientEvent | None:
+        if self.state is _READY:
+            # Most frequent first; events of calls no longer pending are dropped.
+            if type(event) is StreamItem:
+                return event if self._pending.get(event.id) else None
+            if type(event) is Result or type(event) is CallFailed or type(event) is StreamEnd:
+                return event if self._pending.pop(event.id, None) is not None else None
+            if type(event) is StreamStart:
+                if event.id not in self._pending:
+                    return None
+                self._pending[event.id] = True
+                return event
+            if type(event) is ConnectionFailed:
+                return self.close(event.error)
+            if type(event) is Welcome:
+                return self.close(ProtocolException("unexpected second welcome reply"))
+            return event  # Pong
         if isinstance(event, ConnectionFailed):
             return self.close(event.error)
-        if self.state is State.AUTHENTICATING:
-            if not isinstance(event, Welcome):
-                return self.close(ProtocolException(f"expected the welcome reply, got {event}"))
-            self.welcome = event
-            self.features = event.features & self._wanted
-            self.state = State.READY
-            return event
-        if isinstance(event, Welcome):
-            return self.close(ProtocolException("unexpected second welcome reply"))
-        if isinstance(event, Result | CallFailed | StreamEnd):
-            return event if self._pending.pop(event.id, None) is not None else None
-        if isinstance(event, StreamStart):
-            if event.id not in self._pending:
-                return None
-            self._pending[event.id] = True
-            return event
-        if isinstance(event, StreamItem):
-            return event if self._pending.get(event.id) else None
-        return event  # Pong
+        if not isinstance(event, Welcome):
+            return self.close(ProtocolException(f"expected the welcome reply, got {event}"))
+        self.welcome = event
+        self.features = event.features & self._wanted
+        self._deadlines = Feature.DEADLINE in self.features
+        self.state = _READY
+        return event
 
     def close(self, error: MPRPCError) -> ConnectionFailed:
         """Mark the connection closed (e.g. the socket dropped); pending calls are dropped."""
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self.error = error
         self._pending.clear()
         return ConnectionFailed(error)
@@ -430,12 +446,12 @@ class ClientConnection(_Connection):
         id: str | None = None,
     ) -> tuple[str, list[bytes]]:
         """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable."""
-        if self.state is not State.READY:
+        if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
             self._id_counter += 1
             id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
-        if Feature.DEADLINE not in self.features:
+        if not self._deadlines:
             deadline = None
         data = self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
         if returns:

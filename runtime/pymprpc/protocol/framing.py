@@ -157,10 +157,13 @@ class LengthFramer:
         return frames
 
     def frame(self, payload: bytes) -> list[bytes]:
-        if len(payload) > 0xFFFFFFFF:
+        size = len(payload)
+        if size < _COALESCE_LIMIT:
+            return [_LENGTH.pack(size) + payload]  # one chunk: one write, nothing to join
+        if size > 0xFFFFFFFF:
             raise LocalProtocolError("payload too large for a 4-byte length prefix")
         # Two chunks: prefixing would copy the whole payload just to add four bytes.
-        return [_LENGTH.pack(len(payload)), payload]
+        return [_LENGTH.pack(size), payload]
 
     def take_buffer(self) -> bytes:
         data = b"".join(self._chunks)

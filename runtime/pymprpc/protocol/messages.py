@@ -7,7 +7,7 @@ event, or raise the protocol's own exception saying what is wrong with it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 from ..errors import (
     MPRPCError,
@@ -29,6 +29,17 @@ from .events import (
     StreamStart,
     Welcome,
 )
+
+# Codes of the per-call path as plain ints: reading an IntEnum member costs more than
+# packing a small map, and these are read for every message.
+_RESULT: Final = int(Code.RESULT)
+_EXPIRE_RESULT: Final = int(Code.EXPIRE_RESULT)
+_STREAM_START: Final = int(Code.STREAM_START)
+_EXPIRE_STREAM_START: Final = int(Code.EXPIRE_STREAM_START)
+_STREAM_ITEM: Final = int(Code.STREAM_ITEM)
+_STREAM_END: Final = int(Code.STREAM_END)
+_WELCOME: Final = int(Code.WELCOME)
+_PONG: Final = int(Code.PONG)
 
 # -- builders ----------------------------------------------------------------------
 
@@ -102,7 +113,19 @@ def cancel(id: str) -> dict[str, Any]:
 
 
 def response(code: Code, id: str | int, **fields: Any) -> dict[str, Any]:
-    return {Key.MPRPC: VERSION, Key.CODE: code.value, Key.MESSAGE: {Key.ID: id, **fields}}
+    return {Key.MPRPC: VERSION, Key.CODE: int(code), Key.MESSAGE: {Key.ID: id, **fields}}
+
+
+def result(id: str, value: Any, *, deprecated: bool = False) -> dict[str, Any]:
+    """A 200 (300 if deprecated) reply: the per-call message, built without detours."""
+    code = _EXPIRE_RESULT if deprecated else _RESULT
+    return {Key.MPRPC: VERSION, Key.CODE: code, Key.MESSAGE: {Key.ID: id, Key.RESULT: value}}
+
+
+def stream_item(id: str, value: Any) -> dict[str, Any]:
+    """A 202 reply: one item of a stream."""
+    message = {Key.ID: id, Key.RESULT: value}
+    return {Key.MPRPC: VERSION, Key.CODE: _STREAM_ITEM, Key.MESSAGE: message}
 
 
 def call_error(id: str | int, error: MPRPCError, debug_frame: str | None) -> dict[str, Any]:
@@ -230,28 +253,29 @@ def _welcome(msg: dict[str, Any]) -> Welcome:
 
 def parse_response(msg: Any) -> ClientEvent:
     """Turn a message received by a client into an event (505/506 if malformed)."""
-    msg = check_envelope(msg)
+    if type(msg) is not dict or msg.get(Key.MPRPC) != VERSION:
+        msg = check_envelope(msg)  # raises, saying what is wrong
     code = msg.get(Key.CODE)
-    if not isinstance(code, int) or isinstance(code, bool):
+    if type(code) is not int:  # bool is an int subclass, but not a code
         raise ProtocolSyntaxException(f"response has no integer CODE: {msg!r:.200}")
-    if code == Code.WELCOME:
-        return _welcome(msg)
-    if code == Code.PONG:
-        return Pong()
     message = msg.get(Key.MESSAGE)
     if 200 <= code < 400:
-        if not isinstance(message, dict) or not isinstance(message.get(Key.ID), str):
+        id = message.get(Key.ID) if type(message) is dict else None
+        if type(id) is not str:
             raise ProtocolSyntaxException(f"response {code} has no MESSAGE with an ID")
-        id = message[Key.ID]
-        if code in (Code.RESULT, Code.EXPIRE_RESULT):
-            return Result(id, message.get(Key.RESULT), code == Code.EXPIRE_RESULT)
-        if code in (Code.STREAM_START, Code.EXPIRE_STREAM_START):
-            return StreamStart(id, code == Code.EXPIRE_STREAM_START)
-        if code == Code.STREAM_ITEM:
+        if code == _STREAM_ITEM:
             return StreamItem(id, message.get(Key.RESULT))
-        if code == Code.STREAM_END:
+        if code in (_RESULT, _EXPIRE_RESULT):
+            return Result(id, message.get(Key.RESULT), code == _EXPIRE_RESULT)
+        if code in (_STREAM_START, _EXPIRE_STREAM_START):
+            return StreamStart(id, code == _EXPIRE_STREAM_START)
+        if code == _STREAM_END:
             return StreamEnd(id)
         raise ProtocolSyntaxException(f"unknown response code {code}")
+    if code == _WELCOME:
+        return _welcome(msg)
+    if code == _PONG:
+        return Pong()
     id, error = _error_from_message(code, message)
     if id is not None:
         return CallFailed(id, error)

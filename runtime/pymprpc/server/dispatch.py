@@ -6,13 +6,19 @@ import copy
 import inspect
 import traceback
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 from ..errors import MPRPCError, RPCRuntimeError
 from ..protocol import CallRequest
 from ..schema import ANY, Schema
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
+
+# Read for every call: module constants cost less than enum member lookups.
+_COROUTINE: Final = Kind.COROUTINE
+_STREAM: Final = Kind.STREAM
+_INLINE: Final = ExecutorKind.INLINE
+_PLAIN: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
 
 
 class Dispatcher:
@@ -30,23 +36,23 @@ class Dispatcher:
 
     async def run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """The call's wire value, or an async iterator of wire values for a stream."""
-        value = await self._run(method, args, kwargs)
+        kind = method.kind
+        if kind is _COROUTINE:
+            value = await method.func(*args, **kwargs)
+        elif kind is _STREAM:
+            value = method.func(*args, **kwargs)
+        else:
+            executor = method.executor or self.executors.default
+            if executor is _INLINE:
+                value = method.func(*args, **kwargs)
+            else:
+                value = await self.executors.run(executor, method.key, method.path, args, kwargs)
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value
         if is_stream(value):
             return _encode_items(value, schema.result)
         return schema.result.encode(value)
-
-    async def _run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if method.kind is Kind.STREAM:
-            return method.func(*args, **kwargs)
-        if method.kind is Kind.COROUTINE:
-            return await method.func(*args, **kwargs)
-        kind = method.executor or self.executors.default
-        if kind is ExecutorKind.INLINE:
-            return method.func(*args, **kwargs)
-        return await self.executors.run(kind, method.key, method.path, args, kwargs)
 
 
 async def _encode_items(agen: AsyncIterator[Any], schema: Schema[Any]) -> AsyncIterator[Any]:
@@ -60,6 +66,8 @@ async def _encode_items(agen: AsyncIterator[Any], schema: Schema[Any]) -> AsyncI
 
 
 def is_stream(value: Any) -> bool:
+    if type(value) in _PLAIN:
+        return False  # the usual results, without the ABC check
     return inspect.isasyncgen(value) or isinstance(value, AsyncIterator)
 
 

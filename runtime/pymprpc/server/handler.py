@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import (
@@ -26,6 +25,7 @@ from ..protocol import (
     State,
 )
 from .dispatch import as_call_error, is_stream
+from .eager import start_task
 from .kept_results import KeptOutcome
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class ConnectionHandler(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_activity = self.loop.time()
         for event in self.conn.receive_data(data):
-            if isinstance(event, CallRequest):
+            if type(event) is CallRequest:
                 self._start_call(event)
             elif isinstance(event, CancelRequest):
                 task = self.tasks.get(event.id)
@@ -126,7 +126,6 @@ class ConnectionHandler(asyncio.Protocol):
         if chunks and transport is not None and not transport.is_closing():
             for chunk in chunks:
                 transport.write(chunk)
-            self._last_activity = self.loop.time()
 
     def close(self) -> None:
         """Send what is queued, then close the connection."""
@@ -188,22 +187,10 @@ class ConnectionHandler(asyncio.Protocol):
         if refusal is not None:
             self.conn.send_error(request.id, refusal)
             return
-        task = self._new_task(self._run_call(request))
-        if not task.done():  # an eagerly started call may already be over (3.12+)
+        task = start_task(self.loop, self._run_call(request))
+        if task is not None:  # None: the call finished within its first step
             self.tasks[request.id] = task
             self.server.tasks.add(task)
-
-    if sys.version_info >= (3, 12):
-
-        def _new_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-            # Eager start: a handler that returns without suspending answers within this
-            # read, one event-loop pass sooner (the task is still a real task).
-            return asyncio.Task(coro, loop=self.loop, eager_start=True)
-
-    else:
-
-        def _new_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-            return self.loop.create_task(coro)
 
     def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
         """Forget a finished call (idempotent)."""

@@ -1,0 +1,123 @@
+"""Start a call's task eagerly: its first step runs at once, inside the task.
+
+A handler that returns without suspending (most small calls) then answers within the
+read that brought its request, instead of one event-loop pass later. Python 3.12 has
+this built in (`eager_start`); on 3.11 it is emulated below. Either way the call runs
+inside a real `asyncio.Task`, so `asyncio.current_task()`, `asyncio.timeout()` and
+`TaskGroup` work in a handler from its first line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 12):
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T] | None:
+        """Run `coro` as a task whose first step runs now; None if it already finished."""
+        if loop.get_task_factory() is not None:
+            return loop.create_task(coro)  # the application chose how tasks are made
+        task = asyncio.Task(coro, loop=loop, eager_start=True)
+        return None if task.done() else task
+
+else:
+    from asyncio.tasks import _enter_task, _leave_task
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    ) -> asyncio.Task[T] | None:
+        """Run `coro` as a task whose first step runs now; None if it already finished."""
+        if loop.get_task_factory() is not None or asyncio.current_task(loop) is not None:
+            return loop.create_task(coro)  # a factory chose how tasks are made / nested
+        context = contextvars.copy_context()
+        resume = _Resume(coro)
+        # The task exists before the first step so that step runs as the task (current
+        # task, timeouts, cancellation). 3.11 tasks always schedule their first step; here
+        # that step only picks up where the eager one left off.
+        task = asyncio.Task(resume, loop=loop, context=context)
+        _enter_task(loop, task)
+        try:
+            context.run(resume.first_step)
+        finally:
+            _leave_task(loop, task)
+        return None if resume.finished else task
+
+
+class _Resume(Coroutine[Any, Any, T]):
+    """The coroutine a 3.11 eager task drives: `coro`, whose first step ran already.
+
+    It behaves as `coro` would from that point: the first `send` hands the task the
+    future `coro` suspended on; later sends and throws go to `coro` itself.
+    """
+
+    __slots__ = ("_coro", "_error", "_started", "_value", "_yielded", "finished")
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self._coro = coro
+        self._yielded: Any = None
+        self._started = False  # the task has taken over from the eager step
+        self.finished = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def first_step(self) -> None:
+        try:
+            self._yielded = self._coro.send(None)
+        except StopIteration as stop:
+            self.finished, self._value = True, stop.value
+        except (KeyboardInterrupt, SystemExit):
+            self.finished = True
+            raise  # as a task's step does: these stop the loop
+        except BaseException as exc:  # noqa: BLE001 - kept for the task, as its step would
+            self.finished, self._error = True, exc
+
+    def send(self, value: Any) -> Any:
+        if self._started:
+            return self._coro.send(value)
+        self._started = True
+        if self.finished:
+            self._raise_outcome()
+        yielded, self._yielded = self._yielded, None
+        return yielded
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        exc = typ if isinstance(typ, BaseException) else typ(*(() if val is None else (val,)))
+        if not self._started:
+            self._started = True
+            if self.finished:
+                self._raise_outcome()
+            # Cancelled before the task's first step: cancel what the coroutine waits on,
+            # as Task.cancel() would have, then deliver the exception where it waits.
+            waited, self._yielded = self._yielded, None
+            if isinstance(exc, asyncio.CancelledError) and asyncio.isfuture(waited):
+                waited.cancel()
+        return self._coro.throw(exc)
+
+    def close(self) -> None:
+        self._yielded = None
+        self._coro.close()
+
+    def _raise_outcome(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        raise StopIteration(self._value)
+
+    @property
+    def __name__(self) -> str:
+        """The call's coroutine name, which task reprs show instead of this wrapper's."""
+        return str(getattr(self._coro, "__qualname__", type(self._coro).__name__))
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        raise TypeError("_Resume is driven by its task, not awaited")

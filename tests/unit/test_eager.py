@@ -1,0 +1,266 @@
+"""start_task: a call's first step runs at once, inside a real task (3.11 emulates 3.12)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+from pymprpc.server.eager import start_task
+
+T = TypeVar("T")
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+def run(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, T]]) -> T:
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(loop), 5))
+    finally:
+        loop.close()
+
+
+async def from_callback(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
+) -> asyncio.Task[Any] | None:
+    """start_task as the server calls it: from a transport callback, outside any task."""
+    started: asyncio.Future[asyncio.Task[Any] | None] = loop.create_future()
+    loop.call_soon(lambda: started.set_result(start_task(loop, coro)))
+    return await started
+
+
+def test_a_call_that_does_not_suspend_finishes_within_start_task() -> None:
+    seen: list[Any] = []
+
+    async def handler() -> None:
+        seen.append(asyncio.current_task())
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        assert await from_callback(loop, handler()) is None
+        assert len(seen) == 1 and isinstance(seen[0], asyncio.Task)
+
+    run(main)
+
+
+def test_a_suspending_call_goes_on_in_the_same_task() -> None:
+    seen: list[Any] = []
+
+    async def handler() -> str:
+        seen.append(asyncio.current_task())
+        await asyncio.sleep(0.01)
+        seen.append(asyncio.current_task())
+        return "done"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, handler())
+        assert task is not None and seen == [task]  # first step ran before the return
+        assert await task == "done"
+        assert seen == [task, task]
+
+    run(main)
+
+
+def test_timeout_and_task_group_work_from_the_first_line() -> None:
+    async def handler() -> list[str]:
+        out = []
+        try:
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            out.append("timed out")
+        async with asyncio.TaskGroup() as group:
+            child = group.create_task(asyncio.sleep(0, "child"))
+        out.append(child.result())
+        return out
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, handler())
+        assert task is not None
+        assert await task == ["timed out", "child"]
+
+    run(main)
+
+
+def test_cancelled_before_the_tasks_first_step_cancels_what_it_waits_on() -> None:
+    events: list[str] = []
+    waited: list[asyncio.Future[None]] = []
+
+    async def handler(loop: asyncio.AbstractEventLoop) -> None:
+        future: asyncio.Future[None] = loop.create_future()
+        waited.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            events.append("cancelled where it waits")
+            raise
+        finally:
+            events.append("finally")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        started: asyncio.Future[asyncio.Task[None] | None] = loop.create_future()
+
+        def start_then_cancel() -> None:
+            task = start_task(loop, handler(loop))
+            assert task is not None
+            task.cancel()  # in the same callback: the task has not stepped yet
+            started.set_result(task)
+
+        loop.call_soon(start_then_cancel)
+        task = await started
+        assert task is not None
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        assert events == ["cancelled where it waits", "finally"]
+        assert waited[0].cancelled()
+
+    run(main)
+
+
+def test_cancelled_after_it_suspended() -> None:
+    events: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            events.append("finally")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, handler())
+        assert task is not None
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert events == ["finally"]
+
+    run(main)
+
+
+def test_context_variables_stay_with_the_call() -> None:
+    async def handler() -> str:
+        VAR.set("in call")
+        await asyncio.sleep(0)
+        return VAR.get()
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, handler())
+        assert task is not None
+        assert await task == "in call"
+        assert VAR.get() == "unset"
+
+    run(main)
+
+
+def test_an_error_after_suspending_is_the_tasks_exception() -> None:
+    async def handler() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("late")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, handler())
+        assert task is not None
+        with pytest.raises(ValueError, match="late"):
+            await task
+
+    run(main)
+
+
+def test_an_error_in_the_first_step_is_reported_like_any_unretrieved_task_error() -> None:
+    reported: list[BaseException] = []
+
+    async def handler() -> None:
+        raise ValueError("early")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        loop.set_exception_handler(lambda _, ctx: reported.append(ctx["exception"]))
+        assert await from_callback(loop, handler()) is None
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+
+    run(main)
+    assert [str(e) for e in reported] == ["early"]
+
+
+def test_keyboard_interrupt_in_the_first_step_propagates() -> None:
+    async def handler() -> None:
+        raise KeyboardInterrupt
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        outcome: asyncio.Future[str] = loop.create_future()
+
+        def start() -> None:
+            try:
+                start_task(loop, handler())
+            except KeyboardInterrupt:
+                outcome.set_result("raised at once")
+
+        loop.call_soon(start)
+        assert await outcome == "raised at once"
+        for _ in range(3):
+            await asyncio.sleep(0)  # and not once more from the task's own step
+
+    run(main)
+
+
+def test_closing_a_pending_call_runs_its_finally() -> None:
+    events: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            events.append("finally")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, handler())
+        assert task is not None
+        task.get_coro().close()
+        assert events == ["finally"]
+        task.cancel()
+
+    run(main)
+
+
+def test_an_application_task_factory_is_respected() -> None:
+    made: list[Any] = []
+    ran: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    async def handler() -> None:
+        ran.append("ran")
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        loop.set_task_factory(factory)
+        started: asyncio.Future[tuple[Any, list[str]]] = loop.create_future()
+        loop.call_soon(lambda: started.set_result((start_task(loop, handler()), list(ran))))
+        task, ran_at_start = await started
+        assert task is not None and made == [task]
+        assert ran_at_start == []  # not eager: the factory decides how tasks start
+        await task
+        assert ran == ["ran"]
+
+    run(main)
+
+
+def test_started_from_inside_a_task_it_still_runs_to_completion() -> None:
+    async def handler() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = start_task(loop, handler())
+        assert task is not None
+        assert await task == "ok"
+
+    run(main)
