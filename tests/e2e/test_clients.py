@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import OldServer, ServerThread, arun, pack
+from helpers import OldServer, ServerThread, arun, pack, wait_for
 from pymprpc.client import RPC, AsyncRPC, AsyncStream
 from pymprpc.errors import (
     ConnectionLostError,
@@ -352,6 +352,8 @@ def test_server_counts_connections_and_tasks(srv: ServerThread, probe: Probe) ->
     with RPC(url(srv)) as rpc, RPC(url(srv)) as other:
         assert rpc.system.lenConnections() == 2
         other.delay("wait_release")
+        # The two connections are read in either order: wait until the server runs it.
+        wait_for(lambda: len(srv.server.tasks) == 1)
         assert rpc.system.lenUndoneTasks() == 2  # the waiting call and this one
         probe.release.set()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as ssl_module
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -287,7 +287,11 @@ class AsyncRPC:
             self._abort(conn.error)
 
     def _on_event(self, event: ClientEvent) -> None:
-        if isinstance(event, StreamItem):
+        if type(event) is Result:  # the most frequent first
+            pending = self._pending.pop(event.id, None)
+            if pending is not None and not pending.future.done():
+                pending.future.set_result(event)
+        elif isinstance(event, StreamItem):
             pending = self._pending.get(event.id)
             if pending is not None and pending.stream is not None:
                 pending.stream.feed(event.value)
@@ -299,10 +303,6 @@ class AsyncRPC:
                 ):
                     self._transport.pause_reading()
                     self._reading_paused = True
-        elif isinstance(event, Result):
-            pending = self._pending.pop(event.id, None)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(event)
         elif isinstance(event, StreamStart):
             pending = self._pending.get(event.id)
             if pending is not None:
@@ -407,9 +407,9 @@ class AsyncRPC:
     ) -> Any:
         return self._call(method, args, kwargs, options.timeout)
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` by name; a stream returns an `AsyncStream`."""
-        return await self._call(method, args, kwargs, self.timeout)
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Call `method` by name (await it); a stream returns an `AsyncStream`."""
+        return self._call(method, args, kwargs, self.timeout)
 
     def _send(
         self,
@@ -448,7 +448,7 @@ class AsyncRPC:
     def _write_chunks(self, chunks: list[bytes]) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            for chunk in coalesce(chunks):
+            for chunk in chunks if len(chunks) == 1 else coalesce(chunks):
                 transport.write(chunk)
 
     async def _call(

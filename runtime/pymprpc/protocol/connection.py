@@ -383,7 +383,7 @@ class ClientConnection(_Connection):
         if self.state is _CLOSED:
             return []
         events: list[ClientEvent] = []
-        codec = self.codec
+        codec = self._codec or self.codec
         try:
             payloads = self._framer.feed(data)
             i = 0
