@@ -54,6 +54,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._writable.set()
         self._abort_error: MPRPCError | None = None
         self._flush_scheduled = False
+        self._reading = False  # in data_received: replies wait for its single write
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -73,15 +74,19 @@ class ConnectionHandler(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = self.loop.time()
-        for event in self.conn.receive_data(data):
-            if type(event) is CallRequest:
-                self._start_call(event)
-            elif isinstance(event, CancelRequest):
-                task = self.tasks.get(event.id)
-                if task is not None:
-                    self._cancel(event.id, task)
-            elif isinstance(event, Authenticated):
-                self._on_authenticated(event)
+        self._reading = True
+        try:
+            for event in self.conn.receive_data(data):
+                if type(event) is CallRequest:
+                    self._start_call(event)
+                elif isinstance(event, CancelRequest):
+                    task = self.tasks.get(event.id)
+                    if task is not None:
+                        self._cancel(event.id, task)
+                elif isinstance(event, Authenticated):
+                    self._on_authenticated(event)
+        finally:
+            self._reading = False
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
@@ -108,8 +113,9 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write what is queued now; while other calls run, also once more at the end of
-        this loop pass, so their replies share one write (fewer syscalls)."""
-        if self._flush_scheduled:
+        this loop pass, so their replies share one write (fewer syscalls). Calls answered
+        within a read are written together when the read is handled."""
+        if self._flush_scheduled or self._reading:
             return
         if len(self.tasks) > 1:  # others may finish in this pass too: batch them
             self._flush_scheduled = True
