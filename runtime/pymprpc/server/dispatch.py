@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
 from ..errors import MPRPCError, RPCRuntimeError
@@ -34,8 +34,15 @@ class Dispatcher:
         args, kwargs = method.bind(request.args, request.kwargs)
         return method, args, kwargs
 
-    async def run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """The call's wire value, or an async iterator of wire values for a stream."""
+    def run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """Awaitable of the call's wire value, or of an async iterator of wire values for
+        a stream."""
+        if method.kind is _COROUTINE and method.schema is None:
+            awaitable: Awaitable[Any] = method.func(*args, **kwargs)
+            return awaitable  # nothing to add: awaited as it is, one frame less
+        return self._run(method, args, kwargs)
+
+    async def _run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
         kind = method.kind
         if kind is _COROUTINE:
             value = await method.func(*args, **kwargs)
