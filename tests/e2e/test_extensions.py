@@ -163,6 +163,25 @@ def test_deadline_with_an_old_server_is_local(srv: ServerThread) -> None:
         assert rpc.add.with_options(timeout=5)(1, 2) == 3
 
 
+def test_a_method_looked_up_once_follows_the_clients_timeout(srv: ServerThread) -> None:
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            sleep = rpc.sleep
+            assert rpc.sleep is sleep  # looked up once, then a plain attribute
+            assert await sleep(0.01) == 0.01
+            rpc.timeout = 0.1  # set afterwards: still applies
+            with pytest.raises(DeadlineExceeded):
+                await rpc.sleep(30)
+            assert await rpc.sleep.with_options(timeout=None)(0.2) == 0.2
+
+    arun(main())
+    with RPC(url(srv)) as rpc:
+        assert rpc.sleep(0.01) == 0.01
+        rpc.timeout = 0.1
+        with pytest.raises(DeadlineExceeded):
+            rpc.sleep(30)
+
+
 def echo_args(conn: socket.socket, msg: dict[str, Any]) -> None:
     reply = {**V, "CODE": 200, "MESSAGE": {"ID": msg["ID"], "RESULT": msg.get("ARGS")}}
     conn.sendall(pack(reply) + SEPARATOR)

@@ -85,9 +85,9 @@ class MethodProxy(Generic[R]):
 
     def __init__(
         self,
-        invoke: Callable[[str, CallOptions, tuple[Any, ...], dict[str, Any]], R],
+        invoke: Callable[[str, CallOptions | None, tuple[Any, ...], dict[str, Any]], R],
         name: str,
-        options: CallOptions,
+        options: CallOptions | None = None,  # None: the client's defaults at call time
     ) -> None:
         self._invoke = invoke
         self._name = name
@@ -99,7 +99,8 @@ class MethodProxy(Generic[R]):
         return MethodProxy(self._invoke, f"{self._name}.{attr}", self._options)
 
     def with_options(self, *, timeout: float | None = None) -> MethodProxy[R]:
-        return MethodProxy(self._invoke, self._name, replace(self._options, timeout=timeout))
+        options = replace(self._options or CallOptions(), timeout=timeout)
+        return MethodProxy(self._invoke, self._name, options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         return self._invoke(self._name, self._options, args, kwargs)

@@ -186,17 +186,26 @@ class RPC:
     def __getattr__(self, name: str) -> MethodProxy[Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self.method(name)
+        proxy = self.method(name)
+        # Kept as an instance attribute: the next `rpc.name` is a plain lookup, where
+        # falling back to __getattr__ and building a proxy cost more than a small call.
+        self.__dict__[name] = proxy
+        return proxy
 
     def method(self, name: str) -> MethodProxy[Any]:
         """The remote method `name` (any name, dotted or not an identifier), to call or
         to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
-        return MethodProxy(self._invoke, name, CallOptions(self.timeout))
+        return MethodProxy(self._invoke, name)
 
     def _invoke(
-        self, method: str, options: CallOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        method: str,
+        options: CallOptions | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
-        return self._call(method, args, kwargs, options.timeout)
+        timeout = self.timeout if options is None else options.timeout
+        return self._call(method, args, kwargs, timeout)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call `method` by name; a stream returns a generator."""
