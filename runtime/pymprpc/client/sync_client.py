@@ -1,10 +1,12 @@
-"""`RPC`: the blocking client, on plain sockets. Not thread-safe: one thread per client."""
+"""`RPC`: the blocking client, on plain sockets; threads may share one (calls take turns)."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 import ssl as ssl_module
+import threading
 import time
 from collections.abc import Generator, Iterable
 from types import TracebackType
@@ -41,6 +43,11 @@ class RPC:
 
     Same address and options as `AsyncRPC`, without heartbeat (nothing runs between
     calls). A stream call returns a generator; closing it early cancels the stream.
+
+    Threads may share one client: the connection serves one thread at a time (like a
+    pooled connection), each waiting its turn within its own deadline; replies and stream
+    items for other calls read meanwhile are kept for them. `close()` from another
+    thread fails the calls in progress with ConnectionLostError.
     """
 
     def __init__(
@@ -67,6 +74,10 @@ class RPC:
         self._conn: ClientConnection | None = None
         self._inbox: dict[str, collections.deque[ClientEvent]] = {}
         self.server_info: Welcome | None = None
+        # Held while a thread uses the socket and the connection state; reentrant because
+        # a lost connection closes the client from inside a read.
+        self._lock = threading.RLock()
+        self._deferred_cancels: list[str] = []  # IDs given up while another thread read
 
     # -- connection ------------------------------------------------------------------
 
@@ -76,6 +87,10 @@ class RPC:
 
     def connect(self) -> RPC:
         """Open the connection and authenticate (LoginError on bad credentials)."""
+        with self._lock:
+            return self._connect()
+
+    def _connect(self) -> RPC:
         if self.connected:
             return self
         self._conn = ClientConnection(
@@ -115,11 +130,14 @@ class RPC:
         return self
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (from any thread: calls in progress then fail)."""
         sock, self._sock = self._sock, None
         self._inbox.clear()
         self.server_info = None
         if sock is not None:
+            # Wakes a thread blocked reading this socket, which close() alone may not.
+            with contextlib.suppress(OSError):  # already disconnected
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def __enter__(self) -> RPC:
@@ -156,10 +174,14 @@ class RPC:
         except TimeoutError:  # socket.timeout is TimeoutError
             raise _DeadlinePassed from None
         except OSError as exc:
+            if self._sock is not sock:
+                raise ConnectionLostError(f"connection to {self.address} closed") from None
             raise self._lost(
                 ConnectionLostError(f"connection to {self.address} lost: {exc}")
             ) from exc
         if not data:
+            if self._sock is not sock:  # close() was called while we waited
+                raise ConnectionLostError(f"connection to {self.address} closed")
             raise self._lost(
                 ConnectionLostError(f"connection to {self.address} closed by the server")
             )
@@ -171,15 +193,28 @@ class RPC:
                     error = LoginError(f"authentication failed for {self.address}: {error}")
                 raise self._lost(error)
             id = getattr(event, "id", None)
-            if id is not None and id in self._inbox:
-                self._inbox[id].append(event)
+            box = self._inbox.get(id) if id is not None else None
+            if box is not None:
+                box.append(event)
         return events
 
     def _next_event(self, id: str, deadline: float | None) -> ClientEvent:
-        box = self._inbox[id]
-        while not box:
-            self._read(deadline)
-        return box.popleft()
+        """Wait for the connection (within the deadline), then for call `id`'s next event."""
+        if deadline is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _DeadlinePassed
+        try:
+            self._send_deferred_cancels()
+            while True:
+                box = self._inbox.get(id)
+                if box is None:
+                    raise ConnectionLostError(f"connection to {self.address} closed")
+                if box:
+                    return box.popleft()
+                self._read(deadline)
+        finally:
+            self._lock.release()
 
     # -- calls -----------------------------------------------------------------------
 
@@ -219,26 +254,37 @@ class RPC:
         returns: bool,
         timeout: float | None,
     ) -> str:
-        if not self.connected or self._sock is None or self._conn is None:
-            raise ConnectionLostError(
-                f"not connected to {self.address}: use 'with RPC(...)' or call connect()"
-            )
-        id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        if timeout is None:
+            self._lock.acquire()
+        elif not self._lock.acquire(timeout=timeout):
+            raise DeadlineExceeded(f"call {method!r} could not be sent within {timeout}s")
         try:
-            for chunk in coalesce(data):
-                self._sock.sendall(chunk)
-        except OSError as exc:
-            raise self._lost(
-                ConnectionLostError(f"connection to {self.address} lost: {exc}")
-            ) from exc
-        return id
+            self._send_deferred_cancels()
+            sock, conn = self._sock, self._conn
+            if not self.connected or sock is None or conn is None:
+                raise ConnectionLostError(
+                    f"not connected to {self.address}: use 'with RPC(...)' or call connect()"
+                )
+            id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+            if returns:
+                self._inbox[id] = collections.deque()  # before any thread can read the reply
+            try:
+                for chunk in data if len(data) == 1 else coalesce(data):
+                    sock.sendall(chunk)
+            except OSError as exc:
+                self._inbox.pop(id, None)
+                raise self._lost(
+                    ConnectionLostError(f"connection to {self.address} lost: {exc}")
+                ) from exc
+            return id
+        finally:
+            self._lock.release()
 
     def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
-        id = self._send(method, args, kwargs, True, timeout)
-        self._inbox[id] = collections.deque()
         deadline = time.monotonic() + timeout if timeout is not None else None
+        id = self._send(method, args, kwargs, True, timeout)
         try:
             event = self._next_event(id, deadline)
         except _DeadlinePassed:
@@ -282,6 +328,21 @@ class RPC:
 
     def _cancel(self, id: str) -> None:
         self._inbox.pop(id, None)
+        if not self._lock.acquire(blocking=False):
+            # Another thread holds the connection: whoever takes it next sends the cancel,
+            # so a call past its deadline does not wait for that thread.
+            self._deferred_cancels.append(id)
+            return
+        try:
+            self._send_cancel(id)
+        finally:
+            self._lock.release()
+
+    def _send_deferred_cancels(self) -> None:
+        while self._deferred_cancels:
+            self._send_cancel(self._deferred_cancels.pop())
+
+    def _send_cancel(self, id: str) -> None:
         if self._conn is None or self._sock is None:
             return
         data = self._conn.send_cancel(id)

@@ -1,0 +1,107 @@
+"""One blocking RPC client shared by several threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from service import Probe, url
+
+from helpers import ServerThread, wait_for
+from pymprpc.client import RPC
+from pymprpc.errors import ConnectionLostError, DeadlineExceeded
+
+
+def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(work, range(count)))
+
+
+def test_threads_share_one_client(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+
+        def work(n: int) -> list[int]:
+            return [rpc.coro_add(n, i) if i % 2 else rpc.add(n, i) for i in range(40)]
+
+        results = in_threads(8, work)
+        assert results == [[n + i for i in range(40)] for n in range(8)]
+        assert rpc.system.lenConnections() == 1
+
+
+def test_a_stream_read_in_one_thread_while_others_call(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+        items: list[int] = []
+
+        def read_stream() -> None:
+            for item in rpc.count(300):
+                items.append(item)
+                time.sleep(0.0005)  # slower than the calls around it
+
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        sums = in_threads(4, lambda n: [rpc.add(n, i) for i in range(30)])
+        reader.join(10)
+        assert items == list(range(300))
+        assert sums == [[n + i for i in range(30)] for n in range(4)]
+
+
+def test_a_thread_waiting_for_the_connection_keeps_its_deadline(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+        slow = threading.Thread(target=rpc.sleep, args=(0.6,))
+        slow.start()
+        time.sleep(0.1)  # the slow call now holds the connection
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            rpc.add.with_options(timeout=0.1)(1, 2)
+        assert time.monotonic() - started < 0.5  # did not wait for the slow call
+        slow.join(5)
+        assert rpc.add(1, 2) == 3  # and the connection is still good
+
+
+def test_a_stream_closed_while_another_thread_reads_is_cancelled(
+    srv: ServerThread, probe: Probe
+) -> None:
+    with RPC(url(srv)) as rpc:
+        stream = rpc.endless()
+        assert next(stream) == 0
+        slow = threading.Thread(target=rpc.sleep, args=(0.3,))
+        slow.start()
+        time.sleep(0.1)  # the slow call holds the connection
+        stream.close()  # cannot send CANCEL now: the next user of the connection does
+        slow.join(5)
+        assert rpc.add(1, 1) == 2
+        wait_for(probe.stream_closed.is_set)
+
+
+def test_close_from_another_thread_fails_the_calls_in_progress(srv: ServerThread) -> None:
+    rpc = RPC(url(srv)).connect()
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            rpc.sleep(30)
+        except ConnectionLostError as exc:
+            errors.append(exc)
+
+    waiters = [threading.Thread(target=wait) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.2)
+    rpc.close()
+    for t in waiters:
+        t.join(5)
+    assert [type(e) for e in errors] == [ConnectionLostError] * 3
+    assert not any(t.is_alive() for t in waiters)
+
+
+def test_a_stream_resumed_after_close_says_the_connection_is_closed(srv: ServerThread) -> None:
+    rpc = RPC(url(srv)).connect()
+    stream = rpc.count(1000)
+    assert next(stream) == 0
+    rpc.close()
+    with pytest.raises(ConnectionLostError, match="closed"):
+        list(stream)
