@@ -11,6 +11,7 @@ from pathlib import Path
 from .diagnostics import Diagnostic
 from .model import (
     PRIMITIVE_TYPES,
+    Annotation,
     Enum,
     IdlFile,
     Literal,
@@ -18,6 +19,7 @@ from .model import (
     Method,
     MethodKind,
     Pos,
+    Service,
     Struct,
     TypeDecl,
     TypeRef,
@@ -167,6 +169,7 @@ class Checker:
             self.check_duplicates(((m.name, m.pos) for m in service.methods), "method")
             for method in service.methods:
                 self.check_method(method, scope)
+            self.check_wire_names(service)
         self.check_recursion(file, scope)
 
     def check_enum(self, enum: Enum) -> None:
@@ -233,6 +236,18 @@ class Checker:
                 )
         self.check_annotations(method)
 
+    def check_wire_names(self, service: Service) -> None:
+        """Two methods may not answer to the same name on the wire."""
+        seen: dict[str, Method] = {}
+        for method in service.methods:
+            first = seen.setdefault(method.wire_name, method)
+            if first is not method and first.name != method.name:  # same name: reported
+                self.error(
+                    method.pos,
+                    f"method '{method.name}' is called '{method.wire_name}' on the wire, "
+                    f"like method '{first.name}' (line {first.pos.line}); rename one",
+                )
+
     def check_annotations(self, method: Method) -> None:
         self.check_duplicates(((a.name, a.pos) for a in method.annotations), "annotation")
         for ann in method.annotations:
@@ -251,11 +266,27 @@ class Checker:
                         f"@executor applies to plain 'def' methods; '{method.name}' is "
                         f"a {method.kind.value} and runs on the event loop",
                     )
+            elif ann.name == "wire":
+                self.check_wire_annotation(ann)
             else:
                 self.error(
                     ann.pos,
-                    f"unknown annotation '@{ann.name}' (known: @deprecated, @executor(...))",
+                    f"unknown annotation '@{ann.name}' "
+                    '(known: @deprecated, @executor(...), @wire("..."))',
                 )
+
+    def check_wire_annotation(self, ann: Annotation) -> None:
+        name = ann.argument
+        if not name:
+            self.error(
+                ann.pos,
+                '@wire needs the name clients call, e.g. @wire("getUser") for a legacy '
+                "camelCase method",
+            )
+        elif name.startswith("system."):
+            self.error(ann.pos, f"@wire(\"{name}\"): names under 'system.' belong to the server")
+        elif not name.isprintable() or any(c.isspace() for c in name):
+            self.error(ann.pos, f"@wire({name!r}): a wire name has no spaces or control characters")
 
     # -- types -------------------------------------------------------------------
 

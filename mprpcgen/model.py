@@ -100,6 +100,12 @@ class Method:
     def annotation(self, name: str) -> Annotation | None:
         return next((a for a in self.annotations if a.name == name), None)
 
+    @property
+    def wire_name(self) -> str:
+        """The name clients call: `@wire("...")` if given, else the method's own name."""
+        wire = self.annotation("wire")
+        return wire.argument if wire is not None and wire.argument else self.name
+
 
 @dataclass(frozen=True, slots=True)
 class Service:

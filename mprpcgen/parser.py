@@ -133,7 +133,13 @@ class _Build(Transformer[Token, Any]):
     def annotation(self, items: list[Token | None]) -> Annotation:
         name, arg = items
         assert name is not None
-        return Annotation(str(name), str(arg) if arg is not None else None, self.p(name))
+        if arg is None:
+            argument = None
+        elif arg.type == "STRING":
+            argument = str(ast.literal_eval(str(arg)))
+        else:
+            argument = str(arg)
+        return Annotation(str(name), argument, self.p(name))
 
     def returns(self, items: list[TypeRef]) -> TypeRef:
         return items[0]

@@ -173,7 +173,7 @@ def _method_view(ctx: FileContext, method: Method) -> dict[str, Any]:
     idl_params = ", ".join(
         f"{p.name}: {p.type}" + (f" = {p.default.text}" if p.default else "") for p in method.params
     )
-    idl_sig = f"{method.name}({idl_params})"
+    idl_sig = f"{method.wire_name}({idl_params})"
     if result_ref is not None:
         idl_sig += f" -> {result_ref}"
     self_params = ["self", *params]
@@ -184,6 +184,7 @@ def _method_view(ctx: FileContext, method: Method) -> dict[str, Any]:
     async_returns = f"AsyncIterator[{result_type}]" if stream else sync_returns
     return {
         "name": method.name,
+        "wire": method.wire_name,  # what the server registers and clients call
         "doc": method.doc,
         "server_doc": docstring(method.doc, INDENT * 2),
         "client_doc": docstring(method.doc, INDENT * 2),

@@ -33,9 +33,11 @@ class InventoryClient(TypedClient):
         return sig.result.decode(result, "get()")
 
     def list_items(self, status: Status | None = None) -> Iterator[Item]:
-        """Every item, or only those with the given status."""
+        """Every item, or only those with the given status.
+        Called "listItems" on the wire, as older camelCase clients know it.
+        """
         sig = InventoryMethods.list_items
-        stream = self._call("list_items", sig.encode_args(status))
+        stream = self._call("listItems", sig.encode_args(status))
         return schema.decode_stream(stream, sig.result, "list_items()")
 
     def by_status(self) -> dict[str, list[str]]:
@@ -72,9 +74,11 @@ class AsyncInventoryClient(AsyncTypedClient):
         return sig.result.decode(result, "get()")
 
     async def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
-        """Every item, or only those with the given status."""
+        """Every item, or only those with the given status.
+        Called "listItems" on the wire, as older camelCase clients know it.
+        """
         sig = InventoryMethods.list_items
-        stream = await self._call("list_items", sig.encode_args(status))
+        stream = await self._call("listItems", sig.encode_args(status))
         return schema.decode_async_stream(stream, sig.result, "list_items()")
 
     async def by_status(self) -> dict[str, list[str]]:

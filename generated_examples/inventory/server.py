@@ -30,7 +30,9 @@ class InventoryServicer(abc.ABC):
 
     @abc.abstractmethod
     def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
-        """Every item, or only those with the given status."""
+        """Every item, or only those with the given status.
+        Called "listItems" on the wire, as older camelCase clients know it.
+        """
 
     @abc.abstractmethod
     async def by_status(self) -> dict[str, list[str]]:
@@ -57,8 +59,8 @@ def register_inventory(server: Server, servicer: InventoryServicer) -> None:
         schema=InventoryMethods.get,
     )(servicer.get)
     server.register_function(
-        "list_items",
-        signature="list_items(status: Status? = none) -> Item",
+        "listItems",
+        signature="listItems(status: Status? = none) -> Item",
         doc=InventoryServicer.list_items.__doc__,
         schema=InventoryMethods.list_items,
     )(servicer.list_items)

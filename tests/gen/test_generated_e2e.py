@@ -148,6 +148,19 @@ def test_async_client(services: tuple[str, Calculator]) -> None:
     asyncio.run(asyncio.wait_for(main(), 20))
 
 
+def test_a_wire_name_is_what_untyped_and_old_clients_call(
+    services: tuple[str, Calculator],
+) -> None:
+    addr, _ = services
+    with InventoryClient(addr) as inv:
+        inv.put(ITEM)
+    with RPC(addr) as rpc:  # no generated code: the name on the wire is "listItems"
+        items = list(rpc.listItems())
+        assert [item["sku"] for item in items] == ["A"]
+        assert "list_items" not in rpc.system.listMethods()
+        assert rpc.system.methodSignature("listItems").startswith("listItems(status:")
+
+
 def test_state_of_a_thread_executor_method_is_shared(services: tuple[str, Calculator]) -> None:
     addr, _ = services
     with InventoryClient(addr) as inv:

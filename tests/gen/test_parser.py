@@ -19,7 +19,7 @@ service Calc version "1.0" {
     async def wait(seconds: float = 1) -> none;
     /* block comment */
     stream count(n: int) -> list<int>?;
-    @executor(thread) @deprecated def old(shape: Shape?) -> map<str, Shape>;
+    @executor(thread) @deprecated @wire("oldOne") def old(shape: Shape?) -> map<str, Shape>;
     oneway def log(line: str = "a \\"quoted\\" line");
 }
 
@@ -67,7 +67,9 @@ def test_methods() -> None:
     assert [(a.name, a.argument) for a in old.annotations] == [
         ("executor", "thread"),
         ("deprecated", None),
+        ("wire", "oldOne"),
     ]
+    assert (old.wire_name, add.wire_name) == ("oldOne", "add")
     assert str(old.returns) == "map<str, Shape>" and str(old.params[0].type) == "Shape?"
     assert log.oneway and log.returns is None
     assert log.params[0].default is not None
