@@ -39,7 +39,7 @@ def system_methods(server: Server) -> dict[str, Callable[..., Any]]:
 
     async def lenUndoneTasks() -> int:  # noqa: N802
         """Number of calls currently running on the server, this one included."""
-        # An eagerly started call (Python 3.12+) is not registered yet while it runs.
+        # A call is registered only once its eager first step suspends: not yet, here.
         return len(server.tasks) + (asyncio.current_task() not in server.tasks)
 
     return {
