@@ -457,7 +457,7 @@ class AsyncRPC:
     def _write_chunks(self, chunks: list[bytes]) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            for chunk in chunks if len(chunks) == 1 else coalesce(chunks):
+            for chunk in coalesce(chunks):
                 transport.write(chunk)
 
     async def _call(

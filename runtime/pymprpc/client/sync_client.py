@@ -269,7 +269,7 @@ class RPC:
             if returns:
                 self._inbox[id] = collections.deque()  # before any thread can read the reply
             try:
-                for chunk in data if len(data) == 1 else coalesce(data):
+                for chunk in coalesce(data):
                     sock.sendall(chunk)
             except OSError as exc:
                 self._inbox.pop(id, None)

@@ -137,8 +137,7 @@ class _Connection:
 
     def chunks_to_send(self) -> list[bytes]:
         """Like `data_to_send`, as chunks: small ones joined, large ones left uncopied."""
-        out = self._take()
-        return out if len(out) <= 1 else coalesce(out)
+        return coalesce(self._take())
 
     def _take(self) -> list[bytes]:
         out, self._out, self._out_size = self._out, [], 0
