@@ -64,6 +64,22 @@ def test_a_suspending_call_goes_on_in_the_same_task() -> None:
     run(main)
 
 
+def test_a_waiting_call_shows_where_it_waits() -> None:
+    async def waiting_handler() -> None:
+        await asyncio.sleep(10)
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = await from_callback(loop, waiting_handler())
+        assert task is not None
+        await asyncio.sleep(0)
+        assert "waiting_handler() running at" in repr(task)
+        [frame] = task.get_stack()
+        assert frame.f_code.co_name == "waiting_handler"
+        task.cancel()
+
+    run(main)
+
+
 def test_timeout_and_task_group_work_from_the_first_line() -> None:
     async def handler() -> list[str]:
         out = []

@@ -111,10 +111,27 @@ class _Resume(Coroutine[Any, Any, T]):
             raise error
         raise StopIteration(self._value)
 
+    # What task reprs, get_stack() and debuggers read: the call's coroutine, not this
+    # wrapper, so a stuck call shows where it waits as in a plain task.
     @property
     def __name__(self) -> str:
-        """The call's coroutine name, which task reprs show instead of this wrapper's."""
         return str(getattr(self._coro, "__qualname__", type(self._coro).__name__))
+
+    @property
+    def cr_code(self) -> Any:
+        return getattr(self._coro, "cr_code", None)
+
+    @property
+    def cr_frame(self) -> Any:
+        return getattr(self._coro, "cr_frame", None)
+
+    @property
+    def cr_running(self) -> bool:
+        return bool(getattr(self._coro, "cr_running", False))
+
+    @property
+    def cr_await(self) -> Any:
+        return getattr(self._coro, "cr_await", None)
 
     def __repr__(self) -> str:
         return repr(self._coro)
