@@ -6,12 +6,13 @@ import asyncio
 import socket
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import OldServer, ServerThread, arun, pack, wait_for
+from helpers import OldServer, ServerThread, arun, pack, tls_contexts, wait_for
 from pymprpc.client import RPC, AsyncRPC, AsyncStream
 from pymprpc.errors import (
     ConnectionLostError,
@@ -199,40 +200,8 @@ def test_sync_call_timeout(srv: ServerThread) -> None:
         assert rpc.add.with_options(timeout=None)(1, 2) == 3
 
 
-def test_tls(serve: Callable[..., ServerThread], tmp_path: Any) -> None:
-    ssl = pytest.importorskip("ssl")
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not available to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
+def test_tls(serve: Callable[..., ServerThread], tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
     srv = serve(ssl=server_ctx)
     with RPC(url(srv), ssl=client_ctx) as rpc:
         assert rpc.add(1, 2) == 3

@@ -6,12 +6,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from service import Probe, url
 
-from helpers import ServerThread, wait_for
+from helpers import ServerThread, tls_contexts, wait_for
 from pymprpc.client import RPC
 from pymprpc.errors import ConnectionLostError, DeadlineExceeded
 
@@ -49,29 +50,72 @@ def test_a_stream_read_in_one_thread_while_others_call(srv: ServerThread) -> Non
         assert sums == [[n + i for i in range(30)] for n in range(4)]
 
 
-def test_a_thread_waiting_for_the_connection_keeps_its_deadline(srv: ServerThread) -> None:
-    with RPC(url(srv)) as rpc:
-        slow = threading.Thread(target=rpc.sleep, args=(0.6,))
-        slow.start()
-        time.sleep(0.1)  # the slow call now holds the connection
-        started = time.monotonic()
-        with pytest.raises(DeadlineExceeded):
-            rpc.add.with_options(timeout=0.1)(1, 2)
-        assert time.monotonic() - started < 0.5  # did not wait for the slow call
-        slow.join(5)
-        assert rpc.add(1, 2) == 3  # and the connection is still good
-
-
 def test_a_stream_closed_while_another_thread_reads_is_cancelled(
     srv: ServerThread, probe: Probe
 ) -> None:
     with RPC(url(srv)) as rpc:
         stream = rpc.endless()
         assert next(stream) == 0
+        slow = threading.Thread(target=rpc.sleep, args=(0.5,))
+        slow.start()
+        time.sleep(0.1)  # the slow call's thread reads the socket
+        stream.close()
+        wait_for(probe.stream_closed.is_set)  # cancelled without waiting for it
+        assert slow.is_alive()
+        slow.join(5)
+
+
+def test_a_slow_call_does_not_hold_up_the_others(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+        slow = threading.Thread(target=rpc.sleep, args=(1.5,))
+        slow.start()
+        time.sleep(0.1)  # the slow call's thread now reads the socket for everyone
+        assert [rpc.add(i, 1) for i in range(5)] == [1, 2, 3, 4, 5]
+        assert slow.is_alive()  # answered while the slow call still runs
+        slow.join(5)
+
+
+def test_a_thread_waiting_on_another_threads_read_keeps_its_deadline(srv: ServerThread) -> None:
+    with RPC(url(srv)) as rpc:
+        slow = threading.Thread(target=rpc.sleep, args=(1.5,))
+        slow.start()
+        time.sleep(0.1)
+        with pytest.raises(DeadlineExceeded):
+            rpc.sleep.with_options(timeout=0.1)(5)
+        assert slow.is_alive()  # gave up at its own deadline, not after the slow call
+        slow.join(5)
+        assert rpc.add(1, 2) == 3  # and the connection is still good
+
+
+def test_over_tls_threads_take_turns(serve: Callable[..., ServerThread], tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    srv = serve(ssl=server_ctx)
+    with RPC(url(srv), ssl=client_ctx) as rpc:
+        assert in_threads(4, lambda n: [rpc.add(n, i) for i in range(20)]) == [
+            [n + i for i in range(20)] for n in range(4)
+        ]
+        slow = threading.Thread(target=rpc.sleep, args=(0.6,))
+        slow.start()
+        time.sleep(0.1)  # an SSL socket is read holding the connection
+        with pytest.raises(DeadlineExceeded, match="could not be sent"):
+            rpc.add.with_options(timeout=0.1)(1, 2)
+        slow.join(5)
+        assert rpc.add(1, 2) == 3
+
+
+def test_a_stream_given_up_while_another_thread_holds_the_connection_is_cancelled(
+    serve: Callable[..., ServerThread], tmp_path: Path, probe: Probe
+) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    srv = serve(ssl=server_ctx)
+    with RPC(url(srv), ssl=client_ctx) as rpc:
+        stream = rpc.endless()
+        assert next(stream) == 0
         slow = threading.Thread(target=rpc.sleep, args=(0.3,))
         slow.start()
-        time.sleep(0.1)  # the slow call holds the connection
+        time.sleep(0.1)  # the slow call holds the TLS connection
         stream.close()  # cannot send CANCEL now: the next user of the connection does
+        assert not probe.stream_closed.is_set()
         slow.join(5)
         assert rpc.add(1, 1) == 2
         wait_for(probe.stream_closed.is_set)

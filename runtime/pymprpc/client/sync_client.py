@@ -1,9 +1,11 @@
-"""`RPC`: the blocking client, on plain sockets; threads may share one (calls take turns)."""
+"""`RPC`: the blocking client, on plain sockets; threads may share one connection."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import math
+import select
 import socket
 import ssl as ssl_module
 import threading
@@ -44,10 +46,11 @@ class RPC:
     Same address and options as `AsyncRPC`, without heartbeat (nothing runs between
     calls). A stream call returns a generator; closing it early cancels the stream.
 
-    Threads may share one client: the connection serves one thread at a time (like a
-    pooled connection), each waiting its turn within its own deadline; replies and stream
-    items for other calls read meanwhile are kept for them. `close()` from another
-    thread fails the calls in progress with ConnectionLostError.
+    Threads may share one client and their calls overlap on its connection: one waiting
+    thread reads the socket for all and files each reply and stream item under its call,
+    every thread within its own deadline. (Over TLS the socket serves one thread at a
+    time, as an SSL connection may not read and write from two threads at once.)
+    `close()` from another thread fails the calls in progress with ConnectionLostError.
     """
 
     def __init__(
@@ -77,7 +80,9 @@ class RPC:
         # Held while a thread uses the socket and the connection state; reentrant because
         # a lost connection closes the client from inside a read.
         self._lock = threading.RLock()
-        self._deferred_cancels: list[str] = []  # IDs given up while another thread read
+        self._turn = threading.Condition(self._lock)  # a read finished: look at your inbox
+        self._reading = False  # some thread is reading the socket for everyone
+        self._deferred_cancels: list[str] = []  # IDs given up while another thread held it
 
     # -- connection ------------------------------------------------------------------
 
@@ -157,20 +162,36 @@ class RPC:
             self._conn.close(error)
         return error
 
-    def _read(self, deadline: float | None) -> list[ClientEvent]:
-        """Block for the next bytes; return the events they complete."""
+    def _read(self, deadline: float | None, *, shared: bool = False) -> list[ClientEvent]:
+        """Block for the next bytes; return the events they complete.
+
+        `shared`: other threads may send meanwhile, so a plain socket is read without the
+        lock, in blocking mode, waiting for the deadline with poll (a socket timeout
+        would apply to their sends too). A TLS socket is read holding the lock.
+        """
         sock, conn = self._sock, self._conn
         if sock is None or conn is None:
             raise ConnectionLostError(f"not connected to {self.address}")
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _DeadlinePassed
-            sock.settimeout(remaining)
-        else:
-            sock.settimeout(None)
+        unlocked = shared and not isinstance(sock, ssl_module.SSLSocket)
+        if not unlocked:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _DeadlinePassed
+                sock.settimeout(remaining)
+            else:
+                sock.settimeout(None)
         try:
-            data = sock.recv(_RECV_SIZE)
+            if unlocked:
+                self._lock.release()
+                try:
+                    if deadline is not None and not _wait_readable(sock, deadline):
+                        raise _DeadlinePassed
+                    data = sock.recv(_RECV_SIZE)
+                finally:
+                    self._lock.acquire()
+            else:
+                data = sock.recv(_RECV_SIZE)
         except TimeoutError:  # socket.timeout is TimeoutError
             raise _DeadlinePassed from None
         except OSError as exc:
@@ -212,7 +233,19 @@ class RPC:
                     raise ConnectionLostError(f"connection to {self.address} closed")
                 if box:
                     return box.popleft()
-                self._read(deadline)
+                if self._reading:
+                    # Another thread is reading; it files our events and wakes us.
+                    if deadline is None:
+                        self._turn.wait()
+                    elif not self._turn.wait(max(0.0, deadline - time.monotonic())):
+                        raise _DeadlinePassed
+                    continue
+                self._reading = True
+                try:
+                    self._read(deadline, shared=True)
+                finally:
+                    self._reading = False
+                    self._turn.notify_all()
         finally:
             self._lock.release()
 
@@ -355,3 +388,18 @@ class RPC:
     def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
         """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""
         return self._send(method, args, kwargs, False, None)
+
+
+def _wait_readable(sock: socket.socket, deadline: float) -> bool:
+    """Whether `sock` has something to read (data, end of file, error) before `deadline`."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(math.ceil(remaining * 1000)))
+        return bool(select.select([sock], [], [], remaining)[0])
+    except (OSError, ValueError):
+        return True  # closed meanwhile: the read reports it
