@@ -22,6 +22,11 @@ def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
         return list(pool.map(work, range(count)))
 
 
+def running(srv: ServerThread, calls: int) -> None:
+    """Wait until the server runs `calls` calls (their threads then wait for replies)."""
+    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) == calls)
+
+
 def test_threads_share_one_client(srv: ServerThread) -> None:
     with RPC(url(srv)) as rpc:
 
@@ -58,7 +63,7 @@ def test_a_stream_closed_while_another_thread_reads_is_cancelled(
         assert next(stream) == 0
         slow = threading.Thread(target=rpc.sleep, args=(0.5,))
         slow.start()
-        time.sleep(0.1)  # the slow call's thread reads the socket
+        running(srv, 2)  # the stream and the slow call: its thread reads the socket
         stream.close()
         wait_for(probe.stream_closed.is_set)  # cancelled without waiting for it
         assert slow.is_alive()
@@ -69,7 +74,7 @@ def test_a_slow_call_does_not_hold_up_the_others(srv: ServerThread) -> None:
     with RPC(url(srv)) as rpc:
         slow = threading.Thread(target=rpc.sleep, args=(1.5,))
         slow.start()
-        time.sleep(0.1)  # the slow call's thread now reads the socket for everyone
+        running(srv, 1)  # the slow call's thread now reads the socket for everyone
         assert [rpc.add(i, 1) for i in range(5)] == [1, 2, 3, 4, 5]
         assert slow.is_alive()  # answered while the slow call still runs
         slow.join(5)
@@ -79,7 +84,7 @@ def test_a_thread_waiting_on_another_threads_read_keeps_its_deadline(srv: Server
     with RPC(url(srv)) as rpc:
         slow = threading.Thread(target=rpc.sleep, args=(1.5,))
         slow.start()
-        time.sleep(0.1)
+        running(srv, 1)
         with pytest.raises(DeadlineExceeded):
             rpc.sleep.with_options(timeout=0.1)(5)
         assert slow.is_alive()  # gave up at its own deadline, not after the slow call
@@ -96,7 +101,7 @@ def test_over_tls_threads_take_turns(serve: Callable[..., ServerThread], tmp_pat
         ]
         slow = threading.Thread(target=rpc.sleep, args=(0.6,))
         slow.start()
-        time.sleep(0.1)  # an SSL socket is read holding the connection
+        running(srv, 1)  # an SSL socket is read holding the connection
         with pytest.raises(DeadlineExceeded, match="could not be sent"):
             rpc.add.with_options(timeout=0.1)(1, 2)
         slow.join(5)
@@ -113,7 +118,7 @@ def test_a_stream_given_up_while_another_thread_holds_the_connection_is_cancelle
         assert next(stream) == 0
         slow = threading.Thread(target=rpc.sleep, args=(0.3,))
         slow.start()
-        time.sleep(0.1)  # the slow call holds the TLS connection
+        running(srv, 2)  # the stream and the slow call, which holds the TLS connection
         stream.close()  # cannot send CANCEL now: the next user of the connection does
         assert not probe.stream_closed.is_set()
         slow.join(5)
@@ -134,7 +139,7 @@ def test_close_from_another_thread_fails_the_calls_in_progress(srv: ServerThread
     waiters = [threading.Thread(target=wait) for _ in range(3)]
     for t in waiters:
         t.start()
-    time.sleep(0.2)
+    running(srv, 3)
     rpc.close()
     for t in waiters:
         t.join(5)
