@@ -39,6 +39,12 @@ async def from_callback(handler: ConnectionHandler, data: bytes) -> None:
     await done
 
 
+def call(client: ClientConnection, method: str, *args: Any) -> bytes:
+    """The bytes of one call, as the client shell would write them."""
+    client.send_call(method, args)
+    return b"".join(client.chunks_to_send())
+
+
 async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
     server = build_server(Probe())
 
@@ -50,7 +56,8 @@ async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConn
     transport = RecordingTransport()
     handler.connection_made(transport)
     client = ClientConnection(USER, PASSWORD)
-    await from_callback(handler, client.start())
+    client.start()
+    await from_callback(handler, b"".join(client.chunks_to_send()))
     client.receive_data(b"".join(transport.writes))
     transport.writes.clear()
     return handler, transport, client
@@ -59,7 +66,7 @@ async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConn
 def test_calls_answered_within_one_read_share_one_write() -> None:
     async def main() -> None:
         handler, transport, client = await connected()
-        wire = b"".join(b"".join(client.send_call("plus", (i, i))[1]) for i in range(10))
+        wire = b"".join(call(client, "plus", i, i) for i in range(10))
         await from_callback(handler, wire)
         assert len(transport.writes) == 1  # ten replies, one syscall
         events = client.receive_data(transport.writes[0])
@@ -71,7 +78,7 @@ def test_calls_answered_within_one_read_share_one_write() -> None:
 def test_a_call_that_does_not_suspend_is_answered_before_the_read_returns() -> None:
     async def main() -> None:
         handler, transport, client = await connected()
-        await from_callback(handler, b"".join(client.send_call("plus", (1, 2))[1]))
+        await from_callback(handler, call(client, "plus", 1, 2))
         assert transport.writes, "answered within data_received, no loop pass later"
         assert not handler.tasks
         [event] = client.receive_data(b"".join(transport.writes))
@@ -83,7 +90,7 @@ def test_a_call_that_does_not_suspend_is_answered_before_the_read_returns() -> N
 def test_a_suspending_call_is_tracked_then_answered() -> None:
     async def main() -> None:
         handler, transport, client = await connected()
-        await from_callback(handler, b"".join(client.send_call("sleep", (0.01,))[1]))
+        await from_callback(handler, call(client, "sleep", 0.01))
         assert not transport.writes and len(handler.tasks) == 1
         while not transport.writes:
             await asyncio.sleep(0.005)

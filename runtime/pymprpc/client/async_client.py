@@ -225,7 +225,8 @@ class AsyncRPC:
                     ssl=self._ssl,
                 )
                 self._transport = transport
-                self._transport.write(self._conn.start())
+                self._conn.start()
+                self._write_chunks(self._conn.chunks_to_send())
                 self.server_info = await self._welcome
         except TimeoutError:
             self._abort()
@@ -363,10 +364,9 @@ class AsyncRPC:
 
     def _cancel(self, id: str) -> None:
         self._pending.pop(id, None)
-        if self._conn is not None and self._transport is not None and not self._conn.closed:
-            data = self._conn.send_cancel(id)
-            if data:
-                self._write([data])
+        conn = self._conn
+        if conn is not None and self._transport is not None and conn.send_cancel(id):
+            self._write(conn.chunks_to_send())
 
     async def _heartbeat(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -375,7 +375,8 @@ class AsyncRPC:
             if not self.connected or self._conn is None or self._transport is None:
                 return
             self._pong = loop.create_future()
-            self._write([self._conn.send_ping()])
+            self._conn.send_ping()
+            self._write(self._conn.chunks_to_send())
             try:
                 async with asyncio.timeout(interval):
                     await self._pong
@@ -433,8 +434,8 @@ class AsyncRPC:
                 f"not connected to {self.address}: "
                 "use 'async with AsyncRPC(...)' or await connect()"
             )
-        id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
-        self._write(data)
+        id = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        self._write(self._conn.chunks_to_send())
         return id
 
     def _write(self, chunks: list[bytes]) -> None:

@@ -30,7 +30,6 @@ from ..protocol import (
     StreamStart,
     Welcome,
 )
-from ..protocol.framing import coalesce
 from .common import Address, CallOptions, MethodProxy, parse_compression, warn_deprecated
 
 _RECV_SIZE = 256 * 1024
@@ -117,7 +116,9 @@ class RPC:
             sock = self._ssl.wrap_socket(sock, server_hostname=self.address.host)
         self._sock = sock
         try:
-            sock.sendall(self._conn.start())
+            self._conn.start()
+            for chunk in self._conn.chunks_to_send():
+                sock.sendall(chunk)
             deadline = time.monotonic() + self.connect_timeout
             while self.server_info is None:
                 for event in self._read(deadline):
@@ -298,11 +299,11 @@ class RPC:
                 raise ConnectionLostError(
                     f"not connected to {self.address}: use 'with RPC(...)' or call connect()"
                 )
-            id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+            id = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
             if returns:
                 self._inbox[id] = collections.deque()  # before any thread can read the reply
             try:
-                for chunk in coalesce(data):
+                for chunk in conn.chunks_to_send():
                     sock.sendall(chunk)
             except OSError as exc:
                 self._inbox.pop(id, None)
@@ -378,10 +379,10 @@ class RPC:
     def _send_cancel(self, id: str) -> None:
         if self._conn is None or self._sock is None:
             return
-        data = self._conn.send_cancel(id)
-        if data:
+        if self._conn.send_cancel(id):
             try:
-                self._sock.sendall(data)
+                for chunk in self._conn.chunks_to_send():
+                    self._sock.sendall(chunk)
             except OSError:
                 self.close()
 
