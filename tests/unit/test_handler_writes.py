@@ -17,9 +17,20 @@ class RecordingTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[bytes] = []
+        self.unsent = 0  # what get_write_buffer_size reports: bytes the socket refused
+        self.reading = True
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def is_closing(self) -> bool:
         return False

@@ -1,4 +1,11 @@
-"""The asyncio I/O shell around one `ServerConnection`: reads, runs calls, writes, times out."""
+"""The asyncio I/O shell around one `ServerConnection`: reads, runs calls, writes, times out.
+
+Flow control, both ways: reading pauses while the server-wide budget of buffered input
+is exhausted (`InputBudget`) and while this connection's output is over the transport's
+high-water mark; calls already read but not yet started wait while the output exceeds
+`max_output_buffer`. A client that pipelines calls and never reads their results thus
+pins at most that much, not every result.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +62,11 @@ class ConnectionHandler(asyncio.Protocol):
         self._abort_error: MPRPCError | None = None
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
+        self._buffered = 0  # input bytes of a partial frame, as counted by the budget
+        self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
+        # Calls read while the output was over max_output_buffer, started once it drains.
+        self._deferred: dict[str, CallRequest] = {}
+        self._output_limit: int = server.max_output_buffer
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -78,15 +90,23 @@ class ConnectionHandler(asyncio.Protocol):
         try:
             for event in self.conn.receive_data(data):
                 if type(event) is CallRequest:
-                    self._start_call(event)
+                    if self._deferred or self._output_full():
+                        self._defer(event)
+                    else:
+                        self._start_call(event)
                 elif isinstance(event, CancelRequest):
                     task = self.tasks.get(event.id)
                     if task is not None:
                         self._cancel(event.id, task)
+                    self._deferred.pop(event.id, None)
                 elif isinstance(event, Authenticated):
                     self._on_authenticated(event)
         finally:
             self._reading = False
+            buffered = self.conn.buffered_bytes
+            if buffered != self._buffered:
+                before, self._buffered = self._buffered, buffered
+                self.server.input_budget.update(self, before, buffered)
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
@@ -96,6 +116,9 @@ class ConnectionHandler(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.handlers.discard(self)
+        self.server.input_budget.forget(self, self._buffered)
+        self._buffered = 0
+        self._deferred.clear()
         if self._timer is not None:
             self._timer.cancel()
         # Cancelling closes running coroutines and the async generators of streams.
@@ -104,10 +127,71 @@ class ConnectionHandler(asyncio.Protocol):
         self._writable.set()
 
     def pause_writing(self) -> None:
+        # The client reads slower than we answer: stop reading its requests until the
+        # transport drains below its low-water mark.
         self._writable.clear()
+        self._pause_reading("output")
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._deferred:
+            # Not from inside the transport's write callback: start them on the next pass.
+            self.loop.call_soon(self._start_deferred)
+        else:
+            self._resume_reading("output")
+
+    # -- flow control ----------------------------------------------------------------
+
+    def pause_input(self) -> None:
+        """The server's input budget is exhausted: stop reading (see `InputBudget`)."""
+        self._pause_reading("input")
+
+    def resume_input(self) -> None:
+        """The server's input budget has room again."""
+        self._resume_reading("input")
+
+    def _pause_reading(self, reason: str) -> None:
+        transport = self.transport
+        if not self._paused_for and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self._paused_for.add(reason)
+
+    def _resume_reading(self, reason: str) -> None:
+        if reason not in self._paused_for:
+            return
+        self._paused_for.discard(reason)
+        transport = self.transport
+        if not self._paused_for and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _output_full(self) -> bool:
+        """Whether the bytes waiting for this client exceed `max_output_buffer`."""
+        transport = self.transport
+        if not self._output_limit or transport is None:
+            return False
+        if self.conn.pending_bytes + transport.get_write_buffer_size() <= self._output_limit:
+            return False
+        # Over the limit: hand the queue to the transport, which sends what the socket
+        # takes; only what it cannot send counts (and then it has paused writing).
+        self._flush_now()
+        return (
+            not self._writable.is_set() and transport.get_write_buffer_size() > self._output_limit
+        )
+
+    def _defer(self, request: CallRequest) -> None:
+        self._deferred[request.id] = request
+        self._pause_reading("output")
+
+    def _start_deferred(self) -> None:
+        while self._deferred and not self.conn.closed:
+            if not self._writable.is_set() or self._output_full():
+                return  # resume_writing calls us again
+            id = next(iter(self._deferred))
+            self._start_call(self._deferred.pop(id))
+        self._deferred.clear()
+        if self._writable.is_set():
+            self._resume_reading("output")
+        self._flush()
 
     # -- helpers ---------------------------------------------------------------------
 

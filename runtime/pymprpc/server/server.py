@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from ..protocol import (
     ALL_FEATURES,
+    DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+    DEFAULT_MAX_COLLECTION_LEN,
     DEFAULT_MAX_MESSAGE_SIZE,
     Credentials,
     Feature,
@@ -23,6 +25,7 @@ from ..protocol import (
 from ..schema import Signature
 from .dispatch import Dispatcher
 from .executors import ExecutorKind, Executors
+from .flow import InputBudget
 from .handler import ConnectionHandler
 from .introspection import getresult_method, system_methods
 from .kept_results import KeptResults
@@ -31,6 +34,13 @@ from .registry import Registry, make_method
 log = logging.getLogger("pymprpc.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Bytes of partial frames all connections together may buffer before reads pause:
+# sixteen maximum-size messages arriving at once.
+DEFAULT_MAX_BUFFERED_INPUT = 256 * 1024 * 1024
+# Bytes of replies waiting for one slow client beyond which its calls already read wait
+# to start (reading it already paused at the transport's 64 KiB high-water mark).
+DEFAULT_MAX_OUTPUT_BUFFER = 4 * 1024 * 1024
 Address = tuple[str, int]
 
 
@@ -75,6 +85,10 @@ class Server:
         version: str | None = None,
         description: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_auth_message_size: int = DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+        max_collection_len: int = DEFAULT_MAX_COLLECTION_LEN,
+        max_buffered_input: int = DEFAULT_MAX_BUFFERED_INPUT,
+        max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
         max_connections: int = 10_000,
         max_inflight: int = 1_000,
         auth_timeout: float = 10.0,
@@ -97,6 +111,8 @@ class Server:
             idle_timeout=timeout or None,
             debug=debug,
             max_message_size=max_message_size,
+            max_auth_message_size=max_auth_message_size,
+            max_collection_len=max_collection_len,
             features=frozenset(Feature(f) for f in features),
         )
         self.debug = debug
@@ -104,6 +120,8 @@ class Server:
         self.ssl = ssl
         self.max_connections = max_connections
         self.max_inflight = max_inflight
+        self.max_output_buffer = max_output_buffer
+        self.input_budget = InputBudget(max_buffered_input)
         self.auth_timeout = auth_timeout
         self.grace_period = grace_period
         self.reuse_port = reuse_port
