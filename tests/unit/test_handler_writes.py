@@ -56,8 +56,10 @@ def call(client: ClientConnection, method: str, *args: Any) -> bytes:
     return b"".join(client.chunks_to_send())
 
 
-async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
-    server = build_server(Probe())
+async def connected(
+    **options: Any,
+) -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
+    server = build_server(Probe(), **options)
 
     @server.register_function()
     async def plus(a: int, b: int) -> int:
@@ -108,5 +110,53 @@ def test_a_suspending_call_is_tracked_then_answered() -> None:
         [event] = client.receive_data(b"".join(transport.writes))
         assert isinstance(event, Result) and event.value == 0.01
         assert not handler.tasks
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_reading_pauses_while_the_output_is_over_the_high_water_mark() -> None:
+    async def main() -> None:
+        handler, transport, _ = await connected()
+        handler.pause_writing()  # the transport's buffer went over its high-water mark
+        assert not transport.reading
+        handler.resume_writing()
+        assert transport.reading
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_calls_read_while_the_output_is_over_its_limit_wait_for_it_to_drain() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000  # the client stopped reading: the socket takes nothing
+        handler.pause_writing()
+        await from_callback(handler, b"".join(call(client, "plus", i, i) for i in range(3)))
+        assert transport.writes == [] and not handler.tasks  # none started
+        transport.unsent = 0
+        handler.resume_writing()  # drained below the low-water mark
+        while not transport.writes:
+            await asyncio.sleep(0)
+        events = client.receive_data(b"".join(transport.writes))
+        assert [e.value for e in events if isinstance(e, Result)] == [0, 2, 4]
+        assert transport.reading
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_cancelled_waiting_call_never_starts() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000
+        handler.pause_writing()
+        wire = call(client, "plus", 1, 1) + call(client, "plus", 2, 2)
+        first = next(iter(client._pending))
+        client.send_cancel(first)
+        await from_callback(handler, wire + b"".join(client.chunks_to_send()))
+        transport.unsent = 0
+        handler.resume_writing()
+        while not transport.writes:
+            await asyncio.sleep(0)
+        events = client.receive_data(b"".join(transport.writes))
+        assert [e.value for e in events if isinstance(e, Result)] == [4]
 
     asyncio.run(asyncio.wait_for(main(), 10))
