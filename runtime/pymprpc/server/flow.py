@@ -27,37 +27,51 @@ class Reader(Protocol):
 class InputBudget:
     """Server-wide bound on bytes buffered in partial frames; 0 disables it.
 
-    The total may exceed `limit` by at most one read per connection: the read that crosses
-    it is kept, and that connection is paused.
+    A read that leaves the total over `limit` pauses its connection, unless no other
+    connection holding a partial frame is still reading: one always reads on, so some
+    frame always completes and frees its bytes. Each time bytes are freed the longest
+    paused connection reads again; once the total is within the limit all do. The total
+    may exceed `limit` by one read per connection plus one message.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._paused: dict[Reader, None] = {}  # ordered: resumed first-paused first
+        self._held: dict[Reader, int] = {}  # connections holding a partial frame
+        self._paused: dict[Reader, None] = {}  # ordered: the longest waiting first
 
-    def update(self, reader: Reader, before: int, after: int) -> None:
-        """Record that `reader` now buffers `after` bytes instead of `before`.
-
-        Pauses `reader` if it holds a partial frame and the total is over the limit;
-        resumes every paused reader once the total is back within it.
-        """
-        self.used += after - before
+    def update(self, reader: Reader, buffered: int) -> None:
+        """Record that `reader` now buffers `buffered` bytes; pause or resume readers."""
+        before = self._held.pop(reader, 0)
+        if buffered:
+            self._held[reader] = buffered
+        self.used += buffered - before
         if not self.limit:
             return
-        if self.used > self.limit:
-            if after and reader not in self._paused:
-                self._paused[reader] = None
-                reader.pause_input()
-        elif self._paused:
-            paused, self._paused = self._paused, {}
-            for waiting in paused:
-                waiting.resume_input()
+        if self.used <= self.limit:
+            self._resume(len(self._paused))
+        elif buffered < before:
+            self._resume(1)
+        if (
+            self.used > self.limit
+            and buffered
+            and reader not in self._paused
+            # Others still reading (paused readers all hold bytes; this one is held too).
+            and len(self._held) - len(self._paused) > 1
+        ):
+            self._paused[reader] = None
+            reader.pause_input()
 
-    def forget(self, reader: Reader, buffered: int) -> None:
-        """`reader` is gone: release its `buffered` bytes."""
+    def forget(self, reader: Reader) -> None:
+        """`reader` is gone: release its bytes."""
         self._paused.pop(reader, None)
-        self.update(reader, buffered, 0)
+        self.update(reader, 0)
+
+    def _resume(self, count: int) -> None:
+        for _ in range(min(count, len(self._paused))):
+            reader = next(iter(self._paused))
+            del self._paused[reader]
+            reader.resume_input()
 
     @property
     def paused(self) -> int:

@@ -105,8 +105,8 @@ class ConnectionHandler(asyncio.Protocol):
             self._reading = False
             buffered = self.conn.buffered_bytes
             if buffered != self._buffered:
-                before, self._buffered = self._buffered, buffered
-                self.server.input_budget.update(self, before, buffered)
+                self._buffered = buffered
+                self.server.input_budget.update(self, buffered)
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
@@ -116,7 +116,7 @@ class ConnectionHandler(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.handlers.discard(self)
-        self.server.input_budget.forget(self, self._buffered)
+        self.server.input_budget.forget(self)
         self._buffered = 0
         self._deferred.clear()
         if self._timer is not None:
