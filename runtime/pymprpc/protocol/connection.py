@@ -429,6 +429,7 @@ class ServerConnection(_Connection):
         self._push(self._encode(messages.connection_error(code)))
         self.state = _CLOSED
         self._inflight.clear()
+        self._framer.clear()  # a closed connection parses nothing more
 
 
 def _reply_id(raw: Any) -> str | int | None:
@@ -549,6 +550,7 @@ class ClientConnection(_Connection):
         self.state = _CLOSED
         self.error = _detached(error)
         self._pending.clear()
+        self._framer.clear()
         return ConnectionFailed(error)
 
     def send_call(

@@ -71,6 +71,10 @@ class Framer(Protocol):
         """Remove and return the bytes buffered but not yet framed."""
         ...
 
+    def clear(self) -> None:
+        """Drop the bytes buffered but not yet framed (the connection closed)."""
+        ...
+
 
 class SeparatorFramer:
     """MPRPC 0.1 framing: payload followed by `##PRO-END##`."""
@@ -124,9 +128,12 @@ class SeparatorFramer:
 
     def take_buffer(self) -> bytes:
         data = bytes(self._buffer)
-        self._buffer.clear()
-        self._scanned = 0
+        self.clear()
         return data
+
+    def clear(self) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0
 
 
 class LengthFramer:
@@ -192,6 +199,9 @@ class LengthFramer:
 
     def take_buffer(self) -> bytes:
         data = bytes(self._buffer)
+        self.clear()
+        return data
+
+    def clear(self) -> None:
         self._buffer = bytearray()
         self._need = LENGTH_PREFIX_SIZE
-        return data
