@@ -70,6 +70,13 @@ class Server:
     change its own copy. `executor=` ("process", "thread", "inline") sets one executor for
     every plain callable of this server; `register_function(executor=...)` sets it per
     function. See `pymprpc.server.executors` for the trade-offs.
+
+    Limits on what a peer can make the server hold (defaults in the README's table):
+    `max_message_size` (any message, also after decompression), `max_auth_message_size`
+    (before authentication), `max_collection_len` (any MessagePack array or map),
+    `max_buffered_input` (partial frames of all connections together: reading pauses
+    past it) and `max_output_buffer` (replies waiting for one client: its calls wait to
+    start past it, and its reading pauses while the transport is over its high-water mark).
     """
 
     def __init__(
