@@ -135,3 +135,13 @@ def test_oversized_request_is_a_local_error() -> None:
     conn.receive_data(frame(WELCOME))
     with pytest.raises(LocalProtocolError, match="max_message_size"):
         conn.send_call("echo", ["x" * 300])
+
+
+def test_a_client_accepts_long_collections_within_the_message_size() -> None:
+    conn = ready()
+    a = conn.send_call("big")
+    value = list(range(2_000_000))  # over the server's default max_collection_len
+    [event] = conn.receive_data(
+        frame({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": a, "RESULT": value}})
+    )
+    assert isinstance(event, Result) and event.value == value

@@ -440,7 +440,11 @@ def _reply_id(raw: Any) -> str | int | None:
 
 
 class ClientConnection(_Connection):
-    """The client's side of one connection."""
+    """The client's side of one connection.
+
+    `max_collection_len` bounds the arrays and maps of replies (default: only the message
+    size does, as each element takes at least one byte).
+    """
 
     def __init__(
         self,
@@ -451,14 +455,17 @@ class ClientConnection(_Connection):
         compression: Compression | None = None,
         features: frozenset[Feature] = ALL_FEATURES,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        max_collection_len: int = DEFAULT_MAX_COLLECTION_LEN,
+        max_collection_len: int | None = None,
     ) -> None:
-        super().__init__(max_message_size, max_collection_len)
+        # A client trusts its server more than a server its clients: by default only the
+        # message size bounds a reply's collections (each element takes at least a byte).
+        max_items = max_message_size if max_collection_len is None else max_collection_len
+        super().__init__(max_message_size, max_items)
         self._codec = Codec(
             json=json,
             compression=compression,
             max_size=max_message_size,
-            max_items=max_collection_len,
+            max_items=max_items,
         )
         self._username = username
         self._password = password
