@@ -7,7 +7,8 @@ from typing import Any
 
 from service import PASSWORD, USER, Probe, build_server
 
-from pymprpc.protocol import ClientConnection, Result
+from pymprpc.errors import RpcUnavailableException
+from pymprpc.protocol import CallFailed, ClientConnection, Result
 from pymprpc.server.handler import ConnectionHandler
 
 
@@ -158,5 +159,19 @@ def test_a_cancelled_waiting_call_never_starts() -> None:
             await asyncio.sleep(0)
         events = client.receive_data(b"".join(transport.writes))
         assert [e.value for e in events if isinstance(e, Result)] == [4]
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_calls_still_waiting_at_shutdown_are_answered_503() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000
+        handler.pause_writing()
+        await from_callback(handler, call(client, "plus", 1, 1))
+        assert not transport.writes
+        handler.close()
+        [event] = client.receive_data(b"".join(transport.writes))
+        assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
 
     asyncio.run(asyncio.wait_for(main(), 10))

@@ -218,7 +218,13 @@ class ConnectionHandler(asyncio.Protocol):
                 transport.write(chunk)
 
     def close(self) -> None:
-        """Send what is queued, then close the connection."""
+        """Send what is queued, then close the connection.
+
+        Calls read but still waiting for the output to drain are answered 503 (never run).
+        """
+        deferred, self._deferred = self._deferred, {}
+        for id in deferred:
+            self.conn.send_error(id, RpcUnavailableException("the server is shutting down", id=id))
         self._flush_now()
         self._close_transport()
 
