@@ -247,3 +247,28 @@ def test_results_for_a_client_that_does_not_read_are_bounded(srv: ServerThread) 
     finally:
         tracemalloc.stop()
     assert handlers_state(srv, lambda h: len(h._deferred)) == 0
+
+
+def test_a_large_request_while_another_thread_reads_a_fast_stream(srv: ServerThread) -> None:
+    """The blocking client sends holding the connection, so its reader waits meanwhile:
+    the server must finish reading a request it has started even while this client's
+    output is over the high-water mark, or both sides wait for each other forever."""
+    import threading
+
+    big = "x" * (12 * MiB)
+    with RPC(url(srv)) as rpc:
+        stream = rpc.firehose(16 * 1024)
+        next(stream)
+        done: list[int] = []
+
+        def reader() -> None:
+            for n, _ in enumerate(stream):
+                if done or n > 100_000:
+                    return
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        wait_for(lambda: sum(server_write_buffers(srv)) > 64 * 1024)  # output is paused
+        done.append(len(rpc.echo(big)))
+        thread.join(10)
+        assert done == [len(big)]

@@ -175,3 +175,18 @@ def test_calls_still_waiting_at_shutdown_are_answered_503() -> None:
         assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_request_partly_read_is_read_to_its_end_before_reading_pauses() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected()
+        wire = call(client, "plus", 1, 2)
+        await from_callback(handler, wire[:5])
+        handler.pause_writing()
+        assert transport.reading  # mid-request: the sender may be unable to read meanwhile
+        await from_callback(handler, wire[5:])
+        assert not transport.reading  # at the message boundary
+        handler.resume_writing()
+        assert transport.reading
+
+    asyncio.run(asyncio.wait_for(main(), 10))

@@ -64,6 +64,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._reading = False  # in data_received: replies wait for its single write
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
         self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
+        self._output_backlog = False  # the client reads slower than we answer
         # Calls read while the output was over max_output_buffer, started once it drains.
         self._deferred: dict[str, CallRequest] = {}
         self._output_limit: int = server.max_output_buffer
@@ -107,6 +108,8 @@ class ConnectionHandler(asyncio.Protocol):
             if buffered != self._buffered:
                 self._buffered = buffered
                 self.server.input_budget.update(self, buffered)
+            if self._output_backlog:
+                self._pause_for_output()
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
@@ -130,7 +133,8 @@ class ConnectionHandler(asyncio.Protocol):
         # The client reads slower than we answer: stop reading its requests until the
         # transport drains below its low-water mark.
         self._writable.clear()
-        self._pause_reading("output")
+        self._output_backlog = True
+        self._pause_for_output()
 
     def resume_writing(self) -> None:
         self._writable.set()
@@ -138,6 +142,7 @@ class ConnectionHandler(asyncio.Protocol):
             # Not from inside the transport's write callback: start them on the next pass.
             self.loop.call_soon(self._start_deferred)
         else:
+            self._output_backlog = False
             self._resume_reading("output")
 
     # -- flow control ----------------------------------------------------------------
@@ -149,6 +154,20 @@ class ConnectionHandler(asyncio.Protocol):
     def resume_input(self) -> None:
         """The server's input budget has room again."""
         self._resume_reading("input")
+
+    def _pause_for_output(self) -> None:
+        """Stop reading requests because of the output backlog, at a message boundary.
+
+        A request already partly read is read to its end first: the blocking client
+        sends a request while holding the connection its reading thread waits for, so
+        pausing mid-request would leave both sides waiting for each other. The calls
+        such reads complete wait in `_deferred`; past `max_inflight` of them reading
+        pauses regardless.
+        """
+        limit = self.server.max_inflight or 1000
+        if self.conn.buffered_bytes and len(self._deferred) < limit:
+            return  # data_received calls again once the request is complete
+        self._pause_reading("output")
 
     def _pause_reading(self, reason: str) -> None:
         transport = self.transport
@@ -180,7 +199,7 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _defer(self, request: CallRequest) -> None:
         self._deferred[request.id] = request
-        self._pause_reading("output")
+        self._output_backlog = True
 
     def _start_deferred(self) -> None:
         while self._deferred and not self.conn.closed:
@@ -190,6 +209,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._start_call(self._deferred.pop(id))
         self._deferred.clear()
         if self._writable.is_set():
+            self._output_backlog = False
             self._resume_reading("output")
         self._flush()
 
