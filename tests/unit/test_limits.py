@@ -303,3 +303,17 @@ def test_request_error_messages_do_not_repr_huge_values() -> None:
         _, peak = usage()
     assert conn.closed  # an ID that is neither string nor integer: nothing to answer
     assert peak < 8 * MiB, peak
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_self_containing_or_too_deep_values_are_refused_not_a_recursion_error(json: bool) -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(100_000):
+        inner.append([])
+        inner = inner[0]
+    for value in (loop, deep):
+        with pytest.raises(LocalProtocolError, match="nests deeper than"):
+            Codec(json=json).encode({"X": value})

@@ -74,9 +74,17 @@ def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return {_hashable(k): v for k, v in pairs}
 
 
-def _find_unencodable(value: Any, json_mode: bool, path: str = "") -> str | None:
+# msgpack packs at most 511 levels deep; deeper (or self-containing) values are refused.
+_MAX_ENCODE_DEPTH: Final = 500
+
+
+def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 0) -> str | None:
     """Where in `value` the first thing that cannot be encoded is, and what it is."""
     where = path or "the value"
+    if len(where) > 80:
+        where = f"...{where[-60:]}"
+    if depth > _MAX_ENCODE_DEPTH:
+        return f"{where} nests deeper than {_MAX_ENCODE_DEPTH} levels (or contains itself)"
     if json_mode and isinstance(value, float) and not math.isfinite(value):
         return f"{where} is {value!r}, which strict JSON cannot carry"
     if json_mode and isinstance(value, bytes | bytearray | memoryview):
@@ -95,7 +103,7 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "") -> str | None
         return None
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            found = _find_unencodable(item, json_mode, f"{path}[{i}]")
+            found = _find_unencodable(item, json_mode, f"{path}[{i}]", depth + 1)
             if found:
                 return found
         return None
@@ -103,8 +111,13 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "") -> str | None
         for key, item in value.items():
             if json_mode and not isinstance(key, str | int | float | bool | type(None)):
                 return f"{where} has a key of type {type(key).__name__}, JSON needs strings"
-            found = _find_unencodable(key, json_mode, f"{path} key {key!r:.40}")
-            found = found or _find_unencodable(item, json_mode, f"{path}[{key!r:.40}]")
+            found = _find_unencodable(key, json_mode, f"{path} key {key!r:.40}", depth + 1)
+            # Protocol keys of the envelope read as names: MESSAGE.RESULT[2]['when'].
+            step = f".{key}" if depth < 2 and isinstance(key, str) and key.isupper() else None
+            step = step or f"[{key!r:.40}]"
+            found = found or _find_unencodable(
+                item, json_mode, f"{path}{step}".lstrip("."), depth + 1
+            )
             if found:
                 return found
         return None
@@ -176,7 +189,7 @@ class Codec:
                 data = json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
             else:
                 data = _pack(message)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             kind = "JSON (debug mode)" if self.json else "MessagePack"
             detail = _find_unencodable(message, self.json) or str(exc)
             raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
