@@ -1,10 +1,15 @@
 """The asyncio I/O shell around one `ServerConnection`: reads, runs calls, writes, times out.
 
 Flow control, both ways: reading pauses while the server-wide budget of buffered input
-is exhausted (`InputBudget`) and while this connection's output is over the transport's
-high-water mark; calls already read but not yet started wait while the output exceeds
-`max_output_buffer`. A client that pipelines calls and never reads their results thus
-pins at most that much, not every result.
+is exhausted (`InputBudget`). Calls read while the replies waiting for this client exceed
+`max_output_buffer` wait to start until it drains, and once `max_inflight` of them wait,
+reading this client pauses too. A client that pipelines calls and never reads their
+results thus pins about that much, not every result.
+
+Reading is deliberately *not* paused as soon as the transport is over its high-water
+mark: the blocking client sends a request while holding the connection its reading
+thread waits for, so a server that stopped reading it then would wait for a client that
+waits for the server (test_a_large_request_while_another_thread_reads_a_fast_stream).
 """
 
 from __future__ import annotations
@@ -64,10 +69,10 @@ class ConnectionHandler(asyncio.Protocol):
         self._reading = False  # in data_received: replies wait for its single write
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
         self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
-        self._output_backlog = False  # the client reads slower than we answer
         # Calls read while the output was over max_output_buffer, started once it drains.
         self._deferred: dict[str, CallRequest] = {}
         self._output_limit: int = server.max_output_buffer
+        self._max_waiting: int = server.max_inflight or 1000
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -108,8 +113,6 @@ class ConnectionHandler(asyncio.Protocol):
             if buffered != self._buffered:
                 self._buffered = buffered
                 self.server.input_budget.update(self, buffered)
-            if self._output_backlog:
-                self._pause_for_output()
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
@@ -130,20 +133,13 @@ class ConnectionHandler(asyncio.Protocol):
         self._writable.set()
 
     def pause_writing(self) -> None:
-        # The client reads slower than we answer: stop reading its requests until the
-        # transport drains below its low-water mark.
-        self._writable.clear()
-        self._output_backlog = True
-        self._pause_for_output()
+        self._writable.clear()  # streams wait; calls wait once over max_output_buffer
 
     def resume_writing(self) -> None:
         self._writable.set()
         if self._deferred:
             # Not from inside the transport's write callback: start them on the next pass.
             self.loop.call_soon(self._start_deferred)
-        else:
-            self._output_backlog = False
-            self._resume_reading("output")
 
     # -- flow control ----------------------------------------------------------------
 
@@ -154,20 +150,6 @@ class ConnectionHandler(asyncio.Protocol):
     def resume_input(self) -> None:
         """The server's input budget has room again."""
         self._resume_reading("input")
-
-    def _pause_for_output(self) -> None:
-        """Stop reading requests because of the output backlog, at a message boundary.
-
-        A request already partly read is read to its end first: the blocking client
-        sends a request while holding the connection its reading thread waits for, so
-        pausing mid-request would leave both sides waiting for each other. The calls
-        such reads complete wait in `_deferred`; past `max_inflight` of them reading
-        pauses regardless.
-        """
-        limit = self.server.max_inflight or 1000
-        if self.conn.buffered_bytes and len(self._deferred) < limit:
-            return  # data_received calls again once the request is complete
-        self._pause_reading("output")
 
     def _pause_reading(self, reason: str) -> None:
         transport = self.transport
@@ -199,17 +181,19 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _defer(self, request: CallRequest) -> None:
         self._deferred[request.id] = request
-        self._output_backlog = True
+        if len(self._deferred) >= self._max_waiting:
+            # A client that pipelines this many calls without reading: stop reading it.
+            self._pause_reading("output")
 
     def _start_deferred(self) -> None:
         while self._deferred and not self.conn.closed:
             if not self._writable.is_set() or self._output_full():
-                return  # resume_writing calls us again
+                break  # resume_writing calls us again
             id = next(iter(self._deferred))
             self._start_call(self._deferred.pop(id))
-        self._deferred.clear()
-        if self._writable.is_set():
-            self._output_backlog = False
+        if self.conn.closed:
+            self._deferred.clear()
+        if len(self._deferred) < self._max_waiting:
             self._resume_reading("output")
         self._flush()
 

@@ -38,8 +38,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Bytes of partial frames all connections together may buffer before reads pause:
 # sixteen maximum-size messages arriving at once.
 DEFAULT_MAX_BUFFERED_INPUT = 256 * 1024 * 1024
-# Bytes of replies waiting for one slow client beyond which its calls already read wait
-# to start (reading it already paused at the transport's 64 KiB high-water mark).
+# Bytes of replies waiting for one slow client beyond which its further calls wait to
+# start (and once max_inflight of them wait, it is no longer read).
 DEFAULT_MAX_OUTPUT_BUFFER = 4 * 1024 * 1024
 Address = tuple[str, int]
 
@@ -75,8 +75,8 @@ class Server:
     `max_message_size` (any message, also after decompression), `max_auth_message_size`
     (before authentication), `max_collection_len` (any MessagePack array or map),
     `max_buffered_input` (partial frames of all connections together: reading pauses
-    past it) and `max_output_buffer` (replies waiting for one client: its calls wait to
-    start past it, and its reading pauses while the transport is over its high-water mark).
+    past it) and `max_output_buffer` (replies waiting for one client: its further calls
+    wait to start past it, and reading it pauses once `max_inflight` of them wait).
     """
 
     def __init__(
