@@ -272,3 +272,22 @@ def test_a_large_request_while_another_thread_reads_a_fast_stream(srv: ServerThr
         done.append(len(rpc.echo(big)))
         thread.join(10)
         assert done == [len(big)]
+
+
+def test_a_frame_that_trickles_in_does_not_keep_the_connection_open(
+    serve: Callable[..., ServerThread],
+) -> None:
+    srv = serve(timeout=0.5)
+    with RawClient(srv.port) as c:
+        assert c.login(USER, PASSWORD)["CODE"] == 100
+        c.send_raw(b"\x83")  # the start of a map, then a byte now and then, never a frame
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                c.send_raw(b"\xa1")
+            except OSError:
+                break  # closed: the reset arrived before the 504 was read
+            if srv.call_in_loop(lambda: len(srv.server.handlers)) == 0:
+                break
+            time.sleep(0.1)  # the pace of the trickle, not a synchronisation
+        assert srv.call_in_loop(lambda: len(srv.server.handlers)) == 0

@@ -91,7 +91,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._timer = self.loop.call_later(self.server.auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self.loop.time()
+        received = self.conn.messages_received
         self._reading = True
         try:
             for event in self.conn.receive_data(data):
@@ -109,6 +109,10 @@ class ConnectionHandler(asyncio.Protocol):
                     self._on_authenticated(event)
         finally:
             self._reading = False
+            if self.conn.messages_received != received:
+                # Idle means no complete message: a byte now and then of a frame that
+                # never ends must not keep a connection open.
+                self._last_activity = self.loop.time()
             buffered = self.conn.buffered_bytes
             if buffered != self._buffered:
                 self._buffered = buffered
