@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from service import PASSWORD, USER, Probe, build_server
 
 from pymprpc.errors import RpcUnavailableException
@@ -185,3 +187,68 @@ def test_calls_still_waiting_at_shutdown_are_answered_503() -> None:
         assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+# -- any interleaving of reads, back-pressure and drains ---------------------------
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("calls"), st.integers(1, 2)),
+        st.tuples(st.just("block"), st.sampled_from([0, 10, 5000, 100_000])),
+        st.tuples(st.just("drain"), st.integers(0, 3)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@given(ops, st.sampled_from([2, 5, 100]), st.sampled_from([100, 1000]))
+def test_every_call_is_answered_once_in_order(
+    steps: list[tuple[str, int]], max_inflight: int, max_output: int
+) -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(
+            max_output_buffer=max_output, max_inflight=max_inflight
+        )
+        sent: list[int] = []
+        received: list[Any] = []
+
+        def collect() -> None:
+            received.extend(
+                e.value
+                for e in client.receive_data(b"".join(transport.writes))
+                if isinstance(e, Result)
+            )
+            transport.writes.clear()
+
+        for op, n in steps:
+            if op == "calls":
+                if not transport.reading:
+                    continue  # a paused transport delivers nothing
+                wire = b""
+                for _ in range(n):
+                    wire += call(client, "plus", len(sent), 0)
+                    sent.append(len(sent))
+                await from_callback(handler, wire)
+            elif op == "block":
+                transport.unsent = n
+                if n:
+                    handler.pause_writing()
+            else:
+                transport.unsent = 0
+                handler.resume_writing()
+                for _ in range(n):
+                    await asyncio.sleep(0)
+            collect()
+        transport.unsent = 0
+        handler.resume_writing()
+        for _ in range(100):
+            if len(received) == len(sent):
+                break
+            await asyncio.sleep(0)
+            collect()
+        assert received == sent
+        assert transport.reading
+        assert not handler._deferred
+
+    asyncio.run(asyncio.wait_for(main(), 20))
