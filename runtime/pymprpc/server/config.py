@@ -49,7 +49,7 @@ class ServerConfig:
     idle_timeout: float | None = 180.0
     debug: bool = False
     ssl: ssl_module.SSLContext | None = None
-    executor: ExecutorKind = ExecutorKind.PROCESS
+    executor: ExecutorKind | None = None  # None: functions in processes, methods in threads
     max_workers: int | None = None
     version: str | None = None
     description: str | None = None
