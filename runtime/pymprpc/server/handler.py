@@ -149,10 +149,10 @@ class ConnectionHandler(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         """The client half-closed: answer the calls already received, then close."""
-        if self.tasks and not self.conn.closed:
+        if len(self.tasks) > len(self._kept_ids) and not self.conn.closed:
             self._eof = True
             return True  # keep the transport open for the replies
-        return False
+        return False  # nothing owed (RETURN-false calls run on without it): close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._host.forget(self)
@@ -278,7 +278,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._kept_ids.discard(id)
         self._host.call_finished(task)
         self._last_activity = self.loop.time()
-        if self._eof and not self.tasks:
+        if self._eof and len(self.tasks) <= len(self._kept_ids):
             self.close()  # half-closed by the client, and every call answered
 
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
