@@ -128,9 +128,9 @@ class Server:
             free port (read it back from `address`).
         auth: accepted `(user, password)` pairs, compared in constant time; None accepts
             only anonymous logins.
-        idle_timeout: seconds without a complete message after which a connection gets
-            504 and is closed (a connection with a call running is not idle); 0 or None
-            disables it. `timeout` is the pymprpc 0.0.3 spelling of the same option.
+        idle_timeout, timeout: seconds without a complete message after which a
+            connection gets 504 and is closed (a connection with a call running is not
+            idle); 0 or None disables it. `timeout` is the pymprpc 0.0.3 spelling.
         debug: send tracebacks (`FRAME`) with call errors.
         ssl: an `ssl.SSLContext` to serve TLS.
         executor: where every plain callable runs by default: "process", "thread" or
