@@ -258,6 +258,23 @@ def test_a_return_false_call_outlives_its_client(
     assert gate.finished == ["done"]
 
 
+def test_return_false_calls_of_gone_anonymous_clients_are_bounded(
+    start: Callable[..., ServerThread], gate: Gate
+) -> None:
+    srv = start(auth=None, kept_results=2)
+    for _ in range(3):  # each connection within its own quota; together beyond the bound
+        with login(srv, None, None) as c:
+            call(c, "k1", "wait_gate", "a", RETURN=False)
+            call(c, "k2", "wait_gate", "b", RETURN=False)
+            call(c, "sync", "add", 0, 0)
+            assert c.recv()["MESSAGE"]["RESULT"] == 0
+    wait_for(lambda: srv.server.connection_count == 0)
+    wait_for(lambda: srv.server.running_call_count == 2)  # the others were cancelled
+    gate.opened.set()
+    wait_for(lambda: srv.server.running_call_count == 0)
+    assert sorted(gate.finished) == ["a", "b"]
+
+
 def test_getresult_of_a_cancelled_return_false_call_does_not_hang(
     start: Callable[..., ServerThread], gate: Gate
 ) -> None:

@@ -75,6 +75,10 @@ class HandlerHost(Protocol):
     def forget(self, handler: ConnectionHandler) -> None:
         """The connection is gone."""
 
+    def detach(self, task: asyncio.Task[None]) -> bool:
+        """Let a RETURN-false call of a gone anonymous connection run on; False if too
+        many already do (it is then cancelled)."""
+
     def call_started(self, task: asyncio.Task[None]) -> None: ...
 
     def call_finished(self, task: asyncio.Task[None]) -> None: ...
@@ -148,8 +152,10 @@ class ConnectionHandler(asyncio.Protocol):
             self._close_transport()
 
     def eof_received(self) -> bool:
-        """The client half-closed: answer the calls already received, then close."""
-        if len(self.tasks) > len(self._kept_ids) and not self.conn.closed:
+        """The client half-closed: answer the calls already received, then close (TLS
+        cannot half-close: there the connection closes)."""
+        tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
+        if len(self.tasks) > len(self._kept_ids) and not self.conn.closed and not tls:
             self._eof = True
             return True  # keep the transport open for the replies
         return False  # nothing owed (RETURN-false calls run on without it): close
@@ -160,11 +166,13 @@ class ConnectionHandler(asyncio.Protocol):
             self._timer.cancel()
         # Cancelling closes running coroutines and the async generators of streams. Calls
         # with RETURN false run on: their outcome is kept for system.getresult.
+        anonymous = not isinstance(self._scope, str)
         for id, task in list(self.tasks.items()):
-            if id not in self._kept_ids:
-                self._cancel(id, task)
-        if not isinstance(self._scope, str):
-            self._host.kept.drop_scope(self._scope)  # anonymous: nobody can fetch them
+            if id in self._kept_ids and (not anonymous or self._host.detach(task)):
+                continue  # an account's are bounded by its kept_results quota
+            self._cancel(id, task)
+        if anonymous:
+            self._host.kept.drop_scope(self._scope)  # nobody can fetch them any more
         self._writable.set()
 
     def pause_writing(self) -> None:

@@ -69,6 +69,8 @@ class _Core:
         )
         self.connections: set[ConnectionHandler] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        # RETURN-false calls running on after their anonymous connection closed.
+        self.detached: set[asyncio.Task[None]] = set()
         self.draining = False
         self.aborting = False
 
@@ -83,6 +85,18 @@ class _Core:
 
     def forget(self, handler: ConnectionHandler) -> None:
         self.connections.discard(handler)
+
+    def detach(self, task: asyncio.Task[None]) -> bool:
+        if len(self.detached) >= self.config.kept_results:
+            log.warning(
+                "cancelling a RETURN-false call of a closed anonymous connection: %d such "
+                "calls already run (kept_results)",
+                len(self.detached),
+            )
+            return False
+        self.detached.add(task)
+        task.add_done_callback(self.detached.discard)
+        return True
 
     def call_started(self, task: asyncio.Task[None]) -> None:
         self.tasks.add(task)
