@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pymprpc.errors import RequestError, ResultLimitError
-from pymprpc.server.kept_results import KeptResults
+from pymprpc.server.kept_results import KeptOutcome, KeptResults
 
 
 class Clock:
@@ -145,5 +148,59 @@ def test_a_dropped_scope_keeps_nothing_of_calls_still_running() -> None:
         assert len(kept) == 0 and kept.bytes_held() == 0
         with pytest.raises(RequestError):
             await kept.fetch("conn", "a")
+
+    asyncio.run(main())
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["open", "value", "item", "end", "error", "fetch", "drop", "tick"]),
+        st.sampled_from(["alice", "bob", "conn"]),
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.binary(max_size=300),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_quotas_hold_under_any_sequence_of_operations(
+    ops: list[tuple[str, str, str, bytes]],
+) -> None:
+    async def main() -> None:
+        clock = Clock()
+        kept = KeptResults(max_count=3, ttl=5, clock=clock, max_bytes=1000)
+        open_: dict[tuple[str, str], KeptOutcome] = {}
+        for op, scope, id, data in ops:
+            outcome = open_.get((scope, id))
+            if op == "open":
+                with contextlib.suppress(RequestError, ResultLimitError):
+                    open_[(scope, id)] = kept.open(scope, id)
+            elif outcome is not None and op == "value":
+                outcome.set_value(data)
+            elif outcome is not None and op == "item":
+                try:
+                    outcome.add_item(data)
+                except ResultLimitError as exc:
+                    outcome.set_error(exc)
+            elif outcome is not None and op == "end":
+                outcome.end_stream()
+            elif outcome is not None and op == "error":
+                outcome.set_error(ResultLimitError("x"))
+            elif op == "fetch" and outcome is not None and outcome.done.is_set():
+                with contextlib.suppress(RequestError, ResultLimitError):
+                    await kept.fetch(scope, id)
+            elif op == "drop":
+                kept.drop_scope(scope)
+            elif op == "tick":
+                clock.now += 2
+            for name, table in kept._scopes.items():
+                assert len(table.entries) <= 3
+                assert 0 <= table.bytes <= 1000
+                assert table.bytes == sum(o.size for o in table.entries.values()), name
+                assert table.entries  # empty scopes are forgotten
+        kept.drop_scope("alice"), kept.drop_scope("bob"), kept.drop_scope("conn")
+        assert kept.bytes_held() == 0 and len(kept) == 0 and not kept._expiry
 
     asyncio.run(main())
