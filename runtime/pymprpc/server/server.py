@@ -159,8 +159,10 @@ class Server:
         max_inflight: calls running per connection; beyond it a call gets 503.
         auth_timeout: seconds a client has to authenticate.
         kept_results: outcomes of RETURN-false calls kept per account (per connection
-            when anonymous) for `system.getresult`; when full the oldest fetched-never
-            finished one goes, and with all running a new one gets 405.
+            when anonymous) for `system.getresult`; when full, the oldest finished one
+            not yet fetched goes, and with all still running a new call gets 405. Also the
+            server-wide number of such calls left running by closed anonymous
+            connections (beyond it they are cancelled).
         kept_results_bytes: bytes (MessagePack-encoded) kept per account the same way; a
             kept result or stream that cannot fit fails with 405.
         kept_results_ttl: seconds a finished kept outcome waits to be fetched.
