@@ -68,7 +68,7 @@ async def connected(
     async def plus(a: int, b: int) -> int:
         return a + b  # never suspends
 
-    handler = ConnectionHandler(server)
+    handler = ConnectionHandler(server._core)
     transport = RecordingTransport()
     handler.connection_made(transport)
     client = ClientConnection(USER, PASSWORD)

@@ -143,9 +143,6 @@ class _Connection:
         self._out: list[bytes] = []
         self._out_size = 0
         self.error: MPRPCError | None = None
-        # Complete messages received: what "activity" means for an idle timeout (bytes of
-        # a partial frame trickling in do not count).
-        self.messages_received = 0
 
     @property
     def closed(self) -> bool:
@@ -237,7 +234,6 @@ class ServerConnection(_Connection):
             while i < len(payloads) and not self.closed:  # a message may close it
                 payload = payloads[i]
                 i += 1
-                self.messages_received += 1
                 codec = self._codec
                 if codec is None:
                     codec = self._codec = Codec.detect(payload, self._auth_limit, self.max_items)
@@ -514,7 +510,6 @@ class ClientConnection(_Connection):
             while i < len(payloads) and not self.closed:  # a message may close it
                 payload = payloads[i]
                 i += 1
-                self.messages_received += 1
                 event = self._handle(messages.parse_response(codec.decode(payload)))
                 if event is None:
                     continue
