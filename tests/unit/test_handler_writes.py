@@ -21,6 +21,7 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.unsent = 0  # what get_write_buffer_size reports: bytes the socket refused
+        self.closed = False
         self.reading = True
 
     def write(self, data: Any) -> None:
@@ -36,10 +37,10 @@ class RecordingTransport(asyncio.Transport):
         self.reading = True
 
     def is_closing(self) -> bool:
-        return False
+        return self.closed
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else default
@@ -185,6 +186,23 @@ def test_calls_still_waiting_at_shutdown_are_answered_503() -> None:
         handler.close()
         [event] = client.receive_data(b"".join(transport.writes))
         assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_client_that_half_closes_gets_the_calls_still_waiting_answered() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000
+        handler.pause_writing()
+        await from_callback(handler, call(client, "plus", 1, 1))
+        assert handler.eof_received()  # a call is owed: keep the transport open
+        transport.unsent = 0
+        handler.resume_writing()
+        while not transport.closed:
+            await asyncio.sleep(0)
+        [event] = client.receive_data(b"".join(transport.writes))
+        assert isinstance(event, Result) and event.value == 2
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
