@@ -1,4 +1,4 @@
-"""The `system.*` methods of PROTOCOL.md, bound to one server."""
+"""The `system.*` methods of docs/protocol.md, bound to one server."""
 
 from __future__ import annotations
 
