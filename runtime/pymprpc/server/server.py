@@ -56,6 +56,47 @@ class Server:
     Plain functions run in a forked process pool by default (`executor="process"`), so
     CPU work cannot block the event loop; `"thread"` and `"inline"` are the alternatives,
     per server or per function. See `pymprpc.server.executors` for the trade-offs.
+
+    Every limit below is also described, with what the client sees when it is reached,
+    in docs/protocol.md ("Limits").
+
+    Args:
+        addr: where to listen: `("host", port)` or `"tcp://host:port"`; port 0 picks a
+            free port (read it back from `address` after `bind()`/`start()`).
+        auth: accepted `(user, password)` pairs, compared in constant time. `None`: only
+            anonymous clients (no user name, no password) are accepted.
+        timeout: idle timeout in seconds: a connection with no traffic and no running
+            call for this long gets 504 and is closed. `0` or `None` disables it.
+        debug: send the server's traceback (`FRAME`) with call errors. It leaks
+            internals: for development only.
+        ssl: an `ssl.SSLContext` to serve TLS.
+        executor: where plain (non-async) functions run by default: `"process"` (a
+            forked pool), `"thread"` or `"inline"` (on the event loop).
+        max_workers: size of the process or thread pool (`None`: Python's default).
+        version: the service version sent in the welcome reply.
+        description: the service description sent in the welcome reply (default: the
+            docstring of a `Server` subclass).
+        max_message_size: largest message in bytes, either way, also after
+            decompression (default 16 MiB).
+        max_connections: open connections beyond which a new one gets 503 and is closed
+            (`0`: no limit).
+        max_inflight: calls running per connection beyond which a new call gets 503
+            (`0`: no limit).
+        auth_timeout: seconds a client has to authenticate before it gets 504 and is
+            closed (`0`: no limit).
+        kept_results: how many outcomes of `RETURN: false` calls are kept for
+            `system.getresult` (the oldest finished ones go first).
+        kept_results_ttl: seconds a finished kept outcome is kept.
+        grace_period: seconds shutdown lets running calls finish before cancelling them.
+        features: the extensions offered to clients that announce them
+            (`"length-framing"`, `"cancel"`, `"deadline"`; default all).
+        reuse_port: set `SO_REUSEPORT`, so several server processes can share one port.
+        loop: ignored; accepted for compatibility with pymprpc 0.0.3 (the running event
+            loop is used).
+
+    Raises:
+        ValueError: `addr` is not a `("host", port)` pair or a `tcp://host:port` address,
+            or `executor`/`features` names an unknown kind or feature.
     """
 
     def __init__(
