@@ -8,6 +8,7 @@ A block is run according to the HTML comment on the line before it:
   the blocks after it and exit 0 on SIGINT (the server's graceful shutdown);
 - `<!-- example: shell -->`: run with bash (the venv's `mprpcgen` on PATH);
 - `<!-- example: file PATH -->`: written to PATH, for the blocks after it to use;
+- `<!-- example: idl PATH -->`: written to PATH and compiled with mprpcgen (exit 0);
 - `<!-- example: fragment (why) -->`: shown only (commands, output, layout).
 
 Blocks run in order in one scratch directory holding a copy of idl/. The README's port,
@@ -37,7 +38,7 @@ _BLOCK = re.compile(
     r"(?:^<!--\s*example:\s*(?P<marker>.*?)\s*-->\n)?^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$",
     re.MULTILINE | re.DOTALL,
 )
-_KINDS = ("server", "shell", "file", "fragment")
+_KINDS = ("server", "shell", "file", "idl", "fragment")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Block:
     line: int
     lang: str
     kind: str  # "script", or one of _KINDS
-    arg: str  # the file path of a "file" block, the reason of a "fragment"
+    arg: str  # the file path of a "file"/"idl" block, the reason of a "fragment"
     body: str
 
     def where(self) -> str:
@@ -70,8 +71,8 @@ def parse(text: str) -> list[Block]:
             raise AssertionError(f"README.md:{line}: unknown example marker {marker!r}")
         if kind == "server" and lang != "python":
             raise AssertionError(f"README.md:{line}: a server block must be ```python")
-        if kind == "file" and not arg:
-            raise AssertionError(f"README.md:{line}: 'example: file' needs a path")
+        if kind in ("file", "idl") and not arg:
+            raise AssertionError(f"README.md:{line}: 'example: {kind}' needs a path")
         blocks.append(Block(line, lang, kind, arg.strip(), m["body"]))
     return blocks
 
@@ -146,14 +147,17 @@ def test_readme_examples_run(tmp_path: Path) -> None:
             body = re.sub(rf"\b{README_PORT}\b", str(port), block.body)
             if block.kind == "fragment":
                 continue
-            if block.kind == "file":
+            if block.kind in ("file", "idl"):
                 target = tmp_path / block.arg
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(block.body, encoding="utf-8")
-                continue
-            if block.kind == "shell":
+                if block.kind == "file":
+                    continue
+            if block.kind in ("shell", "idl"):
+                out = tmp_path / f"idl_check_{block.line}"
+                command = block.body if block.kind == "shell" else f"mprpcgen {block.arg} -o {out}"
                 done = subprocess.run(
-                    ["bash", "-euo", "pipefail", "-c", block.body],
+                    ["bash", "-euo", "pipefail", "-c", command],
                     cwd=tmp_path,
                     env=env,
                     capture_output=True,
