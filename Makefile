@@ -38,9 +38,10 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 # The suite on 3.11 (.venv), then on 3.12 and 3.13 in their own venvs, concurrently,
-# when those interpreters exist; a missing one is skipped with a note.
+# when those interpreters exist; a missing one is skipped with a note. Two xdist workers
+# each: the suite mostly waits on sockets and subprocesses, so they overlap well.
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-py312 test-py313
 
 # An interpreter that runs: a pyenv shim may exist for a version that is not active.
@@ -65,7 +66,7 @@ test-py312 test-py313:
 			touch $(VENVX)/.installed; \
 		fi; \
 		echo "== pytest on Python $(VER) ($(PY))"; \
-		$(VENVX)/bin/pytest -q; \
+		$(VENVX)/bin/pytest -q -n 2; \
 	fi
 
 BENCH_STAMP := $(VENV)/.installed-bench
