@@ -5,20 +5,20 @@ declares its structs, enums and method signatures with these schemas, and the se
 them to check arguments before an implementation runs (402 naming the bad value's path,
 e.g. `shape.points[2].x: expected float, got str`).
 
-| IDL        | Python          | wire                      |
-|------------|-----------------|---------------------------|
-| bool       | bool            | boolean                   |
-| int        | int             | integer (not a boolean)   |
-| float      | float           | number (an int is widened)|
-| str        | str             | string                    |
-| bytes      | bytes           | MessagePack bin           |
-| any        | Any             | anything                  |
-| none       | None            | null                      |
-| list<T>    | list[T]         | array                     |
-| map<str,T> | dict[str, T]    | map with string keys      |
-| T?         | T | None        | T or null                 |
-| struct S   | dataclass S     | map of field name → value |
-| enum E     | IntEnum E       | the member's integer      |
+| IDL          | Python           | wire                        |
+|--------------|------------------|-----------------------------|
+| `bool`       | `bool`           | boolean                     |
+| `int`        | `int`            | integer (not a boolean)     |
+| `float`      | `float`          | number (an int is widened)  |
+| `str`        | `str`            | string                      |
+| `bytes`      | `bytes`          | MessagePack bin             |
+| `any`        | `Any`            | anything                    |
+| `none`       | `None`           | null                        |
+| `list<T>`    | `list[T]`        | array                       |
+| `map<str,T>` | `dict[str, T]`   | map with string keys        |
+| `T?`         | `T | None`       | `T` or null                 |
+| `struct S`   | dataclass `S`    | map of field name → value   |
+| `enum E`     | `IntEnum` `E`    | the member's integer        |
 """
 
 from __future__ import annotations
