@@ -90,6 +90,8 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 
     if json_mode and isinstance(value, bytes | bytearray | memoryview):
         return f"{where} is bytes, which JSON (debug mode) cannot carry"
     if isinstance(value, str):
+        if json_mode:
+            return None  # sent with \u escapes
         try:
             value.encode()
         except UnicodeEncodeError:
@@ -128,6 +130,16 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 
         else f"{kind.__module__}.{kind.__qualname__}"
     )
     return f"{where} is a {name}"
+
+
+def _json_dumps(message: Any) -> bytes:
+    # Strict JSON (no NaN/Infinity), compact, non-ASCII kept as is; a string with a lone
+    # surrogate cannot be UTF-8, so that message goes out with \u escapes (valid JSON).
+    text = json.dumps(message, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _compress(kind: Compression, data: bytes) -> bytes:
@@ -183,12 +195,7 @@ class Codec:
                 mode...); the message names where it is and what it is.
         """
         try:
-            if self.json:
-                # Strict JSON: no NaN/Infinity; ASCII escapes keep a lone surrogate
-                # encodable (as JSON allows) instead of failing to encode as UTF-8.
-                data = json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
-            else:
-                data = _pack(message)
+            data = _json_dumps(message) if self.json else _pack(message)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             kind = "JSON (debug mode)" if self.json else "MessagePack"
             detail = _find_unencodable(message, self.json) or str(exc)

@@ -92,7 +92,7 @@ class Credentials:
         self._pairs = [(_utf8(u), _utf8(p)) for u, p in (pairs or ())]
 
     def check(self, username: str | None, password: str | None) -> bool:
-        """Whether (`username`, `password`) is accepted; never raises."""
+        """Whether the pair is accepted (with none configured: only an anonymous login)."""
         if not self._pairs:
             # No credentials configured: only an anonymous login is accepted.
             return not username and not password

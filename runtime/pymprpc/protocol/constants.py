@@ -26,7 +26,7 @@ DEFAULT_MAX_AUTH_MESSAGE_SIZE: Final = 64 * 1024
 # checked from its header before anything is built.
 DEFAULT_MAX_COLLECTION_LEN: Final = 1024 * 1024
 
-# Length framing prefix: 4-byte big-endian unsigned length (PROTOCOL.md Part 2).
+# Length framing prefix: 4-byte big-endian unsigned length (docs/protocol.md, "Frames").
 LENGTH_PREFIX_SIZE: Final = 4
 
 
@@ -64,7 +64,7 @@ PONG: Final = "pong"
 
 
 class Feature(enum.StrEnum):
-    """Negotiated extensions of PROTOCOL.md Part 2."""
+    """The negotiated extensions (docs/protocol.md, "Negotiated extensions")."""
 
     LENGTH_FRAMING = "length-framing"
     CANCEL = "cancel"

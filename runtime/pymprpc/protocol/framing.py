@@ -86,6 +86,12 @@ class SeparatorFramer:
         self._scanned = 0
 
     def feed(self, data: bytes) -> list[Payload]:
+        """Buffer `data`; return every payload now followed by a separator, in order.
+
+        Raises:
+            RemoteProtocolError: a frame, or the bytes buffered without a separator, exceed
+                the maximum message size.
+        """
         self._buffer += data
         frames: list[Payload] = []
         buf = self._buffer
@@ -116,9 +122,15 @@ class SeparatorFramer:
 
     @property
     def buffered(self) -> int:
+        """Bytes received but not yet returned as a payload (a partial frame)."""
         return len(self._buffer)
 
     def frame(self, payload: bytes) -> list[bytes]:
+        """The payload and the separator.
+
+        Raises:
+            LocalProtocolError: the payload contains the separator, so it cannot be framed.
+        """
         if SEPARATOR in payload:
             raise LocalProtocolError(
                 "the encoded message contains the 11-byte frame separator and "
@@ -127,11 +139,13 @@ class SeparatorFramer:
         return [payload, SEPARATOR]
 
     def take_buffer(self) -> bytes:
+        """Remove and return the bytes received after the last complete frame."""
         data = bytes(self._buffer)
         self.clear()
         return data
 
     def clear(self) -> None:
+        """Drop the bytes received but not yet framed (the connection closed)."""
         self._buffer = bytearray()
         self._scanned = 0
 
@@ -152,9 +166,16 @@ class LengthFramer:
 
     @property
     def buffered(self) -> int:
+        """Bytes received but not yet returned as a payload (a partial frame)."""
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Payload]:
+        """Buffer `data`; return every payload now complete (views, not copies), in order.
+
+        Raises:
+            RemoteProtocolError: a length prefix announces more than the maximum message
+                size.
+        """
         buffer: bytes | bytearray = data
         if self._buffer:
             self._buffer += data
@@ -189,6 +210,11 @@ class LengthFramer:
         return frames
 
     def frame(self, payload: bytes) -> list[bytes]:
+        """The 4-byte length prefix and the payload (one chunk if small, two if large).
+
+        Raises:
+            LocalProtocolError: the payload is longer than a 4-byte length can say.
+        """
         size = len(payload)
         if size < _COALESCE_LIMIT:
             return [_LENGTH.pack(size) + payload]  # one chunk: one write, nothing to join
@@ -198,10 +224,12 @@ class LengthFramer:
         return [_LENGTH.pack(size), payload]
 
     def take_buffer(self) -> bytes:
+        """Remove and return the bytes received after the last complete frame."""
         data = bytes(self._buffer)
         self.clear()
         return data
 
     def clear(self) -> None:
+        """Drop the bytes received but not yet framed (the connection closed)."""
         self._buffer = bytearray()
         self._need = LENGTH_PREFIX_SIZE
