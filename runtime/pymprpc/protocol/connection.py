@@ -220,10 +220,8 @@ class ServerConnection(_Connection):
             The events of every message now complete, in order. Replies the protocol
             dictates are queued for `chunks_to_send()`. After a protocol violation the
             connection is closed (`closed`, `error`), its 505/506/501 reply is queued and
-            the events parsed before it are still returned.
-
-        Raises:
-            Nothing for any input bytes.
+            the events parsed before it are still returned. Never raises, whatever the
+            bytes.
         """
         if self.state is _CLOSED:
             return []
@@ -347,10 +345,7 @@ class ServerConnection(_Connection):
         A value that cannot be sent (not encodable, over the size limit, containing the
         separator in legacy framing) is answered with 405 naming the problem instead.
         Nothing is queued for an ID not in flight (cancelled, already answered) or once
-        the connection is closed.
-
-        Raises:
-            Nothing.
+        the connection is closed. Never raises.
         """
         if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
@@ -496,9 +491,7 @@ class ClientConnection(_Connection):
             longer pending are dropped. Bytes that violate the protocol close the
             connection and end the list with `ConnectionFailed(RemoteProtocolError)`;
             a 5xx reported by the server ends it with `ConnectionFailed` of that error.
-
-        Raises:
-            Nothing for any input bytes.
+            Never raises, whatever the bytes.
         """
         if self.state is _CLOSED:
             return []
