@@ -236,8 +236,7 @@ def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError
 
 def _bad_welcome(key: str, expected: str, value: Any) -> ProtocolSyntaxException:
     return ProtocolSyntaxException(
-        f"malformed welcome reply from the server: {key} must be {expected}, "
-        f"got {value!r:.100}"
+        f"malformed welcome reply from the server: {key} must be {expected}, got {value!r:.100}"
     )
 
 
@@ -265,9 +264,7 @@ def _welcome(msg: dict[str, Any]) -> Welcome:
     ):
         raise _bad_welcome(Key.TIMEOUT, "a non-negative number of seconds or null", timeout)
     raw = msg.get(Key.FEATURES)
-    if raw is not None and (
-        not isinstance(raw, list) or not all(isinstance(f, str) for f in raw)
-    ):
+    if raw is not None and (not isinstance(raw, list) or not all(isinstance(f, str) for f in raw)):
         raise _bad_welcome(Key.FEATURES, "an array of strings", raw)
     known = {f.value for f in Feature}
     # Names this client does not know are ignored: a newer server may offer more.
