@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import Any, Unpack
 
 from ..address import Address
@@ -220,12 +219,7 @@ class AsyncRPC(BaseRPC):
     async def __aenter__(self) -> AsyncRPC:
         return await self.connect()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     # -- events ----------------------------------------------------------------------

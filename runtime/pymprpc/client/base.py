@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import os
 import ssl as ssl_module
 from collections.abc import Iterable
 from typing import Any, TypedDict
@@ -348,7 +349,11 @@ class BaseRPC:
         return error
 
     def _connect_failed(self, exc: OSError) -> ConnectionLostError:
-        return ConnectionLostError(f"could not connect to {self.address}: {exc}")
+        reason = str(exc)
+        if exc.errno and exc.errno > 0 and not isinstance(exc, ssl_module.SSLError):
+            # The system's words: asyncio rewords them ("Connect call failed (...)").
+            reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+        return ConnectionLostError(f"could not connect to {self.address}: {reason}")
 
     def _connect_timed_out(self) -> ConnectionLostError:
         return ConnectionLostError(

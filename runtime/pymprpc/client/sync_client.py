@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator
-from types import TracebackType
 from typing import Any, Unpack
 
 from ..address import Address
@@ -166,12 +165,7 @@ class RPC(BaseRPC):
     def __enter__(self) -> RPC:
         return self.connect()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- the reader thread -----------------------------------------------------------
