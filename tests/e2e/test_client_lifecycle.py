@@ -1,0 +1,105 @@
+"""Connections that end between calls, and heartbeats, for both clients."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from service import url
+
+from helpers import OldServer, ServerThread, arun, pack, wait_for
+from pymprpc.client import RPC, AsyncRPC
+from pymprpc.errors import ConnectionLostError, TimeoutException
+from pymprpc.protocol import SEPARATOR
+
+
+def connections(srv: ServerThread) -> int:
+    return srv.call_in_loop(lambda: len(srv.server.handlers))
+
+
+def test_sync_client_reconnects_after_an_idle_close(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(timeout=0.3)
+    with RPC(url(srv)) as rpc:
+        assert rpc.add(1, 2) == 3
+        wait_for(lambda: not rpc.connected)  # the server closed it: idle
+        assert rpc.add(2, 3) == 5  # connected again, transparently
+        assert rpc.connected
+        wait_for(lambda: not rpc.connected)
+        assert list(rpc.count(3)) == [0, 1, 2]
+
+
+def test_async_client_reconnects_after_an_idle_close(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(timeout=0.3)
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            assert await rpc.add(1, 2) == 3
+            while rpc.connected:
+                await asyncio.sleep(0.01)
+            assert await rpc.add(2, 3) == 5
+            while rpc.connected:
+                await asyncio.sleep(0.01)
+            assert await rpc.delay("add", 1, 1)
+
+    arun(main())
+
+
+def test_no_reconnect_after_close(srv: ServerThread) -> None:
+    rpc = RPC(url(srv)).connect()
+    rpc.close()
+    with pytest.raises(ConnectionLostError, match="not connected"):
+        rpc.add(1, 1)
+
+
+@pytest.fixture
+def fake() -> Iterator[Callable[..., OldServer]]:
+    made: list[OldServer] = []
+
+    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
+        made.append(OldServer(on_call))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def test_a_call_in_flight_gets_the_servers_error_and_no_silent_reconnect(
+    fake: Callable[..., OldServer],
+) -> None:
+    def idle_close(conn: socket.socket, msg: dict[str, Any]) -> None:
+        conn.sendall(pack({"MPRPC": "0.1", "CODE": 504}) + SEPARATOR)
+        conn.shutdown(socket.SHUT_RDWR)
+
+    server = fake(idle_close)
+    with RPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+        with pytest.raises(TimeoutException, match="idle"):
+            rpc.first()
+        # The call in flight failed: the next one says so instead of reconnecting.
+        with pytest.raises(ConnectionLostError, match="not connected"):
+            rpc.second()
+
+
+def test_sync_heartbeat_keeps_a_connection_alive(serve: Callable[..., ServerThread]) -> None:
+    srv = serve(timeout=1.0)
+    with RPC(url(srv), heart_beat=0.2) as rpc:
+        assert rpc.add(1, 1) == 2
+        time.sleep(2.5)  # well past the idle timeout: only the pings keep it
+        assert rpc.connected
+        assert connections(srv) == 1
+        assert rpc.add(1, 2) == 3
+
+
+def test_sync_heartbeat_without_pong_marks_connection_dead(
+    fake: Callable[..., OldServer],
+) -> None:
+    server = fake(lambda conn, msg: None)  # swallows pings and calls alike
+    with RPC(f"tcp://127.0.0.1:{server.port}", heart_beat=0.2) as rpc:
+        with pytest.raises(ConnectionLostError, match="no heartbeat reply"):
+            rpc.anything()
+        assert not rpc.connected
+    assert any(msg.get("HEARTBEAT") == "ping" for msg in server.seen)
