@@ -40,6 +40,9 @@ from .common import CallOptions, MethodProxy, parse_compression, warn_deprecated
 
 # Unread stream items a client keeps per stream, in bytes as received.
 DEFAULT_STREAM_BUFFER_SIZE = 16 * 1024 * 1024
+# What a buffered item costs beyond its bytes (its Python objects): many tiny items must
+# not slip under a limit counted in bytes.
+_ITEM_OVERHEAD = 64
 
 
 class StreamBuffer:
@@ -262,7 +265,7 @@ class BaseRPC:
             return events, 0
         share = self._received // len(events)
         self._received = 0
-        return events, share
+        return events, share + _ITEM_OVERHEAD
 
     def _check_call(self) -> ClientConnection:
         """The connection to send a call on; ConnectionLostError if there is none."""
