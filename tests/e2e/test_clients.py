@@ -353,3 +353,25 @@ def test_bad_address_is_a_clear_error() -> None:
 
 
 assert USER and PASSWORD
+
+
+def test_compression_option_and_its_legacy_spelling(srv: ServerThread) -> None:
+    with RPC(url(srv), compression="bz2") as rpc:
+        assert rpc.echo("x" * 1000) == "x" * 1000
+        assert rpc.server_info is not None
+        assert rpc.server_info.compression is Compression.BZ2
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv), compression=Compression.LZMA) as rpc:
+            assert await rpc.add(1, 2) == 3
+            assert rpc.server_info is not None
+            assert rpc.server_info.compression is Compression.LZMA
+
+    arun(main())
+    for client in (RPC, AsyncRPC):
+        assert client("tcp://h:1", compreser="zlib").compression is Compression.ZLIB
+        assert client("tcp://h:1", compression="zlib", compreser="zlib").compression
+        with pytest.raises(ValueError, match="unknown compression 'gzip'"):
+            client("tcp://h:1", compression="gzip")
+        with pytest.raises(ValueError, match="not both"):
+            client("tcp://h:1", compression="zlib", compreser="bz2")
