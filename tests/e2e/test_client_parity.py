@@ -251,3 +251,24 @@ class welcoming(OldServer):  # noqa: N801 - used like a function
             while conn.recv(65536):
                 pass
         self.listener.close()
+
+
+def test_the_servers_deadline_reads_like_the_clients(fake: Callable[..., OldServer]) -> None:
+    """Whichever clock runs out first, the caller sees the same DeadlineExceeded."""
+
+    def late(conn: socket.socket, msg: dict[str, Any]) -> None:
+        error = {"ID": msg["ID"], "MESSAGE": "deadline of 5s exceeded"}
+        conn.sendall(pack({"MPRPC": "0.1", "CODE": 408, "MESSAGE": error}) + SEPARATOR)
+
+    async def call_async(rpc: AsyncRPC) -> Any:
+        return await rpc.slow.with_options(timeout=5)()
+
+    text = "call 'slow' did not finish within its 5s deadline"
+    same(
+        sync_outcome(
+            lambda rpc: rpc.slow.with_options(timeout=5)(), f"tcp://127.0.0.1:{fake(late).port}"
+        ),
+        async_outcome(call_async, f"tcp://127.0.0.1:{fake(late).port}"),
+        DeadlineExceeded,
+        text,
+    )

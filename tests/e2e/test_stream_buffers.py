@@ -94,7 +94,7 @@ def test_async_many_small_unread_items_do_not_stop_other_calls(
     """The old client stopped reading the connection after 10,000 unread items."""
 
     async def main() -> None:
-        async with AsyncRPC(url(srv), stream_buffer_size=LIMIT) as rpc:
+        async with AsyncRPC(url(srv), stream_buffer_size=4 * LIMIT) as rpc:
             stream = await rpc.firehose(8)
             await stream.__anext__()
             end = time.monotonic() + 10

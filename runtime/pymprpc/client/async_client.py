@@ -259,7 +259,7 @@ class AsyncRPC(BaseRPC):
                 if pending.stream is not None:
                     pending.stream.finish(event.error)
                 elif not pending.future.done():
-                    pending.future.set_exception(event.error)
+                    pending.future.set_result(event)  # raised by _outcome
         elif isinstance(event, Pong):
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
@@ -287,7 +287,7 @@ class AsyncRPC(BaseRPC):
             if p.stream is not None:
                 p.stream.finish(error)
             elif not p.future.done():
-                p.future.set_exception(error)
+                p.future.set_result(ConnectionFailed(error))  # raised by _outcome
         if self._pong is not None and not self._pong.done():
             self._pong.set_exception(error)
         self._reading_paused = False
@@ -382,14 +382,12 @@ class AsyncRPC(BaseRPC):
                 async with deadline:
                     event = await future
         except TimeoutError:
-            if deadline is None or not deadline.expired():
-                raise  # a TimeoutError from the server (504), not our deadline
             self._cancel(id)
             raise self._deadline_error(method, timeout, id) from None
         except asyncio.CancelledError:
             self._cancel(id)
             raise
-        value = self._outcome(method, event)
+        value = self._outcome(method, event, timeout)
         if isinstance(pending.stream, _Buffer):
             return AsyncStream(self, id, method, pending.stream)
         return value

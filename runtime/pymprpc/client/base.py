@@ -286,7 +286,7 @@ class BaseRPC:
         if self._conn is not None and not self._conn.closed:
             self._conn.close(error)
 
-    def _outcome(self, method: str, event: ClientEvent) -> Any:
+    def _outcome(self, method: str, event: ClientEvent, timeout: float | None) -> Any:
         """The value of a call's first event (None for a stream start, whose stream the
         shell builds); raises the call's error. Warns if the method is deprecated."""
         if type(event) is Result:
@@ -294,7 +294,11 @@ class BaseRPC:
                 warn_deprecated(method, stream=False)
             return event.value
         if isinstance(event, CallFailed | ConnectionFailed):
-            raise event.error
+            error = event.error
+            if isinstance(error, DeadlineExceeded) and error.id is not None:
+                # The server's clock ran out first: the same error as if ours had.
+                raise self._deadline_error(method, timeout, error.id) from error
+            raise error
         if isinstance(event, StreamStart):
             if event.deprecated:
                 warn_deprecated(method, stream=True)

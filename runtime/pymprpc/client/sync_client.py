@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Generator
 from typing import Any, Unpack
 
@@ -110,8 +111,8 @@ class RPC(BaseRPC):
                 self._io = io
                 self.server_info = welcome
             threading.Thread(
-                target=self._read_loop,
-                args=(io, conn),
+                target=_read_until_closed,
+                args=(weakref.ref(self), io, conn, self.heart_beat),
                 name=f"pymprpc reader for {self.address}",
                 daemon=True,
             ).start()
@@ -170,49 +171,37 @@ class RPC(BaseRPC):
 
     # -- the reader thread -----------------------------------------------------------
 
-    def _read_loop(self, io: SocketIO, conn: ClientConnection) -> None:
-        """Read replies and file them under their calls until the connection ends."""
-        interval = self.heart_beat
-        next_ping = time.monotonic() + (interval or 0)
-        pong_due: float | None = None
-        error: MPRPCError | None = None
-        try:
-            while error is None:
-                if interval is not None:
-                    due = next_ping if pong_due is None else pong_due
-                    if not io.readable(due - time.monotonic()):
-                        if pong_due is not None:
-                            error = self._heartbeat_error(interval)
-                            break
-                        with self._lock:
-                            ping = conn.send_ping()
-                        io.send_soon([ping])
-                        pong_due = time.monotonic() + interval
-                        continue
-                data = io.recv()
-                if not data:
-                    error = self._lost_error()
-                    break
-                with self._lock:
-                    if io is not self._io:
-                        return  # closed meanwhile
-                    events, nbytes = self._receive(data)
-                    for event in events:
-                        if type(event) is Pong:
-                            pong_due = None
-                            next_ping = time.monotonic() + (interval or 0)
-                        else:
-                            error = self._file(io, event, nbytes)
-                    while self._paused and io is self._io:
-                        self._resume.wait()
-                    # Replies were being read all along: the connection is alive.
-                    if pong_due is not None and self._pending:
-                        pong_due = max(pong_due, time.monotonic() + (interval or 0))
-        except OSError as exc:
-            error = self._lost_error(exc)
+    def _on_data(self, io: SocketIO, data: bytes) -> MPRPCError | None:
+        """(The reader thread.) File what `data` completes; the error that ends the
+        connection, if any. Waits here while reading is paused for full streams."""
         with self._lock:
-            self._drop(io, error or self._closed_error())
-        io.close()
+            if io is not self._io:
+                return self._closed_error()  # closed meanwhile
+            events, nbytes = self._receive(data)
+            error = None
+            for event in events:
+                if type(event) is not Pong:
+                    error = self._file(io, event, nbytes) or error
+            while self._paused and io is self._io:
+                self._resume.wait()
+            return error
+
+    def _ping(self, io: SocketIO, conn: ClientConnection) -> None:
+        with self._lock:
+            data = b"" if conn.closed else conn.send_ping()
+        if data:
+            io.send_soon([data])
+
+    def _end(self, io: SocketIO, error: MPRPCError) -> None:
+        with self._lock:
+            self._drop(io, error)
+
+    def __del__(self) -> None:
+        # Dropped without close(): the reader thread holds only a weak reference, so
+        # this runs; closing the socket ends that thread.
+        io = self.__dict__.get("_io")
+        if io is not None:
+            io.close()
 
     def _file(self, io: SocketIO, event: ClientEvent, nbytes: int) -> MPRPCError | None:
         """File one event under its call (holding the lock); the error that ends the
@@ -314,7 +303,7 @@ class RPC(BaseRPC):
         except BaseException:
             self._cancel(id)
             raise
-        value = self._outcome(method, event)
+        value = self._outcome(method, event, timeout)
         if isinstance(call.stream, _Buffer):
             return self._stream(id, call.stream)
         return value
@@ -360,3 +349,48 @@ class RPC(BaseRPC):
 
     def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return self._send(method, args, kwargs, False, None)[0]
+
+
+def _read_until_closed(
+    ref: weakref.ref[RPC], io: SocketIO, conn: ClientConnection, interval: float | None
+) -> None:
+    """The reader thread of one connection: reads replies and files them under their
+    calls until the connection ends; with `interval`, pings when nothing came for that
+    long and ends the connection when nothing answers within it. It holds the client only
+    while filing, so a client dropped without close() is collected and its socket closed."""
+    alive_until = time.monotonic() + (interval or 0)  # next ping, or the pong's deadline
+    pinged = False
+    while True:
+        failure: OSError | None = None
+        data = b""
+        try:
+            if interval is not None and not io.readable(alive_until - time.monotonic()):
+                client = ref()
+                if client is None:
+                    break
+                if pinged:
+                    client._end(io, client._heartbeat_error(interval))
+                    break
+                client._ping(io, conn)
+                del client
+                pinged, alive_until = True, time.monotonic() + interval
+                continue
+            data = io.recv()
+        except OSError as exc:
+            failure = exc
+        client = ref()
+        if client is None:
+            break
+        if not data:
+            client._end(io, client._lost_error(failure))
+            break
+        error = client._on_data(io, data)
+        del client
+        if error is not None:
+            ref_client = ref()
+            if ref_client is not None:
+                ref_client._end(io, error)
+            break
+        # Anything received shows the connection alive (a pong among it).
+        pinged, alive_until = False, time.monotonic() + (interval or 0)
+    io.close()
