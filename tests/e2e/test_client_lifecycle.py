@@ -103,3 +103,14 @@ def test_sync_heartbeat_without_pong_marks_connection_dead(
             rpc.anything()
         assert not rpc.connected
     assert any(msg.get("HEARTBEAT") == "ping" for msg in server.seen)
+
+
+def test_a_blocking_client_dropped_without_close_closes_its_connection(srv: ServerThread) -> None:
+    import gc
+
+    rpc = RPC(url(srv)).connect()
+    assert rpc.add(1, 1) == 2
+    assert connections(srv) == 1
+    del rpc
+    gc.collect()  # the proxy cache is a cycle; the reader thread holds no reference
+    wait_for(lambda: connections(srv) == 0)
