@@ -22,9 +22,15 @@ def connections(srv: ServerThread) -> int:
 
 
 def test_sync_client_reconnects_after_an_idle_close(serve: Callable[..., ServerThread]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     srv = serve(timeout=0.3)
     with RPC(url(srv)) as rpc:
         assert rpc.add(1, 2) == 3
+        wait_for(lambda: not rpc.connected)
+        with ThreadPoolExecutor(4) as pool:  # threads arriving together share one
+            assert list(pool.map(lambda i: rpc.add(i, i), range(8))) == [2 * i for i in range(8)]
+        assert connections(srv) == 1
         wait_for(lambda: not rpc.connected)  # the server closed it: idle
         assert rpc.add(2, 3) == 5  # connected again, transparently
         assert rpc.connected
@@ -44,6 +50,13 @@ def test_async_client_reconnects_after_an_idle_close(serve: Callable[..., Server
             while rpc.connected:
                 await asyncio.sleep(0.01)
             assert await rpc.delay("add", 1, 1)
+            while rpc.connected:
+                await asyncio.sleep(0.01)
+            # Calls arriving together share one new connection.
+            assert await asyncio.gather(*(rpc.add(i, i) for i in range(10))) == [
+                2 * i for i in range(10)
+            ]
+            assert connections(srv) == 1
 
     arun(main())
 

@@ -149,6 +149,7 @@ class AsyncRPC(BaseRPC):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[bytes] = []
         self._batching = False
+        self._connecting: asyncio.Future[None] | None = None
 
     # -- connection ------------------------------------------------------------------
 
@@ -156,7 +157,7 @@ class AsyncRPC(BaseRPC):
         return self._transport is not None
 
     async def connect(self) -> AsyncRPC:
-        """Open the connection and authenticate.
+        """Open the connection and authenticate (callers arriving meanwhile share it).
 
         Raises:
             LoginError: the server refused the credentials.
@@ -165,6 +166,17 @@ class AsyncRPC(BaseRPC):
         """
         if self.connected:
             return self
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        task = self._connecting
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+        return self
+
+    async def _connect(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
         conn = self._new_connection()
         self._welcome = loop.create_future()
@@ -178,19 +190,19 @@ class AsyncRPC(BaseRPC):
                 )
                 self._transport = transport
                 transport.write(conn.start())
-                self.server_info = await self._welcome
+                welcome = await self._welcome
         except TimeoutError:
-            self._abort(by_user=True)
+            self._abort()
             raise self._connect_timed_out() from None
         except OSError as exc:
-            self._abort(by_user=True)
+            self._abort()
             raise self._connect_failed(exc) from exc
         except BaseException:
-            self._abort(by_user=True)
+            self._abort()
             raise
+        self._welcomed(welcome)
         if self.heart_beat:
             self._heartbeat_task = loop.create_task(self._heartbeat(self.heart_beat))
-        return self
 
     async def close(self) -> None:
         """Close the connection; pending calls fail with ConnectionLostError."""

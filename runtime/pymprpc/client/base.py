@@ -35,6 +35,7 @@ from ..protocol import (
     Feature,
     Result,
     StreamStart,
+    Welcome,
 )
 from .common import CallOptions, MethodProxy, parse_compression, warn_deprecated
 
@@ -174,7 +175,7 @@ class BaseRPC:
         self._ssl = self.address.ssl_context(ssl)
         self._conn: ClientConnection | None = None
         self._pending: dict[str, Any] = {}  # ID -> the shell's Pending subclass
-        self.server_info: Any = None  # the Welcome of the current connection
+        self.server_info: Welcome | None = None  # what the current connection runs with
         self._received = 0  # bytes received that no event has been charged with yet
         # Set when the connection ended with no call in flight, not by close(): the
         # next call connects again (the server closes idle connections).
@@ -234,7 +235,6 @@ class BaseRPC:
         raise NotImplementedError
 
     def _new_connection(self) -> ClientConnection:
-        self._reconnect_due = False
         self._ended = False
         self._received = 0
         self.server_info = None
@@ -247,6 +247,11 @@ class BaseRPC:
             max_message_size=self.max_message_size,
         )
         return self._conn
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        """The connection is ready: `server_info` says what it runs with."""
+        self.server_info = welcome
+        self._reconnect_due = False
 
     def _receive(self, data: bytes) -> tuple[list[ClientEvent], int]:
         """The events `data` completes, and the bytes charged to each: the bytes received
@@ -282,7 +287,11 @@ class BaseRPC:
         if self._ended:
             return  # decided when it ended; closing the socket reports it again
         self._ended = True
-        self._reconnect_due = not by_user and not self._pending and self.server_info is not None
+        if by_user:
+            self._reconnect_due = False
+        elif self.server_info is not None and not self._pending:
+            self._reconnect_due = True
+        # Otherwise unchanged: a failed reconnection is tried again by the next call.
         if self._conn is not None and not self._conn.closed:
             self._conn.close(error)
 

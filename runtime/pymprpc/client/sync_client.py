@@ -105,11 +105,11 @@ class RPC(BaseRPC):
             except BaseException:
                 io.close()
                 with self._lock:
-                    self._lost_connection(self._closed_error(), by_user=True)
+                    self._lost_connection(self._closed_error())
                 raise
             with self._lock:
                 self._io = io
-                self.server_info = welcome
+                self._welcomed(welcome)
             threading.Thread(
                 target=_read_until_closed,
                 args=(weakref.ref(self), io, conn, self.heart_beat),
