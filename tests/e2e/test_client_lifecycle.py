@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -66,19 +66,6 @@ def test_no_reconnect_after_close(srv: ServerThread) -> None:
     rpc.close()
     with pytest.raises(ConnectionLostError, match="not connected"):
         rpc.add(1, 1)
-
-
-@pytest.fixture
-def fake() -> Iterator[Callable[..., OldServer]]:
-    made: list[OldServer] = []
-
-    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
-        made.append(OldServer(on_call))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def test_a_call_in_flight_gets_the_servers_error_and_no_silent_reconnect(

@@ -7,10 +7,9 @@ import asyncio
 import socket
 import sys
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import pytest
 from service import url
 
 from helpers import OLD_WELCOME, OldServer, ServerThread, arun, pack
@@ -117,19 +116,6 @@ def test_connection_refused_is_the_same() -> None:
         ConnectionLostError,
         f"could not connect to {addr}: ",
     )
-
-
-@pytest.fixture
-def fake() -> Iterator[Callable[..., OldServer]]:
-    made: list[OldServer] = []
-
-    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
-        made.append(OldServer(on_call))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def test_a_server_going_away_is_the_same(fake: Callable[..., OldServer]) -> None:

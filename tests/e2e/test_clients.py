@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,19 +214,6 @@ def test_tls(serve: Callable[..., ServerThread], tmp_path: Path) -> None:
 
 
 # -- servers that misbehave -----------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[Callable[..., OldServer]]:
-    made: list[OldServer] = []
-
-    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
-        made.append(OldServer(on_call))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def vanish(conn: socket.socket, msg: dict[str, Any]) -> None:
