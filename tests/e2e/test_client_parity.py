@@ -4,12 +4,14 @@ each scenario runs once with `RPC` and once with `AsyncRPC`, and the outcomes co
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sys
 import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
 from service import url
 
 from helpers import OLD_WELCOME, OldServer, ServerThread, arun, pack
@@ -24,10 +26,11 @@ from pymprpc.errors import (
     NotFindError,
     ParamError,
     ProtocolException,
+    ProtocolSyntaxException,
     RPCRuntimeError,
     TimeoutException,
 )
-from pymprpc.protocol import SEPARATOR
+from pymprpc.protocol import SEPARATOR, ClientConnection
 
 Outcome = tuple[type[BaseException], str]
 
@@ -258,3 +261,28 @@ def test_the_servers_deadline_reads_like_the_clients(fake: Callable[..., OldServ
         DeadlineExceeded,
         text,
     )
+
+
+def test_a_malformed_welcome_logs_nothing(
+    fake: Callable[..., OldServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = welcoming({"FEATURES": [["x"]]}).port
+    with caplog.at_level(logging.DEBUG):
+        kind, _ = async_outcome(lambda rpc: asyncio.sleep(0), f"tcp://127.0.0.1:{port}")
+    assert issubclass(kind, ProtocolException)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_an_unexpected_failure_in_the_core_is_a_protocol_error(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the parser raises, a client reports a ProtocolException, never a bare
+    TypeError from its reader."""
+
+    def broken(self: Any, data: bytes) -> Any:
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(ClientConnection, "receive_data", broken)
+    sync = sync_outcome(lambda rpc: None, url(srv))
+    async_ = async_outcome(lambda rpc: asyncio.sleep(0), url(srv))
+    same(sync, async_, ProtocolSyntaxException, "unreadable reply: TypeError")
