@@ -9,12 +9,13 @@ import socket
 import sys
 import warnings
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
-from service import url
+from service import PASSWORD, USER, url
 
-from helpers import OLD_WELCOME, OldServer, ServerThread, arun, pack
+from helpers import OLD_WELCOME, OldServer, ServerThread, arun, pack, tls_contexts
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import (
     ConnectionLostError,
@@ -263,9 +264,7 @@ def test_the_servers_deadline_reads_like_the_clients(fake: Callable[..., OldServ
     )
 
 
-def test_a_malformed_welcome_logs_nothing(
-    fake: Callable[..., OldServer], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_malformed_welcome_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
     port = welcoming({"FEATURES": [["x"]]}).port
     with caplog.at_level(logging.DEBUG):
         kind, _ = async_outcome(lambda rpc: asyncio.sleep(0), f"tcp://127.0.0.1:{port}")
@@ -286,3 +285,17 @@ def test_an_unexpected_failure_in_the_core_is_a_protocol_error(
     sync = sync_outcome(lambda rpc: None, url(srv))
     async_ = async_outcome(lambda rpc: asyncio.sleep(0), url(srv))
     same(sync, async_, ProtocolSyntaxException, "unreadable reply: TypeError")
+
+
+def test_an_untrusted_certificate_is_the_same_error(
+    serve: Callable[..., ServerThread], tmp_path: Path
+) -> None:
+    server_ctx, _ = tls_contexts(tmp_path)
+    srv = serve(ssl=server_ctx)
+    addr = f"tls://{USER}:{PASSWORD}@127.0.0.1:{srv.port}"  # default verification
+    same(
+        sync_outcome(lambda rpc: None, addr),
+        async_outcome(lambda rpc: asyncio.sleep(0), addr),
+        ConnectionLostError,
+        "certificate verify failed",
+    )

@@ -108,16 +108,14 @@ class _Pending(Pending):
 class _Protocol(asyncio.Protocol):
     def __init__(self, client: AsyncRPC) -> None:
         self.client = client
-        self.transport: asyncio.BaseTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.client._on_data(data)
+        if self.client._protocol is self:
+            self.client._on_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client._on_lost(self.transport, exc)
+        if self.client._protocol is self:  # not an earlier connection closing late
+            self.client._on_lost(exc)
 
 
 class AsyncRPC(BaseRPC):
@@ -150,6 +148,7 @@ class AsyncRPC(BaseRPC):
         self._outbox: list[bytes] = []
         self._batching = False
         self._connecting: asyncio.Future[None] | None = None
+        self._protocol: _Protocol | None = None  # of the current connection
 
     # -- connection ------------------------------------------------------------------
 
@@ -182,8 +181,9 @@ class AsyncRPC(BaseRPC):
         self._welcome = loop.create_future()
         try:
             async with asyncio.timeout(self.connect_timeout):
+                protocol = self._protocol = _Protocol(self)
                 transport, _ = await loop.create_connection(
-                    lambda: _Protocol(self),
+                    lambda: protocol,
                     self.address.host,
                     self.address.port,
                     ssl=self._ssl,
@@ -221,6 +221,7 @@ class AsyncRPC(BaseRPC):
             if self._heartbeat_task is not asyncio.current_task():
                 self._heartbeat_task.cancel()
             self._heartbeat_task = None
+        self._protocol = None  # its connection_lost, arriving later, is not news
         if self._transport is not None:
             self._write_now()
             self._transport.close()
@@ -284,9 +285,8 @@ class AsyncRPC(BaseRPC):
                 self._welcome.set_exception(error)
             self._abort(error)
 
-    def _on_lost(self, transport: asyncio.BaseTransport | None, exc: Exception | None) -> None:
-        if self._transport is not None and transport is not self._transport:
-            return  # an earlier connection's socket closing after a reconnect
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._protocol = None
         self._transport = None
         error = self._lost_error(exc)
         if self._welcome is not None and not self._welcome.done():
