@@ -213,7 +213,7 @@ class RPC(BaseRPC):
                 if flow is Flow.PAUSE:
                     self._paused = True
                 elif flow is Flow.OVERFLOW:
-                    self._send_cancel(io, event.id)
+                    self._send_cancel(io, event.id)  # queued: the reader does not wait
         elif type(event) is StreamStart:
             call = self._pending.get(event.id)
             if call is not None:
@@ -386,6 +386,7 @@ def _read_until_closed(
             break
         error = client._on_data(io, data)
         del client
+        io.flush()  # a cancel or ping the socket had no room for
         if error is not None:
             ref_client = ref()
             if ref_client is not None:

@@ -30,8 +30,10 @@ class SocketIO:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._send_lock = threading.Lock()
-        # Messages for the next thread to hold the send lock, by threads that could not wait.
+        # Messages from threads that could not wait, for the next holder of the send lock.
         self._later: collections.deque[list[bytes]] = collections.deque()
+        # Wire bytes that did not fit in the socket's buffer: they leave before any other.
+        self._backlog = b""
 
     @classmethod
     def open(
@@ -68,30 +70,48 @@ class SocketIO:
     def release(self) -> None:
         """End the turn, sending what others left meanwhile."""
         self._send_lock.release()
-        self._flush_later()
+        self.flush()
 
     def write(self, chunks: list[bytes]) -> None:
-        """Send `chunks` (the caller holds the turn). OSError if the socket failed."""
-        for chunk in coalesce(chunks):
-            self.sock.sendall(chunk)
+        """Send `chunks` (the caller holds the turn); may wait for the peer to read.
+        OSError if the socket failed."""
+        if self._backlog:
+            backlog, self._backlog = self._backlog, b""
+            self.sock.sendall(backlog)
+        for piece in self._wire(chunks):
+            self.sock.sendall(piece)
+
+    def _wire(self, chunks: list[bytes]) -> list[bytes]:
+        """What goes on the socket for `chunks` (the caller holds the turn)."""
+        return coalesce(chunks)
 
     def send_soon(self, chunks: list[bytes]) -> None:
-        """Send `chunks` now if no one else is sending, else right after them; never
-        waits for another sender. Errors are left for the reader to find."""
+        """Send `chunks` as soon as possible without ever waiting: not for another sender
+        (the next one to finish sends them), nor for the peer to read (what does not fit
+        in the socket's buffer goes before the next message). Errors are left for the
+        reader to find."""
         self._later.append(chunks)
-        self._flush_later()
+        self.flush()
 
-    def _flush_later(self) -> None:
+    def flush(self) -> None:
+        """Send, without waiting, what `send_soon` left."""
         # Re-checked after each release: a message added while we held the lock is sent
         # by us, one added after we let go is sent by its own thread.
-        while self._later and self._send_lock.acquire(blocking=False):
+        while (self._later or self._backlog) and self._send_lock.acquire(blocking=False):
             try:
                 while self._later:
-                    self.write(self._later.popleft())
+                    self._backlog += b"".join(self._wire(self._later.popleft()))
+                sent = self.sock.send(self._backlog, socket.MSG_DONTWAIT)
+                self._backlog = self._backlog[sent:]
+            except (BlockingIOError, InterruptedError):
+                pass
             except OSError:
                 self._later.clear()
+                self._backlog = b""
             finally:
                 self._send_lock.release()
+            if self._backlog:
+                return  # the peer is not reading: the next writer or flush sends it
 
     # -- the reader ------------------------------------------------------------------
 
@@ -151,13 +171,12 @@ class TLSSocketIO(SocketIO):
         if data:
             self.sock.sendall(data)
 
-    def write(self, chunks: list[bytes]) -> None:
+    def _wire(self, chunks: list[bytes]) -> list[bytes]:
         # Records must leave in the order they were encrypted: the caller holds the turn.
         with self._tls_lock:
             for chunk in chunks:
                 self._tls.write(chunk)
-            data = self._outgoing.read()
-        self.sock.sendall(data)
+            return [self._outgoing.read()]
 
     def recv(self) -> bytes:
         while True:
