@@ -20,8 +20,9 @@ values = st.recursive(
     | st.text(max_size=12)
     | st.binary(max_size=8)
     | st.sampled_from(["zlib", "bz2", "lzma", "cancel", "deadline", "length-framing"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=8,
 )
 FIELDS = ["VERSION", "DESC", "DEBUG", "COMPRESER", "TIMEOUT", "FEATURES"]
