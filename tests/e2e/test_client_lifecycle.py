@@ -6,12 +6,13 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from service import url
 
-from helpers import OldServer, ServerThread, arun, pack, wait_for
+from helpers import OldServer, ServerThread, arun, pack, tls_contexts, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import ConnectionLostError, TimeoutException
 from pymprpc.protocol import SEPARATOR
@@ -114,3 +115,13 @@ def test_a_blocking_client_dropped_without_close_closes_its_connection(srv: Serv
     del rpc
     gc.collect()  # the proxy cache is a cycle; the reader thread holds no reference
     wait_for(lambda: connections(srv) == 0)
+
+
+def test_sync_heartbeat_over_tls(serve: Callable[..., ServerThread], tmp_path: Path) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    srv = serve(ssl=server_ctx, timeout=0.6)
+    with RPC(url(srv), ssl=client_ctx, heart_beat=0.15) as rpc:
+        time.sleep(1.5)  # well past the idle timeout: only the pings keep it
+        assert rpc.connected
+        assert [rpc.add(i, 1) for i in range(3)] == [1, 2, 3]
+        assert connections(srv) == 1

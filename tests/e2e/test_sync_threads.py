@@ -158,37 +158,44 @@ def test_a_stream_resumed_after_close_says_the_connection_is_closed(srv: ServerT
         list(stream)
 
 
+def close_while_eight_threads_call(srv: ServerThread) -> list[str]:
+    """Eight threads call (odd) or stream (even) until one closes the client meanwhile;
+    what each thread ended with."""
+    rpc = RPC(url(srv)).connect()
+    outcomes: list[str] = []
+    answered: list[int] = []
+    go = threading.Barrier(9)
+
+    def work(n: int) -> None:
+        go.wait()
+        try:
+            for i in range(300):
+                if n % 2:
+                    assert rpc.add(n, i) == n + i
+                else:
+                    assert list(rpc.count(20)) == list(range(20))
+                answered.append(n)
+        except ConnectionLostError:
+            outcomes.append("lost")
+            return
+        outcomes.append("done")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    go.wait()
+    wait_for(lambda: len(set(answered)) == 8)  # every thread is calling
+    rpc.close()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    return outcomes
+
+
 def test_close_racing_calls_and_streams_ends_every_one(srv: ServerThread) -> None:
     """Calls, streams and close() from different threads at once: every thread finishes
     with its results or ConnectionLostError, and the reader thread ends too."""
     for _ in range(5):
-        rpc = RPC(url(srv)).connect()
-        outcomes: list[str] = []
-        answered: list[int] = []
-        go = threading.Barrier(9)
-
-        def work(n: int) -> None:
-            go.wait()
-            try:
-                for i in range(300):
-                    if n % 2:
-                        assert rpc.add(n, i) == n + i
-                    else:
-                        assert list(rpc.count(20)) == list(range(20))
-                    answered.append(n)
-            except ConnectionLostError:
-                outcomes.append("lost")
-                return
-            outcomes.append("done")
-
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        go.wait()
-        wait_for(lambda: len(set(answered)) == 8)  # every thread is calling
-        rpc.close()
-        for t in threads:
-            t.join(10)
-        assert not any(t.is_alive() for t in threads)
+        outcomes = close_while_eight_threads_call(srv)
         assert len(outcomes) == 8 and "lost" in outcomes
     wait_for(lambda: not any(t.name.startswith("pymprpc reader") for t in threading.enumerate()))
