@@ -134,3 +134,21 @@ def test_async_stream_read_slowly_alone_is_paused_not_failed(
 
     arun(main())
     assert traced() < 8 * LIMIT, traced()
+
+
+def test_without_cancel_the_failed_streams_items_are_dropped(
+    srv: ServerThread, probe: Probe, traced: Callable[[], int]
+) -> None:
+    """Against a server without `cancel` (plain MPRPC 0.1) the stream cannot be stopped:
+    its further items are dropped as they come, and other calls go on."""
+    with RPC(url(srv), stream_buffer_size=LIMIT, features=()) as rpc:
+        stream = rpc.firehose(ITEM)
+        next(stream)
+        # Far more than the limit plus what the sockets hold, while other calls run.
+        until(lambda: probe.produced > 1000, lambda: rpc.add(1, 1))
+        with pytest.raises(ResultLimitError, match="stream_buffer_size"):
+            for _ in stream:
+                pass
+        assert rpc.add(2, 2) == 4
+        assert not probe.stream_closed.is_set()  # still streaming: nobody could stop it
+    assert traced() < 8 * LIMIT, traced()
