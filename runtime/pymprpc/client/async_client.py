@@ -128,7 +128,7 @@ class AsyncRPC(BaseRPC):
     the server's error).
     """
 
-    _how_to_connect = "async with AsyncRPC(...)' or await connect()"
+    _how_to_connect = "use 'async with AsyncRPC(...)' or await connect()"
     _pending: dict[str, _Pending]
 
     def __init__(

@@ -21,6 +21,7 @@ from ..errors import (
     DeadlineExceeded,
     LoginError,
     MPRPCError,
+    ProtocolException,
     ProtocolSyntaxException,
     ResultLimitError,
 )
@@ -134,7 +135,7 @@ class BaseRPC:
     """
 
     # How to open the connection, for "not connected" errors.
-    _how_to_connect = "with RPC(...)' or call connect()"
+    _how_to_connect = "use 'with RPC(...)' or call connect()"
 
     def __init__(
         self,
@@ -261,10 +262,9 @@ class BaseRPC:
             return [], 0
         try:
             events = conn.receive_data(data)
-        except MPRPCError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a core bug must not look like a server's
-            events = [conn.close(ProtocolSyntaxException(f"unreadable reply: {exc!r}"))]
+        except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
+            error = exc if isinstance(exc, ProtocolException) else None
+            events = [conn.close(error or ProtocolSyntaxException(f"unreadable reply: {exc!r}"))]
         self._received += len(data)
         if not events:
             return events, 0
@@ -276,9 +276,7 @@ class BaseRPC:
         """The connection to send a call on; ConnectionLostError if there is none."""
         conn = self._conn
         if conn is None or not self.connected:
-            raise ConnectionLostError(
-                f"not connected to {self.address}: use '{self._how_to_connect}"
-            )
+            raise ConnectionLostError(f"not connected to {self.address}: {self._how_to_connect}")
         return conn
 
     def _lost_connection(self, error: MPRPCError, *, by_user: bool = False) -> None:
