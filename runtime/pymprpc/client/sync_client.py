@@ -42,12 +42,21 @@ class _Buffer(StreamBuffer):
 
 
 class _Call(Pending):
-    __slots__ = ("cond", "event")
+    __slots__ = ("answered", "event")
 
-    def __init__(self, method: str, lock: threading.Lock) -> None:
+    def __init__(self, method: str) -> None:
         super().__init__(method)
-        self.cond = threading.Condition(lock)
         self.event: ClientEvent | None = None  # the first reply: result, error, stream start
+        # Held until `event` is set: the caller waits by acquiring it (cheaper than a
+        # Condition, and the caller needs no other lock to wait).
+        self.answered = threading.Lock()
+        self.answered.acquire()
+
+    def answer(self, event: ClientEvent) -> None:
+        """Give the call its first reply (once; holding the client's lock)."""
+        if self.event is None:
+            self.event = event
+            self.answered.release()
 
 
 class RPC(BaseRPC):
@@ -158,8 +167,7 @@ class RPC(BaseRPC):
             if call.stream is not None:
                 call.stream.finish(error)
             else:
-                call.event = ConnectionFailed(error)
-                call.cond.notify()
+                call.answer(ConnectionFailed(error))
         self._paused = False
         self._resume.notify_all()
 
@@ -217,9 +225,8 @@ class RPC(BaseRPC):
         elif type(event) is StreamStart:
             call = self._pending.get(event.id)
             if call is not None:
-                call.stream = _Buffer(call.cond)
-                call.event = event
-                call.cond.notify()
+                call.stream = _Buffer(threading.Condition(self._lock))
+                call.answer(event)
         elif isinstance(event, Result | CallFailed | StreamEnd):
             call = self._pending.pop(event.id, None)
             if call is None:
@@ -227,8 +234,7 @@ class RPC(BaseRPC):
             if call.stream is not None:
                 call.stream.finish(event.error if isinstance(event, CallFailed) else None)
             else:
-                call.event = event
-                call.cond.notify()
+                call.answer(event)
         elif isinstance(event, ConnectionFailed):
             return self._server_error(event.error)
         return None
@@ -275,7 +281,7 @@ class RPC(BaseRPC):
                 id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
                 call = None
                 if returns:
-                    call = self._pending[id] = _Call(method, self._lock)
+                    call = self._pending[id] = _Call(method)
                     self._consumed()
             try:
                 io.write(data)
@@ -309,15 +315,12 @@ class RPC(BaseRPC):
         return value
 
     def _wait(self, call: _Call, deadline: float | None) -> ClientEvent:
-        with self._lock:
-            while call.event is None:
-                if deadline is None:
-                    call.cond.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if (remaining <= 0 or not call.cond.wait(remaining)) and call.event is None:
-                    raise _DeadlinePassed
-            return call.event
+        if deadline is None:
+            call.answered.acquire()
+        elif not call.answered.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _DeadlinePassed
+        assert call.event is not None
+        return call.event
 
     def _stream(self, id: str, buffer: _Buffer) -> Generator[Any, None, None]:
         finished = False
