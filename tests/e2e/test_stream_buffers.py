@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from service import Probe, url
 
-from helpers import ServerThread, arun
+from helpers import ServerThread, arun, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import ResultLimitError
 
@@ -152,3 +152,18 @@ def test_without_cancel_the_failed_streams_items_are_dropped(
         assert rpc.add(2, 2) == 4
         assert not probe.stream_closed.is_set()  # still streaming: nobody could stop it
     assert traced() < 8 * LIMIT, traced()
+
+
+def test_closing_a_paused_stream_resumes_reading(
+    serve: Callable[..., ServerThread], probe: Probe
+) -> None:
+    """A paused connection must not stay paused once the full stream is gone: the server
+    closing it for idleness is then seen at once, and the next call reconnects."""
+    srv = serve(timeout=0.5)
+    with RPC(url(srv), stream_buffer_size=LIMIT) as rpc:
+        stream = rpc.firehose(ITEM)
+        next(stream)
+        stalled(probe)  # paused
+        stream.close()
+        wait_for(lambda: not rpc.connected)  # read on: the idle close arrived
+        assert rpc.add(1, 2) == 3

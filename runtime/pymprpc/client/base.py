@@ -343,8 +343,12 @@ class BaseRPC:
         return buffer.size > self.stream_buffer_size and len(buffer.items) > 1
 
     def _may_resume(self) -> bool:
-        """Whether reading paused by `Flow.PAUSE` may go on: some call in flight waits."""
-        return any(p.stream is None or not self._full(p.stream) for p in self._pending.values())
+        """Whether reading paused by `Flow.PAUSE` may go on: nothing is in flight any more
+        (the full stream was closed), some call waits, or a stream was read down to half
+        its limit (not less, so reading does not pause and resume with every item)."""
+        half = self.stream_buffer_size // 2
+        pending = self._pending.values()
+        return not pending or any(p.stream is None or p.stream.size <= half for p in pending)
 
     # -- errors: the same text from both clients ----------------------------------------
 
