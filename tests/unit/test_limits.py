@@ -34,7 +34,6 @@ from pymprpc.protocol import (
     LengthFramer,
     ServerConnection,
     ServerSettings,
-    Welcome,
 )
 
 MiB = 1024 * 1024
@@ -215,11 +214,14 @@ def test_garbage_from_a_server_is_a_remote_error_not_a_reported_505() -> None:
     assert isinstance(event, ConnectionFailed) and type(event.error) is ProtocolException
 
 
-def test_malformed_welcome_features_are_ignored_not_a_crash() -> None:
+def test_a_malformed_welcome_is_a_remote_error_naming_the_field() -> None:
     conn = ClientConnection("u", "p")
     conn.start()
-    [event] = conn.receive_data(frame({**OLD_WELCOME, "FEATURES": [["x"]], "COMPRESER": [1]}))
-    assert isinstance(event, Welcome) and event.features == frozenset()
+    [event] = conn.receive_data(frame({**OLD_WELCOME, "FEATURES": [["x"]]}))
+    assert isinstance(event, ConnectionFailed)
+    assert isinstance(event.error, RemoteProtocolError)
+    assert not isinstance(event.error, ProtocolException)
+    assert "FEATURES must be an array of strings" in str(event.error)
 
 
 # -- per-call problems stay per call -----------------------------------------------
