@@ -19,6 +19,7 @@ from ..protocol import (
     Welcome,
 )
 from ..protocol.framing import coalesce
+from ..readbuffer import ReusedBufferProtocol
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
 
 
@@ -105,7 +106,7 @@ class _Pending(Pending):
         self.future = future
 
 
-class _Protocol(asyncio.Protocol):
+class _Protocol(ReusedBufferProtocol):
     def __init__(self, client: AsyncRPC) -> None:
         self.client = client
 

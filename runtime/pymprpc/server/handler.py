@@ -39,6 +39,7 @@ from ..protocol import (
     ServerSettings,
     State,
 )
+from ..readbuffer import ReusedBufferProtocol
 from .config import ServerConfig
 from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
@@ -101,8 +102,8 @@ class HandlerHost(Protocol):
     def call_finished(self, task: asyncio.Task[None]) -> None: ...
 
 
-class ConnectionHandler(asyncio.Protocol):
-    """Serves one client connection."""
+class ConnectionHandler(ReusedBufferProtocol):
+    """Serves one client connection (reads land in the thread's shared buffer)."""
 
     def __init__(self, host: HandlerHost) -> None:
         self._host = host
