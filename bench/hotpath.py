@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import pstats
 import os
+import pstats
 import time
 from typing import Any
 
