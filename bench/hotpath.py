@@ -16,6 +16,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import statistics
 import time
 from typing import Any
 
@@ -139,13 +140,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--conns", type=int, default=200)
     parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
     async def both() -> None:
-        py = await measure_pymprpc(args.conns, args.calls, args.profile)
-        fl = await measure_floor(args.conns, args.calls)
-        print(f"server µs per call: pymprpc {py:.2f}, floor (task per call) {fl:.2f}")
+        if args.profile:
+            await measure_pymprpc(args.conns, args.calls, True)
+            return
+        # Interleaved rounds, medians: a busy machine moves single figures a lot.
+        py, fl = [], []
+        for _ in range(args.rounds):
+            py.append(await measure_pymprpc(args.conns, args.calls, False))
+            fl.append(await measure_floor(args.conns, args.calls))
+        ratio = statistics.median(p / f for p, f in zip(py, fl, strict=True))
+        print(
+            f"server µs per call: pymprpc {statistics.median(py):.2f}, floor (task per call) "
+            f"{statistics.median(fl):.2f}; median ratio {ratio:.2f}"
+        )
 
     asyncio.run(both())
 

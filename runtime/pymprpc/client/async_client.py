@@ -384,11 +384,19 @@ class AsyncRPC(BaseRPC):
     async def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
-        id = await self._send(method, args, kwargs, True, timeout)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # _send inlined: one coroutine less per call.
+        if self._reconnect_due:
+            await self.connect()
+        conn = self._check_call()
+        id = conn.send_call(method, args, kwargs, returns=True, deadline=timeout)
+        self._write(conn.chunks_to_send())
+        # The connection's loop, known since connect(): asyncio.get_running_loop() would
+        # cost a getpid() system call per call on 3.11.
+        future: asyncio.Future[Any] = (self._loop or asyncio.get_running_loop()).create_future()
         pending = _Pending(method, future)
         self._pending[id] = pending
-        self._consumed()  # a call now waits: reading paused for a full stream goes on
+        if self._reading_paused:
+            self._consumed()  # a call now waits: reading paused for a full stream goes on
         deadline = asyncio.timeout(timeout) if timeout is not None else None
         try:
             if deadline is None:

@@ -129,7 +129,8 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Calls read while the output was over max_output_buffer, started once it drains.
         self._deferred: dict[str, CallRequest] = {}
         self._output_limit = host.config.max_output_buffer
-        self._max_waiting = host.config.max_inflight or 1000
+        self._max_inflight = host.config.max_inflight
+        self._max_waiting = self._max_inflight or 1000
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -159,7 +160,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 self._last_activity = self.loop.time()
             for event in events:
                 if type(event) is CallRequest:
-                    if self._deferred or self._output_full():
+                    if self._deferred or (self._output_limit and self._output_full()):
                         self._defer(event)
                     else:
                         self._start_call(event)
@@ -361,7 +362,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _start_call(self, request: CallRequest) -> None:
         refusal = None
-        max_inflight = self._host.config.max_inflight
+        max_inflight = self._max_inflight
         if self._host.draining:
             refusal = RpcUnavailableException("the server is shutting down", id=request.id)
         elif max_inflight and len(self.tasks) >= max_inflight:
@@ -418,7 +419,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                         ) from None
                     raise
         except asyncio.CancelledError:
-            task = asyncio.current_task()
+            task = asyncio.current_task(self.loop)
             if task is None or not task.cancelling():
                 # Raised by the handler itself (say, awaiting an inner task that was
                 # cancelled), not a cancellation of this call: answer it.
@@ -451,7 +452,13 @@ class ConnectionHandler(ReusedBufferProtocol):
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
-            self._call_done(request.id, asyncio.current_task())
+            # With the loop given, current_task() skips get_running_loop() (a getpid()
+            # system call on 3.11). A call answered within its eager first step was never
+            # registered (see _start_call): there is nothing to forget, and the read that
+            # brought it has just counted as activity.
+            task = asyncio.current_task(self.loop)
+            if task is not None and self.tasks.get(request.id) is task:
+                self._call_done(request.id, task)
 
     def _cancelled_error(self) -> MPRPCError:
         message = "the method raised CancelledError without its call being cancelled"
