@@ -378,16 +378,22 @@ class AsyncRPC(BaseRPC):
     def _write_chunks(self, chunks: list[bytes]) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():
+            if len(chunks) == 1:
+                transport.write(chunks[0])  # the usual case: one call's bytes, as queued
+                return
             for chunk in coalesce(chunks):
                 transport.write(chunk)
 
     async def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
-        # _send inlined: one coroutine less per call.
-        if self._reconnect_due:
-            await self.connect()
-        conn = self._check_call()
+        # _send inlined: one coroutine less per call; the checks of _check_call first
+        # done inline, as they pass on nearly every call.
+        conn = self._conn
+        if self._reconnect_due or conn is None or conn.closed or self._transport is None:
+            if self._reconnect_due:
+                await self.connect()
+            conn = self._check_call()
         id = conn.send_call(method, args, kwargs, returns=True, deadline=timeout)
         self._write(conn.chunks_to_send())
         # The connection's loop, known since connect(): asyncio.get_running_loop() would
