@@ -92,7 +92,7 @@ def test_access_control_rules_roles_and_anonymous() -> None:
     async def terminal(c: CallContext) -> str:
         return "ran"
 
-    with pytest.raises(RestrictAccessError, match="user 'bob' may not call 'admin.reset'"):
+    with pytest.raises(RestrictAccessError, match=r"user 'bob' may not call 'admin\.reset'"):
         arun(compose([acl], terminal)(ctx(method="admin.reset", user="bob")))
     assert arun(compose([acl], terminal)(ctx(method="admin.reset", user="alice"))) == "ran"
 
