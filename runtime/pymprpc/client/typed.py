@@ -6,6 +6,7 @@ import copy
 from typing import Any, Final, Self
 
 from .async_client import AsyncRPC
+from .common import skip_caller_in_warnings
 from .sync_client import RPC
 
 _CLIENT_DEFAULT: Final[Any] = object()
@@ -15,8 +16,11 @@ class _Options:
     _timeout: Any = _CLIENT_DEFAULT
 
     def with_options(self, *, timeout: float | None) -> Self:
-        """A view of this client whose calls have a deadline of `timeout` seconds (None:
-        none); it shares the connection: `client.with_options(timeout=2).add(1, 2)`."""
+        """A view of this client whose calls have a deadline of `timeout` seconds.
+
+        `None`: no deadline. The view shares the client's connection:
+        `client.with_options(timeout=2).add(1, 2)`.
+        """
         view = copy.copy(self)
         view._timeout = timeout
         return view
@@ -28,6 +32,7 @@ class TypedClient(_Options):
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = RPC(addr, **options)
 
+    @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
         proxy = self.rpc.method(method)
         if self._timeout is not _CLIENT_DEFAULT:
@@ -56,6 +61,7 @@ class AsyncTypedClient(_Options):
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = AsyncRPC(addr, **options)
 
+    @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
         proxy = self.rpc.method(method)
         if self._timeout is not _CLIENT_DEFAULT:
