@@ -11,11 +11,20 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["CallContext", "Metadata", "current_call"]
+__all__ = [
+    "CallContext",
+    "CallSource",
+    "Metadata",
+    "current_call",
+    "current_call_or_none",
+    "reset_current",
+    "run_in_call",
+    "set_current",
+]
 
 
 class Metadata(Mapping[str, str]):
@@ -123,7 +132,20 @@ class CallContext:
         self.response_metadata[key] = value
 
 
-_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+class CallSource(Protocol):
+    """Something that can build the current call's `CallContext` on demand.
+
+    The server sets one of these instead of a `CallContext` when no interceptor needs the
+    context up front, so a call whose handler never asks costs one attribute store; the
+    first `current_call()` builds the context and the source keeps it.
+    """
+
+    def context(self) -> CallContext:
+        """The call's context (built once, then the same object)."""
+        ...
+
+
+_current: contextvars.ContextVar[CallContext | CallSource | None] = contextvars.ContextVar(
     "pymprpc_current_call", default=None
 )
 
@@ -134,20 +156,52 @@ def current_call() -> CallContext:
     Raises:
         LookupError: when called outside a call handler (or an interceptor).
     """
-    ctx = _current.get()
-    if ctx is None:
+    value = _current.get()
+    if type(value) is CallContext:
+        return value
+    if value is None:
         raise LookupError(
             "pymprpc.current_call() is only available while serving a call "
             "(inside a registered handler or a server interceptor)"
         )
-    return ctx
+    return value.context()  # type: ignore[union-attr]
 
 
-def set_current(ctx: CallContext | None) -> contextvars.Token[CallContext | None]:
+def set_current(
+    ctx: CallContext | CallSource | None,
+) -> contextvars.Token[CallContext | CallSource | None]:
     """Make `ctx` the current call in this context (the server's dispatcher does this)."""
     return _current.set(ctx)
 
 
-def reset_current(token: contextvars.Token[CallContext | None]) -> None:
+def reset_current(token: contextvars.Token[CallContext | CallSource | None]) -> None:
     """Undo a `set_current`."""
     _current.reset(token)
+
+
+def current_call_or_none() -> CallContext | None:
+    """The current call's context, or None outside a call (built if still lazy)."""
+    value = _current.get()
+    if value is None or type(value) is CallContext:
+        return value
+    return value.context()  # type: ignore[union-attr]
+
+
+def run_in_call(
+    ctx: CallContext | None, func: Callable[..., Any], args: Any, kwargs: Any
+) -> tuple[Any, dict[str, str]]:
+    """Run `func(*args, **kwargs)` with `ctx` as the current call, in another process.
+
+    The hook for process pools: the parent sends the pickled `ctx` with the call, the
+    worker runs the function through this, and sends back the response metadata the
+    function set, which the parent adds to its own `ctx.response_metadata`.
+
+    Returns:
+        The function's value and the response metadata it set.
+    """
+    token = _current.set(ctx)
+    try:
+        value = func(*args, **kwargs)
+    finally:
+        _current.reset(token)
+    return value, (dict(ctx.response_metadata) if ctx is not None else {})

@@ -92,6 +92,7 @@ class ServerTelemetry:
         )
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        """Run the call inside a SERVER span whose parent comes from the metadata."""
         attributes = span_attributes(ctx.method, ctx.peer, server=True)
         parent = propagate.extract(dict(ctx.metadata))
         metric_attributes = {k: attributes[k] for k in ("rpc.system", "rpc.method")}

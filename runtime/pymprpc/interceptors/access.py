@@ -60,6 +60,7 @@ class AccessControl:
         return not allowed.isdisjoint(self._roles.get(user, ()))
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        """Refuse the call with 403 unless `ctx.user` may call `ctx.method`."""
         if not self.allowed(ctx.user, ctx.method):
             who = "anonymous callers" if ctx.user is None else f"user {ctx.user!r}"
             raise RestrictAccessError(

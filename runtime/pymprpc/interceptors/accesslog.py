@@ -55,6 +55,7 @@ class AccessLog:
         )
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        """Run the call and log its outcome (a stream: when it ends)."""
         started = time.perf_counter()
         try:
             result = await call_next(ctx)

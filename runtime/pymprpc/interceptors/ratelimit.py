@@ -76,6 +76,7 @@ class RateLimit:
         return wait
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        """Refuse the call with 503 when its bucket is empty, else run it."""
         wait = self.take(self._key(ctx))
         if wait:
             who = f"user {ctx.user!r}" if self.per == "user" and ctx.user else "this address"

@@ -175,6 +175,7 @@ class ServerConnection(_Connection):
         self.credentials = credentials
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
+        self._metadata = False  # METADATA negotiated
 
     @property
     def inflight(self) -> int:
@@ -241,6 +242,7 @@ class ServerConnection(_Connection):
         announced = Key.FEATURES in msg
         self.features = wanted & self.settings.features
         self._deadlines = Feature.DEADLINE in self.features
+        self._metadata = Feature.METADATA in self.features
         codec = self.codec
         self._queue(
             messages.welcome(
@@ -257,7 +259,7 @@ class ServerConnection(_Connection):
 
     def _call(self, msg: dict[str, Any]) -> CallRequest | None:
         try:
-            request = messages.parse_call(msg, self._deadlines)
+            request = messages.parse_call(msg, self._deadlines, self._metadata)
         except RequestError as exc:
             raw_id = msg.get(Key.ID)
             self._queue_error(raw_id if isinstance(raw_id, str | int) else None, exc)
@@ -301,23 +303,53 @@ class ServerConnection(_Connection):
 
     # -- outcomes reported by the shell ---------------------------------------------
 
-    def send_result(self, id: str, value: Any, *, deprecated: bool = False) -> None:
-        """Queue the result of call `id` and retire the ID."""
+    def send_result(
+        self,
+        id: str,
+        value: Any,
+        *,
+        deprecated: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Queue the result of call `id` and retire the ID; `metadata` goes with it when
+        the connection negotiated `metadata` (malformed metadata: 405 for the call)."""
         if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
         try:
-            self._queue(messages.result(id, value, deprecated=deprecated))
+            if metadata and self._metadata:
+                metadata = self._check_response_metadata(metadata)
+            else:
+                metadata = None
+            self._queue(messages.result(id, value, deprecated=deprecated, metadata=metadata))
         except LocalProtocolError as exc:
             self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
 
-    def send_stream_start(self, id: str, *, deprecated: bool = False) -> bool:
-        """Queue 201/301 for call `id`; False if the call is no longer wanted."""
+    def send_stream_start(
+        self, id: str, *, deprecated: bool = False, metadata: dict[str, str] | None = None
+    ) -> bool:
+        """Queue 201/301 for call `id` (with `metadata` when negotiated); False if the
+        call is no longer wanted."""
         if id not in self._inflight or self.closed:
             return False
         self._inflight[id] = True
         code = Code.EXPIRE_STREAM_START if deprecated else Code.STREAM_START
-        self._queue(messages.response(code, id))
+        if metadata and self._metadata:
+            try:
+                fields = {Key.METADATA: self._check_response_metadata(metadata)}
+            except LocalProtocolError as exc:
+                self.send_error(id, ResultLimitError(f"stream not started: {exc}", id=id))
+                return False
+            self._queue(messages.response(code, id, **fields))
+        else:
+            self._queue(messages.response(code, id))
         return True
+
+    @staticmethod
+    def _check_response_metadata(metadata: dict[str, str]) -> dict[str, str]:
+        try:
+            return messages.check_metadata(metadata)
+        except ValueError as exc:
+            raise LocalProtocolError(f"response metadata not sent: {exc}") from None
 
     def send_stream_item(self, id: str, value: Any) -> bool:
         """Queue one item; False if the stream must stop (cancelled or undeliverable)."""
@@ -383,6 +415,7 @@ class ClientConnection(_Connection):
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = 0
         self._deadlines = False  # DEADLINE negotiated
+        self._metadata = False  # METADATA negotiated
 
     def start(self) -> bytes:
         """The auth request: the first bytes a client sends."""
@@ -446,6 +479,7 @@ class ClientConnection(_Connection):
         self.welcome = event
         self.features = event.features & self._wanted
         self._deadlines = Feature.DEADLINE in self.features
+        self._metadata = Feature.METADATA in self.features
         self.state = _READY
         return event
 
@@ -465,8 +499,10 @@ class ClientConnection(_Connection):
         returns: bool = True,
         deadline: float | None = None,
         id: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> tuple[str, list[bytes]]:
-        """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable."""
+        """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable
+        (malformed `metadata` included; it is sent only when `metadata` was negotiated)."""
         if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
@@ -474,7 +510,16 @@ class ClientConnection(_Connection):
             id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
         if not self._deadlines:
             deadline = None
-        data = self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
+        if metadata and self._metadata:
+            try:
+                messages.check_metadata(metadata)
+            except ValueError as exc:
+                raise LocalProtocolError(f"cannot call {method!r}: {exc}") from None
+        else:
+            metadata = None
+        data = self._encode(
+            messages.call(id, method, list(args), kwargs or {}, returns, deadline, metadata)
+        )
         if returns:
             self._pending[id] = False
         return id, data

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..protocol import Credentials
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
 
 # Failure records kept per kind (addresses, user names); the least recently failed go
 # first beyond it, so a peer inventing addresses or names cannot grow the table.
