@@ -81,7 +81,7 @@ def test_version_is_written_once() -> None:
 
 def test_dev_tools_are_dependency_groups_not_extras() -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
-    assert set(extras) == {"gen"}
+    assert set(extras) == {"gen", "otel"}  # what users install; nothing for developers
     assert {"test", "bench", "docs"} <= set(PYPROJECT["dependency-groups"])
 
 
