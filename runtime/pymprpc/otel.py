@@ -14,7 +14,7 @@ Only this module imports `opentelemetry`; it needs the `opentelemetry-api` packa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pymprpc.otel needs OpenTelemetry: install pymprpc[otel] (the opentelemetry-api package)"
     ) from exc
 
+from .client.interceptors import ClientCallContext
 from .context import CallContext
 from .interceptors.accesslog import outcome_code
 from .interceptors.chain import CallNext, observe_stream
@@ -132,7 +133,15 @@ class ServerTelemetry:
 class ClientTelemetry:
     """A client interceptor: a CLIENT span per outgoing call, its context in the metadata.
 
-    Use the instance itself with `AsyncRPC(interceptors=[...])` and `.sync` with `RPC`.
+    Pass the instance to `AsyncRPC(interceptors=[...])`, and its `.sync` to
+    `RPC(interceptors=[...])`. The span is a child of the span current when the call is
+    made (a handler's SERVER span, for a call a handler makes), and its context travels
+    to the server in the `traceparent` metadata (W3C trace context, or whatever
+    propagator is configured). A stream's span ends when the stream starts.
+
+    Args:
+        tracer_provider: defaults to the global provider.
+        meter_provider: defaults to the global provider.
     """
 
     def __init__(
@@ -146,45 +155,47 @@ class ClientTelemetry:
             "rpc.client.duration", unit="ms", description="Duration of outbound calls"
         )
 
-    def _start(self, method: str, peer: tuple[str, int] | None) -> tuple[trace.Span, Any]:
-        attributes = span_attributes(method, peer, server=False)
-        span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
-        return span, attributes
-
-    def _carrier(self, span: trace.Span, metadata: Mapping[str, str]) -> dict[str, str]:
-        carrier = dict(metadata)
+    def _start(self, ctx: ClientCallContext) -> tuple[trace.Span, ClientCallContext]:
+        attributes = span_attributes(ctx.method, ctx.peer, server=False)
+        span = self._tracer.start_span(ctx.method, kind=SpanKind.CLIENT, attributes=attributes)
+        carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        return carrier
+        return span, ctx.replace(metadata=ctx.metadata.with_items(carrier))
 
     def _end(
-        self,
-        span: trace.Span,
-        attributes: dict[str, Any],
-        started: float,
-        error: BaseException | None,
+        self, span: trace.Span, method: str, started: float, error: BaseException | None
     ) -> None:
         code = _finish(span, error, False)
-        metric_attributes = {
-            k: v for k, v in attributes.items() if k in ("rpc.system", "rpc.method", "rpc.service")
-        }
-        metric_attributes["rpc.mprpc.status_code"] = code
-        self._duration.record((time.perf_counter() - started) * 1000, metric_attributes)
+        attributes = span_attributes(method, None, server=False)
+        attributes["rpc.mprpc.status_code"] = code
+        self._duration.record((time.perf_counter() - started) * 1000, attributes)
         span.end()
 
-    def wrap(
-        self,
-        method: str,
-        peer: tuple[str, int] | None,
-        metadata: Mapping[str, str],
-        send: Callable[[dict[str, str]], Any],
-    ) -> Any:
-        """Run `send(metadata)` (blocking) inside a CLIENT span."""
-        span, attributes = self._start(method, peer)
+    async def __call__(self, ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
+        """Make the call (`AsyncRPC`) inside a CLIENT span."""
+        span, ctx = self._start(ctx)
         started = time.perf_counter()
         try:
-            result = send(self._carrier(span, metadata))
+            result = await call_next(ctx)
         except BaseException as exc:
-            self._end(span, attributes, started, exc)
+            self._end(span, ctx.method, started, exc)
             raise
-        self._end(span, attributes, started, None)
+        self._end(span, ctx.method, started, None)
         return result
+
+    @property
+    def sync(self) -> Callable[[ClientCallContext, Callable[..., Any]], Any]:
+        """The same interceptor for the blocking `RPC` client."""
+
+        def intercept(ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
+            span, ctx = self._start(ctx)
+            started = time.perf_counter()
+            try:
+                result = call_next(ctx)
+            except BaseException as exc:
+                self._end(span, ctx.method, started, exc)
+                raise
+            self._end(span, ctx.method, started, None)
+            return result
+
+        return intercept

@@ -287,6 +287,11 @@ class Server:
         return self._core.draining
 
     @property
+    def running(self) -> bool:
+        """True while the server accepts connections (between `start` and `close`)."""
+        return self._listener is not None
+
+    @property
     def health(self) -> Health:
         """What `system.health(service)` answers: `server.health.set("billing",
         "NOT_SERVING")`; every name answers NOT_SERVING while the server shuts down."""
