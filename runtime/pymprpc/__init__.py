@@ -5,8 +5,8 @@ import logging
 from . import errors
 from .address import Address
 from .client import RPC, AsyncRPC, AsyncStream
-from .protocol import Code, Compression, Feature
 from .context import CallContext, current_call
+from .protocol import Code, Compression, Feature
 from .server import ExecutorKind, Server
 
 # A library logs; the application decides where records go (no "No handlers" warning).
