@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -126,3 +127,9 @@ def test_haproxy_config_is_what_the_cli_prints(capsys: pytest.CaptureFixture[str
     assert f"tcp-check send-binary {auth.hex()}" in printed
     assert f"tcp-check send-binary {call.hex()}" in printed
     assert msgpack.unpackb(call[: -len(SEPARATOR)])["ARGS"] == ["billing"]
+
+
+def test_the_readme_shows_what_the_cli_prints() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("(its output, for a server with the account bob/b-pw) -->\n```\n")[1]
+    assert shown.split("```")[0] == haproxy_config("bob", "b-pw") + "\n"

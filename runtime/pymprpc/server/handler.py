@@ -8,7 +8,7 @@ import logging
 import time
 import traceback
 from collections.abc import AsyncIterator, Hashable
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from ..context import EMPTY_METADATA, CallContext, Metadata, set_current
 from ..errors import (
@@ -40,6 +40,8 @@ from .logins import LoginThrottle, ThrottledCredentials
 from .registry import Kind, Method
 
 log = logging.getLogger(__name__)
+
+_STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
 
 # A stream writes and yields to the loop at least this often (bytes / items).
 _STREAM_BATCH_BYTES = 64 * 1024
@@ -117,6 +119,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
+        self._interceptors = host.config.interceptors
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -451,16 +454,16 @@ class ConnectionHandler(asyncio.Protocol):
     ) -> None:
         dispatcher = self._host.dispatcher
         method = dispatcher.registry.resolve(request.method)  # 401 comes before any chain
-        interceptors = self._host.config.interceptors
+        interceptors = self._interceptors
         if not interceptors:
             # Nobody needs the context up front: build it only if the handler asks.
-            source = _LazyCall(self, request, deadline_at, method.kind is Kind.STREAM)
+            source = _LazyCall(self, request, deadline_at, method.kind is _STREAM)
             set_current(source)
             args, kwargs = method.bind(request.args, request.kwargs)
             result = await dispatcher.run(method, args, kwargs)
             ctx = source.ctx
         else:
-            ctx = self.call_context(request, deadline_at, method.kind is Kind.STREAM)
+            ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
             set_current(ctx)
             chain = compose(interceptors, functools.partial(self._terminal, method, request))
             result = await chain(ctx)
