@@ -149,8 +149,10 @@ def test_wheel_ships_nothing_that_needs_the_repository(wheel: zipfile.ZipFile) -
             for root in roots:
                 known = root in sys.stdlib_module_names or root in shipped
                 # opentelemetry: pymprpc/otel.py only, the `otel` extra (test_otel checks
-                # that nothing else imports it).
-                extra = {"msgpack", "lark", "jinja2"} | (
-                    {"opentelemetry"} if name == "pymprpc/otel.py" else set()
-                )
+                # that nothing else imports it); pytest: the opt-in pytest plugin only.
+                optional = {
+                    "pymprpc/otel.py": "opentelemetry",
+                    "pymprpc/pytest_plugin.py": "pytest",
+                }
+                extra = {"msgpack", "lark", "jinja2", optional.get(name, "msgpack")}
                 assert known or root in extra, f"{name} imports {root}"
