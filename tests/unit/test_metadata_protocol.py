@@ -36,12 +36,12 @@ def server(features: list[str] | None) -> ServerConnection:
     if features is not None:
         auth["FEATURES"] = features
     conn.receive_data(frame(auth))
-    conn.data_to_send()
+    conn.chunks_to_send()
     return conn
 
 
 def replies(conn: ServerConnection) -> list[Any]:
-    return [unpack(f) for f in conn.data_to_send().split(SEPARATOR)[:-1]]
+    return [unpack(f) for f in b"".join(conn.chunks_to_send()).split(SEPARATOR)[:-1]]
 
 
 @given(st.dictionaries(st.text(max_size=20), st.text(max_size=20), max_size=MAX_METADATA_PAIRS))
@@ -112,6 +112,7 @@ def test_malformed_response_metadata_fails_the_call_with_405() -> None:
 def client(features: list[str]) -> ClientConnection:
     conn = ClientConnection()
     conn.start()
+    conn.chunks_to_send()
     welcome = {**V, "CODE": 100, "VERSION": None, "DESC": None, "DEBUG": False,
                "COMPRESER": None, "TIMEOUT": 0, "FEATURES": features}  # fmt: skip
     conn.receive_data(frame(welcome))
@@ -120,24 +121,24 @@ def client(features: list[str]) -> ClientConnection:
 
 def test_client_sends_metadata_only_when_negotiated_and_reads_it_back() -> None:
     conn = client(["metadata"])
-    id, chunks = conn.send_call("m", metadata={"k": "v"})
-    assert unpack(b"".join(chunks)[: -len(SEPARATOR)])["METADATA"] == {"k": "v"}
+    id = conn.send_call("m", metadata={"k": "v"})
+    assert unpack(b"".join(conn.chunks_to_send())[: -len(SEPARATOR)])["METADATA"] == {"k": "v"}
     reply = {**V, "CODE": 200, "MESSAGE": {"ID": id, "RESULT": 1, "METADATA": {"r": "x"}}}
     assert conn.receive_data(frame(reply)) == [Result(id, 1, metadata={"r": "x"})]
-    id2, _ = conn.send_call("s")
+    id2 = conn.send_call("s")
     start = {**V, "CODE": 201, "MESSAGE": {"ID": id2, "METADATA": {"r": "y"}}}
     assert conn.receive_data(frame(start)) == [StreamStart(id2, metadata={"r": "y"})]
     with pytest.raises(LocalProtocolError, match="strings to strings"):
         conn.send_call("m", metadata={"k": 1})  # type: ignore[dict-item]
 
     old = client([])
-    _, chunks = old.send_call("m", metadata={"k": "v"})
-    assert "METADATA" not in unpack(b"".join(chunks)[: -len(SEPARATOR)])
+    old.send_call("m", metadata={"k": "v"})
+    assert "METADATA" not in unpack(b"".join(old.chunks_to_send())[: -len(SEPARATOR)])
 
 
 def test_client_closes_on_malformed_response_metadata() -> None:
     conn = client(["metadata"])
-    id, _ = conn.send_call("m")
+    id = conn.send_call("m")
     reply = {**V, "CODE": 200, "MESSAGE": {"ID": id, "RESULT": 1, "METADATA": {"r": 2}}}
     events = conn.receive_data(frame(reply))
     assert conn.closed and "METADATA" in str(events[-1])
