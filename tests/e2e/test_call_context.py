@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from generated_examples.calculator.client import AsyncCalculatorClient, CalculatorClient
 from generated_examples.calculator.server import CalculatorServicer, register_calculator
 from generated_examples.geometry.types import Shape
-from helpers import RawClient, arun
+from helpers import RawClient, arun, tls_contexts
 from pymprpc import RPC, AsyncRPC, Server, current_call
 from pymprpc.context import CallContext
 from pymprpc.testing import client_for
@@ -198,3 +200,26 @@ def test_metadata_must_be_strings() -> None:
     rpc = AsyncRPC("tcp://127.0.0.1:1")
     with pytest.raises(TypeError, match="must be str"):
         rpc.add.with_options(metadata={"n": 1})  # type: ignore[dict-item]
+
+
+def test_the_tls_client_certificate_is_in_the_context(
+    tmp_path: Path, mprpc_client: Callable[..., RPC]
+) -> None:
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+    # Mutual TLS: the server asks for a client certificate (the same test certificate).
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.load_verify_locations(tmp_path / "cert.pem")
+    client_ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+
+    async def subject() -> Any:
+        cert = current_call().peer_certificate
+        return cert and cert["subject"]
+
+    server = Server(("127.0.0.1", 0), ssl=server_ctx)
+    server.register_function("subject")(subject)
+    rpc = mprpc_client(server, ssl=client_ctx)
+    assert rpc.subject() == [[["commonName", "localhost"]]]
+
+    plain = Server(("127.0.0.1", 0))
+    plain.register_function("subject")(subject)
+    assert mprpc_client(plain).subject() is None
