@@ -247,6 +247,8 @@ class BaseRPC:
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call `method` by name with the client's default deadline (`timeout`)."""
+        if self.interceptors:
+            return self._invoke(method, None, args, kwargs)
         return self._call(method, args, kwargs, self.timeout)
 
     def delay(self, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -40,9 +40,12 @@ class _Options:
         return view
 
     def _proxy(self, proxy: MethodProxy[Any]) -> MethodProxy[Any]:
-        if self._timeout is not _CLIENT_DEFAULT or self._metadata:
-            return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
-        return proxy
+        return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
+
+    @property
+    def _plain(self) -> bool:
+        """No option set: calls go through `rpc.call`, without building a proxy."""
+        return self._timeout is _CLIENT_DEFAULT and not self._metadata
 
 
 class TypedClient(_Options):
@@ -53,6 +56,8 @@ class TypedClient(_Options):
 
     @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
+        if self._plain:
+            return self.rpc.call(method, *args)  # the common case
         return self._proxy(self.rpc.method(method))(*args)
 
     def __enter__(self) -> Self:
@@ -79,6 +84,8 @@ class AsyncTypedClient(_Options):
 
     @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
+        if self._plain:
+            return await self.rpc.call(method, *args)
         return await self._proxy(self.rpc.method(method))(*args)
 
     async def __aenter__(self) -> Self:
