@@ -14,7 +14,7 @@ Only this module imports `opentelemetry`; it needs the `opentelemetry-api` packa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 try:
@@ -70,6 +70,25 @@ def _finish(span: trace.Span, error: BaseException | None, streaming: bool) -> i
     return code
 
 
+async def _within(stream: AsyncIterator[Any], context: otel_context.Context) -> AsyncIterator[Any]:
+    """`stream`'s items, each produced with `context` as the current OTel context."""
+    iterator = aiter(stream)
+    try:
+        while True:
+            token = otel_context.attach(context)
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            finally:
+                otel_context.detach(token)
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class ServerTelemetry:
     """A server interceptor: a SERVER span and metrics per call.
 
@@ -116,7 +135,8 @@ class ServerTelemetry:
 
         # The span is current while the handler runs, so nested calls it makes are its
         # children; the token is detached in this same task before returning.
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        span_context = trace.set_span_in_context(span, parent)
+        token = otel_context.attach(span_context)
         try:
             result = await call_next(ctx)
         except BaseException as exc:
@@ -127,7 +147,9 @@ class ServerTelemetry:
         if not ctx.streaming:
             end(None)
             return result
-        return observe_stream(result, lambda error, _items: end(error))
+        # A stream's body runs as it is read, after this returned: the span is made
+        # current again around each step, so nested calls it makes are its children.
+        return observe_stream(_within(result, span_context), lambda error, _items: end(error))
 
 
 class ClientTelemetry:

@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -64,18 +65,31 @@ def test_a_trace_crosses_client_server_nested_call_and_back() -> None:
     async def broken() -> None:
         raise ValueError("no")
 
+    async def doubled(n: int) -> AsyncIterator[int]:
+        # A stream's body runs after its handler returned: still inside its span.
+        async with AsyncRPC(server_url(server), interceptors=[client_telemetry]) as nested:
+            for i in range(n):
+                yield await nested.calc.inner(i)
+
     server.register_function("calc.inner")(inner)
     server.register_function("calc.outer")(outer)
     server.register_function("broken")(broken)
+    server.register_function("doubled")(doubled)
 
     async def main() -> None:
         async with client_for(server, interceptors=[client_telemetry]) as rpc:
             assert await rpc.calc.outer(20) == 41
             with pytest.raises(RPCRuntimeError):
                 await rpc.broken()
+            assert [i async for i in await rpc.doubled(2)] == [0, 2]
 
     arun(main())
     spans = exporter.get_finished_spans()
+    stream_span = next(s for s in spans if s.name == "doubled" and s.kind is SpanKind.SERVER)
+    in_stream = [s for s in spans if s.parent and s.parent.span_id == stream_span.context.span_id]
+    assert [s.name for s in in_stream] == ["calc.inner", "calc.inner"]
+    # The rest: the outer call's trace and the failing call's.
+    spans = [s for s in spans if s.context.trace_id != stream_span.context.trace_id]
     by_kind = {(s.name, s.kind): s for s in spans}
     client_outer = by_kind["calc.outer", SpanKind.CLIENT]
     server_outer = by_kind["calc.outer", SpanKind.SERVER]
@@ -101,8 +115,13 @@ def test_a_trace_crosses_client_server_nested_call_and_back() -> None:
         (p.attributes["rpc.method"], p.attributes["rpc.mprpc.status_code"]): p.count
         for p in points["rpc.server.duration"]
     }
-    assert server_durations == {("outer", 200): 1, ("inner", 200): 1, ("broken", 404): 1}
-    assert sum(p.count for p in points["rpc.client.duration"]) == 3
+    assert server_durations == {
+        ("outer", 200): 1,
+        ("inner", 200): 3,  # once for outer, twice for the stream
+        ("broken", 404): 1,
+        ("doubled", 201): 1,
+    }
+    assert sum(p.count for p in points["rpc.client.duration"]) == 6
     assert all(p.value == 0 for p in points["rpc.server.active_requests"])  # all ended
 
 
