@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 __all__ = [
     "CallContext",
@@ -132,17 +132,10 @@ class CallContext:
         self.response_metadata[key] = value
 
 
-class CallSource(Protocol):
-    """Something that can build the current call's `CallContext` on demand.
-
-    The server sets one of these instead of a `CallContext` when no interceptor needs the
-    context up front, so a call whose handler never asks costs one attribute store; the
-    first `current_call()` builds the context and the source keeps it.
-    """
-
-    def context(self) -> CallContext:
-        """The call's context (built once, then the same object)."""
-        ...
+# What the server sets instead of a `CallContext` when no interceptor needs the context
+# up front: a function building it (once; later calls return the same object), so a call
+# whose handler never asks costs one partial and one context-variable store.
+CallSource = Callable[[], CallContext]
 
 
 _current: contextvars.ContextVar[CallContext | CallSource | None] = contextvars.ContextVar(
@@ -164,7 +157,7 @@ def current_call() -> CallContext:
             "pymprpc.current_call() is only available while serving a call "
             "(inside a registered handler or a server interceptor)"
         )
-    return value.context()  # type: ignore[union-attr]
+    return value()  # type: ignore[operator]
 
 
 def set_current(
@@ -184,7 +177,7 @@ def current_call_or_none() -> CallContext | None:
     value = _current.get()
     if value is None or type(value) is CallContext:
         return value
-    return value.context()  # type: ignore[union-attr]
+    return value()  # type: ignore[operator]
 
 
 def run_in_call(

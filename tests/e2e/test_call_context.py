@@ -12,7 +12,7 @@ import pytest
 from generated_examples.calculator.client import AsyncCalculatorClient, CalculatorClient
 from generated_examples.calculator.server import CalculatorServicer, register_calculator
 from generated_examples.geometry.types import Shape
-from helpers import RawClient, arun, tls_contexts
+from helpers import RawClient, arun, connections, tls_contexts
 from pymprpc import RPC, AsyncRPC, Server, current_call
 from pymprpc.context import CallContext
 from pymprpc.testing import client_for
@@ -223,3 +223,31 @@ def test_the_tls_client_certificate_is_in_the_context(
     plain = Server(("127.0.0.1", 0))
     plain.register_function("subject")(subject)
     assert mprpc_client(plain).subject() is None
+
+
+def test_contexts_built_on_demand_are_not_kept_after_the_call() -> None:
+    async def asks_then_fails() -> None:
+        current_call().set_response_metadata("k", "v")
+        raise ValueError("after asking")
+
+    async def counts(n: int) -> AsyncIterator[int]:
+        current_call()  # built while streaming: after the 201 went out
+        for i in range(n):
+            yield i
+
+    server = Server(("127.0.0.1", 0))
+    server.register_function("asks_then_fails")(asks_then_fails)
+    server.register_function("counts")(counts)
+    server.register_function("on_loop")(describe_async)
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            for _ in range(3):
+                with pytest.raises(Exception, match="after asking"):
+                    await rpc.asks_then_fails()
+                assert [i async for i in await rpc.counts(2)] == [0, 1]
+                await rpc.on_loop()
+            (handler,) = connections(server)
+            assert handler._contexts == {}
+
+    arun(main())

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import AsyncIterator, Hashable
 from typing import Any, Final, Protocol, cast
 
-from ..context import EMPTY_METADATA, CallContext, Metadata, set_current
+from ..context import EMPTY_METADATA, CallContext, Metadata, _current, set_current
 from ..errors import (
     CancelledError,
     DeadlineExceeded,
@@ -47,7 +47,6 @@ from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
 from .executors import RemoteFunctionError
 from .flow import InputBudget
-from .health import Health
 from .kept_results import KeptOutcome, KeptResults, current_scope
 from .logins import LoginThrottle, ThrottledCredentials
 from .registry import Kind, Method
@@ -55,6 +54,7 @@ from .registry import Kind, Method
 log = logging.getLogger(__name__)
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
+_set_current: Final = _current.set  # set_current, without its frame
 
 # A stream writes and yields to the loop at least this often (bytes / items).
 _STREAM_BATCH_BYTES = 64 * 1024
@@ -81,9 +81,6 @@ class HandlerHost(Protocol):
 
     @property
     def kept(self) -> KeptResults: ...
-
-    @property
-    def health(self) -> Health: ...
 
     @property
     def input_budget(self) -> InputBudget:
@@ -137,6 +134,8 @@ class ConnectionHandler(asyncio.Protocol):
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
         self._interceptors = host.config.interceptors
+        # Contexts built on demand for calls without interceptors, by call ID.
+        self._contexts: dict[str, CallContext] = {}
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
         self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
         # Calls read while the output was over max_output_buffer, started once it drains.
@@ -473,6 +472,8 @@ class ConnectionHandler(asyncio.Protocol):
             )
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
+            if self._contexts:  # built after the reply was sent, or the call failed
+                self._contexts.pop(request.id, None)
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
@@ -503,6 +504,16 @@ class ConnectionHandler(asyncio.Protocol):
             )
 
     # -- the call context -------------------------------------------------------------
+
+    def _lazy_context(
+        self, request: CallRequest, deadline_at: float | None, streaming: bool
+    ) -> CallContext:
+        """The context of a call run without interceptors, built on first use and kept
+        until the call is answered (it holds the response metadata)."""
+        ctx = self._contexts.get(request.id)
+        if ctx is None:
+            ctx = self._contexts[request.id] = self.call_context(request, deadline_at, streaming)
+        return ctx
 
     def call_context(
         self,
@@ -559,11 +570,11 @@ class ConnectionHandler(asyncio.Protocol):
         interceptors = self._interceptors
         if not interceptors:
             # Nobody needs the context up front: build it only if the handler asks.
-            source = _LazyCall(self, request, deadline_at, method.kind is _STREAM)
-            set_current(source)
+            streaming = method.kind is _STREAM
+            _set_current(functools.partial(self._lazy_context, request, deadline_at, streaming))
             args, kwargs = method.bind(request.args, request.kwargs)
             result = await dispatcher.run(method, args, kwargs)
-            ctx = source.ctx
+            ctx = self._contexts.pop(request.id, None) if self._contexts else None
         else:
             ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
             set_current(ctx)
@@ -625,33 +636,6 @@ class ConnectionHandler(asyncio.Protocol):
 
 
 HEALTH_METHOD = "system.health"  # answered while draining, when other calls get 503
-
-
-class _LazyCall:
-    """The current call's `CallSource`: its `CallContext`, built when first asked for."""
-
-    __slots__ = ("ctx", "deadline_at", "handler", "request", "streaming")
-
-    def __init__(
-        self,
-        handler: ConnectionHandler,
-        request: CallRequest,
-        deadline_at: float | None,
-        streaming: bool,
-    ) -> None:
-        self.handler = handler
-        self.request = request
-        self.deadline_at = deadline_at
-        self.streaming = streaming
-        self.ctx: CallContext | None = None
-
-    def context(self) -> CallContext:
-        ctx = self.ctx
-        if ctx is None:
-            ctx = self.ctx = self.handler.call_context(
-                self.request, self.deadline_at, self.streaming
-            )
-        return ctx
 
 
 def _peer_text(peer: Any) -> str:
