@@ -134,8 +134,9 @@ class BaseRPC:
     connecting and logging in; `max_message_size` bounds a message either way;
     `features` are the extensions to ask for; `stream_buffer_size` bounds the unread
     items kept per stream, in bytes (see the README); `interceptors` run around every
-    call made through a method proxy (`rpc.name(...)`, see `pymprpc.client.interceptors`;
-    `async def` ones for `AsyncRPC`, plain functions for `RPC`), the first outermost.
+    call (`rpc.name(...)`, `rpc.call(...)`, typed clients' methods; not `delay`), the
+    first outermost: `async def` ones for `AsyncRPC`, plain functions for `RPC` (see
+    `pymprpc.client.interceptors`).
 
     Raises:
         ValueError: a malformed address or an unknown option value.
