@@ -161,3 +161,20 @@ def test_without_the_extra_nothing_imports_opentelemetry(tmp_path: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "install pymprpc[otel]" in done.stdout
+
+
+def test_the_blocking_client_traces_with_sync(mprpc_client: Any) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = Server(("127.0.0.1", 0), interceptors=[ServerTelemetry(tracer_provider)])
+    server.register_function("add")(add)
+    rpc = mprpc_client(server, interceptors=[ClientTelemetry(tracer_provider).sync])
+    assert rpc.add(1, 2) == 3
+    spans = {s.kind: s for s in exporter.get_finished_spans()}
+    client, served = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    assert served.parent is not None and served.parent.span_id == client.context.span_id
+
+
+async def add(a: int, b: int) -> int:
+    return a + b
