@@ -31,6 +31,13 @@ try:
 except ImportError:
     HAVE_UVLOOP = False
 
+try:
+    import opentelemetry.sdk  # noqa: F401
+
+    HAVE_OTEL = True
+except ImportError:
+    HAVE_OTEL = False
+
 
 @dataclass(frozen=True)
 class Row:
@@ -151,6 +158,9 @@ def rows() -> list[Row]:
             out.append(Row(workload, "pymprpc, sync client", "pymprpc", "pymprpc-sync"))
         if HAVE_UVLOOP:
             out.append(Row(workload, "pymprpc + uvloop", "pymprpc-uvloop", "pymprpc", True))
+        if HAVE_OTEL and workload in ("w1", "w2"):
+            # Server and client telemetry on every call: what tracing costs.
+            out.append(Row(workload, "pymprpc + OTel", "pymprpc-otel", "pymprpc-otel"))
     out += [
         Row("w5p", "pymprpc, process pool", "pymprpc", "pymprpc"),
         Row("w5t", "pymprpc, thread pool", "pymprpc", "pymprpc"),
@@ -392,7 +402,8 @@ def main() -> None:
         fan_rows = [r for r in fanin_rows() if not args.only or "fanin" in args.only]
         want_10k = not args.only or "fanin10k" in args.only
         for key in sorted({r.server for r in selected} | {r.server for r in fan_rows}):
-            servers.start(key, key.removesuffix("-uvloop"), uvloop=key.endswith("uvloop"))
+            system = key if key == "pymprpc-otel" else key.removesuffix("-uvloop")
+            servers.start(key, system, uvloop=key.endswith("uvloop"))
         for run in range(1, args.runs + 1):
             for row in selected:
                 sample = measure(row, servers.port(row.server), args.seconds)

@@ -19,13 +19,20 @@ def padd(a: int, b: int) -> int:
     return a + b
 
 
-def build_pymprpc(port: int) -> Server:
+def build_pymprpc(port: int, otel: bool = False) -> Server:
+    interceptors = []
+    if otel:  # the "pymprpc + OTel" rows: ServerTelemetry on every call
+        from bench.otel import providers
+        from pymprpc.otel import ServerTelemetry
+
+        interceptors.append(ServerTelemetry(*providers()))
     server = Server(
         ("127.0.0.1", port),
         timeout=None,
         max_message_size=MAX_MESSAGE,
         max_connections=FANIN_IDLE + 1000,
         backlog=4096,
+        interceptors=interceptors,
     )
 
     @server.register_function()
@@ -51,8 +58,8 @@ async def main(system: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if system == "pymprpc":
-        server = build_pymprpc(port)
+    if system in ("pymprpc", "pymprpc-otel"):
+        server = build_pymprpc(port, otel=system == "pymprpc-otel")
         await server.start()
         print("ready", flush=True)
         await stop.wait()

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, Unpack
 
 from ..address import Address
+from ..context import Metadata
 from ..errors import MPRPCError
 from ..protocol import (
     CallFailed,
@@ -21,6 +22,7 @@ from ..protocol import (
 from ..protocol.framing import coalesce
 from ..readbuffer import ReusedBufferProtocol
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .interceptors import ClientCallContext
 
 
 class _Buffer(StreamBuffer):
@@ -350,11 +352,14 @@ class AsyncRPC(BaseRPC):
         kwargs: dict[str, Any],
         returns: bool,
         timeout: float | None,
+        metadata: dict[str, str] | None = None,
     ) -> str:
         if self._reconnect_due:
             await self.connect()
         conn = self._check_call()
-        id = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        id = conn.send_call(
+            method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+        )
         self._write(conn.chunks_to_send())
         return id
 
@@ -385,16 +390,22 @@ class AsyncRPC(BaseRPC):
                 transport.write(chunk)
 
     async def _call(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        ctx: ClientCallContext | None = None,
     ) -> Any:
         # _send inlined: one coroutine less per call; the checks of _check_call first
         # done inline, as they pass on nearly every call.
+        metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
         conn = self._conn
         if self._reconnect_due or conn is None or conn.closed or self._transport is None:
             if self._reconnect_due:
                 await self.connect()
             conn = self._check_call()
-        id = conn.send_call(method, args, kwargs, returns=True, deadline=timeout)
+        id = conn.send_call(method, args, kwargs, returns=True, deadline=timeout, metadata=metadata)
         self._write(conn.chunks_to_send())
         # The connection's loop, known since connect(): asyncio.get_running_loop() would
         # cost a getpid() system call per call on 3.11.
@@ -416,10 +427,13 @@ class AsyncRPC(BaseRPC):
         except asyncio.CancelledError:
             self._cancel(id)
             raise
-        value = self._outcome(method, event, timeout)
+        value = self._outcome(method, event, timeout, ctx)
         if isinstance(pending.stream, _Buffer):
             return AsyncStream(self, id, method, pending.stream)
         return value
+
+    async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
+        return await result, Metadata(ctx.response_metadata)
 
     async def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return await self._send(method, args, kwargs, False, None)
