@@ -2,22 +2,23 @@
 # change calculator.idl and run mprpcgen again.
 """Package generated from calculator.idl."""
 
-from .client import (
-    AsyncCalculatorClient,
-    CalculatorClient,
-)
-from .server import (
-    CalculatorServicer,
-    register_calculator,
-)
-from .types import (
-    CalculatorMethods,
-)
+from __future__ import annotations
 
-__all__ = [
-    "AsyncCalculatorClient",
-    "CalculatorClient",
-    "CalculatorMethods",
-    "CalculatorServicer",
-    "register_calculator",
-]
+import typing as _typing
+
+from .client import AsyncCalculatorClient, CalculatorClient
+
+if _typing.TYPE_CHECKING:
+    from .server import CalculatorServicer, register_calculator
+
+__all__ = ["AsyncCalculatorClient", "CalculatorClient", "CalculatorServicer", "register_calculator"]
+_SERVER_NAMES = frozenset({"CalculatorServicer", "register_calculator"})
+
+
+def __getattr__(name: str) -> object:
+    """Import the server side on first use: importing a client does not load it."""
+    if name in _SERVER_NAMES:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

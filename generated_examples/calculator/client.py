@@ -6,104 +6,114 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-from pymprpc import schema
-from pymprpc.client.typed import AsyncTypedClient, TypedClient
+import pymprpc.client.typed as _typed
 
-from ..geometry.types import Shape
-from .types import CalculatorMethods
+# isort: off
+from generated_examples.geometry.types import Shape
+# isort: on
+
+from .types import _CalculatorMethods
 
 
-class CalculatorClient(TypedClient):
+class CalculatorClient(_typed.TypedClient):
     """Arithmetic as a service.
 
     Blocking client: `with CalculatorClient(addr) as client: ...`.
     """
 
+    VERSION: str | None = "1.2.0"
+    """The version declared in the interface file (`service X version "..."`)."""
+
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
-        sig = CalculatorMethods.add
-        result = self._call("add", sig.encode_args(a, b))
-        return sig.result.decode(result, "add()")
+        _sig = _CalculatorMethods.add
+        _args = _sig.encode_args(a, b)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
-        sig = CalculatorMethods.slow_add
-        result = self._call("slow_add", sig.encode_args(a, b))
-        return sig.result.decode(result, "slow_add()")
+        _sig = _CalculatorMethods.slow_add
+        _args = _sig.encode_args(a, b)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def count(self, n: int) -> Iterator[int]:
         """Count from 0 to n - 1."""
-        sig = CalculatorMethods.count
-        stream = self._call("count", sig.encode_args(n))
-        return schema.decode_stream(stream, sig.result, "count()")
+        _sig = _CalculatorMethods.count
+        _args = _sig.encode_args(n)
+        return _sig.decode_stream(self._call(_sig.wire, _args))
 
     def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a thread."""
-        sig = CalculatorMethods.area
-        result = self._call("area", sig.encode_args(shape))
-        return sig.result.decode(result, "area()")
+        _sig = _CalculatorMethods.area
+        _args = _sig.encode_args(shape)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
-        sig = CalculatorMethods.old_add
-        result = self._call("old_add", sig.encode_args(a, b))
-        return sig.result.decode(result, "old_add()")
+        _sig = _CalculatorMethods.old_add
+        _args = _sig.encode_args(a, b)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
-        sig = CalculatorMethods.log
-        self.rpc.delay("log", *sig.encode_args(line))
+        _sig = _CalculatorMethods.log
+        _args = _sig.encode_args(line)
+        self.rpc.delay(_sig.wire, *_args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
-        sig = CalculatorMethods.translate
-        result = self._call("translate", sig.encode_args(shape, dx, dy))
-        return sig.result.decode(result, "translate()")
+        _sig = _CalculatorMethods.translate
+        _args = _sig.encode_args(shape, dx, dy)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
 
-class AsyncCalculatorClient(AsyncTypedClient):
+class AsyncCalculatorClient(_typed.AsyncTypedClient):
     """Arithmetic as a service.
 
     Asyncio client: `async with AsyncCalculatorClient(addr) as client: ...`.
     """
 
+    VERSION: str | None = "1.2.0"
+    """The version declared in the interface file (`service X version "..."`)."""
+
     async def add(self, a: int, b: int) -> int:
         """Add two integers."""
-        sig = CalculatorMethods.add
-        result = await self._call("add", sig.encode_args(a, b))
-        return sig.result.decode(result, "add()")
+        _sig = _CalculatorMethods.add
+        _args = _sig.encode_args(a, b)
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
     async def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
-        sig = CalculatorMethods.slow_add
-        result = await self._call("slow_add", sig.encode_args(a, b))
-        return sig.result.decode(result, "slow_add()")
+        _sig = _CalculatorMethods.slow_add
+        _args = _sig.encode_args(a, b)
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
-    async def count(self, n: int) -> AsyncIterator[int]:
+    def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
-        sig = CalculatorMethods.count
-        stream = await self._call("count", sig.encode_args(n))
-        return schema.decode_async_stream(stream, sig.result, "count()")
+        _sig = _CalculatorMethods.count
+        _args = _sig.encode_args(n)
+        return _sig.open_stream(self._call, _args)
 
     async def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a thread."""
-        sig = CalculatorMethods.area
-        result = await self._call("area", sig.encode_args(shape))
-        return sig.result.decode(result, "area()")
+        _sig = _CalculatorMethods.area
+        _args = _sig.encode_args(shape)
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
     async def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
-        sig = CalculatorMethods.old_add
-        result = await self._call("old_add", sig.encode_args(a, b))
-        return sig.result.decode(result, "old_add()")
+        _sig = _CalculatorMethods.old_add
+        _args = _sig.encode_args(a, b)
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
     async def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
-        sig = CalculatorMethods.log
-        await self.rpc.delay("log", *sig.encode_args(line))
+        _sig = _CalculatorMethods.log
+        _args = _sig.encode_args(line)
+        await self.rpc.delay(_sig.wire, *_args)
 
     async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
-        sig = CalculatorMethods.translate
-        result = await self._call("translate", sig.encode_args(shape, dx, dy))
-        return sig.result.decode(result, "translate()")
+        _sig = _CalculatorMethods.translate
+        _args = _sig.encode_args(shape, dx, dy)
+        return _sig.decode_result(await self._call(_sig.wire, _args))

@@ -4,93 +4,106 @@
 
 from __future__ import annotations
 
-import abc
+import abc as _abc
+import inspect as _inspect
 from collections.abc import AsyncIterator
 
-from pymprpc.server import Server
+import pymprpc.server as _server
 
-from ..geometry.types import Shape
-from .types import CalculatorMethods
+# isort: off
+from generated_examples.geometry.types import Shape
+# isort: on
+
+from .types import _CalculatorMethods
 
 
-class CalculatorServicer(abc.ABC):
+class CalculatorServicer(_abc.ABC):
     """Arithmetic as a service.
 
     Implement every method, then serve it with register_calculator().
+    Where methods run: plain `def` methods run on the server's thread executor by default, so every
+    call shares this instance and its state; a method marked `@executor(process)` runs in a worker
+    process, and each worker holds its own copy of the servicer. `async def` and `stream` methods
+    run on the event loop.
     """
 
-    @abc.abstractmethod
+    VERSION: str | None = "1.2.0"
+    """The version declared in the interface file (`service X version "..."`)."""
+
+    @_abc.abstractmethod
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     async def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
 
-    @abc.abstractmethod
-    def count(self, n: int) -> AsyncIterator[int]:
+    @_abc.abstractmethod
+    async def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
+        raise NotImplementedError
+        yield
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a thread."""
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
 
 
-def register_calculator(server: Server, servicer: CalculatorServicer) -> None:
-    """Serve `servicer` on `server`: arguments are checked against the declared types."""
+def register_calculator(server: _server.Server, servicer: CalculatorServicer) -> None:
+    """Serve `servicer` on `server`; arguments are checked against declared types."""
     server.register_function(
         "add",
         signature="add(a: int, b: int) -> int",
-        doc=CalculatorServicer.add.__doc__,
-        schema=CalculatorMethods.add,
+        doc=_inspect.getdoc(CalculatorServicer.add),
+        schema=_CalculatorMethods.add,
     )(servicer.add)
     server.register_function(
         "slow_add",
         signature="slow_add(a: int, b: int = 1) -> int",
-        doc=CalculatorServicer.slow_add.__doc__,
-        schema=CalculatorMethods.slow_add,
+        doc=_inspect.getdoc(CalculatorServicer.slow_add),
+        schema=_CalculatorMethods.slow_add,
     )(servicer.slow_add)
     server.register_function(
         "count",
         signature="count(n: int) -> int",
-        doc=CalculatorServicer.count.__doc__,
-        schema=CalculatorMethods.count,
+        doc=_inspect.getdoc(CalculatorServicer.count),
+        schema=_CalculatorMethods.count,
     )(servicer.count)
     server.register_function(
         "area",
         executor="thread",
         signature="area(shape: Shape) -> float",
-        doc=CalculatorServicer.area.__doc__,
-        schema=CalculatorMethods.area,
+        doc=_inspect.getdoc(CalculatorServicer.area),
+        schema=_CalculatorMethods.area,
     )(servicer.area)
     server.register_function(
         "old_add",
         deprecated=True,
         signature="old_add(a: int, b: int) -> int",
-        doc=CalculatorServicer.old_add.__doc__,
-        schema=CalculatorMethods.old_add,
+        doc=_inspect.getdoc(CalculatorServicer.old_add),
+        schema=_CalculatorMethods.old_add,
     )(servicer.old_add)
     server.register_function(
         "log",
         signature="log(line: str)",
-        doc=CalculatorServicer.log.__doc__,
-        schema=CalculatorMethods.log,
+        doc=_inspect.getdoc(CalculatorServicer.log),
+        schema=_CalculatorMethods.log,
     )(servicer.log)
     server.register_function(
         "translate",
         signature="translate(shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape",
-        doc=CalculatorServicer.translate.__doc__,
-        schema=CalculatorMethods.translate,
+        doc=_inspect.getdoc(CalculatorServicer.translate),
+        schema=_CalculatorMethods.translate,
     )(servicer.translate)

@@ -2,20 +2,8 @@
 # change geometry.idl and run mprpcgen again.
 """Package generated from geometry.idl."""
 
-from .types import (
-    Color,
-    ColorSchema,
-    Point,
-    PointSchema,
-    Shape,
-    ShapeSchema,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Color",
-    "ColorSchema",
-    "Point",
-    "PointSchema",
-    "Shape",
-    "ShapeSchema",
-]
+from .types import Color, Point, Shape
+
+__all__ = ["Color", "Point", "Shape"]

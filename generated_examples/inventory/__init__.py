@@ -2,44 +2,38 @@
 # change inventory.idl and run mprpcgen again.
 """Package generated from inventory.idl."""
 
-from .client import (
-    AsyncHealthClient,
-    AsyncInventoryClient,
-    HealthClient,
-    InventoryClient,
-)
-from .server import (
-    HealthServicer,
-    InventoryServicer,
-    register_health,
-    register_inventory,
-)
-from .types import (
-    Category,
-    CategorySchema,
-    HealthMethods,
-    InventoryMethods,
-    Item,
-    ItemSchema,
-    Status,
-    StatusSchema,
-)
+from __future__ import annotations
+
+import typing as _typing
+
+from .client import AsyncHealthClient, AsyncInventoryClient, HealthClient, InventoryClient
+from .types import Category, Item, Status
+
+if _typing.TYPE_CHECKING:
+    from .server import HealthServicer, InventoryServicer, register_health, register_inventory
 
 __all__ = [
     "AsyncHealthClient",
     "AsyncInventoryClient",
     "Category",
-    "CategorySchema",
     "HealthClient",
-    "HealthMethods",
     "HealthServicer",
     "InventoryClient",
-    "InventoryMethods",
     "InventoryServicer",
     "Item",
-    "ItemSchema",
     "Status",
-    "StatusSchema",
     "register_health",
     "register_inventory",
 ]
+_SERVER_NAMES = frozenset(
+    {"HealthServicer", "InventoryServicer", "register_health", "register_inventory"},
+)
+
+
+def __getattr__(name: str) -> object:
+    """Import the server side on first use: importing a client does not load it."""
+    if name in _SERVER_NAMES:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

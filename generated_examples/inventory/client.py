@@ -6,125 +6,136 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-from pymprpc import schema
-from pymprpc.client.typed import AsyncTypedClient, TypedClient
+import pymprpc.client.typed as _typed
 
-from .types import HealthMethods, InventoryMethods, Item, Status
+from .types import Item, Status, _HealthMethods, _InventoryMethods
 
 
-class InventoryClient(TypedClient):
+class InventoryClient(_typed.TypedClient):
     """Items by SKU.
 
     Blocking client: `with InventoryClient(addr) as client: ...`.
     """
 
+    VERSION: str | None = "0.3.0"
+    """The version declared in the interface file (`service X version "..."`)."""
+
     def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
         Runs in a thread: items live in the server process (a process pool has copies).
         """
-        sig = InventoryMethods.put
-        result = self._call("put", sig.encode_args(item))
-        return sig.result.decode(result, "put()")
+        _sig = _InventoryMethods.put
+        _args = _sig.encode_args(item)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
-        sig = InventoryMethods.get
-        result = self._call("get", sig.encode_args(sku))
-        return sig.result.decode(result, "get()")
+        _sig = _InventoryMethods.get
+        _args = _sig.encode_args(sku)
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def list_items(self, status: Status | None = None) -> Iterator[Item]:
         """Every item, or only those with the given status.
         Called "listItems" on the wire, as older camelCase clients know it.
         """
-        sig = InventoryMethods.list_items
-        stream = self._call("listItems", sig.encode_args(status))
-        return schema.decode_stream(stream, sig.result, "list_items()")
+        _sig = _InventoryMethods.list_items
+        _args = _sig.encode_args(status)
+        return _sig.decode_stream(self._call(_sig.wire, _args))
 
     def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
-        sig = InventoryMethods.by_status
-        result = self._call("by_status", sig.encode_args())
-        return sig.result.decode(result, "by_status()")
+        _sig = _InventoryMethods.by_status
+        _args = _sig.encode_args()
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def clear(self) -> None:
         """Remove every item."""
-        sig = InventoryMethods.clear
-        result = self._call("clear", sig.encode_args())
-        return sig.result.decode(result, "clear()")
+        _sig = _InventoryMethods.clear
+        _args = _sig.encode_args()
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
 
-class AsyncInventoryClient(AsyncTypedClient):
+class AsyncInventoryClient(_typed.AsyncTypedClient):
     """Items by SKU.
 
     Asyncio client: `async with AsyncInventoryClient(addr) as client: ...`.
     """
 
+    VERSION: str | None = "0.3.0"
+    """The version declared in the interface file (`service X version "..."`)."""
+
     async def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
         Runs in a thread: items live in the server process (a process pool has copies).
         """
-        sig = InventoryMethods.put
-        result = await self._call("put", sig.encode_args(item))
-        return sig.result.decode(result, "put()")
+        _sig = _InventoryMethods.put
+        _args = _sig.encode_args(item)
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
     async def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
-        sig = InventoryMethods.get
-        result = await self._call("get", sig.encode_args(sku))
-        return sig.result.decode(result, "get()")
+        _sig = _InventoryMethods.get
+        _args = _sig.encode_args(sku)
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
-    async def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
+    def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status.
         Called "listItems" on the wire, as older camelCase clients know it.
         """
-        sig = InventoryMethods.list_items
-        stream = await self._call("listItems", sig.encode_args(status))
-        return schema.decode_async_stream(stream, sig.result, "list_items()")
+        _sig = _InventoryMethods.list_items
+        _args = _sig.encode_args(status)
+        return _sig.open_stream(self._call, _args)
 
     async def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
-        sig = InventoryMethods.by_status
-        result = await self._call("by_status", sig.encode_args())
-        return sig.result.decode(result, "by_status()")
+        _sig = _InventoryMethods.by_status
+        _args = _sig.encode_args()
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
     async def clear(self) -> None:
         """Remove every item."""
-        sig = InventoryMethods.clear
-        result = await self._call("clear", sig.encode_args())
-        return sig.result.decode(result, "clear()")
+        _sig = _InventoryMethods.clear
+        _args = _sig.encode_args()
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
 
-class HealthClient(TypedClient):
+class HealthClient(_typed.TypedClient):
     """Liveness checks: a second service in the same file.
 
     Blocking client: `with HealthClient(addr) as client: ...`.
     """
 
+    VERSION: str | None = None
+    """The version declared in the interface file (`service X version "..."`)."""
+
     def ping(self) -> str:
         """Always "ok"."""
-        sig = HealthMethods.ping
-        result = self._call("ping", sig.encode_args())
-        return sig.result.decode(result, "ping()")
+        _sig = _HealthMethods.ping
+        _args = _sig.encode_args()
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
     def uptime(self) -> float:
-        sig = HealthMethods.uptime
-        result = self._call("uptime", sig.encode_args())
-        return sig.result.decode(result, "uptime()")
+        _sig = _HealthMethods.uptime
+        _args = _sig.encode_args()
+        return _sig.decode_result(self._call(_sig.wire, _args))
 
 
-class AsyncHealthClient(AsyncTypedClient):
+class AsyncHealthClient(_typed.AsyncTypedClient):
     """Liveness checks: a second service in the same file.
 
     Asyncio client: `async with AsyncHealthClient(addr) as client: ...`.
     """
 
+    VERSION: str | None = None
+    """The version declared in the interface file (`service X version "..."`)."""
+
     async def ping(self) -> str:
         """Always "ok"."""
-        sig = HealthMethods.ping
-        result = await self._call("ping", sig.encode_args())
-        return sig.result.decode(result, "ping()")
+        _sig = _HealthMethods.ping
+        _args = _sig.encode_args()
+        return _sig.decode_result(await self._call(_sig.wire, _args))
 
     async def uptime(self) -> float:
-        sig = HealthMethods.uptime
-        result = await self._call("uptime", sig.encode_args())
-        return sig.result.decode(result, "uptime()")
+        _sig = _HealthMethods.uptime
+        _args = _sig.encode_args()
+        return _sig.decode_result(await self._call(_sig.wire, _args))

@@ -4,105 +4,122 @@
 
 from __future__ import annotations
 
-import abc
+import abc as _abc
+import inspect as _inspect
 from collections.abc import AsyncIterator
 
-from pymprpc.server import Server
+import pymprpc.server as _server
 
-from .types import HealthMethods, InventoryMethods, Item, Status
+from .types import Item, Status, _HealthMethods, _InventoryMethods
 
 
-class InventoryServicer(abc.ABC):
+class InventoryServicer(_abc.ABC):
     """Items by SKU.
 
     Implement every method, then serve it with register_inventory().
+    Where methods run: plain `def` methods run on the server's thread executor by default, so every
+    call shares this instance and its state; a method marked `@executor(process)` runs in a worker
+    process, and each worker holds its own copy of the servicer. `async def` and `stream` methods
+    run on the event loop.
     """
 
-    @abc.abstractmethod
+    VERSION: str | None = "0.3.0"
+    """The version declared in the interface file (`service X version "..."`)."""
+
+    @_abc.abstractmethod
     def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
         Runs in a thread: items live in the server process (a process pool has copies).
         """
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     async def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
 
-    @abc.abstractmethod
-    def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
+    @_abc.abstractmethod
+    async def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status.
         Called "listItems" on the wire, as older camelCase clients know it.
         """
+        raise NotImplementedError
+        yield
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     async def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     async def clear(self) -> None:
         """Remove every item."""
 
 
-def register_inventory(server: Server, servicer: InventoryServicer) -> None:
-    """Serve `servicer` on `server`: arguments are checked against the declared types."""
+def register_inventory(server: _server.Server, servicer: InventoryServicer) -> None:
+    """Serve `servicer` on `server`; arguments are checked against declared types."""
     server.register_function(
         "put",
         executor="thread",
         signature="put(item: Item) -> str",
-        doc=InventoryServicer.put.__doc__,
-        schema=InventoryMethods.put,
+        doc=_inspect.getdoc(InventoryServicer.put),
+        schema=_InventoryMethods.put,
     )(servicer.put)
     server.register_function(
         "get",
         signature="get(sku: str) -> Item?",
-        doc=InventoryServicer.get.__doc__,
-        schema=InventoryMethods.get,
+        doc=_inspect.getdoc(InventoryServicer.get),
+        schema=_InventoryMethods.get,
     )(servicer.get)
     server.register_function(
         "listItems",
         signature="listItems(status: Status? = none) -> Item",
-        doc=InventoryServicer.list_items.__doc__,
-        schema=InventoryMethods.list_items,
+        doc=_inspect.getdoc(InventoryServicer.list_items),
+        schema=_InventoryMethods.list_items,
     )(servicer.list_items)
     server.register_function(
         "by_status",
         signature="by_status() -> map<str, list<str>>",
-        doc=InventoryServicer.by_status.__doc__,
-        schema=InventoryMethods.by_status,
+        doc=_inspect.getdoc(InventoryServicer.by_status),
+        schema=_InventoryMethods.by_status,
     )(servicer.by_status)
     server.register_function(
         "clear",
         signature="clear() -> none",
-        doc=InventoryServicer.clear.__doc__,
-        schema=InventoryMethods.clear,
+        doc=_inspect.getdoc(InventoryServicer.clear),
+        schema=_InventoryMethods.clear,
     )(servicer.clear)
 
 
-class HealthServicer(abc.ABC):
+class HealthServicer(_abc.ABC):
     """Liveness checks: a second service in the same file.
 
     Implement every method, then serve it with register_health().
+    Where methods run: plain `def` methods run on the server's thread executor by default, so every
+    call shares this instance and its state; a method marked `@executor(process)` runs in a worker
+    process, and each worker holds its own copy of the servicer. `async def` and `stream` methods
+    run on the event loop.
     """
 
-    @abc.abstractmethod
+    VERSION: str | None = None
+    """The version declared in the interface file (`service X version "..."`)."""
+
+    @_abc.abstractmethod
     async def ping(self) -> str:
         """Always "ok"."""
 
-    @abc.abstractmethod
+    @_abc.abstractmethod
     async def uptime(self) -> float: ...
 
 
-def register_health(server: Server, servicer: HealthServicer) -> None:
-    """Serve `servicer` on `server`: arguments are checked against the declared types."""
+def register_health(server: _server.Server, servicer: HealthServicer) -> None:
+    """Serve `servicer` on `server`; arguments are checked against declared types."""
     server.register_function(
         "ping",
         signature="ping() -> str",
-        doc=HealthServicer.ping.__doc__,
-        schema=HealthMethods.ping,
+        doc=_inspect.getdoc(HealthServicer.ping),
+        schema=_HealthMethods.ping,
     )(servicer.ping)
     server.register_function(
         "uptime",
         signature="uptime() -> float",
-        doc=HealthServicer.uptime.__doc__,
-        schema=HealthMethods.uptime,
+        doc=_inspect.getdoc(HealthServicer.uptime),
+        schema=_HealthMethods.uptime,
     )(servicer.uptime)
