@@ -43,7 +43,7 @@ class CalculatorClient(_typed.TypedClient):
         return _sig.decode_stream(self._call(_sig.wire, _args))
 
     def area(self, shape: Shape) -> float:
-        """Area of a polygon (shoelace formula), computed in a thread."""
+        """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = _CalculatorMethods.area
         _args = _sig.encode_args(shape)
         return _sig.decode_result(self._call(_sig.wire, _args))
@@ -95,7 +95,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         return _sig.open_stream(self._call, _args)
 
     async def area(self, shape: Shape) -> float:
-        """Area of a polygon (shoelace formula), computed in a thread."""
+        """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = _CalculatorMethods.area
         _args = _sig.encode_args(shape)
         return _sig.decode_result(await self._call(_sig.wire, _args))

@@ -46,7 +46,7 @@ class CalculatorServicer(_abc.ABC):
 
     @_abc.abstractmethod
     def area(self, shape: Shape) -> float:
-        """Area of a polygon (shoelace formula), computed in a thread."""
+        """Area of a polygon (shoelace formula), computed in a worker process."""
 
     @_abc.abstractmethod
     def old_add(self, a: int, b: int) -> int:
@@ -83,7 +83,7 @@ def register_calculator(server: _server.Server, servicer: CalculatorServicer) ->
     )(servicer.count)
     server.register_function(
         "area",
-        executor="thread",
+        executor="process",
         signature="area(shape: Shape) -> float",
         doc=_inspect.getdoc(CalculatorServicer.area),
         schema=_CalculatorMethods.area,
