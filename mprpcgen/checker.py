@@ -26,7 +26,14 @@ from .model import (
     TypeDecl,
     TypeRef,
 )
-from .naming import CLIENT_ATTRIBUTES, IDENTIFIER, PYTHON_KEYWORDS, service_names, snake_case
+from .naming import (
+    CLIENT_ATTRIBUTES,
+    IDENTIFIER,
+    MAX_NAME_LENGTH,
+    PYTHON_KEYWORDS,
+    service_names,
+    snake_case,
+)
 
 Scope = dict[str, tuple[IdlFile, TypeDecl]]
 
@@ -64,6 +71,13 @@ class Checker:
     # -- names -------------------------------------------------------------------
 
     def check_name(self, name: str, pos: Pos, what: str) -> bool:
+        if len(name) > MAX_NAME_LENGTH:
+            self.error(
+                pos,
+                f"{what} name '{name[:20]}...' is {len(name)} characters long; "
+                f"names have at most {MAX_NAME_LENGTH}",
+            )
+            return False
         if name in PYTHON_KEYWORDS:
             self.error(pos, f"{what} name '{name}' is a Python keyword; choose another name")
             return False
@@ -89,7 +103,13 @@ class Checker:
 
     def check_file(self, file: IdlFile, scope: Scope) -> None:
         self.file = file
-        if not IDENTIFIER.match(file.module) or file.module in PYTHON_KEYWORDS:
+        if len(file.module) > MAX_NAME_LENGTH:
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' is too long: it names the generated package, "
+                f"and names have at most {MAX_NAME_LENGTH} characters",
+            )
+        elif not IDENTIFIER.match(file.module) or file.module in PYTHON_KEYWORDS:
             self.error(
                 Pos(file.path, 1, 1),
                 f"file name '{file.path.name}' must be a Python identifier before '.idl': "

@@ -9,6 +9,7 @@ Literals are emitted with `py_str`/`docstring`, never by pasting text into quote
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -86,24 +87,38 @@ def clean_doc(text: str) -> str:
 def docstring(text: str, indent: str, line_length: int) -> str:
     """A docstring statement for (clean) `text` at `indent`; empty if there is no text.
 
-    Every character is escaped as needed, so `inspect.getdoc()` gives `text` back exactly;
-    `# noqa: E501` follows the closing quotes if a line is too long (ruff applies a comment
-    there to the whole string).
+    Every character is escaped as needed, so `inspect.getdoc()` gives `text` back exactly.
+    A line too long is continued on the next source line with a backslash (which is not
+    part of the string's value), broken after a space.
     """
     if not text:
         return ""
     body = _body(text, '"', docstring=True)
     lines = body.split("\n")
-    if len(lines) == 1:
-        source = f'{indent}"""{lines[0]}"""'
-        physical = [source]
-    else:
-        rest = [f"{indent}{line}" if line else "" for line in lines[1:]]
-        physical = [f'{indent}"""{lines[0]}', *rest, f'{indent}"""']
-        source = "\n".join(physical)
-    if any(width(line) > line_length for line in physical):
-        source += NOQA
-    return source
+    physical: list[str] = []
+    for number, line in enumerate(lines):
+        first = f'{indent}"""' if number == 0 else (indent if line else "")
+        last = '"""' if number == len(lines) - 1 and len(lines) == 1 else ""
+        physical += _continued(first, line, last, line_length)
+    if len(lines) > 1:
+        physical.append(f'{indent}"""')
+    return "\n".join(physical)
+
+
+def _continued(lead: str, line: str, end: str, line_length: int) -> list[str]:
+    """`lead + line + end`, broken after spaces into backslash-continued source lines."""
+    out: list[str] = []
+    current = lead
+    for word in re.findall(r"\S*\s*", line):
+        if not word:
+            continue
+        breakable = current.endswith(" ") and not word.startswith(" ")
+        if current.strip() and breakable and width(current + word + end) > line_length - 2:
+            out.append(current + "\\")
+            current = ""
+        current += word
+    out.append(current + end)
+    return out
 
 
 class Call:
@@ -112,7 +127,12 @@ class Call:
     __slots__ = ("args", "close", "head", "one_tuple")
 
     def __init__(
-        self, head: str, args: Sequence[str | Call], close: str = ")", *, one_tuple: bool = False
+        self,
+        head: str,
+        args: Sequence[str | Call | Value],
+        close: str = ")",
+        *,
+        one_tuple: bool = False,
     ) -> None:
         self.head = head
         self.args = list(args)
@@ -126,19 +146,71 @@ class Call:
         return f"{self.head}{inner}{self.close}"
 
 
-def flat(expr: str | Call) -> str:
+class Value:
+    """`prefix` + a value that can be parenthesised (and, for a string, split into pieces
+    joined by implicit concatenation) when the line does not fit."""
+
+    __slots__ = ("literal", "prefix", "text")
+
+    def __init__(self, prefix: str, literal: str, text: str | None = None) -> None:
+        self.prefix = prefix
+        self.literal = literal
+        self.text = text  # the string's value, if the literal is a string
+
+    def flat(self) -> str:
+        return self.prefix + self.literal
+
+    def pieces(self, avail: int) -> list[str]:
+        """The literal, or string pieces each fitting in `avail` columns where possible."""
+        if self.text is None:
+            return [self.literal]
+        words = [w for w in re.findall(r"\S*\s*", self.text) if w]
+        pieces: list[str] = []
+        current = ""
+        for word in words:
+            if current and width(py_str(current + word)) > avail:
+                pieces.append(current)
+                current = ""
+            while width(py_str(current + word)) > avail and len(word) > 1:
+                # A word longer than a line: cut it (pieces need not end at spaces).
+                cut = 1
+                while cut < len(word) and width(py_str(current + word[: cut + 1])) <= avail:
+                    cut += 1
+                pieces.append(current + word[:cut])
+                current, word = "", word[cut:]
+            current += word
+        if current or not pieces:
+            pieces.append(current)
+        return [py_str(piece) for piece in pieces]
+
+
+Expr = str | Call | Value
+
+
+def flat(expr: Expr) -> str:
     return expr if isinstance(expr, str) else expr.flat()
 
 
-def lay_out(
-    expr: str | Call, indent: str, line_length: int, prefix: str = "", suffix: str = ""
-) -> str:
+def lay_out(expr: Expr, indent: str, line_length: int, prefix: str = "", suffix: str = "") -> str:
     """`indent + prefix + expr + suffix`, on one line if it fits, else with every call that
-    does not fit exploded one argument per line with a trailing comma."""
+    does not fit exploded one argument per line with a trailing comma (ruff keeps that
+    layout), and a value that does not fit parenthesised or split (ruff's own layout)."""
     line = f"{indent}{prefix}{flat(expr)}{suffix}"
-    if width(line) <= line_length or isinstance(expr, str) or not expr.args:
+    if width(line) <= line_length or isinstance(expr, str):
         return fit(line, line_length)
     inner = indent + INDENT
+    if isinstance(expr, Value):
+        if not expr.prefix and not prefix:  # a bare string argument: split in place
+            pieces = expr.pieces(line_length - len(indent) - 1)
+            if len(pieces) == 1:
+                return fit(line, line_length)
+            return "\n".join(f"{indent}{p}" for p in pieces) + suffix
+        pieces = expr.pieces(line_length - len(inner))
+        body = "\n".join(fit(f"{inner}{p}", line_length) for p in pieces)
+        head = fit(f"{indent}{prefix}{expr.prefix}(", line_length)
+        return f"{head}\n{body}\n{indent}){suffix}"
+    if not expr.args:
+        return fit(line, line_length)
     lines = [lay_out(arg, inner, line_length, suffix=",") for arg in expr.args]
     head = fit(f"{indent}{prefix}{expr.head}", line_length)
     tail = fit(f"{indent}{expr.close}{suffix}", line_length)
@@ -147,9 +219,15 @@ def lay_out(
 
 def fit(line: str, line_length: int) -> str:
     """`line`, with `# noqa: E501` if nothing can make it fit (one physical line only)."""
+    return line + NOQA if too_long(line, line_length) else line
+
+
+def too_long(line: str, line_length: int) -> bool:
+    """Whether ruff's E501 flags `line`: wider than the limit and more than one "word"
+    (ruff exempts a line that is a single run of non-blank characters)."""
     if "\n" in line or width(line) <= line_length:
-        return line
-    return line + NOQA
+        return False
+    return len(line.split()) > 1
 
 
 def member_key(name: str) -> tuple[int, str, str]:
@@ -187,3 +265,29 @@ def isort_key(statement: str) -> tuple[int, str, str]:
     words = statement.split()
     kind = 0 if words[0] == "import" else 1
     return (kind, words[1].lower(), words[1])
+
+
+def class_line(name: str, base: str, line_length: int) -> str:
+    """`class name(base):`, its base on a line of its own if that is what fits."""
+    line = f"class {name}({base}):" if base else f"class {name}:"
+    if width(line) <= line_length or not base:
+        return fit(line, line_length)
+    return f"class {name}(\n{INDENT}{base}\n):"
+
+
+def assign(
+    target: str, value: Call, line_length: int, split_target: tuple[str, str] = ("", "")
+) -> str:
+    """`target = value` at module level, as ruff lays out an assignment that is too long:
+    the value's call broken if `target = head(` fits, else the value parenthesised if
+    `target = (` fits, else the target's subscript broken (`split_target` is its
+    `(before "[", inside)`), then the value."""
+    one = lay_out(value, "", line_length, prefix=f"{target} = ")
+    if "\n" not in one or width(one.split("\n", 1)[0]) <= line_length:
+        return one
+    if width(f"{target} = (") <= line_length or not split_target[0]:
+        inner = lay_out(value, INDENT, line_length)
+        return f"{target} = (\n{inner}\n)"
+    before, inside = split_target
+    rest = lay_out(value, "", line_length, prefix="] = ")
+    return f"{before}[\n{INDENT}{inside}\n{rest}"

@@ -62,6 +62,9 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Deepest nesting of list<>/map<>/? in one type, and of the IDL as a whole. Deeper input is
 # refused with a positioned error (generated annotations stay readable, parsing bounded).
 MAX_TYPE_DEPTH = 32
+# Longest name (of a type, service, method, parameter, field, enum member or file): with
+# it, every generated line fits 88 columns, as linters expect, whatever the names.
+MAX_NAME_LENGTH = 40
 
 
 def snake_case(name: str) -> str:

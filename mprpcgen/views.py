@@ -10,6 +10,7 @@ annotations use (`int`, `list`, `dict`, ...), that builtin is written `_builtins
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +18,19 @@ from dataclasses import dataclass, field
 from pymprpc.schema import PRIMITIVES
 
 from . import naming
-from .layout import INDENT, Call, clean_doc, docstring, fit, lay_out, py_str
+from .layout import (
+    INDENT,
+    Call,
+    Expr,
+    Value,
+    assign,
+    clean_doc,
+    docstring,
+    fit,
+    lay_out,
+    py_str,
+    width,
+)
 from .model import (
     Enum,
     IdlFile,
@@ -58,7 +71,7 @@ class Spelling:
             module = TYPING_NAMES[name]
             self.used.add(module)
             return f"{module}.{name}"
-        self.used.add(name)
+        self.used.add(f"plain:{name}")  # markers apart from user type names
         return name
 
     def in_class(self, members: Iterable[str]) -> Spelling:
@@ -121,7 +134,8 @@ class ServiceView:
     async_client: str
     register: str
     register_def: str
-    version: str  # a literal: the version string or None
+    version: str  # the `VERSION: str | None = ...` line
+    methods_doc: str
     class_doc: str
     sync_doc: str
     async_doc: str
@@ -134,6 +148,17 @@ class Options:
     package: str  # import prefix of the output directory ("" or "pkg.sub.")
 
 
+# A composite annotation wider than this is named by a module-level alias in types.py
+# (`_Type1: TypeAlias = list[...]`), so every line holding one fits any line length >= 80.
+ALIAS_WIDTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class AliasView:
+    name: str
+    statement: str  # `_TypeN: _typing.TypeAlias = ...`
+
+
 class FileViews:
     """Builds the views of one file of a checked program."""
 
@@ -143,16 +168,61 @@ class FileViews:
         self.options = options
         self.scope = program.scopes[file.path]
         self.width = options.line_length
+        self.aliases: dict[str, AliasView] = {}  # IDL type text -> its alias
+        self.alias_names: set[str] = set()  # type names the aliases mention
+        # Aliases live in types.py, whose module namespace holds every type in scope.
+        self.alias_spelling = Spelling(frozenset(self.scope))
+        for ref in _file_refs(file):
+            self._alias(ref, self.alias_spelling)
+
+    def _alias(self, ref: TypeRef, sp: Spelling, *, force: bool = False) -> str:
+        """The annotation of `ref` at module level, naming long composites by aliases
+        (any type, with `force`)."""
+        key = str(ref)
+        if key in self.aliases:
+            return self.aliases[key].name
+        if ref.kind == "named":
+            text = self.py_type(ref, sp)
+        else:
+            args = [self._alias(arg, sp) for arg in ref.args]
+            if ref.kind == "list":
+                text = f"list[{args[0]}]"
+            elif ref.kind == "map":
+                text = f"dict[str, {args[1]}]"
+            else:
+                text = args[0] if args[0] == "None" else f"{args[0]} | None"
+        if width(text) <= ALIAS_WIDTH and not force:
+            return text
+        name = f"Type_{len(self.aliases) + 1}"  # no IDL name has this form
+        statement = f"{name}: _typing.TypeAlias = {text}"
+        self.alias_names |= {w for w in re.findall(r"\b[A-Z]\w*", text) if w in self.scope}
+        self.aliases[key] = AliasView(name, fit(statement, self.width))
+        return name
+
+    def annotation(self, ref: TypeRef, sp: Spelling, room: int) -> str:
+        """The annotation of `ref` as written in a class or signature, an alias if it is
+        wider than `room` columns (or than ALIAS_WIDTH, for a composite type)."""
+        text = self.py_type(ref, sp)
+        too_wide = width(text) > room or (ref.kind != "named" and width(text) > ALIAS_WIDTH)
+        if too_wide and not text.startswith("Type_"):
+            text = self._alias(ref, self.alias_spelling, force=True)
+            sp.used.add(text)
+        return text
 
     # -- types -------------------------------------------------------------------
 
     def py_type(self, ref: TypeRef, sp: Spelling) -> str:
+        alias = self.aliases.get(str(ref))
+        if alias is not None:
+            sp.used.add(alias.name)
+            return alias.name
         if ref.kind == "named":
             if ref.name == "any":
                 return sp.typing("Any")
             if ref.name in PRIMITIVES:
                 python = PRIMITIVES[ref.name][0]
                 return "None" if python == "None" else sp.builtin(python)
+            sp.used.add(ref.name)
             return ref.name
         if ref.kind == "list":
             return f"{sp.builtin('list')}[{self.py_type(ref.args[0], sp)}]"
@@ -177,7 +247,7 @@ class FileViews:
         if kind is LiteralKind.FLOAT or (kind is LiteralKind.INT and _base(ref) == "float"):
             value = float(lit.value)
             assert math.isfinite(value)  # the checker refuses others
-            return repr(value)
+            return repr(value).replace("e+", "e")  # ruff format's spelling: 1e300
         if kind is LiteralKind.INT:
             return repr(lit.value)
         if kind is LiteralKind.STR:
@@ -190,11 +260,24 @@ class FileViews:
             return f"_dataclasses.field(default_factory={sp.builtin('list')})"
         if kind is LiteralKind.EMPTY_MAP:
             return f"_dataclasses.field(default_factory={sp.builtin('dict')})"
+        sp.used.add(lit.value[0])
         return f"{lit.value[0]}.{lit.value[1]}"
 
-    def decl(self, name: str, ref: TypeRef, default: Literal | None, sp: Spelling) -> str:
-        text = f"{name}: {self.py_type(ref, sp)}"
-        return text if default is None else f"{text} = {self.default(default, ref, sp)}"
+    def decl(
+        self, name: str, ref: TypeRef, default: Literal | None, sp: Spelling, indent: str
+    ) -> Expr:
+        """`name: annotation[ = default]` for a field or parameter; the default is
+        parenthesised (a string split) by the layout if the line is too long, and the
+        annotation aliased if even `name: annotation = (` would not fit."""
+        room = self.width - len(indent) - len(name) - len(": ") - len(" = (")
+        text = f"{name}: {self.annotation(ref, sp, room)}"
+        if default is None:
+            return text
+        value = self.default(default, ref, sp)
+        if value.startswith("_dataclasses.field("):
+            return Call(f"{text} = _dataclasses.field(", [value[len("_dataclasses.field(") : -1]])
+        is_str = default.kind is LiteralKind.STR
+        return Value(f"{text} = ", value, default.value if is_str else None)
 
     # -- declarations ------------------------------------------------------------
 
@@ -205,26 +288,44 @@ class FileViews:
             members=tuple(
                 MemberView(m.name, m.value, self.doc(m.doc, INDENT)) for m in enum.members
             ),
-            schema=fit(f"{naming.schema_name(enum.name)} = _schema.Enum({enum.name})", self.width),
+            schema=assign(
+                naming.schema_name(enum.name), Call("_schema.Enum(", [enum.name]), self.width
+            ),
         )
 
     def struct(self, struct: Struct, module: Spelling) -> StructView:
         sp = module.in_class(f.name for f in struct.fields)
         fields = []
         for f in struct.fields:
-            text = self.decl(f.name, f.type, f.default, sp)
+            decl = self.decl(f.name, f.type, f.default, sp, INDENT)
             if f.default is None and f.type.is_optional:
-                text += " = None"
-            fields.append(FieldView(fit(INDENT + text, self.width), self.doc(f.doc, INDENT)))
-        entries = [f"{py_str(f.name)}: {self.schema(f.type)}" for f in struct.fields]
-        value = Call("_schema.Struct(", [struct.name, Call("lambda: {", entries, "}")])
-        head = f"{naming.schema_name(struct.name)}: _schema.Struct[{struct.name}] = "
+                decl = Value(f"{decl} = ", "None")
+            fields.append(FieldView(lay_out(decl, INDENT, self.width), self.doc(f.doc, INDENT)))
+        entries = [self.schema_call(f.type, f"{py_str(f.name)}: ") for f in struct.fields]
+        fields_expr: Expr = Call("lambda: {", entries, "}") if entries else "dict"
+        value = Call("_schema.Struct(", [struct.name, fields_expr])
+        # Annotated: the fields may refer to the schema itself (mypy needs the type).
+        name = naming.schema_name(struct.name)
+        schema = assign(
+            f"{name}: _schema.Struct[{struct.name}]",
+            value,
+            self.width,
+            (f"{name}: _schema.Struct", struct.name),
+        )
         return StructView(
             name=struct.name,
             doc=self.doc(struct.doc or f"Struct {struct.name}.", INDENT),
             fields=tuple(fields),
-            schema=lay_out(value, "", self.width, prefix=head),
+            schema=schema,
         )
+
+    def schema_call(self, ref: TypeRef, prefix: str = "") -> Expr:
+        """The schema of `ref` as a nested call the layout can break."""
+        if ref.kind == "named":
+            return prefix + self.schema(ref)
+        head = {"list": "_schema.List(", "map": "_schema.Map(", "optional": "_schema.Optional("}
+        inner = ref.args[1] if ref.kind == "map" else ref.args[0]
+        return Call(prefix + head[ref.kind], [self.schema_call(inner)])
 
     def doc(self, text: str, indent: str) -> str:
         return docstring(clean_doc(text), indent, self.width)
@@ -254,7 +355,15 @@ class FileViews:
             async_client=naming.async_client_name(name),
             register=register,
             register_def=register_def,
-            version=py_str(service.version) if service.version is not None else "None",
+            version=fit(
+                f"{INDENT}VERSION: str | None = "
+                + (py_str(service.version) if service.version is not None else "None"),
+                self.width,
+            ),
+            methods_doc=self.doc(
+                f"Declared signatures of service {name}, shared by its server and clients.",
+                INDENT,
+            ),
             class_doc=self.doc(
                 f"{doc}\n\nImplement every method, then serve it with {register}().\n{note}",
                 INDENT,
@@ -277,8 +386,12 @@ class FileViews:
     ) -> MethodView:
         width = self.width
         indent2 = INDENT * 2
-        params = ["self", *(self.decl(p.name, p.type, p.default, sp) for p in method.params)]
-        result = self.py_type(method.returns, sp) if method.returns is not None else "None"
+        params: list[Expr] = ["self"]
+        if role != "types":  # only headers need annotations (and mark helpers used)
+            params += [self.decl(p.name, p.type, p.default, sp, INDENT * 2) for p in method.params]
+        result = "None"
+        if method.returns is not None and role != "types":
+            result = self.py_type(method.returns, sp)
         stream = method.kind is MethodKind.STREAM
         if stream:
             server_prefix = "async def"
@@ -297,14 +410,14 @@ class FileViews:
         names = [p.name for p in method.params]
         methods = naming.methods_name(service.name)
         executor = method.annotation("executor")
-        options = [py_str(method.wire_name)]
+        options: list[Expr] = [py_str(method.wire_name)]
         if executor is not None and executor.argument:
             options.append(f"executor={py_str(executor.argument)}")
         if method.annotation("deprecated") is not None:
             options.append("deprecated=True")
         options += [
-            f"signature={py_str(_idl_signature(method))}",
-            f"doc=_inspect.getdoc({naming.servicer_name(service.name)}.{method.name})",
+            Value("signature=", py_str(_idl_signature(method)), _idl_signature(method)),
+            Call("doc=_inspect.getdoc(", [f"{naming.servicer_name(service.name)}.{method.name}"]),
             f"schema={methods}.{method.name}",
         ]
         register = lay_out(
@@ -322,15 +435,22 @@ class FileViews:
                 f"name={py_str(method.name)}",
                 f"wire={py_str(method.wire_name)}",
                 Call("params=(", param_schemas, one_tuple=True),
-                "result=" + (self.schema(method.returns) if method.returns else "_schema.NONE"),
+                self.schema_call(method.returns, "result=")
+                if method.returns
+                else "result=_schema.NONE",
             ],
         )
 
-        def header(prefix: str, returns: str, *roles: str) -> str:
+        stub = not method.doc and not stream  # the servicer's body is just `...`
+
+        def header(prefix: str, returns: str, *roles: str, body: str = "") -> str:
             if role not in roles:
                 return ""
             return lay_out(
-                Call(f"{prefix} {method.name}(", params), INDENT, width, suffix=f" -> {returns}:"
+                Call(f"{prefix} {method.name}(", params),
+                INDENT,
+                width,
+                suffix=f" -> {returns}:{body}",
             )
 
         return MethodView(
@@ -338,22 +458,24 @@ class FileViews:
             wire=method.wire_name,
             kind="stream" if stream else "oneway" if method.oneway else "unary",
             deprecated=method.annotation("deprecated") is not None,
-            server_def=header(server_prefix, server_returns, "server"),
+            server_def=header(server_prefix, server_returns, "server", body=" ..." if stub else ""),
             server_doc=self.doc(method.doc, indent2),
             server_body=server_body,
             sync_def=header("def", sync_returns, "client"),
             async_def=header("def" if stream else "async def", async_returns, "client"),
             client_doc=self.doc(method.doc, indent2),
-            sig=fit(f"{indent2}_sig = {methods}.{method.name}", width),
+            sig=fit(f"{indent2}_sig = self._methods.{method.name}", width),
             encode=lay_out(Call("_sig.encode_args(", names), indent2, width, prefix="_args = "),
             signature=_force_explode(signature, INDENT, width, f"{method.name} = "),
             register=register,
         )
 
     def param_schema(self, name: str, ref: TypeRef, default: Literal | None, sp: Spelling) -> Call:
-        args = [py_str(name), self.schema(ref)]
+        args: list[Expr] = [py_str(name), self.schema_call(ref)]
         if default is not None:
-            args.append(self.default(default, ref, sp))
+            value = self.default(default, ref, sp)
+            is_str = default.kind is LiteralKind.STR
+            args.append(Value("", value, default.value if is_str else None))
         return Call("_schema.Param(", args)
 
 
@@ -369,13 +491,25 @@ def _force_explode(expr: Call, indent: str, line_length: int, prefix: str) -> st
     """The Signature statement, always one argument per line (easy to scan and diff)."""
     inner = indent + INDENT
     lines = [lay_out(arg, inner, line_length, suffix=",") for arg in expr.args]
-    return "\n".join([f"{indent}{prefix}{expr.head}", *lines, f"{indent})"])
+    head = fit(f"{indent}{prefix}{expr.head}", line_length)
+    return "\n".join([head, *lines, f"{indent})"])
 
 
 def _base(ref: TypeRef) -> str:
     while ref.kind == "optional":
         ref = ref.args[0]
     return ref.name if ref.kind == "named" else ref.kind
+
+
+def _file_refs(file: IdlFile) -> list[TypeRef]:
+    """Every type use of `file`, in declaration order (so alias numbers are stable)."""
+    refs = [f.type for s in file.structs for f in s.fields]
+    for service in file.services:
+        for method in service.methods:
+            refs += [p.type for p in method.params]
+            if method.returns is not None:
+                refs.append(method.returns)
+    return refs
 
 
 def _idl_signature(method: Method) -> str:
