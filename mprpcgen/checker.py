@@ -31,6 +31,7 @@ from .naming import (
     IDENTIFIER,
     MAX_NAME_LENGTH,
     PYTHON_KEYWORDS,
+    STDLIB_MODULES,
     service_names,
     snake_case,
 )
@@ -108,6 +109,12 @@ class Checker:
                 Pos(file.path, 1, 1),
                 f"file name '{file.path.name}' is too long: it names the generated package, "
                 f"and names have at most {MAX_NAME_LENGTH} characters",
+            )
+        elif file.module in STDLIB_MODULES:
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' would generate package '{file.module}', "
+                "which is a module of Python's standard library; rename the file",
             )
         elif not IDENTIFIER.match(file.module) or file.module in PYTHON_KEYWORDS:
             self.error(

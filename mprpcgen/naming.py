@@ -10,6 +10,7 @@ object already owns (a client's `rpc`, `connect`, `close`, `with_options`; `self
 from __future__ import annotations
 
 import re
+import sys
 
 # Python's hard keywords, fixed here so that the verdict on a name does not depend on the
 # Python running mprpcgen. Soft keywords (`match`, `case`, `type`, `_`) are valid
@@ -106,3 +107,16 @@ def methods_name(service: str) -> str:
 def schema_name(type_name: str) -> str:
     """The private wire schema object of a declared type."""
     return f"_{type_name}Schema"
+
+
+# Standard library modules: a generated package of the same name would shadow one (or be
+# shadowed). Python's own list, plus modules removed in 3.12/3.13, so that the verdict is
+# the same on every supported version.
+STDLIB_MODULES = frozenset(sys.stdlib_module_names) | frozenset(
+    {
+        "aifc", "asynchat", "asyncore", "audioop", "cgi", "cgitb", "chunk", "crypt",
+        "distutils", "imghdr", "imp", "lib2to3", "mailcap", "msilib", "nis", "nntplib",
+        "ossaudiodev", "pipes", "smtpd", "sndhdr", "spwd", "sunau", "telnetlib", "uu",
+        "xdrlib",
+    }
+)  # fmt: skip
