@@ -150,6 +150,18 @@ class _Build(Transformer[Token, Any]):
     def docs(self, items: list[Token]) -> str:
         return _docs(Tree("docs", list(items)))
 
+    @staticmethod
+    def _split_docs(items: list[Any]) -> tuple[str, list[Any]]:
+        """Leading doc comment tokens (inlined into the rule) as text, and the rest."""
+        count = 0
+        while (
+            count < len(items)
+            and isinstance(items[count], Token)
+            and (items[count].type == "DOC_COMMENT")
+        ):
+            count += 1
+        return _docs(Tree("docs", list(items[:count]))), items[count:]
+
     def import_stmt(self, items: list[Token]) -> Import:
         (string,) = items
         return Import(_string(self.path, string), self.p(string))
@@ -185,9 +197,9 @@ class _Build(Transformer[Token, Any]):
         return items[-1]  # type: ignore[no-any-return]
 
     def method(self, items: list[Any]) -> Method:
-        doc = items[0]
+        doc, items = self._split_docs(items)
         annotations = tuple(i for i in items if isinstance(i, Annotation))
-        rest = [i for i in items[1:] if not isinstance(i, Annotation)]
+        rest = [i for i in items if not isinstance(i, Annotation)]
         oneway, kind, name, params, returns = rest
         return Method(
             name=str(name),
@@ -212,7 +224,7 @@ class _Build(Transformer[Token, Any]):
         return Struct(str(name), tuple(fields), doc, self.p(name))
 
     def field(self, items: list[Any]) -> Field:
-        doc, name, type_, default = items
+        doc, (name, type_, default) = self._split_docs(items)
         return Field(str(name), type_, default, doc, self.p(name))
 
     def enum(self, items: list[Any]) -> Enum:
@@ -220,7 +232,7 @@ class _Build(Transformer[Token, Any]):
         return Enum(str(name), tuple(members), doc, self.p(name))
 
     def member(self, items: list[Any]) -> EnumMember:
-        doc, name, value = items
+        doc, (name, value) = self._split_docs(items)
         return EnumMember(str(name), int(value), doc, self.p(name))
 
     # -- types -------------------------------------------------------------------
