@@ -322,7 +322,7 @@ def test_server_counts_connections_and_tasks(srv: ServerThread, probe: Probe) ->
         assert rpc.system.lenConnections() == 2
         other.delay("wait_release")
         # The two connections are read in either order: wait until the server runs it.
-        wait_for(lambda: len(srv.server.tasks) == 1)
+        wait_for(lambda: srv.server.running_call_count == 1)
         assert rpc.system.lenUndoneTasks() == 2  # the waiting call and this one
         probe.release.set()
 

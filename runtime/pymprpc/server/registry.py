@@ -212,9 +212,6 @@ class Registry:
         # (key, instance allowing dotted names or None, executor asked for at registration)
         self._dotted: list[tuple[str, Any, ExecutorKind | None]] = []
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._methods
-
     def names(self) -> list[str]:
         return sorted(self._methods)
 
