@@ -69,10 +69,19 @@ def py_str(text: str) -> str:
 
 def clean_doc(text: str) -> str:
     """Doc text normalised as `inspect.cleandoc` would leave it (so `__doc__` round-trips):
-    tabs expanded, trailing spaces and surrounding blank lines dropped, common indent removed."""
-    lines = [line.rstrip() for line in text.expandtabs().splitlines()]
-    if not lines:
-        return ""
+    tabs expanded, trailing spaces and surrounding blank lines dropped, common indent
+    removed; repeated until stable, since dropping a blank first line changes which line
+    is first."""
+    while True:
+        cleaned = _clean_once(text)
+        if cleaned == text:
+            return cleaned
+        text = cleaned
+
+
+def _clean_once(text: str) -> str:
+    # Lines end at "\n" only, as inspect.cleandoc splits them (not at \x1e or U+2028).
+    lines = [line.rstrip() for line in text.expandtabs().replace("\r\n", "\n").split("\n")]
     first, rest = lines[0].lstrip(), lines[1:]
     margins = [len(line) - len(line.lstrip()) for line in rest if line]
     margin = min(margins, default=0)

@@ -200,6 +200,7 @@ def render_server(r: FileRender) -> str:
 def render_client(r: FileRender) -> str:
     file, views = r.file, r.views
     spelling = Spelling(frozenset(uses(_method_refs(file)) | _default_enums(file)))
+    spelling.used.add("_typing")  # each client's __init__ takes **options: _typing.Any
     services = [views.service(s, spelling, "client") for s in file.services]
     used = {n for n in spelling.used if n in views.scope}
     body = _environment().get_template("client.py.j2").render(services=services, width=r.width)

@@ -342,7 +342,10 @@ class FileViews:
         note = textwrap.fill(EXECUTOR_NOTE, max(40, self.width - len(INDENT)))
         class_sp = module.in_class(m.name for m in service.methods)
         register_def = lay_out(
-            Call(f"def {register}(", ["server: _server.Server", f"servicer: {servicer}"]),
+            Call(
+                f"def {register}(",
+                ["server: _server.Server", f"servicer: {servicer}", "*", 'prefix: str = ""'],
+            ),
             "",
             self.width,
             suffix=" -> None:",
@@ -410,7 +413,9 @@ class FileViews:
         names = [p.name for p in method.params]
         methods = naming.methods_name(service.name)
         executor = method.annotation("executor")
-        options: list[Expr] = [py_str(method.wire_name)]
+        wire = py_str(method.wire_name)  # an f-string: one "word", as a wire name is
+        body = wire[1:-1].replace("{", "{{").replace("}", "}}")
+        options: list[Expr] = [f"f{wire[0]}{{prefix}}{body}{wire[0]}"]
         if executor is not None and executor.argument:
             options.append(f"executor={py_str(executor.argument)}")
         if method.annotation("deprecated") is not None:

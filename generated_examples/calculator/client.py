@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import typing as _typing
 from collections.abc import AsyncIterator, Iterator
 
 import pymprpc.client.typed as _typed
@@ -25,47 +26,53 @@ class CalculatorClient(_typed.TypedClient):
     """The version declared in the interface file (`service X version "..."`)."""
     _methods = _CalculatorMethods
 
+    def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
+        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
+        the one the service was registered under, if any."""
+        super().__init__(addr, **options)
+        self._prefix = prefix
+
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
         _sig = self._methods.add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def count(self, n: int) -> Iterator[int]:
         """Count from 0 to n - 1."""
         _sig = self._methods.count
         _args = _sig.encode_args(n)
-        return _sig.decode_stream(self._call(_sig.wire, _args))
+        return _sig.decode_stream(self._call(self._prefix + _sig.wire, _args))
 
     def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
         _args = _sig.encode_args(shape)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         _sig = self._methods.old_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
         _args = _sig.encode_args(line)
-        self.rpc.delay(_sig.wire, *_args)
+        self.rpc.delay(self._prefix + _sig.wire, *_args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
         _args = _sig.encode_args(shape, dx, dy)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
 
 class AsyncCalculatorClient(_typed.AsyncTypedClient):
@@ -78,44 +85,50 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     """The version declared in the interface file (`service X version "..."`)."""
     _methods = _CalculatorMethods
 
+    def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
+        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
+        the one the service was registered under, if any."""
+        super().__init__(addr, **options)
+        self._prefix = prefix
+
     async def add(self, a: int, b: int) -> int:
         """Add two integers."""
         _sig = self._methods.add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     async def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
         _sig = self._methods.count
         _args = _sig.encode_args(n)
-        return _sig.open_stream(self._call, _args)
+        return _sig.open_stream(self._call, _args, self._prefix)
 
     async def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
         _args = _sig.encode_args(shape)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     async def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         _sig = self._methods.old_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     async def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
         _args = _sig.encode_args(line)
-        await self.rpc.delay(_sig.wire, *_args)
+        await self.rpc.delay(self._prefix + _sig.wire, *_args)
 
     async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
         _args = _sig.encode_args(shape, dx, dy)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))

@@ -62,48 +62,58 @@ every
         """The shape moved by (dx, dy)."""
 
 
-def register_calculator(server: _server.Server, servicer: CalculatorServicer) -> None:
-    """Serve `servicer` on `server`; arguments are checked against declared types."""
+def register_calculator(
+    server: _server.Server,
+    servicer: CalculatorServicer,
+    *,
+    prefix: str = "",
+) -> None:
+    """Serve `servicer` on `server`; arguments are checked against declared types.
+
+    A name already registered is refused; `prefix` (e.g. "invoices.") serves the
+    methods under other names, so services with methods of the same name can share a
+    server (their clients take the same `prefix=`).
+    """
     server.register_function(
-        "add",
+        f"{prefix}add",
         signature="add(a: int, b: int) -> int",
         doc=_inspect.getdoc(CalculatorServicer.add),
         schema=_CalculatorMethods.add,
     )(servicer.add)
     server.register_function(
-        "slow_add",
+        f"{prefix}slow_add",
         signature="slow_add(a: int, b: int = 1) -> int",
         doc=_inspect.getdoc(CalculatorServicer.slow_add),
         schema=_CalculatorMethods.slow_add,
     )(servicer.slow_add)
     server.register_function(
-        "count",
+        f"{prefix}count",
         signature="count(n: int) -> int",
         doc=_inspect.getdoc(CalculatorServicer.count),
         schema=_CalculatorMethods.count,
     )(servicer.count)
     server.register_function(
-        "area",
+        f"{prefix}area",
         executor="process",
         signature="area(shape: Shape) -> float",
         doc=_inspect.getdoc(CalculatorServicer.area),
         schema=_CalculatorMethods.area,
     )(servicer.area)
     server.register_function(
-        "old_add",
+        f"{prefix}old_add",
         deprecated=True,
         signature="old_add(a: int, b: int) -> int",
         doc=_inspect.getdoc(CalculatorServicer.old_add),
         schema=_CalculatorMethods.old_add,
     )(servicer.old_add)
     server.register_function(
-        "log",
+        f"{prefix}log",
         signature="log(line: str)",
         doc=_inspect.getdoc(CalculatorServicer.log),
         schema=_CalculatorMethods.log,
     )(servicer.log)
     server.register_function(
-        "translate",
+        f"{prefix}translate",
         signature="translate(shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape",
         doc=_inspect.getdoc(CalculatorServicer.translate),
         schema=_CalculatorMethods.translate,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import typing as _typing
 from collections.abc import AsyncIterator, Iterator
 
 import pymprpc.client.typed as _typed
@@ -21,19 +22,25 @@ class InventoryClient(_typed.TypedClient):
     """The version declared in the interface file (`service X version "..."`)."""
     _methods = _InventoryMethods
 
+    def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
+        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
+        the one the service was registered under, if any."""
+        super().__init__(addr, **options)
+        self._prefix = prefix
+
     def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         _sig = self._methods.put
         _args = _sig.encode_args(item)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         _sig = self._methods.get
         _args = _sig.encode_args(sku)
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def list_items(self, status: Status | None = None) -> Iterator[Item]:
         """Every item, or only those with the given status.
@@ -41,19 +48,19 @@ class InventoryClient(_typed.TypedClient):
         """
         _sig = self._methods.list_items
         _args = _sig.encode_args(status)
-        return _sig.decode_stream(self._call(_sig.wire, _args))
+        return _sig.decode_stream(self._call(self._prefix + _sig.wire, _args))
 
     def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def clear(self) -> None:
         """Remove every item."""
         _sig = self._methods.clear
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
 
 class AsyncInventoryClient(_typed.AsyncTypedClient):
@@ -66,19 +73,25 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
     """The version declared in the interface file (`service X version "..."`)."""
     _methods = _InventoryMethods
 
+    def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
+        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
+        the one the service was registered under, if any."""
+        super().__init__(addr, **options)
+        self._prefix = prefix
+
     async def put(self, item: Item) -> str:
         """Add or replace an item; returns its SKU.
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         _sig = self._methods.put
         _args = _sig.encode_args(item)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     async def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         _sig = self._methods.get
         _args = _sig.encode_args(sku)
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status.
@@ -86,19 +99,19 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         """
         _sig = self._methods.list_items
         _args = _sig.encode_args(status)
-        return _sig.open_stream(self._call, _args)
+        return _sig.open_stream(self._call, _args, self._prefix)
 
     async def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     async def clear(self) -> None:
         """Remove every item."""
         _sig = self._methods.clear
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
 
 class HealthClient(_typed.TypedClient):
@@ -111,16 +124,22 @@ class HealthClient(_typed.TypedClient):
     """The version declared in the interface file (`service X version "..."`)."""
     _methods = _HealthMethods
 
+    def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
+        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
+        the one the service was registered under, if any."""
+        super().__init__(addr, **options)
+        self._prefix = prefix
+
     def ping(self) -> str:
         """Always "ok"."""
         _sig = self._methods.ping
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
     def uptime(self) -> float:
         _sig = self._methods.uptime
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(_sig.wire, _args))
+        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
 
 
 class AsyncHealthClient(_typed.AsyncTypedClient):
@@ -133,13 +152,19 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
     """The version declared in the interface file (`service X version "..."`)."""
     _methods = _HealthMethods
 
+    def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
+        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
+        the one the service was registered under, if any."""
+        super().__init__(addr, **options)
+        self._prefix = prefix
+
     async def ping(self) -> str:
         """Always "ok"."""
         _sig = self._methods.ping
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
 
     async def uptime(self) -> float:
         _sig = self._methods.uptime
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(_sig.wire, _args))
+        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))

@@ -54,35 +54,45 @@ every
         """Remove every item."""
 
 
-def register_inventory(server: _server.Server, servicer: InventoryServicer) -> None:
-    """Serve `servicer` on `server`; arguments are checked against declared types."""
+def register_inventory(
+    server: _server.Server,
+    servicer: InventoryServicer,
+    *,
+    prefix: str = "",
+) -> None:
+    """Serve `servicer` on `server`; arguments are checked against declared types.
+
+    A name already registered is refused; `prefix` (e.g. "invoices.") serves the
+    methods under other names, so services with methods of the same name can share a
+    server (their clients take the same `prefix=`).
+    """
     server.register_function(
-        "put",
+        f"{prefix}put",
         executor="thread",
         signature="put(item: Item) -> str",
         doc=_inspect.getdoc(InventoryServicer.put),
         schema=_InventoryMethods.put,
     )(servicer.put)
     server.register_function(
-        "get",
+        f"{prefix}get",
         signature="get(sku: str) -> Item?",
         doc=_inspect.getdoc(InventoryServicer.get),
         schema=_InventoryMethods.get,
     )(servicer.get)
     server.register_function(
-        "listItems",
+        f"{prefix}listItems",
         signature="listItems(status: Status? = none) -> Item",
         doc=_inspect.getdoc(InventoryServicer.list_items),
         schema=_InventoryMethods.list_items,
     )(servicer.list_items)
     server.register_function(
-        "by_status",
+        f"{prefix}by_status",
         signature="by_status() -> map<str, list<str>>",
         doc=_inspect.getdoc(InventoryServicer.by_status),
         schema=_InventoryMethods.by_status,
     )(servicer.by_status)
     server.register_function(
-        "clear",
+        f"{prefix}clear",
         signature="clear() -> none",
         doc=_inspect.getdoc(InventoryServicer.clear),
         schema=_InventoryMethods.clear,
@@ -111,16 +121,21 @@ every
     async def uptime(self) -> float: ...
 
 
-def register_health(server: _server.Server, servicer: HealthServicer) -> None:
-    """Serve `servicer` on `server`; arguments are checked against declared types."""
+def register_health(server: _server.Server, servicer: HealthServicer, *, prefix: str = "") -> None:
+    """Serve `servicer` on `server`; arguments are checked against declared types.
+
+    A name already registered is refused; `prefix` (e.g. "invoices.") serves the
+    methods under other names, so services with methods of the same name can share a
+    server (their clients take the same `prefix=`).
+    """
     server.register_function(
-        "ping",
+        f"{prefix}ping",
         signature="ping() -> str",
         doc=_inspect.getdoc(HealthServicer.ping),
         schema=_HealthMethods.ping,
     )(servicer.ping)
     server.register_function(
-        "uptime",
+        f"{prefix}uptime",
         signature="uptime() -> float",
         doc=_inspect.getdoc(HealthServicer.uptime),
         schema=_HealthMethods.uptime,

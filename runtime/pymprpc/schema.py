@@ -340,11 +340,14 @@ class Signature(Generic[R]):
         return decode_stream(stream, self.result, self.path)
 
     async def open_stream(
-        self, call: Callable[[str, list[Any]], Awaitable[AsyncIterator[Any]]], args: list[Any]
+        self,
+        call: Callable[[str, list[Any]], Awaitable[AsyncIterator[Any]]],
+        args: list[Any],
+        prefix: str = "",
     ) -> AsyncIterator[R]:
-        """Call `wire` when iteration starts and yield its checked items, so that a client
-        writes `async for item in client.count(3)` (no await before the stream)."""
-        stream = await call(self.wire, args)
+        """Call `prefix + wire` when iteration starts and yield its checked items, so that
+        a client writes `async for item in client.count(3)` (no await before the stream)."""
+        stream = await call(prefix + self.wire, args)
         items = decode_async_stream(stream, self.result, self.path)
         try:
             async for item in items:
