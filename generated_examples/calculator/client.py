@@ -66,7 +66,7 @@ class CalculatorClient(_typed.TypedClient):
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
         _args = _sig.encode_args(line)
-        self.rpc.delay(self._prefix + _sig.wire, *_args)
+        self.rpc.notify(self._prefix + _sig.wire, *_args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
@@ -125,7 +125,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
         _args = _sig.encode_args(line)
-        await self.rpc.delay(self._prefix + _sig.wire, *_args)
+        await self.rpc.notify(self._prefix + _sig.wire, *_args)
 
     async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""

@@ -427,13 +427,16 @@ class AsyncRPC:
         kwargs: dict[str, Any],
         returns: bool,
         timeout: float | None,
+        oneway: bool = False,
     ) -> str:
         if not self.connected or self._conn is None or self._transport is None:
             raise ConnectionLostError(
                 f"not connected to {self.address}: "
                 "use 'async with AsyncRPC(...)' or await connect()"
             )
-        id, data = self._conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        id, data = self._conn.send_call(
+            method, args, kwargs, returns=returns, deadline=timeout, oneway=oneway
+        )
         self._write(data)
         return id
 
@@ -496,6 +499,11 @@ class AsyncRPC:
     async def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
         """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""
         return self._send(method, args, kwargs, False, None)
+
+    async def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Run `method` and forget it: nothing comes back and, with servers that
+        negotiate `oneway`, nothing is kept for it (older servers get RETURN false)."""
+        self._send(method, args, kwargs, False, None, oneway=True)
 
 
 __all__ = ["AsyncRPC", "AsyncStream"]

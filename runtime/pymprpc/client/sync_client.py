@@ -286,6 +286,7 @@ class RPC:
         kwargs: dict[str, Any],
         returns: bool,
         timeout: float | None,
+        oneway: bool = False,
     ) -> str:
         if timeout is None:
             self._lock.acquire()
@@ -298,7 +299,9 @@ class RPC:
                 raise ConnectionLostError(
                     f"not connected to {self.address}: use 'with RPC(...)' or call connect()"
                 )
-            id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+            id, data = conn.send_call(
+                method, args, kwargs, returns=returns, deadline=timeout, oneway=oneway
+            )
             if returns:
                 self._inbox[id] = collections.deque()  # before any thread can read the reply
             try:
@@ -388,6 +391,11 @@ class RPC:
     def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
         """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""
         return self._send(method, args, kwargs, False, None)
+
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Run `method` and forget it: nothing comes back and, with servers that
+        negotiate `oneway`, nothing is kept for it (older servers get RETURN false)."""
+        self._send(method, args, kwargs, False, None, oneway=True)
 
 
 def _wait_readable(sock: socket.socket, deadline: float) -> bool:

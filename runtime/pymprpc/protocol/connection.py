@@ -174,6 +174,7 @@ class ServerConnection(_Connection):
         self.credentials = credentials
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
+        self._oneway = False  # ONEWAY negotiated
 
     @property
     def inflight(self) -> int:
@@ -230,6 +231,7 @@ class ServerConnection(_Connection):
         announced = Key.FEATURES in msg
         self.features = wanted & self.settings.features
         self._deadlines = Feature.DEADLINE in self.features
+        self._oneway = Feature.ONEWAY in self.features
         codec = self.codec
         self._queue(
             messages.welcome(
@@ -246,7 +248,7 @@ class ServerConnection(_Connection):
 
     def _call(self, msg: dict[str, Any]) -> CallRequest | None:
         try:
-            request = messages.parse_call(msg, self._deadlines)
+            request = messages.parse_call(msg, self._deadlines, self._oneway)
         except RequestError as exc:
             raw_id = msg.get(Key.ID)
             self._queue_error(raw_id if isinstance(raw_id, str | int) else None, exc)
@@ -443,8 +445,15 @@ class ClientConnection(_Connection):
         returns: bool = True,
         deadline: float | None = None,
         id: str | None = None,
+        oneway: bool = False,
     ) -> tuple[str, list[bytes]]:
-        """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable."""
+        """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable.
+
+        `oneway`: nothing comes back. With feature `oneway` negotiated the call carries
+        `ONEWAY` (the server keeps nothing); otherwise it falls back to `RETURN: false`."""
+        if oneway:
+            returns = False
+            oneway = Feature.ONEWAY in self.features
         if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
@@ -452,7 +461,9 @@ class ClientConnection(_Connection):
             id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
         if not self._deadlines:
             deadline = None
-        data = self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
+        data = self._encode(
+            messages.call(id, method, list(args), kwargs or {}, returns, deadline, oneway)
+        )
         if returns:
             self._pending[id] = False
         return id, data

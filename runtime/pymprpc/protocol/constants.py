@@ -48,6 +48,7 @@ class Key:
     FRAME: Final = "FRAME"
     CANCEL: Final = "CANCEL"
     DEADLINE: Final = "DEADLINE"
+    ONEWAY: Final = "ONEWAY"
 
 
 PING: Final = "ping"
@@ -60,6 +61,7 @@ class Feature(enum.StrEnum):
     LENGTH_FRAMING = "length-framing"
     CANCEL = "cancel"
     DEADLINE = "deadline"
+    ONEWAY = "oneway"
 
 
 class Compression(enum.StrEnum):

@@ -21,7 +21,8 @@ class Authenticated:
 
 @dataclass(frozen=True, slots=True)
 class CallRequest:
-    """A call to run. `returns=False` means keep the outcome for `system.getresult`."""
+    """A call to run. `returns=False` means keep the outcome for `system.getresult`;
+    `oneway` (feature `oneway`) that the outcome is neither sent nor kept."""
 
     id: str
     method: str
@@ -29,6 +30,7 @@ class CallRequest:
     kwargs: dict[str, Any] = field(default_factory=dict)
     returns: bool = True
     deadline: float | None = None
+    oneway: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,9 +95,12 @@ def call(
     kwargs: dict[str, Any],
     returns: bool,
     deadline: float | None,
+    oneway: bool = False,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {Key.MPRPC: VERSION, Key.ID: id, Key.METHOD: method}
-    if not returns:
+    if oneway:
+        msg[Key.ONEWAY] = True  # feature `oneway`: nothing is sent back, nothing kept
+    elif not returns:
         msg[Key.RETURN] = False
     if args:
         msg[Key.ARGS] = list(args)
@@ -182,8 +185,12 @@ def parse_auth(
     return username, password, features
 
 
-def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
-    """Validate a call request; RequestError (400, carrying the ID) if malformed."""
+def parse_call(
+    msg: dict[str, Any], accept_deadline: bool, accept_oneway: bool = False
+) -> CallRequest:
+    """Validate a call request; RequestError (400, carrying the ID) if malformed.
+
+    `ONEWAY` is honoured only where feature `oneway` was negotiated (`accept_oneway`)."""
     id = msg[Key.ID]
     if not isinstance(id, str) or not id:
         raise RequestError(f"ID must be a non-empty string, got {id!r}")
@@ -214,7 +221,8 @@ def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
         ):
             raise RequestError(f"DEADLINE must be a non-negative number, got {raw!r}", id=id)
         deadline = float(raw)
-    return CallRequest(id, method, args, kwargs, returns, deadline)
+    oneway = accept_oneway and msg.get(Key.ONEWAY) is True
+    return CallRequest(id, method, args, kwargs, returns and not oneway, deadline, oneway)
 
 
 def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError]:
