@@ -127,6 +127,11 @@ def _plural(count: int, word: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status.
+
+    Errors in the interface files are printed compiler-style on stderr with status 1;
+    `--check` returns 1 when the output directory is stale.
+    """
     if isinstance(sys.stderr, io.TextIOWrapper):  # a message must never fail to print
         sys.stderr.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)

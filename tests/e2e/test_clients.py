@@ -186,7 +186,9 @@ def test_separator_in_legacy_request_is_a_local_error(srv: ServerThread) -> None
 def test_async_call_timeout(srv: ServerThread) -> None:
     async def main() -> None:
         async with AsyncRPC(url(srv)) as rpc:
-            with pytest.raises(DeadlineExceeded, match=r"0\.1s deadline"):
+            # The server's 408 ("deadline of 0.1s exceeded") may arrive before the local
+            # timer fires ("within its 0.1s deadline") on a loaded machine: either is right.
+            with pytest.raises(DeadlineExceeded, match=r"0\.1s"):
                 await rpc.sleep.with_options(timeout=0.1)(5)
             assert await rpc.add(1, 2) == 3
 

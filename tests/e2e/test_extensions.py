@@ -1,4 +1,4 @@
-"""PROTOCOL.md Part 2 over real sockets: negotiation, length framing, cancel, deadline."""
+"""docs/protocol.md's negotiated extensions over real sockets: length framing, cancel, deadline."""
 
 from __future__ import annotations
 

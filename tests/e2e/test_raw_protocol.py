@@ -32,7 +32,7 @@ COMPRESS = {
 
 
 def exact(codec: Codec, msg: dict[str, Any]) -> bytes:
-    """The bytes a peer must receive for `msg` (key order as PROTOCOL.md lists it)."""
+    """The bytes a peer must receive for `msg` (key order as docs/protocol.md lists it)."""
     if codec.json:
         data = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
     else:

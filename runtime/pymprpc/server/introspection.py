@@ -1,4 +1,4 @@
-"""The `system.*` methods of the protocol, bound to one server through a narrow view."""
+"""The `system.*` methods of docs/protocol.md, bound to one server through a narrow view."""
 
 from __future__ import annotations
 

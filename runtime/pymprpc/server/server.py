@@ -137,21 +137,26 @@ class Server:
     every plain callable of this server; `register_function(executor=...)` sets it per
     function. See `pymprpc.server.executors` for the trade-offs.
 
+    Every limit below is also described, with what the client sees when it is reached,
+    in docs/protocol.md ("Limits").
+
     Args:
         addr: where to listen: `("host", port)` or `"tcp://host:port"`; port 0 picks a
             free port (read it back from `address`).
         auth: accepted `(user, password)` pairs, compared in constant time; None accepts
             only anonymous logins.
-        idle_timeout, timeout: seconds without a complete message after which a
-            connection gets 504 and is closed (a connection with a call running is not
-            idle); 0 or None disables it. `timeout` is the pymprpc 0.0.3 spelling.
+        idle_timeout: seconds without a complete message after which a connection gets
+            504 and is closed (a connection with a call running is not idle); 0 or None
+            disables it. Default 180.
+        timeout: the pymprpc 0.0.3 spelling of `idle_timeout` (give one of them).
         debug: send tracebacks (`FRAME`) with call errors.
         ssl: an `ssl.SSLContext` to serve TLS.
         executor: where every plain callable runs by default: "process", "thread" or
             "inline"; None: functions in the process pool, bound methods in threads.
         max_workers: size of the process or thread pool (Python's default if None).
-        version, description: sent in the welcome reply (a subclass's docstring is the
-            default description).
+        version: the service version sent in the welcome reply.
+        description: the service description sent in the welcome reply (default: the
+            docstring of a `Server` subclass).
         max_message_size: the largest message either way, also after decompression.
         max_connections: open connections beyond which a new one gets 503 and is closed.
             Default: 10,000, or fewer if the file-descriptor limit (raised towards its
@@ -373,6 +378,7 @@ class Server:
 
     @property
     def host(self) -> str:
+        """The host the server listens on, as given."""
         return self._config.host
 
     @property
