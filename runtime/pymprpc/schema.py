@@ -361,6 +361,7 @@ class Signature(Generic[R]):
 
     @property
     def path(self) -> str:
+        """Where a result error points: the method as called, e.g. `add()`."""
         return f"{self.name}()"
 
     def decode_result(self, value: Any) -> R:
