@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import keyword
+import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -171,3 +173,18 @@ def test_arbitrary_text_never_crashes_the_compiler(source: str) -> None:
             load([path])
         except IdlError as exc:
             assert ": error: " in exc.render()
+
+
+def test_a_message_that_the_terminal_cannot_encode_still_prints(tmp_path: Path) -> None:
+    (tmp_path / "café.idl").write_text("struct Café { x: Strng; }\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "mprpcgen", "café.idl", "-o", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )
+    assert done.returncode == 1
+    err = done.stderr.decode("ascii")
+    assert "Traceback" not in err
+    assert "caf\\xe9.idl:1:11: error: unexpected character" in err
