@@ -41,7 +41,6 @@ from .model import (
     Program,
     Service,
     Struct,
-    TypeDecl,
     TypeRef,
 )
 
@@ -537,7 +536,3 @@ def uses(refs: Iterable[TypeRef]) -> set[str]:
         else:
             found |= uses(ref.args)
     return found
-
-
-def declared_in(scope: dict[str, tuple[IdlFile, TypeDecl]], name: str) -> IdlFile:
-    return scope[name][0]
