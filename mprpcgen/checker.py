@@ -27,6 +27,7 @@ from .model import (
     TypeRef,
 )
 from .naming import (
+    AMBIGUOUS_NAMES,
     CLIENT_ATTRIBUTES,
     IDENTIFIER,
     MAX_NAME_LENGTH,
@@ -81,6 +82,11 @@ class Checker:
             return False
         if name in PYTHON_KEYWORDS:
             self.error(pos, f"{what} name '{name}' is a Python keyword; choose another name")
+            return False
+        if name in AMBIGUOUS_NAMES:
+            self.error(
+                pos, f"{what} name '{name}' is easily misread as 1 or 0; choose another name"
+            )
             return False
         if name.startswith("_"):
             self.error(pos, f"{what} name '{name}' must not start with '_' (private in Python)")

@@ -13,6 +13,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from .confusables import CONFUSABLE
+
 INDENT = "    "
 DEFAULT_LINE_LENGTH = 100
 NOQA = "  # noqa: E501"
@@ -54,11 +56,19 @@ def _body(text: str, quote: str, *, docstring: bool = False) -> str:
         elif char == quote and (not docstring or i == 0 or text[i + 1 : i + 2] in ("", quote)):
             # In a docstring only a quote that could close it (or end it) is escaped.
             out.append("\\" + char)
-        elif char == " " or (char.isprintable() and char != "\t") or (docstring and char == "\n"):
+        elif _kept(char, docstring):
             out.append(char)
         else:
             out.append(_escape(char))
     return "".join(out)
+
+
+def _kept(char: str, docstring: bool) -> bool:
+    """Whether `char` appears as itself in a literal (else it is escaped): printable, not
+    a tab, not confusable with ASCII (ruff's RUF001/RUF002); newlines in docstrings."""
+    if char == " " or (docstring and char == "\n"):
+        return True
+    return char.isprintable() and char != "\t" and ord(char) not in CONFUSABLE
 
 
 def py_str(text: str) -> str:
@@ -239,16 +249,26 @@ def too_long(line: str, line_length: int) -> bool:
     return len(line.split()) > 1
 
 
-def member_key(name: str) -> tuple[int, str, str]:
+def member_key(name: str) -> tuple[int, list[int | str], str]:
     """isort's order of imported names (ruff's `order-by-type`): CONSTANTS, Classes, others,
-    each case-insensitively."""
+    each in natural order (`Type_9` before `Type_10`), case-insensitively."""
     if len(name) > 1 and name.isupper():
         kind = 0
     elif name[:1].isupper():
         kind = 1
     else:
         kind = 2
-    return (kind, name.lower(), name)
+    return (kind, natural(name.lower()), name)
+
+
+def all_key(name: str) -> tuple[int, list[int | str]]:
+    """RUF022's order of `__all__`: the same kinds as imports, but case-sensitive."""
+    return (member_key(name)[0], natural(name))
+
+
+def natural(text: str) -> list[int | str]:
+    """A sort key comparing runs of digits as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def from_import(module: str, names: Sequence[str], line_length: int) -> str:

@@ -55,6 +55,9 @@ PYTHON_KEYWORDS = frozenset(
     }
 )
 
+# Names pycodestyle calls ambiguous (E741-E743: `l`, `O`, `I` read as 1 and 0).
+AMBIGUOUS_NAMES = frozenset({"l", "O", "I"})
+
 # Attributes of the generated clients that are not remote methods (their base class's API).
 CLIENT_ATTRIBUTES = frozenset({"rpc", "connect", "close", "with_options"})
 

@@ -15,7 +15,17 @@ from pathlib import Path
 import jinja2
 
 from . import __version__, naming
-from .layout import Call, class_line, docstring, fit, from_import, import_block, isort_key, lay_out
+from .layout import (
+    Call,
+    all_key,
+    class_line,
+    docstring,
+    fit,
+    from_import,
+    import_block,
+    isort_key,
+    lay_out,
+)
 from .model import IdlFile, LiteralKind, Program, TypeRef
 from .views import EnumView, FileViews, Options, ServiceView, Spelling, StructView, uses
 
@@ -134,20 +144,22 @@ def _aliases(spelling: Spelling) -> list[str]:
 
 def render_types(r: FileRender) -> str:
     file, views = r.file, r.views
+    # Every type in scope may be imported (directly or through an alias): spell typing
+    # names so that none can clash with them.
+    spelling = Spelling(frozenset(views.scope))
+    enums: list[EnumView] = [views.enum(e) for e in file.enums]
+    structs: list[StructView] = [views.struct(s, spelling) for s in file.structs]
+    services: list[ServiceView] = [views.service(s, spelling, "types") for s in file.services]
+    # Only now is every alias known (struct fields may have added some).
     field_refs = [f.type for s in file.structs for f in s.fields]
-    method_refs = _method_refs(file)
     classes = uses(field_refs) | _default_enums(file) | views.alias_names
-    schemas = uses(field_refs + method_refs)
+    schemas = uses(field_refs + _method_refs(file))
     foreign = {n for n in classes if views.scope[n][0].path != file.path}
-    spelling = Spelling(frozenset({d.name for d in file.types} | foreign))
     alias_text = "\n".join(a.statement.split(" = ", 1)[1] for a in views.aliases.values())
     if views.aliases:
         spelling.used.add("_typing")
     if re.search(r"(?<![.\w])Any\b", alias_text):
         spelling.used.add("plain:Any")
-    enums: list[EnumView] = [views.enum(e) for e in file.enums]
-    structs: list[StructView] = [views.struct(s, spelling) for s in file.structs]
-    services: list[ServiceView] = [views.service(s, spelling, "types") for s in file.services]
     body = (
         _environment()
         .get_template("types.py.j2")
@@ -169,7 +181,7 @@ def render_types(r: FileRender) -> str:
     ]
     imports = import_block(
         _stdlib(spelling, modules),
-        ["from pymprpc import schema as _schema"] if file.types or file.services else [],
+        ["from pymprpc import schema as _schema"] if "_schema." in body else [],
         _foreign(r, foreign_names),
     )
     return _module(r, "Types", "enums, structs and wire schemas", imports, body)
@@ -215,13 +227,6 @@ def render_client(r: FileRender) -> str:
     return _module(r, "Typed clients", "blocking and asyncio", imports, body)
 
 
-def _all_key(name: str) -> tuple[int, str]:
-    """RUF022's isort-style order: CONSTANTS, then Classes, then everything else."""
-    if name.isupper():
-        return (0, name)
-    return (1 if name[:1].isupper() else 2, name)
-
-
 def render_init(r: FileRender) -> str:
     file = r.file
     types = sorted((d.name for d in file.types), key=str.lower)
@@ -240,7 +245,7 @@ def render_init(r: FileRender) -> str:
         local.append(from_import(".client", clients, r.width))
     if types:
         local.append(from_import(".types", types, r.width))
-    names = sorted([*types, *clients, *servers], key=_all_key)
+    names = sorted([*types, *clients, *servers], key=all_key)
     parts = [
         "from __future__ import annotations",
     ]

@@ -201,11 +201,14 @@ class FileViews:
     def annotation(self, ref: TypeRef, sp: Spelling, room: int) -> str:
         """The annotation of `ref` as written in a class or signature, an alias if it is
         wider than `room` columns (or than ALIAS_WIDTH, for a composite type)."""
-        text = self.py_type(ref, sp)
+        probe = Spelling(sp.module_names, sp.shadowed)  # helpers count only if written
+        text = self.py_type(ref, probe)
         too_wide = width(text) > room or (ref.kind != "named" and width(text) > ALIAS_WIDTH)
         if too_wide and not text.startswith("Type_"):
             text = self._alias(ref, self.alias_spelling, force=True)
             sp.used.add(text)
+        else:
+            sp.used.update(probe.used)
         return text
 
     # -- types -------------------------------------------------------------------

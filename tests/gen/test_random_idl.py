@@ -1,5 +1,6 @@
-"""Property: every valid interface file hypothesis can make generates modules that compile
-and import. Names come from a broad alphabet that includes Python builtins, soft keywords
+"""Property: every valid interface file hypothesis can make generates modules that
+compile, import, and pass ruff (defaults and project rules), ruff format and mypy
+--strict. Names come from a broad alphabet that includes Python builtins, soft keywords
 and names the generated code uses itself; docs hold arbitrary text; defaults are random."""
 
 from __future__ import annotations
@@ -8,22 +9,26 @@ import builtins
 import importlib
 import itertools
 import json
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypothesis import HealthCheck, example, given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mprpcgen.cli import main
 from mprpcgen.naming import (
+    AMBIGUOUS_NAMES,
     CLIENT_ATTRIBUTES,
     MAX_NAME_LENGTH,
     PYTHON_KEYWORDS,
     service_names,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 GENERATOR_NAMES = [
     "sig", "schema", "result", "stream", "args", "reply", "server", "servicer", "abc",
     "dataclasses", "enum", "field", "annotations", "typing", "builtins", "inspect", "wire",
@@ -42,11 +47,13 @@ SNAKE_POOL = sorted(
 
 snake = st.one_of(
     st.sampled_from(SNAKE_POOL), st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True)
-).filter(lambda n: n not in PYTHON_KEYWORDS and len(n) <= MAX_NAME_LENGTH)
+).filter(lambda n: n not in PYTHON_KEYWORDS | AMBIGUOUS_NAMES and len(n) <= MAX_NAME_LENGTH)
 caps = st.one_of(
     st.sampled_from(TYPE_NAMES), st.from_regex(r"[A-Z][a-zA-Z0-9]{0,12}", fullmatch=True)
+).filter(lambda n: n not in AMBIGUOUS_NAMES)
+upper = st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True).filter(
+    lambda n: n not in AMBIGUOUS_NAMES
 )
-upper = st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True)
 doc_text = st.text(
     st.characters(exclude_categories=("Cs",), exclude_characters="\n\r"), max_size=30
 )
@@ -159,28 +166,57 @@ def idl_files(draw: st.DrawFn) -> str:
 
 
 counter = itertools.count()
+EXAMPLES = [
+    "struct B {\n    abc: bool;\n    /// \n    enum: bool;\n}\n",  # found by hypothesis
+    'struct Server {\n    abc: str? = "\\U00010000";\n}\n',
+    "service Iterator {\n}\nservice Iterators {\n}\n",
+]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(idl_files())
-@example("struct B {\n    abc: bool;\n    /// \n    enum: bool;\n}\n")  # found by hypothesis
-@example('struct Server {\n    abc: str? = "\U00010000";\n}\n')
-@example("service Iterator {\n}\nservice Iterators {\n}\n")
-def test_random_valid_idl_compiles_and_imports(source: str) -> None:
+def _generate_and_import(source: str, out: Path) -> None:
+    """Generate `source` as a package of its own in `out`; compile and import it."""
     name = f"random_idl_{next(counter)}"
     with tempfile.TemporaryDirectory() as tmp:
         idl = Path(tmp) / f"{name}.idl"
         idl.write_text(source, encoding="utf-8")
-        out = Path(tmp) / "out"
-        assert main([str(idl), "-o", str(out)]) == 0, source
-        for module in sorted((out / name).glob("*.py")):
-            compile(module.read_text(encoding="utf-8"), str(module), "exec")
-        sys.path.insert(0, str(out))
-        try:
-            for module in ("", ".types", ".client", ".server"):
-                if not module or (out / name / f"{module[1:]}.py").exists():
-                    importlib.import_module(name + module)
-        finally:
-            sys.path.remove(str(out))
-            for key in [k for k in sys.modules if k.split(".")[0] == name]:
-                del sys.modules[key]
+        assert main([str(idl), "-o", str(out), "--line-length", "88"]) == 0, source
+    for module in sorted((out / name).glob("*.py")):
+        compile(module.read_text(encoding="utf-8"), str(module), "exec")
+    sys.path.insert(0, str(out))
+    try:
+        for module in ("", ".types", ".client", ".server"):
+            if not module or (out / name / f"{module[1:]}.py").exists():
+                importlib.import_module(name + module)
+    finally:
+        sys.path.remove(str(out))
+        for key in [k for k in sys.modules if k.split(".")[0] == name]:
+            del sys.modules[key]
+
+
+@pytest.mark.timeout(300)
+def test_random_valid_idl_compiles_imports_and_lints(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(idl_files())
+    def one(source: str) -> None:
+        _generate_and_import(source, out)
+
+    for source in EXAMPLES:
+        _generate_and_import(source, out)
+    one()
+    # The checkers run once over every example's output.
+    ruff = [sys.executable, "-m", "ruff"]
+    project = ["--config", str(ROOT / "pyproject.toml"), "--config", "line-length=88"]
+    project += ["--extend-ignore", "D"]  # as the project applies its rules to generated code
+    defaults = ["--isolated", "--line-length", "88"]
+    packages = sorted(p.name for p in out.iterdir() if p.is_dir())
+    for args in (
+        [*ruff, "check", "--no-cache", *project, "."],
+        [*ruff, "check", "--no-cache", *defaults, "."],
+        [*ruff, "format", "--check", "--no-cache", *defaults, "."],
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "mypy")]
+        + [a for p in packages for a in ("-p", p)],
+    ):
+        done = subprocess.run(args, cwd=out, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
