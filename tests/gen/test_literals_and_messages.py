@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import keyword
 import os
 import subprocess
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mprpcgen.cli import main
+from mprpcgen.confusables import CONFUSABLE
 from mprpcgen.diagnostics import IdlError
 from mprpcgen.layout import clean_doc, docstring, py_str
 from mprpcgen.loader import load
@@ -188,3 +190,18 @@ def test_a_message_that_the_terminal_cannot_encode_still_prints(tmp_path: Path) 
     err = done.stderr.decode("ascii")
     assert "Traceback" not in err
     assert "caf\\xe9.idl:1:11: error: unexpected character" in err
+
+
+def test_the_confusables_table_is_ruffs(tmp_path: Path) -> None:
+    points = [
+        cp for cp in range(0x80, 0x30000) if not 0xD800 <= cp <= 0xDFFF and chr(cp).isprintable()
+    ]
+    probe = tmp_path / "probe.py"
+    probe.write_text("".join(f'x{cp:x} = "{chr(cp)}"\n' for cp in points), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "RUF001",
+         "--no-cache", "--output-format", "json", str(probe)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    flagged = {points[d["location"]["row"] - 1] for d in json.loads(done.stdout)}
+    assert flagged == CONFUSABLE
