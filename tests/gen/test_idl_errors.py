@@ -79,7 +79,7 @@ SEMANTIC = [
         "g",
     ),
     ("service S { def close(); }", "method name 'close' is reserved", "close"),
-    ("service S { def f(l: list<int> = []); }", "parameters cannot default to []", "[]"),
+    ("service S { def f(tags: list<int> = []); }", "parameters cannot default to []", "[]"),
     ("struct A { b: B; } struct B { a: A; }", "contains itself through required fields", "A"),
     ("struct P { m: map<int, str>; }", "map keys must be str", "int"),
     ("struct P { x: int; } service P { }", "duplicate declaration 'P'", "P"),
