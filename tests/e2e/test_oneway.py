@@ -69,7 +69,8 @@ def test_the_request_carries_oneway_only_when_negotiated() -> None:
 
     assert messages.call("i", "m", [], {}, False, None, oneway=True)["ONEWAY"] is True
     assert "RETURN" not in messages.call("i", "m", [], {}, False, None, oneway=True)
-    request = messages.parse_call({"ID": "i", "METHOD": "m", "ONEWAY": True}, False, False)
+    raw = {"ID": "i", "METHOD": "m", "ONEWAY": True}
+    request = messages.parse_call(raw, False, accept_oneway=False)
     assert not request.oneway and request.returns  # not negotiated: an ordinary call
-    request = messages.parse_call({"ID": "i", "METHOD": "m", "ONEWAY": True}, False, True)
+    request = messages.parse_call(raw, False, accept_oneway=True)
     assert request.oneway and not request.returns
