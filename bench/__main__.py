@@ -456,6 +456,9 @@ def main() -> None:
         )
         verdicts += fan_verdicts
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when += ", load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min) at the end".format(
+        *os.getloadavg()
+    )
     report = (
         f"Measured {when} on {machine()}; {args.runs} rounds of {args.seconds:g} s per "
         f"measurement, default asyncio loop unless noted, length framing negotiated.\n\n"
