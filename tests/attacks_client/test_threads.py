@@ -179,3 +179,30 @@ def test_close_from_other_thread_while_connecting() -> None:
         t.join(5)
         assert not t.is_alive(), "connecting call still blocked 5 s after close()"
         assert out and out[0] == "ConnectionLostError", (out, time.monotonic() - t0)
+
+
+@pytest.mark.timeout(30)
+def test_async_close_while_connecting_ends_connect() -> None:
+    """The same with AsyncRPC: close() from another task ends a connect() still waiting
+    for the welcome, with the same error as RPC."""
+    from pymprpc.client import AsyncRPC
+
+    def script(peer: Peer) -> None:
+        peer.recv()
+        peer.wait_eof(15)
+
+    async def main(url: str, s: FakeServer) -> tuple[str, str]:
+        rpc = AsyncRPC(url)
+        task = asyncio.ensure_future(rpc.connect())
+        while not (s.peers and s.peers[0].received):
+            await asyncio.sleep(0.01)  # polling the fake's state, not a synchronisation sleep
+        await rpc.close()
+        try:
+            await asyncio.wait_for(task, 5)
+        except Exception as e:  # noqa: BLE001
+            return type(e).__name__, str(e)
+        return "connected", ""
+
+    with FakeServer(script) as s:
+        out = arun(main(s.url(), s), timeout=20)
+    assert out == ("ConnectionLostError", f"connection to {s.url()} closed"), out
