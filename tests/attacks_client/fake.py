@@ -11,6 +11,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -35,6 +36,13 @@ class Peer:
         self.compression: str | None = None
         self.lock = threading.Lock()
         self.debug = False
+        # Set when the fake server closes: a script's pauses end then, not minutes later.
+        self.stopped = threading.Event()
+
+    def pause(self, seconds: float) -> bool:
+        """Do nothing for `seconds` (a server that is slow or stuck); False if the fake
+        server closed meanwhile (the script should return)."""
+        return not self.stopped.wait(seconds)
 
     def recv_frame(self, timeout: float = 10) -> bytes | None:
         self.sock.settimeout(timeout)
@@ -143,6 +151,10 @@ class Peer:
                 continue
             return msg
 
+    def pings(self) -> int:
+        """How many heartbeats this peer received so far."""
+        return sum(1 for m in list(self.received) if m.get("HEARTBEAT") == "ping")
+
     def wait_eof(self, timeout: float = 10) -> None:
         self.sock.settimeout(timeout)
         try:
@@ -203,6 +215,9 @@ class FakeServer:
             self.lsock.shutdown(socket.SHUT_RDWR)
         self.lsock.close()
         for p in self.peers:
+            p.stopped.set()
+            with contextlib.suppress(OSError):  # shutdown wakes a blocked recv()
+                p.sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 p.sock.close()
         for t in self.threads:
@@ -220,6 +235,30 @@ def arun(coro: Coroutine[Any, Any, T], timeout: float = 15) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
+
+
+def wait_pings(peers: list[Peer], count: int, timeout: float = 8) -> None:
+    """Wait until the latest peer received `count` heartbeats (each answered)."""
+    deadline = time.monotonic() + timeout
+    while not (peers and peers[-1].pings() >= count):
+        assert time.monotonic() < deadline, f"fewer than {count} heartbeats arrived"
+        time.sleep(0.01)
+
+
+def wait_disconnected(rpc: Any, timeout: float = 5) -> None:
+    """Wait until the client noticed its connection ended (state, not a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while rpc.connected:
+        assert time.monotonic() < deadline, "the client never noticed the close"
+        time.sleep(0.01)
+
+
+async def await_disconnected(rpc: Any, timeout: float = 5) -> None:
+    """`wait_disconnected` for AsyncRPC."""
+    deadline = time.monotonic() + timeout
+    while rpc.connected:
+        assert time.monotonic() < deadline, "the client never noticed the close"
+        await asyncio.sleep(0.01)
 
 
 HANG = "HANG"

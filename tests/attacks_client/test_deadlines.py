@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .fake import HANG, Peer, both
+from .fake import HANG, Peer, await_disconnected, both, wait_disconnected
 
 
 def silent(peer: Peer) -> None:
@@ -38,7 +38,8 @@ def trickle(peer: Peer) -> None:
     )
     for byte in data:
         peer.send_raw(bytes([byte]))
-        time.sleep(0.05)
+        if not peer.pause(0.05):
+            return
 
 
 def late_then_serve(peer: Peer) -> None:
@@ -48,7 +49,8 @@ def late_then_serve(peer: Peer) -> None:
     first = peer.next_call()
     if first is None:
         return
-    time.sleep(1.5)
+    if not peer.pause(1.5):
+        return
     peer.reply(first, "stale")
     while (call := peer.next_call()) is not None:
         peer.reply(call, call.get("ARGS"))
@@ -147,14 +149,13 @@ def test_call_timeout_covers_a_transparent_reconnect() -> None:
 
     def sync(rpc: Any) -> Any:
         rpc.f()
-        time.sleep(0.5)
+        wait_disconnected(rpc)
         return timed(rpc.f)
 
     async def act(rpc: Any) -> Any:
-        import asyncio
 
         await rpc.f()
-        await asyncio.sleep(0.5)
+        await await_disconnected(rpc)
         return await atimed(rpc.f())
 
     a, b = both(script, sync, act, limit=13, timeout=0.5)
@@ -176,7 +177,8 @@ def test_welcome_trickled_past_connect_timeout() -> None:
         )
         for byte in data:
             peer.send_raw(bytes([byte]))
-            time.sleep(0.2)
+            if not peer.pause(0.2):
+                return
 
     def sync(rpc: Any) -> Any:
         t0 = time.monotonic()

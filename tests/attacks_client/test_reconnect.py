@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .fake import HANG, Peer, both
+from .fake import HANG, Peer, await_disconnected, both, wait_disconnected, wait_pings
 
 
 def one_call_then_close(send_504: bool) -> Any:
@@ -33,14 +33,16 @@ def one_call_then_close(send_504: bool) -> Any:
 def test_idle_close_then_transparent_reconnect(send_504: bool) -> None:
     def sync(rpc: Any) -> Any:
         first = rpc.f(1)
-        time.sleep(0.5)
-        return first, rpc.f(2), (time.sleep(0.5), rpc.f(3))[1]
+        wait_disconnected(rpc)
+        second = rpc.f(2)
+        wait_disconnected(rpc)
+        return first, second, rpc.f(3)
 
     async def act(rpc: Any) -> Any:
         first = await rpc.f(1)
-        await asyncio.sleep(0.5)
+        await await_disconnected(rpc)
         second = await rpc.f(2)
-        await asyncio.sleep(0.5)
+        await await_disconnected(rpc)
         return first, second, await rpc.f(3)
 
     a, b = both(one_call_then_close(send_504), sync, act, limit=8, timeout=3)
@@ -92,7 +94,7 @@ def mute(peer: Peer) -> None:
     """Welcomes, then stops reading the socket altogether (SIGSTOP-like)."""
     if peer.login() is None:
         return
-    time.sleep(12)
+    peer.pause(12)
 
 
 @pytest.mark.timeout(60)
@@ -128,9 +130,12 @@ def test_heartbeat_error_message_same() -> None:
 
 @pytest.mark.timeout(60)
 def test_heartbeat_keeps_idle_connection_and_pongs_ok() -> None:
-    """A healthy server answering pings: an idle 2 s with heart_beat=0.3 must not fail."""
+    """A healthy server answering pings: idle for 4 heartbeats (heart_beat=0.3), the
+    connection must not fail."""
+    peers: list[Peer] = []
 
     def script(peer: Peer) -> None:
+        peers.append(peer)
         if peer.login() is None:
             return
         while (call := peer.next_call()) is not None:
@@ -138,12 +143,12 @@ def test_heartbeat_keeps_idle_connection_and_pongs_ok() -> None:
 
     def sync(rpc: Any) -> Any:
         rpc.f(1)
-        time.sleep(2)
+        wait_pings(peers, 4)
         return rpc.f(2)
 
     async def act(rpc: Any) -> Any:
         await rpc.f(1)
-        await asyncio.sleep(2)
+        await asyncio.to_thread(wait_pings, peers, 4)
         return await rpc.f(2)
 
     a, b = both(script, sync, act, limit=8, heart_beat=0.3)
@@ -152,19 +157,22 @@ def test_heartbeat_keeps_idle_connection_and_pongs_ok() -> None:
 
 @pytest.mark.timeout(60)
 def test_heartbeat_does_not_kill_a_long_call_on_a_live_server() -> None:
-    """Pongs arrive promptly; the call's answer takes 2 s: heart_beat=0.3 must not fail it."""
-    import threading
+    """Pongs arrive promptly; the call's answer comes after 4 heartbeats (heart_beat=0.3):
+    the heartbeat must not fail it."""
 
     def script(peer: Peer) -> None:
         if peer.login() is None:
             return
-        timers = []
-        while (call := peer.next_call()) is not None:
-            t = threading.Timer(2.0, peer.reply, args=(call, "slow"))
-            t.start()
-            timers.append(t)
-        for t in timers:
-            t.cancel()
+        call = peer.next_call()
+        while call is not None and peer.pings() < 4:
+            msg = peer.recv(timeout=8)  # pings only: the client waits for its call
+            if msg is None:
+                return
+            if msg.get("HEARTBEAT") == "ping":
+                peer.send({"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"})
+        if call is not None:
+            peer.reply(call, "slow")
+            peer.next_call()
 
     async def act(rpc: Any) -> Any:
         return await rpc.f()
@@ -181,13 +189,13 @@ def test_idle_close_then_server_gone_same() -> None:
     def sync(rpc: Any) -> Any:
         rpc.f(1)
         s.close()
-        time.sleep(0.5)
+        wait_disconnected(rpc)
         return rpc.f(2)
 
     async def act(rpc: Any) -> Any:
         await rpc.f(1)
         s.close()
-        await asyncio.sleep(0.5)
+        await await_disconnected(rpc)
         return await rpc.f(2)
 
     s = FakeServer(one_call_then_close(False))
