@@ -12,7 +12,9 @@ execution (no overhead, but it blocks the event loop) when that matters.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
+import functools
 import multiprocessing
 import os
 import signal
@@ -23,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..context import CallContext, current_call_or_none, run_in_call
 from ..errors import RPCRuntimeError
 
 
@@ -87,10 +90,17 @@ def _worker_init() -> None:
     _detach_inherited_sockets()
 
 
-def _invoke(key: str, path: tuple[str, ...], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Run a published target in a worker; exceptions come back as plain data."""
+def _invoke(
+    key: str,
+    path: tuple[str, ...],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    ctx: CallContext | None = None,
+) -> Any:
+    """Run a published target in a worker, with the call's context current; exceptions
+    come back as plain data, the response metadata the target set with its value."""
     try:
-        return ("ok", _resolve(key, path)(*args, **kwargs))
+        return ("ok", *run_in_call(ctx, _resolve(key, path), args, kwargs))
     except Exception as exc:  # noqa: BLE001 - every failure is reported to the caller
         return ("error", type(exc).__name__, str(exc), traceback.format_exc())
 
@@ -158,11 +168,14 @@ class Executors:
             return _resolve(key, path)(*args, **kwargs)
         loop = asyncio.get_running_loop()
         if kind is ExecutorKind.THREAD:
-            func = _resolve(key, path)
-            return await loop.run_in_executor(self._thread_pool(), lambda: func(*args, **kwargs))
+            call = functools.partial(_resolve(key, path), *args, **kwargs)
+            # The call's context (current_call() and any other context variable) goes along.
+            context = contextvars.copy_context()
+            return await loop.run_in_executor(self._thread_pool(), context.run, call)
         pool = self._process_pool()
+        ctx = current_call_or_none()
         try:
-            outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs)
+            outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs, ctx)
         except BrokenProcessPool as exc:
             if self._process is pool:
                 self._retire(pool)
@@ -173,6 +186,8 @@ class Executors:
                 exception="BrokenProcessPool",
             ) from None
         if outcome[0] == "ok":
+            if outcome[2] and ctx is not None:
+                ctx.response_metadata.update(outcome[2])
             return outcome[1]
         _, type_name, message, frame = outcome
         raise RemoteFunctionError(type_name, message, frame)
