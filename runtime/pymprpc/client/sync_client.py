@@ -125,6 +125,8 @@ class RPC(BaseRPC):
         raise `expired` (default: "could not connect within connect_timeout")."""
         if self.connected:
             return
+        if limit <= 0:  # a socket timeout of 0 would mean "non-blocking", not "expired"
+            raise expired or self._connect_timed_out()
         deadline = time.monotonic() + limit
         with self._lock:
             conn = self._new_connection()
