@@ -382,6 +382,7 @@ class AsyncRPC(BaseRPC):
         returns: bool,
         timeout: float | None,
         metadata: dict[str, str] | None = None,
+        oneway: bool = False,
     ) -> str:
         if self._reconnect_due:
             if timeout is None or timeout >= self.connect_timeout:
@@ -398,7 +399,13 @@ class AsyncRPC(BaseRPC):
                     ) from None
         conn = self._check_call()
         id = conn.send_call(
-            method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+            method,
+            args,
+            kwargs,
+            returns=returns,
+            deadline=timeout,
+            metadata=metadata,
+            oneway=oneway,
         )
         self._write(conn.chunks_to_send())
         return id
@@ -464,6 +471,9 @@ class AsyncRPC(BaseRPC):
 
     async def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return await self._send(method, args, kwargs, False, None)
+
+    async def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        await self._send(method, args, kwargs, False, None, oneway=True)
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

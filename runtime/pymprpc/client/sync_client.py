@@ -314,6 +314,7 @@ class RPC(BaseRPC):
         returns: bool,
         timeout: float | None,
         metadata: dict[str, str] | None = None,
+        oneway: bool = False,
         deadline: float | None = None,
     ) -> tuple[str, _Call | None]:
         if self._reconnect_due:
@@ -331,7 +332,13 @@ class RPC(BaseRPC):
                     raise self._closed_error()
                 conn = self._check_call()
                 id = conn.send_call(
-                    method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+                    method,
+                    args,
+                    kwargs,
+                    returns=returns,
+                    deadline=timeout,
+                    metadata=metadata,
+                    oneway=oneway,
                 )
                 data = conn.chunks_to_send()  # with the call: nothing else is queued
                 call = None
@@ -360,7 +367,7 @@ class RPC(BaseRPC):
     ) -> Any:
         deadline = time.monotonic() + timeout if timeout is not None else None
         metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
-        id, call = self._send(method, args, kwargs, True, timeout, metadata, deadline)
+        id, call = self._send(method, args, kwargs, True, timeout, metadata, deadline=deadline)
         assert call is not None
         try:
             event = self._wait(call, deadline)
@@ -427,6 +434,9 @@ class RPC(BaseRPC):
 
     def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return self._send(method, args, kwargs, False, None)[0]
+
+    def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._send(method, args, kwargs, False, None, oneway=True)
 
 
 def _read_until_closed(
