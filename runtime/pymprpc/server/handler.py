@@ -433,8 +433,10 @@ class ConnectionHandler(asyncio.Protocol):
             if not isinstance(exc, MPRPCError):
                 log.debug("call %s(%s) raised", request.method, request.id, exc_info=exc)
             self._report(request, kept, error, frame)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            # A handler must not stop the server: only its own call fails.
+        except BaseException as exc:  # noqa: BLE001 - SystemExit, GeneratorExit, custom ones
+            # A handler must not stop the server, nor leave its call (or a kept outcome)
+            # unsettled: only its own call fails. Returning is allowed even for a
+            # GeneratorExit thrown by close(): this coroutine awaits nothing more.
             log.warning(
                 "call %s(%s) raised %s: the call failed, the server keeps serving",
                 request.method,
