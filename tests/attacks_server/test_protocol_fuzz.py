@@ -73,7 +73,8 @@ CASES = {
     "version_int": ({"MPRPC": 0.1, "ID": "r1", "METHOD": "echo"}, 505, True),
     "second_auth": ({"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}}, 505, True),
     "cancel_not_negotiated": ({"MPRPC": "0.1", "ID": "r1", "CANCEL": True}, 400, False),
-    "cancel_not_negotiated_intid": ({"MPRPC": "0.1", "ID": 3, "CANCEL": True}, 506, True),
+    # docs/protocol.md (cancel): an integer CANCEL ID is 400 echoing it, like a call's.
+    "cancel_not_negotiated_intid": ({"MPRPC": "0.1", "ID": 3, "CANCEL": True}, 400, False),
 }
 
 
