@@ -160,6 +160,8 @@ def test_graceful_shutdown_within_grace(method: str, args: tuple) -> None:
         assert rc is not None, "server did not exit within 10 s (grace 1 s)"
         assert took < 4, f"shutdown took {took:.1f}s with grace 1s"
         c.close()
+        if method == "never_shielded":
+            assert "abandoning 1 call(s) that ignored cancellation" in s.stderr()
 
 
 def test_shutdown_with_thread_call_stops_serving() -> None:
