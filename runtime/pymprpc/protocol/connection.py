@@ -105,6 +105,15 @@ class Credentials:
             ok |= hmac.compare_digest(u, user) & hmac.compare_digest(p, pw)
         return ok
 
+    def knows(self, username: str | None) -> bool:
+        """Whether `username` is one of the configured accounts (compared in constant
+        time, so the answer's timing does not reveal which names exist)."""
+        user = _utf8(username or "")
+        known = False
+        for u, _ in self._pairs:
+            known |= hmac.compare_digest(u, user)
+        return known
+
 
 def _utf8(text: str) -> bytes:
     # A JSON peer can send a lone surrogate ("\\ud800"): it must fail the login, not the
