@@ -221,6 +221,7 @@ class ServerConnection(_Connection):
         self._framer.max_size = self._auth_limit
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
+        self._head = b""  # the first byte received, until the codec is known
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Parse received bytes.
@@ -235,6 +236,8 @@ class ServerConnection(_Connection):
         if self.state is _CLOSED:
             return []
         events: list[ServerEvent] = []
+        if self._codec is None and not self._head:
+            self._head = data[:1]
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -252,6 +255,10 @@ class ServerConnection(_Connection):
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
         except RemoteProtocolError as exc:
+            if self._codec is None:
+                # The first message was refused before its codec was known (too big,
+                # say): a JSON client still gets its error in JSON.
+                self._codec = Codec.for_reply(self._head, self._auth_limit, self.max_items)
             self.fail(exc)
         return events
 
