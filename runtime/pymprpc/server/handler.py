@@ -399,6 +399,7 @@ class ConnectionHandler(asyncio.Protocol):
 
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
+        deadline: asyncio.Timeout | None = None
         current_scope.set(self._scope)  # this task's own context: read by getresult
         try:
             if not request.returns:
@@ -417,8 +418,8 @@ class ConnectionHandler(asyncio.Protocol):
                         ) from None
                     raise
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or not task.cancelling():
+            # No local for the task here (see the finally clause).
+            if not _being_cancelled():
                 # Raised by the handler itself (say, awaiting an inner task that was
                 # cancelled), not a cancellation of this call: answer it.
                 self._report(request, kept, *as_call_error(self._cancelled_error(), request))
@@ -449,6 +450,10 @@ class ConnectionHandler(asyncio.Protocol):
             )
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
+            # A cancelled task keeps its CancelledError, whose traceback keeps this frame:
+            # no local of it may lead back to the task (the Timeout does), or the cycle
+            # keeps the handler's frames and locals alive until the garbage collector runs.
+            deadline = None
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
@@ -516,6 +521,12 @@ class ConnectionHandler(asyncio.Protocol):
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to cancel (not just a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _format(exc: BaseException) -> str:
