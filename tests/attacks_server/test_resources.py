@@ -113,7 +113,8 @@ def _try_send(sock: socket.socket, data: bytes) -> None:
 
 
 def test_inflight_tasks_released_after_close() -> None:
-    with Srv(max_inflight=100) as s:
+    # EOF = half-close or gone (TCP cannot tell): calls then run half_close_timeout at most.
+    with Srv(max_inflight=100, half_close_timeout=0.5) as s:
         c = Raw(s.port)
         c.login()
         for i in range(150):
@@ -204,8 +205,9 @@ def test_unauth_idle_connections_closed_by_auth_timeout() -> None:
 
 
 def test_abandoned_calls_do_not_accumulate_across_connections() -> None:
-    """Peers that send never-ending calls and leave: the server must cancel them."""
-    with Srv() as s:
+    """Peers that send never-ending calls and leave: the server must cancel them (after
+    half_close_timeout: their EOF may be a half-close)."""
+    with Srv(half_close_timeout=0.5) as s:
         base = settle(s, 0.5)
         for _ in range(10):
             c = Raw(s.port)
@@ -224,8 +226,9 @@ def test_abandoned_calls_do_not_accumulate_across_connections() -> None:
 
 def test_closed_peers_with_running_calls_do_not_use_up_connection_slots() -> None:
     """Connect, start a never-ending call, close; repeat past max_connections. The server
-    keeps the handler (CLOSE-WAIT) as if half-closed: new clients are refused."""
-    with Srv(max_connections=20) as s:
+    keeps the handler (CLOSE-WAIT) as if half-closed: new clients are refused, unless
+    half-closed connections are bounded in time (half_close_timeout)."""
+    with Srv(max_connections=20, half_close_timeout=0.3) as s:
         for _ in range(25):
             c = Raw(s.port)
             c.login()

@@ -183,14 +183,34 @@ class ConnectionHandler(asyncio.Protocol):
             self._close_transport()
 
     def eof_received(self) -> bool:
-        """The client half-closed: answer the calls already received, then close (TLS
-        cannot half-close: there the connection closes)."""
+        """The client half-closed, or is gone: answer the calls already received within
+        `half_close_timeout`, then close (TLS cannot half-close: there it closes at once).
+
+        TCP shows a client that shut down its sending side and one that closed its
+        socket the same way, by an EOF; only writing to it tells them apart (a gone one
+        answers with a reset, and the next write fails). A call that sends nothing would
+        therefore hold a gone client's connection for ever: the timeout bounds that.
+        """
         tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
         owed = len(self.tasks) > len(self._kept_ids) or self._deferred
-        if owed and not self.conn.closed and not tls:
+        timeout = self._host.config.half_close_timeout
+        if owed and not self.conn.closed and not tls and timeout > 0:
             self._eof = True
+            if self._timer is not None:
+                self._timer.cancel()  # idle: replaced by the half-close bound
+            self._timer = self.loop.call_later(timeout, self._half_close_expired)
             return True  # keep the transport open for the replies
         return False  # nothing owed (RETURN-false calls run on without it): close
+
+    def _half_close_expired(self) -> None:
+        self._timer = None
+        log.info(
+            "closing %s: %d call(s) still running %.1fs after the client's EOF",
+            self.peer,
+            len(self.tasks) - len(self._kept_ids),
+            self._host.config.half_close_timeout,
+        )
+        self.close()  # connection_lost then cancels the calls (RETURN false run on)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._host.forget(self)

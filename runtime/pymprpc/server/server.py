@@ -193,6 +193,9 @@ class Server:
             hard limit at construction) cannot hold them.
         max_inflight: calls running per connection; beyond it a call gets 503.
         auth_timeout: seconds a client has to authenticate.
+        half_close_timeout: seconds the calls of a client that sent EOF (half-closed, or
+            gone: TCP cannot tell them apart) may still run to be answered; then they are
+            cancelled and the connection closes. 0: none (EOF closes at once).
         kept_results: outcomes of RETURN-false calls kept per account (per connection
             when anonymous) for `system.getresult`; when full, the oldest finished one
             not yet fetched goes, and with all still running a new call gets 405. Also the
@@ -237,6 +240,7 @@ class Server:
         max_connections: int | None = None,
         max_inflight: int = 1_000,
         auth_timeout: float = 10.0,
+        half_close_timeout: float = 30.0,
         kept_results: int = 1_000,
         kept_results_bytes: int = 64 * MiB,
         kept_results_ttl: float = 600.0,
@@ -278,6 +282,7 @@ class Server:
             ),
             max_inflight=max_inflight,
             auth_timeout=auth_timeout,
+            half_close_timeout=half_close_timeout,
             kept_results=kept_results,
             kept_results_bytes=kept_results_bytes,
             kept_results_ttl=kept_results_ttl,
