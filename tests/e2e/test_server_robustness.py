@@ -317,6 +317,9 @@ def test_calls_after_an_eof_run_at_most_half_close_timeout(
         call(c, "stuck", "wait_gate", "stuck")
         assert gate.entered.wait(10)
         if how == "close":
+            # Nothing unread, so a FIN (no reset): the server cannot tell it from a
+            # half-close, and only the timeout frees the call.
+            assert c.recv()["MESSAGE"]["ID"] == "quick"
             c.sock.close()
         else:
             c.sock.shutdown(socket.SHUT_WR)
