@@ -12,6 +12,7 @@ execution (no overhead, but it blocks the event loop) when that matters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import RPCRuntimeError
+from .shares import ThreadShares, current_owner, share_of
 
 
 class ExecutorKind(enum.StrEnum):
@@ -113,6 +115,7 @@ class Executors:
         self._process: ProcessPoolExecutor | None = None
         self._process_generation = -1
         self._thread: ThreadPoolExecutor | None = None
+        self._thread_shares = ThreadShares(1)  # replaced with the pool's
         self._retired: list[ProcessPoolExecutor] = []
 
     def _retire(self, pool: ProcessPoolExecutor) -> None:
@@ -136,10 +139,39 @@ class Executors:
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(
-                max_workers=self.max_workers, thread_name_prefix="pymprpc"
-            )
+            # ThreadPoolExecutor's own default, spelled out: the shares are cut from it.
+            workers = self.max_workers or min(32, (os.cpu_count() or 1) + 4)
+            self._thread = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pymprpc")
+            self._thread_shares = ThreadShares(share_of(workers))
         return self._thread
+
+    async def _run_in_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        func: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run `func` in the thread pool within its connection's share (see `shares`)."""
+        pool = self._thread_pool()
+        owner, shares = current_owner.get(), self._thread_shares
+        if owner is None:
+            return await loop.run_in_executor(pool, lambda: func(*args, **kwargs))
+        await shares.acquire(owner)
+        try:
+            future = pool.submit(func, *args, **kwargs)
+        except BaseException:
+            shares.release(owner)
+            raise
+
+        # Released when the thread is done, not when the caller stops waiting: a
+        # cancelled call's thread runs on and still uses the connection's share.
+        def release(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+                loop.call_soon_threadsafe(shares.release, owner)
+
+        future.add_done_callback(release)
+        return await asyncio.wrap_future(future, loop=loop)
 
     def warm_up(self) -> None:
         """Fork the process pool now, before clients connect."""
@@ -158,8 +190,7 @@ class Executors:
             return _resolve(key, path)(*args, **kwargs)
         loop = asyncio.get_running_loop()
         if kind is ExecutorKind.THREAD:
-            func = _resolve(key, path)
-            return await loop.run_in_executor(self._thread_pool(), lambda: func(*args, **kwargs))
+            return await self._run_in_thread(loop, _resolve(key, path), args, kwargs)
         pool = self._process_pool()
         try:
             outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs)

@@ -45,6 +45,7 @@ from .eager import start_task
 from .flow import InputBudget
 from .kept_results import KeptOutcome, KeptResults, current_scope
 from .logins import LoginThrottle, ThrottledCredentials
+from .shares import current_owner
 
 log = logging.getLogger("pymprpc.server")
 
@@ -116,6 +117,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._kept_ids: set[str] = set()
         # Who owns this connection's kept results: its account, or (anonymous) itself.
         self._scope: Hashable = object()
+        self._owner = object()  # this connection, for its share of the thread pool
         self._last_activity = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._writable = asyncio.Event()
@@ -421,6 +423,7 @@ class ConnectionHandler(asyncio.Protocol):
         kept: KeptOutcome | None = None
         deadline: asyncio.Timeout | None = None
         current_scope.set(self._scope)  # this task's own context: read by getresult
+        current_owner.set(self._owner)  # its share of the thread pool (see shares)
         try:
             if not request.returns:
                 kept = self._host.kept.open(self._scope, request.id)
