@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import multiprocessing
 import os
 import signal
 import stat
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -97,6 +98,30 @@ def _invoke(key: str, path: tuple[str, ...], args: list[Any], kwargs: dict[str, 
         return ("error", type(exc).__name__, str(exc), traceback.format_exc())
 
 
+def _submit(
+    loop: asyncio.AbstractEventLoop,
+    pool: ThreadPoolExecutor,
+    shares: ThreadShares,
+    owner: Hashable,
+    call: Callable[[], Any],
+) -> asyncio.Future[Any]:
+    """Start `call` on `pool` within `owner`'s share (already acquired); the slot is
+    released when the thread is done, not when the caller stops waiting: a cancelled
+    call's thread runs on and still uses the share."""
+    try:
+        future = pool.submit(call)
+    except BaseException:
+        shares.release(owner)
+        raise
+
+    def release(_: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+            loop.call_soon_threadsafe(shares.release, owner)
+
+    future.add_done_callback(release)
+    return asyncio.wrap_future(future, loop=loop)
+
+
 class RemoteFunctionError(Exception):
     """A function raised inside a worker process; carries its type name and traceback."""
 
@@ -158,20 +183,9 @@ class Executors:
         if owner is None:
             return await loop.run_in_executor(pool, lambda: func(*args, **kwargs))
         await shares.acquire(owner)
-        try:
-            future = pool.submit(func, *args, **kwargs)
-        except BaseException:
-            shares.release(owner)
-            raise
-
-        # Released when the thread is done, not when the caller stops waiting: a
-        # cancelled call's thread runs on and still uses the connection's share.
-        def release(_: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
-                loop.call_soon_threadsafe(shares.release, owner)
-
-        future.add_done_callback(release)
-        return await asyncio.wrap_future(future, loop=loop)
+        # No local here may keep the future: it keeps the call's exception, whose
+        # traceback keeps this frame (a cycle holding the function's frames until gc).
+        return await _submit(loop, pool, shares, owner, functools.partial(func, *args, **kwargs))
 
     def warm_up(self) -> None:
         """Fork the process pool now, before clients connect."""
