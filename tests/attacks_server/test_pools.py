@@ -49,7 +49,7 @@ def test_thread_pool_starvation_by_one_client() -> None:
         hog.login()
         other.login()
         for i in range(8):
-            hog.call(f"h{i}", "tsleep", 4)
+            hog.call(f"h{i}", "tsleep", 2.5)  # unfair: the other call waits > 2 s
         time.sleep(0.3)
         t0 = time.monotonic()
         r = other.rpc("value", id="v")

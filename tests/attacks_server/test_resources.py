@@ -168,7 +168,7 @@ def test_many_connect_close_cycles_no_growth() -> None:
                 c.rpc("echo", "x" * 1000)
         base = settle(s, 0.5)
         fds0 = s.fds()
-        for _i in range(600):
+        for _i in range(300):
             with Raw(s.port) as c:
                 c.login(features=["length-framing", "cancel", "deadline"])
                 c.call("a", "agen_raise", 2)
@@ -180,16 +180,15 @@ def test_many_connect_close_cycles_no_growth() -> None:
         print(f"cycles: base {base / MiB:.1f} after {after / MiB:.1f} MiB")
         assert s.fds() <= fds0 + 2
         assert undone(s.port) == 0
-        assert after - base < 8 * MiB, f"+{(after - base) / MiB:.1f} MiB after 600 connections"
+        assert after - base < 8 * MiB, f"+{(after - base) / MiB:.1f} MiB after 300 connections"
 
 
 def test_unauth_idle_connections_closed_by_auth_timeout() -> None:
-    with Srv(auth_timeout=1) as s:
+    with Srv(auth_timeout=0.5) as s:
         socks = [socket.create_connection(("127.0.0.1", s.port), timeout=5) for _ in range(100)]
-        time.sleep(2.5)
         closed = 0
         for k in socks:
-            k.settimeout(1)
+            k.settimeout(3)  # the first waits out auth_timeout; by then all are closed
             try:
                 buf = b""
                 while True:
@@ -218,7 +217,9 @@ def test_abandoned_calls_do_not_accumulate_across_connections() -> None:
             while c.recv()["MESSAGE"]["ID"] != "sync":
                 pass
             c.close()
-        time.sleep(2)
+        t0 = time.monotonic()  # half_close_timeout, then the calls are cancelled
+        while undone(s.port) and time.monotonic() - t0 < 5:
+            time.sleep(0.1)
         left = undone(s.port)
         print(f"abandoned: {left} calls still running, +{(s.rss() - base) / MiB:.1f} MiB")
         assert left == 0, f"{left} calls of closed connections still running"
