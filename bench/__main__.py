@@ -31,6 +31,13 @@ try:
 except ImportError:
     HAVE_UVLOOP = False
 
+try:
+    import opentelemetry.sdk  # noqa: F401
+
+    HAVE_OTEL = True
+except ImportError:
+    HAVE_OTEL = False
+
 
 @dataclass(frozen=True)
 class Row:
@@ -151,6 +158,9 @@ def rows() -> list[Row]:
             out.append(Row(workload, "pymprpc, sync client", "pymprpc", "pymprpc-sync"))
         if HAVE_UVLOOP:
             out.append(Row(workload, "pymprpc + uvloop", "pymprpc-uvloop", "pymprpc", True))
+        if HAVE_OTEL and workload in ("w1", "w2"):
+            # Server and client telemetry on every call: what tracing costs.
+            out.append(Row(workload, "pymprpc + OTel", "pymprpc-otel", "pymprpc-otel"))
     out += [
         Row("w5p", "pymprpc, process pool", "pymprpc", "pymprpc"),
         Row("w5t", "pymprpc, thread pool", "pymprpc", "pymprpc"),
@@ -266,7 +276,9 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
         for key in sorted({r.server for r in selected}):
-            system = "pymprpc" if key.startswith("pymprpc") else key
+            system = (
+                key if key == "pymprpc-otel" else "pymprpc" if key.startswith("pymprpc") else key
+            )
             servers.start(key, system, uvloop=key.endswith("uvloop"))
         for run in range(1, args.runs + 1):
             for row in selected:

@@ -17,8 +17,19 @@ def padd(a: int, b: int) -> int:
     return a + b
 
 
-def build_pymprpc(port: int) -> Server:
-    server = Server(("127.0.0.1", port), timeout=None, max_message_size=MAX_MESSAGE)
+def build_pymprpc(port: int, otel: bool = False) -> Server:
+    interceptors = []
+    if otel:  # the "pymprpc + OTel" rows: ServerTelemetry on every call
+        from bench.otel import providers
+        from pymprpc.otel import ServerTelemetry
+
+        interceptors.append(ServerTelemetry(*providers()))
+    server = Server(
+        ("127.0.0.1", port),
+        timeout=None,
+        max_message_size=MAX_MESSAGE,
+        interceptors=interceptors,
+    )
 
     @server.register_function()
     async def add(a: int, b: int) -> int:
@@ -43,8 +54,8 @@ async def main(system: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if system == "pymprpc":
-        server = build_pymprpc(port)
+    if system in ("pymprpc", "pymprpc-otel"):
+        server = build_pymprpc(port, otel=system == "pymprpc-otel")
         await server.start()
         print("ready", flush=True)
         await stop.wait()

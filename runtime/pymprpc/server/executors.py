@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import functools
 import multiprocessing
@@ -25,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..context import CallContext, current_call_or_none, run_in_call
 from ..errors import RPCRuntimeError
 from .shares import ThreadShares, current_owner, share_of
 
@@ -90,10 +92,17 @@ def _worker_init() -> None:
     _detach_inherited_sockets()
 
 
-def _invoke(key: str, path: tuple[str, ...], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Run a published target in a worker; exceptions come back as plain data."""
+def _invoke(
+    key: str,
+    path: tuple[str, ...],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    ctx: CallContext | None = None,
+) -> Any:
+    """Run a published target in a worker, with the call's context current; exceptions
+    come back as plain data, the response metadata the target set with its value."""
     try:
-        return ("ok", _resolve(key, path)(*args, **kwargs))
+        return ("ok", *run_in_call(ctx, _resolve(key, path), args, kwargs))
     except Exception as exc:  # noqa: BLE001 - every failure is reported to the caller
         return ("error", type(exc).__name__, str(exc), traceback.format_exc())
 
@@ -170,22 +179,16 @@ class Executors:
             self._thread_shares = ThreadShares(share_of(workers))
         return self._thread
 
-    async def _run_in_thread(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        func: Callable[..., Any],
-        args: list[Any],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        """Run `func` in the thread pool within its connection's share (see `shares`)."""
+    async def _run_in_thread(self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> Any:
+        """Run `call` in the thread pool within its connection's share (see `shares`)."""
         pool = self._thread_pool()
         owner, shares = current_owner.get(), self._thread_shares
         if owner is None:
-            return await loop.run_in_executor(pool, lambda: func(*args, **kwargs))
+            return await loop.run_in_executor(pool, call)
         await shares.acquire(owner)
         # No local here may keep the future: it keeps the call's exception, whose
         # traceback keeps this frame (a cycle holding the function's frames until gc).
-        return await _submit(loop, pool, shares, owner, functools.partial(func, *args, **kwargs))
+        return await _submit(loop, pool, shares, owner, call)
 
     def warm_up(self) -> None:
         """Fork the process pool now, before clients connect."""
@@ -204,10 +207,14 @@ class Executors:
             return _resolve(key, path)(*args, **kwargs)
         loop = asyncio.get_running_loop()
         if kind is ExecutorKind.THREAD:
-            return await self._run_in_thread(loop, _resolve(key, path), args, kwargs)
+            call = functools.partial(_resolve(key, path), *args, **kwargs)
+            # The call's context (current_call() and any other context variable) goes along.
+            context = contextvars.copy_context()
+            return await self._run_in_thread(loop, functools.partial(context.run, call))
         pool = self._process_pool()
+        ctx = current_call_or_none()
         try:
-            outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs)
+            outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs, ctx)
         except BrokenProcessPool as exc:
             if self._process is pool:
                 self._retire(pool)
@@ -218,6 +225,8 @@ class Executors:
                 exception="BrokenProcessPool",
             ) from None
         if outcome[0] == "ok":
+            if outcome[2] and ctx is not None:
+                ctx.response_metadata.update(outcome[2])
             return outcome[1]
         _, type_name, message, frame = outcome
         raise RemoteFunctionError(type_name, message, frame)
