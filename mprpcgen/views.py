@@ -341,7 +341,8 @@ class FileViews:
         doc = clean_doc(service.doc) or f"Service {name}."
         register = naming.register_name(name)
         servicer = naming.servicer_name(name)
-        note = textwrap.fill(EXECUTOR_NOTE, max(40, self.width - len(INDENT)))
+        # Two columns short of the limit: what `docstring` keeps free before continuing a line.
+        note = textwrap.fill(EXECUTOR_NOTE, max(40, self.width - len(INDENT) - 2))
         class_sp = module.in_class(m.name for m in service.methods)
         register_def = lay_out(
             Call(

@@ -21,11 +21,10 @@ class CalculatorServicer(_abc.ABC):
     """Arithmetic as a service.
 
     Implement every method, then serve it with register_calculator().
-    Where methods run: plain `def` methods run on the server's thread executor by default, so \
-every
-    call shares this instance and its state; a method marked `@executor(process)` runs in a worker
-    process, and each worker holds its own copy of the servicer. `async def` and `stream` methods
-    run on the event loop.
+    Where methods run: plain `def` methods run on the server's thread executor by default, so
+    every call shares this instance and its state; a method marked `@executor(process)` runs in a
+    worker process, and each worker holds its own copy of the servicer. `async def` and `stream`
+    methods run on the event loop.
     """
 
     VERSION: str | None = "1.2.0"

@@ -17,11 +17,10 @@ class InventoryServicer(_abc.ABC):
     """Items by SKU.
 
     Implement every method, then serve it with register_inventory().
-    Where methods run: plain `def` methods run on the server's thread executor by default, so \
-every
-    call shares this instance and its state; a method marked `@executor(process)` runs in a worker
-    process, and each worker holds its own copy of the servicer. `async def` and `stream` methods
-    run on the event loop.
+    Where methods run: plain `def` methods run on the server's thread executor by default, so
+    every call shares this instance and its state; a method marked `@executor(process)` runs in a
+    worker process, and each worker holds its own copy of the servicer. `async def` and `stream`
+    methods run on the event loop.
     """
 
     VERSION: str | None = "0.3.0"
@@ -103,11 +102,10 @@ class HealthServicer(_abc.ABC):
     """Liveness checks: a second service in the same file.
 
     Implement every method, then serve it with register_health().
-    Where methods run: plain `def` methods run on the server's thread executor by default, so \
-every
-    call shares this instance and its state; a method marked `@executor(process)` runs in a worker
-    process, and each worker holds its own copy of the servicer. `async def` and `stream` methods
-    run on the event loop.
+    Where methods run: plain `def` methods run on the server's thread executor by default, so
+    every call shares this instance and its state; a method marked `@executor(process)` runs in a
+    worker process, and each worker holds its own copy of the servicer. `async def` and `stream`
+    methods run on the event loop.
     """
 
     VERSION: str | None = None
