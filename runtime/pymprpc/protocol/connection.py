@@ -105,6 +105,15 @@ class Credentials:
             ok |= hmac.compare_digest(u, user) & hmac.compare_digest(p, pw)
         return ok
 
+    def knows(self, username: str | None) -> bool:
+        """Whether `username` is one of the configured accounts (compared in constant
+        time, so the answer's timing does not reveal which names exist)."""
+        user = _utf8(username or "")
+        known = False
+        for u, _ in self._pairs:
+            known |= hmac.compare_digest(u, user)
+        return known
+
 
 def _utf8(text: str) -> bytes:
     # A JSON peer can send a lone surrogate ("\\ud800"): it must fail the login, not the
@@ -212,6 +221,7 @@ class ServerConnection(_Connection):
         self._framer.max_size = self._auth_limit
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
+        self._head = b""  # the first byte received, until the codec is known
         self._metadata = False  # METADATA negotiated
         self._oneway = False  # ONEWAY negotiated
 
@@ -228,6 +238,8 @@ class ServerConnection(_Connection):
         if self.state is _CLOSED:
             return []
         events: list[ServerEvent] = []
+        if self._codec is None and not self._head:
+            self._head = data[:1]
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -245,6 +257,10 @@ class ServerConnection(_Connection):
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
         except RemoteProtocolError as exc:
+            if self._codec is None:
+                # The first message was refused before its codec was known (too big,
+                # say): a JSON client still gets its error in JSON.
+                self._codec = Codec.for_reply(self._head, self._auth_limit, self.max_items)
             self.fail(exc)
         return events
 

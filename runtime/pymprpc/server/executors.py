@@ -12,6 +12,7 @@ execution (no overhead, but it blocks the event loop) when that matters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
@@ -20,13 +21,14 @@ import os
 import signal
 import stat
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..context import CallContext, current_call_or_none, run_in_call
 from ..errors import RPCRuntimeError
+from .shares import ThreadShares, current_owner, share_of
 
 
 class ExecutorKind(enum.StrEnum):
@@ -105,6 +107,30 @@ def _invoke(
         return ("error", type(exc).__name__, str(exc), traceback.format_exc())
 
 
+def _submit(
+    loop: asyncio.AbstractEventLoop,
+    pool: ThreadPoolExecutor,
+    shares: ThreadShares,
+    owner: Hashable,
+    call: Callable[[], Any],
+) -> asyncio.Future[Any]:
+    """Start `call` on `pool` within `owner`'s share (already acquired); the slot is
+    released when the thread is done, not when the caller stops waiting: a cancelled
+    call's thread runs on and still uses the share."""
+    try:
+        future = pool.submit(call)
+    except BaseException:
+        shares.release(owner)
+        raise
+
+    def release(_: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+            loop.call_soon_threadsafe(shares.release, owner)
+
+    future.add_done_callback(release)
+    return asyncio.wrap_future(future, loop=loop)
+
+
 class RemoteFunctionError(Exception):
     """A function raised inside a worker process; carries its type name and traceback."""
 
@@ -123,6 +149,7 @@ class Executors:
         self._process: ProcessPoolExecutor | None = None
         self._process_generation = -1
         self._thread: ThreadPoolExecutor | None = None
+        self._thread_shares = ThreadShares(1)  # replaced with the pool's
         self._retired: list[ProcessPoolExecutor] = []
 
     def _retire(self, pool: ProcessPoolExecutor) -> None:
@@ -146,10 +173,22 @@ class Executors:
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(
-                max_workers=self.max_workers, thread_name_prefix="pymprpc"
-            )
+            # ThreadPoolExecutor's own default, spelled out: the shares are cut from it.
+            workers = self.max_workers or min(32, (os.cpu_count() or 1) + 4)
+            self._thread = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pymprpc")
+            self._thread_shares = ThreadShares(share_of(workers))
         return self._thread
+
+    async def _run_in_thread(self, loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> Any:
+        """Run `call` in the thread pool within its connection's share (see `shares`)."""
+        pool = self._thread_pool()
+        owner, shares = current_owner.get(), self._thread_shares
+        if owner is None:
+            return await loop.run_in_executor(pool, call)
+        await shares.acquire(owner)
+        # No local here may keep the future: it keeps the call's exception, whose
+        # traceback keeps this frame (a cycle holding the function's frames until gc).
+        return await _submit(loop, pool, shares, owner, call)
 
     def warm_up(self) -> None:
         """Fork the process pool now, before clients connect."""
@@ -171,7 +210,7 @@ class Executors:
             call = functools.partial(_resolve(key, path), *args, **kwargs)
             # The call's context (current_call() and any other context variable) goes along.
             context = contextvars.copy_context()
-            return await loop.run_in_executor(self._thread_pool(), context.run, call)
+            return await self._run_in_thread(loop, functools.partial(context.run, call))
         pool = self._process_pool()
         ctx = current_call_or_none()
         try:
