@@ -1,29 +1,32 @@
-"""Where plain (non-async) functions run: a process pool, a thread pool, or inline.
+"""Where plain (non-async) functions run: worker processes, a thread pool, or inline.
 
-The process pool is forked from the server process, so workers inherit every registered
-function and instance: calls name their target by key instead of pickling the function,
-which is what lets functions defined inside the `with Server(...)` block run there. Only
+The process workers are forked from the server (through a zygote forked while the server
+has one thread, see `pymprpc.server.workers`), so they inherit every registered function
+and instance: calls name their target by key instead of pickling the function, which is
+what lets functions defined inside the `with Server(...)` block run there. Only
 arguments and results cross the process boundary (they must pickle), and an instance's
 state is a per-worker copy: mutations in a worker are not seen by the server or by other
-workers. Use the thread pool (shared state, but the GIL serialises CPU work) or inline
-execution (no overhead, but it blocks the event loop) when that matters.
+workers. Use the thread pool (shared state, but the GIL serialises CPU work), inline
+execution (no overhead, but it blocks the event loop), or any
+`concurrent.futures.Executor` of your own when that matters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import multiprocessing
-import os
-import signal
-import stat
+import functools
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from ..errors import RPCRuntimeError
+from .workers import ProcessPool, RemoteFunctionError, TargetTable
+
+if TYPE_CHECKING:
+    from .registry import Method
+
+__all__ = ["ExecutorKind", "Executors", "RemoteFunctionError"]
 
 
 class ExecutorKind(enum.StrEnum):
@@ -34,105 +37,49 @@ class ExecutorKind(enum.StrEnum):
     INLINE = "inline"
 
 
-# Targets visible to forked workers: key -> function or instance. Filled in the server
-# process before the pool forks; a worker resolves (key, attribute path) here.
-_TARGETS: dict[str, Any] = {}
-_generation = 0
-
-
-def publish(key: str, target: Any) -> None:
-    """Make `target` callable by key in process-pool workers forked from now on."""
-    global _generation
-    _TARGETS[key] = target
-    _generation += 1
-
-
-def _resolve(key: str, path: Sequence[str]) -> Callable[..., Any]:
-    target = _TARGETS[key]
-    for part in path:
-        target = getattr(target, part)
-    return target  # type: ignore[no-any-return]
-
-
-def _detach_inherited_sockets() -> None:
-    """Point every inherited socket fd at /dev/null.
-
-    A forked worker holds copies of the server's listening socket and of every client
-    connection open at fork time; without this, closing a connection in the server would
-    not reach the peer while a worker lives. dup2 (not close) keeps the fd numbers taken,
-    so a stale socket object closing its fd later cannot hit a pipe the pool reuses.
-    """
-    null = os.open(os.devnull, os.O_RDWR)
+def executor_choice(value: ExecutorKind | str | Executor) -> ExecutorKind | Executor:
+    """An executor argument as the server keeps it: a kind, or the user's Executor."""
+    if isinstance(value, Executor):
+        return value
     try:
-        fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
-        for name in os.listdir(fd_dir):
-            fd = int(name)
-            if fd <= 2 or fd == null:
-                continue
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    os.dup2(null, fd)
-            except OSError:
-                continue
-    finally:
-        os.close(null)
+        return ExecutorKind(value)
+    except ValueError:
+        raise ValueError(
+            f"executor must be 'process', 'thread', 'inline' or a "
+            f"concurrent.futures.Executor, not {value!r}"
+        ) from None
 
 
-def _worker_init() -> None:
-    # The parent's event loop owns the signal wakeup fd and handles SIGINT for the whole
-    # server; a worker must neither write into that fd nor die with a traceback on Ctrl-C.
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _detach_inherited_sockets()
-
-
-def _invoke(key: str, path: tuple[str, ...], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Run a published target in a worker; exceptions come back as plain data."""
+def _call_in_thread(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     try:
-        return ("ok", _resolve(key, path)(*args, **kwargs))
-    except Exception as exc:  # noqa: BLE001 - every failure is reported to the caller
-        return ("error", type(exc).__name__, str(exc), traceback.format_exc())
-
-
-class RemoteFunctionError(Exception):
-    """A function raised inside a worker process; carries its type name and traceback."""
-
-    def __init__(self, type_name: str, message: str, frame: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.frame = frame
+        return func(*args, **kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the call only
+        raise RemoteFunctionError(
+            type(exc).__name__, str(exc), "".join(traceback.format_exception(exc))
+        ) from None
 
 
 class Executors:
-    """The server's pools, created on first use and recreated when broken or stale."""
+    """One server's executors: its process workers, thread pool, and user executors."""
 
-    def __init__(self, default: ExecutorKind, max_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        default: ExecutorKind | Executor,
+        max_workers: int | None = None,
+        targets: TargetTable | None = None,
+    ) -> None:
         self.default = default
         self.max_workers = max_workers
-        self._process: ProcessPoolExecutor | None = None
-        self._process_generation = -1
+        self.targets = targets if targets is not None else TargetTable()
+        self.process = ProcessPool(self.targets, max_workers)
         self._thread: ThreadPoolExecutor | None = None
-        self._retired: list[ProcessPoolExecutor] = []
+        self.targets.listen(self._published)
 
-    def _retire(self, pool: ProcessPoolExecutor) -> None:
-        pool.shutdown(wait=False, cancel_futures=False)
-        self._retired.append(pool)
-
-    def _process_pool(self) -> ProcessPoolExecutor:
-        if self._process is not None and self._process_generation != _generation:
-            # Something was registered after the workers forked: they cannot see it.
-            # Calls already running on the old pool finish there.
-            self._retire(self._process)
-            self._process = None
-        if self._process is None:
-            self._process = ProcessPoolExecutor(
-                max_workers=self.max_workers,
-                mp_context=multiprocessing.get_context("fork"),
-                initializer=_worker_init,
-            )
-            self._process_generation = _generation
-        return self._process
+    def _published(self, executor: Any) -> None:
+        if (executor or self.default) is ExecutorKind.PROCESS:
+            self.process.prepare()
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._thread is None:
@@ -142,53 +89,31 @@ class Executors:
         return self._thread
 
     def warm_up(self) -> None:
-        """Fork the process pool now, before clients connect."""
-        self._process_pool().submit(os.getpid).result()
+        """Start the process workers now (on the running loop), before clients connect."""
+        self.process.start()
 
     async def run(
-        self,
-        kind: ExecutorKind,
-        key: str,
-        path: tuple[str, ...],
-        args: list[Any],
-        kwargs: dict[str, Any],
+        self, kind: ExecutorKind | Executor, method: Method, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
-        """Run a published target by the given executor kind."""
+        """Run `method` on the given executor; a worker's exception comes back as
+        RemoteFunctionError, a dead worker or unpicklable value as RPCRuntimeError."""
+        if kind is ExecutorKind.PROCESS:
+            return await self.process.run(method.name, method.key, method.path, args, kwargs)
         if kind is ExecutorKind.INLINE:
-            return _resolve(key, path)(*args, **kwargs)
+            return _call_in_thread(method.func, args, kwargs)
+        pool = self._thread_pool() if kind is ExecutorKind.THREAD else kind
+        assert isinstance(pool, Executor)
         loop = asyncio.get_running_loop()
-        if kind is ExecutorKind.THREAD:
-            func = _resolve(key, path)
-            return await loop.run_in_executor(self._thread_pool(), lambda: func(*args, **kwargs))
-        pool = self._process_pool()
-        try:
-            outcome = await loop.run_in_executor(pool, _invoke, key, path, args, kwargs)
-        except BrokenProcessPool as exc:
-            if self._process is pool:
-                self._retire(pool)
-                self._process = None
-            name = ".".join((key.split(":", 1)[-1], *path))
-            raise RPCRuntimeError(
-                f"the worker process running {name!r} died ({exc}); the pool was restarted",
-                exception="BrokenProcessPool",
-            ) from None
-        if outcome[0] == "ok":
-            return outcome[1]
-        _, type_name, message, frame = outcome
-        raise RemoteFunctionError(type_name, message, frame)
+        if pool is self._thread:
+            return await loop.run_in_executor(pool, _call_in_thread, method.func, args, kwargs)
+        # A user's executor may be a process pool: hand it a picklable callable.
+        return await loop.run_in_executor(pool, functools.partial(method.func, *args, **kwargs))
 
     def shutdown(self) -> None:
-        """Stop the pools; calls still running in worker processes are killed."""
-        pools = [p for p in (self._process, *self._retired) if p is not None]
-        thread = self._thread
-        self._process, self._thread, self._retired = None, None, []
-        for pool in pools:
-            # Running calls had their grace period already. Killing the workers lets a
-            # waiting shutdown return at once, and a waiting shutdown is needed: one that
-            # does not wait races the interpreter's exit hook on a closed pipe (EBADF).
-            workers: dict[int, Any] = getattr(pool, "_processes", None) or {}
-            for worker in list(workers.values()):
-                worker.terminate()
-            pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers and the thread pool; calls still running in workers are killed
+        (a thread cannot be killed: a call running in one finishes in the background).
+        Executors passed in by the user are theirs to shut down."""
+        self.process.shutdown()
+        thread, self._thread = self._thread, None
         if thread is not None:
             thread.shutdown(wait=False, cancel_futures=True)

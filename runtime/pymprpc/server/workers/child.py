@@ -1,0 +1,136 @@
+"""Code that runs in the forked processes: the zygote, and the workers it forks.
+
+The zygote is forked from the server while the server has a single thread (so forking
+is safe, and Python 3.12+ has nothing to warn about); it inherits every registered
+function, including ones defined inside `with Server(...)`. It then forks each worker
+on request, however many threads the server has started since. A worker reads call
+frames from its socket, runs them one at a time in order, and writes each result
+before starting the next call, so the server always knows which call was running when a
+worker dies. Neither process takes SIGINT or SIGTERM: the server decides when they stop.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import stat
+import struct
+import traceback
+from typing import Any, Final
+
+from . import framing
+from .targets import resolve
+
+PID: Final = struct.Struct("<q")
+_PICKLE: Final = pickle.HIGHEST_PROTOCOL
+
+
+def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
+    """Serve fork requests on `ctl` until it closes: each carries one socket for a worker."""
+    _quiet_signals()
+    _detach_inherited_sockets(keep={ctl.fileno()})
+    # Workers are reaped by the kernel as soon as they exit: no zombies, whoever ends first.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    ctl.setblocking(True)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1, 1)
+        except OSError:
+            return
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            return
+        if not fds:
+            continue
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                ctl.close()
+                run_worker(socket.socket(fileno=fds[0]), targets)
+            except BaseException:  # noqa: BLE001 - a worker never returns into server code
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(fds[0])
+        ctl.sendall(PID.pack(pid))
+
+
+def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
+    """Run calls from `sock` until the server closes it."""
+    sock.setblocking(True)
+    reader = framing.FrameReader()
+    while True:
+        n = sock.recv_into(reader.buffer())
+        if n == 0:
+            return
+        for call_id, _, body in reader.received(n):
+            kind, payload = _run_one(body, targets)
+            _send_all(sock, list(framing.frame(call_id, kind, payload)))
+
+
+def _run_one(body: bytes | bytearray, targets: dict[str, Any]) -> tuple[int, bytes]:
+    name = "?"
+    try:
+        key, path, args, kwargs = pickle.loads(body)
+        del body
+        name = ".".join((key.split(":", 1)[-1], *path))
+        result = resolve(targets, key, path)(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
+        return framing.ERROR, _error(exc)
+    try:
+        return framing.OK, pickle.dumps(result, _PICKLE)
+    except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
+        message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
+        return framing.ERROR, pickle.dumps((type(exc).__name__, message, ""), _PICKLE)
+
+
+def _error(exc: BaseException) -> bytes:
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
+        message = repr(type(exc))
+    text = "".join(traceback.format_exception(exc))
+    return pickle.dumps((type(exc).__name__, message, text), _PICKLE)
+
+
+def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    while buffers:
+        framing.advance(buffers, sock.sendmsg(buffers))
+
+
+def _quiet_signals() -> None:
+    # The server's event loop owns the signal wakeup fd; SIGINT and SIGTERM sent to the
+    # whole process group (Ctrl-C, systemd) must let running calls finish, so the
+    # server, not the signal, ends the workers after its grace period.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _detach_inherited_sockets(keep: set[int]) -> None:
+    """Point every inherited socket fd but `keep` at /dev/null.
+
+    A forked process holds copies of the server's listening socket, of every client
+    connection and of other workers' sockets; without this, closing a connection in the
+    server would not reach the peer while the copy lives. dup2 (not close) keeps the fd
+    numbers taken, so a stale socket object closing its fd later cannot hit a new one.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        for name in os.listdir(fd_dir):
+            fd = int(name)
+            if fd <= 2 or fd == null or fd in keep:
+                continue
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd)
+            except OSError:
+                continue
+    finally:
+        os.close(null)

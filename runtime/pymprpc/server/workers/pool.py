@@ -1,0 +1,518 @@
+"""`ProcessPool`: the server's worker processes, driven from its event loop.
+
+Each worker is connected by a socketpair that the event loop reads and writes directly
+(`add_reader` / `add_writer`, no helper threads). A call is one frame each way; a worker
+takes up to `PIPELINE` calls at a time (the next ones are already in its socket when it
+finishes one), the rest wait in one queue and go to the least-loaded worker as results
+come back. Frames queued for a worker within one loop pass leave in one `sendmsg`.
+
+Workers run calls in order and answer each before starting the next, so when a worker
+dies the server knows which call it was running: that call fails with 404 naming the
+method, the worker is replaced, and the calls queued behind it go to other workers. A
+cancelled or timed-out call's worker is killed and replaced the same way once that call
+is the one it runs; the calls behind it are not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Final
+
+from ...errors import RPCRuntimeError
+from . import framing
+from .child import PID, run_zygote
+from .targets import TargetTable
+
+PIPELINE: Final = 4  # calls sent to one worker before its results come back
+_IOV_MAX: Final = 512  # buffers per sendmsg
+_PICKLE: Final = pickle.HIGHEST_PROTOCOL
+_STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
+
+
+class RemoteFunctionError(Exception):
+    """A function raised inside a worker (or a thread); carries its type name and traceback."""
+
+    def __init__(self, type_name: str, message: str, frame: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.frame = frame
+
+
+def default_size() -> int:
+    """Workers by default: the CPUs this process may use."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return max(1, count or 1)
+
+
+def single_threaded() -> bool:
+    """Whether this process runs one thread only (so fork cannot copy a held lock)."""
+    if threading.active_count() > 1:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return True
+
+
+class _Call:
+    __slots__ = ("future", "id", "name", "payload", "worker")
+
+    def __init__(self, id: int, name: str, payload: bytes, future: asyncio.Future[Any]) -> None:
+        self.id = id
+        self.name = name
+        self.payload = payload
+        self.future = future
+        self.worker: _Worker | None = None
+
+
+class _Zygote:
+    """A forked copy of the server holding the target table; forks workers on request."""
+
+    def __init__(self, targets: dict[str, Any], version: int) -> None:
+        self.version = version
+        self.workers = 0  # live workers forked by this zygote
+        self.retired = False
+        parent, child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                parent.close()
+                run_zygote(child, targets)
+            finally:
+                os._exit(0)
+        child.close()
+        self.pid = pid
+        self.ctl = parent
+
+    def spawn(self) -> tuple[socket.socket, int]:
+        """A new worker: the server's end of its socket, and its pid."""
+        ours, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self.ctl, [b"w"], [theirs.fileno()])
+            reply = b""
+            while len(reply) < PID.size:
+                chunk = self.ctl.recv(PID.size - len(reply))
+                if not chunk:
+                    raise ConnectionError("the zygote process is gone")
+                reply += chunk
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.workers += 1
+        return ours, PID.unpack(reply)[0]
+
+    def close(self) -> None:
+        """Stop the zygote and reap it (its workers are reaped by the kernel)."""
+        self.ctl.close()
+        _reap(self.pid)
+
+
+def _reap(pid: int) -> None:
+    end = time.monotonic() + _STOP_TIMEOUT
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            end = float("inf")
+        time.sleep(0.001)
+
+
+class _Worker:
+    __slots__ = (
+        "dead",
+        "draining",
+        "fd",
+        "inflight",
+        "out",
+        "pid",
+        "pidfd",
+        "reader",
+        "sock",
+        "write_scheduled",
+        "writing",
+        "zygote",
+    )
+
+    def __init__(self, sock: socket.socket, pid: int, zygote: _Zygote) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pid = pid
+        self.zygote = zygote
+        try:
+            # A pidfd keeps naming this process even after its pid is reused.
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+        self.reader = framing.FrameReader()
+        self.inflight: dict[int, _Call] = {}  # in the order the worker runs them
+        self.out: list[bytes | memoryview] = []
+        self.write_scheduled = False
+        self.writing = False  # waiting for the socket to accept more
+        self.dead = False  # killed or gone: takes no more calls
+        self.draining = False  # forked before a registration: finishes, takes no more
+
+    def kill(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        try:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+class ProcessPool:
+    """Worker processes forked (through a zygote) from the server, for plain functions.
+
+    Not thread-safe: used from the server's event loop only (`run`, `start`), plus
+    `prepare` at registration and `shutdown`.
+    """
+
+    def __init__(self, targets: TargetTable, size: int | None = None) -> None:
+        self.targets = targets
+        self.size = size or default_size()
+        self._zygote: _Zygote | None = None
+        self._workers: list[_Worker] = []  # current generation
+        self._old: list[_Worker] = []  # earlier generations finishing their calls
+        self._pending: deque[_Call] = deque()
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Fork the zygote now if it would miss a target and forking is safe now.
+
+        Called after each registration: while the server still has one thread, the
+        zygote is kept current, so workers started later (from any thread) see every
+        target without the server ever forking with threads running.
+        """
+        if self._zygote_is_stale() and single_threaded():
+            self._new_zygote()
+
+    def _zygote_is_stale(self) -> bool:
+        return self._zygote is None or self._zygote.version != self.targets.version
+
+    def _new_zygote(self) -> None:
+        # Forking with threads running is what `prepare` avoids; it only happens here
+        # for a target registered after threads started (Python 3.12+ then warns).
+        old = self._zygote
+        self._zygote = _Zygote(self.targets.snapshot(), self.targets.version)
+        if old is not None:
+            old.retired = True
+            if old.workers == 0:
+                old.close()
+        # Workers of the old zygote cannot see the new target: they finish what they
+        # have and stop; new calls go to workers of the new zygote.
+        for worker in self._workers:
+            worker.draining = True
+            self._old.append(worker)
+            if not worker.inflight:
+                self._close_worker(worker)
+        self._workers = []
+
+    def start(self) -> None:
+        """Make sure `size` workers run, bound to the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self.shutdown()
+            self._loop = loop
+        if self._zygote_is_stale():
+            self._new_zygote()
+        while len(self._workers) < self.size:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        zygote = self._zygote
+        assert zygote is not None
+        try:
+            sock, pid = zygote.spawn()
+        except (ConnectionError, OSError):
+            # The zygote itself died (killed from outside): fork a new one.
+            self._new_zygote()
+            zygote = self._zygote
+            assert zygote is not None
+            sock, pid = zygote.spawn()
+        worker = _Worker(sock, pid, zygote)
+        assert self._loop is not None
+        self._loop.add_reader(worker.fd, self._on_readable, worker)
+        self._workers.append(worker)
+
+    def shutdown(self) -> None:
+        """Kill every worker and the zygote; calls still running fail with 404."""
+        workers = self._workers + self._old
+        self._workers, self._old = [], []
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            self._wait_gone(worker)
+            self._forget(worker)
+            for call in worker.inflight.values():
+                if not call.future.done():
+                    call.future.set_exception(
+                        RPCRuntimeError(
+                            f"the server stopped its worker processes while {call.name!r} "
+                            "was running (shutdown after the grace period)",
+                            exception="WorkerStopped",
+                        )
+                    )
+            worker.inflight.clear()
+        while self._pending:
+            call = self._pending.popleft()
+            if not call.future.done():
+                call.future.set_exception(
+                    RPCRuntimeError(f"{call.name!r} was not run: the server is stopping")
+                )
+        zygotes = {w.zygote for w in workers}
+        if self._zygote is not None:
+            zygotes.add(self._zygote)
+        self._zygote = None
+        for zygote in zygotes:
+            zygote.close()
+        self._loop = None
+
+    def _wait_gone(self, worker: _Worker) -> None:
+        """Block until a killed worker's process has exited (its socket reads EOF)."""
+        worker.sock.setblocking(True)
+        worker.sock.settimeout(_STOP_TIMEOUT)
+        try:
+            while worker.sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def run(
+        self, name: str, key: str, path: tuple[str, ...], args: Any, kwargs: Any
+    ) -> Any:
+        """Run the target published as `key` (attribute `path`) in a worker.
+
+        Raises RemoteFunctionError for an exception raised by the function, and
+        RPCRuntimeError (404) when the call cannot be sent or its worker dies.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._zygote_is_stale() or not self._workers:
+            self.start()
+        try:
+            payload = pickle.dumps((key, path, args, kwargs), _PICKLE)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
+            raise RPCRuntimeError(
+                f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
+                exception=type(exc).__name__,
+            ) from None
+        call = _Call(next(self._ids), name, payload, loop.create_future())
+        self._dispatch(call)
+        try:
+            kind, value = await call.future
+        except asyncio.CancelledError:
+            self._abandon(call)
+            raise
+        if kind == framing.OK:
+            return value
+        raise RemoteFunctionError(*value)
+
+    def _dispatch(self, call: _Call) -> None:
+        best: _Worker | None = None
+        load = PIPELINE
+        for worker in self._workers:
+            n = len(worker.inflight)
+            if n < load and not worker.dead:
+                best, load = worker, n
+                if n == 0:
+                    break
+        if best is None:
+            self._pending.append(call)
+        else:
+            self._send(best, call)
+
+    def _send(self, worker: _Worker, call: _Call) -> None:
+        call.worker = worker
+        idle = not worker.inflight
+        worker.inflight[call.id] = call
+        worker.out += framing.frame(call.id, framing.CALL, call.payload)
+        if worker.writing or worker.write_scheduled:
+            return
+        if idle:
+            self._write(worker)  # nothing else is waiting for this worker: go at once
+        else:
+            worker.write_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._write_scheduled, worker)
+
+    def _write_scheduled(self, worker: _Worker) -> None:
+        worker.write_scheduled = False
+        if not worker.writing:
+            self._write(worker)
+
+    def _write(self, worker: _Worker) -> None:
+        out = worker.out
+        try:
+            while out:
+                framing.advance(out, worker.sock.sendmsg(out[:_IOV_MAX]))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            out.clear()  # the worker is gone: its EOF is handled by the reader
+            return
+        writing = bool(out)
+        if writing != worker.writing:
+            assert self._loop is not None
+            if writing:
+                self._loop.add_writer(worker.fd, self._write, worker)
+            else:
+                self._loop.remove_writer(worker.fd)
+            worker.writing = writing
+
+    def _abandon(self, call: _Call) -> None:
+        """A call was cancelled: forget it, or stop the worker running it."""
+        worker = call.worker
+        if worker is None:
+            try:
+                self._pending.remove(call)
+            except ValueError:
+                pass
+        elif not worker.dead and next(iter(worker.inflight), None) == call.id:
+            worker.kill()  # its EOF fails nothing else: the calls behind it move on
+
+    # -- results ---------------------------------------------------------------------
+
+    def _on_readable(self, worker: _Worker) -> None:
+        reader = worker.reader
+        while True:
+            try:
+                n = worker.sock.recv_into(reader.buffer())
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                n = 0
+            if n == 0:
+                self._worker_gone(worker)
+                return
+            for call_id, kind, body in reader.received(n):
+                self._complete(worker, call_id, kind, body)
+            if not reader.receiving_large_frame:
+                break
+        self._after_results(worker)
+
+    def _complete(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray) -> None:
+        call = worker.inflight.pop(call_id, None)
+        if call is None or call.future.done():
+            return
+        try:
+            value = pickle.loads(body)
+        except Exception as exc:  # noqa: BLE001 - fails this call only
+            call.future.set_exception(
+                RPCRuntimeError(
+                    f"the result of {call.name!r} cannot be read back from the worker "
+                    f"process: {exc}",
+                    exception=type(exc).__name__,
+                )
+            )
+            return
+        call.future.set_result((kind, value))
+
+    def _after_results(self, worker: _Worker) -> None:
+        if worker.draining:
+            if not worker.inflight:
+                self._close_worker(worker)
+            return
+        # Refill this worker from the queue (its slots just freed).
+        pending = self._pending
+        while pending and len(worker.inflight) < PIPELINE and not worker.dead:
+            call = pending.popleft()
+            if not call.future.done():
+                self._send(worker, call)
+        # The call it runs now was cancelled while it waited: stop the worker.
+        head = next(iter(worker.inflight.values()), None)
+        if head is not None and head.future.done():
+            worker.kill()
+
+    def _worker_gone(self, worker: _Worker) -> None:
+        """The worker's process ended: fail its running call, requeue the others."""
+        self._forget(worker)
+        calls = list(worker.inflight.values())
+        worker.inflight.clear()
+        if calls:
+            running = calls[0]
+            if not running.future.done():
+                how = "was stopped" if worker.dead else "died"
+                running.future.set_exception(
+                    RPCRuntimeError(
+                        f"the worker process (pid {worker.pid}) running {running.name!r} "
+                        f"{how} during the call; it was replaced",
+                        exception="WorkerDied",
+                    )
+                )
+            # The others never started (calls run in order): run them elsewhere.
+            for call in reversed(calls[1:]):
+                if not call.future.done():
+                    call.worker = None
+                    self._pending.appendleft(call)
+        if worker in self._workers:
+            self._workers.remove(worker)
+            if self._loop is not None:
+                self._spawn()
+        else:
+            self._old.remove(worker) if worker in self._old else None
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        pending = self._pending
+        while pending:
+            call = pending[0]
+            if call.future.done():
+                pending.popleft()
+                continue
+            best = min(
+                (w for w in self._workers if not w.dead),
+                key=lambda w: len(w.inflight),
+                default=None,
+            )
+            if best is None or len(best.inflight) >= PIPELINE:
+                return
+            pending.popleft()
+            self._send(best, call)
+
+    def _close_worker(self, worker: _Worker) -> None:
+        """Stop a worker that has no call in flight (its process exits on EOF)."""
+        self._forget(worker)
+        if worker in self._old:
+            self._old.remove(worker)
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker.fd == -1:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(worker.fd)
+            if worker.writing:
+                self._loop.remove_writer(worker.fd)
+        worker.sock.close()
+        worker.fd = -1
+        if worker.pidfd is not None:
+            os.close(worker.pidfd)
+            worker.pidfd = None
+        zygote = worker.zygote
+        zygote.workers -= 1
+        if zygote.retired and zygote.workers == 0:
+            zygote.close()
