@@ -38,7 +38,7 @@ class CalculatorClient(TypedClient):
         return schema.decode_stream(stream, sig.result, "count()")
 
     def area(self, shape: Shape) -> float:
-        """Area of a polygon (shoelace formula), computed in a thread."""
+        """Area of a polygon (shoelace formula), computed in a worker process."""
         sig = CalculatorMethods.area
         result = self._call("area", sig.encode_args(shape))
         return sig.result.decode(result, "area()")
@@ -86,7 +86,7 @@ class AsyncCalculatorClient(AsyncTypedClient):
         return schema.decode_async_stream(stream, sig.result, "count()")
 
     async def area(self, shape: Shape) -> float:
-        """Area of a polygon (shoelace formula), computed in a thread."""
+        """Area of a polygon (shoelace formula), computed in a worker process."""
         sig = CalculatorMethods.area
         result = await self._call("area", sig.encode_args(shape))
         return sig.result.decode(result, "area()")

@@ -33,7 +33,7 @@ class CalculatorServicer(abc.ABC):
 
     @abc.abstractmethod
     def area(self, shape: Shape) -> float:
-        """Area of a polygon (shoelace formula), computed in a thread."""
+        """Area of a polygon (shoelace formula), computed in a worker process."""
 
     @abc.abstractmethod
     def old_add(self, a: int, b: int) -> int:
@@ -70,7 +70,7 @@ def register_calculator(server: Server, servicer: CalculatorServicer) -> None:
     )(servicer.count)
     server.register_function(
         "area",
-        executor="thread",
+        executor="process",
         signature="area(shape: Shape) -> float",
         doc=CalculatorServicer.area.__doc__,
         schema=CalculatorMethods.area,

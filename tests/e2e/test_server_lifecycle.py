@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -145,13 +146,32 @@ def test_dotted_names_are_off_by_default() -> None:
     arun(main())
 
 
-def test_process_pool_instance_state_is_per_worker() -> None:
-    """Documented trade-off: a process-pool method mutates a worker's copy."""
+def test_instance_methods_share_the_instance_by_default() -> None:
+    """A registered instance's plain methods run where they see the one instance."""
+
+    async def main() -> None:
+        server = Server(("127.0.0.1", 0))
+        counter = Counter()
+        server.register_instance(counter)
+        async with server, AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+            assert [await rpc.bump() for _ in range(3)] == [1, 2, 3]
+            assert await rpc.get() == 3  # the coroutine sees the same instance
+        assert counter.value == 3
+
+    arun(main())
+
+
+def test_process_pool_instance_state_is_per_worker(caplog: pytest.LogCaptureFixture) -> None:
+    """Asked for explicitly, a process-pool method mutates a worker's copy, and says so."""
 
     async def main() -> None:
         server = Server(("127.0.0.1", 0), max_workers=1)
         counter = Counter()
-        server.register_instance(counter)
+        with caplog.at_level(logging.INFO, logger="pymprpc.server"):
+            server.register_instance(counter, executor="process")
+        notes = [r for r in caplog.records if "own copy" in r.getMessage()]
+        assert len(notes) == 1 and notes[0].levelno == logging.INFO
+        assert "bump" in notes[0].getMessage() and "Counter" in notes[0].getMessage()
         async with server, AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
             assert await rpc.bump() == 1
             assert await rpc.bump() == 2  # the single worker keeps its copy

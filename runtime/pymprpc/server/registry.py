@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,8 @@ from ..errors import NotFindError, ParamError, UnsupportSysMethodError, Validati
 from ..schema import Signature
 from . import executors
 from .executors import ExecutorKind
+
+log = logging.getLogger("pymprpc.server")
 
 _SYSTEM_PREFIX = "system."
 _server_ids = itertools.count(1)
@@ -37,6 +41,25 @@ def kind_of(func: Callable[..., Any]) -> Kind:
             "streams must be async generator functions (async def ... yield)"
         )
     return Kind.FUNCTION
+
+
+def holds_state(func: Callable[..., Any]) -> bool:
+    """Whether `func` carries an object whose state its calls may read or change.
+
+    True for bound methods (a servicer's or a registered instance's), methods of builtin
+    objects and callable instances; False for plain functions, whose state is module-level.
+    A `functools.partial` is judged by what it wraps.
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.isfunction(func) or inspect.isclass(func):
+        return False
+    if inspect.ismethod(func):
+        return True
+    if inspect.isbuiltin(func):
+        owner = getattr(func, "__self__", None)
+        return owner is not None and not inspect.ismodule(owner)
+    return True  # a callable object: its instance is its state
 
 
 def describe_signature(name: str, func: Callable[..., Any]) -> str:
@@ -164,13 +187,30 @@ def make_method(
     )
 
 
+def _owner_name(func: Callable[..., Any]) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    owner = getattr(func, "__self__", func)
+    return f"its {type(owner).__name__} instance"
+
+
 class Registry:
     """Names -> methods for one server."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        function_executor: ExecutorKind = ExecutorKind.PROCESS,
+        method_executor: ExecutorKind = ExecutorKind.THREAD,
+    ) -> None:
+        """`function_executor` runs plain functions that were registered without an
+        `executor=`; `method_executor` runs bound methods and other callables that hold
+        state (a servicer's, a registered instance's), so that calls share that state."""
+        self.function_executor = function_executor
+        self.method_executor = method_executor
         self._prefix = f"srv{next(_server_ids)}:"
         self._methods: dict[str, Method] = {}
-        self._dotted: list[tuple[str, Any]] = []  # (key, instance) allowing dotted names
+        # (key, instance allowing dotted names or None, executor asked for at registration)
+        self._dotted: list[tuple[str, Any, ExecutorKind | None]] = []
 
     def __contains__(self, name: str) -> bool:
         return name in self._methods
@@ -197,7 +237,7 @@ class Registry:
             name,
             func,
             key=key,
-            executor=executor,
+            executor=self._executor_for(name, func, executor),
             deprecated=deprecated,
             signature=signature,
             doc=doc,
@@ -208,7 +248,13 @@ class Registry:
             executors.publish(key, func)
         return method
 
-    def add_instance(self, obj: Any, allow_dotted_names: bool = False) -> list[Method]:
+    def add_instance(
+        self,
+        obj: Any,
+        allow_dotted_names: bool = False,
+        *,
+        executor: ExecutorKind | None = None,
+    ) -> list[Method]:
         key = self._prefix + f"instance{len(self._dotted)}:{type(obj).__name__}"
         executors.publish(key, obj)
         added = []
@@ -218,10 +264,24 @@ class Registry:
             func = getattr(obj, attr, None)
             if not callable(func) or inspect.isclass(func):
                 continue
-            method = make_method(attr, func, key=key, path=(attr,))
+            method = make_method(
+                attr,
+                func,
+                key=key,
+                path=(attr,),
+                executor=self._executor_for(attr, func, executor, stateful=True, quiet=True),
+            )
             self._methods[attr] = method
             added.append(method)
-        self._dotted.append((key, obj if allow_dotted_names else None))
+        forked = [m.name for m in added if m.executor is ExecutorKind.PROCESS]
+        if forked:
+            log.info(
+                "%s of %s run in the process pool: each worker process holds its own copy of "
+                "the instance, so changes one call makes to it are not seen by other calls",
+                ", ".join(forked),
+                type(obj).__name__,
+            )
+        self._dotted.append((key, obj if allow_dotted_names else None, executor))
         return added
 
     def add_method(self, method: Method) -> None:
@@ -229,12 +289,39 @@ class Registry:
         if method.kind is Kind.FUNCTION:
             executors.publish(method.key, method.func)
 
-    def uses_executor(self, kind: ExecutorKind, default: ExecutorKind) -> bool:
+    def _executor_for(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        asked: ExecutorKind | None,
+        *,
+        stateful: bool | None = None,
+        quiet: bool = False,
+    ) -> ExecutorKind | None:
+        """Where `func` runs if it is a plain callable (None for coroutines and streams).
+
+        A callable holding state (a bound method, a callable object) runs where it shares
+        that state unless the caller asked for another executor: a forked worker would
+        mutate its own copy, and the server would silently lose the write.
+        """
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            return None
+        if stateful is None:
+            stateful = holds_state(func)
+        if asked is None:
+            asked = self.method_executor if stateful else self.function_executor
+        if stateful and asked is ExecutorKind.PROCESS and not quiet:
+            log.info(
+                "%s runs in the process pool: each worker process holds its own copy of "
+                "%s, so changes one call makes to it are not seen by other calls",
+                name,
+                _owner_name(func),
+            )
+        return asked
+
+    def uses_executor(self, kind: ExecutorKind) -> bool:
         """Whether any registered plain function runs on executor `kind`."""
-        return any(
-            m.kind is Kind.FUNCTION and (m.executor or default) is kind
-            for m in self._methods.values()
-        )
+        return any(m.kind is Kind.FUNCTION and m.executor is kind for m in self._methods.values())
 
     def get(self, name: str) -> Method | None:
         return self._methods.get(name)
@@ -256,7 +343,7 @@ class Registry:
         parts = tuple(name.split("."))
         if any(not p or p.startswith("_") for p in parts):
             return None  # private attributes are never reachable
-        for key, obj in self._dotted:
+        for key, obj, asked in self._dotted:
             if obj is None:
                 continue
             target: Any = obj
@@ -266,5 +353,7 @@ class Registry:
             except AttributeError:
                 continue
             if callable(target) and not inspect.isclass(target):
-                return make_method(name, target, key=key, path=parts)
+                # Reached through the instance, so it shares the instance's state.
+                executor = self._executor_for(name, target, asked, stateful=True, quiet=True)
+                return make_method(name, target, key=key, path=parts, executor=executor)
         return None

@@ -53,9 +53,13 @@ class Server:
     `await close()` (or `async with`). The class docstring of a subclass becomes the
     service description sent to clients.
 
-    Plain functions run in a forked process pool by default (`executor="process"`), so
-    CPU work cannot block the event loop; `"thread"` and `"inline"` are the alternatives,
-    per server or per function. See `pymprpc.server.executors` for the trade-offs.
+    Plain functions run in a forked process pool by default, so CPU work cannot block the
+    event loop. Bound methods (a servicer's, or those of an instance given to
+    `register_instance`) and other callables that hold state run in the thread pool by
+    default, so every call sees and changes the one instance; a worker process would
+    change its own copy. `executor=` ("process", "thread", "inline") sets one executor for
+    every plain callable of this server; `register_function(executor=...)` sets it per
+    function. See `pymprpc.server.executors` for the trade-offs.
     """
 
     def __init__(
@@ -66,7 +70,7 @@ class Server:
         timeout: float | None = 180.0,
         debug: bool = False,
         ssl: ssl_module.SSLContext | None = None,
-        executor: ExecutorKind | str = ExecutorKind.PROCESS,
+        executor: ExecutorKind | str | None = None,
         max_workers: int | None = None,
         version: str | None = None,
         description: str | None = None,
@@ -103,8 +107,14 @@ class Server:
         self.auth_timeout = auth_timeout
         self.grace_period = grace_period
         self.reuse_port = reuse_port
-        self.registry = Registry()
-        self.executors = Executors(ExecutorKind(executor), max_workers)
+        if executor is None:
+            # Functions keep the usage page's process pool; stateful callables share state.
+            self.registry = Registry(ExecutorKind.PROCESS, ExecutorKind.THREAD)
+            default = ExecutorKind.PROCESS
+        else:
+            default = ExecutorKind(executor)
+            self.registry = Registry(default, default)
+        self.executors = Executors(default, max_workers)
         self.dispatcher = Dispatcher(self.registry, self.executors)
         self.kept = KeptResults(kept_results, kept_results_ttl)
         self.handlers: set[ConnectionHandler] = set()
@@ -147,8 +157,10 @@ class Server:
 
         `@server.register_function()` uses the function's name; pass `name` to choose
         another, `executor` ("process", "thread", "inline") to override the server's
-        default for a plain function, `deprecated=True` to answer 300/301, and
-        `signature`/`doc` to override what introspection reports. A `schema`
+        default for a plain function (a bound method defaults to "thread", so calls share
+        its instance; with "process" each worker holds its own copy, logged at INFO),
+        `deprecated=True` to answer 300/301, and `signature`/`doc` to override what
+        introspection reports. A `schema`
         (`pymprpc.schema.Signature`, as mprpcgen generates) declares parameter and result
         types: arguments are checked and converted before the function runs (402 naming
         the bad value otherwise) and results are encoded for the wire.
@@ -171,13 +183,25 @@ class Server:
             return decorator(name)
         return decorator
 
-    def register_instance(self, obj: Any, allow_dotted_names: bool = False) -> None:
+    def register_instance(
+        self,
+        obj: Any,
+        allow_dotted_names: bool = False,
+        *,
+        executor: ExecutorKind | str | None = None,
+    ) -> None:
         """Register every public method of `obj` under its own name.
+
+        Plain methods run on the thread pool unless the server was given another
+        `executor=`, so every call shares `obj`. `executor="process"` runs them in the
+        process pool instead, where each worker holds its own copy of `obj` (logged at
+        INFO once per method): use it only for methods that do not keep state.
 
         With `allow_dotted_names=True`, `a.b.c` is resolved through `obj`'s public
         attributes at call time (only do this for objects you fully trust).
         """
-        self.registry.add_instance(obj, allow_dotted_names)
+        kind = ExecutorKind(executor) if executor is not None else None
+        self.registry.add_instance(obj, allow_dotted_names, executor=kind)
 
     def register_introspection_functions(self) -> None:
         """Register the `system.*` introspection methods."""
@@ -241,7 +265,7 @@ class Server:
         self._stopped = asyncio.Event()
         self.draining = False
         # Fork workers now, while no client connection exists to be inherited.
-        if self.registry.uses_executor(ExecutorKind.PROCESS, self.executors.default):
+        if self.registry.uses_executor(ExecutorKind.PROCESS):
             self.executors.warm_up()
         self._server = await self._loop.create_server(
             lambda: ConnectionHandler(self), sock=self._sock, ssl=self.ssl
