@@ -53,7 +53,7 @@ class Dispatcher:
             if executor is _INLINE:
                 value = method.func(*args, **kwargs)
             else:
-                value = await self.executors.run(executor, method.key, method.path, args, kwargs)
+                value = await self.executors.run(executor, method, args, kwargs)
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value

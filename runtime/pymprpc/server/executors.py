@@ -26,7 +26,7 @@ from .workers import ProcessPool, RemoteFunctionError, TargetTable
 if TYPE_CHECKING:
     from .registry import Method
 
-__all__ = ["ExecutorKind", "Executors", "RemoteFunctionError"]
+__all__ = ["ExecutorChoice", "ExecutorKind", "Executors", "RemoteFunctionError", "executor_choice"]
 
 
 class ExecutorKind(enum.StrEnum):
@@ -37,7 +37,11 @@ class ExecutorKind(enum.StrEnum):
     INLINE = "inline"
 
 
-def executor_choice(value: ExecutorKind | str | Executor) -> ExecutorKind | Executor:
+# Where a plain function runs: one of ours, or an executor the user passed in.
+ExecutorChoice = ExecutorKind | Executor
+
+
+def executor_choice(value: ExecutorKind | str | Executor) -> ExecutorChoice:
     """An executor argument as the server keeps it: a kind, or the user's Executor."""
     if isinstance(value, Executor):
         return value
@@ -66,7 +70,7 @@ class Executors:
 
     def __init__(
         self,
-        default: ExecutorKind | Executor,
+        default: ExecutorChoice,
         max_workers: int | None = None,
         targets: TargetTable | None = None,
     ) -> None:
@@ -75,11 +79,8 @@ class Executors:
         self.targets = targets if targets is not None else TargetTable()
         self.process = ProcessPool(self.targets, max_workers)
         self._thread: ThreadPoolExecutor | None = None
-        self.targets.listen(self._published)
-
-    def _published(self, executor: Any) -> None:
-        if (executor or self.default) is ExecutorKind.PROCESS:
-            self.process.prepare()
+        # Keep the zygote current while registration happens before threads exist.
+        self.targets.listen(self.process.prepare)
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._thread is None:
@@ -93,7 +94,7 @@ class Executors:
         self.process.start()
 
     async def run(
-        self, kind: ExecutorKind | Executor, method: Method, args: list[Any], kwargs: dict[str, Any]
+        self, kind: ExecutorChoice, method: Method, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         """Run `method` on the given executor; a worker's exception comes back as
         RemoteFunctionError, a dead worker or unpicklable value as RPCRuntimeError."""

@@ -9,6 +9,7 @@ import socket
 import ssl as ssl_module
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from ..protocol import (
 )
 from ..schema import Signature
 from .dispatch import Dispatcher
-from .executors import ExecutorKind, Executors
+from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .handler import ConnectionHandler
 from .introspection import getresult_method, system_methods
 from .kept_results import KeptResults
@@ -70,7 +71,7 @@ class Server:
         timeout: float | None = 180.0,
         debug: bool = False,
         ssl: ssl_module.SSLContext | None = None,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         max_workers: int | None = None,
         version: str | None = None,
         description: str | None = None,
@@ -110,11 +111,11 @@ class Server:
         if executor is None:
             # Functions keep the usage page's process pool; stateful callables share state.
             self.registry = Registry(ExecutorKind.PROCESS, ExecutorKind.THREAD)
-            default = ExecutorKind.PROCESS
+            default: ExecutorChoice = ExecutorKind.PROCESS
         else:
-            default = ExecutorKind(executor)
+            default = executor_choice(executor)
             self.registry = Registry(default, default)
-        self.executors = Executors(default, max_workers)
+        self.executors = Executors(default, max_workers, self.registry.targets)
         self.dispatcher = Dispatcher(self.registry, self.executors)
         self.kept = KeptResults(kept_results, kept_results_ttl)
         self.handlers: set[ConnectionHandler] = set()
@@ -136,7 +137,7 @@ class Server:
         self,
         name: str | None = None,
         *,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
@@ -147,7 +148,7 @@ class Server:
         self,
         name: Any = None,
         *,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
@@ -165,7 +166,7 @@ class Server:
         types: arguments are checked and converted before the function runs (402 naming
         the bad value otherwise) and results are encoded for the wire.
         """
-        kind = ExecutorKind(executor) if executor is not None else None
+        kind = executor_choice(executor) if executor is not None else None
 
         def decorator(func: F) -> F:
             self.registry.add_function(
@@ -188,7 +189,7 @@ class Server:
         obj: Any,
         allow_dotted_names: bool = False,
         *,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
     ) -> None:
         """Register every public method of `obj` under its own name.
 
@@ -200,7 +201,7 @@ class Server:
         With `allow_dotted_names=True`, `a.b.c` is resolved through `obj`'s public
         attributes at call time (only do this for objects you fully trust).
         """
-        kind = ExecutorKind(executor) if executor is not None else None
+        kind = executor_choice(executor) if executor is not None else None
         self.registry.add_instance(obj, allow_dotted_names, executor=kind)
 
     def register_introspection_functions(self) -> None:

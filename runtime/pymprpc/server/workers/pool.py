@@ -16,6 +16,7 @@ is the one it runs; the calls behind it are not lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pickle
@@ -303,9 +304,7 @@ class ProcessPool:
 
     # -- calls -----------------------------------------------------------------------
 
-    async def run(
-        self, name: str, key: str, path: tuple[str, ...], args: Any, kwargs: Any
-    ) -> Any:
+    async def run(self, name: str, key: str, path: tuple[str, ...], args: Any, kwargs: Any) -> Any:
         """Run the target published as `key` (attribute `path`) in a worker.
 
         Raises RemoteFunctionError for an exception raised by the function, and
@@ -388,10 +387,8 @@ class ProcessPool:
         """A call was cancelled: forget it, or stop the worker running it."""
         worker = call.worker
         if worker is None:
-            try:
+            with contextlib.suppress(ValueError):
                 self._pending.remove(call)
-            except ValueError:
-                pass
         elif not worker.dead and next(iter(worker.inflight), None) == call.id:
             worker.kill()  # its EOF fails nothing else: the calls behind it move on
 
@@ -474,7 +471,8 @@ class ProcessPool:
             if self._loop is not None:
                 self._spawn()
         else:
-            self._old.remove(worker) if worker in self._old else None
+            with contextlib.suppress(ValueError):
+                self._old.remove(worker)
         self._drain_pending()
 
     def _drain_pending(self) -> None:

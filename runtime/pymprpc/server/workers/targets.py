@@ -17,21 +17,17 @@ class TargetTable:
     def __init__(self) -> None:
         self._targets: dict[str, Any] = {}
         self.version = 0
-        self._listeners: list[Callable[[Any], None]] = []
+        self._listeners: list[Callable[[], None]] = []
 
-    def publish(self, key: str, target: Any, executor: Any = None) -> None:
-        """Make `target` callable by `key` in workers forked from now on.
-
-        `executor` is the method's own executor choice (None: the server's default);
-        listeners use it to tell whether process workers will need the target.
-        """
+    def publish(self, key: str, target: Any) -> None:
+        """Make `target` callable by `key` in workers forked from now on."""
         self._targets[key] = target
         self.version += 1
         for listener in self._listeners:
-            listener(executor)
+            listener()
 
-    def listen(self, listener: Callable[[Any], None]) -> None:
-        """Call `listener(executor)` after every publication."""
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every publication."""
         self._listeners.append(listener)
 
     def snapshot(self) -> dict[str, Any]:
