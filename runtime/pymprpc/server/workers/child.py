@@ -12,7 +12,6 @@ worker dies. Neither process takes SIGINT or SIGTERM: the server decides when th
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import socket
 import stat
@@ -24,7 +23,6 @@ from . import framing
 from .targets import resolve
 
 PID: Final = struct.Struct("<q")
-_PICKLE: Final = pickle.HIGHEST_PROTOCOL
 
 
 def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
@@ -64,38 +62,44 @@ def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
     """Run calls from `sock` until the server closes it."""
     sock.setblocking(True)
     reader = framing.FrameReader()
+    buffers: list[bytearray | bytes] = []
     while True:
         n = sock.recv_into(reader.buffer())
         if n == 0:
             return
-        for call_id, _, body in reader.received(n):
-            kind, payload = _run_one(body, targets)
-            _send_all(sock, list(framing.frame(call_id, kind, payload)))
+        for call_id, kind, body in reader.received(n):
+            if kind == framing.BUFFER:
+                buffers.append(body)
+                continue
+            received, buffers = buffers, []
+            _send_all(sock, _run_one(call_id, body, received, targets))
 
 
-def _run_one(body: bytes | bytearray, targets: dict[str, Any]) -> tuple[int, bytes]:
+def _run_one(
+    call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes], targets: dict[str, Any]
+) -> list[bytes | memoryview]:
     name = "?"
     try:
-        key, path, args, kwargs = pickle.loads(body)
-        del body
+        key, path, args, kwargs = framing.decode(body, buffers)
+        del body, buffers
         name = ".".join((key.split(":", 1)[-1], *path))
         result = resolve(targets, key, path)(*args, **kwargs)
+        del args, kwargs
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
-        return framing.ERROR, _error(exc)
+        return framing.encode(call_id, framing.ERROR, _error(exc))
     try:
-        return framing.OK, pickle.dumps(result, _PICKLE)
+        return framing.encode(call_id, framing.OK, framing.out_of_band(result))
     except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
         message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
-        return framing.ERROR, pickle.dumps((type(exc).__name__, message, ""), _PICKLE)
+        return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
 
 
-def _error(exc: BaseException) -> bytes:
+def _error(exc: BaseException) -> tuple[str, str, str]:
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
         message = repr(type(exc))
-    text = "".join(traceback.format_exception(exc))
-    return pickle.dumps((type(exc).__name__, message, text), _PICKLE)
+    return type(exc).__name__, message, "".join(traceback.format_exception(exc))
 
 
 def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:

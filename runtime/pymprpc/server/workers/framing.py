@@ -1,17 +1,20 @@
-"""Frames between the server and its worker processes (sans-IO).
+"""Messages between the server and its worker processes, and their frames (sans-IO).
 
-A frame is a 17-byte header (body length, call ID, kind) followed by a pickled body. The
-call ID lives in the header so that a body which cannot be unpickled still fails exactly
-its own call. Small frames are cut from one reusable receive area; a large frame is
-received straight into a buffer of its final size, so a 50 MiB argument is copied from
-the kernel once and never concatenated.
+A frame is a 17-byte header (body length, call ID, kind) followed by its body. The call ID
+lives in the header so that a body which cannot be unpickled still fails exactly its own
+call. A message is one pickled frame, preceded by one BUFFER frame per large `bytes`
+value among the call's arguments or its result: those travel out of band (pickle
+protocol 5), written from the caller's own object instead of being copied into the
+pickle, and received straight into a buffer of their size. Small frames are cut from one
+reusable receive area, so a 50 MiB argument is never concatenated or copied twice.
 """
 
 from __future__ import annotations
 
+import pickle
 import struct
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 HEADER: Final = struct.Struct("<QQB")  # body length, call ID, kind
 
@@ -19,14 +22,49 @@ HEADER: Final = struct.Struct("<QQB")  # body length, call ID, kind
 CALL: Final = 0  # server -> worker: pickled (key, path, args, kwargs)
 OK: Final = 1  # worker -> server: pickled result
 ERROR: Final = 2  # worker -> server: pickled (type name, message, traceback text)
+BUFFER: Final = 3  # either way: raw bytes of the next message's next out-of-band value
 
 _AREA: Final = 256 * 1024  # receive area for small frames
 _BIG: Final = 64 * 1024  # frames at least this large get a buffer of their own
+_PICKLE: Final = pickle.HIGHEST_PROTOCOL
 
 
-def frame(call_id: int, kind: int, body: bytes) -> tuple[bytes, bytes]:
-    """The buffers to write for one frame (header and body, not concatenated)."""
-    return HEADER.pack(len(body), call_id, kind), body
+class _OutOfBand:
+    """A large `bytes` value that pickles as a reference to an out-of-band buffer and
+    loads back as `bytes` (one copy, out of the receive buffer)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return bytes, (pickle.PickleBuffer(self.data),)
+
+
+def out_of_band(value: Any) -> Any:
+    """`value`, marked to travel out of band if it is a large `bytes`."""
+    if type(value) is bytes and len(value) >= _BIG:
+        return _OutOfBand(value)
+    return value
+
+
+def encode(call_id: int, kind: int, message: Any) -> list[bytes | memoryview]:
+    """The buffers to write for one message (not concatenated). Raises what pickle raises
+    for a value that cannot be pickled."""
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(message, _PICKLE, buffer_callback=buffers.append)
+    out: list[bytes | memoryview] = []
+    for buffer in buffers:
+        raw = buffer.raw()
+        out += HEADER.pack(len(raw), call_id, BUFFER), raw
+    out += HEADER.pack(len(body), call_id, kind), body
+    return out
+
+
+def decode(body: bytes | bytearray, buffers: list[bytearray | bytes]) -> Any:
+    """The message in a frame's `body`, with the out-of-band `buffers` received before it."""
+    return pickle.loads(body, buffers=buffers)
 
 
 class FrameReader:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import pickle
 import signal
 import socket
 import threading
@@ -32,9 +31,14 @@ from . import framing
 from .child import PID, run_zygote
 from .targets import TargetTable
 
-PIPELINE: Final = 4  # calls sent to one worker before its results come back
+# Calls sent to one worker ahead of its results: many while its calls are short, so
+# frames travel in batches and the worker never waits for the server; one while they
+# are slow, so no call waits behind a slow one while another worker could take it.
+PIPELINE: Final = 32
+SHORT_CALL: Final = 0.0005  # seconds; a worker whose calls average more is "slow"
+_SMOOTHING: Final = 0.2  # weight of the latest call in a worker's average
+_SOCKET_BUFFER: Final = 4 * 1024 * 1024  # asked for; the kernel may cap it lower
 _IOV_MAX: Final = 512  # buffers per sendmsg
-_PICKLE: Final = pickle.HIGHEST_PROTOCOL
 _STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
 
 
@@ -66,7 +70,9 @@ def single_threaded() -> bool:
 class _Call:
     __slots__ = ("future", "id", "name", "payload", "worker")
 
-    def __init__(self, id: int, name: str, payload: bytes, future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, id: int, name: str, payload: list[bytes | memoryview], future: asyncio.Future[Any]
+    ) -> None:
         self.id = id
         self.name = name
         self.payload = payload
@@ -96,6 +102,10 @@ class _Zygote:
     def spawn(self) -> tuple[socket.socket, int]:
         """A new worker: the server's end of its socket, and its pid."""
         ours, theirs = socket.socketpair()
+        for sock in (ours, theirs):
+            # Room for a large frame in one write: fewer wake-ups of each side per frame.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         try:
             socket.send_fds(self.ctl, [b"w"], [theirs.fileno()])
             reply = b""
@@ -135,10 +145,14 @@ def _reap(pid: int) -> None:
 
 class _Worker:
     __slots__ = (
+        "buffers",
+        "busy_since",
+        "cost",
         "dead",
         "draining",
         "fd",
         "inflight",
+        "limit",
         "out",
         "pid",
         "pidfd",
@@ -161,7 +175,11 @@ class _Worker:
         except (AttributeError, OSError):
             self.pidfd = None
         self.reader = framing.FrameReader()
+        self.buffers: list[bytearray | bytes] = []  # out-of-band values of the next result
         self.inflight: dict[int, _Call] = {}  # in the order the worker runs them
+        self.cost = 0.0  # smoothed seconds per call
+        self.limit = PIPELINE  # calls it may have in flight (1 while its calls are slow)
+        self.busy_since = 0.0  # when it finished its previous call (or got this one)
         self.out: list[bytes | memoryview] = []
         self.write_scheduled = False
         self.writing = False  # waiting for the socket to accept more
@@ -313,14 +331,19 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._zygote_is_stale() or not self._workers:
             self.start()
+        args = [framing.out_of_band(a) for a in args]
+        if kwargs:
+            kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
+        call_id = next(self._ids)
         try:
-            payload = pickle.dumps((key, path, args, kwargs), _PICKLE)
+            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs))
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
                 exception=type(exc).__name__,
             ) from None
-        call = _Call(next(self._ids), name, payload, loop.create_future())
+        del args, kwargs
+        call = _Call(call_id, name, payload, loop.create_future())
         self._dispatch(call)
         try:
             kind, value = await call.future
@@ -336,7 +359,7 @@ class ProcessPool:
         load = PIPELINE
         for worker in self._workers:
             n = len(worker.inflight)
-            if n < load and not worker.dead:
+            if n < load and n < worker.limit and not worker.dead:
                 best, load = worker, n
                 if n == 0:
                     break
@@ -348,8 +371,11 @@ class ProcessPool:
     def _send(self, worker: _Worker, call: _Call) -> None:
         call.worker = worker
         idle = not worker.inflight
+        if idle:
+            assert self._loop is not None
+            worker.busy_since = self._loop.time()
         worker.inflight[call.id] = call
-        worker.out += framing.frame(call.id, framing.CALL, call.payload)
+        worker.out += call.payload
         if worker.writing or worker.write_scheduled:
             return
         if idle:
@@ -407,17 +433,36 @@ class ProcessPool:
                 self._worker_gone(worker)
                 return
             for call_id, kind, body in reader.received(n):
-                self._complete(worker, call_id, kind, body)
+                if kind == framing.BUFFER:
+                    worker.buffers.append(body)
+                else:
+                    buffers, worker.buffers = worker.buffers, []
+                    self._complete(worker, call_id, kind, body, buffers)
             if not reader.receiving_large_frame:
                 break
         self._after_results(worker)
 
-    def _complete(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray) -> None:
+    def _complete(
+        self,
+        worker: _Worker,
+        call_id: int,
+        kind: int,
+        body: bytes | bytearray,
+        buffers: list[bytearray | bytes],
+    ) -> None:
         call = worker.inflight.pop(call_id, None)
-        if call is None or call.future.done():
+        if call is None:
+            return
+        # How long the worker spent on it: from when it could start it until now.
+        assert self._loop is not None
+        now = self._loop.time()
+        worker.cost += _SMOOTHING * (now - worker.busy_since - worker.cost)
+        worker.busy_since = now
+        worker.limit = PIPELINE if worker.cost < SHORT_CALL else 1
+        if call.future.done():
             return
         try:
-            value = pickle.loads(body)
+            value = framing.decode(body, buffers)
         except Exception as exc:  # noqa: BLE001 - fails this call only
             call.future.set_exception(
                 RPCRuntimeError(
@@ -436,7 +481,7 @@ class ProcessPool:
             return
         # Refill this worker from the queue (its slots just freed).
         pending = self._pending
-        while pending and len(worker.inflight) < PIPELINE and not worker.dead:
+        while pending and len(worker.inflight) < worker.limit and not worker.dead:
             call = pending.popleft()
             if not call.future.done():
                 self._send(worker, call)
@@ -487,7 +532,7 @@ class ProcessPool:
                 key=lambda w: len(w.inflight),
                 default=None,
             )
-            if best is None or len(best.inflight) >= PIPELINE:
+            if best is None or len(best.inflight) >= best.limit:
                 return
             pending.popleft()
             self._send(best, call)
