@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -34,6 +37,8 @@ from .targets import TargetTable
 # Calls sent to one worker ahead of its results: many while its calls are short, so
 # frames travel in batches and the worker never waits for the server; one while they
 # are slow, so no call waits behind a slow one while another worker could take it.
+log = logging.getLogger("pymprpc.server")
+
 PIPELINE: Final = 32
 SHORT_CALL: Final = 0.0005  # seconds; a worker whose calls average more is "slow"
 _SMOOTHING: Final = 0.2  # weight of the latest call in a worker's average
@@ -68,7 +73,7 @@ def single_threaded() -> bool:
 
 
 class _Call:
-    __slots__ = ("future", "id", "name", "payload", "worker")
+    __slots__ = ("end", "future", "id", "name", "payload", "size", "worker")
 
     def __init__(
         self, id: int, name: str, payload: list[bytes | memoryview], future: asyncio.Future[Any]
@@ -78,26 +83,56 @@ class _Call:
         self.payload = payload
         self.future = future
         self.worker: _Worker | None = None
+        self.size = framing.total(payload)
+        self.end = 0  # bytes written to its worker once this call is written in full
 
 
 class _Zygote:
-    """A forked copy of the server holding the target table; forks workers on request."""
+    """A process holding the target table that forks workers on request.
+
+    Forked from the server while it has one thread, it inherits every target, even
+    functions defined inside `with Server(...)`. Once the server runs threads, forking it
+    is unsafe (a copied lock may be held forever; Python 3.12+ warns), so a zygote is
+    then started by multiprocessing's forkserver, a fresh interpreter, and receives the
+    targets pickled: functions by their importable name, instances by value. Only when a
+    target cannot be pickled that way does the server fork with threads running (and
+    says so once in the log).
+    """
 
     def __init__(self, targets: dict[str, Any], version: int) -> None:
         self.version = version
         self.workers = 0  # live workers forked by this zygote
         self.retired = False
+        self._process: Any = None  # multiprocessing.Process when started by the forkserver
+        self.pid = 0
         parent, child = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            try:
-                parent.close()
-                run_zygote(child, targets)
-            finally:
-                os._exit(0)
-        child.close()
-        self.pid = pid
+        try:
+            if single_threaded() or not self._start_by_forkserver(child, targets):
+                self.pid = _fork_zygote(parent, child, targets)
+        finally:
+            child.close()
         self.ctl = parent
+
+    def _start_by_forkserver(self, child: socket.socket, targets: dict[str, Any]) -> bool:
+        try:
+            pickle.dumps(targets)
+        except Exception as exc:  # noqa: BLE001 - anything unpicklable: fall back to fork
+            log.warning(
+                "forking the worker processes although threads are running (%s cannot be "
+                "sent to a fresh process: %s); register process-pool functions before "
+                "starting threads, or define them at module level",
+                ", ".join(sorted(_unpicklable(targets))) or "a target",
+                exc,
+            )
+            return False
+        context = multiprocessing.get_context("forkserver")
+        process = context.Process(
+            target=run_zygote, args=(child, targets), name="pymprpc-zygote", daemon=False
+        )
+        process.start()
+        self._process = process
+        self.pid = process.pid or 0
+        return True
 
     def spawn(self) -> tuple[socket.socket, int]:
         """A new worker: the server's end of its socket, and its pid."""
@@ -125,7 +160,35 @@ class _Zygote:
     def close(self) -> None:
         """Stop the zygote and reap it (its workers are reaped by the kernel)."""
         self.ctl.close()
-        _reap(self.pid)
+        if self._process is not None:
+            self._process.join(_STOP_TIMEOUT)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process.close()
+        else:
+            _reap(self.pid)
+
+
+def _fork_zygote(parent: socket.socket, child: socket.socket, targets: dict[str, Any]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            parent.close()
+            run_zygote(child, targets)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _unpicklable(targets: dict[str, Any]) -> list[str]:
+    names = []
+    for key, target in targets.items():
+        try:
+            pickle.dumps(target)
+        except Exception:  # noqa: BLE001 - any failure means "cannot be sent"
+            names.append(key.split(":", 1)[-1])
+    return names
 
 
 def _reap(pid: int) -> None:
@@ -149,6 +212,7 @@ class _Worker:
         "busy_since",
         "cost",
         "dead",
+        "delivered",
         "draining",
         "fd",
         "inflight",
@@ -156,8 +220,10 @@ class _Worker:
         "out",
         "pid",
         "pidfd",
+        "queued",
         "reader",
         "sock",
+        "stopped",
         "write_scheduled",
         "writing",
         "zygote",
@@ -181,15 +247,18 @@ class _Worker:
         self.limit = PIPELINE  # calls it may have in flight (1 while its calls are slow)
         self.busy_since = 0.0  # when it finished its previous call (or got this one)
         self.out: list[bytes | memoryview] = []
+        self.queued = 0  # bytes ever queued for the worker
+        self.delivered = 0  # bytes the kernel accepted: calls up to here may have run
         self.write_scheduled = False
         self.writing = False  # waiting for the socket to accept more
         self.dead = False  # killed or gone: takes no more calls
+        self.stopped = False  # killed by the server (to cancel its call, or at shutdown)
         self.draining = False  # forked before a registration: finishes, takes no more
 
     def kill(self) -> None:
-        if self.dead:
+        if self.stopped:
             return
-        self.dead = True
+        self.dead = self.stopped = True
         try:
             if self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
@@ -231,7 +300,7 @@ class ProcessPool:
     def _zygote_is_stale(self) -> bool:
         return self._zygote is None or self._zygote.version != self.targets.version
 
-    def _new_zygote(self) -> None:
+    def _new_zygote(self, *, drain: bool = True) -> None:
         # Forking with threads running is what `prepare` avoids; it only happens here
         # for a target registered after threads started (Python 3.12+ then warns).
         old = self._zygote
@@ -240,6 +309,8 @@ class ProcessPool:
             old.retired = True
             if old.workers == 0:
                 old.close()
+        if not drain:
+            return
         # Workers of the old zygote cannot see the new target: they finish what they
         # have and stop; new calls go to workers of the new zygote.
         for worker in self._workers:
@@ -267,11 +338,17 @@ class ProcessPool:
         try:
             sock, pid = zygote.spawn()
         except (ConnectionError, OSError):
-            # The zygote itself died (killed from outside): fork a new one.
-            self._new_zygote()
+            # The zygote itself died (killed from outside): start a new one.
+            self._new_zygote(drain=False)
             zygote = self._zygote
             assert zygote is not None
-            sock, pid = zygote.spawn()
+            try:
+                sock, pid = zygote.spawn()
+            except (ConnectionError, OSError) as exc:
+                raise RPCRuntimeError(
+                    f"could not start a worker process ({exc}): the process that forks "
+                    "them exited at once; its error is printed above"
+                ) from None
         worker = _Worker(sock, pid, zygote)
         assert self._loop is not None
         self._loop.add_reader(worker.fd, self._on_readable, worker)
@@ -376,6 +453,8 @@ class ProcessPool:
             worker.busy_since = self._loop.time()
         worker.inflight[call.id] = call
         worker.out += call.payload
+        worker.queued += call.size
+        call.end = worker.queued
         if worker.writing or worker.write_scheduled:
             return
         if idle:
@@ -394,11 +473,18 @@ class ProcessPool:
         out = worker.out
         try:
             while out:
-                framing.advance(out, worker.sock.sendmsg(out[:_IOV_MAX]))
+                sent = worker.sock.sendmsg(out[:_IOV_MAX])
+                worker.delivered += sent
+                framing.advance(out, sent)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
-            out.clear()  # the worker is gone: its EOF is handled by the reader
+            # The worker is gone; what was not written never reached it.
+            out.clear()
+            if not worker.dead:
+                worker.dead = True
+                assert self._loop is not None
+                self._loop.call_soon(self._worker_gone, worker)
             return
         writing = bool(out)
         if writing != worker.writing:
@@ -415,7 +501,7 @@ class ProcessPool:
         if worker is None:
             with contextlib.suppress(ValueError):
                 self._pending.remove(call)
-        elif not worker.dead and next(iter(worker.inflight), None) == call.id:
+        elif next(iter(worker.inflight), None) == call.id:
             worker.kill()  # its EOF fails nothing else: the calls behind it move on
 
     # -- results ---------------------------------------------------------------------
@@ -492,13 +578,18 @@ class ProcessPool:
 
     def _worker_gone(self, worker: _Worker) -> None:
         """The worker's process ended: fail its running call, requeue the others."""
+        if worker.fd == -1:
+            return  # already handled
+        worker.dead = True
         self._forget(worker)
         calls = list(worker.inflight.values())
         worker.inflight.clear()
-        if calls:
-            running = calls[0]
+        # Calls run in order, one at a time: only the oldest call the worker received
+        # in full can have been running. The others never started: run them elsewhere.
+        if calls and calls[0].end <= worker.delivered:
+            running = calls.pop(0)
             if not running.future.done():
-                how = "was stopped" if worker.dead else "died"
+                how = "was stopped" if worker.stopped else "died"
                 running.future.set_exception(
                     RPCRuntimeError(
                         f"the worker process (pid {worker.pid}) running {running.name!r} "
@@ -506,11 +597,10 @@ class ProcessPool:
                         exception="WorkerDied",
                     )
                 )
-            # The others never started (calls run in order): run them elsewhere.
-            for call in reversed(calls[1:]):
-                if not call.future.done():
-                    call.worker = None
-                    self._pending.appendleft(call)
+        for call in reversed(calls):
+            if not call.future.done():
+                call.worker = None
+                self._pending.appendleft(call)
         if worker in self._workers:
             self._workers.remove(worker)
             if self._loop is not None:
