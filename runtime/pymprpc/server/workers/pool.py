@@ -26,6 +26,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any, Final
 
@@ -158,7 +159,9 @@ class _Zygote:
         return ours, PID.unpack(reply)[0]
 
     def close(self) -> None:
-        """Stop the zygote and reap it (its workers are reaped by the kernel)."""
+        """Stop the zygote and reap it (its workers are reaped by the kernel); idempotent."""
+        if self.ctl.fileno() == -1:
+            return
         self.ctl.close()
         if self._process is not None:
             self._process.join(_STOP_TIMEOUT)
@@ -305,6 +308,8 @@ class ProcessPool:
         # for a target registered after threads started (Python 3.12+ then warns).
         old = self._zygote
         self._zygote = _Zygote(self.targets.snapshot(), self.targets.version)
+        # A server dropped without shutdown (never started, say) still stops its zygote.
+        weakref.finalize(self, self._zygote.close)
         if old is not None:
             old.retired = True
             if old.workers == 0:
