@@ -45,6 +45,7 @@ SHORT_CALL: Final = 0.0005  # seconds; a worker whose calls average more is "slo
 _SMOOTHING: Final = 0.2  # weight of the latest call in a worker's average
 _SOCKET_BUFFER: Final = 4 * 1024 * 1024  # asked for; the kernel may cap it lower
 _IOV_MAX: Final = 512  # buffers per sendmsg
+_THREAD_EXIT_WAIT: Final = 0.1  # seconds a joined thread may take to be gone
 _STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
 
 
@@ -63,14 +64,25 @@ def default_size() -> int:
     return max(1, count or 1)
 
 
-def single_threaded() -> bool:
-    """Whether this process runs one thread only (so fork cannot copy a held lock)."""
+def single_threaded(settle: float = 0.0) -> bool:
+    """Whether this process runs one thread only (so fork cannot copy a held lock).
+
+    Counts OS threads, as Python 3.12's fork warning does: a thread that was joined may
+    still be exiting. With `settle`, wait up to that many seconds for such threads
+    when Python itself knows of no other thread.
+    """
     if threading.active_count() > 1:
         return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return True
+    end = time.monotonic() + settle
+    while True:
+        try:
+            if len(os.listdir("/proc/self/task")) == 1:
+                return True
+        except OSError:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.001)
 
 
 class _Call:
@@ -287,6 +299,7 @@ class ProcessPool:
         self._pending: deque[_Call] = deque()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._foreign_threads = False  # an OS thread unknown to Python did not exit
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -297,8 +310,15 @@ class ProcessPool:
         zygote is kept current, so workers started later (from any thread) see every
         target without the server ever forking with threads running.
         """
-        if self._zygote_is_stale() and single_threaded():
+        if not self._zygote_is_stale():
+            return
+        # Threads Python has joined may take a moment to exit; threads it does not
+        # know of (started by C code) do not: wait for them once only.
+        settle = 0.0 if self._foreign_threads else _THREAD_EXIT_WAIT
+        if single_threaded(settle):
             self._new_zygote()
+        elif threading.active_count() == 1:
+            self._foreign_threads = True
 
     def _zygote_is_stale(self) -> bool:
         return self._zygote is None or self._zygote.version != self.targets.version
