@@ -12,6 +12,7 @@ worker dies. Neither process takes SIGINT or SIGTERM: the server decides when th
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import stat
@@ -25,8 +26,12 @@ from .targets import resolve
 PID: Final = struct.Struct("<q")
 
 
+UPDATE_LENGTH: Final = struct.Struct("<Q")
+
+
 def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
-    """Serve fork requests on `ctl` until it closes: each carries one socket for a worker."""
+    """Serve requests on `ctl` until it closes: b"w" with one socket (fork a worker
+    serving it, reply with its pid), or b"t", a length and pickled targets to add."""
     _quiet_signals()
     _detach_inherited_sockets(keep={ctl.fileno()})
     # Workers are reaped by the kernel as soon as they exit: no zombies, whoever ends first.
@@ -41,6 +46,12 @@ def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
             for fd in fds:
                 os.close(fd)
             return
+        if msg == b"t":
+            for fd in fds:
+                os.close(fd)
+            size = UPDATE_LENGTH.unpack(_recv_exactly(ctl, UPDATE_LENGTH.size))[0]
+            targets.update(pickle.loads(_recv_exactly(ctl, size)))
+            continue
         if not fds:
             continue
         pid = os.fork()
@@ -58,6 +69,16 @@ def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
         ctl.sendall(PID.pack(pid))
 
 
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the server closed the zygote's socket")
+        data += chunk
+    return bytes(data)
+
+
 def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
     """Run calls from `sock` until the server closes it."""
     sock.setblocking(True)
@@ -70,6 +91,9 @@ def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
         for call_id, kind, body in reader.received(n):
             if kind == framing.BUFFER:
                 buffers.append(body)
+                continue
+            if kind == framing.TARGETS:
+                targets.update(framing.decode(body, []))
                 continue
             received, buffers = buffers, []
             _send_all(sock, _run_one(call_id, body, received, targets))

@@ -23,10 +23,11 @@ CALL: Final = 0  # server -> worker: pickled (key, path, args, kwargs)
 OK: Final = 1  # worker -> server: pickled result
 ERROR: Final = 2  # worker -> server: pickled (type name, message, traceback text)
 BUFFER: Final = 3  # either way: raw bytes of the next message's next out-of-band value
+TARGETS: Final = 4  # server -> worker: pickled {key: target} published since it started
 
 _AREA: Final = 256 * 1024  # receive area for small frames
 _BIG: Final = 64 * 1024  # frames at least this large get a buffer of their own
-_PICKLE: Final = pickle.HIGHEST_PROTOCOL
+PICKLE: Final = pickle.HIGHEST_PROTOCOL
 
 
 class _OutOfBand:
@@ -53,13 +54,18 @@ def encode(call_id: int, kind: int, message: Any) -> list[bytes | memoryview]:
     """The buffers to write for one message (not concatenated). Raises what pickle raises
     for a value that cannot be pickled."""
     buffers: list[pickle.PickleBuffer] = []
-    body = pickle.dumps(message, _PICKLE, buffer_callback=buffers.append)
+    body = pickle.dumps(message, PICKLE, buffer_callback=buffers.append)
     out: list[bytes | memoryview] = []
     for buffer in buffers:
         raw = buffer.raw()
         out += HEADER.pack(len(raw), call_id, BUFFER), raw
     out += HEADER.pack(len(body), call_id, kind), body
     return out
+
+
+def raw_frame(call_id: int, kind: int, body: bytes) -> list[bytes | memoryview]:
+    """The buffers to write for one frame whose body is ready."""
+    return [HEADER.pack(len(body), call_id, kind), body]
 
 
 def decode(body: bytes | bytearray, buffers: list[bytearray | bytes]) -> Any:

@@ -32,7 +32,8 @@ from typing import Any, Final
 
 from ...errors import RPCRuntimeError
 from . import framing
-from .child import PID, run_zygote
+from .child import PID, UPDATE_LENGTH, run_zygote
+from .framing import PICKLE
 from .targets import TargetTable
 
 # Calls sent to one worker ahead of its results: many while its calls are short, so
@@ -169,6 +170,10 @@ class _Zygote:
             theirs.close()
         self.workers += 1
         return ours, PID.unpack(reply)[0]
+
+    def update(self, body: bytes) -> None:
+        """Add the pickled targets in `body` to the zygote's table (for later workers)."""
+        self.ctl.sendall(b"t" + UPDATE_LENGTH.pack(len(body)) + body)
 
     def close(self) -> None:
         """Stop the zygote and reap it (its workers are reaped by the kernel); idempotent."""
@@ -310,7 +315,9 @@ class ProcessPool:
         zygote is kept current, so workers started later (from any thread) see every
         target without the server ever forking with threads running.
         """
-        if not self._zygote_is_stale():
+        if self._loop is not None or not self._zygote_is_stale():
+            return  # running: the next call brings the workers up to date, on the loop
+        if self._send_new_targets():
             return
         # Threads Python has joined may take a moment to exit; threads it does not
         # know of (started by C code) do not: wait for them once only.
@@ -319,6 +326,25 @@ class ProcessPool:
             self._new_zygote()
         elif threading.active_count() == 1:
             self._foreign_threads = True
+
+    def _send_new_targets(self) -> bool:
+        """Send targets published since the zygote started to it and to its workers,
+        pickled (importable functions, picklable instances); False if they cannot be."""
+        zygote = self._zygote
+        if zygote is None:
+            return False
+        try:
+            body = pickle.dumps(self.targets.changes_since(zygote.version), PICKLE)
+        except Exception:  # noqa: BLE001 - not picklable: the zygote must be forked anew
+            return False
+        try:
+            zygote.update(body)
+        except OSError:
+            return False  # the zygote is gone: start a new one
+        zygote.version = self.targets.version
+        for worker in self._workers:
+            self._queue(worker, framing.raw_frame(0, framing.TARGETS, body))
+        return True
 
     def _zygote_is_stale(self) -> bool:
         return self._zygote is None or self._zygote.version != self.targets.version
@@ -352,7 +378,7 @@ class ProcessPool:
             if self._loop is not None:
                 self.shutdown()
             self._loop = loop
-        if self._zygote_is_stale():
+        if self._zygote_is_stale() and not self._send_new_targets():
             self._new_zygote()
         while len(self._workers) < self.size:
             self._spawn()
@@ -477,13 +503,20 @@ class ProcessPool:
             assert self._loop is not None
             worker.busy_since = self._loop.time()
         worker.inflight[call.id] = call
-        worker.out += call.payload
-        worker.queued += call.size
-        call.end = worker.queued
+        call.end = worker.queued + call.size
+        self._queue(worker, call.payload, at_once=idle)
+
+    def _queue(
+        self, worker: _Worker, buffers: list[bytes | memoryview], at_once: bool = False
+    ) -> None:
+        """Write `buffers` to `worker`: now if `at_once` (nothing else waits for it),
+        else at the end of this loop pass with whatever else is queued by then."""
+        worker.out += buffers
+        worker.queued += framing.total(buffers)
         if worker.writing or worker.write_scheduled:
             return
-        if idle:
-            self._write(worker)  # nothing else is waiting for this worker: go at once
+        if at_once:
+            self._write(worker)
         else:
             worker.write_scheduled = True
             assert self._loop is not None

@@ -16,6 +16,7 @@ class TargetTable:
 
     def __init__(self) -> None:
         self._targets: dict[str, Any] = {}
+        self._published: dict[str, int] = {}  # key -> version that published it
         self.version = 0
         self._listeners: list[Callable[[], None]] = []
 
@@ -23,12 +24,17 @@ class TargetTable:
         """Make `target` callable by `key` in workers forked from now on."""
         self._targets[key] = target
         self.version += 1
+        self._published[key] = self.version
         for listener in self._listeners:
             listener()
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call `listener()` after every publication."""
         self._listeners.append(listener)
+
+    def changes_since(self, version: int) -> dict[str, Any]:
+        """The targets published after `version`."""
+        return {k: self._targets[k] for k, v in self._published.items() if v > version}
 
     def snapshot(self) -> dict[str, Any]:
         """The table as it is now (what a worker forked now sees)."""
