@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 
 from bench import floor, grpc_support
@@ -17,8 +18,23 @@ def padd(a: int, b: int) -> int:
     return a + b
 
 
-def build_pymprpc(port: int) -> Server:
-    server = Server(("127.0.0.1", port), timeout=None, max_message_size=MAX_MESSAGE)
+def pecho(data: bytes) -> bytes:
+    return data
+
+
+def spin(ms: float) -> int:
+    """Pure-Python CPU work for `ms` milliseconds (holds the GIL throughout)."""
+    end = time.perf_counter() + ms / 1000
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def build_pymprpc(port: int, workers: int | None = None) -> Server:
+    server = Server(
+        ("127.0.0.1", port), timeout=None, max_message_size=MAX_MESSAGE, max_workers=workers
+    )
 
     @server.register_function()
     async def add(a: int, b: int) -> int:
@@ -33,18 +49,21 @@ def build_pymprpc(port: int) -> Server:
         for i in range(n):
             yield i
 
-    server.register_function("padd")(padd)  # default executor: the process pool
+    # Plain functions: the default executor, the process pool.
+    server.register_function("padd")(padd)
+    server.register_function("pecho")(pecho)
+    server.register_function("spin")(spin)
     server.register_function("tadd", executor="thread")(padd)
     return server
 
 
-async def main(system: str, port: int) -> None:
+async def main(system: str, port: int, workers: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if system == "pymprpc":
-        server = build_pymprpc(port)
+        server = build_pymprpc(port, workers)
         await server.start()
         print("ready", flush=True)
         await stop.wait()
@@ -68,9 +87,10 @@ if __name__ == "__main__":
     parser.add_argument("system")
     parser.add_argument("port", type=int)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="process pool size")
     args = parser.parse_args()
     if args.uvloop:
         import uvloop
 
         uvloop.install()
-    asyncio.run(main(args.system, args.port))
+    asyncio.run(main(args.system, args.port, args.workers))
