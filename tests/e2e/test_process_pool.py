@@ -519,3 +519,61 @@ def _refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def test_a_stuck_thread_call_does_not_keep_a_stopped_server_alive(tmp_path: Path) -> None:
+    """A thread cannot be killed, but it must not hold the process open past shutdown."""
+    port_file = tmp_path / "port"
+    script = f"""
+    import os, threading
+    from pymprpc.server import Server
+
+    server = Server(("127.0.0.1", 0), executor="thread", grace_period=0.2)
+
+    @server.register_function()
+    def stuck():
+        threading.Event().wait(120)
+
+    server.bind()
+    with open({str(port_file)!r} + ".tmp", "w") as f:
+        f.write(str(server.port))
+    os.rename({str(port_file)!r} + ".tmp", {str(port_file)!r})
+    server.run_forever()
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(RUNTIME), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(port_file.exists, 30)
+        port = int(port_file.read_text())
+        rpc = RPC(f"tcp://127.0.0.1:{port}", features=()).connect()
+        outcome: list[Any] = []
+
+        def call() -> None:
+            try:
+                outcome.append(rpc.stuck())
+            except Exception as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        wait_for(lambda: _thread_count(proc.pid) > 1, 20)  # the call runs in its thread
+        proc.send_signal(signal.SIGTERM)
+        # Bounded well below the 120 s the stuck call would hold a joined thread.
+        assert proc.wait(30) == 0
+        caller.join(20)
+        assert len(outcome) == 1 and isinstance(outcome[0], Exception)
+        rpc.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def _thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))

@@ -18,10 +18,11 @@ import enum
 import functools
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 from .workers import ProcessPool, RemoteFunctionError, TargetTable
+from .workers.threads import DaemonThreadPool
 
 if TYPE_CHECKING:
     from .registry import Method
@@ -78,15 +79,13 @@ class Executors:
         self.max_workers = max_workers
         self.targets = targets if targets is not None else TargetTable()
         self.process = ProcessPool(self.targets, max_workers)
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: DaemonThreadPool | None = None
         # Keep the zygote current while registration happens before threads exist.
         self.targets.listen(self.process.prepare)
 
-    def _thread_pool(self) -> ThreadPoolExecutor:
+    def _thread_pool(self) -> DaemonThreadPool:
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(
-                max_workers=self.max_workers, thread_name_prefix="pymprpc"
-            )
+            self._thread = DaemonThreadPool(self.max_workers)
         return self._thread
 
     def warm_up(self) -> None:
@@ -111,8 +110,9 @@ class Executors:
         return await loop.run_in_executor(pool, functools.partial(method.func, *args, **kwargs))
 
     def shutdown(self) -> None:
-        """Stop the workers and the thread pool; calls still running in workers are killed
-        (a thread cannot be killed: a call running in one finishes in the background).
+        """Stop the workers and the thread pool; calls still running in workers are killed.
+        A thread cannot be killed: a call still running in one goes on in the background,
+        but its daemon thread does not keep the process alive once the server returns.
         Executors passed in by the user are theirs to shut down."""
         self.process.shutdown()
         thread, self._thread = self._thread, None
