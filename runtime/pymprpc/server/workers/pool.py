@@ -46,7 +46,7 @@ SHORT_CALL: Final = 0.0005  # seconds; a worker whose calls average more is "slo
 _SMOOTHING: Final = 0.2  # weight of the latest call in a worker's average
 _SOCKET_BUFFER: Final = 4 * 1024 * 1024  # asked for; the kernel may cap it lower
 _IOV_MAX: Final = 512  # buffers per sendmsg
-_THREAD_EXIT_WAIT: Final = 0.1  # seconds a joined thread may take to be gone
+_THREAD_EXIT_WAIT: Final = 0.25  # seconds a joined thread may take to be gone
 _STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
 
 
