@@ -3,13 +3,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Developer tools come from PEP 735 dependency groups in pyproject.toml (`pip install
+# --group`, pip >= 25.1: each venv upgrades its pip first), not from published extras.
+INSTALL = python -m pip install --quiet --upgrade pip && \
+	$(1)/python -m pip install --quiet -e '.[gen]' --group test
 
-.PHONY: demo demo-runtime generate test lint typecheck bench clean
+.PHONY: demo demo-runtime generate test test-py312 test-py313 lint typecheck docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[gen,test]'
+	$(BIN)/$(call INSTALL,$(BIN))
 	touch $(STAMP)
 
 # Generate typed code from idl/, serve it, call every method with both generated clients.
@@ -30,13 +33,46 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict runtime/ mprpcgen/ generated_examples/
 
+# The API reference (docs/ + docstrings) into site/; strict: a broken reference fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# The suite on 3.11 (.venv), then on 3.12 and 3.13 in their own venvs, concurrently,
+# when those interpreters exist; a missing one is skipped with a note. Two xdist workers
+# each: the suite mostly waits on sockets and subprocesses, so they overlap well.
 test: lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-py312 test-py313
+
+# An interpreter that runs: a pyenv shim may exist for a version that is not active.
+find_python = $(firstword $(foreach p,$(1),$(shell $(p) -c 'import sys; print(sys.executable)' 2>/dev/null)))
+PY312 ?= $(call find_python,python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python))
+PY313 ?= $(call find_python,python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python))
+
+test-py312: VER := 3.12
+test-py312: PY := $(PY312)
+test-py312: VENVX := .venv312
+test-py313: VER := 3.13
+test-py313: PY := $(PY313)
+test-py313: VENVX := .venv313
+test-py312 test-py313:
+	@if [ -z "$(PY)" ]; then \
+		echo "NOTE: Python $(VER) not found: the suite was NOT run on $(VER)"; \
+	else \
+		set -e; \
+		if [ ! -f $(VENVX)/.installed ] || [ pyproject.toml -nt $(VENVX)/.installed ]; then \
+			test -x $(VENVX)/bin/python || $(PY) -m venv $(VENVX); \
+			$(VENVX)/bin/$(call INSTALL,$(VENVX)/bin); \
+			touch $(VENVX)/.installed; \
+		fi; \
+		echo "== pytest on Python $(VER) ($(PY))"; \
+		$(VENVX)/bin/pytest -q -n 2; \
+	fi
 
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[gen]' --group test --group bench
 	touch $(BENCH_STAMP)
 
 # Benchmarks against gRPC aio and a raw asyncio floor; prints the table of ratios.
@@ -44,4 +80,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench --runs 5 --write-readme
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv312 .venv313 site .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,3 +1,6 @@
 """mprpcgen: typed servers and clients for pymprpc from interface (.idl) files."""
 
-__version__ = "0.1.0"
+# One version for the whole distribution: written once, in pymprpc/__init__.py.
+from pymprpc import __version__
+
+__all__ = ["__version__"]

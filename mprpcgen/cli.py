@@ -58,6 +58,11 @@ def generate(files: Sequence[Path], out: Path) -> dict[Path, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on `argv` (default: `sys.argv[1:]`); return the exit status.
+
+    Errors in the interface files are printed compiler-style on stderr with status 1;
+    `--check` returns 1 when the output directory is stale.
+    """
     args = _parser().parse_args(argv)
     try:
         outputs = generate(args.files, args.out)

@@ -59,6 +59,11 @@ def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_ctx, ssl.create_default_context(cafile=str(cert))
 
 
+def connections(server: Server) -> list[Any]:
+    """The server's connection handlers (server internals, for tests; call in its loop)."""
+    return list(server._core.connections)
+
+
 def arun(coro: Coroutine[Any, Any, T], timeout: float = 20) -> T:
     """Run a coroutine on a fresh event loop, bounded in time."""
     return asyncio.run(asyncio.wait_for(coro, timeout))

@@ -5,6 +5,7 @@ from .client import RPC, AsyncRPC, AsyncStream
 from .protocol import Code, Compression, Feature
 from .server import ExecutorKind, Server
 
+# The distribution's version, in this one place: pyproject.toml (hatch) and mprpcgen read it.
 __version__ = "0.1.0"
 
 __all__ = [

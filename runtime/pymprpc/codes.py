@@ -1,4 +1,4 @@
-"""Status codes of PROTOCOL.md; `pymprpc.errors` maps each error code to its exception."""
+"""Status codes of docs/protocol.md; `pymprpc.errors` maps each error code to its exception."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import enum
 
 
 class Code(enum.IntEnum):
-    """Status codes of PROTOCOL.md; the exception for each lives in `pymprpc.errors`."""
+    """Status codes of docs/protocol.md; the exception for each lives in `pymprpc.errors`."""
 
     WELCOME = 100
     PONG = 101

@@ -1,7 +1,7 @@
 """Every exception pymprpc raises, and the one table mapping them to protocol codes.
 
 `MPRPCError` is the root. Call errors (4xx) fail one call; server errors (5xx) concern the
-whole connection. Classes carrying a `code` map 1:1 to the codes of PROTOCOL.md;
+whole connection. Classes carrying a `code` map 1:1 to the codes of docs/protocol.md;
 `ConnectionLostError`, `LocalProtocolError` and `ValidationError` are local conditions
 with no wire code (a server answers a `ValidationError` in its arguments with 402).
 """

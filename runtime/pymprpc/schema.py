@@ -5,20 +5,20 @@ declares its structs, enums and method signatures with these schemas, and the se
 them to check arguments before an implementation runs (402 naming the bad value's path,
 e.g. `shape.points[2].x: expected float, got str`).
 
-| IDL        | Python          | wire                      |
-|------------|-----------------|---------------------------|
-| bool       | bool            | boolean                   |
-| int        | int             | integer (not a boolean)   |
-| float      | float           | number (an int is widened)|
-| str        | str             | string                    |
-| bytes      | bytes           | MessagePack bin           |
-| any        | Any             | anything                  |
-| none       | None            | null                      |
-| list<T>    | list[T]         | array                     |
-| map<str,T> | dict[str, T]    | map with string keys      |
-| T?         | T | None        | T or null                 |
-| struct S   | dataclass S     | map of field name → value |
-| enum E     | IntEnum E       | the member's integer      |
+| IDL          | Python           | wire                        |
+|--------------|------------------|-----------------------------|
+| `bool`       | `bool`           | boolean                     |
+| `int`        | `int`            | integer (not a boolean)     |
+| `float`      | `float`          | number (an int is widened)  |
+| `str`        | `str`            | string                      |
+| `bytes`      | `bytes`          | MessagePack bin             |
+| `any`        | `Any`            | anything                    |
+| `none`       | `None`           | null                        |
+| `list<T>`    | `list[T]`        | array                       |
+| `map<str,T>` | `dict[str, T]`   | map with string keys        |
+| `T?`         | `T | None`       | `T` or null                 |
+| `struct S`   | dataclass `S`    | map of field name → value   |
+| `enum E`     | `IntEnum` `E`    | the member's integer        |
 """
 
 from __future__ import annotations
@@ -77,9 +77,19 @@ class Schema(Generic[T]):
     name = "any"
 
     def decode(self, value: Any, path: str) -> T:
+        """Check a value received from the wire and convert it to the Python type.
+
+        Args:
+            value: the decoded MessagePack/JSON value.
+            path: where the value sits, for the error (e.g. `shape.points[2].x`).
+
+        Raises:
+            ValidationError: the value does not match the declared type.
+        """
         raise NotImplementedError
 
     def encode(self, value: T) -> Any:
+        """The wire form of a Python value of the declared type (unchecked)."""
         return value
 
     def _fail(self, value: Any, path: str) -> ValidationError:
@@ -143,27 +153,34 @@ PRIMITIVES: dict[str, tuple[str, str]] = {
 
 
 class List(Schema[list[T]]):
+    """`list<T>`: an array whose items all match `item`."""
+
     def __init__(self, item: Schema[T]) -> None:
         self.item = item
         self.name = f"list<{item.name}>"
 
     def decode(self, value: Any, path: str) -> list[T]:
+        """A list of decoded items (ValidationError naming the first bad item)."""
         if not isinstance(value, list | tuple):
             raise self._fail(value, path)
         item = self.item
         return [item.decode(v, f"{path}[{i}]") for i, v in enumerate(value)]
 
     def encode(self, value: list[T]) -> Any:
+        """An array of encoded items."""
         item = self.item
         return [item.encode(v) for v in value]
 
 
 class Map(Schema[dict[str, T]]):
+    """`map<str, T>`: a map with string keys whose values all match `value`."""
+
     def __init__(self, value: Schema[T]) -> None:
         self.value = value
         self.name = f"map<str, {value.name}>"
 
     def decode(self, value: Any, path: str) -> dict[str, T]:
+        """A dict of decoded values (ValidationError for a non-string key or a bad value)."""
         if not isinstance(value, dict):
             raise self._fail(value, path)
         out = {}
@@ -174,19 +191,24 @@ class Map(Schema[dict[str, T]]):
         return out
 
     def encode(self, value: dict[str, T]) -> Any:
+        """A map of encoded values."""
         enc = self.value.encode
         return {k: enc(v) for k, v in value.items()}
 
 
 class Optional(Schema[T | None]):
+    """`T?`: null, or a value matching `inner`."""
+
     def __init__(self, inner: Schema[T]) -> None:
         self.inner = inner
         self.name = f"{inner.name}?"
 
     def decode(self, value: Any, path: str) -> T | None:
+        """None for null, else the inner schema's decoding."""
         return None if value is None else self.inner.decode(value, path)
 
     def encode(self, value: T | None) -> Any:
+        """Null for None, else the inner schema's encoding."""
         return None if value is None else self.inner.encode(value)
 
 
@@ -198,6 +220,7 @@ class Enum(Schema[E]):
         self.name = cls.__name__
 
     def decode(self, value: Any, path: str) -> E:
+        """The member with this integer value (ValidationError listing the members)."""
         if type(value) is not int:
             raise self._fail(value, path)
         try:
@@ -209,6 +232,7 @@ class Enum(Schema[E]):
             ) from None
 
     def encode(self, value: E) -> Any:
+        """The member's integer value."""
         return int(value)
 
 
@@ -232,11 +256,17 @@ class Struct(Schema[T]):
 
     @property
     def fields(self) -> Mapping[str, Schema[Any]]:
+        """Field name -> schema, resolved on first use."""
         if self._fields is None:
             self._fields = self._fields_factory()
         return self._fields
 
     def decode(self, value: Any, path: str) -> T:
+        """An instance built from a map (or the instance itself).
+
+        Unknown keys are ignored; a missing required field or a bad field value raises
+        ValidationError with the field's path.
+        """
         if isinstance(value, self.cls):
             return value
         if not isinstance(value, dict):
@@ -251,6 +281,7 @@ class Struct(Schema[T]):
         return self.cls(**kwargs)
 
     def encode(self, value: T) -> Any:
+        """A map of every field's encoded value."""
         return {name: schema.encode(getattr(value, name)) for name, schema in self.fields.items()}
 
 
@@ -267,6 +298,7 @@ class Param:
 
     @property
     def required(self) -> bool:
+        """Whether the parameter has no default."""
         return self.default is _REQUIRED
 
 

@@ -47,7 +47,7 @@ def test_garbage_after_auth(srv: ServerThread) -> None:
 def test_truncated_frame_then_disconnect(srv: ServerThread) -> None:
     with login(srv) as c:
         c.send_raw(pack({**V, "ID": "t", "METHOD": "record", "ARGS": ["x"]})[:7])
-    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.handlers)) == 0)
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server.connection_count) == 0)
     still_serving(srv)
 
 
@@ -120,7 +120,7 @@ def test_client_disconnecting_mid_stream_closes_the_generator(
         c.send({**V, "ID": "e", "METHOD": "endless"})
         assert [c.recv()["CODE"] for _ in range(3)] == [201, 202, 202]
     assert probe.stream_closed.wait(10)
-    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) == 0)
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server.running_call_count) == 0)
     still_serving(srv)
 
 

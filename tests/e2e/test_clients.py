@@ -186,7 +186,9 @@ def test_separator_in_legacy_request_is_a_local_error(srv: ServerThread) -> None
 def test_async_call_timeout(srv: ServerThread) -> None:
     async def main() -> None:
         async with AsyncRPC(url(srv)) as rpc:
-            with pytest.raises(DeadlineExceeded, match=r"0\.1s deadline"):
+            # The server's 408 ("deadline of 0.1s exceeded") may arrive before the local
+            # timer fires ("within its 0.1s deadline") on a loaded machine: either is right.
+            with pytest.raises(DeadlineExceeded, match=r"0\.1s"):
                 await rpc.sleep.with_options(timeout=0.1)(5)
             assert await rpc.add(1, 2) == 3
 
@@ -322,7 +324,7 @@ def test_server_counts_connections_and_tasks(srv: ServerThread, probe: Probe) ->
         assert rpc.system.lenConnections() == 2
         other.delay("wait_release")
         # The two connections are read in either order: wait until the server runs it.
-        wait_for(lambda: len(srv.server.tasks) == 1)
+        wait_for(lambda: srv.server.running_call_count == 1)
         assert rpc.system.lenUndoneTasks() == 2  # the waiting call and this one
         probe.release.set()
 

@@ -1,4 +1,4 @@
-"""PROTOCOL.md Part 2 over real sockets: negotiation, length framing, cancel, deadline."""
+"""docs/protocol.md's negotiated extensions over real sockets: length framing, cancel, deadline."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import OldServer, RawClient, ServerThread, arun, pack, unpack, wait_for
+from helpers import OldServer, RawClient, ServerThread, arun, connections, pack, unpack, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import DeadlineExceeded
 from pymprpc.protocol import SEPARATOR, Feature, LengthFramer
@@ -21,7 +21,7 @@ V = {"MPRPC": "0.1"}
 
 
 def running_calls(srv: ServerThread) -> int:
-    return srv.call_in_loop(lambda: len(srv.server.tasks))
+    return srv.call_in_loop(lambda: srv.server.running_call_count)
 
 
 def test_our_peers_negotiate_every_feature(srv: ServerThread) -> None:
@@ -213,6 +213,6 @@ def test_call_cancelled_in_the_same_read_is_forgotten(srv: ServerThread) -> None
         call = pack({**V, "ID": "x", "METHOD": "sleep", "ARGS": [30]})
         cancel = pack({**V, "ID": "x", "CANCEL": True})
         c.send_raw(b"".join([*framer.frame(call), *framer.frame(cancel)]))
-        wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) == 0)
-        handler = srv.call_in_loop(lambda: next(iter(srv.server.handlers)))
+        wait_for(lambda: srv.call_in_loop(lambda: srv.server.running_call_count) == 0)
+        handler = srv.call_in_loop(lambda: connections(srv.server)[0])
         assert srv.call_in_loop(lambda: dict(handler.tasks)) == {}

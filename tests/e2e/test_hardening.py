@@ -14,7 +14,7 @@ from typing import Any
 
 from service import PASSWORD, USER, Probe, url
 
-from helpers import RawClient, ServerThread, pack, wait_for
+from helpers import RawClient, ServerThread, connections, pack, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import RPCRuntimeError
 from pymprpc.protocol import SEPARATOR, Codec, Compression
@@ -44,7 +44,7 @@ def server_write_buffers(srv: ServerThread) -> list[int]:
     def sizes() -> list[int]:
         return [
             h.transport.get_write_buffer_size()
-            for h in srv.server.handlers
+            for h in connections(srv.server)
             if h.transport is not None
         ]
 
@@ -124,7 +124,7 @@ def test_half_open_connection_is_reaped_by_idle_timeout(
     c = RawClient(srv.port)
     assert c.login(USER, PASSWORD)["CODE"] == 100
     # The peer never says anything again (as if its host vanished): the server reaps it.
-    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.handlers)) == 0)
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server.connection_count) == 0)
     c.close()
     still_serving(srv)
 
@@ -138,4 +138,4 @@ def test_many_connections_come_and_go(srv: ServerThread) -> None:
         return await asyncio.gather(*(one(i) for i in range(100)))
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == [2 * i for i in range(100)]
-    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.handlers)) == 0)
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server.connection_count) == 0)

@@ -167,7 +167,7 @@ def test_calls_queued_behind_a_killed_call_run_elsewhere(tmp_path: Path) -> None
             queued = [asyncio.ensure_future(rpc.add(i, 1)) for i in range(10)]
             # Let the queued calls reach the server (and the worker) before the kill.
             await asyncio.to_thread(
-                wait_for, lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) >= 11
+                wait_for, lambda: srv.call_in_loop(lambda: srv.server.running_call_count) >= 11
             )
             os.kill(worker, signal.SIGKILL)
             with pytest.raises(RPCRuntimeError, match="'block'"):

@@ -32,7 +32,7 @@ COMPRESS = {
 
 
 def exact(codec: Codec, msg: dict[str, Any]) -> bytes:
-    """The bytes a peer must receive for `msg` (key order as PROTOCOL.md lists it)."""
+    """The bytes a peer must receive for `msg` (key order as docs/protocol.md lists it)."""
     if codec.json:
         data = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
     else:
@@ -194,8 +194,7 @@ def test_unpack_helper_roundtrip() -> None:
 
 
 def test_kept_stream_is_bounded(serve: Callable[..., ServerThread]) -> None:
-    srv = serve()
-    srv.call_in_loop(lambda: setattr(srv.server.kept, "max_stream_items", 5))
+    srv = serve(kept_results_bytes=4096)
     with login(srv) as c:
         c.send({**V, "ID": "k", "METHOD": "endless", "RETURN": False})
         r = call_error(c, {"ID": "g", "METHOD": "system.getresult", "ARGS": ["k"]})

@@ -24,7 +24,7 @@ def test_graceful_shutdown_lets_running_calls_finish(probe: Probe) -> None:
         await server.start()
         async with AsyncRPC(url_of(server)) as rpc:
             running = asyncio.ensure_future(rpc.wait_release())
-            while not server.tasks:
+            while not server.running_call_count:
                 await asyncio.sleep(0.01)
             closing = asyncio.ensure_future(server.close())
             while not server.draining:
@@ -48,7 +48,7 @@ def test_shutdown_cancels_calls_past_the_grace_period(probe: Probe) -> None:
             stream = await rpc.endless()
             assert await anext(stream) == 0
             slow = asyncio.ensure_future(rpc.sleep(30))
-            while len(server.tasks) < 2:  # the stream and the sleep both run
+            while server.running_call_count < 2:  # the stream and the sleep both run
                 await asyncio.sleep(0.01)
             await server.close()
             with pytest.raises(RpcUnavailableException, match="shutting down"):

@@ -24,7 +24,7 @@ def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 def running(srv: ServerThread, calls: int) -> None:
     """Wait until the server runs `calls` calls (their threads then wait for replies)."""
-    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.tasks)) == calls)
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server.running_call_count) == calls)
 
 
 def test_threads_share_one_client(srv: ServerThread) -> None:

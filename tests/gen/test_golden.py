@@ -72,7 +72,10 @@ def test_generated_code_is_ruff_clean(tmp_path: Path) -> None:
     assert main([*map(str, IDL), "-o", str(generate_into)]) == 0
     ruff = [sys.executable, "-m", "ruff"]
     config = ["--config", str(ROOT / "pyproject.toml")]
-    for args in (["check", *config, "--no-cache"], ["format", "--check", *config, "--no-cache"]):
+    # The project's docstring rules (D) are for its own API; generated code is exempt, as
+    # generated_examples/ is in pyproject.toml (a user's own rules are theirs to choose).
+    check = ["check", *config, "--extend-ignore", "D", "--no-cache"]
+    for args in (check, ["format", "--check", *config, "--no-cache"]):
         done = subprocess.run(
             [*ruff, *args, str(generate_into)], capture_output=True, text=True, timeout=120
         )

@@ -85,7 +85,7 @@ def test_soak(serve: Callable[..., ServerThread]) -> None:
     srv = serve(auth_timeout=1.0)
     with RPC(url(srv)) as rpc:
         assert rpc.add(1, 1) == 2  # fork the process pool before measuring
-    wait_for(lambda: srv.call_in_loop(lambda: len(srv.server.handlers)) == 0)
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server.connection_count) == 0)
     fds_before = open_fds()
     loop_tasks_before = srv.call_in_loop(lambda: len(asyncio.all_tasks()))
 
@@ -102,7 +102,11 @@ def test_soak(serve: Callable[..., ServerThread]) -> None:
     end = time.monotonic() + 15
     while time.monotonic() < end:
         state = srv.call_in_loop(
-            lambda: (len(srv.server.handlers), len(srv.server.tasks), len(asyncio.all_tasks()))
+            lambda: (
+                srv.server.connection_count,
+                srv.server.running_call_count,
+                len(asyncio.all_tasks()),
+            )
         )
         if state == (0, 0, loop_tasks_before) and open_fds() <= fds_before:
             break

@@ -1,19 +1,63 @@
-"""start_task: a call's first step runs at once, inside a real task (3.11 emulates 3.12)."""
+"""start_task: a call's first step runs at once, inside a real task (3.11 emulates 3.12).
+
+Every test runs with each implementation this Python has: the emulation (on 3.11, 3.12 and
+3.13 alike) and, from 3.12, the built-in `eager_start`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import gc
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
 
-from pymprpc.server.eager import start_task
+from pymprpc.server import eager
+from pymprpc.server.eager import start_task, start_task_builtin, start_task_emulated
 
 T = TypeVar("T")
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+IMPLEMENTATIONS = {"emulated": start_task_emulated}
+if sys.version_info >= (3, 12):
+    IMPLEMENTATIONS["builtin"] = start_task_builtin
+
+
+@pytest.fixture(autouse=True, params=sorted(IMPLEMENTATIONS))
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(sys.modules[__name__], "start_task", IMPLEMENTATIONS[request.param])
+    return str(request.param)
+
+
+def test_the_emulation_has_the_private_task_switch_it_needs() -> None:
+    # If a Python release drops it, the server still works (see the next test), without
+    # the eager first step: this test says so instead of letting it go unnoticed.
+    assert eager.private_task_switch() is not None
+
+
+def test_without_the_private_api_the_emulation_falls_back_to_a_plain_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(eager, "_SWITCH", None)
+    ran: list[str] = []
+
+    async def handler() -> str:
+        ran.append("ran")
+        return "ok"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        started: asyncio.Future[tuple[Any, list[str]]] = loop.create_future()
+        loop.call_soon(
+            lambda: started.set_result((start_task_emulated(loop, handler()), list(ran)))
+        )
+        task, ran_at_start = await started
+        assert task is not None and ran_at_start == []  # not eager, but it runs
+        assert await task == "ok"
+
+    run(main)
 
 
 def run(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, T]]) -> T:

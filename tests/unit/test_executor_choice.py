@@ -60,7 +60,7 @@ def test_holds_state(func: Any, expected: bool) -> None:
 
 
 def executor_of(server: Server, name: str) -> ExecutorKind | None:
-    method = server.registry.get(name)
+    method = server._core.registry.get(name)  # server internals, for the test
     assert method is not None
     return method.executor
 

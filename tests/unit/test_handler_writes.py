@@ -46,7 +46,7 @@ async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConn
     async def plus(a: int, b: int) -> int:
         return a + b  # never suspends
 
-    handler = ConnectionHandler(server)
+    handler = ConnectionHandler(server._core)
     transport = RecordingTransport()
     handler.connection_made(transport)
     client = ClientConnection(USER, PASSWORD)

@@ -200,6 +200,7 @@ class AsyncRPC:
 
     @property
     def connected(self) -> bool:
+        """Whether the connection is open and authenticated."""
         return self._conn is not None and not self._conn.closed and self._transport is not None
 
     async def connect(self) -> AsyncRPC:
@@ -402,8 +403,11 @@ class AsyncRPC:
         return proxy
 
     def method(self, name: str) -> MethodProxy[Any]:
-        """The remote method `name` (any name, dotted or not an identifier), to call or
-        to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
+        """The remote method `name`, to call or to give options.
+
+        Any name works, dotted or not an identifier:
+        `rpc.method("add").with_options(timeout=2)(1, 2)`.
+        """
         return MethodProxy(self._invoke, name)
 
     def _invoke(
@@ -438,8 +442,11 @@ class AsyncRPC:
         return id
 
     def _write(self, chunks: list[bytes]) -> None:
-        """Send `chunks` now; while other calls are pending, messages sent later in the
-        same loop pass are joined into one write at its end (fewer syscalls)."""
+        """Send `chunks` now, or join them to this loop pass's batch.
+
+        While other calls are pending, messages sent later in the same loop pass are
+        joined into one write at its end (fewer syscalls).
+        """
         if self._batching:
             self._outbox += chunks
             return

@@ -27,6 +27,11 @@ class Address:
 
     @classmethod
     def parse(cls, addr: str) -> Address:
+        """Parse `tcp://[user:password@]host:port` or `tls://...` (percent-escapes decoded).
+
+        Raises:
+            ValueError: another scheme, or no host or port.
+        """
         parts = urlsplit(addr)
         if parts.scheme not in ("tcp", "tls"):
             raise ValueError(
@@ -47,6 +52,7 @@ class Address:
         )
 
     def ssl_context(self, given: ssl_module.SSLContext | None) -> ssl_module.SSLContext | None:
+        """The context to connect with: `given`, else the default one for a `tls://` address."""
         if given is not None:
             return given
         return ssl_module.create_default_context() if self.tls else None
@@ -56,6 +62,7 @@ class Address:
 
 
 def parse_compression(compreser: str | Compression | None) -> Compression | None:
+    """The `Compression` named by a client's `compreser=` option (ValueError if unknown)."""
     if compreser is None:
         return None
     try:
@@ -74,6 +81,7 @@ class CallOptions:
 
 
 def warn_deprecated(method: str, stream: bool, stacklevel: int) -> None:
+    """Warn that remote `method` is deprecated (the server answered 300 or 301)."""
     category = ExpireStreamWarning if stream else ExpireWarning
     warnings.warn(f"remote method {method!r} is deprecated", category, stacklevel=stacklevel)
 
@@ -99,10 +107,12 @@ class MethodProxy(Generic[R]):
         return MethodProxy(self._invoke, f"{self._name}.{attr}", self._options)
 
     def with_options(self, *, timeout: float | None = None) -> MethodProxy[R]:
+        """This method with a per-call deadline of `timeout` seconds (None: none)."""
         options = replace(self._options or CallOptions(), timeout=timeout)
         return MethodProxy(self._invoke, self._name, options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
+        """Call the remote method (an awaitable on `AsyncRPC`, the result on `RPC`)."""
         return self._invoke(self._name, self._options, args, kwargs)
 
     def __repr__(self) -> str:

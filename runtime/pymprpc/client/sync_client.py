@@ -88,6 +88,7 @@ class RPC:
 
     @property
     def connected(self) -> bool:
+        """Whether the connection is open and authenticated."""
         return self._sock is not None and self._conn is not None and not self._conn.closed
 
     def connect(self) -> RPC:
@@ -261,8 +262,11 @@ class RPC:
         return proxy
 
     def method(self, name: str) -> MethodProxy[Any]:
-        """The remote method `name` (any name, dotted or not an identifier), to call or
-        to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
+        """The remote method `name`, to call or to give options.
+
+        Any name works, dotted or not an identifier:
+        `rpc.method("add").with_options(timeout=2)(1, 2)`.
+        """
         return MethodProxy(self._invoke, name)
 
     def _invoke(

@@ -15,8 +15,11 @@ class _Options:
     _timeout: Any = _CLIENT_DEFAULT
 
     def with_options(self, *, timeout: float | None) -> Self:
-        """A view of this client whose calls have a deadline of `timeout` seconds (None:
-        none); it shares the connection: `client.with_options(timeout=2).add(1, 2)`."""
+        """A view of this client whose calls have a deadline of `timeout` seconds.
+
+        `None`: no deadline. The view shares the client's connection:
+        `client.with_options(timeout=2).add(1, 2)`.
+        """
         view = copy.copy(self)
         view._timeout = timeout
         return view

@@ -71,6 +71,7 @@ class Credentials:
         return bool(self._pairs)
 
     def check(self, username: str | None, password: str | None) -> bool:
+        """Whether the pair is accepted (with none configured: only an anonymous login)."""
         if not self._pairs:
             # No credentials configured: only an anonymous login is accepted.
             return not username and not password
@@ -177,9 +178,19 @@ class ServerConnection(_Connection):
 
     @property
     def inflight(self) -> int:
+        """How many calls are running (accepted and not yet answered or released)."""
         return len(self._inflight)
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
+        """Feed bytes received from the client; return the events the shell acts on.
+
+        Replies the protocol dictates (pong, call refusals, 501, 505/506) are queued for
+        `data_to_send()` here; a protocol violation closes the connection (`closed`,
+        `error`) after queueing its error code, instead of raising.
+
+        Returns:
+            `Authenticated`, `CallRequest` and `CancelRequest` events, in order.
+        """
         if self.state is _CLOSED:
             return []
         events: list[ServerEvent] = []
@@ -320,6 +331,7 @@ class ServerConnection(_Connection):
         return True
 
     def send_stream_end(self, id: str) -> None:
+        """Queue 206 for call `id` and retire the ID (nothing if no longer wanted)."""
         if self._inflight.pop(id, None) is None or self.closed:
             return
         self._queue(messages.response(Code.STREAM_END, id))
@@ -379,6 +391,16 @@ class ClientConnection(_Connection):
         )
 
     def receive_data(self, data: bytes) -> list[ClientEvent]:
+        """Feed bytes received from the server; return the events they complete.
+
+        Replies for calls no longer pending are dropped. A protocol violation or a
+        connection error closes the connection and ends the list with `ConnectionFailed`,
+        instead of raising.
+
+        Returns:
+            `Welcome`, `Pong`, `Result`, `StreamStart`, `StreamItem`, `StreamEnd`,
+            `CallFailed` and `ConnectionFailed` events, in order.
+        """
         if self.state is _CLOSED:
             return []
         events: list[ClientEvent] = []
@@ -458,6 +480,7 @@ class ClientConnection(_Connection):
         return id, data
 
     def send_ping(self) -> bytes:
+        """The wire bytes of a heartbeat ping."""
         return b"".join(self._encode(messages.ping()))
 
     def send_cancel(self, id: str) -> bytes:
@@ -469,4 +492,5 @@ class ClientConnection(_Connection):
         return b"".join(self._encode(messages.cancel(id)))
 
     def is_pending(self, id: str) -> bool:
+        """Whether call `id` still waits for its result or for the end of its stream."""
         return id in self._pending

@@ -17,7 +17,7 @@ SEPARATOR: Final = b"##PRO-END##"
 # hostile peer from making us buffer without bound.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
-# Length framing prefix: 4-byte big-endian unsigned length (PROTOCOL.md Part 2).
+# Length framing prefix: 4-byte big-endian unsigned length (docs/protocol.md, "Frames").
 LENGTH_PREFIX_SIZE: Final = 4
 
 
@@ -55,7 +55,7 @@ PONG: Final = "pong"
 
 
 class Feature(enum.StrEnum):
-    """Negotiated extensions of PROTOCOL.md Part 2."""
+    """The negotiated extensions (docs/protocol.md, "Negotiated extensions")."""
 
     LENGTH_FRAMING = "length-framing"
     CANCEL = "cancel"

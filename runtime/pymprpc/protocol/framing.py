@@ -69,6 +69,12 @@ class SeparatorFramer:
         self._scanned = 0
 
     def feed(self, data: bytes) -> list[Payload]:
+        """Buffer `data`; return every payload now followed by a separator, in order.
+
+        Raises:
+            ProtocolException: a frame, or the bytes buffered without a separator, exceed
+                the maximum message size.
+        """
         self._buffer += data
         frames: list[Payload] = []
         buf = self._buffer
@@ -96,6 +102,11 @@ class SeparatorFramer:
         return frames
 
     def frame(self, payload: bytes) -> list[bytes]:
+        """The payload and the separator.
+
+        Raises:
+            LocalProtocolError: the payload contains the separator, so it cannot be framed.
+        """
         if SEPARATOR in payload:
             raise LocalProtocolError(
                 "the encoded message contains the 11-byte frame separator and "
@@ -104,6 +115,7 @@ class SeparatorFramer:
         return [payload, SEPARATOR]
 
     def take_buffer(self) -> bytes:
+        """Remove and return the bytes received after the last complete frame."""
         data = bytes(self._buffer)
         self._buffer.clear()
         self._scanned = 0
@@ -125,6 +137,11 @@ class LengthFramer:
         self._need = LENGTH_PREFIX_SIZE  # bytes _chunks must hold before parsing again
 
     def feed(self, data: bytes) -> list[Payload]:
+        """Buffer `data`; return every payload now complete (views, not copies), in order.
+
+        Raises:
+            ProtocolException: a length prefix announces more than the maximum message size.
+        """
         if self._chunks:
             self._chunks.append(data)
             self._size += len(data)
@@ -157,6 +174,11 @@ class LengthFramer:
         return frames
 
     def frame(self, payload: bytes) -> list[bytes]:
+        """The 4-byte length prefix and the payload (one chunk if small, two if large).
+
+        Raises:
+            LocalProtocolError: the payload is longer than a 4-byte length can say.
+        """
         size = len(payload)
         if size < _COALESCE_LIMIT:
             return [_LENGTH.pack(size) + payload]  # one chunk: one write, nothing to join
@@ -166,6 +188,7 @@ class LengthFramer:
         return [_LENGTH.pack(size), payload]
 
     def take_buffer(self) -> bytes:
+        """Remove and return the bytes received after the last complete frame."""
         data = b"".join(self._chunks)
         self._chunks, self._size, self._need = [], 0, LENGTH_PREFIX_SIZE
         return data

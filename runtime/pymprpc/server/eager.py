@@ -12,43 +12,73 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-if sys.version_info >= (3, 12):
+TaskSwitch = tuple[
+    Callable[[asyncio.AbstractEventLoop, "asyncio.Task[Any]"], None],
+    Callable[[asyncio.AbstractEventLoop, "asyncio.Task[Any]"], None],
+]
 
-    def start_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
-    ) -> asyncio.Task[T] | None:
-        """Run `coro` as a task whose first step runs now; None if it already finished."""
-        if loop.get_task_factory() is not None:
-            return loop.create_task(coro)  # the application chose how tasks are made
-        task = asyncio.Task(coro, loop=loop, eager_start=True)
-        return None if task.done() else task
 
-else:
-    from asyncio.tasks import _enter_task, _leave_task
+def private_task_switch() -> TaskSwitch | None:
+    """asyncio's private `_enter_task` / `_leave_task` (what a task's step does to become
+    the current task), or None if this Python does not have them.
 
-    def start_task(
-        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
-    ) -> asyncio.Task[T] | None:
-        """Run `coro` as a task whose first step runs now; None if it already finished."""
-        if loop.get_task_factory() is not None or asyncio.current_task(loop) is not None:
-            return loop.create_task(coro)  # a factory chose how tasks are made / nested
-        context = contextvars.copy_context()
-        resume = _Resume(coro)
-        # The task exists before the first step so that step runs as the task (current
-        # task, timeouts, cancellation). 3.11 tasks always schedule their first step; here
-        # that step only picks up where the eager one left off.
-        task = asyncio.Task(resume, loop=loop, context=context)
-        _enter_task(loop, task)
-        try:
-            context.run(resume.first_step)
-        finally:
-            _leave_task(loop, task)
-        return None if resume.finished else task
+    The only private asyncio API this package uses, and only for the 3.11 emulation.
+    """
+    try:
+        from asyncio.tasks import _enter_task, _leave_task
+    except ImportError:
+        return None
+    return _enter_task, _leave_task
+
+
+_SWITCH = private_task_switch()
+
+
+def start_task_builtin(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+) -> asyncio.Task[T] | None:
+    """Run `coro` as a task whose first step runs now; None if it already finished
+    (Python 3.12+: `eager_start`)."""
+    if loop.get_task_factory() is not None:
+        return loop.create_task(coro)  # the application chose how tasks are made
+    task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    return None if task.done() else task
+
+
+def start_task_emulated(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+) -> asyncio.Task[T] | None:
+    """Run `coro` as a task whose first step runs now; None if it already finished
+    (emulates `eager_start` where Python lacks it). Without asyncio's private task switch
+    it falls back to a plain task, whose first step runs one loop pass later."""
+    switch = _SWITCH
+    if (
+        switch is None
+        or loop.get_task_factory() is not None
+        or asyncio.current_task(loop) is not None
+    ):
+        return loop.create_task(coro)  # a factory chose how tasks are made / nested
+    enter, leave = switch
+    context = contextvars.copy_context()
+    resume = _Resume(coro)
+    # The task exists before the first step so that step runs as the task (current
+    # task, timeouts, cancellation). 3.11 tasks always schedule their first step; here
+    # that step only picks up where the eager one left off.
+    task = asyncio.Task(resume, loop=loop, context=context)
+    enter(loop, task)
+    try:
+        context.run(resume.first_step)
+    finally:
+        leave(loop, task)
+    return None if resume.finished else task
+
+
+start_task = start_task_builtin if sys.version_info >= (3, 12) else start_task_emulated
 
 
 class _Resume(Coroutine[Any, Any, T]):

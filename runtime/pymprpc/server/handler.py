@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+import traceback
+from collections.abc import AsyncIterator, Hashable
+from typing import Any, Protocol, cast
 
 from ..errors import (
     CancelledError,
     DeadlineExceeded,
     MPRPCError,
-    ResultLimitError,
+    RPCRuntimeError,
     RpcUnavailableException,
     TimeoutException,
 )
@@ -20,16 +21,17 @@ from ..protocol import (
     Authenticated,
     CallRequest,
     CancelRequest,
+    Credentials,
     Feature,
     ServerConnection,
+    ServerSettings,
     State,
 )
-from .dispatch import as_call_error, is_stream
+from .config import ServerConfig
+from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
-from .kept_results import KeptOutcome
-
-if TYPE_CHECKING:
-    from .server import Server
+from .kept_results import KeptOutcome, KeptResults, current_scope
+from .logins import LoginThrottle, ThrottledCredentials
 
 log = logging.getLogger("pymprpc.server")
 
@@ -38,45 +40,100 @@ _STREAM_BATCH_BYTES = 64 * 1024
 _STREAM_BATCH_ITEMS = 256
 
 
+class HandlerHost(Protocol):
+    """What a connection handler needs of its server, and nothing else."""
+
+    @property
+    def config(self) -> ServerConfig: ...
+
+    @property
+    def settings(self) -> ServerSettings: ...
+
+    @property
+    def credentials(self) -> Credentials: ...
+
+    @property
+    def logins(self) -> LoginThrottle: ...
+
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+    @property
+    def kept(self) -> KeptResults: ...
+
+    @property
+    def draining(self) -> bool:
+        """The server is shutting down: new calls get 503."""
+
+    @property
+    def aborting(self) -> bool:
+        """The grace period is over: running calls are being cancelled."""
+
+    def admit(self, handler: ConnectionHandler) -> bool:
+        """Count a new connection in; False if max_connections is reached."""
+
+    def forget(self, handler: ConnectionHandler) -> None:
+        """The connection is gone."""
+
+    def detach(self, task: asyncio.Task[None]) -> bool:
+        """Let a RETURN-false call of a gone anonymous connection run on; False if too
+        many already do (it is then cancelled)."""
+
+    def call_started(self, task: asyncio.Task[None]) -> None: ...
+
+    def call_finished(self, task: asyncio.Task[None]) -> None: ...
+
+
 class ConnectionHandler(asyncio.Protocol):
     """Serves one client connection."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.conn = ServerConnection(server.settings, server.credentials)
+    def __init__(self, host: HandlerHost) -> None:
+        self._host = host
+        self._credentials = ThrottledCredentials(host.credentials, host.logins)
+        self.conn = ServerConnection(host.settings, self._credentials)
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Calls with RETURN false: they run to completion even if the client goes away.
+        self._kept_ids: set[str] = set()
+        # Who owns this connection's kept results: its account, or (anonymous) itself.
+        self._scope: Hashable = object()
         self._last_activity = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._writable = asyncio.Event()
         self._writable.set()
-        self._abort_error: MPRPCError | None = None
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
+        self._eof = False  # the client half-closed: close once the calls are answered
 
     # -- transport callbacks ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.peer = transport.get_extra_info("peername")
-        limit = self.server.max_connections
-        if limit and len(self.server.handlers) >= limit:
+        if isinstance(self.peer, tuple) and self.peer:
+            self._credentials.peer = str(self.peer[0])
+        if not self._host.admit(self):
+            limit = self._host.config.max_connections
             log.warning("refusing %s: max_connections=%d reached", self.peer, limit)
             self.conn.fail(RpcUnavailableException("too many connections"))
             self._flush_now()
             self.transport.close()
             return
-        self.server.handlers.add(self)
-        if self.server.auth_timeout:
-            self._timer = self.loop.call_later(self.server.auth_timeout, self._auth_expired)
+        auth_timeout = self._host.config.auth_timeout
+        if auth_timeout:
+            self._timer = self.loop.call_later(auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self.loop.time()
         self._reading = True
+        queued = self.conn.pending_bytes
         try:
-            for event in self.conn.receive_data(data):
+            events = self.conn.receive_data(data)
+            if events or self.conn.pending_bytes != queued:
+                # A complete message (bytes of a partial frame do not keep a peer alive).
+                self._last_activity = self.loop.time()
+            for event in events:
                 if type(event) is CallRequest:
                     self._start_call(event)
                 elif isinstance(event, CancelRequest):
@@ -94,13 +151,28 @@ class ConnectionHandler(asyncio.Protocol):
                 log.info("closing %s: %s", self.peer, self.conn.error)
             self._close_transport()
 
+    def eof_received(self) -> bool:
+        """The client half-closed: answer the calls already received, then close (TLS
+        cannot half-close: there the connection closes)."""
+        tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
+        if len(self.tasks) > len(self._kept_ids) and not self.conn.closed and not tls:
+            self._eof = True
+            return True  # keep the transport open for the replies
+        return False  # nothing owed (RETURN-false calls run on without it): close
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.handlers.discard(self)
+        self._host.forget(self)
         if self._timer is not None:
             self._timer.cancel()
-        # Cancelling closes running coroutines and the async generators of streams.
+        # Cancelling closes running coroutines and the async generators of streams. Calls
+        # with RETURN false run on: their outcome is kept for system.getresult.
+        anonymous = not isinstance(self._scope, str)
         for id, task in list(self.tasks.items()):
+            if id in self._kept_ids and (not anonymous or self._host.detach(task)):
+                continue  # an account's are bounded by its kept_results quota
             self._cancel(id, task)
+        if anonymous:
+            self._host.kept.drop_scope(self._scope)  # nobody can fetch them any more
         self._writable.set()
 
     def pause_writing(self) -> None:
@@ -150,10 +222,12 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _on_authenticated(self, event: Authenticated) -> None:
         log.debug("%s authenticated as %r, features %s", self.peer, event.username, event.features)
+        if event.username:
+            self._scope = event.username
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        timeout = self.server.settings.idle_timeout
+        timeout = self._host.settings.idle_timeout
         if timeout:
             self._timer = self.loop.call_later(timeout, self._check_idle)
 
@@ -161,11 +235,13 @@ class ConnectionHandler(asyncio.Protocol):
         self._timer = None
         if self.conn.state is State.AUTHENTICATING:
             self.fail(
-                TimeoutException(f"authentication not completed within {self.server.auth_timeout}s")
+                TimeoutException(
+                    f"authentication not completed within {self._host.config.auth_timeout}s"
+                )
             )
 
     def _check_idle(self) -> None:
-        timeout = self.server.settings.idle_timeout or 0.0
+        timeout = self._host.settings.idle_timeout or 0.0
         now = self.loop.time()
         idle_for = now - self._last_activity
         if self.tasks:
@@ -182,12 +258,13 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _start_call(self, request: CallRequest) -> None:
         refusal = None
-        if self.server.draining:
+        max_inflight = self._host.config.max_inflight
+        if self._host.draining:
             refusal = RpcUnavailableException("the server is shutting down", id=request.id)
-        elif self.server.max_inflight and len(self.tasks) >= self.server.max_inflight:
+        elif max_inflight and len(self.tasks) >= max_inflight:
             refusal = RpcUnavailableException(
                 f"too many calls in flight on this connection "
-                f"(max_inflight={self.server.max_inflight}); retry when some finish",
+                f"(max_inflight={max_inflight}); retry when some finish",
                 id=request.id,
             )
         if refusal is not None:
@@ -196,7 +273,9 @@ class ConnectionHandler(asyncio.Protocol):
         task = start_task(self.loop, self._run_call(request))
         if task is not None:  # None: the call finished within its first step
             self.tasks[request.id] = task
-            self.server.tasks.add(task)
+            if not request.returns:
+                self._kept_ids.add(request.id)
+            self._host.call_started(task)
 
     def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
         """Forget a finished call (idempotent)."""
@@ -204,8 +283,11 @@ class ConnectionHandler(asyncio.Protocol):
             return
         if self.tasks.get(id) is task:
             del self.tasks[id]
-        self.server.tasks.discard(task)
+            self._kept_ids.discard(id)
+        self._host.call_finished(task)
         self._last_activity = self.loop.time()
+        if self._eof and len(self.tasks) <= len(self._kept_ids):
+            self.close()  # half-closed by the client, and every call answered
 
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
         task.cancel()
@@ -215,9 +297,10 @@ class ConnectionHandler(asyncio.Protocol):
 
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
+        current_scope.set(self._scope)  # this task's own context: read by getresult
         try:
             if not request.returns:
-                kept = self.server.kept.open(request.id)
+                kept = self._host.kept.open(self._scope, request.id)
             if request.deadline is None:
                 await self._execute(request, kept)
             else:
@@ -232,45 +315,72 @@ class ConnectionHandler(asyncio.Protocol):
                         ) from None
                     raise
         except asyncio.CancelledError:
-            if self._abort_error is None:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                # Raised by the handler itself (say, awaiting an inner task that was
+                # cancelled), not a cancellation of this call: answer it.
+                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
+            elif self._host.aborting:
+                self._report(request, kept, self._abort_error(), "")
+            else:
+                if kept is not None:
+                    kept.set_error(CancelledError("the call was cancelled", id=request.id))
                 raise  # the client went away or cancelled: nobody to answer
-            self._report(request, kept, self._abort_error, "")
         except Exception as exc:
             error, frame = as_call_error(exc, request)
             if not isinstance(exc, MPRPCError):
                 log.debug("call %s(%s) raised", request.method, request.id, exc_info=exc)
             self._report(request, kept, error, frame)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # A handler must not stop the server: only its own call fails.
+            log.warning(
+                "call %s(%s) raised %s: the call failed, the server keeps serving",
+                request.method,
+                request.id,
+                type(exc).__name__,
+            )
+            error = RPCRuntimeError(
+                f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
+                exception=type(exc).__name__,
+            )
+            self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
             self._call_done(request.id, asyncio.current_task())
 
+    def _cancelled_error(self) -> MPRPCError:
+        message = "the method raised CancelledError without its call being cancelled"
+        if Feature.CANCEL in self.conn.features:
+            return CancelledError(message)
+        return RPCRuntimeError(message, exception="CancelledError")
+
+    def _abort_error(self) -> MPRPCError:
+        """How a call cancelled at shutdown is answered: 407 or (no CANCEL) 503."""
+        if Feature.CANCEL in self.conn.features:
+            return CancelledError("the server cancelled the call: shutting down")
+        return RpcUnavailableException("the server is shutting down")
+
     def _report(
         self, request: CallRequest, kept: KeptOutcome | None, error: MPRPCError, frame: str
     ) -> None:
         if kept is not None:
-            kept.set_error(error, self.server.kept.clock())
+            kept.set_error(error)
         else:
             self.conn.send_error(request.id, error, frame=frame)
 
     async def _execute(self, request: CallRequest, kept: KeptOutcome | None) -> None:
-        dispatcher = self.server.dispatcher
+        dispatcher = self._host.dispatcher
         method, args, kwargs = dispatcher.prepare(request)
         result = await dispatcher.run(method, args, kwargs)
         if kept is not None:
             if is_stream(result):
-                items: list[Any] = []
                 async for item in _closing(result):
-                    if len(items) >= self.server.kept.max_stream_items:
-                        raise ResultLimitError(
-                            f"a kept stream may hold {self.server.kept.max_stream_items} items "
-                            "(RETURN false); call the stream directly to read more"
-                        )
-                    items.append(item)
-                kept.set_items(items, self.server.kept.clock())
+                    kept.add_item(item)  # ResultLimitError past kept_results_bytes
+                kept.end_stream()
             else:
-                kept.set_value(result, self.server.kept.clock())
+                kept.set_value(result)
         elif is_stream(result):
             await self._stream(request.id, result, method.deprecated)
         else:
@@ -307,14 +417,9 @@ class ConnectionHandler(asyncio.Protocol):
             if aclose is not None:
                 await aclose()
 
-    def abort_calls(self) -> None:
-        """Cancel running calls at shutdown, answering each with 407 or 503."""
-        if Feature.CANCEL in self.conn.features:
-            self._abort_error = CancelledError("the server cancelled the call: shutting down")
-        else:
-            self._abort_error = RpcUnavailableException("the server is shutting down")
-        for id, task in list(self.tasks.items()):
-            self._cancel(id, task)
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 async def _closing(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:

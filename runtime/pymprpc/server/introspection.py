@@ -1,29 +1,42 @@
-"""The `system.*` methods of PROTOCOL.md, bound to one server."""
+"""The `system.*` methods of docs/protocol.md, bound to one server through a narrow view."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import NotFindError
+from .kept_results import KeptResults, current_scope
+from .registry import Method
 
-if TYPE_CHECKING:
-    from .server import Server
+
+class ServerView(Protocol):
+    """What introspection reads of a server, and nothing else."""
+
+    @property
+    def kept(self) -> KeptResults: ...
+
+    def method_names(self) -> list[str]: ...
+
+    def method(self, name: str) -> Method | None: ...
+
+    def connection_count(self) -> int: ...
+
+    def running_calls(self) -> int: ...
 
 
-def system_methods(server: Server) -> dict[str, Callable[..., Any]]:
+def system_methods(server: ServerView) -> dict[str, Callable[..., Any]]:
     """name -> coroutine function, for registration on `server`."""
 
-    def lookup(name: str) -> Any:
-        method = server.registry.get(name) if isinstance(name, str) else None
+    def lookup(name: str) -> Method:
+        method = server.method(name) if isinstance(name, str) else None
         if method is None:
             raise NotFindError(f"no method named {name!r}")
         return method
 
     async def listMethods() -> list[str]:  # noqa: N802 - protocol name
         """Names of every method this server offers."""
-        return server.registry.names()
+        return server.method_names()
 
     async def methodSignature(name: str) -> str:  # noqa: N802
         """The signature of method `name`."""
@@ -35,12 +48,11 @@ def system_methods(server: Server) -> dict[str, Callable[..., Any]]:
 
     async def lenConnections() -> int:  # noqa: N802
         """Number of open client connections."""
-        return len(server.handlers)
+        return server.connection_count()
 
     async def lenUndoneTasks() -> int:  # noqa: N802
         """Number of calls currently running on the server, this one included."""
-        # A call is registered only once its eager first step suspends: not yet, here.
-        return len(server.tasks) + (asyncio.current_task() not in server.tasks)
+        return server.running_calls()
 
     return {
         "system.listMethods": listMethods,
@@ -51,9 +63,10 @@ def system_methods(server: Server) -> dict[str, Callable[..., Any]]:
     }
 
 
-def getresult_method(server: Server) -> Callable[..., Any]:
+def getresult_method(server: ServerView) -> Callable[..., Any]:
     async def getresult(ID: str) -> Any:  # noqa: N803 - protocol name
-        """The kept outcome of a RETURN-false call (a stream is streamed)."""
-        return await server.kept.fetch(ID)
+        """The kept outcome of a RETURN-false call made by the same account (or, when
+        anonymous, on the same connection); a kept stream is streamed."""
+        return await server.kept.fetch(current_scope.get(), ID)
 
     return getresult

@@ -1,115 +1,252 @@
-"""Outcomes of `RETURN: false` calls, kept for `system.getresult(ID)`, bounded in count and age."""
+"""Outcomes of `RETURN: false` calls, kept for `system.getresult(ID)`.
+
+Each outcome belongs to a scope: the account that made the call, or its connection when
+the client logged in anonymously. Only the same scope can fetch it, IDs are unique per
+scope only, and each scope has its own quota (count and bytes), so one client can neither
+read, claim nor evict another's results. Values are kept MessagePack-encoded: the bytes
+counted are the bytes held. Every operation is O(1) amortised.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextvars import ContextVar
 from typing import Any
 
-from ..errors import MPRPCError, RequestError
+import msgpack
+
+from ..errors import MPRPCError, RequestError, ResultLimitError
+
+# The scope of the call running in the current task: set by the connection handler for
+# each call, read by `system.getresult`.
+current_scope: ContextVar[Hashable] = ContextVar("pymprpc_kept_scope", default=None)
 
 
-@dataclass(slots=True)
+def _pack(value: Any) -> bytes:
+    try:
+        data: bytes = msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ResultLimitError(
+            f"the result cannot be encoded as MessagePack ({exc}); return plain data"
+        ) from None
+    return data
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class _Scope:
+    __slots__ = ("bytes", "entries", "finished", "key")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.entries: dict[str, KeptOutcome] = {}
+        self.finished: OrderedDict[str, None] = OrderedDict()  # in finishing order
+        self.bytes = 0
+
+
 class KeptOutcome:
     """A kept call: running until `done` is set, then a value, stream items or an error."""
 
-    created: float
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    finished: float | None = None
-    value: Any = None
-    items: list[Any] | None = None
-    error: MPRPCError | None = None
+    __slots__ = ("_scope", "_table", "done", "error", "finished", "id", "items", "size", "value")
 
-    def set_value(self, value: Any, now: float) -> None:
-        self.value = value
-        self._finish(now)
+    def __init__(self, table: KeptResults, scope: _Scope, id: str) -> None:
+        self._table: KeptResults = table
+        self._scope: _Scope | None = scope  # None once dropped: finishing keeps nothing
+        self.id = id
+        self.done = asyncio.Event()
+        self.finished: float | None = None
+        self.value: bytes | None = None
+        self.items: bytearray | None = None  # a stream's items, MessagePack one after another
+        self.error: MPRPCError | None = None
+        self.size = 0
 
-    def set_items(self, items: list[Any], now: float) -> None:
-        self.items = items
-        self._finish(now)
+    def set_value(self, value: Any) -> None:
+        """Keep a call's value (an error instead if it cannot be encoded or kept)."""
+        try:
+            data = _pack(value)
+            self._charge(len(data), "result")
+        except ResultLimitError as exc:
+            exc.id, exc.__traceback__ = self.id, None  # no frames (and cycles) kept
+            self.set_error(exc)
+            return
+        self.value = data
+        self._finish()
 
-    def set_error(self, error: MPRPCError, now: float) -> None:
+    def add_item(self, item: Any) -> None:
+        """Keep one more item of a stream; ResultLimitError if it cannot be kept."""
+        data = _pack(item)
+        self._charge(len(data), "stream")
+        if self.items is None:
+            self.items = bytearray()
+        self.items += data
+
+    def end_stream(self) -> None:
+        if self.items is None:
+            self.items = bytearray()
+        self._finish()
+
+    def set_error(self, error: MPRPCError) -> None:
+        self._release()
+        self.value, self.items = None, None
         self.error = error
-        self._finish(now)
+        self._finish()
 
-    def _finish(self, now: float) -> None:
-        self.finished = now
+    def _charge(self, size: int, what: str) -> None:
+        scope = self._scope
+        if scope is None:
+            return  # nobody can fetch it any more: nothing is kept
+        self._table.make_room(scope, size, self)
+        limit = self._table.max_bytes
+        if scope.bytes + size > limit:
+            raise ResultLimitError(
+                f"a kept {what} (RETURN false) may hold {limit} bytes with the others kept "
+                f"for this client (kept_results_bytes); fetch them with system.getresult, "
+                "or call the method directly"
+            )
+        scope.bytes += size
+        self.size += size
+
+    def _release(self) -> None:
+        if self._scope is not None:
+            self._scope.bytes -= self.size
+        self.size = 0
+
+    def _finish(self) -> None:
+        if self.done.is_set():
+            return
+        self.finished = self._table.clock()
         self.done.set()
+        if self._scope is not None:
+            self._table.finished(self._scope, self)
 
 
 class KeptResults:
-    """ID -> KeptOutcome; oldest finished outcomes go first when over `max_count`."""
+    """(scope, ID) -> KeptOutcome, bounded per scope by count and bytes, and by age."""
 
     def __init__(
         self,
         max_count: int = 1000,
         ttl: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
-        max_stream_items: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.max_count = max_count
-        self.max_stream_items = max_stream_items
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self.clock = clock
-        self._outcomes: OrderedDict[str, KeptOutcome] = OrderedDict()
+        self._scopes: dict[Hashable, _Scope] = {}
+        # Every finished outcome, oldest first: the expiry queue.
+        self._expiry: OrderedDict[KeptOutcome, Hashable] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._outcomes)
+        return sum(len(s.entries) for s in self._scopes.values())
 
-    def open(self, id: str) -> KeptOutcome:
-        """Start keeping the outcome of call `id` (RequestError if the ID is taken)."""
-        self._evict()
-        if id in self._outcomes:
+    def bytes_held(self) -> int:
+        return sum(s.bytes for s in self._scopes.values())
+
+    def open(self, scope: Hashable, id: str) -> KeptOutcome:
+        """Start keeping the outcome of call `id` made in `scope`.
+
+        Raises RequestError if the scope already keeps that ID, ResultLimitError if the
+        scope has `max_count` calls still running.
+        """
+        self._expire()
+        table = self._scopes.get(scope) or _Scope(scope)
+        if id in table.entries:
             raise RequestError(f"a kept result with ID {id!r} already exists", id=id)
-        outcome = KeptOutcome(created=self.clock())
-        self._outcomes[id] = outcome
-        while len(self._outcomes) > self.max_count:
-            self._drop_oldest()
+        while len(table.entries) >= self.max_count:
+            if not table.finished:
+                raise ResultLimitError(
+                    f"{self.max_count} calls with RETURN false are already running for this "
+                    "client (kept_results); wait for some with system.getresult",
+                    id=id,
+                )
+            self._remove(table, table.entries[next(iter(table.finished))])
+        outcome = KeptOutcome(self, table, id)
+        table.entries[id] = outcome
+        self._scopes[scope] = table  # (again, if evicting emptied it)
         return outcome
 
-    def _evict(self) -> None:
+    def make_room(self, table: _Scope, size: int, keep: KeptOutcome) -> None:
+        """Drop the scope's oldest finished outcomes until `size` more bytes fit."""
+        while table.bytes + size > self.max_bytes and table.finished:
+            oldest = table.entries[next(iter(table.finished))]
+            if oldest is keep:
+                break
+            self._remove(table, oldest)
+
+    def finished(self, table: _Scope, outcome: KeptOutcome) -> None:
+        if table.entries.get(outcome.id) is outcome:
+            table.finished[outcome.id] = None
+            self._expiry[outcome] = None
+
+    def _remove(self, table: _Scope, outcome: KeptOutcome) -> None:
+        if table.entries.get(outcome.id) is not outcome:
+            return
+        del table.entries[outcome.id]
+        table.finished.pop(outcome.id, None)
+        self._expiry.pop(outcome, None)
+        outcome._release()
+        outcome._scope = None
+        if not table.entries and self._scopes.get(table.key) is table:
+            del self._scopes[table.key]
+
+    def _expire(self) -> None:
         now = self.clock()
-        expired = [
-            k
-            for k, o in self._outcomes.items()
-            if o.finished is not None and now - o.finished > self.ttl
-        ]
-        for k in expired:
-            del self._outcomes[k]
+        expiry = self._expiry
+        while expiry:
+            outcome = next(iter(expiry))
+            if outcome.finished is not None and now - outcome.finished <= self.ttl:
+                break
+            expiry.popitem(last=False)
+            table = outcome._scope
+            if table is not None:
+                self._remove(table, outcome)
 
-    def _drop_oldest(self) -> None:
-        for k, o in self._outcomes.items():
-            if o.finished is not None:
-                del self._outcomes[k]
-                return
-        self._outcomes.popitem(last=False)  # all running: the oldest goes anyway
+    def drop_scope(self, scope: Hashable) -> None:
+        """Forget everything kept for `scope` (its connection closed: nobody can fetch
+        it); calls still running finish without keeping anything."""
+        table = self._scopes.pop(scope, None)
+        if table is None:
+            return
+        for outcome in list(table.entries.values()):
+            self._remove(table, outcome)
 
-    async def fetch(self, id: str) -> Any:
-        """The kept outcome of `id`, waiting if still running; each outcome is fetched once.
+    async def fetch(self, scope: Hashable, id: str) -> Any:
+        """The kept outcome of `id` in `scope`, waiting if still running; each outcome is
+        fetched once.
 
         A value is returned, an error raised, and a kept stream returned as an async
-        iterator (so `system.getresult` streams it).
+        iterator (so `system.getresult` streams it). RequestError if there is none.
         """
-        self._evict()
+        self._expire()
         if not isinstance(id, str):
             raise RequestError(f"getresult expects a call ID string, got {id!r}")
-        outcome = self._outcomes.get(id)
+        table = self._scopes.get(scope)
+        outcome = table.entries.get(id) if table is not None else None
         if outcome is None:
             raise RequestError(
                 f"no kept result for ID {id!r}: unknown, already fetched, or expired"
             )
         await outcome.done.wait()
-        self._outcomes.pop(id, None)
+        if outcome._scope is None:
+            raise RequestError(f"the kept result for ID {id!r} was already fetched or dropped")
+        self._remove(outcome._scope, outcome)
         if outcome.error is not None:
             raise outcome.error
         if outcome.items is not None:
             return _replay(outcome.items)
-        return outcome.value
+        return _unpack(outcome.value) if outcome.value is not None else None
 
 
-async def _replay(items: list[Any]) -> AsyncIterator[Any]:
-    for item in items:
+async def _replay(items: bytearray) -> AsyncIterator[Any]:
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(items) + 1)
+    unpacker.feed(items)
+    del items
+    for item in unpacker:
         yield item

@@ -214,9 +214,6 @@ class Registry:
         # (key, instance allowing dotted names or None, executor asked for at registration)
         self._dotted: list[tuple[str, Any, ExecutorChoice | None]] = []
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._methods
-
     def names(self) -> list[str]:
         return sorted(self._methods)
 

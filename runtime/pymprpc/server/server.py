@@ -14,25 +14,23 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
-from ..protocol import (
-    ALL_FEATURES,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    Credentials,
-    Feature,
-    ServerSettings,
-)
+from ..protocol import ALL_FEATURES, DEFAULT_MAX_MESSAGE_SIZE, Credentials, Feature
 from ..schema import Signature
+from .config import MiB, ServerConfig, default_max_connections
 from .dispatch import Dispatcher
 from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .handler import ConnectionHandler
 from .introspection import getresult_method, system_methods
 from .kept_results import KeptResults
-from .registry import Registry, make_method
+from .listener import Listener
+from .logins import LoginThrottle
+from .registry import Method, Registry, make_method
 
 log = logging.getLogger("pymprpc.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Address = tuple[str, int]
+_UNSET: Any = object()
 
 
 def _parse_address(addr: Address | str) -> Address:
@@ -44,6 +42,84 @@ def _parse_address(addr: Address | str) -> Address:
             f"server address must look like ('host', port) or 'tcp://host:port': {addr!r}"
         )
     return parts.hostname, parts.port
+
+
+class _Core:
+    """The state a server shares with its connections and its introspection methods.
+
+    Implements `HandlerHost` (for connections) and `ServerView` (for `system.*`); nothing
+    outside the server package touches it.
+    """
+
+    def __init__(self, config: ServerConfig, credentials: Credentials) -> None:
+        self.config = config
+        self.settings = config.settings()
+        self.credentials = credentials
+        self.logins = LoginThrottle(config.login_attempts, config.login_backoff)
+        if config.executor is None:
+            # Functions keep the usage page's process pool; stateful callables share state.
+            self.registry = Registry(ExecutorKind.PROCESS, ExecutorKind.THREAD)
+            default: ExecutorChoice = ExecutorKind.PROCESS
+        else:
+            default = config.executor
+            self.registry = Registry(default, default)
+        self.executors = Executors(default, config.max_workers, self.registry.targets)
+        self.dispatcher = Dispatcher(self.registry, self.executors)
+        self.kept = KeptResults(
+            config.kept_results, config.kept_results_ttl, max_bytes=config.kept_results_bytes
+        )
+        self.connections: set[ConnectionHandler] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        # RETURN-false calls running on after their anonymous connection closed.
+        self.detached: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self.aborting = False
+
+    # HandlerHost
+
+    def admit(self, handler: ConnectionHandler) -> bool:
+        limit = self.config.max_connections
+        if limit and len(self.connections) >= limit:
+            return False
+        self.connections.add(handler)
+        return True
+
+    def forget(self, handler: ConnectionHandler) -> None:
+        self.connections.discard(handler)
+
+    def detach(self, task: asyncio.Task[None]) -> bool:
+        if len(self.detached) >= self.config.kept_results:
+            log.warning(
+                "cancelling a RETURN-false call of a closed anonymous connection: %d such "
+                "calls already run (kept_results)",
+                len(self.detached),
+            )
+            return False
+        self.detached.add(task)
+        task.add_done_callback(self.detached.discard)
+        return True
+
+    def call_started(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+
+    def call_finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+
+    # ServerView
+
+    def method_names(self) -> list[str]:
+        return self.registry.names()
+
+    def method(self, name: str) -> Method | None:
+        return self.registry.get(name)
+
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    def running_calls(self) -> int:
+        # A call is registered only once its eager first step suspends: count the
+        # calling one (still in that step) too.
+        return len(self.tasks) + (asyncio.current_task() not in self.tasks)
 
 
 class Server:
@@ -61,6 +137,54 @@ class Server:
     change its own copy. `executor=` ("process", "thread", "inline") sets one executor for
     every plain callable of this server; `register_function(executor=...)` sets it per
     function. See `pymprpc.server.executors` for the trade-offs.
+
+    Every limit below is also described, with what the client sees when it is reached,
+    in docs/protocol.md ("Limits").
+
+    Args:
+        addr: where to listen: `("host", port)` or `"tcp://host:port"`; port 0 picks a
+            free port (read it back from `address`).
+        auth: accepted `(user, password)` pairs, compared in constant time; None accepts
+            only anonymous logins.
+        idle_timeout: seconds without a complete message after which a connection gets
+            504 and is closed (a connection with a call running is not idle); 0 or None
+            disables it. Default 180.
+        timeout: the pymprpc 0.0.3 spelling of `idle_timeout` (give one of them).
+        debug: send tracebacks (`FRAME`) with call errors.
+        ssl: an `ssl.SSLContext` to serve TLS.
+        executor: where every plain callable runs by default: "process", "thread" or
+            "inline"; None: functions in the process pool, bound methods in threads.
+        max_workers: size of the process or thread pool (Python's default if None).
+        version: the service version sent in the welcome reply.
+        description: the service description sent in the welcome reply (default: the
+            docstring of a `Server` subclass).
+        max_message_size: the largest message either way, also after decompression.
+        max_connections: open connections beyond which a new one gets 503 and is closed.
+            Default: 10,000, or fewer if the file-descriptor limit (raised towards its
+            hard limit at construction) cannot hold them.
+        max_inflight: calls running per connection; beyond it a call gets 503.
+        auth_timeout: seconds a client has to authenticate.
+        kept_results: outcomes of RETURN-false calls kept per account (per connection
+            when anonymous) for `system.getresult`; when full, the oldest finished one
+            not yet fetched goes, and with all still running a new call gets 405. Also the
+            server-wide number of such calls left running by closed anonymous
+            connections (beyond it they are cancelled).
+        kept_results_bytes: bytes (MessagePack-encoded) kept per account the same way; a
+            kept result or stream that cannot fit fails with 405.
+        kept_results_ttl: seconds a finished kept outcome waits to be fetched.
+        grace_period: seconds shutdown waits for running calls before cancelling them.
+        features: extensions offered to clients that announce them.
+        reuse_port: set SO_REUSEPORT so several server processes can share the port.
+        backlog: the listen backlog (capped by the kernel's somaxconn).
+        login_attempts: failed logins in a row allowed per peer address and per user
+            before back-off starts.
+        login_backoff: seconds the first back-off lasts (doubling with each further
+            failure, at most 300 s); 0 disables back-off.
+        loop: ignored (pymprpc 0.0.3 compatibility): the running loop is used.
+
+    Raises:
+        ValueError: a malformed `addr`, an unknown `executor` or feature.
+        TypeError: both `idle_timeout` and `timeout` given.
     """
 
     def __init__(
@@ -68,7 +192,8 @@ class Server:
         addr: Address | str = ("127.0.0.1", 5000),
         *,
         auth: Iterable[tuple[str, str]] | None = None,
-        timeout: float | None = 180.0,
+        idle_timeout: float | None = _UNSET,
+        timeout: float | None = _UNSET,
         debug: bool = False,
         ssl: ssl_module.SSLContext | None = None,
         executor: ExecutorKind | str | Executor | None = None,
@@ -76,56 +201,83 @@ class Server:
         version: str | None = None,
         description: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        max_connections: int = 10_000,
+        max_connections: int | None = None,
         max_inflight: int = 1_000,
         auth_timeout: float = 10.0,
         kept_results: int = 1_000,
+        kept_results_bytes: int = 64 * MiB,
         kept_results_ttl: float = 600.0,
         grace_period: float = 10.0,
         features: Iterable[Feature | str] = ALL_FEATURES,
         reuse_port: bool = False,
+        backlog: int = 1024,
+        login_attempts: int = 5,
+        login_backoff: float = 1.0,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if loop is not None:
             # Accepted for compatibility with pymprpc 0.0.3; the running loop is used.
             log.debug("Server(loop=...) is ignored: the running event loop is used")
-        self.host, self.port = _parse_address(addr)
+        if idle_timeout is not _UNSET and timeout is not _UNSET:
+            raise TypeError("give idle_timeout or its old spelling timeout, not both")
+        if idle_timeout is _UNSET:
+            idle_timeout = 180.0 if timeout is _UNSET else timeout
+        host, port = _parse_address(addr)
         if description is None and type(self) is not Server and type(self).__doc__:
             description = type(self).__doc__
-        self.settings = ServerSettings(
+        self._config = ServerConfig(
+            host=host,
+            port=port,
+            idle_timeout=idle_timeout,
+            debug=debug,
+            ssl=ssl,
+            executor=None if executor is None else executor_choice(executor),
+            max_workers=max_workers,
             version=version,
             description=description,
-            idle_timeout=timeout or None,
-            debug=debug,
             max_message_size=max_message_size,
+            max_connections=(
+                default_max_connections() if max_connections is None else max_connections
+            ),
+            max_inflight=max_inflight,
+            auth_timeout=auth_timeout,
+            kept_results=kept_results,
+            kept_results_bytes=kept_results_bytes,
+            kept_results_ttl=kept_results_ttl,
+            grace_period=grace_period,
             features=frozenset(Feature(f) for f in features),
+            reuse_port=reuse_port,
+            backlog=backlog,
+            login_attempts=login_attempts,
+            login_backoff=login_backoff,
         )
-        self.debug = debug
-        self.credentials = Credentials(auth)
-        self.ssl = ssl
-        self.max_connections = max_connections
-        self.max_inflight = max_inflight
-        self.auth_timeout = auth_timeout
-        self.grace_period = grace_period
-        self.reuse_port = reuse_port
-        if executor is None:
-            # Functions keep the usage page's process pool; stateful callables share state.
-            self.registry = Registry(ExecutorKind.PROCESS, ExecutorKind.THREAD)
-            default: ExecutorChoice = ExecutorKind.PROCESS
-        else:
-            default = executor_choice(executor)
-            self.registry = Registry(default, default)
-        self.executors = Executors(default, max_workers, self.registry.targets)
-        self.dispatcher = Dispatcher(self.registry, self.executors)
-        self.kept = KeptResults(kept_results, kept_results_ttl)
-        self.handlers: set[ConnectionHandler] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.draining = False
+        self._core = _Core(self._config, Credentials(auth))
+        self._port = port
         self._sock: socket.socket | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.registry.add_function(getresult_method(self), "system.getresult")
+        self._core.registry.add_function(getresult_method(self._core), "system.getresult")
+
+    @property
+    def config(self) -> ServerConfig:
+        """The options this server was made with (read-only)."""
+        return self._config
+
+    @property
+    def connection_count(self) -> int:
+        """Open client connections."""
+        return self._core.connection_count()
+
+    @property
+    def draining(self) -> bool:
+        """True once shutdown has begun (new calls get 503)."""
+        return self._core.draining
+
+    @property
+    def running_call_count(self) -> int:
+        """Calls running now (a call answered within its first step is never counted)."""
+        return len(self._core.tasks)
 
     # -- registration ----------------------------------------------------------------
 
@@ -169,7 +321,7 @@ class Server:
         kind = executor_choice(executor) if executor is not None else None
 
         def decorator(func: F) -> F:
-            self.registry.add_function(
+            self._core.registry.add_function(
                 func,
                 name if isinstance(name, str) else None,
                 executor=kind,
@@ -202,31 +354,45 @@ class Server:
         attributes at call time (only do this for objects you fully trust).
         """
         kind = executor_choice(executor) if executor is not None else None
-        self.registry.add_instance(obj, allow_dotted_names, executor=kind)
+        self._core.registry.add_instance(obj, allow_dotted_names, executor=kind)
 
     def register_introspection_functions(self) -> None:
         """Register the `system.*` introspection methods."""
-        for name, func in system_methods(self).items():
-            self.registry.add_method(make_method(name, func, key=f"{name}@{id(self)}"))
+        for name, func in system_methods(self._core).items():
+            self._core.registry.add_method(make_method(name, func, key=f"{name}@{id(self)}"))
 
     # -- lifecycle -------------------------------------------------------------------
 
     @property
     def address(self) -> Address:
         """The bound (host, port); the real port once bound to port 0."""
-        return self.host, self.port
+        return self._config.host, self._port
+
+    @property
+    def host(self) -> str:
+        """The host the server listens on, as given."""
+        return self._config.host
+
+    @property
+    def port(self) -> int:
+        """The port; the real one once bound to port 0."""
+        return self._port
 
     def bind(self) -> None:
         """Create the listening socket (done by `__enter__` / `start` if not yet)."""
         if self._sock is not None:
             return
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        config = self._config
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         sock = socket.create_server(
-            (self.host, self.port), family=family, backlog=1024, reuse_port=self.reuse_port
+            (config.host, self._port),
+            family=family,
+            backlog=config.backlog,
+            reuse_port=config.reuse_port,
         )
         sock.setblocking(False)
         self._sock = sock
-        self.port = sock.getsockname()[1]
+        self._port = sock.getsockname()[1]
 
     def __enter__(self) -> Server:
         self.bind()
@@ -238,10 +404,10 @@ class Server:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._sock is not None and self._server is None:
+        if self._sock is not None and self._listener is None:
             self._sock.close()
             self._sock = None
-        self.executors.shutdown()
+        self._core.executors.shutdown()
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -254,23 +420,28 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-        self.executors.shutdown()
+        self._core.executors.shutdown()
 
     async def start(self) -> None:
         """Start accepting connections on the running loop."""
-        if self._server is not None:
+        if self._listener is not None:
             return
         self.bind()
         assert self._sock is not None
+        core = self._core
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        self.draining = False
+        core.draining = core.aborting = False
         # Fork workers now, while no client connection exists to be inherited.
-        if self.registry.uses_executor(ExecutorKind.PROCESS):
-            self.executors.warm_up()
-        self._server = await self._loop.create_server(
-            lambda: ConnectionHandler(self), sock=self._sock, ssl=self.ssl
+        if core.registry.uses_executor(ExecutorKind.PROCESS):
+            core.executors.warm_up()
+        self._listener = Listener(
+            self._sock,
+            lambda: ConnectionHandler(core),
+            ssl=self._config.ssl,
+            batch=self._config.backlog,
         )
+        self._listener.start(self._loop)
         log.info("pymprpc serving on %s:%d", self.host, self.port)
 
     async def serve_forever(self) -> None:
@@ -288,27 +459,28 @@ class Server:
 
     async def close(self, grace: float | None = None) -> None:
         """Stop accepting, let running calls finish within `grace`, then cancel the rest."""
-        server = self._server
-        if server is None or self.draining:
+        listener, core = self._listener, self._core
+        if listener is None or core.draining:
             if self._stopped is not None:
                 await self._stopped.wait()
             return
-        grace = self.grace_period if grace is None else grace
-        self.draining = True
-        server.close()
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+        grace = self._config.grace_period if grace is None else grace
+        core.draining = True
+        listener.close()
+        if core.tasks:
+            _, pending = await asyncio.wait(set(core.tasks), timeout=grace)
             if pending:
                 log.warning("cancelling %d call(s) still running after %.1fs", len(pending), grace)
-                for handler in list(self.handlers):
-                    handler.abort_calls()
+                # Calls of connections already gone (RETURN false) are cancelled too.
+                core.aborting = True
+                for task in pending:
+                    task.cancel()
                 await asyncio.wait(pending, timeout=max(1.0, grace))
-        for handler in list(self.handlers):
+        for handler in list(core.connections):
             handler.close()
-        await server.wait_closed()
-        self._server = None
+        self._listener = None
         self._sock = None
-        self.executors.shutdown()
+        core.executors.shutdown()
         log.info("pymprpc server on %s:%d stopped", self.host, self.port)
         if self._stopped is not None:
             self._stopped.set()

@@ -1,0 +1,79 @@
+"""`ServerConfig`: every option of a `Server`, in one frozen object."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import ssl as ssl_module
+from dataclasses import dataclass
+
+from ..protocol import ALL_FEATURES, DEFAULT_MAX_MESSAGE_SIZE, Feature, ServerSettings
+from .executors import ExecutorChoice
+
+log = logging.getLogger("pymprpc.server")
+
+# File descriptors kept free for what is not a client connection: the listening socket,
+# process-pool pipes, log files, the refusing 503 itself.
+FD_RESERVE = 128
+DEFAULT_MAX_CONNECTIONS = 10_000
+MiB = 1024 * 1024
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `wanted` (never above the hard limit); the
+    soft limit in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.debug("cannot raise RLIMIT_NOFILE to %d: %s", target, exc)
+    return DEFAULT_MAX_CONNECTIONS + FD_RESERVE if soft == resource.RLIM_INFINITY else soft
+
+
+def default_max_connections() -> int:
+    """10,000 connections, or fewer when the file-descriptor limit cannot hold them (so a
+    flood gets the documented 503 instead of accept() failing with EMFILE)."""
+    soft = raise_fd_limit(DEFAULT_MAX_CONNECTIONS + FD_RESERVE)
+    return max(1, min(DEFAULT_MAX_CONNECTIONS, soft - FD_RESERVE))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What `Server(...)`'s keyword arguments configure; see `Server` for each meaning."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    idle_timeout: float | None = 180.0
+    debug: bool = False
+    ssl: ssl_module.SSLContext | None = None
+    executor: ExecutorChoice | None = None  # None: functions in processes, methods in threads
+    max_workers: int | None = None
+    version: str | None = None
+    description: str | None = None
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_inflight: int = 1_000
+    auth_timeout: float = 10.0
+    kept_results: int = 1_000
+    kept_results_bytes: int = 64 * MiB
+    kept_results_ttl: float = 600.0
+    grace_period: float = 10.0
+    features: frozenset[Feature] = ALL_FEATURES
+    reuse_port: bool = False
+    backlog: int = 1024
+    login_attempts: int = 5
+    login_backoff: float = 1.0
+
+    def settings(self) -> ServerSettings:
+        """What each connection announces and enforces."""
+        return ServerSettings(
+            version=self.version,
+            description=self.description,
+            idle_timeout=self.idle_timeout or None,
+            debug=self.debug,
+            max_message_size=self.max_message_size,
+            features=self.features,
+        )

@@ -1,0 +1,131 @@
+"""Accepting connections: asyncio's accept loop, with a real backlog and a calm EMFILE.
+
+`loop.create_server(sock=...)` listens again with its own backlog (100, not the socket's),
+and when `accept()` fails for lack of file descriptors it logs a traceback for every
+remaining slot of its backlog and schedules as many retries, which then multiply: tens of
+thousands of log lines in seconds. This accept loop keeps the socket's backlog, pauses
+accepting for `retry_delay` when descriptors run out, and logs that once per
+`log_interval`. Accepted sockets become connections through the public
+`loop.connect_accepted_socket` (TLS included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Callable
+
+log = logging.getLogger("pymprpc.server")
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class Listener:
+    """Accepts on a bound, listening, non-blocking socket until closed."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        batch: int = 1024,
+        retry_delay: float = 1.0,
+        log_interval: float = 60.0,
+    ) -> None:
+        self._sock = sock
+        self._factory = protocol_factory
+        self._ssl = ssl
+        self._batch = batch
+        self._retry_delay = retry_delay
+        self._log_interval = log_interval
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._last_logged: float | None = None
+        self._failures = 0  # accept() failures since the last log line
+        self.closed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        loop.add_reader(self._sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting and close the socket; connections already made stay open."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fileno())
+        for task in list(self._handshakes):
+            task.cancel()
+        self._sock.close()
+
+    def _accept(self) -> None:
+        for _ in range(self._batch):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the peer gave up before we accepted: next one
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._pause(exc)
+                    return
+                raise
+            conn.setblocking(False)
+            self._connect(conn)
+
+    def _connect(self, conn: socket.socket) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._connection(conn))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _connection(self, conn: socket.socket) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
+        except (OSError, ssl_module.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("connection from %s failed before it started: %s", _peer(conn), exc)
+            conn.close()
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+
+    def _pause(self, exc: OSError) -> None:
+        """Out of descriptors (or memory): stop accepting for a while; log once per
+        interval, not per attempt."""
+        assert self._loop is not None
+        self._failures += 1
+        now = self._loop.time()
+        if self._last_logged is None or now - self._last_logged >= self._log_interval:
+            log.error(
+                "cannot accept connections: %s (%d time(s) since last reported); pausing "
+                "accept for %.1fs. Raise the file-descriptor limit (ulimit -n) or lower "
+                "max_connections",
+                exc.strerror or exc,
+                self._failures,
+                self._retry_delay,
+            )
+            self._last_logged, self._failures = now, 0
+        self._loop.remove_reader(self._sock.fileno())
+        self._retry = self._loop.call_later(self._retry_delay, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if not self.closed and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+
+def _peer(conn: socket.socket) -> object:
+    try:
+        return conn.getpeername()
+    except OSError:
+        return "?"
