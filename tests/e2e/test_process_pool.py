@@ -216,17 +216,6 @@ def test_system_exit_in_a_worker_fails_the_call_only(
         assert rpc.add(1, 2) == 3
 
 
-def test_system_exit_in_a_thread_handler_fails_the_call_only() -> None:
-    server = Server(("127.0.0.1", 0), executor="thread")
-    server.register_function()(exit_call)
-    server.register_function()(add)
-    with ServerThread(server) as srv, RPC(url(srv)) as rpc:
-        with pytest.raises(RPCRuntimeError) as info:
-            rpc.exit_call(2)
-        assert info.value.exception == "SystemExit"
-        assert rpc.add(1, 2) == 3
-
-
 def test_unpicklable_and_unreadable_results_fail_their_call(pool_server: ServerThread) -> None:
     with RPC(url(pool_server)) as rpc:
         with pytest.raises(RPCRuntimeError, match="'unpicklable_result' cannot be sent back"):

@@ -16,16 +16,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .workers import ProcessPool, RemoteFunctionError, TargetTable
 from .workers.threads import DaemonThreadPool
-
-if TYPE_CHECKING:
-    from .registry import Method
 
 __all__ = ["ExecutorChoice", "ExecutorKind", "Executors", "RemoteFunctionError", "executor_choice"]
 
@@ -55,15 +51,17 @@ def executor_choice(value: ExecutorKind | str | Executor) -> ExecutorChoice:
         ) from None
 
 
-def _call_in_thread(func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    try:
-        return func(*args, **kwargs)
-    except Exception:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler fails the call only
-        raise RemoteFunctionError(
-            type(exc).__name__, str(exc), "".join(traceback.format_exception(exc))
-        ) from None
+class Target(Protocol):
+    """What an executor needs of a registered method (`registry.Method` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def func(self) -> Callable[..., Any]: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def path(self) -> tuple[str, ...]: ...
 
 
 class Executors:
@@ -93,20 +91,20 @@ class Executors:
         self.process.start()
 
     async def run(
-        self, kind: ExecutorChoice, method: Method, args: list[Any], kwargs: dict[str, Any]
+        self, kind: ExecutorChoice, method: Target, args: list[Any], kwargs: dict[str, Any]
     ) -> Any:
         """Run `method` on the given executor; a worker's exception comes back as
         RemoteFunctionError, a dead worker or unpicklable value as RPCRuntimeError."""
         if kind is ExecutorKind.PROCESS:
             return await self.process.run(method.name, method.key, method.path, args, kwargs)
         if kind is ExecutorKind.INLINE:
-            return _call_in_thread(method.func, args, kwargs)
+            return method.func(*args, **kwargs)
         pool = self._thread_pool() if kind is ExecutorKind.THREAD else kind
         assert isinstance(pool, Executor)
+        # SystemExit raised in a thread comes back through the future, and the handler
+        # fails that call only. A user's executor may be a process pool: hand it a
+        # picklable callable.
         loop = asyncio.get_running_loop()
-        if pool is self._thread:
-            return await loop.run_in_executor(pool, _call_in_thread, method.func, args, kwargs)
-        # A user's executor may be a process pool: hand it a picklable callable.
         return await loop.run_in_executor(pool, functools.partial(method.func, *args, **kwargs))
 
     def shutdown(self) -> None:
