@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from service import Probe, build_server
 
-from helpers import ServerThread
+from helpers import OldServer, ServerThread
 
 
 @pytest.fixture
@@ -39,3 +40,17 @@ def serve(probe: Probe) -> Iterator[Callable[..., ServerThread]]:
 @pytest.fixture
 def srv(serve: Callable[..., ServerThread]) -> ServerThread:
     return serve()
+
+
+@pytest.fixture
+def fake() -> Iterator[Callable[..., OldServer]]:
+    """fake(on_call) -> a hand-written MPRPC 0.1 server (see OldServer), closed after."""
+    made: list[OldServer] = []
+
+    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
+        made.append(OldServer(on_call))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()

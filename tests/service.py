@@ -89,9 +89,12 @@ def build_server(probe: Probe, **options: Any) -> Server:
     @server.register_function()
     async def firehose(size: int) -> AsyncIterator[str]:
         chunk = "x" * size
-        while True:
-            probe.produced += 1
-            yield chunk
+        try:
+            while True:
+                probe.produced += 1
+                yield chunk
+        finally:
+            probe.stream_closed.set()
 
     server.register_function()(pid_then_sleep)
 

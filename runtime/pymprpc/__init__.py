@@ -1,6 +1,7 @@
 """pymprpc: MessagePack-RPC (MPRPC 0.1) for Python — asyncio server, async and sync clients."""
 
 from . import errors
+from .address import Address
 from .client import RPC, AsyncRPC, AsyncStream
 from .protocol import Code, Compression, Feature
 from .server import ExecutorKind, Server
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RPC",
+    "Address",
     "AsyncRPC",
     "AsyncStream",
     "Code",

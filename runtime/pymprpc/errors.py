@@ -39,6 +39,20 @@ __all__ = [
     "ExpireStreamWarning",
     "ERRORS_BY_CODE",
     "error_for_code",
+    # modern names (aliases of the 0.0.3 names above, which keep working)
+    "NotFoundError",
+    "AccessDeniedError",
+    "RemoteError",
+    "UnsupportedSystemMethodError",
+    "CallCancelled",
+    "InternalServerError",
+    "DependencyError",
+    "UnavailableError",
+    "IdleTimeoutError",
+    "ProtocolError",
+    "ProtocolSyntaxError",
+    "DeprecatedMethodWarning",
+    "DeprecatedStreamWarning",
 ]
 
 
@@ -224,6 +238,28 @@ class ExpireStreamWarning(ExpireWarning):
     """301: the stream method is deprecated; its stream still follows."""
 
     code: ClassVar[Code] = Code.EXPIRE_STREAM_START
+
+
+# -- modern names ------------------------------------------------------------------
+# Aliases, not subclasses: `except NotFoundError` catches what a 0.0.3-style
+# `except NotFindError` catches and the reverse, and the wire mapping stays 1:1.
+# Where the legacy name misleads: `CancelledError` is not asyncio's, `TimeoutException`
+# is the server's idle close (a call's deadline is `DeadlineExceeded`), `RPCRuntimeError`
+# is an exception raised by the remote method.
+
+NotFoundError = NotFindError  # 401
+AccessDeniedError = RestrictAccessError  # 403
+RemoteError = RPCRuntimeError  # 404
+UnsupportedSystemMethodError = UnsupportSysMethodError  # 406
+CallCancelled = CancelledError  # 407
+InternalServerError = RpcException  # 500
+DependencyError = RequirementException  # 502
+UnavailableError = RpcUnavailableException  # 503
+IdleTimeoutError = TimeoutException  # 504
+ProtocolError = ProtocolException  # 505
+ProtocolSyntaxError = ProtocolSyntaxException  # 506
+DeprecatedMethodWarning = ExpireWarning  # 300
+DeprecatedStreamWarning = ExpireStreamWarning  # 301
 
 
 ERRORS_BY_CODE: dict[int, type[MPRPCError]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,19 +218,6 @@ def test_tls(serve: Callable[..., ServerThread], tmp_path: Path) -> None:
 # -- servers that misbehave -----------------------------------------------------------
 
 
-@pytest.fixture
-def fake() -> Iterator[Callable[..., OldServer]]:
-    made: list[OldServer] = []
-
-    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
-        made.append(OldServer(on_call))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
-
-
 def vanish(conn: socket.socket, msg: dict[str, Any]) -> None:
     if msg.get("METHOD") == "second":
         conn.shutdown(socket.SHUT_RDWR)
@@ -355,3 +342,25 @@ def test_bad_address_is_a_clear_error() -> None:
 
 
 assert USER and PASSWORD
+
+
+def test_compression_option_and_its_legacy_spelling(srv: ServerThread) -> None:
+    with RPC(url(srv), compression="bz2") as rpc:
+        assert rpc.echo("x" * 1000) == "x" * 1000
+        assert rpc.server_info is not None
+        assert rpc.server_info.compression is Compression.BZ2
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv), compression=Compression.LZMA) as rpc:
+            assert await rpc.add(1, 2) == 3
+            assert rpc.server_info is not None
+            assert rpc.server_info.compression is Compression.LZMA
+
+    arun(main())
+    for client in (RPC, AsyncRPC):
+        assert client("tcp://h:1", compreser="zlib").compression is Compression.ZLIB
+        assert client("tcp://h:1", compression="zlib", compreser="zlib").compression
+        with pytest.raises(ValueError, match="unknown compression 'gzip'"):
+            client("tcp://h:1", compression="gzip")
+        with pytest.raises(ValueError, match="not both"):
+            client("tcp://h:1", compression="zlib", compreser="bz2")

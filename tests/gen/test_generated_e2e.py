@@ -246,3 +246,25 @@ def test_per_call_deadline_on_typed_clients(services: tuple[str, Calculator]) ->
             assert await client.with_options(timeout=None).slow_add(2) == 3
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_typed_clients_warn_at_the_callers_line(services: tuple[str, Calculator]) -> None:
+    import sys
+    import warnings
+
+    addr, _ = services
+    lines: list[int] = []
+
+    async def async_call() -> None:
+        async with AsyncCalculatorClient(addr) as client:
+            lines.append(sys._getframe().f_lineno + 1)
+            await client.old_add(1, 1)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with CalculatorClient(addr) as client:
+            lines.append(sys._getframe().f_lineno + 1)
+            client.old_add(1, 1)
+        asyncio.run(asyncio.wait_for(async_call(), 20))
+    found = [(w.filename, w.lineno) for w in seen if issubclass(w.category, ExpireWarning)]
+    assert found == [(__file__, n) for n in lines]

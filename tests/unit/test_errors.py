@@ -29,3 +29,34 @@ def test_unknown_codes_fall_back_by_family() -> None:
     assert type(errors.error_for_code(499)) is errors.CallError
     assert type(errors.error_for_code(599)) is errors.RpcException
     assert "authentication failed" in str(errors.error_for_code(501))
+
+
+def test_modern_names_are_the_legacy_classes() -> None:
+    pairs = {
+        "NotFoundError": "NotFindError",
+        "AccessDeniedError": "RestrictAccessError",
+        "RemoteError": "RPCRuntimeError",
+        "UnsupportedSystemMethodError": "UnsupportSysMethodError",
+        "CallCancelled": "CancelledError",
+        "InternalServerError": "RpcException",
+        "DependencyError": "RequirementException",
+        "UnavailableError": "RpcUnavailableException",
+        "IdleTimeoutError": "TimeoutException",
+        "ProtocolError": "ProtocolException",
+        "ProtocolSyntaxError": "ProtocolSyntaxException",
+        "DeprecatedMethodWarning": "ExpireWarning",
+        "DeprecatedStreamWarning": "ExpireStreamWarning",
+    }
+    for modern, legacy in pairs.items():
+        assert getattr(errors, modern) is getattr(errors, legacy), modern
+        assert modern in errors.__all__ and legacy in errors.__all__
+    # Either spelling catches an error the server reports.
+    try:
+        raise errors.error_for_code(401, "no method named 'x'")
+    except errors.NotFoundError as exc:
+        assert isinstance(exc, errors.NotFindError)
+    # The modern name says it is not asyncio's CancelledError.
+    import asyncio
+
+    assert errors.CallCancelled is not asyncio.CancelledError
+    assert issubclass(errors.CallCancelled, errors.CallError)

@@ -1,287 +1,261 @@
-"""`RPC`: the blocking client, on plain sockets; threads may share one connection."""
+"""`RPC`: the blocking client; threads may share one connection and their calls overlap."""
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import math
-import select
-import socket
-import ssl as ssl_module
 import threading
 import time
-from collections.abc import Generator, Iterable
-from types import TracebackType
-from typing import Any
+import weakref
+from collections.abc import Generator
+from typing import Any, Unpack
 
-from ..errors import ConnectionLostError, DeadlineExceeded, LoginError, MPRPCError
+from ..address import Address
+from ..errors import DeadlineExceeded, MPRPCError
 from ..protocol import (
-    ALL_FEATURES,
-    DEFAULT_MAX_MESSAGE_SIZE,
     CallFailed,
     ClientConnection,
     ClientEvent,
-    Compression,
     ConnectionFailed,
-    Feature,
+    Pong,
     Result,
     StreamEnd,
     StreamItem,
     StreamStart,
     Welcome,
 )
-from ..protocol.framing import coalesce
-from .common import Address, CallOptions, MethodProxy, parse_compression, warn_deprecated
-
-_RECV_SIZE = 256 * 1024
+from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .sync_io import SocketIO
 
 
 class _DeadlinePassed(Exception):
     """Our own deadline ran out while waiting (distinct from a server's 504)."""
 
 
-class RPC:
-    """Blocking MPRPC client.
+class _Buffer(StreamBuffer):
+    __slots__ = ("cond",)
 
-    Same address and options as `AsyncRPC`, without heartbeat (nothing runs between
-    calls). A stream call returns a generator; closing it early cancels the stream.
+    def __init__(self, cond: threading.Condition) -> None:
+        super().__init__()
+        self.cond = cond
 
-    Threads may share one client and their calls overlap on its connection: one waiting
-    thread reads the socket for all and files each reply and stream item under its call,
-    every thread within its own deadline. (Over TLS the socket serves one thread at a
-    time, as an SSL connection may not read and write from two threads at once.)
-    `close()` from another thread fails the calls in progress with ConnectionLostError.
+    def wake(self) -> None:
+        self.cond.notify()  # the client's lock is held: items are filed under it
+
+
+class _Call(Pending):
+    __slots__ = ("answered", "event")
+
+    def __init__(self, method: str) -> None:
+        super().__init__(method)
+        self.event: ClientEvent | None = None  # the first reply: result, error, stream start
+        # Held until `event` is set: the caller waits by acquiring it (cheaper than a
+        # Condition, and the caller needs no other lock to wait).
+        self.answered = threading.Lock()
+        self.answered.acquire()
+
+    def answer(self, event: ClientEvent) -> None:
+        """Give the call its first reply (once; holding the client's lock)."""
+        if self.event is None:
+            self.event = event
+            self.answered.release()
+
+
+class RPC(BaseRPC):
+    """Blocking MPRPC client: `with RPC("tcp://user:pw@host:port") as rpc: rpc.add(1, 2)`.
+
+    Options as `BaseRPC`. A stream call returns a generator; closing it early cancels the
+    stream. Threads may share one client and their calls overlap on its connection: a
+    reader thread files each reply and stream item under its call, and every thread
+    waits within its own deadline; `heart_beat` pings from that thread too. `close()`
+    from another thread fails the calls in progress with ConnectionLostError. After the
+    server closed an idle connection, the next call connects again; a call in flight
+    when the connection ends fails with ConnectionLostError (or the server's error).
     """
 
-    def __init__(
-        self,
-        addr: str,
-        *,
-        debug: bool = False,
-        compreser: str | Compression | None = None,
-        timeout: float | None = None,
-        connect_timeout: float = 10.0,
-        ssl: ssl_module.SSLContext | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        features: Iterable[Feature | str] = ALL_FEATURES,
-    ) -> None:
-        self.address = Address.parse(addr)
-        self.debug = debug
-        self.compression = parse_compression(compreser)
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.max_message_size = max_message_size
-        self.features = frozenset(Feature(f) for f in features)
-        self._ssl = self.address.ssl_context(ssl)
-        self._sock: socket.socket | None = None
-        self._conn: ClientConnection | None = None
-        self._inbox: dict[str, collections.deque[ClientEvent]] = {}
-        self.server_info: Welcome | None = None
-        # Held while a thread uses the socket and the connection state; reentrant because
-        # a lost connection closes the client from inside a read.
-        self._lock = threading.RLock()
-        self._turn = threading.Condition(self._lock)  # a read finished: look at your inbox
-        self._reading = False  # some thread is reading the socket for everyone
-        self._deferred_cancels: list[str] = []  # IDs given up while another thread held it
+    _pending: dict[str, _Call]
+
+    def __init__(self, addr: str | Address, **options: Unpack[ClientOptions]) -> None:
+        super().__init__(addr, **options)
+        self._io: SocketIO | None = None
+        # Guards the connection state, the pending calls and their buffers: held briefly,
+        # never while waiting for the network.
+        self._lock = threading.Lock()
+        self._connecting = threading.Lock()  # one connect at a time
+        self._paused = False  # the reader waits: every call in flight is a full stream
+        self._resume = threading.Condition(self._lock)
 
     # -- connection ------------------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        """Whether the connection is open and authenticated."""
-        return self._sock is not None and self._conn is not None and not self._conn.closed
+    def _open(self) -> bool:
+        return self._io is not None
 
     def connect(self) -> RPC:
-        """Open the connection and authenticate (LoginError on bad credentials)."""
-        with self._lock:
-            return self._connect()
+        """Open the connection and authenticate.
 
-    def _connect(self) -> RPC:
-        if self.connected:
+        Raises:
+            LoginError: the server refused the credentials.
+            ConnectionLostError: the server cannot be reached within `connect_timeout`.
+            ProtocolException: the server's welcome reply is malformed.
+        """
+        with self._connecting:
+            if self.connected:
+                return self
+            with self._lock:
+                conn = self._new_connection()
+            try:
+                io = SocketIO.open(
+                    self.address.host, self.address.port, self.connect_timeout, self._ssl
+                )
+            except TimeoutError:
+                raise self._connect_timed_out() from None
+            except OSError as exc:
+                raise self._connect_failed(exc) from exc
+            try:
+                welcome = self._log_in(io, conn)
+            except BaseException:
+                io.close()
+                with self._lock:
+                    self._lost_connection(self._closed_error())
+                raise
+            with self._lock:
+                self._io = io
+                self._welcomed(welcome)
+            threading.Thread(
+                target=_read_until_closed,
+                args=(weakref.ref(self), io, conn, self.heart_beat),
+                name=f"pymprpc reader for {self.address}",
+                daemon=True,
+            ).start()
             return self
-        self._conn = ClientConnection(
-            self.address.username,
-            self.address.password,
-            json=self.debug,
-            compression=self.compression,
-            features=self.features,
-            max_message_size=self.max_message_size,
-        )
+
+    def _log_in(self, io: SocketIO, conn: ClientConnection) -> Welcome:
+        """Send the auth request and wait for the welcome reply, in this thread."""
+        deadline = time.monotonic() + self.connect_timeout
         try:
-            sock = socket.create_connection(
-                (self.address.host, self.address.port), timeout=self.connect_timeout
-            )
-        except OSError as exc:
-            raise ConnectionLostError(f"could not connect to {self.address}: {exc}") from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._ssl is not None:
-            sock = self._ssl.wrap_socket(sock, server_hostname=self.address.host)
-        self._sock = sock
-        try:
-            sock.sendall(self._conn.start())
-            deadline = time.monotonic() + self.connect_timeout
-            while self.server_info is None:
-                for event in self._read(deadline):
+            io.write([conn.start()])
+            while True:
+                if not io.readable(deadline - time.monotonic()):
+                    raise self._connect_timed_out()
+                data = io.recv()
+                if not data:
+                    raise self._lost_error()
+                events, _ = self._receive(data)
+                for event in events:
                     if isinstance(event, Welcome):
-                        self.server_info = event
-        except _DeadlinePassed:
-            self.close()
-            raise ConnectionLostError(
-                f"no welcome reply from {self.address} within {self.connect_timeout}s"
-            ) from None
-        except BaseException:
-            self.close()
-            raise
-        sock.settimeout(None)
-        return self
+                        return event
+                    if isinstance(event, ConnectionFailed):
+                        raise self._server_error(event.error)
+        except OSError as exc:
+            raise self._lost_error(exc) from exc
 
     def close(self) -> None:
         """Close the connection (from any thread: calls in progress then fail)."""
-        sock, self._sock = self._sock, None
-        self._inbox.clear()
-        self.server_info = None
-        if sock is not None:
-            # Wakes a thread blocked reading this socket, which close() alone may not.
-            with contextlib.suppress(OSError):  # already disconnected
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        with self._lock:
+            io = self._io
+            if io is not None:
+                self._drop(io, self._closed_error(), by_user=True)
+        if io is not None:
+            io.close()
+
+    def _drop(self, io: SocketIO, error: MPRPCError, *, by_user: bool = False) -> None:
+        """Fail every call in flight on `io` with `error` (holding the lock)."""
+        if io is not self._io:
+            return  # already dropped
+        self._lost_connection(error, by_user=by_user)
+        self._io = None
+        pending, self._pending = self._pending, {}
+        for call in pending.values():
+            if call.stream is not None:
+                call.stream.finish(error)
+            else:
+                call.answer(ConnectionFailed(error))
+        self._paused = False
+        self._resume.notify_all()
 
     def __enter__(self) -> RPC:
         return self.connect()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _lost(self, error: MPRPCError) -> MPRPCError:
-        self.close()
-        if self._conn is not None:
-            self._conn.close(error)
-        return error
+    # -- the reader thread -----------------------------------------------------------
 
-    def _read(self, deadline: float | None, *, shared: bool = False) -> list[ClientEvent]:
-        """Block for the next bytes; return the events they complete.
+    def _on_data(self, io: SocketIO, data: bytes) -> MPRPCError | None:
+        """(The reader thread.) File what `data` completes; the error that ends the
+        connection, if any. Waits here while reading is paused for full streams."""
+        with self._lock:
+            if io is not self._io:
+                return self._closed_error()  # closed meanwhile
+            events, nbytes = self._receive(data)
+            error = None
+            for event in events:
+                if type(event) is not Pong:
+                    error = self._file(io, event, nbytes) or error
+            while self._paused and io is self._io:
+                self._resume.wait()
+            return error
 
-        `shared`: other threads may send meanwhile, so a plain socket is read without the
-        lock, in blocking mode, waiting for the deadline with poll (a socket timeout
-        would apply to their sends too). A TLS socket is read holding the lock.
-        """
-        sock, conn = self._sock, self._conn
-        if sock is None or conn is None:
-            raise ConnectionLostError(f"not connected to {self.address}")
-        unlocked = shared and not isinstance(sock, ssl_module.SSLSocket)
-        if not unlocked:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _DeadlinePassed
-                sock.settimeout(remaining)
+    def _ping(self, io: SocketIO, conn: ClientConnection) -> None:
+        with self._lock:
+            data = b"" if conn.closed else conn.send_ping()
+        if data:
+            io.send_soon([data])
+
+    def _end(self, io: SocketIO, error: MPRPCError) -> None:
+        with self._lock:
+            self._drop(io, error)
+
+    def __del__(self) -> None:
+        # Dropped without close(): the reader thread holds only a weak reference, so
+        # this runs; closing the socket ends that thread.
+        io = self.__dict__.get("_io")
+        if io is not None:
+            io.close()
+
+    def _file(self, io: SocketIO, event: ClientEvent, nbytes: int) -> MPRPCError | None:
+        """File one event under its call (holding the lock); the error that ends the
+        connection, if it is one."""
+        if type(event) is StreamItem:
+            call = self._pending.get(event.id)
+            if call is not None:
+                flow = self._file_item(event.id, call, event.value, nbytes)
+                if flow is Flow.PAUSE:
+                    self._paused = True
+                elif flow is Flow.OVERFLOW:
+                    self._send_cancel(io, event.id)  # queued: the reader does not wait
+        elif type(event) is StreamStart:
+            call = self._pending.get(event.id)
+            if call is not None:
+                call.stream = _Buffer(threading.Condition(self._lock))
+                call.answer(event)
+        elif isinstance(event, Result | CallFailed | StreamEnd):
+            call = self._pending.pop(event.id, None)
+            if call is None:
+                return None
+            if call.stream is not None:
+                call.stream.finish(event.error if isinstance(event, CallFailed) else None)
             else:
-                sock.settimeout(None)
-        try:
-            if unlocked:
-                self._lock.release()
-                try:
-                    if deadline is not None and not _wait_readable(sock, deadline):
-                        raise _DeadlinePassed
-                    data = sock.recv(_RECV_SIZE)
-                finally:
-                    self._lock.acquire()
-            else:
-                data = sock.recv(_RECV_SIZE)
-        except TimeoutError:  # socket.timeout is TimeoutError
-            raise _DeadlinePassed from None
-        except OSError as exc:
-            if self._sock is not sock:
-                raise ConnectionLostError(f"connection to {self.address} closed") from None
-            raise self._lost(
-                ConnectionLostError(f"connection to {self.address} lost: {exc}")
-            ) from exc
-        if not data:
-            if self._sock is not sock:  # close() was called while we waited
-                raise ConnectionLostError(f"connection to {self.address} closed")
-            raise self._lost(
-                ConnectionLostError(f"connection to {self.address} closed by the server")
-            )
-        events = conn.receive_data(data)
-        for event in events:
-            if isinstance(event, ConnectionFailed):
-                error = event.error
-                if isinstance(error, LoginError):
-                    error = LoginError(f"authentication failed for {self.address}: {error}")
-                raise self._lost(error)
-            id = getattr(event, "id", None)
-            box = self._inbox.get(id) if id is not None else None
-            if box is not None:
-                box.append(event)
-        return events
+                call.answer(event)
+        elif isinstance(event, ConnectionFailed):
+            return self._server_error(event.error)
+        return None
 
-    def _next_event(self, id: str, deadline: float | None) -> ClientEvent:
-        """Wait for the connection (within the deadline), then for call `id`'s next event."""
-        if deadline is None:
-            self._lock.acquire()
-        elif not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise _DeadlinePassed
-        try:
-            self._send_deferred_cancels()
-            while True:
-                box = self._inbox.get(id)
-                if box is None:
-                    raise ConnectionLostError(f"connection to {self.address} closed")
-                if box:
-                    return box.popleft()
-                if self._reading:
-                    # Another thread is reading; it files our events and wakes us.
-                    if deadline is None:
-                        self._turn.wait()
-                    elif not self._turn.wait(max(0.0, deadline - time.monotonic())):
-                        raise _DeadlinePassed
-                    continue
-                self._reading = True
-                try:
-                    self._read(deadline, shared=True)
-                finally:
-                    self._reading = False
-                    self._turn.notify_all()
-        finally:
-            self._lock.release()
+    def _send_cancel(self, io: SocketIO, id: str) -> None:
+        """Tell the server to stop call `id` (holding the lock; does not wait)."""
+        self._pending.pop(id, None)
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            data = conn.send_cancel(id)
+            if data:
+                io.send_soon([data])
+
+    def _consumed(self) -> None:
+        """(Holding the lock.) A call started or a stream was read: a reader paused for
+        full streams may go on."""
+        if self._paused and self._may_resume():
+            self._paused = False
+            self._resume.notify_all()
 
     # -- calls -----------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> MethodProxy[Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        proxy = self.method(name)
-        # Kept as an instance attribute: the next `rpc.name` is a plain lookup, where
-        # falling back to __getattr__ and building a proxy cost more than a small call.
-        self.__dict__[name] = proxy
-        return proxy
-
-    def method(self, name: str) -> MethodProxy[Any]:
-        """The remote method `name`, to call or to give options.
-
-        Any name works, dotted or not an identifier:
-        `rpc.method("add").with_options(timeout=2)(1, 2)`.
-        """
-        return MethodProxy(self._invoke, name)
-
-    def _invoke(
-        self,
-        method: str,
-        options: CallOptions | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        timeout = self.timeout if options is None else options.timeout
-        return self._call(method, args, kwargs, timeout)
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` by name; a stream returns a generator."""
-        return self._call(method, args, kwargs, self.timeout)
 
     def _send(
         self,
@@ -290,120 +264,137 @@ class RPC:
         kwargs: dict[str, Any],
         returns: bool,
         timeout: float | None,
-    ) -> str:
-        if timeout is None:
-            self._lock.acquire()
-        elif not self._lock.acquire(timeout=timeout):
+    ) -> tuple[str, _Call | None]:
+        if self._reconnect_due:
+            self.connect()
+        io = self._io
+        if io is None:
+            self._check_call()  # raises, saying how to connect
+            raise AssertionError("unreachable")
+        if not io.acquire(timeout):
             raise DeadlineExceeded(f"call {method!r} could not be sent within {timeout}s")
         try:
-            self._send_deferred_cancels()
-            sock, conn = self._sock, self._conn
-            if not self.connected or sock is None or conn is None:
-                raise ConnectionLostError(
-                    f"not connected to {self.address}: use 'with RPC(...)' or call connect()"
-                )
-            id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
-            if returns:
-                self._inbox[id] = collections.deque()  # before any thread can read the reply
+            with self._lock:
+                if io is not self._io:
+                    raise self._closed_error()
+                conn = self._check_call()
+                id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+                call = None
+                if returns:
+                    call = self._pending[id] = _Call(method)
+                    self._consumed()
             try:
-                for chunk in coalesce(data):
-                    sock.sendall(chunk)
+                io.write(data)
             except OSError as exc:
-                self._inbox.pop(id, None)
-                raise self._lost(
-                    ConnectionLostError(f"connection to {self.address} lost: {exc}")
-                ) from exc
-            return id
+                error = self._lost_error(exc)
+                with self._lock:
+                    self._drop(io, error)
+                io.close()
+                raise error from exc
         finally:
-            self._lock.release()
+            io.release()
+        return id, call
 
     def _call(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
         deadline = time.monotonic() + timeout if timeout is not None else None
-        id = self._send(method, args, kwargs, True, timeout)
+        id, call = self._send(method, args, kwargs, True, timeout)
+        assert call is not None
         try:
-            event = self._next_event(id, deadline)
+            event = self._wait(call, deadline)
         except _DeadlinePassed:
             self._cancel(id)
-            raise DeadlineExceeded(
-                f"call {method!r} did not finish within its {timeout}s deadline", id=id
-            ) from None
+            raise self._deadline_error(method, timeout, id) from None
         except BaseException:
             self._cancel(id)
             raise
-        if isinstance(event, Result):
-            del self._inbox[id]
-            if event.deprecated:
-                warn_deprecated(method, stream=False, stacklevel=5)
-            return event.value
-        if isinstance(event, CallFailed):
-            del self._inbox[id]
-            raise event.error
-        assert isinstance(event, StreamStart)
-        if event.deprecated:
-            warn_deprecated(method, stream=True, stacklevel=5)
-        return self._stream(id)
+        value = self._outcome(method, event, timeout)
+        if isinstance(call.stream, _Buffer):
+            return self._stream(id, call.stream)
+        return value
 
-    def _stream(self, id: str) -> Generator[Any, None, None]:
+    def _wait(self, call: _Call, deadline: float | None) -> ClientEvent:
+        if deadline is None:
+            call.answered.acquire()
+        elif not call.answered.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _DeadlinePassed
+        assert call.event is not None
+        return call.event
+
+    def _stream(self, id: str, buffer: _Buffer) -> Generator[Any, None, None]:
         finished = False
         try:
             while True:
-                event = self._next_event(id, None)
-                if isinstance(event, StreamItem):
-                    yield event.value
-                elif isinstance(event, StreamEnd):
-                    finished = True
-                    return
-                elif isinstance(event, CallFailed):
-                    finished = True
-                    raise event.error
+                with self._lock:
+                    while not buffer.items and not buffer.done:
+                        buffer.cond.wait()
+                    if not buffer.items:
+                        finished = True
+                        if buffer.error is not None:
+                            raise buffer.error
+                        return
+                    item = buffer.pop()
+                    self._consumed()
+                yield item
         finally:
             if not finished:
                 self._cancel(id)
-            self._inbox.pop(id, None)
 
     def _cancel(self, id: str) -> None:
-        self._inbox.pop(id, None)
-        if not self._lock.acquire(blocking=False):
-            # Another thread holds the connection: whoever takes it next sends the cancel,
-            # so a call past its deadline does not wait for that thread.
-            self._deferred_cancels.append(id)
-            return
+        with self._lock:
+            io = self._io
+            if io is None:
+                self._pending.pop(id, None)
+            else:
+                self._send_cancel(io, id)
+            self._consumed()
+
+    def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return self._send(method, args, kwargs, False, None)[0]
+
+
+def _read_until_closed(
+    ref: weakref.ref[RPC], io: SocketIO, conn: ClientConnection, interval: float | None
+) -> None:
+    """The reader thread of one connection: reads replies and files them under their
+    calls until the connection ends; with `interval`, pings when nothing came for that
+    long and ends the connection when nothing answers within it. It holds the client only
+    while filing, so a client dropped without close() is collected and its socket closed."""
+    alive_until = time.monotonic() + (interval or 0)  # next ping, or the pong's deadline
+    pinged = False
+    while True:
+        failure: OSError | None = None
+        data = b""
         try:
-            self._send_cancel(id)
-        finally:
-            self._lock.release()
-
-    def _send_deferred_cancels(self) -> None:
-        while self._deferred_cancels:
-            self._send_cancel(self._deferred_cancels.pop())
-
-    def _send_cancel(self, id: str) -> None:
-        if self._conn is None or self._sock is None:
-            return
-        data = self._conn.send_cancel(id)
-        if data:
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                self.close()
-
-    def delay(self, method: str, *args: Any, **kwargs: Any) -> str:
-        """Run `method` without waiting (RETURN false); fetch with `system.getresult(id)`."""
-        return self._send(method, args, kwargs, False, None)
-
-
-def _wait_readable(sock: socket.socket, deadline: float) -> bool:
-    """Whether `sock` has something to read (data, end of file, error) before `deadline`."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return False
-    try:
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(sock, select.POLLIN)
-            return bool(poller.poll(math.ceil(remaining * 1000)))
-        return bool(select.select([sock], [], [], remaining)[0])
-    except (OSError, ValueError):
-        return True  # closed meanwhile: the read reports it
+            if interval is not None and not io.readable(alive_until - time.monotonic()):
+                client = ref()
+                if client is None:
+                    break
+                if pinged:
+                    client._end(io, client._heartbeat_error(interval))
+                    break
+                client._ping(io, conn)
+                del client
+                pinged, alive_until = True, time.monotonic() + interval
+                continue
+            data = io.recv()
+        except OSError as exc:
+            failure = exc
+        client = ref()
+        if client is None:
+            break
+        if not data:
+            client._end(io, client._lost_error(failure))
+            break
+        error = client._on_data(io, data)
+        del client
+        io.flush()  # a cancel or ping the socket had no room for
+        if error is not None:
+            ref_client = ref()
+            if ref_client is not None:
+                ref_client._end(io, error)
+            break
+        # Anything received shows the connection alive (a pong among it).
+        pinged, alive_until = False, time.monotonic() + (interval or 0)
+    io.close()

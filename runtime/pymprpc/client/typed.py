@@ -6,6 +6,7 @@ import copy
 from typing import Any, Final, Self
 
 from .async_client import AsyncRPC
+from .common import skip_caller_in_warnings
 from .sync_client import RPC
 
 _CLIENT_DEFAULT: Final[Any] = object()
@@ -31,6 +32,7 @@ class TypedClient(_Options):
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = RPC(addr, **options)
 
+    @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
         proxy = self.rpc.method(method)
         if self._timeout is not _CLIENT_DEFAULT:
@@ -59,6 +61,7 @@ class AsyncTypedClient(_Options):
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = AsyncRPC(addr, **options)
 
+    @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
         proxy = self.rpc.method(method)
         if self._timeout is not _CLIENT_DEFAULT:

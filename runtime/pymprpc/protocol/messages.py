@@ -234,19 +234,47 @@ def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError
     return (id if isinstance(id, str) else None), error
 
 
+def _bad_welcome(key: str, expected: str, value: Any) -> ProtocolSyntaxException:
+    return ProtocolSyntaxException(
+        f"malformed welcome reply from the server: {key} must be {expected}, got {value!r:.100}"
+    )
+
+
 def _welcome(msg: dict[str, Any]) -> Welcome:
-    comp = msg.get(Key.COMPRESER)
-    timeout = msg.get(Key.TIMEOUT)
-    raw = msg.get(Key.FEATURES)
-    known = {f.value for f in Feature}
-    features = frozenset(Feature(f) for f in (raw if isinstance(raw, list) else []) if f in known)
+    """The 100 reply as an event; 506 naming the field if any field has a wrong type."""
     version, desc = msg.get(Key.VERSION), msg.get(Key.DESC)
+    if not isinstance(version, str | None):
+        raise _bad_welcome(Key.VERSION, "a string or null", version)
+    if not isinstance(desc, str | None):
+        raise _bad_welcome(Key.DESC, "a string or null", desc)
+    debug = msg.get(Key.DEBUG)
+    if not isinstance(debug, bool | None):
+        raise _bad_welcome(Key.DEBUG, "a boolean", debug)
+    comp = msg.get(Key.COMPRESER)
+    if comp is not None and (
+        not isinstance(comp, str) or comp not in {c.value for c in Compression}
+    ):
+        raise _bad_welcome(Key.COMPRESER, "null, 'zlib', 'bz2' or 'lzma'", comp)
+    timeout = msg.get(Key.TIMEOUT)
+    if timeout is not None and (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not math.isfinite(timeout)
+        or timeout < 0
+    ):
+        raise _bad_welcome(Key.TIMEOUT, "a non-negative number of seconds or null", timeout)
+    raw = msg.get(Key.FEATURES)
+    if raw is not None and (not isinstance(raw, list) or not all(isinstance(f, str) for f in raw)):
+        raise _bad_welcome(Key.FEATURES, "an array of strings", raw)
+    known = {f.value for f in Feature}
+    # Names this client does not know are ignored: a newer server may offer more.
+    features = frozenset(Feature(f) for f in raw or () if f in known)
     return Welcome(
-        version=version if isinstance(version, str) else None,
-        description=desc if isinstance(desc, str) else None,
-        debug=bool(msg.get(Key.DEBUG)),
-        compression=Compression(comp) if comp in {c.value for c in Compression} else None,
-        idle_timeout=float(timeout) if isinstance(timeout, int | float) and timeout else None,
+        version=version,
+        description=desc,
+        debug=bool(debug),
+        compression=Compression(comp) if comp is not None else None,
+        idle_timeout=float(timeout) if timeout else None,
         features=features,
     )
 

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
+from ..address import Address
 from ..protocol import ALL_FEATURES, DEFAULT_MAX_MESSAGE_SIZE, Credentials, Feature
 from ..schema import Signature
 from .config import MiB, ServerConfig, default_max_connections
@@ -29,11 +30,13 @@ from .registry import Method, Registry, make_method
 log = logging.getLogger("pymprpc.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
-Address = tuple[str, int]
+HostPort = tuple[str, int]
 _UNSET: Any = object()
 
 
-def _parse_address(addr: Address | str) -> Address:
+def _parse_address(addr: Address | HostPort | str) -> HostPort:
+    if isinstance(addr, Address):
+        return addr.host, addr.port
     if isinstance(addr, tuple):
         return addr[0], int(addr[1])
     parts = urlsplit(addr if "://" in addr else f"tcp://{addr}")
@@ -189,7 +192,7 @@ class Server:
 
     def __init__(
         self,
-        addr: Address | str = ("127.0.0.1", 5000),
+        addr: Address | HostPort | str = ("127.0.0.1", 5000),
         *,
         auth: Iterable[tuple[str, str]] | None = None,
         idle_timeout: float | None = _UNSET,
@@ -364,7 +367,7 @@ class Server:
     # -- lifecycle -------------------------------------------------------------------
 
     @property
-    def address(self) -> Address:
+    def address(self) -> HostPort:
         """The bound (host, port); the real port once bound to port 0."""
         return self._config.host, self._port
 

@@ -1,0 +1,400 @@
+"""`BaseRPC`: everything a client does that is not I/O, shared by `AsyncRPC` and `RPC`.
+
+Options, method proxies, call/delay, building the connection, turning events into values
+or errors, the text of every error, deprecation warnings, per-stream buffer limits and
+when to reconnect live here once; the two shells only move bytes and wait (httpx's
+`BaseClient` with its `Client`/`AsyncClient` twins is the model).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import os
+import ssl as ssl_module
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
+from ..address import Address
+from ..errors import (
+    ConnectionLostError,
+    DeadlineExceeded,
+    LoginError,
+    MPRPCError,
+    ProtocolException,
+    ProtocolSyntaxException,
+    ResultLimitError,
+)
+from ..protocol import (
+    ALL_FEATURES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    CallFailed,
+    ClientConnection,
+    ClientEvent,
+    Compression,
+    ConnectionFailed,
+    Feature,
+    Result,
+    StreamStart,
+    Welcome,
+)
+from .common import CallOptions, MethodProxy, parse_compression, warn_deprecated
+
+# Unread stream items a client keeps per stream, in bytes as received.
+DEFAULT_STREAM_BUFFER_SIZE = 16 * 1024 * 1024
+# What a buffered item costs beyond its bytes (its Python objects): many tiny items must
+# not slip under a limit counted in bytes.
+_ITEM_OVERHEAD = 64
+
+
+class StreamBuffer:
+    """Items received for one stream and not yet read, with their size in bytes."""
+
+    __slots__ = ("done", "error", "items", "size")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[tuple[Any, int]] = collections.deque()
+        self.size = 0
+        self.done = False
+        self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        """Called after an item or the end arrived: the shell wakes the reader."""
+
+    def push(self, item: Any, nbytes: int) -> None:
+        """Buffer an item that took `nbytes` on the wire (dropped once the stream is done)."""
+        if not self.done:
+            self.items.append((item, nbytes))
+            self.size += nbytes
+            self.wake()
+
+    def pop(self) -> Any:
+        """The oldest buffered item (IndexError when none)."""
+        item, nbytes = self.items.popleft()
+        self.size -= nbytes
+        return item
+
+    def clear(self) -> None:
+        """Drop every buffered item."""
+        self.items.clear()
+        self.size = 0
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """No more items: the stream ended (or failed with `error`, raised after them)."""
+        if not self.done:
+            self.done = True
+            self.error = error
+        self.wake()
+
+
+class Pending:
+    """A call waiting for its outcome; `stream` once the server started a stream."""
+
+    __slots__ = ("method", "stream")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.stream: StreamBuffer | None = None
+
+
+class Flow(enum.Enum):
+    """What a shell does after filing a stream item (see `BaseRPC._file_item`)."""
+
+    GO_ON = "go on"
+    PAUSE = "pause"  # stop reading the connection until `_may_resume()`
+    OVERFLOW = "overflow"  # the stream was failed: cancel it on the server
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of both clients (see `BaseRPC`)."""
+
+    debug: bool
+    compression: str | Compression | None
+    compreser: str | Compression | None
+    heart_beat: float | None
+    timeout: float | None
+    connect_timeout: float
+    ssl: ssl_module.SSLContext | None
+    max_message_size: int
+    features: Iterable[Feature | str]
+    stream_buffer_size: int
+
+
+class BaseRPC:
+    """What `AsyncRPC` and `RPC` share.
+
+    `addr` is `tcp://user:password@host:port` (`tls://` for TLS with default
+    verification, or pass `ssl=`). Options: `debug` sends JSON; `compression` ("zlib",
+    "bz2" or "lzma"; `compreser` is its 0.0.3 spelling) compresses every message;
+    `heart_beat` pings every N seconds and fails every pending call if a pong does not
+    come back within N seconds; `timeout` is the default per-call deadline in seconds
+    (`rpc.name.with_options(timeout=...)` overrides it); `connect_timeout` bounds
+    connecting and logging in; `max_message_size` bounds a message either way;
+    `features` are the extensions to ask for; `stream_buffer_size` bounds the unread
+    items kept per stream, in bytes (see the README).
+
+    Raises:
+        ValueError: a malformed address or an unknown option value.
+    """
+
+    # How to open the connection, for "not connected" errors.
+    _how_to_connect = "use 'with RPC(...)' or call connect()"
+
+    def __init__(
+        self,
+        addr: str | Address,
+        *,
+        debug: bool = False,
+        compression: str | Compression | None = None,
+        compreser: str | Compression | None = None,
+        heart_beat: float | None = None,
+        timeout: float | None = None,
+        connect_timeout: float = 10.0,
+        ssl: ssl_module.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        features: Iterable[Feature | str] = ALL_FEATURES,
+        stream_buffer_size: int = DEFAULT_STREAM_BUFFER_SIZE,
+    ) -> None:
+        self.address = Address.parse(addr)
+        self.debug = debug
+        if compression is not None and compreser is not None and compression != compreser:
+            raise ValueError(
+                "give compression= or its 0.0.3 spelling compreser=, not both: "
+                f"got {compression!r} and {compreser!r}"
+            )
+        if compression is not None:
+            self.compression = parse_compression(compression)
+        else:
+            self.compression = parse_compression(compreser, option="compreser")
+        if heart_beat is not None and heart_beat <= 0:
+            raise ValueError(f"heart_beat must be a positive number of seconds, got {heart_beat}")
+        if stream_buffer_size <= 0:
+            raise ValueError(f"stream_buffer_size must be positive, got {stream_buffer_size}")
+        self.heart_beat = heart_beat
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_message_size = max_message_size
+        self.stream_buffer_size = stream_buffer_size
+        self.features = frozenset(Feature(f) for f in features)
+        self._ssl = self.address.ssl_context(ssl)
+        self._conn: ClientConnection | None = None
+        self._pending: dict[str, Any] = {}  # ID -> the shell's Pending subclass
+        self.server_info: Welcome | None = None  # what the current connection runs with
+        self._received = 0  # bytes received that no event has been charged with yet
+        # Set when the connection ended with no call in flight, not by close(): the
+        # next call connects again (the server closes idle connections).
+        self._reconnect_due = False
+        self._ended = True  # no connection yet
+
+    # -- calls -----------------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> MethodProxy[Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        proxy = self.method(name)
+        # Kept as an instance attribute: the next `rpc.name` is a plain lookup, where
+        # falling back to __getattr__ and building a proxy cost more than a small call.
+        self.__dict__[name] = proxy
+        return proxy
+
+    def method(self, name: str) -> MethodProxy[Any]:
+        """The remote method `name` (any name, dotted or not an identifier), to call or
+        to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
+        return MethodProxy(self._invoke, name)
+
+    def _invoke(
+        self,
+        method: str,
+        options: CallOptions | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        timeout = self.timeout if options is None else options.timeout
+        return self._call(method, args, kwargs, timeout)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` by name with the client's default deadline (`timeout`)."""
+        return self._call(method, args, kwargs, self.timeout)
+
+    def delay(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run `method` without waiting (RETURN false): its ID, for `system.getresult(id)`."""
+        return self._delay(method, args, kwargs)
+
+    def _call(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        raise NotImplementedError
+
+    def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    # -- the connection, without I/O ---------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open and authenticated."""
+        return self._conn is not None and not self._conn.closed and self._open()
+
+    def _open(self) -> bool:
+        raise NotImplementedError
+
+    def _new_connection(self) -> ClientConnection:
+        self._ended = False
+        self._received = 0
+        self.server_info = None
+        self._conn = ClientConnection(
+            self.address.username,
+            self.address.password,
+            json=self.debug,
+            compression=self.compression,
+            features=self.features,
+            max_message_size=self.max_message_size,
+        )
+        return self._conn
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        """The connection is ready: `server_info` says what it runs with."""
+        self.server_info = welcome
+        self._reconnect_due = False
+
+    def _receive(self, data: bytes) -> tuple[list[ClientEvent], int]:
+        """The events `data` completes, and the bytes charged to each: the bytes received
+        since the last event, shared among the events they complete."""
+        conn = self._conn
+        if conn is None:
+            return [], 0
+        try:
+            events = conn.receive_data(data)
+        except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
+            error = exc if isinstance(exc, ProtocolException) else None
+            events = [conn.close(error or ProtocolSyntaxException(f"unreadable reply: {exc!r}"))]
+        self._received += len(data)
+        if not events:
+            return events, 0
+        share = self._received // len(events)
+        self._received = 0
+        return events, share + _ITEM_OVERHEAD
+
+    def _check_call(self) -> ClientConnection:
+        """The connection to send a call on; ConnectionLostError if there is none."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            raise ConnectionLostError(f"not connected to {self.address}: {self._how_to_connect}")
+        return conn
+
+    def _lost_connection(self, error: MPRPCError, *, by_user: bool = False) -> None:
+        """Note that the connection ended; a call made next connects again when nothing
+        was in flight (the server closed an idle connection, or went away between calls)."""
+        if self._ended:
+            return  # decided when it ended; closing the socket reports it again
+        self._ended = True
+        if by_user:
+            self._reconnect_due = False
+        elif self.server_info is not None and not self._pending:
+            self._reconnect_due = True
+        # Otherwise unchanged: a failed reconnection is tried again by the next call.
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close(error)
+
+    def _outcome(self, method: str, event: ClientEvent, timeout: float | None) -> Any:
+        """The value of a call's first event (None for a stream start, whose stream the
+        shell builds); raises the call's error. Warns if the method is deprecated."""
+        if type(event) is Result:
+            if event.deprecated:
+                warn_deprecated(method, stream=False)
+            return event.value
+        if isinstance(event, CallFailed | ConnectionFailed):
+            error = event.error
+            if isinstance(error, DeadlineExceeded) and error.id is not None:
+                # The server's clock ran out first: the same error as if ours had.
+                raise self._deadline_error(method, timeout, error.id) from error
+            raise error
+        if isinstance(event, StreamStart):
+            if event.deprecated:
+                warn_deprecated(method, stream=True)
+            return None
+        raise ProtocolSyntaxException(f"unexpected {event} for call {method!r}")
+
+    # -- streams ---------------------------------------------------------------------
+
+    def _file_item(self, id: str, pending: Pending, item: Any, nbytes: int) -> Flow:
+        """File a stream item; past the stream's buffer limit, either pause reading (when
+        every call in flight is a stream that is full: pausing starves nobody and TCP flow
+        control slows the server) or fail this stream, which the shell then cancels."""
+        buffer = pending.stream
+        if buffer is None or buffer.done:
+            return Flow.GO_ON
+        buffer.push(item, nbytes)
+        if not self._full(buffer):
+            return Flow.GO_ON
+        if all(p.stream is not None and self._full(p.stream) for p in self._pending.values()):
+            return Flow.PAUSE
+        del self._pending[id]
+        buffer.finish(
+            ResultLimitError(
+                f"stream {pending.method!r} was cancelled: more than "
+                f"{self.stream_buffer_size} bytes of its items were not read while other "
+                "calls used the connection; read it as it comes, give it a client of its "
+                "own, or raise stream_buffer_size",
+                id=id,
+            )
+        )
+        return Flow.OVERFLOW
+
+    def _full(self, buffer: StreamBuffer) -> bool:
+        # At least one item is always kept, however large.
+        return buffer.size > self.stream_buffer_size and len(buffer.items) > 1
+
+    def _may_resume(self) -> bool:
+        """Whether reading paused by `Flow.PAUSE` may go on: nothing is in flight any more
+        (the full stream was closed), some call waits, or a stream was read down to half
+        its limit (not less, so reading does not pause and resume with every item)."""
+        half = self.stream_buffer_size // 2
+        pending = self._pending.values()
+        return not pending or any(p.stream is None or p.stream.size <= half for p in pending)
+
+    # -- errors: the same text from both clients ----------------------------------------
+
+    def _server_error(self, error: MPRPCError) -> MPRPCError:
+        """The error for a connection-level failure the server reported."""
+        if isinstance(error, LoginError):
+            text = error.message
+            if text.startswith("authentication failed"):  # say it once
+                text = text.removeprefix("authentication failed").lstrip(": ")
+            return LoginError(
+                f"authentication failed for {self.address}: "
+                f"{text or 'check the user name and password in the address'}",
+                exception=error.exception,
+                data=error.data,
+            )
+        return error
+
+    def _connect_failed(self, exc: OSError) -> ConnectionLostError:
+        reason = str(exc)
+        if exc.errno and exc.errno > 0 and not isinstance(exc, ssl_module.SSLError):
+            # The system's words: asyncio rewords them ("Connect call failed (...)").
+            reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+        return ConnectionLostError(f"could not connect to {self.address}: {reason}")
+
+    def _connect_timed_out(self) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"could not connect to {self.address} within {self.connect_timeout}s"
+        )
+
+    def _lost_error(self, exc: BaseException | None = None) -> ConnectionLostError:
+        if exc is None:
+            return ConnectionLostError(f"connection to {self.address} closed by the server")
+        return ConnectionLostError(f"connection to {self.address} lost: {exc}")
+
+    def _closed_error(self) -> ConnectionLostError:
+        return ConnectionLostError(f"connection to {self.address} closed")
+
+    def _deadline_error(self, method: str, timeout: float | None, id: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"call {method!r} did not finish within its {timeout}s deadline", id=id
+        )
+
+    def _heartbeat_error(self, interval: float) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"no heartbeat reply from {self.address} within {interval}s: connection considered dead"
+        )
