@@ -155,6 +155,8 @@ def rows() -> list[Row]:
             out.append(Row(workload, "pymprpc, sync client", "pymprpc", "pymprpc-sync"))
         if HAVE_UVLOOP:
             out.append(Row(workload, "pymprpc + uvloop", "pymprpc-uvloop", "pymprpc", True))
+        if workload in ("w1", "w2"):
+            out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
         if workload != "w3":
             out.append(Row(workload + "p", POOL, "pymprpc", "pymprpc"))
     out += [
@@ -166,6 +168,8 @@ def rows() -> list[Row]:
 
 
 POOL = "pymprpc, plain def (process pool)"
+TYPED = "pymprpc, typed (mprpcgen)"
+TYPED_TARGET = 0.95
 # Process-pool rows compare with the coroutine path on the same workload.
 BASE = {"w1p": "w1", "w2p": "w2", "w4p": "w4"}
 POOL_TARGETS = {"w1p": 0.6, "w2p": 0.3, "w4p": 0.6}
@@ -255,6 +259,14 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
                 f"{workload}: a plain def on the process pool at {ratio:.2f}x of the coroutine "
                 f"path (target {want}x): {'met' if ratio >= want else 'NOT met'}"
             )
+    for workload in ("w1", "w2"):
+        typed, untyped = medians.get((workload, TYPED)), medians.get((workload, "pymprpc"))
+        if typed and untyped:
+            ok = typed / untyped >= TYPED_TARGET
+            verdicts.append(
+                f"{workload}: typed at {typed / untyped:.2f}x of untyped "
+                f"(target {TYPED_TARGET}x): {'met' if ok else 'NOT met'}"
+            )
     one, two = medians.get(("cpu", "pymprpc, 1 worker")), medians.get(("cpu", "pymprpc, 2 workers"))
     if one and two:
         verdicts.append(
@@ -304,6 +316,8 @@ def main() -> None:
     try:
         for key in sorted({r.server for r in selected}):
             system = "pymprpc" if key.startswith("pymprpc") else key
+            if key == "pymprpc-typed":
+                system = key
             workers = int(key[-2]) if key.endswith("w") else None  # pymprpc-1w, pymprpc-2w
             servers.start(key, system, uvloop=key.endswith("uvloop"), workers=workers)
         for run in range(1, args.runs + 1):

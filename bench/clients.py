@@ -1,6 +1,7 @@
 """`python -m bench.clients SYSTEM WORKLOAD PORT SECONDS [--uvloop]`: one measurement, as JSON.
 
-Systems: pymprpc (AsyncRPC), pymprpc-sync (RPC), floor, grpc. Workloads: w1 (sequential
+Systems: pymprpc (AsyncRPC), pymprpc-sync (RPC), pymprpc-typed (the generated typed
+client against the generated servicer, w1 and w2), floor, grpc. Workloads: w1 (sequential
 add), w2 (64 adds in flight), w3 (stream of 100,000 ints), w4 (echo 1 MiB); w1p, w2p, w4p
 (the same as plain functions on the process pool) and w5t (sequential add on the thread
 pool), pymprpc only; cpu (2 ms of pure-Python work per call, 8 in flight, process pool);
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bench import floor, grpc_support
+from generated_examples.calculator import AsyncCalculatorClient
 from pymprpc.client import RPC, AsyncRPC
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -48,6 +50,19 @@ async def connect(system: str, port: int, own_connection: bool = False) -> tuple
                 yield item
 
         return AsyncCalls(rpc.call, stream), rpc.close
+    if system == "pymprpc-typed":
+        typed = AsyncCalculatorClient(f"tcp://127.0.0.1:{port}")
+        await typed.connect()
+
+        async def typed_call(method: str, *args: Any) -> Any:
+            assert method == "add", "the typed rows measure add only"
+            return await typed.slow_add(*args)
+
+        async def no_stream(n: int) -> AsyncIterator[int]:
+            raise SystemExit("the typed rows measure add only")
+            yield n
+
+        return AsyncCalls(typed_call, no_stream), typed.close
     if system == "floor":
         client = await floor.connect(port)
         return AsyncCalls(client.call, lambda n: client.stream("count", n)), None

@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncIterator
 
 from bench import floor, grpc_support
+from generated_examples.calculator import CalculatorServicer, register_calculator
+from generated_examples.geometry import Shape
 from pymprpc.server import Server
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -57,13 +59,46 @@ def build_pymprpc(port: int, workers: int | None = None) -> Server:
     return server
 
 
+class BenchCalculator(CalculatorServicer):
+    """The generated Calculator service; the typed rows call slow_add, a coroutine
+    (implemented here without the wait its name promises) like the untyped `add`."""
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def slow_add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    async def count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    def area(self, shape: Shape) -> float:
+        return 0.0
+
+    def old_add(self, a: int, b: int) -> int:
+        return a + b
+
+    def log(self, line: str) -> None:
+        pass
+
+    async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
+        return shape
+
+
+def build_typed(port: int) -> Server:
+    server = Server(("127.0.0.1", port), timeout=None, max_message_size=MAX_MESSAGE)
+    register_calculator(server, BenchCalculator())
+    return server
+
+
 async def main(system: str, port: int, workers: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if system == "pymprpc":
-        server = build_pymprpc(port, workers)
+    if system in ("pymprpc", "pymprpc-typed"):
+        server = build_typed(port) if system == "pymprpc-typed" else build_pymprpc(port, workers)
         await server.start()
         print("ready", flush=True)
         await stop.wait()
