@@ -34,10 +34,9 @@ class TypedClient(_Options):
 
     @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
-        proxy = self.rpc.method(method)
-        if self._timeout is not _CLIENT_DEFAULT:
-            proxy = proxy.with_options(timeout=self._timeout)
-        return proxy(*args)
+        if self._timeout is _CLIENT_DEFAULT:
+            return self.rpc.call(method, *args)  # no proxy to build: the common case
+        return self.rpc.method(method).with_options(timeout=self._timeout)(*args)
 
     def __enter__(self) -> Self:
         self.rpc.connect()
@@ -63,10 +62,9 @@ class AsyncTypedClient(_Options):
 
     @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
-        proxy = self.rpc.method(method)
-        if self._timeout is not _CLIENT_DEFAULT:
-            proxy = proxy.with_options(timeout=self._timeout)
-        return await proxy(*args)
+        if self._timeout is _CLIENT_DEFAULT:
+            return await self.rpc.call(method, *args)  # no proxy to build: the common case
+        return await self.rpc.method(method).with_options(timeout=self._timeout)(*args)
 
     async def __aenter__(self) -> Self:
         await self.rpc.connect()
