@@ -2,8 +2,14 @@
 
 `MPRPCError` is the root. Call errors (4xx) fail one call; server errors (5xx) concern the
 whole connection. Classes carrying a `code` map 1:1 to the codes of docs/protocol.md;
-`ConnectionLostError`, `LocalProtocolError` and `ValidationError` are local conditions
-with no wire code (a server answers a `ValidationError` in its arguments with 402).
+`ConnectionLostError`, `LocalProtocolError`, `RemoteProtocolError` and `ValidationError`
+are local conditions with no wire code (a server answers a `ValidationError` in its
+arguments with 402, and a `RemoteProtocolError` with the 505/506 it names).
+
+As in h11, a protocol violation is either *local* (`LocalProtocolError`: we were about to
+send something the protocol forbids) or *remote* (`RemoteProtocolError`: the peer sent
+bytes that break it). `ProtocolException` / `ProtocolSyntaxException` are what a server
+*reported* (505/506 on the wire); a client never raises them for garbage it received.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ __all__ = [
     "ProtocolSyntaxException",
     "ConnectionLostError",
     "LocalProtocolError",
+    "RemoteProtocolError",
     "ValidationError",
     "ExpireWarning",
     "ExpireStreamWarning",
@@ -223,6 +230,19 @@ class ValidationError(MPRPCError, ValueError):
 
 class LocalProtocolError(MPRPCError, ValueError):
     """We were about to violate the protocol (e.g. a payload containing the separator)."""
+
+
+class RemoteProtocolError(MPRPCError):
+    """The peer sent bytes that violate the protocol (bad frame, payload or message).
+
+    `reply_code` is what a server answers before closing: 506 (`PROTOCOL_SYNTAX_ERROR`)
+    for a message it cannot parse, 505 (`PROTOCOL_ERROR`) for a bad version, framing or
+    size. A client raises it as is: the server did not report anything, it misbehaved.
+    """
+
+    def __init__(self, message: str, *, syntax: bool = True) -> None:
+        super().__init__(message)
+        self.reply_code: Code = Code.PROTOCOL_SYNTAX_ERROR if syntax else Code.PROTOCOL_ERROR
 
 
 # -- warnings (3xx) ----------------------------------------------------------------

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+import logging
+import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from service import PASSWORD, USER, Probe, url
 
 from helpers import RawClient, ServerThread, pack, wait_for
 from pymprpc.client import RPC
-from pymprpc.protocol import SEPARATOR
+from pymprpc.errors import LocalProtocolError, ResultLimitError
+from pymprpc.protocol import SEPARATOR, Codec
 
 V = {"MPRPC": "0.1"}
 
@@ -170,3 +176,75 @@ def test_too_many_calls_in_flight_get_503(serve: Callable[..., ServerThread], pr
         assert (reply["CODE"], reply["MESSAGE"]["ID"]) == (503, "2")
         probe.release.set()
         assert c.recv()["MESSAGE"] == {"ID": "1", "RESULT": "released"}
+
+
+def test_cancel_with_an_integer_id_is_400_like_a_call(srv: ServerThread) -> None:
+    with RawClient(srv.port) as c:
+        c.send({**V, "AUTH": {"USERNAME": USER, "PASSWORD": PASSWORD}, "FEATURES": ["cancel"]})
+        assert c.recv()["CODE"] == 100
+        c.send({**V, "ID": 5, "CANCEL": True})
+        reply = c.recv()
+        assert reply["CODE"] == 400 and reply["MESSAGE"]["ID"] == 5
+        c.send({**V, "ID": 6, "METHOD": "record", "ARGS": ["x"]})
+        assert c.recv()["CODE"] == 400
+        c.send({**V, "ID": "ok", "METHOD": "coro_add", "ARGS": [1, 2]})
+        assert c.recv()["MESSAGE"] == {"ID": "ok", "RESULT": 3}
+    still_serving(srv)
+
+
+def test_non_string_keys_travel_both_ways(srv: ServerThread) -> None:
+    value = {1: "a", 2.5: [None], None: {3: b"x"}}
+    with RPC(url(srv)) as rpc:
+        assert rpc.echo(value) == value
+        assert rpc.coro_add(1, 2) == 3  # the connection lives on
+    with RawClient(srv.port, decode=Codec().decode) as c:
+        assert c.login(USER, PASSWORD)["CODE"] == 100
+        fields = ["MPRPC", "0.1", "ID", "k", "METHOD", "echo", "ARGS"]
+        args = b"\x91\x81\x92\x01\x02\xa1a"  # [{[1, 2]: "a"}]: an array as a map key
+        c.send_raw(b"\x84" + b"".join(pack(f) for f in fields) + args + SEPARATOR)
+        assert c.recv()["MESSAGE"] == {"ID": "k", "RESULT": {(1, 2): "a"}}
+
+
+def register_inline(srv: ServerThread, name: str, func: Callable[[], Any]) -> None:
+    srv.call_in_loop(lambda: srv.server.register_function(name, executor="inline")(func))
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [({1, 2}, "is a set"), (datetime.datetime(2020, 1, 1), "is a datetime.datetime")],
+)
+def test_unencodable_result_says_what_cannot_be_encoded(
+    srv: ServerThread, value: Any, named: str
+) -> None:
+    register_inline(srv, "odd", lambda: value)
+    with RPC(url(srv)) as rpc:
+        with pytest.raises(ResultLimitError) as info:
+            rpc.odd()
+        text = str(info.value)
+        assert "cannot encode as MessagePack" in text and named in text
+        assert "too large" not in text
+        assert rpc.coro_add(1, 2) == 3
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_json_mode_refuses_nan_and_infinity(srv: ServerThread, value: float) -> None:
+    register_inline(srv, "not_a_number", lambda: [value])
+    with RPC(url(srv), debug=True) as rpc:
+        with pytest.raises(ResultLimitError, match="strict JSON"):
+            rpc.not_a_number()
+        with pytest.raises(LocalProtocolError, match="strict JSON"):
+            rpc.echo(value)
+        assert rpc.coro_add(1, 2) == 3
+
+
+def test_json_login_with_a_lone_surrogate_is_501_without_a_traceback(
+    srv: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        with RawClient(srv.port, decode=json.loads) as c:
+            c.send_raw(b'{"MPRPC":"0.1","AUTH":{"USERNAME":"\\ud800","PASSWORD":"x"}}' + SEPARATOR)
+            assert c.recv() == {**V, "CODE": 501}
+            assert c.at_eof()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    still_serving(srv)

@@ -26,8 +26,7 @@ from pymprpc.errors import (
     MPRPCError,
     NotFindError,
     ParamError,
-    ProtocolException,
-    ProtocolSyntaxException,
+    RemoteProtocolError,
     RPCRuntimeError,
     TimeoutException,
 )
@@ -200,7 +199,7 @@ def test_deprecation_warnings_point_at_the_callers_line(srv: ServerThread) -> No
 
 
 def test_malformed_welcome_is_the_same_protocol_error(fake: Callable[..., OldServer]) -> None:
-    """A welcome with wrong types is a ProtocolException naming the field, not a TypeError."""
+    """A welcome with wrong types is a RemoteProtocolError naming the field, not a TypeError."""
     bad_fields: list[dict[str, Any]] = [
         {"FEATURES": [["x"]]},
         {"FEATURES": "cancel"},
@@ -221,7 +220,7 @@ def test_malformed_welcome_is_the_same_protocol_error(fake: Callable[..., OldSer
         ]
         key = next(iter(fields))
         for kind, text in outcomes:
-            assert issubclass(kind, ProtocolException), (fields, kind, text)
+            assert issubclass(kind, RemoteProtocolError), (fields, kind, text)
             assert text.startswith(f"malformed welcome reply from the server: {key} must be")
         assert outcomes[0] == outcomes[1]
 
@@ -268,14 +267,14 @@ def test_a_malformed_welcome_logs_nothing(caplog: pytest.LogCaptureFixture) -> N
     port = welcoming({"FEATURES": [["x"]]}).port
     with caplog.at_level(logging.DEBUG):
         kind, _ = async_outcome(lambda rpc: asyncio.sleep(0), f"tcp://127.0.0.1:{port}")
-    assert issubclass(kind, ProtocolException)
+    assert issubclass(kind, RemoteProtocolError)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_an_unexpected_failure_in_the_core_is_a_protocol_error(
     srv: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whatever the parser raises, a client reports a ProtocolException, never a bare
+    """Whatever the parser raises, a client reports a RemoteProtocolError, never a bare
     TypeError from its reader."""
 
     def broken(self: Any, data: bytes) -> Any:
@@ -284,7 +283,7 @@ def test_an_unexpected_failure_in_the_core_is_a_protocol_error(
     monkeypatch.setattr(ClientConnection, "receive_data", broken)
     sync = sync_outcome(lambda rpc: None, url(srv))
     async_ = async_outcome(lambda rpc: asyncio.sleep(0), url(srv))
-    same(sync, async_, ProtocolSyntaxException, "unreadable reply: TypeError")
+    same(sync, async_, RemoteProtocolError, "unreadable reply: TypeError")
 
 
 def test_an_untrusted_certificate_is_the_same_error(

@@ -139,3 +139,136 @@ def test_many_connections_come_and_go(srv: ServerThread) -> None:
 
     assert asyncio.run(asyncio.wait_for(main(), 30)) == [2 * i for i in range(100)]
     wait_for(lambda: srv.call_in_loop(lambda: srv.server.connection_count) == 0)
+
+
+# -- memory an unauthenticated or hostile peer can pin ------------------------------
+
+MiB = 1024 * 1024
+
+
+def handlers_state(srv: ServerThread, get: Callable[[Any], int]) -> int:
+    return srv.call_in_loop(lambda: sum(get(h) for h in connections(srv.server)))
+
+
+def test_unauthenticated_peers_get_505_past_the_pre_auth_limit(srv: ServerThread) -> None:
+    clients = [RawClient(srv.port) for _ in range(5)]
+    try:
+        for c in clients:
+            c.send_raw(b"\x81" + b"x" * 100_000)  # no separator, over 64 KiB
+        for c in clients:
+            assert c.recv() == {**V, "CODE": 505}
+            assert c.at_eof()
+    finally:
+        for c in clients:
+            c.close()
+    still_serving(srv)
+
+
+def test_compression_bomb_before_auth_costs_kilobytes(srv: ServerThread) -> None:
+    import bz2
+    import tracemalloc
+
+    elements = 16_000_000  # an array of 16M empty maps: ~1 GB if decoded
+    payload = bz2.compress(b"\xdd" + elements.to_bytes(4, "big") + b"\x80" * elements)
+    assert len(payload) < 200
+    tracemalloc.start()
+    try:
+        with RawClient(srv.port) as c:
+            c.send_raw(payload + SEPARATOR)
+            assert c.recv() == {**V, "CODE": 505}
+            assert c.at_eof()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MiB, peak
+    still_serving(srv)
+
+
+def test_partial_frames_of_all_connections_share_one_budget(
+    serve: Callable[..., ServerThread],
+) -> None:
+    limit, read, part, n = 1 * MiB, 256 * 1024, 1 * MiB, 8  # asyncio reads <= 256 KiB
+    srv = serve(max_buffered_input=limit)
+    frames = [
+        pack({**V, "ID": f"c{i}", "METHOD": "repeat", "ARGS": ["y" * (part + 1000), 0]}) + SEPARATOR
+        for i in range(n)
+    ]
+    clients = [RawClient(srv.port) for _ in frames]
+    try:
+        for c in clients:
+            assert c.login(USER, PASSWORD)["CODE"] == 100
+        for c, frame in zip(clients, frames, strict=True):
+            c.send_raw(frame[:part])
+        # All but one connection holding a partial frame stop reading.
+        wait_for(lambda: srv.call_in_loop(lambda: srv.server._core.input_budget.paused) == n - 1)
+        buffered = handlers_state(srv, lambda h: h.conn.buffered_bytes)
+        # The budget, one read per paused connection, and the frame of the one reading:
+        # 3.75 MiB at most here, 8 MiB without the budget.
+        assert buffered <= limit + (n - 1) * read + part, buffered
+        for c, frame in zip(clients, frames, strict=True):
+            c.send_raw(frame[part:])
+        for i, c in enumerate(clients):
+            assert c.recv() == {**V, "CODE": 200, "MESSAGE": {"ID": f"c{i}", "RESULT": ""}}
+    finally:
+        for c in clients:
+            c.close()
+    wait_for(lambda: srv.call_in_loop(lambda: srv.server._core.input_budget.used) == 0)
+
+
+def test_results_for_a_client_that_does_not_read_are_bounded(srv: ServerThread) -> None:
+    import tracemalloc
+
+    calls = 64
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.settimeout(10)
+    c = RawClient.__new__(RawClient)
+    c.sock, c.encode, c.buffer = sock, pack, b""
+    c.decode = Codec().decode
+    tracemalloc.start()
+    try:
+        with c:
+            assert c.login(USER, PASSWORD)["CODE"] == 100
+            c.send_raw(
+                b"".join(
+                    pack({**V, "ID": f"r{i}", "METHOD": "repeat", "ARGS": ["x", MiB]}) + SEPARATOR
+                    for i in range(calls)
+                )
+            )
+            # The server answers until this client's output is over its limit (4 MiB),
+            # then holds the calls it read and stops reading.
+            wait_for(lambda: handlers_state(srv, lambda h: len(h._deferred)) > 0)
+            current, _ = tracemalloc.get_traced_memory()
+            assert current < 24 * MiB, current  # 64 MiB of results without back-pressure
+            for i in range(calls):
+                reply = c.recv()
+                assert reply["MESSAGE"]["ID"] == f"r{i}" and len(reply["MESSAGE"]["RESULT"]) == MiB
+    finally:
+        tracemalloc.stop()
+    assert handlers_state(srv, lambda h: len(h._deferred)) == 0
+
+
+def test_a_large_request_while_another_thread_reads_a_fast_stream(srv: ServerThread) -> None:
+    """The blocking client sends holding the connection, so its reader waits meanwhile:
+    the server must finish reading a request it has started even while this client's
+    output is over the high-water mark, or both sides wait for each other forever."""
+    import threading
+
+    big = "x" * (12 * MiB)
+    with RPC(url(srv)) as rpc:
+        stream = rpc.firehose(16 * 1024)
+        next(stream)
+        done: list[int] = []
+
+        def reader() -> None:
+            for n, _ in enumerate(stream):
+                if done or n > 100_000:
+                    return
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        wait_for(lambda: sum(server_write_buffers(srv)) > 64 * 1024)  # output is paused
+        done.append(len(rpc.echo(big)))
+        thread.join(10)
+        assert done == [len(big)]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import OLD_WELCOME, pack
-from pymprpc.errors import ProtocolException
+from pymprpc.errors import RemoteProtocolError
 from pymprpc.protocol import (
     SEPARATOR,
     ClientConnection,
@@ -99,7 +99,7 @@ def test_server_connection_never_raises(
     data = (AUTH if authed else b"") + mutate(b"".join(parts), flips)
     for piece in splits(data, cuts):
         conn.receive_data(piece)
-        conn.data_to_send()
+        conn.chunks_to_send()
         # Outcomes for whatever calls were accepted must always be sendable.
         for id in list(conn._inflight):
             conn.send_result(id, None)
@@ -129,7 +129,7 @@ def test_framers_raise_only_protocol_errors(data: bytes, cuts: list[int]) -> Non
             for piece in splits(data, cuts):
                 for frame in framer.feed(piece):
                     assert len(frame) <= 64
-        except ProtocolException:
+        except RemoteProtocolError:
             pass
 
 
@@ -140,7 +140,7 @@ def test_codec_raises_only_protocol_errors(data: bytes, json: bool, comp: Any) -
         lambda: Codec(json=json, compression=comp, max_size=1024).decode(data),
         lambda: Codec.detect(data, 1024),
     ):
-        with contextlib.suppress(ProtocolException):
+        with contextlib.suppress(RemoteProtocolError):
             attempt()
 
 
@@ -160,5 +160,5 @@ def test_codec_on_mutated_valid_payloads(
     except ValueError:
         return  # e.g. an integer JSON or MessagePack cannot carry
     assert codec.decode(payload) == msg
-    with contextlib.suppress(ProtocolException):
+    with contextlib.suppress(RemoteProtocolError):
         codec.decode(mutate(payload, flips))

@@ -30,13 +30,16 @@ def frame(msg: Any) -> bytes:
 def ready() -> ClientConnection:
     conn = ClientConnection("u", "p", features=frozenset())
     conn.start()
+    conn.chunks_to_send()
     [welcome] = conn.receive_data(frame(WELCOME))
     assert isinstance(welcome, Welcome) and welcome.idle_timeout == 180
     return conn
 
 
 def test_auth_request_without_features_looks_like_0_0_3() -> None:
-    data = ClientConnection("u", "p", features=frozenset()).start()
+    conn = ClientConnection("u", "p", features=frozenset())
+    conn.start()
+    data = b"".join(conn.chunks_to_send())
     assert unpack(data[: -len(SEPARATOR)]) == {
         "MPRPC": "0.1",
         "AUTH": {"USERNAME": "u", "PASSWORD": "p"},
@@ -53,8 +56,8 @@ def test_login_failure() -> None:
 
 def test_responses_are_routed_and_unknown_ids_ignored() -> None:
     conn = ready()
-    a, _ = conn.send_call("add", [1, 2])
-    s, _ = conn.send_call("gen")
+    a = conn.send_call("add", [1, 2])
+    s = conn.send_call("gen")
     events = conn.receive_data(
         frame({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": "zzz", "RESULT": 0}})
         + frame({"MPRPC": "0.1", "CODE": 300, "MESSAGE": {"ID": a, "RESULT": 3}})
@@ -68,7 +71,7 @@ def test_responses_are_routed_and_unknown_ids_ignored() -> None:
 
 def test_call_error_carries_details() -> None:
     conn = ready()
-    a, _ = conn.send_call("f")
+    a = conn.send_call("f")
     [event] = conn.receive_data(
         frame(
             {
@@ -90,7 +93,7 @@ def test_call_error_carries_details() -> None:
 
 def test_per_call_5xx_fails_only_that_call() -> None:
     conn = ready()
-    a, _ = conn.send_call("f")
+    a = conn.send_call("f")
     [event] = conn.receive_data(
         frame(
             {
@@ -108,7 +111,7 @@ def test_separator_in_request_is_a_local_error() -> None:
     conn = ready()
     with pytest.raises(LocalProtocolError, match="separator"):
         conn.send_call("echo", ["a##PRO-END##b"])
-    assert not conn.is_pending("x")
+    assert conn.chunks_to_send() == []  # nothing queued
 
 
 def test_garbage_from_server_fails_connection() -> None:
@@ -132,3 +135,13 @@ def test_oversized_request_is_a_local_error() -> None:
     conn.receive_data(frame(WELCOME))
     with pytest.raises(LocalProtocolError, match="max_message_size"):
         conn.send_call("echo", ["x" * 300])
+
+
+def test_a_client_accepts_long_collections_within_the_message_size() -> None:
+    conn = ready()
+    a = conn.send_call("big")
+    value = list(range(2_000_000))  # over the server's default max_collection_len
+    [event] = conn.receive_data(
+        frame({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": a, "RESULT": value}})
+    )
+    assert isinstance(event, Result) and event.value == value

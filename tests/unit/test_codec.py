@@ -4,7 +4,7 @@ import zlib
 
 import pytest
 
-from pymprpc.errors import LocalProtocolError, ProtocolException, ProtocolSyntaxException
+from pymprpc.errors import LocalProtocolError, RemoteProtocolError
 from pymprpc.protocol import Codec, Compression
 
 MESSAGE = {"MPRPC": "0.1", "ID": "x", "METHOD": "m", "ARGS": [1, 2.5, "é", None, [True]]}
@@ -33,23 +33,27 @@ def test_json_cannot_encode_bytes() -> None:
 
 def test_compression_bomb_is_refused() -> None:
     bomb = zlib.compress(b"\x80" + b"\x00" * 10_000_000)
-    with pytest.raises(ProtocolException, match="decompressed message exceeds"):
+    with pytest.raises(RemoteProtocolError, match="decompressed message exceeds") as info:
         Codec(compression=Compression.ZLIB, max_size=1_000_000).decode(bomb)
+    assert info.value.reply_code == 505
 
 
 @pytest.mark.parametrize("compression", list(Compression))
 def test_truncated_compressed_data(compression: Compression) -> None:
     payload = Codec(compression=compression).encode(MESSAGE)
-    with pytest.raises(ProtocolSyntaxException):
+    with pytest.raises(RemoteProtocolError) as info:
         Codec(compression=compression).decode(payload[: len(payload) // 2])
+    assert info.value.reply_code == 506
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x01\x02", b"hello", b"[1, 2]"])
 def test_detect_rejects_non_maps(payload: bytes) -> None:
-    with pytest.raises(ProtocolSyntaxException):
+    with pytest.raises(RemoteProtocolError) as info:
         Codec.detect(payload)
+    assert info.value.reply_code == 506
 
 
 def test_garbage_msgpack_is_a_syntax_error() -> None:
-    with pytest.raises(ProtocolSyntaxException):
+    with pytest.raises(RemoteProtocolError) as info:
         Codec().decode(b"\x81\xc1")
+    assert info.value.reply_code == 506

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pymprpc.errors import LocalProtocolError, ProtocolException
+from pymprpc.errors import LocalProtocolError, RemoteProtocolError
 from pymprpc.protocol import SEPARATOR, LengthFramer, SeparatorFramer
 from pymprpc.protocol.framing import coalesce
 
@@ -26,7 +26,7 @@ def test_separator_fed_byte_by_byte() -> None:
 def test_separator_buffer_is_bounded() -> None:
     framer = SeparatorFramer(max_size=100)
     framer.feed(b"x" * 100)
-    with pytest.raises(ProtocolException, match="maximum message size"):
+    with pytest.raises(RemoteProtocolError, match="maximum message size"):
         framer.feed(b"x" * (len(SEPARATOR) + 1))
 
 
@@ -49,7 +49,7 @@ def test_length_prefix_is_big_endian() -> None:
 
 def test_length_frame_over_limit_is_refused_before_buffering() -> None:
     framer = LengthFramer(max_size=10)
-    with pytest.raises(ProtocolException, match="exceeds the maximum message size of 10"):
+    with pytest.raises(RemoteProtocolError, match="exceeds the maximum message size of 10"):
         framer.feed(b"\x00\x00\x00\x0b")
 
 
@@ -62,7 +62,7 @@ def test_take_buffer_returns_unframed_bytes() -> None:
 
 def test_complete_separator_frame_over_limit_is_refused() -> None:
     framer = SeparatorFramer(max_size=10)
-    with pytest.raises(ProtocolException, match="frame of 11 bytes"):
+    with pytest.raises(RemoteProtocolError, match="frame of 11 bytes"):
         framer.feed(b"x" * 11 + SEPARATOR)
 
 

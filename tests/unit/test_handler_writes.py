@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from service import PASSWORD, USER, Probe, build_server
 
-from pymprpc.protocol import ClientConnection, Result
+from pymprpc.errors import RpcUnavailableException
+from pymprpc.protocol import CallFailed, ClientConnection, Result
 from pymprpc.server.handler import ConnectionHandler
 
 
@@ -17,15 +20,27 @@ class RecordingTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[bytes] = []
+        self.unsent = 0  # what get_write_buffer_size reports: bytes the socket refused
+        self.closed = False
+        self.reading = True
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
 
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
     def is_closing(self) -> bool:
-        return False
+        return self.closed
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 1) if name == "peername" else default
@@ -39,8 +54,16 @@ async def from_callback(handler: ConnectionHandler, data: bytes) -> None:
     await done
 
 
-async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
-    server = build_server(Probe())
+def call(client: ClientConnection, method: str, *args: Any) -> bytes:
+    """The bytes of one call, as the client shell would write them."""
+    client.send_call(method, args)
+    return b"".join(client.chunks_to_send())
+
+
+async def connected(
+    **options: Any,
+) -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
+    server = build_server(Probe(), **options)
 
     @server.register_function()
     async def plus(a: int, b: int) -> int:
@@ -50,7 +73,8 @@ async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConn
     transport = RecordingTransport()
     handler.connection_made(transport)
     client = ClientConnection(USER, PASSWORD)
-    await from_callback(handler, client.start())
+    client.start()
+    await from_callback(handler, b"".join(client.chunks_to_send()))
     client.receive_data(b"".join(transport.writes))
     transport.writes.clear()
     return handler, transport, client
@@ -59,7 +83,7 @@ async def connected() -> tuple[ConnectionHandler, RecordingTransport, ClientConn
 def test_calls_answered_within_one_read_share_one_write() -> None:
     async def main() -> None:
         handler, transport, client = await connected()
-        wire = b"".join(b"".join(client.send_call("plus", (i, i))[1]) for i in range(10))
+        wire = b"".join(call(client, "plus", i, i) for i in range(10))
         await from_callback(handler, wire)
         assert len(transport.writes) == 1  # ten replies, one syscall
         events = client.receive_data(transport.writes[0])
@@ -71,7 +95,7 @@ def test_calls_answered_within_one_read_share_one_write() -> None:
 def test_a_call_that_does_not_suspend_is_answered_before_the_read_returns() -> None:
     async def main() -> None:
         handler, transport, client = await connected()
-        await from_callback(handler, b"".join(client.send_call("plus", (1, 2))[1]))
+        await from_callback(handler, call(client, "plus", 1, 2))
         assert transport.writes, "answered within data_received, no loop pass later"
         assert not handler.tasks
         [event] = client.receive_data(b"".join(transport.writes))
@@ -83,7 +107,7 @@ def test_a_call_that_does_not_suspend_is_answered_before_the_read_returns() -> N
 def test_a_suspending_call_is_tracked_then_answered() -> None:
     async def main() -> None:
         handler, transport, client = await connected()
-        await from_callback(handler, b"".join(client.send_call("sleep", (0.01,))[1]))
+        await from_callback(handler, call(client, "sleep", 0.01))
         assert not transport.writes and len(handler.tasks) == 1
         while not transport.writes:
             await asyncio.sleep(0.005)
@@ -92,3 +116,157 @@ def test_a_suspending_call_is_tracked_then_answered() -> None:
         assert not handler.tasks
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_reading_goes_on_over_the_high_water_mark_and_pauses_at_max_inflight_waiting() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000, max_inflight=3)
+        transport.unsent = 5000
+        handler.pause_writing()  # the client reads slower than we answer...
+        assert transport.reading  # ...but may be sending while its reader waits on it
+        await from_callback(handler, b"".join(call(client, "plus", i, i) for i in range(2)))
+        assert transport.reading and not transport.writes  # two calls wait
+        await from_callback(handler, call(client, "plus", 2, 2))
+        assert not transport.reading  # max_inflight calls wait: stop reading this client
+        transport.unsent = 0
+        handler.resume_writing()
+        while not transport.writes:
+            await asyncio.sleep(0)
+        assert transport.reading
+        events = client.receive_data(b"".join(transport.writes))
+        assert [e.value for e in events if isinstance(e, Result)] == [0, 2, 4]
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_calls_read_while_the_output_is_over_its_limit_wait_for_it_to_drain() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000  # the client stopped reading: the socket takes nothing
+        handler.pause_writing()
+        await from_callback(handler, b"".join(call(client, "plus", i, i) for i in range(3)))
+        assert transport.writes == [] and not handler.tasks  # none started
+        transport.unsent = 0
+        handler.resume_writing()  # drained below the low-water mark
+        while not transport.writes:
+            await asyncio.sleep(0)
+        events = client.receive_data(b"".join(transport.writes))
+        assert [e.value for e in events if isinstance(e, Result)] == [0, 2, 4]
+        assert transport.reading
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_cancelled_waiting_call_never_starts() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000
+        handler.pause_writing()
+        wire = call(client, "plus", 1, 1) + call(client, "plus", 2, 2)
+        first = next(iter(client._pending))
+        client.send_cancel(first)
+        await from_callback(handler, wire + b"".join(client.chunks_to_send()))
+        transport.unsent = 0
+        handler.resume_writing()
+        while not transport.writes:
+            await asyncio.sleep(0)
+        events = client.receive_data(b"".join(transport.writes))
+        assert [e.value for e in events if isinstance(e, Result)] == [4]
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_calls_still_waiting_at_shutdown_are_answered_503() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000
+        handler.pause_writing()
+        await from_callback(handler, call(client, "plus", 1, 1))
+        assert not transport.writes
+        handler.close()
+        [event] = client.receive_data(b"".join(transport.writes))
+        assert isinstance(event, CallFailed) and isinstance(event.error, RpcUnavailableException)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_client_that_half_closes_gets_the_calls_still_waiting_answered() -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(max_output_buffer=1000)
+        transport.unsent = 5000
+        handler.pause_writing()
+        await from_callback(handler, call(client, "plus", 1, 1))
+        assert handler.eof_received()  # a call is owed: keep the transport open
+        transport.unsent = 0
+        handler.resume_writing()
+        while not transport.closed:
+            await asyncio.sleep(0)
+        [event] = client.receive_data(b"".join(transport.writes))
+        assert isinstance(event, Result) and event.value == 2
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+# -- any interleaving of reads, back-pressure and drains ---------------------------
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("calls"), st.integers(1, 2)),
+        st.tuples(st.just("block"), st.sampled_from([0, 10, 5000, 100_000])),
+        st.tuples(st.just("drain"), st.integers(0, 3)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+@given(ops, st.sampled_from([2, 5, 100]), st.sampled_from([100, 1000]))
+def test_every_call_is_answered_once_in_order(
+    steps: list[tuple[str, int]], max_inflight: int, max_output: int
+) -> None:
+    async def main() -> None:
+        handler, transport, client = await connected(
+            max_output_buffer=max_output, max_inflight=max_inflight
+        )
+        sent: list[int] = []
+        received: list[Any] = []
+
+        def collect() -> None:
+            received.extend(
+                e.value
+                for e in client.receive_data(b"".join(transport.writes))
+                if isinstance(e, Result)
+            )
+            transport.writes.clear()
+
+        for op, n in steps:
+            if op == "calls":
+                if not transport.reading:
+                    continue  # a paused transport delivers nothing
+                wire = b""
+                for _ in range(n):
+                    wire += call(client, "plus", len(sent), 0)
+                    sent.append(len(sent))
+                await from_callback(handler, wire)
+            elif op == "block":
+                transport.unsent = n
+                if n:
+                    handler.pause_writing()
+            else:
+                transport.unsent = 0
+                handler.resume_writing()
+                for _ in range(n):
+                    await asyncio.sleep(0)
+            collect()
+        transport.unsent = 0
+        handler.resume_writing()
+        for _ in range(100):
+            if len(received) == len(sent):
+                break
+            await asyncio.sleep(0)
+            collect()
+        assert received == sent
+        assert transport.reading
+        assert not handler._deferred
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -28,7 +28,7 @@ def frame(msg: Any) -> bytes:
 
 
 def replies(conn: ServerConnection) -> list[Any]:
-    data = conn.data_to_send()
+    data = b"".join(conn.chunks_to_send())
     return [unpack(f) for f in data.split(SEPARATOR)[:-1]]
 
 
@@ -39,7 +39,7 @@ def ready(features: list[str] | None = None) -> ServerConnection:
         auth["FEATURES"] = features
     events = conn.receive_data(frame(auth))
     assert isinstance(events[0], Authenticated)
-    conn.data_to_send()
+    b"".join(conn.chunks_to_send())
     return conn
 
 
@@ -191,7 +191,7 @@ def test_length_framing_after_welcome() -> None:
     )
     assert [e.id for e in events if isinstance(e, CallRequest)] == ["a"]
     conn.send_result("a", SEPARATOR)
-    assert LengthFramer().feed(conn.data_to_send()) == [
+    assert LengthFramer().feed(b"".join(conn.chunks_to_send())) == [
         pack({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": "a", "RESULT": SEPARATOR}})
     ]
 
@@ -203,4 +203,4 @@ def test_cancel_needs_negotiation() -> None:
         CancelRequest("a")
     ]
     conn.send_result("a", 1)  # nothing more for a cancelled ID
-    assert conn.data_to_send() == b""
+    assert conn.chunks_to_send() == []

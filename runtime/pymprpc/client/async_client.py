@@ -161,7 +161,7 @@ class AsyncRPC(BaseRPC):
         Raises:
             LoginError: the server refused the credentials.
             ConnectionLostError: the server cannot be reached within `connect_timeout`.
-            ProtocolException: the server's welcome reply is malformed.
+            RemoteProtocolError: the server's welcome reply is malformed.
         """
         if self.connected:
             return self
@@ -189,7 +189,9 @@ class AsyncRPC(BaseRPC):
                     ssl=self._ssl,
                 )
                 self._transport = transport
-                transport.write(conn.start())
+                conn.start()
+                for chunk in conn.chunks_to_send():
+                    transport.write(chunk)
                 welcome = await self._welcome
         except TimeoutError:
             self._abort()
@@ -313,10 +315,9 @@ class AsyncRPC(BaseRPC):
 
     def _cancel(self, id: str) -> None:
         self._pending.pop(id, None)
-        if self._conn is not None and self._transport is not None and not self._conn.closed:
-            data = self._conn.send_cancel(id)
-            if data:
-                self._write([data])
+        conn = self._conn
+        if conn is not None and self._transport is not None and conn.send_cancel(id):
+            self._write(conn.chunks_to_send())
 
     async def _heartbeat(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
@@ -327,7 +328,8 @@ class AsyncRPC(BaseRPC):
             if self._reading_paused:
                 continue  # a pong could not be read; the paused stream shows it is alive
             self._pong = loop.create_future()
-            self._write([self._conn.send_ping()])
+            self._conn.send_ping()
+            self._write(self._conn.chunks_to_send())
             try:
                 async with asyncio.timeout(interval):
                     await self._pong
@@ -351,8 +353,8 @@ class AsyncRPC(BaseRPC):
         if self._reconnect_due:
             await self.connect()
         conn = self._check_call()
-        id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
-        self._write(data)
+        id = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        self._write(conn.chunks_to_send())
         return id
 
     def _write(self, chunks: list[bytes]) -> None:

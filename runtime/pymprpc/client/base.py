@@ -21,8 +21,7 @@ from ..errors import (
     DeadlineExceeded,
     LoginError,
     MPRPCError,
-    ProtocolException,
-    ProtocolSyntaxException,
+    RemoteProtocolError,
     ResultLimitError,
 )
 from ..protocol import (
@@ -266,8 +265,8 @@ class BaseRPC:
         try:
             events = conn.receive_data(data)
         except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
-            error = exc if isinstance(exc, ProtocolException) else None
-            events = [conn.close(error or ProtocolSyntaxException(f"unreadable reply: {exc!r}"))]
+            # The core raises nothing for bytes; a bug there still ends only this connection.
+            events = [conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))]
         self._received += len(data)
         if not events:
             return events, 0
@@ -313,7 +312,7 @@ class BaseRPC:
             if event.deprecated:
                 warn_deprecated(method, stream=True)
             return None
-        raise ProtocolSyntaxException(f"unexpected {event} for call {method!r}")
+        raise RemoteProtocolError(f"unexpected {event} for call {method!r}")
 
     # -- streams ---------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ class RPC(BaseRPC):
         Raises:
             LoginError: the server refused the credentials.
             ConnectionLostError: the server cannot be reached within `connect_timeout`.
-            ProtocolException: the server's welcome reply is malformed.
+            RemoteProtocolError: the server's welcome reply is malformed.
         """
         with self._connecting:
             if self.connected:
@@ -131,7 +131,8 @@ class RPC(BaseRPC):
         """Send the auth request and wait for the welcome reply, in this thread."""
         deadline = time.monotonic() + self.connect_timeout
         try:
-            io.write([conn.start()])
+            conn.start()
+            io.write(conn.chunks_to_send())
             while True:
                 if not io.readable(deadline - time.monotonic()):
                     raise self._connect_timed_out()
@@ -195,10 +196,13 @@ class RPC(BaseRPC):
             return error
 
     def _ping(self, io: SocketIO, conn: ClientConnection) -> None:
+        chunks: list[bytes] = []
         with self._lock:
-            data = b"" if conn.closed else conn.send_ping()
-        if data:
-            io.send_soon([data])
+            if not conn.closed:
+                conn.send_ping()
+                chunks = conn.chunks_to_send()
+        if chunks:
+            io.send_soon(chunks)
 
     def _end(self, io: SocketIO, error: MPRPCError) -> None:
         with self._lock:
@@ -243,10 +247,8 @@ class RPC(BaseRPC):
         """Tell the server to stop call `id` (holding the lock; does not wait)."""
         self._pending.pop(id, None)
         conn = self._conn
-        if conn is not None and not conn.closed:
-            data = conn.send_cancel(id)
-            if data:
-                io.send_soon([data])
+        if conn is not None and conn.send_cancel(id):
+            io.send_soon(conn.chunks_to_send())
 
     def _consumed(self) -> None:
         """(Holding the lock.) A call started or a stream was read: a reader paused for
@@ -278,7 +280,8 @@ class RPC(BaseRPC):
                 if io is not self._io:
                     raise self._closed_error()
                 conn = self._check_call()
-                id, data = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+                id = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+                data = conn.chunks_to_send()  # with the call: nothing else is queued
                 call = None
                 if returns:
                     call = self._pending[id] = _Call(method)

@@ -14,6 +14,8 @@ from .connection import (
     State,
 )
 from .constants import (
+    DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+    DEFAULT_MAX_COLLECTION_LEN,
     DEFAULT_MAX_MESSAGE_SIZE,
     SEPARATOR,
     VERSION,
@@ -41,6 +43,8 @@ from .framing import Framer, LengthFramer, SeparatorFramer
 
 __all__ = [
     "ALL_FEATURES",
+    "DEFAULT_MAX_AUTH_MESSAGE_SIZE",
+    "DEFAULT_MAX_COLLECTION_LEN",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "SEPARATOR",
     "VERSION",

@@ -1,7 +1,10 @@
 """Payload codec: MessagePack or JSON (debug mode), optionally zlib/bz2/lzma compressed.
 
-Decompression is bounded by the maximum message size, so a small compressed frame cannot
-expand into gigabytes (a "compression bomb").
+Decoding is bounded before anything is allocated: decompression stops one byte past the
+codec's `max_size` (a small compressed frame cannot expand into gigabytes, a
+"compression bomb"), and MessagePack arrays and maps longer than `max_items`, strings and
+binaries longer than `max_size`, and nesting deeper than msgpack's fixed stack (1024
+levels) are refused by the unpacker as it reads their headers.
 """
 
 from __future__ import annotations
@@ -9,26 +12,43 @@ from __future__ import annotations
 import bz2
 import json
 import lzma
+import math
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 import msgpack
 
-from ..errors import LocalProtocolError, ProtocolException, ProtocolSyntaxException
-from .constants import DEFAULT_MAX_MESSAGE_SIZE, Compression
+from ..errors import LocalProtocolError, RemoteProtocolError
+from .constants import DEFAULT_MAX_COLLECTION_LEN, DEFAULT_MAX_MESSAGE_SIZE, Compression
 
 _LZMA_MAGIC: Final = b"\xfd7zXZ\x00"
 _BZ2_MAGIC: Final = b"BZh"
 _ZLIB_FIRST: Final = 0x78
 _MSGPACK_MAP_FIRST: Final = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 _JSON_FIRST: Final = frozenset(b"{ \t\r\n")
-# One packer for all: building one per message costs more than packing a small map, and
-# the C packer packs a whole message while holding the GIL, so threads cannot interleave.
-_PACKER: Final = msgpack.Packer(use_bin_type=True)
+
+# A packer per thread: building one per message costs an allocation of its initial
+# buffer, and one shared packer is not safe once threads run without the GIL. A packer
+# keeps a buffer as large as the largest message it packed, so after a large one the
+# thread's packer is dropped and the memory returned.
+_PACKER_KEEP_BYTES: Final = 1024 * 1024
+_packers = threading.local()
+
+
+def _pack(message: Any) -> bytes:
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(message)
+    if len(data) > _PACKER_KEEP_BYTES:
+        _packers.packer = None
+    return data
+
 
 _DECODE_ERRORS: Final = (
-    ValueError,  # msgpack ExtraData/FormatError, json, UnicodeDecodeError
+    ValueError,  # msgpack ExtraData/FormatError/StackError/limits, json, UnicodeDecodeError
     TypeError,  # msgpack: unhashable map key
     msgpack.UnpackException,
     RecursionError,
@@ -37,6 +57,89 @@ _DECODE_ERRORS: Final = (
     OSError,  # bz2: invalid data stream
     EOFError,
 )
+
+_ENCODABLE_SCALARS: Final = (type(None), bool, int, float, str, bytes, bytearray, memoryview)
+
+
+def _hashable(key: Any) -> Any:
+    """A map key as a hashable value: arrays become tuples, maps tuples of pairs."""
+    if isinstance(key, list):
+        return tuple(_hashable(k) for k in key)
+    if isinstance(key, dict):
+        return tuple((_hashable(k), _hashable(v)) for k, v in key.items())
+    return key
+
+
+def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_hashable(k): v for k, v in pairs}
+
+
+# msgpack packs at most 511 levels deep; deeper (or self-containing) values are refused.
+_MAX_ENCODE_DEPTH: Final = 500
+
+
+def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 0) -> str | None:
+    """Where in `value` the first thing that cannot be encoded is, and what it is."""
+    where = path or "the value"
+    if len(where) > 80:
+        where = f"...{where[-60:]}"
+    if depth > _MAX_ENCODE_DEPTH:
+        return f"{where} nests deeper than {_MAX_ENCODE_DEPTH} levels (or contains itself)"
+    if json_mode and isinstance(value, float) and not math.isfinite(value):
+        return f"{where} is {value!r}, which strict JSON cannot carry"
+    if json_mode and isinstance(value, bytes | bytearray | memoryview):
+        return f"{where} is bytes, which JSON (debug mode) cannot carry"
+    if isinstance(value, str):
+        if json_mode:
+            return None  # sent with \u escapes
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"{where} is a string with a lone surrogate (not valid UTF-8)"
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not json_mode and not -(2**63) <= value < 2**64:
+            return f"{where} is the integer {value}, outside MessagePack's 64-bit range"
+        return None
+    if isinstance(value, _ENCODABLE_SCALARS):
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_unencodable(item, json_mode, f"{path}[{i}]", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if json_mode and not isinstance(key, str | int | float | bool | type(None)):
+                return f"{where} has a key of type {type(key).__name__}, JSON needs strings"
+            found = _find_unencodable(key, json_mode, f"{path} key {key!r:.40}", depth + 1)
+            # Protocol keys of the envelope read as names: MESSAGE.RESULT[2]['when'].
+            step = f".{key}" if depth < 2 and isinstance(key, str) and key.isupper() else None
+            step = step or f"[{key!r:.40}]"
+            found = found or _find_unencodable(
+                item, json_mode, f"{path}{step}".lstrip("."), depth + 1
+            )
+            if found:
+                return found
+        return None
+    kind = type(value)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return f"{where} is a {name}"
+
+
+def _json_dumps(message: Any) -> bytes:
+    # Strict JSON (no NaN/Infinity), compact, non-ASCII kept as is; a string with a lone
+    # surrogate cannot be UTF-8, so that message goes out with \u escapes (valid JSON).
+    text = json.dumps(message, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(message, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _compress(kind: Compression, data: bytes) -> bytes:
@@ -59,53 +162,116 @@ def _decompress(kind: Compression, data: bytes | memoryview, max_size: int) -> b
         out = d.decompress(data, max_size + 1)
         finished = d.eof
     if len(out) > max_size:
-        raise ProtocolException(
-            f"decompressed message exceeds the maximum message size of {max_size} bytes"
+        raise RemoteProtocolError(
+            f"decompressed message exceeds the maximum message size of {max_size} bytes",
+            syntax=False,
         )
     if not finished:
-        raise ProtocolSyntaxException(f"truncated {kind.value} data")
+        raise RemoteProtocolError(f"truncated {kind.value} data")
     return out
 
 
 @dataclass(frozen=True, slots=True)
 class Codec:
-    """How one connection encodes its maps: `json` (debug) or msgpack, plus compression."""
+    """How one connection encodes its maps: `json` (debug) or msgpack, plus compression.
+
+    `max_size` bounds a payload after decompression; `max_items` bounds every array and
+    map of a MessagePack payload (checked from its header, before it is built).
+    """
 
     json: bool = False
     compression: Compression | None = None
     max_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_items: int = DEFAULT_MAX_COLLECTION_LEN
 
     def encode(self, message: dict[str, Any]) -> bytes:
-        """Encode one message map; LocalProtocolError if a value cannot be encoded."""
+        """Encode (and compress) one message map.
+
+        Returns:
+            The payload, without framing.
+
+        Raises:
+            LocalProtocolError: a value cannot be encoded (a set, a datetime, NaN in JSON
+                mode...); the message names where it is and what it is.
+        """
         try:
-            if self.json:
-                data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
-            else:
-                data = _PACKER.pack(message)
-        except (TypeError, ValueError, OverflowError) as exc:
+            data = _json_dumps(message) if self.json else _pack(message)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             kind = "JSON (debug mode)" if self.json else "MessagePack"
-            raise LocalProtocolError(f"value cannot be encoded as {kind}: {exc}") from exc
+            detail = _find_unencodable(message, self.json) or str(exc)
+            raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
         if self.compression is not None:
             data = _compress(self.compression, data)
         return data
 
     def decode(self, payload: bytes | memoryview) -> Any:
-        """Decode one payload; raise ProtocolException/ProtocolSyntaxException if bad."""
+        """Decompress and decode one payload.
+
+        Returns:
+            The decoded value (any MessagePack/JSON value; the caller checks its shape).
+            Map keys that are arrays or maps arrive as tuples (hashable).
+
+        Raises:
+            RemoteProtocolError: the payload is not valid (506), or exceeds a size or
+                length limit (505).
+        """
         try:
             if self.compression is not None:
                 payload = _decompress(self.compression, payload, self.max_size)
             if self.json:
                 return json.loads(bytes(payload).decode("utf-8"))
-            return msgpack.unpackb(payload, raw=False)
-        except ProtocolException:
+            return self._unpack(payload, None)
+        except RemoteProtocolError:
             raise
+        except TypeError:
+            if self.json:
+                raise RemoteProtocolError("payload is not valid JSON") from None
+            # An array or map used as a map key (unhashable): decode again, slowly, with
+            # such keys turned into tuples rather than refusing the whole connection.
+            try:
+                return self._unpack(payload, _pairs_to_dict)
+            except _DECODE_ERRORS as exc:
+                raise RemoteProtocolError(f"payload is not valid MessagePack: {exc}") from None
         except _DECODE_ERRORS as exc:
             kind = "JSON" if self.json else "MessagePack"
-            raise ProtocolSyntaxException(f"payload is not valid {kind}: {exc}") from exc
+            text = str(exc)
+            if "exceeds max_" in text:
+                raise RemoteProtocolError(
+                    f"MessagePack payload over a length limit: {text} "
+                    f"(max_collection_len={self.max_items}, max_message_size={self.max_size})",
+                    syntax=False,
+                ) from None
+            raise RemoteProtocolError(f"payload is not valid {kind}: {text}") from None
+
+    def _unpack(self, payload: bytes | memoryview, pairs_hook: Any) -> Any:
+        return msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=False,  # MessagePack allows any key; carry them
+            object_pairs_hook=pairs_hook,
+            max_str_len=self.max_size,
+            max_bin_len=self.max_size,
+            max_ext_len=self.max_size,
+            max_array_len=self.max_items,
+            max_map_len=self.max_items,
+        )
 
     @classmethod
-    def detect(cls, payload: bytes | memoryview, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Codec:
-        """Infer encoding and compression from a connection's first payload."""
+    def detect(
+        cls,
+        payload: bytes | memoryview,
+        max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_items: int = DEFAULT_MAX_COLLECTION_LEN,
+    ) -> Codec:
+        """Infer encoding and compression from a connection's first payload.
+
+        Returns:
+            A codec for this connection, bounded by `max_size` and `max_items`.
+
+        Raises:
+            RemoteProtocolError: the payload is neither a MessagePack nor a JSON map, or
+                does not decompress within `max_size`.
+        """
         payload = bytes(payload)
         compression: Compression | None = None
         if payload.startswith(_LZMA_MAGIC):
@@ -118,15 +284,15 @@ class Codec:
         if compression is not None:
             try:
                 plain = _decompress(compression, payload, max_size)
-            except ProtocolException:
+            except RemoteProtocolError:
                 raise
             except _DECODE_ERRORS as exc:
-                raise ProtocolSyntaxException(
+                raise RemoteProtocolError(
                     f"payload is not valid {compression.value} data: {exc}"
-                ) from exc
+                ) from None
         first = plain[:1]
         if first and first[0] in _JSON_FIRST:
-            return cls(json=True, compression=compression, max_size=max_size)
+            return cls(json=True, compression=compression, max_size=max_size, max_items=max_items)
         if first and first[0] in _MSGPACK_MAP_FIRST:
-            return cls(json=False, compression=compression, max_size=max_size)
-        raise ProtocolSyntaxException("first message is neither a MessagePack nor a JSON map")
+            return cls(json=False, compression=compression, max_size=max_size, max_items=max_items)
+        raise RemoteProtocolError("first message is neither a MessagePack nor a JSON map")

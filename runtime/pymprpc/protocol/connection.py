@@ -1,14 +1,16 @@
 """Per-connection state machines, free of I/O.
 
-Feed received bytes to `receive_data()`, act on the events it returns, and write out what
-`data_to_send()` returns (or `chunks_to_send()`, which leaves large payloads uncopied).
-Replies the protocol itself dictates (pong, 400 for a malformed or duplicate call, 501 for
-a call before auth, 505/506 for garbage) are queued by the connection; the shell only runs
-calls and reports their outcomes through `send_*`.
+Both roles work the same way (like h2): feed received bytes to `receive_data()` and act
+on the events it returns; every `send_*` (and, on a server, the replies the protocol
+itself dictates: welcome, pong, 400 for a malformed or duplicate call, 501 before auth,
+505/506 for garbage) only *queues* bytes; the shell writes out what `chunks_to_send()`
+returns, whenever it suits it. Nothing here raises for bytes the peer sent: a remote
+violation closes the connection, and `error` says why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hmac
 import uuid
@@ -20,14 +22,23 @@ from ..errors import (
     LocalProtocolError,
     LoginError,
     MPRPCError,
-    ProtocolException,
-    ProtocolSyntaxException,
+    RemoteProtocolError,
     RequestError,
     ResultLimitError,
 )
 from . import messages
 from .codec import Codec
-from .constants import DEFAULT_MAX_MESSAGE_SIZE, PING, VERSION, Code, Compression, Feature, Key
+from .constants import (
+    DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+    DEFAULT_MAX_COLLECTION_LEN,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    PING,
+    VERSION,
+    Code,
+    Compression,
+    Feature,
+    Key,
+)
 from .events import (
     Authenticated,
     CallFailed,
@@ -45,6 +56,19 @@ from .events import (
 from .framing import Framer, LengthFramer, Payload, SeparatorFramer, coalesce
 
 ALL_FEATURES = frozenset(Feature)
+
+
+def _detached(error: MPRPCError) -> MPRPCError:
+    """`error` without its traceback and chained exceptions, to be stored.
+
+    A stored exception's traceback holds the frames that raised it, and they hold the
+    decoded message and the connection itself: a reference cycle that keeps a failed
+    (possibly huge) message alive until a full garbage collection.
+    """
+    error.__traceback__ = None
+    error.__cause__ = None
+    error.__context__ = None
+    return error
 
 
 class State(enum.Enum):
@@ -65,24 +89,27 @@ class Credentials:
     """Accepted (user, password) pairs, compared in constant time."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        self._pairs = [(u.encode(), p.encode()) for u, p in (pairs or ())]
-
-    def __bool__(self) -> bool:
-        return bool(self._pairs)
+        self._pairs = [(_utf8(u), _utf8(p)) for u, p in (pairs or ())]
 
     def check(self, username: str | None, password: str | None) -> bool:
         """Whether the pair is accepted (with none configured: only an anonymous login)."""
         if not self._pairs:
             # No credentials configured: only an anonymous login is accepted.
             return not username and not password
-        user = (username or "").encode()
-        pw = (password or "").encode()
+        user = _utf8(username or "")
+        pw = _utf8(password or "")
         ok = False
         # Compare against every pair without short-circuiting, so timing does not reveal
         # which user names exist or how much of a password matched.
         for u, p in self._pairs:
             ok |= hmac.compare_digest(u, user) & hmac.compare_digest(p, pw)
         return ok
+
+
+def _utf8(text: str) -> bytes:
+    # A JSON peer can send a lone surrogate ("\\ud800"): it must fail the login, not the
+    # connection handler.
+    return text.encode("utf-8", "surrogatepass")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +121,8 @@ class ServerSettings:
     idle_timeout: float | None = 180.0
     debug: bool = False
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_auth_message_size: int = DEFAULT_MAX_AUTH_MESSAGE_SIZE
+    max_collection_len: int = DEFAULT_MAX_COLLECTION_LEN
     features: frozenset[Feature] = ALL_FEATURES
 
 
@@ -104,9 +133,10 @@ def _reframe(old: Framer, rest: Sequence[Payload], new: Framer) -> list[Payload]
 
 
 class _Connection:
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, max_items: int) -> None:
         self.state = _AUTHENTICATING
         self.max_message_size = max_message_size
+        self.max_items = max_items
         self.features: frozenset[Feature] = frozenset()
         self._framer: Framer = SeparatorFramer(max_message_size)
         self._codec: Codec | None = None
@@ -120,29 +150,29 @@ class _Connection:
 
     @property
     def codec(self) -> Codec:
-        return self._codec or Codec(max_size=self.max_message_size)
+        return self._codec or Codec(max_size=self.max_message_size, max_items=self.max_items)
 
     @property
     def pending_bytes(self) -> int:
-        """How many bytes `data_to_send()` would return."""
+        """How many bytes `chunks_to_send()` would return."""
         return self._out_size
 
-    def data_to_send(self) -> bytes:
-        """Bytes queued for the peer since the last call (empty if none)."""
-        if not self._out:
-            return b""
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
-        self._out_size = 0
-        return data
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received but not yet parsed (a partial frame)."""
+        return self._framer.buffered
 
     def chunks_to_send(self) -> list[bytes]:
-        """Like `data_to_send`, as chunks: small ones joined, large ones left uncopied."""
-        return coalesce(self._take())
+        """Take the bytes queued for the peer since the last call (empty if none).
 
-    def _take(self) -> list[bytes]:
+        Returns:
+            Wire chunks in order: small ones joined, large payloads left uncopied. Write
+            them all, in order, before the next call.
+        """
+        if not self._out:
+            return []
         out, self._out, self._out_size = self._out, [], 0
-        return out
+        return coalesce(out)
 
     def _push(self, chunks: list[bytes]) -> None:
         self._out += chunks
@@ -167,29 +197,31 @@ class _Connection:
 
 
 class ServerConnection(_Connection):
-    """The server's side of one connection."""
+    """The server's side of one connection.
+
+    Until the client has authenticated, messages are limited to
+    `settings.max_auth_message_size` (on the wire and after decompression); afterwards to
+    `settings.max_message_size`.
+    """
 
     def __init__(self, settings: ServerSettings, credentials: Credentials) -> None:
-        super().__init__(settings.max_message_size)
+        super().__init__(settings.max_message_size, settings.max_collection_len)
         self.settings = settings
         self.credentials = credentials
+        self._auth_limit = min(settings.max_auth_message_size, settings.max_message_size)
+        self._framer.max_size = self._auth_limit
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
 
-    @property
-    def inflight(self) -> int:
-        """How many calls are running (accepted and not yet answered or released)."""
-        return len(self._inflight)
-
     def receive_data(self, data: bytes) -> list[ServerEvent]:
-        """Feed bytes received from the client; return the events the shell acts on.
-
-        Replies the protocol dictates (pong, call refusals, 501, 505/506) are queued for
-        `data_to_send()` here; a protocol violation closes the connection (`closed`,
-        `error`) after queueing its error code, instead of raising.
+        """Parse received bytes.
 
         Returns:
-            `Authenticated`, `CallRequest` and `CancelRequest` events, in order.
+            The events of every message now complete, in order. Replies the protocol
+            dictates are queued for `chunks_to_send()`. After a protocol violation the
+            connection is closed (`closed`, `error`), its 505/506/501 reply is queued and
+            the events parsed before it are still returned. Never raises, whatever the
+            bytes.
         """
         if self.state is _CLOSED:
             return []
@@ -202,7 +234,7 @@ class ServerConnection(_Connection):
                 i += 1
                 codec = self._codec
                 if codec is None:
-                    codec = self._codec = Codec.detect(payload, self.max_message_size)
+                    codec = self._codec = Codec.detect(payload, self._auth_limit, self.max_items)
                 event = self._handle(codec.decode(payload))
                 if event is None:
                     continue
@@ -210,7 +242,7 @@ class ServerConnection(_Connection):
                 if type(event) is Authenticated and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
-        except ProtocolException as exc:
+        except RemoteProtocolError as exc:
             self.fail(exc)
         return events
 
@@ -230,8 +262,8 @@ class ServerConnection(_Connection):
             self._queue(messages.pong())
             return None
         if Key.AUTH in msg:
-            raise ProtocolException("the connection is already authenticated")
-        raise ProtocolSyntaxException("message is neither a heartbeat nor a call")
+            raise RemoteProtocolError("the connection is already authenticated", syntax=False)
+        raise RemoteProtocolError("message is neither a heartbeat nor a call")
 
     def _authenticate(self, msg: dict[str, Any]) -> Authenticated | None:
         username, password, wanted = messages.parse_auth(msg)
@@ -241,7 +273,9 @@ class ServerConnection(_Connection):
         announced = Key.FEATURES in msg
         self.features = wanted & self.settings.features
         self._deadlines = Feature.DEADLINE in self.features
-        codec = self.codec
+        # Authenticated: from now on the full message size applies.
+        codec = self._codec = dataclasses.replace(self.codec, max_size=self.max_message_size)
+        self._framer.max_size = self.max_message_size
         self._queue(
             messages.welcome(
                 version=self.settings.version,
@@ -259,8 +293,7 @@ class ServerConnection(_Connection):
         try:
             request = messages.parse_call(msg, self._deadlines)
         except RequestError as exc:
-            raw_id = msg.get(Key.ID)
-            self._queue_error(raw_id if isinstance(raw_id, str | int) else None, exc)
+            self._queue_error(_reply_id(msg.get(Key.ID)), exc)
             return None
         if request.id in self._inflight:
             # The original call keeps its ID; only the duplicate is refused.
@@ -273,11 +306,16 @@ class ServerConnection(_Connection):
         return request
 
     def _cancel(self, id: Any) -> CancelRequest | None:
-        if Feature.CANCEL not in self.features or not isinstance(id, str):
+        # Answered like a call with the same ID would be: 400 echoing an integer or empty
+        # ID, 506 only when there is no ID to answer.
+        if not isinstance(id, str) or not id:
             self._queue_error(
-                id if isinstance(id, str) else None,
-                RequestError("CANCEL was not negotiated on this connection"),
+                _reply_id(id),
+                RequestError(f"CANCEL needs the string ID of a call, got {messages.describe(id)}"),
             )
+            return None
+        if Feature.CANCEL not in self.features:
+            self._queue_error(id, RequestError("CANCEL was not negotiated on this connection"))
             return None
         if self._inflight.pop(id, None) is None:
             return None  # already finished: nothing left to cancel
@@ -290,7 +328,7 @@ class ServerConnection(_Connection):
         self, id: str | int | None, error: MPRPCError, frame: str | None = None
     ) -> None:
         if id is None:
-            self.fail(ProtocolSyntaxException(error.message))
+            self.fail(RemoteProtocolError(error.message))
             return
         try:
             self._queue(messages.call_error(id, error, frame))
@@ -302,7 +340,13 @@ class ServerConnection(_Connection):
     # -- outcomes reported by the shell ---------------------------------------------
 
     def send_result(self, id: str, value: Any, *, deprecated: bool = False) -> None:
-        """Queue the result of call `id` and retire the ID."""
+        """Queue the result of call `id` (200, or 300 if `deprecated`) and retire the ID.
+
+        A value that cannot be sent (not encodable, over the size limit, containing the
+        separator in legacy framing) is answered with 405 naming the problem instead.
+        Nothing is queued for an ID not in flight (cancelled, already answered) or once
+        the connection is closed. Never raises.
+        """
         if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
         try:
@@ -311,7 +355,12 @@ class ServerConnection(_Connection):
             self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
 
     def send_stream_start(self, id: str, *, deprecated: bool = False) -> bool:
-        """Queue 201/301 for call `id`; False if the call is no longer wanted."""
+        """Queue 201 (301 if `deprecated`) for call `id`.
+
+        Returns:
+            False if the call is no longer wanted (cancelled, connection closed): do not
+            produce its items.
+        """
         if id not in self._inflight or self.closed:
             return False
         self._inflight[id] = True
@@ -320,7 +369,12 @@ class ServerConnection(_Connection):
         return True
 
     def send_stream_item(self, id: str, value: Any) -> bool:
-        """Queue one item; False if the stream must stop (cancelled or undeliverable)."""
+        """Queue one item (202) of stream `id`.
+
+        Returns:
+            False if the stream must stop: cancelled, connection closed, or the item could
+            not be sent (then a 405 naming the problem is queued and the ID retired).
+        """
         if not self._inflight.get(id) or self.state is _CLOSED:
             return False
         try:
@@ -331,13 +385,17 @@ class ServerConnection(_Connection):
         return True
 
     def send_stream_end(self, id: str) -> None:
-        """Queue 206 for call `id` and retire the ID (nothing if no longer wanted)."""
+        """Queue 206 for stream `id` and retire the ID (nothing if no longer in flight)."""
         if self._inflight.pop(id, None) is None or self.closed:
             return
         self._queue(messages.response(Code.STREAM_END, id))
 
     def send_error(self, id: str, error: MPRPCError, *, frame: str | None = None) -> None:
-        """Queue a call error for `id` (a traceback `frame` only in debug mode)."""
+        """Queue a call error for `id` and retire the ID.
+
+        `frame` (a traceback) is sent only in debug mode; if the error's DATA cannot be
+        encoded, the bare error is sent. Nothing is queued for an ID not in flight.
+        """
         if self._inflight.pop(id, None) is None or self.closed:
             return
         self._queue_error(id, error, frame if self.settings.debug else None)
@@ -347,19 +405,41 @@ class ServerConnection(_Connection):
         self._inflight.pop(id, None)
 
     def fail(self, error: MPRPCError) -> None:
-        """Queue the connection-level error for `error` and close."""
+        """Queue the connection-level error for `error` and close.
+
+        The code sent is `error.reply_code` for a `RemoteProtocolError` (505/506), the
+        error's own code for a 5xx error, else 500. `error` is kept, without its
+        traceback, in `self.error`.
+        """
         if self.closed:
             return
-        self.error = error
-        code = error.code if error.code is not None and error.code >= 500 else Code.SERVER_ERROR
+        self.error = _detached(error)
+        if isinstance(error, RemoteProtocolError):
+            code = error.reply_code
+        elif error.code is not None and error.code >= 500:
+            code = error.code
+        else:
+            code = Code.SERVER_ERROR
         # A bare code always encodes: no separator, far below any size limit.
         self._push(self._encode(messages.connection_error(code)))
         self.state = _CLOSED
         self._inflight.clear()
+        self._framer.clear()  # a closed connection parses nothing more
+
+
+def _reply_id(raw: Any) -> str | int | None:
+    """The ID to echo in a 400 for a bad call or cancel, None if there is none."""
+    if isinstance(raw, str) or (isinstance(raw, int) and not isinstance(raw, bool)):
+        return raw
+    return None
 
 
 class ClientConnection(_Connection):
-    """The client's side of one connection."""
+    """The client's side of one connection.
+
+    `max_collection_len` bounds the arrays and maps of replies (default: only the message
+    size does, as each element takes at least one byte).
+    """
 
     def __init__(
         self,
@@ -370,9 +450,18 @@ class ClientConnection(_Connection):
         compression: Compression | None = None,
         features: frozenset[Feature] = ALL_FEATURES,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_collection_len: int | None = None,
     ) -> None:
-        super().__init__(max_message_size)
-        self._codec = Codec(json=json, compression=compression, max_size=max_message_size)
+        # A client trusts its server more than a server its clients: by default only the
+        # message size bounds a reply's collections (each element takes at least a byte).
+        max_items = max_message_size if max_collection_len is None else max_collection_len
+        super().__init__(max_message_size, max_items)
+        self._codec = Codec(
+            json=json,
+            compression=compression,
+            max_size=max_message_size,
+            max_items=max_items,
+        )
         self._username = username
         self._password = password
         self._wanted = features
@@ -384,22 +473,25 @@ class ClientConnection(_Connection):
         self._id_counter = 0
         self._deadlines = False  # DEADLINE negotiated
 
-    def start(self) -> bytes:
-        """The auth request: the first bytes a client sends."""
-        return b"".join(
+    def start(self) -> None:
+        """Queue the auth request: the first bytes a client sends.
+
+        Raises:
+            LocalProtocolError: the credentials cannot be encoded.
+        """
+        self._push(
             self._encode(messages.auth_request(self._username, self._password, self._wanted))
         )
 
     def receive_data(self, data: bytes) -> list[ClientEvent]:
-        """Feed bytes received from the server; return the events they complete.
-
-        Replies for calls no longer pending are dropped. A protocol violation or a
-        connection error closes the connection and ends the list with `ConnectionFailed`,
-        instead of raising.
+        """Parse bytes received from the server.
 
         Returns:
-            `Welcome`, `Pong`, `Result`, `StreamStart`, `StreamItem`, `StreamEnd`,
-            `CallFailed` and `ConnectionFailed` events, in order.
+            The events of every message now complete, in order; events of calls no
+            longer pending are dropped. Bytes that violate the protocol close the
+            connection and end the list with `ConnectionFailed(RemoteProtocolError)`;
+            a 5xx reported by the server ends it with `ConnectionFailed` of that error.
+            Never raises, whatever the bytes.
         """
         if self.state is _CLOSED:
             return []
@@ -418,7 +510,7 @@ class ClientConnection(_Connection):
                 if type(event) is Welcome and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
-        except ProtocolException as exc:
+        except RemoteProtocolError as exc:
             events.append(self.close(exc))
         return events
 
@@ -437,12 +529,12 @@ class ClientConnection(_Connection):
             if type(event) is ConnectionFailed:
                 return self.close(event.error)
             if type(event) is Welcome:
-                return self.close(ProtocolException("unexpected second welcome reply"))
+                return self.close(RemoteProtocolError("unexpected second welcome reply"))
             return event  # Pong
         if isinstance(event, ConnectionFailed):
             return self.close(event.error)
         if not isinstance(event, Welcome):
-            return self.close(ProtocolException(f"expected the welcome reply, got {event}"))
+            return self.close(RemoteProtocolError(f"expected the welcome reply, got {event}"))
         self.welcome = event
         self.features = event.features & self._wanted
         self._deadlines = Feature.DEADLINE in self.features
@@ -450,10 +542,15 @@ class ClientConnection(_Connection):
         return event
 
     def close(self, error: MPRPCError) -> ConnectionFailed:
-        """Mark the connection closed (e.g. the socket dropped); pending calls are dropped."""
+        """Mark the connection closed (e.g. the socket dropped); pending calls are dropped.
+
+        Returns:
+            The `ConnectionFailed` event for `error` (kept, without traceback, in `error`).
+        """
         self.state = _CLOSED
-        self.error = error
+        self.error = _detached(error)
         self._pending.clear()
+        self._framer.clear()
         return ConnectionFailed(error)
 
     def send_call(
@@ -465,8 +562,17 @@ class ClientConnection(_Connection):
         returns: bool = True,
         deadline: float | None = None,
         id: str | None = None,
-    ) -> tuple[str, list[bytes]]:
-        """Frame a call; returns its ID and wire chunks. LocalProtocolError if unsendable."""
+    ) -> str:
+        """Queue a call (a `deadline` in seconds is sent only if negotiated).
+
+        Returns:
+            The call's ID; its outcome arrives as events with that ID (none if `returns`
+            is False: fetch it with `system.getresult`).
+
+        Raises:
+            LocalProtocolError: the connection is not ready, or the call cannot be encoded
+                or exceeds the maximum message size (nothing is queued).
+        """
         if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
@@ -474,23 +580,26 @@ class ClientConnection(_Connection):
             id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
         if not self._deadlines:
             deadline = None
-        data = self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
+        self._push(
+            self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
+        )
         if returns:
             self._pending[id] = False
-        return id, data
+        return id
 
-    def send_ping(self) -> bytes:
-        """The wire bytes of a heartbeat ping."""
-        return b"".join(self._encode(messages.ping()))
+    def send_ping(self) -> None:
+        """Queue a heartbeat; the server answers with a `Pong` event."""
+        self._push(self._encode(messages.ping()))
 
-    def send_cancel(self, id: str) -> bytes:
-        """Stop tracking call `id`; the CANCEL frame if negotiated, else nothing."""
+    def send_cancel(self, id: str) -> bool:
+        """Stop tracking call `id`; queue a CANCEL for it if that feature was negotiated.
+
+        Returns:
+            Whether a CANCEL was queued.
+        """
         if self._pending.pop(id, None) is None or Feature.CANCEL not in self.features:
-            return b""
+            return False
         if self.closed:
-            return b""
-        return b"".join(self._encode(messages.cancel(id)))
-
-    def is_pending(self, id: str) -> bool:
-        """Whether call `id` still waits for its result or for the end of its stream."""
-        return id in self._pending
+            return False
+        self._push(self._encode(messages.cancel(id)))
+        return True

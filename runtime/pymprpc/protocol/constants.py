@@ -17,6 +17,15 @@ SEPARATOR: Final = b"##PRO-END##"
 # hostile peer from making us buffer without bound.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
 
+# Largest message a server accepts before the client has authenticated, on the wire and
+# after decompression: an auth request is a few hundred bytes, and an unauthenticated
+# peer must not make the server buffer or inflate megabytes.
+DEFAULT_MAX_AUTH_MESSAGE_SIZE: Final = 64 * 1024
+
+# Longest MessagePack array or map (elements, or key/value pairs) either side decodes,
+# checked from its header before anything is built.
+DEFAULT_MAX_COLLECTION_LEN: Final = 1024 * 1024
+
 # Length framing prefix: 4-byte big-endian unsigned length (docs/protocol.md, "Frames").
 LENGTH_PREFIX_SIZE: Final = 4
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Protocol
 
-from ..errors import LocalProtocolError, ProtocolException
+from ..errors import LocalProtocolError, RemoteProtocolError
 from .constants import DEFAULT_MAX_MESSAGE_SIZE, LENGTH_PREFIX_SIZE, SEPARATOR
 
 _LENGTH = struct.Struct(">I")
@@ -46,16 +46,33 @@ class Framer(Protocol):
 
     max_size: int
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a payload (a partial frame)."""
+        ...
+
     def feed(self, data: bytes) -> list[Payload]:
-        """Buffer `data`; return every payload now complete, in order."""
+        """Buffer `data`; return every payload now complete, in order.
+
+        Raises:
+            RemoteProtocolError: a frame exceeds `max_size` (checked before buffering it).
+        """
         ...
 
     def frame(self, payload: bytes) -> list[bytes]:
-        """Return the wire chunks for one payload (LocalProtocolError if impossible)."""
+        """Return the wire chunks for one payload.
+
+        Raises:
+            LocalProtocolError: this framing cannot carry the payload.
+        """
         ...
 
     def take_buffer(self) -> bytes:
         """Remove and return the bytes buffered but not yet framed."""
+        ...
+
+    def clear(self) -> None:
+        """Drop the bytes buffered but not yet framed (the connection closed)."""
         ...
 
 
@@ -72,7 +89,7 @@ class SeparatorFramer:
         """Buffer `data`; return every payload now followed by a separator, in order.
 
         Raises:
-            ProtocolException: a frame, or the bytes buffered without a separator, exceed
+            RemoteProtocolError: a frame, or the bytes buffered without a separator, exceed
                 the maximum message size.
         """
         self._buffer += data
@@ -84,9 +101,10 @@ class SeparatorFramer:
             if end < 0:
                 break
             if end - start > self.max_size:
-                raise ProtocolException(
+                raise RemoteProtocolError(
                     f"frame of {end - start} bytes exceeds the maximum message size "
-                    f"of {self.max_size} bytes"
+                    f"of {self.max_size} bytes",
+                    syntax=False,
                 )
             frames.append(bytes(buf[start:end]))
             start = end + len(SEPARATOR)
@@ -95,11 +113,17 @@ class SeparatorFramer:
         # Keep the last len(SEPARATOR)-1 bytes unscanned: a separator may straddle reads.
         self._scanned = max(0, len(buf) - len(SEPARATOR) + 1)
         if len(buf) > self.max_size + len(SEPARATOR):
-            raise ProtocolException(
+            raise RemoteProtocolError(
                 f"no frame separator within {self.max_size} bytes "
-                "(message larger than the maximum message size)"
+                "(message larger than the maximum message size)",
+                syntax=False,
             )
         return frames
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a payload (a partial frame)."""
+        return len(self._buffer)
 
     def frame(self, payload: bytes) -> list[bytes]:
         """The payload and the separator.
@@ -117,48 +141,60 @@ class SeparatorFramer:
     def take_buffer(self) -> bytes:
         """Remove and return the bytes received after the last complete frame."""
         data = bytes(self._buffer)
-        self._buffer.clear()
-        self._scanned = 0
+        self.clear()
         return data
+
+    def clear(self) -> None:
+        """Drop the bytes received but not yet framed (the connection closed)."""
+        self._buffer = bytearray()
+        self._scanned = 0
 
 
 class LengthFramer:
     """Negotiated framing: 4-byte big-endian length, then the payload.
 
-    Built for large messages too: chunks are kept as received and joined once a frame is
-    complete, and frames are returned as views into that buffer, so a megabyte payload is
-    copied once on the way in rather than once per read.
+    Built for large messages too: a partial frame is kept in one bytearray (amortised
+    growth, no per-read object overhead even when a peer sends one byte per segment),
+    and complete frames are returned as views into the buffer that held them, so a
+    megabyte payload is copied once on the way in rather than once per read.
     """
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
-        self._chunks: list[bytes] = []
-        self._size = 0  # bytes held in _chunks
-        self._need = LENGTH_PREFIX_SIZE  # bytes _chunks must hold before parsing again
+        self._buffer = bytearray()
+        self._need = LENGTH_PREFIX_SIZE  # bytes _buffer must hold before parsing again
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a payload (a partial frame)."""
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Payload]:
         """Buffer `data`; return every payload now complete (views, not copies), in order.
 
         Raises:
-            ProtocolException: a length prefix announces more than the maximum message size.
+            RemoteProtocolError: a length prefix announces more than the maximum message
+                size.
         """
-        if self._chunks:
-            self._chunks.append(data)
-            self._size += len(data)
-            if self._size < self._need:
+        buffer: bytes | bytearray = data
+        if self._buffer:
+            self._buffer += data
+            if len(self._buffer) < self._need:
                 return []
-            data = b"".join(self._chunks)
-            self._chunks, self._size = [], 0
+            # Hand the whole buffer over: the frames returned are views into it, and a
+            # bytearray with views exported cannot be resized, so we start a new one.
+            buffer, self._buffer = self._buffer, bytearray()
         frames: list[Payload] = []
-        view = memoryview(data)
-        pos, end = 0, len(data)
+        view = memoryview(buffer)
+        pos, end = 0, len(buffer)
         need = LENGTH_PREFIX_SIZE
         while end - pos >= LENGTH_PREFIX_SIZE:
-            (size,) = _LENGTH.unpack_from(data, pos)
+            (size,) = _LENGTH.unpack_from(buffer, pos)
             if size > self.max_size:
-                raise ProtocolException(
+                raise RemoteProtocolError(
                     f"frame of {size} bytes exceeds the maximum message size "
-                    f"of {self.max_size} bytes"
+                    f"of {self.max_size} bytes",
+                    syntax=False,
                 )
             stop = pos + LENGTH_PREFIX_SIZE + size
             if stop > end:
@@ -167,8 +203,8 @@ class LengthFramer:
             frames.append(view[pos + LENGTH_PREFIX_SIZE : stop])
             pos = stop
         if pos < end:
-            rest = bytes(view[pos:])
-            self._chunks, self._size, self._need = [rest], len(rest), need
+            self._buffer = bytearray(view[pos:])
+            self._need = need
         else:
             self._need = LENGTH_PREFIX_SIZE
         return frames
@@ -189,6 +225,11 @@ class LengthFramer:
 
     def take_buffer(self) -> bytes:
         """Remove and return the bytes received after the last complete frame."""
-        data = b"".join(self._chunks)
-        self._chunks, self._size, self._need = [], 0, LENGTH_PREFIX_SIZE
+        data = bytes(self._buffer)
+        self.clear()
         return data
+
+    def clear(self) -> None:
+        """Drop the bytes received but not yet framed (the connection closed)."""
+        self._buffer = bytearray()
+        self._need = LENGTH_PREFIX_SIZE

@@ -1,7 +1,8 @@
 """Building protocol maps and validating received ones.
 
 Builders return plain dicts in wire layout; parsers take a decoded value and return an
-event, or raise the protocol's own exception saying what is wrong with it.
+event, or raise `RemoteProtocolError` saying what is wrong with it (its `reply_code` is
+the 505/506 a server answers).
 """
 
 from __future__ import annotations
@@ -9,13 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from ..errors import (
-    MPRPCError,
-    ProtocolException,
-    ProtocolSyntaxException,
-    RequestError,
-    error_for_code,
-)
+from ..errors import MPRPCError, RemoteProtocolError, RequestError, error_for_code
 from .constants import PING, PONG, VERSION, Code, Compression, Feature, Key
 from .events import (
     CallFailed,
@@ -40,6 +35,17 @@ _STREAM_ITEM: Final = int(Code.STREAM_ITEM)
 _STREAM_END: Final = int(Code.STREAM_END)
 _WELCOME: Final = int(Code.WELCOME)
 _PONG: Final = int(Code.PONG)
+
+
+def describe(value: Any) -> str:
+    """A short description of a received value for an error message: its repr if small,
+    else its type (the repr of a hostile 16 MiB value is not built)."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)[:40]
+    if isinstance(value, str | bytes) and len(value) <= 40:
+        return repr(value)
+    return f"a {type(value).__name__}"
+
 
 # -- builders ----------------------------------------------------------------------
 
@@ -152,13 +158,18 @@ def connection_error(code: Code) -> dict[str, Any]:
 
 
 def check_envelope(msg: Any) -> dict[str, Any]:
-    """Return `msg` if it is a map of protocol version 0.1, else raise 506/505."""
+    """Return `msg` if it is a map of protocol version 0.1.
+
+    Raises:
+        RemoteProtocolError: not a map (506), or another protocol version (505).
+    """
     if not isinstance(msg, dict):
-        raise ProtocolSyntaxException(f"message is a {type(msg).__name__}, not a map")
+        raise RemoteProtocolError(f"message is a {type(msg).__name__}, not a map")
     version = msg.get(Key.MPRPC)
     if version != VERSION:
-        raise ProtocolException(
-            f"unsupported protocol version {version!r}: this peer speaks MPRPC {VERSION!r}"
+        raise RemoteProtocolError(
+            f"unsupported protocol version {describe(version)}: this peer speaks MPRPC {VERSION!r}",
+            syntax=False,
         )
     return msg
 
@@ -169,14 +180,14 @@ def parse_auth(
     """Credentials and announced features of an auth request (506 if malformed)."""
     auth = msg.get(Key.AUTH)
     if not isinstance(auth, dict):
-        raise ProtocolSyntaxException("AUTH must be a map with USERNAME and PASSWORD")
+        raise RemoteProtocolError("AUTH must be a map with USERNAME and PASSWORD")
     username = auth.get(Key.USERNAME)
     password = auth.get(Key.PASSWORD)
     if not isinstance(username, str | None) or not isinstance(password, str | None):
-        raise ProtocolSyntaxException("USERNAME and PASSWORD must be strings or null")
+        raise RemoteProtocolError("USERNAME and PASSWORD must be strings or null")
     raw = msg.get(Key.FEATURES) or []
     if not isinstance(raw, list):
-        raise ProtocolSyntaxException("FEATURES must be an array of strings")
+        raise RemoteProtocolError("FEATURES must be an array of strings")
     known = {f.value for f in Feature}
     features = frozenset(Feature(f) for f in raw if isinstance(f, str) and f in known)
     return username, password, features
@@ -186,7 +197,7 @@ def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
     """Validate a call request; RequestError (400, carrying the ID) if malformed."""
     id = msg[Key.ID]
     if not isinstance(id, str) or not id:
-        raise RequestError(f"ID must be a non-empty string, got {id!r}")
+        raise RequestError(f"ID must be a non-empty string, got {describe(id)}")
     method = msg.get(Key.METHOD)
     if not isinstance(method, str) or not method:
         raise RequestError("request has no METHOD (a non-empty string)", id=id)
@@ -202,7 +213,7 @@ def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
         raise RequestError("KWARGS must be a map with string keys", id=id)
     returns = msg.get(Key.RETURN, True)
     if not isinstance(returns, bool):
-        raise RequestError(f"RETURN must be a boolean, got {returns!r}", id=id)
+        raise RequestError(f"RETURN must be a boolean, got {describe(returns)}", id=id)
     deadline = None
     if accept_deadline and msg.get(Key.DEADLINE) is not None:
         raw = msg[Key.DEADLINE]
@@ -212,7 +223,9 @@ def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
             or not math.isfinite(raw)
             or raw < 0
         ):
-            raise RequestError(f"DEADLINE must be a non-negative number, got {raw!r}", id=id)
+            raise RequestError(
+                f"DEADLINE must be a non-negative number, got {describe(raw)}", id=id
+            )
         deadline = float(raw)
     return CallRequest(id, method, args, kwargs, returns, deadline)
 
@@ -234,9 +247,9 @@ def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError
     return (id if isinstance(id, str) else None), error
 
 
-def _bad_welcome(key: str, expected: str, value: Any) -> ProtocolSyntaxException:
-    return ProtocolSyntaxException(
-        f"malformed welcome reply from the server: {key} must be {expected}, got {value!r:.100}"
+def _bad_welcome(key: str, expected: str, value: Any) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"malformed welcome reply from the server: {key} must be {expected}, got {describe(value)}"
     )
 
 
@@ -285,12 +298,12 @@ def parse_response(msg: Any) -> ClientEvent:
         msg = check_envelope(msg)  # raises, saying what is wrong
     code = msg.get(Key.CODE)
     if type(code) is not int:  # bool is an int subclass, but not a code
-        raise ProtocolSyntaxException(f"response has no integer CODE: {msg!r:.200}")
+        raise RemoteProtocolError(f"response has no integer CODE (got {describe(code)})")
     message = msg.get(Key.MESSAGE)
     if 200 <= code < 400:
         id = message.get(Key.ID) if type(message) is dict else None
         if type(id) is not str:
-            raise ProtocolSyntaxException(f"response {code} has no MESSAGE with an ID")
+            raise RemoteProtocolError(f"response {code} has no MESSAGE with an ID")
         if code == _STREAM_ITEM:
             return StreamItem(id, message.get(Key.RESULT))
         if code in (_RESULT, _EXPIRE_RESULT):
@@ -299,7 +312,7 @@ def parse_response(msg: Any) -> ClientEvent:
             return StreamStart(id, code == _EXPIRE_STREAM_START)
         if code == _STREAM_END:
             return StreamEnd(id)
-        raise ProtocolSyntaxException(f"unknown response code {code}")
+        raise RemoteProtocolError(f"unknown response code {code}")
     if code == _WELCOME:
         return _welcome(msg)
     if code == _PONG:
@@ -308,5 +321,5 @@ def parse_response(msg: Any) -> ClientEvent:
     if id is not None:
         return CallFailed(id, error)
     if code < 500:
-        raise ProtocolSyntaxException(f"call error {code} without an ID: {error}")
+        raise RemoteProtocolError(f"call error {code} without an ID: {error}")
     return ConnectionFailed(error)

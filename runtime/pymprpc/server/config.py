@@ -7,7 +7,14 @@ import resource
 import ssl as ssl_module
 from dataclasses import dataclass
 
-from ..protocol import ALL_FEATURES, DEFAULT_MAX_MESSAGE_SIZE, Feature, ServerSettings
+from ..protocol import (
+    ALL_FEATURES,
+    DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+    DEFAULT_MAX_COLLECTION_LEN,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Feature,
+    ServerSettings,
+)
 from .executors import ExecutorChoice
 
 log = logging.getLogger("pymprpc.server")
@@ -17,6 +24,12 @@ log = logging.getLogger("pymprpc.server")
 FD_RESERVE = 128
 DEFAULT_MAX_CONNECTIONS = 10_000
 MiB = 1024 * 1024
+# Bytes of partial frames all connections together may buffer before reads pause:
+# sixteen maximum-size messages arriving at once.
+DEFAULT_MAX_BUFFERED_INPUT = 256 * MiB
+# Bytes of replies waiting for one slow client beyond which its further calls wait to
+# start (and once max_inflight of them wait, it is no longer read).
+DEFAULT_MAX_OUTPUT_BUFFER = 4 * MiB
 
 
 def raise_fd_limit(wanted: int) -> int:
@@ -54,6 +67,10 @@ class ServerConfig:
     version: str | None = None
     description: str | None = None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_auth_message_size: int = DEFAULT_MAX_AUTH_MESSAGE_SIZE
+    max_collection_len: int = DEFAULT_MAX_COLLECTION_LEN
+    max_buffered_input: int = DEFAULT_MAX_BUFFERED_INPUT
+    max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_inflight: int = 1_000
     auth_timeout: float = 10.0
@@ -75,5 +92,7 @@ class ServerConfig:
             idle_timeout=self.idle_timeout or None,
             debug=self.debug,
             max_message_size=self.max_message_size,
+            max_auth_message_size=self.max_auth_message_size,
+            max_collection_len=self.max_collection_len,
             features=self.features,
         )

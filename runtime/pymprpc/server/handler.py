@@ -1,4 +1,16 @@
-"""The asyncio I/O shell around one `ServerConnection`: reads, runs calls, writes, times out."""
+"""The asyncio I/O shell around one `ServerConnection`: reads, runs calls, writes, times out.
+
+Flow control, both ways: reading pauses while the server-wide budget of buffered input
+is exhausted (`InputBudget`). Calls read while the replies waiting for this client exceed
+`max_output_buffer` wait to start until it drains, and once `max_inflight` of them wait,
+reading this client pauses too. A client that pipelines calls and never reads their
+results thus pins about that much, not every result.
+
+Reading is deliberately *not* paused as soon as the transport is over its high-water
+mark: the blocking client sends a request while holding the connection its reading
+thread waits for, so a server that stopped reading it then would wait for a client that
+waits for the server (test_a_large_request_while_another_thread_reads_a_fast_stream).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +42,7 @@ from ..protocol import (
 from .config import ServerConfig
 from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
+from .flow import InputBudget
 from .kept_results import KeptOutcome, KeptResults, current_scope
 from .logins import LoginThrottle, ThrottledCredentials
 
@@ -60,6 +73,10 @@ class HandlerHost(Protocol):
 
     @property
     def kept(self) -> KeptResults: ...
+
+    @property
+    def input_budget(self) -> InputBudget:
+        """Bytes of partial frames all connections together may buffer."""
 
     @property
     def draining(self) -> bool:
@@ -106,6 +123,12 @@ class ConnectionHandler(asyncio.Protocol):
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
+        self._buffered = 0  # input bytes of a partial frame, as counted by the budget
+        self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
+        # Calls read while the output was over max_output_buffer, started once it drains.
+        self._deferred: dict[str, CallRequest] = {}
+        self._output_limit = host.config.max_output_buffer
+        self._max_waiting = host.config.max_inflight or 1000
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -135,15 +158,23 @@ class ConnectionHandler(asyncio.Protocol):
                 self._last_activity = self.loop.time()
             for event in events:
                 if type(event) is CallRequest:
-                    self._start_call(event)
+                    if self._deferred or self._output_full():
+                        self._defer(event)
+                    else:
+                        self._start_call(event)
                 elif isinstance(event, CancelRequest):
                     task = self.tasks.get(event.id)
                     if task is not None:
                         self._cancel(event.id, task)
+                    self._deferred.pop(event.id, None)
                 elif isinstance(event, Authenticated):
                     self._on_authenticated(event)
         finally:
             self._reading = False
+            buffered = self.conn.buffered_bytes
+            if buffered != self._buffered:
+                self._buffered = buffered
+                self._host.input_budget.update(self, buffered)
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
@@ -155,13 +186,17 @@ class ConnectionHandler(asyncio.Protocol):
         """The client half-closed: answer the calls already received, then close (TLS
         cannot half-close: there the connection closes)."""
         tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
-        if len(self.tasks) > len(self._kept_ids) and not self.conn.closed and not tls:
+        owed = len(self.tasks) > len(self._kept_ids) or self._deferred
+        if owed and not self.conn.closed and not tls:
             self._eof = True
             return True  # keep the transport open for the replies
         return False  # nothing owed (RETURN-false calls run on without it): close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._host.forget(self)
+        self._host.input_budget.forget(self)
+        self._buffered = 0
+        self._deferred.clear()
         if self._timer is not None:
             self._timer.cancel()
         # Cancelling closes running coroutines and the async generators of streams. Calls
@@ -176,10 +211,71 @@ class ConnectionHandler(asyncio.Protocol):
         self._writable.set()
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._writable.clear()  # streams wait; calls wait once over max_output_buffer
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._deferred:
+            # Not from inside the transport's write callback: start them on the next pass.
+            self.loop.call_soon(self._start_deferred)
+
+    # -- flow control ----------------------------------------------------------------
+
+    def pause_input(self) -> None:
+        """The server's input budget is exhausted: stop reading (see `InputBudget`)."""
+        self._pause_reading("input")
+
+    def resume_input(self) -> None:
+        """The server's input budget has room again."""
+        self._resume_reading("input")
+
+    def _pause_reading(self, reason: str) -> None:
+        transport = self.transport
+        if not self._paused_for and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self._paused_for.add(reason)
+
+    def _resume_reading(self, reason: str) -> None:
+        if reason not in self._paused_for:
+            return
+        self._paused_for.discard(reason)
+        transport = self.transport
+        if not self._paused_for and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _output_full(self) -> bool:
+        """Whether the bytes waiting for this client exceed `max_output_buffer`."""
+        transport = self.transport
+        if not self._output_limit or transport is None:
+            return False
+        if self.conn.pending_bytes + transport.get_write_buffer_size() <= self._output_limit:
+            return False
+        # Over the limit: hand the queue to the transport, which sends what the socket
+        # takes; only what it cannot send counts (and then it has paused writing).
+        self._flush_now()
+        return (
+            not self._writable.is_set() and transport.get_write_buffer_size() > self._output_limit
+        )
+
+    def _defer(self, request: CallRequest) -> None:
+        self._deferred[request.id] = request
+        if len(self._deferred) >= self._max_waiting:
+            # A client that pipelines this many calls without reading: stop reading it.
+            self._pause_reading("output")
+
+    def _start_deferred(self) -> None:
+        while self._deferred and not self.conn.closed:
+            if not self._writable.is_set() or self._output_full():
+                break  # resume_writing calls us again
+            id = next(iter(self._deferred))
+            self._start_call(self._deferred.pop(id))
+        if self.conn.closed:
+            self._deferred.clear()
+        if len(self._deferred) < self._max_waiting:
+            self._resume_reading("output")
+        self._flush()
+        if self._eof and not self._deferred and len(self.tasks) <= len(self._kept_ids):
+            self.close()  # half-closed by the client, and every call answered
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -206,7 +302,13 @@ class ConnectionHandler(asyncio.Protocol):
                 transport.write(chunk)
 
     def close(self) -> None:
-        """Send what is queued, then close the connection."""
+        """Send what is queued, then close the connection.
+
+        Calls read but still waiting for the output to drain are answered 503 (never run).
+        """
+        deferred, self._deferred = self._deferred, {}
+        for id in deferred:
+            self.conn.send_error(id, RpcUnavailableException("the server is shutting down", id=id))
         self._flush_now()
         self._close_transport()
 
@@ -286,7 +388,7 @@ class ConnectionHandler(asyncio.Protocol):
             self._kept_ids.discard(id)
         self._host.call_finished(task)
         self._last_activity = self.loop.time()
-        if self._eof and len(self.tasks) <= len(self._kept_ids):
+        if self._eof and len(self.tasks) <= len(self._kept_ids) and not self._deferred:
             self.close()  # half-closed by the client, and every call answered
 
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:

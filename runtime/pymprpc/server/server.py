@@ -15,11 +15,25 @@ from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from ..address import Address
-from ..protocol import ALL_FEATURES, DEFAULT_MAX_MESSAGE_SIZE, Credentials, Feature
+from ..protocol import (
+    ALL_FEATURES,
+    DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+    DEFAULT_MAX_COLLECTION_LEN,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Credentials,
+    Feature,
+)
 from ..schema import Signature
-from .config import MiB, ServerConfig, default_max_connections
+from .config import (
+    DEFAULT_MAX_BUFFERED_INPUT,
+    DEFAULT_MAX_OUTPUT_BUFFER,
+    MiB,
+    ServerConfig,
+    default_max_connections,
+)
 from .dispatch import Dispatcher
 from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
+from .flow import InputBudget
 from .handler import ConnectionHandler
 from .introspection import getresult_method, system_methods
 from .kept_results import KeptResults
@@ -71,6 +85,7 @@ class _Core:
         self.kept = KeptResults(
             config.kept_results, config.kept_results_ttl, max_bytes=config.kept_results_bytes
         )
+        self.input_budget = InputBudget(config.max_buffered_input)
         self.connections: set[ConnectionHandler] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         # RETURN-false calls running on after their anonymous connection closed.
@@ -162,6 +177,16 @@ class Server:
         description: the service description sent in the welcome reply (default: the
             docstring of a `Server` subclass).
         max_message_size: the largest message either way, also after decompression.
+        max_auth_message_size: the largest message before the client has authenticated,
+            on the wire and after decompression (505 and close).
+        max_collection_len: the longest MessagePack array or map in a received message,
+            refused from its header before it is built (505 and close).
+        max_buffered_input: bytes of partial frames all connections together may
+            buffer; past it, connections adding to it pause reading (one always reads
+            on). 0 disables it.
+        max_output_buffer: bytes of replies waiting for one client past which its
+            further calls wait to start; once `max_inflight` wait, it is no longer read.
+            0 disables it.
         max_connections: open connections beyond which a new one gets 503 and is closed.
             Default: 10,000, or fewer if the file-descriptor limit (raised towards its
             hard limit at construction) cannot hold them.
@@ -204,6 +229,10 @@ class Server:
         version: str | None = None,
         description: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_auth_message_size: int = DEFAULT_MAX_AUTH_MESSAGE_SIZE,
+        max_collection_len: int = DEFAULT_MAX_COLLECTION_LEN,
+        max_buffered_input: int = DEFAULT_MAX_BUFFERED_INPUT,
+        max_output_buffer: int = DEFAULT_MAX_OUTPUT_BUFFER,
         max_connections: int | None = None,
         max_inflight: int = 1_000,
         auth_timeout: float = 10.0,
@@ -239,6 +268,10 @@ class Server:
             version=version,
             description=description,
             max_message_size=max_message_size,
+            max_auth_message_size=max_auth_message_size,
+            max_collection_len=max_collection_len,
+            max_buffered_input=max_buffered_input,
+            max_output_buffer=max_output_buffer,
             max_connections=(
                 default_max_connections() if max_connections is None else max_connections
             ),
