@@ -170,9 +170,11 @@ class Server:
         timeout: the pymprpc 0.0.3 spelling of `idle_timeout` (give one of them).
         debug: send tracebacks (`FRAME`) with call errors.
         ssl: an `ssl.SSLContext` to serve TLS.
-        executor: where every plain callable runs by default: "process", "thread" or
-            "inline"; None: functions in the process pool, bound methods in threads.
-        max_workers: size of the process or thread pool (Python's default if None).
+        executor: where every plain callable runs by default: "process", "thread",
+            "inline" or a `concurrent.futures.Executor` of yours (not shut down by the
+            server); None: functions in the process pool, bound methods in threads.
+        max_workers: size of the process pool (default: the CPUs this process may use)
+            and of the thread pool (default: that plus 4, at most 32).
         version: the service version sent in the welcome reply.
         description: the service description sent in the welcome reply (default: the
             docstring of a `Server` subclass).
