@@ -578,3 +578,19 @@ def test_a_stuck_thread_call_does_not_keep_a_stopped_server_alive(tmp_path: Path
 
 def _thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_an_abandoned_thread_call_does_not_starve_the_others(tmp_path: Path) -> None:
+    """One thread, held by a call past its deadline: the next call still runs."""
+    latch = Latch(tmp_path)
+    server = Server(("127.0.0.1", 0), executor="thread", max_workers=1)
+    server.register_function()(block)
+    server.register_function()(add)
+    with ServerThread(server) as srv, RPC(url(srv)) as rpc:
+        try:
+            with pytest.raises(DeadlineExceeded):
+                rpc.block.with_options(timeout=0.3)(*latch.args)
+            latch.wait_started()  # it still holds the pool's only thread
+            assert rpc.add.with_options(timeout=10)(2, 3) == 5
+        finally:
+            latch.release()

@@ -99,13 +99,20 @@ class Executors:
             return await self.process.run(method.name, method.key, method.path, args, kwargs)
         if kind is ExecutorKind.INLINE:
             return method.func(*args, **kwargs)
-        pool = self._thread_pool() if kind is ExecutorKind.THREAD else kind
-        assert isinstance(pool, Executor)
-        # SystemExit raised in a thread comes back through the future, and the handler
-        # fails that call only. A user's executor may be a process pool: hand it a
-        # picklable callable.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, functools.partial(method.func, *args, **kwargs))
+        if kind is ExecutorKind.THREAD:
+            pool = self._thread_pool()
+            future = pool.submit(method.func, *args, **kwargs)
+            try:
+                # SystemExit raised in a thread comes back through the future, and the
+                # handler fails that call only.
+                return await asyncio.wrap_future(future, loop=loop)
+            except asyncio.CancelledError:
+                pool.abandon(future)
+                raise
+        assert isinstance(kind, Executor)
+        # A user's executor may be a process pool: hand it a picklable callable.
+        return await loop.run_in_executor(kind, functools.partial(method.func, *args, **kwargs))
 
     def shutdown(self) -> None:
         """Stop the workers and the thread pool; calls still running in workers are killed.
