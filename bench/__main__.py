@@ -31,6 +31,13 @@ try:
 except ImportError:
     HAVE_UVLOOP = False
 
+try:
+    import opentelemetry.sdk  # noqa: F401
+
+    HAVE_OTEL = True
+except ImportError:
+    HAVE_OTEL = False
+
 
 @dataclass(frozen=True)
 class Row:
@@ -155,6 +162,9 @@ def rows() -> list[Row]:
             out.append(Row(workload, "pymprpc, sync client", "pymprpc", "pymprpc-sync"))
         if HAVE_UVLOOP:
             out.append(Row(workload, "pymprpc + uvloop", "pymprpc-uvloop", "pymprpc", True))
+        if HAVE_OTEL and workload in ("w1", "w2"):
+            # Server and client telemetry on every call: what tracing costs.
+            out.append(Row(workload, "pymprpc + OTel", "pymprpc-otel", "pymprpc-otel"))
         if workload in ("w1", "w2"):
             out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
         if workload != "w3":
@@ -316,7 +326,7 @@ def main() -> None:
     try:
         for key in sorted({r.server for r in selected}):
             system = "pymprpc" if key.startswith("pymprpc") else key
-            if key == "pymprpc-typed":
+            if key in ("pymprpc-otel", "pymprpc-typed"):
                 system = key
             workers = int(key[-2]) if key.endswith("w") else None  # pymprpc-1w, pymprpc-2w
             servers.start(key, system, uvloop=key.endswith("uvloop"), workers=workers)

@@ -41,8 +41,16 @@ class AsyncCalls:
 
 
 async def connect(system: str, port: int, own_connection: bool = False) -> tuple[AsyncCalls, Any]:
-    if system == "pymprpc":
-        rpc = AsyncRPC(f"tcp://127.0.0.1:{port}", max_message_size=MAX_MESSAGE)
+    if system in ("pymprpc", "pymprpc-otel"):
+        interceptors = []
+        if system == "pymprpc-otel":  # ClientTelemetry on every call
+            from bench.otel import providers
+            from pymprpc.otel import ClientTelemetry
+
+            interceptors.append(ClientTelemetry(*providers()))
+        rpc = AsyncRPC(
+            f"tcp://127.0.0.1:{port}", max_message_size=MAX_MESSAGE, interceptors=interceptors
+        )
         await rpc.connect()
 
         async def stream(n: int) -> AsyncIterator[int]:

@@ -33,9 +33,19 @@ def spin(ms: float) -> int:
     return n
 
 
-def build_pymprpc(port: int, workers: int | None = None) -> Server:
+def build_pymprpc(port: int, otel: bool = False, workers: int | None = None) -> Server:
+    interceptors = []
+    if otel:  # the "pymprpc + OTel" rows: ServerTelemetry on every call
+        from bench.otel import providers
+        from pymprpc.otel import ServerTelemetry
+
+        interceptors.append(ServerTelemetry(*providers()))
     server = Server(
-        ("127.0.0.1", port), timeout=None, max_message_size=MAX_MESSAGE, max_workers=workers
+        ("127.0.0.1", port),
+        timeout=None,
+        max_message_size=MAX_MESSAGE,
+        interceptors=interceptors,
+        max_workers=workers,
     )
 
     @server.register_function()
@@ -97,8 +107,11 @@ async def main(system: str, port: int, workers: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if system in ("pymprpc", "pymprpc-typed"):
-        server = build_typed(port) if system == "pymprpc-typed" else build_pymprpc(port, workers)
+    if system in ("pymprpc", "pymprpc-otel", "pymprpc-typed"):
+        if system == "pymprpc-typed":
+            server = build_typed(port)
+        else:
+            server = build_pymprpc(port, otel=system == "pymprpc-otel", workers=workers)
         await server.start()
         print("ready", flush=True)
         await stop.wait()

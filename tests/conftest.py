@@ -16,6 +16,8 @@ from service import Probe, build_server
 
 from helpers import OldServer, ServerThread
 
+pytest_plugins = ["pymprpc.pytest_plugin"]
+
 
 @pytest.fixture
 def probe() -> Probe:

@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ import pytest
 
 from pymprpc.protocol import SEPARATOR
 from pymprpc.server import Server
+from pymprpc.testing import RunningServer
 
 T = TypeVar("T")
 
@@ -77,63 +77,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-class ServerThread:
-    """Runs `server` on its own event loop in a thread, for sync and async clients alike."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            try:
-                await self.server.start()
-            except BaseException as exc:
-                self._error = exc
-                self._ready.set()
-                raise
-            self._ready.set()
-            await self.server.serve_forever()
-
-        asyncio.run(main())
+class ServerThread(RunningServer):
+    """`pymprpc.testing.RunningServer` as a context manager (the suite's older spelling
+    of `pymprpc.testing.serve_in_thread`)."""
 
     def __enter__(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(15), "server did not start"
-        if self._error is not None:
-            raise self._error
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.stop()
-        self._thread.join(20)
-        assert not self._thread.is_alive(), "server did not stop"
+        self.stop()
 
     @property
     def port(self) -> int:
         return self.server.port
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
-
-    def call_in_loop(self, func: Callable[[], T]) -> T:
-        """Run `func` on the server's loop (to inspect its state safely)."""
-        assert self.loop is not None
-        fut: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                fut.set_result(func())
-            except BaseException as exc:  # noqa: BLE001
-                fut.set_exception(exc)
-
-        self.loop.call_soon_threadsafe(run)
-        return fut.result(10)
 
 
 def pack(msg: Any) -> bytes:

@@ -81,7 +81,7 @@ def test_version_is_written_once() -> None:
 
 def test_dev_tools_are_dependency_groups_not_extras() -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
-    assert set(extras) == {"gen"}
+    assert set(extras) == {"gen", "otel"}  # what users install; nothing for developers
     assert {"test", "bench", "docs"} <= set(PYPROJECT["dependency-groups"])
 
 
@@ -128,7 +128,7 @@ def test_wheel_declares_license_classifiers_and_only_the_gen_extra(
     ):
         assert f"Classifier: {classifier}" in metadata
     extras = [line for line in metadata.splitlines() if line.startswith("Provides-Extra:")]
-    assert extras == ["Provides-Extra: gen"]
+    assert extras == ["Provides-Extra: gen", "Provides-Extra: otel"]
 
 
 @pytest.mark.timeout(150)
@@ -148,4 +148,11 @@ def test_wheel_ships_nothing_that_needs_the_repository(wheel: zipfile.ZipFile) -
                 continue
             for root in roots:
                 known = root in sys.stdlib_module_names or root in shipped
-                assert known or root in {"msgpack", "lark", "jinja2"}, f"{name} imports {root}"
+                # opentelemetry: pymprpc/otel.py only, the `otel` extra (test_otel checks
+                # that nothing else imports it); pytest: the opt-in pytest plugin only.
+                optional = {
+                    "pymprpc/otel.py": "opentelemetry",
+                    "pymprpc/pytest_plugin.py": "pytest",
+                }
+                extra = {"msgpack", "lark", "jinja2", optional.get(name, "msgpack")}
+                assert known or root in extra, f"{name} imports {root}"

@@ -23,6 +23,7 @@ PAGE = Path(__file__).parent.parent / "usage_page"
 
 METHODS = [
     "system.getresult",
+    "system.health",
     "system.lenConnections",
     "system.lenUndoneTasks",
     "system.listMethods",

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from helpers import ServerThread, arun
+from helpers import arun
 from pymprpc.server import Server
+from pymprpc.testing import client_for, sync_client_for
 
 TODO_IDL = """\
 service Todo {
@@ -80,7 +81,7 @@ def test_todo_blocking_client_sees_every_write(todo_module: ModuleType) -> None:
     server = Server(("127.0.0.1", 0))
     servicer = _todo_servicer(todo_module)
     todo_module.register_todo(server, servicer)
-    with ServerThread(server) as srv, todo_module.TodoClient(srv.url) as todo:
+    with sync_client_for(server, todo_module.TodoClient) as todo:
         assert [todo.add(t) for t in ("milk", "eggs", "bread")] == [1, 2, 3]
         assert todo.items() == ["milk", "eggs", "bread"]
     assert servicer.list == ["milk", "eggs", "bread"]
@@ -91,13 +92,12 @@ def test_todo_async_client_sees_every_write(todo_module: ModuleType) -> None:
     servicer = _todo_servicer(todo_module)
     todo_module.register_todo(server, servicer)
 
-    async def main(url: str) -> None:
-        async with todo_module.AsyncTodoClient(url) as todo:
+    async def main() -> None:
+        async with client_for(server, todo_module.AsyncTodoClient) as todo:
             assert [await todo.add(t) for t in ("milk", "eggs")] == [1, 2]
             assert await todo.items() == ["milk", "eggs"]
 
-    with ServerThread(server) as srv:
-        arun(main(srv.url))
+    arun(main())
     assert servicer.list == ["milk", "eggs"]
 
 
@@ -107,13 +107,12 @@ def test_todo_keeps_every_write_under_concurrent_calls(todo_module: ModuleType) 
     servicer = _todo_servicer(todo_module)
     todo_module.register_todo(server, servicer)
 
-    async def main(url: str) -> list[int]:
-        async with todo_module.AsyncTodoClient(url) as todo:
+    async def main() -> list[int]:
+        async with client_for(server, todo_module.AsyncTodoClient) as todo:
             await asyncio.gather(*(todo.add(f"t{i}") for i in range(50)))
             return list(await todo.items())
 
-    with ServerThread(server) as srv:
-        items = arun(main(srv.url))
+    items = arun(main())
     # Calls may run on several threads at once (append/len is the servicer's business),
     # but every write reaches the one instance.
     assert sorted(items) == sorted(f"t{i}" for i in range(50))
@@ -140,7 +139,7 @@ def test_executor_process_in_idl_forks_and_says_so(
             module.register_forked(server, servicer)
         notes = [r for r in caplog.records if "own copy" in r.getMessage()]
         assert len(notes) == 1 and notes[0].levelno == logging.INFO
-        with ServerThread(server) as srv, module.ForkedClient(srv.url) as client:
+        with sync_client_for(server, module.ForkedClient) as client:
             assert client.bump() == 1
             assert client.bump() == 2  # the worker's copy
         assert servicer.value == 0  # the server's copy never changed

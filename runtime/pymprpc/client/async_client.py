@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, Unpack
 
 from ..address import Address
+from ..context import Metadata
 from ..errors import MPRPCError
 from ..protocol import (
     CallFailed,
@@ -20,6 +21,7 @@ from ..protocol import (
 )
 from ..protocol.framing import coalesce
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .interceptors import ClientCallContext
 
 
 class _Buffer(StreamBuffer):
@@ -349,11 +351,14 @@ class AsyncRPC(BaseRPC):
         kwargs: dict[str, Any],
         returns: bool,
         timeout: float | None,
+        metadata: dict[str, str] | None = None,
     ) -> str:
         if self._reconnect_due:
             await self.connect()
         conn = self._check_call()
-        id = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+        id = conn.send_call(
+            method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+        )
         self._write(conn.chunks_to_send())
         return id
 
@@ -381,9 +386,15 @@ class AsyncRPC(BaseRPC):
                 transport.write(chunk)
 
     async def _call(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        ctx: ClientCallContext | None = None,
     ) -> Any:
-        id = await self._send(method, args, kwargs, True, timeout)
+        metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
+        id = await self._send(method, args, kwargs, True, timeout, metadata)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pending = _Pending(method, future)
         self._pending[id] = pending
@@ -401,10 +412,13 @@ class AsyncRPC(BaseRPC):
         except asyncio.CancelledError:
             self._cancel(id)
             raise
-        value = self._outcome(method, event, timeout)
+        value = self._outcome(method, event, timeout, ctx)
         if isinstance(pending.stream, _Buffer):
             return AsyncStream(self, id, method, pending.stream)
         return value
+
+    async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
+        return await result, Metadata(ctx.response_metadata)
 
     async def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return await self._send(method, args, kwargs, False, None)

@@ -12,10 +12,11 @@ import collections
 import enum
 import os
 import ssl as ssl_module
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 from ..address import Address
+from ..context import Metadata
 from ..errors import (
     ConnectionLostError,
     DeadlineExceeded,
@@ -37,7 +38,8 @@ from ..protocol import (
     StreamStart,
     Welcome,
 )
-from .common import CallOptions, MethodProxy, parse_compression, warn_deprecated
+from .common import CLIENT_DEFAULT, CallOptions, MethodProxy, parse_compression, warn_deprecated
+from .interceptors import ClientCallContext, ClientInterceptor, compose_client
 
 # Unread stream items a client keeps per stream, in bytes as received.
 DEFAULT_STREAM_BUFFER_SIZE = 16 * 1024 * 1024
@@ -117,6 +119,7 @@ class ClientOptions(TypedDict, total=False):
     max_message_size: int
     features: Iterable[Feature | str]
     stream_buffer_size: int
+    interceptors: Sequence[ClientInterceptor]
 
 
 class BaseRPC:
@@ -130,7 +133,10 @@ class BaseRPC:
     (`rpc.name.with_options(timeout=...)` overrides it); `connect_timeout` bounds
     connecting and logging in; `max_message_size` bounds a message either way;
     `features` are the extensions to ask for; `stream_buffer_size` bounds the unread
-    items kept per stream, in bytes (see the README).
+    items kept per stream, in bytes (see the README); `interceptors` run around every
+    call (`rpc.name(...)`, `rpc.call(...)`, typed clients' methods; not `delay`), the
+    first outermost: `async def` ones for `AsyncRPC`, plain functions for `RPC` (see
+    `pymprpc.client.interceptors`).
 
     Raises:
         ValueError: a malformed address or an unknown option value.
@@ -153,6 +159,7 @@ class BaseRPC:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         features: Iterable[Feature | str] = ALL_FEATURES,
         stream_buffer_size: int = DEFAULT_STREAM_BUFFER_SIZE,
+        interceptors: Sequence[ClientInterceptor] = (),
     ) -> None:
         self.address = Address.parse(addr)
         self.debug = debug
@@ -175,6 +182,8 @@ class BaseRPC:
         self.max_message_size = max_message_size
         self.stream_buffer_size = stream_buffer_size
         self.features = frozenset(Feature(f) for f in features)
+        self.interceptors = tuple(interceptors)
+        self._chain = compose_client(self.interceptors, self._call_in)
         self._ssl = self.address.ssl_context(ssl)
         self._conn: ClientConnection | None = None
         self._pending: dict[str, Any] = {}  # ID -> the shell's Pending subclass
@@ -208,11 +217,39 @@ class BaseRPC:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        timeout = self.timeout if options is None else options.timeout
-        return self._call(method, args, kwargs, timeout)
+        if options is None and not self.interceptors:
+            return self._call(method, args, kwargs, self.timeout)  # the usual call
+        timeout = self.timeout
+        if options is not None and options.timeout is not CLIENT_DEFAULT:
+            timeout = options.timeout
+        plain = options is None or (not options.metadata and not options.reply)
+        if plain and not self.interceptors:
+            return self._call(method, args, kwargs, timeout)
+        ctx = ClientCallContext(
+            method,
+            args,
+            kwargs,
+            timeout,
+            options.metadata if options is not None else Metadata(),
+            self.address,
+        )
+        result = self._chain(ctx)
+        if options is not None and options.reply:
+            return self._reply(result, ctx)
+        return result
+
+    def _call_in(self, ctx: ClientCallContext) -> Any:
+        """The end of the interceptor chain: make the call `ctx` describes."""
+        return self._call(ctx.method, ctx.args, ctx.kwargs, ctx.timeout, ctx)
+
+    def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
+        """`(value, response metadata)` for `call_with_metadata` (the async shell awaits)."""
+        return result, Metadata(ctx.response_metadata)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call `method` by name with the client's default deadline (`timeout`)."""
+        if self.interceptors:
+            return self._invoke(method, None, args, kwargs)
         return self._call(method, args, kwargs, self.timeout)
 
     def delay(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -220,7 +257,12 @@ class BaseRPC:
         return self._delay(method, args, kwargs)
 
     def _call(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        ctx: ClientCallContext | None = None,
     ) -> Any:
         raise NotImplementedError
 
@@ -295,9 +337,18 @@ class BaseRPC:
         if self._conn is not None and not self._conn.closed:
             self._conn.close(error)
 
-    def _outcome(self, method: str, event: ClientEvent, timeout: float | None) -> Any:
+    def _outcome(
+        self,
+        method: str,
+        event: ClientEvent,
+        timeout: float | None,
+        ctx: ClientCallContext | None = None,
+    ) -> Any:
         """The value of a call's first event (None for a stream start, whose stream the
-        shell builds); raises the call's error. Warns if the method is deprecated."""
+        shell builds); raises the call's error. Warns if the method is deprecated. The
+        response metadata goes to `ctx`."""
+        if ctx is not None and isinstance(event, Result | StreamStart) and event.metadata:
+            ctx.response_metadata.update(event.metadata)
         if type(event) is Result:
             if event.deprecated:
                 warn_deprecated(method, stream=False)

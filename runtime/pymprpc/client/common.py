@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from ..address import Address
+from ..context import EMPTY_METADATA, Metadata
 from ..errors import ExpireStreamWarning, ExpireWarning
 from ..protocol import Compression
 
 R = TypeVar("R")
 
-__all__ = ["Address", "CallOptions", "MethodProxy", "parse_compression", "warn_deprecated"]
+__all__ = [
+    "CLIENT_DEFAULT",
+    "Address",
+    "CallOptions",
+    "MethodProxy",
+    "parse_compression",
+    "warn_deprecated",
+]
+
+# "Not given": the client's default timeout, or the options already set.
+CLIENT_DEFAULT: Final[Any] = object()
 
 
 def parse_compression(
@@ -39,9 +50,16 @@ def parse_compression(
 
 @dataclass(frozen=True, slots=True)
 class CallOptions:
-    """Per-call options; `timeout` is seconds (None: no deadline)."""
+    """Per-call options.
 
-    timeout: float | None = None
+    `timeout` is seconds (None: no deadline; `CLIENT_DEFAULT`: the client's `timeout`);
+    `metadata` is sent with each call (feature `metadata`); `reply` makes a call return
+    `(value, response metadata)`.
+    """
+
+    timeout: Any = CLIENT_DEFAULT
+    metadata: Metadata = EMPTY_METADATA
+    reply: bool = False
 
 
 # Frames in these directories are the library's own; a warning points past them.
@@ -99,10 +117,34 @@ class MethodProxy(Generic[R]):
             raise AttributeError(attr)
         return MethodProxy(self._invoke, f"{self._name}.{attr}", self._options)
 
-    def with_options(self, *, timeout: float | None = None) -> MethodProxy[R]:
-        """This method with a deadline of `timeout` seconds (None: none) for its calls."""
-        options = replace(self._options or CallOptions(), timeout=timeout)
+    def with_options(
+        self,
+        *,
+        timeout: float | None = CLIENT_DEFAULT,
+        metadata: Mapping[str, str] | None = None,
+    ) -> MethodProxy[R]:
+        """This method with other options for its calls.
+
+        Args:
+            timeout: a deadline of `timeout` seconds (None: none); not given: unchanged.
+            metadata: string pairs sent with every call, added to any set before (sent
+                only to a server that negotiated the `metadata` feature).
+
+        Raises:
+            TypeError: a metadata key or value is not a `str`.
+        """
+        options = self._options or CallOptions()
+        if timeout is not CLIENT_DEFAULT:
+            options = replace(options, timeout=timeout)
+        if metadata:
+            options = replace(options, metadata=options.metadata.with_items(Metadata(metadata)))
         return MethodProxy(self._invoke, self._name, options)
+
+    def call_with_metadata(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method; returns `(value, response metadata)` (awaitable with
+        `AsyncRPC`). The metadata is empty when the server sent none."""
+        options = replace(self._options or CallOptions(), reply=True)
+        return self._invoke(self._name, options, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Call the method with these arguments."""

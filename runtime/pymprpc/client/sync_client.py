@@ -23,6 +23,7 @@ from ..protocol import (
     Welcome,
 )
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .interceptors import ClientCallContext
 from .sync_io import SocketIO
 
 
@@ -266,6 +267,7 @@ class RPC(BaseRPC):
         kwargs: dict[str, Any],
         returns: bool,
         timeout: float | None,
+        metadata: dict[str, str] | None = None,
     ) -> tuple[str, _Call | None]:
         if self._reconnect_due:
             self.connect()
@@ -280,7 +282,9 @@ class RPC(BaseRPC):
                 if io is not self._io:
                     raise self._closed_error()
                 conn = self._check_call()
-                id = conn.send_call(method, args, kwargs, returns=returns, deadline=timeout)
+                id = conn.send_call(
+                    method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+                )
                 data = conn.chunks_to_send()  # with the call: nothing else is queued
                 call = None
                 if returns:
@@ -299,10 +303,16 @@ class RPC(BaseRPC):
         return id, call
 
     def _call(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        ctx: ClientCallContext | None = None,
     ) -> Any:
         deadline = time.monotonic() + timeout if timeout is not None else None
-        id, call = self._send(method, args, kwargs, True, timeout)
+        metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
+        id, call = self._send(method, args, kwargs, True, timeout, metadata)
         assert call is not None
         try:
             event = self._wait(call, deadline)
@@ -312,7 +322,7 @@ class RPC(BaseRPC):
         except BaseException:
             self._cancel(id)
             raise
-        value = self._outcome(method, event, timeout)
+        value = self._outcome(method, event, timeout, ctx)
         if isinstance(call.stream, _Buffer):
             return self._stream(id, call.stream)
         return value

@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Final, Self
+from collections.abc import Mapping
+from typing import Any, Self
 
+from ..context import EMPTY_METADATA, Metadata
 from .async_client import AsyncRPC
-from .common import skip_caller_in_warnings
+from .common import CLIENT_DEFAULT, MethodProxy, skip_caller_in_warnings
 from .sync_client import RPC
 
-_CLIENT_DEFAULT: Final[Any] = object()
+_CLIENT_DEFAULT = CLIENT_DEFAULT
 
 
 class _Options:
     _timeout: Any = _CLIENT_DEFAULT
+    _metadata: Metadata = EMPTY_METADATA
 
-    def with_options(self, *, timeout: float | None) -> Self:
-        """A view of this client whose calls have a deadline of `timeout` seconds.
+    def with_options(
+        self,
+        *,
+        timeout: float | None = CLIENT_DEFAULT,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Self:
+        """A view of this client whose calls have other options; it shares the client's
+        connection: `client.with_options(timeout=2).add(1, 2)`.
 
-        `None`: no deadline. The view shares the client's connection:
-        `client.with_options(timeout=2).add(1, 2)`.
+        Args:
+            timeout: a deadline of `timeout` seconds (None: none); not given: unchanged.
+            metadata: string pairs sent with every call, added to any set before (sent
+                only to a server that negotiated the `metadata` feature).
         """
         view = copy.copy(self)
-        view._timeout = timeout
+        if timeout is not CLIENT_DEFAULT:
+            view._timeout = timeout
+        if metadata:
+            view._metadata = self._metadata.with_items(Metadata(metadata))
         return view
+
+    def _proxy(self, proxy: MethodProxy[Any]) -> MethodProxy[Any]:
+        return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
+
+    @property
+    def _plain(self) -> bool:
+        """No option set: calls go through `rpc.call`, without building a proxy."""
+        return self._timeout is _CLIENT_DEFAULT and not self._metadata
 
 
 class TypedClient(_Options):
@@ -34,9 +56,9 @@ class TypedClient(_Options):
 
     @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
-        if self._timeout is _CLIENT_DEFAULT:
-            return self.rpc.call(method, *args)  # no proxy to build: the common case
-        return self.rpc.method(method).with_options(timeout=self._timeout)(*args)
+        if self._plain:
+            return self.rpc.call(method, *args)  # the common case
+        return self._proxy(self.rpc.method(method))(*args)
 
     def __enter__(self) -> Self:
         self.rpc.connect()
@@ -62,9 +84,9 @@ class AsyncTypedClient(_Options):
 
     @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
-        if self._timeout is _CLIENT_DEFAULT:
-            return await self.rpc.call(method, *args)  # no proxy to build: the common case
-        return await self.rpc.method(method).with_options(timeout=self._timeout)(*args)
+        if self._plain:
+            return await self.rpc.call(method, *args)
+        return await self._proxy(self.rpc.method(method))(*args)
 
     async def __aenter__(self) -> Self:
         await self.rpc.connect()

@@ -212,6 +212,7 @@ class ServerConnection(_Connection):
         self._framer.max_size = self._auth_limit
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
+        self._metadata = False  # METADATA negotiated
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Parse received bytes.
@@ -273,6 +274,7 @@ class ServerConnection(_Connection):
         announced = Key.FEATURES in msg
         self.features = wanted & self.settings.features
         self._deadlines = Feature.DEADLINE in self.features
+        self._metadata = Feature.METADATA in self.features
         # Authenticated: from now on the full message size applies.
         codec = self._codec = dataclasses.replace(self.codec, max_size=self.max_message_size)
         self._framer.max_size = self.max_message_size
@@ -291,7 +293,7 @@ class ServerConnection(_Connection):
 
     def _call(self, msg: dict[str, Any]) -> CallRequest | None:
         try:
-            request = messages.parse_call(msg, self._deadlines)
+            request = messages.parse_call(msg, self._deadlines, self._metadata)
         except RequestError as exc:
             self._queue_error(_reply_id(msg.get(Key.ID)), exc)
             return None
@@ -339,23 +341,38 @@ class ServerConnection(_Connection):
 
     # -- outcomes reported by the shell ---------------------------------------------
 
-    def send_result(self, id: str, value: Any, *, deprecated: bool = False) -> None:
+    def send_result(
+        self,
+        id: str,
+        value: Any,
+        *,
+        deprecated: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         """Queue the result of call `id` (200, or 300 if `deprecated`) and retire the ID.
 
-        A value that cannot be sent (not encodable, over the size limit, containing the
-        separator in legacy framing) is answered with 405 naming the problem instead.
-        Nothing is queued for an ID not in flight (cancelled, already answered) or once
-        the connection is closed. Never raises.
+        `metadata` (response metadata) goes with it when the connection negotiated
+        `metadata`. A value that cannot be sent (not encodable, over the size limit,
+        containing the separator in legacy framing, or malformed metadata) is answered
+        with 405 naming the problem instead. Nothing is queued for an ID not in flight
+        (cancelled, already answered) or once the connection is closed. Never raises.
         """
         if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
         try:
-            self._queue(messages.result(id, value, deprecated=deprecated))
+            if metadata and self._metadata:
+                metadata = self._check_response_metadata(metadata)
+            else:
+                metadata = None
+            self._queue(messages.result(id, value, deprecated=deprecated, metadata=metadata))
         except LocalProtocolError as exc:
             self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
 
-    def send_stream_start(self, id: str, *, deprecated: bool = False) -> bool:
-        """Queue 201 (301 if `deprecated`) for call `id`.
+    def send_stream_start(
+        self, id: str, *, deprecated: bool = False, metadata: dict[str, str] | None = None
+    ) -> bool:
+        """Queue 201 (301 if `deprecated`) for call `id`, with `metadata` (response
+        metadata) when the connection negotiated `metadata` (malformed: 405 instead).
 
         Returns:
             False if the call is no longer wanted (cancelled, connection closed): do not
@@ -365,8 +382,23 @@ class ServerConnection(_Connection):
             return False
         self._inflight[id] = True
         code = Code.EXPIRE_STREAM_START if deprecated else Code.STREAM_START
-        self._queue(messages.response(code, id))
+        if metadata and self._metadata:
+            try:
+                fields = {Key.METADATA: self._check_response_metadata(metadata)}
+            except LocalProtocolError as exc:
+                self.send_error(id, ResultLimitError(f"stream not started: {exc}", id=id))
+                return False
+            self._queue(messages.response(code, id, **fields))
+        else:
+            self._queue(messages.response(code, id))
         return True
+
+    @staticmethod
+    def _check_response_metadata(metadata: dict[str, str]) -> dict[str, str]:
+        try:
+            return messages.check_metadata(metadata)
+        except ValueError as exc:
+            raise LocalProtocolError(f"response metadata not sent: {exc}") from None
 
     def send_stream_item(self, id: str, value: Any) -> bool:
         """Queue one item (202) of stream `id`.
@@ -472,6 +504,7 @@ class ClientConnection(_Connection):
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = 0
         self._deadlines = False  # DEADLINE negotiated
+        self._metadata = False  # METADATA negotiated
 
     def start(self) -> None:
         """Queue the auth request: the first bytes a client sends.
@@ -538,6 +571,7 @@ class ClientConnection(_Connection):
         self.welcome = event
         self.features = event.features & self._wanted
         self._deadlines = Feature.DEADLINE in self.features
+        self._metadata = Feature.METADATA in self.features
         self.state = _READY
         return event
 
@@ -562,16 +596,19 @@ class ClientConnection(_Connection):
         returns: bool = True,
         deadline: float | None = None,
         id: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> str:
-        """Queue a call (a `deadline` in seconds is sent only if negotiated).
+        """Queue a call (a `deadline` in seconds and `metadata` are sent only if
+        negotiated).
 
         Returns:
             The call's ID; its outcome arrives as events with that ID (none if `returns`
             is False: fetch it with `system.getresult`).
 
         Raises:
-            LocalProtocolError: the connection is not ready, or the call cannot be encoded
-                or exceeds the maximum message size (nothing is queued).
+            LocalProtocolError: the connection is not ready, the call cannot be encoded
+                or exceeds the maximum message size, or `metadata` is malformed (nothing
+                is queued).
         """
         if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
@@ -580,8 +617,17 @@ class ClientConnection(_Connection):
             id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
         if not self._deadlines:
             deadline = None
+        if metadata and self._metadata:
+            try:
+                messages.check_metadata(metadata)
+            except ValueError as exc:
+                raise LocalProtocolError(f"cannot call {method!r}: {exc}") from None
+        else:
+            metadata = None
         self._push(
-            self._encode(messages.call(id, method, list(args), kwargs or {}, returns, deadline))
+            self._encode(
+                messages.call(id, method, list(args), kwargs or {}, returns, deadline, metadata)
+            )
         )
         if returns:
             self._pending[id] = False

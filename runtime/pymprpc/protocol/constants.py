@@ -29,6 +29,12 @@ DEFAULT_MAX_COLLECTION_LEN: Final = 1024 * 1024
 # Length framing prefix: 4-byte big-endian unsigned length (docs/protocol.md, "Frames").
 LENGTH_PREFIX_SIZE: Final = 4
 
+# Call metadata (feature `metadata`): at most this many pairs, and this many UTF-8 bytes
+# of keys and values together, per message. Metadata is for small things (trace context,
+# request IDs, auth tokens), not payloads.
+MAX_METADATA_PAIRS: Final = 64
+MAX_METADATA_BYTES: Final = 8 * 1024
+
 
 class Key:
     """Map keys defined by the protocol (upper-case English words)."""
@@ -57,6 +63,7 @@ class Key:
     FRAME: Final = "FRAME"
     CANCEL: Final = "CANCEL"
     DEADLINE: Final = "DEADLINE"
+    METADATA: Final = "METADATA"
 
 
 PING: Final = "ping"
@@ -69,6 +76,7 @@ class Feature(enum.StrEnum):
     LENGTH_FRAMING = "length-framing"
     CANCEL = "cancel"
     DEADLINE = "deadline"
+    METADATA = "metadata"
 
 
 class Compression(enum.StrEnum):

@@ -29,6 +29,7 @@ class CallRequest:
     kwargs: dict[str, Any] = field(default_factory=dict)
     returns: bool = True
     deadline: float | None = None
+    metadata: dict[str, str] | None = None  # feature `metadata`; None when absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class Result:
     id: str
     value: Any
     deprecated: bool = False
+    metadata: dict[str, str] | None = None  # response metadata (feature `metadata`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class StreamStart:
 
     id: str
     deprecated: bool = False
+    metadata: dict[str, str] | None = None  # response metadata (feature `metadata`)
 
 
 @dataclass(frozen=True, slots=True)

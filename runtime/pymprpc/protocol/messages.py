@@ -11,7 +11,17 @@ import math
 from typing import Any, Final
 
 from ..errors import MPRPCError, RemoteProtocolError, RequestError, error_for_code
-from .constants import PING, PONG, VERSION, Code, Compression, Feature, Key
+from .constants import (
+    MAX_METADATA_BYTES,
+    MAX_METADATA_PAIRS,
+    PING,
+    PONG,
+    VERSION,
+    Code,
+    Compression,
+    Feature,
+    Key,
+)
 from .events import (
     CallFailed,
     CallRequest,
@@ -101,6 +111,7 @@ def call(
     kwargs: dict[str, Any],
     returns: bool,
     deadline: float | None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {Key.MPRPC: VERSION, Key.ID: id, Key.METHOD: method}
     if not returns:
@@ -111,6 +122,8 @@ def call(
         msg[Key.KWARGS] = kwargs
     if deadline is not None:
         msg[Key.DEADLINE] = deadline
+    if metadata:
+        msg[Key.METADATA] = metadata
     return msg
 
 
@@ -122,10 +135,15 @@ def response(code: Code, id: str | int, **fields: Any) -> dict[str, Any]:
     return {Key.MPRPC: VERSION, Key.CODE: int(code), Key.MESSAGE: {Key.ID: id, **fields}}
 
 
-def result(id: str, value: Any, *, deprecated: bool = False) -> dict[str, Any]:
+def result(
+    id: str, value: Any, *, deprecated: bool = False, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A 200 (300 if deprecated) reply: the per-call message, built without detours."""
     code = _EXPIRE_RESULT if deprecated else _RESULT
-    return {Key.MPRPC: VERSION, Key.CODE: code, Key.MESSAGE: {Key.ID: id, Key.RESULT: value}}
+    message = {Key.ID: id, Key.RESULT: value}
+    if metadata:
+        message[Key.METADATA] = metadata
+    return {Key.MPRPC: VERSION, Key.CODE: code, Key.MESSAGE: message}
 
 
 def stream_item(id: str, value: Any) -> dict[str, Any]:
@@ -193,7 +211,33 @@ def parse_auth(
     return username, password, features
 
 
-def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
+def check_metadata(raw: Any) -> dict[str, str]:
+    """`raw` if it is valid call metadata: a map of str to str within the size bounds.
+
+    Raises:
+        ValueError: saying what is wrong (the caller turns it into its protocol error).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"METADATA must be a map of strings to strings, got {type(raw).__name__}")
+    if len(raw) > MAX_METADATA_PAIRS:
+        raise ValueError(
+            f"METADATA has {len(raw)} pairs, more than the {MAX_METADATA_PAIRS} allowed"
+        )
+    size = 0
+    for key, value in raw.items():
+        if type(key) is not str or type(value) is not str:
+            raise ValueError(
+                f"METADATA must map strings to strings, got {key!r:.50}: {value!r:.50}"
+            )
+        size += len(key.encode()) + len(value.encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"METADATA has {size} bytes, more than the {MAX_METADATA_BYTES} allowed")
+    return raw
+
+
+def parse_call(
+    msg: dict[str, Any], accept_deadline: bool, accept_metadata: bool = False
+) -> CallRequest:
     """Validate a call request; RequestError (400, carrying the ID) if malformed."""
     id = msg[Key.ID]
     if not isinstance(id, str) or not id:
@@ -227,7 +271,13 @@ def parse_call(msg: dict[str, Any], accept_deadline: bool) -> CallRequest:
                 f"DEADLINE must be a non-negative number, got {describe(raw)}", id=id
             )
         deadline = float(raw)
-    return CallRequest(id, method, args, kwargs, returns, deadline)
+    metadata = None
+    if accept_metadata and msg.get(Key.METADATA) is not None:
+        try:
+            metadata = check_metadata(msg[Key.METADATA])
+        except ValueError as exc:
+            raise RequestError(str(exc), id=id) from None
+    return CallRequest(id, method, args, kwargs, returns, deadline, metadata)
 
 
 def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError]:
@@ -306,10 +356,16 @@ def parse_response(msg: Any) -> ClientEvent:
             raise RemoteProtocolError(f"response {code} has no MESSAGE with an ID")
         if code == _STREAM_ITEM:
             return StreamItem(id, message.get(Key.RESULT))
+        metadata = message.get(Key.METADATA)
+        if metadata is not None:
+            try:
+                metadata = check_metadata(metadata)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"response {code}: {exc}") from None
         if code in (_RESULT, _EXPIRE_RESULT):
-            return Result(id, message.get(Key.RESULT), code == _EXPIRE_RESULT)
+            return Result(id, message.get(Key.RESULT), code == _EXPIRE_RESULT, metadata)
         if code in (_STREAM_START, _EXPIRE_STREAM_START):
-            return StreamStart(id, code == _EXPIRE_STREAM_START)
+            return StreamStart(id, code == _EXPIRE_STREAM_START, metadata)
         if code == _STREAM_END:
             return StreamEnd(id)
         raise RemoteProtocolError(f"unknown response code {code}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import resource
 import ssl as ssl_module
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..interceptors.chain import ServerInterceptor
 from ..protocol import (
     ALL_FEATURES,
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
@@ -17,7 +19,7 @@ from ..protocol import (
 )
 from .executors import ExecutorChoice
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
 
 # File descriptors kept free for what is not a client connection: the listening socket,
 # process-pool pipes, log files, the refusing 503 itself.
@@ -83,6 +85,8 @@ class ServerConfig:
     backlog: int = 1024
     login_attempts: int = 5
     login_backoff: float = 1.0
+    # Around every call, the first outermost (see pymprpc.interceptors).
+    interceptors: Sequence[ServerInterceptor] = ()
 
     def settings(self) -> ServerSettings:
         """What each connection announces and enforces."""

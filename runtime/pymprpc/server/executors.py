@@ -14,12 +14,14 @@ execution (no overhead, but it blocks the event loop), or any
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from ..context import current_call_or_none
 from .workers import ProcessPool, RemoteFunctionError, TargetTable
 from .workers.threads import DaemonThreadPool
 
@@ -96,13 +98,18 @@ class Executors:
         """Run `method` on the given executor; a worker's exception comes back as
         RemoteFunctionError, a dead worker or unpicklable value as RPCRuntimeError."""
         if kind is ExecutorKind.PROCESS:
-            return await self.process.run(method.name, method.key, method.path, args, kwargs)
+            # The call's context goes along; response metadata the function sets comes back.
+            return await self.process.run(
+                method.name, method.key, method.path, args, kwargs, current_call_or_none()
+            )
         if kind is ExecutorKind.INLINE:
             return method.func(*args, **kwargs)
         loop = asyncio.get_running_loop()
         if kind is ExecutorKind.THREAD:
             pool = self._thread_pool()
-            future = pool.submit(method.func, *args, **kwargs)
+            # The call's context (current_call() and any other context variable) goes along.
+            context = contextvars.copy_context()
+            future = pool.submit(context.run, method.func, *args, **kwargs)
             try:
                 # SystemExit raised in a thread comes back through the future, and the
                 # handler fails that call only.

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import traceback
 from collections.abc import AsyncIterator, Hashable
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
+from ..context import EMPTY_METADATA, CallContext, Metadata, _current, set_current
 from ..errors import (
     CancelledError,
     DeadlineExceeded,
@@ -29,6 +31,7 @@ from ..errors import (
     RpcUnavailableException,
     TimeoutException,
 )
+from ..interceptors.chain import compose
 from ..protocol import (
     Authenticated,
     CallRequest,
@@ -42,11 +45,16 @@ from ..protocol import (
 from .config import ServerConfig
 from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
+from .executors import RemoteFunctionError
 from .flow import InputBudget
 from .kept_results import KeptOutcome, KeptResults, current_scope
 from .logins import LoginThrottle, ThrottledCredentials
+from .registry import Kind, Method
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
+
+_STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
+_set_current: Final = _current.set  # set_current, without its frame
 
 # A stream writes and yields to the loop at least this often (bytes / items).
 _STREAM_BATCH_BYTES = 64 * 1024
@@ -111,6 +119,8 @@ class ConnectionHandler(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.peer: Any = None
+        self.user: str | None = None  # the authenticated user (None: anonymous)
+        self._admitted = False  # counted in (not refused over max_connections)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Calls with RETURN false: they run to completion even if the client goes away.
         self._kept_ids: set[str] = set()
@@ -123,6 +133,9 @@ class ConnectionHandler(asyncio.Protocol):
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
+        self._interceptors = host.config.interceptors
+        # Contexts built on demand for calls without interceptors, by call ID.
+        self._contexts: dict[str, CallContext] = {}
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
         self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
         # Calls read while the output was over max_output_buffer, started once it drains.
@@ -144,6 +157,8 @@ class ConnectionHandler(asyncio.Protocol):
             self._flush_now()
             self.transport.close()
             return
+        self._admitted = True
+        log.info("connection from %s accepted", _peer_text(self.peer))
         auth_timeout = self._host.config.auth_timeout
         if auth_timeout:
             self._timer = self.loop.call_later(auth_timeout, self._auth_expired)
@@ -193,6 +208,12 @@ class ConnectionHandler(asyncio.Protocol):
         return False  # nothing owed (RETURN-false calls run on without it): close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._admitted:
+            log.info(
+                "connection from %s closed%s",
+                _peer_text(self.peer),
+                f": {exc}" if exc is not None else "",
+            )
         self._host.forget(self)
         self._host.input_budget.forget(self)
         self._buffered = 0
@@ -326,6 +347,7 @@ class ConnectionHandler(asyncio.Protocol):
         log.debug("%s authenticated as %r, features %s", self.peer, event.username, event.features)
         if event.username:
             self._scope = event.username
+            self.user = event.username
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -361,7 +383,7 @@ class ConnectionHandler(asyncio.Protocol):
     def _start_call(self, request: CallRequest) -> None:
         refusal = None
         max_inflight = self._host.config.max_inflight
-        if self._host.draining:
+        if self._host.draining and request.method != HEALTH_METHOD:
             refusal = RpcUnavailableException("the server is shutting down", id=request.id)
         elif max_inflight and len(self.tasks) >= max_inflight:
             refusal = RpcUnavailableException(
@@ -404,12 +426,13 @@ class ConnectionHandler(asyncio.Protocol):
             if not request.returns:
                 kept = self._host.kept.open(self._scope, request.id)
             if request.deadline is None:
-                await self._execute(request, kept)
+                await self._execute(request, kept, None)
             else:
                 deadline = asyncio.timeout(request.deadline)
+                deadline_at = time.monotonic() + request.deadline
                 try:
                     async with deadline:
-                        await self._execute(request, kept)
+                        await self._execute(request, kept, deadline_at)
                 except TimeoutError:
                     if deadline.expired():
                         raise DeadlineExceeded(
@@ -428,18 +451,20 @@ class ConnectionHandler(asyncio.Protocol):
                 if kept is not None:
                     kept.set_error(CancelledError("the call was cancelled", id=request.id))
                 raise  # the client went away or cancelled: nobody to answer
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - answered, and logged by _log_failure
             error, frame = as_call_error(exc, request)
             if not isinstance(exc, MPRPCError):
-                log.debug("call %s(%s) raised", request.method, request.id, exc_info=exc)
+                self._log_failure(request, exc)
             self._report(request, kept, error, frame)
         except (SystemExit, KeyboardInterrupt) as exc:
             # A handler must not stop the server: only its own call fails.
-            log.warning(
-                "call %s(%s) raised %s: the call failed, the server keeps serving",
+            log.error(
+                "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
                 request.method,
                 request.id,
+                _peer_text(self.peer),
                 type(exc).__name__,
+                exc_info=exc,
             )
             error = RPCRuntimeError(
                 f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
@@ -447,10 +472,75 @@ class ConnectionHandler(asyncio.Protocol):
             )
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
+            if self._contexts:  # built after the reply was sent, or the call failed
+                self._contexts.pop(request.id, None)
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
             self._call_done(request.id, asyncio.current_task())
+
+    def _log_failure(self, request: CallRequest, exc: Exception) -> None:
+        """An application error: logged once, at ERROR, with its traceback and the call."""
+        peer = _peer_text(self.peer)
+        if isinstance(exc, RemoteFunctionError):  # its traceback is the worker's text
+            log.error(
+                "call %s id=%s from %s raised %s: %s\n%s",
+                request.method,
+                request.id,
+                peer,
+                exc.type_name,
+                exc,
+                exc.frame.rstrip(),
+            )
+        else:
+            log.error(
+                "call %s id=%s from %s raised %s: %s",
+                request.method,
+                request.id,
+                peer,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+
+    # -- the call context -------------------------------------------------------------
+
+    def _lazy_context(
+        self, request: CallRequest, deadline_at: float | None, streaming: bool
+    ) -> CallContext:
+        """The context of a call run without interceptors, built on first use and kept
+        until the call is answered (it holds the response metadata)."""
+        ctx = self._contexts.get(request.id)
+        if ctx is None:
+            ctx = self._contexts[request.id] = self.call_context(request, deadline_at, streaming)
+        return ctx
+
+    def call_context(
+        self,
+        request: CallRequest,
+        deadline_at: float | None,
+        streaming: bool,
+    ) -> CallContext:
+        """The `CallContext` of `request` on this connection."""
+        raw_peer = self.peer
+        peer = None
+        if isinstance(raw_peer, tuple) and len(raw_peer) >= 2:
+            peer = (str(raw_peer[0]), int(raw_peer[1]))
+        cert = None
+        if self.transport is not None and self.transport.get_extra_info("sslcontext"):
+            cert = self.transport.get_extra_info("peercert") or None
+        raw = request.metadata
+        return CallContext(
+            id=request.id,
+            method=request.method,
+            peer=peer,
+            user=self.user,
+            peer_certificate=cert,
+            deadline=deadline_at,
+            metadata=EMPTY_METADATA if not raw else Metadata(raw),
+            returns=request.returns,
+            streaming=streaming,
+        )
 
     def _cancelled_error(self) -> MPRPCError:
         message = "the method raised CancelledError without its call being cancelled"
@@ -472,10 +562,25 @@ class ConnectionHandler(asyncio.Protocol):
         else:
             self.conn.send_error(request.id, error, frame=frame)
 
-    async def _execute(self, request: CallRequest, kept: KeptOutcome | None) -> None:
+    async def _execute(
+        self, request: CallRequest, kept: KeptOutcome | None, deadline_at: float | None
+    ) -> None:
         dispatcher = self._host.dispatcher
-        method, args, kwargs = dispatcher.prepare(request)
-        result = await dispatcher.run(method, args, kwargs)
+        method = dispatcher.registry.resolve(request.method)  # 401 comes before any chain
+        interceptors = self._interceptors
+        if not interceptors:
+            # Nobody needs the context up front: build it only if the handler asks.
+            streaming = method.kind is _STREAM
+            _set_current(functools.partial(self._lazy_context, request, deadline_at, streaming))
+            args, kwargs = method.bind(request.args, request.kwargs)
+            result = await dispatcher.run(method, args, kwargs)
+            ctx = self._contexts.pop(request.id, None) if self._contexts else None
+        else:
+            ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
+            set_current(ctx)
+            chain = compose(interceptors, functools.partial(self._terminal, method, request))
+            result = await chain(ctx)
+        metadata = ctx.response_metadata if ctx is not None else None
         if kept is not None:
             if is_stream(result):
                 async for item in _closing(result):
@@ -484,14 +589,28 @@ class ConnectionHandler(asyncio.Protocol):
             else:
                 kept.set_value(result)
         elif is_stream(result):
-            await self._stream(request.id, result, method.deprecated)
+            await self._stream(request.id, result, method.deprecated, metadata)
         else:
-            self.conn.send_result(request.id, result, deprecated=method.deprecated)
+            self.conn.send_result(
+                request.id, result, deprecated=method.deprecated, metadata=metadata
+            )
 
-    async def _stream(self, id: str, agen: AsyncIterator[Any], deprecated: bool) -> None:
+    async def _terminal(self, method: Method, request: CallRequest, ctx: CallContext) -> Any:
+        """The end of the interceptor chain: bind (402) and run the method with `ctx`."""
+        set_current(ctx)  # an interceptor may have replaced it (say, its metadata)
+        args, kwargs = method.bind(request.args, request.kwargs)
+        return await self._host.dispatcher.run(method, args, kwargs)
+
+    async def _stream(
+        self,
+        id: str,
+        agen: AsyncIterator[Any],
+        deprecated: bool,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         conn = self.conn
         try:
-            if not conn.send_stream_start(id, deprecated=deprecated):
+            if not conn.send_stream_start(id, deprecated=deprecated, metadata=metadata):
                 return
             self._flush()
             sent = 0
@@ -518,6 +637,15 @@ class ConnectionHandler(asyncio.Protocol):
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+HEALTH_METHOD = "system.health"  # answered while draining, when other calls get 503
+
+
+def _peer_text(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
 
 
 def _format(exc: BaseException) -> str:

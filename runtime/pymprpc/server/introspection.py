@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import NotFindError
+from ..errors import NotFindError, RequestError
+from .health import Health
 from .kept_results import KeptResults, current_scope
 from .registry import Method
 
@@ -70,3 +71,17 @@ def getresult_method(server: ServerView) -> Callable[..., Any]:
         return await server.kept.fetch(current_scope.get(), ID)
 
     return getresult
+
+
+def health_method(health: Health) -> Callable[..., Any]:
+    """`system.health(service="")`: "SERVING", "NOT_SERVING" or "UNKNOWN" (a name never
+    set); answered even while the server drains, when it is "NOT_SERVING"."""
+
+    async def health_check(service: str = "") -> str:
+        """The health of `service` ("" for the server as a whole): SERVING, NOT_SERVING
+        or UNKNOWN."""
+        if not isinstance(service, str):
+            raise RequestError(f"service must be a string, got {type(service).__name__}")
+        return str(health.get(service))
+
+    return health_check

@@ -18,7 +18,7 @@ import socket
 import ssl as ssl_module
 from collections.abc import Callable
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
 
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 

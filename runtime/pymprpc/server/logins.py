@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..protocol import Credentials
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
 
 # Failure records kept per kind (addresses, user names); the least recently failed go
 # first beyond it, so a peer inventing addresses or names cannot grow the table.
@@ -88,9 +88,13 @@ class ThrottledCredentials(Credentials):
     def check(self, username: str | None, password: str | None) -> bool:
         throttle, user = self._throttle, username or ""
         if not throttle.enabled:
-            return self._credentials.check(username, password)
+            if self._credentials.check(username, password):
+                return True
+            log.warning("failed login as %r from %s", user, self.peer)
+            return False
         if throttle.blocked(self.peer, user):
-            log.debug("login as %r from %s refused: backing off", user, self.peer)
+            # Each refusal in a back-off is not news: the failure that started it was.
+            log.info("login as %r from %s refused: backing off", user, self.peer)
             return False
         if self._credentials.check(username, password):
             throttle.succeeded(self.peer, user)

@@ -16,7 +16,7 @@ from ..schema import Signature
 from .executors import ExecutorChoice, ExecutorKind
 from .workers import TargetTable
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
 
 _SYSTEM_PREFIX = "system."
 _server_ids = itertools.count(1)

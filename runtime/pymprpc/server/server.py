@@ -15,6 +15,7 @@ from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from ..address import Address
+from ..interceptors.chain import ServerInterceptor
 from ..protocol import (
     ALL_FEATURES,
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
@@ -34,14 +35,15 @@ from .config import (
 from .dispatch import Dispatcher
 from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .flow import InputBudget
-from .handler import ConnectionHandler
-from .introspection import getresult_method, system_methods
+from .handler import HEALTH_METHOD, ConnectionHandler
+from .health import Health
+from .introspection import getresult_method, health_method, system_methods
 from .kept_results import KeptResults
 from .listener import Listener
 from .logins import LoginThrottle
 from .registry import Method, Registry, make_method
 
-log = logging.getLogger("pymprpc.server")
+log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 HostPort = tuple[str, int]
@@ -85,6 +87,7 @@ class _Core:
         self.kept = KeptResults(
             config.kept_results, config.kept_results_ttl, max_bytes=config.kept_results_bytes
         )
+        self.health = Health()
         self.input_budget = InputBudget(config.max_buffered_input)
         self.connections: set[ConnectionHandler] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -210,6 +213,10 @@ class Server:
             before back-off starts.
         login_backoff: seconds the first back-off lasts (doubling with each further
             failure, at most 300 s); 0 disables back-off.
+        interceptors: server interceptors run around every call, the first outermost
+            (`pymprpc.interceptors`: access control, rate limit, access log; and
+            `pymprpc.otel.ServerTelemetry`). An unknown method is refused (401) before
+            them; argument binding (402) happens inside them.
         loop: ignored (pymprpc 0.0.3 compatibility): the running loop is used.
 
     Raises:
@@ -247,6 +254,7 @@ class Server:
         backlog: int = 1024,
         login_attempts: int = 5,
         login_backoff: float = 1.0,
+        interceptors: Iterable[ServerInterceptor] = (),
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if loop is not None:
@@ -288,6 +296,7 @@ class Server:
             backlog=backlog,
             login_attempts=login_attempts,
             login_backoff=login_backoff,
+            interceptors=tuple(interceptors),
         )
         self._core = _Core(self._config, Credentials(auth))
         self._port = port
@@ -296,6 +305,7 @@ class Server:
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._core.registry.add_function(getresult_method(self._core), "system.getresult")
+        self._core.registry.add_function(health_method(self._core.health), HEALTH_METHOD)
 
     @property
     def config(self) -> ServerConfig:
@@ -311,6 +321,17 @@ class Server:
     def draining(self) -> bool:
         """True once shutdown has begun (new calls get 503)."""
         return self._core.draining
+
+    @property
+    def running(self) -> bool:
+        """True while the server accepts connections (between `start` and `close`)."""
+        return self._listener is not None
+
+    @property
+    def health(self) -> Health:
+        """What `system.health(service)` answers: `server.health.set("billing",
+        "NOT_SERVING")`; every name answers NOT_SERVING while the server shuts down."""
+        return self._core.health
 
     @property
     def running_call_count(self) -> int:
@@ -470,6 +491,7 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         core.draining = core.aborting = False
+        core.health.set_draining(False)
         # Fork workers now, while no client connection exists to be inherited.
         if core.registry.uses_executor(ExecutorKind.PROCESS):
             core.executors.warm_up()
@@ -504,6 +526,7 @@ class Server:
             return
         grace = self._config.grace_period if grace is None else grace
         core.draining = True
+        core.health.set_draining(True)
         listener.close()
         if core.tasks:
             _, pending = await asyncio.wait(set(core.tasks), timeout=grace)

@@ -20,6 +20,7 @@ import struct
 import traceback
 from typing import Any, Final
 
+from ...context import run_in_call
 from . import framing
 from .targets import resolve
 
@@ -104,15 +105,16 @@ def _run_one(
 ) -> list[bytes | memoryview]:
     name = "?"
     try:
-        key, path, args, kwargs = framing.decode(body, buffers)
+        key, path, args, kwargs, ctx = framing.decode(body, buffers)
         del body, buffers
         name = ".".join((key.split(":", 1)[-1], *path))
-        result = resolve(targets, key, path)(*args, **kwargs)
+        # With the call's context current; what response metadata it sets goes back.
+        result, metadata = run_in_call(ctx, resolve(targets, key, path), args, kwargs)
         del args, kwargs
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
         return framing.encode(call_id, framing.ERROR, _error(exc))
     try:
-        return framing.encode(call_id, framing.OK, framing.out_of_band(result))
+        return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
     except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
         message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
         return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))

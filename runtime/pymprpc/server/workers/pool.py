@@ -464,7 +464,7 @@ class ProcessPool:
             kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
         call_id = next(self._ids)
         try:
-            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs))
+            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs, ctx))
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
@@ -479,7 +479,10 @@ class ProcessPool:
             self._abandon(call)
             raise
         if kind == framing.OK:
-            return value
+            result, metadata = value
+            if metadata and ctx is not None:
+                ctx.response_metadata.update(metadata)
+            return result
         raise RemoteFunctionError(*value)
 
     def _dispatch(self, call: _Call) -> None:

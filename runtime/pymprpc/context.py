@@ -1,0 +1,200 @@
+"""The call a handler is serving: `current_call()` and the `CallContext` it returns.
+
+The server sets the context before a handler's first line runs (coroutines, streams, and
+plain functions on every executor: it is carried into threads and sent to worker
+processes), so a handler can ask who is calling, what metadata came with the call and how
+much time it has left, without changing its signature.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CallContext",
+    "CallSource",
+    "Metadata",
+    "current_call",
+    "current_call_or_none",
+    "reset_current",
+    "run_in_call",
+    "set_current",
+]
+
+
+class Metadata(Mapping[str, str]):
+    """An immutable mapping of string keys to string values sent with a call or a reply.
+
+    Built from a mapping or pairs; both keys and values must be `str` (a `TypeError` says
+    which is not). `with_items(...)` gives a copy with keys added or replaced.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = dict(items)
+        for key, value in pairs.items():
+            if type(key) is not str or type(value) is not str:
+                raise TypeError(
+                    f"metadata keys and values must be str, got {key!r}: {value!r} "
+                    f"({type(key).__name__}: {type(value).__name__})"
+                )
+        self._items: dict[str, str] = pairs
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Metadata({self._items!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self._items) == dict(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Metadata, (self._items,))
+
+    def with_items(self, items: Mapping[str, str]) -> Metadata:
+        """A copy with `items` added (replacing keys already present)."""
+        return Metadata({**self._items, **items})
+
+    def to_dict(self) -> dict[str, str]:
+        """A plain dict copy (what goes on the wire)."""
+        return dict(self._items)
+
+
+EMPTY_METADATA = Metadata()
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What the server knows about one call.
+
+    Attributes:
+        id: the call's ID as the client sent it.
+        method: the method name as called (the wire name).
+        peer: the client's address, `(host, port)`, or None when unknown.
+        user: the authenticated user name, or None for an anonymous connection.
+        peer_certificate: the client's TLS certificate (`ssl.SSLSocket.getpeercert()`
+            form) when the connection uses TLS with client certificates, else None.
+        deadline: when the call must be finished, in `time.monotonic()` seconds, or None.
+        metadata: string key/value pairs the client sent with the call (empty when the
+            connection did not negotiate the `metadata` feature).
+        returns: False for a `RETURN: false` (kept-result) call.
+        streaming: True when the method is a stream (its outcome is an async iterator).
+    """
+
+    id: str
+    method: str
+    peer: tuple[str, int] | None = None
+    user: str | None = None
+    peer_certificate: dict[str, Any] | None = None
+    deadline: float | None = None
+    metadata: Metadata = EMPTY_METADATA
+    returns: bool = True
+    streaming: bool = False
+    # Filled by the handler or interceptors; sent back when `metadata` was negotiated.
+    response_metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline (0.0 once passed), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def replace(self, **changes: Any) -> CallContext:
+        """A copy with some fields changed (for interceptors; response metadata is shared)."""
+        if "metadata" in changes and not isinstance(changes["metadata"], Metadata):
+            changes["metadata"] = Metadata(changes["metadata"])
+        new = dataclasses.replace(self, **changes)
+        object.__setattr__(new, "response_metadata", self.response_metadata)
+        return new
+
+    def set_response_metadata(self, key: str, value: str) -> None:
+        """Send `key: value` back with the reply (ignored by peers without `metadata`)."""
+        if type(key) is not str or type(value) is not str:
+            raise TypeError("response metadata keys and values must be str")
+        self.response_metadata[key] = value
+
+
+# What the server sets instead of a `CallContext` when no interceptor needs the context
+# up front: a function building it (once; later calls return the same object), so a call
+# whose handler never asks costs one partial and one context-variable store.
+CallSource = Callable[[], CallContext]
+
+
+_current: contextvars.ContextVar[CallContext | CallSource | None] = contextvars.ContextVar(
+    "pymprpc_current_call", default=None
+)
+
+
+def current_call() -> CallContext:
+    """The context of the call being served.
+
+    Raises:
+        LookupError: when called outside a call handler (or an interceptor).
+    """
+    value = _current.get()
+    if type(value) is CallContext:
+        return value
+    if value is None:
+        raise LookupError(
+            "pymprpc.current_call() is only available while serving a call "
+            "(inside a registered handler or a server interceptor)"
+        )
+    return value()  # type: ignore[operator]
+
+
+def set_current(
+    ctx: CallContext | CallSource | None,
+) -> contextvars.Token[CallContext | CallSource | None]:
+    """Make `ctx` the current call in this context (the server's dispatcher does this)."""
+    return _current.set(ctx)
+
+
+def reset_current(token: contextvars.Token[CallContext | CallSource | None]) -> None:
+    """Undo a `set_current`."""
+    _current.reset(token)
+
+
+def current_call_or_none() -> CallContext | None:
+    """The current call's context, or None outside a call (built if still lazy)."""
+    value = _current.get()
+    if value is None or type(value) is CallContext:
+        return value
+    return value()  # type: ignore[operator]
+
+
+def run_in_call(
+    ctx: CallContext | None, func: Callable[..., Any], args: Any, kwargs: Any
+) -> tuple[Any, dict[str, str]]:
+    """Run `func(*args, **kwargs)` with `ctx` as the current call, in another process.
+
+    The hook for process pools: the parent sends the pickled `ctx` with the call, the
+    worker runs the function through this, and sends back the response metadata the
+    function set, which the parent adds to its own `ctx.response_metadata`.
+
+    Returns:
+        The function's value and the response metadata it set.
+    """
+    token = _current.set(ctx)
+    try:
+        value = func(*args, **kwargs)
+    finally:
+        _current.reset(token)
+    return value, (dict(ctx.response_metadata) if ctx is not None else {})

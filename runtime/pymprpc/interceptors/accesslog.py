@@ -1,0 +1,72 @@
+"""`AccessLog`: one log record per call, with its outcome and duration."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..context import CallContext
+from ..errors import MPRPCError
+from .chain import CallNext, observe_stream
+
+__all__ = ["AccessLog", "outcome_code"]
+
+
+def outcome_code(error: BaseException | None, *, streaming: bool = False) -> int:
+    """The protocol code a call's outcome is answered with (200/201 for success)."""
+    if error is None:
+        return 201 if streaming else 200
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        return 407  # the client cancelled or went away, or the server is shutting down
+    code = getattr(error, "code", None) if isinstance(error, MPRPCError) else None
+    return int(code) if code is not None else 404
+
+
+class AccessLog:
+    """A server interceptor logging every call once it is answered.
+
+    Each record reads `method id=... peer=host:port user=... -> code in 1.2ms` (a stream
+    adds its item count and is logged when it ends). Records go to `logger`
+    (`pymprpc.access` by default) at `level`; errors are logged at the same level, since
+    the server already logs application errors at ERROR.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        self.logger = logger or logging.getLogger("pymprpc.access")
+        self.level = level
+
+    def _log(self, ctx: CallContext, started: float, code: int, items: int | None) -> None:
+        if not self.logger.isEnabledFor(self.level):
+            return
+        peer = f"{ctx.peer[0]}:{ctx.peer[1]}" if ctx.peer else "-"
+        extra = f" items={items}" if items is not None else ""
+        self.logger.log(
+            self.level,
+            "%s id=%s peer=%s user=%s -> %d in %.1fms%s",
+            ctx.method,
+            ctx.id,
+            peer,
+            ctx.user or "-",
+            code,
+            (time.perf_counter() - started) * 1000,
+            extra,
+        )
+
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        """Run the call and log its outcome (a stream: when it ends)."""
+        started = time.perf_counter()
+        try:
+            result = await call_next(ctx)
+        except BaseException as exc:
+            self._log(ctx, started, outcome_code(exc), None)
+            raise
+        if not ctx.streaming:
+            self._log(ctx, started, outcome_code(None), None)
+            return result
+
+        def ended(error: BaseException | None, items: int) -> None:
+            self._log(ctx, started, outcome_code(error, streaming=True), items)
+
+        return observe_stream(result, ended)

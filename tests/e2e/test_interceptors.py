@@ -1,0 +1,249 @@
+"""Server and client interceptors around real calls: order, metadata, rejection, outcome."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from generated_examples.calculator.client import AsyncCalculatorClient
+from generated_examples.calculator.server import CalculatorServicer, register_calculator
+from generated_examples.geometry.types import Shape
+from helpers import arun
+from pymprpc import RPC, Server, current_call
+from pymprpc.client.interceptors import ClientCallContext
+from pymprpc.context import CallContext
+from pymprpc.errors import (
+    NotFindError,
+    ParamError,
+    RestrictAccessError,
+    RpcUnavailableException,
+)
+from pymprpc.interceptors import AccessControl, CallNext, RateLimit, observe_stream
+from pymprpc.testing import client_for
+
+
+class Recorder:
+    """An interceptor writing what it sees to a shared log."""
+
+    def __init__(self, name: str, log: list[Any]) -> None:
+        self.name = name
+        self.log = log
+
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        self.log.append((self.name, "in", ctx.method, dict(ctx.metadata)))
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:
+            self.log.append((self.name, "error", type(exc).__name__))
+            raise
+        if ctx.streaming:
+
+            def ended(error: BaseException | None, items: int) -> None:
+                self.log.append((self.name, "stream ended", items, error))
+
+            return observe_stream(result, ended)
+        self.log.append((self.name, "out", result))
+        return result
+
+
+async def tag(ctx: CallContext, call_next: CallNext) -> Any:
+    """Adds metadata for the handler and response metadata for the client."""
+    ctx.set_response_metadata("served-by", "test")
+    return await call_next(ctx.replace(metadata=ctx.metadata.with_items({"tagged": "yes"})))
+
+
+async def echo_metadata() -> dict[str, str]:
+    return dict(current_call().metadata)
+
+
+async def fail() -> None:
+    raise ValueError("boom")
+
+
+async def count(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+def build(interceptors: list[Any], **options: Any) -> Server:
+    server = Server(("127.0.0.1", 0), interceptors=interceptors, **options)
+    server.register_function("echo_metadata")(echo_metadata)
+    server.register_function("fail")(fail)
+    server.register_function("count")(count)
+    server.register_function("add", executor="inline")(lambda a, b: a + b)
+    return server
+
+
+def test_chain_order_metadata_outcome_and_streams() -> None:
+    log: list[Any] = []
+    server = build([Recorder("outer", log), Recorder("inner", log), tag])
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            seen, reply = await rpc.echo_metadata.with_options(
+                metadata={"a": "1"}
+            ).call_with_metadata()
+            assert seen == {"a": "1", "tagged": "yes"}  # altered by `tag`, inside
+            assert reply == {"served-by": "test"}
+            assert log == [
+                ("outer", "in", "echo_metadata", {"a": "1"}),
+                ("inner", "in", "echo_metadata", {"a": "1"}),
+                ("inner", "out", seen),
+                ("outer", "out", seen),
+            ]
+            log.clear()
+            with pytest.raises(Exception, match="boom"):
+                await rpc.fail()
+            assert log[-2:] == [("inner", "error", "ValueError"), ("outer", "error", "ValueError")]
+            log.clear()
+            stream, reply = await rpc.count.call_with_metadata(3)
+            assert [i async for i in stream] == [0, 1, 2]
+            assert reply == {"served-by": "test"}  # set by an interceptor: in the 201
+            await rpc.add(1, 1)  # the stream's end was reported before this reply
+            assert ("outer", "stream ended", 3, None) in log
+
+    arun(main())
+
+
+def test_401_before_the_chain_402_inside() -> None:
+    log: list[Any] = []
+    server = build([Recorder("only", log)])
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            with pytest.raises(NotFindError):
+                await rpc.no_such_method()
+            assert log == []  # refused before any interceptor
+            with pytest.raises(ParamError):
+                await rpc.add(1)
+            assert log == [("only", "in", "add", {}), ("only", "error", "ParamError")]
+
+    arun(main())
+
+
+def test_access_control_by_role_with_the_authenticated_user() -> None:
+    rules = AccessControl({"admin.*": ["admin"], "*": ["*"]}, roles={"alice": ["admin"]})
+    server = Server(("127.0.0.1", 0), auth=[("alice", "a"), ("bob", "b")], interceptors=[rules])
+    server.register_function("admin.reset")(lambda: "reset")
+    server.register_function("hello", executor="inline")(lambda: "hi")
+
+    async def main() -> None:
+        async with client_for(server, user="alice", password="a") as alice:
+            assert await alice.method("admin.reset")() == "reset"
+        async with client_for(server, user="bob", password="b") as bob:
+            assert await bob.hello() == "hi"
+            with pytest.raises(RestrictAccessError, match="user 'bob' may not call"):
+                await bob.method("admin.reset")()
+
+    arun(main())
+
+
+def test_rate_limit_refuses_with_503_and_a_retry_hint() -> None:
+    now = [0.0]
+    server = build([RateLimit(1, burst=2, per="peer", clock=lambda: now[0])])
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            assert await rpc.add(1, 2) == 3
+            assert await rpc.add(1, 2) == 3
+            with pytest.raises(RpcUnavailableException, match="retry in") as refused:
+                await rpc.add(1, 2)
+            assert refused.value.data is not None
+            assert refused.value.data["RETRY_AFTER"] == pytest.approx(1.0)
+            now[0] += 1.0  # a token came back
+            assert await rpc.add(1, 2) == 3
+
+    arun(main())
+
+
+def test_async_client_interceptors_wrap_calls_in_order() -> None:
+    log: list[Any] = []
+
+    def recorder(name: str) -> Callable[..., Any]:
+        async def intercept(ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
+            log.append((name, ctx.method, dict(ctx.metadata)))
+            ctx = ctx.replace(metadata=ctx.metadata.with_items({name: "1"}))
+            result = await call_next(ctx)
+            log.append((name, "done", result, dict(ctx.response_metadata)))
+            return result
+
+        return intercept
+
+    server = build([tag])
+
+    async def main() -> None:
+        interceptors = [recorder("a"), recorder("b")]
+        async with client_for(server, interceptors=interceptors) as rpc:
+            seen = await rpc.echo_metadata()
+        assert seen == {"a": "1", "b": "1", "tagged": "yes"}
+        assert log == [
+            ("a", "echo_metadata", {}),
+            ("b", "echo_metadata", {"a": "1"}),
+            ("b", "done", seen, {"served-by": "test"}),
+            ("a", "done", seen, {"served-by": "test"}),
+        ]
+
+    arun(main())
+
+
+def test_sync_client_interceptors_are_plain_functions(
+    mprpc_client: Callable[..., RPC],
+) -> None:
+    log: list[Any] = []
+
+    def refuse_fail(ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
+        if ctx.method == "fail":
+            raise PermissionError("not from this client")
+        log.append(ctx.method)
+        return call_next(ctx.replace(metadata={"who": "sync"}))
+
+    rpc = mprpc_client(build([]), interceptors=[refuse_fail])
+    assert rpc.echo_metadata() == {"who": "sync"}
+    with pytest.raises(PermissionError):
+        rpc.fail()
+    assert log == ["echo_metadata"]
+
+
+def test_typed_clients_and_call_by_name_go_through_client_interceptors() -> None:
+    seen: list[str] = []
+
+    async def note(ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
+        seen.append(ctx.method)
+        return await call_next(ctx)
+
+    async def main() -> None:
+        async with client_for(build([]), interceptors=[note]) as rpc:
+            assert await rpc.call("add", 1, 2) == 3
+        server = Server(("127.0.0.1", 0))
+        register_calculator(server, Calculator())
+        async with client_for(server, AsyncCalculatorClient, interceptors=[note]) as typed:
+            assert await typed.add(2, 3) == 5
+            assert await typed.with_options(timeout=5).add(2, 3) == 5
+
+    arun(main())
+    assert seen == ["add", "add", "add"]
+
+
+class Calculator(CalculatorServicer):
+    async def add(self, a: int, b: int) -> int:  # type: ignore[override]
+        return a + b
+
+    async def slow_add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    async def count(self, n: int) -> AsyncIterator[int]:
+        yield n
+
+    def area(self, shape: Shape) -> float:
+        return 0.0
+
+    def old_add(self, a: int, b: int) -> int:
+        return a + b
+
+    def log(self, line: str) -> None:
+        pass
+
+    async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
+        return shape

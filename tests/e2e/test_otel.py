@@ -1,0 +1,180 @@
+"""OpenTelemetry: one trace across client -> server -> a nested call -> back, the RPC
+metrics, and nothing of OpenTelemetry imported without the extra."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from helpers import arun
+from pymprpc import AsyncRPC, Server
+from pymprpc.testing import client_for, server_url
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import SpanKind, StatusCode
+
+from pymprpc.errors import RPCRuntimeError
+from pymprpc.otel import ClientTelemetry, ServerTelemetry
+
+
+def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    points: dict[str, list[Any]] = {}
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+def test_a_trace_crosses_client_server_nested_call_and_back() -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    client_telemetry = ClientTelemetry(tracer_provider, meter_provider)
+
+    server = Server(
+        ("127.0.0.1", 0), interceptors=[ServerTelemetry(tracer_provider, meter_provider)]
+    )
+
+    async def inner(x: int) -> int:
+        return x * 2
+
+    async def outer(x: int) -> int:
+        # A nested call made by the handler: its span is a child of this call's span.
+        async with AsyncRPC(server_url(server), interceptors=[client_telemetry]) as nested:
+            return await nested.calc.inner(x) + 1
+
+    async def broken() -> None:
+        raise ValueError("no")
+
+    async def doubled(n: int) -> AsyncIterator[int]:
+        # A stream's body runs after its handler returned: still inside its span.
+        async with AsyncRPC(server_url(server), interceptors=[client_telemetry]) as nested:
+            for i in range(n):
+                yield await nested.calc.inner(i)
+
+    server.register_function("calc.inner")(inner)
+    server.register_function("calc.outer")(outer)
+    server.register_function("broken")(broken)
+    server.register_function("doubled")(doubled)
+
+    async def main() -> None:
+        async with client_for(server, interceptors=[client_telemetry]) as rpc:
+            assert await rpc.calc.outer(20) == 41
+            with pytest.raises(RPCRuntimeError):
+                await rpc.broken()
+            assert [i async for i in await rpc.doubled(2)] == [0, 2]
+
+    arun(main())
+    spans = exporter.get_finished_spans()
+    stream_span = next(s for s in spans if s.name == "doubled" and s.kind is SpanKind.SERVER)
+    in_stream = [s for s in spans if s.parent and s.parent.span_id == stream_span.context.span_id]
+    assert [s.name for s in in_stream] == ["calc.inner", "calc.inner"]
+    # The rest: the outer call's trace and the failing call's.
+    spans = [s for s in spans if s.context.trace_id != stream_span.context.trace_id]
+    by_kind = {(s.name, s.kind): s for s in spans}
+    client_outer = by_kind["calc.outer", SpanKind.CLIENT]
+    server_outer = by_kind["calc.outer", SpanKind.SERVER]
+    client_inner = by_kind["calc.inner", SpanKind.CLIENT]
+    server_inner = by_kind["calc.inner", SpanKind.SERVER]
+    chain = [client_outer, server_outer, client_inner, server_inner]
+    assert len({s.context.trace_id for s in chain}) == 1  # one trace
+    assert client_outer.parent is None
+    for parent, child in itertools.pairwise(chain):
+        assert child.parent is not None and child.parent.span_id == parent.context.span_id
+    attributes = dict(server_outer.attributes or {})
+    assert attributes["rpc.system"] == "mprpc"
+    assert attributes["rpc.service"] == "calc" and attributes["rpc.method"] == "outer"
+    assert attributes["network.peer.address"] == "127.0.0.1"
+    assert dict(client_outer.attributes or {})["server.port"] == server.port
+    failed = by_kind["broken", SpanKind.SERVER]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert dict(failed.attributes or {})["rpc.mprpc.status_code"] == 404
+    assert by_kind["broken", SpanKind.CLIENT].status.status_code is StatusCode.ERROR
+
+    points = metric_points(reader)
+    server_durations = {
+        (p.attributes["rpc.method"], p.attributes["rpc.mprpc.status_code"]): p.count
+        for p in points["rpc.server.duration"]
+    }
+    assert server_durations == {
+        ("outer", 200): 1,
+        ("inner", 200): 3,  # once for outer, twice for the stream
+        ("broken", 404): 1,
+        ("doubled", 201): 1,
+    }
+    assert sum(p.count for p in points["rpc.client.duration"]) == 6
+    assert all(p.value == 0 for p in points["rpc.server.active_requests"])  # all ended
+
+
+def test_without_the_extra_nothing_imports_opentelemetry(tmp_path: Any) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "opentelemetry" or name.startswith("opentelemetry."):
+                    raise ImportError(f"blocked: {name}")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import asyncio
+        import pymprpc, pymprpc.interceptors, pymprpc.testing, pymprpc.healthcheck
+        from pymprpc.interceptors import AccessLog
+        from pymprpc.testing import client_for
+
+        async def main():
+            server = pymprpc.Server(("127.0.0.1", 0), interceptors=[AccessLog()])
+            server.register_function("add", executor="inline")(lambda a, b: a + b)
+            async with client_for(server) as rpc:
+                assert await rpc.add(1, 2) == 3
+
+        asyncio.run(main())
+        assert not [m for m in sys.modules if m.startswith("opentelemetry")]
+        try:
+            import pymprpc.otel
+        except ImportError as exc:
+            print("ImportError:", exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "install pymprpc[otel]" in done.stdout
+
+
+def test_the_blocking_client_traces_with_sync(mprpc_client: Any) -> None:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = Server(("127.0.0.1", 0), interceptors=[ServerTelemetry(tracer_provider)])
+    server.register_function("add")(add)
+    rpc = mprpc_client(server, interceptors=[ClientTelemetry(tracer_provider).sync])
+    assert rpc.add(1, 2) == 3
+    spans = {s.kind: s for s in exporter.get_finished_spans()}
+    client, served = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    assert served.parent is not None and served.parent.span_id == client.context.span_id
+
+
+async def add(a: int, b: int) -> int:
+    return a + b
