@@ -30,6 +30,7 @@ import weakref
 from collections import deque
 from typing import Any, Final
 
+from ...context import CallContext
 from ...errors import RPCRuntimeError
 from . import framing
 from .child import PID, UPDATE_LENGTH, run_zygote
@@ -450,8 +451,17 @@ class ProcessPool:
 
     # -- calls -----------------------------------------------------------------------
 
-    async def run(self, name: str, key: str, path: tuple[str, ...], args: Any, kwargs: Any) -> Any:
-        """Run the target published as `key` (attribute `path`) in a worker.
+    async def run(
+        self,
+        name: str,
+        key: str,
+        path: tuple[str, ...],
+        args: Any,
+        kwargs: Any,
+        ctx: CallContext | None = None,
+    ) -> Any:
+        """Run the target published as `key` (attribute `path`) in a worker, with `ctx`
+        as its `current_call()`; response metadata it sets is added to `ctx`.
 
         Raises RemoteFunctionError for an exception raised by the function, and
         RPCRuntimeError (404) when the call cannot be sent or its worker dies.
