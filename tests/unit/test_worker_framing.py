@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pymprpc.context import CallContext, Metadata
 from pymprpc.errors import RPCRuntimeError
 from pymprpc.server.workers import ProcessPool, TargetTable, framing
 
@@ -73,3 +75,23 @@ def test_an_unpicklable_argument_is_refused_before_any_worker_sees_it() -> None:
             pool.shutdown()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_call_context_crosses_whole() -> None:
+    ctx = CallContext(
+        id="c1",
+        method="m",
+        peer=("127.0.0.1", 4000),
+        user="bob",
+        peer_certificate={"subject": ((("commonName", "bob"),),)},
+        deadline=12.5,
+        metadata=Metadata({"k": "v"}),
+        returns=False,
+        streaming=True,
+    )
+    data = pickle.dumps(framing.pack_context(ctx), framing.PICKLE)
+    back = framing.unpack_context(pickle.loads(data))
+    assert back == ctx and back is not None and back.metadata == {"k": "v"}
+    assert framing.unpack_context(framing.pack_context(None)) is None
+    plain = CallContext(id="c2", method="m")
+    assert framing.unpack_context(framing.pack_context(plain)) == plain

@@ -105,7 +105,8 @@ def _run_one(
 ) -> list[bytes | memoryview]:
     name = "?"
     try:
-        key, path, args, kwargs, ctx = framing.decode(body, buffers)
+        key, path, args, kwargs, packed = framing.decode(body, buffers)
+        ctx = framing.unpack_context(packed)
         del body, buffers
         name = ".".join((key.split(":", 1)[-1], *path))
         # With the call's context current; what response metadata it sets goes back.

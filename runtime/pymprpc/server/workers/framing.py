@@ -11,10 +11,13 @@ reusable receive area, so a 50 MiB argument is never concatenated or copied twic
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import struct
 from collections.abc import Sequence
 from typing import Any, Final
+
+from ...context import CallContext, Metadata
 
 HEADER: Final = struct.Struct("<QQB")  # body length, call ID, kind
 
@@ -61,6 +64,34 @@ def encode(call_id: int, kind: int, message: Any) -> list[bytes | memoryview]:
         out += HEADER.pack(len(raw), call_id, BUFFER), raw
     out += HEADER.pack(len(body), call_id, kind), body
     return out
+
+
+# A call's context crosses as a tuple of its fields: pickling the dataclass itself cost
+# 26 us per call and unpickling it 13 us, more than the rest of a small call.
+_CONTEXT_FIELDS: Final = tuple(
+    f.name
+    for f in dataclasses.fields(CallContext)
+    if f.init and f.name not in ("metadata", "response_metadata")
+)
+
+
+def pack_context(ctx: CallContext | None) -> Any:
+    """`ctx` in a form that pickles fast (None stays None)."""
+    if ctx is None:
+        return None
+    metadata = ctx.metadata.to_dict() if ctx.metadata else None
+    return tuple([getattr(ctx, name) for name in _CONTEXT_FIELDS]), metadata
+
+
+def unpack_context(packed: Any) -> CallContext | None:
+    """The context `pack_context` packed."""
+    if packed is None:
+        return None
+    values, metadata = packed
+    fields = dict(zip(_CONTEXT_FIELDS, values, strict=True))
+    if metadata:
+        fields["metadata"] = Metadata(metadata)
+    return CallContext(**fields)
 
 
 def raw_frame(call_id: int, kind: int, body: bytes) -> list[bytes | memoryview]:

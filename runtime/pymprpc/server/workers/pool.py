@@ -474,7 +474,9 @@ class ProcessPool:
             kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
         call_id = next(self._ids)
         try:
-            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs, ctx))
+            payload = framing.encode(
+                call_id, framing.CALL, (key, path, args, kwargs, framing.pack_context(ctx))
+            )
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
