@@ -1,1 +1,1 @@
-# Makes generated packages siblings, so one can import another's types.
+"""Committed output of `mprpcgen idl/*.idl -o generated_examples` (`make generate`)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import keyword
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
+
+from pymprpc.schema import INT_MAX, INT_MIN
 
 from .diagnostics import Diagnostic
 from .model import (
@@ -24,49 +26,20 @@ from .model import (
     TypeDecl,
     TypeRef,
 )
+from .naming import (
+    AMBIGUOUS_NAMES,
+    CLIENT_ATTRIBUTES,
+    IDENTIFIER,
+    MAX_NAME_LENGTH,
+    PYTHON_KEYWORDS,
+    STDLIB_MODULES,
+    service_names,
+    snake_case,
+)
 
 Scope = dict[str, tuple[IdlFile, TypeDecl]]
 
-IDL_KEYWORDS = frozenset(
-    {
-        "import",
-        "service",
-        "version",
-        "def",
-        "async",
-        "stream",
-        "oneway",
-        "struct",
-        "enum",
-        "list",
-        "map",
-        "true",
-        "false",
-    }
-)
-# Names the generated modules import or define themselves.
-GENERATED_HELPERS = frozenset(
-    {
-        "Any",
-        "AsyncIterator",
-        "Iterator",
-        "Server",
-        "TypedClient",
-        "AsyncTypedClient",
-        "schema",
-        "abc",
-        "enum",
-        "dataclass",
-        "dataclasses",
-        "field",
-        "annotations",
-    }
-)
-# Attributes of the generated clients that are not remote methods.
-CLIENT_ATTRIBUTES = frozenset({"rpc", "connect", "close", "with_options"})
-ENUM_RESERVED = frozenset({"name", "value", "mro"})
 EXECUTORS = ("process", "thread", "inline")
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Python's naming conventions, so generated code reads as (and lints as) idiomatic Python.
 STYLES = {
     "type": (re.compile(r"[A-Z][A-Za-z0-9]*\Z"), "CapWords", lambda n: n[:1].upper() + n[1:]),
@@ -80,30 +53,19 @@ STYLES = {
 SNAKE = (re.compile(r"[a-z][a-z0-9_]*\Z"), "snake_case", lambda n: snake_case(n))
 
 
-def generated_names(file: IdlFile) -> dict[str, Pos]:
-    """Top-level names the generated code defines for `file`, with where they come from."""
-    names: dict[str, Pos] = {}
-    for decl in file.types:
-        names.setdefault(f"{decl.name}Schema", decl.pos)
-    for service in file.services:
-        for name in (
-            f"{service.name}Servicer",
-            f"{service.name}Client",
-            f"Async{service.name}Client",
-            f"{service.name}Methods",
-        ):
-            names.setdefault(name, service.pos)
-        names.setdefault(f"register_{snake_case(service.name)}", service.pos)
-    return names
-
-
-def snake_case(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+def article(word: str) -> str:
+    """`a` or `an` before `word` ("an int", "an async def", "a str")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 class Checker:
-    def __init__(self) -> None:
+    """Collects every semantic problem of a program's files."""
+
+    def __init__(self, broken_imports: frozenset[Path] = frozenset()) -> None:
         self.diagnostics: list[Diagnostic] = []
+        # Files with an import that failed: their unknown types are that failure's echo.
+        self.broken_imports = broken_imports
+        self.file: IdlFile | None = None
 
     def error(self, pos: Pos, message: str) -> None:
         self.diagnostics.append(Diagnostic(pos, message))
@@ -111,11 +73,20 @@ class Checker:
     # -- names -------------------------------------------------------------------
 
     def check_name(self, name: str, pos: Pos, what: str) -> bool:
-        if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        if len(name) > MAX_NAME_LENGTH:
+            self.error(
+                pos,
+                f"{what} name '{name[:20]}...' is {len(name)} characters long; "
+                f"names have at most {MAX_NAME_LENGTH}",
+            )
+            return False
+        if name in PYTHON_KEYWORDS:
             self.error(pos, f"{what} name '{name}' is a Python keyword; choose another name")
             return False
-        if name in IDL_KEYWORDS or name in PRIMITIVE_TYPES:
-            self.error(pos, f"{what} name '{name}' is a reserved word of the IDL")
+        if name in AMBIGUOUS_NAMES:
+            self.error(
+                pos, f"{what} name '{name}' is easily misread as 1 or 0; choose another name"
+            )
             return False
         if name.startswith("_"):
             self.error(pos, f"{what} name '{name}' must not start with '_' (private in Python)")
@@ -138,7 +109,20 @@ class Checker:
     # -- files -------------------------------------------------------------------
 
     def check_file(self, file: IdlFile, scope: Scope) -> None:
-        if not IDENTIFIER.match(file.module) or keyword.iskeyword(file.module):
+        self.file = file
+        if len(file.module) > MAX_NAME_LENGTH:
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' is too long: it names the generated package, "
+                f"and names have at most {MAX_NAME_LENGTH} characters",
+            )
+        elif file.module in STDLIB_MODULES:
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' would generate package '{file.module}', "
+                "which is a module of Python's standard library; rename the file",
+            )
+        elif not IDENTIFIER.match(file.module) or file.module in PYTHON_KEYWORDS:
             self.error(
                 Pos(file.path, 1, 1),
                 f"file name '{file.path.name}' must be a Python identifier before '.idl': "
@@ -147,8 +131,7 @@ class Checker:
         own = [(d.name, d.pos) for d in file.types] + [(s.name, s.pos) for s in file.services]
         self.check_duplicates(own, "declaration")
         for decl in file.types:
-            if self.check_name(decl.name, decl.pos, "type") and decl.name in GENERATED_HELPERS:
-                self.error(decl.pos, f"type name '{decl.name}' is used by the generated code")
+            self.check_name(decl.name, decl.pos, "type")
             other = scope.get(decl.name)
             if other is not None and other[0].path != file.path:
                 self.error(
@@ -156,10 +139,7 @@ class Checker:
                     f"type '{decl.name}' is already declared in {other[0].path.name}, "
                     "which this file imports",
                 )
-        generated = generated_names(file)
-        for name, pos in generated.items():
-            if name in scope:
-                self.error(pos, f"the generated name '{name}' clashes with type '{name}'")
+        self.check_generated_names(file, scope)
         for enum in file.enums:
             self.check_enum(enum)
         for struct in file.structs:
@@ -172,18 +152,35 @@ class Checker:
             self.check_wire_names(service)
         self.check_recursion(file, scope)
 
+    def check_generated_names(self, file: IdlFile, scope: Scope) -> None:
+        """Names generated for two declarations must differ (`Jobs` and `AsyncJobs` would
+        both give `AsyncJobsClient`; `HTTPServer` and `HttpServer` `register_http_server`)."""
+        owners: dict[str, Service] = {}
+        for service in file.services:
+            for name in service_names(service.name):
+                if name in scope:
+                    self.error(
+                        service.pos,
+                        f"service '{service.name}' generates '{name}', which is also the "
+                        f"name of type '{name}' (line {scope[name][1].pos.line}); rename one",
+                    )
+                first = owners.setdefault(name, service)
+                if first is not service and first.name != service.name:
+                    self.error(
+                        service.pos,
+                        f"services '{first.name}' (line {first.pos.line}) and "
+                        f"'{service.name}' would both generate '{name}'; rename one",
+                    )
+
     def check_enum(self, enum: Enum) -> None:
         if not enum.members:
             self.error(enum.pos, f"enum '{enum.name}' has no members")
         self.check_duplicates(((m.name, m.pos) for m in enum.members), "enum member")
         values: dict[int, str] = {}
         for member in enum.members:
-            if self.check_name(member.name, member.pos, "enum member") and (
-                member.name in ENUM_RESERVED
-            ):
-                self.error(
-                    member.pos, f"enum member name '{member.name}' is reserved by Python enums"
-                )
+            self.check_name(member.name, member.pos, "enum member")
+            if not INT_MIN <= member.value <= INT_MAX:
+                self.error(member.pos, f"enum value {member.value} is outside the 64-bit range")
             if member.value in values:
                 self.error(
                     member.pos,
@@ -264,7 +261,8 @@ class Checker:
                     self.error(
                         ann.pos,
                         f"@executor applies to plain 'def' methods; '{method.name}' is "
-                        f"a {method.kind.value} and runs on the event loop",
+                        f"{article(method.kind.value)} {method.kind.value} and runs on the "
+                        "event loop",
                     )
             elif ann.name == "wire":
                 self.check_wire_annotation(ann)
@@ -294,6 +292,8 @@ class Checker:
         if ref.kind == "named":
             if ref.name in PRIMITIVE_TYPES or ref.name in scope:
                 return True
+            if self.file is not None and self.file.path in self.broken_imports:
+                return False  # the failed import was reported; do not guess
             known = {name.lower(): name for name in (*PRIMITIVE_TYPES, *scope)}
             close = difflib.get_close_matches(ref.name.lower(), list(known), n=1)
             hint = f" (did you mean '{known[close[0]]}'?)" if close else ""
@@ -344,12 +344,27 @@ class Checker:
                         stack.append((target, f"{path} -> {target.name}"))
 
 
+def _is_float(ref: TypeRef) -> bool:
+    while ref.kind == "optional":
+        ref = ref.args[0]
+    return ref.kind == "named" and ref.name == "float"
+
+
 def _is_none(ref: TypeRef) -> bool:
     return ref.kind == "named" and ref.name == "none"
 
 
 def _default_problem(lit: Literal, ref: TypeRef, scope: Scope, allow_empty: bool) -> str:
     kind = lit.kind
+    if kind is LiteralKind.INT and not INT_MIN <= lit.value <= INT_MAX:
+        return f"integers are 64-bit on the wire ({INT_MIN} to {INT_MAX})"
+    if kind is LiteralKind.FLOAT and not math.isfinite(lit.value):
+        return "too large for a float (it would be infinite)"
+    if kind is LiteralKind.INT and _is_float(ref):
+        try:
+            float(lit.value)
+        except OverflowError:
+            return "too large for a float"
     if ref.kind == "optional":
         if kind is LiteralKind.NONE:
             return ""
@@ -374,7 +389,11 @@ def _default_problem(lit: Literal, ref: TypeRef, scope: Scope, allow_empty: bool
         "none": (LiteralKind.NONE,),
     }
     if name in expected:
-        return "" if kind in expected[name] else f"expected a {name} value"
+        if kind in expected[name]:
+            return ""
+        if kind is LiteralKind.NONE:
+            return f"none needs an optional type: declare {ref}?"
+        return f"expected {article(name)} {name} value"
     if name == "bytes":
         return "bytes values cannot have a default other than none (declare bytes?)"
     decl = scope.get(name)
@@ -396,8 +415,13 @@ def _default_problem(lit: Literal, ref: TypeRef, scope: Scope, allow_empty: bool
     return "unknown type"
 
 
-def check(files: Iterable[IdlFile], scopes: dict[Path, Scope]) -> list[Diagnostic]:
-    checker = Checker()
+def check(
+    files: Iterable[IdlFile],
+    scopes: dict[Path, Scope],
+    broken_imports: Iterable[Path] = (),
+) -> list[Diagnostic]:
+    """Every semantic problem of `files` (each seeing the types of its scope)."""
+    checker = Checker(frozenset(broken_imports))
     for file in files:
         checker.check_file(file, scopes[file.path])
     return checker.diagnostics

@@ -166,7 +166,7 @@ async def async_calls(addr: str) -> None:
         show(
             "gather(slow_add(i) for i in 0..4)", await asyncio.gather(*map(calc.slow_add, range(5)))
         )
-        show("[i async for i in count(4)]", [i async for i in await calc.count(4)])
+        show("[i async for i in count(4)]", [i async for i in calc.count(4)])
         show("area(square)", await calc.area(SQUARE))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -175,7 +175,7 @@ async def async_calls(addr: str) -> None:
         show("log(...)", "sent (oneway)")
         moved = await calc.translate(SQUARE, dy=-1)
         show("translate(square, dy=-1).points[0]", moved.points[0])
-        show("list_items()", [i.sku async for i in await inv.list_items()])
+        show("list_items()", [i.sku async for i in inv.list_items()])
         item = await inv.get("H-1")
         show(
             "get('H-1').category.children[0]",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +19,10 @@ class Diagnostic:
     def render(self, source: str | None) -> str:
         where = f"{display_path(self.pos.path)}:{self.pos.line}:{self.pos.column}"
         text = f"{where}: error: {self.message}"
-        lines = source.splitlines() if source is not None else []
+        # Lines end at "\n" only, as the parser counts them (not at form feeds or U+2028).
+        lines = source.split("\n") if source is not None else []
         if 0 < self.pos.line <= len(lines):
-            line = lines[self.pos.line - 1].expandtabs(1)
+            line = _printable(lines[self.pos.line - 1].rstrip("\r").expandtabs(1))
             caret = " " * (self.pos.column - 1) + "^" + "~" * max(0, self.pos.length - 1)
             text += f"\n    {line}\n    {caret}"
         return text
@@ -46,8 +46,10 @@ class IdlError(Exception):
 
 
 def display_path(path: Path) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
-        return str(path)
-    return str(path) if rel.startswith("..") else rel
+    """A path as the user wrote it (relative stays relative, never made absolute)."""
+    return str(path)
+
+
+def _printable(line: str) -> str:
+    """The quoted line with control characters shown as spaces, so the caret stays aligned."""
+    return "".join(c if c.isprintable() else " " for c in line)

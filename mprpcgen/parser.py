@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from .model import (
     Struct,
     TypeRef,
 )
+from .naming import MAX_TYPE_DEPTH
 
 # How expected tokens read in an error message.
 _TOKEN_TEXT = {
@@ -51,7 +54,7 @@ _TOKEN_TEXT = {
     "AT": "'@'",
     "DOT": "'.'",
     "DOC_COMMENT": "a /// doc comment",
-    "__ANON_0": "'->'",
+    "ARROW": "'->'",
     "ONEWAY": "'oneway'",
     "DEF": "'def'",
     "ASYNC": "'async'",
@@ -72,8 +75,45 @@ _TOKEN_TEXT = {
 
 @functools.cache
 def _parser() -> Lark:
-    grammar = (Path(__file__).parent / "grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return Lark.open_from_package(
+        "mprpcgen",
+        "grammar.lark",
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+class _Refused(Exception):
+    """A token the grammar accepts but whose value is wrong (a bad escape, a huge number)."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+def _string(path: Path, token: Token) -> str:
+    """The value of a STRING token, with Python's escapes; anything doubtful is an error."""
+    text = str(token)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "\d": an invalid escape is an error here
+            value = ast.literal_eval(text)
+    except (SyntaxError, ValueError, SyntaxWarning, DeprecationWarning) as exc:
+        reason = getattr(exc, "msg", None) or str(exc)
+        reason = reason.split(":", 1)[-1].strip() if "codec" in reason else reason
+        raise _Refused(Diagnostic(_pos(path, token), f"bad string {text}: {reason}")) from None
+    assert isinstance(value, str)
+    for char in value:
+        if 0xD800 <= ord(char) <= 0xDFFF:
+            raise _Refused(
+                Diagnostic(
+                    _pos(path, token),
+                    f"string {text} holds a lone surrogate (U+{ord(char):04X}), "
+                    "which is not text; write the character itself",
+                )
+            )
+    return value
 
 
 def _pos(path: Path, item: Token | Any) -> Pos:
@@ -110,12 +150,24 @@ class _Build(Transformer[Token, Any]):
     def docs(self, items: list[Token]) -> str:
         return _docs(Tree("docs", list(items)))
 
+    @staticmethod
+    def _split_docs(items: list[Any]) -> tuple[str, list[Any]]:
+        """Leading doc comment tokens (inlined into the rule) as text, and the rest."""
+        count = 0
+        while (
+            count < len(items)
+            and isinstance(items[count], Token)
+            and (items[count].type == "DOC_COMMENT")
+        ):
+            count += 1
+        return _docs(Tree("docs", list(items[:count]))), items[count:]
+
     def import_stmt(self, items: list[Token]) -> Import:
         (string,) = items
-        return Import(ast.literal_eval(str(string)), self.p(string))
+        return Import(_string(self.path, string), self.p(string))
 
     def version(self, items: list[Token]) -> str:
-        return str(ast.literal_eval(str(items[0])))
+        return _string(self.path, items[0])
 
     def service(self, items: list[Any]) -> Service:
         doc, name, version, *methods = items
@@ -136,18 +188,18 @@ class _Build(Transformer[Token, Any]):
         if arg is None:
             argument = None
         elif arg.type == "STRING":
-            argument = str(ast.literal_eval(str(arg)))
+            argument = _string(self.path, arg)
         else:
             argument = str(arg)
         return Annotation(str(name), argument, self.p(name))
 
-    def returns(self, items: list[TypeRef]) -> TypeRef:
-        return items[0]
+    def returns(self, items: list[Any]) -> TypeRef:
+        return items[-1]  # type: ignore[no-any-return]
 
     def method(self, items: list[Any]) -> Method:
-        doc = items[0]
+        doc, items = self._split_docs(items)
         annotations = tuple(i for i in items if isinstance(i, Annotation))
-        rest = [i for i in items[1:] if not isinstance(i, Annotation)]
+        rest = [i for i in items if not isinstance(i, Annotation)]
         oneway, kind, name, params, returns = rest
         return Method(
             name=str(name),
@@ -172,7 +224,7 @@ class _Build(Transformer[Token, Any]):
         return Struct(str(name), tuple(fields), doc, self.p(name))
 
     def field(self, items: list[Any]) -> Field:
-        doc, name, type_, default = items
+        doc, (name, type_, default) = self._split_docs(items)
         return Field(str(name), type_, default, doc, self.p(name))
 
     def enum(self, items: list[Any]) -> Enum:
@@ -180,7 +232,7 @@ class _Build(Transformer[Token, Any]):
         return Enum(str(name), tuple(members), doc, self.p(name))
 
     def member(self, items: list[Any]) -> EnumMember:
-        doc, name, value = items
+        doc, (name, value) = self._split_docs(items)
         return EnumMember(str(name), int(value), doc, self.p(name))
 
     # -- types -------------------------------------------------------------------
@@ -210,13 +262,19 @@ class _Build(Transformer[Token, Any]):
         return Literal(kind, value, self.p(token), text if text is not None else str(token))
 
     def int_lit(self, items: list[Token]) -> Literal:
-        return self._lit(LiteralKind.INT, int(items[0]), items[0])
+        try:
+            value = int(items[0])
+        except ValueError:  # more digits than Python converts
+            raise _Refused(
+                Diagnostic(self.p(items[0]), f"integer {str(items[0])[:20]}... is far too long")
+            ) from None
+        return self._lit(LiteralKind.INT, value, items[0])
 
     def float_lit(self, items: list[Token]) -> Literal:
         return self._lit(LiteralKind.FLOAT, float(items[0]), items[0])
 
     def str_lit(self, items: list[Token]) -> Literal:
-        return self._lit(LiteralKind.STR, ast.literal_eval(str(items[0])), items[0])
+        return self._lit(LiteralKind.STR, _string(self.path, items[0]), items[0])
 
     @v_args(meta=True)
     def true_lit(self, meta: Any, items: list[Token]) -> Literal:
@@ -271,13 +329,84 @@ def _syntax_error(path: Path, exc: UnexpectedInput) -> Diagnostic:
 
 def parse(text: str, path: Path) -> IdlFile | Diagnostic:
     """The model of `text`, or the diagnostic for its first syntax error."""
+    problem = _lexical_problem(text, path)
+    if problem is not None:
+        return problem
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
-        return _syntax_error(path, exc)
+        return _with_open_brace(_syntax_error(path, exc), exc, text, path)
     try:
         result = _Build(path).transform(tree)
-    except VisitError as exc:  # pragma: no cover - a grammar/transformer mismatch
-        raise exc.orig_exc from None
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, _Refused):
+            return exc.orig_exc.diagnostic
+        raise exc.orig_exc from None  # pragma: no cover - a grammar/transformer mismatch
     assert isinstance(result, IdlFile)
     return result
+
+
+# Comments and strings, skipped when scanning for brackets (an unterminated one is matched
+# by the last two alternatives and reported).
+_SCAN = re.compile(
+    r'//[^\n]*|/\*(?:.|\n)*?\*/|"(?:[^"\\\n]|\\.)*"|(?P<open_comment>/\*)|(?P<open_string>")'
+    r"|(?P<bracket>[{}<>])"
+)
+
+
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _lexical_problem(text: str, path: Path) -> Diagnostic | None:
+    """Unterminated strings and comments, and types nested deeper than MAX_TYPE_DEPTH,
+    reported where they start (the parser would report them late, or overflow the stack)."""
+    depth = 0
+    for match in _SCAN.finditer(text):
+        if match.group("open_comment"):
+            line, col = _line_col(text, match.start())
+            return Diagnostic(Pos(path, line, col, 2), "unterminated /* comment */")
+        if match.group("open_string"):
+            line, col = _line_col(text, match.start())
+            return Diagnostic(
+                Pos(path, line, col), 'unterminated string: close it with " on the same line'
+            )
+        bracket = match.group("bracket")
+        if bracket == "<":
+            depth += 1
+            if depth > MAX_TYPE_DEPTH:
+                line, col = _line_col(text, match.start())
+                return Diagnostic(
+                    Pos(path, line, col),
+                    f"types nest at most {MAX_TYPE_DEPTH} levels deep; name an inner "
+                    "part with a struct",
+                )
+        elif bracket == ">":
+            depth = max(0, depth - 1)
+        elif bracket is not None:  # { or }
+            depth = 0
+    return None
+
+
+def _with_open_brace(
+    diagnostic: Diagnostic, exc: UnexpectedInput, text: str, path: Path
+) -> Diagnostic:
+    """At the end of the file, say which `{` is still open."""
+    at_end = isinstance(exc, UnexpectedEOF) or (
+        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    )
+    if not at_end:
+        return diagnostic
+    opened: list[int] = []
+    for match in _SCAN.finditer(text):
+        if match.group("bracket") == "{":
+            opened.append(match.start())
+        elif match.group("bracket") == "}" and opened:
+            opened.pop()
+    if not opened:
+        return diagnostic
+    line, col = _line_col(text, opened[-1])
+    return Diagnostic(
+        diagnostic.pos, f"{diagnostic.message}; the '{{' at line {line}:{col} is not closed"
+    )

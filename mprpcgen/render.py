@@ -1,44 +1,38 @@
-"""Rendering a checked program to Python with jinja2.
+"""Rendering a checked program to Python: one function per generated module.
 
-Everything a template prints is computed here (annotations, schema expressions, defaults,
-docstrings); templates only lay the pieces out.
+`views.py` computes every piece of text; the templates only lay the pieces out, and this
+module decides what each module imports (only what it uses, under `_` aliases).
 """
 
 from __future__ import annotations
 
 import functools
-import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
-from pymprpc.schema import PRIMITIVES
-
-from . import __version__
-from .checker import snake_case
-from .model import (
-    Enum,
-    IdlFile,
-    Literal,
-    LiteralKind,
-    Method,
-    MethodKind,
-    Program,
-    Service,
-    Struct,
-    TypeDecl,
-    TypeRef,
+from . import __version__, naming
+from .layout import (
+    Call,
+    all_key,
+    class_line,
+    docstring,
+    fit,
+    from_import,
+    import_block,
+    isort_key,
+    lay_out,
 )
-
-LINE_LENGTH = 100
-INDENT = "    "
+from .model import IdlFile, LiteralKind, Program, TypeRef
+from .views import EnumView, FileViews, Options, ServiceView, Spelling, StructView, uses
 
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("mprpcgen", "templates"),
         autoescape=False,  # we render Python source, not HTML
         keep_trailing_newline=True,
@@ -46,363 +40,263 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.filters["fit"] = fit
+    env.globals["class_line"] = class_line
+    return env
 
 
-def docstring(text: str, indent: str) -> str:
-    """A docstring literal for `text` laid out as ruff format would (empty if no text)."""
-    if not text:
-        return ""
-    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    lines = text.splitlines()
-    if len(lines) == 1:
-        return f'{indent}"""{lines[0]}"""'
-    body = "\n".join(f"{indent}{line}" if line else "" for line in lines[1:])
-    return f'{indent}"""{lines[0]}\n{body}\n{indent}"""'
-
-
-def _py_str(value: str) -> str:
-    """A string literal quoted as ruff format prefers (double, unless that needs escapes)."""
-    if '"' in value and "'" not in value:
-        return repr(value)  # repr picks single quotes here
-    return json.dumps(value, ensure_ascii=False)
-
-
-@dataclass
-class FileContext:
-    """Type names of one file as its generated modules refer to them."""
+@dataclass(frozen=True, slots=True)
+class FileRender:
+    """What the modules of one file's package share."""
 
     file: IdlFile
-    program: Program
+    views: FileViews
+    header: str
+    module_doc: str
 
     @property
-    def scope(self) -> dict[str, tuple[IdlFile, TypeDecl]]:
-        return self.program.scopes[self.file.path]
-
-    def py_type(self, ref: TypeRef) -> str:
-        if ref.kind == "named":
-            return PRIMITIVES[ref.name][0] if ref.name in PRIMITIVES else ref.name
-        if ref.kind == "list":
-            return f"list[{self.py_type(ref.args[0])}]"
-        if ref.kind == "map":
-            return f"dict[str, {self.py_type(ref.args[1])}]"
-        return f"{self.py_type(ref.args[0])} | None"
-
-    def schema(self, ref: TypeRef) -> str:
-        if ref.kind == "named":
-            if ref.name in PRIMITIVES:
-                return f"schema.{PRIMITIVES[ref.name][1]}"
-            return f"{ref.name}Schema"
-        if ref.kind == "list":
-            return f"schema.List({self.schema(ref.args[0])})"
-        if ref.kind == "map":
-            return f"schema.Map({self.schema(ref.args[1])})"
-        return f"schema.Optional({self.schema(ref.args[0])})"
-
-    def default(self, lit: Literal, ref: TypeRef) -> str:
-        kind = lit.kind
-        if kind is LiteralKind.FLOAT or (kind is LiteralKind.INT and _base(ref) == "float"):
-            return repr(float(lit.value))
-        if kind is LiteralKind.INT:
-            return repr(lit.value)
-        if kind is LiteralKind.STR:
-            return _py_str(lit.value)
-        if kind is LiteralKind.BOOL:
-            return "True" if lit.value else "False"
-        if kind is LiteralKind.NONE:
-            return "None"
-        if kind is LiteralKind.EMPTY_LIST:
-            return "dataclasses.field(default_factory=list)"
-        if kind is LiteralKind.EMPTY_MAP:
-            return "dataclasses.field(default_factory=dict)"
-        return f"{lit.value[0]}.{lit.value[1]}"
-
-    def decl(self, name: str, ref: TypeRef, default: Literal | None) -> str:
-        """`name: annotation[ = default]`, for parameters and fields."""
-        text = f"{name}: {self.py_type(ref)}"
-        return text if default is None else f"{text} = {self.default(default, ref)}"
-
-    def uses(self, refs: list[TypeRef]) -> set[str]:
-        """Declared type names (not primitives) appearing in `refs`."""
-        found: set[str] = set()
-        for ref in refs:
-            if ref.kind == "named":
-                if ref.name not in PRIMITIVES:
-                    found.add(ref.name)
-            else:
-                found |= self.uses(list(ref.args))
-        return found
-
-    def imports_from_other_files(
-        self, classes: set[str], schemas: set[str]
-    ) -> list[tuple[str, list[str]]]:
-        """(module, names) to import from other files: classes and `<Name>Schema`s."""
-        by_module: dict[str, set[str]] = {}
-        for name in classes | schemas:
-            owner, _ = self.scope[name]
-            if owner.path != self.file.path:
-                wanted = by_module.setdefault(owner.module, set())
-                if name in classes:
-                    wanted.add(name)
-                if name in schemas:
-                    wanted.add(f"{name}Schema")
-        return [(m, sorted(by_module[m])) for m in sorted(by_module)]
+    def width(self) -> int:
+        return self.views.width
 
 
-def _base(ref: TypeRef) -> str:
-    while ref.kind == "optional":
-        ref = ref.args[0]
-    return ref.name if ref.kind == "named" else ref.kind
+def _header(file: IdlFile, line_length: int) -> str:
+    name = file.path.name
+    first = f"# Generated by mprpcgen {__version__}. DO NOT EDIT:"
+    return f"{first}\n" + fit(f"# edit {name} and run mprpcgen again.", line_length)
 
 
-def _def_line(indent: str, prefix: str, name: str, params: list[str], returns: str) -> str:
-    """A def header on one line if it fits, else one parameter per line (ruff's layout)."""
-    one = f"{indent}{prefix}{name}({', '.join(params)}) -> {returns}:"
-    if len(one) <= LINE_LENGTH:
-        return one
-    inner = "".join(f"{indent}{INDENT}{p},\n" for p in params)
-    return f"{indent}{prefix}{name}(\n{inner}{indent}) -> {returns}:"
-
-
-def _method_view(ctx: FileContext, method: Method) -> dict[str, Any]:
-    params = [ctx.decl(p.name, p.type, p.default) for p in method.params]
-    result_ref = method.returns
-    result_type = ctx.py_type(result_ref) if result_ref is not None else "None"
-    stream = method.kind is MethodKind.STREAM
-    names = [p.name for p in method.params]
-    executor = method.annotation("executor")
-    idl_params = ", ".join(
-        f"{p.name}: {p.type}" + (f" = {p.default.text}" if p.default else "") for p in method.params
-    )
-    idl_sig = f"{method.wire_name}({idl_params})"
-    if result_ref is not None:
-        idl_sig += f" -> {result_ref}"
-    self_params = ["self", *params]
-    server_prefix = "async def " if method.kind is MethodKind.COROUTINE else "def "
-    server_returns = f"AsyncIterator[{result_type}]" if stream else result_type
-    plain_returns = "None" if method.oneway else result_type
-    sync_returns = f"Iterator[{result_type}]" if stream else plain_returns
-    async_returns = f"AsyncIterator[{result_type}]" if stream else sync_returns
-    return {
-        "name": method.name,
-        "wire": method.wire_name,  # what the server registers and clients call
-        "doc": method.doc,
-        "server_doc": docstring(method.doc, INDENT * 2),
-        "client_doc": docstring(method.doc, INDENT * 2),
-        "stream": stream,
-        "oneway": method.oneway,
-        "deprecated": method.annotation("deprecated") is not None,
-        "executor": executor.argument if executor else None,
-        "idl_signature": _py_str(idl_sig),
-        # A string literal cannot be wrapped; say so rather than fail the user's linter.
-        "signature_noqa": (
-            "  # noqa: E501" if len(f"        signature={_py_str(idl_sig)},") > LINE_LENGTH else ""
-        ),
-        "idl_doc": _py_str(method.doc),
-        "args": ", ".join(names),
-        "params_tuple": _tuple(
-            [
-                f"schema.Param({_py_str(p.name)}, {ctx.schema(p.type)}"
-                + (f", {ctx.default(p.default, p.type)}" if p.default is not None else "")
-                + ")"
-                for p in method.params
-            ],
-            INDENT * 2,
-        ),
-        "result_schema": ctx.schema(result_ref) if result_ref is not None else "schema.NONE",
-        "server_def": _def_line(INDENT, server_prefix, method.name, self_params, server_returns),
-        "sync_def": _def_line(INDENT, "def ", method.name, self_params, sync_returns),
-        "async_def": _def_line(INDENT, "async def ", method.name, self_params, async_returns),
-    }
-
-
-def _service_view(ctx: FileContext, service: Service) -> dict[str, Any]:
-    doc = service.doc or f"Service {service.name}."
-    snake = snake_case(service.name)
-    name = service.name
-    return {
-        "name": name,
-        "snake": snake,
-        "doc": service.doc,
-        "version": service.version,
-        "class_doc": docstring(
-            f"{doc}\n\nImplement every method, then serve it with register_{snake}().", INDENT
-        ),
-        "sync_doc": docstring(
-            f"{doc}\n\nBlocking client: `with {name}Client(addr) as client: ...`.", INDENT
-        ),
-        "async_doc": docstring(
-            f"{doc}\n\nAsyncio client: `async with Async{name}Client(addr) as client: ...`.",
-            INDENT,
-        ),
-        "methods": [_method_view(ctx, m) for m in service.methods],
-    }
-
-
-def _struct_view(ctx: FileContext, struct: Struct) -> dict[str, Any]:
-    fields = []
-    for f in struct.fields:
-        text = ctx.decl(f.name, f.type, f.default)
-        if f.default is None and f.type.is_optional:
-            text += " = None"
-        fields.append({"decl": text, "doc": docstring(f.doc, INDENT)})
-    schema_fields = [f"{_py_str(f.name)}: {ctx.schema(f.type)}" for f in struct.fields]
-    return {
-        "name": struct.name,
-        "doc": docstring(struct.doc or f"Struct {struct.name}.", INDENT),
-        "fields": fields,
-        "schema_fields": schema_fields,
-    }
-
-
-def _enum_view(enum: Enum) -> dict[str, Any]:
-    return {
-        "name": enum.name,
-        "doc": docstring(enum.doc or f"Enum {enum.name}.", INDENT),
-        "members": [
-            {"name": m.name, "value": m.value, "doc": docstring(m.doc, INDENT)}
-            for m in enum.members
-        ],
-    }
-
-
-def render_file(program: Program, file: IdlFile) -> dict[str, str]:
-    """Module file name -> source, for the package generated from `file`."""
-    ctx = FileContext(file, program)
-    env = _environment()
-    header = (
-        f"# Generated by mprpcgen {__version__} from {file.path.name}. DO NOT EDIT:\n"
-        f"# change {file.path.name} and run mprpcgen again."
-    )
-    refs: list[TypeRef] = [f.type for s in file.structs for f in s.fields]
-    method_refs: list[TypeRef] = []
+def _method_refs(file: IdlFile) -> list[TypeRef]:
+    refs: list[TypeRef] = []
     for service in file.services:
         for method in service.methods:
-            method_refs += [p.type for p in method.params]
+            refs += [p.type for p in method.params]
             if method.returns is not None:
-                method_refs.append(method.returns)
-    own = {d.name for d in file.types}
-    services = [_service_view(ctx, svc) for svc in file.services]
-    method_types = sorted(ctx.uses(method_refs))
-    common = {
-        "header": header,
-        "file": file,
-        "module_doc": f"from {file.path.name}",
-        "services": services,
+                refs.append(method.returns)
+    return refs
+
+
+def _default_enums(file: IdlFile) -> set[str]:
+    """Enums named by parameter defaults (their class is needed at import time)."""
+    return {
+        p.default.value[0]
+        for s in file.services
+        for m in s.methods
+        for p in m.params
+        if p.default is not None and p.default.kind is LiteralKind.ENUM
     }
-    stdlib = []
-    if file.structs:
-        stdlib.append("import dataclasses")
-    if file.enums:
-        stdlib.append("import enum")
-    if any(_mentions_any(r) for r in refs):
-        stdlib.append("from typing import Any")
-    foreign = [
-        _from_import(f"..{module}.types", names)
-        for module, names in ctx.imports_from_other_files(
-            ctx.uses(refs), ctx.uses(refs + method_refs)
-        )
-    ]
-    types_src = env.get_template("types.py.j2").render(
-        **common,
-        imports=_import_block(stdlib, ["from pymprpc import schema"], foreign),
-        enums=[_enum_view(e) for e in file.enums],
-        structs=[_struct_view(ctx, s) for s in file.structs],
-    )
-    signatures = [f"{svc['name']}Methods" for svc in services]
-    local_imports = _type_imports(ctx, method_types, own, signatures)
-    uses_stream = any(m["stream"] for svc in services for m in svc["methods"])
-    uses_any_in_methods = any(_mentions_any(r) for r in method_refs)
-    server_stdlib = ["import abc"]
-    if uses_stream:
-        server_stdlib.append("from collections.abc import AsyncIterator")
-    if uses_any_in_methods:
-        server_stdlib.append("from typing import Any")
-    server_src = env.get_template("server.py.j2").render(
-        **common,
-        imports=_import_block(server_stdlib, ["from pymprpc.server import Server"], local_imports),
-    )
-    client_stdlib = ["from collections.abc import AsyncIterator, Iterator"] if uses_stream else []
-    if uses_any_in_methods:
-        client_stdlib.append("from typing import Any")
-    client_src = env.get_template("client.py.j2").render(
-        **common,
-        imports=_import_block(
-            client_stdlib,
-            [
-                "from pymprpc import schema",
-                "from pymprpc.client.typed import AsyncTypedClient, TypedClient",
-            ],
-            local_imports,
-        ),
-    )
-    type_names = sorted({*(d.name for d in file.types), *(f"{d.name}Schema" for d in file.types)})
-    clients = [f"{prefix}{svc['name']}Client" for svc in services for prefix in ("Async", "")]
-    servers = [
-        n for svc in services for n in (f"register_{svc['snake']}", f"{svc['name']}Servicer")
-    ]
-    exports = [
-        ("client", sorted(clients)),
-        ("server", sorted(servers)),
-        ("types", sorted([*type_names, *signatures])),
-    ]
-    exports = [(m, names) for m, names in exports if names]
-    init_src = env.get_template("init.py.j2").render(
-        **common,
-        exports=exports,
-        all_names=sorted(n for _, names in exports for n in names),
-    )
-    modules = {"__init__.py": init_src, "types.py": types_src}
-    if services:
-        modules |= {"server.py": server_src, "client.py": client_src}
-    return modules
 
 
-def _from_import(module: str, names: list[str]) -> str:
-    line = f"from {module} import {', '.join(names)}"
-    if len(line) <= LINE_LENGTH:
-        return line
-    inner = "".join(f"{INDENT}{n},\n" for n in names)
-    return f"from {module} import (\n{inner})"
+def _foreign(r: FileRender, names: Iterable[str]) -> list[str]:
+    """Absolute imports of names declared by other files, grouped by their module.
 
-
-def _tuple(items: list[str], indent: str) -> str:
-    """A tuple literal laid out as ruff format would, exploded when it has 2+ items."""
-    if not items:
-        return "()"
-    if len(items) == 1:
-        return f"({items[0]},)"
-    inner = "".join(f"{indent}{INDENT}{item},\n" for item in items)
-    return f"(\n{inner}{indent})"
-
-
-def _import_block(*sections: list[str]) -> str:
-    """`from __future__` then each non-empty section, blank-line separated (isort layout)."""
-    blocks = ["from __future__ import annotations", *("\n".join(s) for s in sections if s)]
-    return "\n\n".join(blocks)
-
-
-def _mentions_any(ref: TypeRef) -> bool:
-    if ref.kind == "named":
-        return ref.name == "any"
-    return any(_mentions_any(a) for a in ref.args)
-
-
-def _type_imports(ctx: FileContext, names: list[str], own: set[str], extra: Any) -> list[str]:
-    """module -> names a server/client module imports (".types" or "..other.types")."""
-    imports: dict[str, set[str]] = {".types": set(extra)}
+    They are kept out of import sorting (`# isort: off`): whether a sibling package counts
+    as first- or third-party depends on the user's configuration, not on us.
+    """
+    by_module: dict[str, set[str]] = {}
+    scope = r.views.scope
     for name in names:
-        owner, _ = ctx.scope[name]
-        module = ".types" if name in own else f"..{owner.module}.types"
-        imports.setdefault(module, set()).add(name)
-    # isort order for relative imports: furthest first, then alphabetical.
-    ordered = sorted(imports, key=lambda m: (-m.count("."), m))
-    return [_from_import(m, sorted(imports[m])) for m in ordered]
+        type_name = name[1:].removesuffix("Schema") if name.startswith("_") else name
+        owner = scope[type_name][0]
+        if owner.path != r.file.path:
+            module = f"{r.views.options.package}{owner.module}.types"
+            by_module.setdefault(module, set()).add(name)
+    if not by_module:
+        return []
+    lines = [from_import(m, sorted(by_module[m]), r.width) for m in sorted(by_module)]
+    return ["# isort: off", *lines, "# isort: on"]
 
 
-def render_program(program: Program) -> dict[Path, str]:
+def _local(r: FileRender, names: Iterable[str]) -> list[str]:
+    """`from .types import ...` for names declared by this file (and its Methods classes)."""
+    own = list(names)
+    return [from_import(".types", own, r.width)] if own else []
+
+
+def _stdlib(spelling: Spelling, modules: Iterable[str]) -> list[str]:
+    """`import x as _x` for the helper modules, and the typing names used unqualified."""
+    used = spelling.used
+    wanted = set(modules)
+    wanted |= {m for m, alias in _ALIASED.items() if alias in used}
+    lines = [f"import {m} as {_ALIAS[m]}" for m in wanted]
+    for module, names in (("typing", ["Any"]), ("collections.abc", ["AsyncIterator", "Iterator"])):
+        plain = [n for n in names if f"plain:{n}" in used]
+        if plain:
+            lines.append(f"from {module} import {', '.join(plain)}")
+    return sorted(lines, key=isort_key)
+
+
+_ALIASED = {"builtins": "builtins", "typing": "_typing", "collections.abc": "_cabc"}
+_ALIAS = {
+    "abc": "_abc",
+    "builtins": "_builtins",
+    "collections.abc": "_cabc",
+    "dataclasses": "_dataclasses",
+    "enum": "_enum",
+    "inspect": "_inspect",
+    "typing": "_typing",
+}
+
+
+def _aliases(spelling: Spelling) -> list[str]:
+    """The type aliases (defined in types.py) a module's annotations used."""
+    return sorted(n for n in spelling.used if n.startswith("Type_"))
+
+
+def render_types(r: FileRender) -> str:
+    file, views = r.file, r.views
+    # Every type in scope may be imported (directly or through an alias): spell typing
+    # names so that none can clash with them.
+    spelling = Spelling(frozenset(views.scope))
+    enums: list[EnumView] = [views.enum(e) for e in file.enums]
+    structs: list[StructView] = [views.struct(s, spelling) for s in file.structs]
+    services: list[ServiceView] = [views.service(s, spelling, "types") for s in file.services]
+    # Only now is every alias known (struct fields may have added some).
+    field_refs = [f.type for s in file.structs for f in s.fields]
+    classes = uses(field_refs) | _default_enums(file) | views.alias_names
+    schemas = uses(field_refs + _method_refs(file))
+    foreign = {n for n in classes if views.scope[n][0].path != file.path}
+    alias_text = "\n".join(a.statement.split(" = ", 1)[1] for a in views.aliases.values())
+    if views.aliases:
+        spelling.used.add("_typing")
+    if re.search(r"(?<![.\w])Any\b", alias_text):
+        spelling.used.add("plain:Any")
+    body = (
+        _environment()
+        .get_template("types.py.j2")
+        .render(
+            enums=enums,
+            structs=structs,
+            services=services,
+            aliases=list(views.aliases.values()),
+            width=r.width,
+        )
+    )
+    modules = []
+    if file.structs:
+        modules.append("dataclasses")
+    if file.enums:
+        modules.append("enum")
+    foreign_names = sorted(foreign) + [
+        naming.schema_name(n) for n in schemas if views.scope[n][0].path != file.path
+    ]
+    imports = import_block(
+        _stdlib(spelling, modules),
+        ["from pymprpc import schema as _schema"] if "_schema." in body else [],
+        _foreign(r, foreign_names),
+    )
+    return _module(r, "Types", "enums, structs and wire schemas", imports, body)
+
+
+def _module(r: FileRender, what: str, summary: str, imports: str, body: str) -> str:
+    doc = docstring(f"{what} {r.module_doc}: {summary}.", "", r.width)
+    return f"{r.header}\n{doc}\n\n{imports}\n{body}"
+
+
+def render_server(r: FileRender) -> str:
+    file, views = r.file, r.views
+    spelling = Spelling(frozenset(uses(_method_refs(file)) | _default_enums(file)))
+    services = [views.service(s, spelling, "server") for s in file.services]
+    used = {n for n in spelling.used if n in views.scope}
+    body = _environment().get_template("server.py.j2").render(services=services, width=r.width)
+    methods = [naming.methods_name(s.name) for s in file.services if s.methods]
+    foreign = [n for n in used if views.scope[n][0].path != file.path]
+    imports = import_block(
+        _stdlib(spelling, ["abc", "inspect"] if methods else []),
+        ["import pymprpc.server as _server"],
+        _foreign(r, foreign),
+        _local(r, [*methods, *_aliases(spelling), *(n for n in used if n not in foreign)]),
+    )
+    return _module(r, "Server side", "abstract servicers and their registration", imports, body)
+
+
+def render_client(r: FileRender) -> str:
+    file, views = r.file, r.views
+    spelling = Spelling(frozenset(uses(_method_refs(file)) | _default_enums(file)))
+    spelling.used.add("_typing")  # each client's __init__ takes **options: _typing.Any
+    services = [views.service(s, spelling, "client") for s in file.services]
+    used = {n for n in spelling.used if n in views.scope}
+    body = _environment().get_template("client.py.j2").render(services=services, width=r.width)
+    methods = [naming.methods_name(s.name) for s in file.services if s.methods]
+    foreign = [n for n in used if views.scope[n][0].path != file.path]
+    imports = import_block(
+        _stdlib(spelling, []),
+        ["import pymprpc.client.typed as _typed"],
+        _foreign(r, foreign),
+        _local(r, [*methods, *_aliases(spelling), *(n for n in used if n not in foreign)]),
+    )
+    return _module(r, "Typed clients", "blocking and asyncio", imports, body)
+
+
+def render_init(r: FileRender) -> str:
+    file = r.file
+    types = sorted((d.name for d in file.types), key=str.lower)
+    clients = sorted(
+        n
+        for s in file.services
+        for n in (naming.client_name(s.name), naming.async_client_name(s.name))
+    )
+    servers = sorted(
+        n
+        for s in file.services
+        for n in (naming.servicer_name(s.name), naming.register_name(s.name))
+    )
+    local = []
+    if clients:
+        local.append(from_import(".client", clients, r.width))
+    if types:
+        local.append(from_import(".types", types, r.width))
+    names = sorted([*types, *clients, *servers], key=all_key)
+    parts = [
+        "from __future__ import annotations",
+    ]
+    if servers:
+        parts.append("import typing as _typing")
+    if local:
+        parts.append("\n".join(local))
+    text = "\n\n".join(parts) + "\n"
+    if servers:
+        lazy = from_import(".server", servers, r.width - 4).replace("\n", "\n    ")
+        text += f"\nif _typing.TYPE_CHECKING:\n    {lazy}\n"
+    text += "\n" + lay_out(Call("__all__ = [", [f'"{n}"' for n in names], "]"), "", r.width) + "\n"
+    if servers:
+        server_set = lay_out(
+            Call("frozenset(", [Call("{", [f'"{n}"' for n in servers], "}")]),
+            "",
+            r.width,
+            prefix="_SERVER_NAMES = ",
+        )
+        text += (
+            f"{server_set}\n\n\n"
+            "def __getattr__(name: str) -> object:\n"
+            '    """Import the server side on first use: importing a client does not load it."""\n'
+            "    if name in _SERVER_NAMES:\n"
+            "        from . import server\n\n"
+            "        return getattr(server, name)\n"
+            '    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")\n'
+        )
+    doc = docstring(f"Package generated {r.module_doc}.", "", r.width)
+    return f"{r.header}\n{doc}\n\n{text}"
+
+
+def render_file(program: Program, file: IdlFile, options: Options) -> dict[str, str]:
+    """Module file name -> source, for the package generated from `file`."""
+    r = FileRender(
+        file=file,
+        views=FileViews(program, file, options),
+        header=_header(file, options.line_length),
+        module_doc=f"from {file.path.name}",
+    )
+    # server and client first: their annotations may add aliases that types.py defines.
+    sides = {}
+    if file.services:
+        sides = {"server.py": render_server(r), "client.py": render_client(r)}
+    return {"__init__.py": render_init(r), "types.py": render_types(r), **sides}
+
+
+def render_program(program: Program, options: Options) -> dict[Path, str]:
     """Relative output path -> source, for every file of the program."""
     out: dict[Path, str] = {}
     for file in program.files:
-        for name, source in render_file(program, file).items():
+        for name, source in render_file(program, file, options).items():
             out[Path(file.module) / name] = source
     return out

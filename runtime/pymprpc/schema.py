@@ -25,10 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+import warnings
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Generic, TypeVar
 
-from .errors import ValidationError
+from .errors import ExpireWarning, ValidationError
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.IntEnum)
@@ -39,6 +49,8 @@ __all__ = [
     "BYTES",
     "FLOAT",
     "INT",
+    "INT_MAX",
+    "INT_MIN",
     "NONE",
     "PRIMITIVES",
     "STR",
@@ -132,9 +144,38 @@ class _None(Schema[None]):
             raise self._fail(value, path)
 
 
+# MessagePack integers: int64 or uint64.
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+
+
+class _Int(_Exact[int]):
+    """An integer MessagePack can carry: refused beyond 64 bits on both ways."""
+
+    def __init__(self) -> None:
+        super().__init__("int", int)
+
+    def decode(self, value: Any, path: str) -> int:
+        result = super().decode(value, path)
+        if not INT_MIN <= result <= INT_MAX:
+            raise _out_of_range(path)
+        return result
+
+    def encode(self, value: int) -> Any:
+        if type(value) is int and not INT_MIN <= value <= INT_MAX:
+            raise _out_of_range("value")
+        return value
+
+
+def _out_of_range(path: str) -> ValidationError:
+    return ValidationError(
+        path, f"integer out of MessagePack's 64-bit range [{INT_MIN}, {INT_MAX}]"
+    )
+
+
 ANY: Schema[Any] = _Any()
 BOOL: Schema[bool] = _Exact("bool", bool)
-INT: Schema[int] = _Exact("int", int)
+INT: Schema[int] = _Int()
 FLOAT: Schema[float] = _Float()
 STR: Schema[str] = _Exact("str", str)
 BYTES: Schema[bytes] = _Exact("bytes", bytes)
@@ -322,10 +363,17 @@ R = TypeVar("R")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Signature(Generic[R]):
-    """A method's declared parameters and result (the item type, for a stream)."""
+    """A method's declared parameters and result (the item type, for a stream).
+
+    `name` is the method's Python name (used in error paths, `add()`), `wire` the name
+    clients call (mprpcgen's `@wire`); both are optional for hand-written schemas.
+    """
 
     params: tuple[Param, ...]
     result: Schema[R]
+    name: str = ""
+    wire: str = ""
+
     # Precomputed from `params`: the cost of checking a call then follows what its values
     # need, and plain values (ints, strs...) are checked with one `type(x) is` each.
     _names: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
@@ -351,6 +399,40 @@ class Signature(Generic[R]):
             "_plain_encode",
             all(type(p.schema).encode is Schema.encode for p in self.params),
         )
+
+    @property
+    def path(self) -> str:
+        """Where a result error points: the method as called, e.g. `add()`."""
+        return f"{self.name}()"
+
+    def decode_result(self, value: Any) -> R:
+        """The result checked against the declared type (ValidationError naming it)."""
+        return self.result.decode(value, self.path)
+
+    def decode_stream(self, stream: Iterator[Any]) -> Iterator[R]:
+        """The items of a blocking stream, each checked; closing it cancels the stream."""
+        return decode_stream(stream, self.result, self.path)
+
+    async def open_stream(
+        self,
+        call: Callable[[str, list[Any]], Awaitable[AsyncIterator[Any]]],
+        args: list[Any],
+        prefix: str = "",
+    ) -> AsyncIterator[R]:
+        """Call `prefix + wire` when iteration starts and yield its checked items, so that
+        a client writes `async for item in client.count(3)` (no await before the stream)."""
+        stream = await call(prefix + self.wire, args)
+        items = decode_async_stream(stream, self.result, self.path)
+        try:
+            async for item in items:
+                yield item
+        finally:
+            await items.aclose()  # cancels the call if the caller stopped early
+
+    def warn_deprecated(self) -> None:
+        """Warn at the caller's caller that a deprecated oneway method was called (no reply
+        comes back to carry the server's 300, so the client says it)."""
+        warnings.warn(f"{self.wire or self.name}() is deprecated", ExpireWarning, stacklevel=3)
 
     def decode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind wire arguments to parameters and check their types (ValidationError)."""
@@ -402,7 +484,7 @@ def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generato
 
 async def decode_async_stream(
     stream: AsyncIterator[Any], item: Schema[T], path: str
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Decode each item of an async stream; closing this closes (cancels) the stream."""
     i = 0
     try:

@@ -128,7 +128,7 @@ def test_async_client(services: tuple[str, Calculator]) -> None:
     async def main() -> None:
         async with AsyncCalculatorClient(addr) as client, AsyncInventoryClient(addr) as inv:
             assert await asyncio.gather(*(client.slow_add(i) for i in range(5))) == [1, 2, 3, 4, 5]
-            assert [i async for i in await client.count(3)] == [0, 1, 2]
+            assert [i async for i in client.count(3)] == [0, 1, 2]
             assert (await client.translate(SQUARE)).points == SQUARE.points
             assert await inv.put(ITEM) == "A"
             assert await inv.get("A") == Item(
@@ -140,8 +140,8 @@ def test_async_client(services: tuple[str, Calculator]) -> None:
                 category=ITEM.category,
             )
             assert await inv.get("B") is None
-            assert [i.sku async for i in await inv.list_items(Status.IN_STOCK)] == ["A"]
-            assert [i.sku async for i in await inv.list_items(Status.OUT)] == []
+            assert [i.sku async for i in inv.list_items(Status.IN_STOCK)] == ["A"]
+            assert [i.sku async for i in inv.list_items(Status.OUT)] == []
             assert (await inv.by_status())["IN_STOCK"] == ["A"]
             assert await inv.clear() is None
 

@@ -53,9 +53,8 @@ SEMANTIC = [
     ("struct P { x: flaot; }", "unknown type 'flaot' (did you mean 'float'?)", "flaot"),
     ("struct P { x: int; x: str; }", "duplicate field 'x' (first declared at line 1)", "x: str"),
     ("struct P { class: int; }", "field name 'class' is a Python keyword", "class"),
-    ("struct P { stream: int; }", "field name 'stream' is a reserved word of the IDL", "stream"),
-    ("struct int { x: int; }", "type name 'int' is a reserved word", "int"),
-    ('struct P { x: int = "a"; }', 'bad default "a" for type int: expected a int value', '"a"'),
+    ("struct int { x: int; }", "type names are CapWords: write 'Int'", "int"),
+    ('struct P { x: int = "a"; }', 'bad default "a" for type int: expected an int value', '"a"'),
     ("struct P { x: list<int> = {}; }", "only [] can be the default of a list", "{}"),
     ("struct P { c: C = C.PINK; } enum C { RED = 1; }", "C has no member 'PINK'", "C.PINK"),
     ("enum C { RED = 1; BLUE = 1; }", "enum value 1 of 'BLUE' is already used by 'RED'", "BLUE"),
@@ -80,12 +79,15 @@ SEMANTIC = [
         "g",
     ),
     ("service S { def close(); }", "method name 'close' is reserved", "close"),
-    ("service S { def f(l: list<int> = []); }", "parameters cannot default to []", "[]"),
+    ("service S { def f(tags: list<int> = []); }", "parameters cannot default to []", "[]"),
     ("struct A { b: B; } struct B { a: A; }", "contains itself through required fields", "A"),
     ("struct P { m: map<int, str>; }", "map keys must be str", "int"),
-    ("struct Any { x: int; }", "'Any' is used by the generated code", "Any"),
     ("struct P { x: int; } service P { }", "duplicate declaration 'P'", "P"),
-    ("struct SSchema { x: int; } struct S { y: int; }", "generated name 'SSchema' clashes", "S"),
+    (
+        "struct SClient { x: int; } service S { }",
+        "service 'S' generates 'SClient', which is also the name of type 'SClient'",
+        "S",
+    ),
 ]
 
 

@@ -146,3 +146,11 @@ def test_executor_process_in_idl_forks_and_says_so(
     finally:
         for key in [k for k in sys.modules if k == "forked" or k.startswith("forked.")]:
             del sys.modules[key]
+
+
+def test_servicer_docstring_says_where_methods_run(todo_module: ModuleType) -> None:
+    doc = todo_module.TodoServicer.__doc__ or ""
+    assert "thread executor" in doc and "own copy" in doc
+    source = Path(todo_module.__file__).with_name("server.py").read_text()
+    # The generator's own text is wrapped to fit, not continued with backslashes.
+    assert not [line for line in source.splitlines() if line.endswith("\\")]

@@ -55,7 +55,7 @@ def use(client: CalculatorClient) -> None:
 
 async def use_async(client: AsyncCalculatorClient) -> None:
     total: int = await client.add(1, 2)
-    async for i in await client.count(3):
+    async for i in client.count(3):
         reveal_type(i)
     Impl()
 """

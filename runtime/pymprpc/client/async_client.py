@@ -352,12 +352,19 @@ class AsyncRPC(BaseRPC):
         returns: bool,
         timeout: float | None,
         metadata: dict[str, str] | None = None,
+        oneway: bool = False,
     ) -> str:
         if self._reconnect_due:
             await self.connect()
         conn = self._check_call()
         id = conn.send_call(
-            method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+            method,
+            args,
+            kwargs,
+            returns=returns,
+            deadline=timeout,
+            metadata=metadata,
+            oneway=oneway,
         )
         self._write(conn.chunks_to_send())
         return id
@@ -422,6 +429,9 @@ class AsyncRPC(BaseRPC):
 
     async def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return await self._send(method, args, kwargs, False, None)
+
+    async def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        await self._send(method, args, kwargs, False, None, oneway=True)
 
 
 __all__ = ["AsyncRPC", "AsyncStream"]

@@ -256,6 +256,11 @@ class BaseRPC:
         """Run `method` without waiting (RETURN false): its ID, for `system.getresult(id)`."""
         return self._delay(method, args, kwargs)
 
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run `method` and forget it: nothing comes back. With a server that negotiates
+        `oneway` nothing is kept for it either; older servers get RETURN false."""
+        return self._notify(method, args, kwargs)
+
     def _call(
         self,
         method: str,
@@ -264,6 +269,9 @@ class BaseRPC:
         timeout: float | None,
         ctx: ClientCallContext | None = None,
     ) -> Any:
+        raise NotImplementedError
+
+    def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError
 
     def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -268,6 +268,7 @@ class RPC(BaseRPC):
         returns: bool,
         timeout: float | None,
         metadata: dict[str, str] | None = None,
+        oneway: bool = False,
     ) -> tuple[str, _Call | None]:
         if self._reconnect_due:
             self.connect()
@@ -283,7 +284,13 @@ class RPC(BaseRPC):
                     raise self._closed_error()
                 conn = self._check_call()
                 id = conn.send_call(
-                    method, args, kwargs, returns=returns, deadline=timeout, metadata=metadata
+                    method,
+                    args,
+                    kwargs,
+                    returns=returns,
+                    deadline=timeout,
+                    metadata=metadata,
+                    oneway=oneway,
                 )
                 data = conn.chunks_to_send()  # with the call: nothing else is queued
                 call = None
@@ -365,6 +372,9 @@ class RPC(BaseRPC):
 
     def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return self._send(method, args, kwargs, False, None)[0]
+
+    def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._send(method, args, kwargs, False, None, oneway=True)
 
 
 def _read_until_closed(

@@ -213,6 +213,7 @@ class ServerConnection(_Connection):
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
         self._metadata = False  # METADATA negotiated
+        self._oneway = False  # ONEWAY negotiated
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Parse received bytes.
@@ -275,6 +276,7 @@ class ServerConnection(_Connection):
         self.features = wanted & self.settings.features
         self._deadlines = Feature.DEADLINE in self.features
         self._metadata = Feature.METADATA in self.features
+        self._oneway = Feature.ONEWAY in self.features
         # Authenticated: from now on the full message size applies.
         codec = self._codec = dataclasses.replace(self.codec, max_size=self.max_message_size)
         self._framer.max_size = self.max_message_size
@@ -293,7 +295,7 @@ class ServerConnection(_Connection):
 
     def _call(self, msg: dict[str, Any]) -> CallRequest | None:
         try:
-            request = messages.parse_call(msg, self._deadlines, self._metadata)
+            request = messages.parse_call(msg, self._deadlines, self._metadata, self._oneway)
         except RequestError as exc:
             self._queue_error(_reply_id(msg.get(Key.ID)), exc)
             return None
@@ -597,19 +599,27 @@ class ClientConnection(_Connection):
         deadline: float | None = None,
         id: str | None = None,
         metadata: dict[str, str] | None = None,
+        oneway: bool = False,
     ) -> str:
         """Queue a call (a `deadline` in seconds and `metadata` are sent only if
         negotiated).
 
+        `oneway`: nothing comes back. With feature `oneway` negotiated the call carries
+        `ONEWAY` (the server keeps nothing for it); otherwise it falls back to
+        `RETURN: false`.
+
         Returns:
             The call's ID; its outcome arrives as events with that ID (none if `returns`
-            is False: fetch it with `system.getresult`).
+            is False or `oneway`: fetch a kept outcome with `system.getresult`).
 
         Raises:
             LocalProtocolError: the connection is not ready, the call cannot be encoded
                 or exceeds the maximum message size, or `metadata` is malformed (nothing
                 is queued).
         """
+        if oneway:
+            returns = False
+            oneway = Feature.ONEWAY in self.features
         if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
@@ -626,7 +636,16 @@ class ClientConnection(_Connection):
             metadata = None
         self._push(
             self._encode(
-                messages.call(id, method, list(args), kwargs or {}, returns, deadline, metadata)
+                messages.call(
+                    id,
+                    method,
+                    list(args),
+                    kwargs or {},
+                    returns,
+                    deadline,
+                    metadata,
+                    oneway=oneway,
+                )
             )
         )
         if returns:

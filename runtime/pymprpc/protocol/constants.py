@@ -64,6 +64,7 @@ class Key:
     CANCEL: Final = "CANCEL"
     DEADLINE: Final = "DEADLINE"
     METADATA: Final = "METADATA"
+    ONEWAY: Final = "ONEWAY"
 
 
 PING: Final = "ping"
@@ -77,6 +78,7 @@ class Feature(enum.StrEnum):
     CANCEL = "cancel"
     DEADLINE = "deadline"
     METADATA = "metadata"
+    ONEWAY = "oneway"
 
 
 class Compression(enum.StrEnum):

@@ -21,7 +21,8 @@ class Authenticated:
 
 @dataclass(frozen=True, slots=True)
 class CallRequest:
-    """A call to run. `returns=False` means keep the outcome for `system.getresult`."""
+    """A call to run. `returns=False` means keep the outcome for `system.getresult`;
+    `oneway` (feature `oneway`) that the outcome is neither sent nor kept."""
 
     id: str
     method: str
@@ -30,6 +31,7 @@ class CallRequest:
     returns: bool = True
     deadline: float | None = None
     metadata: dict[str, str] | None = None  # feature `metadata`; None when absent
+    oneway: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,9 +112,12 @@ def call(
     returns: bool,
     deadline: float | None,
     metadata: dict[str, str] | None = None,
+    oneway: bool = False,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {Key.MPRPC: VERSION, Key.ID: id, Key.METHOD: method}
-    if not returns:
+    if oneway:
+        msg[Key.ONEWAY] = True  # feature `oneway`: nothing is sent back, nothing kept
+    elif not returns:
         msg[Key.RETURN] = False
     if args:
         msg[Key.ARGS] = list(args)
@@ -236,9 +239,14 @@ def check_metadata(raw: Any) -> dict[str, str]:
 
 
 def parse_call(
-    msg: dict[str, Any], accept_deadline: bool, accept_metadata: bool = False
+    msg: dict[str, Any],
+    accept_deadline: bool,
+    accept_metadata: bool = False,
+    accept_oneway: bool = False,
 ) -> CallRequest:
-    """Validate a call request; RequestError (400, carrying the ID) if malformed."""
+    """Validate a call request; RequestError (400, carrying the ID) if malformed.
+
+    `ONEWAY` is honoured only where feature `oneway` was negotiated (`accept_oneway`)."""
     id = msg[Key.ID]
     if not isinstance(id, str) or not id:
         raise RequestError(f"ID must be a non-empty string, got {describe(id)}")
@@ -277,7 +285,8 @@ def parse_call(
             metadata = check_metadata(msg[Key.METADATA])
         except ValueError as exc:
             raise RequestError(str(exc), id=id) from None
-    return CallRequest(id, method, args, kwargs, returns, deadline, metadata)
+    oneway = accept_oneway and msg.get(Key.ONEWAY) is True
+    return CallRequest(id, method, args, kwargs, returns and not oneway, deadline, metadata, oneway)
 
 
 def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError]:

@@ -1,8 +1,9 @@
 """The asyncio MPRPC server."""
 
 from .executors import ExecutorKind
+from .registry import DuplicateMethodError
 from .server import Server
 
 MPRPCServer = Server
 
-__all__ = ["ExecutorKind", "MPRPCServer", "Server"]
+__all__ = ["DuplicateMethodError", "ExecutorKind", "MPRPCServer", "Server"]

@@ -123,7 +123,8 @@ class ConnectionHandler(asyncio.Protocol):
         self._admitted = False  # counted in (not refused over max_connections)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Calls with RETURN false: they run to completion even if the client goes away.
-        self._kept_ids: set[str] = set()
+        self._kept_ids: set[str] = set()  # calls that owe no reply (RETURN false, ONEWAY)
+        self._oneway_ids: set[str] = set()
         # Who owns this connection's kept results: its account, or (anonymous) itself.
         self._scope: Hashable = object()
         self._last_activity = self.loop.time()
@@ -224,6 +225,8 @@ class ConnectionHandler(asyncio.Protocol):
         # with RETURN false run on: their outcome is kept for system.getresult.
         anonymous = not isinstance(self._scope, str)
         for id, task in list(self.tasks.items()):
+            if id in self._oneway_ids and self._host.detach(task):
+                continue  # fire-and-forget: runs on, bounded like an anonymous RETURN false
             if id in self._kept_ids and (not anonymous or self._host.detach(task)):
                 continue  # an account's are bounded by its kept_results quota
             self._cancel(id, task)
@@ -399,6 +402,8 @@ class ConnectionHandler(asyncio.Protocol):
             self.tasks[request.id] = task
             if not request.returns:
                 self._kept_ids.add(request.id)
+            if request.oneway:
+                self._oneway_ids.add(request.id)
             self._host.call_started(task)
 
     def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
@@ -408,6 +413,7 @@ class ConnectionHandler(asyncio.Protocol):
         if self.tasks.get(id) is task:
             del self.tasks[id]
             self._kept_ids.discard(id)
+            self._oneway_ids.discard(id)
         self._host.call_finished(task)
         self._last_activity = self.loop.time()
         if self._eof and len(self.tasks) <= len(self._kept_ids) and not self._deferred:
@@ -423,7 +429,7 @@ class ConnectionHandler(asyncio.Protocol):
         kept: KeptOutcome | None = None
         current_scope.set(self._scope)  # this task's own context: read by getresult
         try:
-            if not request.returns:
+            if not request.returns and not request.oneway:
                 kept = self._host.kept.open(self._scope, request.id)
             if request.deadline is None:
                 await self._execute(request, kept, None)
@@ -557,7 +563,9 @@ class ConnectionHandler(asyncio.Protocol):
     def _report(
         self, request: CallRequest, kept: KeptOutcome | None, error: MPRPCError, frame: str
     ) -> None:
-        if kept is not None:
+        if request.oneway:  # nobody to tell: the server's log is the only witness
+            log.info("oneway call %s(%s) failed: %s", request.method, request.id, error)
+        elif kept is not None:
             kept.set_error(error)
         else:
             self.conn.send_error(request.id, error, frame=frame)
@@ -581,6 +589,11 @@ class ConnectionHandler(asyncio.Protocol):
             chain = compose(interceptors, functools.partial(self._terminal, method, request))
             result = await chain(ctx)
         metadata = ctx.response_metadata if ctx is not None else None
+        if request.oneway:
+            aclose = getattr(result, "aclose", None) if is_stream(result) else None
+            if aclose is not None:
+                await aclose()  # a stream called oneway: nobody reads it, close at once
+            return
         if kept is not None:
             if is_stream(result):
                 async for item in _closing(result):

@@ -187,6 +187,16 @@ def make_method(
     )
 
 
+def _describe(func: Callable[..., Any]) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return str(getattr(func, "__qualname__", None) or repr(func))
+
+
+class DuplicateMethodError(ValueError):
+    """A registration would replace a method already registered under the same name."""
+
+
 def _owner_name(func: Callable[..., Any]) -> str:
     while isinstance(func, functools.partial):
         func = func.func
@@ -227,10 +237,13 @@ class Registry:
         signature: str | None = None,
         doc: str | None = None,
         schema: Signature[Any] | None = None,
+        replace: bool = False,
     ) -> Method:
         name = name or getattr(func, "__name__", None)
         if not name or not isinstance(name, str):
             raise ValueError(f"cannot infer a method name for {func!r}: pass name=")
+        if not replace:
+            self._refuse_replacing(name, func)
         key = self._prefix + name
         method = make_method(
             name,
@@ -253,7 +266,13 @@ class Registry:
         allow_dotted_names: bool = False,
         *,
         executor: ExecutorChoice | None = None,
+        replace: bool = False,
     ) -> list[Method]:
+        if not replace:
+            for attr in dir(obj):
+                func = getattr(obj, attr, None) if not attr.startswith("_") else None
+                if callable(func) and not inspect.isclass(func):
+                    self._refuse_replacing(attr, func)
         key = self._prefix + f"instance{len(self._dotted)}:{type(obj).__name__}"
         added = []
         for attr in dir(obj):
@@ -286,6 +305,18 @@ class Registry:
             )
         self._dotted.append((key, obj if allow_dotted_names else None, executor))
         return added
+
+    def _refuse_replacing(self, name: str, func: Callable[..., Any]) -> None:
+        """Two services with a method of the same name must not silently replace each
+        other (`Customers.get` answering as `Invoices.get`)."""
+        existing = self._methods.get(name)
+        if existing is not None:
+            raise DuplicateMethodError(
+                f"method {name!r} is already registered ({_describe(existing.func)}); "
+                f"registering {_describe(func)} would replace it. Pass replace=True to "
+                "replace it, or serve one service under a prefix "
+                '(register_<service>(server, servicer, prefix="name."))'
+            )
 
     def add_method(self, method: Method) -> None:
         self._methods[method.name] = method

@@ -353,6 +353,7 @@ class Server:
         signature: str | None = None,
         doc: str | None = None,
         schema: Signature[Any] | None = None,
+        replace: bool = False,
     ) -> Callable[[F], F]: ...
 
     def register_function(
@@ -364,6 +365,7 @@ class Server:
         signature: str | None = None,
         doc: str | None = None,
         schema: Signature[Any] | None = None,
+        replace: bool = False,
     ) -> Any:
         """Decorator registering a function, coroutine function or async generator function.
 
@@ -376,6 +378,10 @@ class Server:
         (`pymprpc.schema.Signature`, as mprpcgen generates) declares parameter and result
         types: arguments are checked and converted before the function runs (402 naming
         the bad value otherwise) and results are encoded for the wire.
+
+        A name that is already registered is refused (`DuplicateMethodError`, naming
+        both) unless `replace=True`: two services with a method of the same name must
+        not silently answer for each other; serve one under a prefix instead.
         """
         kind = executor_choice(executor) if executor is not None else None
 
@@ -388,6 +394,7 @@ class Server:
                 signature=signature,
                 doc=doc,
                 schema=schema,
+                replace=replace,
             )
             return func
 
@@ -401,8 +408,10 @@ class Server:
         allow_dotted_names: bool = False,
         *,
         executor: ExecutorKind | str | Executor | None = None,
+        replace: bool = False,
     ) -> None:
-        """Register every public method of `obj` under its own name.
+        """Register every public method of `obj` under its own name (one already
+        registered is refused with `DuplicateMethodError` unless `replace=True`).
 
         Plain methods run on the thread pool unless the server was given another
         `executor=`, so every call shares `obj`. `executor="process"` runs them in the
@@ -413,7 +422,7 @@ class Server:
         attributes at call time (only do this for objects you fully trust).
         """
         kind = executor_choice(executor) if executor is not None else None
-        self._core.registry.add_instance(obj, allow_dotted_names, executor=kind)
+        self._core.registry.add_instance(obj, allow_dotted_names, executor=kind, replace=replace)
 
     def register_introspection_functions(self) -> None:
         """Register the `system.*` introspection methods."""
