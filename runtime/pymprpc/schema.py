@@ -335,8 +335,8 @@ def _exact_type(schema: Schema[Any]) -> type | Any | None:
     value), or _NOT_EXACT when decoding may convert or look inside it."""
     if type(schema) is _Any:
         return None
-    if type(schema) is _Exact:
-        return schema._type
+    if type(schema) is _Exact or type(schema) is _Int:
+        return schema._type  # an int is range-checked by the fast path too
     if type(schema) is _Float:
         return float  # an int is widened by the full path
     if type(schema) is _None:
@@ -397,7 +397,11 @@ class Signature(Generic[R]):
         object.__setattr__(
             self,
             "_plain_encode",
-            all(type(p.schema).encode is Schema.encode for p in self.params),
+            # Sent as they are (an int is range-checked on the fast path).
+            all(
+                type(p.schema).encode is Schema.encode or type(p.schema) is _Int
+                for p in self.params
+            ),
         )
 
     @property
@@ -441,6 +445,8 @@ class Signature(Generic[R]):
             for kind, value in zip(exact, args, strict=True):
                 if kind is not None and type(value) is not kind:
                     break  # the full path below converts it or says what is wrong
+                if kind is int and not INT_MIN <= value <= INT_MAX:
+                    break
             else:
                 return dict(zip(self._names, args, strict=True))
         params = self.params
@@ -467,7 +473,11 @@ class Signature(Generic[R]):
     def encode_args(self, *args: Any) -> list[Any]:
         """Positional wire arguments for the given Python values, in declared order."""
         if self._plain_encode and len(args) == len(self.params):
-            return list(args)
+            for value in args:
+                if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                    break  # the full path says which value is out of range
+            else:
+                return list(args)
         return [p.schema.encode(v) for p, v in zip(self.params, args, strict=True)]
 
 
