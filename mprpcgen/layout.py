@@ -124,18 +124,31 @@ def docstring(text: str, indent: str, line_length: int) -> str:
     return "\n".join(physical)
 
 
+# One character of a string literal's body as written: an escape sequence or a character.
+_TOKEN = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|.)|.", re.DOTALL)
+
+
 def _continued(lead: str, line: str, end: str, line_length: int) -> list[str]:
-    """`lead + line + end`, broken after spaces into backslash-continued source lines."""
+    """`lead + line + end`, broken into backslash-continued source lines: after spaces, and
+    inside a word too long for any line (between escape sequences, never within one)."""
+    limit = line_length - 2
     out: list[str] = []
     current = lead
     for word in re.findall(r"\S*\s*", line):
         if not word:
             continue
         breakable = current.endswith(" ") and not word.startswith(" ")
-        if current.strip() and breakable and width(current + word + end) > line_length - 2:
+        if current.strip() and breakable and width(current + word + end) > limit:
             out.append(current + "\\")
             current = ""
-        current += word
+        if width(current + word + end) <= limit:
+            current += word
+            continue
+        for token in _TOKEN.findall(word):
+            if current.strip() and width(current + token + end) > limit:
+                out.append(current + "\\")
+                current = ""
+            current += token
     out.append(current + end)
     return out
 

@@ -9,7 +9,9 @@ arguments with 402, and a `RemoteProtocolError` with the 505/506 it names).
 As in h11, a protocol violation is either *local* (`LocalProtocolError`: we were about to
 send something the protocol forbids) or *remote* (`RemoteProtocolError`: the peer sent
 bytes that break it). `ProtocolException` / `ProtocolSyntaxException` are what a server
-*reported* (505/506 on the wire); a client never raises them for garbage it received.
+*reported* (505/506 on the wire). `RemoteProtocolError` is a `ProtocolException` too, so
+`except ProtocolException` catches every protocol failure of a connection, reported or
+detected; `except RemoteProtocolError` only the peer's garbage.
 """
 
 from __future__ import annotations
@@ -198,9 +200,11 @@ class TimeoutException(ServerError, TimeoutError):
 
 
 class ProtocolException(ServerError):
-    """505: protocol error (bad version, bad frame, oversized message)."""
+    """505: protocol error (bad version, bad frame, oversized message).
 
-    code = Code.PROTOCOL_ERROR
+    Also the base of `RemoteProtocolError` (the server sent garbage, detected here)."""
+
+    code: ClassVar[Code | None] = Code.PROTOCOL_ERROR
 
 
 class ProtocolSyntaxException(ProtocolException):
@@ -232,13 +236,18 @@ class LocalProtocolError(MPRPCError, ValueError):
     """We were about to violate the protocol (e.g. a payload containing the separator)."""
 
 
-class RemoteProtocolError(MPRPCError):
-    """The peer sent bytes that violate the protocol (bad frame, payload or message).
+class RemoteProtocolError(ProtocolException):
+    """The peer sent bytes that violate the protocol (bad frame, payload, message, or
+    a reply out of order).
 
     `reply_code` is what a server answers before closing: 506 (`PROTOCOL_SYNTAX_ERROR`)
     for a message it cannot parse, 505 (`PROTOCOL_ERROR`) for a bad version, framing or
     size. A client raises it as is: the server did not report anything, it misbehaved.
+    A `ProtocolException` (so `except ProtocolException` catches garbage from a server,
+    as the 0.0.3 documentation promised) without a wire code of its own (`code` is None).
     """
+
+    code = None  # detected here, not reported: `reply_code` is what a server answers
 
     def __init__(self, message: str, *, syntax: bool = True) -> None:
         super().__init__(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -13,7 +14,7 @@ import pytest
 from service import PASSWORD, USER, Probe, url
 
 from helpers import RawClient, ServerThread, pack, wait_for
-from pymprpc.client import RPC
+from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import LocalProtocolError, ResultLimitError
 from pymprpc.protocol import SEPARATOR, Codec
 
@@ -248,3 +249,35 @@ def test_json_login_with_a_lone_surrogate_is_501_without_a_traceback(
             assert c.at_eof()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     still_serving(srv)
+
+
+def test_float_keys_nan_included_round_trip_on_both_clients(srv: ServerThread) -> None:
+    """What a client can send, its own decoder reads back: float keys (NaN and infinity
+    too) echoed by the server leave the connection alive, on both clients."""
+    value = {math.nan: 1, math.inf: 2, -0.5: 3, (1, 2.5): 4}
+
+    def check(echoed: Any) -> None:
+        assert len(echoed) == 4
+        nan = [k for k in echoed if isinstance(k, float) and math.isnan(k)]
+        assert len(nan) == 1 and echoed[nan[0]] == 1
+        assert {k: v for k, v in echoed.items() if k not in nan} == {
+            math.inf: 2,
+            -0.5: 3,
+            (1, 2.5): 4,
+        }
+
+    with RPC(url(srv)) as rpc:
+        check(rpc.echo(value))
+        assert rpc.coro_add(1, 2) == 3
+
+    async def run() -> None:
+        async with AsyncRPC(url(srv)) as arpc:
+            check(await arpc.echo(value))
+            assert await arpc.coro_add(1, 2) == 3
+
+    asyncio.run(run())
+    # JSON cannot carry a NaN key: refused before sending, the connection unharmed.
+    with RPC(url(srv), debug=True) as rpc:
+        with pytest.raises(LocalProtocolError, match="strict JSON"):
+            rpc.echo({math.nan: 1})
+        assert rpc.coro_add(1, 2) == 3

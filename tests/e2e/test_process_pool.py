@@ -581,16 +581,17 @@ def _thread_count(pid: int) -> int:
 
 
 def test_an_abandoned_thread_call_does_not_starve_the_others(tmp_path: Path) -> None:
-    """One thread, held by a call past its deadline: the next call still runs."""
+    """One thread, held by one client's call past its deadline: another client's call
+    still runs (the first client's own calls wait for its share, see `shares`)."""
     latch = Latch(tmp_path)
     server = Server(("127.0.0.1", 0), executor="thread", max_workers=1)
     server.register_function()(block)
     server.register_function()(add)
-    with ServerThread(server) as srv, RPC(url(srv)) as rpc:
+    with ServerThread(server) as srv, RPC(url(srv)) as first, RPC(url(srv)) as second:
         try:
             with pytest.raises(DeadlineExceeded):
-                rpc.block.with_options(timeout=0.3)(*latch.args)
+                first.block.with_options(timeout=0.3)(*latch.args)
             latch.wait_started()  # it still holds the pool's only thread
-            assert rpc.add.with_options(timeout=10)(2, 3) == 5
+            assert second.add.with_options(timeout=10)(2, 3) == 5
         finally:
             latch.release()

@@ -304,6 +304,33 @@ def test_a_half_closed_client_gets_every_reply(start: Callable[..., ServerThread
         assert c.at_eof()  # then the server closes
 
 
+@pytest.mark.parametrize("how", ["half-close", "close"])
+def test_calls_after_an_eof_run_at_most_half_close_timeout(
+    start: Callable[..., ServerThread], gate: Gate, how: str
+) -> None:
+    """An EOF may be a half-close or a client that is gone (TCP cannot tell): its calls
+    are answered while they finish within half_close_timeout, then cancelled and the
+    connection (and its slot) released."""
+    srv = start(half_close_timeout=0.5)
+    with login(srv) as c:
+        call(c, "quick", "sleep", 0.01)
+        call(c, "stuck", "wait_gate", "stuck")
+        assert gate.entered.wait(10)
+        if how == "close":
+            # Nothing unread, so a FIN (no reset): the server cannot tell it from a
+            # half-close, and only the timeout frees the call.
+            assert c.recv()["MESSAGE"]["ID"] == "quick"
+            c.sock.close()
+        else:
+            c.sock.shutdown(socket.SHUT_WR)
+            assert c.recv()["MESSAGE"]["ID"] == "quick"
+        wait_for(lambda: srv.call_in_loop(lambda: srv.server.connection_count) == 0)
+        assert srv.call_in_loop(lambda: srv.server.running_call_count) == 0
+        if how == "half-close":
+            assert c.at_eof()
+    assert gate.finished == []  # cancelled, not left running
+
+
 def test_bytes_of_a_partial_frame_do_not_keep_a_connection_alive(
     start: Callable[..., ServerThread],
 ) -> None:

@@ -37,9 +37,9 @@ def test_any_welcome_is_accepted_or_a_protocol_error(fields: dict[str, Any]) -> 
     assert len(events) == 1
     event = events[0]
     if isinstance(event, ConnectionFailed):
-        # The server misbehaved: not the ProtocolException a server reports (505).
+        # The server misbehaved: detected here, not the 505 a server reports.
         assert isinstance(event.error, RemoteProtocolError)
-        assert not isinstance(event.error, ProtocolException)
+        assert type(event.error) is not ProtocolException
         assert str(event.error).startswith("malformed welcome reply from the server: ")
         assert any(key in str(event.error) for key in fields)
     else:

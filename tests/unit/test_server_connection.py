@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -204,3 +205,24 @@ def test_cancel_needs_negotiation() -> None:
     ]
     conn.send_result("a", 1)  # nothing more for a cancelled ID
     assert conn.chunks_to_send() == []
+
+
+@pytest.mark.parametrize("first", [b'{"MPRPC": "0.1", "AUTH": {}, "X": "', b' \n{"X": "'])
+def test_a_json_first_message_refused_unread_is_answered_in_json(first: bytes) -> None:
+    """Over max_auth_message_size, the message is refused before it is decoded: the
+    client's encoding is guessed from its first byte, so a JSON client can read why."""
+    settings = ServerSettings(max_auth_message_size=1024)
+    conn = ServerConnection(settings, Credentials([("u", "p")]))
+    conn.receive_data(first)
+    conn.receive_data(b"a" * 2048)
+    assert conn.closed
+    reply = json.loads(b"".join(conn.chunks_to_send()).split(SEPARATOR)[0])
+    assert reply["CODE"] == 505, reply
+
+
+def test_a_msgpack_first_message_refused_unread_is_answered_in_msgpack() -> None:
+    settings = ServerSettings(max_auth_message_size=1024)
+    conn = ServerConnection(settings, Credentials([("u", "p")]))
+    conn.receive_data(b"\x83" + b"\xa1x" * 2048)
+    assert conn.closed
+    assert replies(conn)[0]["CODE"] == 505

@@ -7,7 +7,7 @@ from typing import Any, Unpack
 
 from ..address import Address
 from ..context import Metadata
-from ..errors import MPRPCError
+from ..errors import DeadlineExceeded, MPRPCError
 from ..protocol import (
     CallFailed,
     ClientEvent,
@@ -43,10 +43,22 @@ class AsyncStream:
     the stream on the server (its generator is closed) when `cancel` was negotiated.
     """
 
-    def __init__(self, client: AsyncRPC, id: str, method: str, buffer: _Buffer) -> None:
+    def __init__(
+        self,
+        client: AsyncRPC,
+        id: str,
+        method: str,
+        buffer: _Buffer,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
         self._client = client
         self.id = id
         self.method = method
+        # The call's deadline (loop time) covers the whole stream: waiting for an item
+        # past it cancels the stream and raises DeadlineExceeded.
+        self._timeout = timeout
+        self._deadline = deadline
         # The client holds only the buffer, so dropping this object can cancel the stream.
         self._buffer = buffer
 
@@ -62,7 +74,16 @@ class AsyncStream:
                 raise StopAsyncIteration
             buffer.waiter = asyncio.get_running_loop().create_future()
             try:
-                await buffer.waiter
+                if self._deadline is None:
+                    await buffer.waiter
+                else:
+                    async with asyncio.timeout_at(self._deadline):
+                        await buffer.waiter
+            except TimeoutError:
+                if buffer.items or buffer.done:
+                    continue
+                self._close()
+                raise self._client._deadline_error(self.method, self._timeout, self.id) from None
             finally:
                 buffer.waiter = None
         item = buffer.pop()
@@ -169,6 +190,8 @@ class AsyncRPC(BaseRPC):
             return self
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._connect())
+            # Retrieved here: a caller whose own deadline ended the wait does not.
+            self._connecting.add_done_callback(_retrieve)
         task = self._connecting
         try:
             await asyncio.shield(task)
@@ -198,6 +221,11 @@ class AsyncRPC(BaseRPC):
         except TimeoutError:
             self._abort()
             raise self._connect_timed_out() from None
+        except MPRPCError:
+            # Failed while logging in: raised as is, like RPC does (ConnectionLostError
+            # is an OSError too, but it is not a failure to connect).
+            self._abort()
+            raise
         except OSError as exc:
             self._abort()
             raise self._connect_failed(exc) from exc
@@ -226,6 +254,8 @@ class AsyncRPC(BaseRPC):
                 self._heartbeat_task.cancel()
             self._heartbeat_task = None
         self._protocol = None  # its connection_lost, arriving later, is not news
+        if self._welcome is not None and not self._welcome.done():
+            self._welcome.set_exception(error)  # close() while logging in ends connect()
         if self._transport is not None:
             self._write_now()
             self._transport.close()
@@ -355,7 +385,18 @@ class AsyncRPC(BaseRPC):
         oneway: bool = False,
     ) -> str:
         if self._reconnect_due:
-            await self.connect()
+            if timeout is None or timeout >= self.connect_timeout:
+                await self.connect()
+            else:
+                # Connecting again is part of the call: bounded by its deadline.
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self.connect()
+                except TimeoutError:
+                    raise DeadlineExceeded(
+                        f"call {method!r} did not finish within its {timeout}s deadline "
+                        f"(connecting again to {self.address})"
+                    ) from None
         conn = self._check_call()
         id = conn.send_call(
             method,
@@ -400,18 +441,19 @@ class AsyncRPC(BaseRPC):
         timeout: float | None,
         ctx: ClientCallContext | None = None,
     ) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
         id = await self._send(method, args, kwargs, True, timeout, metadata)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         pending = _Pending(method, future)
         self._pending[id] = pending
         self._consumed()  # a call now waits: reading paused for a full stream goes on
-        deadline = asyncio.timeout(timeout) if timeout is not None else None
         try:
             if deadline is None:
                 event = await future
             else:
-                async with deadline:
+                async with asyncio.timeout_at(deadline):
                     event = await future
         except TimeoutError:
             self._cancel(id)
@@ -421,7 +463,7 @@ class AsyncRPC(BaseRPC):
             raise
         value = self._outcome(method, event, timeout, ctx)
         if isinstance(pending.stream, _Buffer):
-            return AsyncStream(self, id, method, pending.stream)
+            return AsyncStream(self, id, method, pending.stream, timeout, deadline)
         return value
 
     async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
@@ -432,6 +474,12 @@ class AsyncRPC(BaseRPC):
 
     async def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         await self._send(method, args, kwargs, False, None, oneway=True)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a finished connect's exception as seen (asyncio logs it otherwise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = ["AsyncRPC", "AsyncStream"]

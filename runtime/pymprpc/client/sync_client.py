@@ -9,7 +9,7 @@ from collections.abc import Generator
 from typing import Any, Unpack
 
 from ..address import Address
-from ..errors import DeadlineExceeded, MPRPCError
+from ..errors import ConnectionLostError, DeadlineExceeded, MPRPCError
 from ..protocol import (
     CallFailed,
     ClientConnection,
@@ -81,6 +81,8 @@ class RPC(BaseRPC):
         # never while waiting for the network.
         self._lock = threading.Lock()
         self._connecting = threading.Lock()  # one connect at a time
+        # The socket of a login in progress: close() from another thread shuts it down.
+        self._login_io: SocketIO | None = None
         self._paused = False  # the reader waits: every call in flight is a full stream
         self._resume = threading.Condition(self._lock)
 
@@ -98,45 +100,84 @@ class RPC(BaseRPC):
             RemoteProtocolError: the server's welcome reply is malformed.
         """
         with self._connecting:
-            if self.connected:
-                return self
+            self._connect(self.connect_timeout)
+        return self
+
+    def _reconnect(self, method: str, deadline: float | None, timeout: float | None) -> None:
+        """Connect again inside a call: within the call's deadline, if it ends before
+        `connect_timeout` (DeadlineExceeded then)."""
+        if deadline is None or deadline - time.monotonic() >= self.connect_timeout:
+            self.connect()
+            return
+        expired = DeadlineExceeded(
+            f"call {method!r} did not finish within its {timeout}s deadline "
+            f"(connecting again to {self.address})"
+        )
+        if not self._connecting.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise expired
+        try:
+            self._connect(max(0.0, deadline - time.monotonic()), expired)
+        finally:
+            self._connecting.release()
+
+    def _connect(self, limit: float, expired: MPRPCError | None = None) -> None:
+        """Connect and log in within `limit` seconds (holding `_connecting`); past it,
+        raise `expired` (default: "could not connect within connect_timeout")."""
+        if self.connected:
+            return
+        if limit <= 0:  # a socket timeout of 0 would mean "non-blocking", not "expired"
+            raise expired or self._connect_timed_out()
+        deadline = time.monotonic() + limit
+        with self._lock:
+            conn = self._new_connection()
+        try:
+            io = SocketIO.open(self.address.host, self.address.port, limit, self._ssl)
+        except TimeoutError:
+            raise expired or self._connect_timed_out() from None
+        except OSError as exc:
+            raise self._connect_failed(exc) from exc
+        with self._lock:
+            self._login_io = io
+        try:
+            welcome = self._log_in(io, conn, deadline, expired)
+        except BaseException as exc:
+            io.close()
             with self._lock:
-                conn = self._new_connection()
-            try:
-                io = SocketIO.open(
-                    self.address.host, self.address.port, self.connect_timeout, self._ssl
-                )
-            except TimeoutError:
-                raise self._connect_timed_out() from None
-            except OSError as exc:
-                raise self._connect_failed(exc) from exc
-            try:
-                welcome = self._log_in(io, conn)
-            except BaseException:
+                by_user = self._login_io is not io  # close() took it meanwhile
+                self._login_io = None
+                self._lost_connection(self._closed_error(), by_user=by_user)
+            if by_user and isinstance(exc, ConnectionLostError | OSError):
+                raise self._closed_error() from None
+            raise
+        with self._lock:
+            if self._login_io is not io:  # close() came just after the welcome
                 io.close()
-                with self._lock:
-                    self._lost_connection(self._closed_error())
-                raise
-            with self._lock:
-                self._io = io
-                self._welcomed(welcome)
+                self._lost_connection(self._closed_error(), by_user=True)
+                raise self._closed_error()
+            self._login_io = None
+            self._io = io
+            self._welcomed(welcome)
             threading.Thread(
                 target=_read_until_closed,
                 args=(weakref.ref(self), io, conn, self.heart_beat),
                 name=f"pymprpc reader for {self.address}",
                 daemon=True,
             ).start()
-            return self
 
-    def _log_in(self, io: SocketIO, conn: ClientConnection) -> Welcome:
+    def _log_in(
+        self,
+        io: SocketIO,
+        conn: ClientConnection,
+        deadline: float,
+        expired: MPRPCError | None,
+    ) -> Welcome:
         """Send the auth request and wait for the welcome reply, in this thread."""
-        deadline = time.monotonic() + self.connect_timeout
         try:
             conn.start()
             io.write(conn.chunks_to_send())
             while True:
                 if not io.readable(deadline - time.monotonic()):
-                    raise self._connect_timed_out()
+                    raise expired or self._connect_timed_out()
                 data = io.recv()
                 if not data:
                     raise self._lost_error()
@@ -146,6 +187,8 @@ class RPC(BaseRPC):
                         return event
                     if isinstance(event, ConnectionFailed):
                         raise self._server_error(event.error)
+        except MPRPCError:
+            raise  # ConnectionLostError is an OSError too: not wrapped twice
         except OSError as exc:
             raise self._lost_error(exc) from exc
 
@@ -155,8 +198,11 @@ class RPC(BaseRPC):
             io = self._io
             if io is not None:
                 self._drop(io, self._closed_error(), by_user=True)
+            login_io, self._login_io = self._login_io, None
         if io is not None:
             io.close()
+        if login_io is not None:
+            login_io.close()  # the connecting thread wakes and raises ConnectionLostError
 
     def _drop(self, io: SocketIO, error: MPRPCError, *, by_user: bool = False) -> None:
         """Fail every call in flight on `io` with `error` (holding the lock)."""
@@ -269,14 +315,16 @@ class RPC(BaseRPC):
         timeout: float | None,
         metadata: dict[str, str] | None = None,
         oneway: bool = False,
+        deadline: float | None = None,
     ) -> tuple[str, _Call | None]:
         if self._reconnect_due:
-            self.connect()
+            self._reconnect(method, deadline, timeout)
         io = self._io
         if io is None:
             self._check_call()  # raises, saying how to connect
             raise AssertionError("unreachable")
-        if not io.acquire(timeout):
+        left = None if deadline is None else deadline - time.monotonic()
+        if not io.acquire(left):
             raise DeadlineExceeded(f"call {method!r} could not be sent within {timeout}s")
         try:
             with self._lock:
@@ -319,7 +367,7 @@ class RPC(BaseRPC):
     ) -> Any:
         deadline = time.monotonic() + timeout if timeout is not None else None
         metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
-        id, call = self._send(method, args, kwargs, True, timeout, metadata)
+        id, call = self._send(method, args, kwargs, True, timeout, metadata, deadline=deadline)
         assert call is not None
         try:
             event = self._wait(call, deadline)
@@ -331,7 +379,7 @@ class RPC(BaseRPC):
             raise
         value = self._outcome(method, event, timeout, ctx)
         if isinstance(call.stream, _Buffer):
-            return self._stream(id, call.stream)
+            return self._stream(id, call.stream, method, timeout, deadline)
         return value
 
     def _wait(self, call: _Call, deadline: float | None) -> ClientEvent:
@@ -342,13 +390,27 @@ class RPC(BaseRPC):
         assert call.event is not None
         return call.event
 
-    def _stream(self, id: str, buffer: _Buffer) -> Generator[Any, None, None]:
+    def _stream(
+        self,
+        id: str,
+        buffer: _Buffer,
+        method: str,
+        timeout: float | None,
+        deadline: float | None,
+    ) -> Generator[Any, None, None]:
+        """The items of stream `id`; the call's deadline covers the whole stream: waiting
+        for an item past it cancels the stream and raises DeadlineExceeded."""
         finished = False
         try:
             while True:
                 with self._lock:
                     while not buffer.items and not buffer.done:
-                        buffer.cond.wait()
+                        if deadline is None:
+                            buffer.cond.wait()
+                        elif not buffer.cond.wait(max(0.0, deadline - time.monotonic())):
+                            if buffer.items or buffer.done:
+                                break
+                            raise self._deadline_error(method, timeout, id)
                     if not buffer.items:
                         finished = True
                         if buffer.error is not None:

@@ -257,6 +257,15 @@ class Codec:
         )
 
     @classmethod
+    def for_reply(cls, head: bytes, max_size: int, max_items: int) -> Codec | None:
+        """A JSON codec if a connection's first bytes `head` start a plain JSON message
+        that could not be decoded (too big, malformed), so its error reply is JSON too;
+        None otherwise (the default MessagePack codec answers)."""
+        if head[:1] and head[0] in _JSON_FIRST:
+            return cls(json=True, max_size=max_size, max_items=max_items)
+        return None
+
+    @classmethod
     def detect(
         cls,
         payload: bytes | memoryview,

@@ -105,6 +105,15 @@ class Credentials:
             ok |= hmac.compare_digest(u, user) & hmac.compare_digest(p, pw)
         return ok
 
+    def knows(self, username: str | None) -> bool:
+        """Whether `username` is one of the configured accounts (compared in constant
+        time, so the answer's timing does not reveal which names exist)."""
+        user = _utf8(username or "")
+        known = False
+        for u, _ in self._pairs:
+            known |= hmac.compare_digest(u, user)
+        return known
+
 
 def _utf8(text: str) -> bytes:
     # A JSON peer can send a lone surrogate ("\\ud800"): it must fail the login, not the
@@ -212,6 +221,7 @@ class ServerConnection(_Connection):
         self._framer.max_size = self._auth_limit
         self._inflight: dict[str, bool] = {}  # ID -> its stream has started
         self._deadlines = False  # DEADLINE negotiated
+        self._head = b""  # the first byte received, until the codec is known
         self._metadata = False  # METADATA negotiated
         self._oneway = False  # ONEWAY negotiated
 
@@ -228,6 +238,8 @@ class ServerConnection(_Connection):
         if self.state is _CLOSED:
             return []
         events: list[ServerEvent] = []
+        if self._codec is None and not self._head:
+            self._head = data[:1]
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -245,6 +257,10 @@ class ServerConnection(_Connection):
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
         except RemoteProtocolError as exc:
+            if self._codec is None:
+                # The first message was refused before its codec was known (too big,
+                # say): a JSON client still gets its error in JSON.
+                self._codec = Codec.for_reply(self._head, self._auth_limit, self.max_items)
             self.fail(exc)
         return events
 
@@ -551,14 +567,30 @@ class ClientConnection(_Connection):
 
     def _handle(self, event: ClientEvent) -> ClientEvent | None:
         if self.state is _READY:
-            # Most frequent first; events of calls no longer pending are dropped.
+            # Most frequent first; events of calls no longer pending are dropped. A reply
+            # out of order (202/206 before 201, a second 201, 200 after 201) fails its call
+            # with RemoteProtocolError: waiting for a 201 that never comes would hang it.
             if type(event) is StreamItem:
-                return event if self._pending.get(event.id) else None
-            if type(event) is Result or type(event) is CallFailed or type(event) is StreamEnd:
-                return event if self._pending.pop(event.id, None) is not None else None
+                started = self._pending.get(event.id)
+                if started is False:
+                    return self._out_of_order(event.id, "stream item (202) before its start (201)")
+                return event if started else None
+            if type(event) is Result or type(event) is CallFailed:
+                started = self._pending.pop(event.id, None)
+                if started and type(event) is Result:
+                    return self._out_of_order(event.id, "result (200/300) inside a stream")
+                return event if started is not None else None
+            if type(event) is StreamEnd:
+                started = self._pending.pop(event.id, None)
+                if started is False:
+                    return self._out_of_order(event.id, "stream end (206) without a stream")
+                return event if started else None
             if type(event) is StreamStart:
-                if event.id not in self._pending:
+                started = self._pending.get(event.id)
+                if started is None:
                     return None
+                if started:
+                    return self._out_of_order(event.id, "second stream start (201)")
                 self._pending[event.id] = True
                 return event
             if type(event) is ConnectionFailed:
@@ -570,12 +602,31 @@ class ClientConnection(_Connection):
             return self.close(event.error)
         if not isinstance(event, Welcome):
             return self.close(RemoteProtocolError(f"expected the welcome reply, got {event}"))
+        unasked = event.features - self._wanted
+        if unasked:
+            # The server would switch framing (or expect cancels) this client did not
+            # ask for: nothing after this welcome could be read.
+            names = ", ".join(sorted(f.value for f in unasked))
+            return self.close(
+                RemoteProtocolError(
+                    f"malformed welcome reply from the server: FEATURES lists {names}, "
+                    "which this client did not ask for"
+                )
+            )
         self.welcome = event
-        self.features = event.features & self._wanted
+        self.features = event.features
         self._deadlines = Feature.DEADLINE in self.features
         self._metadata = Feature.METADATA in self.features
         self.state = _READY
         return event
+
+    def _out_of_order(self, id: str, what: str) -> CallFailed:
+        """Fail call `id` for a reply the protocol does not allow at this point; later
+        replies to it are dropped (it is no longer pending)."""
+        self._pending.pop(id, None)
+        error = RemoteProtocolError(f"the server sent a {what} for call {id}", syntax=False)
+        error.id = id
+        return CallFailed(id, error)
 
     def close(self, error: MPRPCError) -> ConnectionFailed:
         """Mark the connection closed (e.g. the socket dropped); pending calls are dropped.

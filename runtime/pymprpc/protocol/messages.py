@@ -382,6 +382,10 @@ def parse_response(msg: Any) -> ClientEvent:
         return _welcome(msg)
     if code == _PONG:
         return Pong()
+    if not 400 <= code < 600:
+        # Not a code of the table nor a future 4xx/5xx error: the server is broken, not
+        # reporting a failure (an RpcException would blame the server's method).
+        raise RemoteProtocolError(f"unknown response code {code} from the server")
     id, error = _error_from_message(code, message)
     if id is not None:
         return CallFailed(id, error)

@@ -76,6 +76,7 @@ class ServerConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_inflight: int = 1_000
     auth_timeout: float = 10.0
+    half_close_timeout: float = 30.0
     kept_results: int = 1_000
     kept_results_bytes: int = 64 * MiB
     kept_results_ttl: float = 600.0

@@ -129,7 +129,13 @@ class _Resume(Coroutine[Any, Any, T]):
             waited, self._yielded = self._yielded, None
             if isinstance(exc, asyncio.CancelledError) and asyncio.isfuture(waited):
                 waited.cancel()
-        return self._coro.throw(exc)
+            waited = None
+        try:
+            return self._coro.throw(exc)
+        finally:
+            # The exception's traceback keeps this frame: without this its locals would
+            # keep the exception (a cycle, and with it the call's frames, until gc).
+            del typ, val, tb, exc
 
     def close(self) -> None:
         self._yielded = None
@@ -138,7 +144,10 @@ class _Resume(Coroutine[Any, Any, T]):
     def _raise_outcome(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # no cycle through this frame (see throw)
         raise StopIteration(self._value)
 
     # What task reprs, get_stack() and debuggers read: the call's coroutine, not this

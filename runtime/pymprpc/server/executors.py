@@ -14,14 +14,16 @@ execution (no overhead, but it blocks the event loop), or any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from ..context import current_call_or_none
+from .shares import ThreadShares, current_owner, share_of
 from .workers import ProcessPool, RemoteFunctionError, TargetTable
 from .workers.threads import DaemonThreadPool
 
@@ -53,6 +55,14 @@ def executor_choice(value: ExecutorKind | str | Executor) -> ExecutorChoice:
         ) from None
 
 
+def _release(
+    loop: asyncio.AbstractEventLoop, shares: ThreadShares, owner: Hashable, _: object
+) -> None:
+    """A thread call is done: free its connection's slot, on the loop."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+        loop.call_soon_threadsafe(shares.release, owner)
+
+
 class Target(Protocol):
     """What an executor needs of a registered method (`registry.Method` is one)."""
 
@@ -80,12 +90,14 @@ class Executors:
         self.targets = targets if targets is not None else TargetTable()
         self.process = ProcessPool(self.targets, max_workers)
         self._thread: DaemonThreadPool | None = None
+        self._thread_shares = ThreadShares(1)  # replaced with the pool's
         # Keep the zygote current while registration happens before threads exist.
         self.targets.listen(self.process.prepare)
 
     def _thread_pool(self) -> DaemonThreadPool:
         if self._thread is None:
             self._thread = DaemonThreadPool(self.max_workers)
+            self._thread_shares = ThreadShares(share_of(self._thread.max_workers))
         return self._thread
 
     def warm_up(self) -> None:
@@ -109,7 +121,19 @@ class Executors:
             pool = self._thread_pool()
             # The call's context (current_call() and any other context variable) goes along.
             context = contextvars.copy_context()
-            future = pool.submit(context.run, method.func, *args, **kwargs)
+            # Each connection runs at most its share of the threads (see `shares`); the
+            # slot is held until the thread is done, even if the caller stops waiting.
+            owner, shares = current_owner.get(), self._thread_shares
+            if owner is not None:
+                await shares.acquire(owner)
+            try:
+                future = pool.submit(context.run, method.func, *args, **kwargs)
+            except BaseException:
+                if owner is not None:
+                    shares.release(owner)
+                raise
+            if owner is not None:
+                future.add_done_callback(functools.partial(_release, loop, shares, owner))
             try:
                 # SystemExit raised in a thread comes back through the future, and the
                 # handler fails that call only.
@@ -117,6 +141,10 @@ class Executors:
             except asyncio.CancelledError:
                 pool.abandon(future)
                 raise
+            finally:
+                # The future keeps the call's exception, whose traceback keeps this frame:
+                # a cycle holding the function's frames until gc.
+                del future
         assert isinstance(kind, Executor)
         # A user's executor may be a process pool: hand it a picklable callable.
         return await loop.run_in_executor(kind, functools.partial(method.func, *args, **kwargs))

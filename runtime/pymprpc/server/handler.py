@@ -50,6 +50,7 @@ from .flow import InputBudget
 from .kept_results import KeptOutcome, KeptResults, current_scope
 from .logins import LoginThrottle, ThrottledCredentials
 from .registry import Kind, Method
+from .shares import current_owner
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class ConnectionHandler(asyncio.Protocol):
         self._oneway_ids: set[str] = set()
         # Who owns this connection's kept results: its account, or (anonymous) itself.
         self._scope: Hashable = object()
+        self._owner = object()  # this connection, for its share of the thread pool
         self._last_activity = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._writable = asyncio.Event()
@@ -199,14 +201,34 @@ class ConnectionHandler(asyncio.Protocol):
             self._close_transport()
 
     def eof_received(self) -> bool:
-        """The client half-closed: answer the calls already received, then close (TLS
-        cannot half-close: there the connection closes)."""
+        """The client half-closed, or is gone: answer the calls already received within
+        `half_close_timeout`, then close (TLS cannot half-close: there it closes at once).
+
+        TCP shows a client that shut down its sending side and one that closed its
+        socket the same way, by an EOF; only writing to it tells them apart (a gone one
+        answers with a reset, and the next write fails). A call that sends nothing would
+        therefore hold a gone client's connection for ever: the timeout bounds that.
+        """
         tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
         owed = len(self.tasks) > len(self._kept_ids) or self._deferred
-        if owed and not self.conn.closed and not tls:
+        timeout = self._host.config.half_close_timeout
+        if owed and not self.conn.closed and not tls and timeout > 0:
             self._eof = True
+            if self._timer is not None:
+                self._timer.cancel()  # idle: replaced by the half-close bound
+            self._timer = self.loop.call_later(timeout, self._half_close_expired)
             return True  # keep the transport open for the replies
         return False  # nothing owed (RETURN-false calls run on without it): close
+
+    def _half_close_expired(self) -> None:
+        self._timer = None
+        log.info(
+            "closing %s: %d call(s) still running %.1fs after the client's EOF",
+            self.peer,
+            len(self.tasks) - len(self._kept_ids),
+            self._host.config.half_close_timeout,
+        )
+        self.close()  # connection_lost then cancels the calls (RETURN false run on)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted:
@@ -427,7 +449,9 @@ class ConnectionHandler(asyncio.Protocol):
 
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
+        deadline: asyncio.Timeout | None = None
         current_scope.set(self._scope)  # this task's own context: read by getresult
+        current_owner.set(self._owner)  # its share of the thread pool (see shares)
         try:
             if not request.returns and not request.oneway:
                 kept = self._host.kept.open(self._scope, request.id)
@@ -446,8 +470,8 @@ class ConnectionHandler(asyncio.Protocol):
                         ) from None
                     raise
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or not task.cancelling():
+            # No local for the task here (see the finally clause).
+            if not _being_cancelled():
                 # Raised by the handler itself (say, awaiting an inner task that was
                 # cancelled), not a cancellation of this call: answer it.
                 self._report(request, kept, *as_call_error(self._cancelled_error(), request))
@@ -462,8 +486,10 @@ class ConnectionHandler(asyncio.Protocol):
             if not isinstance(exc, MPRPCError):
                 self._log_failure(request, exc)
             self._report(request, kept, error, frame)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            # A handler must not stop the server: only its own call fails.
+        except BaseException as exc:  # SystemExit, GeneratorExit, custom subclasses
+            # A handler must not stop the server, nor leave its call (or a kept outcome)
+            # unsettled: only its own call fails. Returning is allowed even for a
+            # GeneratorExit thrown by close(): this coroutine awaits nothing more.
             log.error(
                 "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
                 request.method,
@@ -478,6 +504,10 @@ class ConnectionHandler(asyncio.Protocol):
             )
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
+            # A cancelled task keeps its CancelledError, whose traceback keeps this frame:
+            # no local of it may lead back to the task (the Timeout does), or the cycle
+            # keeps the handler's frames and locals alive until the garbage collector runs.
+            deadline = None
             if self._contexts:  # built after the reply was sent, or the call failed
                 self._contexts.pop(request.id, None)
             if not request.returns:
@@ -653,6 +683,12 @@ class ConnectionHandler(asyncio.Protocol):
 
 
 HEALTH_METHOD = "system.health"  # answered while draining, when other calls get 503
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to cancel (not just a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _peer_text(peer: Any) -> str:

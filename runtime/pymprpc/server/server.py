@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 HostPort = tuple[str, int]
 _UNSET: Any = object()
+# run_forever's last waits: for tasks cancelled at exit, async generators, the executor.
+_LOOP_CLOSE_WAIT = 1.0
 
 
 def _parse_address(addr: Address | HostPort | str) -> HostPort:
@@ -197,6 +199,9 @@ class Server:
             hard limit at construction) cannot hold them.
         max_inflight: calls running per connection; beyond it a call gets 503.
         auth_timeout: seconds a client has to authenticate.
+        half_close_timeout: seconds the calls of a client that sent EOF (half-closed, or
+            gone: TCP cannot tell them apart) may still run to be answered; then they are
+            cancelled and the connection closes. 0: none (EOF closes at once).
         kept_results: outcomes of RETURN-false calls kept per account (per connection
             when anonymous) for `system.getresult`; when full, the oldest finished one
             not yet fetched goes, and with all still running a new call gets 405. Also the
@@ -245,6 +250,7 @@ class Server:
         max_connections: int | None = None,
         max_inflight: int = 1_000,
         auth_timeout: float = 10.0,
+        half_close_timeout: float = 30.0,
         kept_results: int = 1_000,
         kept_results_bytes: int = 64 * MiB,
         kept_results_ttl: float = 600.0,
@@ -287,6 +293,7 @@ class Server:
             ),
             max_inflight=max_inflight,
             auth_timeout=auth_timeout,
+            half_close_timeout=half_close_timeout,
             kept_results=kept_results,
             kept_results_bytes=kept_results_bytes,
             kept_results_ttl=kept_results_ttl,
@@ -304,6 +311,8 @@ class Server:
         self._listener: Listener | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Calls that ignored cancellation at shutdown, already reported and left behind.
+        self._abandoned: set[asyncio.Task[None]] = set()
         self._core.registry.add_function(getresult_method(self._core), "system.getresult")
         self._core.registry.add_function(health_method(self._core.health), HEALTH_METHOD)
 
@@ -545,7 +554,15 @@ class Server:
                 core.aborting = True
                 for task in pending:
                     task.cancel()
-                await asyncio.wait(pending, timeout=max(1.0, grace))
+                _, stuck = await asyncio.wait(pending, timeout=max(1.0, grace))
+                if stuck:
+                    # A method that swallows CancelledError must not keep the server up.
+                    log.warning(
+                        "abandoning %d call(s) that ignored cancellation: %s",
+                        len(stuck),
+                        ", ".join(sorted(t.get_name() for t in stuck)[:10]),
+                    )
+                    self._abandoned.update(stuck)
         for handler in list(core.connections):
             handler.close()
         self._listener = None
@@ -572,9 +589,41 @@ class Server:
 
     def run_forever(self) -> None:
         """Serve until SIGINT/SIGTERM (or `stop()`), then shut down gracefully."""
+        # Not asyncio.run: on exit it cancels the remaining tasks and waits for them
+        # without a bound, so a method that swallows CancelledError would hang it.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            asyncio.run(self._run_until_stopped())
+            loop.run_until_complete(self._run_until_stopped())
         except KeyboardInterrupt:
             pass
         finally:
-            self._loop = None
+            try:
+                _close_loop(loop, self._abandoned)
+            finally:
+                asyncio.set_event_loop(None)
+                self._loop = None
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[None]]) -> None:
+    """Close `loop` like asyncio.run does, but with every wait bounded: tasks that ignore
+    cancellation (already reported by `Server.close`) are left behind, not waited for."""
+    tasks = {t for t in asyncio.all_tasks(loop) if not t.done()} - abandoned
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, stuck = loop.run_until_complete(asyncio.wait(tasks, timeout=_LOOP_CLOSE_WAIT))
+        for task in stuck:
+            log.warning("abandoning task %s: it ignored cancellation", task.get_name())
+        for task in tasks - stuck:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("task %s failed at shutdown", task.get_name(), exc_info=task.exception())
+    try:
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _LOOP_CLOSE_WAIT))
+        loop.run_until_complete(
+            asyncio.wait_for(loop.shutdown_default_executor(), _LOOP_CLOSE_WAIT)
+        )
+    except TimeoutError:
+        log.warning("an async generator or executor thread did not stop at shutdown")
+    finally:
+        loop.close()

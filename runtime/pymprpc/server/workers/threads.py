@@ -43,6 +43,9 @@ class _Item:
             result = self.func(*self.args, **self.kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
             self.future.set_exception(exc)
+            # The exception's traceback holds this frame, which holds self and so the
+            # future and the exception: break the cycle, as ThreadPoolExecutor does.
+            self = None  # type: ignore[assignment]
         else:
             self.future.set_result(result)
 

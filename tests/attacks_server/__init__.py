@@ -1,0 +1,1 @@
+"""Attacks on the server by an independent tester (raw wire, subprocess servers)."""
