@@ -55,8 +55,8 @@ class Row:
 class Servers:
     procs: dict[str, tuple[subprocess.Popen[str], int]] = field(default_factory=dict)
 
-    def start(self, key: str, system: str, uvloop: bool = False) -> int:
-        proc, port = start_server(system, uvloop)
+    def start(self, key: str, system: str, uvloop: bool = False, workers: int | None = None) -> int:
+        proc, port = start_server(system, uvloop, workers)
         self.procs[key] = (proc, port)
         return port
 
@@ -85,9 +85,13 @@ def wait_line(stream: IO[str], expected: str, timeout: float = 60) -> str:
     raise RuntimeError(f"timed out waiting for {expected!r}")
 
 
-def start_server(system: str, uvloop: bool = False) -> tuple[subprocess.Popen[str], int]:
+def start_server(
+    system: str, uvloop: bool = False, workers: int | None = None
+) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     cmd = [PY, "-m", "bench.servers", system, str(port)] + (["--uvloop"] if uvloop else [])
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
     assert proc.stdout is not None
     wait_line(proc.stdout, "ready")
@@ -161,11 +165,25 @@ def rows() -> list[Row]:
         if HAVE_OTEL and workload in ("w1", "w2"):
             # Server and client telemetry on every call: what tracing costs.
             out.append(Row(workload, "pymprpc + OTel", "pymprpc-otel", "pymprpc-otel"))
+        if workload in ("w1", "w2"):
+            out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
+        if workload != "w3":
+            out.append(Row(workload + "p", POOL, "pymprpc", "pymprpc"))
     out += [
-        Row("w5p", "pymprpc, process pool", "pymprpc", "pymprpc"),
         Row("w5t", "pymprpc, thread pool", "pymprpc", "pymprpc"),
+        Row("cpu", "pymprpc, 1 worker", "pymprpc-1w", "pymprpc"),
+        Row("cpu", "pymprpc, 2 workers", "pymprpc-2w", "pymprpc"),
     ]
     return out
+
+
+POOL = "pymprpc, plain def (process pool)"
+TYPED = "pymprpc, typed (mprpcgen)"
+TYPED_TARGET = 0.95
+# Process-pool rows compare with the coroutine path on the same workload.
+BASE = {"w1p": "w1", "w2p": "w2", "w4p": "w4"}
+POOL_TARGETS = {"w1p": 0.6, "w2p": 0.3, "w4p": 0.6}
+CPU_SCALING_TARGET = 1.6
 
 
 TITLES = {
@@ -173,8 +191,11 @@ TITLES = {
     "w2": "W2 64 unary adds in flight on one connection, calls/s",
     "w3": "W3 server stream of 100,000 ints, items/s",
     "w4": "W4 echo of a 1 MiB bytes value, MB/s",
-    "w5p": "W5 plain function on the default executor (process pool), calls/s",
+    "w1p": "W1 on a plain def in the process pool, calls/s",
+    "w2p": "W2 on a plain def in the process pool, calls/s",
+    "w4p": "W4 on a plain def in the process pool, MB/s",
     "w5t": "W5 plain function on a thread pool, calls/s",
+    "cpu": "2 ms of pure-Python work per call, 8 in flight, process pool of 1 or 2, calls/s",
     "mem": "Peak server RSS with 1,000 idle authenticated connections, MiB",
 }
 
@@ -183,8 +204,11 @@ SHORT = {
     "w2": "W2 64 in flight, calls/s",
     "w3": "W3 stream, items/s",
     "w4": "W4 echo 1 MiB, MB/s",
-    "w5p": "W5 process pool, calls/s",
+    "w1p": "W1 sequential calls/s",
+    "w2p": "W2 64 in flight, calls/s",
+    "w4p": "W4 echo 1 MiB, MB/s",
     "w5t": "W5 thread pool, calls/s",
+    "cpu": "CPU-bound 2 ms calls, 8 in flight, calls/s",
     "mem": "1,000 idle connections, peak RSS MiB",
 }
 
@@ -342,8 +366,9 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
             p99 = statistics.median(s["p99_us"] for s in samples)
             latency = f"{p50:.0f} / {p99:.0f} µs"
         vs_grpc = vs_floor = ""
-        grpc = medians.get((workload, "gRPC aio"))
-        floor = medians.get((workload, "floor (asyncio + msgpack)"))
+        base = BASE.get(workload, workload)
+        grpc = medians.get((base, "gRPC aio"))
+        floor = medians.get((base, "floor (asyncio + msgpack)"))
         if workload != "mem" and label.startswith("pymprpc"):
             if grpc:
                 vs_grpc = f"{med / grpc:.2f}x"
@@ -363,6 +388,28 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
                 f"{workload}: {med / grpc:.2f}x gRPC (target {want_grpc}x), "
                 f"{med / floor:.2f}x floor (target {want_floor}x): {'met' if ok else 'NOT met'}"
             )
+        coroutine = medians.get((base, "pymprpc"))
+        if workload in POOL_TARGETS and coroutine:
+            want = POOL_TARGETS[workload]
+            ratio = med / coroutine
+            verdicts.append(
+                f"{workload}: a plain def on the process pool at {ratio:.2f}x of the coroutine "
+                f"path (target {want}x): {'met' if ratio >= want else 'NOT met'}"
+            )
+    for workload in ("w1", "w2"):
+        typed, untyped = medians.get((workload, TYPED)), medians.get((workload, "pymprpc"))
+        if typed and untyped:
+            ok = typed / untyped >= TYPED_TARGET
+            verdicts.append(
+                f"{workload}: typed at {typed / untyped:.2f}x of untyped "
+                f"(target {TYPED_TARGET}x): {'met' if ok else 'NOT met'}"
+            )
+    one, two = medians.get(("cpu", "pymprpc, 1 worker")), medians.get(("cpu", "pymprpc, 2 workers"))
+    if one and two:
+        verdicts.append(
+            f"cpu: 2 workers at {two / one:.2f}x of 1 worker (target {CPU_SCALING_TARGET}x): "
+            f"{'met' if two / one >= CPU_SCALING_TARGET else 'NOT met'}"
+        )
     return "\n".join(lines), verdicts
 
 
@@ -394,7 +441,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--runs", type=int, default=3, help="rounds (median of these)")
     parser.add_argument(
-        "--only", nargs="*", help="workloads to run (w1 w2 w3 w4 w5p w5t mem fanin fanin10k)"
+        "--only",
+        nargs="*",
+        help="workloads to run (w1 w2 w3 w4 w5p w5t w1p w2p w4p cpu mem fanin fanin10k)",
     )
     parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
     args = parser.parse_args()
@@ -408,8 +457,15 @@ def main() -> None:
         fan_rows = [r for r in fanin_rows() if not args.only or "fanin" in args.only]
         want_10k = not args.only or "fanin10k" in args.only
         for key in sorted({r.server for r in selected} | {r.server for r in fan_rows}):
-            system = key if key == "pymprpc-otel" else key.removesuffix("-uvloop")
-            servers.start(key, system, uvloop=key.endswith("uvloop"))
+            if key in ("pymprpc-otel", "pymprpc-typed"):
+                system = key
+            elif key.startswith("pymprpc"):
+                system = "pymprpc"
+            else:
+                system = key.removesuffix("-uvloop")
+            # pymprpc-1w, pymprpc-2w: a process pool of that size
+            workers = int(key[-2]) if key.endswith("w") and key[-2].isdigit() else None
+            servers.start(key, system, uvloop=key.endswith("uvloop"), workers=workers)
         for run in range(1, args.runs + 1):
             for row in selected:
                 sample = measure(row, servers.port(row.server), args.seconds)

@@ -1,9 +1,11 @@
 """`python -m bench.clients SYSTEM WORKLOAD PORT SECONDS [--uvloop]`: one measurement, as JSON.
 
-Systems: pymprpc (AsyncRPC), pymprpc-sync (RPC), floor, grpc. Workloads: w1 (sequential
-add), w2 (64 adds in flight), w3 (stream of 100,000 ints), w4 (echo 1 MiB), w5p / w5t
-(plain function on the process / thread pool, pymprpc only), mem (hold 1,000 idle
-authenticated connections until stdin closes).
+Systems: pymprpc (AsyncRPC), pymprpc-sync (RPC), pymprpc-typed (the generated typed
+client against the generated servicer, w1 and w2), floor, grpc. Workloads: w1 (sequential
+add), w2 (64 adds in flight), w3 (stream of 100,000 ints), w4 (echo 1 MiB); w1p, w2p, w4p
+(the same as plain functions on the process pool) and w5t (sequential add on the thread
+pool), pymprpc only; cpu (2 ms of pure-Python work per call, 8 in flight, process pool);
+mem (hold 1,000 idle authenticated connections until stdin closes).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from bench import floor, grpc_support
+from generated_examples.calculator import AsyncCalculatorClient
 from pymprpc.client import RPC, AsyncRPC
 
 MAX_MESSAGE = 64 * 1024 * 1024
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 STREAM_ITEMS = 100_000
 IN_FLIGHT = 64
+CPU_MS = 2.0
+CPU_IN_FLIGHT = 8
 IDLE_CONNECTIONS = 1000
 
 
@@ -53,6 +58,20 @@ async def connect(system: str, port: int, own_connection: bool = False) -> tuple
                 yield item
 
         return AsyncCalls(rpc.call, stream), rpc.close
+    if system == "pymprpc-typed":
+        typed = AsyncCalculatorClient(f"tcp://127.0.0.1:{port}")
+        await typed.connect()
+
+        def typed_call(method: str, *args: Any) -> Awaitable[Any]:
+            # Not a coroutine of its own: the row measures the generated client's frames.
+            assert method == "add", "the typed rows measure add only"
+            return typed.slow_add(*args)
+
+        async def no_stream(n: int) -> AsyncIterator[int]:
+            raise SystemExit("the typed rows measure add only")
+            yield n
+
+        return AsyncCalls(typed_call, no_stream), typed.close
     if system == "floor":
         client = await floor.connect(port)
         return AsyncCalls(client.call, lambda n: client.stream("count", n)), None
@@ -88,19 +107,40 @@ async def run_async(system: str, workload: str, port: int, seconds: float) -> di
         return await hold_connections(system, port)
     calls, close = await connect(system, port)
     try:
+        pool = workload in ("w1p", "w2p", "w4p")
+        add_method = "padd" if pool else "add"
+        echo_method = "pecho" if pool else "echo"
+        workload = workload.removesuffix("p") if pool else workload
 
         async def add() -> None:
-            assert await calls.call("add", 1, 2) == 3
+            assert await calls.call(add_method, 1, 2) == 3
 
-        method = {"w5p": "padd", "w5t": "tadd"}.get(workload)
-        if method is not None:
+        if workload == "w5t":
 
             async def one() -> None:
-                assert await calls.call(method, 1, 2) == 3
+                assert await calls.call("tadd", 1, 2) == 3
 
             await timed_loop(0.3, one)
             latencies = await timed_loop(seconds, one)
             return summary(len(latencies), sum(latencies), latencies)
+        if workload == "cpu":
+
+            async def spin() -> None:
+                await calls.call("spin", CPU_MS)
+
+            await asyncio.gather(*(spin() for _ in range(CPU_IN_FLIGHT)))  # warm-up
+            done = 0
+            end = time.perf_counter() + seconds
+
+            async def spinner() -> None:
+                nonlocal done
+                while time.perf_counter() < end:
+                    await spin()
+                    done += 1
+
+            start = time.perf_counter()
+            await asyncio.gather(*(spinner() for _ in range(CPU_IN_FLIGHT)))
+            return summary(done, time.perf_counter() - start)
         if workload == "w1":
             await timed_loop(0.3, add)
             latencies = await timed_loop(seconds, add)
@@ -132,7 +172,7 @@ async def run_async(system: str, workload: str, port: int, seconds: float) -> di
         if workload == "w4":
 
             async def echo() -> None:
-                assert len(await calls.call("echo", PAYLOAD)) == len(PAYLOAD)
+                assert len(await calls.call(echo_method, PAYLOAD)) == len(PAYLOAD)
 
             await timed_loop(0.3, echo)
             latencies = await timed_loop(seconds, echo)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 
 from bench import floor, grpc_support
 from bench.fanin import raise_nofile
+from generated_examples.calculator import CalculatorServicer, register_calculator
+from generated_examples.geometry import Shape
 from pymprpc.server import Server
 
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -19,7 +22,20 @@ def padd(a: int, b: int) -> int:
     return a + b
 
 
-def build_pymprpc(port: int, otel: bool = False) -> Server:
+def pecho(data: bytes) -> bytes:
+    return data
+
+
+def spin(ms: float) -> int:
+    """Pure-Python CPU work for `ms` milliseconds (holds the GIL throughout)."""
+    end = time.perf_counter() + ms / 1000
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def build_pymprpc(port: int, otel: bool = False, workers: int | None = None) -> Server:
     interceptors = []
     if otel:  # the "pymprpc + OTel" rows: ServerTelemetry on every call
         from bench.otel import providers
@@ -33,6 +49,7 @@ def build_pymprpc(port: int, otel: bool = False) -> Server:
         max_connections=FANIN_IDLE + 1000,
         backlog=4096,
         interceptors=interceptors,
+        max_workers=workers,
     )
 
     @server.register_function()
@@ -48,18 +65,57 @@ def build_pymprpc(port: int, otel: bool = False) -> Server:
         for i in range(n):
             yield i
 
-    server.register_function("padd")(padd)  # default executor: the process pool
+    # Plain functions: the default executor, the process pool.
+    server.register_function("padd")(padd)
+    server.register_function("pecho")(pecho)
+    server.register_function("spin")(spin)
     server.register_function("tadd", executor="thread")(padd)
     return server
 
 
-async def main(system: str, port: int) -> None:
+class BenchCalculator(CalculatorServicer):
+    """The generated Calculator service; the typed rows call slow_add, a coroutine
+    (implemented here without the wait its name promises) like the untyped `add`."""
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def slow_add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    async def count(self, n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    def area(self, shape: Shape) -> float:
+        return 0.0
+
+    def old_add(self, a: int, b: int) -> int:
+        return a + b
+
+    def log(self, line: str) -> None:
+        pass
+
+    async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
+        return shape
+
+
+def build_typed(port: int) -> Server:
+    server = Server(("127.0.0.1", port), timeout=None, max_message_size=MAX_MESSAGE)
+    register_calculator(server, BenchCalculator())
+    return server
+
+
+async def main(system: str, port: int, workers: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if system in ("pymprpc", "pymprpc-otel"):
-        server = build_pymprpc(port, otel=system == "pymprpc-otel")
+    if system in ("pymprpc", "pymprpc-otel", "pymprpc-typed"):
+        if system == "pymprpc-typed":
+            server = build_typed(port)
+        else:
+            server = build_pymprpc(port, otel=system == "pymprpc-otel", workers=workers)
         await server.start()
         print("ready", flush=True)
         await stop.wait()
@@ -83,10 +139,11 @@ if __name__ == "__main__":
     parser.add_argument("system")
     parser.add_argument("port", type=int)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="process pool size")
     args = parser.parse_args()
     raise_nofile()
     if args.uvloop:
         import uvloop
 
         uvloop.install()
-    asyncio.run(main(args.system, args.port))
+    asyncio.run(main(args.system, args.port, args.workers))

@@ -25,6 +25,32 @@ class Probe:
         self.produced = 0
 
 
+# Plain functions for the process pool, at module level: importable, so they reach
+# workers started by the forkserver when the test process runs threads (pytest-xdist).
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def pid_then_sleep(path: str, seconds: float) -> int:
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def divide(a: float, b: float) -> float:
+    return a / b
+
+
+def die() -> None:
+    os._exit(1)
+
+
+def pid() -> int:
+    return os.getpid()
+
+
 def build_server(probe: Probe, **options: Any) -> Server:
     options.setdefault("auth", [(USER, PASSWORD)])
     options.setdefault("version", "1.0")
@@ -32,10 +58,7 @@ def build_server(probe: Probe, **options: Any) -> Server:
     server = Server(("127.0.0.1", 0), **options)
     server.register_introspection_functions()
 
-    @server.register_function()
-    def add(a: int, b: int) -> int:
-        """Add two numbers."""
-        return a + b
+    server.register_function()(add)
 
     @server.register_function(executor="inline")
     def record(tag: str) -> str:
@@ -73,12 +96,7 @@ def build_server(probe: Probe, **options: Any) -> Server:
         finally:
             probe.stream_closed.set()
 
-    @server.register_function()
-    def pid_then_sleep(path: str, seconds: float) -> int:
-        with open(path, "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(seconds)
-        return os.getpid()
+    server.register_function()(pid_then_sleep)
 
     @server.register_function()
     async def fail_midway(n: int) -> AsyncIterator[int]:
@@ -86,9 +104,7 @@ def build_server(probe: Probe, **options: Any) -> Server:
             yield i
         raise ValueError("generator broke")
 
-    @server.register_function()
-    def divide(a: float, b: float) -> float:
-        return a / b
+    server.register_function()(divide)
 
     @server.register_function(executor="inline")
     def repeat(text: str, times: int) -> str:
@@ -108,13 +124,9 @@ def build_server(probe: Probe, **options: Any) -> Server:
         probe.release.wait(10)
         return "released"
 
-    @server.register_function()
-    def die() -> None:
-        os._exit(1)
+    server.register_function()(die)
 
-    @server.register_function()
-    def pid() -> int:
-        return os.getpid()
+    server.register_function()(pid)
 
     @server.register_function(deprecated=True)
     async def old_add(a: int, b: int) -> int:

@@ -327,6 +327,21 @@ class Struct(Schema[T]):
 
 
 _REQUIRED: Any = object()
+_NOT_EXACT: Any = object()
+
+
+def _exact_type(schema: Schema[Any]) -> type | Any | None:
+    """The one type a value of `schema` has on the wire and in Python alike (None: any
+    value), or _NOT_EXACT when decoding may convert or look inside it."""
+    if type(schema) is _Any:
+        return None
+    if type(schema) is _Exact or type(schema) is _Int:
+        return schema._type  # an int is range-checked by the fast path too
+    if type(schema) is _Float:
+        return float  # an int is widened by the full path
+    if type(schema) is _None:
+        return type(None)
+    return _NOT_EXACT
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -358,6 +373,36 @@ class Signature(Generic[R]):
     result: Schema[R]
     name: str = ""
     wire: str = ""
+
+    # Precomputed from `params`: the cost of checking a call then follows what its values
+    # need, and plain values (ints, strs...) are checked with one `type(x) is` each.
+    _names: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    # Per parameter, the one type its value must have (None: anything), or None when some
+    # parameter needs more than a type check (conversion, containers, structs).
+    _exact: tuple[type | None, ...] | None = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _plain_encode: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        exact: list[type | None] | None = []
+        for param in self.params:
+            kind = _exact_type(param.schema)
+            if kind is _NOT_EXACT or exact is None:
+                exact = None
+            else:
+                exact.append(kind)
+        object.__setattr__(self, "_names", tuple(p.name for p in self.params))
+        object.__setattr__(self, "_exact", None if exact is None else tuple(exact))
+        object.__setattr__(
+            self,
+            "_plain_encode",
+            # Sent as they are (an int is range-checked on the fast path).
+            all(
+                type(p.schema).encode is Schema.encode or type(p.schema) is _Int
+                for p in self.params
+            ),
+        )
 
     @property
     def path(self) -> str:
@@ -395,6 +440,15 @@ class Signature(Generic[R]):
 
     def decode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind wire arguments to parameters and check their types (ValidationError)."""
+        exact = self._exact
+        if exact is not None and not kwargs and len(args) == len(exact):
+            for kind, value in zip(exact, args, strict=True):
+                if kind is not None and type(value) is not kind:
+                    break  # the full path below converts it or says what is wrong
+                if kind is int and not INT_MIN <= value <= INT_MAX:
+                    break
+            else:
+                return dict(zip(self._names, args, strict=True))
         params = self.params
         if len(args) > len(params):
             raise ValidationError("arguments", f"takes {len(params)} argument(s), got {len(args)}")
@@ -418,6 +472,12 @@ class Signature(Generic[R]):
 
     def encode_args(self, *args: Any) -> list[Any]:
         """Positional wire arguments for the given Python values, in declared order."""
+        if self._plain_encode and len(args) == len(self.params):
+            for value in args:
+                if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                    break  # the full path says which value is out of range
+            else:
+                return list(args)
         return [p.schema.encode(v) for p, v in zip(self.params, args, strict=True)]
 
 

@@ -82,12 +82,14 @@ def test_function_registered_after_start_reaches_process_workers(
     srv = serve()
     with RPC(url(srv)) as rpc:
         assert rpc.add(1, 1) == 2  # workers forked
-
-        def late(x: int) -> int:
-            return x * 10
-
+        # Threads run now: importable, it reaches new workers through the forkserver.
         srv.call_in_loop(lambda: srv.server.register_function()(late))
         assert rpc.late(4) == 40
+        assert rpc.add(1, 2) == 3
+
+
+def late(x: int) -> int:
+    return x * 10
 
 
 class Counter:

@@ -17,7 +17,7 @@ from ..protocol import (
     Feature,
     ServerSettings,
 )
-from .executors import ExecutorKind
+from .executors import ExecutorChoice
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ServerConfig:
     idle_timeout: float | None = 180.0
     debug: bool = False
     ssl: ssl_module.SSLContext | None = None
-    executor: ExecutorKind | None = None  # None: functions in processes, methods in threads
+    executor: ExecutorChoice | None = None  # None: functions in processes, methods in threads
     max_workers: int | None = None
     version: str | None = None
     description: str | None = None

@@ -19,6 +19,7 @@ _COROUTINE: Final = Kind.COROUTINE
 _STREAM: Final = Kind.STREAM
 _INLINE: Final = ExecutorKind.INLINE
 _PLAIN: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
+_AS_IS: Final = Schema.encode  # a result schema with this encode sends values unchanged
 
 
 class Dispatcher:
@@ -37,9 +38,12 @@ class Dispatcher:
     def run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Awaitable[Any]:
         """Awaitable of the call's wire value, or of an async iterator of wire values for
         a stream."""
-        if method.kind is _COROUTINE and method.schema is None:
+        schema = method.schema
+        if method.kind is _COROUTINE and (schema is None or type(schema.result).encode is _AS_IS):
+            # Nothing to add (a typed int, str... result goes out as it is): awaited as it
+            # is, one coroutine frame less.
             awaitable: Awaitable[Any] = method.func(*args, **kwargs)
-            return awaitable  # nothing to add: awaited as it is, one frame less
+            return awaitable
         return self._run(method, args, kwargs)
 
     async def _run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -53,7 +57,7 @@ class Dispatcher:
             if executor is _INLINE:
                 value = method.func(*args, **kwargs)
             else:
-                value = await self.executors.run(executor, method.key, method.path, args, kwargs)
+                value = await self.executors.run(executor, method, args, kwargs)
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value

@@ -669,7 +669,11 @@ class ConnectionHandler(ReusedBufferProtocol):
                     return  # cancelled, or the item could not be delivered (405 sent)
                 sent += 1
                 if conn.pending_bytes < _STREAM_BATCH_BYTES and sent % _STREAM_BATCH_ITEMS:
-                    self._flush()
+                    # Written at the end of this loop pass with the items that follow
+                    # (a write per item cost more than the item itself).
+                    if not self._flush_scheduled and not self._reading:
+                        self._flush_scheduled = True
+                        self.loop.call_soon(self._flush_now)
                 else:
                     # A generator that never awaits would hold the loop: write, then yield.
                     self._flush_now()

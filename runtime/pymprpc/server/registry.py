@@ -13,8 +13,8 @@ from typing import Any
 
 from ..errors import NotFindError, ParamError, UnsupportSysMethodError, ValidationError
 from ..schema import Signature
-from . import executors
-from .executors import ExecutorKind
+from .executors import ExecutorChoice, ExecutorKind
+from .workers import TargetTable
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Method:
     name: str
     func: Callable[..., Any]
     kind: Kind
-    executor: ExecutorKind | None  # None: the server's default (plain functions only)
+    executor: ExecutorChoice | None  # None: the server's default (plain functions only)
     deprecated: bool
     signature: inspect.Signature | None
     signature_text: str
@@ -161,7 +161,7 @@ def make_method(
     *,
     key: str,
     path: tuple[str, ...] = (),
-    executor: ExecutorKind | None = None,
+    executor: ExecutorChoice | None = None,
     deprecated: bool = False,
     signature: str | None = None,
     doc: str | None = None,
@@ -209,8 +209,8 @@ class Registry:
 
     def __init__(
         self,
-        function_executor: ExecutorKind = ExecutorKind.PROCESS,
-        method_executor: ExecutorKind = ExecutorKind.THREAD,
+        function_executor: ExecutorChoice = ExecutorKind.PROCESS,
+        method_executor: ExecutorChoice = ExecutorKind.THREAD,
     ) -> None:
         """`function_executor` runs plain functions that were registered without an
         `executor=`; `method_executor` runs bound methods and other callables that hold
@@ -218,9 +218,11 @@ class Registry:
         self.function_executor = function_executor
         self.method_executor = method_executor
         self._prefix = f"srv{next(_server_ids)}:"
+        # What this server's process workers can call: filled here, forked by the pool.
+        self.targets = TargetTable()
         self._methods: dict[str, Method] = {}
         # (key, instance allowing dotted names or None, executor asked for at registration)
-        self._dotted: list[tuple[str, Any, ExecutorKind | None]] = []
+        self._dotted: list[tuple[str, Any, ExecutorChoice | None]] = []
 
     def names(self) -> list[str]:
         return sorted(self._methods)
@@ -230,7 +232,7 @@ class Registry:
         func: Callable[..., Any],
         name: str | None = None,
         *,
-        executor: ExecutorKind | None = None,
+        executor: ExecutorChoice | None = None,
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
@@ -254,8 +256,8 @@ class Registry:
             schema=schema,
         )
         self._methods[name] = method
-        if method.kind is Kind.FUNCTION:
-            executors.publish(key, func)
+        if method.executor is ExecutorKind.PROCESS:
+            self.targets.publish(key, func)
         return method
 
     def add_instance(
@@ -263,7 +265,7 @@ class Registry:
         obj: Any,
         allow_dotted_names: bool = False,
         *,
-        executor: ExecutorKind | None = None,
+        executor: ExecutorChoice | None = None,
         replace: bool = False,
     ) -> list[Method]:
         if not replace:
@@ -272,7 +274,6 @@ class Registry:
                 if callable(func) and not inspect.isclass(func):
                     self._refuse_replacing(attr, func)
         key = self._prefix + f"instance{len(self._dotted)}:{type(obj).__name__}"
-        executors.publish(key, obj)
         added = []
         for attr in dir(obj):
             if attr.startswith("_"):
@@ -290,6 +291,11 @@ class Registry:
             self._methods[attr] = method
             added.append(method)
         forked = [m.name for m in added if m.executor is ExecutorKind.PROCESS]
+        dotted_forked = (
+            allow_dotted_names and (executor or self.method_executor) is ExecutorKind.PROCESS
+        )
+        if forked or dotted_forked:
+            self.targets.publish(key, obj)
         if forked:
             log.info(
                 "%s of %s run in the process pool: each worker process holds its own copy of "
@@ -314,18 +320,18 @@ class Registry:
 
     def add_method(self, method: Method) -> None:
         self._methods[method.name] = method
-        if method.kind is Kind.FUNCTION:
-            executors.publish(method.key, method.func)
+        if method.kind is Kind.FUNCTION and method.executor is ExecutorKind.PROCESS:
+            self.targets.publish(method.key, method.func)
 
     def _executor_for(
         self,
         name: str,
         func: Callable[..., Any],
-        asked: ExecutorKind | None,
+        asked: ExecutorChoice | None,
         *,
         stateful: bool | None = None,
         quiet: bool = False,
-    ) -> ExecutorKind | None:
+    ) -> ExecutorChoice | None:
         """Where `func` runs if it is a plain callable (None for coroutines and streams).
 
         A callable holding state (a bound method, a callable object) runs where it shares

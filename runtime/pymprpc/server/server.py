@@ -9,6 +9,7 @@ import socket
 import ssl as ssl_module
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ from .config import (
     default_max_connections,
 )
 from .dispatch import Dispatcher
-from .executors import ExecutorKind, Executors
+from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .flow import InputBudget
 from .handler import HEALTH_METHOD, ConnectionHandler
 from .health import Health
@@ -79,11 +80,11 @@ class _Core:
         if config.executor is None:
             # Functions keep the usage page's process pool; stateful callables share state.
             self.registry = Registry(ExecutorKind.PROCESS, ExecutorKind.THREAD)
-            default = ExecutorKind.PROCESS
+            default: ExecutorChoice = ExecutorKind.PROCESS
         else:
             default = config.executor
             self.registry = Registry(default, default)
-        self.executors = Executors(default, config.max_workers)
+        self.executors = Executors(default, config.max_workers, self.registry.targets)
         self.dispatcher = Dispatcher(self.registry, self.executors)
         self.kept = KeptResults(
             config.kept_results, config.kept_results_ttl, max_bytes=config.kept_results_bytes
@@ -174,9 +175,11 @@ class Server:
         timeout: the pymprpc 0.0.3 spelling of `idle_timeout` (give one of them).
         debug: send tracebacks (`FRAME`) with call errors.
         ssl: an `ssl.SSLContext` to serve TLS.
-        executor: where every plain callable runs by default: "process", "thread" or
-            "inline"; None: functions in the process pool, bound methods in threads.
-        max_workers: size of the process or thread pool (Python's default if None).
+        executor: where every plain callable runs by default: "process", "thread",
+            "inline" or a `concurrent.futures.Executor` of yours (not shut down by the
+            server); None: functions in the process pool, bound methods in threads.
+        max_workers: size of the process pool (default: the CPUs this process may use)
+            and of the thread pool (default: that plus 4, at most 32).
         version: the service version sent in the welcome reply.
         description: the service description sent in the welcome reply (default: the
             docstring of a `Server` subclass).
@@ -235,7 +238,7 @@ class Server:
         timeout: float | None = _UNSET,
         debug: bool = False,
         ssl: ssl_module.SSLContext | None = None,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         max_workers: int | None = None,
         version: str | None = None,
         description: str | None = None,
@@ -276,7 +279,7 @@ class Server:
             idle_timeout=idle_timeout,
             debug=debug,
             ssl=ssl,
-            executor=None if executor is None else ExecutorKind(executor),
+            executor=None if executor is None else executor_choice(executor),
             max_workers=max_workers,
             version=version,
             description=description,
@@ -354,7 +357,7 @@ class Server:
         self,
         name: str | None = None,
         *,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
@@ -366,7 +369,7 @@ class Server:
         self,
         name: Any = None,
         *,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         deprecated: bool = False,
         signature: str | None = None,
         doc: str | None = None,
@@ -389,7 +392,7 @@ class Server:
         both) unless `replace=True`: two services with a method of the same name must
         not silently answer for each other; serve one under a prefix instead.
         """
-        kind = ExecutorKind(executor) if executor is not None else None
+        kind = executor_choice(executor) if executor is not None else None
 
         def decorator(func: F) -> F:
             self._core.registry.add_function(
@@ -413,7 +416,7 @@ class Server:
         obj: Any,
         allow_dotted_names: bool = False,
         *,
-        executor: ExecutorKind | str | None = None,
+        executor: ExecutorKind | str | Executor | None = None,
         replace: bool = False,
     ) -> None:
         """Register every public method of `obj` under its own name (one already
@@ -427,7 +430,7 @@ class Server:
         With `allow_dotted_names=True`, `a.b.c` is resolved through `obj`'s public
         attributes at call time (only do this for objects you fully trust).
         """
-        kind = ExecutorKind(executor) if executor is not None else None
+        kind = executor_choice(executor) if executor is not None else None
         self._core.registry.add_instance(obj, allow_dotted_names, executor=kind, replace=replace)
 
     def register_introspection_functions(self) -> None:

@@ -1,0 +1,167 @@
+"""Code that runs in the forked processes: the zygote, and the workers it forks.
+
+The zygote is forked from the server while the server has a single thread (so forking
+is safe, and Python 3.12+ has nothing to warn about); it inherits every registered
+function, including ones defined inside `with Server(...)`. It then forks each worker
+on request, however many threads the server has started since. A worker reads call
+frames from its socket, runs them one at a time in order, and writes each result
+before starting the next call, so the server always knows which call was running when a
+worker dies. Neither process takes SIGINT or SIGTERM: the server decides when they stop.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import stat
+import struct
+import traceback
+from typing import Any, Final
+
+from ...context import run_in_call
+from . import framing
+from .targets import resolve
+
+PID: Final = struct.Struct("<q")
+
+
+UPDATE_LENGTH: Final = struct.Struct("<Q")
+
+
+def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
+    """Serve requests on `ctl` until it closes: b"w" with one socket (fork a worker
+    serving it, reply with its pid), or b"t", a length and pickled targets to add."""
+    _quiet_signals()
+    _detach_inherited_sockets(keep={ctl.fileno()})
+    # Workers are reaped by the kernel as soon as they exit: no zombies, whoever ends first.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    ctl.setblocking(True)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1, 1)
+        except OSError:
+            return
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            return
+        if msg == b"t":
+            for fd in fds:
+                os.close(fd)
+            size = UPDATE_LENGTH.unpack(_recv_exactly(ctl, UPDATE_LENGTH.size))[0]
+            targets.update(pickle.loads(_recv_exactly(ctl, size)))
+            continue
+        if not fds:
+            continue
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                ctl.close()
+                run_worker(socket.socket(fileno=fds[0]), targets)
+            except BaseException:  # noqa: BLE001 - a worker never returns into server code
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(fds[0])
+        ctl.sendall(PID.pack(pid))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the server closed the zygote's socket")
+        data += chunk
+    return bytes(data)
+
+
+def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
+    """Run calls from `sock` until the server closes it."""
+    sock.setblocking(True)
+    reader = framing.FrameReader()
+    buffers: list[bytearray | bytes] = []
+    while True:
+        n = sock.recv_into(reader.buffer())
+        if n == 0:
+            return
+        for call_id, kind, body in reader.received(n):
+            if kind == framing.BUFFER:
+                buffers.append(body)
+                continue
+            if kind == framing.TARGETS:
+                targets.update(framing.decode(body, []))
+                continue
+            received, buffers = buffers, []
+            _send_all(sock, _run_one(call_id, body, received, targets))
+
+
+def _run_one(
+    call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes], targets: dict[str, Any]
+) -> list[bytes | memoryview]:
+    name = "?"
+    try:
+        key, path, args, kwargs, packed = framing.decode(body, buffers)
+        ctx = framing.unpack_context(packed)
+        del body, buffers
+        name = ".".join((key.split(":", 1)[-1], *path))
+        # With the call's context current; what response metadata it sets goes back.
+        result, metadata = run_in_call(ctx, resolve(targets, key, path), args, kwargs)
+        del args, kwargs
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
+        return framing.encode(call_id, framing.ERROR, _error(exc))
+    try:
+        return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
+    except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
+        message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
+        return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
+
+
+def _error(exc: BaseException) -> tuple[str, str, str]:
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
+        message = repr(type(exc))
+    return type(exc).__name__, message, "".join(traceback.format_exception(exc))
+
+
+def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    while buffers:
+        framing.advance(buffers, sock.sendmsg(buffers))
+
+
+def _quiet_signals() -> None:
+    # The server's event loop owns the signal wakeup fd; SIGINT and SIGTERM sent to the
+    # whole process group (Ctrl-C, systemd) must let running calls finish, so the
+    # server, not the signal, ends the workers after its grace period.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _detach_inherited_sockets(keep: set[int]) -> None:
+    """Point every inherited socket fd but `keep` at /dev/null.
+
+    A forked process holds copies of the server's listening socket, of every client
+    connection and of other workers' sockets; without this, closing a connection in the
+    server would not reach the peer while the copy lives. dup2 (not close) keeps the fd
+    numbers taken, so a stale socket object closing its fd later cannot hit a new one.
+    """
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        for name in os.listdir(fd_dir):
+            fd = int(name)
+            if fd <= 2 or fd == null or fd in keep:
+                continue
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.dup2(null, fd)
+            except OSError:
+                continue
+    finally:
+        os.close(null)

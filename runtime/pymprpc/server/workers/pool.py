@@ -1,0 +1,724 @@
+"""`ProcessPool`: the server's worker processes, driven from its event loop.
+
+Each worker is connected by a socketpair that the event loop reads and writes directly
+(`add_reader` / `add_writer`, no helper threads). A call is one frame each way; a worker
+takes up to `PIPELINE` calls at a time (the next ones are already in its socket when it
+finishes one), the rest wait in one queue and go to the least-loaded worker as results
+come back. Frames queued for a worker within one loop pass leave in one `sendmsg`.
+
+Workers run calls in order and answer each before starting the next, so when a worker
+dies the server knows which call it was running: that call fails with 404 naming the
+method, the worker is replaced, and the calls queued behind it go to other workers. A
+cancelled or timed-out call's worker is killed and replaced the same way once that call
+is the one it runs; the calls behind it are not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Final
+
+from ...context import CallContext
+from ...errors import RPCRuntimeError
+from . import framing
+from .child import PID, UPDATE_LENGTH, run_zygote
+from .framing import PICKLE
+from .targets import TargetTable
+
+# Calls sent to one worker ahead of its results: many while its calls are short, so
+# frames travel in batches and the worker never waits for the server; one while they
+# are slow, so no call waits behind a slow one while another worker could take it.
+log = logging.getLogger("pymprpc.server")
+
+PIPELINE: Final = 32
+SHORT_CALL: Final = 0.0005  # seconds; a worker whose calls average more is "slow"
+_SMOOTHING: Final = 0.2  # weight of the latest call in a worker's average
+_SOCKET_BUFFER: Final = 4 * 1024 * 1024  # asked for; the kernel may cap it lower
+_IOV_MAX: Final = 512  # buffers per sendmsg
+_THREAD_EXIT_WAIT: Final = 0.25  # seconds a joined thread may take to be gone
+_STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
+
+
+class RemoteFunctionError(Exception):
+    """A function raised inside a worker (or a thread); carries its type name and traceback."""
+
+    def __init__(self, type_name: str, message: str, frame: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.frame = frame
+
+
+def default_size() -> int:
+    """Workers by default: the CPUs this process may use."""
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return max(1, count or 1)
+
+
+def single_threaded(settle: float = 0.0) -> bool:
+    """Whether this process runs one thread only (so fork cannot copy a held lock).
+
+    Counts OS threads, as Python 3.12's fork warning does: a thread that was joined may
+    still be exiting. With `settle`, wait up to that many seconds for such threads
+    when Python itself knows of no other thread.
+    """
+    if threading.active_count() > 1:
+        return False
+    end = time.monotonic() + settle
+    while True:
+        try:
+            if len(os.listdir("/proc/self/task")) == 1:
+                return True
+        except OSError:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.001)
+
+
+class _Call:
+    __slots__ = ("end", "future", "id", "name", "payload", "size", "worker")
+
+    def __init__(
+        self, id: int, name: str, payload: list[bytes | memoryview], future: asyncio.Future[Any]
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.payload = payload
+        self.future = future
+        self.worker: _Worker | None = None
+        self.size = framing.total(payload)
+        self.end = 0  # bytes written to its worker once this call is written in full
+
+
+class _Zygote:
+    """A process holding the target table that forks workers on request.
+
+    Forked from the server while it has one thread, it inherits every target, even
+    functions defined inside `with Server(...)`. Once the server runs threads, forking it
+    is unsafe (a copied lock may be held forever; Python 3.12+ warns), so a zygote is
+    then started by multiprocessing's forkserver, a fresh interpreter, and receives the
+    targets pickled: functions by their importable name, instances by value. Only when a
+    target cannot be pickled that way does the server fork with threads running (and
+    says so once in the log).
+    """
+
+    def __init__(self, targets: dict[str, Any], version: int) -> None:
+        self.version = version
+        self.workers = 0  # live workers forked by this zygote
+        self.retired = False
+        self._process: Any = None  # multiprocessing.Process when started by the forkserver
+        self.pid = 0
+        parent, child = socket.socketpair()
+        try:
+            if single_threaded() or not self._start_by_forkserver(child, targets):
+                self.pid = _fork_zygote(parent, child, targets)
+        finally:
+            child.close()
+        self.ctl = parent
+
+    def _start_by_forkserver(self, child: socket.socket, targets: dict[str, Any]) -> bool:
+        try:
+            pickle.dumps(targets)
+        except Exception as exc:  # noqa: BLE001 - anything unpicklable: fall back to fork
+            log.warning(
+                "forking the worker processes although threads are running (%s cannot be "
+                "sent to a fresh process: %s); register process-pool functions before "
+                "starting threads, or define them at module level",
+                ", ".join(sorted(_unpicklable(targets))) or "a target",
+                exc,
+            )
+            return False
+        context = multiprocessing.get_context("forkserver")
+        process = context.Process(
+            target=run_zygote, args=(child, targets), name="pymprpc-zygote", daemon=False
+        )
+        process.start()
+        self._process = process
+        self.pid = process.pid or 0
+        return True
+
+    def spawn(self) -> tuple[socket.socket, int]:
+        """A new worker: the server's end of its socket, and its pid."""
+        ours, theirs = socket.socketpair()
+        for sock in (ours, theirs):
+            # Room for a large frame in one write: fewer wake-ups of each side per frame.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+        try:
+            socket.send_fds(self.ctl, [b"w"], [theirs.fileno()])
+            reply = b""
+            while len(reply) < PID.size:
+                chunk = self.ctl.recv(PID.size - len(reply))
+                if not chunk:
+                    raise ConnectionError("the zygote process is gone")
+                reply += chunk
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.workers += 1
+        return ours, PID.unpack(reply)[0]
+
+    def update(self, body: bytes) -> None:
+        """Add the pickled targets in `body` to the zygote's table (for later workers)."""
+        self.ctl.sendall(b"t" + UPDATE_LENGTH.pack(len(body)) + body)
+
+    def close(self) -> None:
+        """Stop the zygote and reap it (its workers are reaped by the kernel); idempotent."""
+        if self.ctl.fileno() == -1:
+            return
+        self.ctl.close()
+        if self._process is not None:
+            self._process.join(_STOP_TIMEOUT)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process.close()
+        else:
+            _reap(self.pid)
+
+
+def _fork_zygote(parent: socket.socket, child: socket.socket, targets: dict[str, Any]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            parent.close()
+            run_zygote(child, targets)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _unpicklable(targets: dict[str, Any]) -> list[str]:
+    names = []
+    for key, target in targets.items():
+        try:
+            pickle.dumps(target)
+        except Exception:  # noqa: BLE001 - any failure means "cannot be sent"
+            names.append(key.split(":", 1)[-1])
+    return names
+
+
+def _reap(pid: int) -> None:
+    end = time.monotonic() + _STOP_TIMEOUT
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            end = float("inf")
+        time.sleep(0.001)
+
+
+class _Worker:
+    __slots__ = (
+        "buffers",
+        "busy_since",
+        "cost",
+        "dead",
+        "delivered",
+        "draining",
+        "fd",
+        "inflight",
+        "limit",
+        "out",
+        "pid",
+        "pidfd",
+        "queued",
+        "reader",
+        "sock",
+        "stopped",
+        "write_scheduled",
+        "writing",
+        "zygote",
+    )
+
+    def __init__(self, sock: socket.socket, pid: int, zygote: _Zygote) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pid = pid
+        self.zygote = zygote
+        try:
+            # A pidfd keeps naming this process even after its pid is reused.
+            self.pidfd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+        self.reader = framing.FrameReader()
+        self.buffers: list[bytearray | bytes] = []  # out-of-band values of the next result
+        self.inflight: dict[int, _Call] = {}  # in the order the worker runs them
+        self.cost = 0.0  # smoothed seconds per call
+        self.limit = PIPELINE  # calls it may have in flight (1 while its calls are slow)
+        self.busy_since = 0.0  # when it finished its previous call (or got this one)
+        self.out: list[bytes | memoryview] = []
+        self.queued = 0  # bytes ever queued for the worker
+        self.delivered = 0  # bytes the kernel accepted: calls up to here may have run
+        self.write_scheduled = False
+        self.writing = False  # waiting for the socket to accept more
+        self.dead = False  # killed or gone: takes no more calls
+        self.stopped = False  # killed by the server (to cancel its call, or at shutdown)
+        self.draining = False  # forked before a registration: finishes, takes no more
+
+    def kill(self) -> None:
+        if self.stopped:
+            return
+        self.dead = self.stopped = True
+        try:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+class ProcessPool:
+    """Worker processes forked (through a zygote) from the server, for plain functions.
+
+    Not thread-safe: used from the server's event loop only (`run`, `start`), plus
+    `prepare` at registration and `shutdown`.
+    """
+
+    def __init__(self, targets: TargetTable, size: int | None = None) -> None:
+        self.targets = targets
+        self.size = size or default_size()
+        self._zygote: _Zygote | None = None
+        self._workers: list[_Worker] = []  # current generation
+        self._old: list[_Worker] = []  # earlier generations finishing their calls
+        self._pending: deque[_Call] = deque()
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._foreign_threads = False  # an OS thread unknown to Python did not exit
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Fork the zygote now if it would miss a target and forking is safe now.
+
+        Called after each registration: while the server still has one thread, the
+        zygote is kept current, so workers started later (from any thread) see every
+        target without the server ever forking with threads running.
+        """
+        if self._loop is not None or not self._zygote_is_stale():
+            return  # running: the next call brings the workers up to date, on the loop
+        if self._send_new_targets():
+            return
+        # Threads Python has joined may take a moment to exit; threads it does not
+        # know of (started by C code) do not: wait for them once only.
+        settle = 0.0 if self._foreign_threads else _THREAD_EXIT_WAIT
+        if single_threaded(settle):
+            self._new_zygote()
+        elif threading.active_count() == 1:
+            self._foreign_threads = True
+
+    def _send_new_targets(self) -> bool:
+        """Send targets published since the zygote started to it and to its workers,
+        pickled (importable functions, picklable instances); False if they cannot be."""
+        zygote = self._zygote
+        if zygote is None:
+            return False
+        try:
+            body = pickle.dumps(self.targets.changes_since(zygote.version), PICKLE)
+        except Exception:  # noqa: BLE001 - not picklable: the zygote must be forked anew
+            return False
+        try:
+            zygote.update(body)
+        except OSError:
+            return False  # the zygote is gone: start a new one
+        zygote.version = self.targets.version
+        for worker in self._workers:
+            self._queue(worker, framing.raw_frame(0, framing.TARGETS, body))
+        return True
+
+    def _zygote_is_stale(self) -> bool:
+        return self._zygote is None or self._zygote.version != self.targets.version
+
+    def _new_zygote(self, *, drain: bool = True) -> None:
+        # Forking with threads running is what `prepare` avoids; it only happens here
+        # for a target registered after threads started (Python 3.12+ then warns).
+        old = self._zygote
+        self._zygote = _Zygote(self.targets.snapshot(), self.targets.version)
+        # A server dropped without shutdown (never started, say) still stops its zygote.
+        weakref.finalize(self, self._zygote.close)
+        if old is not None:
+            old.retired = True
+            if old.workers == 0:
+                old.close()
+        if not drain:
+            return
+        # Workers of the old zygote cannot see the new target: they finish what they
+        # have and stop; new calls go to workers of the new zygote.
+        for worker in self._workers:
+            worker.draining = True
+            self._old.append(worker)
+            if not worker.inflight:
+                self._close_worker(worker)
+        self._workers = []
+
+    def start(self) -> None:
+        """Make sure `size` workers run, bound to the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self.shutdown()
+            self._loop = loop
+        if self._zygote_is_stale() and not self._send_new_targets():
+            self._new_zygote()
+        while len(self._workers) < self.size:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        zygote = self._zygote
+        assert zygote is not None
+        try:
+            sock, pid = zygote.spawn()
+        except (ConnectionError, OSError):
+            # The zygote itself died (killed from outside): start a new one.
+            self._new_zygote(drain=False)
+            zygote = self._zygote
+            assert zygote is not None
+            try:
+                sock, pid = zygote.spawn()
+            except (ConnectionError, OSError) as exc:
+                raise RPCRuntimeError(
+                    f"could not start a worker process ({exc}): the process that forks "
+                    "them exited at once; its error is printed above"
+                ) from None
+        worker = _Worker(sock, pid, zygote)
+        assert self._loop is not None
+        self._loop.add_reader(worker.fd, self._on_readable, worker)
+        self._workers.append(worker)
+
+    def shutdown(self) -> None:
+        """Kill every worker and the zygote; calls still running fail with 404."""
+        workers = self._workers + self._old
+        self._workers, self._old = [], []
+        for worker in workers:
+            worker.kill()
+        for worker in workers:
+            self._wait_gone(worker)
+            self._forget(worker)
+            for call in worker.inflight.values():
+                if not call.future.done():
+                    call.future.set_exception(
+                        RPCRuntimeError(
+                            f"the server stopped its worker processes while {call.name!r} "
+                            "was running (shutdown after the grace period)",
+                            exception="WorkerStopped",
+                        )
+                    )
+            worker.inflight.clear()
+        while self._pending:
+            call = self._pending.popleft()
+            if not call.future.done():
+                call.future.set_exception(
+                    RPCRuntimeError(f"{call.name!r} was not run: the server is stopping")
+                )
+        zygotes = {w.zygote for w in workers}
+        if self._zygote is not None:
+            zygotes.add(self._zygote)
+        self._zygote = None
+        for zygote in zygotes:
+            zygote.close()
+        self._loop = None
+
+    def _wait_gone(self, worker: _Worker) -> None:
+        """Block until a killed worker's process has exited (its socket reads EOF)."""
+        worker.sock.setblocking(True)
+        worker.sock.settimeout(_STOP_TIMEOUT)
+        try:
+            while worker.sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    # -- calls -----------------------------------------------------------------------
+
+    async def run(
+        self,
+        name: str,
+        key: str,
+        path: tuple[str, ...],
+        args: Any,
+        kwargs: Any,
+        ctx: CallContext | None = None,
+    ) -> Any:
+        """Run the target published as `key` (attribute `path`) in a worker, with `ctx`
+        as its `current_call()`; response metadata it sets is added to `ctx`.
+
+        Raises RemoteFunctionError for an exception raised by the function, and
+        RPCRuntimeError (404) when the call cannot be sent or its worker dies.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._zygote_is_stale() or not self._workers:
+            self.start()
+        args = [framing.out_of_band(a) for a in args]
+        if kwargs:
+            kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
+        call_id = next(self._ids)
+        try:
+            payload = framing.encode(
+                call_id, framing.CALL, (key, path, args, kwargs, framing.pack_context(ctx))
+            )
+        except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
+            raise RPCRuntimeError(
+                f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
+                exception=type(exc).__name__,
+            ) from None
+        del args, kwargs
+        call = _Call(call_id, name, payload, loop.create_future())
+        self._dispatch(call)
+        try:
+            kind, value = await call.future
+        except asyncio.CancelledError:
+            self._abandon(call)
+            raise
+        if kind == framing.OK:
+            result, metadata = value
+            if metadata and ctx is not None:
+                ctx.response_metadata.update(metadata)
+            return result
+        raise RemoteFunctionError(*value)
+
+    def _dispatch(self, call: _Call) -> None:
+        best: _Worker | None = None
+        load = PIPELINE
+        for worker in self._workers:
+            n = len(worker.inflight)
+            if n < load and n < worker.limit and not worker.dead:
+                best, load = worker, n
+                if n == 0:
+                    break
+        if best is None:
+            self._pending.append(call)
+        else:
+            self._send(best, call)
+
+    def _send(self, worker: _Worker, call: _Call) -> None:
+        call.worker = worker
+        idle = not worker.inflight
+        if idle:
+            assert self._loop is not None
+            worker.busy_since = self._loop.time()
+        worker.inflight[call.id] = call
+        call.end = worker.queued + call.size
+        self._queue(worker, call.payload, at_once=idle)
+
+    def _queue(
+        self, worker: _Worker, buffers: list[bytes | memoryview], at_once: bool = False
+    ) -> None:
+        """Write `buffers` to `worker`: now if `at_once` (nothing else waits for it),
+        else at the end of this loop pass with whatever else is queued by then."""
+        worker.out += buffers
+        worker.queued += framing.total(buffers)
+        if worker.writing or worker.write_scheduled:
+            return
+        if at_once:
+            self._write(worker)
+        else:
+            worker.write_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._write_scheduled, worker)
+
+    def _write_scheduled(self, worker: _Worker) -> None:
+        worker.write_scheduled = False
+        if not worker.writing:
+            self._write(worker)
+
+    def _write(self, worker: _Worker) -> None:
+        out = worker.out
+        try:
+            while out:
+                sent = worker.sock.sendmsg(out[:_IOV_MAX])
+                worker.delivered += sent
+                framing.advance(out, sent)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            # The worker is gone; what was not written never reached it.
+            out.clear()
+            if not worker.dead:
+                worker.dead = True
+                assert self._loop is not None
+                self._loop.call_soon(self._worker_gone, worker)
+            return
+        writing = bool(out)
+        if writing != worker.writing:
+            assert self._loop is not None
+            if writing:
+                self._loop.add_writer(worker.fd, self._write, worker)
+            else:
+                self._loop.remove_writer(worker.fd)
+            worker.writing = writing
+
+    def _abandon(self, call: _Call) -> None:
+        """A call was cancelled: forget it, or stop the worker running it."""
+        worker = call.worker
+        if worker is None:
+            with contextlib.suppress(ValueError):
+                self._pending.remove(call)
+        elif next(iter(worker.inflight), None) == call.id:
+            worker.kill()  # its EOF fails nothing else: the calls behind it move on
+
+    # -- results ---------------------------------------------------------------------
+
+    def _on_readable(self, worker: _Worker) -> None:
+        reader = worker.reader
+        while True:
+            try:
+                n = worker.sock.recv_into(reader.buffer())
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                n = 0
+            if n == 0:
+                self._worker_gone(worker)
+                return
+            for call_id, kind, body in reader.received(n):
+                if kind == framing.BUFFER:
+                    worker.buffers.append(body)
+                else:
+                    buffers, worker.buffers = worker.buffers, []
+                    self._complete(worker, call_id, kind, body, buffers)
+            if not reader.receiving_large_frame:
+                break
+        self._after_results(worker)
+
+    def _complete(
+        self,
+        worker: _Worker,
+        call_id: int,
+        kind: int,
+        body: bytes | bytearray,
+        buffers: list[bytearray | bytes],
+    ) -> None:
+        call = worker.inflight.pop(call_id, None)
+        if call is None:
+            return
+        # How long the worker spent on it: from when it could start it until now.
+        assert self._loop is not None
+        now = self._loop.time()
+        worker.cost += _SMOOTHING * (now - worker.busy_since - worker.cost)
+        worker.busy_since = now
+        worker.limit = PIPELINE if worker.cost < SHORT_CALL else 1
+        if call.future.done():
+            return
+        try:
+            value = framing.decode(body, buffers)
+        except Exception as exc:  # noqa: BLE001 - fails this call only
+            call.future.set_exception(
+                RPCRuntimeError(
+                    f"the result of {call.name!r} cannot be read back from the worker "
+                    f"process: {exc}",
+                    exception=type(exc).__name__,
+                )
+            )
+            return
+        call.future.set_result((kind, value))
+
+    def _after_results(self, worker: _Worker) -> None:
+        if worker.draining:
+            if not worker.inflight:
+                self._close_worker(worker)
+            return
+        # Refill this worker from the queue (its slots just freed).
+        pending = self._pending
+        while pending and len(worker.inflight) < worker.limit and not worker.dead:
+            call = pending.popleft()
+            if not call.future.done():
+                self._send(worker, call)
+        # The call it runs now was cancelled while it waited: stop the worker.
+        head = next(iter(worker.inflight.values()), None)
+        if head is not None and head.future.done():
+            worker.kill()
+
+    def _worker_gone(self, worker: _Worker) -> None:
+        """The worker's process ended: fail its running call, requeue the others."""
+        if worker.fd == -1:
+            return  # already handled
+        worker.dead = True
+        self._forget(worker)
+        calls = list(worker.inflight.values())
+        worker.inflight.clear()
+        # Calls run in order, one at a time: only the oldest call the worker received
+        # in full can have been running. The others never started: run them elsewhere.
+        if calls and calls[0].end <= worker.delivered:
+            running = calls.pop(0)
+            if not running.future.done():
+                how = "was stopped" if worker.stopped else "died"
+                running.future.set_exception(
+                    RPCRuntimeError(
+                        f"the worker process (pid {worker.pid}) running {running.name!r} "
+                        f"{how} during the call; it was replaced",
+                        exception="WorkerDied",
+                    )
+                )
+        for call in reversed(calls):
+            if not call.future.done():
+                call.worker = None
+                self._pending.appendleft(call)
+        if worker in self._workers:
+            self._workers.remove(worker)
+            if self._loop is not None:
+                self._spawn()
+        else:
+            with contextlib.suppress(ValueError):
+                self._old.remove(worker)
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        pending = self._pending
+        while pending:
+            call = pending[0]
+            if call.future.done():
+                pending.popleft()
+                continue
+            best = min(
+                (w for w in self._workers if not w.dead),
+                key=lambda w: len(w.inflight),
+                default=None,
+            )
+            if best is None or len(best.inflight) >= best.limit:
+                return
+            pending.popleft()
+            self._send(best, call)
+
+    def _close_worker(self, worker: _Worker) -> None:
+        """Stop a worker that has no call in flight (its process exits on EOF)."""
+        self._forget(worker)
+        if worker in self._old:
+            self._old.remove(worker)
+
+    def _forget(self, worker: _Worker) -> None:
+        if worker.fd == -1:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(worker.fd)
+            if worker.writing:
+                self._loop.remove_writer(worker.fd)
+        worker.sock.close()
+        worker.fd = -1
+        if worker.pidfd is not None:
+            os.close(worker.pidfd)
+            worker.pidfd = None
+        zygote = worker.zygote
+        zygote.workers -= 1
+        if zygote.retired and zygote.workers == 0:
+            zygote.close()
