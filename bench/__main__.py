@@ -191,6 +191,133 @@ SHORT = {
 TARGETS = {"w1": (3.0, 0.7), "w2": (10.0, 0.5), "w3": (8.0, 0.6), "w4": (1.3, 0.8)}
 
 
+@dataclass(frozen=True)
+class FanRow:
+    """One system under the fan-in workload: `conns` connections, a call in flight on each."""
+
+    label: str
+    server: str
+    client: str
+    conns: int
+    uvloop: bool = False
+
+    @property
+    def key(self) -> tuple[str, int, bool]:
+        return (self.label, self.conns, self.uvloop)
+
+    @property
+    def name(self) -> str:
+        return f"fan-in {self.conns} {'uvloop' if self.uvloop else 'asyncio'} {self.label}"
+
+
+PYMPRPC, FLOOR, GRPC = "pymprpc", "floor (asyncio + msgpack)", "gRPC aio"
+IDLE_CONNS, IDLE_ACTIVE = 10_000, 1_000
+IDLE_KEY = (PYMPRPC, IDLE_CONNS, False)
+
+
+def fanin_rows() -> list[FanRow]:
+    out = []
+    for conns in (200, 1000):
+        for uv in (False, True) if HAVE_UVLOOP else (False,):
+            suffix = "-uvloop" if uv else ""
+            out.append(FanRow(PYMPRPC, "pymprpc" + suffix, "pymprpc", conns, uv))
+            # The floor runs every call in its own task too: what a framework must pay.
+            out.append(FanRow(FLOOR, "floor-task" + suffix, "floor", conns, uv))
+    out.append(FanRow(GRPC, "grpc", "grpc", 200))  # one channel per connection: costly
+    return out
+
+
+def measure_fanin(
+    row: FanRow, port: int, server_pid: int, seconds: float, active: int | None = None
+) -> dict[str, Any]:
+    cmd = [PY, "-m", "bench.fanin", row.client, str(port), str(seconds)]
+    cmd += ["--conns", str(row.conns), "--server-pid", str(server_pid)]
+    if active is not None:
+        cmd += ["--active", str(active)]
+    if row.uvloop:
+        cmd.append("--uvloop")
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds * 10 + 300, cwd=HERE.parent
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure_fanin_10k(seconds: float) -> dict[str, Any]:
+    """A fresh server holding 10,000 authenticated connections (RSS growth per
+    connection), with a call in flight on 1,000 of them."""
+    proc, port = start_server("pymprpc")
+    try:
+        row = FanRow(PYMPRPC, "pymprpc", "pymprpc", IDLE_CONNS)
+        return measure_fanin(row, port, proc.pid, seconds, active=IDLE_ACTIVE)
+    finally:
+        stop_process(proc)
+
+
+def fanin_table(
+    results: dict[tuple[str, int, bool], list[dict[str, Any]]],
+) -> tuple[str, list[str]]:
+    lines = [
+        "| N | loop | system | calls/s (min-max) | p99 latency | server CPU/call | "
+        "client CPU/call | vs floor: calls/s, p99, server, client |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    med: dict[tuple[str, int, bool], dict[str, float]] = {}
+    for key, samples in results.items():
+        med[key] = {
+            k: statistics.median(s[k] for s in samples)
+            for k in ("rate", "p99_us", "server_us", "client_us")
+            if k in samples[0]
+        }
+    verdicts = []
+    for key, samples in results.items():
+        label, conns, uv = key
+        m = med[key]
+        rates = [s["rate"] for s in samples]
+        floor = med.get((FLOOR, conns, uv))
+        vs = ""
+        if label == PYMPRPC and floor and key != IDLE_KEY:
+            r = (
+                m["rate"] / floor["rate"],
+                m["p99_us"] / floor["p99_us"],
+                m["server_us"] / floor["server_us"],
+                m["client_us"] / floor["client_us"],
+            )
+            vs = f"{r[0]:.2f}x, {r[1]:.2f}x, {r[2]:.2f}x, {r[3]:.2f}x"
+            if conns == 200:
+                ok = r[0] >= 0.8 and r[1] <= 1.5 and r[2] <= 1.3 and r[3] <= 1.3
+                verdicts.append(
+                    f"fan-in N=200 {'uvloop' if uv else 'asyncio'}: {vs} of the floor (targets "
+                    f">= 0.8x, <= 1.5x, <= 1.3x, <= 1.3x): {'met' if ok else 'NOT met'}"
+                )
+        n = f"{conns:,}"
+        if key == IDLE_KEY:
+            kib = statistics.median(s["server_kib_per_conn"] for s in samples)
+            n = f"{conns:,} held, {IDLE_ACTIVE:,} active ({kib:.1f} KiB/conn)"
+            base = med.get((PYMPRPC, 200, False))
+            active = med.get((PYMPRPC, IDLE_ACTIVE, False))
+            if base and active:
+                ratio = m["p99_us"] / base["p99_us"]
+                own = m["p99_us"] / active["p99_us"]
+                vs = f"p99 {ratio:.2f}x of N = 200, {own:.2f}x of N = 1,000 alone"
+                # With one call in flight per connection, mean latency = N / throughput
+                # (Little's law): 1,000 active calls wait 5x longer than 200 at the same
+                # rate. What 9,000 idle connections cost is the ratio to N = 1,000 alone.
+                verdicts.append(
+                    f"fan-in 10,000 held / 1,000 active: p99 {ratio:.2f}x of N = 200 (target "
+                    f"<= 2x; Little's law puts the mean at 5x for the same calls/s) and "
+                    f"{own:.2f}x of 1,000 connections without the idle ones; "
+                    f"{kib:.1f} KiB of server RSS per connection"
+                )
+        lines.append(
+            f"| {n} | {'uvloop' if uv else 'asyncio'} | {label} | {fmt(m['rate'])} "
+            f"({fmt(min(rates))}-{fmt(max(rates))}) | {m['p99_us'] / 1000:.1f} ms | "
+            f"{m.get('server_us', 0):.1f} µs | {m['client_us']:.1f} µs | {vs} |"
+        )
+    return "\n".join(lines), verdicts
+
+
 def fmt(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
@@ -266,7 +393,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--runs", type=int, default=3, help="rounds (median of these)")
-    parser.add_argument("--only", nargs="*", help="workloads to run (w1 w2 w3 w4 w5p w5t mem)")
+    parser.add_argument(
+        "--only", nargs="*", help="workloads to run (w1 w2 w3 w4 w5p w5t mem fanin fanin10k)"
+    )
     parser.add_argument("--write-readme", action="store_true", help="update bench/README.md")
     args = parser.parse_args()
 
@@ -274,11 +403,12 @@ def main() -> None:
     want_mem = not args.only or "mem" in args.only
     servers = Servers()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    fan_results: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
     try:
-        for key in sorted({r.server for r in selected}):
-            system = (
-                key if key == "pymprpc-otel" else "pymprpc" if key.startswith("pymprpc") else key
-            )
+        fan_rows = [r for r in fanin_rows() if not args.only or "fanin" in args.only]
+        want_10k = not args.only or "fanin10k" in args.only
+        for key in sorted({r.server for r in selected} | {r.server for r in fan_rows}):
+            system = key if key == "pymprpc-otel" else key.removesuffix("-uvloop")
             servers.start(key, system, uvloop=key.endswith("uvloop"))
         for run in range(1, args.runs + 1):
             for row in selected:
@@ -286,6 +416,22 @@ def main() -> None:
                 results.setdefault((row.workload, row.label), []).append(sample)
                 print(
                     f"run {run} {row.workload:<4} {row.label:<28} {fmt(sample['rate'])}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            for fan in fan_rows:
+                proc, port = servers.procs[fan.server]
+                sample = measure_fanin(fan, port, proc.pid, args.seconds)
+                fan_results.setdefault(fan.key, []).append(sample)
+                print(
+                    f"run {run} {fan.name:<36} {fmt(sample['rate'])}", file=sys.stderr, flush=True
+                )
+            if want_10k:
+                sample = measure_fanin_10k(args.seconds)
+                fan_results.setdefault(IDLE_KEY, []).append(sample)
+                print(
+                    f"run {run} fan-in 10k idle, 1k active: p99 {sample['p99_us']:.0f} µs, "
+                    f"{sample['server_kib_per_conn']:.1f} KiB/conn",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -301,8 +447,18 @@ def main() -> None:
     finally:
         servers.stop()
 
-    text, verdicts = table(results)
+    text, verdicts = table(results) if results else ("", [])
+    if fan_results:
+        fan_text, fan_verdicts = fanin_table(fan_results)
+        text += (
+            "\n\nFan-in: N connections from one asyncio client process, one `add` in flight "
+            "on each; CPU per call from /proc (user + system) of each process.\n\n" + fan_text
+        )
+        verdicts += fan_verdicts
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when += ", load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min) at the end".format(
+        *os.getloadavg()
+    )
     report = (
         f"Measured {when} on {machine()}; {args.runs} rounds of {args.seconds:g} s per "
         f"measurement, default asyncio loop unless noted, length framing negotiated.\n\n"

@@ -103,8 +103,30 @@ class FloorClient(_Framed):
             yield item
 
 
-async def serve(port: int) -> asyncio.Server:
-    return await asyncio.get_running_loop().create_server(FloorServer, "127.0.0.1", port)
+class FloorTaskServer(_Framed):
+    """The floor with what a framework must do at least: each call runs in its own task
+    (so it may await), and the task is tracked until it finishes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
+
+    def on_message(self, message: Any) -> None:
+        task = self.loop.create_task(self.handle(*message))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def handle(self, id: int, method: str, args: list[Any]) -> None:
+        if method == "add":
+            self.send([id, args[0] + args[1]])
+        elif method == "echo":
+            self.send([id, args[0]])
+
+
+async def serve(port: int, tasks: bool = False) -> asyncio.Server:
+    factory = FloorTaskServer if tasks else FloorServer
+    return await asyncio.get_running_loop().create_server(factory, "127.0.0.1", port, backlog=4096)
 
 
 async def connect(port: int) -> FloorClient:

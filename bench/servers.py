@@ -8,9 +8,11 @@ import signal
 from collections.abc import AsyncIterator
 
 from bench import floor, grpc_support
+from bench.fanin import raise_nofile
 from pymprpc.server import Server
 
 MAX_MESSAGE = 64 * 1024 * 1024
+FANIN_IDLE = 10_000  # connections the fan-in workload holds
 
 
 def padd(a: int, b: int) -> int:
@@ -28,6 +30,8 @@ def build_pymprpc(port: int, otel: bool = False) -> Server:
         ("127.0.0.1", port),
         timeout=None,
         max_message_size=MAX_MESSAGE,
+        max_connections=FANIN_IDLE + 1000,
+        backlog=4096,
         interceptors=interceptors,
     )
 
@@ -60,8 +64,8 @@ async def main(system: str, port: int) -> None:
         print("ready", flush=True)
         await stop.wait()
         await server.close(grace=0)
-    elif system == "floor":
-        raw = await floor.serve(port)
+    elif system in ("floor", "floor-task"):
+        raw = await floor.serve(port, tasks=system == "floor-task")
         print("ready", flush=True)
         await stop.wait()
         raw.close()
@@ -80,6 +84,7 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--uvloop", action="store_true")
     args = parser.parse_args()
+    raise_nofile()
     if args.uvloop:
         import uvloop
 

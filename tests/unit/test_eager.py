@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -15,13 +16,18 @@ from typing import Any, TypeVar
 import pytest
 
 from pymprpc.server import eager
-from pymprpc.server.eager import start_task, start_task_builtin, start_task_emulated
+from pymprpc.server.eager import (
+    start_task,
+    start_task_builtin,
+    start_task_emulated,
+    start_task_stepped,
+)
 
 T = TypeVar("T")
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
 
-IMPLEMENTATIONS = {"emulated": start_task_emulated}
+IMPLEMENTATIONS = {"emulated": start_task_emulated, "stepped": start_task_stepped}
 if sys.version_info >= (3, 12):
     IMPLEMENTATIONS["builtin"] = start_task_builtin
 
@@ -248,7 +254,14 @@ def test_an_error_in_the_first_step_is_reported_like_any_unretrieved_task_error(
     assert [str(e) for e in reported] == ["early"]
 
 
-def test_keyboard_interrupt_in_the_first_step_propagates() -> None:
+def test_keyboard_interrupt_in_the_first_step_propagates(implementation: str) -> None:
+    if implementation == "stepped":
+        # asyncio's C task step lets KeyboardInterrupt out with 3.11's recursion counter
+        # off (a CPython bug plain tasks share: later compiles fail with "AST constructor
+        # recursion depth mismatch"), so that case runs in a process of its own.
+        subprocess_run_keyboard_interrupt_case()
+        return
+
     async def handler() -> None:
         raise KeyboardInterrupt
 
@@ -324,3 +337,40 @@ def test_started_from_inside_a_task_it_still_runs_to_completion() -> None:
         assert await task == "ok"
 
     run(main)
+
+
+KEYBOARD_INTERRUPT_CASE = """
+import asyncio
+from pymprpc.server.eager import start_task_stepped
+
+async def handler():
+    raise KeyboardInterrupt
+
+async def main():
+    loop = asyncio.get_running_loop()
+    outcome = loop.create_future()
+    steps = []
+
+    def start():
+        try:
+            start_task_stepped(loop, handler())
+        except KeyboardInterrupt:
+            outcome.set_result("raised at once")
+
+    loop.call_soon(start)
+    print(await outcome)
+    for _ in range(3):
+        await asyncio.sleep(0)  # and not once more from the task's own step
+    print("no second step")
+
+asyncio.run(main())
+"""
+
+
+def subprocess_run_keyboard_interrupt_case() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", KEYBOARD_INTERRUPT_CASE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["raised at once", "no second step"]
+    assert "already done" not in done.stderr  # the task's step ran only once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service import PASSWORD, USER, Probe, build_server
@@ -270,3 +271,73 @@ def test_every_call_is_answered_once_in_order(
         assert not handler._deferred
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def _pending_task_steps(loop: asyncio.AbstractEventLoop) -> int:
+    """Task steps the loop will still run (handles not cancelled), on asyncio's loop."""
+    ready = getattr(loop, "_ready", ())
+    return sum(
+        1
+        for h in ready
+        if not h._cancelled and isinstance(getattr(h._callback, "__self__", None), asyncio.Task)
+    )
+
+
+def test_a_call_answered_in_its_first_step_costs_no_bookkeeping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Per call under fan-in: one write, no task registration, no step left for the loop,
+    no current_task() without the loop (that costs a getpid() system call on 3.11)."""
+    counts = {"started": 0, "finished": 0, "no_loop": 0, "steps_left": 0}
+    real_current_task = asyncio.current_task
+
+    def current_task(loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        counts["no_loop"] += loop is None
+        return real_current_task(loop)
+
+    async def main() -> None:
+        handler, transport, client = await connected()
+        core = handler._host
+        monkeypatch.setattr(core, "call_started", lambda t: counts.__setitem__("started", 1))
+        monkeypatch.setattr(core, "call_finished", lambda t: counts.__setitem__("finished", 1))
+        monkeypatch.setattr(asyncio, "current_task", current_task)
+        loop = asyncio.get_running_loop()
+        for i in range(20):
+            done = loop.create_future()
+
+            def read(
+                data: bytes = call(client, "plus", i, 1), done: asyncio.Future[None] = done
+            ) -> None:
+                handler.data_received(data)
+                counts["steps_left"] += _pending_task_steps(loop)
+                done.set_result(None)
+
+            loop.call_soon(read)
+            await done
+        monkeypatch.setattr(asyncio, "current_task", real_current_task)
+        assert len(transport.writes) == 20  # one write per read
+        events = client.receive_data(b"".join(transport.writes))
+        assert [e.value for e in events if isinstance(e, Result)] == [i + 1 for i in range(20)]
+        assert counts == {"started": 0, "finished": 0, "no_loop": 0, "steps_left": 0}
+        assert not handler.tasks
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_a_suspending_call_is_registered_and_forgotten_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        handler, transport, client = await connected()
+        core = handler._host
+        started: list[asyncio.Task[None]] = []
+        finished: list[asyncio.Task[None]] = []
+        monkeypatch.setattr(core, "call_started", started.append)
+        monkeypatch.setattr(core, "call_finished", finished.append)
+        await from_callback(handler, call(client, "sleep", 0.01))
+        assert len(started) == 1 and not finished
+        while not transport.writes:
+            await asyncio.sleep(0.005)
+        assert finished == started and not handler.tasks
+
+    asyncio.run(asyncio.wait_for(main(), 10))

@@ -42,6 +42,7 @@ from ..protocol import (
     ServerSettings,
     State,
 )
+from ..readbuffer import ReusedBufferProtocol
 from .config import ServerConfig
 from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
@@ -110,8 +111,8 @@ class HandlerHost(Protocol):
     def call_finished(self, task: asyncio.Task[None]) -> None: ...
 
 
-class ConnectionHandler(asyncio.Protocol):
-    """Serves one client connection."""
+class ConnectionHandler(ReusedBufferProtocol):
+    """Serves one client connection (reads land in the thread's shared buffer)."""
 
     def __init__(self, host: HandlerHost) -> None:
         self._host = host
@@ -144,7 +145,8 @@ class ConnectionHandler(asyncio.Protocol):
         # Calls read while the output was over max_output_buffer, started once it drains.
         self._deferred: dict[str, CallRequest] = {}
         self._output_limit = host.config.max_output_buffer
-        self._max_waiting = host.config.max_inflight or 1000
+        self._max_inflight = host.config.max_inflight
+        self._max_waiting = self._max_inflight or 1000
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -176,7 +178,7 @@ class ConnectionHandler(asyncio.Protocol):
                 self._last_activity = self.loop.time()
             for event in events:
                 if type(event) is CallRequest:
-                    if self._deferred or self._output_full():
+                    if self._deferred or (self._output_limit and self._output_full()):
                         self._defer(event)
                     else:
                         self._start_call(event)
@@ -407,7 +409,7 @@ class ConnectionHandler(asyncio.Protocol):
 
     def _start_call(self, request: CallRequest) -> None:
         refusal = None
-        max_inflight = self._host.config.max_inflight
+        max_inflight = self._max_inflight
         if self._host.draining and request.method != HEALTH_METHOD:
             refusal = RpcUnavailableException("the server is shutting down", id=request.id)
         elif max_inflight and len(self.tasks) >= max_inflight:
@@ -513,7 +515,12 @@ class ConnectionHandler(asyncio.Protocol):
             if not request.returns:
                 self.conn.release(request.id)
             self._flush()
-            self._call_done(request.id, asyncio.current_task())
+            # A call answered within its eager first step was never registered (see
+            # _start_call): nothing to forget, and the read that brought it has just
+            # counted as activity. With the loop given, current_task() skips
+            # get_running_loop() (a getpid() system call on 3.11).
+            if request.id in self.tasks:
+                self._call_done(request.id, asyncio.current_task(self.loop))
 
     def _log_failure(self, request: CallRequest, exc: Exception) -> None:
         """An application error: logged once, at ERROR, with its traceback and the call."""

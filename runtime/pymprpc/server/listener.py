@@ -29,7 +29,7 @@ class Listener:
     def __init__(
         self,
         sock: socket.socket,
-        protocol_factory: Callable[[], asyncio.Protocol],
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
         *,
         ssl: ssl_module.SSLContext | None = None,
         batch: int = 1024,
