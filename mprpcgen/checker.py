@@ -31,6 +31,7 @@ from .naming import (
     CLIENT_ATTRIBUTES,
     IDENTIFIER,
     MAX_NAME_LENGTH,
+    PROJECT_MODULES,
     PYTHON_KEYWORDS,
     STDLIB_MODULES,
     service_names,
@@ -121,6 +122,13 @@ class Checker:
                 Pos(file.path, 1, 1),
                 f"file name '{file.path.name}' would generate package '{file.module}', "
                 "which is a module of Python's standard library; rename the file",
+            )
+        elif file.module in PROJECT_MODULES:
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' would generate package '{file.module}', "
+                "which would shadow the package of that name that pymprpc needs; "
+                "rename the file",
             )
         elif not IDENTIFIER.match(file.module) or file.module in PYTHON_KEYWORDS:
             self.error(

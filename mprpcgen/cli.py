@@ -10,8 +10,9 @@ from pathlib import Path
 
 from . import __version__
 from .diagnostics import IdlError, display_path
-from .layout import DEFAULT_LINE_LENGTH
+from .layout import DEFAULT_LINE_LENGTH, MIN_LINE_LENGTH
 from .loader import InputError, load
+from .naming import IDENTIFIER, PYTHON_KEYWORDS
 from .render import render_program
 from .views import Options
 
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_LINE_LENGTH,
         metavar="N",
-        help=f"the line length the output is laid out for (default {DEFAULT_LINE_LENGTH})",
+        help=f"the line length the output is laid out for, at least {MIN_LINE_LENGTH} "
+        f"(default {DEFAULT_LINE_LENGTH})",
     )
     parser.add_argument(
         "--check",
@@ -89,6 +91,35 @@ def infer_package(out: Path) -> str:
     return ".".join(reversed(parts))
 
 
+def package_problem(name: str) -> str | None:
+    """Why `name` cannot be a dotted import name (None if it can)."""
+    for part in name.split("."):
+        if not IDENTIFIER.match(part):
+            return f"'{part}' is not a Python identifier" if part else "it has an empty part"
+        if part in PYTHON_KEYWORDS:
+            return f"'{part}' is a Python keyword"
+    return None
+
+
+def resolve_package(out: Path, package: str | None) -> str:
+    """The import name of `out`: `package` or the inferred one, checked (raises InputError)."""
+    if package is not None:
+        name = package.strip(".")
+        problem = package_problem(name) if name else None
+        if problem:
+            raise InputError(f"--package {package!r} is not a dotted import name: {problem}")
+        return name
+    name = infer_package(out)
+    problem = package_problem(name) if name else None
+    if problem:
+        raise InputError(
+            f"{display_path(out)} holds an __init__.py, so its import name would be "
+            f"{name!r}, which is not a dotted import name ({problem}): pass --package NAME "
+            "or rename the directory"
+        )
+    return name
+
+
 def generate(
     files: Sequence[Path],
     out: Path,
@@ -97,7 +128,7 @@ def generate(
     line_length: int = DEFAULT_LINE_LENGTH,
 ) -> dict[Path, str]:
     """Output path -> source for `files` (raises IdlError / InputError)."""
-    name = infer_package(out) if package is None else package.strip(".")
+    name = resolve_package(out, package)
     options = Options(line_length=line_length, package=f"{name}." if name else "")
     return {out / rel: src for rel, src in render_program(load(files), options).items()}
 
@@ -135,8 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(sys.stderr, io.TextIOWrapper):  # a message must never fail to print
         sys.stderr.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
-    if args.line_length < 40:
-        print("mprpcgen: error: --line-length must be at least 40", file=sys.stderr)
+    if args.line_length < MIN_LINE_LENGTH:
+        print(
+            f"mprpcgen: error: --line-length {args.line_length} is too short: "
+            f"generated code is laid out for {MIN_LINE_LENGTH} columns or more",
+            file=sys.stderr,
+        )
         return 1
     try:
         outputs = generate(args.files, args.out, package=args.package, line_length=args.line_length)

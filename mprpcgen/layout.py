@@ -17,6 +17,8 @@ from .confusables import CONFUSABLE
 
 INDENT = "    "
 DEFAULT_LINE_LENGTH = 100
+# The shortest line length the templates are written to fit (README: "from 80 up").
+MIN_LINE_LENGTH = 80
 NOQA = "  # noqa: E501"
 
 

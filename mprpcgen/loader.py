@@ -89,6 +89,10 @@ class Loader:
                 Diagnostic(via.pos, f"cannot read imported file '{via.path}': {reason}")
             )
             return None
+        # Any line ending is fine: CRLF (Windows) and a lone CR (classic Mac) become LF here,
+        # before anything counts lines (a CR is one byte in UTF-8 and in no multi-byte
+        # sequence, so this is safe on undecoded bytes too).
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         try:
             return data.decode("utf-8-sig")  # a BOM (Windows editors write one) is fine
         except UnicodeDecodeError as exc:

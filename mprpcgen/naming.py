@@ -123,3 +123,8 @@ STDLIB_MODULES = frozenset(sys.stdlib_module_names) | frozenset(
         "xdrlib",
     }
 )  # fmt: skip
+
+# Packages a generated package must not shadow: the runtime its code imports, the runtime's
+# one dependency, and the generator itself (regenerating from the output directory would
+# import the wrong one). lark and jinja2 are not here: generated code never imports them.
+PROJECT_MODULES = frozenset({"pymprpc", "msgpack", "mprpcgen"})

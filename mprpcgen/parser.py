@@ -95,6 +95,15 @@ class _Refused(Exception):
 def _string(path: Path, token: Token) -> str:
     """The value of a STRING token, with Python's escapes; anything doubtful is an error."""
     text = str(token)
+    for index, char in enumerate(text):
+        if char == "\0":  # Python's own message would echo the NUL and no position
+            pos = _pos(path, token)
+            raise _Refused(
+                Diagnostic(
+                    Pos(path, pos.line, pos.column + index),
+                    f"string {_escaped(text)} holds a raw NUL character; write \\0 instead",
+                )
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # "\d": an invalid escape is an error here
@@ -102,18 +111,25 @@ def _string(path: Path, token: Token) -> str:
     except (SyntaxError, ValueError, SyntaxWarning, DeprecationWarning) as exc:
         reason = getattr(exc, "msg", None) or str(exc)
         reason = reason.split(":", 1)[-1].strip() if "codec" in reason else reason
-        raise _Refused(Diagnostic(_pos(path, token), f"bad string {text}: {reason}")) from None
+        raise _Refused(
+            Diagnostic(_pos(path, token), f"bad string {_escaped(text)}: {_escaped(reason)}")
+        ) from None
     assert isinstance(value, str)
     for char in value:
         if 0xD800 <= ord(char) <= 0xDFFF:
             raise _Refused(
                 Diagnostic(
                     _pos(path, token),
-                    f"string {text} holds a lone surrogate (U+{ord(char):04X}), "
+                    f"string {_escaped(text)} holds a lone surrogate (U+{ord(char):04X}), "
                     "which is not text; write the character itself",
                 )
             )
     return value
+
+
+def _escaped(text: str) -> str:
+    """`text` with control characters written as escapes, so a message prints cleanly."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _pos(path: Path, item: Token | Any) -> Pos:

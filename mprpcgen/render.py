@@ -268,7 +268,7 @@ def render_init(r: FileRender) -> str:
         text += (
             f"{server_set}\n\n\n"
             "def __getattr__(name: str) -> object:\n"
-            '    """Import the server side on first use: importing a client does not load it."""\n'
+            '    """Import the server side on first use (importing a client does not)."""\n'
             "    if name in _SERVER_NAMES:\n"
             "        from . import server\n\n"
             "        return getattr(server, name)\n"

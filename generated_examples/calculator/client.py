@@ -23,12 +23,12 @@ class CalculatorClient(_typed.TypedClient):
     """
 
     VERSION: str | None = "1.2.0"
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
     _methods = _CalculatorMethods
 
     def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
-        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
-        the one the service was registered under, if any."""
+        """A client of `addr` (`options` pass to the underlying RPC client);
+        `prefix` is the one the service was registered under, if any."""
         super().__init__(addr, **options)
         self._prefix = prefix
 
@@ -36,31 +36,36 @@ class CalculatorClient(_typed.TypedClient):
         """Add two integers."""
         _sig = self._methods.add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def count(self, n: int) -> Iterator[int]:
         """Count from 0 to n - 1."""
         _sig = self._methods.count
         _args = _sig.encode_args(n)
-        return _sig.decode_stream(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_stream(_reply)
 
     def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
         _args = _sig.encode_args(shape)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         _sig = self._methods.old_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
@@ -72,7 +77,8 @@ class CalculatorClient(_typed.TypedClient):
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
         _args = _sig.encode_args(shape, dx, dy)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
 
 class AsyncCalculatorClient(_typed.AsyncTypedClient):
@@ -82,12 +88,12 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     """
 
     VERSION: str | None = "1.2.0"
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
     _methods = _CalculatorMethods
 
     def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
-        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
-        the one the service was registered under, if any."""
+        """A client of `addr` (`options` pass to the underlying RPC client);
+        `prefix` is the one the service was registered under, if any."""
         super().__init__(addr, **options)
         self._prefix = prefix
 
@@ -95,13 +101,15 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         """Add two integers."""
         _sig = self._methods.add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     async def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
@@ -113,13 +121,15 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
         _args = _sig.encode_args(shape)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     async def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         _sig = self._methods.old_add
         _args = _sig.encode_args(a, b)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     async def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
@@ -131,4 +141,5 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
         _args = _sig.encode_args(shape, dx, dy)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)

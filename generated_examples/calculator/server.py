@@ -28,7 +28,7 @@ class CalculatorServicer(_abc.ABC):
     """
 
     VERSION: str | None = "1.2.0"
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
 
     @_abc.abstractmethod
     def add(self, a: int, b: int) -> int:
@@ -67,11 +67,11 @@ def register_calculator(
     *,
     prefix: str = "",
 ) -> None:
-    """Serve `servicer` on `server`; arguments are checked against declared types.
+    """Serve `servicer` on `server`; arguments are checked against their types.
 
-    A name already registered is refused; `prefix` (e.g. "invoices.") serves the
-    methods under other names, so services with methods of the same name can share a
-    server (their clients take the same `prefix=`).
+    A name already registered is refused; `prefix` (e.g. "invoices.") serves
+    the methods under other names, so services with methods of the same name can
+    share a server (their clients take the same `prefix=`).
     """
     server.register_function(
         f"{prefix}add",

@@ -31,7 +31,7 @@ _SERVER_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> object:
-    """Import the server side on first use: importing a client does not load it."""
+    """Import the server side on first use (importing a client does not)."""
     if name in _SERVER_NAMES:
         from . import server
 

@@ -19,12 +19,12 @@ class InventoryClient(_typed.TypedClient):
     """
 
     VERSION: str | None = "0.3.0"
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
     _methods = _InventoryMethods
 
     def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
-        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
-        the one the service was registered under, if any."""
+        """A client of `addr` (`options` pass to the underlying RPC client);
+        `prefix` is the one the service was registered under, if any."""
         super().__init__(addr, **options)
         self._prefix = prefix
 
@@ -34,13 +34,15 @@ class InventoryClient(_typed.TypedClient):
         """
         _sig = self._methods.put
         _args = _sig.encode_args(item)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         _sig = self._methods.get
         _args = _sig.encode_args(sku)
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def list_items(self, status: Status | None = None) -> Iterator[Item]:
         """Every item, or only those with the given status.
@@ -48,19 +50,22 @@ class InventoryClient(_typed.TypedClient):
         """
         _sig = self._methods.list_items
         _args = _sig.encode_args(status)
-        return _sig.decode_stream(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_stream(_reply)
 
     def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def clear(self) -> None:
         """Remove every item."""
         _sig = self._methods.clear
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
 
 class AsyncInventoryClient(_typed.AsyncTypedClient):
@@ -70,12 +75,12 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
     """
 
     VERSION: str | None = "0.3.0"
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
     _methods = _InventoryMethods
 
     def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
-        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
-        the one the service was registered under, if any."""
+        """A client of `addr` (`options` pass to the underlying RPC client);
+        `prefix` is the one the service was registered under, if any."""
         super().__init__(addr, **options)
         self._prefix = prefix
 
@@ -85,13 +90,15 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         """
         _sig = self._methods.put
         _args = _sig.encode_args(item)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     async def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         _sig = self._methods.get
         _args = _sig.encode_args(sku)
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status.
@@ -105,13 +112,15 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     async def clear(self) -> None:
         """Remove every item."""
         _sig = self._methods.clear
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
 
 class HealthClient(_typed.TypedClient):
@@ -121,12 +130,12 @@ class HealthClient(_typed.TypedClient):
     """
 
     VERSION: str | None = None
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
     _methods = _HealthMethods
 
     def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
-        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
-        the one the service was registered under, if any."""
+        """A client of `addr` (`options` pass to the underlying RPC client);
+        `prefix` is the one the service was registered under, if any."""
         super().__init__(addr, **options)
         self._prefix = prefix
 
@@ -134,12 +143,14 @@ class HealthClient(_typed.TypedClient):
         """Always "ok"."""
         _sig = self._methods.ping
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     def uptime(self) -> float:
         _sig = self._methods.uptime
         _args = _sig.encode_args()
-        return _sig.decode_result(self._call(self._prefix + _sig.wire, _args))
+        _reply = self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
 
 class AsyncHealthClient(_typed.AsyncTypedClient):
@@ -149,12 +160,12 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
     """
 
     VERSION: str | None = None
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
     _methods = _HealthMethods
 
     def __init__(self, addr: str, *, prefix: str = "", **options: _typing.Any) -> None:
-        """A client of `addr` (`options` pass to the underlying RPC client); `prefix` is
-        the one the service was registered under, if any."""
+        """A client of `addr` (`options` pass to the underlying RPC client);
+        `prefix` is the one the service was registered under, if any."""
         super().__init__(addr, **options)
         self._prefix = prefix
 
@@ -162,9 +173,11 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
         """Always "ok"."""
         _sig = self._methods.ping
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)
 
     async def uptime(self) -> float:
         _sig = self._methods.uptime
         _args = _sig.encode_args()
-        return _sig.decode_result(await self._call(self._prefix + _sig.wire, _args))
+        _reply = await self._call(self._prefix + _sig.wire, _args)
+        return _sig.decode_result(_reply)

@@ -24,7 +24,7 @@ class InventoryServicer(_abc.ABC):
     """
 
     VERSION: str | None = "0.3.0"
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
 
     @_abc.abstractmethod
     def put(self, item: Item) -> str:
@@ -59,11 +59,11 @@ def register_inventory(
     *,
     prefix: str = "",
 ) -> None:
-    """Serve `servicer` on `server`; arguments are checked against declared types.
+    """Serve `servicer` on `server`; arguments are checked against their types.
 
-    A name already registered is refused; `prefix` (e.g. "invoices.") serves the
-    methods under other names, so services with methods of the same name can share a
-    server (their clients take the same `prefix=`).
+    A name already registered is refused; `prefix` (e.g. "invoices.") serves
+    the methods under other names, so services with methods of the same name can
+    share a server (their clients take the same `prefix=`).
     """
     server.register_function(
         f"{prefix}put",
@@ -109,7 +109,7 @@ class HealthServicer(_abc.ABC):
     """
 
     VERSION: str | None = None
-    """The version declared in the interface file (`service X version "..."`)."""
+    """The version the interface file declares (`service X version "..."`)."""
 
     @_abc.abstractmethod
     async def ping(self) -> str:
@@ -120,11 +120,11 @@ class HealthServicer(_abc.ABC):
 
 
 def register_health(server: _server.Server, servicer: HealthServicer, *, prefix: str = "") -> None:
-    """Serve `servicer` on `server`; arguments are checked against declared types.
+    """Serve `servicer` on `server`; arguments are checked against their types.
 
-    A name already registered is refused; `prefix` (e.g. "invoices.") serves the
-    methods under other names, so services with methods of the same name can share a
-    server (their clients take the same `prefix=`).
+    A name already registered is refused; `prefix` (e.g. "invoices.") serves
+    the methods under other names, so services with methods of the same name can
+    share a server (their clients take the same `prefix=`).
     """
     server.register_function(
         f"{prefix}ping",
