@@ -20,13 +20,15 @@ Only this module imports `opentelemetry`; it needs the `opentelemetry-api` packa
 from __future__ import annotations
 
 import functools
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, propagate, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -113,12 +115,13 @@ _MAX_METHODS = 1024
 class _Method:
     """What every call of one method shares: attributes built once, not per call."""
 
-    __slots__ = ("by_code", "metric", "span")
+    __slots__ = ("active", "by_code", "metric", "span")
 
     def __init__(self, method: str) -> None:
         self.span = _method_attributes(method)  # the span's, before the peer's
         self.metric = dict(self.span)  # of every metric but the durations
         self.by_code: dict[int, dict[str, Any]] = {}  # the durations', by status code
+        self.active = 0  # calls in flight (server)
 
     def with_code(self, code: int) -> dict[str, Any]:
         attributes = self.by_code.get(code)
@@ -159,9 +162,12 @@ class _Telemetry:
         found = self._methods.get(method)
         if found is None:
             found = _Method(method)
-            if len(self._methods) < _MAX_METHODS:
+            if len(self._methods) < self._max_methods:
                 self._methods[method] = found
         return found
+
+    # A client may call any number of names; a server's are those registered.
+    _max_methods = _MAX_METHODS
 
     def _watch_responses(self, sizes: MessageSizes | None, method: _Method) -> None:
         if sizes is not None:
@@ -188,9 +194,21 @@ class ServerTelemetry(_Telemetry):
         message_sizes: bool = True,
     ) -> None:
         super().__init__("server", tracer_provider, meter_provider, message_sizes)
-        self._active = self._meter.create_up_down_counter(
-            "rpc.server.active_requests", unit="{call}", description="Calls being served"
+        # Calls in flight are counted here and observed when metrics are collected: two
+        # integer updates per call rather than two SDK measurements (each costs as much
+        # as a histogram record). The lock covers servers on several threads.
+        self._active_lock = threading.Lock()
+        self._meter.create_observable_up_down_counter(
+            "rpc.server.active_requests",
+            callbacks=[self._observe_active],
+            unit="{call}",
+            description="Calls being served",
         )
+
+    _max_methods = 1 << 62  # the registry bounds them (unknown names fail before this)
+
+    def _observe_active(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(m.active, m.metric) for m in list(self._methods.values())]
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
         """Run the call inside a SERVER span whose parent comes from the metadata."""
@@ -205,7 +223,8 @@ class ServerTelemetry(_Telemetry):
             ctx.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         started = time.perf_counter()
-        self._active.add(1, method.metric)
+        with self._active_lock:
+            method.active += 1
         sizes = ctx.sizes
         if sizes is not None:
             self._request_size.record(sizes.request, method.metric)
@@ -214,7 +233,8 @@ class ServerTelemetry(_Telemetry):
 
         def end(error: BaseException | None) -> None:
             code = _finish(span, error, streaming)
-            self._active.add(-1, method.metric)
+            with self._active_lock:
+                method.active -= 1
             self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))
             span.end()
 
