@@ -232,3 +232,37 @@ def test_message_sizes_can_be_left_out() -> None:
     arun(main())
     names = set(metric_points(reader))
     assert "rpc.server.duration" in names and "rpc.server.request.size" not in names
+
+
+def test_calls_in_flight_are_observed_while_they_run() -> None:
+    reader = InMemoryMetricReader()
+    server = Server(
+        ("127.0.0.1", 0),
+        interceptors=[ServerTelemetry(TracerProvider(), MeterProvider(metric_readers=[reader]))],
+    )
+    seen: list[dict[str, int]] = []
+
+    async def busy() -> None:
+        # Collected while this call runs: it is in flight, nothing else is.
+        seen.append(
+            {
+                p.attributes["rpc.method"]: p.value
+                for p in metric_points(reader)["rpc.server.active_requests"]
+            }
+        )
+
+    server.register_function("busy")(busy)
+    server.register_function("add")(add)
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            assert await rpc.add(1, 2) == 3
+            await rpc.busy()
+
+    arun(main())
+    assert seen == [{"add": 0, "busy": 1}]
+    after = {
+        p.attributes["rpc.method"]: p.value
+        for p in metric_points(reader)["rpc.server.active_requests"]
+    }
+    assert after == {"add": 0, "busy": 0}
