@@ -243,6 +243,7 @@ class ServerConnection(_Connection):
         events: list[ServerEvent] = []
         if self._codec is None and not self._head:
             self._head = data[:1]
+        measure = self._sizes is not None  # a flag on the server: see measure_sizes
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -256,7 +257,7 @@ class ServerConnection(_Connection):
                 if event is None:
                     continue
                 events.append(event)
-                if self._sizes is not None and type(event) is CallRequest:
+                if measure and type(event) is CallRequest:
                     object.__setattr__(event, "size", len(payload) + self._framer.overhead)
                 if type(event) is Authenticated and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
@@ -558,6 +559,7 @@ class ClientConnection(_Connection):
             return []
         events: list[ClientEvent] = []
         codec = self._codec or self.codec
+        sizes = self._sizes
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -568,8 +570,8 @@ class ClientConnection(_Connection):
                 if event is None:
                     continue
                 events.append(event)
-                if self._sizes is not None:
-                    self._sizes.append(len(payload) + self._framer.overhead)
+                if sizes is not None:
+                    sizes.append(len(payload) + self._framer.overhead)
                 if type(event) is Welcome and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
