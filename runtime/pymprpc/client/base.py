@@ -186,11 +186,9 @@ class BaseRPC:
         self.interceptors = tuple(interceptors)
         self._chain = compose_client(self.interceptors, self._call_in)
         # Message sizes are measured only for an interceptor that asks (see MessageSizes):
-        # then the calls being measured, by ID, and a receive path that reports sizes.
+        # then the calls being measured, by ID, get the sizes of their replies.
         self._measure = any(getattr(i, "message_sizes", False) for i in self.interceptors)
         self._watched: dict[str, MessageSizes] = {}
-        if self._measure:
-            self._receive = self._receive_measured  # type: ignore[method-assign]
         self._ssl = self.address.ssl_context(ssl)
         self._conn: ClientConnection | None = None
         self._pending: dict[str, Any] = {}  # ID -> the shell's Pending subclass
@@ -329,19 +327,17 @@ class BaseRPC:
             # The core raises nothing for bytes; a bug there still ends only this connection.
             events = [conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))]
         self._received += len(data)
+        if self._measure:  # one test per read, not per call; nothing else unless asked
+            self._report_sizes(conn, events)
         if not events:
             return events, 0
         share = self._received // len(events)
         self._received = 0
         return events, share + _ITEM_OVERHEAD
 
-    def _receive_measured(self, data: bytes) -> tuple[list[ClientEvent], int]:
-        """`_receive`, reporting each reply's size to its call's `MessageSizes` (the
-        receive path of a client whose interceptors asked for sizes)."""
-        events, nbytes = BaseRPC._receive(self, data)
-        conn = self._conn
-        if conn is None:
-            return events, nbytes
+    def _report_sizes(self, conn: ClientConnection, events: list[ClientEvent]) -> None:
+        """Report each reply's size to its call's `MessageSizes` (for a client whose
+        interceptors asked for sizes)."""
         watched = self._watched
         # strict=False: a ConnectionFailed for unreadable bytes, last, has no size.
         for event, size in zip(events, conn.take_sizes(), strict=False):
@@ -351,7 +347,6 @@ class BaseRPC:
                 if isinstance(event, Result | CallFailed | StreamEnd):
                     del watched[id]  # the call's last reply
                 sizes.responded(size)
-        return events, nbytes
 
     def _watch(self, id: str, sizes: MessageSizes, chunks: list[bytes]) -> None:
         """Call `id` was sent as `chunks`: note its size; report its replies' sizes."""
