@@ -1,0 +1,222 @@
+"""The service every contract test talks to: one server definition, built from the
+public API only (handlers at module level so the process pool can run them however it
+starts its workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pymprpc import Server, current_call, errors
+from pymprpc.context import CallContext
+from pymprpc.testing import RunningServer
+
+# Coordination between a test and handlers on the server's loop: named events, created
+# on first use on that loop. Keys carry a per-test unique part, so servers never share.
+_events: dict[str, asyncio.Event] = {}
+
+
+def _event(name: str) -> asyncio.Event:
+    event = _events.get(name)
+    if event is None:
+        event = _events[name] = asyncio.Event()
+    return event
+
+
+class CustomBase(BaseException):
+    """A BaseException that is neither Exception nor a cancellation."""
+
+
+async def block(key: str) -> str:
+    """Run until `release(key)`; records start, cancellation and exit."""
+    _event("started:" + key).set()
+    try:
+        await _event("release:" + key).wait()
+        return key
+    except asyncio.CancelledError:
+        _event("cancelled:" + key).set()
+        raise
+    finally:
+        _event("finally:" + key).set()
+
+
+async def release(key: str) -> bool:
+    _event("release:" + key).set()
+    return True
+
+
+async def wait_event(name: str, timeout: float = 10.0) -> bool:
+    """True once the named event is set (False if not within `timeout`)."""
+    try:
+        await asyncio.wait_for(_event(name).wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def bump(key: str) -> str:
+    _event("bumped:" + key).set()
+    return key
+
+
+async def sleep(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+async def add_coro(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def echo(*args: Any, **kwargs: Any) -> list[Any]:
+    return [list(args), kwargs]
+
+
+def _raise(kind: str) -> None:
+    if kind == "ValueError":
+        raise ValueError("bad value")
+    if kind == "SystemExit":
+        sys.exit(3)
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if kind == "GeneratorExit":
+        raise GeneratorExit
+    if kind == "CancelledError":
+        raise asyncio.CancelledError
+    if kind == "CustomBase":
+        raise CustomBase("custom")
+    # A pymprpc error class by name: it keeps its own code.
+    raise getattr(errors, kind)("raised by the method")
+
+
+async def raise_coro(kind: str) -> None:
+    _raise(kind)
+
+
+def raise_sync(kind: str) -> None:
+    _raise(kind)
+
+
+def unencodable() -> Any:
+    return {"a": [1, 2, {3, 4}]}
+
+
+def nan() -> float:
+    return float("nan")
+
+
+def blob(n: int) -> bytes:
+    return b"x" * n
+
+
+def with_separator() -> bytes:
+    return b"a##PRO-END##b"
+
+
+def void() -> None:
+    return None
+
+
+async def count(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+async def count_fail(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+    raise ValueError("stream broke")
+
+
+async def gen_block(key: str) -> AsyncIterator[int]:
+    try:
+        yield 0
+        _event("started:" + key).set()
+        await _event("release:" + key).wait()
+        yield 1
+    finally:
+        _event("finally:" + key).set()
+
+
+def old_add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+async def old_count(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+def _fields(call: CallContext) -> dict[str, Any]:
+    remaining = call.time_remaining()
+    return {
+        "id": call.id,
+        "method": call.method,
+        "peer": list(call.peer) if call.peer is not None else None,
+        "user": call.user,
+        "has_deadline": call.deadline is not None,
+        "remaining_positive": remaining is not None and remaining > 0,
+        "metadata": dict(call.metadata),
+        "returns": call.returns,
+        "streaming": call.streaming,
+    }
+
+
+async def ctx_coro() -> dict[str, Any]:
+    return _fields(current_call())
+
+
+def ctx_sync() -> dict[str, Any]:
+    return _fields(current_call())
+
+
+async def ctx_stream() -> AsyncIterator[dict[str, Any]]:
+    yield _fields(current_call())
+
+
+async def reply_metadata(ctx: CallContext, call_next: Any) -> Any:
+    """Echo request metadata key `want` back as response metadata `got`."""
+    want = ctx.metadata.get("want")
+    if want is not None:
+        ctx.set_response_metadata("got", want)
+    return await call_next(ctx)
+
+
+USERS = [("alice", "a-pw")]
+
+
+def build(**options: Any) -> Server:
+    """A server on 127.0.0.1:0 with every contract method registered."""
+    options.setdefault("max_workers", 2)
+    interceptors = list(options.pop("interceptors", ()))
+    server = Server(("127.0.0.1", 0), interceptors=[reply_metadata, *interceptors], **options)
+    server.register_introspection_functions()
+    inline = {"executor": "inline"}
+    for func in (add, echo, unencodable, nan, blob, with_separator, void):
+        server.register_function(**inline)(func)
+    for coro in (block, release, wait_event, bump, sleep, add_coro, raise_coro, ctx_coro):
+        server.register_function()(coro)
+    for gen in (count, count_fail, gen_block, ctx_stream):
+        server.register_function()(gen)
+    server.register_function("add_thread", executor="thread")(add)
+    server.register_function("add_process", executor="process")(add)
+    server.register_function("raise_thread", executor="thread")(raise_sync)
+    server.register_function("raise_process", executor="process")(raise_sync)
+    server.register_function("ctx_thread", executor="thread")(ctx_sync)
+    server.register_function("ctx_process", executor="process")(ctx_sync)
+    server.register_function(deprecated=True, executor="inline")(old_add)
+    server.register_function(deprecated=True)(old_count)
+    return server
+
+
+def serve(**options: Any) -> RunningServer:
+    running = RunningServer(build(**options))
+    running.start()
+    return running
