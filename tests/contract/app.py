@@ -56,6 +56,10 @@ async def wait_event(name: str, timeout: float = 10.0) -> bool:
     return True
 
 
+async def is_set(name: str) -> bool:
+    return _event(name).is_set()
+
+
 async def bump(key: str) -> str:
     _event("bumped:" + key).set()
     return key
@@ -117,6 +121,10 @@ def blob(n: int) -> bytes:
 
 def with_separator() -> bytes:
     return b"a##PRO-END##b"
+
+
+def length(value: Any) -> int:
+    return len(value)
 
 
 def void() -> None:
@@ -199,9 +207,9 @@ def build(**options: Any) -> Server:
     server = Server(("127.0.0.1", 0), interceptors=[reply_metadata, *interceptors], **options)
     server.register_introspection_functions()
     inline = {"executor": "inline"}
-    for func in (add, echo, unencodable, nan, blob, with_separator, void):
+    for func in (add, echo, unencodable, nan, blob, with_separator, void, length):
         server.register_function(**inline)(func)
-    for coro in (block, release, wait_event, bump, sleep, add_coro, raise_coro, ctx_coro):
+    for coro in (block, release, wait_event, is_set, bump, sleep, add_coro, raise_coro, ctx_coro):
         server.register_function()(coro)
     for gen in (count, count_fail, gen_block, ctx_stream):
         server.register_function()(gen)
