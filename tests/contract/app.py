@@ -71,6 +71,7 @@ async def sleep(seconds: float) -> float:
 
 
 def add(a: Any, b: Any) -> Any:
+    """Add two values."""
     return a + b
 
 

@@ -14,7 +14,6 @@ from pymprpc import RPC, AsyncRPC, errors
 from pymprpc.context import CallContext
 from pymprpc.testing import RunningServer
 
-from . import app
 from .wire import new_id
 
 pytestmark = pytest.mark.timeout(90)
@@ -127,7 +126,10 @@ def test_async_streams_interleaved_with_calls(server: RunningServer) -> None:
                 return [item async for item in await rpc.count(n)]
 
             a, b, *plain = await asyncio.gather(
-                read(100), read(60), *(rpc.add_coro(i, 1) for i in range(50)), *(rpc.add(i, 2) for i in range(50))
+                read(100),
+                read(60),
+                *(rpc.add_coro(i, 1) for i in range(50)),
+                *(rpc.add(i, 2) for i in range(50)),
             )
             return a, b, plain
 
@@ -189,7 +191,9 @@ def test_sync_stream_closed_early_runs_generator_finally(server: RunningServer) 
         assert rpc.add(1, 2) == 3
 
 
-def test_client_close_mid_call_fails_it_and_cancels_on_server(serve: Callable[..., RunningServer]) -> None:
+def test_client_close_mid_call_fails_it_and_cancels_on_server(
+    serve: Callable[..., RunningServer],
+) -> None:
     """A plain close looks like a half-close (EOF): with half_close_timeout=0 the server
     cancels the connection's calls at once."""
     server = serve(half_close_timeout=0)
@@ -229,7 +233,9 @@ def recorder(name: str, log: list[Any]) -> Callable[..., Any]:
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_server_interceptors_see_every_call_in_order(serve: Callable[..., RunningServer], kind: str) -> None:
+def test_server_interceptors_see_every_call_in_order(
+    serve: Callable[..., RunningServer], kind: str
+) -> None:
     log: list[Any] = []
     running = serve(interceptors=[recorder("outer", log), recorder("inner", log)])
 
@@ -281,7 +287,9 @@ def test_server_interceptors_see_every_call_in_order(serve: Callable[..., Runnin
     assert raised == ["ParamError", "ParamError", "ValueError", "ValueError"]
 
 
-def test_server_interceptor_sees_streams_and_can_refuse(serve: Callable[..., RunningServer]) -> None:
+def test_server_interceptor_sees_streams_and_can_refuse(
+    serve: Callable[..., RunningServer],
+) -> None:
     log: list[Any] = []
 
     async def refuse(ctx: CallContext, call_next: Any) -> Any:
@@ -295,7 +303,7 @@ def test_server_interceptor_sees_streams_and_can_refuse(serve: Callable[..., Run
         with pytest.raises(errors.RestrictAccessError) as info:
             rpc.add_coro(1, 2)
         assert info.value.code == 403 and str(info.value) == "not for you"
-    assert ("rec", "before", "count") == log[0][:3] and log[0][4] is True
+    assert log[0][:3] == ("rec", "before", "count") and log[0][4] is True
     assert log[-1][:4] == ("rec", "raised", "add_coro", "RestrictAccessError")
 
 
@@ -333,11 +341,30 @@ def test_client_interceptors_order(server: RunningServer) -> None:
     assert log == [("a", "before"), ("b", "before"), ("b", "after"), ("a", "after")]
 
 
-def test_usage_page_service_shape(serve: Callable[..., RunningServer]) -> None:
-    """The original usage page's calls, through both clients, on one server."""
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_introspection(serve: Callable[..., RunningServer], kind: str) -> None:
+    """The usage page's system.* calls, on a server this test alone uses."""
     running = serve()
-    with RPC(running.url) as rpc:
-        assert rpc.system.lenConnections() >= 1 and rpc.system.lenUndoneTasks() >= 1
-        assert "add" in rpc.system.listMethods()
-        assert rpc.system.methodHelp("add") == app.add.__doc__ or rpc.system.methodHelp("add") in ("", None)
-        assert isinstance(rpc.system.methodSignature("add"), str)
+    calls = [
+        ("system.lenConnections", ()),
+        ("system.lenUndoneTasks", ()),
+        ("system.methodHelp", ("add",)),
+        ("system.methodSignature", ("add",)),
+        ("system.listMethods", ()),
+    ]
+    if kind == "sync":
+        with RPC(running.url) as rpc:
+            got = [rpc.call(m, *a) for m, a in calls]
+    else:
+
+        async def main() -> list[Any]:
+            async with AsyncRPC(running.url) as rpc:
+                return [await rpc.call(m, *a) for m, a in calls]
+
+        got = arun(main())
+    assert got[:4] == [1, 1, "Add two values.", "add(a: Any, b: Any) -> Any"]
+    methods = got[4]
+    assert methods == sorted(methods)
+    assert {"add", "count", "system.getresult", "system.health", "system.listMethods"} <= set(
+        methods
+    )

@@ -22,7 +22,9 @@ Client = Any
 
 
 @pytest.fixture(params=list(CLIENTS))
-def make_client(request: pytest.FixtureRequest, server: RunningServer) -> Iterator[Callable[..., Client]]:
+def make_client(
+    request: pytest.FixtureRequest, server: RunningServer
+) -> Iterator[Callable[..., Client]]:
     made: list[Any] = []
 
     def make(url: str | None = None, **options: Any) -> Client:
@@ -77,37 +79,116 @@ def test_stream_failing_part_way(client: Client) -> None:
 
 ERRORS = [
     # (call, exception class, code, .exception, message)
-    (lambda rpc: rpc.nope(1), errors.NotFindError, 401, "NotFindError",
-     "no method named 'nope' (system.listMethods lists them)"),
-    (lambda rpc: rpc.system.nope(), errors.UnsupportSysMethodError, 406, "UnsupportSysMethodError",
-     "unsupported system method 'system.nope'"),
-    (lambda rpc: rpc.add(1), errors.ParamError, 402, "ParamError", "add(): missing a required argument: 'b'"),
-    (lambda rpc: rpc.raise_coro("ValueError"), errors.RPCRuntimeError, 404, "ValueError", "ValueError: bad value"),
+    (
+        lambda rpc: rpc.nope(1),
+        errors.NotFindError,
+        401,
+        "NotFindError",
+        "no method named 'nope' (system.listMethods lists them)",
+    ),
+    (
+        lambda rpc: rpc.system.nope(),
+        errors.UnsupportSysMethodError,
+        406,
+        "UnsupportSysMethodError",
+        "unsupported system method 'system.nope'",
+    ),
+    (
+        lambda rpc: rpc.add(1),
+        errors.ParamError,
+        402,
+        "ParamError",
+        "add(): missing a required argument: 'b'",
+    ),
+    (
+        lambda rpc: rpc.raise_coro("ValueError"),
+        errors.RPCRuntimeError,
+        404,
+        "ValueError",
+        "ValueError: bad value",
+    ),
     (lambda rpc: rpc.raise_coro("SystemExit"), errors.RPCRuntimeError, 404, "SystemExit", None),
-    (lambda rpc: rpc.raise_coro("KeyboardInterrupt"), errors.RPCRuntimeError, 404, "KeyboardInterrupt", None),
-    (lambda rpc: rpc.raise_coro("GeneratorExit"), errors.RPCRuntimeError, 404, "GeneratorExit", None),
+    (
+        lambda rpc: rpc.raise_coro("KeyboardInterrupt"),
+        errors.RPCRuntimeError,
+        404,
+        "KeyboardInterrupt",
+        None,
+    ),
+    (
+        lambda rpc: rpc.raise_coro("GeneratorExit"),
+        errors.RPCRuntimeError,
+        404,
+        "GeneratorExit",
+        None,
+    ),
     (lambda rpc: rpc.raise_coro("CustomBase"), errors.RPCRuntimeError, 404, "CustomBase", None),
     (lambda rpc: rpc.raise_thread("SystemExit"), errors.RPCRuntimeError, 404, "SystemExit", None),
     (lambda rpc: rpc.raise_process("SystemExit"), errors.RPCRuntimeError, 404, "SystemExit", None),
-    (lambda rpc: rpc.raise_process("KeyboardInterrupt"), errors.RPCRuntimeError, 404, "KeyboardInterrupt", None),
-    (lambda rpc: rpc.raise_coro("CancelledError"), errors.CancelledError, 407, "CancelledError",
-     "the method raised CancelledError without its call being cancelled"),
-    (lambda rpc: rpc.raise_thread("CancelledError"), errors.CancelledError, 407, "CancelledError", None),
-    (lambda rpc: rpc.raise_coro("RestrictAccessError"), errors.RestrictAccessError, 403, "RestrictAccessError",
-     "raised by the method"),
-    (lambda rpc: rpc.raise_coro("RpcException"), errors.RpcException, 500, "RpcException", "raised by the method"),
-    (lambda rpc: rpc.raise_coro("RpcUnavailableException"), errors.RpcUnavailableException, 503,
-     "RpcUnavailableException", "raised by the method"),
-    (lambda rpc: rpc.unencodable(), errors.ResultLimitError, 405, "ResultLimitError",
-     "result not delivered: cannot encode as MessagePack: MESSAGE.RESULT['a'][2] is a set"),
-    (lambda rpc: rpc.system.getresult("never"), errors.RequestError, 400, "RequestError",
-     "no kept result for ID 'never': unknown, already fetched, or expired"),
+    (
+        lambda rpc: rpc.raise_process("KeyboardInterrupt"),
+        errors.RPCRuntimeError,
+        404,
+        "KeyboardInterrupt",
+        None,
+    ),
+    (
+        lambda rpc: rpc.raise_coro("CancelledError"),
+        errors.CancelledError,
+        407,
+        "CancelledError",
+        "the method raised CancelledError without its call being cancelled",
+    ),
+    (
+        lambda rpc: rpc.raise_thread("CancelledError"),
+        errors.CancelledError,
+        407,
+        "CancelledError",
+        None,
+    ),
+    (
+        lambda rpc: rpc.raise_coro("RestrictAccessError"),
+        errors.RestrictAccessError,
+        403,
+        "RestrictAccessError",
+        "raised by the method",
+    ),
+    (
+        lambda rpc: rpc.raise_coro("RpcException"),
+        errors.RpcException,
+        500,
+        "RpcException",
+        "raised by the method",
+    ),
+    (
+        lambda rpc: rpc.raise_coro("RpcUnavailableException"),
+        errors.RpcUnavailableException,
+        503,
+        "RpcUnavailableException",
+        "raised by the method",
+    ),
+    (
+        lambda rpc: rpc.unencodable(),
+        errors.ResultLimitError,
+        405,
+        "ResultLimitError",
+        "result not delivered: cannot encode as MessagePack: MESSAGE.RESULT['a'][2] is a set",
+    ),
+    (
+        lambda rpc: rpc.system.getresult("never"),
+        errors.RequestError,
+        400,
+        "RequestError",
+        "no kept result for ID 'never': unknown, already fetched, or expired",
+    ),
     (lambda rpc: rpc.system.health(5), errors.RequestError, 400, "RequestError", None),
 ]
 
 
 @pytest.mark.parametrize(("call", "cls", "code", "exception", "message"), ERRORS)
-def test_call_errors(client: Client, call: Any, cls: type, code: int, exception: str, message: str | None) -> None:
+def test_call_errors(
+    client: Client, call: Any, cls: type, code: int, exception: str, message: str | None
+) -> None:
     with pytest.raises(cls) as info:
         client.run(call)
     exc = info.value
@@ -119,7 +200,9 @@ def test_call_errors(client: Client, call: Any, cls: type, code: int, exception:
     assert client.run(lambda rpc: rpc.add(1, 2)) == 3  # the connection stays usable
 
 
-def test_cancelled_error_in_handler_without_cancel_feature(make_client: Callable[..., Client]) -> None:
+def test_cancelled_error_in_handler_without_cancel_feature(
+    make_client: Callable[..., Client],
+) -> None:
     client = make_client(features=())
     with pytest.raises(errors.RPCRuntimeError) as info:
         client.run(lambda rpc: rpc.raise_coro("CancelledError"))
@@ -132,7 +215,9 @@ def test_error_data_carries_the_call(client: Client) -> None:
     assert info.value.data == {"METHOD": "raise_coro", "ARGS": ["ValueError"], "KWARGS": {}}
 
 
-def test_debug_server_sends_tracebacks(serve: Callable[..., RunningServer], make_client: Callable[..., Client]) -> None:
+def test_debug_server_sends_tracebacks(
+    serve: Callable[..., RunningServer], make_client: Callable[..., Client]
+) -> None:
     running = serve(debug=True)
     client = make_client(running.url)
     with pytest.raises(errors.RPCRuntimeError) as info:
@@ -140,7 +225,9 @@ def test_debug_server_sends_tracebacks(serve: Callable[..., RunningServer], make
     assert "ValueError" in (info.value.remote_traceback or "")
 
 
-@pytest.mark.parametrize("value", [{1, 2}, 2**64, object()], ids=["set", "int-over-64-bits", "object"])
+@pytest.mark.parametrize(
+    "value", [{1, 2}, 2**64, object()], ids=["set", "int-over-64-bits", "object"]
+)
 def test_unencodable_argument_refused_locally(client: Client, value: Any) -> None:
     with pytest.raises(errors.LocalProtocolError):
         client.run(lambda rpc: rpc.echo(value))
@@ -166,7 +253,9 @@ def test_separator_in_arguments(make_client: Callable[..., Client]) -> None:
     assert modern.run(lambda rpc: rpc.with_separator()) == b"a##PRO-END##b"
 
 
-@pytest.mark.parametrize("options", [{}, {"features": ()}, {"debug": True}, {"compression": "zlib"}])
+@pytest.mark.parametrize(
+    "options", [{}, {"features": ()}, {"debug": True}, {"compression": "zlib"}]
+)
 def test_delay_and_getresult(make_client: Callable[..., Client], options: dict[str, Any]) -> None:
     client = make_client(**options)
     kept = client.run(lambda rpc: rpc.delay("add", 40, 2))
@@ -196,7 +285,9 @@ def test_notify(make_client: Callable[..., Client], options: dict[str, Any]) -> 
 
 
 @pytest.mark.parametrize("options", [{}, {"features": ()}], ids=["negotiated", "local-only"])
-def test_deadline_during_a_call(make_client: Callable[..., Client], options: dict[str, Any]) -> None:
+def test_deadline_during_a_call(
+    make_client: Callable[..., Client], options: dict[str, Any]
+) -> None:
     client = make_client(**options)
     key = new_id()
     with pytest.raises(errors.DeadlineExceeded):
@@ -216,7 +307,9 @@ def test_default_timeout_option(make_client: Callable[..., Client]) -> None:
     assert client.run(lambda rpc: rpc.wait_event("finally:" + key)) is True
     fields = client.run(lambda rpc: rpc.ctx_coro())
     assert fields["has_deadline"] is True and fields["remaining_positive"] is True
-    assert client.run(lambda rpc: rpc.ctx_coro.with_options(timeout=None)())["has_deadline"] is False
+    assert (
+        client.run(lambda rpc: rpc.ctx_coro.with_options(timeout=None)())["has_deadline"] is False
+    )
 
 
 def test_deadline_on_a_stream(make_client: Callable[..., Client]) -> None:
@@ -264,7 +357,9 @@ def test_metadata_must_be_strings(client: Client) -> None:
 
 
 @pytest.mark.parametrize("method", ["ctx_coro", "ctx_thread", "ctx_process", "ctx_stream"])
-def test_current_call_fields(serve: Callable[..., RunningServer], make_client: Callable[..., Client], method: str) -> None:
+def test_current_call_fields(
+    serve: Callable[..., RunningServer], make_client: Callable[..., Client], method: str
+) -> None:
     running = serve(auth=[("alice", "a-pw")])
     client = make_client(running.url_for("alice", "a-pw"))
     proxy = lambda rpc: rpc.method(method).with_options(metadata={"k": "v"}, timeout=30)  # noqa: E731
@@ -294,7 +389,9 @@ def test_deprecated_methods_warn(client: Client) -> None:
     assert "remote method 'old_add' is deprecated" in [str(w.message) for w in caught]
 
 
-def test_login_errors(serve: Callable[..., RunningServer], make_client: Callable[..., Client]) -> None:
+def test_login_errors(
+    serve: Callable[..., RunningServer], make_client: Callable[..., Client]
+) -> None:
     running = serve(auth=[("alice", "a-pw")])
     for url in (running.url_for("alice", "nope"), running.url):
         with pytest.raises(errors.LoginError):
@@ -302,7 +399,9 @@ def test_login_errors(serve: Callable[..., RunningServer], make_client: Callable
     assert make_client(running.url_for("alice", "a-pw")).run(lambda rpc: rpc.add(1, 2)) == 3
 
 
-def test_max_inflight_503_for_one_call_only(serve: Callable[..., RunningServer], make_client: Callable[..., Client]) -> None:
+def test_max_inflight_503_for_one_call_only(
+    serve: Callable[..., RunningServer], make_client: Callable[..., Client]
+) -> None:
     running = serve(max_inflight=1)
     client, other = make_client(running.url), make_client(running.url)
     key = new_id()
@@ -316,7 +415,9 @@ def test_max_inflight_503_for_one_call_only(serve: Callable[..., RunningServer],
     assert client.run(lambda rpc: rpc.add(1, 2)) == 3
 
 
-def test_oversized_result_405(serve: Callable[..., RunningServer], make_client: Callable[..., Client]) -> None:
+def test_oversized_result_405(
+    serve: Callable[..., RunningServer], make_client: Callable[..., Client]
+) -> None:
     running = serve(max_message_size=4096)
     client = make_client(running.url)
     with pytest.raises(errors.ResultLimitError):

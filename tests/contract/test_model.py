@@ -41,7 +41,14 @@ values = st.recursive(
     max_leaves=12,
 )
 raise_kinds = st.sampled_from(
-    ["ValueError", "SystemExit", "KeyboardInterrupt", "GeneratorExit", "CustomBase", "RestrictAccessError"]
+    [
+        "ValueError",
+        "SystemExit",
+        "KeyboardInterrupt",
+        "GeneratorExit",
+        "CustomBase",
+        "RestrictAccessError",
+    ]
 )
 RAISE_CODES = {"RestrictAccessError": 403}
 RAISE_MESSAGES = {
@@ -55,15 +62,38 @@ RAISE_MESSAGES = {
 
 # An op: (kind, method, args, kwargs, extra fields)
 ops = st.one_of(
-    st.tuples(st.just("call"), st.sampled_from(["add", "add_coro", "add_thread"]),
-              st.lists(st.one_of(st.integers(-1000, 1000), st.text(max_size=5)), max_size=3), st.just({})),
-    st.tuples(st.just("call"), st.just("echo"), st.lists(values, max_size=3), st.dictionaries(keys, values, max_size=3)),
-    st.tuples(st.just("call"), st.sampled_from(["nope", "system.nope", "add.sub"]), st.lists(scalars, max_size=2), st.just({})),
+    st.tuples(
+        st.just("call"),
+        st.sampled_from(["add", "add_coro", "add_thread"]),
+        st.lists(st.one_of(st.integers(-1000, 1000), st.text(max_size=5)), max_size=3),
+        st.just({}),
+    ),
+    st.tuples(
+        st.just("call"),
+        st.just("echo"),
+        st.lists(values, max_size=3),
+        st.dictionaries(keys, values, max_size=3),
+    ),
+    st.tuples(
+        st.just("call"),
+        st.sampled_from(["nope", "system.nope", "add.sub"]),
+        st.lists(scalars, max_size=2),
+        st.just({}),
+    ),
     st.tuples(st.just("call"), st.just("raise_coro"), raise_kinds.map(lambda k: [k]), st.just({})),
     st.tuples(st.just("call"), st.just("count"), st.integers(0, 4).map(lambda n: [n]), st.just({})),
-    st.tuples(st.just("kept"), st.sampled_from(["add", "echo", "raise_coro", "count"]), st.just(None), st.just({})),
-    st.tuples(st.just("bad"), st.sampled_from(["args-map", "return-int", "method-empty", "int-id", "kwargs-list"]),
-              st.just(None), st.just({})),
+    st.tuples(
+        st.just("kept"),
+        st.sampled_from(["add", "echo", "raise_coro", "count"]),
+        st.just(None),
+        st.just({}),
+    ),
+    st.tuples(
+        st.just("bad"),
+        st.sampled_from(["args-map", "return-int", "method-empty", "int-id", "kwargs-list"]),
+        st.just(None),
+        st.just({}),
+    ),
     st.tuples(st.just("ping"), st.just(""), st.just(None), st.just({})),
 )
 
@@ -77,17 +107,23 @@ def outcome(method: str, args: list[Any], kwargs: dict[str, Any], id: Any) -> li
     data = {"METHOD": method, "ARGS": args, "KWARGS": kwargs}
 
     def fail(code: int, exception: str, message: str) -> list[dict[str, Any]]:
-        return [envelope(code, {"ID": id, "EXCEPTION": exception, "MESSAGE": message, "DATA": data})]
+        return [
+            envelope(code, {"ID": id, "EXCEPTION": exception, "MESSAGE": message, "DATA": data})
+        ]
 
     if method in ("nope", "add.sub"):
-        return fail(401, "NotFindError", f"no method named {method!r} (system.listMethods lists them)")
+        return fail(
+            401, "NotFindError", f"no method named {method!r} (system.listMethods lists them)"
+        )
     if method == "system.nope":
         return fail(406, "UnsupportSysMethodError", "unsupported system method 'system.nope'")
     if method in ("add", "add_coro", "add_thread"):
         if len(args) != 2:
             missing = ["a", "b"][len(args) :]
             if missing:
-                return fail(402, "ParamError", f"{method}(): missing a required argument: {missing[0]!r}")
+                return fail(
+                    402, "ParamError", f"{method}(): missing a required argument: {missing[0]!r}"
+                )
             return fail(402, "ParamError", f"{method}(): too many positional arguments")
         try:
             return [envelope(200, {"ID": id, "RESULT": args[0] + args[1]})]
@@ -117,7 +153,9 @@ BAD = {
 }
 
 
-def plan(ops_: list[Any], json_mode: bool) -> tuple[list[dict[str, Any]], dict[Any, list[Any]], int]:
+def plan(
+    ops_: list[Any], json_mode: bool
+) -> tuple[list[dict[str, Any]], dict[Any, list[Any]], int]:
     """The requests to send, the replies expected per ID, and the number of pongs."""
     counter = itertools.count(1)
     requests: list[dict[str, Any]] = []
@@ -129,11 +167,15 @@ def plan(ops_: list[Any], json_mode: bool) -> tuple[list[dict[str, Any]], dict[A
             requests.append({"MPRPC": "0.1", "HEARTBEAT": "ping"})
             pings += 1
         elif kind == "call":
-            requests.append({"MPRPC": "0.1", "ID": id, "METHOD": method, "ARGS": args, "KWARGS": kwargs})
+            requests.append(
+                {"MPRPC": "0.1", "ID": id, "METHOD": method, "ARGS": args, "KWARGS": kwargs}
+            )
             expected[id] = outcome(method, args, kwargs, id)
         elif kind == "kept":
             args = KEPT_ARGS[method]
-            requests.append({"MPRPC": "0.1", "ID": id, "METHOD": method, "ARGS": args, "RETURN": False})
+            requests.append(
+                {"MPRPC": "0.1", "ID": id, "METHOD": method, "ARGS": args, "RETURN": False}
+            )
             get = f"h-{next(counter)}"
             requests.append({"MPRPC": "0.1", "ID": get, "METHOD": "system.getresult", "ARGS": [id]})
             want = outcome(method, args, {}, get)
@@ -143,8 +185,14 @@ def plan(ops_: list[Any], json_mode: bool) -> tuple[list[dict[str, Any]], dict[A
                 int_id = 10**6 + next(counter)
                 requests.append({"MPRPC": "0.1", "ID": int_id, "METHOD": "add", "ARGS": [1, 2]})
                 expected[int_id] = [
-                    envelope(400, {"ID": int_id, "EXCEPTION": "RequestError",
-                                   "MESSAGE": f"ID must be a non-empty string, got {int_id}"})
+                    envelope(
+                        400,
+                        {
+                            "ID": int_id,
+                            "EXCEPTION": "RequestError",
+                            "MESSAGE": f"ID must be a non-empty string, got {int_id}",
+                        },
+                    )
                 ]
                 continue
             fields, message = BAD[method]
@@ -169,7 +217,11 @@ def matches(got: list[Any], want: list[Any]) -> bool:
     if len(got) != len(want):
         return False
     for g, w in zip(got, want, strict=True):
-        if "DATA" in w["MESSAGE"] and "DATA" in g["MESSAGE"] and w["MESSAGE"]["DATA"]["METHOD"] != g["MESSAGE"]["DATA"]["METHOD"]:
+        if (
+            "DATA" in w["MESSAGE"]
+            and "DATA" in g["MESSAGE"]
+            and w["MESSAGE"]["DATA"]["METHOD"] != g["MESSAGE"]["DATA"]["METHOD"]
+        ):
             g = {**g, "MESSAGE": {**g["MESSAGE"], "DATA": w["MESSAGE"]["DATA"]}}
         if g != w:
             return False
@@ -178,7 +230,9 @@ def matches(got: list[Any], want: list[Any]) -> bool:
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
 @SETTINGS
-@given(ops_=st.lists(ops, min_size=1, max_size=25), cuts=st.lists(st.integers(1, 10**6), max_size=6))
+@given(
+    ops_=st.lists(ops, min_size=1, max_size=25), cuts=st.lists(st.integers(1, 10**6), max_size=6)
+)
 def test_random_pipelined_sequences_match_the_model(
     server: RunningServer, framing: str, ops_: list[Any], cuts: list[int]
 ) -> None:
@@ -206,17 +260,30 @@ def test_random_pipelined_sequences_match_the_model(
 # -- the same model through the clients ------------------------------------------------
 client_ops = st.lists(
     st.one_of(
-        st.tuples(st.sampled_from(["add", "add_coro", "add_thread"]),
-                  st.lists(st.one_of(st.integers(-100, 100), st.text(max_size=3)), max_size=3), st.just({})),
-        st.tuples(st.just("echo"), st.lists(values, max_size=3), st.dictionaries(keys, values, max_size=3)),
-        st.tuples(st.sampled_from(["nope", "system.nope"]), st.lists(scalars, max_size=2), st.just({})),
+        st.tuples(
+            st.sampled_from(["add", "add_coro", "add_thread"]),
+            st.lists(st.one_of(st.integers(-100, 100), st.text(max_size=3)), max_size=3),
+            st.just({}),
+        ),
+        st.tuples(
+            st.just("echo"), st.lists(values, max_size=3), st.dictionaries(keys, values, max_size=3)
+        ),
+        st.tuples(
+            st.sampled_from(["nope", "system.nope"]), st.lists(scalars, max_size=2), st.just({})
+        ),
         st.tuples(st.just("raise_coro"), raise_kinds.map(lambda k: [k]), st.just({})),
     ),
     min_size=1,
     max_size=20,
 )
-CLASSES = {200: None, 401: errors.NotFindError, 402: errors.ParamError, 403: errors.RestrictAccessError,
-           404: errors.RPCRuntimeError, 406: errors.UnsupportSysMethodError}
+CLASSES = {
+    200: None,
+    401: errors.NotFindError,
+    402: errors.ParamError,
+    403: errors.RestrictAccessError,
+    404: errors.RPCRuntimeError,
+    406: errors.UnsupportSysMethodError,
+}
 
 
 def check_client_outcome(method: str, args: list[Any], kwargs: dict[str, Any], got: Any) -> None:
@@ -231,13 +298,19 @@ def check_client_outcome(method: str, args: list[Any], kwargs: dict[str, Any], g
     assert got.data == want["MESSAGE"]["DATA"]
 
 
-@pytest.mark.parametrize("options", [{}, {"features": ()}, {"debug": True}], ids=["modern", "legacy", "json"])
+@pytest.mark.parametrize(
+    "options", [{}, {"features": ()}, {"debug": True}], ids=["modern", "legacy", "json"]
+)
 @SETTINGS
 @given(calls=client_ops)
-def test_random_calls_async_client_one_connection(server: RunningServer, options: dict[str, Any], calls: list[Any]) -> None:
+def test_random_calls_async_client_one_connection(
+    server: RunningServer, options: dict[str, Any], calls: list[Any]
+) -> None:
     async def main() -> list[Any]:
         async with AsyncRPC(server.url, **options) as rpc:
-            return await asyncio.gather(*(rpc.call(m, *a, **k) for m, a, k in calls), return_exceptions=True)
+            return await asyncio.gather(
+                *(rpc.call(m, *a, **k) for m, a, k in calls), return_exceptions=True
+            )
 
     results = asyncio.run(asyncio.wait_for(main(), 60))
     for (method, args, kwargs), got in zip(calls, results, strict=True):
@@ -264,7 +337,9 @@ def test_random_calls_sync_client_one_connection(server: RunningServer, calls: l
     "are handled in order, a coroutine runs as soon as its request is read)",
 )
 @pytest.mark.parametrize("first", ["add", "add_coro"])
-def test_calls_before_a_bad_envelope_in_the_same_read_are_answered(server: RunningServer, first: str) -> None:
+def test_calls_before_a_bad_envelope_in_the_same_read_are_answered(
+    server: RunningServer, first: str
+) -> None:
     """A bad envelope ends the connection with a bare 5xx, after the messages before it."""
     with Wire(server.server.address[1]) as w:
         if first == "ping":
@@ -280,11 +355,16 @@ def test_calls_before_a_bad_envelope_in_the_same_read_are_answered(server: Runni
 def test_ping_before_a_bad_envelope_in_the_same_read_is_answered(server: RunningServer) -> None:
     with Wire(server.server.address[1]) as w:
         w.send({"MPRPC": "0.1", "HEARTBEAT": "ping"}, {"MPRPC": "9", "ID": "x"})
-        assert w.recv_until_closed() == [{"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"}, bare(505)]
+        assert w.recv_until_closed() == [
+            {"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"},
+            bare(505),
+        ]
 
 
 @pytest.mark.parametrize("first", ["add", "add_coro", "ping"])
-def test_messages_before_a_bad_envelope_in_an_earlier_read_are_answered(server: RunningServer, first: str) -> None:
+def test_messages_before_a_bad_envelope_in_an_earlier_read_are_answered(
+    server: RunningServer, first: str
+) -> None:
     with Wire(server.server.address[1]) as w:
         if first == "ping":
             assert w.ping()["CODE"] == 101

@@ -86,7 +86,10 @@ def test_return_false_error_is_kept_with_its_code(wire: Wire) -> None:
 
 def test_return_false_getresult_waits_for_a_running_call(wire: Wire) -> None:
     key, kept, get, rel = new_id(), new_id(), new_id(), new_id()
-    wire.send(wire.request("block", key, id=kept, RETURN=False), wire.request("system.getresult", kept, id=get))
+    wire.send(
+        wire.request("block", key, id=kept, RETURN=False),
+        wire.request("system.getresult", kept, id=get),
+    )
     assert result(wire, "wait_event", "started:" + key) is True
     wire.send(wire.request("release", key, id=rel))
     assert by_id(wire.recv_n(2)) == {get: [ok(get, key)], rel: [ok(rel, True)]}
@@ -94,7 +97,10 @@ def test_return_false_getresult_waits_for_a_running_call(wire: Wire) -> None:
 
 def test_return_false_stream_is_streamed_to_getresult(wire: Wire) -> None:
     kept, get = new_id(), new_id()
-    wire.send(wire.request("count", 3, id=kept, RETURN=False), wire.request("system.getresult", kept, id=get))
+    wire.send(
+        wire.request("count", 3, id=kept, RETURN=False),
+        wire.request("system.getresult", kept, id=get),
+    )
     assert wire.recv_n(5) == [
         {"MPRPC": "0.1", "CODE": 201, "MESSAGE": {"ID": get}},
         *({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": get, "RESULT": i}} for i in range(3)),
@@ -266,7 +272,11 @@ def test_metadata_round_trip(port: int) -> None:
         assert seen == {"x-trace": "t"}
         id = new_id()
         w.send(w.request("ctx_stream", id=id, METADATA={"want": "s"}))
-        assert w.recv() == {"MPRPC": "0.1", "CODE": 201, "MESSAGE": {"ID": id, "METADATA": {"got": "s"}}}
+        assert w.recv() == {
+            "MPRPC": "0.1",
+            "CODE": 201,
+            "MESSAGE": {"ID": id, "METADATA": {"got": "s"}},
+        }
         assert w.recv()["MESSAGE"]["RESULT"]["metadata"] == {"want": "s"}
         assert w.recv() == {"MPRPC": "0.1", "CODE": 206, "MESSAGE": {"ID": id}}
         error = w.call("raise_coro", "ValueError", METADATA={"want": "v"})
@@ -326,7 +336,9 @@ def test_stream_failing_part_way_ends_with_the_error(wire: Wire) -> None:
     wire.send(wire.request("count_fail", 2, id=id))
     messages = wire.recv_n(4)
     assert [m["CODE"] for m in messages] == [201, 202, 202, 404]
-    assert messages[3]["MESSAGE"]["EXCEPTION"] == "ValueError" and messages[3]["MESSAGE"]["ID"] == id
+    assert (
+        messages[3]["MESSAGE"]["EXCEPTION"] == "ValueError" and messages[3]["MESSAGE"]["ID"] == id
+    )
 
 
 def test_deprecated_stream_301(wire: Wire) -> None:
@@ -411,13 +423,17 @@ def test_fifty_connections_one_call_each_at_once(port: int, framing: str, method
 
 # -- limits ----------------------------------------------------------------------------
 @pytest.mark.parametrize("options", [OLD, NEW], ids=["separator", "length"])
-def test_max_inflight_503_for_the_extra_call(serve: Callable[..., RunningServer], options: dict[str, Any]) -> None:
+def test_max_inflight_503_for_the_extra_call(
+    serve: Callable[..., RunningServer], options: dict[str, Any]
+) -> None:
     running = serve(max_inflight=2)
     port = running.server.address[1]
     k1, k2 = new_id(), new_id()
     with Wire(port, **options) as w, Wire(port) as other:
         w.send(w.request("block", k1, id="b1"), w.request("block", k2, id="b2"))
-        assert result(other, "wait_event", "started:" + k1) and result(other, "wait_event", "started:" + k2)
+        assert result(other, "wait_event", "started:" + k1) and result(
+            other, "wait_event", "started:" + k2
+        )
         w.send(w.request("add", 1, 2, id="third"))
         reply = w.recv()
         assert reply["CODE"] == 503 and set(reply["MESSAGE"]) == {"ID", "EXCEPTION", "MESSAGE"}
@@ -441,7 +457,9 @@ def test_oversized_request_separator_framing_505(serve: Callable[..., RunningSer
         assert w.recv_until_closed() == [bare(505)]
 
 
-def test_oversized_request_length_framing_refused_from_the_prefix(serve: Callable[..., RunningServer]) -> None:
+def test_oversized_request_length_framing_refused_from_the_prefix(
+    serve: Callable[..., RunningServer],
+) -> None:
     port = serve(max_message_size=4096).server.address[1]
     with Wire(port, **NEW) as w:
         w.send_raw(struct.pack(">I", 4097))  # only the prefix: nothing more is needed
@@ -461,7 +479,9 @@ def test_request_at_the_size_limit_accepted(serve: Callable[..., RunningServer])
 
 
 @pytest.mark.parametrize("options", [OLD, NEW], ids=["separator", "length"])
-def test_oversized_result_405_connection_stays(serve: Callable[..., RunningServer], options: dict[str, Any]) -> None:
+def test_oversized_result_405_connection_stays(
+    serve: Callable[..., RunningServer], options: dict[str, Any]
+) -> None:
     port = serve(max_message_size=4096).server.address[1]
     with Wire(port, **options) as w:
         reply = w.call("blob", 5000)
@@ -493,7 +513,9 @@ def test_calls_before_auth_501_and_close(port: int, first: dict[str, Any]) -> No
     w.close()
 
 
-@pytest.mark.parametrize("auth", [5, "x", {"USERNAME": 5, "PASSWORD": None}], ids=["int", "str", "bad-user"])
+@pytest.mark.parametrize(
+    "auth", [5, "x", {"USERNAME": 5, "PASSWORD": None}], ids=["int", "str", "bad-user"]
+)
 def test_malformed_auth_506_and_close(port: int, auth: Any) -> None:
     w = Wire(port, login=False)
     w.send({"MPRPC": "0.1", "AUTH": auth})
@@ -525,7 +547,11 @@ def test_anonymous_server_refuses_credentials(port: int) -> None:
 def test_half_close_still_gets_every_reply(port: int, options: dict[str, Any]) -> None:
     key = new_id()
     with Wire(port, **options) as w, Wire(port) as other:
-        w.send(w.request("add", 1, 2, id="h1"), w.request("block", key, id="h2"), w.request("count", 2, id="h3"))
+        w.send(
+            w.request("add", 1, 2, id="h1"),
+            w.request("block", key, id="h2"),
+            w.request("count", 2, id="h3"),
+        )
         assert result(other, "wait_event", "started:" + key) is True
         w.sock.shutdown(socket.SHUT_WR)
         result(other, "release", key)
@@ -535,8 +561,14 @@ def test_half_close_still_gets_every_reply(port: int, options: dict[str, Any]) -
 
 
 @pytest.mark.parametrize("how", ["reset", "eof-with-zero-half-close"])
-def test_client_disconnect_mid_call_cancels_it(serve: Callable[..., RunningServer], how: str) -> None:
-    port = serve(half_close_timeout=0).server.address[1] if how != "reset" else serve().server.address[1]
+def test_client_disconnect_mid_call_cancels_it(
+    serve: Callable[..., RunningServer], how: str
+) -> None:
+    port = (
+        serve(half_close_timeout=0).server.address[1]
+        if how != "reset"
+        else serve().server.address[1]
+    )
     key = new_id()
     with Wire(port) as observer:
         w = Wire(port, **NEW)

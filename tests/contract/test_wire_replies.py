@@ -94,7 +94,11 @@ def test_unknown_method_401(wire: Wire) -> None:
     id = new_id()
     wire.send(wire.request("nope", 1, id=id))
     assert wire.recv() == error(
-        id, 401, "NotFindError", "no method named 'nope' (system.listMethods lists them)", data("nope", [1])
+        id,
+        401,
+        "NotFindError",
+        "no method named 'nope' (system.listMethods lists them)",
+        data("nope", [1]),
     )
 
 
@@ -102,7 +106,11 @@ def test_unknown_system_method_406(wire: Wire) -> None:
     id = new_id()
     wire.send(wire.request("system.nope", id=id))
     assert wire.recv() == error(
-        id, 406, "UnsupportSysMethodError", "unsupported system method 'system.nope'", data("system.nope", [])
+        id,
+        406,
+        "UnsupportSysMethodError",
+        "unsupported system method 'system.nope'",
+        data("system.nope", []),
     )
 
 
@@ -149,7 +157,9 @@ def test_malformed_request_400(wire: Wire, fields: dict[str, Any], message: str 
 
 def test_method_missing_400(wire: Wire) -> None:
     wire.send({"MPRPC": "0.1", "ID": "x-1"})
-    assert wire.recv() == error("x-1", 400, "RequestError", "request has no METHOD (a non-empty string)")
+    assert wire.recv() == error(
+        "x-1", 400, "RequestError", "request has no METHOD (a non-empty string)"
+    )
 
 
 def test_kwargs_non_string_keys_400(wire: Wire, framing: str) -> None:
@@ -321,7 +331,10 @@ def test_json_encoding_on_the_wire(port: int) -> None:
     with Wire(port, json_mode=True) as w:
         w.send(w.request("add", "é", "ü", id="j-1"))
         payload = w.recv_payload()
-        assert payload == json.dumps(ok("j-1", "éü"), separators=(",", ":"), ensure_ascii=False).encode()
+        assert (
+            payload
+            == json.dumps(ok("j-1", "éü"), separators=(",", ":"), ensure_ascii=False).encode()
+        )
 
 
 def test_msgpack_encoding_on_the_wire(port: int) -> None:
@@ -345,7 +358,13 @@ def test_calls_sent_with_the_auth_request_in_one_write(port: int) -> None:
     """The server reads bytes after the auth request with the negotiated framing, even
     when they arrive in the same read."""
     w = Wire(port, login=False)
-    auth = w.encode({"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}, "FEATURES": ["length-framing"]})
+    auth = w.encode(
+        {
+            "MPRPC": "0.1",
+            "AUTH": {"USERNAME": None, "PASSWORD": None},
+            "FEATURES": ["length-framing"],
+        }
+    )
     call = w.encode(w.request("add", 2, 3, id="same-read"))
     w.send_raw(auth + SEPARATOR + struct.pack(">I", len(call)) + call)
     assert w.recv()["CODE"] == 100
@@ -370,7 +389,10 @@ def test_zlib_welcome_states_compression(port: int) -> None:
     import zlib
 
     w = Wire(port, login=False)
-    w.send_raw(zlib.compress(msgpack.packb({"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}})) + SEPARATOR)
+    w.send_raw(
+        zlib.compress(msgpack.packb({"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}}))
+        + SEPARATOR
+    )
     welcome = msgpack.unpackb(zlib.decompress(w.recv_payload()), raw=False)
     assert welcome["CODE"] == 100 and welcome["COMPRESER"] == "zlib" and welcome["DEBUG"] is False
     w.close()

@@ -115,7 +115,10 @@ class Wire:
 
     # -- protocol messages ---------------------------------------------------------
     def login(
-        self, user: str | None = None, password: str | None = None, features: list[str] | None = None
+        self,
+        user: str | None = None,
+        password: str | None = None,
+        features: list[str] | None = None,
     ) -> dict[str, Any]:
         request: dict[str, Any] = {"MPRPC": "0.1", "AUTH": {"USERNAME": user, "PASSWORD": password}}
         if features is not None:
