@@ -91,9 +91,8 @@ def test_typed_blocking_client(typed: Any) -> None:
         with pytest.warns(errors.ExpireWarning):
             assert calc.old_add(1, 1) == 2
         assert calc.log("a line") is None  # oneway: nothing comes back
-    with pytest.raises(errors.ParamError):
-        with CalculatorClient(running.url) as calc:
-            calc.rpc.call("add", "x", 1)
+    with pytest.raises(errors.ParamError), CalculatorClient(running.url) as calc:
+        calc.rpc.call("add", "x", 1)
 
 
 def test_typed_async_client(typed: Any) -> None:
