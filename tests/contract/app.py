@@ -154,6 +154,17 @@ async def gen_block(key: str) -> AsyncIterator[int]:
         _event("finally:" + key).set()
 
 
+async def gen_raise(kind: str) -> AsyncIterator[int]:
+    yield 0
+    _raise(kind)
+
+
+async def gen_unencodable() -> AsyncIterator[Any]:
+    yield 1
+    yield {1, 2}
+    yield 3
+
+
 def old_add(a: Any, b: Any) -> Any:
     return a + b
 
@@ -212,7 +223,7 @@ def build(**options: Any) -> Server:
         server.register_function(**inline)(func)
     for coro in (block, release, wait_event, is_set, bump, sleep, add_coro, raise_coro, ctx_coro):
         server.register_function()(coro)
-    for gen in (count, count_fail, gen_block, ctx_stream):
+    for gen in (count, count_fail, gen_block, ctx_stream, gen_raise, gen_unencodable):
         server.register_function()(gen)
     server.register_function("add_thread", executor="thread")(add)
     server.register_function("add_process", executor="process")(add)
