@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,6 +107,12 @@ async def raise_coro(kind: str) -> None:
 
 def raise_sync(kind: str) -> None:
     _raise(kind)
+
+
+def nap(seconds: float) -> float:
+    """Block the worker (thread or process) for `seconds`."""
+    time.sleep(seconds)
+    return seconds
 
 
 def unencodable() -> Any:
@@ -230,6 +237,8 @@ def build(**options: Any) -> Server:
     server.register_function("raise_thread", executor="thread")(raise_sync)
     server.register_function("raise_process", executor="process")(raise_sync)
     server.register_function("ctx_thread", executor="thread")(ctx_sync)
+    server.register_function("nap_thread", executor="thread")(nap)
+    server.register_function("nap_process", executor="process")(nap)
     server.register_function("ctx_process", executor="process")(ctx_sync)
     server.register_function(deprecated=True, executor="inline")(old_add)
     server.register_function(deprecated=True)(old_count)

@@ -603,3 +603,37 @@ def test_connection_error_closes_only_that_connection(port: int) -> None:
         with pytest.raises(Closed):
             a.send(a.request("add", 1, 2))
             a.recv()
+
+
+def test_oneway_call_counts_towards_max_inflight(serve: Callable[..., RunningServer]) -> None:
+    port = serve(max_inflight=1).server.address[1]
+    key = new_id()
+    with Wire(port, **NEW) as w, Wire(port) as other:
+        w.send(w.request("block", key, id="ow", ONEWAY=True))
+        assert result(other, "wait_event", "started:" + key) is True
+        w.send(w.request("add", 1, 2, id="over"))
+        reply = w.recv()
+        assert reply["CODE"] == 503 and reply["MESSAGE"]["ID"] == "over"
+        result(other, "release", key)
+        assert result(other, "wait_event", "finally:" + key) is True
+        w.send(w.request("add", 1, 2, id="ow"))  # the ID is free again
+        assert w.recv() == ok("ow", 3)
+
+
+def test_duplicate_id_of_a_running_stream_400(port: int) -> None:
+    key = new_id()
+    with Wire(port, **NEW) as w:
+        w.send(w.request("gen_block", key, id="s-dup"))
+        assert [m["CODE"] for m in w.recv_n(2)] == [201, 202]
+        assert result(w, "wait_event", "started:" + key) is True
+        w.send(w.request("add", 1, 2, id="s-dup"))
+        reply = w.recv()
+        assert reply["CODE"] == 400 and reply["MESSAGE"]["ID"] == "s-dup"
+        rel = new_id()
+        w.send(w.request("release", key, id=rel))
+        got = by_id(w.recv_n(3))
+        assert got[rel] == [ok(rel, True)]
+        assert got["s-dup"] == [
+            {"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": "s-dup", "RESULT": 1}},
+            {"MPRPC": "0.1", "CODE": 206, "MESSAGE": {"ID": "s-dup"}},
+        ]
