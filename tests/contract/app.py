@@ -115,6 +115,31 @@ def nap(seconds: float) -> float:
     return seconds
 
 
+def raise_text(a: str, b: str) -> None:
+    raise ValueError(a + b)
+
+
+def value(kind: str) -> Any:
+    """Values at the edges of what the encodings carry."""
+    return {
+        "big-int": 2**64,
+        "min-int": -(2**63),
+        "max-uint": 2**64 - 1,
+        "surrogate": "a\ud800b",
+        "keys": {1: "a", 2.5: "b", None: "c", False: "d", b"k": "e"},
+        "json-keys": {1: "a", 2.5: "b", None: "c", False: "d"},
+        "deep": _nest(501),
+        "ok-deep": _nest(100),
+    }[kind]
+
+
+def _nest(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def unencodable() -> Any:
     return {"a": [1, 2, {3, 4}]}
 
@@ -164,6 +189,26 @@ async def gen_block(key: str) -> AsyncIterator[int]:
 async def gen_raise(kind: str) -> AsyncIterator[int]:
     yield 0
     _raise(kind)
+
+
+async def gen_values(items: list[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+
+
+async def gen_separator() -> AsyncIterator[Any]:
+    yield 1
+    yield b"a##PRO-" + b"END##b"
+    yield 3
+
+
+async def gen_raise_text(a: str, b: str) -> AsyncIterator[int]:
+    yield 0
+    raise ValueError(a + b)
+
+
+def nest(depth: int) -> Any:
+    return _nest(depth)
 
 
 async def gen_unencodable() -> AsyncIterator[Any]:
@@ -226,11 +271,33 @@ def build(**options: Any) -> Server:
     server = Server(("127.0.0.1", 0), interceptors=[reply_metadata, *interceptors], **options)
     server.register_introspection_functions()
     inline = {"executor": "inline"}
-    for func in (add, echo, unencodable, nan, blob, with_separator, void, length):
+    for func in (
+        add,
+        echo,
+        unencodable,
+        nan,
+        blob,
+        with_separator,
+        void,
+        length,
+        raise_text,
+        value,
+        nest,
+    ):
         server.register_function(**inline)(func)
     for coro in (block, release, wait_event, is_set, bump, sleep, add_coro, raise_coro, ctx_coro):
         server.register_function()(coro)
-    for gen in (count, count_fail, gen_block, ctx_stream, gen_raise, gen_unencodable):
+    for gen in (
+        count,
+        count_fail,
+        gen_block,
+        ctx_stream,
+        gen_raise,
+        gen_unencodable,
+        gen_values,
+        gen_raise_text,
+        gen_separator,
+    ):
         server.register_function()(gen)
     server.register_function("add_thread", executor="thread")(add)
     server.register_function("add_process", executor="process")(add)
