@@ -265,10 +265,14 @@ USERS = [("alice", "a-pw")]
 
 
 def build(**options: Any) -> Server:
-    """A server on 127.0.0.1:0 with every contract method registered."""
+    """A server on 127.0.0.1:0 with every contract method registered; `echo_metadata=True`
+    installs `reply_metadata` (outermost), other options go to `Server`."""
     options.setdefault("max_workers", 2)
     interceptors = list(options.pop("interceptors", ()))
-    server = Server(("127.0.0.1", 0), interceptors=[reply_metadata, *interceptors], **options)
+    if options.pop("echo_metadata", False):
+        interceptors.insert(0, reply_metadata)
+    # No interceptor unless asked: plain calls then take the server's plainest path.
+    server = Server(("127.0.0.1", 0), interceptors=interceptors, **options)
     server.register_introspection_functions()
     inline = {"executor": "inline"}
     for func in (

@@ -29,6 +29,27 @@ def server() -> Iterator[RunningServer]:
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def intercepted() -> Iterator[RunningServer]:
+    """A server with an interceptor (`app.reply_metadata`): request metadata `want` comes
+    back as response metadata `got`."""
+    running = app.serve(echo_metadata=True)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=["bare", "intercepted"])
+def either(request: pytest.FixtureRequest) -> RunningServer:
+    """Each of the two: calls without interceptors take the plain path, with one the other."""
+    name = "server" if request.param == "bare" else "intercepted"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def iport(intercepted: RunningServer) -> int:
+    return int(intercepted.server.address[1])
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., RunningServer]]:
     """serve(**options): a server of its own for this test, stopped after it."""

@@ -27,9 +27,9 @@ def arun(coro: Any, timeout: float = 60) -> Any:
 
 # -- many connections, one call each, at once ------------------------------------------
 @pytest.mark.parametrize("method", [*METHODS, "nope", "raise_coro"])
-def test_fifty_async_clients_one_call_each(server: RunningServer, method: str) -> None:
+def test_fifty_async_clients_one_call_each(either: RunningServer, method: str) -> None:
     async def main() -> list[Any]:
-        clients = [AsyncRPC(server.url) for _ in range(50)]
+        clients = [AsyncRPC(either.url) for _ in range(50)]
         await asyncio.gather(*(c.connect() for c in clients))
         try:
             if method == "raise_coro":
@@ -51,9 +51,9 @@ def test_fifty_async_clients_one_call_each(server: RunningServer, method: str) -
 
 
 @pytest.mark.parametrize("method", [*METHODS, "nope"])
-def test_fifty_sync_clients_one_call_each(server: RunningServer, method: str) -> None:
+def test_fifty_sync_clients_one_call_each(either: RunningServer, method: str) -> None:
     n = 50
-    clients = [RPC(server.url) for _ in range(n)]
+    clients = [RPC(either.url) for _ in range(n)]
     for c in clients:
         c.connect()
     barrier = threading.Barrier(n)
@@ -84,9 +84,9 @@ def test_fifty_sync_clients_one_call_each(server: RunningServer, method: str) ->
 
 # -- pipelined calls on one connection -------------------------------------------------
 @pytest.mark.parametrize("method", METHODS)
-def test_async_pipelined_calls(server: RunningServer, method: str) -> None:
+def test_async_pipelined_calls(either: RunningServer, method: str) -> None:
     async def main() -> list[Any]:
-        async with AsyncRPC(server.url) as rpc:
+        async with AsyncRPC(either.url) as rpc:
             calls = [rpc.call(method, i, i) for i in range(200)]
             calls += [rpc.call("nope") for _ in range(5)] + [rpc.add(1) for _ in range(5)]
             return await asyncio.gather(*calls, return_exceptions=True)
@@ -98,9 +98,9 @@ def test_async_pipelined_calls(server: RunningServer, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_sync_client_shared_by_threads(server: RunningServer, method: str) -> None:
+def test_sync_client_shared_by_threads(either: RunningServer, method: str) -> None:
     results: dict[tuple[int, int], Any] = {}
-    with RPC(server.url) as rpc:
+    with RPC(either.url) as rpc:
 
         def worker(t: int) -> None:
             for j in range(15):

@@ -336,7 +336,10 @@ def test_deadline_on_a_stream(make_client: Callable[..., Client]) -> None:
     assert client.run(lambda rpc: rpc.wait_event("finally:" + key)) is True
 
 
-def test_metadata_round_trip(client: Client) -> None:
+def test_metadata_round_trip(
+    make_client: Callable[..., Client], intercepted: RunningServer
+) -> None:
+    client = make_client(intercepted.url)
     proxy = lambda rpc: rpc.ctx_coro.with_options(metadata={"want": "v", "x": "y"})  # noqa: E731
     fields, reply = client.run(lambda rpc: proxy(rpc).call_with_metadata())
     assert fields["metadata"] == {"want": "v", "x": "y"} and dict(reply) == {"got": "v"}
@@ -344,8 +347,12 @@ def test_metadata_round_trip(client: Client) -> None:
     assert value == 3 and dict(reply) == {}
 
 
-def test_metadata_absent_when_not_negotiated(make_client: Callable[..., Client]) -> None:
-    client = make_client(features=("length-framing", "cancel", "deadline", "oneway"))
+def test_metadata_absent_when_not_negotiated(
+    make_client: Callable[..., Client], intercepted: RunningServer
+) -> None:
+    client = make_client(
+        intercepted.url, features=("length-framing", "cancel", "deadline", "oneway")
+    )
     proxy = lambda rpc: rpc.ctx_coro.with_options(metadata={"want": "v"})  # noqa: E731
     fields, reply = client.run(lambda rpc: proxy(rpc).call_with_metadata())
     assert fields["metadata"] == {} and dict(reply) == {}

@@ -234,10 +234,10 @@ def matches(got: list[Any], want: list[Any]) -> bool:
     ops_=st.lists(ops, min_size=1, max_size=25), cuts=st.lists(st.integers(1, 10**6), max_size=6)
 )
 def test_random_pipelined_sequences_match_the_model(
-    server: RunningServer, framing: str, ops_: list[Any], cuts: list[int]
+    either: RunningServer, framing: str, ops_: list[Any], cuts: list[int]
 ) -> None:
     json_mode = framing == "json"
-    with Wire(server.server.address[1], **FRAMINGS[framing]) as w:
+    with Wire(either.server.address[1], **FRAMINGS[framing]) as w:
         requests, expected, pings = plan(ops_, json_mode)
         data = b"".join(w.frame(w.encode(r)) for r in requests)
         points = sorted({c % len(data) for c in cuts} - {0})
@@ -304,10 +304,10 @@ def check_client_outcome(method: str, args: list[Any], kwargs: dict[str, Any], g
 @SETTINGS
 @given(calls=client_ops)
 def test_random_calls_async_client_one_connection(
-    server: RunningServer, options: dict[str, Any], calls: list[Any]
+    either: RunningServer, options: dict[str, Any], calls: list[Any]
 ) -> None:
     async def main() -> list[Any]:
-        async with AsyncRPC(server.url, **options) as rpc:
+        async with AsyncRPC(either.url, **options) as rpc:
             return await asyncio.gather(
                 *(rpc.call(m, *a, **k) for m, a, k in calls), return_exceptions=True
             )

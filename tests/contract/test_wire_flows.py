@@ -259,8 +259,8 @@ def test_cancel_not_negotiated_400(port: int) -> None:
 
 
 # -- metadata --------------------------------------------------------------------------
-def test_metadata_round_trip(port: int) -> None:
-    with Wire(port, **NEW) as w:
+def test_metadata_round_trip(iport: int) -> None:
+    with Wire(iport, **NEW) as w:
         id = new_id()
         w.send(w.request("add", 1, 2, id=id, METADATA={"want": "v", "x-trace": "t"}))
         assert w.recv() == {
@@ -307,7 +307,8 @@ def test_metadata_at_the_bounds_accepted(port: int) -> None:
         assert w.call("add", 1, 2, METADATA={"k": "x" * 8000})["CODE"] == 200
 
 
-def test_metadata_absent_when_not_negotiated(port: int) -> None:
+def test_metadata_absent_when_not_negotiated(iport: int) -> None:
+    port = iport
     with Wire(port, features=["length-framing", "cancel", "deadline", "oneway"]) as w:
         id = new_id()
         w.send(w.request("add", 1, 2, id=id, METADATA={"want": "v"}))
@@ -347,9 +348,10 @@ def test_deprecated_stream_301(wire: Wire) -> None:
     assert [m["CODE"] for m in wire.recv_n(4)] == [301, 202, 202, 206]
 
 
-def test_streams_interleaved_with_plain_calls(wire: Wire) -> None:
+def test_streams_interleaved_with_plain_calls(either: RunningServer, framing: str) -> None:
     """Two streams and many plain calls pipelined on one connection: each ID gets its own
     replies, in order, whatever the interleaving."""
+    wire = Wire(either.server.address[1], **FRAMINGS[framing])
     s1, s2 = new_id(), new_id()
     plain = [new_id() for _ in range(40)]
     requests = [wire.request("count", 30, id=s1)]
@@ -372,20 +374,28 @@ def test_streams_interleaved_with_plain_calls(wire: Wire) -> None:
     for i, p in enumerate(plain[20:]):
         assert replies[p] == [ok(p, i + 1)]
     quiet(wire)
+    wire.close()
 
 
 # -- pipelining and many connections ---------------------------------------------------
 @pytest.mark.parametrize("method", ["add", "add_coro", "add_thread", "add_process"])
-def test_pipelined_calls_on_one_connection(wire: Wire, method: str) -> None:
+def test_pipelined_calls_on_one_connection(
+    either: RunningServer, framing: str, method: str
+) -> None:
+    wire = Wire(either.server.address[1], **FRAMINGS[framing])
     ids = [new_id() for _ in range(150)]
     wire.send(*(wire.request(method, i, 1, id=id) for i, id in enumerate(ids)))
     replies = by_id(wire.recv_n(len(ids)))
     assert replies == {id: [ok(id, i + 1)] for i, id in enumerate(ids)}
     quiet(wire)
+    wire.close()
 
 
 @pytest.mark.parametrize("method", ["add", "add_coro", "add_thread", "add_process", "nope"])
-def test_fifty_connections_one_call_each_at_once(port: int, framing: str, method: str) -> None:
+def test_fifty_connections_one_call_each_at_once(
+    either: RunningServer, framing: str, method: str
+) -> None:
+    port = either.server.address[1]
     n = 50
     wires = [Wire(port, **FRAMINGS[framing]) for _ in range(n)]
     barrier = threading.Barrier(n)
