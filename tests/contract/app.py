@@ -226,6 +226,38 @@ async def old_count(n: int) -> AsyncIterator[int]:
         yield i
 
 
+class Inner:
+    def hello(self, name: str) -> str:
+        return f"hello {name}"
+
+    def _secret(self) -> str:
+        return "secret"
+
+
+class Store:
+    """Its public methods become remote methods (register_instance)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.inner = Inner()
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    async def aget(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def _hidden(self) -> str:
+        return "hidden"
+
+
+def add_one(a: int) -> int:
+    return a + 1
+
+
 def _fields(call: CallContext) -> dict[str, Any]:
     remaining = call.time_remaining()
     return {
@@ -312,6 +344,9 @@ def build(**options: Any) -> Server:
     server.register_function("nap_process", executor="process")(nap)
     server.register_function("ctx_process", executor="process")(ctx_sync)
     server.register_function(deprecated=True, executor="inline")(old_add)
+    server.register_function("legacy.add-one", executor="inline")(add_one)
+    server.register_function("system.custom", executor="inline")(add_one)
+    server.register_instance(Store(), allow_dotted_names=True)
     server.register_function(deprecated=True)(old_count)
     return server
 

@@ -500,3 +500,32 @@ def test_process_handler_raising_cancelled_error_without_cancel_404(port: int) -
         assert (reply["CODE"], reply["MESSAGE"]["EXCEPTION"]) == (404, "CancelledError")
         w.send(w.request("add_process", 1, 2, id=id))
         assert w.recv() == ok(id, 3)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "code", "result"),
+    [
+        ("legacy.add-one", [1], 200, 2),
+        ("system.custom", [1], 200, 2),  # exact names first
+        ("system.getresult.x", [], 406, None),  # then system.* refused
+        ("inner.hello", ["x"], 200, "hello x"),  # then dotted names through the instance
+        ("inner._secret", [], 401, None),
+        ("_hidden", [], 401, None),
+        ("inner.nope", [], 401, None),
+        ("inner", [], 401, None),
+    ],
+)
+def test_name_resolution(wire: Wire, method: str, args: list[Any], code: int, result: Any) -> None:
+    id = new_id()
+    wire.send(wire.request(method, *args, id=id))
+    reply = wire.recv()
+    if code == 200:
+        assert reply == ok(id, result)
+    else:
+        assert reply["CODE"] == code and reply["MESSAGE"]["DATA"] == data(method, args)
+
+
+def test_instance_methods_share_the_instance(wire: Wire) -> None:
+    key = new_id()
+    replies = [wire.call(*call) for call in (("put", key, [1, "v"]), ("get", key), ("aget", key))]
+    assert [m["MESSAGE"]["RESULT"] for m in replies] == [None, [1, "v"], [1, "v"]]
