@@ -300,7 +300,7 @@ def test_deadline_during_a_call(
 
 
 def test_default_timeout_option(make_client: Callable[..., Client]) -> None:
-    client = make_client(timeout=0.3)
+    client = make_client(timeout=1.0)
     key = new_id()
     with pytest.raises(errors.DeadlineExceeded):
         client.run(lambda rpc: rpc.block(key))
@@ -318,7 +318,7 @@ def test_deadline_on_a_stream(make_client: Callable[..., Client]) -> None:
     seen: list[int] = []
 
     def read(rpc: Any) -> Any:
-        proxy = rpc.gen_block.with_options(timeout=0.5)
+        proxy = rpc.gen_block.with_options(timeout=2.0)
 
         async def agen() -> None:
             async for item in await proxy(key):

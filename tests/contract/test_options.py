@@ -84,16 +84,17 @@ def test_cancel_of_pool_calls_sends_nothing(server: RunningServer, method: str) 
 
 
 def test_heartbeat_keeps_the_same_connection(serve: Callable[..., RunningServer]) -> None:
-    running = serve(idle_timeout=0.5)
-    with RPC(running.url, heart_beat=0.1) as rpc:
+    # Generous margins: a pong later than heart_beat would mark the connection dead.
+    running = serve(idle_timeout=1.5)
+    with RPC(running.url, heart_beat=0.5) as rpc:
         before = rpc.ctx_coro()["peer"]
-        time.sleep(1.2)  # the condition under test: longer than the idle timeout
+        time.sleep(2.5)  # the condition under test: longer than the idle timeout
         assert rpc.ctx_coro()["peer"] == before
 
     async def main() -> tuple[Any, Any]:
-        async with AsyncRPC(running.url, heart_beat=0.1) as arpc:
+        async with AsyncRPC(running.url, heart_beat=0.5) as arpc:
             first = (await arpc.ctx_coro())["peer"]
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(2.5)
             return first, (await arpc.ctx_coro())["peer"]
 
     first, second = asyncio.run(asyncio.wait_for(main(), 30))

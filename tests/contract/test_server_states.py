@@ -27,7 +27,7 @@ def result(wire: Wire, method: str, *args: Any) -> Any:
 
 
 def test_shutdown_drains_then_cancels(serve: Callable[..., RunningServer]) -> None:
-    running = serve(grace_period=0.5)
+    running = serve(grace_period=3)
     port = running.server.address[1]
     ka, kb = new_id(), new_id()
     with Wire(port, **NEW) as a, Wire(port, **OLD) as b:
