@@ -273,6 +273,14 @@ def _fields(call: CallContext) -> dict[str, Any]:
     }
 
 
+async def first_line() -> list[Any]:
+    """What works from a handler's first line (eager start): the task, asyncio.timeout."""
+    task = asyncio.current_task()
+    async with asyncio.timeout(5):
+        pass
+    return [task is not None, task is not None and not task.done()]
+
+
 async def ctx_coro() -> dict[str, Any]:
     return _fields(current_call())
 
@@ -321,7 +329,18 @@ def build(**options: Any) -> Server:
         nest,
     ):
         server.register_function(**inline)(func)
-    for coro in (block, release, wait_event, is_set, bump, sleep, add_coro, raise_coro, ctx_coro):
+    for coro in (
+        block,
+        release,
+        wait_event,
+        is_set,
+        bump,
+        sleep,
+        add_coro,
+        raise_coro,
+        ctx_coro,
+        first_line,
+    ):
         server.register_function()(coro)
     for gen in (
         count,
