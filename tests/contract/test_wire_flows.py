@@ -647,3 +647,16 @@ def test_duplicate_id_of_a_running_stream_400(port: int) -> None:
             {"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": "s-dup", "RESULT": 1}},
             {"MPRPC": "0.1", "CODE": 206, "MESSAGE": {"ID": "s-dup"}},
         ]
+
+
+@pytest.mark.parametrize(
+    ("method", "code"),
+    [("add", 200), ("add_coro", 200), ("add_thread", 408), ("add_process", 408), ("nope", 401)],
+)
+def test_deadline_zero_at_arrival(port: int, method: str, code: int) -> None:
+    """Pins current behaviour where the documents are silent: with DEADLINE 0, a call that
+    finishes within the read that brought it (inline, or a coroutine that does not await)
+    is answered; one handed to a pool is not (408); lookup errors come first."""
+    with Wire(port, **NEW) as w:
+        reply = w.call(method, 1, 2, DEADLINE=0)
+        assert reply["CODE"] == code
