@@ -4,7 +4,9 @@ detection (506), kept-result quotas and a cancelled kept call."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -174,3 +176,36 @@ def test_kept_results_belong_to_the_account(serve: Callable[..., RunningServer])
         assert bob.call("system.getresult", "acct")["CODE"] == 400
     with Wire(port, user="alice", password="a-pw") as a2:
         assert result(a2, "system.getresult", "acct") == 4
+
+
+def test_partial_frame_bytes_do_not_reset_the_idle_timer(
+    serve: Callable[..., RunningServer],
+) -> None:
+    port = serve(idle_timeout=0.5).server.address[1]
+    with Wire(port, **NEW) as w:
+        w.send_raw(b"\x00\x00\x01\x00")  # a length prefix for 256 bytes, then a trickle
+        w.sock.settimeout(0.1)
+        deadline = time.monotonic() + 10
+        closed: list[Any] | None = None
+        while closed is None and time.monotonic() < deadline:
+            try:
+                w.send_raw(b"\x81")
+                w.sock.recv(1, socket.MSG_PEEK)
+                closed = []
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = []
+        w.sock.settimeout(5)
+        assert closed is not None, "the server never closed the trickling connection"
+        assert w.recv_until_closed() == [bare(504)]
+
+
+def test_pings_keep_a_connection_open(serve: Callable[..., RunningServer]) -> None:
+    port = serve(idle_timeout=1.0).server.address[1]
+    with Wire(port, **NEW) as w:
+        end = time.monotonic() + 2.5
+        while time.monotonic() < end:  # pings for longer than the idle timeout
+            assert w.ping() == {"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"}
+            time.sleep(0.2)
+        assert result(w, "add", 1, 2) == 3
