@@ -368,3 +368,55 @@ def test_introspection(serve: Callable[..., RunningServer], kind: str) -> None:
     assert {"add", "count", "system.getresult", "system.health", "system.listMethods"} <= set(
         methods
     )
+
+
+def test_closed_clients_stay_closed_until_connect(server: RunningServer) -> None:
+    rpc = RPC(server.url).connect()
+    assert rpc.add(1, 2) == 3
+    rpc.close()
+    with pytest.raises(errors.ConnectionLostError):
+        rpc.add(1, 2)
+    rpc.connect()
+    try:
+        assert rpc.add(1, 2) == 3
+    finally:
+        rpc.close()
+
+    async def main() -> None:
+        arpc = AsyncRPC(server.url)
+        await arpc.connect()
+        assert await arpc.add(1, 2) == 3
+        await arpc.close()
+        with pytest.raises(errors.ConnectionLostError):
+            await arpc.add(1, 2)
+        await arpc.reconnect()
+        try:
+            assert await arpc.add(1, 2) == 3
+        finally:
+            await arpc.close()
+
+    arun(main())
+
+
+def test_server_closing_mid_call_fails_the_call(serve: Callable[..., RunningServer]) -> None:
+    """A call still running when the grace period ends is answered 503 carrying its ID on a
+    connection without `cancel` (407 with it), then the connection closes."""
+    running = serve(grace_period=0)
+    key = new_id()
+    with RPC(running.url, features=()) as rpc:
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                rpc.block(key)
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                outcome.append(exc)
+
+        t = threading.Thread(target=call)
+        t.start()
+        with RPC(running.url) as observer:
+            assert observer.wait_event("started:" + key) is True
+        running.stop()
+        t.join(20)
+        assert len(outcome) == 1 and type(outcome[0]) is errors.RpcUnavailableException
+        assert outcome[0].code == 503
