@@ -95,6 +95,13 @@ ops = st.one_of(
         st.just({}),
     ),
     st.tuples(st.just("ping"), st.just(""), st.just(None), st.just({})),
+    # Extensions: honoured where negotiated (length framing), ignored or refused elsewhere.
+    st.tuples(
+        st.just("ext"),
+        st.sampled_from(["oneway", "cancel-idle", "deadline", "metadata"]),
+        st.lists(st.integers(-50, 50), min_size=2, max_size=2),
+        st.just({}),
+    ),
 )
 
 
@@ -154,7 +161,7 @@ BAD = {
 
 
 def plan(
-    ops_: list[Any], json_mode: bool
+    ops_: list[Any], json_mode: bool, negotiated: bool = False
 ) -> tuple[list[dict[str, Any]], dict[Any, list[Any]], int]:
     """The requests to send, the replies expected per ID, and the number of pongs."""
     counter = itertools.count(1)
@@ -166,6 +173,24 @@ def plan(
         if kind == "ping":
             requests.append({"MPRPC": "0.1", "HEARTBEAT": "ping"})
             pings += 1
+        elif kind == "ext":
+            call = {"MPRPC": "0.1", "ID": id, "METHOD": "add", "ARGS": args}
+            normal = outcome("add", args, {}, id)
+            if method == "oneway":
+                requests.append({**call, "ONEWAY": True})
+                if not negotiated:  # ignored: an ordinary call
+                    expected[id] = normal
+            elif method == "cancel-idle":
+                requests.append({"MPRPC": "0.1", "ID": id, "CANCEL": True})
+                if not negotiated:
+                    message = "CANCEL was not negotiated on this connection"
+                    expected[id] = [("400", message)]
+            elif method == "deadline":
+                requests.append({**call, "DEADLINE": 30})
+                expected[id] = normal
+            else:
+                requests.append({**call, "METADATA": {"k": "v"}})
+                expected[id] = normal
         elif kind == "call":
             requests.append(
                 {"MPRPC": "0.1", "ID": id, "METHOD": method, "ARGS": args, "KWARGS": kwargs}
@@ -238,7 +263,7 @@ def test_random_pipelined_sequences_match_the_model(
 ) -> None:
     json_mode = framing == "json"
     with Wire(either.server.address[1], **FRAMINGS[framing]) as w:
-        requests, expected, pings = plan(ops_, json_mode)
+        requests, expected, pings = plan(ops_, json_mode, negotiated=framing == "length")
         data = b"".join(w.frame(w.encode(r)) for r in requests)
         points = sorted({c % len(data) for c in cuts} - {0})
         for start, end in zip([0, *points], [*points, len(data)], strict=True):
