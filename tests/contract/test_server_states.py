@@ -209,3 +209,39 @@ def test_pings_keep_a_connection_open(serve: Callable[..., RunningServer]) -> No
             assert w.ping() == {"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"}
             time.sleep(0.2)
         assert result(w, "add", 1, 2) == 3
+
+
+def test_kept_results_byte_quota_keeps_a_405(serve: Callable[..., RunningServer]) -> None:
+    port = serve(kept_results_bytes=1000).server.address[1]
+    with Wire(port, **NEW) as w:
+        w.send(
+            w.request("blob", 5000, id="big", RETURN=False),
+            w.request("blob", 10, id="small", RETURN=False),
+        )
+        big = w.call("system.getresult", "big")
+        assert big["CODE"] == 405 and big["MESSAGE"]["EXCEPTION"] == "ResultLimitError"
+        assert result(w, "system.getresult", "small") == b"x" * 10
+
+
+def test_kept_results_expire_after_their_ttl(serve: Callable[..., RunningServer]) -> None:
+    port = serve(kept_results_ttl=0.2).server.address[1]
+    with Wire(port, **NEW) as w:
+        w.send(w.request("add", 1, 2, id="old", RETURN=False))
+        assert result(w, "wait_event", "never:" + new_id(), 0.6) is False  # time passes
+        assert w.call("system.getresult", "old")["CODE"] == 400
+
+
+def test_len_undone_tasks_counts_running_calls(serve: Callable[..., RunningServer]) -> None:
+    port = serve().server.address[1]
+    k1, k2 = new_id(), new_id()
+    with Wire(port, **NEW) as w, Wire(port) as other:
+        w.send(w.request("block", k1, id="u1"), w.request("block", k2, id="u2"))
+        assert result(other, "wait_event", "started:" + k1) and result(
+            other, "wait_event", "started:" + k2
+        )
+        assert result(other, "system.lenUndoneTasks") == 3
+        assert result(other, "system.lenConnections") == 2
+        result(other, "release", k1)
+        result(other, "release", k2)
+        assert sorted(m["MESSAGE"]["ID"] for m in w.recv_n(2)) == ["u1", "u2"]
+        assert result(other, "system.lenUndoneTasks") == 1
