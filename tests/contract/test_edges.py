@@ -61,9 +61,11 @@ def test_json_value_edges(port: int) -> None:
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
 def test_nesting_far_too_deep_405(port: int, framing: str) -> None:
+    # JSON's effective depth depends on the Python version (3.11: ~960; 3.12+: thousands).
+    depth = 50_000 if framing == "json" else 1100
     with Wire(port, **FRAMINGS[framing]) as w:
         assert reply_to(w, "nest", 100)["CODE"] == 200
-        deep = reply_to(w, "nest", 1100)
+        deep = reply_to(w, "nest", depth)
         assert deep["CODE"] == 405 and "nests deeper than" in deep["MESSAGE"]["MESSAGE"]
         assert reply_to(w, "add", 1, 2)["CODE"] == 200
 
@@ -72,7 +74,8 @@ def test_nesting_far_too_deep_405(port: int, framing: str) -> None:
     strict=True,
     reason="BUG: docs say a value nested deeper than 500 levels is never sent (405; a client "
     "refuses it with LocalProtocolError), and the 405 text says 'nests deeper than 500 levels', "
-    "but results and arguments nested up to ~1020 levels (JSON ~960) are sent",
+    "but MessagePack results and arguments nested up to ~1020 levels are sent (JSON: ~960 on "
+    "3.11, thousands on 3.12+)",
 )
 @pytest.mark.parametrize("side", ["server-result", "client-argument"])
 def test_nesting_deeper_than_500_levels_is_never_sent(server: RunningServer, side: str) -> None:
