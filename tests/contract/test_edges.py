@@ -115,14 +115,6 @@ def test_error_text_with_the_separator_in_length_framing(port: int) -> None:
         assert reply["CODE"] == 404 and reply["MESSAGE"]["MESSAGE"] == "##PRO-END##"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on a separator-framed connection, a method (or a stream) raising an exception "
-    "whose text contains ##PRO-END## gets NO reply at all (the server's reply task dies with "
-    "LocalProtocolError, 'Task exception was never retrieved'); the caller waits forever. Docs: "
-    "the server never corrupts the stream and an error reply that cannot be framed is sent "
-    "without the offending part / answered 405",
-)
 @pytest.mark.parametrize("framing", ["separator", "json"])
 @pytest.mark.parametrize("method", ["raise_text", "gen_raise_text"])
 def test_error_text_with_the_separator_is_still_answered(
@@ -138,7 +130,6 @@ def test_error_text_with_the_separator_is_still_answered(
         assert seen[id][-1] in (404, 405)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: as above, through the blocking client (features=())")
 def test_error_text_with_the_separator_reaches_the_legacy_client(server: RunningServer) -> None:
     with (
         RPC(server.url, features=(), timeout=3) as rpc,

@@ -354,13 +354,6 @@ def test_random_calls_sync_client_one_connection(server: RunningServer, calls: l
             check_client_outcome(method, args, kwargs, got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a valid call followed in the SAME read by a bad envelope is never answered, "
-    "only the bare 505 (a ping in its place is answered); sent in two writes, the call is "
-    "answered before the 505: what a client gets depends on TCP segmentation (docs: messages "
-    "are handled in order, a coroutine runs as soon as its request is read)",
-)
 @pytest.mark.parametrize("first", ["add", "add_coro"])
 def test_calls_before_a_bad_envelope_in_the_same_read_are_answered(
     server: RunningServer, first: str

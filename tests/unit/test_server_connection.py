@@ -226,3 +226,73 @@ def test_a_msgpack_first_message_refused_unread_is_answered_in_msgpack() -> None
     conn.receive_data(b"\x83" + b"\xa1x" * 2048)
     assert conn.closed
     assert replies(conn)[0]["CODE"] == 505
+
+
+def test_a_violation_after_calls_in_the_same_read_waits_for_settle() -> None:
+    """The calls before a bad message are returned with the connection still open, so
+    the shell can answer them before the 505 (as if the bad message came in a later read)."""
+    conn = ready()
+    events = conn.receive_data(
+        frame({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}) + frame({"MPRPC": "9", "ID": "x"})
+    )
+    assert [e.id for e in events if isinstance(e, CallRequest)] == ["a"]
+    assert not conn.closed
+    conn.send_result("a", 3)
+    conn.settle()
+    assert conn.closed
+    assert [r["CODE"] for r in replies(conn)] == [200, 505]
+    conn.settle()  # nothing more
+    assert conn.chunks_to_send() == []
+
+
+def test_a_held_violation_closes_before_parsing_more() -> None:
+    conn = ready()
+    conn.receive_data(
+        frame({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}) + frame({"MPRPC": "9", "ID": "x"})
+    )
+    assert conn.receive_data(frame({"MPRPC": "0.1", "ID": "b", "METHOD": "m"})) == []
+    assert conn.closed and [r["CODE"] for r in replies(conn)] == [505]
+
+
+def json_ready() -> ServerConnection:
+    conn = ServerConnection(ServerSettings(), Credentials([("u", "p")]))
+    conn.receive_data(json.dumps(AUTH).encode() + SEPARATOR)
+    conn.chunks_to_send()
+    return conn
+
+
+def json_replies(conn: ServerConnection) -> list[Any]:
+    data = b"".join(conn.chunks_to_send())
+    return [json.loads(f) for f in data.split(SEPARATOR)[:-1]]
+
+
+def test_an_error_text_holding_the_separator_is_answered_405() -> None:
+    conn = ready()
+    conn.receive_data(frame({"MPRPC": "0.1", "ID": "a", "METHOD": "m"}))
+    conn.send_error("a", RPCRuntimeError("bad " + SEPARATOR.decode(), exception="ValueError"))
+    [reply] = replies(conn)
+    assert reply["CODE"] == 405 and reply["MESSAGE"]["ID"] == "a"
+    assert "error 404 not delivered" in reply["MESSAGE"]["MESSAGE"]
+    assert not conn.closed
+
+
+def test_a_method_name_spelling_the_separator_in_json_escapes_is_answered() -> None:
+    """A JSON peer can put the separator in a string with escapes: the 401 echoing it
+    cannot be framed, and is answered 405 instead of never."""
+    conn = json_ready()
+    conn.receive_data(b'{"MPRPC":"0.1","ID":"a","METHOD":"\\u0023#PRO-END##"}' + SEPARATOR)
+    conn.send_error("a", RPCRuntimeError(f"unknown method {SEPARATOR.decode()!r}", id="a"))
+    [reply] = json_replies(conn)
+    assert reply["CODE"] == 405 and reply["MESSAGE"]["ID"] == "a"
+
+
+def test_an_id_spelling_the_separator_closes_the_connection() -> None:
+    """No reply can echo such an ID: the connection closes (500) rather than leave the
+    caller waiting for ever."""
+    conn = json_ready()
+    [event] = conn.receive_data(
+        b'{"MPRPC":"0.1","ID":"\\u0023#PRO-END##","METHOD":"m"}' + SEPARATOR
+    )
+    assert isinstance(event, CallRequest)
+    conn.send_result(event.id, 1)
+    assert conn.closed and json_replies(conn) == [{"MPRPC": "0.1", "CODE": 500}]

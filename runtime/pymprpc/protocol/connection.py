@@ -227,6 +227,7 @@ class ServerConnection(_Connection):
         self._head = b""  # the first byte received, until the codec is known
         self._metadata = False  # METADATA negotiated
         self._oneway = False  # ONEWAY negotiated
+        self._held: MPRPCError | None = None  # a violation that waits for settle()
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Parse received bytes.
@@ -234,11 +235,15 @@ class ServerConnection(_Connection):
         Returns:
             The events of every message now complete, in order. Replies the protocol
             dictates are queued for `chunks_to_send()`. After a protocol violation the
-            connection is closed (`closed`, `error`), its 505/506/501 reply is queued and
-            the events parsed before it are still returned. Never raises, whatever the
-            bytes.
+            connection is closed (`closed`, `error`) and its 505/506/501 reply queued;
+            if messages before it produced events, those are returned and the closing
+            waits for `settle()`, which the shell calls once it has handled them. Never
+            raises, whatever the bytes.
         """
         if self.state is _CLOSED:
+            return []
+        if self._held is not None:
+            self.settle()  # the shell did not: parse nothing past the violation
             return []
         events: list[ServerEvent] = []
         if self._codec is None and not self._head:
@@ -267,8 +272,27 @@ class ServerConnection(_Connection):
                 # The first message was refused before its codec was known (too big,
                 # say): a JSON client still gets its error in JSON.
                 self._codec = Codec.for_reply(self._head, self._auth_limit, self.max_items)
-            self.fail(exc)
+            if events:
+                # Messages before the bad one are handled first, as if they had come in
+                # an earlier read: what a client gets must not depend on TCP segmentation.
+                self._held = _detached(exc)
+                self._framer.clear()
+            else:
+                self.fail(exc)
         return events
+
+    def settle(self) -> None:
+        """Close for a protocol violation held back by the last `receive_data()`.
+
+        A read whose bad message follows valid ones returns their events with the
+        connection still open, so that the shell can start those calls first (their
+        replies are queued before the 505/506, exactly as if the bad message had come in a
+        later read); call this once the events are handled. Nothing happens otherwise.
+        """
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.fail(held)
 
     def measure_sizes(self) -> None:
         """From now on, set each `CallRequest`'s `size`: its frame's bytes (for
@@ -363,10 +387,26 @@ class ServerConnection(_Connection):
             return
         try:
             self._queue(messages.call_error(id, error, frame))
+            return
         except LocalProtocolError:
-            # DATA (echoed arguments, traceback) made it undeliverable: send the bare error.
-            bare = type(error)(error.message, exception=error.exception, id=error.id)
+            pass
+        # DATA (echoed arguments, traceback) may have made it undeliverable: the bare error.
+        bare = type(error)(error.message, exception=error.exception, id=error.id)
+        try:
             self._queue(messages.call_error(id, bare, None))
+            return
+        except LocalProtocolError as exc:
+            problem = exc
+        # Its text cannot be sent either (a handler's message, or a method name a JSON peer
+        # spelt with escapes, holding the separator; or too long): answered like a result
+        # that cannot be sent, so the caller is never left waiting.
+        refusal = ResultLimitError(f"error {error.code} not delivered: {problem}", id=error.id)
+        try:
+            self._queue(messages.call_error(id, refusal, None))
+        except LocalProtocolError:
+            # Not even the ID can be echoed (a JSON peer can spell the separator with
+            # escapes): nothing can answer this call, and the client would wait for ever.
+            self.fail(problem)
 
     # -- outcomes reported by the shell ---------------------------------------------
 

@@ -193,6 +193,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                     self._deferred.pop(event.id, None)
                 elif isinstance(event, Authenticated):
                     self._on_authenticated(event)
+            self.conn.settle()  # a bad message after these: close, after their replies
         finally:
             self._reading = False
             buffered = self.conn.buffered_bytes
