@@ -478,12 +478,6 @@ def test_return_false_malformed_request_is_answered(wire: Wire) -> None:
     assert wire.recv() == error("r-bad", 400, "RequestError", "ARGS must be an array, got dict")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CancelledError raised by a process-pool function (call not cancelled, cancel "
-    "negotiated) is answered 404 with an empty MESSAGE; coroutine and thread handlers get the "
-    "documented 407 (docs/protocol.md 'A method cannot stop the server')",
-)
 def test_process_handler_raising_cancelled_error_407(port: int) -> None:
     with Wire(port, features=ALL_FEATURES) as w:
         id = new_id()

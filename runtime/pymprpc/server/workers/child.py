@@ -121,12 +121,24 @@ def _run_one(
         return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
 
 
+# The type name sent for asyncio.CancelledError (see ProcessPool.call).
+CANCELLED: Final = "asyncio.CancelledError"
+
+
 def _error(exc: BaseException) -> tuple[str, str, str]:
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
         message = repr(type(exc))
-    return type(exc).__name__, message, "".join(traceback.format_exception(exc))
+    kind = type(exc)
+    # asyncio's CancelledError (checked by name: the worker need not import asyncio) is
+    # marked, so the server answers it as it does for a coroutine or thread (407/404).
+    name = (
+        CANCELLED
+        if kind.__qualname__ == "CancelledError" and kind.__module__ == ("asyncio.exceptions")
+        else kind.__name__
+    )
+    return name, message, "".join(traceback.format_exception(exc))
 
 
 def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:

@@ -33,7 +33,7 @@ from typing import Any, Final
 from ...context import CallContext
 from ...errors import RPCRuntimeError
 from . import framing
-from .child import PID, UPDATE_LENGTH, run_zygote
+from .child import CANCELLED, PID, UPDATE_LENGTH, run_zygote
 from .framing import PICKLE
 from .targets import TargetTable
 
@@ -495,6 +495,10 @@ class ProcessPool:
             if metadata and ctx is not None:
                 ctx.response_metadata.update(metadata)
             return result
+        if value[0] == CANCELLED:
+            # Raised by the function, not a cancellation of the call: the handler answers
+            # it like a coroutine's or a thread's stray CancelledError.
+            raise asyncio.CancelledError(value[1])
         raise RemoteFunctionError(*value)
 
     def _dispatch(self, call: _Call) -> None:
