@@ -135,7 +135,7 @@ def _error(exc: BaseException) -> tuple[str, str, str]:
     # marked, so the server answers it as it does for a coroutine or thread (407/404).
     name = (
         CANCELLED
-        if kind.__qualname__ == "CancelledError" and kind.__module__ == ("asyncio.exceptions")
+        if kind.__qualname__ == "CancelledError" and kind.__module__ == "asyncio.exceptions"
         else kind.__name__
     )
     return name, message, "".join(traceback.format_exception(exc))
