@@ -347,12 +347,6 @@ def test_deadline_already_expired(
         assert sent[0].get("DEADLINE", 0) <= 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): with a negative per-call timeout and `deadline` negotiated, both "
-    "clients send DEADLINE: -1, a request the protocol refuses (docs: DEADLINE not a finite "
-    "number >= 0 is 400); the call itself correctly raises DeadlineExceeded locally",
-)
 def test_client_never_sends_a_negative_deadline(fake_client: Callable[..., Any]) -> None:
     fake, client = fake_client(never_answers_one, grant=ALL)
     with pytest.raises(errors.DeadlineExceeded):

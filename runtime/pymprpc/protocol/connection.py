@@ -724,7 +724,7 @@ class ClientConnection(_Connection):
         oneway: bool = False,
     ) -> str:
         """Queue a call (a `deadline` in seconds and `metadata` are sent only if
-        negotiated).
+        negotiated; a negative deadline is sent as 0, already expired).
 
         `oneway`: nothing comes back. With feature `oneway` negotiated the call carries
         `ONEWAY` (the server keeps nothing for it); otherwise it falls back to
@@ -749,6 +749,10 @@ class ClientConnection(_Connection):
             id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
         if not self._deadlines:
             deadline = None
+        elif deadline is not None and deadline < 0:
+            # Already expired: the protocol refuses a negative DEADLINE (400), while 0
+            # asks for the same thing, an expired call (408 unless already answered).
+            deadline = 0.0
         if metadata and self._metadata:
             try:
                 messages.check_metadata(metadata)
