@@ -23,7 +23,7 @@ class CalculatorClient(_typed.TypedClient):
     """
 
     SERVICE: str = "Calculator"
-    """The service's name, as the server lists it (`pymprpc.services.service_info`)."""
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "1.2.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _CalculatorMethods
@@ -90,7 +90,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     """
 
     SERVICE: str = "Calculator"
-    """The service's name, as the server lists it (`pymprpc.services.service_info`)."""
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "1.2.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _CalculatorMethods

@@ -19,7 +19,7 @@ class InventoryClient(_typed.TypedClient):
     """
 
     SERVICE: str = "Inventory"
-    """The service's name, as the server lists it (`pymprpc.services.service_info`)."""
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "0.3.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _InventoryMethods
@@ -77,7 +77,7 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
     """
 
     SERVICE: str = "Inventory"
-    """The service's name, as the server lists it (`pymprpc.services.service_info`)."""
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "0.3.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _InventoryMethods
@@ -134,7 +134,7 @@ class HealthClient(_typed.TypedClient):
     """
 
     SERVICE: str = "Health"
-    """The service's name, as the server lists it (`pymprpc.services.service_info`)."""
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = None
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _HealthMethods
@@ -166,7 +166,7 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
     """
 
     SERVICE: str = "Health"
-    """The service's name, as the server lists it (`pymprpc.services.service_info`)."""
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = None
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _HealthMethods
