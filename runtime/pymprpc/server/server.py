@@ -185,7 +185,8 @@ class Server:
             server); None: functions in the process pool, bound methods in threads.
         max_workers: size of the process pool (default: the CPUs this process may use)
             and of the thread pool (default: that plus 4, at most 32).
-        version: the service version sent in the welcome reply.
+        version: the server's version, sent in the welcome reply (each service's own
+            version is listed by `system.listServices()`: see `register_service`).
         description: the service description sent in the welcome reply (default: the
             docstring of a `Server` subclass).
         max_message_size: the largest message either way, also after decompression.
