@@ -176,14 +176,27 @@ OLD_WELCOME: dict[str, Any] = {
 }
 
 
+def send(conn: socket.socket, msg: dict[str, Any]) -> None:
+    """Send `msg` as one MPRPC 0.1 frame (MessagePack, `##PRO-END##`): from `OldServer`'s
+    `on_call`."""
+    conn.sendall(pack(msg) + SEPARATOR)
+
+
 class OldServer:
     """A hand-written MPRPC 0.1 server on loopback for one client, like pymprpc 0.0.3:
-    welcomes any login, then hands every other message to `on_call` (and records it)."""
+    welcomes any login (with `welcome`, by default 0.0.3's), then hands every other
+    message to `on_call` (and records it)."""
 
-    def __init__(self, on_call: Callable[[socket.socket, dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        on_call: Callable[[socket.socket, dict[str, Any]], None],
+        *,
+        welcome: dict[str, Any] = OLD_WELCOME,
+    ) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.on_call = on_call
+        self.welcome = welcome
         self.seen: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -199,9 +212,13 @@ class OldServer:
                     msg = unpack(frame)
                     self.seen.append(msg)
                     if "AUTH" in msg:
-                        conn.sendall(pack(OLD_WELCOME) + SEPARATOR)
+                        send(conn, self.welcome)
                     else:
                         self.on_call(conn, msg)
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.listener.close()
