@@ -4,15 +4,19 @@ raw socket speaking MPRPC 0.1 frames by hand."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import msgpack
@@ -62,6 +66,29 @@ def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 def connections(server: Server) -> list[Any]:
     """The server's connection handlers (server internals, for tests; call in its loop)."""
     return list(server._core.connections)
+
+
+@contextlib.contextmanager
+def on_sys_path(directory: Path, *packages: str) -> Iterator[Path]:
+    """`directory` importable for the block; after it, every module of `packages` (top-level
+    names) is forgotten, so that a later test's package of the same name loads afresh."""
+    sys.path.insert(0, str(directory))
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
+        for key in [k for k in sys.modules if k.split(".")[0] in packages]:
+            del sys.modules[key]
+
+
+@contextlib.contextmanager
+def generated_package(idl: Path, out: Path) -> Iterator[ModuleType]:
+    """The package mprpcgen generates from `idl` into `out`, imported for the block."""
+    from mprpcgen.cli import main  # only the generator's tests need it loaded
+
+    assert main([str(idl), "-o", str(out)]) == 0
+    with on_sys_path(out, idl.stem):
+        yield importlib.import_module(idl.stem)
 
 
 def arun(coro: Coroutine[Any, Any, T], timeout: float = 20) -> T:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ServerThread
+from helpers import ServerThread, generated_package
 from mprpcgen.cli import main
 from pymprpc.errors import ExpireWarning
 from pymprpc.server import Server
@@ -130,16 +130,8 @@ def test_stale_files_are_removed_and_check_reports_them(tmp_path: Path) -> None:
 @pytest.fixture
 def todo(tmp_path: Path) -> Iterator[object]:
     (tmp_path / "todo.idl").write_text(TODO)
-    assert main([str(tmp_path / "todo.idl"), "-o", str(tmp_path)]) == 0
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import todo  # type: ignore[import-not-found]
-
+    with generated_package(tmp_path / "todo.idl", tmp_path) as todo:
         yield todo
-    finally:
-        sys.path.remove(str(tmp_path))
-        for key in [k for k in sys.modules if k == "todo" or k.startswith("todo.")]:
-            del sys.modules[key]
 
 
 def test_servicer_docstring_says_where_methods_run(todo: object) -> None:

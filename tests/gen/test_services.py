@@ -7,7 +7,6 @@ the server's table; `system.listServices()` answers it over both clients, and
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -28,8 +27,7 @@ from generated_examples.inventory import (
     register_health,
     register_inventory,
 )
-from helpers import ServerThread, arun
-from mprpcgen.cli import main
+from helpers import ServerThread, arun, generated_package
 from mprpcgen.demo import Calculator, Health, Inventory
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import UnsupportSysMethodError, ValidationError
@@ -231,16 +229,8 @@ service Bare {
 def generated(tmp_path: Path) -> Iterator[ModuleType]:
     (tmp_path / "idl").mkdir()
     (tmp_path / "idl" / "listed.idl").write_text(IDL)
-    assert main([str(tmp_path / "idl" / "listed.idl"), "-o", str(tmp_path / "out")]) == 0
-    sys.path.insert(0, str(tmp_path / "out"))
-    try:
-        import listed  # type: ignore[import-not-found]
-
+    with generated_package(tmp_path / "idl" / "listed.idl", tmp_path / "out") as listed:
         yield listed
-    finally:
-        sys.path.remove(str(tmp_path / "out"))
-        for key in [k for k in sys.modules if k == "listed" or k.startswith("listed.")]:
-            del sys.modules[key]
 
 
 def test_a_service_without_methods_or_version_is_listed(generated: Any) -> None:
