@@ -194,6 +194,8 @@ def test_a_service_lists_only_registered_methods() -> None:
         server.register_service("Pinger", ["ping", "ping"], prefix="v1.")
     with pytest.raises(ValueError, match="needs a name"):
         server.register_service("", ["ping"], prefix="v1.")
+    with pytest.raises(TypeError, match="not the string 'ping'"):
+        server.register_service("Pinger", "ping", prefix="v1.")
     assert server.services == ()
 
 

@@ -473,9 +473,12 @@ class Server:
 
         Raises:
             ValueError: a method is not registered (or named twice), or `name` is empty.
+            TypeError: `methods` is a string, not a list of names.
             DuplicateServiceError: `name` is already registered under `prefix` (a
                 `ValueError`), and `replace` is false.
         """
+        if isinstance(methods, str):
+            raise TypeError(f"methods must be a list of names, not the string {methods!r}")
         info = ServiceInfo(
             name=name,
             version=version,
