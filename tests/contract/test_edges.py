@@ -70,23 +70,26 @@ def test_nesting_far_too_deep_405(port: int, framing: str) -> None:
         assert reply_to(w, "add", 1, 2)["CODE"] == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: docs say a value nested deeper than 500 levels is never sent (405; a client "
-    "refuses it with LocalProtocolError), and the 405 text says 'nests deeper than 500 levels', "
-    "but MessagePack results and arguments nested up to ~1020 levels are sent (JSON: ~960 on "
-    "3.11, thousands on 3.12+)",
-)
+# docs/protocol.md: more than 1024 levels in MessagePack, 500 in JSON, the message's own
+# levels included (a result's map and MESSAGE: 2; a call's map and ARGS: 2).
+@pytest.mark.parametrize(("framing", "limit"), [("separator", 1022), ("json", 498)])
 @pytest.mark.parametrize("side", ["server-result", "client-argument"])
-def test_nesting_deeper_than_500_levels_is_never_sent(server: RunningServer, side: str) -> None:
-    if side == "server-result":
-        with Wire(server.server.address[1]) as w:
-            assert reply_to(w, "nest", 600)["CODE"] == 405
-    else:
-        from .app import nest
+def test_nesting_deeper_than_the_documented_levels_is_never_sent(
+    server: RunningServer, side: str, framing: str, limit: int
+) -> None:
+    from .app import nest
 
-        with RPC(server.url) as rpc, pytest.raises(errors.LocalProtocolError):
-            rpc.length(nest(600))
+    json = framing == "json"
+    if side == "server-result":
+        with Wire(server.server.address[1], **FRAMINGS[framing]) as w:
+            assert reply_to(w, "nest", limit)["CODE"] == 200
+            deep = reply_to(w, "nest", limit + 1)
+            assert deep["CODE"] == 405 and "nests deeper than" in deep["MESSAGE"]["MESSAGE"]
+    else:
+        with RPC(server.url, debug=json) as rpc:
+            assert rpc.length(nest(limit)) == 1  # nest(n) is n arrays around a scalar
+            with pytest.raises(errors.LocalProtocolError, match="nests deeper than"):
+                rpc.length(nest(limit + 1))
 
 
 def test_stream_item_with_the_separator_405(port: int) -> None:

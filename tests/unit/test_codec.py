@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,35 @@ def test_garbage_msgpack_is_a_syntax_error() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         Codec().decode(b"\x81\xc1")
     assert info.value.reply_code == 506
+
+
+def _levels(n: int) -> Any:
+    """`n` levels of maps and arrays: a map around n - 1 arrays around a scalar."""
+    value: Any = 0
+    for _ in range(n - 1):
+        value = [value]
+    return {"X": value}
+
+
+@pytest.mark.parametrize(("json", "limit"), [(False, 1024), (True, 500)])
+def test_nesting_bound_is_exact_and_the_same_on_every_python(json: bool, limit: int) -> None:
+    codec = Codec(json=json)
+    payload = codec.encode(_levels(limit))
+    assert codec.encode(codec.decode(payload)) == payload  # read back whole (== recurses)
+    with pytest.raises(LocalProtocolError, match=f"nests deeper than .*{limit} levels"):
+        codec.encode(_levels(limit + 1))
+
+
+def test_json_wide_values_with_many_brackets_are_sent() -> None:
+    wide = {"rows": [{"a": [i]} for i in range(2000)], "deep": _levels(499)}
+    assert Codec(json=True).decode(Codec(json=True).encode(wide)) == wide
+
+
+def test_msgpack_refusal_past_the_search_depth_is_not_called_nesting() -> None:
+    value: Any = {1, 2}
+    for _ in range(700):
+        value = [value]
+    with pytest.raises(LocalProtocolError) as info:
+        Codec().encode({"X": value})
+    assert "nests deeper" not in str(info.value)
+    assert "cannot encode as MessagePack" in str(info.value)

@@ -74,17 +74,31 @@ def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return {_hashable(k): v for k, v in pairs}
 
 
-# msgpack packs at most 511 levels deep; deeper (or self-containing) values are refused.
-_MAX_ENCODE_DEPTH: Final = 500
+# How deep a message may nest, counting its own levels (the envelope's map is level 1).
+# MessagePack: msgpack's packer refuses deeper values itself, and its unpacker has the
+# same fixed limit, so whatever is sent can be read. JSON: Python's json module allows
+# fewer levels on 3.11 (its recursion limit) and thousands on 3.12+, so the codec
+# enforces a bound every version can encode and decode.
+MSGPACK_MAX_DEPTH: Final = 1024
+JSON_MAX_DEPTH: Final = 500
+# How deep the search for what cannot be encoded looks (it recurses: Python's own
+# recursion limit, 1000 on 3.11, must stay well clear).
+_MAX_SEARCH_DEPTH: Final = 500
 
 
-def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 0) -> str | None:
-    """Where in `value` the first thing that cannot be encoded is, and what it is."""
+def _find_unencodable(
+    value: Any, json_mode: bool, too_deep: str | None, path: str = "", depth: int = 0
+) -> str | None:
+    """Where in `value` the first thing that cannot be encoded is, and what it is.
+
+    Past `_MAX_SEARCH_DEPTH` levels it reports `where` followed by `too_deep`, or with
+    `too_deep` None (the encoder refused for another reason) looks no deeper there.
+    """
     where = path or "the value"
     if len(where) > 80:
         where = f"...{where[-60:]}"
-    if depth > _MAX_ENCODE_DEPTH:
-        return f"{where} nests deeper than {_MAX_ENCODE_DEPTH} levels (or contains itself)"
+    if depth > _MAX_SEARCH_DEPTH:
+        return f"{where} {too_deep}" if too_deep else None
     if json_mode and isinstance(value, float) and not math.isfinite(value):
         return f"{where} is {value!r}, which strict JSON cannot carry"
     if json_mode and isinstance(value, bytes | bytearray | memoryview):
@@ -105,7 +119,7 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 
         return None
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            found = _find_unencodable(item, json_mode, f"{path}[{i}]", depth + 1)
+            found = _find_unencodable(item, json_mode, too_deep, f"{path}[{i}]", depth + 1)
             if found:
                 return found
         return None
@@ -113,12 +127,14 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 
         for key, item in value.items():
             if json_mode and not isinstance(key, str | int | float | bool | type(None)):
                 return f"{where} has a key of type {type(key).__name__}, JSON needs strings"
-            found = _find_unencodable(key, json_mode, f"{path} key {key!r:.40}", depth + 1)
+            found = _find_unencodable(
+                key, json_mode, too_deep, f"{path} key {key!r:.40}", depth + 1
+            )
             # Protocol keys of the envelope read as names: MESSAGE.RESULT[2]['when'].
             step = f".{key}" if depth < 2 and isinstance(key, str) and key.isupper() else None
             step = step or f"[{key!r:.40}]"
             found = found or _find_unencodable(
-                item, json_mode, f"{path}{step}".lstrip("."), depth + 1
+                item, json_mode, too_deep, f"{path}{step}".lstrip("."), depth + 1
             )
             if found:
                 return found
@@ -130,6 +146,27 @@ def _find_unencodable(value: Any, json_mode: bool, path: str = "", depth: int = 
         else f"{kind.__module__}.{kind.__qualname__}"
     )
     return f"{where} is a {name}"
+
+
+_JSON_TOO_DEEP: Final = f"nests deeper than {JSON_MAX_DEPTH} levels (or contains itself)"
+_MSGPACK_TOO_DEEP: Final = (
+    f"nests deeper than MessagePack's {MSGPACK_MAX_DEPTH} levels, the message's own "
+    "included (or contains itself)"
+)
+
+
+def _check_json_depth(message: Any) -> None:
+    """Raise ValueError if `message` nests deeper than `JSON_MAX_DEPTH` levels.
+
+    Iterative, so that it cannot itself hit Python's recursion limit.
+    """
+    stack: list[tuple[Any, int]] = [(message, 1)]  # (a map or array, its level)
+    while stack:
+        value, depth = stack.pop()
+        if depth > JSON_MAX_DEPTH:
+            raise ValueError(f"nests deeper than {JSON_MAX_DEPTH} levels")
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, dict | list | tuple))
 
 
 def _json_dumps(message: Any) -> bytes:
@@ -195,10 +232,24 @@ class Codec:
                 mode...); the message names where it is and what it is.
         """
         try:
-            data = _json_dumps(message) if self.json else _pack(message)
+            if self.json:
+                data = _json_dumps(message)
+                # Nesting needs a bracket per level: only a message with more than the
+                # limit's worth of them (counted in C, fast) is walked.
+                if data.count(b"[") + data.count(b"{") > JSON_MAX_DEPTH:
+                    _check_json_depth(message)
+            else:
+                data = _pack(message)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            kind = "JSON (debug mode)" if self.json else "MessagePack"
-            detail = _find_unencodable(message, self.json) or str(exc)
+            too_deep: str | None
+            if self.json:
+                kind, too_deep = "JSON (debug mode)", _JSON_TOO_DEEP
+            else:
+                kind = "MessagePack"
+                # Only msgpack's own refusal says the value is too deep; past the search
+                # depth, any other refusal is reported as msgpack words it.
+                too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in str(exc) else None
+            detail = _find_unencodable(message, self.json, too_deep) or str(exc)
             raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
         if self.compression is not None:
             data = _compress(self.compression, data)
