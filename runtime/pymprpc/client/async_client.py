@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Unpack
+from typing import Any, Final, Protocol, Unpack
 
 from ..address import Address
 from ..context import Metadata
@@ -121,17 +121,46 @@ class AsyncStream:
         return f"<AsyncStream {self.method!r} id={self.id}>"
 
 
+# A call's future holds its value, or this when the outcome is an event for
+# `BaseRPC._outcome` (an error, a stream, a deprecated result, response metadata).
+_EVENT: Final[Any] = object()
+
+
 class _Pending(Pending):
-    __slots__ = ("future",)
+    __slots__ = ("event", "future")
 
     def __init__(self, method: str, future: asyncio.Future[Any]) -> None:
-        super().__init__(method)
+        self.method = method
+        self.stream = None
         self.future = future
+        self.event: ClientEvent | None = None
+
+    def settle(self, event: ClientEvent) -> None:
+        """The call's outcome is `event` (raised or unwrapped by the waiting call)."""
+        if not self.future.done():
+            self.event = event
+            self.future.set_result(_EVENT)
+
+
+class _Typed(Protocol):
+    """What a typed call brings (`pymprpc.schema.Signature`): its arguments' encoder and
+    its result's checker, run by the call itself (no coroutine of its own)."""
+
+    def encode_args(self, *args: Any) -> list[Any]: ...
+
+    def decode_result(self, value: Any) -> Any: ...
 
 
 class _Protocol(ReusedBufferProtocol):
     def __init__(self, client: AsyncRPC) -> None:
         self.client = client
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # ReusedBufferProtocol's, with data_received's work inline: one call less per read.
+        if self.client._protocol is self:
+            view = self._view
+            assert view is not None
+            self.client._on_data(bytes(view[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self.client._protocol is self:
@@ -273,15 +302,34 @@ class AsyncRPC(BaseRPC):
     # -- events ----------------------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
-        events, nbytes = self._receive(data)
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            got = conn.receive_result(data)
+        except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
+            got = [self._unreadable(conn, exc)]
+        if type(got) is tuple:
+            # The usual read: one plain result of a call in flight, straight to its future.
+            self._received = 0
+            pending = self._pending.pop(got[0], None)
+            if pending is not None:
+                future = pending.future
+                if not future.done():
+                    future.set_result(got[1])
+            return
+        events, nbytes = self._charge(got, len(data))  # type: ignore[arg-type]
         for event in events:
             self._on_event(event, nbytes)
 
     def _on_event(self, event: ClientEvent, nbytes: int) -> None:
         if type(event) is Result:  # the most frequent first
             pending = self._pending.pop(event.id, None)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(event)
+            if pending is not None:
+                if event.deprecated or event.metadata:
+                    pending.settle(event)
+                elif not pending.future.done():
+                    pending.future.set_result(event.value)
         elif isinstance(event, StreamItem):
             pending = self._pending.get(event.id)
             if pending is not None:
@@ -295,8 +343,7 @@ class AsyncRPC(BaseRPC):
             pending = self._pending.get(event.id)
             if pending is not None:
                 pending.stream = _Buffer()
-                if not pending.future.done():
-                    pending.future.set_result(event)
+                pending.settle(event)
         elif isinstance(event, StreamEnd):
             pending = self._pending.pop(event.id, None)
             if pending is not None and pending.stream is not None:
@@ -306,8 +353,8 @@ class AsyncRPC(BaseRPC):
             if pending is not None:
                 if pending.stream is not None:
                     pending.stream.finish(event.error)
-                elif not pending.future.done():
-                    pending.future.set_result(event)  # raised by _outcome
+                else:
+                    pending.settle(event)  # raised by _outcome
         elif isinstance(event, Pong):
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
@@ -333,8 +380,8 @@ class AsyncRPC(BaseRPC):
         for p in pending.values():
             if p.stream is not None:
                 p.stream.finish(error)
-            elif not p.future.done():
-                p.future.set_result(ConnectionFailed(error))  # raised by _outcome
+            else:
+                p.settle(ConnectionFailed(error))  # raised by _outcome
         if self._pong is not None and not self._pong.done():
             self._pong.set_exception(error)
         self._reading_paused = False
@@ -440,46 +487,58 @@ class AsyncRPC(BaseRPC):
     async def _call(
         self,
         method: str,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         timeout: float | None,
         ctx: ClientCallContext | None = None,
+        typed: _Typed | None = None,
     ) -> Any:
+        if typed is not None:
+            # A typed client's call: its arguments encoded and its result checked here,
+            # in the call's own coroutine (a generated method adds no frame of its own).
+            args = typed.encode_args(*args)
         # The connection's loop, known since connect(): asyncio.get_running_loop() costs
         # a getpid() system call per call on 3.11.
         loop = self._loop or asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
         conn = self._conn
-        if self._reconnect_due or conn is None or conn.closed or self._transport is None:
+        transport = self._transport
+        if self._reconnect_due or conn is None or conn.closed or transport is None:
             # Connecting again (bounded by the deadline), or failing: _send says how.
-            id = await self._send(method, args, kwargs, True, timeout, metadata)
+            id = await self._send(method, tuple(args), kwargs, True, timeout, metadata)
         else:
-            # The usual call: _send's work inline, one coroutine less per call.
-            id = conn.send_call(
-                method, args, kwargs, returns=True, deadline=timeout, metadata=metadata
+            # The usual call: _send's and _write's work inline, one call to the core.
+            id, chunks = conn.send_call_data(
+                method, args, kwargs, deadline=timeout, metadata=metadata
             )
-            self._write(conn.chunks_to_send())
+            if self._batching or self._pending or len(chunks) != 1 or transport.is_closing():
+                self._write(chunks)
+            else:
+                transport.write(chunks[0])  # nothing else in flight: at once, as it is
         future: asyncio.Future[Any] = loop.create_future()
-        pending = _Pending(method, future)
-        self._pending[id] = pending
+        pending = self._pending[id] = _Pending(method, future)
         if self._reading_paused:
             self._consumed()  # a call now waits: reading paused for a full stream goes on
         try:
             if deadline is None:
-                event = await future
+                value = await future
             else:
                 async with asyncio.timeout_at(deadline):
-                    event = await future
+                    value = await future
         except TimeoutError:
             self._cancel(id)
             raise self._deadline_error(method, timeout, id) from None
         except asyncio.CancelledError:
             self._cancel(id)
             raise
-        value = self._outcome(method, event, timeout, ctx)
-        if isinstance(pending.stream, _Buffer):
-            return AsyncStream(self, id, method, pending.stream, timeout, deadline)
+        if value is _EVENT:
+            assert pending.event is not None
+            value = self._outcome(method, pending.event, timeout, ctx)
+            if isinstance(pending.stream, _Buffer):
+                value = AsyncStream(self, id, method, pending.stream, timeout, deadline)
+        if typed is not None:
+            return typed.decode_result(value)
         return value
 
     async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:

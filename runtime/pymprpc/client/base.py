@@ -315,9 +315,17 @@ class BaseRPC:
         try:
             events = conn.receive_data(data)
         except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
-            # The core raises nothing for bytes; a bug there still ends only this connection.
-            events = [conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))]
-        self._received += len(data)
+            events = [self._unreadable(conn, exc)]
+        return self._charge(events, len(data))
+
+    @staticmethod
+    def _unreadable(conn: ClientConnection, exc: Exception) -> ClientEvent:
+        # The core raises nothing for bytes; a bug there still ends only this connection.
+        return conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))
+
+    def _charge(self, events: list[ClientEvent], nbytes: int) -> tuple[list[ClientEvent], int]:
+        """`events`, parsed from `nbytes` received, and the bytes charged to each."""
+        self._received += nbytes
         if not events:
             return events, 0
         share = self._received // len(events)
