@@ -27,6 +27,9 @@ an `async def` method's would be (`await client.add(1, 2)`, `asyncio.create_task
 class _Options:
     _timeout: Any = _CLIENT_DEFAULT
     _metadata: Metadata = EMPTY_METADATA
+    # No option set: calls go through `rpc.call` (or the call itself), without building
+    # a proxy. An attribute, kept by with_options, as it is read on every call.
+    _plain: bool = True
 
     def with_options(
         self,
@@ -47,15 +50,11 @@ class _Options:
             view._timeout = timeout
         if metadata:
             view._metadata = self._metadata.with_items(Metadata(metadata))
+        view._plain = view._timeout is _CLIENT_DEFAULT and not view._metadata
         return view
 
     def _proxy(self, proxy: MethodProxy[Any]) -> MethodProxy[Any]:
         return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
-
-    @property
-    def _plain(self) -> bool:
-        """No option set: calls go through `rpc.call`, without building a proxy."""
-        return self._timeout is _CLIENT_DEFAULT and not self._metadata
 
 
 class TypedClient(_Options):
