@@ -818,11 +818,10 @@ class ClientConnection(_Connection):
             except Exception:  # noqa: BLE001 - the general path says what cannot be encoded
                 payload = b""
             size = len(payload)
-            if 0 < size < _COALESCE_LIMIT:
+            if 0 < size <= self.max_message_size:
                 self._pending[id] = False
-                return id, [_LENGTH.pack(size) + payload]
-            if size and size <= self.max_message_size:
-                self._pending[id] = False
+                if size < _COALESCE_LIMIT:
+                    return id, [_LENGTH.pack(size) + payload]
                 return id, self._framer.frame(payload)  # large: the payload is not copied
             # Not encodable or too large: the general path raises the error, for this ID.
             id = self.send_call(method, args, kwargs, deadline=deadline, metadata=metadata, id=id)
