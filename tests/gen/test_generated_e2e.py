@@ -288,7 +288,7 @@ def test_an_async_typed_call_is_the_clients_own_coroutine(
             assert await asyncio.create_task(client.add(2, 3)) == 5
             assert await asyncio.gather(client.slow_add(1), client.add(1, 1)) == [2, 2]
             late = client.add(2**70, 1)  # out of range: raised when it runs, not here
-            with pytest.raises(ValidationError, match="out of range|range"):
+            with pytest.raises(ValidationError, match="range"):
                 await late
             view = client.with_options(timeout=5)
             assert await view.slow_add(4) == 5  # the options path checks results too
