@@ -14,6 +14,7 @@ from ..protocol import (
     ConnectionFailed,
     Pong,
     Result,
+    State,
     StreamEnd,
     StreamItem,
     StreamStart,
@@ -124,6 +125,7 @@ class AsyncStream:
 # A call's future holds its value, or this when the outcome is an event for
 # `BaseRPC._outcome` (an error, a stream, a deprecated result, response metadata).
 _EVENT: Final[Any] = object()
+_CLOSED: Final = State.CLOSED
 
 
 class _Pending(Pending):
@@ -156,11 +158,31 @@ class _Protocol(ReusedBufferProtocol):
         self.client = client
 
     def buffer_updated(self, nbytes: int) -> None:
-        # ReusedBufferProtocol's, with data_received's work inline: one call less per read.
-        if self.client._protocol is self:
-            view = self._view
-            assert view is not None
-            self.client._on_data(bytes(view[:nbytes]))
+        # ReusedBufferProtocol's and data_received's work inline: no call less matters
+        # more than one made for every read.
+        client = self.client
+        if client._protocol is not self:
+            return
+        view = self._view
+        assert view is not None
+        data = bytes(view[:nbytes])
+        conn = client._conn
+        if conn is None:
+            return
+        try:
+            got = conn.receive_result(data)
+        except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
+            got = [client._unreadable(conn, exc)]
+        if type(got) is tuple:
+            # The usual read: one plain result of a call in flight, straight to its future.
+            client._received = 0
+            pending = client._pending.pop(got[0], None)
+            if pending is not None:
+                future = pending.future
+                if not future.done():
+                    future.set_result(got[1])
+            return
+        client._on_events(got, len(data))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self.client._protocol is self:
@@ -302,23 +324,13 @@ class AsyncRPC(BaseRPC):
     # -- events ----------------------------------------------------------------------
 
     def _on_data(self, data: bytes) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            got = conn.receive_result(data)
-        except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
-            got = [self._unreadable(conn, exc)]
-        if type(got) is tuple:
-            # The usual read: one plain result of a call in flight, straight to its future.
-            self._received = 0
-            pending = self._pending.pop(got[0], None)
-            if pending is not None:
-                future = pending.future
-                if not future.done():
-                    future.set_result(got[1])
-            return
-        events, nbytes = self._charge(got, len(data))  # type: ignore[arg-type]
+        events, nbytes = self._receive(data)
+        for event in events:
+            self._on_event(event, nbytes)
+
+    def _on_events(self, events: list[ClientEvent], size: int) -> None:
+        """Act on `events`, parsed from `size` bytes received."""
+        events, nbytes = self._charge(events, size)
         for event in events:
             self._on_event(event, nbytes)
 
@@ -504,7 +516,7 @@ class AsyncRPC(BaseRPC):
         metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
         conn = self._conn
         transport = self._transport
-        if self._reconnect_due or conn is None or conn.closed or transport is None:
+        if self._reconnect_due or conn is None or conn.state is _CLOSED or transport is None:
             # Connecting again (bounded by the deadline), or failing: _send says how.
             id = await self._send(method, tuple(args), kwargs, True, timeout, metadata)
         else:
