@@ -91,3 +91,40 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
             assert counts["settle"] == 1
 
     arun(main())
+
+
+def test_a_method_proxy_without_options_calls_the_client_directly(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rpc.name(...)` with no options and no interceptors is the client's own call (no
+    `_invoke` frame); options and interceptors still go through `_invoke`."""
+    from pymprpc.client.interceptors import ClientCallContext
+
+    invoked = 0
+    real = AsyncRPC._invoke
+
+    def counting(self: AsyncRPC, *args: Any) -> Any:
+        nonlocal invoked
+        invoked += 1
+        return real(self, *args)
+
+    monkeypatch.setattr(AsyncRPC, "_invoke", counting)
+    seen: list[str] = []
+
+    async def tap(ctx: ClientCallContext, call_next: Any) -> Any:
+        seen.append(ctx.method)
+        return await call_next(ctx)
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            for i in range(5):
+                assert await rpc.coro_add(i, 1) == i + 1
+            assert await rpc.method("coro_add")(2, 2) == 4
+            assert invoked == 0
+            assert await rpc.coro_add.with_options(timeout=5)(1, 1) == 2
+            assert invoked == 1
+        async with AsyncRPC(url(srv), interceptors=[tap]) as rpc:
+            assert await rpc.coro_add(3, 1) == 4
+            assert invoked == 2 and seen == ["coro_add"]
+
+    arun(main())

@@ -23,6 +23,7 @@ from ..protocol import (
 from ..protocol.framing import coalesce
 from ..readbuffer import ReusedBufferProtocol
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .common import CLIENT_DEFAULT
 from .interceptors import ClientCallContext
 
 
@@ -501,10 +502,12 @@ class AsyncRPC(BaseRPC):
         method: str,
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
-        timeout: float | None,
+        timeout: float | None = CLIENT_DEFAULT,
         ctx: ClientCallContext | None = None,
         typed: _Typed | None = None,
     ) -> Any:
+        if timeout is CLIENT_DEFAULT:
+            timeout = self.timeout  # a method proxy's direct call (see _direct_call)
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
@@ -552,6 +555,10 @@ class AsyncRPC(BaseRPC):
         if typed is not None:
             return typed.decode_result(value)
         return value
+
+    def _direct_call(self) -> Any:
+        # Without interceptors a proxy's call is this client's call, with its defaults.
+        return None if self.interceptors else self._call
 
     async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
         return await result, Metadata(ctx.response_metadata)

@@ -208,7 +208,12 @@ class BaseRPC:
     def method(self, name: str) -> MethodProxy[Any]:
         """The remote method `name` (any name, dotted or not an identifier), to call or
         to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
-        return MethodProxy(self._invoke, name)
+        return MethodProxy(self._invoke, name, None, self._direct_call())
+
+    def _direct_call(self) -> Any:
+        """A call taking (method, args, kwargs) with the client's defaults that a method
+        proxy may call instead of `_invoke` (None: always `_invoke`)."""
+        return None
 
     def _invoke(
         self,
