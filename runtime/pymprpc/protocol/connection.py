@@ -661,14 +661,14 @@ class ClientConnection(_Connection):
                     and type(message) is dict
                     and _K_METADATA not in message
                 ):
-                    id = message.get(_K_ID)
-                    if type(id) is str:
-                        started = self._pending.pop(id, None)
+                    raw_id = message.get(_K_ID)
+                    if type(raw_id) is str:
+                        started = self._pending.pop(raw_id, None)
                         if started is False:
-                            return id, message.get(_K_RESULT)
+                            return raw_id, message.get(_K_RESULT)
                         if started is None:
                             return []  # a call no longer pending: dropped
-                        self._pending[id] = True  # inside a stream: _handle says so
+                        self._pending[raw_id] = True  # inside a stream: _handle says so
             # Anything else: the general path, without decoding the message again.
             try:
                 event = self._handle(messages.parse_response(msg))
