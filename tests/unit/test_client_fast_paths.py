@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from pymprpc.errors import MPRPCError
 from pymprpc.protocol import (
     ClientConnection,
-    ClientEvent,
     Compression,
     Credentials,
     Result,
@@ -50,10 +49,13 @@ def framed(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 
 
-def shape(events: list[ClientEvent]) -> list[Any]:
-    """Events as comparable values (errors compare by type and text)."""
+def shape(events: list[Any]) -> list[Any]:
+    """Events as comparable values (errors compare by type and text; plain results as
+    `(id, value)` pairs compare as the Result events they stand for)."""
     out: list[Any] = []
     for event in events:
+        if type(event) is tuple:
+            event = Result(event[0], event[1], False, None)
         error = getattr(event, "error", None)
         if isinstance(error, MPRPCError):
             out.append((type(event), event.id if hasattr(event, "id") else None, repr(error)))
@@ -164,6 +166,33 @@ def test_a_reply_laid_out_as_our_server_writes_it_agrees_with_receive_data(
         assert shape(got) == shape(expected)  # type: ignore[arg-type]
     assert fast._pending == general._pending
     assert fast.state is general.state
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([KNOWN, STARTED, "d" * 36]), values, st.booleans()),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(0, 400),
+    st.none() | st.tuples(st.integers(0, 400), st.integers(0, 255)),
+)
+def test_several_replies_per_read_agree_with_receive_data(
+    replies: list[tuple[str, Any, bool]], cut: int, flip: tuple[int, int] | None
+) -> None:
+    # Many calls in flight on one connection: reads hold several replies, or parts.
+    stream = bytearray()
+    for id, value, plain in replies:
+        reply = messages.result(id, value) if plain else messages.stream_item(id, value)
+        stream += framed(msgpack.packb(reply, use_bin_type=True))
+    if flip is not None:
+        stream[flip[0] % len(stream)] = flip[1]
+    general, fast = with_calls(), with_calls()
+    for piece in (bytes(stream[:cut]), bytes(stream[cut:])):
+        assert shape(fast.receive_replies(piece)) == shape(general.receive_data(piece))
+        assert fast._pending == general._pending
+        assert fast.state is general.state
 
 
 def test_a_plain_result_comes_back_as_id_and_value() -> None:

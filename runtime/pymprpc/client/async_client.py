@@ -329,11 +329,19 @@ class AsyncRPC(BaseRPC):
         for event in events:
             self._on_event(event, nbytes)
 
-    def _on_events(self, events: list[ClientEvent], size: int) -> None:
-        """Act on `events`, parsed from `size` bytes received."""
+    def _on_events(self, events: list[tuple[str, Any] | ClientEvent], size: int) -> None:
+        """Act on `events` (plain results as `(id, value)`), parsed from `size` bytes."""
         events, nbytes = self._charge(events, size)
+        pending_calls = self._pending
         for event in events:
-            self._on_event(event, nbytes)
+            if type(event) is tuple:
+                pending = pending_calls.pop(event[0], None)
+                if pending is not None:
+                    future = pending.future
+                    if not future.done():
+                        future.set_result(event[1])
+            else:
+                self._on_event(event, nbytes)  # type: ignore[arg-type]
 
     def _on_event(self, event: ClientEvent, nbytes: int) -> None:
         if type(event) is Result:  # the most frequent first

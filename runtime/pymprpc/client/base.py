@@ -13,7 +13,7 @@ import enum
 import os
 import ssl as ssl_module
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from ..address import Address
 from ..context import Metadata
@@ -40,6 +40,8 @@ from ..protocol import (
 )
 from .common import CLIENT_DEFAULT, CallOptions, MethodProxy, parse_compression, warn_deprecated
 from .interceptors import ClientCallContext, ClientInterceptor, compose_client
+
+E = TypeVar("E")
 
 # Unread stream items a client keeps per stream, in bytes as received.
 DEFAULT_STREAM_BUFFER_SIZE = 16 * 1024 * 1024
@@ -328,7 +330,7 @@ class BaseRPC:
         # The core raises nothing for bytes; a bug there still ends only this connection.
         return conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))
 
-    def _charge(self, events: list[ClientEvent], nbytes: int) -> tuple[list[ClientEvent], int]:
+    def _charge(self, events: list[E], nbytes: int) -> tuple[list[E], int]:
         """`events`, parsed from `nbytes` received, and the bytes charged to each."""
         self._received += nbytes
         if not events:

@@ -16,7 +16,7 @@ import hmac
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgpack
 
@@ -93,9 +93,13 @@ def _reply_layout() -> tuple[bytes, bytes]:
 # A plain result in that layout is read without decoding the envelope: the bytes of
 # the envelope are compared, and only the ID and the value are decoded.
 _REPLY_HEAD, _REPLY_RESULT = _reply_layout()
-_REPLY_ID_START: Final = LENGTH_PREFIX_SIZE + len(_REPLY_HEAD)
-_REPLY_ID_END: Final = _REPLY_ID_START + 36
-_REPLY_VALUE_START: Final = _REPLY_ID_END + len(_REPLY_RESULT)
+# Offsets in a payload (in a frame: LENGTH_PREFIX_SIZE more).
+_P_ID_START: Final = len(_REPLY_HEAD)
+_P_ID_END: Final = _P_ID_START + 36
+_P_VALUE_START: Final = _P_ID_END + len(_REPLY_RESULT)
+_REPLY_ID_START: Final = LENGTH_PREFIX_SIZE + _P_ID_START
+_REPLY_ID_END: Final = LENGTH_PREFIX_SIZE + _P_ID_END
+_REPLY_VALUE_START: Final = LENGTH_PREFIX_SIZE + _P_VALUE_START
 
 
 def _detached(error: MPRPCError) -> MPRPCError:
@@ -609,14 +613,58 @@ class ClientConnection(_Connection):
             events.append(self.close(exc))
         return events
 
-    def receive_result(self, data: bytes) -> tuple[str, Any] | list[ClientEvent]:
-        """`receive_data`, with a shortcut for the most frequent read of a busy client:
-        exactly one length-framed message holding a plain result (200, no metadata) of
-        a pending call.
+    def receive_replies(self, data: bytes) -> list[tuple[str, Any] | ClientEvent]:
+        """`receive_data`, except that a plain result (200, no metadata) of a pending
+        call laid out as our server writes it comes as an `(id, value)` pair instead of a
+        `Result`: its envelope's bytes are compared, only its ID and value decoded.
+        Never raises, whatever the bytes."""
+        if (
+            not self._plain_codec
+            or self.state is not _READY
+            or type(self._framer) is not LengthFramer
+        ):
+            return cast("list[tuple[str, Any] | ClientEvent]", self.receive_data(data))
+        out: list[tuple[str, Any] | ClientEvent] = []
+        codec = self._codec or self.codec
+        pending = self._pending
+        try:
+            for payload in self._framer.feed(data):
+                if self.state is not _READY:
+                    break  # a message closed the connection
+                if (
+                    payload[:_P_ID_START] == _REPLY_HEAD
+                    and payload[_P_ID_END:_P_VALUE_START] == _REPLY_RESULT
+                ):
+                    try:
+                        id = str(payload[_P_ID_START:_P_ID_END], "utf-8")
+                        value = msgpack.unpackb(
+                            payload[_P_VALUE_START:], raw=False, strict_map_key=False
+                        )
+                    except Exception:  # noqa: BLE001 - the general path says what is wrong
+                        pass
+                    else:
+                        started = pending.pop(id, None)
+                        if started is False:
+                            out.append((id, value))
+                            continue
+                        if started is None:
+                            continue  # a call no longer pending: dropped
+                        pending[id] = True  # inside a stream: _handle says so
+                event = self._handle(messages.parse_response(codec.decode(payload)))
+                if event is not None:
+                    out.append(event)
+        except RemoteProtocolError as exc:
+            out.append(self.close(exc))
+        return out
+
+    def receive_result(self, data: bytes) -> tuple[str, Any] | list[tuple[str, Any] | ClientEvent]:
+        """`receive_replies`, with a shortcut for the most frequent read of a busy
+        client: exactly one length-framed message holding a plain result (200, no
+        metadata) of a pending call.
 
         Returns:
             `(id, value)` for such a read (the call is no longer pending), else what
-            `receive_data(data)` returns. Never raises, whatever the bytes.
+            `receive_replies(data)` returns. Never raises, whatever the bytes.
         """
         framer = self._framer
         if (
@@ -638,20 +686,20 @@ class ClientConnection(_Connection):
                         data[_REPLY_VALUE_START:], raw=False, strict_map_key=False
                     )
                 except Exception:  # noqa: BLE001 - the general path says what is wrong
-                    return self.receive_data(data)
+                    return self.receive_replies(data)
                 started = self._pending.pop(id, None)
                 if started is False:
                     return id, value
                 if started is None:
                     return []  # a call no longer pending: dropped
                 self._pending[id] = True  # inside a stream: the general path says so
-                return self.receive_data(data)
+                return self.receive_replies(data)
             try:
                 # The codec's limits are the frame's length here (see _plain_codec),
                 # which is msgpack's own bound for every string and collection.
                 msg = msgpack.unpackb(data[4:], raw=False, strict_map_key=False)
             except Exception:  # noqa: BLE001 - the general path says what is wrong
-                return self.receive_data(data)
+                return self.receive_replies(data)
             if type(msg) is dict and msg.get(_K_MPRPC) == VERSION:
                 code = msg.get(_K_CODE)
                 message = msg.get(_K_MESSAGE)
@@ -675,7 +723,7 @@ class ClientConnection(_Connection):
             except RemoteProtocolError as exc:
                 return [self.close(exc)]
             return [] if event is None else [event]
-        return self.receive_data(data)
+        return self.receive_replies(data)
 
     def _handle(self, event: ClientEvent) -> ClientEvent | None:
         if self.state is _READY:
