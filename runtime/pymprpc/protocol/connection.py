@@ -196,6 +196,9 @@ class _Connection:
         self._out: list[bytes] = []
         self._out_size = 0
         self.error: MPRPCError | None = None
+        # Message sizes, for metrics: None (the default) measures nothing. See
+        # `ServerConnection.measure_sizes` and `ClientConnection.measure_sizes`.
+        self._sizes: list[int] | None = None
 
     @property
     def closed(self) -> bool:
@@ -284,6 +287,7 @@ class ServerConnection(_Connection):
         events: list[ServerEvent] = []
         if self._codec is None and not self._head:
             self._head = data[:1]
+        measure = self._sizes is not None  # a flag on the server: see measure_sizes
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -297,6 +301,8 @@ class ServerConnection(_Connection):
                 if event is None:
                     continue
                 events.append(event)
+                if measure and type(event) is CallRequest:
+                    object.__setattr__(event, "size", len(payload) + self._framer.overhead)
                 if type(event) is Authenticated and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
@@ -307,6 +313,11 @@ class ServerConnection(_Connection):
                 self._codec = Codec.for_reply(self._head, self._auth_limit, self.max_items)
             self.fail(exc)
         return events
+
+    def measure_sizes(self) -> None:
+        """From now on, set each `CallRequest`'s `size`: its frame's bytes (for
+        metrics; a connection that does not measure leaves it unset and pays nothing)."""
+        self._sizes = []
 
     def _handle(self, msg: Any) -> ServerEvent | None:
         if type(msg) is not dict or msg.get(Key.MPRPC) != VERSION:
@@ -596,6 +607,7 @@ class ClientConnection(_Connection):
             return []
         events: list[ClientEvent] = []
         codec = self._codec or self.codec
+        sizes = self._sizes
         try:
             payloads = self._framer.feed(data)
             i = 0
@@ -606,6 +618,8 @@ class ClientConnection(_Connection):
                 if event is None:
                     continue
                 events.append(event)
+                if sizes is not None:
+                    sizes.append(len(payload) + self._framer.overhead)
                 if type(event) is Welcome and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
@@ -622,6 +636,7 @@ class ClientConnection(_Connection):
             not self._plain_codec
             or self.state is not _READY
             or type(self._framer) is not LengthFramer
+            or self._sizes is not None  # measured: receive_data notes every size
         ):
             return cast("list[tuple[str, Any] | ClientEvent]", self.receive_data(data))
         out: list[tuple[str, Any] | ClientEvent] = []
@@ -669,6 +684,7 @@ class ClientConnection(_Connection):
         framer = self._framer
         if (
             self._plain_codec
+            and self._sizes is None  # measured: receive_data notes every size
             and self.state is _READY
             and type(framer) is LengthFramer
             and not framer._buffer  # nothing left over from an earlier read
@@ -724,6 +740,23 @@ class ClientConnection(_Connection):
                 return [self.close(exc)]
             return [] if event is None else [event]
         return self.receive_replies(data)
+
+    def measure_sizes(self) -> None:
+        """From now on, note the frame size of each message that `receive_data` returns
+        an event for; `take_sizes()` gives them (for metrics: a connection that does
+        not measure pays nothing)."""
+        if self._sizes is None:
+            self._sizes = []
+
+    def take_sizes(self) -> list[int]:
+        """The frame sizes, in bytes, of the events `receive_data` returned since the
+        last call, in the same order (empty unless `measure_sizes()` was called; a
+        `ConnectionFailed` for bytes that could not be read has none)."""
+        sizes = self._sizes
+        if not sizes:
+            return []
+        self._sizes = []
+        return sizes
 
     def _handle(self, event: ClientEvent) -> ClientEvent | None:
         if self.state is _READY:
