@@ -120,6 +120,9 @@ class MethodView:
     client_doc: str
     sig: str  # `_sig = _XMethods.m`
     encode: str  # `_args = _sig.encode_args(...)`, laid out
+    # The async client's unary call: `return self._call_typed(wire, _sig, (args...))`,
+    # laid out (a plain def returning the call's coroutine: no frame of its own).
+    async_call: str
     signature: str  # the `name = _schema.Signature(...)` statement of the Methods class
     register: str  # the `server.register_function(...)(...)` statement
 
@@ -430,6 +433,9 @@ class FileViews:
             coroutine = method.kind is MethodKind.COROUTINE
             server_prefix, server_returns = "async def" if coroutine else "def", result
             sync_returns = async_returns = "None" if method.oneway else result
+            if not method.oneway and role == "client":
+                # A plain def returning the call's coroutine, typed as an `async def`'s.
+                async_returns = f"_typed.Coro[{result}]"
             server_body = ""
         names = [p.name for p in method.params]
         methods = naming.methods_name(service.name)
@@ -488,10 +494,19 @@ class FileViews:
             server_doc=self.doc(method.doc, indent2),
             server_body=server_body,
             sync_def=header("def", sync_returns, "client"),
-            async_def=header("def" if stream else "async def", async_returns, "client"),
+            async_def=header("async def" if method.oneway else "def", async_returns, "client"),
             client_doc=self.doc(method.doc, indent2),
             sig=fit(f"{indent2}_sig = self._methods.{method.name}", width),
             encode=lay_out(Call("_sig.encode_args(", names), indent2, width, prefix="_args = "),
+            async_call=lay_out(
+                Call(
+                    "self._call_typed(",
+                    ["self._prefix + _sig.wire", "_sig", Call("(", names, one_tuple=True)],
+                ),
+                indent2,
+                width,
+                prefix="return ",
+            ),
             signature=_force_explode(signature, INDENT, width, f"{method.name} = "),
             register=register,
         )

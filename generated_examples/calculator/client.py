@@ -101,19 +101,15 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         super().__init__(addr, **options)
         self._prefix = prefix
 
-    async def add(self, a: int, b: int) -> int:
+    def add(self, a: int, b: int) -> _typed.Coro[int]:
         """Add two integers."""
         _sig = self._methods.add
-        _args = _sig.encode_args(a, b)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (a, b))
 
-    async def slow_add(self, a: int, b: int = 1) -> int:
+    def slow_add(self, a: int, b: int = 1) -> _typed.Coro[int]:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
-        _args = _sig.encode_args(a, b)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (a, b))
 
     def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
@@ -121,19 +117,15 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         _args = _sig.encode_args(n)
         return _sig.open_stream(self._call, _args, self._prefix)
 
-    async def area(self, shape: Shape) -> float:
+    def area(self, shape: Shape) -> _typed.Coro[float]:
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
-        _args = _sig.encode_args(shape)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (shape,))
 
-    async def old_add(self, a: int, b: int) -> int:
+    def old_add(self, a: int, b: int) -> _typed.Coro[int]:
         """Use add instead."""
         _sig = self._methods.old_add
-        _args = _sig.encode_args(a, b)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (a, b))
 
     async def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
@@ -141,9 +133,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         _args = _sig.encode_args(line)
         await self.rpc.notify(self._prefix + _sig.wire, *_args)
 
-    async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
+    def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> _typed.Coro[Shape]:
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
-        _args = _sig.encode_args(shape, dx, dy)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (shape, dx, dy))

@@ -88,21 +88,17 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         super().__init__(addr, **options)
         self._prefix = prefix
 
-    async def put(self, item: Item) -> str:
+    def put(self, item: Item) -> _typed.Coro[str]:
         """Add or replace an item; returns its SKU.
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         _sig = self._methods.put
-        _args = _sig.encode_args(item)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (item,))
 
-    async def get(self, sku: str) -> Item | None:
+    def get(self, sku: str) -> _typed.Coro[Item | None]:
         """The item with this SKU, or none."""
         _sig = self._methods.get
-        _args = _sig.encode_args(sku)
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, (sku,))
 
     def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status.
@@ -112,19 +108,15 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         _args = _sig.encode_args(status)
         return _sig.open_stream(self._call, _args, self._prefix)
 
-    async def by_status(self) -> dict[str, list[str]]:
+    def by_status(self) -> _typed.Coro[dict[str, list[str]]]:
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
-        _args = _sig.encode_args()
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, ())
 
-    async def clear(self) -> None:
+    def clear(self) -> _typed.Coro[None]:
         """Remove every item."""
         _sig = self._methods.clear
-        _args = _sig.encode_args()
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, ())
 
 
 class HealthClient(_typed.TypedClient):
@@ -177,15 +169,11 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
         super().__init__(addr, **options)
         self._prefix = prefix
 
-    async def ping(self) -> str:
+    def ping(self) -> _typed.Coro[str]:
         """Always "ok"."""
         _sig = self._methods.ping
-        _args = _sig.encode_args()
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, ())
 
-    async def uptime(self) -> float:
+    def uptime(self) -> _typed.Coro[float]:
         _sig = self._methods.uptime
-        _args = _sig.encode_args()
-        _reply = await self._call(self._prefix + _sig.wire, _args)
-        return _sig.decode_result(_reply)
+        return self._call_typed(self._prefix + _sig.wire, _sig, ())

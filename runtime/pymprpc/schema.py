@@ -383,6 +383,9 @@ class Signature(Generic[R]):
         init=False, repr=False, compare=False
     )
     _plain_encode: bool = dataclasses.field(init=False, repr=False, compare=False)
+    # The one type a result must have to be returned as it is (None: anything), or
+    # _NOT_EXACT when checking it needs the schema (conversion, containers, structs).
+    _result_exact: Any = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         exact: list[type | None] | None = []
@@ -393,6 +396,7 @@ class Signature(Generic[R]):
             else:
                 exact.append(kind)
         object.__setattr__(self, "_names", tuple(p.name for p in self.params))
+        object.__setattr__(self, "_result_exact", _exact_type(self.result))
         object.__setattr__(self, "_exact", None if exact is None else tuple(exact))
         object.__setattr__(
             self,
@@ -411,6 +415,11 @@ class Signature(Generic[R]):
 
     def decode_result(self, value: Any) -> R:
         """The result checked against the declared type (ValidationError naming it)."""
+        kind = self._result_exact
+        if kind is None:
+            return value  # type: ignore[no-any-return]  # Any
+        if type(value) is kind and (kind is not int or INT_MIN <= value <= INT_MAX):
+            return value  # type: ignore[no-any-return]
         return self.result.decode(value, self.path)
 
     def decode_stream(self, stream: Iterator[Any]) -> Iterator[R]:

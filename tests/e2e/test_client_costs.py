@@ -11,6 +11,7 @@ from service import url
 from helpers import ServerThread, arun
 from pymprpc.client import AsyncRPC
 from pymprpc.client.async_client import MAX_BATCH
+from pymprpc.errors import MPRPCError
 
 
 def test_a_call_is_one_write_and_asks_no_running_loop(
@@ -45,6 +46,87 @@ def test_a_call_is_one_write_and_asks_no_running_loop(
             monkeypatch.setattr(asyncio, "get_running_loop", real)
             assert writes == 20
             assert lookups == 0
+
+    arun(main())
+
+
+def test_a_plain_call_and_its_result_skip_the_general_paths(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain call is encoded and its result read by the core's fused fast paths: no
+    message map through the codec, no Result event, no _Pending.settle per call."""
+    from pymprpc.client import async_client
+    from pymprpc.protocol import connection, messages
+
+    counts: dict[str, int] = {}
+
+    def counting(owner: Any, name: str) -> None:
+        real = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            counts[name] = counts.get(name, 0) + 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            assert await rpc.coro_add(1, 2) == 3
+            counting(connection.ClientConnection, "send_call")
+            counting(connection.ClientConnection, "receive_data")
+            counting(messages, "parse_response")
+            counting(async_client._Pending, "settle")
+            counting(async_client.AsyncRPC, "_on_event")
+            for i in range(20):
+                assert await rpc.coro_add(i, 1) == i + 1
+            # One call in flight: each read holds its one reply, taken by the fast path.
+            assert counts == {}
+            assert await asyncio.gather(*(rpc.coro_add(i, 2) for i in range(10))) == [
+                i + 2 for i in range(10)
+            ]
+            assert counts.get("send_call", 0) == 0
+            assert counts.get("settle", 0) == 0
+            # An error still takes the general path (an event, raised with its message).
+            with pytest.raises(MPRPCError, match="no_such_method"):
+                await rpc.no_such_method()
+            assert counts["settle"] == 1
+
+    arun(main())
+
+
+def test_a_method_proxy_without_options_calls_the_client_directly(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`rpc.name(...)` with no options and no interceptors is the client's own call (no
+    `_invoke` frame); options and interceptors still go through `_invoke`."""
+    from pymprpc.client.interceptors import ClientCallContext
+
+    invoked = 0
+    real = AsyncRPC._invoke
+
+    def counting(self: AsyncRPC, *args: Any) -> Any:
+        nonlocal invoked
+        invoked += 1
+        return real(self, *args)
+
+    monkeypatch.setattr(AsyncRPC, "_invoke", counting)
+    seen: list[str] = []
+
+    async def tap(ctx: ClientCallContext, call_next: Any) -> Any:
+        seen.append(ctx.method)
+        return await call_next(ctx)
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv)) as rpc:
+            for i in range(5):
+                assert await rpc.coro_add(i, 1) == i + 1
+            assert await rpc.method("coro_add")(2, 2) == 4
+            assert invoked == 0
+            assert await rpc.coro_add.with_options(timeout=5)(1, 1) == 2
+            assert invoked == 1
+        async with AsyncRPC(url(srv), interceptors=[tap]) as rpc:
+            assert await rpc.coro_add(3, 1) == 4
+            assert invoked == 2 and seen == ["coro_add"]
 
     arun(main())
 

@@ -268,3 +268,34 @@ def test_typed_clients_warn_at_the_callers_line(services: tuple[str, Calculator]
         asyncio.run(asyncio.wait_for(async_call(), 20))
     found = [(w.filename, w.lineno) for w in seen if issubclass(w.category, ExpireWarning)]
     assert found == [(__file__, n) for n in lines]
+
+
+def test_an_async_typed_call_is_the_clients_own_coroutine(
+    services: tuple[str, Calculator],
+) -> None:
+    """A generated async method adds no coroutine of its own: it returns the client's
+    call coroutine, which encodes the arguments and checks the result. It still behaves
+    as an `async def`: awaited, as a task, gathered, errors raised when it runs."""
+    from pymprpc.client import AsyncRPC
+
+    addr, calc = services
+
+    async def main() -> None:
+        async with AsyncCalculatorClient(addr) as client:
+            call = client.slow_add(1, 2)
+            assert call.cr_code is AsyncRPC._call.__code__
+            assert await call == 3
+            assert await asyncio.create_task(client.add(2, 3)) == 5
+            assert await asyncio.gather(client.slow_add(1), client.add(1, 1)) == [2, 2]
+            late = client.add(2**70, 1)  # out of range: raised when it runs, not here
+            with pytest.raises(ValidationError, match="range"):
+                await late
+            view = client.with_options(timeout=5)
+            assert await view.slow_add(4) == 5  # the options path checks results too
+            calc.lie = True
+            with pytest.raises(ValidationError, match=r"slow_add\(\)"):
+                await client.slow_add(1)
+            with pytest.raises(ValidationError, match=r"slow_add\(\)"):
+                await view.slow_add(1)
+
+    asyncio.run(asyncio.wait_for(main(), 20))

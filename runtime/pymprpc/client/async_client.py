@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Unpack
+from typing import Any, Final, Protocol, Unpack
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
@@ -14,6 +14,7 @@ from ..protocol import (
     ConnectionFailed,
     Pong,
     Result,
+    State,
     StreamEnd,
     StreamItem,
     StreamStart,
@@ -22,6 +23,7 @@ from ..protocol import (
 from ..protocol.framing import coalesce
 from ..readbuffer import ReusedBufferProtocol
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .common import CLIENT_DEFAULT
 from .interceptors import ClientCallContext
 
 # Calls sent in one loop pass are written together at its end, but a batch goes out as
@@ -129,17 +131,70 @@ class AsyncStream:
         return f"<AsyncStream {self.method!r} id={self.id}>"
 
 
+# A call's future holds its value, or this when the outcome is an event for
+# `BaseRPC._outcome` (an error, a stream, a deprecated result, response metadata).
+_EVENT: Final[Any] = object()
+_CLOSED: Final = State.CLOSED
+
+
 class _Pending(Pending):
-    __slots__ = ("future",)
+    __slots__ = ("event", "future")
 
     def __init__(self, method: str, future: asyncio.Future[Any]) -> None:
-        super().__init__(method)
+        self.method = method
+        self.stream = None
         self.future = future
+        self.event: ClientEvent | None = None
+
+    def settle(self, event: ClientEvent) -> None:
+        """The call's outcome is `event` (raised or unwrapped by the waiting call)."""
+        if not self.future.done():
+            self.event = event
+            self.future.set_result(_EVENT)
+
+
+class _Typed(Protocol):
+    """What a typed call brings (`pymprpc.schema.Signature`): its arguments' encoder and
+    its result's checker, run by the call itself (no coroutine of its own)."""
+
+    def encode_args(self, *args: Any) -> list[Any]: ...
+
+    def decode_result(self, value: Any) -> Any: ...
 
 
 class _Protocol(ReusedBufferProtocol):
     def __init__(self, client: AsyncRPC) -> None:
         self.client = client
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # ReusedBufferProtocol's and data_received's work inline: no call less matters
+        # more than one made for every read.
+        client = self.client
+        if client._protocol is not self:
+            return
+        view = self._view
+        assert view is not None
+        data = bytes(view[:nbytes])
+        conn = client._conn
+        if conn is None:
+            return
+        if client._measure:  # an interceptor wants each reply's size: the general path
+            client._on_data(data)
+            return
+        try:
+            got = conn.receive_result(data)
+        except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
+            got = [client._unreadable(conn, exc)]
+        if type(got) is tuple:
+            # The usual read: one plain result of a call in flight, straight to its future.
+            client._received = 0
+            pending = client._pending.pop(got[0], None)
+            if pending is not None:
+                future = pending.future
+                if not future.done():
+                    future.set_result(got[1])
+            return
+        client._on_events(got, len(data))  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         if self.client._protocol is self:
@@ -285,11 +340,28 @@ class AsyncRPC(BaseRPC):
         for event in events:
             self._on_event(event, nbytes)
 
+    def _on_events(self, events: list[tuple[str, Any] | ClientEvent], size: int) -> None:
+        """Act on `events` (plain results as `(id, value)`), parsed from `size` bytes."""
+        events, nbytes = self._charge(events, size)
+        pending_calls = self._pending
+        for event in events:
+            if type(event) is tuple:
+                pending = pending_calls.pop(event[0], None)
+                if pending is not None:
+                    future = pending.future
+                    if not future.done():
+                        future.set_result(event[1])
+            else:
+                self._on_event(event, nbytes)  # type: ignore[arg-type]
+
     def _on_event(self, event: ClientEvent, nbytes: int) -> None:
         if type(event) is Result:  # the most frequent first
             pending = self._pending.pop(event.id, None)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(event)
+            if pending is not None:
+                if event.deprecated or event.metadata:
+                    pending.settle(event)
+                elif not pending.future.done():
+                    pending.future.set_result(event.value)
         elif isinstance(event, StreamItem):
             pending = self._pending.get(event.id)
             if pending is not None:
@@ -303,8 +375,7 @@ class AsyncRPC(BaseRPC):
             pending = self._pending.get(event.id)
             if pending is not None:
                 pending.stream = _Buffer()
-                if not pending.future.done():
-                    pending.future.set_result(event)
+                pending.settle(event)
         elif isinstance(event, StreamEnd):
             pending = self._pending.pop(event.id, None)
             if pending is not None and pending.stream is not None:
@@ -314,8 +385,8 @@ class AsyncRPC(BaseRPC):
             if pending is not None:
                 if pending.stream is not None:
                     pending.stream.finish(event.error)
-                elif not pending.future.done():
-                    pending.future.set_result(event)  # raised by _outcome
+                else:
+                    pending.settle(event)  # raised by _outcome
         elif isinstance(event, Pong):
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
@@ -341,8 +412,8 @@ class AsyncRPC(BaseRPC):
         for p in pending.values():
             if p.stream is not None:
                 p.stream.finish(error)
-            elif not p.future.done():
-                p.future.set_result(ConnectionFailed(error))  # raised by _outcome
+            else:
+                p.settle(ConnectionFailed(error))  # raised by _outcome
         if self._pong is not None and not self._pong.done():
             self._pong.set_exception(error)
         self._reading_paused = False
@@ -458,11 +529,18 @@ class AsyncRPC(BaseRPC):
     async def _call(
         self,
         method: str,
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
-        timeout: float | None,
+        timeout: float | None = CLIENT_DEFAULT,
         ctx: ClientCallContext | None = None,
+        typed: _Typed | None = None,
     ) -> Any:
+        if timeout is CLIENT_DEFAULT:
+            timeout = self.timeout  # a method proxy's direct call (see _direct_call)
+        if typed is not None:
+            # A typed client's call: its arguments encoded and its result checked here,
+            # in the call's own coroutine (a generated method adds no frame of its own).
+            args = typed.encode_args(*args)
         # The connection's loop, known since connect(): asyncio.get_running_loop() costs
         # a getpid() system call per call on 3.11.
         loop = self._loop or asyncio.get_running_loop()
@@ -473,39 +551,49 @@ class AsyncRPC(BaseRPC):
             metadata = ctx.metadata.to_dict() if ctx.metadata else None
             sizes = ctx.sizes
         conn = self._conn
-        if self._reconnect_due or conn is None or conn.closed or self._transport is None:
+        transport = self._transport
+        if self._reconnect_due or conn is None or conn.state is _CLOSED or transport is None:
             # Connecting again (bounded by the deadline), or failing: _send says how.
-            id = await self._send(method, args, kwargs, True, timeout, metadata, sizes=sizes)
+            id = await self._send(method, tuple(args), kwargs, True, timeout, metadata, sizes=sizes)
         else:
-            # The usual call: _send's work inline, one coroutine less per call.
-            id = conn.send_call(
-                method, args, kwargs, returns=True, deadline=timeout, metadata=metadata
+            # The usual call: _send's and _write's work inline, one call to the core.
+            id, chunks = conn.send_call_data(
+                method, args, kwargs, deadline=timeout, metadata=metadata
             )
-            chunks = conn.chunks_to_send()
             if sizes is not None:
                 self._watch(id, sizes, chunks)
-            self._write(chunks)
+            if self._batching or self._pending or len(chunks) != 1 or transport.is_closing():
+                self._write(chunks)
+            else:
+                transport.write(chunks[0])  # nothing else in flight: at once, as it is
         future: asyncio.Future[Any] = loop.create_future()
-        pending = _Pending(method, future)
-        self._pending[id] = pending
+        pending = self._pending[id] = _Pending(method, future)
         if self._reading_paused:
             self._consumed()  # a call now waits: reading paused for a full stream goes on
         try:
             if deadline is None:
-                event = await future
+                value = await future
             else:
                 async with asyncio.timeout_at(deadline):
-                    event = await future
+                    value = await future
         except TimeoutError:
             self._cancel(id)
             raise self._deadline_error(method, timeout, id) from None
         except asyncio.CancelledError:
             self._cancel(id)
             raise
-        value = self._outcome(method, event, timeout, ctx)
-        if isinstance(pending.stream, _Buffer):
-            return AsyncStream(self, id, method, pending.stream, timeout, deadline)
+        if value is _EVENT:
+            assert pending.event is not None
+            value = self._outcome(method, pending.event, timeout, ctx)
+            if isinstance(pending.stream, _Buffer):
+                value = AsyncStream(self, id, method, pending.stream, timeout, deadline)
+        if typed is not None:
+            return typed.decode_result(value)
         return value
+
+    def _direct_call(self) -> Any:
+        # Without interceptors a proxy's call is this client's call, with its defaults.
+        return None if self.interceptors else self._call
 
     async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
         return await result, Metadata(ctx.response_metadata)

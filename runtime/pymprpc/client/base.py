@@ -13,7 +13,7 @@ import enum
 import os
 import ssl as ssl_module
 from collections.abc import Iterable, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
@@ -41,6 +41,8 @@ from ..protocol import (
 )
 from .common import CLIENT_DEFAULT, CallOptions, MethodProxy, parse_compression, warn_deprecated
 from .interceptors import ClientCallContext, ClientInterceptor, compose_client
+
+E = TypeVar("E")
 
 # Unread stream items a client keeps per stream, in bytes as received.
 DEFAULT_STREAM_BUFFER_SIZE = 16 * 1024 * 1024
@@ -213,7 +215,12 @@ class BaseRPC:
     def method(self, name: str) -> MethodProxy[Any]:
         """The remote method `name` (any name, dotted or not an identifier), to call or
         to give options: `rpc.method("add").with_options(timeout=2)(1, 2)`."""
-        return MethodProxy(self._invoke, name)
+        return MethodProxy(self._invoke, name, None, self._direct_call())
+
+    def _direct_call(self) -> Any:
+        """A call taking (method, args, kwargs) with the client's defaults that a method
+        proxy may call instead of `_invoke` (None: always `_invoke`)."""
+        return None
 
     def _invoke(
         self,
@@ -324,11 +331,19 @@ class BaseRPC:
         try:
             events = conn.receive_data(data)
         except Exception as exc:  # noqa: BLE001 - never a bare error from the reader
-            # The core raises nothing for bytes; a bug there still ends only this connection.
-            events = [conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))]
-        self._received += len(data)
+            events = [self._unreadable(conn, exc)]
         if self._measure:  # one test per read, not per call; nothing else unless asked
             self._report_sizes(conn, events)
+        return self._charge(events, len(data))
+
+    @staticmethod
+    def _unreadable(conn: ClientConnection, exc: Exception) -> ClientEvent:
+        # The core raises nothing for bytes; a bug there still ends only this connection.
+        return conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))
+
+    def _charge(self, events: list[E], nbytes: int) -> tuple[list[E], int]:
+        """`events`, parsed from `nbytes` received, and the bytes charged to each."""
+        self._received += nbytes
         if not events:
             return events, 0
         share = self._received // len(events)

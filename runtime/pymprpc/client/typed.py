@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
-from typing import Any, Self
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar
 
 from ..context import EMPTY_METADATA, Metadata
 from .async_client import AsyncRPC
 from .common import CLIENT_DEFAULT, MethodProxy, skip_caller_in_warnings
 from .sync_client import RPC
 
+if TYPE_CHECKING:
+    from ..schema import Signature
+
 _CLIENT_DEFAULT = CLIENT_DEFAULT
+
+T = TypeVar("T")
+
+Coro: TypeAlias = Coroutine[Any, Any, T]
+"""What a generated async client's unary method returns: the coroutine of its call, as
+an `async def` method's would be (`await client.add(1, 2)`, `asyncio.create_task(...)`,
+`asyncio.gather(...)`); arguments are checked when it runs."""
 
 
 class _Options:
     _timeout: Any = _CLIENT_DEFAULT
     _metadata: Metadata = EMPTY_METADATA
+    # No option set: calls go through `rpc.call` (or the call itself), without building
+    # a proxy. An attribute, kept by with_options, as it is read on every call.
+    _plain: bool = True
 
     def with_options(
         self,
@@ -37,15 +50,11 @@ class _Options:
             view._timeout = timeout
         if metadata:
             view._metadata = self._metadata.with_items(Metadata(metadata))
+        view._plain = view._timeout is _CLIENT_DEFAULT and not view._metadata
         return view
 
     def _proxy(self, proxy: MethodProxy[Any]) -> MethodProxy[Any]:
         return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
-
-    @property
-    def _plain(self) -> bool:
-        """No option set: calls go through `rpc.call`, without building a proxy."""
-        return self._timeout is _CLIENT_DEFAULT and not self._metadata
 
 
 class TypedClient(_Options):
@@ -87,6 +96,20 @@ class AsyncTypedClient(_Options):
         if self._plain:
             return await self.rpc.call(method, *args)
         return await self._proxy(self.rpc.method(method))(*args)
+
+    def _call_typed(
+        self, method: str, sig: Signature[Any], args: tuple[Any, ...]
+    ) -> Coroutine[Any, Any, Any]:
+        """A generated method's call: the coroutine that encodes `args`, calls `method`
+        and checks the result against `sig`. Without options or interceptors it is the
+        client's own call coroutine (no frame of ours)."""
+        rpc = self.rpc
+        if self._plain and not rpc.interceptors:
+            return rpc._call(method, args, {}, rpc.timeout, None, sig)
+        return self._call_checked(method, sig, args)
+
+    async def _call_checked(self, method: str, sig: Signature[Any], args: tuple[Any, ...]) -> Any:
+        return sig.decode_result(await self._call(method, sig.encode_args(*args)))
 
     async def __aenter__(self) -> Self:
         await self.rpc.connect()

@@ -16,7 +16,9 @@ import hmac
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
+
+import msgpack
 
 from ..errors import (
     LocalProtocolError,
@@ -27,11 +29,12 @@ from ..errors import (
     ResultLimitError,
 )
 from . import messages
-from .codec import Codec
+from .codec import Codec, _pack
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
     DEFAULT_MAX_MESSAGE_SIZE,
+    LENGTH_PREFIX_SIZE,
     PING,
     VERSION,
     Code,
@@ -53,9 +56,50 @@ from .events import (
     StreamStart,
     Welcome,
 )
-from .framing import Framer, LengthFramer, Payload, SeparatorFramer, coalesce
+from .framing import (
+    _COALESCE_LIMIT,
+    _LENGTH,
+    Framer,
+    LengthFramer,
+    Payload,
+    SeparatorFramer,
+    coalesce,
+)
 
 ALL_FEATURES = frozenset(Feature)
+
+# Map keys and codes read on the client's fast paths, as plain module constants.
+_K_MPRPC: Final = Key.MPRPC
+_K_ID: Final = Key.ID
+_K_METHOD: Final = Key.METHOD
+_K_ARGS: Final = Key.ARGS
+_K_DEADLINE: Final = Key.DEADLINE
+_K_CODE: Final = Key.CODE
+_K_MESSAGE: Final = Key.MESSAGE
+_K_RESULT: Final = Key.RESULT
+_K_METADATA: Final = Key.METADATA
+_CODE_RESULT: Final = int(Code.RESULT)
+_ID_MASK: Final = 0xFFFFFFFFFFFF
+
+
+def _reply_layout() -> tuple[bytes, bytes]:
+    """The bytes before and after the ID of a 200 reply to a call with one of our IDs,
+    as a pymprpc server lays it out (`messages.result`): the ID is 36 characters."""
+    sample = _pack(messages.result("\x00" * 36, None))
+    head, _, tail = sample.partition(b"\x00" * 36)
+    return head, tail[: -len(_pack(None))]
+
+
+# A plain result in that layout is read without decoding the envelope: the bytes of
+# the envelope are compared, and only the ID and the value are decoded.
+_REPLY_HEAD, _REPLY_RESULT = _reply_layout()
+# Offsets in a payload (in a frame: LENGTH_PREFIX_SIZE more).
+_P_ID_START: Final = len(_REPLY_HEAD)
+_P_ID_END: Final = _P_ID_START + 36
+_P_VALUE_START: Final = _P_ID_END + len(_REPLY_RESULT)
+_REPLY_ID_START: Final = LENGTH_PREFIX_SIZE + _P_ID_START
+_REPLY_ID_END: Final = LENGTH_PREFIX_SIZE + _P_ID_END
+_REPLY_VALUE_START: Final = LENGTH_PREFIX_SIZE + _P_VALUE_START
 
 
 def _detached(error: MPRPCError) -> MPRPCError:
@@ -574,6 +618,10 @@ class ClientConnection(_Connection):
         self._id_counter = 0
         self._deadlines = False  # DEADLINE negotiated
         self._metadata = False  # METADATA negotiated
+        # MessagePack without compression, with no collection limit below the message
+        # size: a message is then decoded by msgpack alone on the fast paths
+        # (`receive_result`, `send_call_data`), as the codec would.
+        self._plain_codec = not json and compression is None and max_items >= max_message_size
 
     def start(self) -> None:
         """Queue the auth request: the first bytes a client sends.
@@ -618,6 +666,120 @@ class ClientConnection(_Connection):
         except RemoteProtocolError as exc:
             events.append(self.close(exc))
         return events
+
+    def receive_replies(self, data: bytes) -> list[tuple[str, Any] | ClientEvent]:
+        """`receive_data`, except that a plain result (200, no metadata) of a pending
+        call laid out as our server writes it comes as an `(id, value)` pair instead of a
+        `Result`: its envelope's bytes are compared, only its ID and value decoded.
+        Never raises, whatever the bytes."""
+        if (
+            not self._plain_codec
+            or self.state is not _READY
+            or type(self._framer) is not LengthFramer
+            or self._sizes is not None  # measured: receive_data notes every size
+        ):
+            return cast("list[tuple[str, Any] | ClientEvent]", self.receive_data(data))
+        out: list[tuple[str, Any] | ClientEvent] = []
+        codec = self._codec or self.codec
+        pending = self._pending
+        try:
+            for payload in self._framer.feed(data):
+                if self.state is not _READY:
+                    break  # a message closed the connection
+                if (
+                    payload[:_P_ID_START] == _REPLY_HEAD
+                    and payload[_P_ID_END:_P_VALUE_START] == _REPLY_RESULT
+                ):
+                    try:
+                        id = str(payload[_P_ID_START:_P_ID_END], "utf-8")
+                        value = msgpack.unpackb(
+                            payload[_P_VALUE_START:], raw=False, strict_map_key=False
+                        )
+                    except Exception:  # noqa: BLE001 - the general path says what is wrong
+                        pass
+                    else:
+                        started = pending.pop(id, None)
+                        if started is False:
+                            out.append((id, value))
+                            continue
+                        if started is None:
+                            continue  # a call no longer pending: dropped
+                        pending[id] = True  # inside a stream: _handle says so
+                event = self._handle(messages.parse_response(codec.decode(payload)))
+                if event is not None:
+                    out.append(event)
+        except RemoteProtocolError as exc:
+            out.append(self.close(exc))
+        return out
+
+    def receive_result(self, data: bytes) -> tuple[str, Any] | list[tuple[str, Any] | ClientEvent]:
+        """`receive_replies`, with a shortcut for the most frequent read of a busy
+        client: exactly one length-framed message holding a plain result (200, no
+        metadata) of a pending call.
+
+        Returns:
+            `(id, value)` for such a read (the call is no longer pending), else what
+            `receive_replies(data)` returns. Never raises, whatever the bytes.
+        """
+        framer = self._framer
+        if (
+            self._plain_codec
+            and self._sizes is None  # measured: receive_data notes every size
+            and self.state is _READY
+            and type(framer) is LengthFramer
+            and not framer._buffer  # nothing left over from an earlier read
+            and len(data) > 4
+            and _LENGTH.unpack_from(data)[0] == len(data) - 4 <= self.max_message_size
+        ):
+            if data.startswith(_REPLY_HEAD, LENGTH_PREFIX_SIZE) and data.startswith(
+                _REPLY_RESULT, _REPLY_ID_END
+            ):
+                # {MPRPC: "0.1", CODE: 200, MESSAGE: {ID: <36 chars>, RESULT: value}}, laid
+                # out as our server writes it: only the ID and the value are decoded.
+                try:
+                    id = data[_REPLY_ID_START:_REPLY_ID_END].decode()
+                    value = msgpack.unpackb(
+                        data[_REPLY_VALUE_START:], raw=False, strict_map_key=False
+                    )
+                except Exception:  # noqa: BLE001 - the general path says what is wrong
+                    return self.receive_replies(data)
+                started = self._pending.pop(id, None)
+                if started is False:
+                    return id, value
+                if started is None:
+                    return []  # a call no longer pending: dropped
+                self._pending[id] = True  # inside a stream: the general path says so
+                return self.receive_replies(data)
+            try:
+                # The codec's limits are the frame's length here (see _plain_codec),
+                # which is msgpack's own bound for every string and collection.
+                msg = msgpack.unpackb(data[4:], raw=False, strict_map_key=False)
+            except Exception:  # noqa: BLE001 - the general path says what is wrong
+                return self.receive_replies(data)
+            if type(msg) is dict and msg.get(_K_MPRPC) == VERSION:
+                code = msg.get(_K_CODE)
+                message = msg.get(_K_MESSAGE)
+                if (
+                    code == _CODE_RESULT
+                    and type(code) is int
+                    and type(message) is dict
+                    and _K_METADATA not in message
+                ):
+                    raw_id = message.get(_K_ID)
+                    if type(raw_id) is str:
+                        started = self._pending.pop(raw_id, None)
+                        if started is False:
+                            return raw_id, message.get(_K_RESULT)
+                        if started is None:
+                            return []  # a call no longer pending: dropped
+                        self._pending[raw_id] = True  # inside a stream: _handle says so
+            # Anything else: the general path, without decoding the message again.
+            try:
+                event = self._handle(messages.parse_response(msg))
+            except RemoteProtocolError as exc:
+                return [self.close(exc)]
+            return [] if event is None else [event]
+        return self.receive_replies(data)
 
     def measure_sizes(self) -> None:
         """From now on, note the frame size of each message that `receive_data` returns
@@ -777,6 +939,56 @@ class ClientConnection(_Connection):
         if returns:
             self._pending[id] = False
         return id
+
+    def send_call_data(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> tuple[str, list[bytes]]:
+        """`send_call` (a call whose outcome comes back) followed by `chunks_to_send()`,
+        in one step: what a client does for every call.
+
+        Returns:
+            The call's ID and the chunks to write, in order (this call's, after any
+            queued before it).
+
+        Raises:
+            LocalProtocolError: as `send_call` (nothing is queued).
+        """
+        if (
+            self._plain_codec
+            and self.state is _READY
+            and not self._out
+            and not kwargs
+            and not metadata
+            and type(self._framer) is LengthFramer
+        ):
+            self._id_counter += 1
+            id = f"{self._id_prefix}{self._id_counter & _ID_MASK:012x}"
+            msg: dict[str, Any] = {_K_MPRPC: VERSION, _K_ID: id, _K_METHOD: method}
+            if args:
+                msg[_K_ARGS] = list(args)
+            if deadline is not None and self._deadlines:
+                msg[_K_DEADLINE] = deadline
+            try:
+                payload = _pack(msg)
+            except Exception:  # noqa: BLE001 - the general path says what cannot be encoded
+                payload = b""
+            size = len(payload)
+            if 0 < size <= self.max_message_size:
+                self._pending[id] = False
+                if size < _COALESCE_LIMIT:
+                    return id, [_LENGTH.pack(size) + payload]
+                return id, self._framer.frame(payload)  # large: the payload is not copied
+            # Not encodable or too large: the general path raises the error, for this ID.
+            id = self.send_call(method, args, kwargs, deadline=deadline, metadata=metadata, id=id)
+            return id, self.chunks_to_send()
+        id = self.send_call(method, args, kwargs, deadline=deadline, metadata=metadata)
+        return id, self.chunks_to_send()
 
     def send_ping(self) -> None:
         """Queue a heartbeat; the server answers with a `Pong` event."""

@@ -1,0 +1,225 @@
+"""`python -m bench.clientpath [--conns N] [--calls C] [--typed] [--profile]`: the async
+client's per-call cost under fan-in, in process, without sockets.
+
+N clients, each with one `add` in flight (as `bench.fanin` drives them), talk to a fake
+server: once per event-loop pass a callback answers every request written since the
+last pass, with the reply bytes a pymprpc server sends (built from a template: a slice
+and two joins, so the fake server costs next to nothing). The same is done for the
+floor's client (`floor.FloorClient`), interleaved, medians of the rounds. This isolates
+the Python work of `AsyncRPC` per call, steady on a busy machine where the wall-clock
+figures of `python -m bench --only fanin` wobble. `--typed` compares the generated typed
+client (`AsyncCalculatorClient.slow_add`) with `AsyncRPC` instead; `--profile` prints
+the measured client's cProfile, by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from bench import floor
+from generated_examples.calculator.client import AsyncCalculatorClient
+from pymprpc.client import AsyncRPC
+from pymprpc.client.async_client import _Protocol
+from pymprpc.protocol import ClientEvent, ServerConnection
+from pymprpc.protocol.connection import Credentials, ServerSettings
+
+Call = Callable[[], Awaitable[Any]]
+
+
+class FakeTransport(asyncio.Transport):
+    """Keeps the last bytes written and tells the fake server it has something to answer."""
+
+    def __init__(self, written: list[Any], peer: Any) -> None:
+        super().__init__()
+        self._written = written
+        self.peer = peer
+        self.last = b""
+
+    def write(self, data: Any) -> None:
+        self.last = data
+        self._written.append(self)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def connect(rpc: AsyncRPC, written: list[Any]) -> FakeTransport:
+    """Log `rpc` in to a sans-IO server and give it a fake transport."""
+    loop = rpc._loop = asyncio.get_running_loop()
+    conn = rpc._new_connection()
+    server = ServerConnection(ServerSettings(), Credentials())
+    conn.start()
+    for chunk in conn.chunks_to_send():
+        server.receive_data(chunk)
+    events: list[ClientEvent] = []
+    for chunk in server.chunks_to_send():
+        events += conn.receive_data(chunk)
+    protocol = rpc._protocol = _Protocol(rpc)
+    transport = FakeTransport(written, protocol)
+    rpc._transport = transport
+    rpc._welcome = loop.create_future()
+    rpc._welcomed(events[0])  # type: ignore[arg-type]
+    return transport
+
+
+def reply_template() -> tuple[bytes, bytes, int]:
+    """The bytes before and after the ID in a server's reply to `add`, and where the ID
+    sits in a request."""
+    client = AsyncRPC("tcp://127.0.0.1:1")
+    conn = client._new_connection()
+    server = ServerConnection(ServerSettings(), Credentials())
+    conn.start()
+    for chunk in conn.chunks_to_send():
+        server.receive_data(chunk)
+    for chunk in server.chunks_to_send():
+        conn.receive_data(chunk)
+    id = conn.send_call("add", (1, 2))
+    request = b"".join(conn.chunks_to_send())
+    server.receive_data(request)
+    server.send_result(id, 3)
+    reply = b"".join(server.chunks_to_send())
+    head, _, tail = reply.partition(id.encode())
+    return head, tail, request.index(id.encode())
+
+
+async def run(calls: list[Call], answer: Callable[[Any], None], written: list[Any], n: int) -> None:
+    """Each of `calls` makes `n` calls in turn; `answer` replies once per loop pass."""
+    loop = asyncio.get_running_loop()
+    running = True
+
+    def serve() -> None:
+        batch = written[:]
+        written.clear()
+        for transport in batch:
+            answer(transport)
+        if running:
+            loop.call_soon(serve)
+
+    async def worker(call: Call) -> None:
+        for _ in range(n):
+            await call()
+
+    loop.call_soon(serve)
+    await asyncio.gather(*(worker(c) for c in calls))
+    running = False
+
+
+async def measure_pymprpc(conns: int, n: int, typed: bool, profile: bool) -> float:
+    head, tail, at = reply_template()
+    written: list[FakeTransport] = []
+
+    def answer(transport: FakeTransport) -> None:
+        # As the transport does: the reply lands in the protocol's buffer.
+        data = transport.last
+        reply = head + data[at : at + 36] + tail
+        size = len(reply)
+        protocol = transport.peer
+        protocol.get_buffer(size)[:size] = reply
+        protocol.buffer_updated(size)
+
+    calls: list[Call] = []
+    for _ in range(conns):
+        if typed:
+            client = AsyncCalculatorClient("tcp://127.0.0.1:1")
+            connect(client.rpc, written)
+            calls.append(lambda c=client: c.slow_add(1, 2))
+        else:
+            rpc = AsyncRPC("tcp://127.0.0.1:1")
+            connect(rpc, written)
+            add = rpc.method("add")
+            calls.append(lambda add=add: add(1, 2))
+    await run(calls, answer, written, 2)  # warm-up
+    prof = cProfile.Profile() if profile else None
+    start = time.process_time()
+    if prof:
+        prof.enable()
+    await run(calls, answer, written, n)
+    if prof:
+        prof.disable()
+    elapsed = time.process_time() - start
+    if prof:
+        pstats.Stats(prof).sort_stats(os.environ.get("SORT", "tottime")).print_stats(45)
+    return elapsed / (n * conns) * 1e6
+
+
+async def measure_floor(conns: int, n: int) -> float:
+    # The floor's IDs count from 0 on each connection: the replies are known in advance.
+    replies = []
+    for id in range(n + 2):
+        payload = msgpack.packb([id, 3])
+        replies.append(floor.HEADER.pack(len(payload)) + payload)
+    written: list[FakeTransport] = []
+    sent: dict[FakeTransport, int] = {}
+
+    def answer(transport: FakeTransport) -> None:
+        k = sent[transport]
+        sent[transport] = k + 1
+        transport.peer.data_received(replies[k])
+
+    calls: list[Call] = []
+    for _ in range(conns):
+        client = floor.FloorClient()
+        transport = FakeTransport(written, client)
+        client.connection_made(transport)
+        sent[transport] = 0
+        calls.append(lambda c=client: c.call("add", 1, 2))
+    await run(calls, answer, written, 2)
+    start = time.process_time()
+    await run(calls, answer, written, n)
+    return (time.process_time() - start) / (n * conns) * 1e6
+
+
+async def measure_untyped(conns: int, n: int) -> float:
+    return await measure_pymprpc(conns, n, False, False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conns", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=60_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--typed", action="store_true", help="typed client against AsyncRPC")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    n = max(1, args.calls // args.conns)
+
+    async def both() -> None:
+        if args.profile:
+            await measure_pymprpc(args.conns, n, args.typed, True)
+            return
+        # Interleaved rounds, medians: a busy machine moves single figures a lot.
+        a, b = [], []
+        for _ in range(args.rounds):
+            a.append(await measure_pymprpc(args.conns, n, args.typed, False))
+            if args.typed:
+                b.append(await measure_untyped(args.conns, n))
+            else:
+                b.append(await measure_floor(args.conns, n))
+        ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))
+        what, base = ("typed", "untyped AsyncRPC") if args.typed else ("AsyncRPC", "floor")
+        print(
+            f"client µs per call: {what} {statistics.median(a):.2f}, {base} "
+            f"{statistics.median(b):.2f}; median ratio {ratio:.2f}"
+        )
+
+    asyncio.run(both())
+
+
+if __name__ == "__main__":
+    main()
