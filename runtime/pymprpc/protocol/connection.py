@@ -973,7 +973,7 @@ class ClientConnection(_Connection):
             if args:
                 msg[_K_ARGS] = list(args)
             if deadline is not None and self._deadlines:
-                msg[_K_DEADLINE] = deadline
+                msg[_K_DEADLINE] = 0.0 if deadline < 0 else deadline  # as send_call
             try:
                 payload = _pack(msg)
             except Exception:  # noqa: BLE001 - the general path says what cannot be encoded
