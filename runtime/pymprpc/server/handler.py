@@ -39,11 +39,13 @@ from ..protocol import (
     Credentials,
     Feature,
     ServerConnection,
+    ServerEvent,
     ServerSettings,
     State,
 )
 from ..readbuffer import ReusedBufferProtocol
 from .config import ServerConfig
+from .dispatch import PLAIN_RESULTS as _PLAIN
 from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
 from .executors import RemoteFunctionError
@@ -147,6 +149,10 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._output_limit = host.config.max_output_buffer
         self._max_inflight = host.config.max_inflight
         self._max_waiting = self._max_inflight or 1000
+        # Plain calls take the fast lane (receive_call, _run_plain) unless interceptors
+        # need every call's context up front. False: every call takes the general path.
+        self._plain_calls = not self._interceptors
+        self._methods = host.dispatcher.registry.methods
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -169,11 +175,36 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._timer = self.loop.call_later(auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        queued = conn.pending_bytes
+        transport = self.transport
         self._reading = True
-        queued = self.conn.pending_bytes
         try:
-            events = self.conn.receive_data(data)
-            if events or self.conn.pending_bytes != queued:
+            if (
+                self._plain_calls
+                and not self._deferred
+                and transport is not None
+                and (
+                    not self._output_limit
+                    or queued + transport.get_write_buffer_size() <= self._output_limit
+                )
+            ):
+                # The fast lane: one whole plain call (see ServerConnection.receive_call)
+                # comes back as a tuple, anything else as the events receive_data gives.
+                received = conn.receive_call(data)
+                if type(received) is tuple:
+                    self._last_activity = self.loop.time()
+                    self._start_plain(*received)
+                    self._reading = False
+                    # A whole frame, so nothing was buffered: no input budget to update.
+                    self._write_out()
+                    if conn.closed:
+                        self._close_transport()
+                    return
+                events = cast(list[ServerEvent], received)
+            else:
+                events = conn.receive_data(data)
+            if events or conn.pending_bytes != queued:
                 # A complete message (bytes of a partial frame do not keep a peer alive).
                 self._last_activity = self.loop.time()
             for event in events:
@@ -430,6 +461,18 @@ class ConnectionHandler(ReusedBufferProtocol):
                 self._oneway_ids.add(request.id)
             self._host.call_started(task)
 
+    def _start_plain(self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Start a plain call (`ServerConnection.receive_call`): what `_start_call` does
+        for `CallRequest(id, name, args, kwargs)`, run by `_run_plain`."""
+        max_inflight = self._max_inflight
+        if self._host.draining or (max_inflight and len(self.tasks) >= max_inflight):
+            self._start_call(CallRequest(id, name, args, kwargs))  # refused there
+            return
+        task = start_task(self.loop, self._run_plain(id, name, args, kwargs))
+        if task is not None:  # None: the call finished within its first step
+            self.tasks[id] = task
+            self._host.call_started(task)
+
     def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
         """Forget a finished call (idempotent)."""
         if task is None:
@@ -471,40 +514,9 @@ class ConnectionHandler(ReusedBufferProtocol):
                             f"deadline of {request.deadline}s exceeded", id=request.id
                         ) from None
                     raise
-        except asyncio.CancelledError:
-            # No local for the task here (see the finally clause).
-            if not _being_cancelled():
-                # Raised by the handler itself (say, awaiting an inner task that was
-                # cancelled), not a cancellation of this call: answer it.
-                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
-            elif self._host.aborting:
-                self._report(request, kept, self._abort_error(), "")
-            else:
-                if kept is not None:
-                    kept.set_error(CancelledError("the call was cancelled", id=request.id))
+        except BaseException as exc:
+            if not self._failed(request, kept, exc):
                 raise  # the client went away or cancelled: nobody to answer
-        except Exception as exc:  # noqa: BLE001 - answered, and logged by _log_failure
-            error, frame = as_call_error(exc, request)
-            if not isinstance(exc, MPRPCError):
-                self._log_failure(request, exc)
-            self._report(request, kept, error, frame)
-        except BaseException as exc:  # SystemExit, GeneratorExit, custom subclasses
-            # A handler must not stop the server, nor leave its call (or a kept outcome)
-            # unsettled: only its own call fails. Returning is allowed even for a
-            # GeneratorExit thrown by close(): this coroutine awaits nothing more.
-            log.error(
-                "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
-                request.method,
-                request.id,
-                _peer_text(self.peer),
-                type(exc).__name__,
-                exc_info=exc,
-            )
-            error = RPCRuntimeError(
-                f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
-                exception=type(exc).__name__,
-            )
-            self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
             # A cancelled task keeps its CancelledError, whose traceback keeps this frame:
             # no local of it may lead back to the task (the Timeout does), or the cycle
@@ -521,6 +533,81 @@ class ConnectionHandler(ReusedBufferProtocol):
             # get_running_loop() (a getpid() system call on 3.11).
             if request.id in self.tasks:
                 self._call_done(request.id, asyncio.current_task(self.loop))
+
+    async def _run_plain(self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """`_run_call(CallRequest(id, name, args, kwargs))` with the general layers left
+        out where they have nothing to do: a coroutine method called by its exact name,
+        with arguments that fit, and no interceptors. Any other call goes through
+        `_execute`; failures through `_failed`; so the outcome is the same."""
+        current_scope.set(self._scope)  # this task's own context: read by getresult
+        current_owner.set(self._owner)  # its share of the thread pool (see shares)
+        try:
+            method = self._methods.get(name)
+            arity = None if method is None else method.plain_arity
+            if method is None or arity is None or kwargs or not arity[0] <= len(args) <= arity[1]:
+                await self._execute(CallRequest(id, name, args, kwargs), None, None)
+                return
+            # What _execute does for such a call (its context built only if asked for).
+            _set_current(functools.partial(self._plain_context, id, name, args, kwargs))
+            result = await method.func(*args)
+            ctx = self._contexts.pop(id, None) if self._contexts else None
+            metadata = ctx.response_metadata if ctx is not None else None
+            if type(result) in _PLAIN or not is_stream(result):
+                self.conn.send_result(id, result, deprecated=method.deprecated, metadata=metadata)
+            else:
+                await self._stream(id, result, method.deprecated, metadata)
+        except BaseException as exc:
+            if not self._failed(CallRequest(id, name, args, kwargs), None, exc):
+                raise  # the client went away or cancelled: nobody to answer
+        finally:
+            if self._contexts:  # built after the reply was sent, or the call failed
+                self._contexts.pop(id, None)
+            self._flush()
+            if id in self.tasks:  # see _run_call
+                self._call_done(id, asyncio.current_task(self.loop))
+
+    def _plain_context(
+        self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> CallContext:
+        return self._lazy_context(CallRequest(id, name, args, kwargs), None, False)
+
+    def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
+        """Settle a call that raised `exc`: answer (or keep) its error and return True,
+        or return False if it was cancelled and nobody is to be answered (re-raise)."""
+        if isinstance(exc, asyncio.CancelledError):
+            if not _being_cancelled():
+                # Raised by the handler itself (say, awaiting an inner task that was
+                # cancelled), not a cancellation of this call: answer it.
+                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
+            elif self._host.aborting:
+                self._report(request, kept, self._abort_error(), "")
+            else:
+                if kept is not None:
+                    kept.set_error(CancelledError("the call was cancelled", id=request.id))
+                return False
+        elif isinstance(exc, Exception):
+            error, frame = as_call_error(exc, request)
+            if not isinstance(exc, MPRPCError):
+                self._log_failure(request, exc)
+            self._report(request, kept, error, frame)
+        else:  # SystemExit, GeneratorExit, custom subclasses
+            # A handler must not stop the server, nor leave its call (or a kept outcome)
+            # unsettled: only its own call fails. Returning is allowed even for a
+            # GeneratorExit thrown by close(): this coroutine awaits nothing more.
+            log.error(
+                "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
+                request.method,
+                request.id,
+                _peer_text(self.peer),
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            error = RPCRuntimeError(
+                f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
+                exception=type(exc).__name__,
+            )
+            self._report(request, kept, as_call_error(error, request)[0], _format(exc))
+        return True
 
     def _log_failure(self, request: CallRequest, exc: Exception) -> None:
         """An application error: logged once, at ERROR, with its traceback and the call."""
