@@ -17,7 +17,7 @@ import math
 import threading
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
@@ -185,6 +185,7 @@ class Codec:
     compression: Compression | None = None
     max_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_items: int = DEFAULT_MAX_COLLECTION_LEN
+    _unpack_options: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Encode (and compress) one message map.
@@ -245,20 +246,21 @@ class Codec:
                 ) from None
             raise RemoteProtocolError(f"payload is not valid {kind}: {text}") from None
 
-    def _unpack(self, payload: bytes | memoryview, pairs_hook: Any) -> Any:
-        return msgpack.unpackb(payload, **self._unpack_options(pairs_hook))
-
-    def _unpack_options(self, pairs_hook: Any) -> dict[str, Any]:
-        return {
+    def __post_init__(self) -> None:
+        # How every payload is unpacked (see _unpack and plain_unpacker), built once.
+        options = {
             "raw": False,
             "strict_map_key": False,  # MessagePack allows any key; carry them
-            "object_pairs_hook": pairs_hook,
             "max_str_len": self.max_size,
             "max_bin_len": self.max_size,
             "max_ext_len": self.max_size,
             "max_array_len": self.max_items,
             "max_map_len": self.max_items,
         }
+        object.__setattr__(self, "_unpack_options", options)
+
+    def _unpack(self, payload: bytes | memoryview, pairs_hook: Any) -> Any:
+        return msgpack.unpackb(payload, object_pairs_hook=pairs_hook, **self._unpack_options)
 
     def plain_unpacker(self) -> Callable[[bytes | memoryview], Any] | None:
         """For uncompressed MessagePack: a function decoding a payload as `decode` does
@@ -266,7 +268,7 @@ class Codec:
         (then call `decode` for the error to report); None for JSON or compression."""
         if self.json or self.compression is not None:
             return None
-        return functools.partial(msgpack.unpackb, **self._unpack_options(None))
+        return functools.partial(msgpack.unpackb, **self._unpack_options)
 
     def plain_packer(self) -> Callable[[Any], bytes] | None:
         """For uncompressed MessagePack: a function encoding a message as `encode` does

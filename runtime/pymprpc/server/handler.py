@@ -178,33 +178,52 @@ class ConnectionHandler(ReusedBufferProtocol):
         conn = self.conn
         queued = conn.pending_bytes
         transport = self.transport
+        if not (
+            self._plain_calls
+            and not self._deferred
+            and transport is not None
+            and (
+                not self._output_limit
+                or queued + transport.get_write_buffer_size() <= self._output_limit
+            )
+        ):
+            self._received(conn.receive_data(data), queued)
+            return
+        # The fast lane: a read of exactly one plain call (ServerConnection.receive_call)
+        # comes back as a tuple and is started here as _received would start it (nothing
+        # in the way: no calls waiting for the output, which is under its limit); any
+        # other read comes back as the events receive_data gives, handled by _received.
         self._reading = True
         try:
-            if (
-                self._plain_calls
-                and not self._deferred
-                and transport is not None
-                and (
-                    not self._output_limit
-                    or queued + transport.get_write_buffer_size() <= self._output_limit
-                )
-            ):
-                # The fast lane: one whole plain call (see ServerConnection.receive_call)
-                # comes back as a tuple, anything else as the events receive_data gives.
-                received = conn.receive_call(data)
-                if type(received) is tuple:
-                    self._last_activity = self.loop.time()
-                    self._start_plain(*received)
-                    self._reading = False
-                    # A whole frame, so nothing was buffered: no input budget to update.
-                    self._write_out()
-                    if conn.closed:
-                        self._close_transport()
-                    return
-                events = cast(list[ServerEvent], received)
-            else:
-                events = conn.receive_data(data)
-            if events or conn.pending_bytes != queued:
+            received = conn.receive_call(data)
+            if type(received) is tuple:
+                self._last_activity = self.loop.time()
+                max_inflight = self._max_inflight
+                if self._host.draining or (max_inflight and len(self.tasks) >= max_inflight):
+                    self._start_call(CallRequest(*received))  # refused there
+                else:
+                    task = start_task(self.loop, self._run_plain(*received))
+                    if task is not None:  # None: the call finished within its first step
+                        self.tasks[received[0]] = task
+                        self._host.call_started(task)
+        finally:
+            self._reading = False
+        if type(received) is not tuple:
+            self._received(cast(list[ServerEvent], received), queued)
+            return
+        # A whole frame was read, so nothing is buffered: no input budget to update.
+        chunks = conn.chunks_to_send()
+        if chunks and not transport.is_closing():
+            for chunk in chunks:
+                transport.write(chunk)
+        if conn.closed:
+            self._protocol_closed()
+
+    def _received(self, events: list[ServerEvent], queued: int) -> None:
+        """Act on the events of one read (`queued`: bytes queued before it)."""
+        self._reading = True
+        try:
+            if events or self.conn.pending_bytes != queued:
                 # A complete message (bytes of a partial frame do not keep a peer alive).
                 self._last_activity = self.loop.time()
             for event in events:
@@ -229,9 +248,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
-            if self.conn.error is not None:
-                log.info("closing %s: %s", self.peer, self.conn.error)
-            self._close_transport()
+            self._protocol_closed()
+
+    def _protocol_closed(self) -> None:
+        """The protocol closed the connection (its error reply is sent): close it."""
+        if self.conn.error is not None:
+            log.info("closing %s: %s", self.peer, self.conn.error)
+        self._close_transport()
 
     def eof_received(self) -> bool:
         """The client half-closed, or is gone: answer the calls already received within
@@ -461,18 +484,6 @@ class ConnectionHandler(ReusedBufferProtocol):
                 self._oneway_ids.add(request.id)
             self._host.call_started(task)
 
-    def _start_plain(self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
-        """Start a plain call (`ServerConnection.receive_call`): what `_start_call` does
-        for `CallRequest(id, name, args, kwargs)`, run by `_run_plain`."""
-        max_inflight = self._max_inflight
-        if self._host.draining or (max_inflight and len(self.tasks) >= max_inflight):
-            self._start_call(CallRequest(id, name, args, kwargs))  # refused there
-            return
-        task = start_task(self.loop, self._run_plain(id, name, args, kwargs))
-        if task is not None:  # None: the call finished within its first step
-            self.tasks[id] = task
-            self._host.call_started(task)
-
     def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
         """Forget a finished call (idempotent)."""
         if task is None:
@@ -562,7 +573,8 @@ class ConnectionHandler(ReusedBufferProtocol):
         finally:
             if self._contexts:  # built after the reply was sent, or the call failed
                 self._contexts.pop(id, None)
-            self._flush()
+            if not self._reading:  # else data_received writes it
+                self._flush()
             if id in self.tasks:  # see _run_call
                 self._call_done(id, asyncio.current_task(self.loop))
 
