@@ -108,9 +108,16 @@ def start_task_stepped(
     if getattr(getattr(handle, "_callback", None), "__self__", None) is not task:
         return task  # not the queue we know: a plain task, started on the next pass
     try:
-        handle._run()  # type: ignore[union-attr]
+        # What handle._run() does, one frame less: the step itself catches everything but
+        # SystemExit and KeyboardInterrupt, which _run re-raises as well.
+        handle._context.run(handle._callback, *handle._args)  # type: ignore[union-attr]
     finally:
-        handle.cancel()  # type: ignore[union-attr]
+        # It ran: off the queue. Still its last handle unless the step queued others
+        # (then cancelled, and the loop skips it).
+        if ready[-1] is handle:
+            ready.pop()
+        else:
+            handle.cancel()  # type: ignore[union-attr]
     return None if task.done() else task
 
 

@@ -58,6 +58,7 @@ from .shares import current_owner
 log = logging.getLogger(__name__)
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
+_CLOSED: Final = State.CLOSED
 _set_current: Final = _current.set  # set_current, without its frame
 
 # A stream writes and yields to the loop at least this often (bytes / items).
@@ -216,7 +217,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         if chunks and not transport.is_closing():
             for chunk in chunks:
                 transport.write(chunk)
-        if conn.closed:
+        if conn.state is _CLOSED:  # (conn.closed, without its frame)
             self._protocol_closed()
 
     def _received(self, events: list[ServerEvent], queued: int) -> None:
