@@ -151,7 +151,9 @@ class _Connection:
         self._framer: Framer = SeparatorFramer(max_message_size)
         self._codec: Codec | None = None
         self._out: list[bytes] = []
-        self._out_size = 0
+        # How many bytes `chunks_to_send()` would return (an attribute, not a property:
+        # the shells read it on every read; only this class changes it).
+        self.pending_bytes = 0
         self.error: MPRPCError | None = None
         # The codec's plain MessagePack packer once it is known to have one (see _encode).
         self._plain_pack: Callable[[Any], bytes] | None = None
@@ -163,11 +165,6 @@ class _Connection:
     @property
     def codec(self) -> Codec:
         return self._codec or Codec(max_size=self.max_message_size, max_items=self.max_items)
-
-    @property
-    def pending_bytes(self) -> int:
-        """How many bytes `chunks_to_send()` would return."""
-        return self._out_size
 
     @property
     def buffered_bytes(self) -> int:
@@ -183,13 +180,13 @@ class _Connection:
         """
         if not self._out:
             return []
-        out, self._out, self._out_size = self._out, [], 0
+        out, self._out, self.pending_bytes = self._out, [], 0
         return out if len(out) == 1 else coalesce(out)
 
     def _push(self, chunks: list[bytes]) -> None:
         self._out += chunks
         for chunk in chunks:
-            self._out_size += len(chunk)
+            self.pending_bytes += len(chunk)
 
     def _encode(self, message: dict[str, Any]) -> list[bytes]:
         """Frame one message; LocalProtocolError if it cannot be sent on this connection."""
@@ -436,7 +433,7 @@ class ServerConnection(_Connection):
         # _push, inline: this runs for every call.
         self._out += chunks
         for chunk in chunks:
-            self._out_size += len(chunk)
+            self.pending_bytes += len(chunk)
 
     def send_stream_start(
         self, id: str, *, deprecated: bool = False, metadata: dict[str, str] | None = None

@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Final, Protocol, cast
 
 from ..context import EMPTY_METADATA, CallContext, Metadata, _current, set_current
@@ -133,7 +133,14 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Who owns this connection's kept results: its account, or (anonymous) itself.
         self._scope: Hashable = object()
         self._owner = object()  # this connection, for its share of the thread pool
-        self._last_activity = self.loop.time()
+        # The loop's clock: time.monotonic itself on asyncio's loops (whose time() just
+        # calls it), read on every read without a frame of the loop's method.
+        self._clock: Callable[[], float] = (
+            time.monotonic
+            if getattr(type(self.loop), "time", None) is asyncio.BaseEventLoop.time
+            else self.loop.time
+        )
+        self._last_activity = self._clock()
         self._timer: asyncio.TimerHandle | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -198,7 +205,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         try:
             received = conn.receive_call(data)
             if type(received) is tuple:
-                self._last_activity = self.loop.time()
+                self._last_activity = self._clock()
                 max_inflight = self._max_inflight
                 if self._host.draining or (max_inflight and len(self.tasks) >= max_inflight):
                     self._start_call(CallRequest(*received))  # refused there
@@ -226,7 +233,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         try:
             if events or self.conn.pending_bytes != queued:
                 # A complete message (bytes of a partial frame do not keep a peer alive).
-                self._last_activity = self.loop.time()
+                self._last_activity = self._clock()
             for event in events:
                 if type(event) is CallRequest:
                     if self._deferred or (self._output_limit and self._output_full()):
@@ -448,7 +455,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _check_idle(self) -> None:
         timeout = self._host.settings.idle_timeout or 0.0
-        now = self.loop.time()
+        now = self._clock()
         idle_for = now - self._last_activity
         if self.tasks:
             # A connection with a call still running is not idle.
@@ -494,7 +501,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._kept_ids.discard(id)
             self._oneway_ids.discard(id)
         self._host.call_finished(task)
-        self._last_activity = self.loop.time()
+        self._last_activity = self._clock()
         if self._eof and len(self.tasks) <= len(self._kept_ids) and not self._deferred:
             self.close()  # half-closed by the client, and every call answered
 
