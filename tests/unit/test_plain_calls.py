@@ -291,8 +291,8 @@ def test_the_fast_lane_writes_what_the_general_path_writes(
                     wire += b"".join(client.chunks_to_send())
             for handler, _ in handlers:
                 await from_callback(handler, wire)
-        for _ in range(50):  # settle: every call answered on both
-            if not any(h.tasks for h, _ in handlers):
+        for _ in range(50):  # settle: every call answered and written on both
+            if not any(h.tasks or h._flush_scheduled for h, _ in handlers):
                 break
             await asyncio.sleep(0)
         fast, general = (replies(b"".join(t.writes), features) for _, t in handlers)

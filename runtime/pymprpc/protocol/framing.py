@@ -191,6 +191,8 @@ class LengthFramer:
         size = len(data) - LENGTH_PREFIX_SIZE
         if size > self.max_size or _LENGTH.unpack_from(data)[0] != size:
             return None
+        if size < _COALESCE_LIMIT:
+            return data[LENGTH_PREFIX_SIZE:]  # copying a small payload costs less than a view
         return memoryview(data)[LENGTH_PREFIX_SIZE:]
 
     def feed(self, data: bytes) -> list[Payload]:
