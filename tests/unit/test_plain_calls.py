@@ -297,6 +297,7 @@ def test_the_fast_lane_writes_what_the_general_path_writes(
             await asyncio.sleep(0)
         fast, general = (replies(b"".join(t.writes), features) for _, t in handlers)
         assert fast == general
+        assert len(handlers[0][1].writes) == len(handlers[1][1].writes)  # as many syscalls
         assert not any(h.tasks for h, _ in handlers)
 
     asyncio.run(asyncio.wait_for(main(), 20))

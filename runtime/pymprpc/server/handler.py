@@ -221,9 +221,11 @@ class ConnectionHandler(ReusedBufferProtocol):
             return
         # A whole frame was read, so nothing is buffered: no input budget to update.
         chunks = conn.chunks_to_send()
-        if chunks and not transport.is_closing():
-            for chunk in chunks:
-                transport.write(chunk)
+        if chunks:  # what _received's _flush_now does
+            self._flush_scheduled = False
+            if not transport.is_closing():
+                for chunk in chunks:
+                    transport.write(chunk)
         if conn.state is _CLOSED:  # (conn.closed, without its frame)
             self._protocol_closed()
 
