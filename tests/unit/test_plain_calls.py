@@ -379,3 +379,11 @@ def test_a_plain_call_takes_the_fused_lane() -> None:
     print(f"Python function calls per plain call: fast lane {fast}, general path {general}")
     assert fast <= 32, fast  # parse, task, run, reply and write, fused
     assert fast + 20 <= general, (fast, general)
+
+
+def test_a_connection_that_measures_sizes_gets_every_call_as_an_event() -> None:
+    conn, _, length = ready_pair(ALL, False)
+    conn.measure_sizes()
+    wire = frame({"MPRPC": "0.1", "ID": "a", "METHOD": "add", "ARGS": [1, 2]}, length, False)
+    [event] = conn.receive_call(wire)  # type: ignore[misc]
+    assert isinstance(event, CallRequest) and event.size == len(wire)
