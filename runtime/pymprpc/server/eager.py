@@ -87,7 +87,7 @@ def start_task_stepped(
 
     A new task schedules its first step as the last handle of the loop's ready queue
     (`loop._ready`, private). That handle is run at once, so the task's first step is the
-    task's own (C) step, and then cancelled, so the loop skips it: no wrapper coroutine,
+    task's own (C) step, after it was taken out of the queue: no wrapper coroutine,
     no context copy of our own, no leftover step one pass later. Any other loop (uvloop)
     or a queue that does not end with the task's step gets `start_task_emulated`.
     """
@@ -102,10 +102,10 @@ def start_task_stepped(
     handle = ready[-1] if ready else None
     if getattr(getattr(handle, "_callback", None), "__self__", None) is not task:
         return task  # not the queue we know: a plain task, started on the next pass
-    try:
-        handle._run()  # type: ignore[union-attr]
-    finally:
-        handle.cancel()  # type: ignore[union-attr]
+    # Taken out of the queue, not cancelled in it: a cancelled handle still made the
+    # loop's next pass poll without waiting, a pass of its own for every call.
+    ready.pop()
+    handle._run()  # type: ignore[union-attr]
     return None if task.done() else task
 
 
