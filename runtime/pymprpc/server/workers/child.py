@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import stat
@@ -20,7 +21,7 @@ import struct
 import traceback
 from typing import Any, Final
 
-from ...context import run_in_call
+from ...context import CallContext, reset_current, set_current
 from . import framing
 from .targets import resolve
 
@@ -83,40 +84,76 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
     """Run calls from `sock` until the server closes it."""
     sock.setblocking(True)
+    # Wait for calls in poll, never in a blocked recv: the kernel wakes a socket's
+    # sleeping readers whenever its peer reads what it sent (write space), so a worker
+    # blocked in recv woke once more per call, after the server read its result, only to
+    # sleep again (an extra switch per call in each process). Poll waits for input only.
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    wait = poller.poll
+    recv_into = sock.recv_into
     reader = framing.FrameReader()
+    buffer, received = reader.buffer, reader.received
     buffers: list[bytearray | bytes] = []
+    BUFFER, TARGETS = framing.BUFFER, framing.TARGETS  # noqa: N806 - read per frame
     while True:
-        n = sock.recv_into(reader.buffer())
+        wait()
+        n = recv_into(buffer())
         if n == 0:
             return
-        for call_id, kind, body in reader.received(n):
-            if kind == framing.BUFFER:
+        for call_id, kind, body in received(n):
+            if kind == BUFFER:
                 buffers.append(body)
                 continue
-            if kind == framing.TARGETS:
+            if kind == TARGETS:
                 targets.update(framing.decode(body, []))
                 continue
-            received, buffers = buffers, []
-            _send_all(sock, _run_one(call_id, body, received, targets))
+            values, buffers = buffers, []
+            _send_all(sock, _run_one(call_id, body, values, targets))
+
+
+class _LazyContext:
+    """The call's `current_call()` source: the `CallContext` is built on first use only
+    (building it cost more than a small call itself)."""
+
+    __slots__ = ("ctx", "packed")
+
+    def __init__(self, packed: Any) -> None:
+        self.packed = packed
+        self.ctx: CallContext | None = None
+
+    def __call__(self) -> CallContext:
+        ctx = self.ctx
+        if ctx is None:
+            ctx = self.ctx = framing.unpack_context(self.packed)
+            assert ctx is not None
+        return ctx
 
 
 def _run_one(
     call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes], targets: dict[str, Any]
 ) -> list[bytes | memoryview]:
-    name = "?"
     try:
         key, path, args, kwargs, packed = framing.decode(body, buffers)
-        ctx = framing.unpack_context(packed)
         del body, buffers
-        name = ".".join((key.split(":", 1)[-1], *path))
-        # With the call's context current; what response metadata it sets goes back.
-        result, metadata = run_in_call(ctx, resolve(targets, key, path), args, kwargs)
+        func = resolve(targets, key, path)
+        # With the call's context current (built if the function asks for it); what
+        # response metadata it sets goes back.
+        source = None if packed is None else _LazyContext(packed)
+        token = set_current(source)
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            reset_current(token)
         del args, kwargs
+        ctx = source.ctx if source is not None else None
+        metadata = dict(ctx.response_metadata) if ctx is not None else None
     except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
         return framing.encode(call_id, framing.ERROR, _error(exc))
     try:
         return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
     except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
+        name = ".".join((key.split(":", 1)[-1], *path))
         message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
         return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
 

@@ -305,6 +305,7 @@ class ProcessPool:
         self._pending: deque[_Call] = deque()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: deque[asyncio.Handle] | None = None  # the loop's ready queue, if a deque
         self._foreign_threads = False  # an OS thread unknown to Python did not exit
 
     # -- lifecycle -------------------------------------------------------------------
@@ -379,6 +380,8 @@ class ProcessPool:
             if self._loop is not None:
                 self.shutdown()
             self._loop = loop
+            ready = getattr(loop, "_ready", None)
+            self._ready = ready if type(ready) is deque else None
         if self._zygote_is_stale() and not self._send_new_targets():
             self._new_zygote()
         while len(self._workers) < self.size:
@@ -437,7 +440,7 @@ class ProcessPool:
         self._zygote = None
         for zygote in zygotes:
             zygote.close()
-        self._loop = None
+        self._loop = self._ready = None
 
     def _wait_gone(self, worker: _Worker) -> None:
         """Block until a killed worker's process has exited (its socket reads EOF)."""
@@ -466,9 +469,20 @@ class ProcessPool:
         Raises RemoteFunctionError for an exception raised by the function, and
         RPCRuntimeError (404) when the call cannot be sent or its worker dies.
         """
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._zygote_is_stale() or not self._workers:
+        # Not asyncio.get_running_loop(): on 3.11 it costs a getpid() system call. The
+        # server starts the pool on its loop (and shutdown forgets it), and `start` binds
+        # whatever loop runs when none is bound.
+        loop = self._loop
+        zygote = self._zygote
+        if (
+            loop is None
+            or zygote is None
+            or zygote.version != self.targets.version
+            or not self._workers
+        ):
             self.start()
+            loop = self._loop
+            assert loop is not None
         args = [framing.out_of_band(a) for a in args]
         if kwargs:
             kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
@@ -581,6 +595,8 @@ class ProcessPool:
 
     def _on_readable(self, worker: _Worker) -> None:
         reader = worker.reader
+        completed = 0
+        future: asyncio.Future[Any] | None = None
         while True:
             try:
                 n = worker.sock.recv_into(reader.buffer())
@@ -596,10 +612,33 @@ class ProcessPool:
                     worker.buffers.append(body)
                 else:
                     buffers, worker.buffers = worker.buffers, []
-                    self._complete(worker, call_id, kind, body, buffers)
+                    future = self._complete(worker, call_id, kind, body, buffers)
+                    completed += 1
             if not reader.receiving_large_frame:
                 break
         self._after_results(worker)
+        if completed == 1 and future is not None:
+            self._resume_now(future)
+
+    def _resume_now(self, future: asyncio.Future[Any]) -> None:
+        """Resume the task awaiting `future` (just completed) in this loop pass.
+
+        Completing a future schedules its waiter's wake-up for the next pass: a pass of
+        its own (a zero-timeout poll and the loop's bookkeeping) between a worker's result
+        and the reply, for every sequential call. asyncio's own loops queue that wake-up
+        as the last handle of `loop._ready` (private); when it is there, it is taken out
+        and run now, exactly as the loop would have run it. Anything else (uvloop, a
+        callback queued in between) waits for the next pass as usual. Only used when one
+        call completed in a read: results arriving together share that pass anyway.
+        """
+        ready = self._ready
+        if not ready:
+            return
+        handle = ready[-1]
+        args = handle._args
+        if args is not None and len(args) == 1 and args[0] is future and not handle.cancelled():
+            ready.pop()
+            handle._run()
 
     def _complete(
         self,
@@ -608,30 +647,33 @@ class ProcessPool:
         kind: int,
         body: bytes | bytearray,
         buffers: list[bytearray | bytes],
-    ) -> None:
+    ) -> asyncio.Future[Any] | None:
+        """Settle call `call_id` with a result frame; its future, if this settled it."""
         call = worker.inflight.pop(call_id, None)
         if call is None:
-            return
+            return None
         # How long the worker spent on it: from when it could start it until now.
         assert self._loop is not None
         now = self._loop.time()
         worker.cost += _SMOOTHING * (now - worker.busy_since - worker.cost)
         worker.busy_since = now
         worker.limit = PIPELINE if worker.cost < SHORT_CALL else 1
-        if call.future.done():
-            return
+        future = call.future
+        if future.done():
+            return None
         try:
             value = framing.decode(body, buffers)
         except Exception as exc:  # noqa: BLE001 - fails this call only
-            call.future.set_exception(
+            future.set_exception(
                 RPCRuntimeError(
                     f"the result of {call.name!r} cannot be read back from the worker "
                     f"process: {exc}",
                     exception=type(exc).__name__,
                 )
             )
-            return
-        call.future.set_result((kind, value))
+            return future
+        future.set_result((kind, value))
+        return future
 
     def _after_results(self, worker: _Worker) -> None:
         if worker.draining:
