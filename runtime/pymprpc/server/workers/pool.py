@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from typing import Any, Final
 
-from ...context import CallContext
+from ...context import CallContext, CallSource
 from ...errors import RPCRuntimeError
 from . import framing
 from .child import PID, UPDATE_LENGTH, run_zygote
@@ -88,15 +88,21 @@ def single_threaded(settle: float = 0.0) -> bool:
 
 
 class _Call:
-    __slots__ = ("end", "future", "id", "name", "payload", "size", "worker")
+    __slots__ = ("context", "end", "future", "id", "name", "payload", "size", "worker")
 
     def __init__(
-        self, id: int, name: str, payload: list[bytes | memoryview], future: asyncio.Future[Any]
+        self,
+        id: int,
+        name: str,
+        payload: list[bytes | memoryview],
+        future: asyncio.Future[Any],
+        context: CallContext | CallSource | None,
     ) -> None:
         self.id = id
         self.name = name
         self.payload = payload
         self.future = future
+        self.context = context  # sent to the worker when it asks (framing.ASK)
         self.worker: _Worker | None = None
         self.size = framing.total(payload)
         self.end = 0  # bytes written to its worker once this call is written in full
@@ -344,8 +350,9 @@ class ProcessPool:
         except OSError:
             return False  # the zygote is gone: start a new one
         zygote.version = self.targets.version
+        frame = framing.raw_frame(0, framing.TARGETS, body)
         for worker in self._workers:
-            self._queue(worker, framing.raw_frame(0, framing.TARGETS, body))
+            self._queue(worker, frame, framing.total(frame))
         return True
 
     def _zygote_is_stale(self) -> bool:
@@ -461,10 +468,13 @@ class ProcessPool:
         path: tuple[str, ...],
         args: Any,
         kwargs: Any,
-        ctx: CallContext | None = None,
+        context: CallContext | CallSource | None = None,
     ) -> Any:
-        """Run the target published as `key` (attribute `path`) in a worker, with `ctx`
-        as its `current_call()`; response metadata it sets is added to `ctx`.
+        """Run the target published as `key` (attribute `path`) in a worker, with
+        `context` as its `current_call()`: a `CallContext` goes along with the call; a
+        function building one (`CallSource`) is called, and its context sent, only if the
+        function asks for `current_call()`. Response metadata the function sets is added
+        to the context.
 
         Raises RemoteFunctionError for an exception raised by the function, and
         RPCRuntimeError (404) when the call cannot be sent or its worker dies.
@@ -483,21 +493,23 @@ class ProcessPool:
             self.start()
             loop = self._loop
             assert loop is not None
-        args = [framing.out_of_band(a) for a in args]
-        if kwargs:
-            kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
+        if context is None or type(context) is CallContext:
+            packed = framing.pack_context(context)
+        else:
+            # Building the context and sending it cost the server more than the rest of
+            # a small call, and few functions read it: sent when the worker asks.
+            packed = framing.ASK
+        args, kwargs = framing.args_out_of_band(args, kwargs)
         call_id = next(self._ids)
         try:
-            payload = framing.encode(
-                call_id, framing.CALL, (key, path, args, kwargs, framing.pack_context(ctx))
-            )
+            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs, packed))
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
                 exception=type(exc).__name__,
             ) from None
         del args, kwargs
-        call = _Call(call_id, name, payload, loop.create_future())
+        call = _Call(call_id, name, payload, loop.create_future(), context)
         self._dispatch(call)
         try:
             kind, value = await call.future
@@ -506,7 +518,8 @@ class ProcessPool:
             raise
         if kind == framing.OK:
             result, metadata = value
-            if metadata and ctx is not None:
+            if metadata and context is not None:  # set through the context it was sent
+                ctx = context if isinstance(context, CallContext) else context()
                 ctx.response_metadata.update(metadata)
             return result
         raise RemoteFunctionError(*value)
@@ -529,19 +542,18 @@ class ProcessPool:
         call.worker = worker
         idle = not worker.inflight
         if idle:
-            assert self._loop is not None
-            worker.busy_since = self._loop.time()
+            worker.busy_since = time.monotonic()
         worker.inflight[call.id] = call
         call.end = worker.queued + call.size
-        self._queue(worker, call.payload, at_once=idle)
+        self._queue(worker, call.payload, call.size, at_once=idle)
 
     def _queue(
-        self, worker: _Worker, buffers: list[bytes | memoryview], at_once: bool = False
+        self, worker: _Worker, buffers: list[bytes | memoryview], size: int, at_once: bool = False
     ) -> None:
-        """Write `buffers` to `worker`: now if `at_once` (nothing else waits for it),
-        else at the end of this loop pass with whatever else is queued by then."""
+        """Write `buffers` (`size` bytes) to `worker`: now if `at_once` (nothing else
+        waits for it), else at the end of this loop pass with whatever else is queued."""
         worker.out += buffers
-        worker.queued += framing.total(buffers)
+        worker.queued += size
         if worker.writing or worker.write_scheduled:
             return
         if at_once:
@@ -560,9 +572,12 @@ class ProcessPool:
         out = worker.out
         try:
             while out:
-                sent = worker.sock.sendmsg(out[:_IOV_MAX])
+                sent = worker.sock.sendmsg(out if len(out) <= _IOV_MAX else out[:_IOV_MAX])
                 worker.delivered += sent
-                framing.advance(out, sent)
+                if worker.delivered == worker.queued:
+                    out.clear()  # all of it: the usual case
+                else:
+                    framing.advance(out, sent)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -610,6 +625,8 @@ class ProcessPool:
             for call_id, kind, body in reader.received(n):
                 if kind == framing.BUFFER:
                     worker.buffers.append(body)
+                elif kind == framing.CONTEXT:
+                    self._send_context(worker, call_id)
                 else:
                     buffers, worker.buffers = worker.buffers, []
                     future = self._complete(worker, call_id, kind, body, buffers)
@@ -636,9 +653,21 @@ class ProcessPool:
             return
         handle = ready[-1]
         args = handle._args
-        if args is not None and len(args) == 1 and args[0] is future and not handle.cancelled():
+        if args is not None and len(args) == 1 and args[0] is future and not handle._cancelled:
             ready.pop()
             handle._run()
+
+    def _send_context(self, worker: _Worker, call_id: int) -> None:
+        """The function of call `call_id` asked for `current_call()`: send its context
+        (None if the call is gone: it was cancelled, and its worker is being stopped)."""
+        call = worker.inflight.get(call_id)
+        ctx: CallContext | None = None
+        if call is not None and not call.future.done():
+            context = call.context
+            ctx = context if context is None or isinstance(context, CallContext) else context()
+        body = pickle.dumps(framing.pack_context(ctx), PICKLE)
+        frame = framing.raw_frame(call_id, framing.CONTEXT, body)
+        self._queue(worker, frame, framing.total(frame), at_once=True)
 
     def _complete(
         self,
@@ -653,8 +682,7 @@ class ProcessPool:
         if call is None:
             return None
         # How long the worker spent on it: from when it could start it until now.
-        assert self._loop is not None
-        now = self._loop.time()
+        now = time.monotonic()
         worker.cost += _SMOOTHING * (now - worker.busy_since - worker.cost)
         worker.busy_since = now
         worker.limit = PIPELINE if worker.cost < SHORT_CALL else 1
