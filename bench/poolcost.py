@@ -1,6 +1,7 @@
-"""`python -m bench.poolcost [--calls N] [--rounds R] [--workload w1|w2|w4]`: what one
-call costs on the process pool against the same call on a coroutine, in CPU time and
-context switches, steady on a busy machine.
+"""`python -m bench.poolcost [--calls N] [--rounds R] [--workload w1|w2|w4]
+[--compare PATH] [--in-process [--profile]]`: what one call costs on the process pool
+against the same call on a coroutine, in CPU time and context switches, steady on a busy
+machine.
 
 A server (`bench.servers pymprpc`, its default pool) runs in its own process; this
 process is the client. Rounds alternate the coroutine method and the plain one (`add` /
@@ -9,17 +10,27 @@ window it reads, from /proc, the user + system CPU time and the context switches
 server, of its worker processes (the zygote's children) and of this client, and divides
 by the calls made. Wall-clock throughput moves with whatever else the machine runs; CPU
 per call and switches per call do not, so a change to the pool shows here first.
+
+`--in-process` drives the server's connection handler in this process with a fake
+transport (no client, no TCP; the workers are real processes), one sequential `add` or
+`padd` at a time (`--in-flight K`: K calls per read, as W2's client sends them), and
+reports this process's CPU time per call, the workers', and the event-loop passes
+(selector waits) per call. `--profile` prints the server's cProfile of the `padd` calls.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
+import selectors
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,12 +198,163 @@ async def main(
         )
 
 
+class _FakeTransport(asyncio.Transport):
+    """Counts the bytes written; `then()` runs once `expected` more have been."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: list[bytes] = []
+        self.keep = True
+        self.written = 0
+        self.expected = 0
+        self.then: Callable[[], None] | None = None
+
+    def write(self, data: Any) -> None:
+        if self.keep:
+            self.data.append(bytes(data))
+        self.written += len(data)
+        if self.written >= self.expected and self.then is not None:
+            then, self.then = self.then, None
+            then()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+class _CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Counts the loop's waits for I/O: one per event-loop pass."""
+
+    waits = 0
+
+    def select(self, timeout: float | None = None) -> Any:
+        _CountingSelector.waits += 1
+        return super().select(timeout)
+
+
+def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
+    from bench.servers import build_pymprpc
+    from pymprpc.protocol import ClientConnection
+    from pymprpc.server.handler import ConnectionHandler
+
+    loop = asyncio.SelectorEventLoop(_CountingSelector())
+    asyncio.set_event_loop(loop)
+    server = build_pymprpc(0)
+    core = server._core
+    transport = _FakeTransport()
+
+    async def setup() -> tuple[ConnectionHandler, dict[str, bytes]]:
+        core.executors.warm_up()
+        handler = ConnectionHandler(core)
+        handler.connection_made(transport)
+        client = ClientConnection()
+        client.start()
+        for chunk in client.chunks_to_send():
+            handler.data_received(chunk)
+        for chunk in transport.data:
+            client.receive_data(chunk)
+        transport.data.clear()
+        transport.keep = False
+        requests = {}
+        for method in ("add", "padd"):
+            for _ in range(in_flight):  # as one read: the calls' IDs differ
+                client.send_call(method, (1, 2))
+            requests[method] = b"".join(client.chunks_to_send())
+        return handler, requests
+
+    handler, requests = loop.run_until_complete(setup())
+
+    reply_bytes: dict[bytes, int] = {}
+
+    def sequential(request: bytes, n: int) -> None:
+        """`n` reads of `in_flight` calls each, each fed (from a plain callback, as a
+        transport does) once every reply to the previous one was written."""
+        done = loop.create_future()
+        left = n // in_flight
+
+        def feed() -> None:
+            nonlocal left
+            if not left:
+                done.set_result(None)
+                return
+            left -= 1
+            transport.expected = transport.written + reply_bytes.get(request, 1)
+            transport.then = lambda: loop.call_soon(feed)
+            handler.data_received(request)
+
+        if request not in reply_bytes:  # learn how many bytes the replies take
+            start = transport.written
+            transport.expected = 1 << 62
+            handler.data_received(request)
+            loop.run_until_complete(asyncio.sleep(0.5))
+            reply_bytes[request] = transport.written - start
+        loop.call_soon(feed)
+        loop.run_until_complete(done)
+
+    pool = core.executors.process
+    workers = [w.pid for w in pool._workers]
+    for method in requests:
+        sequential(requests[method], max(10, calls // 10))  # warm-up
+    figures: dict[str, dict[str, list[float]]] = {m: {} for m in requests}
+    for _ in range(rounds):
+        for method, request in requests.items():
+            before = _sample({"workers": workers})["workers"][0]
+            waits, cpu = _CountingSelector.waits, time.process_time()
+            sequential(request, calls)
+            cpu, waits = time.process_time() - cpu, _CountingSelector.waits - waits
+            after = _sample({"workers": workers})["workers"][0]
+            row = figures[method]
+            row.setdefault("server CPU µs", []).append(cpu / calls * 1e6)
+            row.setdefault("workers CPU µs", []).append((after - before) / calls * 1e6)
+            row.setdefault("loop passes", []).append(waits / calls)
+    if profile:
+        for method, request in requests.items():
+            prof = cProfile.Profile()
+            prof.enable()
+            sequential(request, calls)
+            prof.disable()
+            stats = pstats.Stats(prof)
+            if method == "padd":
+                stats.sort_stats(os.environ.get("SORT", "tottime")).print_stats(45)
+            calls_made = stats.total_calls  # type: ignore[attr-defined]
+            print(f"function calls per {method} call: {calls_made / calls:.1f}")
+    core.executors.shutdown()
+    loop.close()
+    print(
+        f"in process, {in_flight} call(s) per read, {calls} calls x {rounds} rounds, "
+        "medians (min-max) per call"
+    )
+    for method, row in figures.items():
+        print(f"  {method}:")
+        for key, values in row.items():
+            med = statistics.median(values)
+            print(f"    {key:20} {med:10.2f}  ({min(values):.2f}-{max(values):.2f})")
+    extra = [
+        p - c
+        for p, c in zip(
+            figures["padd"]["server CPU µs"], figures["add"]["server CPU µs"], strict=True
+        )
+    ]
+    print(f"  the pool's cost to the server per call: {statistics.median(extra):.2f} µs")
+
+
 def parse(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workload", choices=("w1", "w2", "w4"), default="w1")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--in-flight", type=int, default=1, help="calls per read (in process)")
+    parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--compare",
         metavar="PATH",
@@ -204,4 +366,7 @@ def parse(argv: list[str] | None = None) -> Any:
 
 if __name__ == "__main__":
     args = parse()
+    if args.in_process:
+        _in_process(args.calls, args.rounds, args.profile, args.in_flight)
+        raise SystemExit
     asyncio.run(main(args.calls, args.rounds, args.workload, args.workers, args.compare))

@@ -213,6 +213,9 @@ def _error(exc: BaseException) -> tuple[str, str, str]:
 
 
 def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    if len(buffers) == 1:  # a small message: one buffer, sent whole by a blocking socket
+        sock.sendall(buffers[0])
+        return
     while buffers:
         framing.advance(buffers, sock.sendmsg(buffers))
 
