@@ -293,7 +293,7 @@ def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
         if request not in reply_bytes:  # learn how many bytes the replies take
             start = transport.written
             transport.expected = 1 << 62
-            handler.data_received(request)
+            loop.call_soon(handler.data_received, request)
             loop.run_until_complete(asyncio.sleep(0.5))
             reply_bytes[request] = transport.written - start
         loop.call_soon(feed)
