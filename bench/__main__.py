@@ -32,11 +32,18 @@ except ImportError:
     HAVE_UVLOOP = False
 
 try:
-    import opentelemetry.sdk  # noqa: F401
+    import opentelemetry.sdk
 
     HAVE_OTEL = True
 except ImportError:
     HAVE_OTEL = False
+
+try:
+    import opentelemetry.instrumentation.grpc  # noqa: F401
+
+    HAVE_GRPC_OTEL = HAVE_OTEL
+except ImportError:
+    HAVE_GRPC_OTEL = False
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,11 @@ def rows() -> list[Row]:
             out.append(Row(workload, "pymprpc + uvloop", "pymprpc-uvloop", "pymprpc", True))
         if HAVE_OTEL and workload in ("w1", "w2"):
             # Server and client telemetry on every call: what tracing costs.
-            out.append(Row(workload, "pymprpc + OTel", "pymprpc-otel", "pymprpc-otel"))
+            out.append(Row(workload, OTEL, "pymprpc-otel", "pymprpc-otel"))
+            # Spans alone, as gRPC's instrumentation records them: the peer comparison.
+            out.append(Row(workload, OTEL_SPANS, "pymprpc-otel-spans", "pymprpc-otel-spans"))
+            if HAVE_GRPC_OTEL:
+                out.append(Row(workload, GRPC_OTEL, "grpc-otel", "grpc-otel"))
         if workload in ("w1", "w2"):
             out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
         if workload != "w3":
@@ -178,6 +189,9 @@ def rows() -> list[Row]:
 
 
 POOL = "pymprpc, plain def (process pool)"
+OTEL = "pymprpc + OTel"
+OTEL_SPANS = "pymprpc + OTel, spans only"
+GRPC_OTEL = "gRPC aio + OTel, spans only"
 TYPED = "pymprpc, typed (mprpcgen)"
 TYPED_TARGET = 0.95
 # Process-pool rows compare with the coroutine path on the same workload.
@@ -397,6 +411,19 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
                 f"path (target {want}x): {'met' if ratio >= want else 'NOT met'}"
             )
     for workload in ("w1", "w2"):
+        plain, grpc = medians.get((workload, "pymprpc")), medians.get((workload, "gRPC aio"))
+        traced = [
+            f"{label} at {medians[workload, label] / base:.2f}x of {name}"
+            for label, base, name in (
+                (OTEL, plain, "pymprpc"),
+                (OTEL_SPANS, plain, "pymprpc"),
+                (GRPC_OTEL, grpc, "gRPC aio"),
+            )
+            if base and (workload, label) in medians
+        ]
+        if traced:
+            verdicts.append(f"{workload}: tracing every call: {'; '.join(traced)}")
+    for workload in ("w1", "w2"):
         typed, untyped = medians.get((workload, TYPED)), medians.get((workload, "pymprpc"))
         if typed and untyped:
             ok = typed / untyped >= TYPED_TARGET
@@ -457,7 +484,7 @@ def main() -> None:
         fan_rows = [r for r in fanin_rows() if not args.only or "fanin" in args.only]
         want_10k = not args.only or "fanin10k" in args.only
         for key in sorted({r.server for r in selected} | {r.server for r in fan_rows}):
-            if key in ("pymprpc-otel", "pymprpc-typed"):
+            if key in ("pymprpc-otel", "pymprpc-otel-spans", "pymprpc-typed"):
                 system = key
             elif key.startswith("pymprpc"):
                 system = "pymprpc"

@@ -41,13 +41,14 @@ class AsyncCalls:
 
 
 async def connect(system: str, port: int, own_connection: bool = False) -> tuple[AsyncCalls, Any]:
-    if system in ("pymprpc", "pymprpc-otel"):
+    if system in ("pymprpc", "pymprpc-otel", "pymprpc-otel-spans"):
         interceptors = []
-        if system == "pymprpc-otel":  # ClientTelemetry on every call
+        if system != "pymprpc":  # ClientTelemetry on every call
             from bench.otel import providers
             from pymprpc.otel import ClientTelemetry
 
-            interceptors.append(ClientTelemetry(*providers()))
+            full = system == "pymprpc-otel"  # else spans alone, as gRPC's instrumentation
+            interceptors.append(ClientTelemetry(*providers(full), message_sizes=full))
         rpc = AsyncRPC(
             f"tcp://127.0.0.1:{port}", max_message_size=MAX_MESSAGE, interceptors=interceptors
         )
@@ -75,8 +76,8 @@ async def connect(system: str, port: int, own_connection: bool = False) -> tuple
     if system == "floor":
         client = await floor.connect(port)
         return AsyncCalls(client.call, lambda n: client.stream("count", n)), None
-    if system == "grpc":
-        g = grpc_support.Client(port, own_connection)
+    if system in ("grpc", "grpc-otel"):
+        g = grpc_support.Client(port, own_connection, otel=system == "grpc-otel")
 
         async def call(method: str, *args: Any) -> Any:
             return await getattr(g, method)(*args)

@@ -42,7 +42,20 @@ OPTIONS = [
 ]
 
 
-async def serve(port: int) -> Any:
+def _tracing(server: bool) -> Any:
+    """opentelemetry-instrumentation-grpc's aio interceptors (spans only: it records no
+    metrics) on the same SDK set-up as the "pymprpc + OTel" rows."""
+    from opentelemetry.instrumentation import grpc as instrumentation
+
+    from bench.otel import providers
+
+    tracer_provider, _ = providers(metrics=False)
+    if server:
+        return [instrumentation.aio_server_interceptor(tracer_provider=tracer_provider)]
+    return instrumentation.aio_client_interceptors(tracer_provider=tracer_provider)
+
+
+async def serve(port: int, otel: bool = False) -> Any:
     import grpc
 
     pb2, pb2_grpc = stubs()
@@ -58,7 +71,7 @@ async def serve(port: int) -> Any:
         async def Echo(self, request: Any, context: Any) -> Any:  # noqa: N802
             return pb2.EchoMessage(data=request.data)
 
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(options=OPTIONS, interceptors=_tracing(True) if otel else None)
     pb2_grpc.add_BenchServicer_to_server(Bench(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
@@ -68,14 +81,18 @@ async def serve(port: int) -> Any:
 class Client:
     """The workloads' calls on a gRPC aio channel."""
 
-    def __init__(self, port: int, own_connection: bool = False) -> None:
+    def __init__(self, port: int, own_connection: bool = False, otel: bool = False) -> None:
         import grpc
 
         self.pb2, pb2_grpc = stubs()
         options = list(OPTIONS)
         if own_connection:
             options.append(("grpc.use_local_subchannel_pool", 1))
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+        self.channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}",
+            options=options,
+            interceptors=_tracing(False) if otel else None,
+        )
         self.stub = pb2_grpc.BenchStub(self.channel)
 
     async def add(self, a: int, b: int) -> int:

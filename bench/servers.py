@@ -35,13 +35,17 @@ def spin(ms: float) -> int:
     return n
 
 
-def build_pymprpc(port: int, otel: bool = False, workers: int | None = None) -> Server:
+def build_pymprpc(
+    port: int, otel: bool = False, workers: int | None = None, spans_only: bool = False
+) -> Server:
     interceptors = []
     if otel:  # the "pymprpc + OTel" rows: ServerTelemetry on every call
         from bench.otel import providers
         from pymprpc.otel import ServerTelemetry
 
-        interceptors.append(ServerTelemetry(*providers()))
+        interceptors.append(
+            ServerTelemetry(*providers(not spans_only), message_sizes=not spans_only)
+        )
     server = Server(
         ("127.0.0.1", port),
         timeout=None,
@@ -111,11 +115,16 @@ async def main(system: str, port: int, workers: int | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if system in ("pymprpc", "pymprpc-otel", "pymprpc-typed"):
+    if system in ("pymprpc", "pymprpc-otel", "pymprpc-otel-spans", "pymprpc-typed"):
         if system == "pymprpc-typed":
             server = build_typed(port)
         else:
-            server = build_pymprpc(port, otel=system == "pymprpc-otel", workers=workers)
+            server = build_pymprpc(
+                port,
+                otel=system.startswith("pymprpc-otel"),
+                workers=workers,
+                spans_only=system == "pymprpc-otel-spans",
+            )
         await server.start()
         print("ready", flush=True)
         await stop.wait()
@@ -125,8 +134,8 @@ async def main(system: str, port: int, workers: int | None = None) -> None:
         print("ready", flush=True)
         await stop.wait()
         raw.close()
-    elif system == "grpc":
-        grpc_server = await grpc_support.serve(port)
+    elif system in ("grpc", "grpc-otel"):
+        grpc_server = await grpc_support.serve(port, otel=system == "grpc-otel")
         print("ready", flush=True)
         await stop.wait()
         await grpc_server.stop(0)

@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "CallContext",
     "CallSource",
+    "MessageSizes",
     "Metadata",
     "current_call",
     "current_call_or_none",
@@ -81,6 +82,43 @@ class Metadata(Mapping[str, str]):
 EMPTY_METADATA = Metadata()
 
 
+class MessageSizes:
+    """The sizes, in bytes on the wire, of one call's messages: the hook for metrics.
+
+    Measuring costs nothing unless asked for: the server and the clients measure only
+    when one of their interceptors has a true `message_sizes` attribute (as
+    `pymprpc.otel`'s do). Then each call's context carries one of these as `sizes`
+    (`CallContext.sizes`, `ClientCallContext.sizes`; otherwise None) and:
+
+    - `request` is the size of the call message: known before a server interceptor runs;
+      on a client, set when the call is sent (read it once `call_next` returned).
+    - every listener added with `on_response` is called with the size of each reply
+      message of the call as it is sent (server) or received (client): one for a
+      unary call (its result or error), and for a stream its start, each item and its
+      end (or error). A stream's replies come after its interceptors returned.
+
+    A size is the whole frame as the connection carries it: the encoded message
+    (compressed when compression was negotiated) and its framing (the `##PRO-END##`
+    separator or the 4-byte length prefix). Calls that send no reply (RETURN false,
+    oneway) report none.
+    """
+
+    __slots__ = ("_listeners", "request")
+
+    def __init__(self, request: int = 0) -> None:
+        self.request = request
+        self._listeners: list[Callable[[int], None]] = []
+
+    def on_response(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(size)` for each reply message of this call from now on."""
+        self._listeners.append(listener)
+
+    def responded(self, size: int) -> None:
+        """Report one reply message of `size` bytes (the runtime calls this)."""
+        for listener in self._listeners:
+            listener(size)
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """What the server knows about one call.
@@ -97,6 +135,8 @@ class CallContext:
             connection did not negotiate the `metadata` feature).
         returns: False for a `RETURN: false` (kept-result) call.
         streaming: True when the method is a stream (its outcome is an async iterator).
+        sizes: the call's message sizes when an interceptor asked for them (see
+            `MessageSizes`), else None.
     """
 
     id: str
@@ -108,6 +148,7 @@ class CallContext:
     metadata: Metadata = EMPTY_METADATA
     returns: bool = True
     streaming: bool = False
+    sizes: MessageSizes | None = field(default=None, compare=False, repr=False)
     # Filled by the handler or interceptors; sent back when `metadata` was negotiated.
     response_metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

@@ -6,20 +6,29 @@ OpenTelemetry RPC semantic conventions (`rpc.system` = "mprpc", `rpc.service`,
 `rpc.method`, peer attributes, status), trace context travels in call metadata (the
 `metadata` feature: a server or client that did not negotiate it starts a new trace), and
 the RPC metrics are recorded: call duration histograms (`rpc.server.duration`,
-`rpc.client.duration`, milliseconds) and calls in flight (`rpc.server.active_requests`).
+`rpc.client.duration`, milliseconds), calls in flight (`rpc.server.active_requests`) and
+message sizes (`rpc.server.request.size`, `rpc.server.response.size`,
+`rpc.client.request.size`, `rpc.client.response.size`, bytes; one value per message, so
+a stream records each of its replies). These are the names of the RPC conventions up to
+v1.37, which the duration metrics follow too (later versions renamed the durations and
+dropped the size metrics for now); a size is the message's frame on the wire (see
+`pymprpc.context.MessageSizes`). Pass `message_sizes=False` to record no sizes.
 
 Only this module imports `opentelemetry`; it needs the `opentelemetry-api` package.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Final
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics, propagate, trace
+    from opentelemetry.metrics import CallbackOptions, Observation
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -27,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from .client.interceptors import ClientCallContext
-from .context import CallContext
+from .context import CallContext, MessageSizes
 from .interceptors.accesslog import outcome_code
 from .interceptors.chain import CallNext, observe_stream
 
@@ -43,22 +52,30 @@ def span_attributes(method: str, peer: tuple[str, int] | None, *, server: bool) 
     A dotted method name `a.b.c` is service `a.b` and method `c`; a plain name has no
     service (MPRPC methods live in one namespace).
     """
+    attributes = _method_attributes(method)
+    if peer is not None:
+        attributes.update(_peer_attributes(peer, server))
+    return attributes
+
+
+def _method_attributes(method: str) -> dict[str, Any]:
     service, _, name = method.rpartition(".")
     attributes: dict[str, Any] = {"rpc.system": RPC_SYSTEM, "rpc.method": name}
     if service:
         attributes["rpc.service"] = service
-    if peer is not None:
-        host, port = peer[0], peer[1]
-        if server:
-            attributes["network.peer.address"] = host
-            attributes["network.peer.port"] = port
-            attributes["client.address"] = host
-        else:
-            attributes["server.address"] = host
-            attributes["server.port"] = port
-            attributes["network.peer.address"] = host
-            attributes["network.peer.port"] = port
     return attributes
+
+
+def _peer_attributes(peer: tuple[str, int], server: bool) -> dict[str, Any]:
+    host, port = peer[0], peer[1]
+    if server:
+        return {"network.peer.address": host, "network.peer.port": port, "client.address": host}
+    return {
+        "server.address": host,
+        "server.port": port,
+        "network.peer.address": host,
+        "network.peer.port": port,
+    }
 
 
 def _finish(span: trace.Span, error: BaseException | None, streaming: bool) -> int:
@@ -89,48 +106,136 @@ async def _within(stream: AsyncIterator[Any], context: otel_context.Context) -> 
             await aclose()
 
 
-class ServerTelemetry:
+# What a call's metadata without trace context extracts to: a new trace.
+_NO_PARENT: Final = otel_context.Context()
+# Methods whose attributes are kept (a client may call any number of names).
+_MAX_METHODS = 1024
+
+
+class _Method:
+    """What every call of one method shares: attributes built once, not per call."""
+
+    __slots__ = ("active", "by_code", "metric", "span")
+
+    def __init__(self, method: str) -> None:
+        self.span = _method_attributes(method)  # the span's, before the peer's
+        self.metric = dict(self.span)  # of every metric but the durations
+        self.by_code: dict[int, dict[str, Any]] = {}  # the durations', by status code
+        self.active = 0  # calls in flight (server)
+
+    def with_code(self, code: int) -> dict[str, Any]:
+        attributes = self.by_code.get(code)
+        if attributes is None:
+            attributes = self.by_code[code] = {**self.metric, "rpc.mprpc.status_code": code}
+        return attributes
+
+
+class _Telemetry:
+    """What the server and the client interceptors share: the tracer, the duration and
+    message size histograms, and the attributes of each method called."""
+
+    message_sizes: bool  # read by the server and clients: measure message sizes
+
+    def __init__(
+        self,
+        side: str,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+        message_sizes: bool,
+    ) -> None:
+        self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        meter = self._meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        way = "inbound" if side == "server" else "outbound"
+        self._duration = meter.create_histogram(
+            f"rpc.{side}.duration", unit="ms", description=f"Duration of {way} calls"
+        )
+        self.message_sizes = message_sizes
+        self._request_size = meter.create_histogram(
+            f"rpc.{side}.request.size", unit="By", description="Size of call messages"
+        )
+        self._response_size = meter.create_histogram(
+            f"rpc.{side}.response.size", unit="By", description="Size of reply messages"
+        )
+        self._methods: dict[str, _Method] = {}
+
+    def _method(self, method: str) -> _Method:
+        found = self._methods.get(method)
+        if found is None:
+            found = _Method(method)
+            if len(self._methods) < self._max_methods:
+                self._methods[method] = found
+        return found
+
+    # A client may call any number of names; a server's are those registered.
+    _max_methods = _MAX_METHODS
+
+    def _watch_responses(self, sizes: MessageSizes | None, method: _Method) -> None:
+        if sizes is not None:
+            sizes.on_response(
+                functools.partial(self._response_size.record, attributes=method.metric)
+            )
+
+
+class ServerTelemetry(_Telemetry):
     """A server interceptor: a SERVER span and metrics per call.
 
     Args:
         tracer_provider: defaults to the global provider.
         meter_provider: defaults to the global provider.
+        message_sizes: record the request and response size histograms (the server
+            then measures each call's messages; see `pymprpc.context.MessageSizes`).
     """
 
     def __init__(
         self,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        *,
+        message_sizes: bool = True,
     ) -> None:
-        self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
-        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
-        self._duration = meter.create_histogram(
-            "rpc.server.duration", unit="ms", description="Duration of inbound calls"
+        super().__init__("server", tracer_provider, meter_provider, message_sizes)
+        # Calls in flight are counted here and observed when metrics are collected: two
+        # integer updates per call rather than two SDK measurements (each costs as much
+        # as a histogram record). The lock covers servers on several threads.
+        self._active_lock = threading.Lock()
+        self._meter.create_observable_up_down_counter(
+            "rpc.server.active_requests",
+            callbacks=[self._observe_active],
+            unit="{call}",
+            description="Calls being served",
         )
-        self._active = meter.create_up_down_counter(
-            "rpc.server.active_requests", unit="{call}", description="Calls being served"
-        )
+
+    _max_methods = 1 << 62  # the registry bounds them (unknown names fail before this)
+
+    def _observe_active(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(m.active, m.metric) for m in list(self._methods.values())]
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
         """Run the call inside a SERVER span whose parent comes from the metadata."""
-        attributes = span_attributes(ctx.method, ctx.peer, server=True)
-        parent = propagate.extract(dict(ctx.metadata))
-        metric_attributes = {k: attributes[k] for k in ("rpc.system", "rpc.method")}
-        if "rpc.service" in attributes:
-            metric_attributes["rpc.service"] = attributes["rpc.service"]
+        method = self._method(ctx.method)
+        peer = ctx.peer
+        attributes = method.span
+        if peer is not None:
+            attributes = {**attributes, **_peer_attributes(peer, True)}
+        # Trace context comes only in metadata: without any, there is nothing to extract.
+        parent = propagate.extract(ctx.metadata) if ctx.metadata else _NO_PARENT
         span = self._tracer.start_span(
             ctx.method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
         started = time.perf_counter()
-        self._active.add(1, metric_attributes)
+        with self._active_lock:
+            method.active += 1
+        sizes = ctx.sizes
+        if sizes is not None:
+            self._request_size.record(sizes.request, method.metric)
+            self._watch_responses(sizes, method)
+        streaming = ctx.streaming
 
         def end(error: BaseException | None) -> None:
-            code = _finish(span, error, ctx.streaming)
-            self._active.add(-1, metric_attributes)
-            self._duration.record(
-                (time.perf_counter() - started) * 1000,
-                {**metric_attributes, "rpc.mprpc.status_code": code},
-            )
+            code = _finish(span, error, streaming)
+            with self._active_lock:
+                method.active -= 1
+            self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))
             span.end()
 
         # The span is current while the handler runs, so nested calls it makes are its
@@ -144,7 +249,7 @@ class ServerTelemetry:
             raise
         finally:
             otel_context.detach(token)
-        if not ctx.streaming:
+        if not streaming:
             end(None)
             return result
         # A stream's body runs as it is read, after this returned: the span is made
@@ -152,7 +257,7 @@ class ServerTelemetry:
         return observe_stream(_within(result, span_context), lambda error, _items: end(error))
 
 
-class ClientTelemetry:
+class ClientTelemetry(_Telemetry):
     """A client interceptor: a CLIENT span per outgoing call, its context in the metadata.
 
     Pass the instance to `AsyncRPC(interceptors=[...])`, and its `.sync` to
@@ -164,45 +269,56 @@ class ClientTelemetry:
     Args:
         tracer_provider: defaults to the global provider.
         meter_provider: defaults to the global provider.
+        message_sizes: record the request and response size histograms (the client
+            then measures each call's messages; see `pymprpc.context.MessageSizes`).
     """
 
     def __init__(
         self,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        *,
+        message_sizes: bool = True,
     ) -> None:
-        self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
-        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
-        self._duration = meter.create_histogram(
-            "rpc.client.duration", unit="ms", description="Duration of outbound calls"
-        )
+        super().__init__("client", tracer_provider, meter_provider, message_sizes)
 
-    def _start(self, ctx: ClientCallContext) -> tuple[trace.Span, ClientCallContext]:
-        attributes = span_attributes(ctx.method, ctx.peer, server=False)
+    def _start(self, ctx: ClientCallContext) -> tuple[trace.Span, ClientCallContext, _Method]:
+        method = self._method(ctx.method)
+        peer = ctx.peer
+        attributes = method.span
+        if peer is not None:
+            attributes = {**attributes, **_peer_attributes(peer, False)}
         span = self._tracer.start_span(ctx.method, kind=SpanKind.CLIENT, attributes=attributes)
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        return span, ctx.replace(metadata=ctx.metadata.with_items(carrier))
+        self._watch_responses(ctx.sizes, method)
+        return span, ctx.replace(metadata=ctx.metadata.with_items(carrier)), method
 
     def _end(
-        self, span: trace.Span, method: str, started: float, error: BaseException | None
+        self,
+        span: trace.Span,
+        ctx: ClientCallContext,
+        method: _Method,
+        started: float,
+        error: BaseException | None,
     ) -> None:
         code = _finish(span, error, False)
-        attributes = span_attributes(method, None, server=False)
-        attributes["rpc.mprpc.status_code"] = code
-        self._duration.record((time.perf_counter() - started) * 1000, attributes)
+        self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))
+        sizes = ctx.sizes
+        if sizes is not None and sizes.request:  # 0: the call was never sent
+            self._request_size.record(sizes.request, method.metric)
         span.end()
 
     async def __call__(self, ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
         """Make the call (`AsyncRPC`) inside a CLIENT span."""
-        span, ctx = self._start(ctx)
+        span, ctx, method = self._start(ctx)
         started = time.perf_counter()
         try:
             result = await call_next(ctx)
         except BaseException as exc:
-            self._end(span, ctx.method, started, exc)
+            self._end(span, ctx, method, started, exc)
             raise
-        self._end(span, ctx.method, started, None)
+        self._end(span, ctx, method, started, None)
         return result
 
     @property
@@ -210,14 +326,15 @@ class ClientTelemetry:
         """The same interceptor for the blocking `RPC` client."""
 
         def intercept(ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
-            span, ctx = self._start(ctx)
+            span, ctx, method = self._start(ctx)
             started = time.perf_counter()
             try:
                 result = call_next(ctx)
             except BaseException as exc:
-                self._end(span, ctx.method, started, exc)
+                self._end(span, ctx, method, started, exc)
                 raise
-            self._end(span, ctx.method, started, None)
+            self._end(span, ctx, method, started, None)
             return result
 
+        intercept.message_sizes = self.message_sizes  # type: ignore[attr-defined]
         return intercept

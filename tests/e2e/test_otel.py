@@ -178,3 +178,91 @@ def test_the_blocking_client_traces_with_sync(mprpc_client: Any) -> None:
 
 async def add(a: int, b: int) -> int:
     return a + b
+
+
+def test_message_size_histograms_hold_each_message_s_frame() -> None:
+    from test_message_sizes import PAYLOAD, ClientRecorder, ServerRecorder, build
+
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    tracer_provider = TracerProvider()
+    # Recorders next to the telemetry: the sizes the hook reports, to compare with.
+    server_side, client_side = ServerRecorder(), ClientRecorder()
+    server = build(ServerTelemetry(tracer_provider, meter_provider), server_side)
+    client_telemetry = ClientTelemetry(tracer_provider, meter_provider)
+
+    async def main() -> None:
+        async with client_for(server, interceptors=[client_telemetry, client_side]) as rpc:
+            assert await rpc.echo(PAYLOAD) == PAYLOAD
+            assert len([x async for x in await rpc.count(3, PAYLOAD)]) == 3
+
+    arun(main())
+    points = {
+        name: {p.attributes["rpc.method"]: p for p in found}
+        for name, found in metric_points(reader).items()
+    }
+    echo_request, count_request = server_side.requests
+    echo_reply, *count_replies = server_side.responses
+    assert len(count_replies) == 5  # 201, three items, 206: one value per message
+    for side in ("server", "client"):
+        requests, responses = (
+            points[f"rpc.{side}.request.size"],
+            points[f"rpc.{side}.response.size"],
+        )
+        assert (requests["echo"].count, requests["echo"].sum) == (1, echo_request)
+        assert (requests["count"].count, requests["count"].sum) == (1, count_request)
+        assert (responses["echo"].count, responses["echo"].sum) == (1, echo_reply)
+        assert (responses["count"].count, responses["count"].sum) == (5, sum(count_replies))
+        assert responses["echo"].min > len(PAYLOAD)
+    assert client_side.requests == server_side.requests
+    assert client_side.responses == server_side.responses
+
+
+def test_message_sizes_can_be_left_out() -> None:
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    telemetry = ServerTelemetry(TracerProvider(), meter_provider, message_sizes=False)
+    server = Server(("127.0.0.1", 0), interceptors=[telemetry])
+    server.register_function("add")(add)
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            assert await rpc.add(1, 2) == 3
+
+    arun(main())
+    names = set(metric_points(reader))
+    assert "rpc.server.duration" in names and "rpc.server.request.size" not in names
+
+
+def test_calls_in_flight_are_observed_while_they_run() -> None:
+    reader = InMemoryMetricReader()
+    server = Server(
+        ("127.0.0.1", 0),
+        interceptors=[ServerTelemetry(TracerProvider(), MeterProvider(metric_readers=[reader]))],
+    )
+    seen: list[dict[str, int]] = []
+
+    async def busy() -> None:
+        # Collected while this call runs: it is in flight, nothing else is.
+        seen.append(
+            {
+                p.attributes["rpc.method"]: p.value
+                for p in metric_points(reader)["rpc.server.active_requests"]
+            }
+        )
+
+    server.register_function("busy")(busy)
+    server.register_function("add")(add)
+
+    async def main() -> None:
+        async with client_for(server) as rpc:
+            assert await rpc.add(1, 2) == 3
+            await rpc.busy()
+
+    arun(main())
+    assert seen == [{"add": 0, "busy": 1}]
+    after = {
+        p.attributes["rpc.method"]: p.value
+        for p in metric_points(reader)["rpc.server.active_requests"]
+    }
+    assert after == {"add": 0, "busy": 0}

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, Unpack
 
 from ..address import Address
-from ..context import Metadata
+from ..context import MessageSizes, Metadata
 from ..errors import DeadlineExceeded, MPRPCError
 from ..protocol import (
     CallFailed,
@@ -348,6 +348,7 @@ class AsyncRPC(BaseRPC):
 
     def _cancel(self, id: str) -> None:
         self._pending.pop(id, None)
+        self._unwatch(id)
         conn = self._conn
         if conn is not None and self._transport is not None and conn.send_cancel(id):
             self._write(conn.chunks_to_send())
@@ -384,6 +385,7 @@ class AsyncRPC(BaseRPC):
         timeout: float | None,
         metadata: dict[str, str] | None = None,
         oneway: bool = False,
+        sizes: MessageSizes | None = None,
     ) -> str:
         if self._reconnect_due:
             if timeout is None or timeout >= self.connect_timeout:
@@ -408,7 +410,10 @@ class AsyncRPC(BaseRPC):
             metadata=metadata,
             oneway=oneway,
         )
-        self._write(conn.chunks_to_send())
+        chunks = conn.chunks_to_send()
+        if sizes is not None:
+            self._watch(id, sizes, chunks)
+        self._write(chunks)
         return id
 
     def _write(self, chunks: list[bytes]) -> None:
@@ -449,17 +454,24 @@ class AsyncRPC(BaseRPC):
         # a getpid() system call per call on 3.11.
         loop = self._loop or asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
+        metadata = None
+        sizes = None
+        if ctx is not None:
+            metadata = ctx.metadata.to_dict() if ctx.metadata else None
+            sizes = ctx.sizes
         conn = self._conn
         if self._reconnect_due or conn is None or conn.closed or self._transport is None:
             # Connecting again (bounded by the deadline), or failing: _send says how.
-            id = await self._send(method, args, kwargs, True, timeout, metadata)
+            id = await self._send(method, args, kwargs, True, timeout, metadata, sizes=sizes)
         else:
             # The usual call: _send's work inline, one coroutine less per call.
             id = conn.send_call(
                 method, args, kwargs, returns=True, deadline=timeout, metadata=metadata
             )
-            self._write(conn.chunks_to_send())
+            chunks = conn.chunks_to_send()
+            if sizes is not None:
+                self._watch(id, sizes, chunks)
+            self._write(chunks)
         future: asyncio.Future[Any] = loop.create_future()
         pending = _Pending(method, future)
         self._pending[id] = pending

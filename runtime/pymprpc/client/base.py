@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 from ..address import Address
-from ..context import Metadata
+from ..context import MessageSizes, Metadata
 from ..errors import (
     ConnectionLostError,
     DeadlineExceeded,
@@ -35,6 +35,7 @@ from ..protocol import (
     ConnectionFailed,
     Feature,
     Result,
+    StreamEnd,
     StreamStart,
     Welcome,
 )
@@ -184,6 +185,10 @@ class BaseRPC:
         self.features = frozenset(Feature(f) for f in features)
         self.interceptors = tuple(interceptors)
         self._chain = compose_client(self.interceptors, self._call_in)
+        # Message sizes are measured only for an interceptor that asks (see MessageSizes):
+        # then the calls being measured, by ID, get the sizes of their replies.
+        self._measure = any(getattr(i, "message_sizes", False) for i in self.interceptors)
+        self._watched: dict[str, MessageSizes] = {}
         self._ssl = self.address.ssl_context(ssl)
         self._conn: ClientConnection | None = None
         self._pending: dict[str, Any] = {}  # ID -> the shell's Pending subclass
@@ -232,6 +237,7 @@ class BaseRPC:
             timeout,
             options.metadata if options is not None else Metadata(),
             self.address,
+            MessageSizes() if self._measure else None,
         )
         result = self._chain(ctx)
         if options is not None and options.reply:
@@ -299,6 +305,9 @@ class BaseRPC:
             features=self.features,
             max_message_size=self.max_message_size,
         )
+        if self._measure:
+            self._watched.clear()  # calls of an earlier connection get no more replies
+            self._conn.measure_sizes()
         return self._conn
 
     def _welcomed(self, welcome: Welcome) -> None:
@@ -318,11 +327,36 @@ class BaseRPC:
             # The core raises nothing for bytes; a bug there still ends only this connection.
             events = [conn.close(RemoteProtocolError(f"unreadable reply: {exc!r}"))]
         self._received += len(data)
+        if self._measure:  # one test per read, not per call; nothing else unless asked
+            self._report_sizes(conn, events)
         if not events:
             return events, 0
         share = self._received // len(events)
         self._received = 0
         return events, share + _ITEM_OVERHEAD
+
+    def _report_sizes(self, conn: ClientConnection, events: list[ClientEvent]) -> None:
+        """Report each reply's size to its call's `MessageSizes` (for a client whose
+        interceptors asked for sizes)."""
+        watched = self._watched
+        # strict=False: a ConnectionFailed for unreadable bytes, last, has no size.
+        for event, size in zip(events, conn.take_sizes(), strict=False):
+            id: str | None = getattr(event, "id", None)
+            sizes = watched.get(id) if id is not None else None
+            if sizes is not None and id is not None:
+                if isinstance(event, Result | CallFailed | StreamEnd):
+                    del watched[id]  # the call's last reply
+                sizes.responded(size)
+
+    def _watch(self, id: str, sizes: MessageSizes, chunks: list[bytes]) -> None:
+        """Call `id` was sent as `chunks`: note its size; report its replies' sizes."""
+        sizes.request = sum(len(chunk) for chunk in chunks)
+        self._watched[id] = sizes
+
+    def _unwatch(self, id: str) -> None:
+        """Call `id` is cancelled or abandoned: no more sizes for it."""
+        if self._watched:
+            self._watched.pop(id, None)
 
     def _check_call(self) -> ClientConnection:
         """The connection to send a call on; ConnectionLostError if there is none."""

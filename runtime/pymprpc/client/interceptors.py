@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..address import Address
-from ..context import EMPTY_METADATA, Metadata
+from ..context import EMPTY_METADATA, MessageSizes, Metadata
 
 __all__ = ["ClientCallContext", "ClientInterceptor", "compose_client"]
 
@@ -41,6 +41,9 @@ class ClientCallContext:
         address: the server's address.
         response_metadata: what the server sent back with the reply (filled when the call
             returns; shared by every copy `replace` makes).
+        sizes: the call's message sizes when an interceptor asked for them (an
+            interceptor with a true `message_sizes` attribute; see
+            `pymprpc.context.MessageSizes`), else None.
     """
 
     method: str
@@ -49,6 +52,7 @@ class ClientCallContext:
     timeout: float | None = None
     metadata: Metadata = EMPTY_METADATA
     address: Address | None = None
+    sizes: MessageSizes | None = field(default=None, compare=False, repr=False)
     response_metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

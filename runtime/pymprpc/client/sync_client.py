@@ -9,6 +9,7 @@ from collections.abc import Generator
 from typing import Any, Unpack
 
 from ..address import Address
+from ..context import MessageSizes
 from ..errors import ConnectionLostError, DeadlineExceeded, MPRPCError
 from ..protocol import (
     CallFailed,
@@ -293,6 +294,7 @@ class RPC(BaseRPC):
     def _send_cancel(self, io: SocketIO, id: str) -> None:
         """Tell the server to stop call `id` (holding the lock; does not wait)."""
         self._pending.pop(id, None)
+        self._unwatch(id)
         conn = self._conn
         if conn is not None and conn.send_cancel(id):
             io.send_soon(conn.chunks_to_send())
@@ -316,6 +318,7 @@ class RPC(BaseRPC):
         metadata: dict[str, str] | None = None,
         oneway: bool = False,
         deadline: float | None = None,
+        sizes: MessageSizes | None = None,
     ) -> tuple[str, _Call | None]:
         if self._reconnect_due:
             self._reconnect(method, deadline, timeout)
@@ -341,6 +344,8 @@ class RPC(BaseRPC):
                     oneway=oneway,
                 )
                 data = conn.chunks_to_send()  # with the call: nothing else is queued
+                if sizes is not None:
+                    self._watch(id, sizes, data)
                 call = None
                 if returns:
                     call = self._pending[id] = _Call(method)
@@ -366,8 +371,14 @@ class RPC(BaseRPC):
         ctx: ClientCallContext | None = None,
     ) -> Any:
         deadline = time.monotonic() + timeout if timeout is not None else None
-        metadata = ctx.metadata.to_dict() if ctx is not None and ctx.metadata else None
-        id, call = self._send(method, args, kwargs, True, timeout, metadata, deadline=deadline)
+        metadata = None
+        sizes = None
+        if ctx is not None:
+            metadata = ctx.metadata.to_dict() if ctx.metadata else None
+            sizes = ctx.sizes
+        id, call = self._send(
+            method, args, kwargs, True, timeout, metadata, deadline=deadline, sizes=sizes
+        )
         assert call is not None
         try:
             event = self._wait(call, deadline)
@@ -428,6 +439,7 @@ class RPC(BaseRPC):
             io = self._io
             if io is None:
                 self._pending.pop(id, None)
+                self._unwatch(id)
             else:
                 self._send_cancel(io, id)
             self._consumed()

@@ -32,6 +32,10 @@ class CallRequest:
     deadline: float | None = None
     metadata: dict[str, str] | None = None  # feature `metadata`; None when absent
     oneway: bool = False
+    # The call's frame size in bytes: set only on a connection that measures sizes
+    # (`ServerConnection.measure_sizes`); unset (AttributeError) otherwise, so a call
+    # costs nothing for it.
+    size: int = field(init=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

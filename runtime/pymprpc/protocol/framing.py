@@ -45,6 +45,7 @@ class Framer(Protocol):
     """What a connection needs from a framing."""
 
     max_size: int
+    overhead: int  # bytes a frame adds to its payload (for message sizes)
 
     @property
     def buffered(self) -> int:
@@ -78,6 +79,8 @@ class Framer(Protocol):
 
 class SeparatorFramer:
     """MPRPC 0.1 framing: payload followed by `##PRO-END##`."""
+
+    overhead = len(SEPARATOR)
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
@@ -158,6 +161,8 @@ class LengthFramer:
     and complete frames are returned as views into the buffer that held them, so a
     megabyte payload is copied once on the way in rather than once per read.
     """
+
+    overhead = LENGTH_PREFIX_SIZE
 
     def __init__(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size

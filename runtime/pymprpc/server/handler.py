@@ -22,7 +22,7 @@ import traceback
 from collections.abc import AsyncIterator, Hashable
 from typing import Any, Final, Protocol, cast
 
-from ..context import EMPTY_METADATA, CallContext, Metadata, _current, set_current
+from ..context import EMPTY_METADATA, CallContext, MessageSizes, Metadata, _current, set_current
 from ..errors import (
     CancelledError,
     DeadlineExceeded,
@@ -138,6 +138,10 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
         self._interceptors = host.config.interceptors
+        # Message sizes are measured only for an interceptor that asks (see MessageSizes).
+        self._measure = any(getattr(i, "message_sizes", False) for i in self._interceptors)
+        if self._measure:
+            self.conn.measure_sizes()
         # Contexts built on demand for calls without interceptors, by call ID.
         self._contexts: dict[str, CallContext] = {}
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
@@ -583,6 +587,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             metadata=EMPTY_METADATA if not raw else Metadata(raw),
             returns=request.returns,
             streaming=streaming,
+            sizes=MessageSizes(request.size) if self._measure else None,
         )
 
     def _cancelled_error(self) -> MPRPCError:
@@ -605,7 +610,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         elif kept is not None:
             kept.set_error(error)
         else:
-            self.conn.send_error(request.id, error, frame=frame)
+            ctx = self._contexts.get(request.id) if self._contexts else None
+            if ctx is not None and ctx.sizes is not None:
+                _MeasuredConnection(self.conn, ctx.sizes).send_error(request.id, error, frame=frame)
+            else:
+                self.conn.send_error(request.id, error, frame=frame)
 
     async def _execute(
         self, request: CallRequest, kept: KeptOutcome | None, deadline_at: float | None
@@ -622,6 +631,9 @@ class ConnectionHandler(ReusedBufferProtocol):
             ctx = self._contexts.pop(request.id, None) if self._contexts else None
         else:
             ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
+            if ctx.sizes is not None:
+                # Found by _report for an error reply; forgotten by _run_call's finally.
+                self._contexts[request.id] = ctx
             set_current(ctx)
             chain = compose(interceptors, functools.partial(self._terminal, method, request))
             result = await chain(ctx)
@@ -639,9 +651,13 @@ class ConnectionHandler(ReusedBufferProtocol):
             else:
                 kept.set_value(result)
         elif is_stream(result):
-            await self._stream(request.id, result, method.deprecated, metadata)
-        else:
+            await self._stream(request.id, result, method.deprecated, metadata, ctx)
+        elif ctx is None or ctx.sizes is None:
             self.conn.send_result(
+                request.id, result, deprecated=method.deprecated, metadata=metadata
+            )
+        else:
+            _MeasuredConnection(self.conn, ctx.sizes).send_result(
                 request.id, result, deprecated=method.deprecated, metadata=metadata
             )
 
@@ -657,8 +673,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         agen: AsyncIterator[Any],
         deprecated: bool,
         metadata: dict[str, str] | None = None,
+        ctx: CallContext | None = None,
     ) -> None:
-        conn = self.conn
+        conn: ServerConnection | _MeasuredConnection = self.conn
+        if ctx is not None and ctx.sizes is not None:
+            conn = _MeasuredConnection(self.conn, ctx.sizes)
         try:
             if not conn.send_stream_start(id, deprecated=deprecated, metadata=metadata):
                 return
@@ -690,6 +709,57 @@ class ConnectionHandler(ReusedBufferProtocol):
 
 
 HEALTH_METHOD = "system.health"  # answered while draining, when other calls get 503
+
+
+class _MeasuredConnection:
+    """A `ServerConnection`'s reply methods, each reporting the bytes it queued to a
+    call's `MessageSizes` (used only for calls whose interceptors asked for sizes)."""
+
+    __slots__ = ("_conn", "_sizes")
+
+    def __init__(self, conn: ServerConnection, sizes: MessageSizes) -> None:
+        self._conn = conn
+        self._sizes = sizes
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._conn.pending_bytes
+
+    def _report(self, before: int) -> None:
+        size = self._conn.pending_bytes - before
+        if size > 0:  # nothing was queued for a call no longer in flight
+            self._sizes.responded(size)
+
+    def send_result(
+        self, id: str, value: Any, *, deprecated: bool, metadata: dict[str, str] | None
+    ) -> None:
+        before = self._conn.pending_bytes
+        self._conn.send_result(id, value, deprecated=deprecated, metadata=metadata)
+        self._report(before)
+
+    def send_error(self, id: str, error: MPRPCError, *, frame: str | None) -> None:
+        before = self._conn.pending_bytes
+        self._conn.send_error(id, error, frame=frame)
+        self._report(before)
+
+    def send_stream_start(
+        self, id: str, *, deprecated: bool, metadata: dict[str, str] | None
+    ) -> bool:
+        before = self._conn.pending_bytes
+        started = self._conn.send_stream_start(id, deprecated=deprecated, metadata=metadata)
+        self._report(before)
+        return started
+
+    def send_stream_item(self, id: str, value: Any) -> bool:
+        before = self._conn.pending_bytes
+        sent = self._conn.send_stream_item(id, value)
+        self._report(before)
+        return sent
+
+    def send_stream_end(self, id: str) -> None:
+        before = self._conn.pending_bytes
+        self._conn.send_stream_end(id)
+        self._report(before)
 
 
 def _being_cancelled() -> bool:
