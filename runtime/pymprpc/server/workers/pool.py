@@ -609,6 +609,19 @@ class ProcessPool:
     # -- results ---------------------------------------------------------------------
 
     def _on_readable(self, worker: _Worker) -> None:
+        read = self._read_results(worker)
+        if read is None:
+            return  # the worker is gone
+        self._after_results(worker)
+        completed, future = read
+        if completed == 1 and future is not None:
+            # The frames just read are no longer referenced here: a large result's
+            # receive buffer is freed before the reply to it is built.
+            self._resume_now(future)
+
+    def _read_results(self, worker: _Worker) -> tuple[int, asyncio.Future[Any] | None] | None:
+        """Read what the worker sent and settle the calls it answered: how many, and the
+        future of the last one; None if the worker is gone."""
         reader = worker.reader
         completed = 0
         future: asyncio.Future[Any] | None = None
@@ -621,7 +634,7 @@ class ProcessPool:
                 n = 0
             if n == 0:
                 self._worker_gone(worker)
-                return
+                return None
             for call_id, kind, body in reader.received(n):
                 if kind == framing.BUFFER:
                     worker.buffers.append(body)
@@ -633,9 +646,7 @@ class ProcessPool:
                     completed += 1
             if not reader.receiving_large_frame:
                 break
-        self._after_results(worker)
-        if completed == 1 and future is not None:
-            self._resume_now(future)
+        return completed, future
 
     def _resume_now(self, future: asyncio.Future[Any]) -> None:
         """Resume the task awaiting `future` (just completed) in this loop pass.
