@@ -213,6 +213,12 @@ def reset_current(token: contextvars.Token[CallContext | CallSource | None]) -> 
     _current.reset(token)
 
 
+def current_call_source() -> CallContext | CallSource | None:
+    """What the server set for the current call, without building anything: its
+    context, a function building it on first use, or None outside a call."""
+    return _current.get()
+
+
 def current_call_or_none() -> CallContext | None:
     """The current call's context, or None outside a call (built if still lazy)."""
     value = _current.get()

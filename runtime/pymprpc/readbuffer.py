@@ -48,7 +48,9 @@ class ReusedBufferProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the transport reads to: this thread's shared buffer."""
-        view = self._view = thread_buffer()
+        view = self._view
+        if view is None:  # a transport reads on its loop's thread, always the same one
+            view = self._view = thread_buffer()
         return view
 
     def buffer_updated(self, nbytes: int) -> None:

@@ -40,6 +40,7 @@ from .events import (
     Welcome,
 )
 from .framing import Framer, LengthFramer, SeparatorFramer
+from .messages import PlainCall
 
 __all__ = [
     "ALL_FEATURES",
@@ -63,6 +64,7 @@ __all__ = [
     "Framer",
     "Key",
     "LengthFramer",
+    "PlainCall",
     "Pong",
     "Result",
     "SeparatorFramer",

@@ -10,12 +10,14 @@ levels) are refused by the unpacker as it reads their headers.
 from __future__ import annotations
 
 import bz2
+import functools
 import json
 import lzma
 import math
 import threading
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack
@@ -220,6 +222,7 @@ class Codec:
     compression: Compression | None = None
     max_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_items: int = DEFAULT_MAX_COLLECTION_LEN
+    _unpack_options: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Encode (and compress) one message map.
@@ -294,18 +297,37 @@ class Codec:
                 ) from None
             raise RemoteProtocolError(f"payload is not valid {kind}: {text}") from None
 
+    def __post_init__(self) -> None:
+        # How every payload is unpacked (see _unpack and plain_unpacker), built once.
+        options = {
+            "raw": False,
+            "strict_map_key": False,  # MessagePack allows any key; carry them
+            "max_str_len": self.max_size,
+            "max_bin_len": self.max_size,
+            "max_ext_len": self.max_size,
+            "max_array_len": self.max_items,
+            "max_map_len": self.max_items,
+        }
+        object.__setattr__(self, "_unpack_options", options)
+
     def _unpack(self, payload: bytes | memoryview, pairs_hook: Any) -> Any:
-        return msgpack.unpackb(
-            payload,
-            raw=False,
-            strict_map_key=False,  # MessagePack allows any key; carry them
-            object_pairs_hook=pairs_hook,
-            max_str_len=self.max_size,
-            max_bin_len=self.max_size,
-            max_ext_len=self.max_size,
-            max_array_len=self.max_items,
-            max_map_len=self.max_items,
-        )
+        return msgpack.unpackb(payload, object_pairs_hook=pairs_hook, **self._unpack_options)
+
+    def plain_unpacker(self) -> Callable[[bytes | memoryview], Any] | None:
+        """For uncompressed MessagePack: a function decoding a payload as `decode` does
+        when it succeeds (a C call, no Python frame), raising anything on any failure
+        (then call `decode` for the error to report); None for JSON or compression."""
+        if self.json or self.compression is not None:
+            return None
+        return functools.partial(msgpack.unpackb, **self._unpack_options)
+
+    def plain_packer(self) -> Callable[[Any], bytes] | None:
+        """For uncompressed MessagePack: a function encoding a message as `encode` does
+        when it succeeds, raising anything on any failure (then call `encode` for the
+        error to report); None for JSON or compression."""
+        if self.json or self.compression is not None:
+            return None
+        return _pack
 
     @classmethod
     def for_reply(cls, head: bytes, max_size: int, max_items: int) -> Codec | None:

@@ -14,7 +14,7 @@ import dataclasses
 import enum
 import hmac
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -65,6 +65,7 @@ from .framing import (
     SeparatorFramer,
     coalesce,
 )
+from .messages import PlainCall
 
 ALL_FEATURES = frozenset(Feature)
 
@@ -194,8 +195,12 @@ class _Connection:
         self._framer: Framer = SeparatorFramer(max_message_size)
         self._codec: Codec | None = None
         self._out: list[bytes] = []
-        self._out_size = 0
+        # How many bytes `chunks_to_send()` would return (an attribute, not a property:
+        # the shells read it on every read; only this class changes it).
+        self.pending_bytes = 0
         self.error: MPRPCError | None = None
+        # The codec's plain MessagePack packer once it is known to have one (see _encode).
+        self._plain_pack: Callable[[Any], bytes] | None = None
         # Message sizes, for metrics: None (the default) measures nothing. See
         # `ServerConnection.measure_sizes` and `ClientConnection.measure_sizes`.
         self._sizes: list[int] | None = None
@@ -207,11 +212,6 @@ class _Connection:
     @property
     def codec(self) -> Codec:
         return self._codec or Codec(max_size=self.max_message_size, max_items=self.max_items)
-
-    @property
-    def pending_bytes(self) -> int:
-        """How many bytes `chunks_to_send()` would return."""
-        return self._out_size
 
     @property
     def buffered_bytes(self) -> int:
@@ -227,17 +227,23 @@ class _Connection:
         """
         if not self._out:
             return []
-        out, self._out, self._out_size = self._out, [], 0
-        return coalesce(out)
+        out, self._out, self.pending_bytes = self._out, [], 0
+        return out if len(out) == 1 else coalesce(out)
 
     def _push(self, chunks: list[bytes]) -> None:
         self._out += chunks
         for chunk in chunks:
-            self._out_size += len(chunk)
+            self.pending_bytes += len(chunk)
 
     def _encode(self, message: dict[str, Any]) -> list[bytes]:
         """Frame one message; LocalProtocolError if it cannot be sent on this connection."""
-        payload = (self._codec or self.codec).encode(message)
+        pack = self._plain_pack
+        try:
+            payload = pack(message) if pack is not None else None
+        except Exception:  # noqa: BLE001 - encode() below says what cannot be encoded
+            payload = None
+        if payload is None:
+            payload = (self._codec or self.codec).encode(message)
         if len(payload) > self.max_message_size:
             raise LocalProtocolError(
                 f"message of {len(payload)} bytes exceeds the maximum message size of "
@@ -272,6 +278,41 @@ class ServerConnection(_Connection):
         self._metadata = False  # METADATA negotiated
         self._oneway = False  # ONEWAY negotiated
         self._held: MPRPCError | None = None  # a violation that waits for settle()
+        # Decodes a payload in one C call once the connection is ready and its codec is
+        # plain MessagePack (None before, with JSON or compression, and once closed).
+        self._plain_unpack: Callable[[Payload], Any] | None = None
+
+    def receive_call(self, data: bytes) -> PlainCall | list[ServerEvent]:
+        """Parse received bytes, with a fast lane for the most common case.
+
+        If `data` is exactly one complete message and that message is a plain call
+        (`messages.plain_call`: no deadline, metadata, RETURN or ONEWAY) with an ID not
+        in flight, on a ready MessagePack connection, the call is registered in flight as
+        `receive_data` would, and returned as `(id, method, args, kwargs)`: the
+        `CallRequest(id, method, args, kwargs)` that `receive_data` would have returned,
+        without building it. Anything else is handled exactly as `receive_data` handles
+        it, and its events returned. Never raises, whatever the bytes.
+        """
+        unpack = self._plain_unpack
+        if unpack is not None:
+            payload = self._framer.whole(data)
+            if payload is not None:
+                try:
+                    msg = unpack(payload)
+                except Exception:  # noqa: BLE001 - receive_data says what is wrong
+                    return self.receive_data(data)
+                call = messages.plain_call(msg)
+                if call is not None and call[0] not in self._inflight:
+                    self._inflight[call[0]] = False
+                    return call
+                # Decoded already: handled as receive_data handles a decoded message.
+                try:
+                    event = self._handle(msg)
+                except RemoteProtocolError as exc:
+                    self.fail(exc)
+                    return []
+                return [] if event is None else [event]
+        return self.receive_data(data)
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Parse received bytes.
@@ -342,6 +383,7 @@ class ServerConnection(_Connection):
         """From now on, set each `CallRequest`'s `size`: its frame's bytes (for
         metrics; a connection that does not measure leaves it unset and pays nothing)."""
         self._sizes = []
+        self._plain_unpack = None  # receive_call's fast lane builds no CallRequest
 
     def _handle(self, msg: Any) -> ServerEvent | None:
         if type(msg) is not dict or msg.get(Key.MPRPC) != VERSION:
@@ -375,6 +417,8 @@ class ServerConnection(_Connection):
         # Authenticated: from now on the full message size applies.
         codec = self._codec = dataclasses.replace(self.codec, max_size=self.max_message_size)
         self._framer.max_size = self.max_message_size
+        self._plain_unpack = codec.plain_unpacker() if self._sizes is None else None
+        self._plain_pack = codec.plain_packer()
         self._queue(
             messages.welcome(
                 version=self.settings.version,
@@ -477,9 +521,15 @@ class ServerConnection(_Connection):
                 metadata = self._check_response_metadata(metadata)
             else:
                 metadata = None
-            self._queue(messages.result(id, value, deprecated=deprecated, metadata=metadata))
+            message = messages.result(id, value, deprecated=deprecated, metadata=metadata)
+            chunks = self._encode(message)
         except LocalProtocolError as exc:
             self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
+            return
+        # _push, inline: this runs for every call.
+        self._out += chunks
+        for chunk in chunks:
+            self.pending_bytes += len(chunk)
 
     def send_stream_start(
         self, id: str, *, deprecated: bool = False, metadata: dict[str, str] | None = None
@@ -559,6 +609,7 @@ class ServerConnection(_Connection):
         if self.closed:
             return
         self.error = _detached(error)
+        self._plain_unpack = None  # a closed connection parses nothing more
         if isinstance(error, RemoteProtocolError):
             code = error.reply_code
         elif error.code is not None and error.code >= 500:

@@ -14,6 +14,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from .constants import DEFAULT_MAX_MESSAGE_SIZE, LENGTH_PREFIX_SIZE, SEPARATOR
 
 _LENGTH = struct.Struct(">I")
+_SEPARATOR_SIZE = len(SEPARATOR)
 
 # A received payload: bytes, or a view into the receive buffer (no copy).
 Payload = bytes | memoryview
@@ -66,6 +67,11 @@ class Framer(Protocol):
         Raises:
             LocalProtocolError: this framing cannot carry the payload.
         """
+        ...
+
+    def whole(self, data: bytes) -> Payload | None:
+        """The payload if `data` is exactly one complete frame within `max_size` and
+        nothing is buffered, else None; buffers nothing either way (a None: `feed` it)."""
         ...
 
     def take_buffer(self) -> bytes:
@@ -128,6 +134,14 @@ class SeparatorFramer:
         """Bytes received but not yet returned as a payload (a partial frame)."""
         return len(self._buffer)
 
+    def whole(self, data: bytes) -> Payload | None:
+        """The payload if `data` is exactly one complete frame within `max_size` and
+        nothing is buffered, else None; buffers nothing either way (a None: `feed` it)."""
+        end = len(data) - _SEPARATOR_SIZE
+        if end < 0 or self._buffer or end > self.max_size or data.find(SEPARATOR) != end:
+            return None
+        return data[:end]
+
     def frame(self, payload: bytes) -> list[bytes]:
         """The payload and the separator.
 
@@ -173,6 +187,18 @@ class LengthFramer:
     def buffered(self) -> int:
         """Bytes received but not yet returned as a payload (a partial frame)."""
         return len(self._buffer)
+
+    def whole(self, data: bytes) -> Payload | None:
+        """The payload if `data` is exactly one complete frame within `max_size` and
+        nothing is buffered, else None; buffers nothing either way (a None: `feed` it)."""
+        if self._buffer or len(data) < LENGTH_PREFIX_SIZE:
+            return None
+        size = len(data) - LENGTH_PREFIX_SIZE
+        if size > self.max_size or _LENGTH.unpack_from(data)[0] != size:
+            return None
+        if size < _COALESCE_LIMIT:
+            return data[LENGTH_PREFIX_SIZE:]  # copying a small payload costs less than a view
+        return memoryview(data)[LENGTH_PREFIX_SIZE:]
 
     def feed(self, data: bytes) -> list[Payload]:
         """Buffer `data`; return every payload now complete (views, not copies), in order.

@@ -289,6 +289,40 @@ def parse_call(
     return CallRequest(id, method, args, kwargs, returns and not oneway, deadline, metadata, oneway)
 
 
+# The keys of a plain call: no RETURN, DEADLINE, METADATA, ONEWAY or CANCEL in play.
+_PLAIN_CALL_KEYS: Final = frozenset({Key.MPRPC, Key.ID, Key.METHOD, Key.ARGS, Key.KWARGS})
+
+PlainCall = tuple[str, str, list[Any], dict[str, Any]]
+
+
+def plain_call(msg: Any) -> PlainCall | None:
+    """`(id, method, args, kwargs)` of a plain call: a map of this protocol version with
+    no key but ID, METHOD, ARGS and KWARGS, each of the exact type `parse_call` accepts;
+    None for anything else (which `check_envelope` and `parse_call` then judge).
+
+    A fast test, not a second rule book: it accepts only maps `parse_call` accepts as
+    they are, with the values it would give (`returns=True` and nothing else set), and
+    leaves every refusal, and its message, to the general path.
+    """
+    if type(msg) is not dict or not msg.keys() <= _PLAIN_CALL_KEYS or msg.get(Key.MPRPC) != VERSION:
+        return None
+    id = msg.get(Key.ID)
+    method = msg.get(Key.METHOD)
+    args = msg.get(Key.ARGS)
+    kwargs = msg.get(Key.KWARGS)
+    if type(id) is not str or not id or type(method) is not str or not method:
+        return None
+    if args is None:
+        args = []
+    elif type(args) is not list:
+        return None
+    if kwargs is None:
+        kwargs = {}
+    elif type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
+        return None
+    return id, method, args, kwargs
+
+
 def _error_from_message(code: int, message: Any) -> tuple[str | None, MPRPCError]:
     if not isinstance(message, dict):
         return None, error_for_code(code)

@@ -18,7 +18,9 @@ from .registry import Kind, Method, Registry
 _COROUTINE: Final = Kind.COROUTINE
 _STREAM: Final = Kind.STREAM
 _INLINE: Final = ExecutorKind.INLINE
-_PLAIN: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
+# Result types that are never streams (is_stream answers False without the ABC check).
+PLAIN_RESULTS: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
+_PLAIN: Final = PLAIN_RESULTS
 _AS_IS: Final = Schema.encode  # a result schema with this encode sends values unchanged
 
 

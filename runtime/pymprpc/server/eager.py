@@ -38,6 +38,10 @@ def private_task_switch() -> TaskSwitch | None:
 
 
 _SWITCH = private_task_switch()
+# asyncio's map of loops to their running task (what current_task reads), if it has one.
+_CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = getattr(
+    asyncio.tasks, "_current_tasks", None
+)
 
 
 def start_task_builtin(
@@ -92,20 +96,28 @@ def start_task_stepped(
     or a queue that does not end with the task's step gets `start_task_emulated`.
     """
     ready = getattr(loop, "_ready", None)
-    if (
-        type(ready) is not collections.deque
-        or loop.get_task_factory() is not None
-        or asyncio.current_task(loop) is not None
-    ):
+    if type(ready) is not collections.deque:
+        return start_task_emulated(loop, coro)
+    # asyncio's loop: read what get_task_factory() and current_task(loop) return
+    # directly (two Python calls fewer per call; the same private state they read).
+    current = _CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task(loop)
+    if getattr(loop, "_task_factory", None) is not None or current is not None:
         return start_task_emulated(loop, coro)
     task = asyncio.Task(coro, loop=loop)
     handle = ready[-1] if ready else None
     if getattr(getattr(handle, "_callback", None), "__self__", None) is not task:
         return task  # not the queue we know: a plain task, started on the next pass
     try:
-        handle._run()  # type: ignore[union-attr]
+        # What handle._run() does, one frame less: the step itself catches everything but
+        # SystemExit and KeyboardInterrupt, which _run re-raises as well.
+        handle._context.run(handle._callback, *handle._args)  # type: ignore[union-attr]
     finally:
-        handle.cancel()  # type: ignore[union-attr]
+        # It ran: off the queue. Still its last handle unless the step queued others
+        # (then cancelled, and the loop skips it).
+        if ready[-1] is handle:
+            ready.pop()
+        else:
+            handle.cancel()  # type: ignore[union-attr]
     return None if task.done() else task
 
 

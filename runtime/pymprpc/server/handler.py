@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, Final, Protocol, cast
 
 from ..context import EMPTY_METADATA, CallContext, MessageSizes, Metadata, _current, set_current
@@ -39,11 +39,13 @@ from ..protocol import (
     Credentials,
     Feature,
     ServerConnection,
+    ServerEvent,
     ServerSettings,
     State,
 )
 from ..readbuffer import ReusedBufferProtocol
 from .config import ServerConfig
+from .dispatch import PLAIN_RESULTS as _PLAIN
 from .dispatch import Dispatcher, as_call_error, is_stream
 from .eager import start_task
 from .executors import RemoteFunctionError
@@ -56,6 +58,7 @@ from .shares import current_owner
 log = logging.getLogger(__name__)
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
+_CLOSED: Final = State.CLOSED
 _set_current: Final = _current.set  # set_current, without its frame
 
 # A stream writes and yields to the loop at least this often (bytes / items).
@@ -130,7 +133,14 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Who owns this connection's kept results: its account, or (anonymous) itself.
         self._scope: Hashable = object()
         self._owner = object()  # this connection, for its share of the thread pool
-        self._last_activity = self.loop.time()
+        # The loop's clock: time.monotonic itself on asyncio's loops (whose time() just
+        # calls it), read on every read without a frame of the loop's method.
+        self._clock: Callable[[], float] = (
+            time.monotonic
+            if getattr(type(self.loop), "time", None) is asyncio.BaseEventLoop.time
+            else self.loop.time
+        )
+        self._last_activity = self._clock()
         self._timer: asyncio.TimerHandle | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -151,6 +161,10 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._output_limit = host.config.max_output_buffer
         self._max_inflight = host.config.max_inflight
         self._max_waiting = self._max_inflight or 1000
+        # Plain calls take the fast lane (receive_call, _run_plain) unless interceptors
+        # need every call's context up front. False: every call takes the general path.
+        self._plain_calls = not self._interceptors
+        self._methods = host.dispatcher.registry.methods
 
     # -- transport callbacks ---------------------------------------------------------
 
@@ -173,13 +187,59 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._timer = self.loop.call_later(auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        queued = conn.pending_bytes
+        transport = self.transport
+        if not (
+            self._plain_calls
+            and not self._deferred
+            and transport is not None
+            and (
+                not self._output_limit
+                or queued + transport.get_write_buffer_size() <= self._output_limit
+            )
+        ):
+            self._received(conn.receive_data(data), queued)
+            return
+        # The fast lane: a read of exactly one plain call (ServerConnection.receive_call)
+        # comes back as a tuple and is started here as _received would start it (nothing
+        # in the way: no calls waiting for the output, which is under its limit); any
+        # other read comes back as the events receive_data gives, handled by _received.
         self._reading = True
-        queued = self.conn.pending_bytes
         try:
-            events = self.conn.receive_data(data)
+            received = conn.receive_call(data)
+            if type(received) is tuple:
+                self._last_activity = self._clock()
+                max_inflight = self._max_inflight
+                if self._host.draining or (max_inflight and len(self.tasks) >= max_inflight):
+                    self._start_call(CallRequest(*received))  # refused there
+                else:
+                    task = start_task(self.loop, self._run_plain(*received))
+                    if task is not None:  # None: the call finished within its first step
+                        self.tasks[received[0]] = task
+                        self._host.call_started(task)
+        finally:
+            self._reading = False
+        if type(received) is not tuple:
+            self._received(cast(list[ServerEvent], received), queued)
+            return
+        # A whole frame was read, so nothing is buffered: no input budget to update.
+        chunks = conn.chunks_to_send()
+        if chunks:  # what _received's _flush_now does
+            self._flush_scheduled = False
+            if not transport.is_closing():
+                for chunk in chunks:
+                    transport.write(chunk)
+        if conn.state is _CLOSED:  # (conn.closed, without its frame)
+            self._protocol_closed()
+
+    def _received(self, events: list[ServerEvent], queued: int) -> None:
+        """Act on the events of one read (`queued`: bytes queued before it)."""
+        self._reading = True
+        try:
             if events or self.conn.pending_bytes != queued:
                 # A complete message (bytes of a partial frame do not keep a peer alive).
-                self._last_activity = self.loop.time()
+                self._last_activity = self._clock()
             for event in events:
                 if type(event) is CallRequest:
                     if self._deferred or (self._output_limit and self._output_full()):
@@ -203,9 +263,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         if self.conn.pending_bytes:
             self._flush_now()
         if self.conn.closed:
-            if self.conn.error is not None:
-                log.info("closing %s: %s", self.peer, self.conn.error)
-            self._close_transport()
+            self._protocol_closed()
+
+    def _protocol_closed(self) -> None:
+        """The protocol closed the connection (its error reply is sent): close it."""
+        if self.conn.error is not None:
+            log.info("closing %s: %s", self.peer, self.conn.error)
+        self._close_transport()
 
     def eof_received(self) -> bool:
         """The client half-closed, or is gone: answer the calls already received within
@@ -398,7 +462,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _check_idle(self) -> None:
         timeout = self._host.settings.idle_timeout or 0.0
-        now = self.loop.time()
+        now = self._clock()
         idle_for = now - self._last_activity
         if self.tasks:
             # A connection with a call still running is not idle.
@@ -444,7 +508,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._kept_ids.discard(id)
             self._oneway_ids.discard(id)
         self._host.call_finished(task)
-        self._last_activity = self.loop.time()
+        self._last_activity = self._clock()
         if self._eof and len(self.tasks) <= len(self._kept_ids) and not self._deferred:
             self.close()  # half-closed by the client, and every call answered
 
@@ -476,40 +540,9 @@ class ConnectionHandler(ReusedBufferProtocol):
                             f"deadline of {request.deadline}s exceeded", id=request.id
                         ) from None
                     raise
-        except asyncio.CancelledError:
-            # No local for the task here (see the finally clause).
-            if not _being_cancelled():
-                # Raised by the handler itself (say, awaiting an inner task that was
-                # cancelled), not a cancellation of this call: answer it.
-                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
-            elif self._host.aborting:
-                self._report(request, kept, self._abort_error(), "")
-            else:
-                if kept is not None:
-                    kept.set_error(CancelledError("the call was cancelled", id=request.id))
+        except BaseException as exc:
+            if not self._failed(request, kept, exc):
                 raise  # the client went away or cancelled: nobody to answer
-        except Exception as exc:  # noqa: BLE001 - answered, and logged by _log_failure
-            error, frame = as_call_error(exc, request)
-            if not isinstance(exc, MPRPCError):
-                self._log_failure(request, exc)
-            self._report(request, kept, error, frame)
-        except BaseException as exc:  # SystemExit, GeneratorExit, custom subclasses
-            # A handler must not stop the server, nor leave its call (or a kept outcome)
-            # unsettled: only its own call fails. Returning is allowed even for a
-            # GeneratorExit thrown by close(): this coroutine awaits nothing more.
-            log.error(
-                "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
-                request.method,
-                request.id,
-                _peer_text(self.peer),
-                type(exc).__name__,
-                exc_info=exc,
-            )
-            error = RPCRuntimeError(
-                f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
-                exception=type(exc).__name__,
-            )
-            self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         finally:
             # A cancelled task keeps its CancelledError, whose traceback keeps this frame:
             # no local of it may lead back to the task (the Timeout does), or the cycle
@@ -526,6 +559,82 @@ class ConnectionHandler(ReusedBufferProtocol):
             # get_running_loop() (a getpid() system call on 3.11).
             if request.id in self.tasks:
                 self._call_done(request.id, asyncio.current_task(self.loop))
+
+    async def _run_plain(self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """`_run_call(CallRequest(id, name, args, kwargs))` with the general layers left
+        out where they have nothing to do: a coroutine method called by its exact name,
+        with arguments that fit, and no interceptors. Any other call goes through
+        `_execute`; failures through `_failed`; so the outcome is the same."""
+        current_scope.set(self._scope)  # this task's own context: read by getresult
+        current_owner.set(self._owner)  # its share of the thread pool (see shares)
+        try:
+            method = self._methods.get(name)
+            arity = None if method is None else method.plain_arity
+            if method is None or arity is None or kwargs or not arity[0] <= len(args) <= arity[1]:
+                await self._execute(CallRequest(id, name, args, kwargs), None, None)
+                return
+            # What _execute does for such a call (its context built only if asked for).
+            _set_current(functools.partial(self._plain_context, id, name, args, kwargs))
+            result = await method.func(*args)
+            ctx = self._contexts.pop(id, None) if self._contexts else None
+            metadata = ctx.response_metadata if ctx is not None else None
+            if type(result) in _PLAIN or not is_stream(result):
+                self.conn.send_result(id, result, deprecated=method.deprecated, metadata=metadata)
+            else:
+                await self._stream(id, result, method.deprecated, metadata)
+        except BaseException as exc:
+            if not self._failed(CallRequest(id, name, args, kwargs), None, exc):
+                raise  # the client went away or cancelled: nobody to answer
+        finally:
+            if self._contexts:  # built after the reply was sent, or the call failed
+                self._contexts.pop(id, None)
+            if not self._reading:  # else data_received writes it
+                self._flush()
+            if id in self.tasks:  # see _run_call
+                self._call_done(id, asyncio.current_task(self.loop))
+
+    def _plain_context(
+        self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> CallContext:
+        return self._lazy_context(CallRequest(id, name, args, kwargs), None, False)
+
+    def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
+        """Settle a call that raised `exc`: answer (or keep) its error and return True,
+        or return False if it was cancelled and nobody is to be answered (re-raise)."""
+        if isinstance(exc, asyncio.CancelledError):
+            if not _being_cancelled():
+                # Raised by the handler itself (say, awaiting an inner task that was
+                # cancelled), not a cancellation of this call: answer it.
+                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
+            elif self._host.aborting:
+                self._report(request, kept, self._abort_error(), "")
+            else:
+                if kept is not None:
+                    kept.set_error(CancelledError("the call was cancelled", id=request.id))
+                return False
+        elif isinstance(exc, Exception):
+            error, frame = as_call_error(exc, request)
+            if not isinstance(exc, MPRPCError):
+                self._log_failure(request, exc)
+            self._report(request, kept, error, frame)
+        else:  # SystemExit, GeneratorExit, custom subclasses
+            # A handler must not stop the server, nor leave its call (or a kept outcome)
+            # unsettled: only its own call fails. Returning is allowed even for a
+            # GeneratorExit thrown by close(): this coroutine awaits nothing more.
+            log.error(
+                "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
+                request.method,
+                request.id,
+                _peer_text(self.peer),
+                type(exc).__name__,
+                exc_info=exc,
+            )
+            error = RPCRuntimeError(
+                f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
+                exception=type(exc).__name__,
+            )
+            self._report(request, kept, as_call_error(error, request)[0], _format(exc))
+        return True
 
     def _log_failure(self, request: CallRequest, exc: Exception) -> None:
         """An application error: logged once, at ERROR, with its traceback and the call."""

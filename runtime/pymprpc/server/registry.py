@@ -7,7 +7,8 @@ import functools
 import inspect
 import itertools
 import logging
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,9 @@ class Method:
     path: tuple[str, ...] = ()  # attribute path from the target to the function
     schema: Signature[Any] | None = None  # declared types (mprpcgen): checked and converted
     fast_bind: FastBind | None = None  # quick arity check for plain signatures
+    # (fewest, most) positional arguments of a coroutine without schema whose call with
+    # just those needs no binding: awaited as it is (the server's fast lane). None: bind.
+    plain_arity: tuple[int, int] | None = None
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
@@ -172,10 +176,15 @@ def make_method(
         sig: inspect.Signature | None = inspect.signature(func)
     except (TypeError, ValueError):
         sig = None
+    kind = kind_of(func)
+    fast_bind = FastBind.of(sig)
+    plain_arity = None
+    if kind is Kind.COROUTINE and schema is None and fast_bind is not None:
+        plain_arity = (fast_bind.required, len(fast_bind.names))
     return Method(
         name=name,
         func=func,
-        kind=kind_of(func),
+        kind=kind,
         executor=executor,
         deprecated=deprecated,
         signature=sig,
@@ -184,7 +193,8 @@ def make_method(
         key=key,
         path=path,
         schema=schema,
-        fast_bind=FastBind.of(sig),
+        fast_bind=fast_bind,
+        plain_arity=plain_arity,
     )
 
 
@@ -226,6 +236,8 @@ class Registry:
         # What this server's process workers can call: filled here, forked by the pool.
         self.targets = TargetTable()
         self._methods: dict[str, Method] = {}
+        # Read-only, for lookups by exact name on the hot path (no call frame of ours).
+        self.methods: Mapping[str, Method] = types.MappingProxyType(self._methods)
         # (key, instance allowing dotted names or None, executor asked for at registration)
         self._dotted: list[tuple[str, Any, ExecutorChoice | None]] = []
         # (name, prefix) -> the service's entry: one per mount of a service.

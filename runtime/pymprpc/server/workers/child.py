@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import stat
 import struct
+import threading
 import traceback
+from collections import deque
 from typing import Any, Final
 
-from ...context import run_in_call
+from ...context import CallContext, reset_current, set_current
 from . import framing
 from .targets import resolve
 
@@ -82,43 +85,123 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
     """Run calls from `sock` until the server closes it."""
-    sock.setblocking(True)
-    reader = framing.FrameReader()
-    buffers: list[bytearray | bytes] = []
-    while True:
-        n = sock.recv_into(reader.buffer())
+    _Serving(sock, targets).run()
+
+
+class _Serving:
+    """A worker's end of its socket: frames in, one call at a time, results out."""
+
+    def __init__(self, sock: socket.socket, targets: dict[str, Any]) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self.targets = targets
+        # Wait for frames in poll, never in a blocked recv: the kernel wakes a socket's
+        # sleeping readers whenever its peer reads what it sent (write space), so a
+        # worker blocked in recv woke once more per call, after the server read its
+        # result, only to sleep again. Poll waits for input only.
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        self._wait = poller.poll
+        self.reader = framing.FrameReader()
+        self.frames: deque[tuple[int, int, bytes | bytearray]] = deque()  # read, not run
+        self._asking = threading.Lock()
+
+    def _read(self) -> bool:
+        """Wait for and read more frames into `frames`; False once the server is gone."""
+        self._wait()
+        reader = self.reader
+        n = self.sock.recv_into(reader.buffer())
         if n == 0:
-            return
-        for call_id, kind, body in reader.received(n):
-            if kind == framing.BUFFER:
+            return False
+        self.frames.extend(reader.received(n))
+        return True
+
+    def run(self) -> None:
+        frames, targets, sock = self.frames, self.targets, self.sock
+        buffers: list[bytearray | bytes] = []
+        while True:
+            while not frames:
+                if not self._read():
+                    return
+            call_id, kind, body = frames.popleft()
+            if kind == framing.CALL:
+                values, buffers = buffers, []
+                _send_all(sock, self._run_one(call_id, body, values))
+            elif kind == framing.BUFFER:
                 buffers.append(body)
-                continue
-            if kind == framing.TARGETS:
+            elif kind == framing.TARGETS:
                 targets.update(framing.decode(body, []))
-                continue
-            received, buffers = buffers, []
-            _send_all(sock, _run_one(call_id, body, received, targets))
+
+    def context_of(self, call_id: int) -> CallContext | None:
+        """Ask the server for the context of the call running now (the function asked
+        for it), reading on: frames that arrive before the answer wait their turn."""
+        with self._asking:  # a function's own threads may ask at the same time
+            _send_all(self.sock, framing.raw_frame(call_id, framing.CONTEXT, b""))
+            frames = self.frames
+            seen = len(frames)  # frames already read are calls queued behind this one
+            while True:
+                while seen < len(frames):
+                    frame = frames[seen]
+                    if frame[1] == framing.CONTEXT and frame[0] == call_id:
+                        del frames[seen]
+                        return framing.unpack_context(framing.decode(frame[2], []))
+                    seen += 1
+                if not self._read():
+                    os._exit(0)  # the server is gone: nobody waits for this call
+
+    def _run_one(
+        self, call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes]
+    ) -> list[bytes | memoryview]:
+        try:
+            key, path, args, kwargs, packed = framing.decode(body, buffers)
+            del body, buffers
+            func = resolve(self.targets, key, path)
+            # With the call's context current (built, or asked for, only if the function
+            # asks for it); what response metadata it sets goes back.
+            source = None if packed is None else _LazyContext(self, call_id, packed)
+            token = set_current(source)
+            try:
+                result = func(*args, **kwargs)
+            finally:
+                reset_current(token)
+            del args, kwargs
+            ctx = source.ctx if source is not None else None
+            metadata = dict(ctx.response_metadata) if ctx is not None else None
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
+            return framing.encode(call_id, framing.ERROR, _error(exc))
+        try:
+            return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
+        except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
+            name = ".".join((key.split(":", 1)[-1], *path))
+            message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
+            return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
 
 
-def _run_one(
-    call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes], targets: dict[str, Any]
-) -> list[bytes | memoryview]:
-    name = "?"
-    try:
-        key, path, args, kwargs, packed = framing.decode(body, buffers)
-        ctx = framing.unpack_context(packed)
-        del body, buffers
-        name = ".".join((key.split(":", 1)[-1], *path))
-        # With the call's context current; what response metadata it sets goes back.
-        result, metadata = run_in_call(ctx, resolve(targets, key, path), args, kwargs)
-        del args, kwargs
-    except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
-        return framing.encode(call_id, framing.ERROR, _error(exc))
-    try:
-        return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
-    except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
-        message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
-        return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
+class _LazyContext:
+    """A call's `current_call()` source in a worker: the `CallContext` is built on first
+    use only, from the fields the server sent, or (`framing.ASK`) from the fields it
+    sends when asked; most functions never ask, and building it cost more than a small
+    call itself."""
+
+    __slots__ = ("call_id", "ctx", "packed", "serving")
+
+    def __init__(self, serving: _Serving, call_id: int, packed: Any) -> None:
+        self.serving = serving
+        self.call_id = call_id
+        self.packed = packed
+        self.ctx: CallContext | None = None
+
+    def __call__(self) -> CallContext:
+        ctx = self.ctx
+        if ctx is None:
+            if self.packed is framing.ASK:
+                ctx = self.serving.context_of(self.call_id)
+            else:
+                ctx = framing.unpack_context(self.packed)
+            if ctx is None:
+                raise LookupError("the server no longer knows this call's context")
+            self.ctx = ctx
+        return ctx
 
 
 # The type name sent for asyncio.CancelledError (see ProcessPool.call).
@@ -142,6 +225,9 @@ def _error(exc: BaseException) -> tuple[str, str, str]:
 
 
 def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    if len(buffers) == 1:  # a small message: one buffer, sent whole by a blocking socket
+        sock.sendall(buffers[0])
+        return
     while buffers:
         framing.advance(buffers, sock.sendmsg(buffers))
 

@@ -27,6 +27,10 @@ OK: Final = 1  # worker -> server: pickled result
 ERROR: Final = 2  # worker -> server: pickled (type name, message, traceback text)
 BUFFER: Final = 3  # either way: raw bytes of the next message's next out-of-band value
 TARGETS: Final = 4  # server -> worker: pickled {key: target} published since it started
+CONTEXT: Final = 5  # worker -> server: empty, "send call ID's context"; back: pickled context
+
+# A call's context field when the server sends it only if the function asks for it.
+ASK: Final = True
 
 _AREA: Final = 256 * 1024  # receive area for small frames
 _BIG: Final = 64 * 1024  # frames at least this large get a buffer of their own
@@ -53,11 +57,23 @@ def out_of_band(value: Any) -> Any:
     return value
 
 
+def args_out_of_band(args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """`args` and `kwargs` with their large `bytes` values marked to travel out of band
+    (the same objects when none is `bytes`)."""
+    if bytes in map(type, args):
+        args = [out_of_band(a) for a in args]
+    if kwargs and bytes in map(type, kwargs.values()):
+        kwargs = {k: out_of_band(v) for k, v in kwargs.items()}
+    return args, kwargs
+
+
 def encode(call_id: int, kind: int, message: Any) -> list[bytes | memoryview]:
-    """The buffers to write for one message (not concatenated). Raises what pickle raises
-    for a value that cannot be pickled."""
+    """The buffers to write for one message (a small one as one buffer). Raises what
+    pickle raises for a value that cannot be pickled."""
     buffers: list[pickle.PickleBuffer] = []
     body = pickle.dumps(message, PICKLE, buffer_callback=buffers.append)
+    if not buffers and len(body) < _BIG:
+        return [HEADER.pack(len(body), call_id, kind) + body]
     out: list[bytes | memoryview] = []
     for buffer in buffers:
         raw = buffer.raw()
@@ -188,4 +204,4 @@ def advance(buffers: list[bytes | memoryview], sent: int) -> None:
 
 def total(buffers: Sequence[bytes | memoryview]) -> int:
     """Bytes in `buffers`."""
-    return sum(len(b) for b in buffers)
+    return sum(map(len, buffers))

@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from typing import Any, Final
 
-from ...context import CallContext
+from ...context import CallContext, CallSource
 from ...errors import RPCRuntimeError
 from . import framing
 from .child import CANCELLED, PID, UPDATE_LENGTH, run_zygote
@@ -88,15 +88,21 @@ def single_threaded(settle: float = 0.0) -> bool:
 
 
 class _Call:
-    __slots__ = ("end", "future", "id", "name", "payload", "size", "worker")
+    __slots__ = ("context", "end", "future", "id", "name", "payload", "size", "worker")
 
     def __init__(
-        self, id: int, name: str, payload: list[bytes | memoryview], future: asyncio.Future[Any]
+        self,
+        id: int,
+        name: str,
+        payload: list[bytes | memoryview],
+        future: asyncio.Future[Any],
+        context: CallContext | CallSource | None,
     ) -> None:
         self.id = id
         self.name = name
         self.payload = payload
         self.future = future
+        self.context = context  # sent to the worker when it asks (framing.ASK)
         self.worker: _Worker | None = None
         self.size = framing.total(payload)
         self.end = 0  # bytes written to its worker once this call is written in full
@@ -305,6 +311,7 @@ class ProcessPool:
         self._pending: deque[_Call] = deque()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: deque[asyncio.Handle] | None = None  # the loop's ready queue, if a deque
         self._foreign_threads = False  # an OS thread unknown to Python did not exit
 
     # -- lifecycle -------------------------------------------------------------------
@@ -343,8 +350,9 @@ class ProcessPool:
         except OSError:
             return False  # the zygote is gone: start a new one
         zygote.version = self.targets.version
+        frame = framing.raw_frame(0, framing.TARGETS, body)
         for worker in self._workers:
-            self._queue(worker, framing.raw_frame(0, framing.TARGETS, body))
+            self._queue(worker, frame, framing.total(frame))
         return True
 
     def _zygote_is_stale(self) -> bool:
@@ -379,6 +387,8 @@ class ProcessPool:
             if self._loop is not None:
                 self.shutdown()
             self._loop = loop
+            ready = getattr(loop, "_ready", None)
+            self._ready = ready if type(ready) is deque else None
         if self._zygote_is_stale() and not self._send_new_targets():
             self._new_zygote()
         while len(self._workers) < self.size:
@@ -437,7 +447,7 @@ class ProcessPool:
         self._zygote = None
         for zygote in zygotes:
             zygote.close()
-        self._loop = None
+        self._loop = self._ready = None
 
     def _wait_gone(self, worker: _Worker) -> None:
         """Block until a killed worker's process has exited (its socket reads EOF)."""
@@ -458,32 +468,48 @@ class ProcessPool:
         path: tuple[str, ...],
         args: Any,
         kwargs: Any,
-        ctx: CallContext | None = None,
+        context: CallContext | CallSource | None = None,
     ) -> Any:
-        """Run the target published as `key` (attribute `path`) in a worker, with `ctx`
-        as its `current_call()`; response metadata it sets is added to `ctx`.
+        """Run the target published as `key` (attribute `path`) in a worker, with
+        `context` as its `current_call()`: a `CallContext` goes along with the call; a
+        function building one (`CallSource`) is called, and its context sent, only if the
+        function asks for `current_call()`. Response metadata the function sets is added
+        to the context.
 
         Raises RemoteFunctionError for an exception raised by the function, and
         RPCRuntimeError (404) when the call cannot be sent or its worker dies.
         """
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._zygote_is_stale() or not self._workers:
+        # Not asyncio.get_running_loop(): on 3.11 it costs a getpid() system call. The
+        # server starts the pool on its loop (and shutdown forgets it), and `start` binds
+        # whatever loop runs when none is bound.
+        loop = self._loop
+        zygote = self._zygote
+        if (
+            loop is None
+            or zygote is None
+            or zygote.version != self.targets.version
+            or not self._workers
+        ):
             self.start()
-        args = [framing.out_of_band(a) for a in args]
-        if kwargs:
-            kwargs = {k: framing.out_of_band(v) for k, v in kwargs.items()}
+            loop = self._loop
+            assert loop is not None
+        if context is None or type(context) is CallContext:
+            packed = framing.pack_context(context)
+        else:
+            # Building the context and sending it cost the server more than the rest of
+            # a small call, and few functions read it: sent when the worker asks.
+            packed = framing.ASK
+        args, kwargs = framing.args_out_of_band(args, kwargs)
         call_id = next(self._ids)
         try:
-            payload = framing.encode(
-                call_id, framing.CALL, (key, path, args, kwargs, framing.pack_context(ctx))
-            )
+            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs, packed))
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
                 exception=type(exc).__name__,
             ) from None
         del args, kwargs
-        call = _Call(call_id, name, payload, loop.create_future())
+        call = _Call(call_id, name, payload, loop.create_future(), context)
         self._dispatch(call)
         try:
             kind, value = await call.future
@@ -492,7 +518,8 @@ class ProcessPool:
             raise
         if kind == framing.OK:
             result, metadata = value
-            if metadata and ctx is not None:
+            if metadata and context is not None:  # set through the context it was sent
+                ctx = context if isinstance(context, CallContext) else context()
                 ctx.response_metadata.update(metadata)
             return result
         if value[0] == CANCELLED:
@@ -519,19 +546,18 @@ class ProcessPool:
         call.worker = worker
         idle = not worker.inflight
         if idle:
-            assert self._loop is not None
-            worker.busy_since = self._loop.time()
+            worker.busy_since = time.monotonic()
         worker.inflight[call.id] = call
         call.end = worker.queued + call.size
-        self._queue(worker, call.payload, at_once=idle)
+        self._queue(worker, call.payload, call.size, at_once=idle)
 
     def _queue(
-        self, worker: _Worker, buffers: list[bytes | memoryview], at_once: bool = False
+        self, worker: _Worker, buffers: list[bytes | memoryview], size: int, at_once: bool = False
     ) -> None:
-        """Write `buffers` to `worker`: now if `at_once` (nothing else waits for it),
-        else at the end of this loop pass with whatever else is queued by then."""
+        """Write `buffers` (`size` bytes) to `worker`: now if `at_once` (nothing else
+        waits for it), else at the end of this loop pass with whatever else is queued."""
         worker.out += buffers
-        worker.queued += framing.total(buffers)
+        worker.queued += size
         if worker.writing or worker.write_scheduled:
             return
         if at_once:
@@ -550,9 +576,12 @@ class ProcessPool:
         out = worker.out
         try:
             while out:
-                sent = worker.sock.sendmsg(out[:_IOV_MAX])
+                sent = worker.sock.sendmsg(out if len(out) <= _IOV_MAX else out[:_IOV_MAX])
                 worker.delivered += sent
-                framing.advance(out, sent)
+                if worker.delivered == worker.queued:
+                    out.clear()  # all of it: the usual case
+                else:
+                    framing.advance(out, sent)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -584,7 +613,22 @@ class ProcessPool:
     # -- results ---------------------------------------------------------------------
 
     def _on_readable(self, worker: _Worker) -> None:
+        read = self._read_results(worker)
+        if read is None:
+            return  # the worker is gone
+        self._after_results(worker)
+        completed, future = read
+        if completed == 1 and future is not None:
+            # The frames just read are no longer referenced here: a large result's
+            # receive buffer is freed before the reply to it is built.
+            self._resume_now(future)
+
+    def _read_results(self, worker: _Worker) -> tuple[int, asyncio.Future[Any] | None] | None:
+        """Read what the worker sent and settle the calls it answered: how many, and the
+        future of the last one; None if the worker is gone."""
         reader = worker.reader
+        completed = 0
+        future: asyncio.Future[Any] | None = None
         while True:
             try:
                 n = worker.sock.recv_into(reader.buffer())
@@ -594,16 +638,51 @@ class ProcessPool:
                 n = 0
             if n == 0:
                 self._worker_gone(worker)
-                return
+                return None
             for call_id, kind, body in reader.received(n):
                 if kind == framing.BUFFER:
                     worker.buffers.append(body)
+                elif kind == framing.CONTEXT:
+                    self._send_context(worker, call_id)
                 else:
                     buffers, worker.buffers = worker.buffers, []
-                    self._complete(worker, call_id, kind, body, buffers)
+                    future = self._complete(worker, call_id, kind, body, buffers)
+                    completed += 1
             if not reader.receiving_large_frame:
                 break
-        self._after_results(worker)
+        return completed, future
+
+    def _resume_now(self, future: asyncio.Future[Any]) -> None:
+        """Resume the task awaiting `future` (just completed) in this loop pass.
+
+        Completing a future schedules its waiter's wake-up for the next pass: a pass of
+        its own (a zero-timeout poll and the loop's bookkeeping) between a worker's result
+        and the reply, for every sequential call. asyncio's own loops queue that wake-up
+        as the last handle of `loop._ready` (private); when it is there, it is taken out
+        and run now, exactly as the loop would have run it. Anything else (uvloop, a
+        callback queued in between) waits for the next pass as usual. Only used when one
+        call completed in a read: results arriving together share that pass anyway.
+        """
+        ready = self._ready
+        if not ready:
+            return
+        handle = ready[-1]
+        args = handle._args
+        if args is not None and len(args) == 1 and args[0] is future and not handle._cancelled:
+            ready.pop()
+            handle._run()
+
+    def _send_context(self, worker: _Worker, call_id: int) -> None:
+        """The function of call `call_id` asked for `current_call()`: send its context
+        (None if the call is gone: it was cancelled, and its worker is being stopped)."""
+        call = worker.inflight.get(call_id)
+        ctx: CallContext | None = None
+        if call is not None and not call.future.done():
+            context = call.context
+            ctx = context if context is None or isinstance(context, CallContext) else context()
+        body = pickle.dumps(framing.pack_context(ctx), PICKLE)
+        frame = framing.raw_frame(call_id, framing.CONTEXT, body)
+        self._queue(worker, frame, framing.total(frame), at_once=True)
 
     def _complete(
         self,
@@ -612,30 +691,32 @@ class ProcessPool:
         kind: int,
         body: bytes | bytearray,
         buffers: list[bytearray | bytes],
-    ) -> None:
+    ) -> asyncio.Future[Any] | None:
+        """Settle call `call_id` with a result frame; its future, if this settled it."""
         call = worker.inflight.pop(call_id, None)
         if call is None:
-            return
+            return None
         # How long the worker spent on it: from when it could start it until now.
-        assert self._loop is not None
-        now = self._loop.time()
+        now = time.monotonic()
         worker.cost += _SMOOTHING * (now - worker.busy_since - worker.cost)
         worker.busy_since = now
         worker.limit = PIPELINE if worker.cost < SHORT_CALL else 1
-        if call.future.done():
-            return
+        future = call.future
+        if future.done():
+            return None
         try:
             value = framing.decode(body, buffers)
         except Exception as exc:  # noqa: BLE001 - fails this call only
-            call.future.set_exception(
+            future.set_exception(
                 RPCRuntimeError(
                     f"the result of {call.name!r} cannot be read back from the worker "
                     f"process: {exc}",
                     exception=type(exc).__name__,
                 )
             )
-            return
-        call.future.set_result((kind, value))
+            return future
+        future.set_result((kind, value))
+        return future
 
     def _after_results(self, worker: _Worker) -> None:
         if worker.draining:
