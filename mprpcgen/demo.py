@@ -37,6 +37,7 @@ from generated_examples.inventory import (
 )
 from pymprpc.errors import ParamError
 from pymprpc.server import Server
+from pymprpc.services import list_services, service_info
 
 log = logging.getLogger("demo")
 
@@ -211,6 +212,10 @@ async def main() -> None:
             sig = await hc.rpc.system.methodSignature("translate")
             show("system.methodSignature('translate')", sig)
             show("system.methodHelp('area')", await hc.rpc.system.methodHelp("area"))
+            for info in await list_services(hc):
+                show(f"system.listServices(): {info.name}", info.version)
+            served = await service_info(hc)
+            show("service_info(health client).methods", served and served.methods)
     print("\nserver stopped")
 
 

@@ -349,15 +349,25 @@ def _digit(char: str) -> bool:
     return "0" <= char <= "9"
 
 
-def from_import(module: str, names: Sequence[str], line_length: int) -> str:
-    """`from module import a, b` (in isort's order) or its one-name-per-line form."""
+# The line length ruff's import sorter (I001) wraps `from` imports at under its defaults.
+ISORT_LINE_LENGTH = 88
+
+
+def from_import(module: str, names: Sequence[str], line_length: int, indent: int = 0) -> str:
+    """`from module import a, b` (in isort's order) or its one-name-per-line form.
+
+    Written on one line only if it fits 88 columns too (less `indent`, where it will be
+    indented): ruff's isort wraps longer ones under its default settings, and keeps the
+    exploded form (its trailing comma is "magic") under any longer line length.
+    """
     names = sorted(names, key=member_key)
+    limit = min(line_length, ISORT_LINE_LENGTH) - indent
     line = f"from {module} import {', '.join(names)}"
-    if width(line) <= line_length:
+    if width(line) <= limit:
         return line
     if len(names) == 1:
-        return fit(line, line_length)
-    return lay_out(Call(f"from {module} import (", names), "", line_length)
+        return fit(line, line_length - indent)
+    return lay_out(Call(f"from {module} import (", names), "", limit)
 
 
 def import_block(*sections: Sequence[str]) -> str:

@@ -256,7 +256,7 @@ def render_init(r: FileRender) -> str:
         parts.append("\n".join(local))
     text = "\n\n".join(parts) + "\n"
     if servers:
-        lazy = from_import(".server", servers, r.width - 4).replace("\n", "\n    ")
+        lazy = from_import(".server", servers, r.width, indent=4).replace("\n", "\n    ")
         text += f"\nif _typing.TYPE_CHECKING:\n    {lazy}\n"
     text += "\n" + lay_out(Call("__all__ = [", [f'"{n}"' for n in names], "]"), "", r.width) + "\n"
     if servers:

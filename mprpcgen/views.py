@@ -134,6 +134,8 @@ class ServiceView:
     register: str
     register_def: str
     version: str  # the `VERSION: str | None = ...` line
+    service: str  # the clients' `SERVICE: str = ...` line
+    register_service: str  # the `server.register_service(...)` statement
     methods_doc: str
     class_doc: str
     sync_doc: str
@@ -366,6 +368,8 @@ class FileViews:
                 + (py_str(service.version) if service.version is not None else "None"),
                 self.width,
             ),
+            service=fit(f"{INDENT}SERVICE: str = {py_str(name)}", self.width),
+            register_service=self.register_service(service, servicer),
             methods_doc=self.doc(
                 f"Declared signatures of service {name}, shared by its server and clients.",
                 INDENT,
@@ -386,6 +390,20 @@ class FileViews:
             ),
             methods=tuple(self.method(service, m, class_sp, module, role) for m in service.methods),
         )
+
+    def register_service(self, service: Service, servicer: str) -> str:
+        """The statement listing the service in the server's table (`system.listServices`):
+        its name, wire method names, the servicer's VERSION, the prefix and the doc."""
+        args: list[Expr] = [
+            py_str(service.name),
+            Call("(", [py_str(m.wire_name) for m in service.methods], one_tuple=True),
+            f"version={servicer}.VERSION",
+            "prefix=prefix",
+        ]
+        doc = clean_doc(service.doc)
+        if doc:
+            args.append(Value("doc=", py_str(doc), doc))
+        return lay_out(Call("server.register_service(", args), INDENT, self.width)
 
     def method(
         self, service: Service, method: Method, sp: Spelling, module: Spelling, role: str

@@ -46,11 +46,12 @@ def srv(serve: Callable[..., ServerThread]) -> ServerThread:
 
 @pytest.fixture
 def fake() -> Iterator[Callable[..., OldServer]]:
-    """fake(on_call) -> a hand-written MPRPC 0.1 server (see OldServer), closed after."""
+    """fake(on_call, welcome=...) -> a hand-written MPRPC 0.1 server (see OldServer),
+    closed after."""
     made: list[OldServer] = []
 
-    def make(on_call: Callable[[socket.socket, dict[str, Any]], None]) -> OldServer:
-        made.append(OldServer(on_call))
+    def make(on_call: Callable[[socket.socket, dict[str, Any]], None], **options: Any) -> OldServer:
+        made.append(OldServer(on_call, **options))
         return made[-1]
 
     yield make

@@ -4,15 +4,19 @@ raw socket speaking MPRPC 0.1 frames by hand."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import msgpack
@@ -62,6 +66,29 @@ def tls_contexts(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 def connections(server: Server) -> list[Any]:
     """The server's connection handlers (server internals, for tests; call in its loop)."""
     return list(server._core.connections)
+
+
+@contextlib.contextmanager
+def on_sys_path(directory: Path, *packages: str) -> Iterator[Path]:
+    """`directory` importable for the block; after it, every module of `packages` (top-level
+    names) is forgotten, so that a later test's package of the same name loads afresh."""
+    sys.path.insert(0, str(directory))
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
+        for key in [k for k in sys.modules if k.split(".")[0] in packages]:
+            del sys.modules[key]
+
+
+@contextlib.contextmanager
+def generated_package(idl: Path, out: Path) -> Iterator[ModuleType]:
+    """The package mprpcgen generates from `idl` into `out`, imported for the block."""
+    from mprpcgen.cli import main  # only the generator's tests need it loaded
+
+    assert main([str(idl), "-o", str(out)]) == 0
+    with on_sys_path(out, idl.stem):
+        yield importlib.import_module(idl.stem)
 
 
 def arun(coro: Coroutine[Any, Any, T], timeout: float = 20) -> T:
@@ -176,14 +203,27 @@ OLD_WELCOME: dict[str, Any] = {
 }
 
 
+def send(conn: socket.socket, msg: dict[str, Any]) -> None:
+    """Send `msg` as one MPRPC 0.1 frame (MessagePack, `##PRO-END##`): from `OldServer`'s
+    `on_call`."""
+    conn.sendall(pack(msg) + SEPARATOR)
+
+
 class OldServer:
     """A hand-written MPRPC 0.1 server on loopback for one client, like pymprpc 0.0.3:
-    welcomes any login, then hands every other message to `on_call` (and records it)."""
+    welcomes any login (with `welcome`, by default 0.0.3's), then hands every other
+    message to `on_call` (and records it)."""
 
-    def __init__(self, on_call: Callable[[socket.socket, dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        on_call: Callable[[socket.socket, dict[str, Any]], None],
+        *,
+        welcome: dict[str, Any] = OLD_WELCOME,
+    ) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.on_call = on_call
+        self.welcome = welcome
         self.seen: list[dict[str, Any]] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -199,9 +239,13 @@ class OldServer:
                     msg = unpack(frame)
                     self.seen.append(msg)
                     if "AUTH" in msg:
-                        conn.sendall(pack(OLD_WELCOME) + SEPARATOR)
+                        send(conn, self.welcome)
                     else:
                         self.on_call(conn, msg)
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
 
     def close(self) -> None:
         self.listener.close()

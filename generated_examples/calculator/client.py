@@ -22,6 +22,8 @@ class CalculatorClient(_typed.TypedClient):
     Blocking client: `with CalculatorClient(addr) as client: ...`.
     """
 
+    SERVICE: str = "Calculator"
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "1.2.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _CalculatorMethods
@@ -87,6 +89,8 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     Asyncio client: `async with AsyncCalculatorClient(addr) as client: ...`.
     """
 
+    SERVICE: str = "Calculator"
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "1.2.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _CalculatorMethods

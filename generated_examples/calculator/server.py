@@ -71,7 +71,8 @@ def register_calculator(
 
     A name already registered is refused; `prefix` (e.g. "invoices.") serves
     the methods under other names, so services with methods of the same name can
-    share a server (their clients take the same `prefix=`).
+    share a server (their clients take the same `prefix=`). The service is
+    listed, with its version, by `system.listServices()`.
     """
     server.register_function(
         f"{prefix}add",
@@ -117,3 +118,10 @@ def register_calculator(
         doc=_inspect.getdoc(CalculatorServicer.translate),
         schema=_CalculatorMethods.translate,
     )(servicer.translate)
+    server.register_service(
+        "Calculator",
+        ("add", "slow_add", "count", "area", "old_add", "log", "translate"),
+        version=CalculatorServicer.VERSION,
+        prefix=prefix,
+        doc="Arithmetic as a service.",
+    )

@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import typing as _typing
 
-from .client import AsyncHealthClient, AsyncInventoryClient, HealthClient, InventoryClient
+from .client import (
+    AsyncHealthClient,
+    AsyncInventoryClient,
+    HealthClient,
+    InventoryClient,
+)
 from .types import Category, Item, Status
 
 if _typing.TYPE_CHECKING:
-    from .server import HealthServicer, InventoryServicer, register_health, register_inventory
+    from .server import (
+        HealthServicer,
+        InventoryServicer,
+        register_health,
+        register_inventory,
+    )
 
 __all__ = [
     "AsyncHealthClient",

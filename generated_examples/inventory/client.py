@@ -18,6 +18,8 @@ class InventoryClient(_typed.TypedClient):
     Blocking client: `with InventoryClient(addr) as client: ...`.
     """
 
+    SERVICE: str = "Inventory"
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "0.3.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _InventoryMethods
@@ -74,6 +76,8 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
     Asyncio client: `async with AsyncInventoryClient(addr) as client: ...`.
     """
 
+    SERVICE: str = "Inventory"
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = "0.3.0"
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _InventoryMethods
@@ -129,6 +133,8 @@ class HealthClient(_typed.TypedClient):
     Blocking client: `with HealthClient(addr) as client: ...`.
     """
 
+    SERVICE: str = "Health"
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = None
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _HealthMethods
@@ -159,6 +165,8 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
     Asyncio client: `async with AsyncHealthClient(addr) as client: ...`.
     """
 
+    SERVICE: str = "Health"
+    """Its name in `system.listServices()` (`pymprpc.services.service_info`)."""
     VERSION: str | None = None
     """The version the interface file declares (`service X version "..."`)."""
     _methods = _HealthMethods

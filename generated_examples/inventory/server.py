@@ -63,7 +63,8 @@ def register_inventory(
 
     A name already registered is refused; `prefix` (e.g. "invoices.") serves
     the methods under other names, so services with methods of the same name can
-    share a server (their clients take the same `prefix=`).
+    share a server (their clients take the same `prefix=`). The service is
+    listed, with its version, by `system.listServices()`.
     """
     server.register_function(
         f"{prefix}put",
@@ -96,6 +97,13 @@ def register_inventory(
         doc=_inspect.getdoc(InventoryServicer.clear),
         schema=_InventoryMethods.clear,
     )(servicer.clear)
+    server.register_service(
+        "Inventory",
+        ("put", "get", "listItems", "by_status", "clear"),
+        version=InventoryServicer.VERSION,
+        prefix=prefix,
+        doc="Items by SKU.",
+    )
 
 
 class HealthServicer(_abc.ABC):
@@ -124,7 +132,8 @@ def register_health(server: _server.Server, servicer: HealthServicer, *, prefix:
 
     A name already registered is refused; `prefix` (e.g. "invoices.") serves
     the methods under other names, so services with methods of the same name can
-    share a server (their clients take the same `prefix=`).
+    share a server (their clients take the same `prefix=`). The service is
+    listed, with its version, by `system.listServices()`.
     """
     server.register_function(
         f"{prefix}ping",
@@ -138,3 +147,10 @@ def register_health(server: _server.Server, servicer: HealthServicer, *, prefix:
         doc=_inspect.getdoc(HealthServicer.uptime),
         schema=_HealthMethods.uptime,
     )(servicer.uptime)
+    server.register_service(
+        "Health",
+        ("ping", "uptime"),
+        version=HealthServicer.VERSION,
+        prefix=prefix,
+        doc="Liveness checks: a second service in the same file.",
+    )

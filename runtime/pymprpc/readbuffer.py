@@ -9,6 +9,14 @@ per-call cost of the server and of `AsyncRPC`. A `BufferedProtocol` is read into
 it supplies: `ReusedBufferProtocol` hands every connection of a thread the same one (the
 transport fills it and calls `buffer_updated` at once, with no other read in between),
 and passes `data_received` a `bytes` copy of just the bytes read.
+
+uvloop needs none of this: it reads a plain protocol into one static buffer of its own
+and hands `data_received` a `bytes` of what arrived, in C. A protocol that is also an
+`asyncio.Protocol` is read that way by uvloop (it takes the buffered path only for
+protocols that are not), while asyncio's transports go by `BufferedProtocol`: so
+`ReusedBufferProtocol` is both, and on uvloop a read costs no `get_buffer` and
+`buffer_updated` calls in Python (about 1 µs per read, what a fan-in server pays on every
+call).
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ def thread_buffer() -> memoryview:
     return view
 
 
-class ReusedBufferProtocol(asyncio.BufferedProtocol):
-    """A protocol whose reads land in the thread's shared buffer; subclasses implement
-    `data_received(data)` as for `asyncio.Protocol`."""
+class ReusedBufferProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
+    """A protocol whose reads land in the thread's shared buffer (asyncio), or that gets
+    them from the loop as `bytes` (uvloop: see the module's docstring); subclasses
+    implement `data_received(data)` as for `asyncio.Protocol`."""
 
     _view: memoryview | None = None
 

@@ -326,16 +326,30 @@ def both(
     limit: float = 8,
     **options: Any,
 ) -> tuple[Any, Any]:
-    """The outcome of the same scenario for RPC and AsyncRPC, each against a fresh fake."""
+    """The outcome of the same scenario for RPC and AsyncRPC, against one fake server
+    running `script` (each client gets its own connection)."""
+    with FakeServer(script) as s:
+        return both_at(s.url(), sync_action, async_action, limit, **options)
+
+
+def both_at(
+    url: str,
+    sync_action: Callable[[Any], Any] = lambda rpc: rpc.f(),
+    async_action: Callable[[Any], Coroutine[Any, Any, Any]] | None = None,
+    limit: float = 8,
+    **options: Any,
+) -> tuple[Any, Any]:
+    """`both` against `url` (a server of the test's, or none); the async action defaults
+    to awaiting `rpc.f()`, as the sync one calls it."""
     if async_action is None:
 
         async def async_action(rpc: Any) -> Any:
             return await rpc.f()
 
-    with FakeServer(script) as s:
-        a = run_sync(s.url(), sync_action, limit, **options)
-        b = run_async(s.url(), async_action, limit, **options)
-    return a, b
+    return (
+        run_sync(url, sync_action, limit, **options),
+        run_async(url, async_action, limit, **options),
+    )
 
 
 # RemoteProtocolError: main's class for garbage from the peer (docs/protocol.md).

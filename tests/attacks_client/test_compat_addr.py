@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import ssl
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .fake import HANG, FakeServer, Peer, both, echo_server, run_async, run_sync
+from .fake import HANG, FakeServer, Peer, both, both_at, echo_server
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
@@ -128,13 +127,8 @@ CREDS = [
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("userinfo,expected", [c[1:] for c in CREDS], ids=[c[0] for c in CREDS])
 def test_odd_credentials_reach_server_intact(userinfo: str, expected: Any) -> None:
-    async def act(rpc: Any) -> Any:
-        return await rpc.f()
-
     with FakeServer(echo_server()) as s:
-        url = s.url(userinfo + "@")
-        a = run_sync(url, lambda rpc: rpc.f(), 6)
-        b = run_async(url, act, 6)
+        a, b = both_at(s.url(userinfo + "@"), limit=6)
         seen = [
             (p.received[0]["AUTH"]["USERNAME"], p.received[0]["AUTH"]["PASSWORD"])
             for p in s.peers
@@ -160,21 +154,14 @@ def test_ipv6_loopback() -> None:
             return await rpc.f(1)
 
         for url in (s.url(), s.url("u:p@")):
-            a = run_sync(url, lambda rpc: rpc.f(1), 6)
-            b = run_async(url, act, 6)
+            a, b = both_at(url, lambda rpc: rpc.f(1), act, limit=6)
             assert a == ("ok", [1]) and b == a, (url, a, b)
 
 
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("port", ["70000", "65536", "-1", "abc", "", "0", "1.5"])
 def test_bad_ports_clear_and_same(port: str) -> None:
-    url = f"tcp://127.0.0.1:{port}"
-
-    async def act(rpc: Any) -> Any:
-        return await rpc.f()
-
-    a = run_sync(url, lambda rpc: rpc.f(), 6, connect_timeout=2)
-    b = run_async(url, act, 6, connect_timeout=2)
+    a, b = both_at(f"tcp://127.0.0.1:{port}", limit=6, connect_timeout=2)
     assert a != HANG and b != HANG, (a, b)
     assert a[0] not in ("OverflowError", "TypeError", "KeyError", "IndexError", "gaierror"), a
     assert a == b, (a, b)
@@ -186,13 +173,7 @@ def test_refused_connection_same() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    url = f"tcp://127.0.0.1:{port}"
-
-    async def act(rpc: Any) -> Any:
-        return await rpc.f()
-
-    a = run_sync(url, lambda rpc: rpc.f(), 6)
-    b = run_async(url, act, 6)
+    a, b = both_at(f"tcp://127.0.0.1:{port}", limit=6)
     assert a[0] == "ConnectionLostError", a
     assert a == b, (a, b)
 
@@ -210,13 +191,7 @@ def test_tls_client_to_plain_server() -> None:
         peer.send_raw(b"\x83\xa5MPRPC\xa30.1" + b"##PRO-END##")
 
     with FakeServer(script) as s:
-        url = s.url().replace("tcp://", "tls://")
-
-        async def act(rpc: Any) -> Any:
-            return await rpc.f()
-
-        a = run_sync(url, lambda rpc: rpc.f(), 6, connect_timeout=2)
-        b = run_async(url, act, 6, connect_timeout=2)
+        a, b = both_at(s.url().replace("tcp://", "tls://"), limit=6, connect_timeout=2)
     assert a != HANG and b != HANG, (a, b)
     assert a[0] == "ConnectionLostError", a
     assert a == b, (a, b)
@@ -230,14 +205,8 @@ def test_tls_client_to_silent_plain_server() -> None:
         peer.recv(timeout=8)
 
     with FakeServer(script) as s:
-        url = s.url().replace("tcp://", "tls://")
-
-        async def act(rpc: Any) -> Any:
-            return await rpc.f()
-
         t0 = time.monotonic()
-        a = run_sync(url, lambda rpc: rpc.f(), 6, connect_timeout=1)
-        b = run_async(url, act, 6, connect_timeout=1)
+        a, b = both_at(s.url().replace("tcp://", "tls://"), limit=6, connect_timeout=1)
         took = time.monotonic() - t0
     assert a != HANG and b != HANG, (a, b)
     assert a[0] == "ConnectionLostError" and b[0] == "ConnectionLostError", (a, b)
@@ -249,41 +218,14 @@ def test_plain_client_to_tls_server(tmp_path: Path) -> None:
     from helpers import tls_contexts
 
     server_ctx, _ = tls_contexts(tmp_path)
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(4)
-    port = lsock.getsockname()[1]
-    stop = threading.Event()
 
-    def serve() -> None:
-        lsock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = lsock.accept()
-            except OSError:
-                continue
-            try:
-                conn.settimeout(3)
-                server_ctx.wrap_socket(conn, server_side=True)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
+    def tls_server(peer: Peer) -> None:
+        """Expects a TLS handshake: the plain client's auth request is no ClientHello."""
+        peer.sock.settimeout(3)
+        with contextlib.suppress(OSError):  # ssl.SSLError too: the handshake fails
+            server_ctx.wrap_socket(peer.sock, server_side=True)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        url = f"tcp://127.0.0.1:{port}"
-
-        async def act(rpc: Any) -> Any:
-            return await rpc.f()
-
-        a = run_sync(url, lambda rpc: rpc.f(), 8, connect_timeout=2)
-        b = run_async(url, act, 8, connect_timeout=2)
-    finally:
-        stop.set()
-        t.join(5)
-        lsock.close()
+    a, b = both(tls_server, limit=8, connect_timeout=2)
     assert a != HANG and b != HANG, (a, b)
     assert a[0] in ("ConnectionLostError", "ProtocolSyntaxException", "ProtocolException"), a
     assert a == b, (a, b)

@@ -77,3 +77,15 @@ def test_every_server_parameter_is_documented_in_its_docstring() -> None:
     assert args, "Server's docstring has no Args section"
     for name in inspect.signature(Server).parameters:
         assert re.search(rf"^    {name}:", args, re.M), f"Server parameter {name!r}"
+
+
+def test_every_system_method_documented_exists_and_every_one_is_documented() -> None:
+    """The Introspection section names exactly the `system.*` methods a server offers
+    once `register_introspection_functions()` was called."""
+    section = _section("Introspection (`system.*`)")
+    documented = set(re.findall(r"`(system\.\w+)\(", section))
+    server = Server(("127.0.0.1", 0))
+    server.register_introspection_functions()
+    offered = {name for name in server._core.registry.names() if name.startswith("system.")}
+    assert "system.listServices" in documented
+    assert documented == offered

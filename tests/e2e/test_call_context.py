@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servicers import StubCalculator
 
 from generated_examples.calculator.client import AsyncCalculatorClient, CalculatorClient
-from generated_examples.calculator.server import CalculatorServicer, register_calculator
-from generated_examples.geometry.types import Shape
+from generated_examples.calculator.server import register_calculator
 from helpers import RawClient, arun, connections, tls_contexts
 from pymprpc import RPC, AsyncRPC, Server, current_call
 from pymprpc.context import CallContext
@@ -153,28 +153,10 @@ def test_malformed_metadata_is_400(mprpc_serve: Callable[..., Any]) -> None:
     assert good["CODE"] == 200 and good["MESSAGE"]["METADATA"] == {"seen-by": "on_loop"}
 
 
-class Servicer(CalculatorServicer):
+class Servicer(StubCalculator):
     def add(self, a: int, b: int) -> int:  # a bound method: runs in the thread pool
         ctx: CallContext = current_call()
         return a + b + int(ctx.metadata.get("bonus", "0"))
-
-    async def slow_add(self, a: int, b: int = 1) -> int:
-        return a + b
-
-    async def count(self, n: int) -> AsyncIterator[int]:
-        yield n
-
-    def area(self, shape: Shape) -> float:
-        return 0.0
-
-    def old_add(self, a: int, b: int) -> int:
-        return a + b
-
-    def log(self, line: str) -> None:
-        pass
-
-    async def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
-        return shape
 
 
 def test_typed_clients_send_metadata_with_options(mprpc_client: Callable[..., Any]) -> None:

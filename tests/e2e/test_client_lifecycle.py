@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 from service import url
 
-from helpers import OldServer, ServerThread, arun, pack, tls_contexts, wait_for
+from helpers import OldServer, ServerThread, arun, send, tls_contexts, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import ConnectionLostError, TimeoutException
-from pymprpc.protocol import SEPARATOR
 
 
 def connections(srv: ServerThread) -> int:
@@ -73,11 +72,11 @@ def test_a_call_in_flight_gets_the_servers_error_and_no_silent_reconnect(
     fake: Callable[..., OldServer],
 ) -> None:
     def idle_close(conn: socket.socket, msg: dict[str, Any]) -> None:
-        conn.sendall(pack({"MPRPC": "0.1", "CODE": 504}) + SEPARATOR)
+        send(conn, {"MPRPC": "0.1", "CODE": 504})
         conn.shutdown(socket.SHUT_RDWR)
 
     server = fake(idle_close)
-    with RPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+    with RPC(server.url) as rpc:
         with pytest.raises(TimeoutException, match="idle"):
             rpc.first()
         # The call in flight failed: the next one says so instead of reconnecting.
@@ -99,7 +98,7 @@ def test_sync_heartbeat_without_pong_marks_connection_dead(
     fake: Callable[..., OldServer],
 ) -> None:
     server = fake(lambda conn, msg: None)  # swallows pings and calls alike
-    with RPC(f"tcp://127.0.0.1:{server.port}", heart_beat=0.2) as rpc:
+    with RPC(server.url, heart_beat=0.2) as rpc:
         with pytest.raises(ConnectionLostError, match="no heartbeat reply"):
             rpc.anything()
         assert not rpc.connected

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, url
 
-from helpers import OLD_WELCOME, OldServer, ServerThread, arun, pack, tls_contexts
+from helpers import OLD_WELCOME, OldServer, ServerThread, arun, send, tls_contexts
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import (
     ConnectionLostError,
@@ -30,7 +30,7 @@ from pymprpc.errors import (
     RPCRuntimeError,
     TimeoutException,
 )
-from pymprpc.protocol import SEPARATOR, ClientConnection
+from pymprpc.protocol import ClientConnection
 
 Outcome = tuple[type[BaseException], str]
 
@@ -128,23 +128,22 @@ def test_a_server_going_away_is_the_same(fake: Callable[..., OldServer]) -> None
     async def call_async(rpc: AsyncRPC) -> Any:
         return await rpc.anything()
 
-    sync = sync_outcome(lambda rpc: rpc.anything(), f"tcp://127.0.0.1:{fake(vanish).port}")
-    port = fake(vanish).port
-    async_ = async_outcome(call_async, f"tcp://127.0.0.1:{port}")
+    sync = sync_outcome(lambda rpc: rpc.anything(), fake(vanish).url)
+    async_ = async_outcome(call_async, fake(vanish).url)
     assert sync[0] is async_[0] is ConnectionLostError
     assert sync[1].endswith(" closed by the server") and async_[1].endswith(" closed by the server")
 
 
 def test_a_server_error_is_the_same(fake: Callable[..., OldServer]) -> None:
     def idle_close(conn: socket.socket, msg: dict[str, Any]) -> None:
-        conn.sendall(pack({"MPRPC": "0.1", "CODE": 504}) + SEPARATOR)
+        send(conn, {"MPRPC": "0.1", "CODE": 504})
 
     async def call_async(rpc: AsyncRPC) -> Any:
         return await rpc.anything()
 
     same(
-        sync_outcome(lambda rpc: rpc.anything(), f"tcp://127.0.0.1:{fake(idle_close).port}"),
-        async_outcome(call_async, f"tcp://127.0.0.1:{fake(idle_close).port}"),
+        sync_outcome(lambda rpc: rpc.anything(), fake(idle_close).url),
+        async_outcome(call_async, fake(idle_close).url),
         TimeoutException,
         "the server closed the idle connection",
     )
@@ -212,11 +211,10 @@ def test_malformed_welcome_is_the_same_protocol_error(fake: Callable[..., OldSer
         {"TIMEOUT": True},
     ]
     for fields in bad_fields:
+        welcome = {**OLD_WELCOME, **fields}
         outcomes = [
-            sync_outcome(lambda rpc: None, f"tcp://127.0.0.1:{welcoming(fields).port}"),
-            async_outcome(
-                lambda rpc: asyncio.sleep(0), f"tcp://127.0.0.1:{welcoming(fields).port}"
-            ),
+            sync_outcome(lambda rpc: None, fake(ignore, welcome=welcome).url),
+            async_outcome(lambda rpc: asyncio.sleep(0), fake(ignore, welcome=welcome).url),
         ]
         key = next(iter(fields))
         for kind, text in outcomes:
@@ -225,21 +223,8 @@ def test_malformed_welcome_is_the_same_protocol_error(fake: Callable[..., OldSer
         assert outcomes[0] == outcomes[1]
 
 
-class welcoming(OldServer):  # noqa: N801 - used like a function
-    """A server whose welcome reply carries `fields`."""
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-        super().__init__(lambda conn, msg: None)
-
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(pack({**OLD_WELCOME, **self.fields}) + SEPARATOR)
-            while conn.recv(65536):
-                pass
-        self.listener.close()
+def ignore(conn: socket.socket, msg: dict[str, Any]) -> None:
+    """An `OldServer` that answers nothing after its welcome."""
 
 
 def test_the_servers_deadline_reads_like_the_clients(fake: Callable[..., OldServer]) -> None:
@@ -247,26 +232,26 @@ def test_the_servers_deadline_reads_like_the_clients(fake: Callable[..., OldServ
 
     def late(conn: socket.socket, msg: dict[str, Any]) -> None:
         error = {"ID": msg["ID"], "MESSAGE": "deadline of 5s exceeded"}
-        conn.sendall(pack({"MPRPC": "0.1", "CODE": 408, "MESSAGE": error}) + SEPARATOR)
+        send(conn, {"MPRPC": "0.1", "CODE": 408, "MESSAGE": error})
 
     async def call_async(rpc: AsyncRPC) -> Any:
         return await rpc.slow.with_options(timeout=5)()
 
     text = "call 'slow' did not finish within its 5s deadline"
     same(
-        sync_outcome(
-            lambda rpc: rpc.slow.with_options(timeout=5)(), f"tcp://127.0.0.1:{fake(late).port}"
-        ),
-        async_outcome(call_async, f"tcp://127.0.0.1:{fake(late).port}"),
+        sync_outcome(lambda rpc: rpc.slow.with_options(timeout=5)(), fake(late).url),
+        async_outcome(call_async, fake(late).url),
         DeadlineExceeded,
         text,
     )
 
 
-def test_a_malformed_welcome_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    port = welcoming({"FEATURES": [["x"]]}).port
+def test_a_malformed_welcome_logs_nothing(
+    caplog: pytest.LogCaptureFixture, fake: Callable[..., OldServer]
+) -> None:
+    addr = fake(ignore, welcome={**OLD_WELCOME, "FEATURES": [["x"]]}).url
     with caplog.at_level(logging.DEBUG):
-        kind, _ = async_outcome(lambda rpc: asyncio.sleep(0), f"tcp://127.0.0.1:{port}")
+        kind, _ = async_outcome(lambda rpc: asyncio.sleep(0), addr)
     assert issubclass(kind, RemoteProtocolError)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 

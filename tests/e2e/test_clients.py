@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import OldServer, ServerThread, arun, pack, tls_contexts, wait_for
+from helpers import OldServer, ServerThread, arun, send, tls_contexts, wait_for
 from pymprpc.client import RPC, AsyncRPC, AsyncStream
 from pymprpc.errors import (
     ConnectionLostError,
@@ -28,7 +28,7 @@ from pymprpc.errors import (
     TimeoutException,
     UnsupportSysMethodError,
 )
-from pymprpc.protocol import SEPARATOR, Compression
+from pymprpc.protocol import Compression
 
 ENCODINGS = [
     {"debug": False},
@@ -227,7 +227,7 @@ def test_server_going_away_fails_every_pending_async_call(fake: Callable[..., Ol
     server = fake(vanish)
 
     async def main() -> None:
-        async with AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+        async with AsyncRPC(server.url) as rpc:
             first = asyncio.ensure_future(rpc.first())
             await asyncio.sleep(0)
             with pytest.raises(ConnectionLostError):
@@ -243,7 +243,7 @@ def test_server_going_away_fails_every_pending_async_call(fake: Callable[..., Ol
 def test_server_going_away_fails_the_sync_call(fake: Callable[..., OldServer]) -> None:
     server = fake(vanish)
     with (
-        RPC(f"tcp://127.0.0.1:{server.port}") as rpc,
+        RPC(server.url) as rpc,
         pytest.raises(ConnectionLostError, match="closed by the server"),
     ):
         rpc.second()
@@ -252,12 +252,12 @@ def test_server_going_away_fails_the_sync_call(fake: Callable[..., OldServer]) -
 def test_server_5xx_fails_every_pending_call(fake: Callable[..., OldServer]) -> None:
     def idle_close(conn: socket.socket, msg: dict[str, Any]) -> None:
         if msg.get("METHOD") == "second":
-            conn.sendall(pack({"MPRPC": "0.1", "CODE": 504}) + SEPARATOR)
+            send(conn, {"MPRPC": "0.1", "CODE": 504})
 
     server = fake(idle_close)
 
     async def main() -> None:
-        async with AsyncRPC(f"tcp://127.0.0.1:{server.port}") as rpc:
+        async with AsyncRPC(server.url) as rpc:
             first = asyncio.ensure_future(rpc.first())
             await asyncio.sleep(0)
             with pytest.raises(TimeoutException):
@@ -272,7 +272,7 @@ def test_heartbeat_without_pong_marks_connection_dead(fake: Callable[..., OldSer
     server = fake(lambda conn, msg: None)  # swallows pings and calls alike
 
     async def main() -> None:
-        async with AsyncRPC(f"tcp://127.0.0.1:{server.port}", heart_beat=0.2) as rpc:
+        async with AsyncRPC(server.url, heart_beat=0.2) as rpc:
             with pytest.raises(ConnectionLostError, match="no heartbeat reply"):
                 await rpc.anything()
             assert not rpc.connected

@@ -12,7 +12,17 @@ from typing import Any
 import pytest
 from service import PASSWORD, USER, Probe, url
 
-from helpers import OldServer, RawClient, ServerThread, arun, connections, pack, unpack, wait_for
+from helpers import (
+    OldServer,
+    RawClient,
+    ServerThread,
+    arun,
+    connections,
+    pack,
+    send,
+    unpack,
+    wait_for,
+)
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import DeadlineExceeded
 from pymprpc.protocol import SEPARATOR, Feature, LengthFramer
@@ -184,7 +194,7 @@ def test_a_method_looked_up_once_follows_the_clients_timeout(srv: ServerThread) 
 
 def echo_args(conn: socket.socket, msg: dict[str, Any]) -> None:
     reply = {**V, "CODE": 200, "MESSAGE": {"ID": msg["ID"], "RESULT": msg.get("ARGS")}}
-    conn.sendall(pack(reply) + SEPARATOR)
+    send(conn, reply)
 
 
 def test_our_client_with_an_old_server() -> None:

@@ -103,10 +103,6 @@ def pool_server() -> Iterator[ServerThread]:
         yield srv
 
 
-def url(srv: ServerThread) -> str:
-    return f"tcp://127.0.0.1:{srv.port}"
-
-
 class Latch:
     """A `block` call's pid file and release file."""
 
@@ -140,7 +136,7 @@ def test_worker_killed_mid_call_fails_that_call_only(
     latch = Latch(tmp_path)
 
     async def main() -> None:
-        async with AsyncRPC(url(pool_server)) as rpc:
+        async with AsyncRPC(pool_server.url) as rpc:
             blocked = asyncio.ensure_future(rpc.block(*latch.args))
             worker = await asyncio.to_thread(latch.wait_started)
             # Calls in flight on both workers and in the queue while one worker dies.
@@ -162,7 +158,7 @@ def test_calls_queued_behind_a_killed_call_run_elsewhere(tmp_path: Path) -> None
     latch = Latch(tmp_path)
 
     async def main(srv: ServerThread) -> None:
-        async with AsyncRPC(url(srv)) as rpc:
+        async with AsyncRPC(srv.url) as rpc:
             blocked = asyncio.ensure_future(rpc.block(*latch.args))
             worker = await asyncio.to_thread(latch.wait_started)
             queued = [asyncio.ensure_future(rpc.add(i, 1)) for i in range(10)]
@@ -181,7 +177,7 @@ def test_calls_queued_behind_a_killed_call_run_elsewhere(tmp_path: Path) -> None
 
 def test_os_exit_in_a_handler_fails_that_call_only(pool_server: ServerThread) -> None:
     async def main() -> None:
-        async with AsyncRPC(url(pool_server)) as rpc:
+        async with AsyncRPC(pool_server.url) as rpc:
             calls = [rpc.add(i, 1) for i in range(50)] + [rpc.die()] + [rpc.add(1, 1)]
             results = await asyncio.gather(*calls, return_exceptions=True)
             assert results[:50] == [i + 1 for i in range(50)]
@@ -193,7 +189,7 @@ def test_os_exit_in_a_handler_fails_that_call_only(pool_server: ServerThread) ->
 
 
 def test_killing_an_idle_worker_fails_nothing(tmp_path: Path) -> None:
-    with ServerThread(build(max_workers=1)) as srv, RPC(url(srv)) as rpc:
+    with ServerThread(build(max_workers=1)) as srv, RPC(srv.url) as rpc:
         for _ in range(3):
             worker = rpc.pid()
             os.kill(worker, signal.SIGKILL)
@@ -209,7 +205,7 @@ def test_killing_an_idle_worker_fails_nothing(tmp_path: Path) -> None:
 def test_system_exit_in_a_worker_fails_the_call_only(
     pool_server: ServerThread, method: str, exception: str
 ) -> None:
-    with RPC(url(pool_server)) as rpc:
+    with RPC(pool_server.url) as rpc:
         args = [3] if method == "exit_call" else []
         with pytest.raises(RPCRuntimeError) as info:
             rpc.call(method, *args)
@@ -218,7 +214,7 @@ def test_system_exit_in_a_worker_fails_the_call_only(
 
 
 def test_unpicklable_and_unreadable_results_fail_their_call(pool_server: ServerThread) -> None:
-    with RPC(url(pool_server)) as rpc:
+    with RPC(pool_server.url) as rpc:
         with pytest.raises(RPCRuntimeError, match="'unpicklable_result' cannot be sent back"):
             rpc.unpicklable_result()
         with pytest.raises(RPCRuntimeError, match="'unreadable_result' cannot be read back"):
@@ -233,7 +229,7 @@ def test_50_mib_argument_and_result(pool_server: ServerThread) -> None:
     data = os.urandom(1024) * (50 * 1024)
 
     async def main() -> None:
-        async with AsyncRPC(url(pool_server), max_message_size=64 * 1024 * 1024) as rpc:
+        async with AsyncRPC(pool_server.url, max_message_size=64 * 1024 * 1024) as rpc:
             assert await rpc.echo(b"warm-up") == b"warm-up"
             tracemalloc.start()
             try:
@@ -250,7 +246,7 @@ def test_50_mib_argument_and_result(pool_server: ServerThread) -> None:
 
 def test_10000_calls_in_flight(pool_server: ServerThread) -> None:
     async def main() -> None:
-        async with AsyncRPC(url(pool_server)) as rpc:
+        async with AsyncRPC(pool_server.url) as rpc:
             results = await asyncio.gather(*(rpc.add(i, i) for i in range(10_000)))
             assert results == [2 * i for i in range(10_000)]
 
@@ -264,7 +260,7 @@ def test_deadlines_reach_pool_calls_and_do_not_starve_others(
     latches = [Latch(tmp_path, "a"), Latch(tmp_path, "b")]
 
     async def main() -> None:
-        async with AsyncRPC(url(pool_server)) as rpc:
+        async with AsyncRPC(pool_server.url) as rpc:
             late = [rpc.block.with_options(timeout=0.3)(*latch.args) for latch in latches]
             results = await asyncio.gather(*late, return_exceptions=True)
             assert all(isinstance(r, DeadlineExceeded) for r in results), results
@@ -330,7 +326,7 @@ def test_pool_recovers_without_accumulating_processes(pool_server: ServerThread)
 
     if not os.path.isdir("/proc/self"):
         pytest.skip("needs /proc")
-    with RPC(url(pool_server)) as rpc:
+    with RPC(pool_server.url) as rpc:
         assert rpc.add(1, 1) == 2
         before = children()
         for _ in range(5):
@@ -344,7 +340,7 @@ def test_user_supplied_executor() -> None:
     with ThreadPoolExecutor(2, thread_name_prefix="users-pool") as executor:
         server = Server(("127.0.0.1", 0), executor=executor)
         server.register_function()(thread_name)
-        with ServerThread(server) as srv, RPC(url(srv)) as rpc:
+        with ServerThread(server) as srv, RPC(srv.url) as rpc:
             assert rpc.thread_name().startswith("users-pool")
 
 
@@ -587,7 +583,7 @@ def test_an_abandoned_thread_call_does_not_starve_the_others(tmp_path: Path) -> 
     server = Server(("127.0.0.1", 0), executor="thread", max_workers=1)
     server.register_function()(block)
     server.register_function()(add)
-    with ServerThread(server) as srv, RPC(url(srv)) as first, RPC(url(srv)) as second:
+    with ServerThread(server) as srv, RPC(srv.url) as first, RPC(srv.url) as second:
         try:
             with pytest.raises(DeadlineExceeded):
                 first.block.with_options(timeout=0.3)(*latch.args)

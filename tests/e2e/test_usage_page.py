@@ -27,6 +27,7 @@ METHODS = [
     "system.lenConnections",
     "system.lenUndoneTasks",
     "system.listMethods",
+    "system.listServices",
     "system.methodHelp",
     "system.methodSignature",
     "testclasscoro",

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ServerThread
+from helpers import ServerThread, generated_package
 from mprpcgen.cli import main
 from pymprpc.errors import ExpireWarning
 from pymprpc.server import Server
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TODO = """\
 /// A to-do list.
@@ -130,16 +132,8 @@ def test_stale_files_are_removed_and_check_reports_them(tmp_path: Path) -> None:
 @pytest.fixture
 def todo(tmp_path: Path) -> Iterator[object]:
     (tmp_path / "todo.idl").write_text(TODO)
-    assert main([str(tmp_path / "todo.idl"), "-o", str(tmp_path)]) == 0
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import todo  # type: ignore[import-not-found]
-
+    with generated_package(tmp_path / "todo.idl", tmp_path) as todo:
         yield todo
-    finally:
-        sys.path.remove(str(tmp_path))
-        for key in [k for k in sys.modules if k == "todo" or k.startswith("todo.")]:
-            del sys.modules[key]
 
 
 def test_servicer_docstring_says_where_methods_run(todo: object) -> None:
@@ -191,3 +185,49 @@ def test_deprecated_oneway_warns_the_caller(todo: object) -> None:
             client.forget("milk")
         assert record[0].filename == __file__  # points at the caller's line
         assert list(client.titles()) == ["a"]
+
+
+# Generated at the default line length (100), imports of 89 to 100 columns: ruff's import
+# sorter wraps them at its default 88, so they must come out wrapped (found by
+# tests/attacks_gen's random IDL: `from .types import Server, Type_1, ..., _Server2Methods`).
+WIDE_IMPORTS = """\
+struct CustomerRecord { id: str; }
+struct InvoiceRecord { id: str; }
+struct PaymentRecord { id: str; }
+
+service Billing {
+    def customer(r: CustomerRecord) -> InvoiceRecord;
+    def pay(r: PaymentRecord) -> str;
+}
+
+service Ledger { def ping() -> str; }
+"""
+
+
+def test_imports_wider_than_88_columns_pass_ruff_defaults(tmp_path: Path) -> None:
+    (tmp_path / "wide.idl").write_text(WIDE_IMPORTS)
+    assert main([str(tmp_path / "wide.idl"), "-o", str(tmp_path / "out")]) == 0
+    package = tmp_path / "out" / "wide"
+    client = (package / "client.py").read_text()
+    # On one line, 96 columns: written one name per line instead.
+    assert "from .types import (\n    CustomerRecord,\n" in client
+    # 90 columns once indented under `if TYPE_CHECKING:` (86 without the indent).
+    assert "    from .server import (\n" in (package / "__init__.py").read_text()
+    project = ["--config", str(ROOT / "pyproject.toml"), "--config", "lint.extend-ignore=['D']"]
+    for args in (["--isolated"], project):  # ruff's defaults, the project's rules
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", *args, "."],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path / "out",
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--isolated", "--line-length", "100"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path / "out",
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout

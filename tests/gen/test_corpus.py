@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from helpers import ServerThread, arun
+from helpers import ServerThread, arun, on_sys_path
 from mprpcgen.cli import main
 from mprpcgen.naming import snake_case
 from pymprpc import schema
@@ -125,14 +125,8 @@ def sample(s: schema.Schema[Any], depth: int = 0) -> Any:
 @pytest.fixture(scope="module")
 def importable(generated: dict[int, Path]) -> Iterator[Path]:
     out = generated[100]
-    sys.path.insert(0, str(out))
-    try:
+    with on_sys_path(out, *(p.name for p in out.iterdir())):
         yield out
-    finally:
-        sys.path.remove(str(out))
-        names = {p.name for p in out.iterdir()}
-        for key in [k for k in sys.modules if k.split(".")[0] in names]:
-            del sys.modules[key]
 
 
 def test_every_package_compiles_and_imports(importable: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import on_sys_path
 from mprpcgen.cli import main
 from mprpcgen.confusables import CONFUSABLE
 from mprpcgen.diagnostics import IdlError
@@ -55,13 +56,8 @@ def tricky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, IdlFi
     out = tmp_path_factory.mktemp("tricky")
     assert main([*map(str, TRICKY), "-o", str(out)]) == 0
     program = load(TRICKY)
-    sys.path.insert(0, str(out))
-    try:
+    with on_sys_path(out, *(p.stem for p in TRICKY)):
         yield {f.module: f for f in program.files}
-    finally:
-        sys.path.remove(str(out))
-        for key in [k for k in sys.modules if k.split(".")[0] in {p.stem for p in TRICKY}]:
-            del sys.modules[key]
 
 
 def test_doc_comments_become_the_same_text(tricky: dict[str, IdlFile]) -> None:

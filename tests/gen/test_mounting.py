@@ -4,7 +4,6 @@ servable side by side under a prefix (issue 11: `Customers.get` must not run
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -12,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers import ServerThread, arun
-from mprpcgen.cli import main
+from helpers import ServerThread, arun, generated_package
 from pymprpc.server import DuplicateMethodError, Server
 
 SHOP = Path(__file__).resolve().parent / "corpus" / "valid" / "shop.idl"
@@ -21,16 +19,8 @@ SHOP = Path(__file__).resolve().parent / "corpus" / "valid" / "shop.idl"
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[ModuleType]:
-    assert main([str(SHOP), "-o", str(tmp_path)]) == 0
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import shop  # type: ignore[import-not-found]
-
+    with generated_package(SHOP, tmp_path) as shop:
         yield shop
-    finally:
-        sys.path.remove(str(tmp_path))
-        for key in [k for k in sys.modules if k == "shop" or k.startswith("shop.")]:
-            del sys.modules[key]
 
 
 def _servicers(shop: Any) -> tuple[Any, Any]:

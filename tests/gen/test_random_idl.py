@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import on_sys_path
 from mprpcgen.cli import main
 from mprpcgen.naming import (
     AMBIGUOUS_NAMES,
@@ -184,15 +185,10 @@ def _generate_and_import(source: str, out: Path) -> None:
         assert main([str(idl), "-o", str(out), "--line-length", "88"]) == 0, source
     for module in sorted((out / name).glob("*.py")):
         compile(module.read_text(encoding="utf-8"), str(module), "exec")
-    sys.path.insert(0, str(out))
-    try:
+    with on_sys_path(out, name):
         for module in ("", ".types", ".client", ".server"):
             if not module or (out / name / f"{module[1:]}.py").exists():
                 importlib.import_module(name + module)
-    finally:
-        sys.path.remove(str(out))
-        for key in [k for k in sys.modules if k.split(".")[0] == name]:
-            del sys.modules[key]
 
 
 @pytest.mark.timeout(300)

@@ -8,6 +8,7 @@ reads see another. `@executor(process)` still forks, and says so at registration
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import subprocess
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from helpers import arun
+from helpers import arun, on_sys_path
 from pymprpc.server import Server
 from pymprpc.testing import client_for, sync_client_for
 
@@ -37,7 +38,9 @@ service Forked {
 """
 
 
-def _generate(tmp_path: Path, name: str, source: str) -> ModuleType:
+@contextlib.contextmanager
+def _generated(tmp_path: Path, name: str, source: str) -> Iterator[ModuleType]:
+    """Package `name` generated from `source` by the `mprpcgen` command, imported."""
     idl = tmp_path / f"{name}.idl"
     idl.write_text(source)
     out = tmp_path / "out"
@@ -47,19 +50,14 @@ def _generate(tmp_path: Path, name: str, source: str) -> ModuleType:
         capture_output=True,
         timeout=60,
     )
-    sys.path.insert(0, str(out))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(out))
+    with on_sys_path(out, name):
+        yield importlib.import_module(name)
 
 
 @pytest.fixture
 def todo_module(tmp_path: Path) -> Iterator[ModuleType]:
-    module = _generate(tmp_path, "todo", TODO_IDL)
-    yield module
-    for key in [k for k in sys.modules if k == "todo" or k.startswith("todo.")]:
-        del sys.modules[key]
+    with _generated(tmp_path, "todo", TODO_IDL) as module:
+        yield module
 
 
 def _todo_servicer(module: ModuleType) -> Any:
@@ -122,8 +120,7 @@ def test_todo_keeps_every_write_under_concurrent_calls(todo_module: ModuleType) 
 def test_executor_process_in_idl_forks_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    module = _generate(tmp_path, "forked", FORKED_IDL)
-    try:
+    with _generated(tmp_path, "forked", FORKED_IDL) as module:
 
         class Forked(module.ForkedServicer):  # type: ignore[name-defined,misc]
             def __init__(self) -> None:
@@ -143,9 +140,6 @@ def test_executor_process_in_idl_forks_and_says_so(
             assert client.bump() == 1
             assert client.bump() == 2  # the worker's copy
         assert servicer.value == 0  # the server's copy never changed
-    finally:
-        for key in [k for k in sys.modules if k == "forked" or k.startswith("forked.")]:
-            del sys.modules[key]
 
 
 def test_servicer_docstring_says_where_methods_run(todo_module: ModuleType) -> None:

@@ -24,6 +24,14 @@ from ..readbuffer import ReusedBufferProtocol
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
 from .interceptors import ClientCallContext
 
+# Calls sent in one loop pass are written together at its end, but a batch goes out as
+# soon as it holds this many pieces (a call is one or two): the server starts on the
+# first ones while the rest are being made. Batching a whole pass (64 pipelined calls in
+# one write) let the two processes settle into taking turns, each idle while the other
+# worked on the one big batch: W2 on uvloop ran at 0.8x-0.6x of asyncio, whose timing
+# happened to keep two batches in flight (bench/README.md, "uvloop and the typed path").
+MAX_BATCH = 16
+
 
 class _Buffer(StreamBuffer):
     __slots__ = ("waiter",)
@@ -418,9 +426,14 @@ class AsyncRPC(BaseRPC):
 
     def _write(self, chunks: list[bytes]) -> None:
         """Send `chunks` now; while other calls are pending, messages sent later in the
-        same loop pass are joined into one write at its end (fewer syscalls)."""
+        same loop pass are joined into writes of up to `MAX_BATCH` pieces, the last at
+        the pass's end (fewer syscalls, and the server starts on a batch early)."""
         if self._batching:
-            self._outbox += chunks
+            outbox = self._outbox
+            outbox += chunks
+            if len(outbox) >= MAX_BATCH:  # the peer starts on these now (see MAX_BATCH)
+                self._outbox = []
+                self._write_chunks(outbox)
             return
         if self._pending:  # other calls are in flight: more may be sent in this pass
             self._batching = True

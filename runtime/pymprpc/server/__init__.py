@@ -1,9 +1,17 @@
 """The asyncio MPRPC server."""
 
+from ..services import ServiceInfo
 from .executors import ExecutorKind
-from .registry import DuplicateMethodError
+from .registry import DuplicateMethodError, DuplicateServiceError
 from .server import Server
 
 MPRPCServer = Server
 
-__all__ = ["DuplicateMethodError", "ExecutorKind", "MPRPCServer", "Server"]
+__all__ = [
+    "DuplicateMethodError",
+    "DuplicateServiceError",
+    "ExecutorKind",
+    "MPRPCServer",
+    "Server",
+    "ServiceInfo",
+]

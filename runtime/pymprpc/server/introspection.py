@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import NotFindError, RequestError
+from ..services import LIST_SERVICES, ServiceInfo
 from .health import Health
 from .kept_results import KeptResults, current_scope
 from .registry import Method
@@ -20,6 +21,8 @@ class ServerView(Protocol):
     def method_names(self) -> list[str]: ...
 
     def method(self, name: str) -> Method | None: ...
+
+    def services(self) -> list[ServiceInfo]: ...
 
     def connection_count(self) -> int: ...
 
@@ -47,6 +50,11 @@ def system_methods(server: ServerView) -> dict[str, Callable[..., Any]]:
         """The documentation of method `name`."""
         return str(lookup(name).doc)
 
+    async def listServices() -> list[dict[str, Any]]:  # noqa: N802
+        """The services this server serves: per service, a map of its name, version (nil
+        if none is declared), prefix, method names (without the prefix) and doc."""
+        return [info.to_wire() for info in server.services()]
+
     async def lenConnections() -> int:  # noqa: N802
         """Number of open client connections."""
         return server.connection_count()
@@ -59,6 +67,7 @@ def system_methods(server: ServerView) -> dict[str, Callable[..., Any]]:
         "system.listMethods": listMethods,
         "system.methodSignature": methodSignature,
         "system.methodHelp": methodHelp,
+        LIST_SERVICES: listServices,
         "system.lenConnections": lenConnections,
         "system.lenUndoneTasks": lenUndoneTasks,
     }

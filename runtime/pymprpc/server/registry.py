@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import NotFindError, ParamError, UnsupportSysMethodError, ValidationError
 from ..schema import Signature
+from ..services import ServiceInfo
 from .executors import ExecutorChoice, ExecutorKind
 from .workers import TargetTable
 
@@ -197,6 +198,10 @@ class DuplicateMethodError(ValueError):
     """A registration would replace a method already registered under the same name."""
 
 
+class DuplicateServiceError(ValueError):
+    """A service is already registered under the same name and prefix."""
+
+
 def _owner_name(func: Callable[..., Any]) -> str:
     while isinstance(func, functools.partial):
         func = func.func
@@ -223,9 +228,46 @@ class Registry:
         self._methods: dict[str, Method] = {}
         # (key, instance allowing dotted names or None, executor asked for at registration)
         self._dotted: list[tuple[str, Any, ExecutorChoice | None]] = []
+        # (name, prefix) -> the service's entry: one per mount of a service.
+        self._services: dict[tuple[str, str], ServiceInfo] = {}
 
     def names(self) -> list[str]:
         return sorted(self._methods)
+
+    def add_service(self, info: ServiceInfo, *, replace: bool = False) -> ServiceInfo:
+        """Record that `info`'s methods, already registered, form a service.
+
+        Raises:
+            ValueError: a method of `info` is not registered (or is named twice), or the
+                name is empty.
+            DuplicateServiceError: a service of that name is already registered under
+                that prefix, and `replace` is false.
+        """
+        if not info.name:
+            raise ValueError("a service needs a name")
+        doubled = sorted({m for m in info.methods if info.methods.count(m) > 1})
+        if doubled:
+            raise ValueError(f"service {info.name!r} names {', '.join(map(repr, doubled))} twice")
+        missing = [n for n in info.wire_names if n not in self._methods]
+        if missing:
+            raise ValueError(
+                f"service {info.name!r} lists {', '.join(map(repr, missing))}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not registered: register the "
+                "methods first (register_function, register_instance), with the prefix"
+            )
+        key = (info.name, info.prefix)
+        if not replace and key in self._services:
+            where = f"under prefix {info.prefix!r}" if info.prefix else "without a prefix"
+            raise DuplicateServiceError(
+                f"service {info.name!r} is already registered {where}; serve it again "
+                "under another prefix, or pass replace=True"
+            )
+        self._services[key] = info
+        return info
+
+    def services(self) -> list[ServiceInfo]:
+        """Every registered service, by name then prefix."""
+        return [self._services[key] for key in sorted(self._services)]
 
     def add_function(
         self,

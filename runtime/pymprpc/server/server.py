@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import socket
@@ -25,6 +26,7 @@ from ..protocol import (
     Feature,
 )
 from ..schema import Signature
+from ..services import ServiceInfo
 from .config import (
     DEFAULT_MAX_BUFFERED_INPUT,
     DEFAULT_MAX_OUTPUT_BUFFER,
@@ -136,6 +138,9 @@ class _Core:
     def method(self, name: str) -> Method | None:
         return self.registry.get(name)
 
+    def services(self) -> list[ServiceInfo]:
+        return self.registry.services()
+
     def connection_count(self) -> int:
         return len(self.connections)
 
@@ -180,7 +185,8 @@ class Server:
             server); None: functions in the process pool, bound methods in threads.
         max_workers: size of the process pool (default: the CPUs this process may use)
             and of the thread pool (default: that plus 4, at most 32).
-        version: the service version sent in the welcome reply.
+        version: the server's version, sent in the welcome reply (each service's own
+            version is listed by `system.listServices()`: see `register_service`).
         description: the service description sent in the welcome reply (default: the
             docstring of a `Server` subclass).
         max_message_size: the largest message either way, also after decompression.
@@ -433,8 +439,64 @@ class Server:
         kind = executor_choice(executor) if executor is not None else None
         self._core.registry.add_instance(obj, allow_dotted_names, executor=kind, replace=replace)
 
+    def register_service(
+        self,
+        name: str,
+        methods: Iterable[str],
+        *,
+        version: str | None = None,
+        prefix: str = "",
+        doc: str = "",
+        replace: bool = False,
+    ) -> ServiceInfo:
+        """Record that the methods `methods`, registered under `prefix`, form service
+        `name`, so that `system.listServices()` lists it with its `version`.
+
+        The `register_<service>()` functions mprpcgen generates call it (with the
+        interface file's version and doc comment); call it for a hand-written service
+        after registering its methods. A service may be registered several times under
+        different prefixes. It does not change `system.health`: a service is SERVING
+        once the application says so (`server.health.set(name, "SERVING")`).
+
+        Args:
+            name: the service's name, as clients look it up (`service_info(client)`
+                compares it with a generated client's `SERVICE`).
+            methods: its method names without the prefix; each `prefix + method` must be
+                registered already.
+            version: the version of its interface, or None.
+            prefix: the prefix its methods were registered under ("" for none).
+            doc: what the service is for (cleaned like a docstring).
+            replace: replace an entry of the same name and prefix.
+
+        Returns:
+            The entry recorded.
+
+        Raises:
+            ValueError: a method is not registered (or named twice), or `name` is empty.
+            TypeError: `methods` is a string, not a list of names.
+            DuplicateServiceError: `name` is already registered under `prefix` (a
+                `ValueError`), and `replace` is false.
+        """
+        if isinstance(methods, str):
+            raise TypeError(f"methods must be a list of names, not the string {methods!r}")
+        info = ServiceInfo(
+            name=name,
+            version=version,
+            prefix=prefix,
+            methods=tuple(methods),
+            doc=inspect.cleandoc(doc),
+        )
+        return self._core.registry.add_service(info, replace=replace)
+
+    @property
+    def services(self) -> tuple[ServiceInfo, ...]:
+        """The services registered with `register_service` (what
+        `system.listServices()` answers), by name then prefix."""
+        return tuple(self._core.registry.services())
+
     def register_introspection_functions(self) -> None:
-        """Register the `system.*` introspection methods."""
+        """Register the `system.*` introspection methods (`system.listServices` among
+        them); without them, a server answers them 406 like any unknown `system.*`."""
         for name, func in system_methods(self._core).items():
             self._core.registry.add_method(make_method(name, func, key=f"{name}@{id(self)}"))
 
