@@ -9,6 +9,7 @@ Literals are emitted with `py_str`/`docstring`, never by pasting text into quote
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -264,26 +265,88 @@ def too_long(line: str, line_length: int) -> bool:
     return len(line.split()) > 1
 
 
-def member_key(name: str) -> tuple[int, list[int | str], str]:
+def member_key(name: str) -> tuple[int, NatOrd, NatOrd]:
     """isort's order of imported names (ruff's `order-by-type`): CONSTANTS, Classes, others,
-    each in natural order (`Type_9` before `Type_10`), case-insensitively."""
-    if len(name) > 1 and name.isupper():
-        kind = 0
-    elif name[:1].isupper():
-        kind = 1
-    else:
-        kind = 2
-    return (kind, natural(name.lower()), name)
+    each in natural order (`Type_9` before `Type_10`), case-insensitively, then by case."""
+    return (name_kind(name), NatOrd(name.lower()), NatOrd(name))
 
 
-def all_key(name: str) -> tuple[int, list[int | str]]:
+def all_key(name: str) -> tuple[int, NatOrd]:
     """RUF022's order of `__all__`: the same kinds as imports, but case-sensitive."""
-    return (member_key(name)[0], natural(name))
+    return (name_kind(name), NatOrd(name))
 
 
-def natural(text: str) -> list[int | str]:
-    """A sort key comparing runs of digits as numbers."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+def name_kind(name: str) -> int:
+    """0 for a CONSTANT (more than one character, every cased one upper case), 1 for a
+    Class (an upper-case first character), 2 for anything else (`_Private` included)."""
+    if len(name) > 1 and name.isupper():
+        return 0
+    return 1 if name[:1].isupper() else 2
+
+
+@functools.total_ordering
+class NatOrd:
+    """A string ordered as ruff orders names and modules: the `natord` crate's natural
+    order (Martin Pool's strnatcmp). A run of digits starting with `0` compares digit by
+    digit from the left (`a01` < `a1`, `a010` < `a02`); any other run compares as a number
+    (`a9` < `a10`); a longer run wins a tie. Splitting on digits and comparing the numbers
+    gets runs with leading zeros wrong, which is how an import block came out unsorted."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NatOrd) and natord(self.text, other.text) == 0
+
+    def __lt__(self, other: NatOrd) -> bool:
+        return natord(self.text, other.text) < 0
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"NatOrd({self.text!r})"
+
+
+def natord(left: str, right: str) -> int:
+    """-1, 0 or 1 as `left` sorts before, with or after `right` in natord's order."""
+    a = [c for c in left if not c.isspace()]
+    b = [c for c in right if not c.isspace()]
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if _digit(a[i]) and _digit(b[j]):
+            start_i, start_j = i, j
+            while i < len(a) and _digit(a[i]):
+                i += 1
+            while j < len(b) and _digit(b[j]):
+                j += 1
+            x, y = a[start_i:i], b[start_j:j]
+            if x[0] == "0" or y[0] == "0":
+                # Left-aligned: the first differing digit decides, else the longer run.
+                for p, q in zip(x, y, strict=False):
+                    if p != q:
+                        return -1 if p < q else 1
+                if len(x) != len(y):
+                    return -1 if len(x) < len(y) else 1
+            else:
+                # Right-aligned: the longer run is the larger number, else digit by digit.
+                if len(x) != len(y):
+                    return -1 if len(x) < len(y) else 1
+                if x != y:
+                    return -1 if x < y else 1
+            continue
+        if a[i] != b[j]:
+            return -1 if a[i] < b[j] else 1
+        i += 1
+        j += 1
+    return (i < len(a)) - (j < len(b))
+
+
+def _digit(char: str) -> bool:
+    """Whether Rust's `char::to_digit(10)` accepts `char` (ASCII digits only)."""
+    return "0" <= char <= "9"
 
 
 # The line length ruff's import sorter (I001) wraps `from` imports at under its defaults.
@@ -313,12 +376,25 @@ def import_block(*sections: Sequence[str]) -> str:
     return "\n\n".join(blocks)
 
 
-def isort_key(statement: str) -> tuple[int, str, str]:
+def after_imports(imports: str, body: str) -> str:
+    """`imports` then `body` with the blank lines ruff's isort wants between them (its
+    `lines-after-imports = -1`): two before a class or function (decorated or not), one
+    before any other statement, such as a type alias when a file declares no class."""
+    body = body.lstrip("\n")
+    if not body:
+        return f"{imports}\n"
+    first = body.split(None, 1)[0]
+    definition = first.startswith("@") or first in ("class", "def", "async")
+    gap = "\n\n\n" if definition else "\n\n"
+    return f"{imports}{gap}{body}"
+
+
+def isort_key(statement: str) -> tuple[int, NatOrd, NatOrd]:
     """isort's order within a section: `import x` before `from x import`, then by module,
     case-insensitively (ruff's default `force-sort-within-sections = false`)."""
     words = statement.split()
     kind = 0 if words[0] == "import" else 1
-    return (kind, words[1].lower(), words[1])
+    return (kind, NatOrd(words[1].lower()), NatOrd(words[1]))
 
 
 def class_line(name: str, base: str, line_length: int) -> str:

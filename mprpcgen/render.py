@@ -17,6 +17,7 @@ import jinja2
 from . import __version__, naming
 from .layout import (
     Call,
+    after_imports,
     all_key,
     class_line,
     docstring,
@@ -189,7 +190,7 @@ def render_types(r: FileRender) -> str:
 
 def _module(r: FileRender, what: str, summary: str, imports: str, body: str) -> str:
     doc = docstring(f"{what} {r.module_doc}: {summary}.", "", r.width)
-    return f"{r.header}\n{doc}\n\n{imports}\n{body}"
+    return f"{r.header}\n{doc}\n\n{after_imports(imports, body)}"
 
 
 def render_server(r: FileRender) -> str:

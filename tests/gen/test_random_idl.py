@@ -171,6 +171,8 @@ EXAMPLES = [
     "struct B {\n    abc: bool;\n    /// \n    enum: bool;\n}\n",  # found by hypothesis
     'struct Server {\n    abc: str? = "\\U00010000";\n}\n',
     "service Iterator {\n}\nservice Iterators {\n}\n",
+    # found by hypothesis on 3.13 (ruff I001): a type alias first after types.py's imports
+    "service S {\n    def m(x: map<str, map<str, bool?>>);\n}\n",
 ]
 
 
