@@ -20,7 +20,16 @@ from typing import Any
 import msgpack
 import pytest
 
-from helpers import OldServer, RawClient, ServerThread, arun, generated_package, send
+from helpers import (
+    OldServer,
+    RawClient,
+    ServerThread,
+    arun,
+    generated_package,
+    json_decode,
+    json_encode,
+    send,
+)
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import UnsupportSysMethodError
 from pymprpc.server import DuplicateServiceError, Server
@@ -505,9 +514,9 @@ def test_services_registered_while_clients_list_them() -> None:
     count = 60
     stop = threading.Event()
     errors: list[BaseException] = []
-    seen_sizes: list[int] = []
+    seen_sizes: dict[int, list[int]] = {0: [], 1: []}
 
-    def reader(url: str) -> None:
+    def reader(url: str, who: int) -> None:
         try:
             with RPC(url) as rpc:
                 while not stop.is_set():
@@ -518,12 +527,12 @@ def test_services_registered_while_clients_list_them() -> None:
                     names = set(rpc.system.listMethods())
                     for info in listed:
                         assert set(info.wire_names) <= names
-                    seen_sizes.append(len(listed))
+                    seen_sizes[who].append(len(listed))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
     with ServerThread(server) as thread:
-        readers = [threading.Thread(target=reader, args=(thread.url,)) for _ in range(2)]
+        readers = [threading.Thread(target=reader, args=(thread.url, k)) for k in range(2)]
         for t in readers:
             t.start()
         try:
@@ -545,4 +554,82 @@ def test_services_registered_while_clients_list_them() -> None:
     assert len(final) == count
     assert [i.name for i in final] == sorted(i.name for i in final)
     assert final == list(server.services)
-    assert seen_sizes == sorted(seen_sizes) or all(0 <= s <= count for s in seen_sizes)
+    # Services are only added (or replaced in place): each reader sees the table grow.
+    for sizes in seen_sizes.values():
+        assert sizes == sorted(sizes)
+        assert all(0 <= size <= count for size in sizes)
+
+
+# -- more odd inputs --------------------------------------------------------------------
+
+
+def test_json_debug_clients_read_odd_versions(odd: Any) -> None:
+    expected = {name: version for name, _, version in VERSIONS}
+    with ServerThread(_odd_server(odd)) as thread:
+        with RPC(thread.url, debug=True) as rpc:
+            assert {i.name: i.version for i in list_services(rpc)} == expected
+        with RPC(thread.url, compression="zlib") as rpc:
+            assert {i.name: i.version for i in list_services(rpc)} == expected
+
+        async def run() -> list[ServiceInfo]:
+            async with AsyncRPC(thread.url, debug=True) as arpc:
+                return await list_services(arpc)
+
+        assert {i.name: i.version for i in arun(run())} == expected
+
+
+def test_a_json_pymprpc_003_peer_reads_list_services(odd: Any) -> None:
+    with ServerThread(_odd_server(odd)) as thread, RawClient(
+        thread.port, encode=json_encode, decode=json_decode
+    ) as raw:
+        assert raw.login()["CODE"] == 100
+        raw.send({"MPRPC": "0.1", "ID": "j", "METHOD": "system.listServices"})
+        reply = raw.recv()
+        assert reply["CODE"] == 200
+        got = {e["name"]: e["version"] for e in reply["MESSAGE"]["RESULT"]}
+        assert got == {name: version for name, _, version in VERSIONS}
+
+
+HAND_NAMES = ["Caf\u00e9 \u2603", "with space", "dotted.name", "\x00", "x" * 5000, "system"]
+
+
+def test_hand_services_with_odd_names_round_trip() -> None:
+    server = Server(("127.0.0.1", 0), max_workers=1)
+    server.register_introspection_functions()
+    server.register_function(name="\u00fc.ping", executor="inline")(lambda: 1)
+    entries = [
+        server.register_service(n, ["ping"], prefix="\u00fc.", version=n, doc=n)
+        for n in HAND_NAMES
+    ]
+    assert list(server.services) == sorted(entries, key=lambda i: (i.name, i.prefix))
+    with ServerThread(server) as thread, RPC(thread.url) as rpc:
+        assert list_services(rpc) == list(server.services)
+        for n in HAND_NAMES:
+            assert rpc.system.health(n) == "UNKNOWN"
+
+
+def test_many_services_are_listed(odd: Any) -> None:
+    server = Server(("127.0.0.1", 0), max_workers=1)
+    server.register_introspection_functions()
+    for i in range(1500):
+        odd.register_long(server, _servicer(odd, "Long"), prefix=f"p{i:04d}.")
+    with ServerThread(server) as thread, RPC(thread.url) as rpc:
+        listed = list_services(rpc)
+        assert len(listed) == 1500
+        assert [i.prefix for i in listed] == [f"p{i:04d}." for i in range(1500)]
+        assert all(i.version == LONG_VERSION for i in listed)
+
+
+def test_idl_doc_comments_with_quotes_and_backslashes(tmp_path: Path) -> None:
+    (tmp_path / "idl").mkdir()
+    idl = tmp_path / "idl" / "svc_doc_quotes.idl"
+    doc = 'Says """hi""" and \\ \\n \'\'\' {x} %s \u00e9.'
+    idl.write_text(f'/// {doc}\nservice Doc version "1" {{\n    def ping(x: int) -> int;\n}}\n')
+    with generated_package(idl, tmp_path / "out") as pkg:
+        server = Server(("127.0.0.1", 0), max_workers=1)
+        server.register_introspection_functions()
+        pkg.register_doc(server, _servicer(pkg, "Doc"))
+        assert server.services[0].doc == doc
+        with ServerThread(server) as thread, pkg.DocClient(thread.url) as client:
+            info = service_info(client)
+            assert info is not None and info.doc == doc
