@@ -9,6 +9,7 @@ must ignore keys they do not know; a pymprpc 0.0.3-style peer gets a plain MPRPC
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import threading
@@ -104,11 +105,11 @@ def _odd_server(package: ModuleType, prefix: str = "", *, introspection: bool = 
 
 def test_odd_versions_reach_the_generated_classes(odd: Any) -> None:
     for name, _, version in VERSIONS:
-        assert getattr(odd, f"{name}Servicer").VERSION == version, name
-        assert getattr(odd, f"{name}Client").VERSION == version, name
-        assert getattr(odd, f"Async{name}Client").VERSION == version, name
-        assert getattr(odd, f"{name}Client").SERVICE == name
-        assert getattr(odd, f"Async{name}Client").SERVICE == name
+        assert version == getattr(odd, f"{name}Servicer").VERSION, name
+        assert version == getattr(odd, f"{name}Client").VERSION, name
+        assert version == getattr(odd, f"Async{name}Client").VERSION, name
+        assert name == getattr(odd, f"{name}Client").SERVICE
+        assert name == getattr(odd, f"Async{name}Client").SERVICE
 
 
 def test_odd_versions_come_back_unchanged_over_both_clients(odd: Any) -> None:
@@ -121,7 +122,9 @@ def test_odd_versions_come_back_unchanged_over_both_clients(odd: Any) -> None:
         with RPC(thread.url) as rpc:
             listed = list_services(rpc)
             assert {i.name: i.version for i in listed} == expected
-            assert [(i.name, i.prefix) for i in listed] == sorted((i.name, i.prefix) for i in listed)
+            assert [(i.name, i.prefix) for i in listed] == sorted(
+                (i.name, i.prefix) for i in listed
+            )
             raw = rpc.system.listServices()
             assert {e["name"]: e["version"] for e in raw} == expected
             for entry in raw:
@@ -270,7 +273,7 @@ def test_service_names_that_clash_with_builtins_and_runtime_names(tmp_path: Path
         with ServerThread(server) as thread:
             for i, name in enumerate(CLASHING):
                 with getattr(pkg, f"{name}Client")(thread.url, prefix=name.lower() + ".") as c:
-                    assert c.SERVICE == name
+                    assert name == c.SERVICE
                     info = service_info(c)
                     assert info is not None and info.version == str(i)
                     assert c.ping(i) == i + 1
@@ -340,8 +343,10 @@ def test_replace_swaps_only_its_own_name_and_prefix() -> None:
     assert list(server.services) == [plain, new, other]
     assert first not in server.services
     # Replacing again with the very same entry is harmless.
-    assert server.register_service("Pinger", ["pong", "ping"], prefix="v1.", doc="now",
-                                   replace=True) == new
+    assert (
+        server.register_service("Pinger", ["pong", "ping"], prefix="v1.", doc="now", replace=True)
+        == new
+    )
     assert len(server.services) == 3
 
 
@@ -494,9 +499,10 @@ def test_a_generated_client_reader_ignores_unknown_keys(odd: Any) -> None:
 
 def test_the_raw_reply_is_plain_msgpack_for_old_decoders(odd: Any) -> None:
     # An 0.0.3 peer decodes with msgpack defaults: every key and value must survive that.
-    with ServerThread(_odd_server(odd)) as thread, RawClient(
-        thread.port, decode=lambda b: msgpack.unpackb(b)
-    ) as raw:
+    with (
+        ServerThread(_odd_server(odd)) as thread,
+        RawClient(thread.port, decode=lambda b: msgpack.unpackb(b)) as raw,
+    ):
         raw.login()
         raw.send({"MPRPC": "0.1", "ID": "q", "METHOD": "system.listServices"})
         reply = raw.recv()
@@ -528,7 +534,7 @@ def test_services_registered_while_clients_list_them() -> None:
                     for info in listed:
                         assert set(info.wire_names) <= names
                     seen_sizes[who].append(len(listed))
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - the main thread asserts none came
             errors.append(exc)
 
     with ServerThread(server) as thread:
@@ -542,8 +548,9 @@ def test_services_registered_while_clients_list_them() -> None:
                 server.register_function(name=f"{name}.ping", executor="inline")(lambda: 1)
                 server.register_service(name, ["ping"], prefix=f"{name}.", version=str(i))
                 if i % 2:
-                    server.register_service(name, ["ping"], prefix=f"{name}.",
-                                            version=f"r{i}", replace=True)
+                    server.register_service(
+                        name, ["ping"], prefix=f"{name}.", version=f"r{i}", replace=True
+                    )
         finally:
             stop.set()
             for t in readers:
@@ -579,9 +586,10 @@ def test_json_debug_clients_read_odd_versions(odd: Any) -> None:
 
 
 def test_a_json_pymprpc_003_peer_reads_list_services(odd: Any) -> None:
-    with ServerThread(_odd_server(odd)) as thread, RawClient(
-        thread.port, encode=json_encode, decode=json_decode
-    ) as raw:
+    with (
+        ServerThread(_odd_server(odd)) as thread,
+        RawClient(thread.port, encode=json_encode, decode=json_decode) as raw,
+    ):
         assert raw.login()["CODE"] == 100
         raw.send({"MPRPC": "0.1", "ID": "j", "METHOD": "system.listServices"})
         reply = raw.recv()
@@ -598,8 +606,7 @@ def test_hand_services_with_odd_names_round_trip() -> None:
     server.register_introspection_functions()
     server.register_function(name="\u00fc.ping", executor="inline")(lambda: 1)
     entries = [
-        server.register_service(n, ["ping"], prefix="\u00fc.", version=n, doc=n)
-        for n in HAND_NAMES
+        server.register_service(n, ["ping"], prefix="\u00fc.", version=n, doc=n) for n in HAND_NAMES
     ]
     assert list(server.services) == sorted(entries, key=lambda i: (i.name, i.prefix))
     with ServerThread(server) as thread, RPC(thread.url) as rpc:
@@ -697,3 +704,41 @@ def test_a_bad_version_literal_is_a_compile_error(
     err = capsys.readouterr().err
     assert "svc_bad_version.idl:1:" in err and "error" in err
     assert not (tmp_path / "out" / "svc_bad_version").exists()
+
+
+def test_each_server_has_its_own_table(odd: Any) -> None:
+    first, second = _pinger(), _pinger()
+    odd.register_nul(first, _servicer(odd, "Nul"), prefix="n.")
+    first.register_service("Pinger", ["ping"], prefix="v1.")
+    assert second.services == ()
+    odd.register_nul(second, _servicer(odd, "Nul"), prefix="n.")  # not a duplicate there
+    assert [i.name for i in first.services] == ["Nul", "Pinger"]
+    assert [i.name for i in second.services] == ["Nul"]
+
+
+def test_an_asyncio_server_lists_services_added_while_async_clients_read(odd: Any) -> None:
+    async def run() -> list[list[str]]:
+        server = Server(("127.0.0.1", 0), max_workers=1)
+        server.register_introspection_functions()
+        async with server:
+            url = f"tcp://127.0.0.1:{server.port}"
+            seen: list[list[str]] = []
+
+            async def read(rpc: AsyncRPC) -> None:
+                for _ in range(20):
+                    seen.append([i.prefix for i in await list_services(rpc)])
+
+            async with AsyncRPC(url) as one, AsyncRPC(url) as two:
+                reading = [asyncio.ensure_future(read(one)), asyncio.ensure_future(read(two))]
+                for k in range(20):
+                    odd.register_unicode(server, _servicer(odd, "Unicode"), prefix=f"{k:02d}.")
+                    await asyncio.sleep(0)  # let the readers' calls interleave
+                await asyncio.gather(*reading)
+                seen.append([i.prefix for i in await list_services(one)])
+            return seen
+
+    seen = arun(run())
+    for prefixes in seen:
+        assert prefixes == sorted(prefixes)
+        assert prefixes == [f"{k:02d}." for k in range(len(prefixes))]
+    assert len(seen[-1]) == 20
