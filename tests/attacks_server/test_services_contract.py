@@ -742,3 +742,31 @@ def test_an_asyncio_server_lists_services_added_while_async_clients_read(odd: An
         assert prefixes == sorted(prefixes)
         assert prefixes == [f"{k:02d}." for k in range(len(prefixes))]
     assert len(seen[-1]) == 20
+
+
+def test_a_servicer_subclass_cannot_change_the_listed_version(odd: Any) -> None:
+    class Hacked(odd.UnicodeServicer):  # type: ignore[misc, name-defined]
+        VERSION = "hacked"
+
+        def ping(self, x: int) -> int:
+            return x
+
+    server = _pinger()
+    odd.register_unicode(server, Hacked(), prefix="u.")
+    # The version is the interface file's, not whatever the servicer claims.
+    assert server.services[0].version == odd.UnicodeClient.VERSION
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a generated register_<service>(prefix=None) registers 'Noneping' "
+    "(f-string of None) before register_service refuses the prefix: half a service is left",
+)
+def test_a_generated_registration_with_a_non_string_prefix_registers_nothing(odd: Any) -> None:
+    server = Server(("127.0.0.1", 0), max_workers=1)
+    server.register_introspection_functions()
+    with pytest.raises(TypeError):
+        odd.register_nul(server, _servicer(odd, "Nul"), prefix=None)
+    assert server.services == ()
+    with ServerThread(server) as thread, RPC(thread.url) as rpc:
+        assert all(name.startswith("system.") for name in rpc.system.listMethods())
