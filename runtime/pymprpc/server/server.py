@@ -473,17 +473,38 @@ class Server:
 
         Raises:
             ValueError: a method is not registered (or named twice), or `name` is empty.
-            TypeError: `methods` is a string, not a list of names.
+            TypeError: `methods` is a string, not a list of names; or `name`, `prefix`,
+                `doc`, `version` (unless None) or a method name is not a string.
             DuplicateServiceError: `name` is already registered under `prefix` (a
                 `ValueError`), and `replace` is false.
         """
         if isinstance(methods, str):
             raise TypeError(f"methods must be a list of names, not the string {methods!r}")
+        # Checked here, not when a client reads the table: one entry that is not the
+        # documented wire form would make every client's list_services() fail.
+        for what, value, kinds in (
+            ("name", name, (str,)),
+            ("version", version, (str, type(None))),
+            ("prefix", prefix, (str,)),
+            ("doc", doc, (str,)),
+        ):
+            if not isinstance(value, kinds):
+                wanted = "a string or None" if what == "version" else "a string"
+                raise TypeError(
+                    f"register_service(): {what} must be {wanted}, got "
+                    f"{type(value).__name__} {value!r}"
+                )
+        names = tuple(methods)
+        bad = [m for m in names if not isinstance(m, str)]
+        if bad:
+            raise TypeError(
+                f"register_service({name!r}): method names must be strings, got {bad[0]!r}"
+            )
         info = ServiceInfo(
             name=name,
             version=version,
             prefix=prefix,
-            methods=tuple(methods),
+            methods=names,
             doc=inspect.cleandoc(doc),
         )
         return self._core.registry.add_service(info, replace=replace)
