@@ -1,0 +1,628 @@
+"""Attacks on the message-size contract: `ctx.sizes.request` and every `on_response`
+callback must equal the bytes of the frames seen on the wire (framing included,
+compressed if negotiated), whatever happens to the call."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import struct
+import threading
+import tracemalloc
+import zlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgpack
+import pytest
+
+from helpers import arun, wait_for
+from pymprpc import RPC, AsyncRPC, Server
+from pymprpc.client.interceptors import ClientCallContext
+from pymprpc.context import CallContext
+from pymprpc.interceptors.chain import CallNext
+from pymprpc.testing import client_for, serve_in_thread, server_url
+
+SEP = b"##PRO-END##"
+V = {"MPRPC": "0.1"}
+MiB = 1 << 20
+
+
+def pack(m: Any) -> bytes:
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def unpack(b: bytes) -> Any:
+    return msgpack.unpackb(b, raw=False, strict_map_key=False)
+
+
+class Rec:
+    """Asks for sizes; records them by call ID (thread-safe enough: list appends)."""
+
+    message_sizes = True
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.responses: dict[str, list[int]] = defaultdict(list)
+        self.order: list[int] = []
+
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        assert ctx.sizes is not None
+        self.requests[ctx.id] = ctx.sizes.request
+        self.order.append(ctx.sizes.request)
+        ctx.sizes.on_response(self.responses[ctx.id].append)
+        return await call_next(ctx)
+
+
+class Plain:
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        return await call_next(ctx)
+
+
+class Refuse:
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        if ctx.method == "echo" and ctx.id.startswith("refuse"):
+            raise PermissionError("refused by interceptor")
+        return await call_next(ctx)
+
+
+class Wire:
+    """Raw MPRPC 0.1 client: either framing, optional zlib; counts frame bytes."""
+
+    def __init__(self, port: int, *, length: bool = False, compress: bool = False) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        self.buf = b""
+        self.length = False
+        self.want_length = length
+        self.compress = compress
+
+    def frame(self, payload: bytes) -> bytes:
+        if self.compress:
+            payload = zlib.compress(payload)
+        if self.length:
+            return struct.pack(">I", len(payload)) + payload
+        return payload + SEP
+
+    def send(self, m: Any) -> int:
+        data = self.frame(pack(m))
+        self.sock.sendall(data)
+        return len(data)
+
+    def recv(self) -> tuple[Any, int]:
+        while True:
+            if self.length:
+                if len(self.buf) >= 4:
+                    (n,) = struct.unpack(">I", self.buf[:4])
+                    if len(self.buf) >= 4 + n:
+                        f, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+                        return self.decode(f), n + 4
+            elif SEP in self.buf:
+                f, _, self.buf = self.buf.partition(SEP)
+                return self.decode(f), len(f) + len(SEP)
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError(self.buf[:200])
+            self.buf += chunk
+
+    def decode(self, f: bytes) -> Any:
+        if self.compress:
+            f = zlib.decompress(f)
+        return unpack(f)
+
+    def login(self, features: list[str]) -> Any:
+        if self.want_length:
+            features = [*features, "length-framing"]
+        self.send({**V, "AUTH": {"USERNAME": None, "PASSWORD": None}, "FEATURES": features})
+        r, _ = self.recv()
+        assert r["CODE"] == 100, r
+        if "length-framing" in (r.get("FEATURES") or []):
+            self.length = True
+        assert self.length == self.want_length
+        return r
+
+    def call(self, id: str, method: str, *args: Any, **extra: Any) -> int:
+        return self.send({**V, "ID": id, "METHOD": method, "ARGS": list(args), **extra})
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def build(*interceptors: Any, **opts: Any) -> tuple[Server, dict[str, Any]]:
+    server = Server(("127.0.0.1", 0), interceptors=list(interceptors), **opts)
+    state: dict[str, Any] = {"gate": None}
+
+    @server.register_function()
+    async def echo(value: Any) -> Any:
+        return value
+
+    @server.register_function()
+    async def count(n: int, text: str) -> AsyncIterator[str]:
+        for i in range(n):
+            yield f"{i}{text}"
+
+    @server.register_function()
+    async def broken(text: str) -> None:
+        raise ValueError(text)
+
+    @server.register_function()
+    async def slow(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "late"
+
+    @server.register_function()
+    async def blob(n: int) -> bytes:
+        return bytes(range(256)) * (n // 256)
+
+    return server, state
+
+
+def _replies(w: Wire, n: int) -> dict[str, list[int]]:
+    got: dict[str, list[int]] = defaultdict(list)
+    for _ in range(n):
+        r, size = w.recv()
+        got[r["ID"]].append(size)
+    return got
+
+
+def _settle(rec: Rec, expected: dict[str, list[int]]) -> None:
+    wait_for(lambda: all(len(rec.responses[k]) >= len(v) for k, v in expected.items()))
+
+
+FRAMINGS = [(False, False), (False, True), (True, False), (True, True)]
+
+
+@pytest.mark.parametrize(("length", "compress"), FRAMINGS, ids=["sep", "sep-zlib", "len", "len-zlib"])
+def test_raw_wire_sizes_large_values_streams_errors(length: bool, compress: bool) -> None:
+    rec = Rec()
+    server, _ = build(rec)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port, length=length, compress=compress)
+        try:
+            w.login([])
+            sent: dict[str, int] = {}
+            big = bytes(range(256)) * (MiB // 256)
+            sent["big1"] = w.call("big1", "echo", big)
+            sent["big5"] = w.call("big5", "echo", "z" * (5 * MiB - 100))
+            sent["blob"] = w.call("blob", "blob", 3 * MiB)
+            sent["stream"] = w.call("stream", "count", 300, "q" * 50)
+            sent["err"] = w.call("err", "broken", "boom" * 100)
+            got = _replies(w, 4 + 302 + 1)
+            # pre-handler errors: unknown method, bad args
+            sent["unknown"] = w.call("unknown", "nope", 1)
+            sent["badargs"] = w.call("badargs", "echo", 1, 2, 3)
+            got.update(_replies(w, 2))
+        finally:
+            w.close()
+        _settle(rec, {k: v for k, v in got.items() if k in rec.requests})
+    for k in ("big1", "big5", "blob", "stream", "err"):
+        assert rec.requests[k] == sent[k], k
+        assert rec.responses[k] == got[k], k
+    assert len(got["stream"]) == 302
+    # calls refused before the handler: if the interceptor saw them, it must be exact
+    for k in ("unknown", "badargs"):
+        if k in rec.requests:
+            assert rec.requests[k] == sent[k], k
+            assert rec.responses[k] == got[k], k
+
+
+def test_pipelined_calls_on_one_connection() -> None:
+    rec = Rec()
+    server, _ = build(rec)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port, length=True, compress=True)
+        try:
+            w.login([])
+            sent = {f"p{i}": w.call(f"p{i}", "echo", "v" * (i * 37)) for i in range(300)}
+            got = _replies(w, 300)
+        finally:
+            w.close()
+        _settle(rec, got)
+    assert rec.requests == sent
+    assert {k: rec.responses[k] for k in got} == got
+
+
+def test_chain_of_askers_and_non_askers_and_a_refuser() -> None:
+    first, second = Rec(), Rec()
+    server, _ = build(Plain(), first, Plain(), Refuse(), second)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port)
+        try:
+            w.login([])
+            s1 = w.call("ok", "echo", "x" * 500)
+            s2 = w.call("refuse1", "echo", "y" * 500)
+            got = _replies(w, 2)
+        finally:
+            w.close()
+        _settle(first, got)
+    assert first.requests == {"ok": s1, "refuse1": s2}
+    assert first.responses["ok"] == got["ok"]
+    assert first.responses["refuse1"] == got["refuse1"]  # the error reply is measured
+    assert second.requests == {"ok": s1}  # the refused call never reached it
+    assert second.responses["ok"] == got["ok"]
+
+
+def test_oneway_and_kept_results_and_cancel_and_deadline() -> None:
+    rec = Rec()
+    server, _ = build(rec)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port, length=True)
+        try:
+            w.login(["oneway", "cancel", "deadline"])
+            s_one = w.call("one", "echo", "o" * 100, ONEWAY=True)
+            s_keep = w.call("keep", "echo", "k" * 100, RETURN=False)
+            s_dl = w.call("dl", "slow", 30, DEADLINE=0.05)
+            s_can = w.call("can", "slow", 30)
+            wait_for(lambda: "can" in rec.requests and "one" in rec.requests)
+            w.send({**V, "ID": "can", "CANCEL": True})
+            s_get = w.call("get", "system.getresult", "keep")
+            s_after = w.call("after", "echo", "a")
+            got: dict[str, list[int]] = defaultdict(list)
+            while "after" not in got or "get" not in got or "dl" not in got:
+                r, size = w.recv()
+                got[r["ID"]].append(size)
+        finally:
+            w.close()
+        _settle(rec, got)
+    assert rec.requests["one"] == s_one
+    assert rec.responses["one"] == []  # nothing sent for a oneway call
+    assert "one" not in got
+    assert rec.requests["keep"] == s_keep
+    assert rec.responses["keep"] == got.get("keep", [])
+    assert rec.requests["dl"] == s_dl
+    assert rec.responses["dl"] == got["dl"] and len(got["dl"]) == 1
+    assert rec.requests["can"] == s_can
+    assert rec.responses["can"] == got.get("can", [])
+    assert rec.requests["after"] == s_after
+    assert rec.responses["after"] == got["after"]
+    if "get" in rec.requests:
+        assert rec.requests["get"] == s_get
+        assert rec.responses["get"] == got["get"]
+
+
+def test_limits_max_inflight_and_oversized() -> None:
+    rec = Rec()
+    server, _ = build(rec, max_inflight=1, max_message_size=64 * 1024)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port)
+        try:
+            w.login([])
+            s_slow = w.call("slow", "slow", 0.3)
+            s_over = w.call("over", "echo", "x")
+            got = _replies(w, 2)
+            s_big = w.call("big", "blob", 200 * 1024)  # reply too large: 405
+            got.update(_replies(w, 1))
+        finally:
+            w.close()
+        _settle(rec, {k: v for k, v in got.items() if k in rec.requests})
+    assert rec.requests["slow"] == s_slow
+    assert rec.responses["slow"] == got["slow"]
+    assert rec.requests["big"] == s_big
+    assert rec.responses["big"] == got["big"]
+    if "over" in rec.requests:
+        assert rec.requests["over"] == s_over
+        assert rec.responses["over"] == got["over"]
+
+
+def test_a_raising_callback_and_a_late_callback_do_not_break_calls() -> None:
+    kept: list[Any] = []
+    late_calls: list[int] = []
+
+    class Bad:
+        message_sizes = True
+
+        async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+            assert ctx.sizes is not None
+
+            def boom(size: int) -> None:
+                raise RuntimeError("callback failed")
+
+            ctx.sizes.on_response(boom)
+            kept.append(ctx.sizes)
+            return await call_next(ctx)
+
+    rec = Rec()
+    server, _ = build(Bad(), rec)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port)
+        try:
+            w.login([])
+            s = w.call("a", "echo", "x" * 200)
+            got = _replies(w, 1)
+            s2 = w.call("b", "count", 3, "y")
+            got.update(_replies(w, 5))
+            # register a callback after the reply was sent: must not raise or crash
+            for sizes in kept:
+                sizes.on_response(late_calls.append)
+            s3 = w.call("c", "echo", "z")
+            got.update(_replies(w, 1))
+        finally:
+            w.close()
+        _settle(rec, got)
+    assert rec.requests == {"a": s, "b": s2, "c": s3}
+    assert {k: rec.responses[k] for k in got} == got
+    # a late callback on a finished call is never called with sizes of other calls
+    assert all(x in got["a"] + got["b"] for x in late_calls)
+
+
+class CRec:
+    message_sizes = True
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self.responses: list[int] = []
+
+    async def __call__(self, ctx: ClientCallContext, call_next: Any) -> Any:
+        assert ctx.sizes is not None
+        sizes = ctx.sizes
+        sizes.on_response(self.responses.append)
+        try:
+            return await call_next(ctx)
+        finally:
+            self.requests.append(sizes.request)
+
+    def sync(self, ctx: ClientCallContext, call_next: Any) -> Any:
+        assert ctx.sizes is not None
+        sizes = ctx.sizes
+        sizes.on_response(self.responses.append)
+        try:
+            return call_next(ctx)
+        finally:
+            self.requests.append(sizes.request)
+
+
+CRec.sync.message_sizes = True  # type: ignore[attr-defined]
+
+
+class Proxy:
+    """Counts bytes per frame both ways between a client and the server."""
+
+    def __init__(self, target: int, length: bool) -> None:
+        self.target = target
+        self.length = length
+        self.up: list[int] = []
+        self.down: list[int] = []
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.threads: list[threading.Thread] = []
+        self.socks: list[socket.socket] = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+
+    def _accept(self) -> None:
+        try:
+            while True:
+                c, _ = self.lsock.accept()
+                s = socket.create_connection(("127.0.0.1", self.target))
+                self.socks += [c, s]
+                for a, b, out in ((c, s, self.up), (s, c, self.down)):
+                    t = threading.Thread(target=self._pump, args=(a, b, out), daemon=True)
+                    t.start()
+        except OSError:
+            return
+
+    def _pump(self, src: socket.socket, dst: socket.socket, out: list[int]) -> None:
+        buf = b""
+        first = True
+        try:
+            while True:
+                d = src.recv(1 << 20)
+                if not d:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(d)
+                buf += d
+                while True:
+                    if first or not self.length:
+                        i = buf.find(SEP)
+                        if i < 0:
+                            break
+                        out.append(i + len(SEP))
+                        buf = buf[i + len(SEP) :]
+                        first = False
+                    else:
+                        if len(buf) < 4:
+                            break
+                        (n,) = struct.unpack(">I", buf[:4])
+                        if len(buf) < 4 + n:
+                            break
+                        out.append(4 + n)
+                        buf = buf[4 + n :]
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.lsock.close()
+        for s in self.socks:
+            s.close()
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["len", "sep"])
+@pytest.mark.parametrize("compreser", [None, "zlib"])
+def test_proxy_counts_match_both_clients(length: bool, compreser: str | None) -> None:
+    srv = Rec()
+    server, _ = build(srv)
+    opts: dict[str, Any] = {} if length else {"features": ()}
+    if compreser:
+        opts["compreser"] = compreser
+    with serve_in_thread(server) as running:
+        port = running.server.port
+        # async client through a proxy
+        proxy = Proxy(port, length)
+        cli = CRec()
+
+        async def main() -> None:
+            rpc = AsyncRPC(f"tcp://127.0.0.1:{proxy.port}", interceptors=[cli], **opts)
+            await rpc.connect()
+            try:
+                assert await rpc.echo("e" * MiB) == "e" * MiB
+                items = [x async for x in await rpc.count(50, "s" * 100)]
+                assert len(items) == 50
+                with pytest.raises(Exception, match="bang"):
+                    await rpc.broken("bang")
+                with pytest.raises(Exception):  # noqa: B017
+                    await rpc.nope()
+                await asyncio.gather(*(rpc.echo("g" * i) for i in range(50)))
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(rpc.slow(30), 0.1)
+                assert await rpc.echo("fin") == "fin"
+            finally:
+                await rpc.close()
+
+        arun(main())
+        proxy.close()
+        # first frame each way is the login / welcome
+        assert sorted(cli.requests) == sorted(proxy.up[1:1 + len(cli.requests)]) or sorted(
+            cli.requests
+        ) == sorted(x for x in proxy.up[1:] if x in cli.requests)
+        assert sum(cli.requests) == sum(
+            proxy.up[1 : 1 + len(cli.requests)]
+        ), "client request sizes differ from the frames the proxy saw"
+        assert sorted(cli.responses) == sorted(proxy.down[1:])
+        # the sync client through another proxy
+        proxy2 = Proxy(port, length)
+        cli2 = CRec()
+        with RPC(f"tcp://127.0.0.1:{proxy2.port}", interceptors=[cli2.sync], **opts) as rpc:
+            assert rpc.echo("e" * MiB) == "e" * MiB
+            assert len(list(rpc.count(20, "s"))) == 20
+            with pytest.raises(Exception, match="bang"):
+                rpc.broken("bang")
+        proxy2.close()
+        assert cli2.requests == proxy2.up[1:]
+        assert cli2.responses == proxy2.down[1:]
+
+
+def test_many_connections_at_once_client_and_server_agree() -> None:
+    srv = Rec()
+    server, _ = build(srv)
+    clis = [CRec() for _ in range(20)]
+
+    async def main() -> None:
+        url = None
+        async with client_for(server) as first:
+            url = server_url(server)
+            assert await first.echo("w") == "w"
+            rpcs = [AsyncRPC(url, interceptors=[c]) for c in clis]
+            await asyncio.gather(*(r.connect() for r in rpcs))
+            try:
+                await asyncio.gather(
+                    *(r.echo("m" * (i * 100 + j)) for i, r in enumerate(rpcs) for j in range(20))
+                )
+            finally:
+                await asyncio.gather(*(r.close() for r in rpcs))
+
+    arun(main())
+    creqs = sorted(x for c in clis for x in c.requests)
+    cresp = sorted(x for c in clis for x in c.responses)
+    sreqs = sorted(srv.order)[:]
+    # the server also saw the first client's one call
+    assert len(creqs) == 400
+    assert all(creqs.count(x) <= sreqs.count(x) for x in set(creqs))
+    sresp = sorted(x for v in srv.responses.values() for x in v)
+    assert all(cresp.count(x) <= sresp.count(x) for x in set(cresp))
+
+
+def test_no_memory_growth_over_10000_measured_calls() -> None:
+    srv = Rec()
+    cli = CRec()
+
+    class Drop:  # asks, keeps nothing
+        message_sizes = True
+
+        async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+            assert ctx.sizes is not None
+            total = [ctx.sizes.request]
+            ctx.sizes.on_response(total.append)
+            return await call_next(ctx)
+
+    class CDrop:
+        message_sizes = True
+
+        async def __call__(self, ctx: ClientCallContext, call_next: Any) -> Any:
+            assert ctx.sizes is not None
+            ctx.sizes.on_response(lambda n: None)
+            return await call_next(ctx)
+
+    del srv, cli
+    server, _ = build(Drop())
+
+    async def main() -> int:
+        async with client_for(server, interceptors=[CDrop()]) as rpc:
+
+            async def batch(n: int) -> None:
+                for _ in range(n // 100):
+                    await asyncio.gather(*(rpc.echo("x" * 64) for _ in range(100)))
+
+            await batch(1000)
+            gc.collect()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                await batch(10_000)
+                gc.collect()
+                after = tracemalloc.get_traced_memory()[0]
+            finally:
+                tracemalloc.stop()
+            return after - before
+
+    delta = arun(main(), timeout=120)
+    assert delta < 2 * MiB, f"{delta} bytes retained after 10,000 measured calls"
+
+
+def test_otel_histograms_match_measured_sizes() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from pymprpc.otel import ClientTelemetry, ServerTelemetry
+
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    tp = TracerProvider()
+    srv = Rec()
+    cli = CRec()
+    server = Server(("127.0.0.1", 0), interceptors=[ServerTelemetry(tp, mp), srv])
+
+    @server.register_function()
+    async def echo(v: Any) -> Any:
+        return v
+
+    @server.register_function()
+    async def count(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    @server.register_function()
+    async def broken() -> None:
+        raise ValueError("x")
+
+    async def main() -> None:
+        async with client_for(
+            server, interceptors=[ClientTelemetry(tp, mp), cli], compreser="zlib"
+        ) as rpc:
+            await rpc.echo("a" * 5000)
+            assert [x async for x in await rpc.count(10)] == list(range(10))
+            with pytest.raises(Exception):  # noqa: B017
+                await rpc.broken()
+
+    arun(main())
+    wait_for(lambda: sum(len(v) for v in srv.responses.values()) == 14)
+    points: dict[str, tuple[int, float]] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name.endswith(".size"):
+                    cnt = sum(p.count for p in m.data.data_points)
+                    tot = sum(p.sum for p in m.data.data_points)
+                    points[m.name] = (cnt, tot)
+    sresp = [x for v in srv.responses.values() for x in v]
+    assert points["rpc.server.request.size"] == (3, sum(srv.order))
+    assert points["rpc.server.response.size"] == (14, sum(sresp))
+    assert points["rpc.client.request.size"] == (3, sum(cli.requests))
+    assert points["rpc.client.response.size"] == (14, sum(cli.responses))
+    assert sum(cli.requests) == sum(srv.order)
+    assert sorted(cli.responses) == sorted(sresp)
