@@ -121,9 +121,11 @@ class MessageSizes:
 
         A listener that raises is logged and skipped: it runs while the reply is being
         sent or read, where its exception would lose the reply (server) or the whole
-        connection (client) for a metrics bug.
+        connection (client) for a metrics bug. A listener added by a listener hears
+        the next reply, not this one ("from now on"; a listener adding one at every reply
+        would otherwise never let this loop end).
         """
-        for listener in self._listeners:
+        for listener in tuple(self._listeners):
             try:
                 listener(size)
             except Exception:
