@@ -128,7 +128,7 @@ class MessageSizes:
         for listener in tuple(self._listeners):
             try:
                 listener(size)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any listener bug: log it, keep the call
                 _log.exception("message-size listener %r raised; ignored", listener)
 
 

@@ -177,7 +177,9 @@ def _settle(rec: Rec, expected: dict[str, list[int]]) -> None:
 FRAMINGS = [(False, False), (False, True), (True, False), (True, True)]
 
 
-@pytest.mark.parametrize(("length", "compress"), FRAMINGS, ids=["sep", "sep-zlib", "len", "len-zlib"])
+@pytest.mark.parametrize(
+    ("length", "compress"), FRAMINGS, ids=["sep", "sep-zlib", "len", "len-zlib"]
+)
 def test_raw_wire_sizes_large_values_streams_errors(length: bool, compress: bool) -> None:
     rec = Rec()
     server, _ = build(rec)
@@ -671,11 +673,13 @@ def test_a_raising_client_callback_does_not_break_the_call_or_the_connection() -
 
     arun(main())
     assert len(after.responses) == 7  # the other listener still hears every reply
-    with serve_in_thread(server) as running:
-        with RPC(server_url(running.server), interceptors=[CBad().sync], timeout=10) as rpc:
-            assert rpc.echo("x") == "x"
-            assert list(rpc.count(2, "z")) == ["0z", "1z"]
-            assert rpc.echo("again") == "again"
+    with (
+        serve_in_thread(server) as running,
+        RPC(server_url(running.server), interceptors=[CBad().sync], timeout=10) as rpc,
+    ):
+        assert rpc.echo("x") == "x"
+        assert list(rpc.count(2, "z")) == ["0z", "1z"]
+        assert rpc.echo("again") == "again"
 
 
 def test_a_listener_added_during_a_reply_hears_only_later_replies() -> None:
