@@ -716,3 +716,116 @@ def test_a_listener_added_during_a_reply_hears_only_later_replies() -> None:
     seconds = [size for who, size in heard if who == "second"]
     assert firsts == got["s"]
     assert seconds == got["s"][1:]  # not the reply during which it was added
+
+
+class PairRec:
+    """Client side: maps each call's request size to the reply sizes its listener heard."""
+
+    message_sizes = True
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[int, list[int]]] = []
+
+    async def __call__(self, ctx: ClientCallContext, call_next: Any) -> Any:
+        assert ctx.sizes is not None
+        sizes, heard = ctx.sizes, []
+        sizes.on_response(heard.append)
+        try:
+            return await call_next(ctx)
+        finally:
+            self.pairs.append((sizes.request, heard))
+
+    def sync(self, ctx: ClientCallContext, call_next: Any) -> Any:
+        assert ctx.sizes is not None
+        sizes, heard = ctx.sizes, []
+        sizes.on_response(heard.append)
+        try:
+            return call_next(ctx)
+        finally:
+            self.pairs.append((sizes.request, heard))
+
+
+PairRec.sync.message_sizes = True  # type: ignore[attr-defined]
+
+
+def test_replies_are_attributed_to_their_own_call_under_concurrency() -> None:
+    srv = Rec()
+    server, _ = build(srv)
+    cli = PairRec()
+
+    async def main() -> None:
+        async with client_for(server, interceptors=[cli]) as rpc:
+            # unique lengths, answered out of order by the event loop
+            await asyncio.gather(*(rpc.echo("a" * (10 + 3 * i)) for i in range(200)))
+
+    arun(main())
+    threaded = PairRec()
+    with (
+        serve_in_thread(server) as running,
+        RPC(server_url(running.server), interceptors=[threaded.sync]) as rpc,
+    ):
+
+        def worker(k: int) -> None:
+            for j in range(25):
+                text = "b" * (2000 + 8 * (k * 25 + j))
+                assert rpc.echo(text) == text
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    wait_for(lambda: sum(len(v) for v in srv.responses.values()) == 400)
+    by_request = {srv.requests[k]: v for k, v in srv.responses.items()}
+    for pairs in (cli.pairs, threaded.pairs):
+        assert len(pairs) == 200
+        for request, heard in pairs:
+            assert heard == by_request[request], (request, heard)
+
+
+def test_a_call_answered_at_shutdown_is_measured() -> None:
+    rec = Rec()
+    server, _ = build(rec, grace_period=0.2)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port, length=True)
+        w.login(["cancel"])
+        sent = w.call("s", "slow", 30)
+        wait_for(lambda: "s" in rec.requests)
+    try:  # the server has stopped: what it sent is in our socket
+        got = _replies(w, 1)
+    finally:
+        w.close()
+    assert rec.requests["s"] == sent
+    assert rec.responses["s"] == got["s"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: AsyncRPC.notify/delay (and RPC's) bypass client interceptors, so neither "
+    "ctx.sizes nor ClientTelemetry sees those calls, though the interceptors' docs say "
+    "'around every outgoing call' and the server measures them",
+)
+def test_client_notify_and_delay_request_sizes_match_the_wire() -> None:
+    srv = Rec()
+    server, _ = build(srv)
+    with serve_in_thread(server) as running:
+        proxy = Proxy(running.server.port, length=True)
+        cli = CRec()
+
+        async def main() -> None:
+            rpc = AsyncRPC(f"tcp://127.0.0.1:{proxy.port}", interceptors=[cli])
+            await rpc.connect()
+            try:
+                await rpc.notify("echo", "n" * 777)
+                kept = await rpc.delay("echo", "d" * 555)
+                assert await rpc.echo("done") == "done"  # the others were sent before
+                assert await rpc.system.getresult(kept) == "d" * 555
+            finally:
+                await rpc.close()
+
+        arun(main())
+        wait_for(lambda: len(proxy.up) >= 5)
+        proxy.close()
+    # every call the client made is measured on the client as the proxy saw it
+    assert sorted(cli.requests) == sorted(proxy.up[1:5])
+    assert sorted(cli.responses) == sorted(proxy.down[1:])
