@@ -152,6 +152,20 @@ def build(*interceptors: Any, **opts: Any) -> tuple[Server, dict[str, Any]]:
         return "late"
 
     @server.register_function()
+    async def sep(kind: str, n: int) -> Any:
+        text = "x" + SEP.decode() * n  # the arguments never hold the separator
+        if kind == "raise":
+            raise ValueError(text)
+        if kind == "stream":
+
+            async def items() -> AsyncIterator[str]:
+                yield "clean"
+                yield text
+
+            return items()
+        return text
+
+    @server.register_function()
     async def blob(n: int) -> bytes:
         return bytes(range(256)) * (n // 256)
 
@@ -829,3 +843,32 @@ def test_client_notify_and_delay_request_sizes_match_the_wire() -> None:
     # every call the client made is measured on the client as the proxy saw it
     assert sorted(cli.requests) == sorted(proxy.up[1:5])
     assert sorted(cli.responses) == sorted(proxy.down[1:])
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "zlib"])
+def test_replies_rewritten_because_of_the_separator_are_measured_as_sent(compress: bool) -> None:
+    """Separator framing: a result holding the separator becomes a 405, an error whose
+    DATA holds it is sent without DATA; the size must be the frame actually sent."""
+    rec = Rec()
+    server, _ = build(rec)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port, compress=compress)
+        try:
+            w.login([])
+            sent = {
+                "res": w.call("res", "sep", "return", 50),
+                "err": w.call("err", "sep", "raise", 50),
+                "item": w.call("item", "sep", "stream", 50),
+            }
+            more = w.call("ok", "echo", "fine")
+            got: dict[str, list[int]] = defaultdict(list)
+            while "ok" not in got:
+                r, size = w.recv()
+                got[rid(r)].append(size)
+        finally:
+            w.close()
+        wait_for(lambda: all(len(rec.responses[k]) >= len(v) for k, v in got.items()))
+    sent["ok"] = more
+    assert len(got["item"]) >= 3  # start, the clean item, then the refused item's error
+    assert rec.requests == sent
+    assert {k: rec.responses[k] for k in got} == dict(got)
