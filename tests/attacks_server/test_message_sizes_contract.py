@@ -872,3 +872,65 @@ def test_replies_rewritten_because_of_the_separator_are_measured_as_sent(compres
     assert len(got["item"]) >= 3  # start, the clean item, then the refused item's error
     assert rec.requests == sent
     assert {k: rec.responses[k] for k in got} == dict(got)
+
+
+def test_metadata_and_deadlines_are_part_of_the_measured_request() -> None:
+    srv = Rec()
+    server, _ = build(srv)
+    with serve_in_thread(server) as running:
+        proxy = Proxy(running.server.port, length=True)
+        cli = CRec()
+
+        async def main() -> None:
+            rpc = AsyncRPC(f"tcp://127.0.0.1:{proxy.port}", interceptors=[cli])
+            await rpc.connect()
+            try:
+                tagged = rpc.echo.with_options(metadata={"k" * 50: "v" * 3000}, timeout=5)
+                assert await tagged("m") == "m"
+                assert await rpc.echo("m") == "m"
+            finally:
+                await rpc.close()
+
+        arun(main())
+        proxy.close()
+        wait_for(lambda: len(srv.order) == 2)
+    assert cli.requests == proxy.up[1:3] == srv.order
+    assert cli.requests[0] > cli.requests[1] + 3000  # the metadata travelled and counted
+    assert cli.responses == proxy.down[1:]
+
+
+def test_otel_message_sizes_false_measures_nothing() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from pymprpc.otel import ClientTelemetry, ServerTelemetry
+
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    tp = TracerProvider()
+    seen: list[Any] = []
+
+    class Look:
+        async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+            seen.append(ctx.sizes)
+            return await call_next(ctx)
+
+    server, _ = build(ServerTelemetry(tp, mp, message_sizes=False), Look())
+
+    async def main() -> None:
+        async with client_for(
+            server, interceptors=[ClientTelemetry(tp, mp, message_sizes=False)]
+        ) as rpc:
+            assert await rpc.echo("a") == "a"
+
+    arun(main())
+    names = set()
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            names.update(m.name for m in sm.metrics)
+    assert "rpc.server.duration" in names and "rpc.client.duration" in names
+    assert not {n for n in names if n.endswith(".size")}
+    assert seen == [None]
