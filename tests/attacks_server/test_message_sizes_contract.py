@@ -934,3 +934,36 @@ def test_otel_message_sizes_false_measures_nothing() -> None:
     assert "rpc.server.duration" in names and "rpc.client.duration" in names
     assert not {n for n in names if n.endswith(".size")}
     assert seen == [None]
+
+
+def test_many_raw_connections_at_once_exact_per_call() -> None:
+    rec = Rec()
+    server, _ = build(rec)
+    sent: dict[str, int] = {}
+    got: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def conn(k: int, port: int) -> None:
+        try:
+            w = Wire(port, length=k % 2 == 0, compress=k % 3 == 0)
+            try:
+                w.login([])
+                for j in range(30):
+                    sent[f"c{k}-{j}"] = w.call(f"c{k}-{j}", "echo", "r" * (k * 97 + j))
+                sent[f"c{k}-s"] = w.call(f"c{k}-s", "count", 5, "t" * k)
+                got.update(_replies(w, 30 + 7))
+            finally:
+                w.close()
+        except BaseException as exc:  # noqa: BLE001 - reported in the test thread
+            errors.append(exc)
+
+    with serve_in_thread(server) as running:
+        threads = [threading.Thread(target=conn, args=(k, running.server.port)) for k in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        wait_for(lambda: all(len(rec.responses[k]) == len(v) for k, v in got.items()))
+    assert rec.requests == sent
+    assert {k: rec.responses[k] for k in got} == got
