@@ -967,3 +967,29 @@ def test_many_raw_connections_at_once_exact_per_call() -> None:
         wait_for(lambda: all(len(rec.responses[k]) == len(v) for k, v in got.items()))
     assert rec.requests == sent
     assert {k: rec.responses[k] for k in got} == got
+
+
+@pytest.mark.parametrize(("flag", "measured"), [(1, True), ("yes", True), (0, False), ("", False)])
+def test_any_true_message_sizes_attribute_asks(flag: Any, measured: bool) -> None:
+    seen: list[Any] = []
+
+    class Asker:
+        message_sizes = flag
+
+        async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+            seen.append(ctx.sizes)
+            return await call_next(ctx)
+
+    def sync_asker(ctx: ClientCallContext, call_next: Any) -> Any:
+        seen.append(ctx.sizes)
+        return call_next(ctx)
+
+    sync_asker.message_sizes = flag  # type: ignore[attr-defined]
+    server, _ = build(Asker())
+    with (
+        serve_in_thread(server) as running,
+        RPC(server_url(running.server), interceptors=[sync_asker]) as rpc,
+    ):
+        assert rpc.echo("q") == "q"
+    assert len(seen) == 2
+    assert all((s is not None) == measured for s in seen), seen
