@@ -993,3 +993,28 @@ def test_any_true_message_sizes_attribute_asks(flag: Any, measured: bool) -> Non
         assert rpc.echo("q") == "q"
     assert len(seen) == 2
     assert all((s is not None) == measured for s in seen), seen
+
+
+def test_a_call_refused_before_sending_reports_no_bytes() -> None:
+    server, _ = build()
+    cli = CRec()
+
+    async def main() -> None:
+        async with client_for(server, interceptors=[cli]) as rpc:
+            with pytest.raises(Exception, match="set"):
+                await rpc.echo({1, 2})  # cannot be encoded: never sent
+            assert await rpc.echo("after") == "after"
+
+    arun(main())
+    assert cli.requests[0] == 0 and cli.requests[1] > 0
+    assert len(cli.responses) == 1
+    sync_cli = CRec()
+    with (
+        serve_in_thread(server) as running,
+        RPC(server_url(running.server), interceptors=[sync_cli.sync]) as rpc,
+    ):
+        with pytest.raises(Exception, match="set"):
+            rpc.echo({1, 2})
+        assert rpc.echo("after") == "after"
+    assert sync_cli.requests[0] == 0 and sync_cli.requests[1] > 0
+    assert len(sync_cli.responses) == 1
