@@ -1018,3 +1018,32 @@ def test_a_call_refused_before_sending_reports_no_bytes() -> None:
         assert rpc.echo("after") == "after"
     assert sync_cli.requests[0] == 0 and sync_cli.requests[1] > 0
     assert len(sync_cli.responses) == 1
+
+
+def test_oneway_and_kept_streams_report_what_was_sent() -> None:
+    rec = Rec()
+    server, _ = build(rec)
+    with serve_in_thread(server) as running:
+        w = Wire(running.server.port, length=True, compress=True)
+        try:
+            w.login(["oneway"])
+            sent = {
+                "ow": w.call("ow", "count", 5, "o", ONEWAY=True),
+                "kept": w.call("kept", "count", 5, "k", RETURN=False),
+            }
+            wait_for(lambda: "kept" in rec.requests and "ow" in rec.requests)
+            sent["get"] = w.call("get", "system.getresult", "kept")
+            sent["end"] = w.call("end", "echo", "e")
+            got: dict[str, list[int]] = defaultdict(list)
+            while "end" not in got or "get" not in got:
+                r, size = w.recv()
+                got[rid(r)].append(size)
+        finally:
+            w.close()
+        wait_for(lambda: len(rec.responses["end"]) == 1)
+    assert "ow" not in got and rec.responses["ow"] == []
+    assert rec.requests["ow"] == sent["ow"] and rec.requests["kept"] == sent["kept"]
+    assert rec.responses["kept"] == got.get("kept", [])
+    assert rec.responses["end"] == got["end"]
+    if "get" in rec.requests:
+        assert rec.responses["get"] == got["get"]
