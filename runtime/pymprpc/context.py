@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class Metadata(Mapping[str, str]):
 
 EMPTY_METADATA = Metadata()
 
+_log = logging.getLogger(__name__)
+
 
 class MessageSizes:
     """The sizes, in bytes on the wire, of one call's messages: the hook for metrics.
@@ -114,9 +117,19 @@ class MessageSizes:
         self._listeners.append(listener)
 
     def responded(self, size: int) -> None:
-        """Report one reply message of `size` bytes (the runtime calls this)."""
-        for listener in self._listeners:
-            listener(size)
+        """Report one reply message of `size` bytes (the runtime calls this).
+
+        A listener that raises is logged and skipped: it runs while the reply is being
+        sent or read, where its exception would lose the reply (server) or the whole
+        connection (client) for a metrics bug. A listener added by a listener hears
+        the next reply, not this one ("from now on"; a listener adding one at every reply
+        would otherwise never let this loop end).
+        """
+        for listener in tuple(self._listeners):
+            try:
+                listener(size)
+            except Exception:  # noqa: BLE001 - any listener bug: log it, keep the call
+                _log.exception("message-size listener %r raised; ignored", listener)
 
 
 @dataclass(frozen=True, slots=True)
