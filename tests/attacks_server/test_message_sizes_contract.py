@@ -813,12 +813,6 @@ def test_a_call_answered_at_shutdown_is_measured() -> None:
     assert rec.responses["s"] == got["s"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AsyncRPC.notify/delay (and RPC's) bypass client interceptors, so neither "
-    "ctx.sizes nor ClientTelemetry sees those calls, though the interceptors' docs say "
-    "'around every outgoing call' and the server measures them",
-)
 def test_client_notify_and_delay_request_sizes_match_the_wire() -> None:
     srv = Rec()
     server, _ = build(srv)

@@ -146,15 +146,18 @@ def test_server_interceptors_see_kept_and_oneway_calls(serve: Callable[..., Runn
     assert seen[0] == ("add", False)
 
 
-def test_client_interceptors_skip_delay(server: RunningServer) -> None:
-    seen: list[str] = []
+def test_client_interceptors_see_delay_and_notify(server: RunningServer) -> None:
+    # "Around every outgoing call": a delay() and a notify() too, told apart by ctx.kind.
+    seen: list[tuple[str, str]] = []
 
     def record(ctx: Any, call_next: Any) -> Any:
-        seen.append("call")
+        seen.append((ctx.kind, ctx.method))
         return call_next(ctx)
 
     with RPC(server.url, interceptors=[record]) as rpc:
         kept = rpc.delay("add", 1, 2)
-        assert seen == []
+        assert seen == [("delay", "add")]
         assert rpc.system.getresult(kept) == 3
-        assert seen == ["call"]
+        assert seen[1] == ("call", "system.getresult")
+        assert rpc.notify("add", 3, 4) is None
+        assert seen[2] == ("notify", "add")

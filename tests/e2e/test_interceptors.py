@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -224,3 +225,38 @@ def test_typed_clients_and_call_by_name_go_through_client_interceptors() -> None
 
     arun(main())
     assert seen == ["add", "add", "add"]
+
+
+def test_client_interceptors_wrap_delay_and_notify_with_their_metadata() -> None:
+    # "Around every outgoing call": delay() (RETURN false) and notify() (oneway) go through
+    # the client's chain too, as kind "delay"/"notify", and the metadata an interceptor
+    # adds reaches the handler (what trace propagation needs).
+    log: list[Any] = []
+    got: list[dict[str, str]] = []
+    done = asyncio.Event()
+
+    async def stamp(ctx: ClientCallContext, call_next: Callable[..., Any]) -> Any:
+        log.append((ctx.kind, ctx.method))
+        return await call_next(ctx.replace(metadata={"trace": ctx.kind}))
+
+    async def remember() -> None:
+        got.append(dict(current_call().metadata))
+        done.set()
+
+    server = build([])
+    server.register_function("remember")(remember)
+
+    async def main() -> None:
+        async with client_for(server, interceptors=[stamp]) as rpc:
+            kept = await rpc.delay("echo_metadata")
+            assert await rpc.system.getresult(kept) == {"trace": "delay"}
+            assert await rpc.notify("remember") is None
+            await asyncio.wait_for(done.wait(), 10)
+        assert got == [{"trace": "notify"}]
+        assert log == [
+            ("delay", "echo_metadata"),
+            ("call", "system.getresult"),
+            ("notify", "remember"),
+        ]
+
+    arun(main())

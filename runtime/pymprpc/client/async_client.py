@@ -491,7 +491,7 @@ class AsyncRPC(BaseRPC):
         )
         chunks = conn.chunks_to_send()
         if sizes is not None:
-            self._watch(id, sizes, chunks)
+            self._watch(id, sizes, chunks, returns)
         self._write(chunks)
         return id
 
@@ -598,11 +598,25 @@ class AsyncRPC(BaseRPC):
     async def _reply(self, result: Any, ctx: ClientCallContext) -> Any:
         return await result, Metadata(ctx.response_metadata)
 
-    async def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return await self._send(method, args, kwargs, False, None)
+    async def _delay(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: ClientCallContext | None = None,
+    ) -> str:
+        metadata, sizes = self._sent_with(ctx)
+        return await self._send(method, args, kwargs, False, None, metadata, sizes=sizes)
 
-    async def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        await self._send(method, args, kwargs, False, None, oneway=True)
+    async def _notify(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: ClientCallContext | None = None,
+    ) -> None:
+        metadata, sizes = self._sent_with(ctx)
+        await self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

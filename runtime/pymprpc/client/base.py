@@ -187,6 +187,8 @@ class BaseRPC:
         self.features = frozenset(Feature(f) for f in features)
         self.interceptors = tuple(interceptors)
         self._chain = compose_client(self.interceptors, self._call_in)
+        # delay() and notify() go through the same interceptors (kind "delay"/"notify").
+        self._kept_chain = compose_client(self.interceptors, self._kept_in)
         # Message sizes are measured only for an interceptor that asks (see MessageSizes):
         # then the calls being measured, by ID, get the sizes of their replies.
         self._measure = any(getattr(i, "message_sizes", False) for i in self.interceptors)
@@ -266,13 +268,44 @@ class BaseRPC:
         return self._call(method, args, kwargs, self.timeout)
 
     def delay(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run `method` without waiting (RETURN false): its ID, for `system.getresult(id)`."""
+        """Run `method` without waiting (RETURN false): its ID, for `system.getresult(id)`.
+        Client interceptors see it with `ctx.kind == "delay"`."""
+        if self.interceptors:
+            return self._kept_chain(self._kept_context(method, args, kwargs, "delay"))
         return self._delay(method, args, kwargs)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run `method` and forget it: nothing comes back. With a server that negotiates
-        `oneway` nothing is kept for it either; older servers get RETURN false."""
+        `oneway` nothing is kept for it either; older servers get RETURN false. Client
+        interceptors see it with `ctx.kind == "notify"`."""
+        if self.interceptors:
+            return self._kept_chain(self._kept_context(method, args, kwargs, "notify"))
         return self._notify(method, args, kwargs)
+
+    def _kept_context(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: str
+    ) -> ClientCallContext:
+        """The interceptors' view of a `delay()` or `notify()` (no deadline: nothing is
+        awaited)."""
+        sizes = MessageSizes() if self._measure else None
+        return ClientCallContext(
+            method, args, kwargs, None, Metadata(), self.address, sizes, kind=kind
+        )
+
+    @staticmethod
+    def _sent_with(
+        ctx: ClientCallContext | None,
+    ) -> tuple[dict[str, str] | None, MessageSizes | None]:
+        """The metadata and the size recorder an interceptor chain left on `ctx`."""
+        if ctx is None:
+            return None, None
+        return (ctx.metadata.to_dict() if ctx.metadata else None), ctx.sizes
+
+    def _kept_in(self, ctx: ClientCallContext) -> Any:
+        """The end of the interceptor chain for `delay()` and `notify()`."""
+        if ctx.kind == "notify":
+            return self._notify(ctx.method, ctx.args, ctx.kwargs, ctx)
+        return self._delay(ctx.method, ctx.args, ctx.kwargs, ctx)
 
     def _call(
         self,
@@ -284,10 +317,22 @@ class BaseRPC:
     ) -> Any:
         raise NotImplementedError
 
-    def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _notify(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: ClientCallContext | None = None,
+    ) -> Any:
         raise NotImplementedError
 
-    def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _delay(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: ClientCallContext | None = None,
+    ) -> Any:
         raise NotImplementedError
 
     # -- the connection, without I/O ---------------------------------------------------
@@ -363,10 +408,14 @@ class BaseRPC:
                     del watched[id]  # the call's last reply
                 sizes.responded(size)
 
-    def _watch(self, id: str, sizes: MessageSizes, chunks: list[bytes]) -> None:
-        """Call `id` was sent as `chunks`: note its size; report its replies' sizes."""
+    def _watch(
+        self, id: str, sizes: MessageSizes, chunks: list[bytes], replies: bool = True
+    ) -> None:
+        """Call `id` was sent as `chunks`: note its size; report its replies' sizes
+        (unless none will come: a delay()'s result is fetched by another call)."""
         sizes.request = sum(len(chunk) for chunk in chunks)
-        self._watched[id] = sizes
+        if replies:
+            self._watched[id] = sizes
 
     def _unwatch(self, id: str) -> None:
         """Call `id` is cancelled or abandoned: no more sizes for it."""

@@ -44,6 +44,9 @@ class ClientCallContext:
         sizes: the call's message sizes when an interceptor asked for them (an
             interceptor with a true `message_sizes` attribute; see
             `pymprpc.context.MessageSizes`), else None.
+        kind: "call" (a reply is awaited), "delay" (`delay()`: RETURN false, the call's
+            ID comes back for `system.getresult`) or "notify" (`notify()`: oneway,
+            nothing comes back and no reply size is ever reported).
     """
 
     method: str
@@ -54,6 +57,7 @@ class ClientCallContext:
     address: Address | None = None
     sizes: MessageSizes | None = field(default=None, compare=False, repr=False)
     response_metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    kind: str = "call"
 
     @property
     def peer(self) -> tuple[str, int] | None:

@@ -345,7 +345,7 @@ class RPC(BaseRPC):
                 )
                 data = conn.chunks_to_send()  # with the call: nothing else is queued
                 if sizes is not None:
-                    self._watch(id, sizes, data)
+                    self._watch(id, sizes, data, returns)
                 call = None
                 if returns:
                     call = self._pending[id] = _Call(method)
@@ -444,11 +444,25 @@ class RPC(BaseRPC):
                 self._send_cancel(io, id)
             self._consumed()
 
-    def _delay(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return self._send(method, args, kwargs, False, None)[0]
+    def _delay(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: ClientCallContext | None = None,
+    ) -> str:
+        metadata, sizes = self._sent_with(ctx)
+        return self._send(method, args, kwargs, False, None, metadata, sizes=sizes)[0]
 
-    def _notify(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._send(method, args, kwargs, False, None, oneway=True)
+    def _notify(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        ctx: ClientCallContext | None = None,
+    ) -> None:
+        metadata, sizes = self._sent_with(ctx)
+        self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
 
 
 def _read_until_closed(
