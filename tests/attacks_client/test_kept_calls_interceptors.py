@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import threading
 import tracemalloc
-import warnings
 from typing import Any
 
 import pytest
@@ -392,28 +391,23 @@ def test_otel_spans_for_notify_and_delay() -> None:
     assert {s[2]["traceparent"].split("-")[1] for s in box.seen} == ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RPC silently accepts an async interceptor; call()/notify() return an "
-    "unawaited coroutine and send nothing, instead of a TypeError saying to use a plain "
-    "function (or ClientTelemetry(...).sync)",
-)
 def test_sync_client_rejects_async_interceptor() -> None:
+    # An async interceptor on the blocking client would make every call return an
+    # unawaited coroutine and send nothing: refused where the mistake is made.
     box = Box()
     server = build(box)
 
     async def wrong(ctx: Any, call_next: Any) -> Any:
         return await call_next(ctx)
 
-    # the unawaited coroutines are the bug's symptom: keep their warning in this test
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        try:
-            with serve_in_thread(server) as running, pytest.raises(TypeError):
-                with RPC(running.url, interceptors=[wrong]) as rpc:
-                    notified = rpc.notify("rec", 1)
-                    pinged = rpc.call("ping")
-                    del notified, pinged
-        finally:
-            gc.collect()
-    assert box.seen == [("rec", (1,), {})]
+    class AsyncObject:
+        async def __call__(self, ctx: Any, call_next: Any) -> Any:
+            return await call_next(ctx)
+
+    with serve_in_thread(server) as running:
+        for bad in (wrong, AsyncObject()):
+            with pytest.raises(TypeError, match="plain functions"):
+                RPC(running.url, interceptors=[bad])
+        with RPC(running.url, interceptors=[lambda ctx, call_next: call_next(ctx)]) as rpc:
+            assert rpc.call("ping") == "pong"
+    assert box.seen == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import weakref
@@ -76,6 +77,16 @@ class RPC(BaseRPC):
     _pending: dict[str, _Call]
 
     def __init__(self, addr: str | Address, **options: Unpack[ClientOptions]) -> None:
+        for interceptor in options.get("interceptors", ()):
+            # An async interceptor here would make every call return an unawaited
+            # coroutine and send nothing: refuse it where the mistake is made.
+            call = getattr(interceptor, "__call__", None)  # an object with async __call__
+            if inspect.iscoroutinefunction(interceptor) or inspect.iscoroutinefunction(call):
+                raise TypeError(
+                    f"RPC(interceptors=...): {interceptor!r} is async; the blocking client "
+                    "takes plain functions (def (ctx, call_next)); for ClientTelemetry "
+                    "pass its .sync"
+                )
         super().__init__(addr, **options)
         self._io: SocketIO | None = None
         # Guards the connection state, the pending calls and their buffers: held briefly,
