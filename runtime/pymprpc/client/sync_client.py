@@ -80,7 +80,7 @@ class RPC(BaseRPC):
         for interceptor in options.get("interceptors", ()):
             # An async interceptor here would make every call return an unawaited
             # coroutine and send nothing: refuse it where the mistake is made.
-            call = getattr(type(interceptor), "__call__", None)  # an object: its method
+            call = getattr(type(interceptor), "__call__", None)  # noqa: B004 (an object)
             if inspect.iscoroutinefunction(interceptor) or inspect.iscoroutinefunction(call):
                 raise TypeError(
                     f"RPC(interceptors=...): {interceptor!r} is async; the blocking client "
