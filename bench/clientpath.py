@@ -1,5 +1,5 @@
-"""`python -m bench.clientpath [--conns N] [--calls C] [--typed] [--profile]`: the async
-client's per-call cost under fan-in, in process, without sockets.
+"""`python -m bench.clientpath [--conns N] [--calls C] [--typed] [--uvloop] [--profile]`:
+the async client's per-call cost under fan-in, in process, without sockets.
 
 N clients, each with one `add` in flight (as `bench.fanin` drives them), talk to a fake
 server: once per event-loop pass a callback answers every request written since the
@@ -8,8 +8,8 @@ and two joins, so the fake server costs next to nothing). The same is done for t
 floor's client (`floor.FloorClient`), interleaved, medians of the rounds. This isolates
 the Python work of `AsyncRPC` per call, steady on a busy machine where the wall-clock
 figures of `python -m bench --only fanin` wobble. `--typed` compares the generated typed
-client (`AsyncCalculatorClient.slow_add`) with `AsyncRPC` instead; `--profile` prints
-the measured client's cProfile, by own time.
+client (`AsyncCalculatorClient.slow_add`) with `AsyncRPC` instead; `--uvloop` runs
+the loop on uvloop; `--profile` prints the measured client's cProfile, by own time.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 
 from bench import floor
+from bench.hotpath import run_loop
 from generated_examples.calculator.client import AsyncCalculatorClient
 from pymprpc.client import AsyncRPC
 from pymprpc.client.async_client import _Protocol
@@ -124,12 +125,18 @@ async def measure_pymprpc(conns: int, n: int, typed: bool, profile: bool) -> flo
     head, tail, at = reply_template()
     written: list[FakeTransport] = []
 
+    # As the loop's transport hands a read over: uvloop as bytes to data_received,
+    # asyncio into the protocol's buffer (get_buffer, buffer_updated).
+    by_bytes = not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop)
+
     def answer(transport: FakeTransport) -> None:
-        # As the transport does: the reply lands in the protocol's buffer.
         data = transport.last
         reply = head + data[at : at + 36] + tail
-        size = len(reply)
         protocol = transport.peer
+        if by_bytes:
+            protocol.data_received(reply)
+            return
+        size = len(reply)
         protocol.get_buffer(size)[:size] = reply
         protocol.buffer_updated(size)
 
@@ -196,6 +203,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--typed", action="store_true", help="typed client against AsyncRPC")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--uvloop", action="store_true", help="run the loop on uvloop")
     args = parser.parse_args()
     n = max(1, args.calls // args.conns)
 
@@ -218,7 +226,7 @@ def main() -> None:
             f"{statistics.median(b):.2f}; median ratio {ratio:.2f}"
         )
 
-    asyncio.run(both())
+    run_loop(both(), args.uvloop)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-"""`python -m bench.hotpath [--conns N] [--calls C] [--profile]`: the server's per-call
+"""`python -m bench.hotpath [--conns N] [--calls C] [--uvloop] [--profile]`: the server's per-call
 cost under fan-in, in process, without sockets.
 
 N connections each receive one `add` call per read (as in the fan-in workload), with one
 event-loop pass after every round of reads; the transports are fakes that only count
 writes. This isolates what the server's Python code costs per call (the syscalls, equal
 for every system, are left out), for pymprpc and for the floor with a task per call, so
-a change can be judged on a busy machine where wall-clock figures wobble. `--profile`
-prints the pymprpc run's cProfile, by own time.
+a change can be judged on a busy machine where wall-clock figures wobble. `--uvloop`
+runs the loop on uvloop instead of asyncio's; `--profile` prints the pymprpc run's
+cProfile, by own time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import pstats
 import statistics
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import msgpack
@@ -75,6 +77,17 @@ def pymprpc_connections(conns: int) -> tuple[list[tuple[ConnectionHandler, FakeT
             request = b"".join(client.chunks_to_send())
         out.append((handler, transport))
     return out, request
+
+
+def run_loop(main: Coroutine[Any, Any, None], uvloop: bool) -> None:
+    """Run `main` on a new asyncio loop, or on a uvloop one."""
+    if uvloop:
+        import uvloop as uv
+
+        with asyncio.Runner(loop_factory=uv.new_event_loop) as runner:
+            runner.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def one_pass() -> None:
@@ -142,6 +155,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--uvloop", action="store_true", help="run the loop on uvloop")
     args = parser.parse_args()
 
     async def both() -> None:
@@ -159,7 +173,7 @@ def main() -> None:
             f"{statistics.median(fl):.2f}; median ratio {ratio:.2f}"
         )
 
-    asyncio.run(both())
+    run_loop(both(), args.uvloop)
 
 
 if __name__ == "__main__":
