@@ -1,7 +1,8 @@
 """start_task: a call's first step runs at once, inside a real task (3.11 emulates 3.12).
 
-Every test runs with each implementation this Python has: the emulation (on 3.11, 3.12 and
-3.13 alike) and, from 3.12, the built-in `eager_start`."""
+Every test runs with each implementation this Python has: the emulations (on 3.11, 3.12 and
+3.13 alike) and, from 3.12, the built-in `eager_start`; each on asyncio's loop and on
+uvloop's (whose ready queue has no Python view, and whose tasks are made differently)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pymprpc.server import eager
 from pymprpc.server.eager import (
     start_task,
     start_task_builtin,
+    start_task_caught,
     start_task_emulated,
     start_task_stepped,
 )
@@ -27,14 +29,28 @@ T = TypeVar("T")
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
 
-IMPLEMENTATIONS = {"emulated": start_task_emulated, "stepped": start_task_stepped}
+IMPLEMENTATIONS = {
+    "caught": start_task_caught,
+    "emulated": start_task_emulated,
+    "stepped": start_task_stepped,
+}
 if sys.version_info >= (3, 12):
     IMPLEMENTATIONS["builtin"] = start_task_builtin
+
+new_loop = asyncio.new_event_loop  # the loop run() makes: set per test by the fixture below
 
 
 @pytest.fixture(autouse=True, params=sorted(IMPLEMENTATIONS))
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(sys.modules[__name__], "start_task", IMPLEMENTATIONS[request.param])
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (test group)")
+        monkeypatch.setattr(sys.modules[__name__], "new_loop", uvloop.new_event_loop)
     return str(request.param)
 
 
@@ -67,7 +83,7 @@ def test_without_the_private_api_the_emulation_falls_back_to_a_plain_task(
 
 
 def run(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, T]]) -> T:
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     try:
         return loop.run_until_complete(asyncio.wait_for(main(loop), 5))
     finally:

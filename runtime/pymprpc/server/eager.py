@@ -121,7 +121,66 @@ def start_task_stepped(
     return None if task.done() else task
 
 
-start_task = start_task_builtin if sys.version_info >= (3, 12) else start_task_stepped
+def start_task_caught(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+) -> asyncio.Task[T] | None:
+    """Run `coro` as a task whose first step runs now; None if it already finished
+    (emulates `eager_start` on any loop whose instances have a `__dict__`, asyncio's and
+    uvloop's among them; the cheapest way on both).
+
+    A new task asks its loop to schedule its first step (`loop.call_soon(step,
+    context=...)`, looked up on the loop object by the C and the Python task alike).
+    While the task is made, that lookup finds a catcher in the loop's instance dict,
+    shadowing the method; the caught step, the task's own (C) step, then runs at once in
+    the task's context, as the loop would have run it, and is never scheduled: no wrapper
+    coroutine, no leftover step one pass later, nothing taken off a queue (uvloop's has
+    no Python view). Anything caught that is not this task's step is passed on to the
+    real `call_soon`; if the step was not caught, the task starts on the next pass.
+    """
+    attrs = getattr(loop, "__dict__", None)
+    if (
+        attrs is None
+        or "call_soon" in attrs  # someone else shadows it already: leave it be
+        or loop.get_task_factory() is not None
+        or (_CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task(loop))
+        is not None
+    ):
+        return start_task_emulated(loop, coro)  # a factory / nested: a plain task there
+    caught: list[tuple[Any, tuple[Any, ...], contextvars.Context | None]] = []
+
+    def call_soon(callback: Any, *args: Any, context: contextvars.Context | None = None) -> None:
+        caught.append((callback, args, context))
+
+    attrs["call_soon"] = call_soon
+    try:
+        task = asyncio.Task(coro, loop=loop)
+    finally:
+        del attrs["call_soon"]
+    if len(caught) != 1 or getattr(caught[0][0], "__self__", None) is not task:
+        return _pass_on(loop, task, caught)
+    callback, args, context = caught[0]
+    # What the loop's handle does: run the step in the task's context. The step itself
+    # catches everything but SystemExit and KeyboardInterrupt, as when the loop runs it.
+    if context is None:
+        callback(*args)
+    else:
+        context.run(callback, *args)
+    return None if task.done() else task
+
+
+def _pass_on(
+    loop: asyncio.AbstractEventLoop,
+    task: asyncio.Task[T],
+    caught: list[tuple[Any, tuple[Any, ...], contextvars.Context | None]],
+) -> asyncio.Task[T]:
+    """Schedule what a task's making asked `call_soon` for, as asked (its first step
+    included): the task then starts on the next pass, as a plain one does."""
+    for callback, args, context in caught:
+        loop.call_soon(callback, *args, context=context)
+    return task
+
+
+start_task = start_task_builtin if sys.version_info >= (3, 12) else start_task_caught
 
 
 class _Resume(Coroutine[Any, Any, T]):
