@@ -1,7 +1,8 @@
 """`python -m bench.hotpath [--conns N] [--calls C] [--uvloop] [--profile]`: the server's per-call
 cost under fan-in, in process, without sockets.
 
-N connections each receive one `add` call per read (as in the fan-in workload), with one
+N connections each receive one `add` call per read (as in the fan-in workload; K calls
+per read with `--pipeline K`, W2's shape with `--conns 1 --pipeline 64`), with one
 event-loop pass after every round of reads; the transports are fakes that only count
 writes. This isolates what the server's Python code costs per call (the syscalls, equal
 for every system, are left out), for pymprpc and for the floor with a task per call, so
@@ -55,7 +56,9 @@ class FakeTransport(asyncio.Transport):
         pass
 
 
-def pymprpc_connections(conns: int) -> tuple[list[tuple[ConnectionHandler, FakeTransport]], bytes]:
+def pymprpc_connections(
+    conns: int, pipeline: int = 1
+) -> tuple[list[tuple[ConnectionHandler, FakeTransport]], bytes]:
     server = build_pymprpc(0)
     core = server._core
     out = []
@@ -73,7 +76,8 @@ def pymprpc_connections(conns: int) -> tuple[list[tuple[ConnectionHandler, FakeT
         transport.data.clear()
         transport.keep = False
         if not request:
-            client.send_call("add", (1, 2))
+            for _ in range(pipeline):
+                client.send_call("add", (1, 2))
             request = b"".join(client.chunks_to_send())
         out.append((handler, transport))
     return out, request
@@ -115,9 +119,9 @@ async def drive(readers: list[Any], request: bytes, rounds: int) -> None:
     await done
 
 
-async def measure_pymprpc(conns: int, calls: int, profile: bool) -> float:
-    handlers, request = pymprpc_connections(conns)
-    rounds = max(1, calls // conns)
+async def measure_pymprpc(conns: int, calls: int, profile: bool, pipeline: int = 1) -> float:
+    handlers, request = pymprpc_connections(conns, pipeline)
+    rounds = max(1, calls // (conns * pipeline))
     readers = [h for h, _ in handlers]
     await drive(readers, request, 1)  # warm-up
     prof = cProfile.Profile() if profile else None
@@ -128,25 +132,25 @@ async def measure_pymprpc(conns: int, calls: int, profile: bool) -> float:
     if prof:
         prof.disable()
     elapsed = time.process_time() - start
-    assert all(t.writes == rounds + 2 for _, t in handlers), "one write per reply"
+    assert all(t.writes == rounds + 2 for _, t in handlers), "one write per read"
     if prof:
         pstats.Stats(prof).sort_stats(os.environ.get("SORT", "tottime")).print_stats(70)
-    return elapsed / (rounds * conns) * 1e6
+    return elapsed / (rounds * conns * pipeline) * 1e6
 
 
-async def measure_floor(conns: int, calls: int) -> float:
+async def measure_floor(conns: int, calls: int, pipeline: int = 1) -> float:
     servers = []
     for _ in range(conns):
         s = floor.FloorTaskServer()
         s.connection_made(FakeTransport())
         servers.append(s)
     payload = msgpack.packb([1, "add", [1, 2]])
-    request = floor.HEADER.pack(len(payload)) + payload
-    rounds = max(1, calls // conns)
+    request = (floor.HEADER.pack(len(payload)) + payload) * pipeline
+    rounds = max(1, calls // (conns * pipeline))
     start = time.process_time()
     await drive(servers, request, rounds)
     await one_pass()
-    return (time.process_time() - start) / (rounds * conns) * 1e6
+    return (time.process_time() - start) / (rounds * conns * pipeline) * 1e6
 
 
 def main() -> None:
@@ -154,19 +158,22 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=200)
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--pipeline", type=int, default=1, help="calls per read (W2: --conns 1 --pipeline 64)"
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="run the loop on uvloop")
     args = parser.parse_args()
 
     async def both() -> None:
         if args.profile:
-            await measure_pymprpc(args.conns, args.calls, True)
+            await measure_pymprpc(args.conns, args.calls, True, args.pipeline)
             return
         # Interleaved rounds, medians: a busy machine moves single figures a lot.
         py, fl = [], []
         for _ in range(args.rounds):
-            py.append(await measure_pymprpc(args.conns, args.calls, False))
-            fl.append(await measure_floor(args.conns, args.calls))
+            py.append(await measure_pymprpc(args.conns, args.calls, False, args.pipeline))
+            fl.append(await measure_floor(args.conns, args.calls, args.pipeline))
         ratio = statistics.median(p / f for p, f in zip(py, fl, strict=True))
         print(
             f"server µs per call: pymprpc {statistics.median(py):.2f}, floor (task per call) "
