@@ -22,7 +22,6 @@ from pymprpc.server.eager import (
     start_task_builtin,
     start_task_caught,
     start_task_emulated,
-    start_task_stepped,
 )
 
 T = TypeVar("T")
@@ -32,7 +31,6 @@ VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset"
 IMPLEMENTATIONS = {
     "caught": start_task_caught,
     "emulated": start_task_emulated,
-    "stepped": start_task_stepped,
 }
 if sys.version_info >= (3, 12):
     IMPLEMENTATIONS["builtin"] = start_task_builtin
@@ -273,7 +271,7 @@ def test_an_error_in_the_first_step_is_reported_like_any_unretrieved_task_error(
 def test_keyboard_interrupt_in_the_first_step_propagates(
     implementation: str, loop_kind: str
 ) -> None:
-    if implementation in ("stepped", "caught"):
+    if implementation == "caught":
         # asyncio's C task step lets KeyboardInterrupt out with 3.11's recursion counter
         # off (a CPython bug plain tasks share: later compiles fail with "AST constructor
         # recursion depth mismatch"), so that case runs in a process of its own.
@@ -531,5 +529,33 @@ def test_the_loop_is_restored_when_making_the_task_fails() -> None:
         loop.call_soon(begin)
         await started
         assert "call_soon" not in getattr(loop, "__dict__", {})
+
+    run(main)
+
+
+def test_the_running_task_map_start_task_caught_reads_agrees_with_current_task() -> None:
+    # If a Python release drops or stops filling it, start_task_caught falls back to
+    # asyncio.current_task() (next test): this test says so instead of letting it go.
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        assert eager._CURRENT_TASKS is not None
+        assert eager._CURRENT_TASKS.get(loop) is asyncio.current_task()
+
+    run(main)
+
+
+def test_without_the_running_task_map_a_nested_start_is_still_a_plain_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(eager, "_CURRENT_TASKS", None)
+
+    async def handler() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = start_task_caught(loop, handler())  # from inside a task: not eager
+        assert task is not None
+        assert await task == "ok"
+        assert await from_callback(loop, handler()) is not None  # eager from a callback
 
     run(main)
