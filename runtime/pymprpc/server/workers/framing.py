@@ -44,8 +44,8 @@ _BINARY: Final = frozenset((bytes, bytearray, memoryview))
 
 class _OutOfBand:
     """A large binary value (`bytes`, `bytearray`, contiguous `memoryview`) that pickles
-    as a reference to an out-of-band buffer, written from the value itself. (Only exact
-    types are wrapped: see `out_of_band`.)"""
+    as a reference to an out-of-band buffer, written from the value itself; only exact
+    types are wrapped (see `out_of_band`)."""
 
     __slots__ = ("data",)
 
