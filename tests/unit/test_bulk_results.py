@@ -118,3 +118,17 @@ def test_metadata_and_separator_framing_take_the_packed_path() -> None:
         == msgpack.packb({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": "x", "RESULT": data}})
         + SEP
     )
+
+
+@pytest.mark.parametrize("size", [8, _BULK_MIN * 2])
+def test_a_non_contiguous_memoryview_result_is_answered_405(size: int) -> None:
+    """send_result never raises: msgpack's BufferError for a strided view becomes a 405
+    naming the problem, small or large, nested or not."""
+    conn = ready()
+    for id, value in (("x", memoryview(b"ab" * size)[::2]), ("y", [memoryview(b"ab" * size)[::2]])):
+        call(conn, id)
+        conn.send_result(id, value)
+        [payload] = LengthFramer().feed(b"".join(conn.chunks_to_send()))
+        reply = msgpack.unpackb(payload)
+        assert reply["CODE"] == 405
+        assert "contiguous" in reply["MESSAGE"]["MESSAGE"]
