@@ -367,7 +367,11 @@ async def handler():
 async def main():
     loop = asyncio.get_running_loop()
     outcome = loop.create_future()
-    loop.set_exception_handler(lambda _, ctx: print("loop error:", ctx["message"]))
+    # A second step would fail in the loop ("already done"); the task's own unretrieved
+    # KeyboardInterrupt may be logged too, when it is collected: both go to stderr.
+    loop.set_exception_handler(
+        lambda _, ctx: print("loop error:", ctx["message"], ctx.get("exception"), file=sys.stderr)
+    )
 
     def begin():
         try:
