@@ -8,6 +8,7 @@ figure is the median of the rounds, with min and max.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -20,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from bench.fanin import gc_log_path
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -112,6 +115,8 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    with contextlib.suppress(OSError):
+        os.unlink(gc_log_path(proc.pid))  # bench.servers' GC pause log
 
 
 def measure(row: Row, port: int, seconds: float) -> dict[str, Any]:
@@ -314,20 +319,28 @@ HELD_PHASES = {
     "open_active": f"{IDLE_ACTIVE:,} active, open loop",
     "open_held": f"{IDLE_ACTIVE:,} active of {IDLE_CONNS:,} held, open loop",
 }
-HELD_FIGURES = ("rate", "p50_us", "p99_us", "server_us", "client_us", "client_longest_gc_ms")
+HELD_FIGURES = (
+    "rate",
+    "p50_us",
+    "p99_us",
+    "server_us",
+    "client_us",
+    "server_longest_gc_ms",
+    "client_longest_gc_ms",
+)
 
 
 def held_table(samples: list[dict[str, Any]]) -> tuple[str, list[str]]:
     """The idle-connection study (medians over rounds) and its verdicts."""
     med = {
-        phase: {k: statistics.median(s[phase][k] for s in samples) for k in HELD_FIGURES}
+        phase: {k: statistics.median(s[phase].get(k, 0.0) for s in samples) for k in HELD_FIGURES}
         for phase in HELD_PHASES
     }
     offered = statistics.median(s["offered"] for s in samples)
     kib = statistics.median(s["server_kib_per_conn"] for s in samples)
     lines = [
         "| connections | calls/s | p50 | p99 | server CPU/call | client CPU/call | "
-        "client's longest GC pause |",
+        "longest GC pause, server / client |",
         "|---|---|---|---|---|---|---|",
     ]
     for phase, label in HELD_PHASES.items():
@@ -335,7 +348,7 @@ def held_table(samples: list[dict[str, Any]]) -> tuple[str, list[str]]:
         lines.append(
             f"| {label} | {fmt(m['rate'])} | {m['p50_us'] / 1000:.1f} ms | "
             f"{m['p99_us'] / 1000:.1f} ms | {m['server_us']:.1f} µs | {m['client_us']:.1f} µs "
-            f"| {m['client_longest_gc_ms']:.1f} ms |"
+            f"| {m['server_longest_gc_ms']:.1f} / {m['client_longest_gc_ms']:.1f} ms |"
         )
     held, alone, base = med["open_held"], med["open_active"], med["open_base"]
     ratio = held["p99_us"] / base["p99_us"]

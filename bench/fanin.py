@@ -40,6 +40,11 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def gc_log_path(pid: int) -> str:
+    """Where bench server `pid` logs its garbage-collection pauses (servers.log_gc_pauses)."""
+    return f"/tmp/bench-gc-{pid}.log"
+
+
 def cpu_seconds(pid: int | str) -> float:
     """User + system CPU time of process `pid` (or "self"), from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -139,12 +144,14 @@ class Window:
 
     def __enter__(self) -> Window:
         self.gc.__enter__()
+        self.m0 = time.monotonic()
         self.t0, self.c0 = time.perf_counter(), cpu_seconds("self")
         self.s0 = cpu_seconds(self.server_pid) if self.server_pid else 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.t1, self.c1 = time.perf_counter(), cpu_seconds("self")
+        self.m1 = time.monotonic()
         self.s1 = cpu_seconds(self.server_pid) if self.server_pid else 0.0
         self.gc.__exit__()
 
@@ -160,7 +167,23 @@ class Window:
         }
         if self.server_pid:
             out["server_us"] = (self.s1 - self.s0) / count * 1e6
+            out |= self.server_gc()
         return out
+
+    def server_gc(self) -> dict[str, Any]:
+        """The server's full collections and longest pause within the window, from the
+        log bench.servers keeps (none: not one of those servers)."""
+        assert self.server_pid
+        try:
+            with open(gc_log_path(self.server_pid)) as f:
+                lines = [line.split() for line in f]
+        except OSError:
+            return {}
+        within = [(float(d), int(g)) for end, d, g in lines if self.m0 <= float(end) <= self.m1]
+        return {
+            "server_full_gcs": sum(g == 2 for _, g in within),
+            "server_longest_gc_ms": max((d for d, _ in within), default=0.0) * 1e3,
+        }
 
 
 async def closed_loop(calls: list[Call], seconds: float, server_pid: int | None) -> dict[str, Any]:
