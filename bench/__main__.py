@@ -291,9 +291,10 @@ def measure_fanin(
 
 
 def measure_fanin_10k(seconds: float) -> dict[str, Any]:
-    """A fresh server and one client process: N = 200 and 1,000 active connections alone,
-    closed loop and open loop at half N = 200's calls/s; then 10,000 held (server RSS
-    growth per connection) with the same 1,000 active (see bench.fanin.run_held)."""
+    """A fresh server: N = 200 and 1,000 active connections alone, closed loop and open
+    loop at half N = 200's calls/s; then 10,000 held (server RSS growth per connection,
+    the idle ones from a second client process) with the same 1,000 active (see
+    bench.fanin.run_held)."""
     proc, port = start_server("pymprpc")
     try:
         cmd = [PY, "-m", "bench.fanin", "pymprpc", str(port), str(seconds)]
@@ -608,10 +609,11 @@ def main() -> None:
     if IDLE_KEY in fan_results:
         held_text, held_verdicts = held_table(fan_results[IDLE_KEY])
         text += (
-            f"\n\nIdle connections ({IDLE_CONNS:,} held, `fanin10k`): one fresh server and one "
-            f"client process; closed loop: one call in flight per active connection; open "
-            f"loop: calls sent round-robin at a fixed rate, latency from when each was "
-            f"due.\n\n" + held_text
+            f"\n\nIdle connections ({IDLE_CONNS:,} held, `fanin10k`): one fresh server; one "
+            f"client process measures on the same {IDLE_ACTIVE:,} connections throughout, a "
+            f"second one holds the idle ones; closed loop: one call in flight per active "
+            f"connection; open loop: calls sent round-robin at a fixed rate, latency from when "
+            f"each was due.\n\n" + held_text
         )
         verdicts += held_verdicts
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -292,7 +293,8 @@ async def run_held(
     RSS growth per held connection), and the `active` ones measured again, both ways.
     With one call in flight per connection mean latency is connections / calls per
     second (Little's law), so only open-loop latencies at one offered rate compare
-    `base` connections with `active`."""
+    `base` connections with `active`. The idle connections are held by a second client
+    process (see below)."""
     rss_before = rss_kib(server_pid)
     clients = await open_many("pymprpc", port, active)
     calls = [c for c, _ in clients]
@@ -303,15 +305,46 @@ async def run_held(
     out["open_base"] = await open_loop(calls[:base], offered, seconds, server_pid)
     out["open_active"] = await open_loop(calls, offered, seconds, server_pid)
     out["closed_active"] = await closed_loop(calls, seconds, server_pid)
-    clients += await open_many("pymprpc", port, held - active)
-    await asyncio.sleep(0.5)
-    out["server_kib_per_conn"] = (rss_kib(server_pid) - rss_before) / held
-    out["closed_held"] = await closed_loop(calls, seconds, server_pid)
-    out["open_held"] = await open_loop(calls, offered, seconds, server_pid)
+    # The idle ones come from another process: this one keeps the same connections
+    # throughout, so the comparison is the server's (a client process holding 9,000 more
+    # would add its own garbage-collection pauses, as long as the server's or longer).
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.fanin",
+        "pymprpc",
+        str(port),
+        "0",
+        "--idle-holder",
+        str(held - active),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        if await holder.stdout.readline() != b"held\n":
+            raise RuntimeError("the idle-connection holder failed (see its stderr)")
+        await asyncio.sleep(0.5)
+        out["server_kib_per_conn"] = (rss_kib(server_pid) - rss_before) / held
+        out["closed_held"] = await closed_loop(calls, seconds, server_pid)
+        out["open_held"] = await open_loop(calls, offered, seconds, server_pid)
+    finally:
+        holder.stdin.close()  # it closes its connections and exits
+        await holder.wait()
     for _, close in clients:
         if close is not None:
             await close()
     return out
+
+
+async def hold_idle(port: int, count: int) -> None:
+    """Open `count` authenticated connections, say "held", keep them until stdin ends."""
+    clients = await open_many("pymprpc", port, count)
+    print("held", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for _, close in clients:
+        if close is not None:
+            await close()
 
 
 def main() -> None:
@@ -329,6 +362,7 @@ def main() -> None:
         help="pymprpc only: the idle-connection study with this many held (see run_held)",
     )
     parser.add_argument("--base", type=int, default=200, help="with --hold: the baseline N")
+    parser.add_argument("--idle-holder", type=int, help=argparse.SUPPRESS)  # see run_held
     parser.add_argument("--rate", type=float, help="with --hold: offered calls/s (open loop)")
     parser.add_argument(
         "--load",
@@ -344,6 +378,9 @@ def main() -> None:
 
         uvloop.install()
     active = args.conns if args.active is None else args.active
+    if args.idle_holder:
+        asyncio.run(hold_idle(args.port, args.idle_holder))
+        return
     if args.hold:
         if args.system != "pymprpc" or not args.server_pid:
             raise SystemExit("--hold measures pymprpc, and needs --server-pid")
