@@ -134,7 +134,9 @@ class Credentials:
     """Accepted (user, password) pairs, compared in constant time."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        self._pairs = [(_utf8(u), _utf8(p)) for u, p in (pairs or ())]
+        # A tuple: a server makes one of these per connection (ThrottledCredentials), and
+        # an empty tuple is shared, where an empty list is one more object per connection.
+        self._pairs = tuple((_utf8(u), _utf8(p)) for u, p in (pairs or ()))
 
     def check(self, username: str | None, password: str | None) -> bool:
         """Whether the pair is accepted (with none configured: only an anonymous login)."""
