@@ -15,6 +15,7 @@ waits for the server (test_a_large_request_while_another_thread_reads_a_fast_str
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -86,6 +87,10 @@ class HandlerHost(Protocol):
 
     @property
     def kept(self) -> KeptResults: ...
+
+    @property
+    def timer_context(self) -> contextvars.Context:
+        """The context the connections' timers run in (shared: they read none)."""
 
     @property
     def input_budget(self) -> InputBudget:
@@ -224,7 +229,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         log.info("connection from %s accepted", _peer_text(self.peer))
         auth_timeout = self._host.config.auth_timeout
         if auth_timeout:
-            self._timer = self.loop.call_later(auth_timeout, self._auth_expired)
+            self._timer = self._later(auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -327,7 +332,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._eof = True
             if self._timer is not None:
                 self._timer.cancel()  # idle: replaced by the half-close bound
-            self._timer = self.loop.call_later(timeout, self._half_close_expired)
+            self._timer = self._later(timeout, self._half_close_expired)
             return True  # keep the transport open for the replies
         return False  # nothing owed (RETURN-false calls run on without it): close
 
@@ -505,7 +510,10 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._timer = None
         timeout = self._host.settings.idle_timeout
         if timeout:
-            self._timer = self.loop.call_later(timeout, self._check_idle)
+            self._timer = self._later(timeout, self._check_idle)
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback, context=self._host.timer_context)
 
     def _auth_expired(self) -> None:
         self._timer = None
@@ -522,13 +530,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         idle_for = now - self._last_activity
         if self.tasks:
             # A connection with a call still running is not idle.
-            self._timer = self.loop.call_later(timeout, self._check_idle)
+            self._timer = self._later(timeout, self._check_idle)
         elif idle_for >= timeout:
             self._timer = None
             log.info("closing %s: idle for %.1fs", self.peer, idle_for)
             self.fail(TimeoutException("idle connection closed"))
         else:
-            self._timer = self.loop.call_later(timeout - idle_for, self._check_idle)
+            self._timer = self._later(timeout - idle_for, self._check_idle)
 
     # -- calls -----------------------------------------------------------------------
 
