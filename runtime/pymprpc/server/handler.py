@@ -367,7 +367,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             oneway = no_reply.get(id)
             if oneway and self._host.detach(task):
                 continue  # fire-and-forget: runs on, bounded like an anonymous RETURN false
-            if oneway is False and (not anonymous or self._host.detach(task)):
+            if oneway is not None and (not anonymous or self._host.detach(task)):
                 continue  # an account's are bounded by its kept_results quota
             self._cancel(id, task)
         if anonymous:
@@ -557,7 +557,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         task = start_task(self.loop, self._run_call(request))
         if task is not None:  # None: the call finished within its first step
             self.tasks[request.id] = task
-            if not request.returns:
+            if not request.returns or request.oneway:
                 if self._no_reply is _NONE:
                     self._no_reply = {}
                 self._no_reply[request.id] = request.oneway
