@@ -1,5 +1,5 @@
-"""`python -m bench.hotpath [--conns N] [--calls C] [--uvloop] [--profile]`: the server's per-call
-cost under fan-in, in process, without sockets.
+"""`python -m bench.hotpath [--conns N] [--calls C] [--uvloop] [--profile] [--idle M]`: the
+server's per-call cost under fan-in, in process, without sockets.
 
 N connections each receive one `add` call per read (as in the fan-in workload; K calls
 per read with `--pipeline K`, W2's shape with `--conns 1 --pipeline 64`), with one
@@ -8,7 +8,9 @@ writes. This isolates what the server's Python code costs per call (the syscalls
 for every system, are left out), for pymprpc and for the floor with a task per call, so
 a change can be judged on a busy machine where wall-clock figures wobble. `--uvloop`
 runs the loop on uvloop instead of asyncio's; `--profile` prints the pymprpc run's
-cProfile, by own time.
+cProfile, by own time. `--idle M` compares pymprpc with itself holding M more
+authenticated connections that stay idle (what idle connections cost the active ones'
+calls: the garbage collector walks them), instead of with the floor.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import statistics
@@ -119,7 +122,33 @@ async def drive(readers: list[Any], request: bytes, rounds: int) -> None:
     await done
 
 
-async def measure_pymprpc(conns: int, calls: int, profile: bool, pipeline: int = 1) -> float:
+class Collections:
+    """Garbage collections (all, and full ones) and their time while entered."""
+
+    def __init__(self) -> None:
+        self.count = self.full = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+            return
+        self.count += 1
+        self.full += info["generation"] == 2
+        self.seconds += time.process_time() - self._started
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+async def measure_pymprpc(
+    conns: int, calls: int, profile: bool, pipeline: int = 1, gcs: Collections | None = None
+) -> float:
     handlers, request = pymprpc_connections(conns, pipeline)
     rounds = max(1, calls // (conns * pipeline))
     readers = [h for h, _ in handlers]
@@ -128,7 +157,11 @@ async def measure_pymprpc(conns: int, calls: int, profile: bool, pipeline: int =
     start = time.process_time()
     if prof:
         prof.enable()
+    if gcs is not None:
+        gcs.__enter__()
     await drive(readers, request, rounds)
+    if gcs is not None:
+        gcs.__exit__()
     if prof:
         prof.disable()
     elapsed = time.process_time() - start
@@ -163,9 +196,30 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="run the loop on uvloop")
+    parser.add_argument("--idle", type=int, default=0, help="compare with M idle connections")
     args = parser.parse_args()
 
+    async def idle_cost() -> None:
+        # Interleaved rounds, medians: alone, then with the idle connections held.
+        alone, held, gcs_alone, gcs_held = [], [], Collections(), Collections()
+        for _ in range(args.rounds):
+            alone.append(await measure_pymprpc(args.conns, args.calls, False, gcs=gcs_alone))
+            idle = pymprpc_connections(args.idle)
+            held.append(await measure_pymprpc(args.conns, args.calls, False, gcs=gcs_held))
+            del idle
+        ratio = statistics.median(h / a for h, a in zip(held, alone, strict=True))
+        print(
+            f"server µs per call, {args.conns} connections: alone {statistics.median(alone):.2f}"
+            f", with {args.idle:,} idle ones held {statistics.median(held):.2f}; median ratio "
+            f"{ratio:.2f}. Collections over {args.rounds} rounds, alone: {gcs_alone.count} "
+            f"({gcs_alone.full} full, {gcs_alone.seconds * 1e3:.0f} ms); held: "
+            f"{gcs_held.count} ({gcs_held.full} full, {gcs_held.seconds * 1e3:.0f} ms)"
+        )
+
     async def both() -> None:
+        if args.idle:
+            await idle_cost()
+            return
         if args.profile:
             await measure_pymprpc(args.conns, args.calls, True, args.pipeline)
             return

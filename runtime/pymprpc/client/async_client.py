@@ -163,6 +163,8 @@ class _Typed(Protocol):
 
 
 class _Protocol(ReusedBufferProtocol):
+    __slots__ = ("client",)  # one per connection: no dict
+
     def __init__(self, client: AsyncRPC) -> None:
         self.client = client
 

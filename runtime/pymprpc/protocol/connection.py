@@ -10,7 +10,6 @@ violation closes the connection, and `error` says why.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hmac
 import struct
@@ -30,7 +29,7 @@ from ..errors import (
     ResultLimitError,
 )
 from . import messages
-from .codec import Codec, _pack
+from .codec import Codec, _pack, shared_codec
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -42,6 +41,7 @@ from .constants import (
     Compression,
     Feature,
     Key,
+    shared_features,
 )
 from .events import (
     Authenticated,
@@ -142,7 +142,9 @@ class Credentials:
     """Accepted (user, password) pairs, compared in constant time."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        self._pairs = [(_utf8(u), _utf8(p)) for u, p in (pairs or ())]
+        # A tuple: a server makes one of these per connection (ThrottledCredentials), and
+        # an empty tuple is shared, where an empty list is one more object per connection.
+        self._pairs = tuple((_utf8(u), _utf8(p)) for u, p in (pairs or ()))
 
     def check(self, username: str | None, password: str | None) -> bool:
         """Whether the pair is accepted (with none configured: only an anonymous login)."""
@@ -219,7 +221,7 @@ class _Connection:
 
     @property
     def codec(self) -> Codec:
-        return self._codec or Codec(max_size=self.max_message_size, max_items=self.max_items)
+        return self._codec or shared_codec(False, None, self.max_message_size, self.max_items)
 
     @property
     def buffered_bytes(self) -> int:
@@ -449,12 +451,15 @@ class ServerConnection(_Connection):
             self.fail(LoginError("unknown user name or wrong password"))
             return None
         announced = Key.FEATURES in msg
-        self.features = wanted & self.settings.features
+        self.features = shared_features(wanted & self.settings.features)
         self._deadlines = Feature.DEADLINE in self.features
         self._metadata = Feature.METADATA in self.features
         self._oneway = Feature.ONEWAY in self.features
         # Authenticated: from now on the full message size applies.
-        codec = self._codec = dataclasses.replace(self.codec, max_size=self.max_message_size)
+        base = self.codec
+        codec = self._codec = shared_codec(
+            base.json, base.compression, self.max_message_size, base.max_items
+        )
         self._framer.max_size = self.max_message_size
         self._plain_unpack = codec.plain_unpacker() if self._sizes is None else None
         self._plain_pack = codec.plain_packer()
@@ -695,12 +700,7 @@ class ClientConnection(_Connection):
         # message size bounds a reply's collections (each element takes at least a byte).
         max_items = max_message_size if max_collection_len is None else max_collection_len
         super().__init__(max_message_size, max_items)
-        self._codec = Codec(
-            json=json,
-            compression=compression,
-            max_size=max_message_size,
-            max_items=max_items,
-        )
+        self._codec = shared_codec(json, compression, max_message_size, max_items)
         self._username = username
         self._password = password
         self._wanted = features
