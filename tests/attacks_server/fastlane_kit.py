@@ -130,10 +130,8 @@ class Wire:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 def call(id: Any, method: str, *args: Any, **extra: Any) -> dict[str, Any]:
@@ -222,7 +220,7 @@ class State:
             await asyncio.sleep(0.001)
 
 
-class Callable_:
+class AsyncCallableObject:
     """A callable object whose __call__ is a coroutine function."""
 
     async def __call__(self, x: Any) -> Any:
@@ -432,7 +430,7 @@ def build(state: State, **options: Any) -> Server:
     async def raise_value(x: Any) -> Any:
         raise ValueError(f"bad {x}")
 
-    reg("obj")(Callable_())  # an object with an async __call__
+    reg("obj")(AsyncCallableObject())  # an object with an async __call__
     reg("meth")(Box().meth)
     reg("partial")(functools.partial(_partial_target, "p"))
     return server

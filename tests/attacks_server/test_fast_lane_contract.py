@@ -52,7 +52,7 @@ def loop(request: pytest.FixtureRequest) -> str:
 def test_every_call_has_its_own_task_on_200_connections(loop: str, mode: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             wires = await asyncio.gather(*(Wire.open(port) for _ in range(N_CONN)))
 
             async def one_conn(i: int, w: Wire) -> list[Any]:
@@ -93,7 +93,7 @@ def test_current_task_is_not_a_server_task(loop: str) -> None:
     async def main() -> None:
         state = State()
         me = asyncio.current_task()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port)
             rs = await w.roundtrip([call(f"t{k}", "who", f"t{k}") for k in range(50)])
             assert all(code(r) == 200 for r in rs), rs
@@ -112,7 +112,7 @@ def test_current_task_is_not_a_server_task(loop: str) -> None:
 def test_contextvars_never_leak_into_the_next_call(loop: str, mode: str, setter: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             wires = await asyncio.gather(*(Wire.open(port) for _ in range(N_CONN // 4)))
 
             async def one_conn(i: int, w: Wire) -> list[Any]:
@@ -165,7 +165,7 @@ def test_contextvars_do_not_leak_across_connections_in_one_loop_pass(loop: str) 
 
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             setters = await asyncio.gather(*(Wire.open(port) for _ in range(50)))
             readers = await asyncio.gather(*(Wire.open(port) for _ in range(50)))
             for rnd in range(5):
@@ -185,7 +185,7 @@ def test_contextvars_do_not_leak_across_connections_in_one_loop_pass(loop: str) 
 def test_current_call_in_pipelined_calls_is_each_calls_own(loop: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port)
             msgs = []
             for k in range(60):
@@ -302,7 +302,7 @@ def test_an_unencodable_result_is_405_for_that_call_only(
 ) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port)
             rs = await w.roundtrip(
                 [
@@ -327,7 +327,7 @@ def test_a_result_holding_the_separator_is_405_in_separator_framing(
 ) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port, features=None)  # 0.0.3: separator framing
             rs = await w.roundtrip(
                 [call("a", "echo", 1), call("s", "sep_result", after_await), call("b", "echo", 2)]
@@ -387,7 +387,7 @@ async def _differential(
     got = []
     for interceptors in ((), (passthrough,)):
         state = State()
-        async with serving(state, interceptors=interceptors, **options) as (server, port):
+        async with serving(state, interceptors=interceptors, **options) as (_server, port):
             got.append(await _outcomes(port, batches, allowed=allowed))
             if settle is not None:
                 await settle(state)
@@ -541,7 +541,7 @@ def test_sync_calls_in_one_read_are_not_counted_against_max_inflight(loop: str) 
 
     async def main() -> None:
         state = State()
-        async with serving(state, max_inflight=2) as (server, port):
+        async with serving(state, max_inflight=2) as (_server, port):
             w = await Wire.open(port)
             rs = await w.roundtrip([call(f"q{i}", "echo", i) for i in range(20)])
             assert sorted((code(r), result(r)) for r in rs) == [(200, i) for i in range(20)]
@@ -599,7 +599,7 @@ def test_an_interceptor_sees_every_call_including_synchronous_ones(loop: str) ->
             seen.append((ctx.id, "ok"))
             return value
 
-        async with serving(state, interceptors=[spy]) as (server, port):
+        async with serving(state, interceptors=[spy]) as (_server, port):
             wires = await asyncio.gather(*(Wire.open(port) for _ in range(50)))
             expect: dict[str, str] = {}
 
@@ -651,7 +651,7 @@ def test_an_interceptor_sees_every_call_including_synchronous_ones(loop: str) ->
 def test_timeout_and_taskgroup_work_from_the_first_line(loop: str, mode: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             wires = await asyncio.gather(*(Wire.open(port) for _ in range(20)))
             msgs = [
                 call("t0", "timeout_first_line", False),
@@ -689,7 +689,7 @@ def test_timeout_and_taskgroup_work_from_the_first_line(loop: str, mode: str) ->
 def test_pipelined_sync_and_suspending_calls_match_their_ids(loop: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port)
             n = 60
             batch = [
@@ -756,7 +756,7 @@ def test_client_gone_mid_batch_cancels_its_calls_only(loop: str, how: str) -> No
 def test_streams_notify_and_delay_mixed_with_plain_calls_in_one_read(loop: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port)
             batch = [
                 call("a", "echo", "a"),
@@ -802,7 +802,7 @@ def test_streams_notify_and_delay_mixed_with_plain_calls_in_one_read(loop: str) 
 def test_a_flood_of_synchronous_calls_does_not_starve_another_connection(loop: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             flood = await Wire.open(port)
             victim = await Wire.open(port)
             stop = asyncio.Event()
@@ -846,7 +846,7 @@ def test_a_flood_of_synchronous_calls_does_not_starve_another_connection(loop: s
 def test_errors_in_one_call_of_a_batch_do_not_touch_the_others(loop: str) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port)
             batch: list[dict[str, Any]] = []
             expect: dict[Any, int] = {}
@@ -925,7 +925,7 @@ def test_call_shapes_answer_as_on_the_general_path(loop: str, mode: str) -> None
 def test_old_and_modern_framings_answer_alike(loop: str, features: Any) -> None:
     async def main() -> None:
         state = State()
-        async with serving(state) as (server, port):
+        async with serving(state) as (_server, port):
             w = await Wire.open(port, features=features)
             msgs = [
                 call(f"k{i}", "who" if i % 2 else "add", f"k{i}" if i % 2 else i) for i in range(40)
