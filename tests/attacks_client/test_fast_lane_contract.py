@@ -1,0 +1,448 @@
+"""Attacks on the async client's fast paths for plain calls (issue 15: "no behaviour
+changes"), from its documented contract (README "Clients", docs/protocol.md "Replies":
+a client ignores replies for IDs it no longer tracks; a per-call deadline covers the call
+and cancels it; close() fails pending calls with ConnectionLostError; CANCEL is sent when
+a call is cancelled or times out).
+
+Every scenario runs on asyncio and uvloop: against the real server (many AsyncRPC
+instances sharing one loop), and against a hostile in-loop fake server that answers
+unknown IDs, answers twice, answers after a CANCEL, reorders replies and splits frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+import pytest
+from attacks_server.fastlane_kit import SEP, State, run_on, serving
+
+from pymprpc import AsyncRPC
+from pymprpc.errors import (
+    ConnectionLostError,
+    DeadlineExceeded,
+    ExpireWarning,
+    MPRPCError,
+    RPCRuntimeError,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+N_CLIENTS = 200
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def url(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+# -- against the real server ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interceptors", [False, True], ids=["plain", "intercepted"])
+def test_200_clients_sharing_a_loop_each_get_their_own_results(
+    loop: str, interceptors: bool
+) -> None:
+    async def tag(ctx: Any, call_next: Any) -> Any:
+        return await call_next(ctx)
+
+    async def main() -> None:
+        state = State()
+        async with serving(state) as (_server, port):
+            opts: dict[str, Any] = {"interceptors": [tag]} if interceptors else {}
+            clients = [AsyncRPC(url(port), **opts) for _ in range(N_CLIENTS)]
+            await asyncio.gather(*(c.connect() for c in clients))
+
+            async def use(i: int, c: AsyncRPC) -> None:
+                got = await asyncio.gather(*(c.add(i, k) for k in range(5)))
+                assert got == [i + k for k in range(5)]
+                for k in range(3):
+                    assert await c.echo_await([i, k]) == [i, k]
+                    assert await c.echo({"i": i, "k": k}) == {"i": i, "k": k}
+
+            await asyncio.gather(*(use(i, c) for i, c in enumerate(clients)))
+            await asyncio.gather(*(c.close() for c in clients))
+
+    run_on(loop, main)
+
+
+def test_cancelling_the_awaiting_task_cancels_the_call_on_the_server(loop: str) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state) as (server, port), AsyncRPC(url(port)) as rpc:
+            for k in range(40):
+                key = f"c{k}"
+                task = asyncio.create_task(rpc.hold(key))
+                await state.started_event(key).wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await state.wait_until(lambda key=key: key in state.cancelled)
+                assert await rpc.echo(k) == k  # the client goes on, and its IDs
+            # cancelled before the request could even be written
+            for k in range(40):
+                task = asyncio.create_task(rpc.echo(("early", k)))
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert await rpc.add(k, 1) == k + 1
+            # cancelled right after it was written, while the reply is on its way
+            for k in range(40):
+                task = asyncio.create_task(rpc.echo(("racy", k)))
+                await asyncio.sleep(0)
+                task.cancel()
+                try:
+                    value = await task
+                except asyncio.CancelledError:
+                    pass
+                else:
+                    assert value == ("racy", k) or value == ["racy", k]
+                assert await rpc.add(k, 2) == k + 2
+            await state.wait_until(lambda: server.running_call_count == 0)
+            assert state.finished == []
+
+    run_on(loop, main)
+
+
+def test_timeouts_raise_deadline_exceeded_and_cancel_on_the_server(loop: str) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state) as (server, port):
+            async with AsyncRPC(url(port)) as rpc:
+                for k in range(20):
+                    with pytest.raises(DeadlineExceeded):
+                        await rpc.hold.with_options(timeout=0.02)(f"t{k}")
+                    assert await rpc.echo.with_options(timeout=30)(k) == k
+                with pytest.raises(DeadlineExceeded):
+                    await rpc.echo.with_options(timeout=-1)("late")
+                await state.wait_until(lambda: len(state.cancelled) == 20)
+                await state.wait_until(lambda: server.running_call_count == 0)
+            async with AsyncRPC(url(port), timeout=0.02) as rpc:
+                with pytest.raises(DeadlineExceeded):
+                    await rpc.hold("default-timeout")
+                assert await rpc.echo.with_options(timeout=None)("fine") == "fine"
+
+    run_on(loop, main)
+
+
+def test_close_while_calls_are_pending_fails_each_with_connection_lost(loop: str) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state, half_close_timeout=0) as (server, port):
+            clients = [AsyncRPC(url(port)) for _ in range(20)]
+            await asyncio.gather(*(c.connect() for c in clients))
+            tasks = [
+                asyncio.create_task(c.hold(f"{i}-{k}"))
+                for i, c in enumerate(clients)
+                for k in range(10)
+            ]
+            await state.wait_until(lambda: len(state.started) == 200)
+            # a sync call answered in the same pass must still be delivered
+            quick = [asyncio.create_task(c.echo(i)) for i, c in enumerate(clients)]
+            assert await asyncio.gather(*quick) == list(range(20))
+            await asyncio.gather(*(c.close() for c in clients))
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(o, ConnectionLostError) for o in outcomes), {
+                type(o).__name__ for o in outcomes
+            }
+            await state.wait_until(lambda: len(state.cancelled) == 200)
+            await state.wait_until(lambda: server.running_call_count == 0)
+            for c in clients:
+                with pytest.raises(MPRPCError):
+                    await asyncio.wait_for(c.echo(1), 10)  # closed until connect()
+            await clients[0].connect()
+            assert await clients[0].echo("back") == "back"
+            await clients[0].close()
+
+    run_on(loop, main)
+
+
+# -- against a hostile fake server --------------------------------------------------------------
+
+
+class FakeServer:
+    """A scripted server on the test's own loop; each connection is a `Fake` handed to
+    the script once logged in."""
+
+    def __init__(self, script: Callable[[Fake], Awaitable[None]]) -> None:
+        self.script = script
+        self.server: asyncio.Server | None = None
+        self.conns: list[Fake] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Fake(reader, writer)
+        self.conns.append(conn)
+        await conn.serve(self.script)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in self.conns:
+            conn.writer.close()
+
+
+class Fake:
+    """One connection of the fake server: logs the client in (echoing its FEATURES, so
+    length framing is used), then runs the script."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.length = False
+        self.cancels: list[str] = []
+
+    async def serve(self, script: Callable[[Fake], Awaitable[None]]) -> None:
+        writer = self.writer
+        auth = await self._recv()
+        welcome = {
+            "MPRPC": "0.1",
+            "CODE": 100,
+            "VERSION": None,
+            "DESC": None,
+            "DEBUG": False,
+            "COMPRESER": None,
+            "TIMEOUT": 0,
+            "FEATURES": list(auth.get("FEATURES") or []),
+        }
+        writer.write(msgpack.packb(welcome) + SEP)
+        self.length = "length-framing" in welcome["FEATURES"]
+        try:
+            await script(self)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _recv(self) -> Any:
+        if self.length:
+            (n,) = struct.unpack(">I", await self.reader.readexactly(4))
+            payload = await self.reader.readexactly(n)
+        else:
+            payload = (await self.reader.readuntil(SEP))[: -len(SEP)]
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+    async def next_call(self) -> Any:
+        """The next call (pings answered, cancels recorded)."""
+        while True:
+            m = await self._recv()
+            if m.get("HEARTBEAT") == "ping":
+                self.send({"MPRPC": "0.1", "CODE": 101, "HEARTBEAT": "pong"})
+            elif m.get("CANCEL"):
+                self.cancels.append(m["ID"])
+            else:
+                return m
+
+    async def next_cancel(self) -> str:
+        while True:
+            m = await self._recv()
+            if m.get("CANCEL"):
+                self.cancels.append(m["ID"])
+                return str(m["ID"])
+
+    def frame(self, msg: Any) -> bytes:
+        payload = msgpack.packb(msg, use_bin_type=True)
+        if self.length:
+            return struct.pack(">I", len(payload)) + payload
+        return payload + SEP
+
+    def send(self, *msgs: Any) -> None:
+        """All of `msgs` in one write."""
+        self.writer.write(b"".join(self.frame(m) for m in msgs))
+
+    async def send_split(self, msg: Any) -> None:
+        """One frame, a byte per write (and a loop pass between)."""
+        for b in self.frame(msg):
+            self.writer.write(bytes([b]))
+            await self.writer.drain()
+            await asyncio.sleep(0)
+
+
+def ok(id: Any, value: Any, code: int = 200) -> dict[str, Any]:
+    return {"MPRPC": "0.1", "CODE": code, "MESSAGE": {"ID": id, "RESULT": value}}
+
+
+async def _with_fake(
+    script: Callable[[Fake], Awaitable[None]],
+    client: Callable[[AsyncRPC, FakeServer], Awaitable[None]],
+    **options: Any,
+) -> None:
+    fake = FakeServer(script)
+    port = await fake.start()
+    try:
+        async with AsyncRPC(url(port), **options) as rpc:
+            await client(rpc, fake)
+    finally:
+        await fake.close()
+
+
+@pytest.mark.parametrize("features", [None, ()], ids=["all", "0.0.3"])
+def test_replies_for_unknown_ids_and_second_replies_are_ignored(loop: str, features: Any) -> None:
+    async def script(f: Fake) -> None:
+        while True:
+            c = await f.next_call()
+            arg = c["ARGS"][0]
+            # a ghost, the real reply, a second reply for the same ID, another ghost:
+            # all in one segment
+            f.send(
+                ok("ghost-" + c["ID"], "ghost"),
+                ok(c["ID"], arg),
+                ok(c["ID"], "second"),
+                ok("", "empty-id"),
+            )
+
+    async def client(rpc: AsyncRPC, f: FakeServer) -> None:
+        for k in range(50):
+            assert await rpc.f(k) == k
+        got = await asyncio.gather(*(rpc.f(k) for k in range(100)))
+        assert got == list(range(100))
+
+    opts = {} if features is None else {"features": features}
+    run_on(loop, lambda: _with_fake(script, client, **opts))
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_reply_after_the_calls_cancel_is_dropped(loop: str, how: str) -> None:
+    async def script(f: Fake) -> None:
+        while True:
+            first = await f.next_call()
+            if first["ARGS"][0] != "slow":
+                f.send(ok(first["ID"], first["ARGS"][0]))
+                continue
+            await f.next_cancel()
+            second = await f.next_call()
+            # the stale reply first, then the next call's, in one segment
+            f.send(ok(first["ID"], "stale"), ok(second["ID"], second["ARGS"][0]))
+
+    async def client(rpc: AsyncRPC, f: FakeServer) -> None:
+        for k in range(30):
+            if how == "cancel":
+                task = asyncio.create_task(rpc.f("slow"))
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                with pytest.raises(DeadlineExceeded):
+                    await rpc.f.with_options(timeout=0.01)("slow")
+            assert await rpc.f(("next", k)) == ["next", k]
+            assert await rpc.f(k) == k
+
+    run_on(loop, lambda: _with_fake(script, client))
+
+
+def test_reordered_and_split_replies_match_their_ids(loop: str) -> None:
+    async def script(f: Fake) -> None:
+        calls = [await f.next_call() for _ in range(100)]
+        rng = random.Random(5)
+        rng.shuffle(calls)
+        f.send(*(ok(c["ID"], c["ARGS"][0]) for c in calls[:90]))
+        for c in calls[90:]:
+            await f.send_split(ok(c["ID"], c["ARGS"][0]))
+        while True:
+            c = await f.next_call()
+            await f.send_split(ok(c["ID"], c["ARGS"][0]))
+
+    async def client(rpc: AsyncRPC, f: FakeServer) -> None:
+        got = await asyncio.gather(*(rpc.f(k) for k in range(100)))
+        assert got == list(range(100))
+        for k in range(5):
+            assert await rpc.f(("split", k)) == ["split", k]
+
+    run_on(loop, lambda: _with_fake(script, client))
+
+
+def test_results_errors_streams_and_deprecations_in_one_segment(loop: str) -> None:
+    async def script(f: Fake) -> None:
+        calls = {}
+        while len(calls) < 5:
+            c = await f.next_call()
+            calls[c["ARGS"][0]] = c["ID"]
+        f.send(
+            ok(calls["plain"], "p"),
+            {"MPRPC": "0.1", "CODE": 201, "MESSAGE": {"ID": calls["stream"]}},
+            ok(calls["stream"], 1, 202),
+            {
+                "MPRPC": "0.1",
+                "CODE": 404,
+                "MESSAGE": {"ID": calls["error"], "EXCEPTION": "ValueError", "MESSAGE": "no"},
+            },
+            ok(calls["stream"], 2, 202),
+            ok(calls["old"], "o", 300),
+            {"MPRPC": "0.1", "CODE": 206, "MESSAGE": {"ID": calls["stream"]}},
+            ok(calls["last"], "l"),
+        )
+        while True:
+            c = await f.next_call()
+            f.send(ok(c["ID"], c["ARGS"][0]))
+
+    async def client(rpc: AsyncRPC, f: FakeServer) -> None:
+        async def read_stream() -> list[Any]:
+            return [x async for x in await rpc.s("stream")]
+
+        async def error() -> str:
+            try:
+                await rpc.f("error")
+            except RPCRuntimeError as exc:
+                return str(exc.exception)
+            return "no error"
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = await asyncio.gather(
+                rpc.f("plain"), read_stream(), error(), rpc.f("old"), rpc.f("last")
+            )
+        assert got == ["p", [1, 2], "ValueError", "o", "l"], got
+        assert any(issubclass(w.category, ExpireWarning) for w in caught)
+        assert await rpc.f("after") == "after"
+
+    run_on(loop, lambda: _with_fake(script, client))
+
+
+def test_many_clients_on_one_loop_with_a_fake_that_answers_in_bursts(loop: str) -> None:
+    """200 AsyncRPC instances on one loop; the fake answers each connection's calls in
+    bursts holding other IDs' ghosts between them."""
+
+    async def main() -> None:
+        fakes_ports = []
+        fakes = []
+
+        async def script(f: Fake) -> None:
+            while True:
+                a = await f.next_call()
+                b = await f.next_call()
+                f.send(ok(b["ID"], b["ARGS"][0]), ok("nobody", 0), ok(a["ID"], a["ARGS"][0]))
+
+        for _ in range(4):
+            fake = FakeServer(script)
+            fakes.append(fake)
+            fakes_ports.append(await fake.start())
+        try:
+            clients = [AsyncRPC(url(fakes_ports[i % 4])) for i in range(N_CLIENTS)]
+
+            async def use(i: int, c: AsyncRPC) -> None:
+                await c.connect()
+                for k in range(3):
+                    got = await asyncio.gather(c.f((i, k, "a")), c.f((i, k, "b")))
+                    assert got == [[i, k, "a"], [i, k, "b"]]
+                await c.close()
+
+            await asyncio.gather(*(use(i, c) for i, c in enumerate(clients)))
+        finally:
+            for fake in fakes:
+                await fake.close()
+
+    run_on(loop, main)
