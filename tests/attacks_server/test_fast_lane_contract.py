@@ -16,6 +16,7 @@ import asyncio
 import random
 import socket
 import struct
+import sys
 from typing import Any
 
 import pytest
@@ -935,6 +936,77 @@ def test_old_and_modern_framings_answer_alike(loop: str, features: Any) -> None:
                 assert code(r) == 200, r
                 i = int(mid(r)[1:])
                 assert result(r) == ({"id": mid(r), "var": None, "task": True} if i % 2 else i + 1)
+            await w.close()
+
+    run_on(loop, main)
+
+
+# -- the application's own task factory -------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_inflight", [4, 0])
+@pytest.mark.xfail(
+    sys.version_info >= (3, 12),
+    strict=True,
+    reason="BUG: with asyncio.eager_task_factory a call finishing in its first step stays "
+    "in the connection's running calls for ever: max_inflight fills up (503 for every "
+    "call), running_call_count never returns to 0",
+)
+def test_calls_under_asyncio_eager_task_factory_release_their_slot(max_inflight: int) -> None:
+    """Python 3.12's `asyncio.eager_task_factory` is the application's choice of how
+    tasks start (uvloop refuses it). A call still runs in its own task; what it may not do
+    is keep counting as running once answered (protocol.md: max_inflight counts calls
+    *running*; `Server.running_call_count`: calls running now)."""
+    if not hasattr(asyncio, "eager_task_factory"):
+        pytest.skip("asyncio.eager_task_factory is Python 3.12+")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        for interceptors in ((), (passthrough,)):
+            state = State()
+            async with serving(state, interceptors=interceptors, max_inflight=max_inflight) as (
+                server,
+                port,
+            ):
+                w = await Wire.open(port)
+                for k in range(12):  # one per read: the fast lane where it applies
+                    r = (await w.roundtrip([call(f"k{k}", "echo", k)]))[0]
+                    assert (code(r), result(r)) == (200, k), (interceptors, r)
+                rs = await w.roundtrip([call(f"p{k}", "echo", k) for k in range(12)])
+                assert sorted(code(r) for r in rs) == [200] * 12, (interceptors, rs)
+                assert server.running_call_count == 0, (interceptors, "calls leaked")
+                await w.close()
+
+    run_on("asyncio", main)
+
+
+def test_a_plain_task_factory_still_gives_each_call_its_own_task(loop: str) -> None:
+    """A task factory of the application's (here: plain tasks, recorded): every call is
+    still its own task, limits are still released, contextvars still do not leak."""
+
+    async def main() -> None:
+        made: list[asyncio.Task[Any]] = []
+
+        def factory(lp: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+            task = asyncio.Task(coro, loop=lp, **kw)
+            made.append(task)
+            return task
+
+        asyncio.get_running_loop().set_task_factory(factory)  # type: ignore[arg-type]
+        state = State()
+        async with serving(state, max_inflight=3) as (server, port):
+            w = await Wire.open(port)
+            for k in range(10):
+                rs = await w.roundtrip([call(f"s{k}", "setvar", k), call(f"g{k}", "getvar")])
+                assert sorted((mid(r), code(r), result(r)) for r in rs) == [
+                    (f"g{k}", 200, None),
+                    (f"s{k}", 200, None),
+                ]
+                r = (await w.roundtrip([call(f"w{k}", "who", f"w{k}")]))[0]
+                assert code(r) == 200 and result(r)["id"] == f"w{k}", r
+            tasks = [state.tasks[f"w{k}"] for k in range(10)]
+            assert len({id(t) for t in tasks}) == 10 and all(t in made for t in tasks)
+            await state.wait_until(lambda: server.running_call_count == 0)
             await w.close()
 
     run_on(loop, main)
