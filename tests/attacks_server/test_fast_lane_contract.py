@@ -1010,3 +1010,111 @@ def test_a_plain_task_factory_still_gives_each_call_its_own_task(loop: str) -> N
             await w.close()
 
     run_on(loop, main)
+
+
+# -- random calls, fast lane against general path ------------------------------------------------
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 3 else 6)
+    if kind == 0:
+        return rng.randint(-(2**63), 2**64 - 1)
+    if kind == 1:
+        return rng.choice(["", "x", "é", "a##PRO-END##b", "\x00"])
+    if kind == 2:
+        return rng.choice([None, True, False])
+    if kind == 3:
+        return rng.random() * 1e6
+    if kind == 4:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(4)))
+    if kind == 5:
+        return rng.randint(-5, 5)
+    if kind == 6:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    if kind == 7:
+        return {str(i): _random_value(rng, depth + 1) for i in range(rng.randrange(3))}
+    return {rng.randint(0, 3): _random_value(rng, depth + 1)}  # a non-string key
+
+
+METHODS = [
+    "echo",
+    "echo_await",
+    "add",
+    "getvar",
+    "setvar",
+    "setvar_await",
+    "old_echo",
+    "count",
+    "count_await",
+    "raise_value",
+    "partial",
+    "meth",
+    "bump",
+    "missing",
+    "system.nope",
+    "system.lenUndoneTasks",
+]
+
+
+def _random_call(rng: random.Random, k: int, ids: list[str]) -> dict[str, Any]:
+    id: Any = f"r{k}" if rng.random() < 0.9 or not ids else rng.choice(ids)
+    ids.append(id)
+    msg: dict[str, Any] = {"MPRPC": "0.1", "ID": id, "METHOD": rng.choice(METHODS)}
+    if msg["METHOD"] in ("count", "count_await"):
+        msg["ARGS"] = [rng.randrange(4)]
+    elif rng.random() < 0.8:
+        msg["ARGS"] = [_random_value(rng) for _ in range(rng.randrange(4))]
+    elif rng.random() < 0.5:
+        msg["ARGS"] = rng.choice([None, 5, "x", {}])
+    if rng.random() < 0.2:
+        msg["KWARGS"] = rng.choice([{}, None, {"x": 1}, {"a": 1, "b": 2}, [1], {"b": 3}])
+    extra = rng.random()
+    if extra < 0.05:
+        msg["RETURN"] = rng.choice([True, False, 1])
+    elif extra < 0.1:
+        msg["ONEWAY"] = rng.choice([True, False])
+    elif extra < 0.15:
+        msg["DEADLINE"] = rng.choice([30, 0, -1, "x"])
+    elif extra < 0.2:
+        msg["METADATA"] = rng.choice([{}, {"a": "b"}, {"a": 1}])
+    elif extra < 0.22:
+        msg["EXTRA"] = 1
+    one_arg = ("echo", "old_echo", "raise_value", "setvar", "setvar_await")
+    args = msg.get("ARGS")
+    fits = rng.random() < 0.7  # mostly calls that fit, some that do not
+    if msg["METHOD"] in one_arg and isinstance(args, list) and len(args) != 1 and fits:
+        msg["ARGS"] = [_random_value(rng)]
+    return msg
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("mode", ["one-per-read", "pipelined"])
+def test_random_calls_answer_alike_on_the_fast_and_general_paths(
+    loop: str, seed: int, mode: str
+) -> None:
+    rng = random.Random(seed)
+    ids: list[str] = []
+    msgs = [_random_call(rng, k, ids) for k in range(60)]
+    if mode == "one-per-read":
+        batches = [[m] for m in msgs]
+    else:
+        batches = [msgs[i : i + 7] for i in range(0, len(msgs), 7)]
+
+    async def main() -> None:
+        got = []
+        for interceptors in ((), (passthrough,)):
+            state = State()
+            async with serving(state, interceptors=interceptors) as (_server, port):
+                w = await Wire.open(port)
+                seen: list[tuple[str, int, str]] = []
+                for batch in batches:
+                    w.write(batch)
+                    for r in await w.sync_point():
+                        seen.append((repr(mid(r)), code(r), repr(result(r))))
+                got.append(sorted(seen))
+                await w.close()
+        assert got[0] == got[1], [(a, b) for a, b in zip(got[0], got[1], strict=False) if a != b][
+            :5
+        ]
+
+    run_on(loop, main)
