@@ -446,3 +446,150 @@ def test_many_clients_on_one_loop_with_a_fake_that_answers_in_bursts(loop: str) 
                 await fake.close()
 
     run_on(loop, main)
+
+
+# -- one reply alone in a read (the fast path) against the same reply with company ------------
+
+
+def _values() -> list[Any]:
+    rng = random.Random(11)
+    values: list[Any] = [
+        None,
+        0,
+        -1,
+        2**64 - 1,
+        -(2**63),
+        1.5,
+        "",
+        "é" * 18,
+        b"\x00\xff",
+        [],
+        {},
+        [1, [2, [3]]],
+        {"a": {"b": None}},
+        {1: "int key", None: "nil key", 2.5: "float key"},
+        {(1, 2): "array key"},
+        msgpack.ExtType(5, b"ext"),
+        msgpack.Timestamp(1, 2),
+        "x" * 70_000,
+        list(range(1000)),
+    ]
+    values += [[rng.random(), rng.randrange(10**9), str(rng.random())] for _ in range(5)]
+    return values
+
+
+def _raw_replies(id: str, value: Any) -> list[tuple[str, bytes]]:
+    """Replies to call `id` as payloads, by name: the server's own layout (the client's
+    shortcut) and shapes of the same meaning that it must read the general way."""
+    pack = msgpack.packb
+    return [
+        ("plain", pack({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": id, "RESULT": value}})),
+        (
+            "keys-reordered",
+            pack({"CODE": 200, "MESSAGE": {"RESULT": value, "ID": id}, "MPRPC": "0.1"}),
+        ),
+        ("no-result", pack({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": id}})),
+        ("deprecated", pack({"MPRPC": "0.1", "CODE": 300, "MESSAGE": {"ID": id, "RESULT": value}})),
+        (
+            "error",
+            pack(
+                {
+                    "MPRPC": "0.1",
+                    "CODE": 404,
+                    "MESSAGE": {"ID": id, "EXCEPTION": "E", "MESSAGE": "m"},
+                }
+            ),
+        ),
+        (
+            "trailing",  # one byte after the map: not a valid message
+            pack({"MPRPC": "0.1", "CODE": 200, "MESSAGE": {"ID": id, "RESULT": value}}) + b"\xc0",
+        ),
+    ]
+
+
+def _outcome(exc_or_value: Any) -> Any:
+    if isinstance(exc_or_value, BaseException):
+        return ("raised", type(exc_or_value).__name__)
+    return ("value", repr(exc_or_value))
+
+
+@pytest.mark.parametrize(
+    "shape", ["plain", "keys-reordered", "no-result", "deprecated", "error", "trailing"]
+)
+def test_a_reply_alone_in_a_read_is_read_as_with_company(loop: str, shape: str) -> None:
+    """The same reply, alone in its read or after a reply for an unknown ID in the same
+    read, gives the caller the same value or error (and the connection the same fate)."""
+
+    async def main() -> None:
+        outcomes: dict[str, list[Any]] = {"alone": [], "company": []}
+
+        async def script(f: Fake) -> None:
+            while True:
+                c = await f.next_call()
+                how, k = c["ARGS"]
+                payload = dict(_raw_replies(c["ID"], _values()[k]))[shape]
+                head = struct.pack(">I", len(payload))
+                ghost = msgpack.packb(ok("0" * 36, "ghost"))
+                if how == "company":
+                    f.writer.write(struct.pack(">I", len(ghost)) + ghost + head + payload)
+                else:
+                    f.writer.write(head + payload)
+
+        fake = FakeServer(script)
+        port = await fake.start()
+        try:
+            for how in ("alone", "company"):
+                for k in range(len(_values())):
+                    rpc = AsyncRPC(url(port))
+                    await rpc.connect()
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        try:
+                            got = await asyncio.wait_for(rpc.f(how, k), 10)
+                        except MPRPCError as exc:
+                            got = exc
+                    warned = sorted({w.category.__name__ for w in caught})
+                    try:
+                        after = _outcome(await asyncio.wait_for(rpc.f("alone", 0), 10))
+                    except MPRPCError as exc:
+                        after = _outcome(exc)
+                    outcomes[how].append((k, _outcome(got), warned, after))
+                    await rpc.close()
+        finally:
+            await fake.close()
+        assert outcomes["alone"] == outcomes["company"]
+
+    run_on(loop, main)
+
+
+def test_a_typed_client_checks_a_result_that_came_alone(loop: str) -> None:
+    """A generated async client raises ValidationError for a result of the wrong type,
+    however the reply was read."""
+    from generated_examples.calculator import AsyncCalculatorClient
+    from pymprpc.errors import ValidationError
+
+    async def script(f: Fake) -> None:
+        while True:
+            c = await f.next_call()
+            a, b = c["ARGS"]
+            value = "not an int" if a < 0 else a + b
+            if b == 1:  # in company
+                f.send(ok("0" * 36, 0), ok(c["ID"], value))
+            else:
+                f.send(ok(c["ID"], value))
+
+    async def main() -> None:
+        fake = FakeServer(script)
+        port = await fake.start()
+        try:
+            async with AsyncCalculatorClient(url(port)) as calc:
+                assert await calc.add(2, 0) == 2
+                assert await calc.add(2, 1) == 3
+                for b in (0, 1):
+                    with pytest.raises(ValidationError):
+                        await calc.add(-1, b)
+                assert await calc.add(5, 0) == 5
+        finally:
+            await fake.close()
+
+    run_on(loop, main)
