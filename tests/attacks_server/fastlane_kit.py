@@ -394,6 +394,25 @@ def build(state: State, **options: Any) -> Server:
         return tag
 
     @reg()
+    async def late_context(tag: str, after_await: bool) -> Any:
+        """Asks for its call's context only after it returned (from call_soon)."""
+        if after_await:
+            await asyncio.sleep(0)
+
+        def cb() -> None:
+            try:
+                ctx = current_call()
+            except LookupError:
+                state.soon.append((tag, None, None))
+                return
+            if tag != "quiet":
+                state.soon.append((tag, ctx.id, ctx.method))
+            ctx.set_response_metadata("late", tag)
+
+        asyncio.get_running_loop().call_soon(cb)
+        return tag
+
+    @reg()
     async def orphan(tag: str) -> Any:
         VAR.set(tag)
 
