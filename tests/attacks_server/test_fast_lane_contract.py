@@ -1186,3 +1186,81 @@ def test_contexts_asked_for_late_are_not_kept_per_call(loop: str) -> None:
             await w.close()
 
     run_on(loop, main)
+
+
+# -- shutdown, half-close and idle timeout with calls taken one per read ---------------------------
+
+
+@pytest.mark.parametrize("features", [ALL, ["length-framing"]], ids=["cancel", "no-cancel"])
+def test_shutdown_answers_calls_started_one_per_read(loop: str, features: list[str]) -> None:
+    async def main() -> None:
+        state = State()
+        server_cm = serving(state, grace_period=0.2)
+        server, port = await server_cm.__aenter__()
+        try:
+            w = await Wire.open(port, features=features)
+            for k in range(3):
+                w.write([call(f"h{k}", "hold", f"h{k}")])
+                await state.started_event(f"h{k}").wait()
+            closing = asyncio.create_task(server.close())
+            await state.wait_until(lambda: server.draining)
+            w.write([call("late", "echo", 1)])
+            w.write([call("health", "system.health")])
+            replies = []
+            while True:
+                try:
+                    replies.append(await w.recv())
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+            await closing
+            by = {mid(r): (code(r), result(r)) for r in replies}
+            assert by["late"][0] == 503, replies
+            assert by["health"] == (200, "NOT_SERVING"), replies
+            expect = 407 if "cancel" in features else 503
+            assert [by[f"h{k}"][0] for k in range(3)] == [expect] * 3, replies
+            assert sorted(state.cancelled) == ["h0", "h1", "h2"]
+        finally:
+            await server_cm.__aexit__(None, None, None)
+
+    run_on(loop, main)
+
+
+@pytest.mark.parametrize("kind", ["sync", "held"])
+def test_half_close_after_a_call_read_alone_gets_its_reply_then_eof(loop: str, kind: str) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state) as (_server, port):
+            w = await Wire.open(port)
+            if kind == "sync":
+                w.write([call("a", "echo", "a")])
+            else:
+                w.write([call("a", "hold", "a")])
+                await state.started_event("a").wait()
+            w.writer.write_eof()
+            if kind == "held":
+                state.event("a").set()
+            r = await w.recv()
+            assert (mid(r), code(r), result(r)) == ("a", 200, "a")
+            with pytest.raises(asyncio.IncompleteReadError):
+                await w.recv()  # then the server closes
+            await w.close()
+
+    run_on(loop, main)
+
+
+def test_a_running_call_read_alone_keeps_its_connection_from_idling(loop: str) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state, idle_timeout=0.2) as (server, port):
+            w = await Wire.open(port)
+            w.write([call("a", "hold", "a")])
+            await state.started_event("a").wait()
+            await asyncio.sleep(0.7)  # the time that would make it idle, not a sync point
+            assert server.connection_count == 1
+            state.event("a").set()
+            r = await w.recv()
+            assert (mid(r), code(r)) == ("a", 200), r
+            r = await w.recv()  # and once nothing runs, the idle close
+            assert code(r) == 504, r
+
+    run_on(loop, main)
