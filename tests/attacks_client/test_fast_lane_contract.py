@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+import threading
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -593,3 +594,78 @@ def test_a_typed_client_checks_a_result_that_came_alone(loop: str) -> None:
             await fake.close()
 
     run_on(loop, main)
+
+
+# -- a server on its own thread: replies arrive in reads of their own ---------------------------
+
+
+def _thread_server() -> Any:
+    from pymprpc.server import Server
+
+    server = Server(("127.0.0.1", 0), grace_period=1)
+    gate = threading.Event()
+
+    @server.register_function()
+    async def echo(x: Any) -> Any:
+        return x
+
+    @server.register_function()
+    async def echo_await(x: Any) -> Any:
+        await asyncio.sleep(0)
+        return x
+
+    @server.register_function()
+    async def wait_gate(x: Any) -> Any:
+        while not gate.is_set():
+            await asyncio.sleep(0.005)
+        return x
+
+    @server.register_function(deprecated=True)
+    async def old(x: Any) -> Any:
+        return x
+
+    return server, gate
+
+
+def test_200_clients_against_a_server_in_another_thread(loop: str) -> None:
+    from pymprpc.testing import serve_in_thread
+
+    server, gate = _thread_server()
+    with serve_in_thread(server) as running:
+        port = server.address[1]
+
+        async def main() -> None:
+            clients = [AsyncRPC(url(port)) for _ in range(N_CLIENTS)]
+            await asyncio.gather(*(c.connect() for c in clients))
+
+            async def use(i: int, c: AsyncRPC) -> None:
+                for k in range(5):
+                    assert await c.echo([i, k]) == [i, k]
+                got = await asyncio.gather(*(c.echo_await((i, k)) for k in range(5)))
+                assert got == [[i, k] for k in range(5)]
+                # a call cancelled while the server holds it, then the next call
+                task = asyncio.create_task(c.wait_gate(i))
+                await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                with pytest.raises(DeadlineExceeded):
+                    await c.wait_gate.with_options(timeout=0.01)(i)
+                assert await c.old(i) == i
+                assert await c.echo(("after", i)) == ["after", i]
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExpireWarning)  # not task-safe: checked below
+                await asyncio.gather(*(use(i, c) for i, c in enumerate(clients)))
+            for c in clients[:5]:  # one task at a time: catch_warnings is process-wide
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    assert await c.old(1) == 1
+                assert [w.category for w in caught] == [ExpireWarning]
+            await asyncio.gather(*(c.close() for c in clients))
+
+        try:
+            run_on(loop, main)
+        finally:
+            gate.set()
+        assert running.call_in_loop(lambda: server.connection_count) >= 0
