@@ -413,6 +413,20 @@ def build(state: State, **options: Any) -> Server:
         return tag
 
     @reg()
+    async def app_cancels_itself(how: str) -> Any:
+        """The application cancels the handler's task itself (not the client, not the
+        server): at once, or from a watchdog timer (the pre-3.11 timeout idiom)."""
+        task = asyncio.current_task()
+        assert task is not None
+        if how == "now":
+            task.cancel()
+            await asyncio.sleep(0)
+        else:
+            asyncio.get_running_loop().call_later(0.01, task.cancel)
+            await asyncio.Event().wait()
+        return "not reached"
+
+    @reg()
     async def orphan(tag: str) -> Any:
         VAR.set(tag)
 

@@ -1264,3 +1264,40 @@ def test_a_running_call_read_alone_keeps_its_connection_from_idling(loop: str) -
             assert code(r) == 504, r
 
     run_on(loop, main)
+
+
+# -- the application cancels its own handler's task -----------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a handler whose task the application itself cancels (task.cancel() from "
+    "its own code or watchdog timer) is never answered, and its ID stays in flight for "
+    "ever (each reuse: 400 duplicate); fast lane and general path alike",
+)
+@pytest.mark.parametrize("features", [ALL, ["length-framing"]], ids=["cancel", "no-cancel"])
+@pytest.mark.parametrize("how", ["now", "watchdog"])
+@pytest.mark.parametrize("mode", ["one-per-read", "pipelined"])
+def test_a_handler_cancelled_by_the_application_is_answered_and_frees_its_id(
+    loop: str, how: str, features: list[str], mode: str
+) -> None:
+    """protocol.md: "a CancelledError the method raises while its call was not cancelled
+    gets 407 when CANCEL is negotiated, else 404, and its ID is free again". Neither the
+    client (CANCEL) nor the server (deadline, shutdown, disconnect) cancelled this call."""
+
+    async def main() -> None:
+        state = State()
+        async with serving(state) as (_server, port):
+            w = await Wire.open(port, features=features)
+            batch = [call("x", "app_cancels_itself", how)]
+            if mode == "pipelined":
+                batch.append(call("y", "echo", "y"))
+            w.write(batch)
+            replies = await w.sync_point()  # once no call runs any more
+            by = {mid(r): code(r) for r in replies}
+            assert by.get("x") == (407 if "cancel" in features else 404), replies
+            r = (await w.roundtrip([call("x", "echo", "again")]))[0]
+            assert (code(r), result(r)) == (200, "again"), r
+            await w.close()
+
+    run_on(loop, main)
