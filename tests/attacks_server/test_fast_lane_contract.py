@@ -1301,3 +1301,57 @@ def test_a_handler_cancelled_by_the_application_is_answered_and_frees_its_id(
             await w.close()
 
     run_on(loop, main)
+
+
+# -- oneway and kept calls against the limits ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ONEWAY", "RETURN"])
+def test_oneway_and_kept_calls_count_towards_max_inflight_while_they_run(
+    loop: str, kind: str
+) -> None:
+    extra = {"ONEWAY": True} if kind == "ONEWAY" else {"RETURN": False}
+
+    async def main() -> None:
+        state = State()
+        async with serving(state, max_inflight=2) as (server, port):
+            w = await Wire.open(port)
+            for k in range(2):
+                w.write([call(f"h{k}", "hold", f"h{k}", **extra)])
+                await state.started_event(f"h{k}").wait()
+            r = (await w.roundtrip([call("over", "echo", 1)]))[0]
+            assert (mid(r), code(r)) == ("over", 503), r
+            state.event("h0").set()
+            state.event("h1").set()
+            await state.wait_until(lambda: server.running_call_count == 0)
+            rs = await w.roundtrip([call(f"q{k}", "echo", k) for k in range(3)])
+            assert sorted(code(r) for r in rs) == [200, 200, 200]
+            await w.close()
+
+    run_on(loop, main)
+
+
+def test_orphaned_oneway_calls_run_on_up_to_kept_results_server_wide(loop: str) -> None:
+    """protocol.md: a oneway call runs to completion if its client disconnects, at most
+    `kept_results` such orphaned calls at a time server-wide; beyond that they are
+    cancelled."""
+
+    async def main() -> None:
+        state = State()
+        async with serving(state, kept_results=3, half_close_timeout=0) as (server, port):
+            wires = [await Wire.open(port) for _ in range(5)]
+            for i, w in enumerate(wires):
+                w.write([call(f"o{i}", "hold", f"o{i}", ONEWAY=True)])
+                await state.started_event(f"o{i}").wait()
+            for w in wires:
+                await w.close()
+            await state.wait_until(lambda: len(state.cancelled) >= 2)
+            await state.wait_until(lambda: server.connection_count == 0)
+            assert len(state.cancelled) == 2, state.cancelled
+            assert server.running_call_count == 3
+            for i in range(5):
+                state.event(f"o{i}").set()
+            await state.wait_until(lambda: server.running_call_count == 0)
+            assert len(state.finished) == 3
+
+    run_on(loop, main)
