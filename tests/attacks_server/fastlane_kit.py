@@ -427,6 +427,15 @@ def build(state: State, **options: Any) -> Server:
         return "not reached"
 
     @reg()
+    async def big(n: int) -> Any:
+        return "x" * n
+
+    @reg()
+    async def order(tag: str) -> Any:
+        state.finished.append(tag)
+        return tag
+
+    @reg()
     async def orphan(tag: str) -> Any:
         VAR.set(tag)
 

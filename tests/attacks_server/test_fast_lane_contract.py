@@ -1355,3 +1355,43 @@ def test_orphaned_oneway_calls_run_on_up_to_kept_results_server_wide(loop: str) 
             assert len(state.finished) == 3
 
     run_on(loop, main)
+
+
+# -- a client that does not read: calls wait for the output, then start in order ---------------
+
+
+def test_calls_waiting_for_the_output_start_in_order_then_the_fast_lane_resumes(loop: str) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state, max_output_buffer=65536) as (server, port):
+            w = await Wire.open(port)
+            n = 200
+            for k in range(n):  # one per read while the client reads nothing
+                w.write([call(f"b{k}", "big", 100_000)])
+                await w.writer.drain()
+            for k in range(50):
+                w.write([call(f"o{k}", "order", f"o{k}")])
+                await w.writer.drain()
+            w.write([cancel("o49")])
+            await w.writer.drain()
+            got: dict[str, list[int]] = {}
+            while len(got) < n + 49:
+                r = await w.recv()
+                got.setdefault(mid(r), []).append(code(r))
+            rest = await w.sync_point()
+            for r in rest:
+                got.setdefault(mid(r), []).append(code(r))
+            assert all(v == [200] for v in got.values()), {
+                k: v for k, v in got.items() if v != [200]
+            }
+            assert set(got) >= {f"b{k}" for k in range(n)} | {f"o{k}" for k in range(49)}
+            started = [t for t in state.finished if t.startswith("o")]
+            assert started[:49] == [f"o{k}" for k in range(49)], started
+            # and the connection serves one-per-read calls as before
+            for k in range(5):
+                r = (await w.roundtrip([call(f"after{k}", "who", f"after{k}")]))[0]
+                assert code(r) == 200 and result(r)["id"] == f"after{k}"
+            assert server.running_call_count == 0
+            await w.close()
+
+    run_on(loop, main)
