@@ -427,6 +427,19 @@ def build(state: State, **options: Any) -> Server:
         return "not reached"
 
     @reg()
+    async def set_meta(value: str, after_await: bool) -> Any:
+        current_call().set_response_metadata("k", value)
+        if after_await:
+            await asyncio.sleep(0)
+        return value
+
+    @reg()
+    async def stream_meta(n: int) -> Any:
+        current_call().set_response_metadata("s", str(n))
+        for i in range(n):
+            yield i
+
+    @reg()
     async def big(n: int) -> Any:
         return "x" * n
 

@@ -377,7 +377,10 @@ async def _outcomes(
         w.write(batch)
         out.extend(await w.sync_point(allowed))
     await w.close()
-    return sorted((str(mid(r)), code(r), repr(result(r))) for r in out)
+    return sorted(
+        (str(mid(r)), code(r), repr(result(r)), repr((r.get("MESSAGE") or {}).get("METADATA")))
+        for r in out
+    )
 
 
 async def _differential(
@@ -909,6 +912,10 @@ def test_call_shapes_answer_as_on_the_general_path(loop: str, mode: str) -> None
         call("s1", "echo", 1, ONEWAY=False),
         call("x1", "echo", b"\x00" * 10),
         call("x2", "echo", {"nested": [1, {"a": None}]}),
+        call("md1", "set_meta", "v1", False),
+        call("md2", "set_meta", "v2", True),
+        call("md3", "set_meta", "v3", False, METADATA={"in": "x"}),
+        call("md4", "stream_meta", 2),
     ]
     batches = [batch] if mode == "pipelined" else [[m] for m in batch]
 
@@ -1392,6 +1399,31 @@ def test_calls_waiting_for_the_output_start_in_order_then_the_fast_lane_resumes(
                 r = (await w.roundtrip([call(f"after{k}", "who", f"after{k}")]))[0]
                 assert code(r) == 200 and result(r)["id"] == f"after{k}"
             assert server.running_call_count == 0
+            await w.close()
+
+    run_on(loop, main)
+
+
+@pytest.mark.parametrize("mode", ["one-per-read", "pipelined"])
+def test_response_metadata_set_by_a_handler_goes_back_with_its_own_reply(
+    loop: str, mode: str
+) -> None:
+    async def main() -> None:
+        state = State()
+        async with serving(state) as (_server, port):
+            w = await Wire.open(port)
+            msgs = [call(f"m{k}", "set_meta", f"v{k}", k % 2 == 1) for k in range(10)]
+            msgs += [call(f"e{k}", "echo", k) for k in range(5)]
+            if mode == "pipelined":
+                rs = await w.roundtrip(msgs)
+            else:
+                rs = [(await w.roundtrip([m]))[0] for m in msgs]
+            for r in rs:
+                meta = r["MESSAGE"].get("METADATA")
+                if mid(r).startswith("m"):
+                    assert meta == {"k": "v" + mid(r)[1:]}, r
+                else:
+                    assert meta is None, r
             await w.close()
 
     run_on(loop, main)
