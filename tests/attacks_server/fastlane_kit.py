@@ -69,8 +69,8 @@ class Wire:
         self.syncs = 0
 
     @classmethod
-    async def open(cls, port: int, features: list[str] | None = ALL) -> Wire:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, features: list[str] | None = ALL, ssl: Any = None) -> Wire:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
         wire = cls(reader, writer)
         auth: dict[str, Any] = {"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}}
         if features is not None:

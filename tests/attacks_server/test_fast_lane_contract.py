@@ -1427,3 +1427,39 @@ def test_response_metadata_set_by_a_handler_goes_back_with_its_own_reply(
             await w.close()
 
     run_on(loop, main)
+
+
+# -- over TLS ----------------------------------------------------------------------------------
+
+
+def test_tasks_and_contextvars_over_tls(loop: str, tmp_path: Any) -> None:
+    from helpers import tls_contexts
+
+    server_ctx, client_ctx = tls_contexts(tmp_path)
+
+    async def main() -> None:
+        state = State()
+        async with serving(state, ssl=server_ctx) as (_server, port):
+            wires = [await Wire.open(port, ssl=client_ctx) for _ in range(20)]
+
+            async def one(i: int, w: Wire) -> None:
+                msgs = []
+                for k in range(4):
+                    msgs += [
+                        call(f"s{i}-{k}", "setvar", k),
+                        call(f"g{i}-{k}", "getvar"),
+                        call(f"w{i}-{k}", "who", f"w{i}-{k}"),
+                    ]
+                for r in [(await w.roundtrip([m]))[0] for m in msgs] + await w.roundtrip(msgs):
+                    assert code(r) == 200, r
+                    if mid(r).startswith(("s", "g")):
+                        assert result(r) is None, r
+                    else:
+                        assert result(r)["id"] == mid(r) and result(r)["var"] is None, r
+
+            await asyncio.gather(*(one(i, w) for i, w in enumerate(wires)))
+            assert len({id(t) for t in state.tasks.values()}) == len(state.tasks) == 20 * 4
+            for w in wires:
+                await w.close()
+
+    run_on(loop, main)
