@@ -248,6 +248,9 @@ def build(state: State, **options: Any) -> Server:
     async def drain(allowed: int) -> Any:
         state.drains += 1
         try:
+            # Started eagerly, this task is counted as running only once its first step
+            # has suspended: before that it would subtract itself from the others.
+            await asyncio.sleep(0)
             while server.running_call_count - state.drains > allowed:
                 await asyncio.sleep(0.001)
             await asyncio.sleep(0)  # replies of calls that just finished are written first

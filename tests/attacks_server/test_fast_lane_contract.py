@@ -952,13 +952,6 @@ def test_old_and_modern_framings_answer_alike(loop: str, features: Any) -> None:
 
 
 @pytest.mark.parametrize("max_inflight", [4, 0])
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    strict=True,
-    reason="BUG: with asyncio.eager_task_factory a call finishing in its first step stays "
-    "in the connection's running calls for ever: max_inflight fills up (503 for every "
-    "call), running_call_count never returns to 0",
-)
 def test_calls_under_asyncio_eager_task_factory_release_their_slot(max_inflight: int) -> None:
     """Python 3.12's `asyncio.eager_task_factory` is the application's choice of how
     tasks start (uvloop refuses it). A call still runs in its own task; what it may not do
@@ -1130,12 +1123,6 @@ def test_random_calls_answer_alike_on_the_fast_and_general_paths(
 # -- a call's context asked for after the call returned ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: without interceptors, current_call() asked for after the handler returned "
-    "(call_soon, a task outliving it) stores a context that the next call reusing the ID "
-    "gets as its own: wrong method in current_call(), the old call's response metadata sent",
-)
 @pytest.mark.parametrize("after_await", [False, True], ids=["sync", "after-await"])
 def test_a_context_asked_for_late_never_becomes_the_next_calls(
     loop: str, after_await: bool
@@ -1162,12 +1149,6 @@ def test_a_context_asked_for_late_never_becomes_the_next_calls(
     run_on(loop, main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: without interceptors, each call whose context is asked for after it "
-    "returned leaves a CallContext on its connection for the connection's life "
-    "(~0.5 KB a call, 3,000 calls: >1 MB)",
-)
 def test_contexts_asked_for_late_are_not_kept_per_call(loop: str) -> None:
     import gc
     import tracemalloc
@@ -1276,12 +1257,6 @@ def test_a_running_call_read_alone_keeps_its_connection_from_idling(loop: str) -
 # -- the application cancels its own handler's task -----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a handler whose task the application itself cancels (task.cancel() from "
-    "its own code or watchdog timer) is never answered, and its ID stays in flight for "
-    "ever (each reuse: 400 duplicate); fast lane and general path alike",
-)
 @pytest.mark.parametrize("features", [ALL, ["length-framing"]], ids=["cancel", "no-cancel"])
 @pytest.mark.parametrize("how", ["now", "watchdog"])
 @pytest.mark.parametrize("mode", ["one-per-read", "pipelined"])

@@ -643,6 +643,11 @@ class ServerConnection(_Connection):
             return
         self._queue_error(id, error, frame if self.settings.debug else None)
 
+    def awaits_reply(self, id: str) -> bool:
+        """Whether call `id` is still owed its reply (in flight on an open connection:
+        not answered, not cancelled by the client)."""
+        return id in self._inflight and not self.closed
+
     def release(self, id: str) -> None:
         """Retire an ID whose outcome is kept rather than sent (RETURN false)."""
         self._inflight.pop(id, None)

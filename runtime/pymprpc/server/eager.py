@@ -57,7 +57,10 @@ def start_task_builtin(
     """Run `coro` as a task whose first step runs now; None if it already finished
     (Python 3.12+: `eager_start`)."""
     if loop.get_task_factory() is not None:
-        return loop.create_task(coro)  # the application chose how tasks are made
+        # The application chose how tasks are made; its factory may start them eagerly
+        # too (asyncio.eager_task_factory): a task already done is not running.
+        task = loop.create_task(coro)
+        return None if task.done() else task
     task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
     return None if task.done() else task
 
@@ -74,7 +77,8 @@ def start_task_emulated(
         or loop.get_task_factory() is not None
         or asyncio.current_task(loop) is not None
     ):
-        return loop.create_task(coro)  # a factory chose how tasks are made / nested
+        task = loop.create_task(coro)  # a factory chose how tasks are made / nested
+        return None if task.done() else task  # an eager factory may have finished it
     enter, leave = switch
     context = contextvars.copy_context()
     resume = _Resume(coro)

@@ -139,6 +139,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         "_host",
         "_interceptors",
         "_last_activity",
+        "_lost",
         "_max_inflight",
         "_max_waiting",
         "_measure",
@@ -192,12 +193,14 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
+        self._lost = False  # the connection is gone: its cancelled calls are owed nothing
         self._interceptors = host.config.interceptors
         # Message sizes are measured only for an interceptor that asks (see MessageSizes).
         self._measure = any(getattr(i, "message_sizes", False) for i in self._interceptors)
         if self._measure:
             self.conn.measure_sizes()
-        # Contexts built on demand for calls without interceptors, by call ID.
+        # Contexts of measured calls (an interceptor asked for sizes), by call ID, for
+        # _report's error reply; calls without interceptors keep theirs in a cell.
         self._contexts: dict[str, CallContext] = {}
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
         self._paused_for: tuple[str, ...] = ()  # why reading is paused: "input", "output"
@@ -353,6 +356,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 _peer_text(self.peer),
                 f": {exc}" if exc is not None else "",
             )
+        self._lost = True
         self._host.forget(self)
         self._host.input_budget.forget(self)
         self._buffered = 0
@@ -612,7 +616,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             # no local of it may lead back to the task (the Timeout does), or the cycle
             # keeps the handler's frames and locals alive until the garbage collector runs.
             deadline = None
-            if self._contexts:  # built after the reply was sent, or the call failed
+            if self._contexts:  # a measured call's (see _execute)
                 self._contexts.pop(request.id, None)
             if not request.returns:
                 self.conn.release(request.id)
@@ -638,9 +642,10 @@ class ConnectionHandler(ReusedBufferProtocol):
                 await self._execute(CallRequest(id, name, args, kwargs), None, None)
                 return
             # What _execute does for such a call (its context built only if asked for).
-            _set_current(functools.partial(self._plain_context, id, name, args, kwargs))
+            cell: list[CallContext | None] = [None]
+            _set_current(functools.partial(self._plain_context, cell, id, name, args, kwargs))
             result = await method.func(*args)
-            ctx = self._contexts.pop(id, None) if self._contexts else None
+            ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
             if type(result) in _PLAIN or not is_stream(result):
                 self.conn.send_result(id, result, deprecated=method.deprecated, metadata=metadata)
@@ -650,28 +655,36 @@ class ConnectionHandler(ReusedBufferProtocol):
             if not self._failed(CallRequest(id, name, args, kwargs), None, exc):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
-            if self._contexts:  # built after the reply was sent, or the call failed
-                self._contexts.pop(id, None)
             if not self._reading:  # else data_received writes it
                 self._flush()
             if id in self.tasks:  # see _run_call
                 self._call_done(id, asyncio.current_task(self.loop))
 
     def _plain_context(
-        self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]
+        self,
+        cell: list[CallContext | None],
+        id: str,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
     ) -> CallContext:
-        return self._lazy_context(CallRequest(id, name, args, kwargs), None, False)
+        ctx = cell[0]
+        if ctx is None:
+            ctx = cell[0] = self.call_context(CallRequest(id, name, args, kwargs), None, False)
+        return ctx
 
     def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
         """Settle a call that raised `exc`: answer (or keep) its error and return True,
         or return False if it was cancelled and nobody is to be answered (re-raise)."""
         if isinstance(exc, asyncio.CancelledError):
-            if not _being_cancelled():
-                # Raised by the handler itself (say, awaiting an inner task that was
-                # cancelled), not a cancellation of this call: answer it.
-                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
-            elif self._host.aborting:
+            if self._host.aborting and _being_cancelled():
                 self._report(request, kept, self._abort_error(), "")
+            elif not self._lost and self.conn.awaits_reply(request.id):
+                # Not cancelled by its client (CANCEL retires the ID) nor by the end of
+                # its connection: raised by the handler itself (say, awaiting an inner
+                # task that was cancelled), or its task cancelled by the application.
+                # The client still waits for this ID: answer it.
+                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
             else:
                 if kept is not None:
                     kept.set_error(CancelledError("the call was cancelled", id=request.id))
@@ -727,13 +740,20 @@ class ConnectionHandler(ReusedBufferProtocol):
     # -- the call context -------------------------------------------------------------
 
     def _lazy_context(
-        self, request: CallRequest, deadline_at: float | None, streaming: bool
+        self,
+        cell: list[CallContext | None],
+        request: CallRequest,
+        deadline_at: float | None,
+        streaming: bool,
     ) -> CallContext:
-        """The context of a call run without interceptors, built on first use and kept
-        until the call is answered (it holds the response metadata)."""
-        ctx = self._contexts.get(request.id)
+        """The context of a call run without interceptors, built on first use and kept in
+        `cell`, which belongs to this call alone (the reply takes its response metadata
+        from there). Not kept by the connection under the call's ID: a context asked for
+        after the reply (from a callback or a task the handler left behind) would stay
+        there, and the next call reusing that ID would find it as its own."""
+        ctx = cell[0]
         if ctx is None:
-            ctx = self._contexts[request.id] = self.call_context(request, deadline_at, streaming)
+            ctx = cell[0] = self.call_context(request, deadline_at, streaming)
         return ctx
 
     def call_context(
@@ -799,10 +819,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         if not interceptors:
             # Nobody needs the context up front: build it only if the handler asks.
             streaming = method.kind is _STREAM
-            _set_current(functools.partial(self._lazy_context, request, deadline_at, streaming))
+            cell: list[CallContext | None] = [None]
+            _set_current(
+                functools.partial(self._lazy_context, cell, request, deadline_at, streaming)
+            )
             args, kwargs = method.bind(request.args, request.kwargs)
             result = await dispatcher.run(method, args, kwargs)
-            ctx = self._contexts.pop(request.id, None) if self._contexts else None
+            ctx = cell[0]
         else:
             ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
             if ctx.sizes is not None:
