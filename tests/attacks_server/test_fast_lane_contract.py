@@ -16,7 +16,6 @@ import asyncio
 import random
 import socket
 import struct
-import sys
 from typing import Any
 
 import pytest
