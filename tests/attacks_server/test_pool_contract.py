@@ -1,0 +1,795 @@
+"""Attacks on the process pool's user-facing contract (issue 12, README "Executors" and
+"The process pool", the original usage page): a plain `def` on the default executor.
+
+Every server runs in a subprocess (pool_server.py) so that a test can kill its workers,
+scan /proc for its children, measure RSS and run it with `-W error::DeprecationWarning`.
+Synchronisation is on state: a blocking handler publishes its pid in a file and waits
+for a release file; tests poll files and /proc, never sleep a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pymprpc import RPC, AsyncRPC
+from pymprpc.errors import (
+    CallCancelled,
+    ConnectionLostError,
+    DeadlineExceeded,
+    RemoteError,
+    ResultLimitError,
+    RpcException,
+    UnavailableError,
+)
+
+HERE = Path(__file__).parent
+MiB = 1 << 20
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# ---------------------------------------------------------------------------------------
+# kit
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of a process, or None if it does not exist."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process whose parent chain leads to `root`."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = _stat(int(d))
+            if st is not None:
+                parent[int(d)] = st[1]
+    out: set[int] = set()
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if pid not in out and (ppid == root or ppid in out):
+                out.add(pid)
+                grew = True
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Exists and is not a zombie."""
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class PoolSrv:
+    """pool_server.py in a subprocess (own session), its stdout and stderr in files."""
+
+    def __init__(self, flags: tuple[str, ...] = (), **cfg: Any) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="atkpool-")
+        self.out = Path(self.tmp) / "stdout"
+        self.err = Path(self.tmp) / "stderr"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, *flags, str(HERE / "pool_server.py"), json.dumps(cfg)],
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+        wait_until(
+            lambda: self.proc.poll() is not None or self._port() is not None,
+            40,
+            "the server's port",
+        )
+        port = self._port()
+        if port is None:
+            raise RuntimeError(f"server did not start:\n{self.stderr()}")
+        self.port = port
+        self.pid = self.proc.pid
+
+    def _port(self) -> int | None:
+        for line in self.out.read_text().splitlines():
+            if line.strip().isdigit():
+                return int(line)
+        return None
+
+    def url(self, user: str | None = None) -> str:
+        cred = f"{user}:{user}-pw@" if user else ""
+        return f"tcp://{cred}127.0.0.1:{self.port}"
+
+    def rpc(self, **options: Any) -> RPC:
+        options.setdefault("timeout", 60)
+        return RPC(self.url(options.pop("user", None)), **options)
+
+    def arpc(self, **options: Any) -> AsyncRPC:
+        options.setdefault("timeout", 60)
+        return AsyncRPC(self.url(options.pop("user", None)), **options)
+
+    def pidfile(self, tag: str, timeout: float = 30) -> int:
+        path = Path(self.tmp) / f"{tag}.pid"
+        wait_until(path.exists, timeout, f"handler {tag!r} to start")
+        return int(path.read_text())
+
+    def started(self, tag: str) -> bool:
+        return (Path(self.tmp) / f"{tag}.pid").exists()
+
+    def release(self, tag: str = "all") -> None:
+        (Path(self.tmp) / f"{tag}.go").write_text("")
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def stop(self, timeout: float = 30) -> float:
+        """SIGTERM to the server alone; seconds until it exited."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout)
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        self.release()
+        if self.proc.poll() is None:
+            try:
+                self.stop(20)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        # anything of ours still around (a test failed half-way) goes too
+        for pid in descendants(self.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def pool() -> Iterator[Callable[..., PoolSrv]]:
+    made: list[PoolSrv] = []
+
+    def make(flags: tuple[str, ...] = (), **cfg: Any) -> PoolSrv:
+        s = PoolSrv(flags, **cfg)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def workers_of(srv: PoolSrv, n: int, rpc: RPC, tag: str) -> list[int]:
+    """The pids of `n` workers, found by running `n` blocking calls at once (each must
+    land on its own worker: least-loaded dispatch with a free worker)."""
+    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+        futs = [ex.submit(rpc.block, srv.tmp, f"{tag}{i}") for i in range(n)]
+        pids = [srv.pidfile(f"{tag}{i}") for i in range(n)]
+        for i in range(n):
+            srv.release(f"{tag}{i}")
+        assert [f.result(30) for f in futs] == [f"{tag}{i}" for i in range(n)]
+    return pids
+
+
+def remote_error(fn: Callable[[], Any]) -> RpcException:
+    with pytest.raises(RpcException) as info:
+        fn()
+    return info.value
+
+
+# ---------------------------------------------------------------------------------------
+# worker death
+
+
+def test_kill9_running_call_fails_404_naming_method_and_pool_is_refilled(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(rpc.block, s.tmp, "victim")
+        victim = s.pidfile("victim")
+        assert victim != s.pid
+        os.kill(victim, signal.SIGKILL)
+        exc = remote_error(lambda: fut.result(30))
+        assert isinstance(exc, RemoteError) and exc.code == 404, exc
+        assert exc.exception == "WorkerDied", (exc.exception, str(exc))
+        assert "block" in str(exc), f"404 does not name the method: {exc}"
+        assert rpc.add(2, 3) == 5
+        # replaced: two calls at once still get two live workers, neither the dead one
+        pids = workers_of(s, 2, rpc, "after")
+        assert len(set(pids)) == 2 and victim not in pids, pids
+        assert all(alive(p) for p in pids)
+
+
+@pytest.mark.parametrize("method", ["osexit", "segv"])
+def test_handler_that_kills_its_worker_fails_that_call_only(pool, method: str) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        before = rpc.pid()
+        exc = remote_error(getattr(rpc, method))
+        assert isinstance(exc, RemoteError) and exc.code == 404, exc
+        assert exc.exception == "WorkerDied", (exc.exception, str(exc))
+        assert method in str(exc), f"404 does not name the method: {exc}"
+        after = rpc.pid()
+        assert after != before and not alive(before)
+        assert rpc.add(1, 1) == 2
+    assert s.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("method", "name"),
+    [
+        ("sysexit", "SystemExit"),
+        ("kbint", "KeyboardInterrupt"),
+        ("mybase", "MyBase"),
+        ("genexit", "GeneratorExit"),
+    ],
+)
+def test_base_exceptions_fail_one_call_and_keep_the_worker(pool, method, name) -> None:
+    """README: sys.exit() or KeyboardInterrupt fails that call with 404; the worker and
+    the server keep going."""
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        before = rpc.pid()
+        exc = remote_error(getattr(rpc, method))
+        assert isinstance(exc, RemoteError) and exc.code == 404, exc
+        assert exc.exception == name, (exc.exception, str(exc))
+        assert rpc.pid() == before, "the worker did not keep going"
+        assert rpc.add(1, 2) == 3
+    assert s.proc.poll() is None
+
+
+def test_stray_cancelled_error_fails_that_call_only(pool) -> None:
+    """README: a stray CancelledError raised by a method fails that call only (404; 407
+    when cancel is negotiated)."""
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        before = rpc.pid()
+        exc = remote_error(rpc.cancelled)
+        assert exc.code in (404, 407), exc
+        assert rpc.pid() == before
+        assert rpc.add(1, 2) == 3
+
+
+def test_killing_an_idle_worker_fails_nothing(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc:
+        pids = workers_of(s, 2, rpc, "w")
+        assert len(set(pids)) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        wait_until(lambda: not alive(pids[0]), 10, "the worker to die")
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            assert list(ex.map(lambda i: rpc.add(i, i), range(200))) == [
+                2 * i for i in range(200)
+            ]
+        again = workers_of(s, 2, rpc, "again")
+        assert len(set(again)) == 2 and pids[0] not in again
+
+
+def test_death_fails_exactly_its_call_with_many_queued_behind_it(pool) -> None:
+    """One worker: calls queued behind the dying call (on the server or already written
+    to the worker's socket) must all run on the replacement."""
+    s = pool(server={"max_workers": 1})
+
+    async def main() -> None:
+        async with s.arpc() as rpc:
+            # warm up: short calls make the worker take several at a time
+            assert await asyncio.gather(*(rpc.add(i, 1) for i in range(300))) == [
+                i + 1 for i in range(300)
+            ]
+            victim_call = asyncio.ensure_future(rpc.block(s.tmp, "v"))
+            victim = await asyncio.to_thread(s.pidfile, "v")
+            queued = [asyncio.ensure_future(rpc.add(i, 1000)) for i in range(100)]
+            coros = [asyncio.ensure_future(rpc.cadd(i, 1)) for i in range(10)]
+            assert await asyncio.gather(*coros) == [i + 1 for i in range(10)]
+            os.kill(victim, signal.SIGKILL)
+            with pytest.raises(RemoteError) as info:
+                await victim_call
+            assert info.value.exception == "WorkerDied"
+            results = await asyncio.gather(*queued, return_exceptions=True)
+            lost = [r for r in results if isinstance(r, BaseException)]
+            assert not lost, f"{len(lost)} queued calls lost with the worker: {lost[:3]}"
+            assert results == [i + 1000 for i in range(100)]
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pipelined_short_calls_beside_a_crashing_one(pool, workers: int) -> None:
+    """A crashing call sent among 200 short calls on one connection: exactly it fails."""
+    s = pool(server={"max_workers": workers})
+
+    async def main() -> None:
+        async with s.arpc() as rpc:
+            await asyncio.gather(*(rpc.add(i, 1) for i in range(300)))
+            calls: list[Any] = [rpc.add(i, 0) for i in range(100)]
+            calls.append(rpc.osexit())
+            calls += [rpc.add(i, 0) for i in range(100, 200)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            failed = {i: r for i, r in enumerate(results) if isinstance(r, BaseException)}
+            assert list(failed) == [100], {i: repr(r) for i, r in list(failed.items())[:5]}
+            assert isinstance(failed[100], RemoteError) and "osexit" in str(failed[100])
+
+    asyncio.run(main())
+
+
+def test_death_on_one_worker_leaves_the_other_workers_calls_alone(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(40) as ex:
+        for _ in range(3):
+            list(ex.map(lambda i: rpc.add(i, 1), range(100)))
+        a = ex.submit(rpc.block, s.tmp, "A")
+        pa = s.pidfile("A")
+        b = ex.submit(rpc.block, s.tmp, "B")
+        # B must get the free worker, not wait behind A
+        pb = s.pidfile("B", timeout=20)
+        assert pa != pb
+        quick = [ex.submit(rpc.add, i, 7) for i in range(30)]
+        os.kill(pa, signal.SIGKILL)
+        exc = remote_error(lambda: a.result(30))
+        assert exc.exception == "WorkerDied"
+        assert [q.result(30) for q in quick] == [i + 7 for i in range(30)]
+        assert not b.done(), "the other worker's running call ended when A's worker died"
+        s.release("B")
+        assert b.result(30) == "B"
+
+
+def test_zygote_death_does_not_stop_replacement(pool) -> None:
+    """Not in the docs: kill -9 every non-worker child (the zygote), then a worker; the
+    pool should still replace it (or at least fail calls, never hang)."""
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        w = rpc.pid()
+        others = [p for p in descendants(s.pid) if p != w and alive(p)]
+        for p in others:
+            os.kill(p, signal.SIGKILL)
+        os.kill(w, signal.SIGKILL)
+        wait_until(lambda: not alive(w), 10, "the worker to die")
+        assert rpc.add(20, 22) == 42
+
+
+# ---------------------------------------------------------------------------------------
+# calls that never return
+
+
+def test_deadline_kills_the_stuck_worker_and_the_pool_recovers(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        with pytest.raises(DeadlineExceeded):
+            rpc.forever.with_options(timeout=1)(s.tmp, "f")
+        stuck = s.pidfile("f")
+        assert rpc.add(1, 2) == 3
+        wait_until(lambda: not alive(stuck), 10, "the stuck worker to be killed")
+
+
+def test_client_cancel_kills_the_stuck_worker(pool) -> None:
+    s = pool(server={"max_workers": 1})
+
+    async def main() -> None:
+        async with s.arpc() as rpc:
+            task = asyncio.ensure_future(rpc.forever(s.tmp, "c"))
+            stuck = await asyncio.to_thread(s.pidfile, "c")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await rpc.add(2, 2) == 4
+            await asyncio.to_thread(
+                wait_until, lambda: not alive(stuck), 10, "the stuck worker to be killed"
+            )
+
+    asyncio.run(main())
+
+
+def test_client_disconnect_kills_the_stuck_worker(pool) -> None:
+    s = pool(server={"max_workers": 1, "half_close_timeout": 0})
+    rpc = s.rpc()
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(rpc.forever, s.tmp, "d")
+        stuck = s.pidfile("d")
+        rpc.close()
+        with pytest.raises(ConnectionLostError):
+            fut.result(30)
+    wait_until(lambda: not alive(stuck), 15, "the stuck worker to be killed")
+    with s.rpc() as other:
+        assert other.add(3, 3) == 6
+
+
+# ---------------------------------------------------------------------------------------
+# values that cannot cross
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["ret_lambda", "ret_socket", "ret_gen", "ret_reduce_raises", "ret_unpickle_fails"],
+)
+def test_results_that_cannot_cross_are_a_clear_404(pool, method: str) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        exc = remote_error(getattr(rpc, method))
+        assert isinstance(exc, RemoteError) and exc.code == 404, repr(exc)
+        text = str(exc)
+        assert method in text or "pickl" in text.lower(), f"unclear: {text}"
+        assert rpc.add(1, 2) == 3
+        assert rpc.pid() != s.pid
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "words"),
+    [
+        ("raise_locked", "LockedError", "locked inside"),
+        ("raise_reqargs", "ReqArgsError", "needs two"),
+        ("raise_value", "ValueError", "plain value error"),
+    ],
+)
+def test_exceptions_come_back_as_type_and_message(pool, method, name, words) -> None:
+    """Issue 12: exceptions come back as data (type, message, traceback), so one whose
+    pickling or unpickling fails still reports its type and message."""
+    s = pool(server={"max_workers": 1, "debug": True})
+    with s.rpc(timeout=30) as rpc:
+        exc = remote_error(getattr(rpc, method))
+        assert exc.code == 404, repr(exc)
+        assert exc.exception == name, (exc.exception, str(exc))
+        assert words in str(exc), str(exc)
+        assert exc.remote_traceback and method in exc.remote_traceback, exc.remote_traceback
+        assert rpc.add(1, 2) == 3
+
+
+def test_result_above_the_message_size_is_405_and_the_connection_lives(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=60) as rpc:
+        with pytest.raises(ResultLimitError):
+            rpc.big(17 * MiB)
+        assert rpc.add(1, 2) == 3
+        assert rpc.big(1000) == b"x" * 1000
+
+
+@pytest.mark.timeout(180)
+def test_50mib_result_and_argument(pool) -> None:
+    s = pool(server={"max_workers": 2, "max_message_size": 64 * MiB})
+    with s.rpc(timeout=120, max_message_size=64 * MiB) as rpc:
+        got = rpc.big(50 * MiB)
+        assert len(got) == 50 * MiB and got == b"x" * (50 * MiB)
+        del got
+        arg = os.urandom(50 * MiB)
+        assert rpc.size(arg) == 50 * MiB
+        assert rpc.echo(arg) == arg
+
+
+# ---------------------------------------------------------------------------------------
+# load
+
+
+@pytest.mark.timeout(240)
+def test_10000_calls_in_flight_from_ten_connections(pool) -> None:
+    s = pool(server={"max_workers": 2})
+
+    async def one(k: int) -> list[int]:
+        async with s.arpc(timeout=200) as rpc:
+            return await asyncio.gather(*(rpc.add(k * 1000, i) for i in range(1000)))
+
+    async def main() -> None:
+        results = await asyncio.gather(*(one(k) for k in range(10)))
+        for k, r in enumerate(results):
+            assert r == [k * 1000 + i for i in range(1000)]
+
+    asyncio.run(main())
+    assert s.proc.poll() is None
+
+
+def test_mixed_coroutine_and_process_calls(pool) -> None:
+    s = pool(server={"max_workers": 2})
+
+    async def main() -> None:
+        async with s.arpc() as rpc:
+            calls = []
+            for i in range(300):
+                calls += [rpc.cadd(i, 1), rpc.add(i, 2), rpc.lam(i)]
+            got = await asyncio.gather(*calls)
+            assert got == [x for i in range(300) for x in (i + 1, i + 2, 2 * i)]
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------------------------
+# shutdown
+
+
+def test_shutdown_with_calls_running_leaves_no_process(pool) -> None:
+    s = pool(server={"max_workers": 2, "grace_period": 1})
+    rpc = s.rpc(timeout=60)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        futs = [ex.submit(rpc.forever, s.tmp, f"s{i}") for i in range(2)]
+        workers = [s.pidfile(f"s{i}") for i in range(2)]
+        family = descendants(s.pid)
+        assert set(workers) <= family
+        took = s.stop(30)
+        for f in futs:
+            with pytest.raises((UnavailableError, ConnectionLostError, CallCancelled)):
+                f.result(30)
+    rpc.close()
+    assert took < 1 + 8, f"shutdown took {took:.1f}s with grace_period=1"
+    left = [p for p in family if alive(p)]
+    assert not left, f"processes of the server outlived it: {left}"
+    line = [x for x in s.stdout().splitlines() if x.startswith("CHILDREN_AFTER_CLOSE")]
+    assert line, s.stdout() + s.stderr()
+    kids = json.loads(line[0].split(" ", 1)[1])
+    assert kids == [], f"children (pid, state) still there when close() returned: {kids}"
+
+
+def test_sigterm_to_the_process_group_lets_pool_calls_finish(pool) -> None:
+    s = pool(server={"max_workers": 2, "grace_period": 20})
+    with s.rpc(timeout=60) as rpc, concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(rpc.block, s.tmp, "g")
+        worker = s.pidfile("g")
+        os.killpg(s.pid, signal.SIGTERM)  # what systemd and Ctrl-C do
+
+        def draining() -> bool:
+            try:
+                with s.rpc(timeout=5, connect_timeout=5) as probe:
+                    probe.add(1, 1)
+            except (UnavailableError, ConnectionError, OSError):
+                return True
+            return False
+
+        wait_until(draining, 20, "the server to start draining")
+        assert alive(worker), "SIGTERM to the group killed the worker"
+        s.release("g")
+        assert fut.result(30) == "g"
+    s.proc.wait(30)
+
+
+def test_idle_pool_shutdown_is_prompt_and_clean(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc:
+        assert rpc.add(1, 1) == 2
+    family = descendants(s.pid)
+    assert family, "no worker processes found"
+    took = s.stop(30)
+    assert took < 8, took
+    assert not [p for p in family if alive(p)]
+    assert "CHILDREN_AFTER_CLOSE []" in s.stdout()
+
+
+# ---------------------------------------------------------------------------------------
+# forking safely
+
+
+def test_threads_started_before_the_pool_no_fork_warning(pool) -> None:
+    s = pool(("-W", "error::DeprecationWarning"), threads_first=True, only_module=True)
+    with s.rpc() as rpc:
+        assert rpc.mod_add(2, 3) == 5
+        w = rpc.mod_pid()
+        assert w != s.pid
+        os.kill(w, signal.SIGKILL)
+        wait_until(lambda: not alive(w), 10, "the worker to die")
+        assert rpc.mod_add(4, 5) == 9
+        assert rpc.mod_pid() != w
+        assert rpc.register_module_late() is True
+        assert rpc.mod_late(1, 2) == 3
+    s.stop()
+    err = s.stderr()
+    assert "DeprecationWarning" not in err and "Traceback" not in err, err[-3000:]
+
+
+def test_worker_replacement_after_thread_pool_started_no_fork_warning(pool) -> None:
+    s = pool(("-W", "error::DeprecationWarning"), server={"max_workers": 1})
+    with s.rpc() as rpc:
+        assert rpc.server_pid() == s.pid  # the thread pool now has threads
+        w = rpc.pid()
+        os.kill(w, signal.SIGKILL)
+        wait_until(lambda: not alive(w), 10, "the worker to die")
+        assert rpc.add(1, 2) == 3
+        exc = remote_error(rpc.osexit)
+        assert exc.exception == "WorkerDied"
+        assert rpc.add(2, 2) == 4
+    s.stop()
+    err = s.stderr()
+    assert "DeprecationWarning" not in err and "Traceback" not in err, err[-3000:]
+
+
+def test_nested_functions_after_threads_started_work_with_a_warning(pool) -> None:
+    s = pool(threads_first=True)
+    with s.rpc() as rpc:
+        assert rpc.add(2, 3) == 5
+        assert rpc.pid() != s.pid
+        assert rpc.late() == ["s3cret", "set after the first registration"]
+    s.stop()
+    warnings = [x for x in s.stderr().splitlines() if x.startswith("WARNING")]
+    assert any("thread" in x for x in warnings), s.stderr()[-3000:]
+
+
+# ---------------------------------------------------------------------------------------
+# what users rely on
+
+
+def test_nested_functions_closures_and_lambdas(pool) -> None:
+    s = pool()
+    with s.rpc() as rpc:
+        assert rpc.add(1, 2) == 3
+        assert rpc.late() == ["s3cret", "set after the first registration"]
+        assert rpc.lam(21) == 42
+        assert rpc.pid() != s.pid
+
+
+def test_functions_registered_while_serving(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc:
+        assert rpc.add(1, 1) == 2  # workers started
+        assert rpc.register_module_late() is True
+        assert rpc.mod_late(2, 3) == 5
+        assert rpc.register_closure_late(3) is True
+        assert rpc.closure_late(5) == 15
+
+
+def test_per_worker_state_is_the_workers_own(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(4) as ex:
+        seen = list(ex.map(lambda _: rpc.count(), range(200)))
+        per: dict[int, list[int]] = {}
+        for p, n in seen:
+            per.setdefault(p, []).append(n)
+        for p, ns in per.items():
+            assert sorted(ns) == list(range(1, len(ns) + 1)), (p, sorted(ns)[:10])
+            assert p != s.pid
+        assert rpc.server_count() == 0, "a worker's write reached the server's copy"
+
+
+def test_a_replaced_worker_starts_from_the_registration_state(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        first = [rpc.count() for _ in range(3)]
+        p = first[0][0]
+        assert first == [[p, 1], [p, 2], [p, 3]]
+        os.kill(p, signal.SIGKILL)
+        wait_until(lambda: not alive(p), 10, "the worker to die")
+        q, n = rpc.count()
+        assert q != p and n == 1, (q, n)
+
+
+def test_current_call_in_a_worker(pool) -> None:
+    s = pool(server={"max_workers": 1, "auth": [["u", "u-pw"]]})
+    with s.rpc(user="u") as rpc:
+        got = rpc.ctx.with_options(timeout=30, metadata={"k": "v"})()
+        assert got["pid"] != s.pid
+        assert got["method"] == "ctx" and got["user"] == "u"
+        assert got["metadata"] == {"k": "v"}
+        assert got["peer"] and got["peer"][0] == "127.0.0.1"
+        assert got["remaining"] is not None and 0 < got["remaining"] <= 30
+        value, meta = rpc.ctx_meta.call_with_metadata("hello")
+        assert value == "hello" and meta.get("from-worker") == "hello", meta
+
+
+def test_user_thread_executor_per_function(pool) -> None:
+    s = pool()
+    with s.rpc() as rpc:
+        assert rpc.ut_pid() == s.pid
+        assert rpc.ut_ctx() == ["ut_ctx", True]
+
+
+def test_user_process_executor_per_function(pool) -> None:
+    s = pool()
+    with s.rpc(timeout=60) as rpc:
+        assert rpc.up_add(2, 3) == 5
+        assert rpc.up_pid() != s.pid
+        # a nested function cannot be pickled for a user's ProcessPoolExecutor: a clear
+        # 404, not a hang
+        exc = remote_error(rpc.up_nested)
+        assert exc.code == 404, repr(exc)
+        # the user's pool breaks when its worker dies: the call fails, nothing hangs
+        exc = remote_error(rpc.up_osexit)
+        assert exc.code == 404, repr(exc)
+        assert rpc.add(1, 2) == 3
+
+
+def test_server_executor_user_pool_runs_everything_and_is_not_shut_down(pool) -> None:
+    s = pool(server_executor="user_thread")
+    with s.rpc() as rpc:
+        assert rpc.pid() == s.pid  # the nested `def` ran on the user's thread pool
+        assert rpc.add(2, 2) == 4
+    s.stop()
+    assert "USERPOOL ok" in s.stdout(), s.stdout() + s.stderr()[-2000:]
+
+
+def test_worker_stdout_and_stderr_no_duplicated_buffer(pool) -> None:
+    s = pool(banner=True, server={"max_workers": 2})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(4) as ex:
+        assert list(ex.map(lambda i: rpc.printer(f"line{i}"), range(20))) == [5] * 10 + [
+            6
+        ] * 10
+        assert rpc.add(1, 1) == 2
+    s.stop()
+    out, err = s.stdout(), s.stderr()
+    for i in range(20):
+        assert out.count(f"OUT:line{i}\n") == 1, out
+        assert err.count(f"ERR:line{i}\n") == 1, err[-2000:]
+    assert out.count("BANNER-UNFLUSHED") == 1, f"the server's stdout buffer was copied: {out}"
+
+
+def test_handlers_that_fork_spawn_and_start_threads(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        w = rpc.pid()
+        assert rpc.forker() == 7
+        assert rpc.spawner() == [0, "42"]
+        assert rpc.threader() >= 2
+        assert rpc.threader() >= 3
+        assert rpc.add(1, 2) == 3
+        assert rpc.pid() == w
+
+
+# ---------------------------------------------------------------------------------------
+# memory
+
+
+def family_rss(root: int) -> int:
+    return sum(rss(p) for p in {root} | descendants(root))
+
+
+@pytest.mark.timeout(180)
+def test_large_arguments_queued_for_a_busy_pool_memory(pool) -> None:
+    """24 calls of 8 MiB each wait for the one busy worker: what does the server (and its
+    workers) hold? Without extra copies it should be about the payload, and it must be
+    given back once they ran."""
+    s = pool(server={"max_workers": 1})
+    n, size = 24, 8 * MiB
+    payload = n * size
+
+    async def main() -> tuple[int, int, int]:
+        async with s.arpc(timeout=150) as rpc:
+            assert await rpc.size(b"z" * size) == size  # warm
+            base = await asyncio.to_thread(family_rss, s.pid)
+            blocker = asyncio.ensure_future(rpc.block(s.tmp, "m"))
+            await asyncio.to_thread(s.pidfile, "m")
+            calls = [asyncio.ensure_future(rpc.size(os.urandom(size))) for _ in range(n)]
+            # frames are read in order: once this coroutine answers, all were read
+            assert await rpc.cadd(1, 1) == 2
+            held = await asyncio.to_thread(family_rss, s.pid)
+            s.release("m")
+            assert await blocker == "m"
+            assert await asyncio.gather(*calls) == [size] * n
+            after = await asyncio.to_thread(family_rss, s.pid)
+            return base, held, after
+
+    base, held, after = asyncio.run(main())
+    print(
+        f"queued {payload / MiB:.0f} MiB: server+workers +{(held - base) / MiB:.0f} MiB, "
+        f"after: +{(after - base) / MiB:.0f} MiB"
+    )
+    assert held - base < 2 * payload + 64 * MiB, "more than two copies of each argument"
+    assert after - base < 64 * MiB + payload // 4, "queued arguments were not given back"
