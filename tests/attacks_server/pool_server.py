@@ -271,11 +271,6 @@ def main() -> None:
                 return a + b
 
             @reg()
-            async def register_module_late():
-                server.register_function("mod_late")(pool_handlers.mod_add)
-                return True
-
-            @reg()
             async def register_closure_late(k):
                 def closure_late(x):
                     return x * k
@@ -283,6 +278,12 @@ def main() -> None:
                 server.register_function("closure_late")(closure_late)
                 return True
 
+        @reg()
+        async def register_module_late():
+            server.register_function("mod_late")(pool_handlers.mod_add)
+            return True
+
+        reg("mod_add")(pool_handlers.mod_add)
         reg("mod_block")(pool_handlers.mod_block)
         reg("mod_pid")(pool_handlers.mod_pid)
         reg("mod_count")(pool_handlers.mod_count)
