@@ -57,6 +57,22 @@ class LockedError(Exception):
         self.lock = threading.Lock()
 
 
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+class Holder:
+    """Registered with executor="process": each worker holds its own copy."""
+
+    def __init__(self) -> None:
+        self.bumps = 0
+
+    def bump(self) -> list[int]:
+        self.bumps += 1
+        return [os.getpid(), self.bumps]
+
+
 class ReduceRaises:
     def __reduce__(self):  # type: ignore[no-untyped-def]
         raise RuntimeError("no pickling me")
@@ -264,6 +280,46 @@ def main() -> None:
             def threader():
                 threading.Thread(target=threading.Event().wait, daemon=True).start()
                 return threading.active_count()
+
+            @reg()
+            def closefds():
+                os.closerange(3, 4096)
+                return "closed"
+
+            @reg()
+            def scribble():
+                for fd in os.listdir("/proc/self/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                            os.write(int(fd), b"\xff\x00garbage" * 64)
+                return "scribbled"
+
+            @reg()
+            def raise_badstr():
+                raise BadStr("never shown")
+
+            @reg()
+            def raise_huge(n):
+                raise ValueError("h" * n)
+
+            @reg()
+            def ret_set():
+                return {1, 2}
+
+            @reg()
+            def big_marked(tmp, tag, n):
+                mark(tmp, tag)
+                return b"q" * n
+
+            @reg()
+            def spin(ms):
+                end = time.perf_counter() + ms / 1000
+                while time.perf_counter() < end:
+                    pass
+                return ms
+
+            holder = Holder()
+            server.register_instance(holder, executor="process")
 
             @reg()
             async def cadd(a, b):

@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,14 @@ from typing import Any
 
 import pytest
 
+from .kit import Raw, result
+
 from pymprpc import RPC, AsyncRPC
 from pymprpc.errors import (
     CallCancelled,
     ConnectionLostError,
     MPRPCError,
+    ParamError,
     DeadlineExceeded,
     RemoteError,
     ResultLimitError,
@@ -801,33 +805,284 @@ def family_rss(root: int) -> int:
 
 @pytest.mark.timeout(180)
 def test_large_arguments_queued_for_a_busy_pool_memory(pool) -> None:
-    """24 calls of 8 MiB each wait for the one busy worker: what does the server (and its
-    workers) hold? Without extra copies it should be about the payload, and it must be
-    given back once they ran."""
+    """24 calls of 8 MiB each wait for the one busy worker, three rounds: what do the
+    server and its workers hold? Without extra copies about the payload; and a second
+    and third round must not add to what the first left (the allocator may keep it)."""
     s = pool(server={"max_workers": 1})
     n, size = 24, 8 * MiB
     payload = n * size
-
-    async def main() -> tuple[int, int, int]:
-        async with s.arpc(timeout=150) as rpc:
-            assert await rpc.size(b"z" * size) == size  # warm
-            base = await asyncio.to_thread(family_rss, s.pid)
-            blocker = asyncio.ensure_future(rpc.block(s.tmp, "m"))
-            await asyncio.to_thread(s.pidfile, "m")
-            calls = [asyncio.ensure_future(rpc.size(os.urandom(size))) for _ in range(n)]
+    held: list[int] = []
+    after: list[int] = []
+    with Raw(s.port, timeout=150) as c:
+        c.login(features=["length-framing"])
+        c.call("warm", "size", b"z" * size)
+        assert result(c.recv()) == size
+        base = family_rss(s.pid)
+        for rnd in range(3):
+            c.call("blocker", "block", s.tmp, f"m{rnd}")
+            s.pidfile(f"m{rnd}")
+            for i in range(n):
+                c.call(f"q{i}", "size", os.urandom(size))
             # frames are read in order: once this coroutine answers, all were read
-            assert await rpc.cadd(1, 1) == 2
-            held = await asyncio.to_thread(family_rss, s.pid)
-            s.release("m")
-            assert await blocker == "m"
-            assert await asyncio.gather(*calls) == [size] * n
-            after = await asyncio.to_thread(family_rss, s.pid)
-            return base, held, after
-
-    base, held, after = asyncio.run(main())
+            c.call("probe", "cadd", 1, 1)
+            first = c.recv()
+            assert first["MESSAGE"]["ID"] == "probe" and result(first) == 2, first
+            held.append(family_rss(s.pid) - base)
+            s.release(f"m{rnd}")
+            got = {}
+            for _ in range(n + 1):
+                r = c.recv()
+                got[r["MESSAGE"]["ID"]] = result(r)
+            assert got == {"blocker": f"m{rnd}", **{f"q{i}": size for i in range(n)}}
+            after.append(family_rss(s.pid) - base)
     print(
-        f"queued {payload / MiB:.0f} MiB: server+workers +{(held - base) / MiB:.0f} MiB, "
-        f"after: +{(after - base) / MiB:.0f} MiB"
+        f"queued {payload / MiB:.0f} MiB a round: server+workers held "
+        f"{[h // MiB for h in held]} MiB, after each round {[a // MiB for a in after]} MiB"
     )
-    assert held - base < 2 * payload + 64 * MiB, "more than two copies of each argument"
-    assert after - base < 64 * MiB + payload // 4, "queued arguments were not given back"
+    assert max(held) < 2 * payload + 64 * MiB, "more than two copies of each argument"
+    assert after[2] < after[0] + 48 * MiB, "each round of queued arguments leaks"
+
+
+# ---------------------------------------------------------------------------------------
+# more ways to break it
+
+
+def test_server_killed_leaves_no_orphans_and_frees_the_port(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc:
+        assert rpc.add(1, 1) == 2
+    family = descendants(s.pid)
+    assert len(family) >= 2
+    os.kill(s.pid, signal.SIGKILL)
+    s.proc.wait(10)
+    wait_until(lambda: not any(alive(p) for p in family), 15, "the pool to notice")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+
+
+def test_stopped_worker_past_its_deadline_is_replaced(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(rpc.block.with_options(timeout=1.5), s.tmp, "st")
+        w = s.pidfile("st")
+        os.kill(w, signal.SIGSTOP)
+        with pytest.raises(DeadlineExceeded):
+            fut.result(30)
+        assert rpc.add(1, 2) == 3
+        wait_until(lambda: not alive(w), 10, "the stopped worker to be killed")
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "closefds",
+        pytest.param(
+            "scribble",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="BUG: garbage from a worker's channel: the server allocates the "
+                "length it announces (MemoryError in ProcessPool._on_readable), the call "
+                "hangs until its deadline and the worker is not replaced",
+            ),
+        ),
+    ],
+)
+def test_handler_that_wrecks_its_channel_fails_without_a_hang(pool, method: str) -> None:
+    """A function that closes or writes garbage on every fd it inherited (its channel to
+    the server among them): that call fails, the server and other calls keep going."""
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        try:
+            getattr(rpc, method)()
+        except MPRPCError as exc:
+            assert exc.code == 404, repr(exc)
+        assert rpc.add(1, 2) == 3
+        assert [rpc.add(i, i) for i in range(20)] == [2 * i for i in range(20)]
+    assert s.proc.poll() is None
+
+
+def test_exception_whose_str_raises(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        exc = remote_error(rpc.raise_badstr)
+        assert exc.code == 404, repr(exc)
+        assert exc.exception == "BadStr", (exc.exception, str(exc))
+        assert rpc.add(1, 2) == 3
+
+
+def test_exception_message_above_the_message_size(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=60) as rpc:
+        exc = remote_error(lambda: rpc.raise_huge(20 * MiB))
+        assert exc.code in (404, 405), repr(exc)[:300]
+        assert rpc.add(1, 2) == 3
+
+
+def test_picklable_result_msgpack_cannot_encode_is_405(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        with pytest.raises(ResultLimitError) as info:
+            rpc.ret_set()
+        assert "set" in str(info.value)
+        assert rpc.add(1, 2) == 3
+
+
+def test_keyword_arguments_and_binding_errors(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        assert rpc.add(a=1, b=2) == 3
+        assert rpc.add(1, b=5) == 6
+        with pytest.raises(ParamError):
+            rpc.add(1)
+        with pytest.raises(ParamError):
+            rpc.add(1, 2, c=3)
+        assert rpc.add(2, 2) == 4
+
+
+def test_kept_result_and_oneway_calls_whose_worker_dies(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=30) as rpc:
+        call_id = rpc.delay("osexit")
+        with pytest.raises(RemoteError) as info:
+            rpc.system.getresult(call_id)
+        assert info.value.exception == "WorkerDied"
+        ok = rpc.delay("add", 3, 4)
+        for _ in range(5):
+            rpc.notify("osexit")
+        assert rpc.add(1, 1) == 2
+        assert rpc.system.getresult(ok) == 7
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_queued_calls_deadline_spares_the_running_call(pool, warm: bool) -> None:
+    """README: a call past its deadline has its worker killed 'as soon as it is the call
+    that worker runs': a queued call's deadline must not kill the call running before it."""
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(8) as ex:
+        if warm:  # short calls: the worker takes several at a time
+            for _ in range(3):
+                list(ex.map(lambda i: rpc.add(i, 1), range(200)))
+        a = ex.submit(rpc.block, s.tmp, "A")
+        pa = s.pidfile("A")
+        with pytest.raises(DeadlineExceeded):
+            rpc.add.with_options(timeout=0.5)(1, 2)
+        assert alive(pa) and not a.done(), "a queued call's deadline killed the running one"
+        s.release("A")
+        assert a.result(30) == "A"
+        assert rpc.add(3, 4) == 7
+
+
+def test_a_queued_calls_cancel_spares_the_running_call(pool) -> None:
+    s = pool(server={"max_workers": 1})
+
+    async def main() -> None:
+        async with s.arpc() as rpc:
+            await asyncio.gather(*(rpc.add(i, 1) for i in range(300)))
+            a = asyncio.ensure_future(rpc.block(s.tmp, "A"))
+            pa = await asyncio.to_thread(s.pidfile, "A")
+            queued = [asyncio.ensure_future(rpc.add(i, 1)) for i in range(20)]
+            assert await rpc.cadd(1, 1) == 2  # the queued calls were sent
+            for q in queued:
+                q.cancel()
+            await asyncio.gather(*queued, return_exceptions=True)
+            assert await rpc.cadd(1, 1) == 2  # the cancels were sent and read
+            assert alive(pa) and not a.done(), "cancelling queued calls killed the running one"
+            s.release("A")
+            assert await a == "A"
+            assert await rpc.add(3, 4) == 7
+
+    asyncio.run(main())
+
+
+def _workers(s: PoolSrv) -> set[int]:
+    """The pool's workers: descendants that are not the server's direct children."""
+    return {p for p in descendants(s.pid) if (st := _stat(p)) and st[1] != s.pid and alive(p)}
+
+
+@pytest.mark.timeout(180)
+def test_repeated_kills_fail_at_most_one_call_each(pool) -> None:
+    """Kill every worker three times while 300 calls of 10 ms run: each killed worker
+    fails at most the one call it was running; every other call returns its value."""
+    s = pool(server={"max_workers": 2})
+    killed: list[int] = []
+
+    def killer() -> None:
+        for _ in range(3):
+            wait_until(lambda: len(_workers(s)) == 2, 20, "two live workers")
+            for p in _workers(s):
+                os.kill(p, signal.SIGKILL)
+                killed.append(p)
+            wait_until(lambda: not any(alive(p) for p in killed), 10, "the kills")
+
+    async def main() -> list[Any]:
+        async with s.arpc(timeout=150) as rpc:
+            assert await rpc.spin(1) == 1
+            calls = [asyncio.ensure_future(rpc.spin(10)) for _ in range(300)]
+            await asyncio.to_thread(killer)
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, RemoteError) and r.exception == "WorkerDied" for r in failed), (
+        failed[:3]
+    )
+    assert len(failed) <= len(killed), f"{len(failed)} calls failed for {len(killed)} kills"
+    assert all(r == 10 for r in results if not isinstance(r, BaseException))
+    print(f"{len(killed)} workers killed, {len(failed)} of 300 calls failed")
+
+
+def test_crash_loop_leaks_no_fds_no_zombies(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc(timeout=30) as rpc:
+        assert rpc.add(1, 1) == 2
+        fds0 = len(os.listdir(f"/proc/{s.pid}/fd"))
+        for i in range(40):
+            exc = remote_error(rpc.osexit if i % 2 else rpc.segv)
+            assert exc.exception == "WorkerDied", repr(exc)
+        assert rpc.add(1, 1) == 2
+        fds1 = len(os.listdir(f"/proc/{s.pid}/fd"))
+        family = descendants(s.pid)
+        zombies = [p for p in family if (st := _stat(p)) and st[0] == "Z"]
+    assert fds1 <= fds0 + 4, f"server fds {fds0} -> {fds1} after 40 worker deaths"
+    assert len(zombies) <= 2, f"{len(zombies)} zombie workers"
+    assert len(family) <= 1 + 2 + 2, f"{len(family)} processes for a pool of 2"
+
+
+def test_worker_killed_while_sending_a_large_result(pool) -> None:
+    s = pool(server={"max_workers": 1, "max_message_size": 64 * MiB})
+    with s.rpc(timeout=60, max_message_size=64 * MiB) as rpc:
+        for i in range(3):
+            with concurrent.futures.ThreadPoolExecutor(1) as ex:
+                fut = ex.submit(rpc.big_marked, s.tmp, f"bm{i}", 40 * MiB)
+                w = s.pidfile(f"bm{i}")
+                os.kill(w, signal.SIGKILL)
+                try:
+                    value = fut.result(60)
+                except RemoteError as exc:
+                    assert exc.exception == "WorkerDied", repr(exc)
+                else:
+                    assert value == b"q" * (40 * MiB)
+            assert rpc.add(i, 1) == i + 1
+
+
+def test_max_workers_zero_is_refused_or_works(pool) -> None:
+    try:
+        s = pool(server={"max_workers": 0})
+    except RuntimeError as exc:
+        assert "max_workers" in str(exc), str(exc)[-2000:]
+        return
+    with s.rpc(timeout=15) as rpc:
+        assert rpc.add(1, 2) == 3
+
+
+def test_register_instance_on_the_process_pool(pool) -> None:
+    """README: each worker holds its own copy of the instance; the server logs one INFO
+    line saying so at registration."""
+    s = pool(server={"max_workers": 1})
+    with s.rpc() as rpc:
+        p, n = rpc.bump()
+        assert p != s.pid and n == 1
+        assert rpc.bump() == [p, 2]
+    s.stop()
+    info = [x for x in s.stderr().splitlines() if x.startswith("INFO") and "bump" in x]
+    assert len(info) == 1, s.stderr()[-3000:]
