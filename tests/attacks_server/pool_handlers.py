@@ -43,3 +43,11 @@ def mod_add(a: int, b: int) -> int:
 def mod_count() -> list[int]:
     COUNT["n"] += 1
     return [os.getpid(), COUNT["n"]]
+
+
+def mod_one() -> str:
+    return "one"
+
+
+def mod_two() -> str:
+    return "two"

@@ -116,11 +116,16 @@ def main() -> None:
     if cfg.get("server_executor") == "user_thread":
         opts["executor"] = user_thread
     secret = "s3cret"
+    # a socket the application opened before the server (a statsd/syslog-style client)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if cfg.get("udp_port"):
+        udp.connect(("127.0.0.1", cfg["udp_port"]))
 
     with Server(("127.0.0.1", 0), **opts) as server:
         reg = server.register_function
 
         if not cfg.get("only_module"):
+
             @reg()
             def add(a, b):
                 return a + b
@@ -317,6 +322,56 @@ def main() -> None:
                 while time.perf_counter() < end:
                     pass
                 return ms
+
+            @reg()
+            def udp_send(text):
+                udp.send(text.encode())
+                return True
+
+            @reg()
+            def fork_linger(tmp, tag):
+                child = os.fork()
+                if child == 0:  # holds every fd of the worker, its channel too
+                    time.sleep(60)
+                    os._exit(0)
+                Path(tmp, f"{tag}.child").write_text(str(child))
+                mark(tmp, tag)
+                while not released(tmp, tag):
+                    time.sleep(0.005)
+                return tag
+
+            @reg()
+            def terminate_child():
+                p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+                p.terminate()
+                try:
+                    return p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+                    return "the child ignored SIGTERM"
+
+            @reg()
+            def ret_bytearray(n):
+                return bytearray(b"b" * n)
+
+            @reg()
+            def ret_memoryview():
+                return memoryview(b"mv")
+
+            @reg()
+            async def register_closure_swap(k):
+                def swapped():
+                    return k
+
+                server.register_function("swapped", replace=True)(swapped)
+                return True
+
+            @reg()
+            async def register_module_swap(which):
+                f = pool_handlers.mod_one if which == "one" else pool_handlers.mod_two
+                server.register_function("mod_swapped", replace=True)(f)
+                return True
 
             holder = Holder()
             server.register_instance(holder, executor="process")
