@@ -373,8 +373,9 @@ def main() -> None:
                 server.register_function("mod_swapped", replace=True)(f)
                 return True
 
-            holder = Holder()
-            server.register_instance(holder, executor="process")
+            if not cfg.get("no_process"):  # the one method that asks for the pool
+                holder = Holder()
+                server.register_instance(holder, executor="process")
 
             @reg()
             async def cadd(a, b):

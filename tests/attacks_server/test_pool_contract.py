@@ -1193,3 +1193,93 @@ def test_registering_a_closure_while_calls_run_does_not_disturb_them(pool) -> No
         s.release("A")
         assert a.result(30) == "A"
         wait_until(lambda: not alive(pa), 10, "the drained worker to exit")
+
+
+# ---------------------------------------------------------------------------------------
+# more configurations
+
+
+def test_a_thread_only_server_starts_no_process(pool) -> None:
+    s = pool(no_process=True, server={"executor": "thread"})
+    with s.rpc() as rpc:
+        assert rpc.pid() == s.pid
+        assert rpc.add(1, 2) == 3
+        assert rpc.cadd(1, 2) == 3
+        assert descendants(s.pid) == set(), "processes started for a thread-only server"
+
+
+def test_shutdown_after_threads_first_leaves_no_process(pool) -> None:
+    """The forkserver path: its zygote (and multiprocessing's forkserver) go too."""
+    s = pool(threads_first=True, only_module=True, server={"max_workers": 2})
+    with s.rpc() as rpc:
+        assert rpc.mod_add(1, 2) == 3
+        family = descendants(s.pid)
+        assert len(family) >= 2
+    took = s.stop(30)
+    assert took < 10, took
+    wait_until(lambda: not any(alive(p) for p in family), 10, "the pool's processes to exit")
+    assert "CHILDREN_AFTER_CLOSE" in s.stdout(), s.stderr()[-2000:]
+
+
+def test_fork_warning_as_error_fails_cleanly_and_leaks_nothing(pool) -> None:
+    """Threads first and a nested function: documented to fork with threads running,
+    which Python 3.12+ warns about. A project running with DeprecationWarning as an
+    error (pytest's filterwarnings = error) must get a call error or a working call,
+    never a hang, and no process left behind."""
+    s = pool(("-W", "error::DeprecationWarning"), threads_first=True)
+    with s.rpc(timeout=20) as rpc:
+        try:
+            assert rpc.add(1, 2) == 3
+        except MPRPCError as exc:
+            assert exc.code == 404, repr(exc)
+        assert rpc.cadd(1, 2) == 3
+        family = descendants(s.pid)
+    s.stop(30)
+    wait_until(lambda: not any(alive(p) for p in family), 10, "the pool's processes to exit")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: replacing a worker waits for the zygote's reply in a blocking recv on "
+    "the event loop: a stalled zygote freezes every call, coroutines too",
+)
+def test_a_stalled_zygote_does_not_freeze_the_server(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    zygotes: list[int] = []
+    try:
+        with s.rpc(timeout=60) as rpc:
+            w = rpc.pid()
+            zygotes = [p for p in descendants(s.pid) if p != w]
+            for z in zygotes:
+                os.kill(z, signal.SIGSTOP)
+            os.kill(w, signal.SIGKILL)
+            wait_until(lambda: not alive(w), 10, "the worker to die")
+            # a coroutine runs on the loop: it must not wait for the zygote
+            assert rpc.cadd.with_options(timeout=5)(1, 2) == 3
+    finally:
+        for z in zygotes:
+            with contextlib.suppress(OSError):
+                os.kill(z, signal.SIGCONT)
+
+
+def test_a_storm_of_expired_calls_leaves_a_healthy_pool(pool) -> None:
+    s = pool(server={"max_workers": 2})
+    with s.rpc() as rpc, concurrent.futures.ThreadPoolExecutor(20) as ex:
+        stuck = rpc.forever.with_options(timeout=1)
+        futs = [ex.submit(stuck, s.tmp, f"x{i}") for i in range(20)]
+        for f in futs:
+            with pytest.raises(DeadlineExceeded):
+                f.result(60)
+        assert list(ex.map(lambda i: rpc.add(i, 1), range(100))) == [i + 1 for i in range(100)]
+        pids = workers_of(s, 2, rpc, "h")
+        assert len(set(pids)) == 2
+        family = descendants(s.pid)
+        assert len(family) <= 1 + 2 + 2, f"{len(family)} processes for a pool of 2"
+
+
+def test_large_keyword_argument(pool) -> None:
+    s = pool(server={"max_workers": 1})
+    with s.rpc(timeout=60) as rpc:
+        data = os.urandom(4 * MiB)
+        assert rpc.size(b=data) == 4 * MiB
+        assert rpc.echo(x=data) == data
