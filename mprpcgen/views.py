@@ -406,7 +406,8 @@ class FileViews:
         doc = clean_doc(service.doc)
         if doc:
             args.append(Value("doc=", py_str(doc), doc))
-        return lay_out(Call("server.register_service(", args), INDENT, self.width)
+        # Inside the `with server.atomic_registration():` block of register_<service>().
+        return lay_out(Call("server.register_service(", args), INDENT * 2, self.width)
 
     def method(
         self, service: Service, method: Method, sp: Spelling, module: Spelling, role: str
@@ -454,7 +455,7 @@ class FileViews:
         ]
         register = lay_out(
             Call("server.register_function(", options),
-            INDENT,
+            INDENT * 2,  # inside register_<service>()'s atomic block
             width,
             suffix=f"(servicer.{method.name})",
         )

@@ -72,56 +72,58 @@ def register_calculator(
     A name already registered is refused; `prefix` (e.g. "invoices.") serves
     the methods under other names, so services with methods of the same name can
     share a server (their clients take the same `prefix=`). The service is
-    listed, with its version, by `system.listServices()`.
+    listed, with its version, by `system.listServices()`. If any step fails,
+    nothing is registered.
     """
-    server.register_function(
-        f"{prefix}add",
-        signature="add(a: int, b: int) -> int",
-        doc=_inspect.getdoc(CalculatorServicer.add),
-        schema=_CalculatorMethods.add,
-    )(servicer.add)
-    server.register_function(
-        f"{prefix}slow_add",
-        signature="slow_add(a: int, b: int = 1) -> int",
-        doc=_inspect.getdoc(CalculatorServicer.slow_add),
-        schema=_CalculatorMethods.slow_add,
-    )(servicer.slow_add)
-    server.register_function(
-        f"{prefix}count",
-        signature="count(n: int) -> int",
-        doc=_inspect.getdoc(CalculatorServicer.count),
-        schema=_CalculatorMethods.count,
-    )(servicer.count)
-    server.register_function(
-        f"{prefix}area",
-        executor="process",
-        signature="area(shape: Shape) -> float",
-        doc=_inspect.getdoc(CalculatorServicer.area),
-        schema=_CalculatorMethods.area,
-    )(servicer.area)
-    server.register_function(
-        f"{prefix}old_add",
-        deprecated=True,
-        signature="old_add(a: int, b: int) -> int",
-        doc=_inspect.getdoc(CalculatorServicer.old_add),
-        schema=_CalculatorMethods.old_add,
-    )(servicer.old_add)
-    server.register_function(
-        f"{prefix}log",
-        signature="log(line: str)",
-        doc=_inspect.getdoc(CalculatorServicer.log),
-        schema=_CalculatorMethods.log,
-    )(servicer.log)
-    server.register_function(
-        f"{prefix}translate",
-        signature="translate(shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape",
-        doc=_inspect.getdoc(CalculatorServicer.translate),
-        schema=_CalculatorMethods.translate,
-    )(servicer.translate)
-    server.register_service(
-        "Calculator",
-        ("add", "slow_add", "count", "area", "old_add", "log", "translate"),
-        version=CalculatorServicer.VERSION,
-        prefix=prefix,
-        doc="Arithmetic as a service.",
-    )
+    with server.atomic_registration():
+        server.register_function(
+            f"{prefix}add",
+            signature="add(a: int, b: int) -> int",
+            doc=_inspect.getdoc(CalculatorServicer.add),
+            schema=_CalculatorMethods.add,
+        )(servicer.add)
+        server.register_function(
+            f"{prefix}slow_add",
+            signature="slow_add(a: int, b: int = 1) -> int",
+            doc=_inspect.getdoc(CalculatorServicer.slow_add),
+            schema=_CalculatorMethods.slow_add,
+        )(servicer.slow_add)
+        server.register_function(
+            f"{prefix}count",
+            signature="count(n: int) -> int",
+            doc=_inspect.getdoc(CalculatorServicer.count),
+            schema=_CalculatorMethods.count,
+        )(servicer.count)
+        server.register_function(
+            f"{prefix}area",
+            executor="process",
+            signature="area(shape: Shape) -> float",
+            doc=_inspect.getdoc(CalculatorServicer.area),
+            schema=_CalculatorMethods.area,
+        )(servicer.area)
+        server.register_function(
+            f"{prefix}old_add",
+            deprecated=True,
+            signature="old_add(a: int, b: int) -> int",
+            doc=_inspect.getdoc(CalculatorServicer.old_add),
+            schema=_CalculatorMethods.old_add,
+        )(servicer.old_add)
+        server.register_function(
+            f"{prefix}log",
+            signature="log(line: str)",
+            doc=_inspect.getdoc(CalculatorServicer.log),
+            schema=_CalculatorMethods.log,
+        )(servicer.log)
+        server.register_function(
+            f"{prefix}translate",
+            signature="translate(shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape",
+            doc=_inspect.getdoc(CalculatorServicer.translate),
+            schema=_CalculatorMethods.translate,
+        )(servicer.translate)
+        server.register_service(
+            "Calculator",
+            ("add", "slow_add", "count", "area", "old_add", "log", "translate"),
+            version=CalculatorServicer.VERSION,
+            prefix=prefix,
+            doc="Arithmetic as a service.",
+        )

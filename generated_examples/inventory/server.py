@@ -64,46 +64,48 @@ def register_inventory(
     A name already registered is refused; `prefix` (e.g. "invoices.") serves
     the methods under other names, so services with methods of the same name can
     share a server (their clients take the same `prefix=`). The service is
-    listed, with its version, by `system.listServices()`.
+    listed, with its version, by `system.listServices()`. If any step fails,
+    nothing is registered.
     """
-    server.register_function(
-        f"{prefix}put",
-        executor="thread",
-        signature="put(item: Item) -> str",
-        doc=_inspect.getdoc(InventoryServicer.put),
-        schema=_InventoryMethods.put,
-    )(servicer.put)
-    server.register_function(
-        f"{prefix}get",
-        signature="get(sku: str) -> Item?",
-        doc=_inspect.getdoc(InventoryServicer.get),
-        schema=_InventoryMethods.get,
-    )(servicer.get)
-    server.register_function(
-        f"{prefix}listItems",
-        signature="listItems(status: Status? = none) -> Item",
-        doc=_inspect.getdoc(InventoryServicer.list_items),
-        schema=_InventoryMethods.list_items,
-    )(servicer.list_items)
-    server.register_function(
-        f"{prefix}by_status",
-        signature="by_status() -> map<str, list<str>>",
-        doc=_inspect.getdoc(InventoryServicer.by_status),
-        schema=_InventoryMethods.by_status,
-    )(servicer.by_status)
-    server.register_function(
-        f"{prefix}clear",
-        signature="clear() -> none",
-        doc=_inspect.getdoc(InventoryServicer.clear),
-        schema=_InventoryMethods.clear,
-    )(servicer.clear)
-    server.register_service(
-        "Inventory",
-        ("put", "get", "listItems", "by_status", "clear"),
-        version=InventoryServicer.VERSION,
-        prefix=prefix,
-        doc="Items by SKU.",
-    )
+    with server.atomic_registration():
+        server.register_function(
+            f"{prefix}put",
+            executor="thread",
+            signature="put(item: Item) -> str",
+            doc=_inspect.getdoc(InventoryServicer.put),
+            schema=_InventoryMethods.put,
+        )(servicer.put)
+        server.register_function(
+            f"{prefix}get",
+            signature="get(sku: str) -> Item?",
+            doc=_inspect.getdoc(InventoryServicer.get),
+            schema=_InventoryMethods.get,
+        )(servicer.get)
+        server.register_function(
+            f"{prefix}listItems",
+            signature="listItems(status: Status? = none) -> Item",
+            doc=_inspect.getdoc(InventoryServicer.list_items),
+            schema=_InventoryMethods.list_items,
+        )(servicer.list_items)
+        server.register_function(
+            f"{prefix}by_status",
+            signature="by_status() -> map<str, list<str>>",
+            doc=_inspect.getdoc(InventoryServicer.by_status),
+            schema=_InventoryMethods.by_status,
+        )(servicer.by_status)
+        server.register_function(
+            f"{prefix}clear",
+            signature="clear() -> none",
+            doc=_inspect.getdoc(InventoryServicer.clear),
+            schema=_InventoryMethods.clear,
+        )(servicer.clear)
+        server.register_service(
+            "Inventory",
+            ("put", "get", "listItems", "by_status", "clear"),
+            version=InventoryServicer.VERSION,
+            prefix=prefix,
+            doc="Items by SKU.",
+        )
 
 
 class HealthServicer(_abc.ABC):
@@ -133,24 +135,26 @@ def register_health(server: _server.Server, servicer: HealthServicer, *, prefix:
     A name already registered is refused; `prefix` (e.g. "invoices.") serves
     the methods under other names, so services with methods of the same name can
     share a server (their clients take the same `prefix=`). The service is
-    listed, with its version, by `system.listServices()`.
+    listed, with its version, by `system.listServices()`. If any step fails,
+    nothing is registered.
     """
-    server.register_function(
-        f"{prefix}ping",
-        signature="ping() -> str",
-        doc=_inspect.getdoc(HealthServicer.ping),
-        schema=_HealthMethods.ping,
-    )(servicer.ping)
-    server.register_function(
-        f"{prefix}uptime",
-        signature="uptime() -> float",
-        doc=_inspect.getdoc(HealthServicer.uptime),
-        schema=_HealthMethods.uptime,
-    )(servicer.uptime)
-    server.register_service(
-        "Health",
-        ("ping", "uptime"),
-        version=HealthServicer.VERSION,
-        prefix=prefix,
-        doc="Liveness checks: a second service in the same file.",
-    )
+    with server.atomic_registration():
+        server.register_function(
+            f"{prefix}ping",
+            signature="ping() -> str",
+            doc=_inspect.getdoc(HealthServicer.ping),
+            schema=_HealthMethods.ping,
+        )(servicer.ping)
+        server.register_function(
+            f"{prefix}uptime",
+            signature="uptime() -> float",
+            doc=_inspect.getdoc(HealthServicer.uptime),
+            schema=_HealthMethods.uptime,
+        )(servicer.uptime)
+        server.register_service(
+            "Health",
+            ("ping", "uptime"),
+            version=HealthServicer.VERSION,
+            prefix=prefix,
+            doc="Liveness checks: a second service in the same file.",
+        )

@@ -757,11 +757,6 @@ def test_a_servicer_subclass_cannot_change_the_listed_version(odd: Any) -> None:
     assert server.services[0].version == odd.UnicodeClient.VERSION
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a generated register_<service>(prefix=None) registers 'Noneping' "
-    "(f-string of None) before register_service refuses the prefix: half a service is left",
-)
 def test_a_generated_registration_with_a_non_string_prefix_registers_nothing(odd: Any) -> None:
     server = Server(("127.0.0.1", 0), max_workers=1)
     server.register_introspection_functions()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from helpers import ServerThread, arun, generated_package
+from pymprpc import RPC
 from pymprpc.server import DuplicateMethodError, Server
 
 SHOP = Path(__file__).resolve().parent / "corpus" / "valid" / "shop.idl"
@@ -86,3 +87,26 @@ def test_services_share_a_server_under_prefixes(shop: Any) -> None:
                 assert await inv.pay("i3") is True
 
         arun(run())
+
+
+def test_a_registration_that_fails_midway_registers_nothing(shop: Any) -> None:
+    """`pay` is taken: register_invoices() refuses it after `get` and `list` went in, and
+    takes them out again, so the server never serves half of Invoices."""
+    _, invoices = _servicers(shop)
+    server = Server(("127.0.0.1", 0), max_workers=1)
+    server.register_introspection_functions()
+
+    async def pay(id: str) -> str:
+        return f"paid elsewhere: {id}"
+
+    server.register_function(pay)
+    with pytest.raises(DuplicateMethodError, match="'pay' is already registered"):
+        shop.register_invoices(server, invoices)
+    assert server.services == ()
+    # Served under a prefix afterwards, the whole service is there.
+    shop.register_invoices(server, invoices, prefix="invoices.")
+    with ServerThread(server) as thread, RPC(thread.url) as rpc:
+        names = [n for n in rpc.system.listMethods() if not n.startswith("system.")]
+        assert sorted(names) == ["invoices.get", "invoices.list", "invoices.pay", "pay"]
+        assert rpc.call("pay", "i1") == "paid elsewhere: i1"
+        assert rpc.call("invoices.pay", "i1") is True

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import inspect
 import itertools
 import logging
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +205,15 @@ def _describe(func: Callable[..., Any]) -> str:
     return str(getattr(func, "__qualname__", None) or repr(func))
 
 
+def _restore(table: dict[Any, Any], before: dict[Any, Any]) -> None:
+    """Make `table` equal `before` again, touching only the entries that differ."""
+    for key in [k for k in table if k not in before]:
+        del table[key]
+    for key, value in before.items():
+        if table.get(key) is not value:
+            table[key] = value
+
+
 class DuplicateMethodError(ValueError):
     """A registration would replace a method already registered under the same name."""
 
@@ -245,6 +255,27 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._methods)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Within the block, registrations are all-or-nothing: if it raises, every method
+        and service it added or replaced is as it was before the block.
+
+        Only what changed is put back, entry by entry, so a server already serving keeps
+        answering the names the block did not touch while it unwinds.
+        """
+        methods = dict(self._methods)
+        services = dict(self._services)
+        dotted = len(self._dotted)
+        try:
+            yield
+        except BaseException:
+            _restore(self._methods, methods)
+            _restore(self._services, services)
+            del self._dotted[dotted:]
+            # Targets published for the removed methods stay in the table: their keys
+            # are reachable only through a registered method, so they are never called.
+            raise
 
     def add_service(self, info: ServiceInfo, *, replace: bool = False) -> ServiceInfo:
         """Record that `info`'s methods, already registered, form a service.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import signal
@@ -416,6 +417,23 @@ class Server:
         if callable(name):
             return decorator(name)
         return decorator
+
+    def atomic_registration(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which registrations are all-or-nothing.
+
+        If the block raises, every method and service registered (or replaced) inside it
+        is removed (or put back) before the exception propagates, so a service is never
+        left half-served. The `register_<service>()` functions mprpcgen generates run in
+        one; use it for a hand-written service registered in several steps::
+
+            with server.atomic_registration():
+                server.register_function(name="orders.get")(get_order)
+                server.register_function(name="orders.put")(put_order)
+                server.register_service("Orders", ["get", "put"], prefix="orders.")
+
+        Blocks may nest; each undoes what happened inside it.
+        """
+        return self._core.registry.atomic()
 
     def register_instance(
         self,
