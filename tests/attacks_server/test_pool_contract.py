@@ -813,8 +813,8 @@ def family_rss(root: int) -> int:
 @pytest.mark.timeout(180)
 def test_large_arguments_queued_for_a_busy_pool_memory(pool) -> None:
     """24 calls of 8 MiB each wait for the one busy worker, three rounds: what do the
-    server and its workers hold? Without extra copies about the payload; and a second
-    and third round must not add to what the first left (the allocator may keep it)."""
+    server and its workers hold? Without extra copies about the payload; and rounds must
+    not add up."""
     s = pool(server={"max_workers": 1})
     n, size = 24, 8 * MiB
     payload = n * size
@@ -847,7 +847,10 @@ def test_large_arguments_queued_for_a_busy_pool_memory(pool) -> None:
         f"{[h // MiB for h in held]} MiB, after each round {[a // MiB for a in after]} MiB"
     )
     assert max(held) < 2 * payload + 64 * MiB, "more than two copies of each argument"
-    assert after[2] < after[0] + 48 * MiB, "each round of queued arguments leaks"
+    # The allocator may keep up to one round's peak (glibc raises its mmap threshold
+    # after large frees), but rounds must not add up: no leak.
+    assert held[2] < held[0] + 48 * MiB, "each round of queued arguments leaks"
+    assert after[2] < max(held) + 48 * MiB, "each round of queued arguments leaks"
 
 
 # ---------------------------------------------------------------------------------------
