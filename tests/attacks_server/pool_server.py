@@ -116,6 +116,7 @@ def main() -> None:
     if cfg.get("server_executor") == "user_thread":
         opts["executor"] = user_thread
     secret = "s3cret"
+    settings: dict[str, object] = {}
     # a socket the application opened before the server (a statsd/syslog-style client)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     if cfg.get("udp_port"):
@@ -422,6 +423,12 @@ def main() -> None:
             def up_osexit():
                 os._exit(5)
 
+        @reg()
+        def get_settings():
+            return dict(settings)
+
+        # configuration loaded after registering, before serving (as apps do)
+        settings["loaded"] = True
         print(server.port, flush=True)
         server.run_forever()
 
