@@ -8,6 +8,7 @@ figure is the median of the rounds, with min and max.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -20,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from bench.fanin import gc_log_path
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -112,6 +115,8 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    with contextlib.suppress(OSError):
+        os.unlink(gc_log_path(proc.pid))  # bench.servers' GC pause log
 
 
 def measure(row: Row, port: int, seconds: float) -> dict[str, Any]:
@@ -249,7 +254,10 @@ class FanRow:
 
 
 PYMPRPC, FLOOR, GRPC = "pymprpc", "floor (asyncio + msgpack)", "gRPC aio"
-IDLE_CONNS, IDLE_ACTIVE = 10_000, 1_000
+IDLE_CONNS, IDLE_ACTIVE, IDLE_BASE = 10_000, 1_000, 200
+# The open loop's offered calls/s, as a fraction of N = 200's closed-loop calls/s
+# (saturation) measured just before it: well below it, so the queues stay short.
+OPEN_LOAD = 0.5
 IDLE_KEY = (PYMPRPC, IDLE_CONNS, False)
 
 
@@ -283,14 +291,83 @@ def measure_fanin(
 
 
 def measure_fanin_10k(seconds: float) -> dict[str, Any]:
-    """A fresh server holding 10,000 authenticated connections (RSS growth per
-    connection), with a call in flight on 1,000 of them."""
+    """A fresh server: N = 200 and 1,000 active connections alone, closed loop and open
+    loop at half N = 200's calls/s; then 10,000 held (server RSS growth per connection,
+    the idle ones from a second client process) with the same 1,000 active (see
+    bench.fanin.run_held)."""
     proc, port = start_server("pymprpc")
     try:
-        row = FanRow(PYMPRPC, "pymprpc", "pymprpc", IDLE_CONNS)
-        return measure_fanin(row, port, proc.pid, seconds, active=IDLE_ACTIVE)
+        cmd = [PY, "-m", "bench.fanin", "pymprpc", str(port), str(seconds)]
+        cmd += ["--hold", str(IDLE_CONNS), "--active", str(IDLE_ACTIVE)]
+        cmd += ["--base", str(IDLE_BASE), "--load", str(OPEN_LOAD), "--server-pid", str(proc.pid)]
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=seconds * 20 + 600, cwd=HERE.parent
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+        sample = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        closed: dict[str, Any] = sample["closed_held"]
+        return sample | closed  # the closed-loop row of the fan-in table
     finally:
         stop_process(proc)
+
+
+HELD_PHASES = {
+    "closed_base": f"{IDLE_BASE} active, closed loop",
+    "closed_active": f"{IDLE_ACTIVE:,} active, closed loop",
+    "closed_held": f"{IDLE_ACTIVE:,} active of {IDLE_CONNS:,} held, closed loop",
+    "open_base": f"{IDLE_BASE} active, open loop",
+    "open_active": f"{IDLE_ACTIVE:,} active, open loop",
+    "open_held": f"{IDLE_ACTIVE:,} active of {IDLE_CONNS:,} held, open loop",
+}
+HELD_FIGURES = (
+    "rate",
+    "p50_us",
+    "p99_us",
+    "server_us",
+    "client_us",
+    "server_longest_gc_ms",
+    "client_longest_gc_ms",
+)
+
+
+def held_table(samples: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """The idle-connection study (medians over rounds) and its verdicts."""
+    med = {
+        phase: {k: statistics.median(s[phase].get(k, 0.0) for s in samples) for k in HELD_FIGURES}
+        for phase in HELD_PHASES
+    }
+    offered = statistics.median(s["offered"] for s in samples)
+    kib = statistics.median(s["server_kib_per_conn"] for s in samples)
+    lines = [
+        "| connections | calls/s | p50 | p99 | server CPU/call | client CPU/call | "
+        "longest GC pause, server / client |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for phase, label in HELD_PHASES.items():
+        m = med[phase]
+        lines.append(
+            f"| {label} | {fmt(m['rate'])} | {m['p50_us'] / 1000:.1f} ms | "
+            f"{m['p99_us'] / 1000:.1f} ms | {m['server_us']:.1f} µs | {m['client_us']:.1f} µs "
+            f"| {m['server_longest_gc_ms']:.1f} / {m['client_longest_gc_ms']:.1f} ms |"
+        )
+    held, alone, base = med["open_held"], med["open_active"], med["open_base"]
+    ratio = held["p99_us"] / base["p99_us"]
+    closed = med["closed_held"]["p99_us"] / med["closed_base"]["p99_us"]
+    verdicts = [
+        f"fan-in {IDLE_CONNS:,} held / {IDLE_ACTIVE:,} active, open loop at {fmt(offered)} "
+        f"calls/s ({OPEN_LOAD:.0%} of N = {IDLE_BASE}'s closed-loop calls/s): p99 "
+        f"{ratio:.2f}x of N = {IDLE_BASE}'s at the same offered load (target <= 2x): "
+        f"{'met' if ratio <= 2 else 'NOT met'}; {kib:.1f} KiB of server RSS per held "
+        f"connection",
+        f"fan-in idle cost, {IDLE_ACTIVE:,} active with {IDLE_CONNS - IDLE_ACTIVE:,} idle "
+        f"against alone: open-loop p99 {held['p99_us'] / alone['p99_us']:.2f}x, server CPU "
+        f"per call {held['server_us'] / alone['server_us']:.2f}x (closed loop "
+        f"{med['closed_held']['server_us'] / med['closed_active']['server_us']:.2f}x), client "
+        f"{held['client_us'] / alone['client_us']:.2f}x; closed-loop p99 {closed:.2f}x of N = "
+        f"{IDLE_BASE}'s (not a target: Little's law, 5x the calls in flight at the same calls/s)",
+    ]
+    return "\n".join(lines), verdicts
 
 
 def fanin_table(
@@ -333,21 +410,9 @@ def fanin_table(
         if key == IDLE_KEY:
             kib = statistics.median(s["server_kib_per_conn"] for s in samples)
             n = f"{conns:,} held, {IDLE_ACTIVE:,} active ({kib:.1f} KiB/conn)"
-            base = med.get((PYMPRPC, 200, False))
             active = med.get((PYMPRPC, IDLE_ACTIVE, False))
-            if base and active:
-                ratio = m["p99_us"] / base["p99_us"]
-                own = m["p99_us"] / active["p99_us"]
-                vs = f"p99 {ratio:.2f}x of N = 200, {own:.2f}x of N = 1,000 alone"
-                # With one call in flight per connection, mean latency = N / throughput
-                # (Little's law): 1,000 active calls wait 5x longer than 200 at the same
-                # rate. What 9,000 idle connections cost is the ratio to N = 1,000 alone.
-                verdicts.append(
-                    f"fan-in 10,000 held / 1,000 active: p99 {ratio:.2f}x of N = 200 (target "
-                    f"<= 2x; Little's law puts the mean at 5x for the same calls/s) and "
-                    f"{own:.2f}x of 1,000 connections without the idle ones; "
-                    f"{kib:.1f} KiB of server RSS per connection"
-                )
+            if active:
+                vs = f"p99 {m['p99_us'] / active['p99_us']:.2f}x of N = 1,000 alone"
         lines.append(
             f"| {n} | {'uvloop' if uv else 'asyncio'} | {label} | {fmt(m['rate'])} "
             f"({fmt(min(rates))}-{fmt(max(rates))}) | {m['p99_us'] / 1000:.1f} ms | "
@@ -513,8 +578,11 @@ def main() -> None:
                 sample = measure_fanin_10k(args.seconds)
                 fan_results.setdefault(IDLE_KEY, []).append(sample)
                 print(
-                    f"run {run} fan-in 10k idle, 1k active: p99 {sample['p99_us']:.0f} µs, "
-                    f"{sample['server_kib_per_conn']:.1f} KiB/conn",
+                    f"run {run} fan-in 10k held, 1k active: open-loop p99 "
+                    f"{sample['open_held']['p99_us']:.0f} µs (N = {IDLE_BASE}: "
+                    f"{sample['open_base']['p99_us']:.0f} µs, 1k alone: "
+                    f"{sample['open_active']['p99_us']:.0f} µs) at {fmt(sample['offered'])} "
+                    f"calls/s, {sample['server_kib_per_conn']:.1f} KiB/conn",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -538,6 +606,16 @@ def main() -> None:
             "on each; CPU per call from /proc (user + system) of each process.\n\n" + fan_text
         )
         verdicts += fan_verdicts
+    if IDLE_KEY in fan_results:
+        held_text, held_verdicts = held_table(fan_results[IDLE_KEY])
+        text += (
+            f"\n\nIdle connections ({IDLE_CONNS:,} held, `fanin10k`): one fresh server; one "
+            f"client process measures on the same {IDLE_ACTIVE:,} connections throughout, a "
+            f"second one holds the idle ones; closed loop: one call in flight per active "
+            f"connection; open loop: calls sent round-robin at a fixed rate, latency from when "
+            f"each was due.\n\n" + held_text
+        )
+        verdicts += held_verdicts
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     when += ", load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min) at the end".format(
         *os.getloadavg()

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
 
 from bench import floor, grpc_support
-from bench.fanin import raise_nofile
+from bench.fanin import gc_log_path, raise_nofile
 from generated_examples.calculator import CalculatorServicer, register_calculator
 from generated_examples.geometry import Shape
 from pymprpc.server import Server
 
 MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def log_gc_pauses() -> None:
+    """Append `end duration generation` (time.monotonic seconds) to gc_log_path for every
+    full collection and every pause of 1 ms or more: the fan-in client reads those that
+    ended within its measured window. Both processes read the same monotonic clock."""
+    path = gc_log_path(os.getpid())
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.monotonic()
+            return
+        end = time.monotonic()
+        if info["generation"] == 2 or end - started >= 0.001:
+            with open(path, "a") as f:
+                f.write(f"{end} {end - started} {info['generation']}\n")
+
+    gc.callbacks.append(callback)
+
+
 FANIN_IDLE = 10_000  # connections the fan-in workload holds
 
 
@@ -151,6 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=None, help="process pool size")
     args = parser.parse_args()
     raise_nofile()
+    log_gc_pauses()
     if args.uvloop:
         import uvloop
 

@@ -44,11 +44,17 @@ class ReusedBufferProtocol(asyncio.Protocol, asyncio.BufferedProtocol):
     them from the loop as `bytes` (uvloop: see the module's docstring); subclasses
     implement `data_received(data)` as for `asyncio.Protocol`."""
 
-    _view: memoryview | None = None
+    # A slot, so that a subclass with __slots__ holds no dict (a server keeps one
+    # protocol per connection); unset until the first read.
+    __slots__ = ("_view",)
+    _view: memoryview | None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """Where the transport reads to: this thread's shared buffer."""
-        view = self._view
+        try:
+            view = self._view
+        except AttributeError:
+            view = None
         if view is None:  # a transport reads on its loop's thread, always the same one
             view = self._view = thread_buffer()
         return view

@@ -1,7 +1,8 @@
 """start_task: a call's first step runs at once, inside a real task (3.11 emulates 3.12).
 
-Every test runs with each implementation this Python has: the emulation (on 3.11, 3.12 and
-3.13 alike) and, from 3.12, the built-in `eager_start`."""
+Every test runs with each implementation this Python has: the emulations (on 3.11, 3.12 and
+3.13 alike) and, from 3.12, the built-in `eager_start`; each on asyncio's loop and on
+uvloop's (whose ready queue has no Python view, and whose tasks are made differently)."""
 
 from __future__ import annotations
 
@@ -19,22 +20,35 @@ from pymprpc.server import eager
 from pymprpc.server.eager import (
     start_task,
     start_task_builtin,
+    start_task_caught,
     start_task_emulated,
-    start_task_stepped,
 )
 
 T = TypeVar("T")
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
 
-IMPLEMENTATIONS = {"emulated": start_task_emulated, "stepped": start_task_stepped}
+IMPLEMENTATIONS = {
+    "caught": start_task_caught,
+    "emulated": start_task_emulated,
+}
 if sys.version_info >= (3, 12):
     IMPLEMENTATIONS["builtin"] = start_task_builtin
+
+new_loop = asyncio.new_event_loop  # the loop run() makes: set per test by the fixture below
 
 
 @pytest.fixture(autouse=True, params=sorted(IMPLEMENTATIONS))
 def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(sys.modules[__name__], "start_task", IMPLEMENTATIONS[request.param])
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (test group)")
+        monkeypatch.setattr(sys.modules[__name__], "new_loop", uvloop.new_event_loop)
     return str(request.param)
 
 
@@ -67,7 +81,7 @@ def test_without_the_private_api_the_emulation_falls_back_to_a_plain_task(
 
 
 def run(main: Callable[[asyncio.AbstractEventLoop], Coroutine[Any, Any, T]]) -> T:
-    loop = asyncio.new_event_loop()
+    loop = new_loop()
     try:
         return loop.run_until_complete(asyncio.wait_for(main(loop), 5))
     finally:
@@ -254,12 +268,14 @@ def test_an_error_in_the_first_step_is_reported_like_any_unretrieved_task_error(
     assert [str(e) for e in reported] == ["early"]
 
 
-def test_keyboard_interrupt_in_the_first_step_propagates(implementation: str) -> None:
-    if implementation == "stepped":
+def test_keyboard_interrupt_in_the_first_step_propagates(
+    implementation: str, loop_kind: str
+) -> None:
+    if implementation == "caught":
         # asyncio's C task step lets KeyboardInterrupt out with 3.11's recursion counter
         # off (a CPython bug plain tasks share: later compiles fail with "AST constructor
         # recursion depth mismatch"), so that case runs in a process of its own.
-        subprocess_run_keyboard_interrupt_case()
+        subprocess_run_keyboard_interrupt_case(f"start_task_{implementation}", loop_kind)
         return
 
     async def handler() -> None:
@@ -340,8 +356,10 @@ def test_started_from_inside_a_task_it_still_runs_to_completion() -> None:
 
 
 KEYBOARD_INTERRUPT_CASE = """
-import asyncio
-from pymprpc.server.eager import start_task_stepped
+import asyncio, sys
+from pymprpc.server import eager
+
+start = getattr(eager, sys.argv[1])
 
 async def handler():
     raise KeyboardInterrupt
@@ -349,28 +367,199 @@ async def handler():
 async def main():
     loop = asyncio.get_running_loop()
     outcome = loop.create_future()
-    steps = []
+    # A second step would fail in the loop ("already done"); the task's own unretrieved
+    # KeyboardInterrupt may be logged too, when it is collected: both go to stderr.
+    loop.set_exception_handler(
+        lambda _, ctx: print("loop error:", ctx["message"], ctx.get("exception"), file=sys.stderr)
+    )
 
-    def start():
+    def begin():
         try:
-            start_task_stepped(loop, handler())
+            start(loop, handler())
         except KeyboardInterrupt:
             outcome.set_result("raised at once")
 
-    loop.call_soon(start)
+    loop.call_soon(begin)
     print(await outcome)
     for _ in range(3):
         await asyncio.sleep(0)  # and not once more from the task's own step
     print("no second step")
 
-asyncio.run(main())
+if sys.argv[2] == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+else:
+    factory = asyncio.new_event_loop
+with asyncio.Runner(loop_factory=factory) as runner:
+    runner.run(main())
 """
 
 
-def subprocess_run_keyboard_interrupt_case() -> None:
+def subprocess_run_keyboard_interrupt_case(function: str, loop_kind: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", KEYBOARD_INTERRUPT_CASE], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", KEYBOARD_INTERRUPT_CASE, function, loop_kind],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["raised at once", "no second step"]
-    assert "already done" not in done.stderr  # the task's step ran only once
+    assert done.stdout.split("\n")[:2] == ["raised at once", "no second step"], done.stdout
+    assert "already done" not in done.stderr + done.stdout  # the task's step ran only once
+
+
+# -- start_task_caught: what it relies on, and what it does when that does not hold --------
+
+
+def test_the_default_on_this_python() -> None:
+    expected = start_task_builtin if sys.version_info >= (3, 12) else start_task_caught
+    assert eager.start_task is expected
+
+
+def test_a_new_task_asks_its_loop_once_to_schedule_its_own_step() -> None:
+    """What start_task_caught relies on (the C task and the Python one, on both loops):
+    making a task looks up `call_soon` on the loop object and calls it once, with a
+    callback bound to the task and the task's context."""
+    calls: list[tuple[Any, tuple[Any, ...], Any]] = []
+
+    async def handler() -> None:
+        pass
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        for task_type in {asyncio.Task, asyncio.tasks._PyTask}:  # type: ignore[attr-defined]
+            calls.clear()
+            loop.__dict__["call_soon"] = lambda cb, *args, context=None: calls.append(
+                (cb, args, context)
+            )
+            try:
+                task = task_type(handler(), loop=loop)
+            finally:
+                del loop.__dict__["call_soon"]
+            [(callback, args, context)] = calls
+            assert callback.__self__ is task and args == ()
+            assert isinstance(context, contextvars.Context)
+            loop.call_soon(callback, *args, context=context)  # as the loop would have
+            await task
+
+    run(main)
+
+
+def test_nothing_is_left_scheduled_after_a_call_that_finished_at_once() -> None:
+    """A step run twice fails in the loop ("already done"): nothing of the kind, and the
+    loop's call_soon is its own again."""
+    errors: list[str] = []
+    ran: list[int] = []
+
+    async def handler(i: int) -> None:
+        ran.append(i)
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        loop.set_exception_handler(lambda _, ctx: errors.append(ctx["message"]))
+        for i in range(5):
+            assert await from_callback(loop, handler(i)) is None
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert "call_soon" not in getattr(loop, "__dict__", {})
+
+    run(main)
+    assert ran == [0, 1, 2, 3, 4] and errors == []
+
+
+def test_a_callback_scheduled_while_the_task_is_made_is_passed_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If making a task schedules anything besides its step, start_task_caught schedules
+    all of it as asked: the task then starts on the next pass, like a plain task."""
+    if start_task is not start_task_caught:
+        pytest.skip("start_task_caught only")
+    events: list[str] = []
+
+    class ChattyTask(asyncio.Task):  # type: ignore[type-arg]
+        def __init__(self, coro: Any, *, loop: asyncio.AbstractEventLoop) -> None:
+            loop.call_soon(events.append, "other callback")
+            super().__init__(coro, loop=loop)
+
+    async def handler() -> str:
+        events.append("step")
+        return "ok"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        monkeypatch.setattr(eager.asyncio, "Task", ChattyTask)
+        task = await from_callback(loop, handler())
+        monkeypatch.undo()
+        assert task is not None and await task == "ok"
+        assert events == ["other callback", "step"]
+
+    run(main)
+
+
+def test_a_loop_whose_call_soon_someone_shadowed_keeps_it() -> None:
+    """Another shadow of the loop's call_soon (a test's spy, say) is left in place: the
+    call starts the emulated way, through it."""
+    seen: list[Any] = []
+
+    async def handler() -> str:
+        return "ok"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        real = loop.call_soon
+
+        def spy(callback: Any, *args: Any, context: Any = None) -> Any:
+            seen.append(callback)
+            return real(callback, *args, context=context)
+
+        loop.__dict__["call_soon"] = spy
+        try:
+            started: asyncio.Future[Any] = loop.create_future()
+            real(lambda: started.set_result(start_task_caught(loop, handler())))
+            assert await started is None  # finished in its first step all the same
+            assert loop.__dict__["call_soon"] is spy
+            assert seen  # the task's step went through the spy
+        finally:
+            del loop.__dict__["call_soon"]
+
+    run(main)
+
+
+def test_the_loop_is_restored_when_making_the_task_fails() -> None:
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        started: asyncio.Future[None] = loop.create_future()
+
+        def begin() -> None:
+            try:
+                start_task_caught(loop, "not a coroutine")  # type: ignore[arg-type]
+            except TypeError as exc:
+                started.set_result(None) if "coroutine" in str(exc) else started.set_exception(exc)
+
+        loop.call_soon(begin)
+        await started
+        assert "call_soon" not in getattr(loop, "__dict__", {})
+
+    run(main)
+
+
+def test_the_running_task_map_start_task_caught_reads_agrees_with_current_task() -> None:
+    # If a Python release drops or stops filling it, start_task_caught falls back to
+    # asyncio.current_task() (next test): this test says so instead of letting it go.
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        assert eager._CURRENT_TASKS is not None
+        assert eager._CURRENT_TASKS.get(loop) is asyncio.current_task()
+
+    run(main)
+
+
+def test_without_the_running_task_map_a_nested_start_is_still_a_plain_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(eager, "_CURRENT_TASKS", None)
+
+    async def handler() -> str:
+        await asyncio.sleep(0)
+        return "ok"
+
+    async def main(loop: asyncio.AbstractEventLoop) -> None:
+        task = start_task_caught(loop, handler())  # from inside a task: not eager
+        assert task is not None
+        assert await task == "ok"
+        assert await from_callback(loop, handler()) is not None  # eager from a callback
+
+    run(main)

@@ -163,18 +163,18 @@ class _Typed(Protocol):
 
 
 class _Protocol(ReusedBufferProtocol):
+    __slots__ = ("client",)  # one per connection: no dict
+
     def __init__(self, client: AsyncRPC) -> None:
         self.client = client
 
-    def buffer_updated(self, nbytes: int) -> None:
-        # ReusedBufferProtocol's and data_received's work inline: no call less matters
-        # more than one made for every read.
+    # asyncio reads into the shared buffer and calls buffer_updated, which hands a copy
+    # of the bytes to data_received; uvloop calls data_received itself (see readbuffer).
+    # The fast path is here, so that both loops take it.
+    def data_received(self, data: bytes) -> None:
         client = self.client
         if client._protocol is not self:
-            return
-        view = self._view
-        assert view is not None
-        data = bytes(view[:nbytes])
+            return  # an earlier connection's late read
         conn = client._conn
         if conn is None:
             return
@@ -195,10 +195,6 @@ class _Protocol(ReusedBufferProtocol):
                     future.set_result(got[1])
             return
         client._on_events(got, len(data))  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        if self.client._protocol is self:
-            self.client._on_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client._protocol is self:  # not an earlier connection closing late

@@ -39,6 +39,7 @@ from ..protocol import (
     StreamStart,
     Welcome,
 )
+from ..protocol.constants import shared_features
 from .common import CLIENT_DEFAULT, CallOptions, MethodProxy, parse_compression, warn_deprecated
 from .interceptors import ClientCallContext, ClientInterceptor, compose_client
 
@@ -184,7 +185,7 @@ class BaseRPC:
         self.connect_timeout = connect_timeout
         self.max_message_size = max_message_size
         self.stream_buffer_size = stream_buffer_size
-        self.features = frozenset(Feature(f) for f in features)
+        self.features = shared_features(frozenset(Feature(f) for f in features))
         self.interceptors = tuple(interceptors)
         self._chain = compose_client(self.interceptors, self._call_in)
         # delay() and notify() go through the same interceptors (kind "delay"/"notify").

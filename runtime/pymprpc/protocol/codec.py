@@ -223,6 +223,9 @@ class Codec:
     max_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_items: int = DEFAULT_MAX_COLLECTION_LEN
     _unpack_options: dict[str, Any] = field(init=False, repr=False, compare=False)
+    _plain_unpack: Callable[[bytes | memoryview], Any] | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Encode (and compress) one message map.
@@ -243,7 +246,8 @@ class Codec:
                     _check_json_depth(message)
             else:
                 data = _pack(message)
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # BufferError: a memoryview msgpack cannot take as bytes (not contiguous).
+        except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
             too_deep: str | None
             if self.json:
                 kind, too_deep = "JSON (debug mode)", _JSON_TOO_DEEP
@@ -309,6 +313,10 @@ class Codec:
             "max_map_len": self.max_items,
         }
         object.__setattr__(self, "_unpack_options", options)
+        unpack = None
+        if not self.json and self.compression is None:
+            unpack = functools.partial(msgpack.unpackb, **options)
+        object.__setattr__(self, "_plain_unpack", unpack)
 
     def _unpack(self, payload: bytes | memoryview, pairs_hook: Any) -> Any:
         return msgpack.unpackb(payload, object_pairs_hook=pairs_hook, **self._unpack_options)
@@ -317,9 +325,7 @@ class Codec:
         """For uncompressed MessagePack: a function decoding a payload as `decode` does
         when it succeeds (a C call, no Python frame), raising anything on any failure
         (then call `decode` for the error to report); None for JSON or compression."""
-        if self.json or self.compression is not None:
-            return None
-        return functools.partial(msgpack.unpackb, **self._unpack_options)
+        return self._plain_unpack  # one per codec, and codecs are shared (shared_codec)
 
     def plain_packer(self) -> Callable[[Any], bytes] | None:
         """For uncompressed MessagePack: a function encoding a message as `encode` does
@@ -335,7 +341,7 @@ class Codec:
         that could not be decoded (too big, malformed), so its error reply is JSON too;
         None otherwise (the default MessagePack codec answers)."""
         if head[:1] and head[0] in _JSON_FIRST:
-            return cls(json=True, max_size=max_size, max_items=max_items)
+            return shared_codec(True, None, max_size, max_items)
         return None
 
     @classmethod
@@ -374,7 +380,20 @@ class Codec:
                 ) from None
         first = plain[:1]
         if first and first[0] in _JSON_FIRST:
-            return cls(json=True, compression=compression, max_size=max_size, max_items=max_items)
+            return shared_codec(True, compression, max_size, max_items)
         if first and first[0] in _MSGPACK_MAP_FIRST:
-            return cls(json=False, compression=compression, max_size=max_size, max_items=max_items)
+            return shared_codec(False, compression, max_size, max_items)
         raise RemoteProtocolError("first message is neither a MessagePack nor a JSON map")
+
+
+@functools.lru_cache(maxsize=128)
+def shared_codec(
+    json: bool = False,
+    compression: Compression | None = None,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_items: int = DEFAULT_MAX_COLLECTION_LEN,
+) -> Codec:
+    """`Codec(json, compression, max_size, max_items)`, made once: a codec is immutable,
+    and the connections of a process use a few (a server holding 10,000 otherwise held
+    10,000 equal ones, with their unpack options and unpackers)."""
+    return Codec(json=json, compression=compression, max_size=max_size, max_items=max_items)

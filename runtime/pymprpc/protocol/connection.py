@@ -10,9 +10,9 @@ violation closes the connection, and `error` says why.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hmac
+import struct
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from ..errors import (
     ResultLimitError,
 )
 from . import messages
-from .codec import Codec, _pack
+from .codec import Codec, _pack, shared_codec
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -41,6 +41,7 @@ from .constants import (
     Compression,
     Feature,
     Key,
+    shared_features,
 )
 from .events import (
     Authenticated,
@@ -68,6 +69,13 @@ from .framing import (
 from .messages import PlainCall
 
 ALL_FEATURES = frozenset(Feature)
+
+# Results at least this large, of these types, are framed without packing the value
+# (`_Connection._bulk_result`); msgpack writes a bin this large with a 4-byte length.
+_BULK_MIN: Final = _COALESCE_LIMIT
+_BULK_TYPES: Final = frozenset((bytes, bytearray, memoryview))
+_BIN32: Final = struct.Struct(">BI")
+_BIN32_MAX: Final = 0xFFFFFFFF
 
 # Map keys and codes read on the client's fast paths, as plain module constants.
 _K_MPRPC: Final = Key.MPRPC
@@ -134,7 +142,9 @@ class Credentials:
     """Accepted (user, password) pairs, compared in constant time."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        self._pairs = [(_utf8(u), _utf8(p)) for u, p in (pairs or ())]
+        # A tuple: a server makes one of these per connection (ThrottledCredentials), and
+        # an empty tuple is shared, where an empty list is one more object per connection.
+        self._pairs = tuple((_utf8(u), _utf8(p)) for u, p in (pairs or ()))
 
     def check(self, username: str | None, password: str | None) -> bool:
         """Whether the pair is accepted (with none configured: only an anonymous login)."""
@@ -211,7 +221,7 @@ class _Connection:
 
     @property
     def codec(self) -> Codec:
-        return self._codec or Codec(max_size=self.max_message_size, max_items=self.max_items)
+        return self._codec or shared_codec(False, None, self.max_message_size, self.max_items)
 
     @property
     def buffered_bytes(self) -> int:
@@ -250,6 +260,37 @@ class _Connection:
                 f"{self.max_message_size} bytes (raise max_message_size on both sides)"
             )
         return self._framer.frame(payload)
+
+    def _bulk_result(self, id: str, value: Any, deprecated: bool) -> list[bytes] | None:
+        """The wire chunks of a 200 (300) whose value is a large binary, with the value as
+        a chunk of its own: packing it would copy it twice (into the packer's buffer, then
+        into the `bytes` it returns), and the fresh memory of each copy costs more than the
+        copy itself (page faults). Byte for byte what `_encode` makes of the same message.
+        None when this does not apply (small, JSON, compressed, separator framing)."""
+        size = value.nbytes if type(value) is memoryview else len(value)
+        if (
+            size < _BULK_MIN
+            or size > _BIN32_MAX
+            or self._plain_pack is None
+            or type(self._framer) is not LengthFramer
+        ):
+            return None
+        if type(value) is not bytes:
+            if type(value) is memoryview and not value.c_contiguous:
+                return None  # msgpack refuses it: _encode says so
+            # A snapshot, as packing takes: the caller may change its buffer afterwards.
+            value = bytes(value)
+        head = self._plain_pack(messages.result(id, None, deprecated=deprecated))
+        # The value is the last one packed (RESULT ends the MESSAGE map, MESSAGE ends the
+        # envelope), so its placeholder (nil) is the last byte: the bin header replaces it.
+        head = head[:-1] + _BIN32.pack(0xC6, size)
+        total = len(head) + size
+        if total > self.max_message_size:
+            raise LocalProtocolError(
+                f"message of {total} bytes exceeds the maximum message size of "
+                f"{self.max_message_size} bytes (raise max_message_size on both sides)"
+            )
+        return [_LENGTH.pack(total) + head, value]
 
     def _use_length_framing(self, rest: Sequence[Payload]) -> list[Payload]:
         new = LengthFramer(self.max_message_size)
@@ -410,12 +451,15 @@ class ServerConnection(_Connection):
             self.fail(LoginError("unknown user name or wrong password"))
             return None
         announced = Key.FEATURES in msg
-        self.features = wanted & self.settings.features
+        self.features = shared_features(wanted & self.settings.features)
         self._deadlines = Feature.DEADLINE in self.features
         self._metadata = Feature.METADATA in self.features
         self._oneway = Feature.ONEWAY in self.features
         # Authenticated: from now on the full message size applies.
-        codec = self._codec = dataclasses.replace(self.codec, max_size=self.max_message_size)
+        base = self.codec
+        codec = self._codec = shared_codec(
+            base.json, base.compression, self.max_message_size, base.max_items
+        )
         self._framer.max_size = self.max_message_size
         self._plain_unpack = codec.plain_unpacker() if self._sizes is None else None
         self._plain_pack = codec.plain_packer()
@@ -521,8 +565,12 @@ class ServerConnection(_Connection):
                 metadata = self._check_response_metadata(metadata)
             else:
                 metadata = None
-            message = messages.result(id, value, deprecated=deprecated, metadata=metadata)
-            chunks = self._encode(message)
+            chunks = None
+            if type(value) in _BULK_TYPES and not metadata:
+                chunks = self._bulk_result(id, value, deprecated)
+            if chunks is None:
+                message = messages.result(id, value, deprecated=deprecated, metadata=metadata)
+                chunks = self._encode(message)
         except LocalProtocolError as exc:
             self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
             return
@@ -652,12 +700,7 @@ class ClientConnection(_Connection):
         # message size bounds a reply's collections (each element takes at least a byte).
         max_items = max_message_size if max_collection_len is None else max_collection_len
         super().__init__(max_message_size, max_items)
-        self._codec = Codec(
-            json=json,
-            compression=compression,
-            max_size=max_message_size,
-            max_items=max_items,
-        )
+        self._codec = shared_codec(json, compression, max_message_size, max_items)
         self._username = username
         self._password = password
         self._wanted = features

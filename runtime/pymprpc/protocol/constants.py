@@ -81,6 +81,15 @@ class Feature(enum.StrEnum):
     ONEWAY = "oneway"
 
 
+_FEATURE_SETS: dict[frozenset[Feature], frozenset[Feature]] = {}
+
+
+def shared_features(features: frozenset[Feature]) -> frozenset[Feature]:
+    """`features`, or an equal set returned before: connections negotiate one of a few
+    sets (at most one per subset of `Feature`), each kept once instead of per connection."""
+    return _FEATURE_SETS.setdefault(features, features)
+
+
 class Compression(enum.StrEnum):
     """Payload compressions named by the protocol (`COMPRESER`)."""
 

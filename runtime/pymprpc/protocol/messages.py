@@ -21,6 +21,7 @@ from .constants import (
     Compression,
     Feature,
     Key,
+    shared_features,
 )
 from .events import (
     CallFailed,
@@ -374,7 +375,7 @@ def _welcome(msg: dict[str, Any]) -> Welcome:
         raise _bad_welcome(Key.FEATURES, "an array of strings", raw)
     known = {f.value for f in Feature}
     # Names this client does not know are ignored: a newer server may offer more.
-    features = frozenset(Feature(f) for f in raw or () if f in known)
+    features = shared_features(frozenset(Feature(f) for f in raw or () if f in known))
     return Welcome(
         version=version,
         description=desc,

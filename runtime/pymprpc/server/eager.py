@@ -5,12 +5,19 @@ read that brought its request, instead of one event-loop pass later. Python 3.12
 this built in (`eager_start`); on 3.11 it is emulated below. Either way the call runs
 inside a real `asyncio.Task`, so `asyncio.current_task()`, `asyncio.timeout()` and
 `TaskGroup` work in a handler from its first line.
+
+On 3.11, `start_task_caught` runs the new task's own first step at once (on asyncio's
+loop and on uvloop alike); where it cannot (a loop without an instance `__dict__`, or
+whose `call_soon` someone else shadows), `start_task_emulated` drives the coroutine's
+first step inside the task through a wrapper. What they rely on beyond the public API:
+asyncio's `_enter_task`/`_leave_task` and `_current_tasks` (read if present), and that
+a new task asks `loop.call_soon` for its first step; `tests/unit/test_eager.py` checks
+each on 3.11, 3.12 and 3.13, on both loops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import sys
 from collections.abc import Callable, Coroutine, Generator
@@ -28,7 +35,7 @@ def private_task_switch() -> TaskSwitch | None:
     """asyncio's private `_enter_task` / `_leave_task` (what a task's step does to become
     the current task), or None if this Python does not have them.
 
-    The only private asyncio API this package uses, and only for the 3.11 emulation.
+    Used by `start_task_emulated` only.
     """
     try:
         from asyncio.tasks import _enter_task, _leave_task
@@ -83,45 +90,66 @@ def start_task_emulated(
     return None if resume.finished else task
 
 
-def start_task_stepped(
+def start_task_caught(
     loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
 ) -> asyncio.Task[T] | None:
     """Run `coro` as a task whose first step runs now; None if it already finished
-    (emulates `eager_start` on asyncio's own loop, cheaper than `start_task_emulated`).
+    (emulates `eager_start` on any loop whose instances have a `__dict__`, asyncio's and
+    uvloop's among them; the cheapest way on both).
 
-    A new task schedules its first step as the last handle of the loop's ready queue
-    (`loop._ready`, private). That handle is run at once, so the task's first step is the
-    task's own (C) step, and then cancelled, so the loop skips it: no wrapper coroutine,
-    no context copy of our own, no leftover step one pass later. Any other loop (uvloop)
-    or a queue that does not end with the task's step gets `start_task_emulated`.
+    A new task asks its loop to schedule its first step (`loop.call_soon(step,
+    context=...)`, looked up on the loop object by the C and the Python task alike).
+    While the task is made, that lookup finds a catcher in the loop's instance dict,
+    shadowing the method; the caught step, the task's own (C) step, then runs at once in
+    the task's context, as the loop would have run it, and is never scheduled: no wrapper
+    coroutine, no leftover step one pass later, nothing taken off a queue (uvloop's has
+    no Python view). Anything caught that is not this task's step is passed on to the
+    real `call_soon`; if the step was not caught, the task starts on the next pass.
     """
-    ready = getattr(loop, "_ready", None)
-    if type(ready) is not collections.deque:
-        return start_task_emulated(loop, coro)
-    # asyncio's loop: read what get_task_factory() and current_task(loop) return
-    # directly (two Python calls fewer per call; the same private state they read).
-    current = _CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task(loop)
-    if getattr(loop, "_task_factory", None) is not None or current is not None:
-        return start_task_emulated(loop, coro)
-    task = asyncio.Task(coro, loop=loop)
-    handle = ready[-1] if ready else None
-    if getattr(getattr(handle, "_callback", None), "__self__", None) is not task:
-        return task  # not the queue we know: a plain task, started on the next pass
+    attrs = getattr(loop, "__dict__", None)
+    if (
+        attrs is None
+        or "call_soon" in attrs  # someone else shadows it already: leave it be
+        or loop.get_task_factory() is not None
+        or (_CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task(loop))
+        is not None
+    ):
+        return start_task_emulated(loop, coro)  # a factory / nested: a plain task there
+    caught: list[tuple[Any, tuple[Any, ...], contextvars.Context | None]] = []
+
+    def call_soon(callback: Any, *args: Any, context: contextvars.Context | None = None) -> None:
+        caught.append((callback, args, context))
+
+    attrs["call_soon"] = call_soon
     try:
-        # What handle._run() does, one frame less: the step itself catches everything but
-        # SystemExit and KeyboardInterrupt, which _run re-raises as well.
-        handle._context.run(handle._callback, *handle._args)  # type: ignore[union-attr]
+        task = asyncio.Task(coro, loop=loop)
     finally:
-        # It ran: off the queue. Still its last handle unless the step queued others
-        # (then cancelled, and the loop skips it).
-        if ready[-1] is handle:
-            ready.pop()
-        else:
-            handle.cancel()  # type: ignore[union-attr]
+        del attrs["call_soon"]
+    if len(caught) != 1 or getattr(caught[0][0], "__self__", None) is not task:
+        return _pass_on(loop, task, caught)
+    callback, args, context = caught[0]
+    # What the loop's handle does: run the step in the task's context. The step itself
+    # catches everything but SystemExit and KeyboardInterrupt, as when the loop runs it.
+    if context is None:
+        callback(*args)
+    else:
+        context.run(callback, *args)
     return None if task.done() else task
 
 
-start_task = start_task_builtin if sys.version_info >= (3, 12) else start_task_stepped
+def _pass_on(
+    loop: asyncio.AbstractEventLoop,
+    task: asyncio.Task[T],
+    caught: list[tuple[Any, tuple[Any, ...], contextvars.Context | None]],
+) -> asyncio.Task[T]:
+    """Schedule what a task's making asked `call_soon` for, as asked (its first step
+    included): the task then starts on the next pass, as a plain one does."""
+    for callback, args, context in caught:
+        loop.call_soon(callback, *args, context=context)
+    return task
+
+
+start_task = start_task_builtin if sys.version_info >= (3, 12) else start_task_caught
 
 
 class _Resume(Coroutine[Any, Any, T]):

@@ -15,6 +15,7 @@ waits for the server (test_a_large_request_while_another_thread_reads_a_fast_str
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
@@ -88,6 +89,10 @@ class HandlerHost(Protocol):
     def kept(self) -> KeptResults: ...
 
     @property
+    def timer_context(self) -> contextvars.Context:
+        """The context the connections' timers run in (shared: they read none)."""
+
+    @property
     def input_budget(self) -> InputBudget:
         """Bytes of partial frames all connections together may buffer."""
 
@@ -117,6 +122,44 @@ class HandlerHost(Protocol):
 class ConnectionHandler(ReusedBufferProtocol):
     """Serves one client connection (reads land in the thread's shared buffer)."""
 
+    # A server holds one per connection, most of them idle: slots instead of a dict,
+    # and what only some connections need (a waiter for a full output, sets of calls
+    # owed no reply) made on first use. Memory per held connection and the objects a
+    # full garbage collection walks both scale with it (see bench/README.md, fan-in).
+    __slots__ = (
+        "_admitted",
+        "_buffered",
+        "_clock",
+        "_contexts",
+        "_credentials",
+        "_deferred",
+        "_drained",
+        "_eof",
+        "_flush_scheduled",
+        "_host",
+        "_interceptors",
+        "_last_activity",
+        "_max_inflight",
+        "_max_waiting",
+        "_measure",
+        "_methods",
+        "_no_reply",
+        "_output_limit",
+        "_owner",
+        "_paused_for",
+        "_plain_calls",
+        "_reading",
+        "_scope",
+        "_timer",
+        "_write_paused",
+        "conn",
+        "loop",
+        "peer",
+        "tasks",
+        "transport",
+        "user",
+    )
+
     def __init__(self, host: HandlerHost) -> None:
         self._host = host
         self._credentials = ThrottledCredentials(host.credentials, host.logins)
@@ -127,9 +170,9 @@ class ConnectionHandler(ReusedBufferProtocol):
         self.user: str | None = None  # the authenticated user (None: anonymous)
         self._admitted = False  # counted in (not refused over max_connections)
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        # Calls with RETURN false: they run to completion even if the client goes away.
-        self._kept_ids: set[str] = set()  # calls that owe no reply (RETURN false, ONEWAY)
-        self._oneway_ids: set[str] = set()
+        # Calls that owe no reply (RETURN false, and ONEWAY: True) run to completion even
+        # if the client goes away. Shared empty until the first such call.
+        self._no_reply: dict[str, bool] = _NONE
         # Who owns this connection's kept results: its account, or (anonymous) itself.
         self._scope: Hashable = object()
         self._owner = object()  # this connection, for its share of the thread pool
@@ -142,8 +185,10 @@ class ConnectionHandler(ReusedBufferProtocol):
         )
         self._last_activity = self._clock()
         self._timer: asyncio.TimerHandle | None = None
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # The transport asked us to stop writing; streams then wait on `_drained` (made
+        # by the first one that waits).
+        self._write_paused = False
+        self._drained: asyncio.Event | None = None
         self._flush_scheduled = False
         self._reading = False  # in data_received: replies wait for its single write
         self._eof = False  # the client half-closed: close once the calls are answered
@@ -155,7 +200,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Contexts built on demand for calls without interceptors, by call ID.
         self._contexts: dict[str, CallContext] = {}
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
-        self._paused_for: set[str] = set()  # why reading is paused: "input", "output"
+        self._paused_for: tuple[str, ...] = ()  # why reading is paused: "input", "output"
         # Calls read while the output was over max_output_buffer, started once it drains.
         self._deferred: dict[str, CallRequest] = {}
         self._output_limit = host.config.max_output_buffer
@@ -184,7 +229,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         log.info("connection from %s accepted", _peer_text(self.peer))
         auth_timeout = self._host.config.auth_timeout
         if auth_timeout:
-            self._timer = self.loop.call_later(auth_timeout, self._auth_expired)
+            self._timer = self._later(auth_timeout, self._auth_expired)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -281,13 +326,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         therefore hold a gone client's connection for ever: the timeout bounds that.
         """
         tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
-        owed = len(self.tasks) > len(self._kept_ids) or self._deferred
+        owed = len(self.tasks) > len(self._no_reply) or self._deferred
         timeout = self._host.config.half_close_timeout
         if owed and not self.conn.closed and not tls and timeout > 0:
             self._eof = True
             if self._timer is not None:
                 self._timer.cancel()  # idle: replaced by the half-close bound
-            self._timer = self.loop.call_later(timeout, self._half_close_expired)
+            self._timer = self._later(timeout, self._half_close_expired)
             return True  # keep the transport open for the replies
         return False  # nothing owed (RETURN-false calls run on without it): close
 
@@ -296,7 +341,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         log.info(
             "closing %s: %d call(s) still running %.1fs after the client's EOF",
             self.peer,
-            len(self.tasks) - len(self._kept_ids),
+            len(self.tasks) - len(self._no_reply),
             self._host.config.half_close_timeout,
         )
         self.close()  # connection_lost then cancels the calls (RETURN false run on)
@@ -317,21 +362,26 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Cancelling closes running coroutines and the async generators of streams. Calls
         # with RETURN false run on: their outcome is kept for system.getresult.
         anonymous = not isinstance(self._scope, str)
+        no_reply = self._no_reply
         for id, task in list(self.tasks.items()):
-            if id in self._oneway_ids and self._host.detach(task):
+            oneway = no_reply.get(id)
+            if oneway and self._host.detach(task):
                 continue  # fire-and-forget: runs on, bounded like an anonymous RETURN false
-            if id in self._kept_ids and (not anonymous or self._host.detach(task)):
+            if oneway is not None and (not anonymous or self._host.detach(task)):
                 continue  # an account's are bounded by its kept_results quota
             self._cancel(id, task)
         if anonymous:
             self._host.kept.drop_scope(self._scope)  # nobody can fetch them any more
-        self._writable.set()
+        self._set_writable()
 
     def pause_writing(self) -> None:
-        self._writable.clear()  # streams wait; calls wait once over max_output_buffer
+        # Streams wait; calls wait once over max_output_buffer.
+        self._write_paused = True
+        if self._drained is not None:
+            self._drained.clear()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._set_writable()
         if self._deferred:
             # Not from inside the transport's write callback: start them on the next pass.
             self.loop.call_soon(self._start_deferred)
@@ -346,16 +396,29 @@ class ConnectionHandler(ReusedBufferProtocol):
         """The server's input budget has room again."""
         self._resume_reading("input")
 
+    def _set_writable(self) -> None:
+        self._write_paused = False
+        if self._drained is not None:
+            self._drained.set()
+
+    async def _wait_writable(self) -> None:
+        """Until the transport takes writes again (or the connection is gone)."""
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        if self._write_paused:
+            await self._drained.wait()
+
     def _pause_reading(self, reason: str) -> None:
         transport = self.transport
         if not self._paused_for and transport is not None and not transport.is_closing():
             transport.pause_reading()
-        self._paused_for.add(reason)
+        if reason not in self._paused_for:
+            self._paused_for += (reason,)
 
     def _resume_reading(self, reason: str) -> None:
         if reason not in self._paused_for:
             return
-        self._paused_for.discard(reason)
+        self._paused_for = tuple(r for r in self._paused_for if r != reason)
         transport = self.transport
         if not self._paused_for and transport is not None and not transport.is_closing():
             transport.resume_reading()
@@ -370,9 +433,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Over the limit: hand the queue to the transport, which sends what the socket
         # takes; only what it cannot send counts (and then it has paused writing).
         self._flush_now()
-        return (
-            not self._writable.is_set() and transport.get_write_buffer_size() > self._output_limit
-        )
+        return self._write_paused and transport.get_write_buffer_size() > self._output_limit
 
     def _defer(self, request: CallRequest) -> None:
         self._deferred[request.id] = request
@@ -382,7 +443,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _start_deferred(self) -> None:
         while self._deferred and not self.conn.closed:
-            if not self._writable.is_set() or self._output_full():
+            if self._write_paused or self._output_full():
                 break  # resume_writing calls us again
             id = next(iter(self._deferred))
             self._start_call(self._deferred.pop(id))
@@ -391,7 +452,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         if len(self._deferred) < self._max_waiting:
             self._resume_reading("output")
         self._flush()
-        if self._eof and not self._deferred and len(self.tasks) <= len(self._kept_ids):
+        if self._eof and not self._deferred and len(self.tasks) <= len(self._no_reply):
             self.close()  # half-closed by the client, and every call answered
 
     # -- helpers ---------------------------------------------------------------------
@@ -449,7 +510,10 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._timer = None
         timeout = self._host.settings.idle_timeout
         if timeout:
-            self._timer = self.loop.call_later(timeout, self._check_idle)
+            self._timer = self._later(timeout, self._check_idle)
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, callback, context=self._host.timer_context)
 
     def _auth_expired(self) -> None:
         self._timer = None
@@ -466,13 +530,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         idle_for = now - self._last_activity
         if self.tasks:
             # A connection with a call still running is not idle.
-            self._timer = self.loop.call_later(timeout, self._check_idle)
+            self._timer = self._later(timeout, self._check_idle)
         elif idle_for >= timeout:
             self._timer = None
             log.info("closing %s: idle for %.1fs", self.peer, idle_for)
             self.fail(TimeoutException("idle connection closed"))
         else:
-            self._timer = self.loop.call_later(timeout - idle_for, self._check_idle)
+            self._timer = self._later(timeout - idle_for, self._check_idle)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -493,10 +557,10 @@ class ConnectionHandler(ReusedBufferProtocol):
         task = start_task(self.loop, self._run_call(request))
         if task is not None:  # None: the call finished within its first step
             self.tasks[request.id] = task
-            if not request.returns:
-                self._kept_ids.add(request.id)
-            if request.oneway:
-                self._oneway_ids.add(request.id)
+            if not request.returns or request.oneway:
+                if self._no_reply is _NONE:
+                    self._no_reply = {}
+                self._no_reply[request.id] = request.oneway
             self._host.call_started(task)
 
     def _call_done(self, id: str, task: asyncio.Task[None] | None) -> None:
@@ -505,11 +569,11 @@ class ConnectionHandler(ReusedBufferProtocol):
             return
         if self.tasks.get(id) is task:
             del self.tasks[id]
-            self._kept_ids.discard(id)
-            self._oneway_ids.discard(id)
+            if self._no_reply:
+                self._no_reply.pop(id, None)
         self._host.call_finished(task)
         self._last_activity = self._clock()
-        if self._eof and len(self.tasks) <= len(self._kept_ids) and not self._deferred:
+        if self._eof and len(self.tasks) <= len(self._no_reply) and not self._deferred:
             self.close()  # half-closed by the client, and every call answered
 
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
@@ -806,11 +870,11 @@ class ConnectionHandler(ReusedBufferProtocol):
                 else:
                     # A generator that never awaits would hold the loop: write, then yield.
                     self._flush_now()
-                    if self._writable.is_set():
+                    if not self._write_paused:
                         await asyncio.sleep(0)
-                if not self._writable.is_set():
+                if self._write_paused:
                     # Back-pressure: the client reads slower than we produce.
-                    await self._writable.wait()
+                    await self._wait_writable()
             conn.send_stream_end(id)
         finally:
             aclose = getattr(agen, "aclose", None)
@@ -818,7 +882,9 @@ class ConnectionHandler(ReusedBufferProtocol):
                 await aclose()
 
 
-HEALTH_METHOD = "system.health"  # answered while draining, when other calls get 503
+HEALTH_METHOD = "system.health"
+# The calls owed no reply of a connection that has had none (never written to).
+_NONE: Final[dict[str, bool]] = {}  # answered while draining, when other calls get 503
 
 
 class _MeasuredConnection:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 import signal
@@ -100,6 +101,10 @@ class _Core:
         self.detached: set[asyncio.Task[None]] = set()
         self.draining = False
         self.aborting = False
+        # The context the connections' timers run in (idle, login and half-close
+        # deadlines): one, not a copy per connection (call_later's default), as they read
+        # no context variables. This server's loop runs them one at a time.
+        self.timer_context = contextvars.Context()
 
     # HandlerHost
 
