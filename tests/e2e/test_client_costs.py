@@ -54,7 +54,7 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
     srv: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plain call is encoded and its result read by the core's fused fast paths: no
-    message map through the codec, no Result event, no _Pending.settle per call."""
+    message map through the codec, no Result event, no outcome event settled per call."""
     from pymprpc.client import async_client
     from pymprpc.protocol import connection, messages
 
@@ -75,7 +75,7 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
             counting(connection.ClientConnection, "send_call")
             counting(connection.ClientConnection, "receive_data")
             counting(messages, "parse_response")
-            counting(async_client._Pending, "settle")
+            counting(async_client, "_settle")
             counting(async_client.AsyncRPC, "_on_event")
             for i in range(20):
                 assert await rpc.coro_add(i, 1) == i + 1
@@ -85,11 +85,11 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
                 i + 2 for i in range(10)
             ]
             assert counts.get("send_call", 0) == 0
-            assert counts.get("settle", 0) == 0
+            assert counts.get("_settle", 0) == 0
             # An error still takes the general path (an event, raised with its message).
             with pytest.raises(MPRPCError, match="no_such_method"):
                 await rpc.no_such_method()
-            assert counts["settle"] == 1
+            assert counts["_settle"] == 1
 
     arun(main())
 

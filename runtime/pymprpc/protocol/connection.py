@@ -29,7 +29,7 @@ from ..errors import (
     ResultLimitError,
 )
 from . import messages
-from .codec import Codec, _pack
+from .codec import _PACKER_KEEP_BYTES, Codec, _pack, _packers
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -676,10 +676,10 @@ class ClientConnection(_Connection):
         # UUID-shaped IDs: a random prefix per connection and a counter in the last 12 hex
         # digits, unique like uuid4 for our purposes at a fraction of its cost.
         # The block of 256 IDs the last one was in, its IDs' shared head (all but the
-        # last two hex digits), and that head as packed in a call (str header included).
+        # last two hex digits), and a call's bytes up to its ID's last two digits.
         self._id_block = -1
         self._id_head = ""
-        self._id_head_packed = b""
+        self._call_head = b""
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = 0
         # Method name -> packed METHOD key, name and ARGS key (`send_call_data`).
@@ -1047,16 +1047,23 @@ class ClientConnection(_Connection):
                     part = self._method_parts.get(method)
                     if part is None:
                         part = self._method_part(method)
-                    packed_args = _pack(args)
+                    # _pack(args), inline: the thread's packer, dropped after a large one.
+                    packer = getattr(_packers, "packer", None)
+                    if packer is None:
+                        packed_args = _pack(args)
+                    else:
+                        packed_args = packer.pack(args)
+                        if len(packed_args) > _PACKER_KEEP_BYTES:
+                            _packers.packer = None
                 except Exception:  # noqa: BLE001 - the general path says what cannot be encoded
                     pass
                 else:
-                    head = self._id_head_packed
-                    size = len(_CALL_HEAD) + len(head) + 2 + len(part) + len(packed_args)
+                    head = self._call_head  # the envelope up to the ID's last two digits
+                    size = len(head) + 2 + len(part) + len(packed_args)
                     if size < _COALESCE_LIMIT and size <= self.max_message_size:
                         self._pending[id] = False
-                        pieces = (_LENGTH.pack(size), _CALL_HEAD, head, _HEX2_BYTES[low])
-                        return id, [b"".join((*pieces, part, packed_args))]
+                        pieces = (_LENGTH.pack(size), head, _HEX2_BYTES[low], part, packed_args)
+                        return id, [b"".join(pieces)]
             msg: dict[str, Any] = {_K_MPRPC: VERSION, _K_ID: id, _K_METHOD: method}
             if args:
                 msg[_K_ARGS] = list(args)
@@ -1103,7 +1110,7 @@ class ClientConnection(_Connection):
         self._id_head = head = f"{self._id_prefix}{block & (_ID_MASK >> 8):010x}"
         # The ID's last two characters are ASCII: packing the head with two of them and
         # leaving those out gives the str header (for the whole ID) and the head's bytes.
-        self._id_head_packed = _pack(head + "00")[:-2]
+        self._call_head = _CALL_HEAD + _pack(head + "00")[:-2]
 
     def _method_part(self, method: str) -> bytes:
         """The packed METHOD key, `method` and ARGS key, as they follow a call's ID."""

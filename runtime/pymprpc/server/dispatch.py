@@ -51,8 +51,8 @@ class Dispatcher:
     async def _run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
         kind = method.kind
         if kind is _COROUTINE:
-            value = await method.func(*args, **kwargs)
-        elif kind is _STREAM:
+            return self.encode_result(method, await method.func(*args, **kwargs))
+        if kind is _STREAM:
             value = method.func(*args, **kwargs)
         else:
             executor = method.executor or self.executors.default
@@ -60,6 +60,13 @@ class Dispatcher:
                 value = method.func(*args, **kwargs)
             else:
                 value = await self.executors.run(executor, method, args, kwargs)
+        return self.encode_result(method, value)
+
+    @staticmethod
+    def encode_result(method: Method, value: Any) -> Any:
+        """The wire value of what `method` returned (a stream's items encoded as they
+        come): what `run` does after the method returns, for a caller that awaited a
+        typed coroutine itself."""
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value
