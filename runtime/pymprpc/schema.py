@@ -496,6 +496,17 @@ class Signature(Generic[R]):
                 return list(args)
         return [p.schema.encode(v) for p, v in zip(self.params, args, strict=True)]
 
+    def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:
+        """`encode_args(*args)`, as a sequence: `args` itself (not copied) when its values
+        go on the wire as they are."""
+        if self._plain_encode and len(args) == len(self.params):
+            for value in args:
+                if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                    break  # the full path says which value is out of range
+            else:
+                return args
+        return self.encode_args(*args)
+
 
 def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:
     """Decode each item of a sync stream; closing this closes (cancels) the stream."""

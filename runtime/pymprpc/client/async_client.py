@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Final, Protocol, TypeAlias, Unpack
 
 from ..address import Address
@@ -132,6 +133,8 @@ class AsyncStream:
 
 
 _CLOSED: Final = State.CLOSED
+# The keyword arguments of a call that has none (a typed client's): never changed.
+_NO_KWARGS: Final[dict[str, Any]] = {}
 
 # A call waiting for its first reply, as the client keeps it by ID: its future and its
 # method (a plain tuple: one is made for every call). Once its stream starts, a
@@ -162,6 +165,8 @@ class _Typed(Protocol):
     its result's checker, run by the call itself (no coroutine of its own)."""
 
     def encode_args(self, *args: Any) -> list[Any]: ...
+
+    def wire_args(self, args: Sequence[Any]) -> Sequence[Any]: ...
 
     def decode_result(self, value: Any) -> Any: ...
 
@@ -538,8 +543,8 @@ class AsyncRPC(BaseRPC):
     async def _call(
         self,
         method: str,
-        args: tuple[Any, ...] | list[Any],
-        kwargs: dict[str, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any] = _NO_KWARGS,
         timeout: float | None = CLIENT_DEFAULT,
         ctx: ClientCallContext | None = None,
         typed: _Typed | None = None,
@@ -549,7 +554,7 @@ class AsyncRPC(BaseRPC):
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
-            args = typed.encode_args(*args)
+            args = typed.wire_args(args)
         # The connection's loop, known since connect(): asyncio.get_running_loop() costs
         # a getpid() system call per call on 3.11.
         loop = self._loop or asyncio.get_running_loop()
