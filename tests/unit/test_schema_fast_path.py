@@ -155,3 +155,22 @@ def test_a_typed_method_binds_by_position_as_decode_args_binds_by_name(
         return func(**bound)
 
     assert outcome(fast) == outcome(by_name)
+
+
+@given(st.sampled_from(PRIMITIVES), st.one_of(values, st.integers(-(2**70), 2**70)))
+def test_a_typed_result_is_encoded_as_its_schema_encodes_it(
+    schema: Schema[Any], value: Any
+) -> None:
+    """The server's shortcut for results of the declared plain type (returned as they
+    are) gives what the schema's `encode` gives, or raises what it raises."""
+    from pymprpc.server.dispatch import Dispatcher
+    from pymprpc.server.registry import make_method
+
+    async def method() -> Any:
+        return value
+
+    sig = Signature((), schema)
+    compiled = make_method("m", method, key="m", schema=sig)
+    assert outcome(lambda: Dispatcher.encode_result(compiled, value)) == outcome(
+        lambda: schema.encode(value)
+    )

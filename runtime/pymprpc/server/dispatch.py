@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from ..errors import MPRPCError, RPCRuntimeError
 from ..protocol import CallRequest
-from ..schema import ANY, Schema
+from ..schema import ANY, INT_MAX, INT_MIN, Schema
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
 
@@ -70,6 +70,9 @@ class Dispatcher:
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value
+        kind = schema._result_exact
+        if type(value) is kind and (kind is not int or INT_MIN <= value <= INT_MAX):
+            return value  # of the declared plain type, as encode would return it
         if is_stream(value):
             return _encode_items(value, schema.result)
         return schema.result.encode(value)
