@@ -13,8 +13,9 @@ per call and switches per call do not, so a change to the pool shows here first.
 
 `--in-process` drives the server's connection handler in this process with a fake
 transport (no client, no TCP; the workers are real processes), one sequential `add` or
-`padd` at a time (`--in-flight K`: K calls per read, as W2's client sends them), and
-reports this process's CPU time per call, the workers', and the event-loop passes
+`padd` at a time (`--workload w4`: `echo` / `pecho` of 1 MiB, `--chunk N`: fed in reads of
+N bytes; `--in-flight K`: K calls per read, as W2's client sends them), and
+reports this process's CPU time and page faults per call, the workers', and the event-loop passes
 (selector waits) per call. `--profile` prints the server's cProfile of the `padd` calls.
 """
 
@@ -240,7 +241,14 @@ class _CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-t
         return super().select(timeout)
 
 
-def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
+def _faults(pid: int) -> int:
+    """Minor page faults of `pid` so far (a fresh page touched: ~3 µs each on a VM)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def _in_process(
+    calls: int, rounds: int, profile: bool, in_flight: int, workload: str = "w1", chunk: int = 0
+) -> None:
     from bench.servers import build_pymprpc
     from pymprpc.protocol import ClientConnection
     from pymprpc.server.handler import ConnectionHandler
@@ -264,11 +272,18 @@ def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
         transport.data.clear()
         transport.keep = False
         requests = {}
-        for method in ("add", "padd"):
+        for method, args in pair:
             for _ in range(in_flight):  # as one read: the calls' IDs differ
-                client.send_call(method, (1, 2))
+                client.send_call(method, args)
             requests[method] = b"".join(client.chunks_to_send())
         return handler, requests
+
+    pair: tuple[tuple[str, tuple[Any, ...]], ...] = (
+        (("echo", (PAYLOAD,)), ("pecho", (PAYLOAD,)))
+        if workload == "w4"
+        else (("add", (1, 2)), ("padd", (1, 2)))
+    )
+    coroutine, plain = (m for m, _ in pair)
 
     handler, requests = loop.run_until_complete(setup())
 
@@ -288,7 +303,11 @@ def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
             left -= 1
             transport.expected = transport.written + reply_bytes.get(request, 1)
             transport.then = lambda: loop.call_soon(feed)
-            handler.data_received(request)
+            if chunk:  # as the transport reads it: `chunk` bytes at a time
+                for i in range(0, len(request), chunk):
+                    handler.data_received(request[i : i + chunk])
+            else:
+                handler.data_received(request)
 
         if request not in reply_bytes:  # learn how many bytes the replies take
             start = transport.written
@@ -307,14 +326,19 @@ def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
     for _ in range(rounds):
         for method, request in requests.items():
             before = _sample({"workers": workers})["workers"][0]
+            faults = [_faults(pid) for pid in (os.getpid(), *workers)]  # before
             waits, cpu = _CountingSelector.waits, time.process_time()
             sequential(request, calls)
             cpu, waits = time.process_time() - cpu, _CountingSelector.waits - waits
+            pids = (os.getpid(), *workers)
+            faults = [_faults(pid) - n for pid, n in zip(pids, faults, strict=True)]
             after = _sample({"workers": workers})["workers"][0]
             row = figures[method]
             row.setdefault("server CPU µs", []).append(cpu / calls * 1e6)
             row.setdefault("workers CPU µs", []).append((after - before) / calls * 1e6)
             row.setdefault("loop passes", []).append(waits / calls)
+            row.setdefault("server page faults", []).append(faults[0] / calls)
+            row.setdefault("workers page faults", []).append(sum(faults[1:]) / calls)
     if profile:
         for method, request in requests.items():
             prof = cProfile.Profile()
@@ -322,7 +346,7 @@ def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
             sequential(request, calls)
             prof.disable()
             stats = pstats.Stats(prof)
-            if method == "padd":
+            if method == plain:
                 stats.sort_stats(os.environ.get("SORT", "tottime")).print_stats(45)
             calls_made = stats.total_calls  # type: ignore[attr-defined]
             print(f"function calls per {method} call: {calls_made / calls:.1f}")
@@ -340,7 +364,7 @@ def _in_process(calls: int, rounds: int, profile: bool, in_flight: int) -> None:
     extra = [
         p - c
         for p, c in zip(
-            figures["padd"]["server CPU µs"], figures["add"]["server CPU µs"], strict=True
+            figures[plain]["server CPU µs"], figures[coroutine]["server CPU µs"], strict=True
         )
     ]
     print(f"  the pool's cost to the server per call: {statistics.median(extra):.2f} µs")
@@ -354,6 +378,12 @@ def parse(argv: list[str] | None = None) -> Any:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--in-flight", type=int, default=1, help="calls per read (in process)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=0,
+        help="in process: feed each request in reads of this many bytes (0: whole)",
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--compare",
@@ -367,6 +397,8 @@ def parse(argv: list[str] | None = None) -> Any:
 if __name__ == "__main__":
     args = parse()
     if args.in_process:
-        _in_process(args.calls, args.rounds, args.profile, args.in_flight)
+        _in_process(
+            args.calls, args.rounds, args.profile, args.in_flight, args.workload, args.chunk
+        )
         raise SystemExit
     asyncio.run(main(args.calls, args.rounds, args.workload, args.workers, args.compare))

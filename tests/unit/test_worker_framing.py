@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -95,3 +96,111 @@ def test_a_call_context_crosses_whole() -> None:
     assert framing.unpack_context(framing.pack_context(None)) is None
     plain = CallContext(id="c2", method="m")
     assert framing.unpack_context(framing.pack_context(plain)) == plain
+
+
+def feed_raw(reader: framing.FrameReader, data: bytes) -> list[tuple[int, int, Any]]:
+    """As `feed`, but the bodies as the reader gives them (no copies)."""
+    out: list[tuple[int, int, Any]] = []
+    pos = 0
+    while pos < len(data):
+        buf = reader.buffer()
+        n = min(len(buf), len(data) - pos)
+        buf[:n] = data[pos : pos + n]
+        del buf
+        pos += n
+        out += reader.received(n)
+    return out
+
+
+def _receive(reader: framing.FrameReader, call_id: int, value: Any) -> Any:
+    out = framing.encode(call_id, framing.OK, framing.out_of_band(value))
+    frames = feed_raw(reader, b"".join(bytes(b) for b in out))
+    buffers = [body for _, kind, body in frames if kind == framing.BUFFER]
+    return framing.decode(frames[-1][2], buffers, reader)
+
+
+@pytest.mark.parametrize("size", [framing._BIG - 1, framing._BIG, 300_000])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_binary_values_keep_their_type_and_bytes_around_the_threshold(
+    size: int, kind: type
+) -> None:
+    reader = framing.FrameReader()
+    values = []
+    for i in range(3):  # the same size again: the second and third reuse buffers
+        raw = bytes([(i * 7 + j) % 256 for j in range(256)]) * (size // 256) + b"x" * (size % 256)
+        value = kind(raw) if kind is not memoryview else memoryview(bytearray(raw))
+        back = _receive(reader, i, value)
+        assert type(back) is kind
+        assert bytes(back) == raw
+        values.append((back, raw))
+    for back, raw in values:  # nothing received later overwrote an earlier value
+        assert bytes(back) == raw
+
+
+def test_a_buffer_is_reused_only_once_its_value_was_copied_out() -> None:
+    reader = framing.FrameReader()
+    size = 100_000
+    first = _receive(reader, 1, b"a" * size)  # copied out: its buffer is kept
+    spare = reader._spare
+    assert spare is not None and len(spare) == size
+    second = _receive(reader, 2, bytearray(b"b" * size))  # is the spare itself
+    assert second is spare and reader._spare is None
+    third = _receive(reader, 3, memoryview(b"c" * size))  # read-only view of a new buffer
+    assert third.readonly and reader._spare is None
+    _receive(reader, 4, b"d" * size)
+    assert (first, second, bytes(third)) == (b"a" * size, b"b" * size, b"c" * size)
+    assert reader._spare is not None  # the fourth's buffer, copied out
+
+
+def test_a_buffer_lent_and_not_given_back_is_not_reused() -> None:
+    """Frames read ahead (a worker reads up to PIPELINE calls) each get a buffer."""
+    reader = framing.FrameReader()
+    size = 70_000
+    _receive(reader, 1, b"a" * size)
+    data = b"".join(
+        bytes(b)
+        for i in (2, 3)
+        for b in framing.encode(i, framing.OK, framing.out_of_band(bytes([i]) * size))
+    )
+    frames = feed_raw(reader, data)
+    bodies = [body for _, kind, body in frames if kind == framing.BUFFER]
+    assert len(bodies) == 2 and bodies[0] is not bodies[1]
+    assert bytes(bodies[0]) == b"\2" * size and bytes(bodies[1]) == b"\3" * size
+
+
+def identity(value: Any) -> Any:
+    return value
+
+
+def type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def test_binary_values_cross_real_workers_both_ways_byte_exact() -> None:
+    """bytes, bytearray and memoryview arguments and results, just below and above the
+    out-of-band threshold and at 1 MiB, each size three times with new contents (the
+    later ones reuse receive buffers): types kept, nothing overwritten afterwards."""
+
+    async def main() -> None:
+        targets = TargetTable()
+        targets.publish("identity", identity)
+        targets.publish("type_name", type_name)
+        pool = ProcessPool(targets, 1)
+        kept: list[tuple[Any, bytes]] = []
+        try:
+            for size in (framing._BIG - 1, framing._BIG, 1 << 20):
+                for kind in (bytes, bytearray, memoryview):
+                    for i in range(3):
+                        raw = bytes([i + 1]) * size
+                        value = memoryview(bytearray(raw)) if kind is memoryview else kind(raw)
+                        name = await pool.run("type_name", "type_name", (), [value], {})
+                        assert name == kind.__name__
+                        back = await pool.run("identity", "identity", (), [value], {})
+                        assert type(back) is kind and bytes(back) == raw
+                        kept.append((back, raw))
+            for back, raw in kept:
+                assert bytes(back) == raw
+        finally:
+            pool.shutdown()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -243,7 +243,8 @@ class Codec:
                     _check_json_depth(message)
             else:
                 data = _pack(message)
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # BufferError: a memoryview msgpack cannot take as bytes (not contiguous).
+        except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
             too_deep: str | None
             if self.json:
                 kind, too_deep = "JSON (debug mode)", _JSON_TOO_DEEP

@@ -153,7 +153,7 @@ class _Serving:
         self, call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes]
     ) -> list[bytes | memoryview]:
         try:
-            key, path, args, kwargs, packed = framing.decode(body, buffers)
+            key, path, args, kwargs, packed = framing.decode(body, buffers, self.reader)
             del body, buffers
             func = resolve(self.targets, key, path)
             # With the call's context current (built, or asked for, only if the function

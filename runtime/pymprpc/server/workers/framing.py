@@ -2,10 +2,12 @@
 
 A frame is a 17-byte header (body length, call ID, kind) followed by its body. The call ID
 lives in the header so that a body which cannot be unpickled still fails exactly its own
-call. A message is one pickled frame, preceded by one BUFFER frame per large `bytes`
-value among the call's arguments or its result: those travel out of band (pickle
-protocol 5), written from the caller's own object instead of being copied into the
-pickle, and received straight into a buffer of their size. Small frames are cut from one
+call. A message is one pickled frame, preceded by one BUFFER frame per large binary
+value (`bytes`, `bytearray`, contiguous `memoryview`) among the call's arguments or its
+result: those travel out of band (pickle protocol 5), written from the caller's own
+object instead of being copied into the pickle, and received straight into a buffer of
+their size, which takes the next frame of that size once its value was copied out (a
+`bytearray` or `memoryview` is the receive buffer itself). Small frames are cut from one
 reusable receive area, so a 50 MiB argument is never concatenated or copied twice.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import struct
+import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -34,35 +37,89 @@ ASK: Final = True
 
 _AREA: Final = 256 * 1024  # receive area for small frames
 _BIG: Final = 64 * 1024  # frames at least this large get a buffer of their own
+_KEEP: Final = 4 * 1024 * 1024  # a large frame's buffer up to this size is reused
 PICKLE: Final = pickle.HIGHEST_PROTOCOL
+_BINARY: Final = frozenset((bytes, bytearray, memoryview))
 
 
 class _OutOfBand:
-    """A large `bytes` value that pickles as a reference to an out-of-band buffer and
-    loads back as `bytes` (one copy, out of the receive buffer)."""
+    """A large binary value (`bytes`, `bytearray`, contiguous `memoryview`) that pickles
+    as a reference to an out-of-band buffer, written from the value itself; only exact
+    types are wrapped (see `out_of_band`)."""
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self.data = data
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return bytes, (pickle.PickleBuffer(self.data),)
+        data = self.data
+        if isinstance(data, bytes):
+            return _load_bytes, (pickle.PickleBuffer(data),)
+        if isinstance(data, bytearray):
+            return _load_bytearray, (pickle.PickleBuffer(data),)
+        if data.nbytes < _BIG:  # in band (a memoryview has no pickling of its own)
+            return memoryview, (bytes(data) if data.readonly else bytearray(data),)
+        return _load_view, (pickle.PickleBuffer(data),)
+
+
+# The receive buffers a message's loaders copied out of (see `decode`), per thread.
+_loading = threading.local()
+
+
+def _copied(buffer: Any) -> None:
+    """`buffer` (a frame body, or a read-only view of one) was copied out: its frame's
+    buffer may take the next large frame."""
+    copied: list[Any] | None = getattr(_loading, "copied", None)
+    if type(buffer) is memoryview:
+        body = buffer.obj
+        buffer.release()  # a view made by the unpickler: nothing else holds it
+        buffer = body
+    if copied is not None:
+        copied.append(buffer)
+
+
+def _load_bytes(buffer: Any) -> bytes:
+    """A `bytes` value sent out of band: one copy out of the receive buffer."""
+    value = bytes(buffer)
+    _copied(buffer)
+    return value
+
+
+def _load_bytearray(buffer: Any) -> bytearray:
+    """A `bytearray` sent out of band: the receive buffer itself, when it is one (a
+    bytearray sent out of band arrives as a writable buffer), else a copy."""
+    if type(buffer) is bytearray:
+        return buffer
+    value = bytearray(buffer)
+    _copied(buffer)
+    return value
+
+
+def _load_view(buffer: Any) -> memoryview:
+    """A `memoryview` sent out of band: a view (unsigned bytes, one dimension) of the
+    receive buffer itself, read-only if the original was (the unpickler hands over a
+    read-only view then, the writable buffer otherwise)."""
+    return buffer if type(buffer) is memoryview else memoryview(buffer)
 
 
 def out_of_band(value: Any) -> Any:
-    """`value`, marked to travel out of band if it is a large `bytes`."""
-    if type(value) is bytes and len(value) >= _BIG:
+    """`value`, marked to travel out of band if it is a large binary value (and a
+    contiguous `memoryview` of any size, which pickle cannot take otherwise)."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return _OutOfBand(value) if len(value) >= _BIG else value
+    if kind is memoryview and value.c_contiguous:
         return _OutOfBand(value)
     return value
 
 
 def args_out_of_band(args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    """`args` and `kwargs` with their large `bytes` values marked to travel out of band
-    (the same objects when none is `bytes`)."""
-    if bytes in map(type, args):
+    """`args` and `kwargs` with their large binary values marked to travel out of band
+    (the same objects when none is binary)."""
+    if not _BINARY.isdisjoint(map(type, args)):
         args = [out_of_band(a) for a in args]
-    if kwargs and bytes in map(type, kwargs.values()):
+    if kwargs and not _BINARY.isdisjoint(map(type, kwargs.values())):
         kwargs = {k: out_of_band(v) for k, v in kwargs.items()}
     return args, kwargs
 
@@ -115,9 +172,24 @@ def raw_frame(call_id: int, kind: int, body: bytes) -> list[bytes | memoryview]:
     return [HEADER.pack(len(body), call_id, kind), body]
 
 
-def decode(body: bytes | bytearray, buffers: list[bytearray | bytes]) -> Any:
-    """The message in a frame's `body`, with the out-of-band `buffers` received before it."""
-    return pickle.loads(body, buffers=buffers)
+def decode(
+    body: bytes | bytearray,
+    buffers: list[bytearray | bytes],
+    reader: FrameReader | None = None,
+) -> Any:
+    """The message in a frame's `body`, with the out-of-band `buffers` received before it.
+    With the `reader` they came from, the buffers copied out of (and a large `body`) are
+    given back to it for the next large frame."""
+    if reader is None:
+        return pickle.loads(body, buffers=buffers)
+    copied: list[Any] = []
+    _loading.copied = copied
+    try:
+        message = pickle.loads(body, buffers=buffers)
+    finally:
+        _loading.copied = None
+    reader.recycle(body, copied)
+    return message
 
 
 class FrameReader:
@@ -134,6 +206,11 @@ class FrameReader:
         self._big: bytearray | None = None  # body of a large frame being received
         self._big_pos = 0
         self._big_head: tuple[int, int] = (0, 0)  # its call ID and kind
+        # A large frame's buffer, given back once what it held was copied out: the next
+        # frame of the same size is received into it. Fresh memory costs more than the
+        # copy (page faults: 240 per MiB, ~3 µs each on a VM), and a freed large buffer
+        # is often returned to the system by malloc, so a new one is fresh every time.
+        self._spare: bytearray | None = None
 
     @property
     def receiving_large_frame(self) -> bool:
@@ -170,7 +247,11 @@ class FrameReader:
             available = self._end - body_start
             if length >= _BIG:
                 # Its own buffer: copy what is here, the rest is read straight into it.
-                big = bytearray(length)
+                big = self._spare
+                if big is not None and len(big) == length:
+                    self._spare = None  # lent: given back by recycle
+                else:
+                    big = bytearray(length)
                 have = min(available, length)
                 big[:have] = area[body_start : body_start + have]
                 self._start = body_start + have
@@ -186,6 +267,14 @@ class FrameReader:
         if self._start == self._end:
             self._start = self._end = 0
         return frames
+
+    def recycle(self, body: Any, copied: list[Any]) -> None:
+        """`body` was decoded and the values in `copied` (bodies of earlier frames)
+        copied out: keep one of those this reader made as the next large frame's buffer.
+        Only buffers nothing refers to any more come here (see `decode`)."""
+        for buffer in (body, *copied):
+            if type(buffer) is bytearray and _BIG <= len(buffer) <= _KEEP:
+                self._spare = buffer
 
 
 def advance(buffers: list[bytes | memoryview], sent: int) -> None:

@@ -705,7 +705,7 @@ class ProcessPool:
         if future.done():
             return None
         try:
-            value = framing.decode(body, buffers)
+            value = framing.decode(body, buffers, worker.reader)
         except Exception as exc:  # noqa: BLE001 - fails this call only
             future.set_exception(
                 RPCRuntimeError(
