@@ -1,5 +1,6 @@
-"""`python -m bench.hotpath [--conns N] [--calls C] [--uvloop] [--profile] [--idle M]`: the
-server's per-call cost under fan-in, in process, without sockets.
+"""`python -m bench.hotpath [--conns N] [--calls C] [--pipeline K] [--typed] [--uvloop]
+[--profile] [--idle M]`: the server's per-call cost under fan-in, in process, without
+sockets.
 
 N connections each receive one `add` call per read (as in the fan-in workload; K calls
 per read with `--pipeline K`, W2's shape with `--conns 1 --pipeline 64`), with one
@@ -8,7 +9,9 @@ writes. This isolates what the server's Python code costs per call (the syscalls
 for every system, are left out), for pymprpc and for the floor with a task per call, so
 a change can be judged on a busy machine where wall-clock figures wobble. `--uvloop`
 runs the loop on uvloop instead of asyncio's; `--profile` prints the pymprpc run's
-cProfile, by own time. `--idle M` compares pymprpc with itself holding M more
+cProfile, by own time. `--typed` compares the generated Calculator servicer's `slow_add`
+(arguments checked against the IDL's types) with the untyped `add` instead of the floor.
+`--idle M` compares pymprpc with itself holding M more
 authenticated connections that stay idle (what idle connections cost the active ones'
 calls: the garbage collector walks them), instead of with the floor.
 """
@@ -29,7 +32,7 @@ from typing import Any
 import msgpack
 
 from bench import floor
-from bench.servers import build_pymprpc
+from bench.servers import build_pymprpc, build_typed
 from pymprpc.protocol import ClientConnection
 from pymprpc.server.handler import ConnectionHandler
 
@@ -60,9 +63,9 @@ class FakeTransport(asyncio.Transport):
 
 
 def pymprpc_connections(
-    conns: int, pipeline: int = 1
+    conns: int, pipeline: int = 1, typed: bool = False
 ) -> tuple[list[tuple[ConnectionHandler, FakeTransport]], bytes]:
-    server = build_pymprpc(0)
+    server = build_typed(0) if typed else build_pymprpc(0)
     core = server._core
     out = []
     request = b""
@@ -79,8 +82,8 @@ def pymprpc_connections(
         transport.data.clear()
         transport.keep = False
         if not request:
-            for _ in range(pipeline):
-                client.send_call("add", (1, 2))
+            for _ in range(pipeline):  # distinct IDs: all in flight at once
+                client.send_call("slow_add" if typed else "add", (1, 2))
             request = b"".join(client.chunks_to_send())
         out.append((handler, transport))
     return out, request
@@ -147,9 +150,14 @@ class Collections:
 
 
 async def measure_pymprpc(
-    conns: int, calls: int, profile: bool, pipeline: int = 1, gcs: Collections | None = None
+    conns: int,
+    calls: int,
+    profile: bool,
+    pipeline: int = 1,
+    gcs: Collections | None = None,
+    typed: bool = False,
 ) -> float:
-    handlers, request = pymprpc_connections(conns, pipeline)
+    handlers, request = pymprpc_connections(conns, pipeline, typed)
     rounds = max(1, calls // (conns * pipeline))
     readers = [h for h, _ in handlers]
     await drive(readers, request, 1)  # warm-up
@@ -194,6 +202,7 @@ def main() -> None:
     parser.add_argument(
         "--pipeline", type=int, default=1, help="calls per read (W2: --conns 1 --pipeline 64)"
     )
+    parser.add_argument("--typed", action="store_true", help="typed slow_add against add")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--uvloop", action="store_true", help="run the loop on uvloop")
     parser.add_argument("--idle", type=int, default=0, help="compare with M idle connections")
@@ -221,16 +230,24 @@ def main() -> None:
             await idle_cost()
             return
         if args.profile:
-            await measure_pymprpc(args.conns, args.calls, True, args.pipeline)
+            await measure_pymprpc(args.conns, args.calls, True, args.pipeline, typed=args.typed)
             return
         # Interleaved rounds, medians: a busy machine moves single figures a lot.
         py, fl = [], []
         for _ in range(args.rounds):
-            py.append(await measure_pymprpc(args.conns, args.calls, False, args.pipeline))
-            fl.append(await measure_floor(args.conns, args.calls, args.pipeline))
+            py.append(
+                await measure_pymprpc(
+                    args.conns, args.calls, False, args.pipeline, typed=args.typed
+                )
+            )
+            if args.typed:
+                fl.append(await measure_pymprpc(args.conns, args.calls, False, args.pipeline))
+            else:
+                fl.append(await measure_floor(args.conns, args.calls, args.pipeline))
         ratio = statistics.median(p / f for p, f in zip(py, fl, strict=True))
+        what, base = ("typed", "untyped") if args.typed else ("pymprpc", "floor (task per call)")
         print(
-            f"server µs per call: pymprpc {statistics.median(py):.2f}, floor (task per call) "
+            f"server µs per call: {what} {statistics.median(py):.2f}, {base} "
             f"{statistics.median(fl):.2f}; median ratio {ratio:.2f}"
         )
 

@@ -120,7 +120,7 @@ class MethodView:
     client_doc: str
     sig: str  # `_sig = _XMethods.m`
     encode: str  # `_args = _sig.encode_args(...)`, laid out
-    # The async client's unary call: `return self._call_typed(wire, _sig, (args...))`,
+    # The async client's unary call: `return self._typed_call(wire, (args...), typed=_sig)`,
     # laid out (a plain def returning the call's coroutine: no frame of its own).
     async_call: str
     signature: str  # the `name = _schema.Signature(...)` statement of the Methods class
@@ -501,8 +501,8 @@ class FileViews:
             encode=lay_out(Call("_sig.encode_args(", names), indent2, width, prefix="_args = "),
             async_call=lay_out(
                 Call(
-                    "self._call_typed(",
-                    ["self._prefix + _sig.wire", "_sig", Call("(", names, one_tuple=True)],
+                    "self._typed_call(",
+                    ["self._prefix + _sig.wire", Call("(", names, one_tuple=True), "typed=_sig"],
                 ),
                 indent2,
                 width,

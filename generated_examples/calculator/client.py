@@ -104,12 +104,12 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     def add(self, a: int, b: int) -> _typed.Coro[int]:
         """Add two integers."""
         _sig = self._methods.add
-        return self._call_typed(self._prefix + _sig.wire, _sig, (a, b))
+        return self._typed_call(self._prefix + _sig.wire, (a, b), typed=_sig)
 
     def slow_add(self, a: int, b: int = 1) -> _typed.Coro[int]:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
-        return self._call_typed(self._prefix + _sig.wire, _sig, (a, b))
+        return self._typed_call(self._prefix + _sig.wire, (a, b), typed=_sig)
 
     def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
@@ -120,12 +120,12 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     def area(self, shape: Shape) -> _typed.Coro[float]:
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
-        return self._call_typed(self._prefix + _sig.wire, _sig, (shape,))
+        return self._typed_call(self._prefix + _sig.wire, (shape,), typed=_sig)
 
     def old_add(self, a: int, b: int) -> _typed.Coro[int]:
         """Use add instead."""
         _sig = self._methods.old_add
-        return self._call_typed(self._prefix + _sig.wire, _sig, (a, b))
+        return self._typed_call(self._prefix + _sig.wire, (a, b), typed=_sig)
 
     async def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
@@ -136,4 +136,4 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> _typed.Coro[Shape]:
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
-        return self._call_typed(self._prefix + _sig.wire, _sig, (shape, dx, dy))
+        return self._typed_call(self._prefix + _sig.wire, (shape, dx, dy), typed=_sig)

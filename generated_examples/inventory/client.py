@@ -93,12 +93,12 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         _sig = self._methods.put
-        return self._call_typed(self._prefix + _sig.wire, _sig, (item,))
+        return self._typed_call(self._prefix + _sig.wire, (item,), typed=_sig)
 
     def get(self, sku: str) -> _typed.Coro[Item | None]:
         """The item with this SKU, or none."""
         _sig = self._methods.get
-        return self._call_typed(self._prefix + _sig.wire, _sig, (sku,))
+        return self._typed_call(self._prefix + _sig.wire, (sku,), typed=_sig)
 
     def list_items(self, status: Status | None = None) -> AsyncIterator[Item]:
         """Every item, or only those with the given status.
@@ -111,12 +111,12 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
     def by_status(self) -> _typed.Coro[dict[str, list[str]]]:
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
-        return self._call_typed(self._prefix + _sig.wire, _sig, ())
+        return self._typed_call(self._prefix + _sig.wire, (), typed=_sig)
 
     def clear(self) -> _typed.Coro[None]:
         """Remove every item."""
         _sig = self._methods.clear
-        return self._call_typed(self._prefix + _sig.wire, _sig, ())
+        return self._typed_call(self._prefix + _sig.wire, (), typed=_sig)
 
 
 class HealthClient(_typed.TypedClient):
@@ -172,8 +172,8 @@ class AsyncHealthClient(_typed.AsyncTypedClient):
     def ping(self) -> _typed.Coro[str]:
         """Always "ok"."""
         _sig = self._methods.ping
-        return self._call_typed(self._prefix + _sig.wire, _sig, ())
+        return self._typed_call(self._prefix + _sig.wire, (), typed=_sig)
 
     def uptime(self) -> _typed.Coro[float]:
         _sig = self._methods.uptime
-        return self._call_typed(self._prefix + _sig.wire, _sig, ())
+        return self._typed_call(self._prefix + _sig.wire, (), typed=_sig)

@@ -231,6 +231,11 @@ class ValidationError(MPRPCError, ValueError):
         self.path = path
         self.problem = problem
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Built from (path, problem), not from its message: copy.copy (a server's error
+        # reply for a typed result that does not fit) and pickle need these.
+        return (type(self), (self.path, self.problem), self.__dict__)
+
 
 class LocalProtocolError(MPRPCError, ValueError):
     """We were about to violate the protocol (e.g. a payload containing the separator)."""

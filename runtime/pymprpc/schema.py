@@ -447,17 +447,24 @@ class Signature(Generic[R]):
         comes back to carry the server's 300, so the client says it)."""
         warnings.warn(f"{self.wire or self.name}() is deprecated", ExpireWarning, stacklevel=3)
 
+    def fits(self, args: Sequence[Any]) -> bool:
+        """Whether `args`, one positional value per parameter, are already what
+        `decode_args` makes of them: values of the declared types that need no converting
+        (ints in range, strs...). False says nothing: `decode_args` decides (and explains)."""
+        exact = self._exact
+        if exact is None or len(args) != len(exact):
+            return False
+        for kind, value in zip(exact, args, strict=True):
+            if kind is not None and type(value) is not kind:
+                return False
+            if kind is int and not INT_MIN <= value <= INT_MAX:
+                return False
+        return True
+
     def decode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind wire arguments to parameters and check their types (ValidationError)."""
-        exact = self._exact
-        if exact is not None and not kwargs and len(args) == len(exact):
-            for kind, value in zip(exact, args, strict=True):
-                if kind is not None and type(value) is not kind:
-                    break  # the full path below converts it or says what is wrong
-                if kind is int and not INT_MIN <= value <= INT_MAX:
-                    break
-            else:
-                return dict(zip(self._names, args, strict=True))
+        if not kwargs and self.fits(args):
+            return dict(zip(self._names, args, strict=True))
         params = self.params
         if len(args) > len(params):
             raise ValidationError("arguments", f"takes {len(params)} argument(s), got {len(args)}")
@@ -488,6 +495,17 @@ class Signature(Generic[R]):
             else:
                 return list(args)
         return [p.schema.encode(v) for p, v in zip(self.params, args, strict=True)]
+
+    def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:
+        """`encode_args(*args)`, as a sequence: `args` itself (not copied) when its values
+        go on the wire as they are."""
+        if self._plain_encode and len(args) == len(self.params):
+            for value in args:
+                if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                    break  # the full path says which value is out of range
+            else:
+                return args
+        return self.encode_args(*args)
 
 
 def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:

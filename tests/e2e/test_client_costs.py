@@ -55,7 +55,7 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
     srv: ServerThread, monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
     """A plain call is encoded and its result read by the core's fused fast paths: no
-    message map through the codec, no Result event, no _Pending.settle per call. On
+    message map through the codec, no Result event, no outcome event settled per call. On
     uvloop too, which hands a read to `data_received` (asyncio: `buffer_updated`): the
     fast path was only in `buffer_updated`, so every uvloop read took the general one."""
     from pymprpc.client import async_client
@@ -78,7 +78,7 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
             counting(connection.ClientConnection, "send_call")
             counting(connection.ClientConnection, "receive_data")
             counting(messages, "parse_response")
-            counting(async_client._Pending, "settle")
+            counting(async_client, "_settle")
             counting(async_client.AsyncRPC, "_on_event")
             for i in range(20):
                 assert await rpc.coro_add(i, 1) == i + 1
@@ -88,11 +88,11 @@ def test_a_plain_call_and_its_result_skip_the_general_paths(
                 i + 2 for i in range(10)
             ]
             assert counts.get("send_call", 0) == 0
-            assert counts.get("settle", 0) == 0
+            assert counts.get("_settle", 0) == 0
             # An error still takes the general path (an event, raised with its message).
             with pytest.raises(MPRPCError, match="no_such_method"):
                 await rpc.no_such_method()
-            assert counts["settle"] == 1
+            assert counts["_settle"] == 1
 
     run_on(loop, main())
 

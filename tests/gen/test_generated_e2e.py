@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from generated_examples.calculator import (
     AsyncCalculatorClient,
@@ -299,3 +301,41 @@ def test_an_async_typed_call_is_the_clients_own_coroutine(
                 await view.slow_add(1)
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+any_value = st.one_of(
+    st.integers(-(2**65), 2**65), st.booleans(), st.none(), st.text(max_size=3), st.floats()
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(st.sampled_from(["add", "slow_add"]), any_value, any_value), max_size=8))
+def test_an_async_typed_call_gives_what_the_options_path_gives(
+    services: tuple[str, Calculator], calls: list[tuple[str, Any, Any]]
+) -> None:
+    """The direct call (`_typed_call` is the client's own `_call`), the path with options
+    (a method proxy, `_checked_call`) and code generated before `_typed_call` (calling
+    `_call_typed`) agree on values and errors, whatever the arguments."""
+    addr, _ = services
+
+    async def outcome(call: Any) -> Any:
+        try:
+            return await call
+        except Exception as exc:  # noqa: BLE001 - compared as type and text
+            return (type(exc).__name__, str(exc))
+
+    async def main() -> None:
+        async with AsyncCalculatorClient(addr) as client:
+            view = client.with_options(metadata={"k": "v"})  # options: the general path
+            assert client._typed_call == client.rpc._call
+            assert view._typed_call == view._checked_call
+            for name, a, b in calls:
+                sig = getattr(client._methods, name)
+                direct = await outcome(getattr(client, name)(a, b))
+                general = await outcome(getattr(view, name)(a, b))
+                old = await outcome(client._call_typed(name, sig, (a, b)))
+                assert direct == general == old
+
+    asyncio.run(asyncio.wait_for(main(), 30))

@@ -255,3 +255,25 @@ def test_a_call_over_the_size_limit_is_refused_and_not_pending() -> None:
     with pytest.raises(MPRPCError, match="maximum message size"):
         conn.send_call_data("echo", [b"x" * 2000])
     assert conn._pending == {}
+
+
+def test_ids_are_the_counter_in_hex_across_blocks() -> None:
+    """IDs of a block of 256 share their head; across blocks, at the 48-bit wrap and
+    after a change of prefix they are still `prefix + 12 hex digits of the counter`,
+    whichever path made them."""
+    conn = logged_in()
+    prefix = conn._id_prefix
+    for start in (0, 250, 0xFFFFFFFFFF00 - 3, 2**48 - 2):
+        conn._id_counter = start
+        for n in range(start + 1, start + 600):
+            kind = n % 3
+            if kind == 0:
+                id = conn.send_call("add", [1, 2])
+                conn.chunks_to_send()
+            elif kind == 1:
+                id, _ = conn.send_call_data("add", [1, n])
+            else:
+                id, _ = conn.send_call_data("add", [], deadline=1.0)  # the map path
+            assert id == f"{prefix}{n & 0xFFFFFFFFFFFF:012x}"
+            if n == start + 300:
+                prefix = conn._id_prefix = "c0ffee00-0000-4000-8000-"

@@ -60,3 +60,23 @@ def test_modern_names_are_the_legacy_classes() -> None:
 
     assert errors.CallCancelled is not asyncio.CancelledError
     assert issubclass(errors.CallCancelled, errors.CallError)
+
+
+def test_a_validation_error_survives_copy_and_pickle() -> None:
+    """A server copies an error to answer it (a typed result that does not fit raised
+    ValidationError, and the copy raised TypeError instead: the call got no answer)."""
+    import copy
+    import pickle
+
+    from pymprpc.errors import ValidationError
+
+    error = ValidationError("value", "integer out of range")
+    error.id = "abc"
+    for twin in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert type(twin) is ValidationError
+        assert (twin.path, twin.problem, twin.id, str(twin)) == (
+            "value",
+            "integer out of range",
+            "abc",
+            str(error),
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pymprpc.schema import (
@@ -76,3 +76,101 @@ def test_encode_args_agrees_with_each_schema(pairs: list[tuple[Schema[Any], Any]
     except ValidationError as exc:
         got = str(exc)
     assert got == want
+
+
+# -- the server's binding of typed calls (Method.bind) -----------------------------------
+
+bind_values = st.one_of(st.integers(-(2**70), 2**70), st.text(max_size=3), st.none(), st.booleans())
+
+
+def make_function(names: list[str], defaults: int) -> Any:
+    """A function with parameters `names` (the last `defaults` of them with a default)
+    returning what it was called with, by name."""
+    params = [f"{n}=None" if i >= len(names) - defaults else n for i, n in enumerate(names)]
+    namespace: dict[str, Any] = {}
+    body = ", ".join(f"{n!r}: {n}" for n in names)
+    exec(f"def f({', '.join(params)}):\n    return {{{body}}}", namespace)
+    return namespace["f"]
+
+
+def outcome(call: Any) -> Any:
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - compared as type and text
+        return (type(exc).__name__, str(exc))
+
+
+FITTING = {
+    INT: st.integers(-(2**64), 2**65),
+    STR: st.text(max_size=3),
+    BOOL: st.booleans(),
+    ANY: bind_values,
+    NONE: st.none(),
+    FLOAT: st.floats(allow_nan=False) | st.integers(0, 9),
+}
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.sampled_from(list(FITTING)), max_size=3),
+    st.sampled_from(["same", "renamed", "extra", "fewer", "reordered"]),
+    st.data(),
+)
+def test_a_typed_method_binds_by_position_as_decode_args_binds_by_name(
+    schemas: list[Schema[Any]], shape: str, data: st.DataObject
+) -> None:
+    """Checked arguments are passed by position (no map) only where that binds them as
+    passing decode_args' map by name does: same results, same errors, whatever the
+    function's parameters are called."""
+    from pymprpc.errors import ParamError
+    from pymprpc.server.registry import make_method
+
+    if data.draw(st.integers(0, 3)):  # mostly one value per parameter, of its type
+        args = [data.draw(FITTING[schema]) for schema in schemas]
+        kwargs: dict[str, Any] = {}
+    else:
+        args = data.draw(st.lists(bind_values, max_size=4))
+        kwargs = data.draw(st.dictionaries(st.sampled_from(["p0", "p1", "q"]), bind_values))
+    names = [f"p{i}" for i in range(len(schemas))]
+    func_names = {
+        "same": names,
+        "renamed": [f"x{i}" for i in range(len(names))],
+        "extra": [*names, "extra"],
+        "fewer": names[:-1],
+        "reordered": names[::-1],
+    }[shape]
+    func = make_function(func_names, 1 if shape == "extra" else 0)
+    sig = Signature(tuple(Param(n, s) for n, s in zip(names, schemas, strict=True)), ANY)
+    method = make_method("m", func, key="m", schema=sig)
+
+    def fast() -> Any:
+        a, k = method.bind(list(args), dict(kwargs))
+        return func(*a, **k)
+
+    def by_name() -> Any:
+        try:
+            bound = sig.decode_args(list(args), dict(kwargs))
+        except ValidationError as exc:
+            raise ParamError(f"m(): {exc}") from None
+        return func(**bound)
+
+    assert outcome(fast) == outcome(by_name)
+
+
+@given(st.sampled_from(PRIMITIVES), st.one_of(values, st.integers(-(2**70), 2**70)))
+def test_a_typed_result_is_encoded_as_its_schema_encodes_it(
+    schema: Schema[Any], value: Any
+) -> None:
+    """The server's shortcut for results of the declared plain type (returned as they
+    are) gives what the schema's `encode` gives, or raises what it raises."""
+    from pymprpc.server.dispatch import Dispatcher
+    from pymprpc.server.registry import make_method
+
+    async def method() -> Any:
+        return value
+
+    sig = Signature((), schema)
+    compiled = make_method("m", method, key="m", schema=sig)
+    assert outcome(lambda: Dispatcher.encode_result(compiled, value)) == outcome(
+        lambda: schema.encode(value)
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final, Protocol, Unpack
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, TypeAlias, Unpack
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
@@ -131,26 +132,32 @@ class AsyncStream:
         return f"<AsyncStream {self.method!r} id={self.id}>"
 
 
-# A call's future holds its value, or this when the outcome is an event for
-# `BaseRPC._outcome` (an error, a stream, a deprecated result, response metadata).
-_EVENT: Final[Any] = object()
 _CLOSED: Final = State.CLOSED
+# The keyword arguments of a call that has none (a typed client's): never changed.
+_NO_KWARGS: Final[dict[str, Any]] = {}
+
+# A call waiting for its first reply, as the client keeps it by ID: its future and its
+# method (a plain tuple: one is made for every call). Once its stream starts, a
+# `Pending` with the stream's buffer takes its place.
+_Waiting: TypeAlias = tuple[asyncio.Future[Any], str]
 
 
-class _Pending(Pending):
-    __slots__ = ("event", "future")
+class _Outcome:
+    """What a call's future holds when its outcome is an event for `BaseRPC._outcome`
+    (an error, a stream's start with its buffer, a deprecated result, response
+    metadata) rather than a plain value."""
 
-    def __init__(self, method: str, future: asyncio.Future[Any]) -> None:
-        self.method = method
-        self.stream = None
-        self.future = future
-        self.event: ClientEvent | None = None
+    __slots__ = ("event", "stream")
 
-    def settle(self, event: ClientEvent) -> None:
-        """The call's outcome is `event` (raised or unwrapped by the waiting call)."""
-        if not self.future.done():
-            self.event = event
-            self.future.set_result(_EVENT)
+    def __init__(self, event: ClientEvent, stream: _Buffer | None = None) -> None:
+        self.event = event
+        self.stream = stream
+
+
+def _settle(future: asyncio.Future[Any], event: ClientEvent, stream: _Buffer | None = None) -> None:
+    """The call waiting on `future` ends with `event` (raised or unwrapped by the call)."""
+    if not future.done():
+        future.set_result(_Outcome(event, stream))
 
 
 class _Typed(Protocol):
@@ -158,6 +165,8 @@ class _Typed(Protocol):
     its result's checker, run by the call itself (no coroutine of its own)."""
 
     def encode_args(self, *args: Any) -> list[Any]: ...
+
+    def wire_args(self, args: Sequence[Any]) -> Sequence[Any]: ...
 
     def decode_result(self, value: Any) -> Any: ...
 
@@ -188,9 +197,9 @@ class _Protocol(ReusedBufferProtocol):
         if type(got) is tuple:
             # The usual read: one plain result of a call in flight, straight to its future.
             client._received = 0
-            pending = client._pending.pop(got[0], None)
-            if pending is not None:
-                future = pending.future
+            waiting = client._pending.pop(got[0], None)
+            if type(waiting) is tuple:  # (a stream's Pending gets no plain result)
+                future = waiting[0]
                 if not future.done():
                     future.set_result(got[1])
             return
@@ -212,7 +221,7 @@ class AsyncRPC(BaseRPC):
     """
 
     _how_to_connect = "use 'async with AsyncRPC(...)' or await connect()"
-    _pending: dict[str, _Pending]
+    _pending: dict[str, _Waiting | Pending]
 
     def __init__(
         self,
@@ -342,25 +351,28 @@ class AsyncRPC(BaseRPC):
         pending_calls = self._pending
         for event in events:
             if type(event) is tuple:
-                pending = pending_calls.pop(event[0], None)
-                if pending is not None:
-                    future = pending.future
+                waiting = pending_calls.pop(event[0], None)
+                if type(waiting) is tuple:
+                    future = waiting[0]
                     if not future.done():
                         future.set_result(event[1])
             else:
                 self._on_event(event, nbytes)  # type: ignore[arg-type]
 
     def _on_event(self, event: ClientEvent, nbytes: int) -> None:
+        # A call is a `_Waiting` tuple until its stream starts, a `Pending` after: the
+        # core sends each event only in the state the protocol allows it in.
         if type(event) is Result:  # the most frequent first
             pending = self._pending.pop(event.id, None)
-            if pending is not None:
+            if type(pending) is tuple:
+                future = pending[0]
                 if event.deprecated or event.metadata:
-                    pending.settle(event)
-                elif not pending.future.done():
-                    pending.future.set_result(event.value)
+                    _settle(future, event)
+                elif not future.done():
+                    future.set_result(event.value)
         elif isinstance(event, StreamItem):
             pending = self._pending.get(event.id)
-            if pending is not None:
+            if isinstance(pending, Pending):
                 flow = self._file_item(event.id, pending, event.value, nbytes)
                 if flow is Flow.PAUSE and self._transport is not None:
                     self._transport.pause_reading()
@@ -369,20 +381,22 @@ class AsyncRPC(BaseRPC):
                     self._cancel(event.id)
         elif isinstance(event, StreamStart):
             pending = self._pending.get(event.id)
-            if pending is not None:
-                pending.stream = _Buffer()
-                pending.settle(event)
+            if type(pending) is tuple:
+                future, method = pending
+                started = self._pending[event.id] = Pending(method)
+                started.stream = buffer = _Buffer()
+                _settle(future, event, buffer)
         elif isinstance(event, StreamEnd):
             pending = self._pending.pop(event.id, None)
-            if pending is not None and pending.stream is not None:
+            if isinstance(pending, Pending) and pending.stream is not None:
                 pending.stream.finish()
         elif isinstance(event, CallFailed):
             pending = self._pending.pop(event.id, None)
-            if pending is not None:
+            if isinstance(pending, Pending):
                 if pending.stream is not None:
                     pending.stream.finish(event.error)
-                else:
-                    pending.settle(event)  # raised by _outcome
+            elif pending is not None:
+                _settle(pending[0], event)  # raised by _outcome
         elif isinstance(event, Pong):
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
@@ -406,10 +420,10 @@ class AsyncRPC(BaseRPC):
     def _fail_all(self, error: MPRPCError) -> None:
         pending, self._pending = self._pending, {}
         for p in pending.values():
-            if p.stream is not None:
+            if isinstance(p, tuple):
+                _settle(p[0], ConnectionFailed(error))  # raised by _outcome
+            elif p.stream is not None:
                 p.stream.finish(error)
-            else:
-                p.settle(ConnectionFailed(error))  # raised by _outcome
         if self._pong is not None and not self._pong.done():
             self._pong.set_exception(error)
         self._reading_paused = False
@@ -525,8 +539,8 @@ class AsyncRPC(BaseRPC):
     async def _call(
         self,
         method: str,
-        args: tuple[Any, ...] | list[Any],
-        kwargs: dict[str, Any],
+        args: Sequence[Any],
+        kwargs: dict[str, Any] = _NO_KWARGS,
         timeout: float | None = CLIENT_DEFAULT,
         ctx: ClientCallContext | None = None,
         typed: _Typed | None = None,
@@ -536,7 +550,7 @@ class AsyncRPC(BaseRPC):
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
-            args = typed.encode_args(*args)
+            args = typed.wire_args(args)
         # The connection's loop, known since connect(): asyncio.get_running_loop() costs
         # a getpid() system call per call on 3.11.
         loop = self._loop or asyncio.get_running_loop()
@@ -563,7 +577,7 @@ class AsyncRPC(BaseRPC):
             else:
                 transport.write(chunks[0])  # nothing else in flight: at once, as it is
         future: asyncio.Future[Any] = loop.create_future()
-        pending = self._pending[id] = _Pending(method, future)
+        self._pending[id] = (future, method)
         if self._reading_paused:
             self._consumed()  # a call now waits: reading paused for a full stream goes on
         try:
@@ -578,11 +592,11 @@ class AsyncRPC(BaseRPC):
         except asyncio.CancelledError:
             self._cancel(id)
             raise
-        if value is _EVENT:
-            assert pending.event is not None
-            value = self._outcome(method, pending.event, timeout, ctx)
-            if isinstance(pending.stream, _Buffer):
-                value = AsyncStream(self, id, method, pending.stream, timeout, deadline)
+        if type(value) is _Outcome:
+            stream = value.stream
+            value = self._outcome(method, value.event, timeout, ctx)
+            if stream is not None:
+                value = AsyncStream(self, id, method, stream, timeout, deadline)
         if typed is not None:
             return typed.decode_result(value)
         return value

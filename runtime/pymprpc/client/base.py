@@ -484,7 +484,10 @@ class BaseRPC:
         buffer.push(item, nbytes)
         if not self._full(buffer):
             return Flow.GO_ON
-        if all(p.stream is not None and self._full(p.stream) for p in self._pending.values()):
+        # A shell may keep calls whose stream has not started as other objects than
+        # Pending (AsyncRPC: tuples), hence getattr.
+        streams = [getattr(p, "stream", None) for p in self._pending.values()]
+        if all(s is not None and self._full(s) for s in streams):
             return Flow.PAUSE
         del self._pending[id]
         buffer.finish(
@@ -507,8 +510,8 @@ class BaseRPC:
         (the full stream was closed), some call waits, or a stream was read down to half
         its limit (not less, so reading does not pause and resume with every item)."""
         half = self.stream_buffer_size // 2
-        pending = self._pending.values()
-        return not pending or any(p.stream is None or p.stream.size <= half for p in pending)
+        streams = [getattr(p, "stream", None) for p in self._pending.values()]  # see _file_item
+        return not streams or any(s is None or s.size <= half for s in streams)
 
     # -- errors: the same text from both clients ----------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar
 
 from ..context import EMPTY_METADATA, Metadata
@@ -51,7 +51,11 @@ class _Options:
         if metadata:
             view._metadata = self._metadata.with_items(Metadata(metadata))
         view._plain = view._timeout is _CLIENT_DEFAULT and not view._metadata
+        view._options_set()
         return view
+
+    def _options_set(self) -> None:
+        """This view's options were just set (a subclass may precompute from them)."""
 
     def _proxy(self, proxy: MethodProxy[Any]) -> MethodProxy[Any]:
         return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
@@ -88,8 +92,25 @@ class TypedClient(_Options):
 class AsyncTypedClient(_Options):
     """An asyncio client; `rpc` is the underlying `AsyncRPC` (options pass through to it)."""
 
+    # A generated method's call: `return self._typed_call(wire, (args...), typed=_sig)`,
+    # the coroutine that encodes the arguments, calls `wire` and checks the result
+    # against `_sig`. Without options or interceptors it is the client's own call
+    # coroutine (`AsyncRPC._call`, its arguments in that order): no frame of ours.
+    _typed_call: Callable[..., Coroutine[Any, Any, Any]]
+
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = AsyncRPC(addr, **options)
+        self._options_set()
+
+    def _options_set(self) -> None:
+        plain = self._plain and not self.rpc.interceptors
+        self._typed_call = self.rpc._call if plain else self._checked_call
+
+    async def _checked_call(
+        self, method: str, args: tuple[Any, ...], *, typed: Signature[Any]
+    ) -> Any:
+        """`_typed_call` with options or interceptors: through `_call` (a method proxy)."""
+        return typed.decode_result(await self._call(method, typed.encode_args(*args)))
 
     @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
@@ -100,9 +121,7 @@ class AsyncTypedClient(_Options):
     def _call_typed(
         self, method: str, sig: Signature[Any], args: tuple[Any, ...]
     ) -> Coroutine[Any, Any, Any]:
-        """A generated method's call: the coroutine that encodes `args`, calls `method`
-        and checks the result against `sig`. Without options or interceptors it is the
-        client's own call coroutine (no frame of ours)."""
+        """What code generated before `_typed_call` calls: the same call."""
         rpc = self.rpc
         if self._plain and not rpc.interceptors:
             return rpc._call(method, args, {}, rpc.timeout, None, sig)

@@ -29,7 +29,7 @@ from ..errors import (
     ResultLimitError,
 )
 from . import messages
-from .codec import Codec, _pack, shared_codec
+from .codec import _PACKER_KEEP_BYTES, Codec, _pack, _packers, shared_codec
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -89,6 +89,16 @@ _K_RESULT: Final = Key.RESULT
 _K_METADATA: Final = Key.METADATA
 _CODE_RESULT: Final = int(Code.RESULT)
 _ID_MASK: Final = 0xFFFFFFFFFFFF
+# An ID ends in its counter's last two hex digits: IDs of one block of 256 share the rest
+# (`ClientConnection._new_id_block`), so an ID costs a concatenation, not a formatting.
+_HEX2: Final = tuple(f"{i:02x}" for i in range(256))
+_HEX2_BYTES: Final = tuple(h.encode() for h in _HEX2)
+# The bytes of a call map with ARGS and nothing after them (`messages.call`, no RETURN,
+# KWARGS, DEADLINE or METADATA), before its ID's: a fixmap of 4, MPRPC, "ID".
+_CALL_HEAD: Final = b"\x84" + _pack(Key.MPRPC) + _pack(VERSION) + _pack(Key.ID)
+# Per connection, the packed METHOD and ARGS keys around the names of this many methods
+# at most are kept (any string may be called: the cache is not a way to grow memory).
+_METHOD_PARTS_KEPT: Final = 256
 
 
 def _reply_layout() -> tuple[bytes, bytes]:
@@ -713,8 +723,15 @@ class ClientConnection(_Connection):
         self._pending: dict[str, bool] = {}  # ID -> its stream has started
         # UUID-shaped IDs: a random prefix per connection and a counter in the last 12 hex
         # digits, unique like uuid4 for our purposes at a fraction of its cost.
+        # The block of 256 IDs the last one was in, its IDs' shared head (all but the
+        # last two hex digits), and a call's bytes up to its ID's last two digits.
+        self._id_block = -1
+        self._id_head = ""
+        self._call_head = b""
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_counter = 0
+        # Method name -> packed METHOD key, name and ARGS key (`send_call_data`).
+        self._method_parts: dict[str, bytes] = {}
         self._deadlines = False  # DEADLINE negotiated
         self._metadata = False  # METADATA negotiated
         # MessagePack without compression, with no collection limit below the message
@@ -1006,8 +1023,7 @@ class ClientConnection(_Connection):
         if self.state is not _READY:
             raise LocalProtocolError(f"cannot call {method!r}: connection is {self.state.value}")
         if id is None:
-            self._id_counter += 1
-            id = f"{self._id_prefix}{self._id_counter & 0xFFFFFFFFFFFF:012x}"
+            id = self._next_id()
         if not self._deadlines:
             deadline = None
         elif deadline is not None and deadline < 0:
@@ -1066,8 +1082,36 @@ class ClientConnection(_Connection):
             and not metadata
             and type(self._framer) is LengthFramer
         ):
-            self._id_counter += 1
-            id = f"{self._id_prefix}{self._id_counter & _ID_MASK:012x}"
+            n = self._id_counter = self._id_counter + 1
+            if n >> 8 != self._id_block:
+                self._new_id_block(n)
+            low = n & 0xFF
+            id = self._id_head + _HEX2[low]  # what _next_id() returns
+            if args and (deadline is None or not self._deadlines):
+                # The usual call: the map's bytes from parts known in advance (the
+                # envelope, the ID's head, the method's keys and name) and the packed
+                # arguments; the same bytes as packing the map (messages.call).
+                try:
+                    part = self._method_parts.get(method)
+                    if part is None:
+                        part = self._method_part(method)
+                    # _pack(args), inline: the thread's packer, dropped after a large one.
+                    packer = getattr(_packers, "packer", None)
+                    if packer is None:
+                        packed_args = _pack(args)
+                    else:
+                        packed_args = packer.pack(args)
+                        if len(packed_args) > _PACKER_KEEP_BYTES:
+                            _packers.packer = None
+                except Exception:  # noqa: BLE001 - the general path says what cannot be encoded
+                    pass
+                else:
+                    head = self._call_head  # the envelope up to the ID's last two digits
+                    size = len(head) + 2 + len(part) + len(packed_args)
+                    if size < _COALESCE_LIMIT and size <= self.max_message_size:
+                        self._pending[id] = False
+                        pieces = (_LENGTH.pack(size), head, _HEX2_BYTES[low], part, packed_args)
+                        return id, [b"".join(pieces)]
             msg: dict[str, Any] = {_K_MPRPC: VERSION, _K_ID: id, _K_METHOD: method}
             if args:
                 msg[_K_ARGS] = list(args)
@@ -1088,6 +1132,40 @@ class ClientConnection(_Connection):
             return id, self.chunks_to_send()
         id = self.send_call(method, args, kwargs, deadline=deadline, metadata=metadata)
         return id, self.chunks_to_send()
+
+    @property
+    def _id_prefix(self) -> str:
+        """The first 24 characters of this connection's call IDs (random)."""
+        return self._prefix
+
+    @_id_prefix.setter
+    def _id_prefix(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._id_block = -1  # the next ID starts a block with this prefix
+
+    def _next_id(self) -> str:
+        """A new call ID: the connection's random prefix and a 12-hex-digit counter."""
+        n = self._id_counter = self._id_counter + 1
+        if n >> 8 != self._id_block:
+            self._new_id_block(n)
+        return self._id_head + _HEX2[n & 0xFF]
+
+    def _new_id_block(self, n: int) -> None:
+        """Start the block of IDs that `n` is in: `f"{prefix}{n & _ID_MASK:012x}"` is its
+        head plus `_HEX2[n & 0xFF]`."""
+        block = n >> 8
+        self._id_block = block
+        self._id_head = head = f"{self._id_prefix}{block & (_ID_MASK >> 8):010x}"
+        # The ID's last two characters are ASCII: packing the head with two of them and
+        # leaving those out gives the str header (for the whole ID) and the head's bytes.
+        self._call_head = _CALL_HEAD + _pack(head + "00")[:-2]
+
+    def _method_part(self, method: str) -> bytes:
+        """The packed METHOD key, `method` and ARGS key, as they follow a call's ID."""
+        part = _pack(Key.METHOD) + _pack(method) + _pack(Key.ARGS)
+        if len(self._method_parts) < _METHOD_PARTS_KEPT:
+            self._method_parts[method] = part
+        return part
 
     def send_ping(self) -> None:
         """Queue a heartbeat; the server answers with a `Pong` event."""

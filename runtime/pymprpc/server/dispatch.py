@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from ..errors import MPRPCError, RPCRuntimeError
 from ..protocol import CallRequest
-from ..schema import ANY, Schema
+from ..schema import ANY, INT_MAX, INT_MIN, Schema
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
 
@@ -51,8 +51,8 @@ class Dispatcher:
     async def _run(self, method: Method, args: list[Any], kwargs: dict[str, Any]) -> Any:
         kind = method.kind
         if kind is _COROUTINE:
-            value = await method.func(*args, **kwargs)
-        elif kind is _STREAM:
+            return self.encode_result(method, await method.func(*args, **kwargs))
+        if kind is _STREAM:
             value = method.func(*args, **kwargs)
         else:
             executor = method.executor or self.executors.default
@@ -60,9 +60,19 @@ class Dispatcher:
                 value = method.func(*args, **kwargs)
             else:
                 value = await self.executors.run(executor, method, args, kwargs)
+        return self.encode_result(method, value)
+
+    @staticmethod
+    def encode_result(method: Method, value: Any) -> Any:
+        """The wire value of what `method` returned (a stream's items encoded as they
+        come): what `run` does after the method returns, for a caller that awaited a
+        typed coroutine itself."""
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value
+        kind = schema._result_exact
+        if type(value) is kind and (kind is not int or INT_MIN <= value <= INT_MAX):
+            return value  # of the declared plain type, as encode would return it
         if is_stream(value):
             return _encode_items(value, schema.result)
         return schema.result.encode(value)

@@ -59,6 +59,7 @@ from .shares import current_owner
 log = logging.getLogger(__name__)
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
+_COROUTINE: Final = Kind.COROUTINE
 _CLOSED: Final = State.CLOSED
 _set_current: Final = _current.set  # set_current, without its frame
 
@@ -824,7 +825,12 @@ class ConnectionHandler(ReusedBufferProtocol):
                 functools.partial(self._lazy_context, cell, request, deadline_at, streaming)
             )
             args, kwargs = method.bind(request.args, request.kwargs)
-            result = await dispatcher.run(method, args, kwargs)
+            if method.kind is _COROUTINE and method.schema is not None:
+                # A typed coroutine: awaited here and its result encoded as `run` would,
+                # without the dispatcher's coroutine frame around it.
+                result = dispatcher.encode_result(method, await method.func(*args, **kwargs))
+            else:
+                result = await dispatcher.run(method, args, kwargs)
             ctx = cell[0]
         else:
             ctx = self.call_context(request, deadline_at, method.kind is _STREAM)

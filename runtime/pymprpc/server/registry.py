@@ -98,10 +98,16 @@ class Method:
     # (fewest, most) positional arguments of a coroutine without schema whose call with
     # just those needs no binding: awaited as it is (the server's fast lane). None: bind.
     plain_arity: tuple[int, int] | None = None
+    # With a schema: whether calling `func` with the checked arguments by position binds
+    # them as by name (its first parameters are the schema's, in order, all ordinary).
+    positional: bool = False
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
         if self.schema is not None:
+            if self.positional and not kwargs and self.schema.fits(args):
+                # What decode_args checks and returns by name, kept by position (no map).
+                return args, kwargs
             try:
                 return [], self.schema.decode_args(args, kwargs)
             except ValidationError as exc:
@@ -182,6 +188,8 @@ def make_method(
     plain_arity = None
     if kind is Kind.COROUTINE and schema is None and fast_bind is not None:
         plain_arity = (fast_bind.required, len(fast_bind.names))
+    names = tuple(p.name for p in schema.params) if schema is not None else ()
+    positional = fast_bind is not None and fast_bind.names[: len(names)] == names
     return Method(
         name=name,
         func=func,
@@ -196,6 +204,7 @@ def make_method(
         schema=schema,
         fast_bind=fast_bind,
         plain_arity=plain_arity,
+        positional=positional,
     )
 
 
