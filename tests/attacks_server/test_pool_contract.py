@@ -369,12 +369,6 @@ def test_death_on_one_worker_leaves_the_other_workers_calls_alone(pool) -> None:
         assert [q.result(30) for q in quick] == [i + 7 for i in range(30)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: calls pipelined to a worker stay queued behind its slow call while "
-    "another worker is idle (README: no call waits behind a slow one while another "
-    "worker is free)",
-)
 def test_no_call_waits_behind_a_slow_one_while_a_worker_is_free(pool) -> None:
     """After batches of short calls (so workers take several at a time), both workers get
     a call that blocks and 30 short calls follow; one blocking call returns: its worker
@@ -742,11 +736,6 @@ def test_user_thread_executor_per_function(pool) -> None:
         assert rpc.ut_pid() == s.pid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: current_call() raises LookupError in a function run on a user-supplied "
-    "Executor (README: plain functions on every executor)",
-)
 def test_current_call_on_a_user_thread_executor(pool) -> None:
     s = pool()
     with s.rpc() as rpc:
@@ -886,15 +875,7 @@ def test_stopped_worker_past_its_deadline_is_replaced(pool) -> None:
     "method",
     [
         "closefds",
-        pytest.param(
-            "scribble",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: garbage from a worker's channel: the server allocates the "
-                "length it announces (MemoryError in ProcessPool._on_readable), the call "
-                "hangs until its deadline and the worker is not replaced",
-            ),
-        ),
+        "scribble",
     ],
 )
 def test_handler_that_wrecks_its_channel_fails_without_a_hang(pool, method: str) -> None:
@@ -1102,12 +1083,6 @@ def test_register_instance_on_the_process_pool(pool) -> None:
 # what a handler's own processes and sockets see
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a worker's death is seen only as EOF on its socket; a child the function "
-    "forked (os.fork, multiprocessing) holds it open, so the running call hangs and the "
-    "worker is never replaced (its pidfd is not watched)",
-)
 def test_worker_killed_while_a_child_it_forked_lingers(pool) -> None:
     s = pool(server={"max_workers": 1})
     child = 0
@@ -1130,23 +1105,12 @@ def test_worker_killed_while_a_child_it_forked_lingers(pool) -> None:
                 os.kill(child, signal.SIGKILL)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: processes a function starts inherit the workers' ignored SIGTERM/SIGINT: "
-    "Popen.terminate() does nothing and a child Python never gets KeyboardInterrupt",
-)
 def test_a_process_started_by_a_function_can_be_terminated(pool) -> None:
     s = pool(server={"max_workers": 1})
     with s.rpc(timeout=60) as rpc:
         assert rpc.terminate_child() == -signal.SIGTERM
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sockets the application opened before the server (statsd/syslog-style "
-    "clients) are pointed at /dev/null in workers: send() fails with ENOTSOCK; README: "
-    "each worker has its own copy of module state",
-)
 def test_a_socket_opened_before_the_server_works_in_workers(pool) -> None:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ import contextvars
 import enum
 import functools
 from collections.abc import Awaitable, Callable, Hashable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
 from ..context import current_call_source
@@ -157,8 +157,13 @@ class Executors:
                 # a cycle holding the function's frames until gc.
                 del future
         assert isinstance(kind, Executor)
-        # A user's executor may be a process pool: hand it a picklable callable.
-        return await loop.run_in_executor(kind, functools.partial(method.func, *args, **kwargs))
+        call = functools.partial(method.func, *args, **kwargs)
+        if isinstance(kind, ThreadPoolExecutor):
+            # Threads of this process: the call's context goes along, as on the server's
+            # own threads (current_call() works there).
+            call = functools.partial(contextvars.copy_context().run, call)
+        # Any other executor may be a process pool: it gets a picklable callable.
+        return await loop.run_in_executor(kind, call)
 
     def shutdown(self) -> None:
         """Stop the workers and the thread pool; calls still running in workers are killed.

@@ -236,18 +236,27 @@ def _quiet_signals() -> None:
     # The server's event loop owns the signal wakeup fd; SIGINT and SIGTERM sent to the
     # whole process group (Ctrl-C, systemd) must let running calls finish, so the
     # server, not the signal, ends the workers after its grace period.
+    # A handler that does nothing, not SIG_IGN: an ignored signal stays ignored across
+    # exec, so a program a function starts (subprocess) could not be terminated, while
+    # a caught one is reset to its default there.
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, _let_calls_finish)
+    signal.signal(signal.SIGTERM, _let_calls_finish)
+
+
+def _let_calls_finish(signum: int, frame: Any) -> None:
+    """SIGINT/SIGTERM in a worker: nothing (the server ends its workers)."""
 
 
 def _detach_inherited_sockets(keep: set[int]) -> None:
-    """Point every inherited socket fd but `keep` at /dev/null.
+    """Point every inherited stream socket fd but `keep` at /dev/null.
 
     A forked process holds copies of the server's listening socket, of every client
     connection and of other workers' sockets; without this, closing a connection in the
     server would not reach the peer while the copy lives. dup2 (not close) keeps the fd
     numbers taken, so a stale socket object closing its fd later cannot hit a new one.
+    Datagram sockets have no connection to keep open: the application's (a statsd or
+    syslog client opened at import) keep working in the workers.
     """
     null = os.open(os.devnull, os.O_RDWR)
     try:
@@ -257,9 +266,18 @@ def _detach_inherited_sockets(keep: set[int]) -> None:
             if fd <= 2 or fd == null or fd in keep:
                 continue
             try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                if stat.S_ISSOCK(os.fstat(fd).st_mode) and not _is_datagram(fd):
                     os.dup2(null, fd)
             except OSError:
                 continue
     finally:
         os.close(null)
+
+
+def _is_datagram(fd: int) -> bool:
+    """Whether socket `fd` is a datagram socket (read without taking the fd over)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.type == socket.SOCK_DGRAM
+    finally:
+        sock.detach()

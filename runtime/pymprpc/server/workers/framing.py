@@ -31,6 +31,7 @@ ERROR: Final = 2  # worker -> server: pickled (type name, message, traceback tex
 BUFFER: Final = 3  # either way: raw bytes of the next message's next out-of-band value
 TARGETS: Final = 4  # server -> worker: pickled {key: target} published since it started
 CONTEXT: Final = 5  # worker -> server: empty, "send call ID's context"; back: pickled context
+FROM_WORKER: Final = frozenset((OK, ERROR, BUFFER, CONTEXT))  # what a worker may send
 
 # A call's context field when the server sends it only if the function asks for it.
 ASK: Final = True
@@ -192,6 +193,10 @@ def decode(
     return message
 
 
+class ChannelError(Exception):
+    """What came in on a worker's channel is not a frame: the channel is unusable."""
+
+
 class FrameReader:
     """Splits a byte stream into `(call_id, kind, body)` frames.
 
@@ -199,7 +204,10 @@ class FrameReader:
     means the peer closed. `buffer()` is valid until the next call to `received`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, accept: frozenset[int] | None = None) -> None:
+        """`accept`: the frame kinds the peer may send (None: any); another raises
+        ChannelError before anything is allocated for it."""
+        self._accept = accept
         self._area = bytearray(_AREA)
         self._start = 0  # first unparsed byte in the area
         self._end = 0  # end of received bytes in the area
@@ -243,6 +251,10 @@ class FrameReader:
         area, size = self._area, HEADER.size
         while self._end - self._start >= size:
             length, call_id, kind = HEADER.unpack_from(area, self._start)
+            if self._accept is not None and kind not in self._accept:
+                # Not a frame of ours: something else wrote on the channel (a function
+                # writing on every fd it inherited). Its "length" means nothing.
+                raise ChannelError(f"a frame of unknown kind {kind} (length {length})")
             body_start = self._start + size
             available = self._end - body_start
             if length >= _BIG:

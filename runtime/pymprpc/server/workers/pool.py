@@ -38,8 +38,9 @@ from .framing import PICKLE
 from .targets import TargetTable
 
 # Calls sent to one worker ahead of its results: many while its calls are short, so
-# frames travel in batches and the worker never waits for the server; one while they
-# are slow, so no call waits behind a slow one while another worker could take it.
+# frames travel in batches and the worker never waits for the server; none while they
+# are slow, or while the call it runs has already taken longer than a short one, so a
+# call waits behind a slow one only if it was sent before that call turned slow.
 log = logging.getLogger("pymprpc.server")
 
 PIPELINE: Final = 32
@@ -267,7 +268,7 @@ class _Worker:
             self.pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
             self.pidfd = None
-        self.reader = framing.FrameReader()
+        self.reader = framing.FrameReader(framing.FROM_WORKER)
         self.buffers: list[bytearray | bytes] = []  # out-of-band values of the next result
         self.inflight: dict[int, _Call] = {}  # in the order the worker runs them
         self.cost = 0.0  # smoothed seconds per call
@@ -414,6 +415,10 @@ class ProcessPool:
         worker = _Worker(sock, pid, zygote)
         assert self._loop is not None
         self._loop.add_reader(worker.fd, self._on_readable, worker)
+        if worker.pidfd is not None:
+            # Its end is seen on its socket, unless a process it forked holds a copy of
+            # that: the pidfd says when the worker itself is gone.
+            self._loop.add_reader(worker.pidfd, self._on_exit, worker)
         self._workers.append(worker)
 
     def shutdown(self) -> None:
@@ -531,9 +536,17 @@ class ProcessPool:
     def _dispatch(self, call: _Call) -> None:
         best: _Worker | None = None
         load = PIPELINE
+        now = 0.0
         for worker in self._workers:
             n = len(worker.inflight)
             if n < load and n < worker.limit and not worker.dead:
+                if n:
+                    # Sent ahead only while the call it runs is not slow already: one
+                    # that blocks would hold this call although another worker may be
+                    # free first (the queue gives it to whichever is).
+                    now = now or time.monotonic()
+                    if now - worker.busy_since > SHORT_CALL:
+                        continue
                 best, load = worker, n
                 if n == 0:
                     break
@@ -623,6 +636,14 @@ class ProcessPool:
             # receive buffer is freed before the reply to it is built.
             self._resume_now(future)
 
+    def _on_exit(self, worker: _Worker) -> None:
+        """The worker process ended (its pidfd is readable)."""
+        if worker.fd == -1:
+            return  # seen on its socket already
+        if self._read_results(worker) is not None:  # what it sent before it ended
+            # No end of file: a process it started holds its socket open.
+            self._worker_gone(worker)
+
     def _read_results(self, worker: _Worker) -> tuple[int, asyncio.Future[Any] | None] | None:
         """Read what the worker sent and settle the calls it answered: how many, and the
         future of the last one; None if the worker is gone."""
@@ -639,7 +660,19 @@ class ProcessPool:
             if n == 0:
                 self._worker_gone(worker)
                 return None
-            for call_id, kind, body in reader.received(n):
+            try:
+                frames = reader.received(n)
+            except Exception as exc:  # noqa: BLE001 - ChannelError, MemoryError: any garbage
+                log.error(
+                    "worker process %d sent what is not a frame (%s): its channel is "
+                    "unusable, it is replaced and its running call fails",
+                    worker.pid,
+                    exc,
+                )
+                worker.kill()
+                self._worker_gone(worker)
+                return None
+            for call_id, kind, body in frames:
                 if kind == framing.BUFFER:
                     worker.buffers.append(body)
                 elif kind == framing.CONTEXT:
@@ -801,6 +834,8 @@ class ProcessPool:
         worker.sock.close()
         worker.fd = -1
         if worker.pidfd is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(worker.pidfd)
             os.close(worker.pidfd)
             worker.pidfd = None
         zygote = worker.zygote
