@@ -1129,8 +1129,9 @@ def test_result_types_bytearray_and_memoryview(pool) -> None:
     with s.rpc(timeout=30) as rpc:
         assert rpc.ret_bytearray(10) == b"b" * 10
         assert rpc.ret_bytearray(2 * MiB) == b"b" * (2 * MiB)
-        exc = remote_error(rpc.ret_memoryview)
-        assert exc.code == 404 and "memoryview" in str(exc), repr(exc)
+        # A memoryview result travels out of band, as bytes do (README: large `bytes`
+        # arguments and results; a view arrives as the bytes it shows).
+        assert rpc.ret_memoryview() == b"mv"
         assert rpc.add(1, 2) == 3
 
 

@@ -45,7 +45,10 @@ def test_unauth_partial_frames_bounded_and_released() -> None:
         chunk = b"\x81" + b"a" * (2 * MiB - 2)
         for _ in range(40):
             k = socket.create_connection(("127.0.0.1", s.port))
-            k.sendall(chunk)
+            # The server may cut a peer off before it has sent it all (then it holds
+            # nothing of it): what is measured is what it holds of those it keeps.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                k.sendall(chunk)
             socks.append(k)
         peak = settle(s, 1.0)
         for k in socks:
