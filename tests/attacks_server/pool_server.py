@@ -263,8 +263,13 @@ def main() -> None:
 
             @reg()
             def printer(text):
-                print("OUT:" + text, flush=True)
-                print("ERR:" + text, file=sys.stderr, flush=True)
+                # One write per line (a pipe keeps writes under PIPE_BUF whole): print()
+                # may write the text and its newline apart, and two workers writing at
+                # once would interleave them.
+                sys.stdout.flush()
+                os.write(sys.stdout.fileno(), f"OUT:{text}\n".encode())
+                sys.stderr.flush()
+                os.write(sys.stderr.fileno(), f"ERR:{text}\n".encode())
                 return len(text)
 
             @reg()
