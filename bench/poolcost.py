@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.__main__ import free_port, stop_process, wait_line
 from bench.clients import MAX_MESSAGE, PAYLOAD
+from bench.hotpath import FakeTransport
 from pymprpc.client import AsyncRPC
 
 HERE = Path(__file__).resolve().parent
@@ -199,36 +200,22 @@ async def main(
         )
 
 
-class _FakeTransport(asyncio.Transport):
-    """Counts the bytes written; `then()` runs once `expected` more have been."""
+class _FakeTransport(FakeTransport):
+    """hotpath's fake transport that counts the bytes written; `then()` runs once
+    `expected` more have been."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.data: list[bytes] = []
-        self.keep = True
         self.written = 0
         self.expected = 0
         self.then: Callable[[], None] | None = None
 
     def write(self, data: Any) -> None:
-        if self.keep:
-            self.data.append(bytes(data))
+        super().write(data)
         self.written += len(data)
         if self.written >= self.expected and self.then is not None:
             then, self.then = self.then, None
             then()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 class _CountingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
