@@ -275,8 +275,12 @@ def _detach_inherited_sockets(keep: set[int]) -> None:
 
 
 def _is_datagram(fd: int) -> bool:
-    """Whether socket `fd` is a datagram socket (read without taking the fd over)."""
-    sock = socket.socket(fileno=fd)
+    """Whether socket `fd` is a datagram socket (read without taking the fd over); False
+    for one Python cannot describe, which is then detached as before."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
     try:
         return sock.type == socket.SOCK_DGRAM
     finally:
