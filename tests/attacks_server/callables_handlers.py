@@ -40,6 +40,13 @@ def where(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return here(*args, **kwargs)
 
 
+def whoami(*args: Any) -> str:
+    """The method name this call was made under (`current_call()`)."""
+    from pymprpc import current_call
+
+    return current_call().method
+
+
 def add(a: int, b: int = 10) -> int:
     """Add two numbers."""
     return a + b

@@ -64,6 +64,7 @@ if __name__ == "__main__":
         }
         for name, func in where_family.items():
             server.register_function(f"w.{name}")(func)
+        server.register_function("ctx")(h.whoami)
         if kind is None:
             for ex_name, ex in [
                 ("thread", "thread"),
@@ -74,6 +75,10 @@ if __name__ == "__main__":
             ]:
                 for name, func in where_family.items():
                     server.register_function(f"w.{name}@{ex_name}", executor=ex)(func)
+                server.register_function(f"ctx@{ex_name}", executor=ex)(h.whoami)
+                server.register_function(f"ctx.partial@{ex_name}", executor=ex)(
+                    functools.partial(h.whoami, 1)
+                )
 
         # coroutines and streams: always on the loop, whatever the executor
         loop_family: dict[str, Any] = {
