@@ -569,3 +569,15 @@ def test_non_string_name_is_refused() -> None:
     server = Server(("127.0.0.1", 0), executor="thread")
     with pytest.raises(TypeError):
         server.register_function(123)(h.add)
+
+
+def test_register_function_without_parentheses_registers_it() -> None:
+    """`@server.register_function` (no call) is an easy slip: it registers the function
+    under its own name rather than silently replacing it with a decorator."""
+    from pymprpc.testing import sync_client_for
+
+    server = Server(("127.0.0.1", 0), executor="thread")
+    registered = server.register_function(h.add)
+    assert registered is h.add
+    with sync_client_for(server, timeout=10) as rpc:
+        assert rpc.add(1, 2) == 3
