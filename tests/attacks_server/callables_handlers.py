@@ -161,6 +161,46 @@ def u_add(a: int, b: int = 10) -> int:
     return a + b
 
 
+def sync_around_agen(f: Callable[..., Any]) -> Callable[..., Any]:
+    """A sync wrapper around an async generator function: calling it returns the stream."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+@sync_around_agen
+async def sg_agen(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+
+
+# --- blocking: a call that holds a pool thread until released --------------------------
+
+EVENTS: dict[str, tuple[threading.Event, threading.Event]] = {}
+
+
+def _events(key: str) -> tuple[threading.Event, threading.Event]:
+    return EVENTS.setdefault(key, (threading.Event(), threading.Event()))
+
+
+def hold(key: str) -> bool:
+    """Runs on a thread until `release(key)` (at most 20 s); says whether it was released."""
+    started, released = _events(key)
+    started.set()
+    return released.wait(20)
+
+
+def started(key: str) -> bool:
+    return _events(key)[0].is_set()
+
+
+def release(key: str) -> None:
+    _events(key)[1].set()
+
+
 # --- classes --------------------------------------------------------------------------
 
 

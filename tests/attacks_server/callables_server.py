@@ -91,6 +91,23 @@ if __name__ == "__main__":
         for name, func in loop_family.items():
             server.register_function(f"l.{name}")(func)
 
+        if kind is None:
+            for ex_name, ex in [
+                ("thread", "thread"),
+                ("inline", "inline"),
+                ("process", "process"),
+                ("user_thread", user_thread),
+                ("user_process", user_process),
+            ]:
+                for name, func in loop_family.items():
+                    server.register_function(f"l.{name}@{ex_name}", executor=ex)(func)
+
+        server.register_function("b.hold", executor="thread")(h.hold)
+        server.register_function("b.started", executor="inline")(h.started)
+        server.register_function("b.release", executor="inline")(h.release)
+        server.register_function("s.sync_wrapped")(h.sg_agen)
+        server.register_function("s.sync_wrapped@thread", executor="thread")(h.sg_agen)
+
         @server.register_function()
         async def loopinfo() -> dict[str, Any]:
             return h.here()

@@ -214,6 +214,19 @@ LOOP_KINDS: dict[str, tuple[list[Any], dict[str, Any], list[Any]]] = {
 }
 
 
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("kind", sorted(LOOP_KINDS))
+def test_coroutines_run_on_the_loop_whatever_register_function_says(
+    default: CallablesServer, kind: str, executor: str
+) -> None:
+    """README: "Coroutines and async generators always run on the event loop"."""
+    args, kwargs, seen = LOOP_KINDS[kind]
+    for client in CLIENTS:
+        got = call(default, client, f"l.{kind}@{executor}", *args, **kwargs)
+        assert got["args"] == seen, got
+        assert_ran_on(default, got, "inline")
+
+
 @pytest.mark.parametrize("executor", [None, *EXECUTORS])
 @pytest.mark.parametrize("kind", sorted(LOOP_KINDS))
 def test_coroutines_run_on_the_loop(
@@ -228,6 +241,31 @@ def test_coroutines_run_on_the_loop(
         assert got["args"] == seen, got
         assert_ran_on(srv, got, "inline")
         still_serves(srv, client)
+
+
+def test_a_thread_call_does_not_hold_up_other_calls(default: CallablesServer) -> None:
+    """A plain function blocking its pool thread: other calls (loop, inline, process,
+    another thread) are answered meanwhile, on another connection and on its own."""
+
+    async def main() -> None:
+        async with AsyncRPC(default.url, timeout=30) as rpc, AsyncRPC(default.url) as other:
+            held = asyncio.ensure_future(rpc.method("b.hold")("k1"))
+            for _ in range(2000):  # until the call runs on its thread (bounded)
+                if await other.method("b.started")("k1"):
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError("b.hold never started")
+            assert not held.done()
+            for r in (rpc, other):
+                assert await r.method("fn.add")(1, 2) == 3  # process pool
+                assert await r.method("fn.aadd")(1, 2) == 3  # loop
+                assert (await r.method("w.method")())["pid"] == default.loop["pid"]  # thread
+            assert not held.done()
+            await other.method("b.release")("k1")
+            assert await held is True
+
+    asyncio.run(main())
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,6 +304,8 @@ OK_CASES: list[tuple[str, list[Any], dict[str, Any], Any]] = [
     ("s.callable", [3], {}, [0, 10, 20]),
     ("s.partial_callable", [], {}, [0, 10]),
     ("s.inner", [3], {}, [0, -1, -2]),
+    # a sync wrapper returning an async generator streams, like one returning a coroutine
+    ("s.sync_wrapped@thread", [3], {}, [0, 1, 2]),
     ("sacount", [], {}, "static-async"),
 ]
 
@@ -392,6 +432,20 @@ def test_thread_state_is_shared_and_process_state_is_per_worker(default: Callabl
         by_pid.setdefault(p, []).append(n)
     assert all(ns == sorted(ns) for ns in by_pid.values()), in_workers
     assert call(default, "sync", "st.value") == first[1] + 6
+
+
+def test_server_executor_process_gives_each_worker_its_own_instance(
+    servers: dict[str | None, CallablesServer],
+) -> None:
+    """`Server(executor="process")`: `register_instance` methods run in workers on their
+    own copies; its async methods run on the loop and see the server's, unchanged."""
+    srv = server(servers, "process")
+    bumps = [call(srv, c, "bump") for c in CLIENTS * 2]
+    assert call(srv, "sync", "acount") == 0 and call(srv, "async", "stream", 1) == [0]
+    assert all(1 <= b <= 4 for b in bumps), bumps  # some worker's copy counted each
+    srv_inline = server(servers, "inline")
+    n = call(srv_inline, "sync", "bump")
+    assert call(srv_inline, "async", "acount") == n  # inline: the one instance
 
 
 def test_callable_object_and_builtin_methods_share_state(default: CallablesServer) -> None:
