@@ -1206,11 +1206,6 @@ def test_fork_warning_as_error_fails_cleanly_and_leaks_nothing(pool) -> None:
     wait_until(lambda: not any(alive(p) for p in family), 10, "the pool's processes to exit")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replacing a worker waits for the zygote's reply in a blocking recv on "
-    "the event loop: a stalled zygote freezes every call, coroutines too",
-)
 def test_a_stalled_zygote_does_not_freeze_the_server(pool) -> None:
     s = pool(server={"max_workers": 1})
     zygotes: list[int] = []
@@ -1253,12 +1248,6 @@ def test_large_keyword_argument(pool) -> None:
         assert rpc.echo(x=data) == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: workers see state as of the last registration, not as of serving: a "
-    "setting changed between registering and run_forever() is invisible to them "
-    "(when threads ran first it is visible: the two fork paths disagree)",
-)
 def test_state_set_after_registration_before_serving_reaches_workers(pool) -> None:
     """pool_server.py sets settings["loaded"] after its last registration, before
     run_forever(), as an application loading its configuration would."""
