@@ -458,6 +458,7 @@ class ProcessPool:
                 old.close()
         zygote = _Zygote(self.targets.snapshot(), self.targets.version)
         self._zygote = zygote
+        self._failure = None
         # A server dropped without shutdown (never started, say) still stops its zygote.
         weakref.finalize(self, zygote.close)
         # Workers forked before a registration cannot see the new target: they finish
@@ -498,7 +499,7 @@ class ProcessPool:
             and zygote is not None
             and zygote.workers == 0
             and not zygote.waiting
-            and single_threaded()
+            and single_threaded(0.0 if self._foreign_threads else _THREAD_EXIT_WAIT)
         ):
             # The registration-time zygote is retired (and reaped) for one forked now.
             self._new_zygote()
@@ -616,14 +617,16 @@ class ProcessPool:
         while self._pending:
             call = self._pending.popleft()
             if not call.future.done():
-                call.future.set_exception(
-                    RPCRuntimeError(
-                        f"{call.name!r} was not run: no worker process could be started "
-                        f"({why}); see the server's log, then call again (a new worker is "
-                        "tried), or restart the server",
-                        exception="WorkerUnavailable",
-                    )
-                )
+                call.future.set_exception(self._unavailable(call, why))
+
+    @staticmethod
+    def _unavailable(call: _Call, why: str) -> RPCRuntimeError:
+        return RPCRuntimeError(
+            f"{call.name!r} was not run: no worker process could be started ({why}); "
+            "see the server's log, then call again (new workers are tried) or restart "
+            "the server",
+            exception="WorkerUnavailable",
+        )
 
     def _wait_for_workers(self) -> None:
         """Block until every worker asked for runs (the loop serves nothing meanwhile)."""
@@ -777,7 +780,10 @@ class ProcessPool:
                 if n == 0:
                     break
         if best is None:
-            self._pending.append(call)
+            if self._failure is not None and not self._workers:
+                call.future.set_exception(self._unavailable(call, self._failure))
+            else:
+                self._pending.append(call)
         else:
             self._send(best, call)
 
