@@ -2,7 +2,7 @@
 
 argv[1]: JSON {"server": Server options, "threads_first": bool, "banner": bool,
 "server_executor": "user_thread" | null, "spawn_timeout": seconds a zygote may take to
-answer}. Prints its port on stdout, serves until
+answer, "threads_before_serving": bool}. Prints its port on stdout, serves until
 SIGTERM, then prints the children still alive after the `with` block closed the server
 (`CHILDREN_AFTER_CLOSE [...]`) and whether a user pool still works (`USERPOOL ok`).
 
@@ -448,6 +448,8 @@ def main() -> None:
             return dict(settings)
 
         # configuration loaded after registering, before serving (as apps do)
+        if cfg.get("threads_before_serving"):  # after registering, before serving
+            threading.Thread(target=threading.Event().wait, daemon=True, name="late").start()
         settings["loaded"] = True
         print(server.port, flush=True)
         server.run_forever()

@@ -1383,6 +1383,20 @@ def test_state_set_after_registration_before_serving_reaches_workers(pool) -> No
         assert rpc.get_settings() == {"loaded": True}
 
 
+def test_state_set_after_registration_is_not_seen_when_threads_start_before_serving(
+    pool,
+) -> None:
+    """README "Forking safely", case 2: a thread started between the last registration
+    and serving keeps the zygote forked at registration (no fork with threads running,
+    so no DeprecationWarning on 3.12+): workers see state as of the last registration."""
+    s = pool(("-W", "error::DeprecationWarning"), threads_before_serving=True)
+    with s.rpc() as rpc:
+        assert rpc.get_settings() == {}
+        assert rpc.add(1, 2) == 3
+    s.stop(30)
+    assert "Traceback" not in s.stderr(), s.stderr()[-3000:]
+
+
 def test_state_set_before_serving_reaches_workers_when_threads_ran_first(pool) -> None:
     s = pool(threads_first=True, server={"max_workers": 1})
     with s.rpc() as rpc:

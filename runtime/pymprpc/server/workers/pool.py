@@ -11,6 +11,10 @@ dies the server knows which call it was running: that call fails with 404 naming
 method, the worker is replaced, and the calls queued behind it go to other workers. A
 cancelled or timed-out call's worker is killed and replaced the same way once that call
 is the one it runs; the calls behind it are not lost.
+
+A worker is asked of the zygote without waiting for it: its pid comes back on the
+zygote's socket, read by the event loop, and the worker takes calls from then on. A
+zygote that does not answer within `SPAWN_TIMEOUT`, or exits, is killed and replaced.
 """
 
 from __future__ import annotations
@@ -408,7 +412,9 @@ class ProcessPool:
 
         Called after each registration: while the server still has one thread, the
         zygote is kept current, so workers started later (from any thread) see every
-        target without the server ever forking with threads running.
+        target without the server ever forking with threads running. (`start` replaces
+        it with one forked then if the server still has one thread: workers then see
+        state as of serving, not as of the last registration.)
         """
         if self._loop is not None or not self._zygote_is_stale():
             return  # running: the next call brings the workers up to date, on the loop
