@@ -158,6 +158,7 @@ class _Zygote:
         self.timer: asyncio.TimerHandle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # reading its replies
         self._reply = bytearray()
+        self._reaped = False
         self._process: Any = None  # multiprocessing.Process when started by the forkserver
         self.pid = 0
         parent, child = socket.socketpair()
@@ -262,8 +263,13 @@ class _Zygote:
                 os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
-        """Stop the zygote and reap it (its workers are reaped by the kernel); idempotent.
-        One with requests not answered may be stalled: it is killed, not waited for."""
+        """Stop the zygote and reap it (its workers are reaped by the kernel); idempotent."""
+        self.shut()
+        self.reap()
+
+    def shut(self) -> None:
+        """Tell the zygote to exit, without waiting for it (see `reap`); idempotent. One
+        with requests not answered may be stalled: it is killed."""
         if self.ctl.fileno() == -1:
             return
         if self.timer is not None:
@@ -277,14 +283,33 @@ class _Zygote:
             self.waiting.clear()
             self.kill()
         self.ctl.close()
-        if self._process is not None:
-            self._process.join(_STOP_TIMEOUT)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-            self._process.close()
-        else:
+
+    def reap(self, block: bool = True) -> bool:
+        """Whether the shut zygote's process is gone and reaped: waits for it (killing
+        it after `_STOP_TIMEOUT`) if `block`, else only looks."""
+        if self._reaped:
+            return True
+        process = self._process
+        if process is not None:
+            if block:
+                process.join(_STOP_TIMEOUT)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            elif process.exitcode is None:
+                return False
+            process.close()
+        elif block:
             _reap(self.pid)
+        else:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self.pid
+            if not done:
+                return False
+        self._reaped = True
+        return True
 
 
 def _fork_zygote(parent: socket.socket, child: socket.socket, targets: dict[str, Any]) -> int:
@@ -309,18 +334,32 @@ def _unpicklable(targets: dict[str, Any]) -> list[str]:
 
 
 def _reap(pid: int) -> None:
-    end = time.monotonic() + _STOP_TIMEOUT
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > end:
-            os.kill(pid, signal.SIGKILL)
-            end = float("inf")
-        time.sleep(0.001)
+    """Wait for child `pid` to exit (SIGKILL it after `_STOP_TIMEOUT`) and reap it."""
+    try:
+        # Woken the moment it exits (polling would add a millisecond or more per reap).
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    try:
+        end = time.monotonic() + _STOP_TIMEOUT
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if done:
+                return
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                end = float("inf")
+            if pidfd >= 0:
+                with contextlib.suppress(InterruptedError):
+                    select.select([pidfd], [], [], max(0.0, min(end - time.monotonic(), 1.0)))
+            else:
+                time.sleep(0.001)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 class _Worker:
@@ -404,6 +443,7 @@ class ProcessPool:
         self._ready: deque[asyncio.Handle] | None = None  # the loop's ready queue, if a deque
         self._foreign_threads = False  # an OS thread unknown to Python did not exit
         self._failure: str | None = None  # why workers could not be started, last time
+        self._exiting: list[_Zygote] = []  # retired zygotes told to exit, not reaped yet
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -461,7 +501,7 @@ class ProcessPool:
             old.retired = True
             old.abandon()
             if old.workers == 0:
-                old.close()
+                self._retire(old)
         zygote = _Zygote(self.targets.snapshot(), self.targets.version)
         self._zygote = zygote
         self._failure = None
@@ -514,13 +554,19 @@ class ProcessPool:
         self._fill()
         if wait:
             self._wait_for_workers()
+        # A zygote retired above has exited meanwhile (it did while workers were forked).
+        self._reap_exiting(block=wait)
 
     def _fill(self) -> None:
         """Ask the zygote for the workers missing from `size` (not counting those asked
         for already); they come into service as its answers arrive."""
         zygote = self._zygote
         if zygote is None:
-            self._new_zygote()
+            try:
+                self._new_zygote()
+            except Exception as exc:  # noqa: BLE001 - fork or forkserver failure
+                self._give_up(f"a process to fork them could not be started: {exc}")
+                return
             zygote = self._zygote
             assert zygote is not None
         loop = self._loop
@@ -687,6 +733,7 @@ class ProcessPool:
         self._zygote = None
         for zygote in zygotes:
             zygote.close()
+        self._reap_exiting(block=True)
         self._loop = self._ready = None
 
     def _wait_gone(self, worker: _Worker) -> None:
@@ -769,22 +816,7 @@ class ProcessPool:
         raise RemoteFunctionError(*value)
 
     def _dispatch(self, call: _Call) -> None:
-        best: _Worker | None = None
-        load = PIPELINE
-        now = 0.0
-        for worker in self._workers:
-            n = len(worker.inflight)
-            if n < load and n < worker.limit and not worker.dead:
-                if n:
-                    # Sent ahead only while the call it runs is not slow already: one
-                    # that blocks would hold this call although another worker may be
-                    # free first (the queue gives it to whichever is).
-                    now = now or time.monotonic()
-                    if now - worker.busy_since > SHORT_CALL:
-                        continue
-                best, load = worker, n
-                if n == 0:
-                    break
+        best = self._pick()
         if best is None:
             if self._failure is not None and not self._workers:
                 call.future.set_exception(self._unavailable(call, self._failure))
@@ -792,6 +824,34 @@ class ProcessPool:
                 self._pending.append(call)
         else:
             self._send(best, call)
+
+    def _pick(self) -> _Worker | None:
+        """The worker to send a call to now: an idle one, else the least loaded whose
+        running call is still short; None if the call should wait in the queue."""
+        best: _Worker | None = None
+        load = PIPELINE
+        now = 0.0
+        arriving: bool | None = None
+        for worker in self._workers:
+            n = len(worker.inflight)
+            if n < load and n < worker.limit and not worker.dead:
+                if n:
+                    # Sent ahead only while the call it runs is not slow already: one
+                    # that blocks would hold this call although another worker may be
+                    # free first (the queue gives it to whichever is). A worker being
+                    # forked will be free first: wait for it.
+                    if arriving is None:
+                        zygote = self._zygote
+                        arriving = zygote is not None and zygote.expected > 0
+                    if arriving:
+                        continue
+                    now = now or time.monotonic()
+                    if now - worker.busy_since > SHORT_CALL:
+                        continue
+                best, load = worker, n
+                if n == 0:
+                    break
+        return best
 
     def _send(self, worker: _Worker, call: _Call) -> None:
         call.worker = worker
@@ -1046,13 +1106,9 @@ class ProcessPool:
             if call.future.done():
                 pending.popleft()
                 continue
-            best = min(
-                (w for w in self._workers if not w.dead),
-                key=lambda w: len(w.inflight),
-                default=None,
-            )
-            if best is None or len(best.inflight) >= best.limit:
-                return
+            best = self._pick()
+            if best is None:
+                return  # the first worker to finish a call takes it (`_after_results`)
             pending.popleft()
             self._send(best, call)
 
@@ -1079,4 +1135,15 @@ class ProcessPool:
         zygote = worker.zygote
         zygote.workers -= 1
         if zygote.retired and zygote.workers == 0:
-            zygote.close()
+            self._retire(zygote)
+
+    def _retire(self, zygote: _Zygote) -> None:
+        """Stop a zygote no longer used, without waiting: it exits while the server goes
+        on (a fresh zygote forks the next workers meanwhile), and is reaped later."""
+        zygote.shut()
+        self._exiting.append(zygote)
+        self._reap_exiting(block=False)
+
+    def _reap_exiting(self, *, block: bool) -> None:
+        if self._exiting:
+            self._exiting = [z for z in self._exiting if not z.reap(block)]
