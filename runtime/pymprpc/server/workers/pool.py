@@ -579,7 +579,7 @@ class ProcessPool:
                 zygote.request()
             except OSError as exc:
                 # The zygote itself died (killed from outside): start a new one.
-                self._zygote_failed(zygote, f"it is gone ({exc})")
+                self._zygote_failed(zygote, f"it is gone ({exc})", needed=True)
                 return
         if zygote.expected and zygote.timer is None:
             zygote.timer = loop.call_at(
@@ -634,10 +634,11 @@ class ProcessPool:
                 frame = framing.raw_frame(0, framing.TARGETS, body)
                 self._queue(worker, frame, framing.total(frame))
 
-    def _zygote_failed(self, zygote: _Zygote, why: str) -> None:
-        """The zygote is gone or stalled: kill it, and if workers were asked of it, ask
-        a new zygote; if that one fails too before answering, give up (for now)."""
-        needed = zygote.expected
+    def _zygote_failed(self, zygote: _Zygote, why: str, *, needed: bool = False) -> None:
+        """The zygote is gone or stalled: kill it, and if workers were asked of it (or
+        are `needed` of it), ask a new zygote; if that one fails too before answering,
+        give up (for now)."""
+        needed = needed or zygote.expected > 0
         zygote.close()  # killed if it has requests waiting
         if zygote is not self._zygote:
             return
