@@ -1,5 +1,9 @@
 """Callable objects and partials are registered by what calling them returns.
 
+A plain function that returns a coroutine (a decorator's sync wrapper around an
+`async def`) has its coroutine awaited on the loop when it runs on a thread or inline; in
+a worker process it fails with a message saying what to do.
+
 An object with an `async def __call__` (a common way to give a handler its
 dependencies) is a coroutine method, run on the event loop; with an async generator
 `__call__` it is a stream. It used to be taken for a plain callable: run on the thread
@@ -16,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pymprpc.errors import RPCRuntimeError
 from pymprpc.server import Server
 from pymprpc.server.registry import Kind, kind_of
 from pymprpc.testing import client_for, sync_client_for
@@ -43,6 +48,23 @@ class Plain:
         return a * 2
 
 
+def logged(func: Any) -> Any:
+    """A decorator written as a plain function: it returns what `func` returns, here a
+    coroutine."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@logged
+async def decorated_sub(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a - b
+
+
 class Lines:
     def __call__(self, n: int) -> Any:
         yield from range(n)
@@ -55,6 +77,9 @@ def make_server() -> tuple[Server, Adder]:
     server.register_function(name="add10")(functools.partial(Adder(10), 5))
     server.register_function(name="countdown")(Countdown())
     server.register_function(name="double")(Plain())
+    server.register_function(name="sub_thread", executor="thread")(decorated_sub)
+    server.register_function(name="sub_inline", executor="inline")(decorated_sub)
+    server.register_function(name="sub_process", executor="process")(decorated_sub)
     return server, adder
 
 
@@ -87,6 +112,12 @@ def test_async_client_calls_callable_objects() -> None:
             stream = await rpc.countdown(3)
             assert [i async for i in stream] == [3, 2, 1]
             assert await rpc.double(21) == 42
+            assert await rpc.sub_thread(5, 3) == 2
+            assert await rpc.sub_inline(b=3, a=5) == 2
+            with pytest.raises(RPCRuntimeError, match="returned a coroutine") as info:
+                await rpc.sub_process(5, 3)
+            assert info.value.code == 404
+            assert "async def" in str(info.value) and 'executor="thread"' in str(info.value)
         await server.close()
 
     with warnings.catch_warnings():
