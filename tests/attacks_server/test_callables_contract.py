@@ -395,11 +395,6 @@ def test_current_call_names_the_call(default: CallablesServer, name: str, execut
     assert call(default, "sync", "ctx") == "ctx"  # default executor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: current_call() in a user ProcessPoolExecutor answers the context of the call "
-    "during which the worker was forked (another method, user, metadata), not LookupError",
-)
 def test_current_call_in_a_user_process_pool_is_never_another_calls() -> None:
     """README: a user ProcessPoolExecutor cannot offer current_call(); then it must fail
     (LookupError, 404), never answer with some other call's context."""
@@ -528,11 +523,6 @@ def test_method_help(default: CallablesServer, name: str, want: str) -> None:
         assert call(default, client, "system.methodHelp", name) == want
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: methodHelp of a functools.partial answers functools.partial's own docstring "
-    "('partial(func, *args, **keywords) - new function ...'), not the wrapped function's",
-)
 @pytest.mark.parametrize(
     ("name", "want"),
     [("w.partial", "Where this call ran."), ("fn.partial_add", "Add two numbers.")],
@@ -563,12 +553,6 @@ def test_no_coroutine_is_left_unawaited() -> None:
     assert "never awaited" not in log and "RuntimeWarning" not in log, log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a sync wrapper returning a coroutine on a user ProcessPoolExecutor fails with "
-    "404 \"cannot pickle 'coroutine' object\" (not the README's 'declare it async def' "
-    "message) and its worker logs 'coroutine was never awaited'",
-)
 def test_coroutine_returned_in_a_user_process_pool_says_what_to_do() -> None:
     """README: a plain function returning a coroutine "in a worker process ... fails with
     404 saying so (declare it `async def`, or register it with executor="thread")"."""
@@ -628,11 +612,6 @@ def test_duplicate_names_name_both() -> None:
     server.register_instance(h.Service(), replace=True)  # what the message says to do
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: register_function accepts a non-callable (42, None, 'add'); every call then "
-    "fails with 404 \"'int' object is not callable\" instead of a TypeError at registration",
-)
 @pytest.mark.parametrize("thing", [42, None, "add"])
 def test_non_callable_is_refused_at_registration(thing: Any) -> None:
     server = Server(("127.0.0.1", 0), executor="thread")
@@ -640,11 +619,6 @@ def test_non_callable_is_refused_at_registration(thing: Any) -> None:
         server.register_function("x")(thing)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: register_function(123) registers under a non-string name that no client can "
-    "call (401) and listMethods never shows, instead of refusing it",
-)
 def test_non_string_name_is_refused() -> None:
     server = Server(("127.0.0.1", 0), executor="thread")
     with pytest.raises(TypeError):

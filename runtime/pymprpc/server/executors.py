@@ -18,11 +18,12 @@ import contextlib
 import contextvars
 import enum
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
-from ..context import current_call_source
+from ..context import current_call_source, reset_current, set_current
 from .shares import ThreadShares, current_owner, share_of
 from .workers import ProcessPool, RemoteFunctionError, TargetTable
 from .workers.threads import DaemonThreadPool
@@ -163,7 +164,11 @@ class Executors:
             # Threads of this process: the call's context goes along, as on the server's
             # own threads (current_call() works there).
             call = functools.partial(contextvars.copy_context().run, call)
-        # Any other executor may be a process pool: it gets a picklable callable.
+        else:
+            # Any other executor may be a process pool: it gets a picklable callable, run
+            # outside any call's context (a forked worker inherited the context of the
+            # call that was running when it was forked: never another call's).
+            call = functools.partial(run_detached, method.func, *args, **kwargs)
         return await loop.run_in_executor(kind, call)
 
     def shutdown(self) -> None:
@@ -175,3 +180,28 @@ class Executors:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.shutdown(wait=False, cancel_futures=True)
+
+
+def run_detached(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call `func` with no current call (`current_call()` raises LookupError), for a user's
+    executor that is not a thread pool of this process.
+
+    Module-level, so a `ProcessPoolExecutor` can pickle it by name along with `func`.
+
+    Raises:
+        TypeError: `func` returned a coroutine, which cannot leave a worker process.
+    """
+    token = set_current(None)
+    try:
+        result = func(*args, **kwargs)
+    finally:
+        reset_current(token)
+    if inspect.iscoroutine(result):
+        result.close()  # never run: no "coroutine was never awaited" warning
+        name = getattr(func, "__qualname__", repr(func))
+        raise TypeError(
+            f"{name!r} returned a coroutine, which cannot run in another process: declare "
+            "it `async def` (it then runs on the server's event loop) or register it with "
+            'executor="thread"'
+        )
+    return result

@@ -216,7 +216,7 @@ def make_method(
         deprecated=deprecated,
         signature=sig,
         signature_text=signature or describe_signature(name, func),
-        doc=inspect.cleandoc(doc) if doc is not None else (inspect.getdoc(func) or "").strip(),
+        doc=inspect.cleandoc(doc) if doc is not None else _doc_of(func),
         key=key,
         path=path,
         schema=schema,
@@ -224,6 +224,13 @@ def make_method(
         plain_arity=plain_arity,
         positional=positional,
     )
+
+
+def _doc_of(func: Callable[..., Any]) -> str:
+    """`func`'s docstring; a `functools.partial`'s is the function's, not partial's own."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return (inspect.getdoc(func) or "").strip()
 
 
 def _describe(func: Callable[..., Any]) -> str:

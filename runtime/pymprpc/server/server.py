@@ -403,10 +403,25 @@ class Server:
         A name that is already registered is refused (`DuplicateMethodError`, naming
         both) unless `replace=True`: two services with a method of the same name must
         not silently answer for each other; serve one under a prefix instead.
+
+        Raises:
+            TypeError: `name` is not a non-empty string; the decorated object is not
+                callable, or is a (sync) generator function.
+            DuplicateMethodError: the name is taken (and `replace` is false).
         """
         kind = executor_choice(executor) if executor is not None else None
+        if name is not None and not callable(name) and (not isinstance(name, str) or not name):
+            raise TypeError(
+                f"register_function: name must be a non-empty string, got {name!r}; "
+                "leave it out to use the function's own name"
+            )
 
         def decorator(func: F) -> F:
+            if not callable(func):
+                raise TypeError(
+                    f"register_function: {func!r} is not callable; register a function, "
+                    "a method or an object with __call__"
+                )
             self._core.registry.add_function(
                 func,
                 name if isinstance(name, str) else None,
