@@ -101,6 +101,23 @@ _CALL_HEAD: Final = b"\x84" + _pack(Key.MPRPC) + _pack(VERSION) + _pack(Key.ID)
 _METHOD_PARTS_KEPT: Final = 256
 
 
+def _result_head() -> bytes:
+    """The bytes of a 200 reply (`messages.result`, nothing deprecated, no metadata)
+    before its MESSAGE map: the same for every call (`ServerConnection.send_result`)."""
+    whole = _pack(messages.result("", None))
+    message = _pack({Key.ID: "", Key.RESULT: None})
+    assert whole.endswith(message)
+    return whole[: -len(message)]
+
+
+_RESULT_HEAD: Final = _result_head()
+_RESULT_HEAD_SIZE: Final = len(_RESULT_HEAD)
+# Results of these types are packed alone on the server's plain reply: nothing in them
+# nests, so msgpack's nesting limit (which counts the levels above a value too) cannot
+# refuse one alone that it would pack in the whole map, or the other way round.
+_FLAT_TYPES: Final = frozenset((int, float, bool, str, type(None)))
+
+
 def _reply_layout() -> tuple[bytes, bytes]:
     """The bytes before and after the ID of a 200 reply to a call with one of our IDs,
     as a pymprpc server lays it out (`messages.result`): the ID is 36 characters."""
@@ -570,6 +587,37 @@ class ServerConnection(_Connection):
         """
         if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
+        if (
+            type(value) in _FLAT_TYPES
+            and not deprecated
+            and not (metadata and self._metadata)
+            and self._plain_pack is not None
+            and type(self._framer) is LengthFramer
+        ):
+            # The usual reply: the envelope's bytes are known in advance (_RESULT_HEAD),
+            # only the MESSAGE map {ID, RESULT} is packed, with the thread's packer inline
+            # (_pack). The same bytes and chunks as packing messages.result() and framing
+            # it (test_a_flat_result_is_sent_as_the_general_path_sends_it); anything
+            # that cannot be packed, or is too large, goes on to the general path.
+            try:
+                packer = getattr(_packers, "packer", None)
+                if packer is None:
+                    packed = _pack({_K_ID: id, _K_RESULT: value})
+                else:
+                    packed = packer.pack({_K_ID: id, _K_RESULT: value})
+                    if len(packed) > _PACKER_KEEP_BYTES:
+                        _packers.packer = None
+            except Exception:  # noqa: BLE001 - the general path says what cannot be sent
+                pass
+            else:
+                size = _RESULT_HEAD_SIZE + len(packed)
+                if size <= self.max_message_size:  # else the general path answers 405
+                    if size < _COALESCE_LIMIT:  # framed as LengthFramer.frame does
+                        self._out.append(_LENGTH.pack(size) + _RESULT_HEAD + packed)
+                    else:
+                        self._out += (_LENGTH.pack(size), _RESULT_HEAD + packed)
+                    self.pending_bytes += LENGTH_PREFIX_SIZE + size
+                    return
         try:
             if metadata and self._metadata:
                 metadata = self._check_response_metadata(metadata)
