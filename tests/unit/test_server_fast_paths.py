@@ -4,6 +4,7 @@ chunks and the errors that packing `messages.result` and framing it give."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from unittest import mock
 
@@ -11,7 +12,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pymprpc.protocol import Credentials, ServerConnection, ServerSettings, connection
+from pymprpc.protocol import CallRequest, Credentials, ServerConnection, ServerSettings, connection
 
 SURROGATE = "\ud800"  # packs in no msgpack string: the general path's 405
 
@@ -126,3 +127,129 @@ def test_a_flat_result_is_one_chunk_packed_once() -> None:
         "CODE": 200,
         "MESSAGE": {"ID": "a", "RESULT": 3},
     }
+
+
+# -- receive_call: a call laid out as our client writes it ----------------------------
+
+ID36 = "c0ffee00-0000-4000-8000-000000000001"
+
+
+def laid_out(id: str, method: Any, args: Any) -> bytes:
+    """A call framed as pymprpc's client frames it (`send_call_data`); `args` an int
+    depth: arrays nested that deep (msgpack's packer refuses to nest past 511)."""
+    head = msgpack.packb({"MPRPC": "0.1", "ID": id, "METHOD": method, "ARGS": None})[:-1]
+    packed = b"\x91" * args + b"\x01" if type(args) is int else msgpack.packb(args)
+    return (len(head) + len(packed)).to_bytes(4, "big") + head + packed
+
+
+def tokens(value: Any) -> list[Any]:
+    """`value` as a flat list (nested arrays a thousand deep compare without recursing)."""
+    out: list[Any] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is list:
+            out.append(("array", len(item)))
+            stack.extend(reversed(item))
+        elif type(item) is dict:
+            out.append(("map", len(item)))
+            for key, val in reversed(list(item.items())):
+                stack += (val, key)
+        else:
+            out.append((type(item), item))
+    return out
+
+
+def shape(events: list[Any]) -> list[Any]:
+    return [
+        (dataclasses.replace(e, args=[]), tokens(e.args)) if type(e) is CallRequest else e
+        for e in events
+    ]
+
+
+arguments = st.one_of(
+    st.lists(
+        st.one_of(st.integers(-(2**63), 2**64 - 1), st.text(max_size=3), st.binary(max_size=3)),
+        max_size=5,
+    ),
+    st.integers(1018, 1026),  # arrays nested around msgpack's unpacking limit
+    st.dictionaries(st.text(max_size=2), st.integers(0, 9), max_size=2),  # not an array
+    st.text(max_size=2),
+)
+call_ids = st.one_of(
+    st.just(ID36),
+    st.text(alphabet="0123456789abcdef-", min_size=36, max_size=36),
+    st.text(min_size=35, max_size=37),
+)
+names = st.one_of(st.sampled_from(["add", "x" * 31, "x" * 32, ""]), st.text(max_size=40))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(call_ids, names, arguments, st.lists(st.integers(0, 200), max_size=2)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(0, 300),
+    st.sampled_from([1 << 20, 60, 100]),
+    st.sampled_from([1000, 3, 4]),
+)
+def test_a_call_laid_out_as_our_client_writes_it_agrees_with_receive_data(
+    calls: list[tuple[str, Any, Any, list[int]]],
+    cut: int,
+    max_message_size: int,
+    max_items: int,
+) -> None:
+    """The same bytes (laid out as our client writes a call, then with bytes flipped, cut
+    short or carried over) to `receive_call` and to `receive_data`: the same events,
+    replies, state and buffers."""
+    settings = ServerSettings(max_message_size=max_message_size, max_collection_len=max_items)
+    fast, general = (ready_with(settings) for _ in range(2))
+    for id, method, args, flips in calls:
+        data = bytearray(laid_out(id, method, args))
+        for flip in flips:
+            data[flip % len(data)] ^= 1 + flip % 255
+        reads = [bytes(data)]
+        if cut % 3 == 0:  # cut short: the rest comes in the next read
+            at = cut % len(data)
+            reads = [bytes(data[:at]), bytes(data[at:])]
+        for read in reads:
+            received = fast.receive_call(read)
+            events = [CallRequest(*received)] if type(received) is tuple else list(received)
+            assert shape(events) == shape(general.receive_data(read))
+            assert fast.chunks_to_send() == general.chunks_to_send()
+            assert fast.closed == general.closed
+            assert repr(fast.error) == repr(general.error)
+            assert fast.buffered_bytes == general.buffered_bytes
+            assert fast._inflight == general._inflight
+
+
+def ready_with(settings: ServerSettings) -> ServerConnection:
+    conn = ServerConnection(settings, Credentials([("u", "p")]))
+    auth = {"MPRPC": "0.1", "AUTH": {"USERNAME": "u", "PASSWORD": "p"}}
+    conn.receive_data(msgpack.packb({**auth, "FEATURES": ["length-framing"]}) + b"##PRO-END##")
+    conn.chunks_to_send()
+    return conn
+
+
+def test_a_call_laid_out_as_our_client_writes_it_is_read_without_the_envelope() -> None:
+    """Only the arguments are unpacked (one array, not the envelope map), and the call
+    comes back as receive_data's CallRequest would be: counted by wrapping the codec's
+    unpacker."""
+    conn = ready_with(ServerSettings())
+    unpacked: list[Any] = []
+    real = conn._plain_unpack
+    assert real is not None
+
+    def counting(payload: Any) -> Any:
+        unpacked.append(bytes(payload))
+        return real(payload)
+
+    conn._plain_unpack = counting
+    assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == (ID36, "add", [1, 2], {})
+    assert unpacked == [b"\x91\x92\x01\x02"]
+    assert conn._inflight == {ID36: False}
+    # The same ID again: the general path's 400 for a duplicate.
+    assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == []
+    assert b"duplicate in-flight ID" in b"".join(conn.chunks_to_send())
