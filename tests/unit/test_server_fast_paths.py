@@ -193,7 +193,7 @@ names = st.one_of(st.sampled_from(["add", "x" * 31, "x" * 32, ""]), st.text(max_
     ),
     st.integers(0, 300),
     st.sampled_from([1 << 20, 60, 100]),
-    st.sampled_from([1000, 3, 4]),
+    st.sampled_from([1000, 3, 4, 60, 75, 90]),  # around the frames' lengths too
 )
 def test_a_call_laid_out_as_our_client_writes_it_agrees_with_receive_data(
     calls: list[tuple[str, Any, Any, list[int]]],
@@ -204,6 +204,20 @@ def test_a_call_laid_out_as_our_client_writes_it_agrees_with_receive_data(
     """The same bytes (laid out as our client writes a call, then with bytes flipped, cut
     short or carried over) to `receive_call` and to `receive_data`: the same events,
     replies, state and buffers."""
+    agree_on_calls(calls, cut, max_message_size, max_items)
+
+
+def test_collections_over_the_limit_in_a_laid_out_call_are_refused_as_the_general_path_does() -> (
+    None
+):
+    for max_items in (4, 5, 6, 60):
+        for args in ([1, 2, 3, 4, 5], [[1, 2, 3, 4, 5, 6]], [{str(i): i for i in range(7)}]):
+            agree_on_calls([(ID36, "add", args, [])], 1, 1 << 20, max_items)
+
+
+def agree_on_calls(
+    calls: list[tuple[str, Any, Any, list[int]]], cut: int, max_message_size: int, max_items: int
+) -> None:
     settings = ServerSettings(max_message_size=max_message_size, max_collection_len=max_items)
     fast, general = (ready_with(settings) for _ in range(2))
     for id, method, args, flips in calls:
@@ -234,22 +248,24 @@ def ready_with(settings: ServerSettings) -> ServerConnection:
 
 
 def test_a_call_laid_out_as_our_client_writes_it_is_read_without_the_envelope() -> None:
-    """Only the arguments are unpacked (one array, not the envelope map), and the call
-    comes back as receive_data's CallRequest would be: counted by wrapping the codec's
-    unpacker."""
+    """Only the arguments are unpacked (one array, not the envelope map), by msgpack
+    without the codec's keywords (the frame is shorter than any limit), and the call
+    comes back as receive_data's CallRequest would be: counted by wrapping both."""
     conn = ready_with(ServerSettings())
     unpacked: list[Any] = []
-    real = conn._plain_unpack
-    assert real is not None
+    real_unpackb, codec_unpack = msgpack.unpackb, conn._plain_unpack
+    assert codec_unpack is not None
 
-    def counting(payload: Any) -> Any:
-        unpacked.append(bytes(payload))
-        return real(payload)
+    def counting(payload: Any, **options: Any) -> Any:
+        unpacked.append((bytes(payload), options))
+        return real_unpackb(payload, **options)
 
-    conn._plain_unpack = counting
-    assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == (ID36, "add", [1, 2], {})
-    assert unpacked == [b"\x91\x92\x01\x02"]
+    conn._plain_unpack = lambda payload: counting(payload, codec=True)
+    with mock.patch.object(msgpack, "unpackb", counting):
+        assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == (ID36, "add", [1, 2], {})
+    assert unpacked == [(b"\x91\x92\x01\x02", {"strict_map_key": False})]
     assert conn._inflight == {ID36: False}
     # The same ID again: the general path's 400 for a duplicate.
+    conn._plain_unpack = codec_unpack
     assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == []
     assert b"duplicate in-flight ID" in b"".join(conn.chunks_to_send())
