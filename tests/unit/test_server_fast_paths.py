@@ -181,7 +181,7 @@ call_ids = st.one_of(
     st.text(alphabet="0123456789abcdef-", min_size=36, max_size=36),
     st.text(min_size=35, max_size=37),
 )
-names = st.one_of(st.sampled_from(["add", "x" * 31, "x" * 32, ""]), st.text(max_size=40))
+names = st.one_of(st.sampled_from(["add", "x" * 31, "x" * 32, "x" * 56, ""]), st.text(max_size=60))
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -213,6 +213,13 @@ def test_collections_over_the_limit_in_a_laid_out_call_are_refused_as_the_genera
     for max_items in (4, 5, 6, 60):
         for args in ([1, 2, 3, 4, 5], [[1, 2, 3, 4, 5, 6]], [{str(i): i for i in range(7)}]):
             agree_on_calls([(ID36, "add", args, [])], 1, 1 << 20, max_items)
+
+
+def test_names_in_other_string_formats_are_read_as_the_general_path_reads_them() -> None:
+    """A name of 32 bytes or more is a str8 (0xd9, its length, its bytes), whose header
+    read as a fixstr's would say 57 bytes: one of 56 bytes lines up with ARGS' key."""
+    for n in (31, 32, 55, 56, 57, 100):
+        agree_on_calls([(ID36, "x" * n, [1], [])], 1, 1 << 20, 1000)
 
 
 def agree_on_calls(

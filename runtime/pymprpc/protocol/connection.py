@@ -128,6 +128,32 @@ _METHOD_KEY: Final = _pack(Key.METHOD)
 _CALL_NAME_AT: Final = _CALL_ID_END + len(_METHOD_KEY)  # the name's fixstr header
 _ARGS_KEY: Final = _pack(Key.ARGS)
 _ARGS_KEY_SIZE: Final = len(_ARGS_KEY)
+# The bytes from METHOD's key to ARGS' key of such calls (the name in between), and the
+# name they hold: one slice and one lookup read and check all three. Shared by every
+# connection, and bounded (any name may be called: not a way to grow memory; past the
+# bound a name is read as the first time, which costs a few calls more).
+_CALL_NAMES: dict[bytes, str] = {}
+_CALL_NAMES_KEPT: Final = 1024
+
+
+def _call_name(part: bytes) -> str | None:
+    """The method name in `part` (METHOD's key, a name of 1 to 31 bytes, ARGS' key), or
+    None if `part` is not that; remembered while there is room."""
+    if (
+        len(part) > len(_METHOD_KEY) + _ARGS_KEY_SIZE + 1
+        and part.startswith(_METHOD_KEY)
+        and part.endswith(_ARGS_KEY)
+        and 0xA0 < part[len(_METHOD_KEY)] <= 0xBF  # a fixstr (a str8's 0xd9 is not)
+        and part[len(_METHOD_KEY)] - 0xA0 == len(part) - len(_METHOD_KEY) - 1 - _ARGS_KEY_SIZE
+    ):
+        try:
+            name = part[len(_METHOD_KEY) + 1 : -_ARGS_KEY_SIZE].decode()
+        except UnicodeDecodeError:
+            return None
+        if len(_CALL_NAMES) < _CALL_NAMES_KEPT:
+            _CALL_NAMES[part] = name
+        return name
+    return None
 
 
 def _reply_layout() -> tuple[bytes, bytes]:
@@ -392,15 +418,13 @@ class ServerConnection(_Connection):
                 # duplicate ID: the lane below, which gives what receive_data gives
                 # (test_a_call_laid_out_as_our_client_writes_it_agrees_with_receive_data).
                 try:
-                    name_end = _CALL_NAME_AT + 1 + data[_CALL_NAME_AT] - 0xA0
-                    if (
-                        data.startswith(_METHOD_KEY, _CALL_ID_END)
-                        and _CALL_NAME_AT + 1 < name_end <= _CALL_NAME_AT + 32
-                        and data.startswith(_ARGS_KEY, name_end)
-                    ):
+                    # The name's fixstr header says where ARGS' key ends (if it is one).
+                    args_at = _CALL_NAME_AT + _ARGS_KEY_SIZE - 0x9F + data[_CALL_NAME_AT]
+                    part = data[_CALL_ID_END:args_at]
+                    name = _CALL_NAMES.get(part) or _call_name(part)
+                    if name is not None:
                         id = data[_CALL_ID_START:_CALL_ID_END].decode()
-                        name = data[_CALL_NAME_AT + 1 : name_end].decode()
-                        packed = b"\x91" + data[name_end + _ARGS_KEY_SIZE :]
+                        packed = b"\x91" + data[args_at:]
                         if len(data) <= self.max_items:
                             # No limit to pass: msgpack's own (the input's length, for
                             # strings and collections alike) are no larger than the
