@@ -268,7 +268,7 @@ def test_a_call_laid_out_as_our_client_writes_it_is_read_without_the_envelope() 
         return real_unpackb(payload, **options)
 
     conn._plain_unpack = lambda payload: counting(payload, codec=True)
-    with mock.patch.object(msgpack, "unpackb", counting):
+    with mock.patch.object(connection, "_unpackb", counting):
         assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == (ID36, "add", [1, 2], {})
     assert unpacked == [(b"\x91\x92\x01\x02", {"strict_map_key": False})]
     assert conn._inflight == {ID36: False}

@@ -134,6 +134,7 @@ _ARGS_KEY_SIZE: Final = len(_ARGS_KEY)
 # bound a name is read as the first time, which costs a few calls more).
 _CALL_NAMES: dict[bytes, str] = {}
 _CALL_NAMES_KEPT: Final = 1024
+_unpackb: Final = msgpack.unpackb
 
 
 def _call_name(part: bytes) -> str | None:
@@ -387,6 +388,12 @@ class ServerConnection(_Connection):
         # Decodes a payload in one C call once the connection is ready and its codec is
         # plain MessagePack (None before, with JSON or compression, and once closed).
         self._plain_unpack: Callable[[Payload], Any] | None = None
+        # Length framing on a ready MessagePack connection that does not measure sizes
+        # (and whose collections may hold a call's four keys): receive_call reads a call
+        # laid out as our client writes it. Set once length framing starts; never again.
+        self._laid_out = False
+        # Length framing with plain MessagePack: send_result packs a flat result alone.
+        self._flat_results = False
 
     def receive_call(self, data: bytes) -> PlainCall | list[ServerEvent]:
         """Parse received bytes, with a fast lane for the most common case.
@@ -403,12 +410,12 @@ class ServerConnection(_Connection):
         if unpack is not None:
             framer = self._framer
             if (
-                data.startswith(_CALL_ID36, LENGTH_PREFIX_SIZE)
-                and type(framer) is LengthFramer
-                and not framer._buffer
-                and _LENGTH.unpack_from(data)[0] == len(data) - LENGTH_PREFIX_SIZE
-                and len(data) - LENGTH_PREFIX_SIZE <= framer.max_size
-                and self.max_items >= 4  # else the general path refuses the map
+                self._laid_out
+                and data.startswith(_CALL_ID36, LENGTH_PREFIX_SIZE)
+                and not framer._buffer  # type: ignore[attr-defined]  # (_laid_out: a LengthFramer)
+                and _LENGTH.unpack_from(data)[0]
+                == len(data) - LENGTH_PREFIX_SIZE
+                <= framer.max_size
             ):
                 # {MPRPC: "0.1", ID: <36 chars>, METHOD: <name>, ARGS: [...]} laid out as
                 # our client writes it: its envelope's bytes are compared, and only the
@@ -430,7 +437,7 @@ class ServerConnection(_Connection):
                             # strings and collections alike) are no larger than the
                             # codec's here, and no input within them can break either.
                             # The codec's seven keywords cost more than the unpacking.
-                            args = msgpack.unpackb(packed, strict_map_key=False)[0]
+                            args = _unpackb(packed, strict_map_key=False)[0]
                         else:
                             args = unpack(packed)[0]
                         if type(args) is list and id not in self._inflight:
@@ -495,6 +502,9 @@ class ServerConnection(_Connection):
                 if type(event) is Authenticated and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
+                    # What the fast paths need of the connection, known from now on.
+                    self._laid_out = self._plain_unpack is not None and self.max_items >= 4
+                    self._flat_results = self._plain_pack is not None
         except RemoteProtocolError as exc:
             if self._codec is None:
                 # The first message was refused before its codec was known (too big,
@@ -527,6 +537,7 @@ class ServerConnection(_Connection):
         metrics; a connection that does not measure leaves it unset and pays nothing)."""
         self._sizes = []
         self._plain_unpack = None  # receive_call's fast lane builds no CallRequest
+        self._laid_out = False
 
     def _handle(self, msg: Any) -> ServerEvent | None:
         if type(msg) is not dict or msg.get(Key.MPRPC) != VERSION:
@@ -664,10 +675,9 @@ class ServerConnection(_Connection):
             return
         if (
             type(value) in _FLAT_TYPES
+            and self._flat_results
             and not deprecated
             and not (metadata and self._metadata)
-            and self._plain_pack is not None
-            and type(self._framer) is LengthFramer
         ):
             # The usual reply: the envelope's bytes are known in advance (_RESULT_HEAD),
             # only the MESSAGE map {ID, RESULT} is packed, with the thread's packer inline
@@ -796,6 +806,7 @@ class ServerConnection(_Connection):
             return
         self.error = _detached(error)
         self._plain_unpack = None  # a closed connection parses nothing more
+        self._laid_out = False
         if isinstance(error, RemoteProtocolError):
             code = error.reply_code
         elif error.code is not None and error.code >= 500:
