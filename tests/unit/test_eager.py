@@ -474,9 +474,9 @@ def test_a_callback_scheduled_while_the_task_is_made_is_passed_on(
     events: list[str] = []
 
     class ChattyTask(asyncio.Task):  # type: ignore[type-arg]
-        def __init__(self, coro: Any, *, loop: asyncio.AbstractEventLoop) -> None:
+        def __init__(self, coro: Any, *, loop: asyncio.AbstractEventLoop, **kw: Any) -> None:
             loop.call_soon(events.append, "other callback")
-            super().__init__(coro, loop=loop)
+            super().__init__(coro, loop=loop, **kw)
 
     async def handler() -> str:
         events.append("step")

@@ -36,6 +36,8 @@ from pymprpc.protocol import (
 )
 from pymprpc.protocol.framing import LengthFramer
 from pymprpc.server.handler import ConnectionHandler
+from pymprpc.server.kept_results import current_scope
+from pymprpc.server.shares import current_owner
 
 ALL = sorted(f.value for f in Feature)
 
@@ -236,6 +238,10 @@ def serving(options: dict[str, Any]) -> Server:
     async def exits(a: Any) -> Any:
         raise SystemExit(a)
 
+    @server.register_function()
+    async def whose() -> Any:
+        return [current_scope.get(), id(current_owner.get())]
+
     return server
 
 
@@ -372,13 +378,57 @@ def python_calls_per_call() -> tuple[int, int]:
 
 
 def test_a_plain_call_takes_the_fused_lane() -> None:
-    """Python function calls in data_received for `plus(i, 1)`: about 12 are asyncio's
-    own (the task, its step, its handle), the rest ours; the general path makes 53 (the
-    fast lane 30 when this was written). Counts, not times: they do not flake."""
+    """Python function calls in data_received for `plus(i, 1)`: asyncio's own (the
+    task's registration, the transport's methods) and ours. The fast lane made 30 when
+    it was written, then 15 once a call laid out as our client writes it was read
+    without the codec (`receive_call`) and a flat result replied to from pre-packed
+    parts (`send_result`); the general path 53, then 39. Counts, not times: they do not
+    flake."""
     fast, general = python_calls_per_call()
     print(f"Python function calls per plain call: fast lane {fast}, general path {general}")
-    assert fast <= 32, fast  # parse, task, run, reply and write, fused
+    assert fast <= 16, fast  # parse, task, run, reply and write, fused
     assert fast + 20 <= general, (fast, general)
+
+
+def test_a_call_sets_one_context_variable_and_sees_its_connection_in_its_context() -> None:
+    """Each call's task starts from a copy of its connection's context, where the
+    kept-results scope and the thread-pool owner are set once (`_calls_context`): a call
+    sets only its own lazy call context (one ContextVar.set, where it took three), on
+    the fast lane and the general path, and still sees its connection's scope and owner."""
+
+    async def main() -> None:
+        handlers, client = await two_handlers({}, ALL)
+        loop = asyncio.get_running_loop()
+        for handler, transport in handlers:
+            for method in ("plus", "whose", "plus", "whose"):
+                client.send_call(method, [1] if method == "plus" else [])
+                data = b"".join(client.chunks_to_send())
+                sets = 0
+
+                def profile(frame: FrameType, event: str, arg: Any) -> None:
+                    nonlocal sets
+                    sets += event == "c_call" and arg.__qualname__ == "ContextVar.set"
+
+                done = loop.create_future()
+
+                def read(data: bytes = data, done: asyncio.Future[None] = done) -> None:
+                    sys.setprofile(profile)
+                    try:
+                        handler.data_received(data)  # noqa: B023 - awaited below
+                    finally:
+                        sys.setprofile(None)
+                    done.set_result(None)
+
+                loop.call_soon(read)
+                await done
+                [result] = client.receive_data(b"".join(transport.writes))
+                transport.writes.clear()
+                assert isinstance(result, Result)
+                if method == "whose":
+                    assert result.value == [USER, id(handler._owner)]
+                assert sets == 1, (handler._plain_calls, method, sets)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 def test_a_connection_that_measures_sizes_gets_every_call_as_an_event() -> None:

@@ -101,6 +101,62 @@ _CALL_HEAD: Final = b"\x84" + _pack(Key.MPRPC) + _pack(VERSION) + _pack(Key.ID)
 _METHOD_PARTS_KEPT: Final = 256
 
 
+def _result_head() -> bytes:
+    """The bytes of a 200 reply (`messages.result`, nothing deprecated, no metadata)
+    before its MESSAGE map: the same for every call (`ServerConnection.send_result`)."""
+    whole = _pack(messages.result("", None))
+    message = _pack({Key.ID: "", Key.RESULT: None})
+    assert whole.endswith(message)
+    return whole[: -len(message)]
+
+
+_RESULT_HEAD: Final = _result_head()
+_RESULT_HEAD_SIZE: Final = len(_RESULT_HEAD)
+# Results of these types are packed alone on the server's plain reply: nothing in them
+# nests, so msgpack's nesting limit (which counts the levels above a value too) cannot
+# refuse one alone that it would pack in the whole map, or the other way round.
+_FLAT_TYPES: Final = frozenset((int, float, bool, str, type(None)))
+
+
+# A call laid out as pymprpc's client writes it (`send_call_data`: an ID of 36
+# characters, a method name of 1 to 31 bytes, arguments), read by the server without
+# decoding the envelope (`ServerConnection.receive_call`). Offsets in a frame.
+_CALL_ID36: Final = _CALL_HEAD + _pack("\x00" * 36)[:-36]
+_CALL_ID_START: Final = LENGTH_PREFIX_SIZE + len(_CALL_ID36)
+_CALL_ID_END: Final = _CALL_ID_START + 36
+_METHOD_KEY: Final = _pack(Key.METHOD)
+_CALL_NAME_AT: Final = _CALL_ID_END + len(_METHOD_KEY)  # the name's fixstr header
+_ARGS_KEY: Final = _pack(Key.ARGS)
+_ARGS_KEY_SIZE: Final = len(_ARGS_KEY)
+# The bytes from METHOD's key to ARGS' key of such calls (the name in between), and the
+# name they hold: one slice and one lookup read and check all three. Shared by every
+# connection, and bounded (any name may be called: not a way to grow memory; past the
+# bound a name is read as the first time, which costs a few calls more).
+_CALL_NAMES: dict[bytes, str] = {}
+_CALL_NAMES_KEPT: Final = 1024
+_unpackb: Final = msgpack.unpackb
+
+
+def _call_name(part: bytes) -> str | None:
+    """The method name in `part` (METHOD's key, a name of 1 to 31 bytes, ARGS' key), or
+    None if `part` is not that; remembered while there is room."""
+    if (
+        len(part) > len(_METHOD_KEY) + _ARGS_KEY_SIZE + 1
+        and part.startswith(_METHOD_KEY)
+        and part.endswith(_ARGS_KEY)
+        and 0xA0 < part[len(_METHOD_KEY)] <= 0xBF  # a fixstr (a str8's 0xd9 is not)
+        and part[len(_METHOD_KEY)] - 0xA0 == len(part) - len(_METHOD_KEY) - 1 - _ARGS_KEY_SIZE
+    ):
+        try:
+            name = part[len(_METHOD_KEY) + 1 : -_ARGS_KEY_SIZE].decode()
+        except UnicodeDecodeError:
+            return None
+        if len(_CALL_NAMES) < _CALL_NAMES_KEPT:
+            _CALL_NAMES[part] = name
+        return name
+    return None
+
+
 def _reply_layout() -> tuple[bytes, bytes]:
     """The bytes before and after the ID of a 200 reply to a call with one of our IDs,
     as a pymprpc server lays it out (`messages.result`): the ID is 36 characters."""
@@ -332,6 +388,12 @@ class ServerConnection(_Connection):
         # Decodes a payload in one C call once the connection is ready and its codec is
         # plain MessagePack (None before, with JSON or compression, and once closed).
         self._plain_unpack: Callable[[Payload], Any] | None = None
+        # Length framing on a ready MessagePack connection that does not measure sizes
+        # (and whose collections may hold a call's four keys): receive_call reads a call
+        # laid out as our client writes it. Set once length framing starts; never again.
+        self._laid_out = False
+        # Length framing with plain MessagePack: send_result packs a flat result alone.
+        self._flat_results = False
 
     def receive_call(self, data: bytes) -> PlainCall | list[ServerEvent]:
         """Parse received bytes, with a fast lane for the most common case.
@@ -346,7 +408,44 @@ class ServerConnection(_Connection):
         """
         unpack = self._plain_unpack
         if unpack is not None:
-            payload = self._framer.whole(data)
+            framer = self._framer
+            if (
+                self._laid_out
+                and data.startswith(_CALL_ID36, LENGTH_PREFIX_SIZE)
+                and not framer._buffer  # type: ignore[attr-defined]  # (_laid_out: a LengthFramer)
+                and _LENGTH.unpack_from(data)[0]
+                == len(data) - LENGTH_PREFIX_SIZE
+                <= framer.max_size
+            ):
+                # {MPRPC: "0.1", ID: <36 chars>, METHOD: <name>, ARGS: [...]} laid out as
+                # our client writes it: its envelope's bytes are compared, and only the
+                # ID, the name and the arguments decoded. The arguments are decoded as
+                # the one item of an array, as deep as in the map (msgpack's nesting
+                # limit counts levels), with the codec's limits. Any doubt, and a
+                # duplicate ID: the lane below, which gives what receive_data gives
+                # (test_a_call_laid_out_as_our_client_writes_it_agrees_with_receive_data).
+                try:
+                    # The name's fixstr header says where ARGS' key ends (if it is one).
+                    args_at = _CALL_NAME_AT + _ARGS_KEY_SIZE - 0x9F + data[_CALL_NAME_AT]
+                    part = data[_CALL_ID_END:args_at]
+                    name = _CALL_NAMES.get(part) or _call_name(part)
+                    if name is not None:
+                        id = data[_CALL_ID_START:_CALL_ID_END].decode()
+                        packed = b"\x91" + data[args_at:]
+                        if len(data) <= self.max_items:
+                            # No limit to pass: msgpack's own (the input's length, for
+                            # strings and collections alike) are no larger than the
+                            # codec's here, and no input within them can break either.
+                            # The codec's seven keywords cost more than the unpacking.
+                            args = _unpackb(packed, strict_map_key=False)[0]
+                        else:
+                            args = unpack(packed)[0]
+                        if type(args) is list and id not in self._inflight:
+                            self._inflight[id] = False
+                            return id, name, args, {}
+                except Exception:  # noqa: BLE001 - the lane below says what is wrong
+                    pass
+            payload = framer.whole(data)
             if payload is not None:
                 try:
                     msg = unpack(payload)
@@ -403,6 +502,9 @@ class ServerConnection(_Connection):
                 if type(event) is Authenticated and Feature.LENGTH_FRAMING in self.features:
                     payloads = self._use_length_framing(payloads[i:])
                     i = 0
+                    # What the fast paths need of the connection, known from now on.
+                    self._laid_out = self._plain_unpack is not None and self.max_items >= 4
+                    self._flat_results = self._plain_pack is not None
         except RemoteProtocolError as exc:
             if self._codec is None:
                 # The first message was refused before its codec was known (too big,
@@ -435,6 +537,7 @@ class ServerConnection(_Connection):
         metrics; a connection that does not measure leaves it unset and pays nothing)."""
         self._sizes = []
         self._plain_unpack = None  # receive_call's fast lane builds no CallRequest
+        self._laid_out = False
 
     def _handle(self, msg: Any) -> ServerEvent | None:
         if type(msg) is not dict or msg.get(Key.MPRPC) != VERSION:
@@ -570,6 +673,36 @@ class ServerConnection(_Connection):
         """
         if self._inflight.pop(id, None) is None or self.state is _CLOSED:
             return
+        if (
+            type(value) in _FLAT_TYPES
+            and self._flat_results
+            and not deprecated
+            and not (metadata and self._metadata)
+        ):
+            # The usual reply: the envelope's bytes are known in advance (_RESULT_HEAD),
+            # only the MESSAGE map {ID, RESULT} is packed, with the thread's packer inline
+            # (_pack). The same bytes and chunks as packing messages.result() and framing
+            # it (test_a_flat_result_is_sent_as_the_general_path_sends_it); anything
+            # that cannot be packed, or is too large, goes on to the general path.
+            try:
+                packer = getattr(_packers, "packer", None)
+                if packer is None:
+                    packed = _pack({_K_ID: id, _K_RESULT: value})
+                else:
+                    packed = packer.pack({_K_ID: id, _K_RESULT: value})
+                    if len(packed) > _PACKER_KEEP_BYTES:
+                        _packers.packer = None
+            except Exception:  # noqa: BLE001 - the general path says what cannot be sent
+                pass
+            else:
+                size = _RESULT_HEAD_SIZE + len(packed)
+                if size <= self.max_message_size:  # else the general path answers 405
+                    if size < _COALESCE_LIMIT:  # framed as LengthFramer.frame does
+                        self._out.append(_LENGTH.pack(size) + _RESULT_HEAD + packed)
+                    else:
+                        self._out += (_LENGTH.pack(size), _RESULT_HEAD + packed)
+                    self.pending_bytes += LENGTH_PREFIX_SIZE + size
+                    return
         try:
             if metadata and self._metadata:
                 metadata = self._check_response_metadata(metadata)
@@ -673,6 +806,7 @@ class ServerConnection(_Connection):
             return
         self.error = _detached(error)
         self._plain_unpack = None  # a closed connection parses nothing more
+        self._laid_out = False
         if isinstance(error, RemoteProtocolError):
             code = error.reply_code
         elif error.code is not None and error.code >= 500:

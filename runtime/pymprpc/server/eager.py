@@ -52,21 +52,26 @@ _CURRENT_TASKS: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = geta
 
 
 def start_task_builtin(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context | None = None,
 ) -> asyncio.Task[T] | None:
     """Run `coro` as a task whose first step runs now; None if it already finished
-    (Python 3.12+: `eager_start`)."""
+    (Python 3.12+: `eager_start`). The task runs in `context` (None: a copy of the
+    current one), as `asyncio.Task`'s own argument says."""
     if loop.get_task_factory() is not None:
         # The application chose how tasks are made; its factory may start them eagerly
         # too (asyncio.eager_task_factory): a task already done is not running.
-        task = loop.create_task(coro)
+        task = loop.create_task(coro, context=context)
         return None if task.done() else task
-    task = asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+    task = asyncio.Task(coro, loop=loop, eager_start=True, context=context)  # type: ignore[call-arg,unused-ignore]
     return None if task.done() else task
 
 
 def start_task_emulated(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context | None = None,
 ) -> asyncio.Task[T] | None:
     """Run `coro` as a task whose first step runs now; None if it already finished
     (emulates `eager_start` where Python lacks it). Without asyncio's private task switch
@@ -77,10 +82,11 @@ def start_task_emulated(
         or loop.get_task_factory() is not None
         or asyncio.current_task(loop) is not None
     ):
-        task = loop.create_task(coro)  # a factory chose how tasks are made / nested
+        task = loop.create_task(coro, context=context)  # a factory chose / nested
         return None if task.done() else task  # an eager factory may have finished it
     enter, leave = switch
-    context = contextvars.copy_context()
+    if context is None:
+        context = contextvars.copy_context()
     resume = _Resume(coro)
     # The task exists before the first step so that step runs as the task (current
     # task, timeouts, cancellation). 3.11 tasks always schedule their first step; here
@@ -95,7 +101,9 @@ def start_task_emulated(
 
 
 def start_task_caught(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, T],
+    context: contextvars.Context | None = None,
 ) -> asyncio.Task[T] | None:
     """Run `coro` as a task whose first step runs now; None if it already finished
     (emulates `eager_start` on any loop whose instances have a `__dict__`, asyncio's and
@@ -118,7 +126,7 @@ def start_task_caught(
         or (_CURRENT_TASKS.get(loop) if _CURRENT_TASKS is not None else asyncio.current_task(loop))
         is not None
     ):
-        return start_task_emulated(loop, coro)  # a factory / nested: a plain task there
+        return start_task_emulated(loop, coro, context)  # a factory / nested: a plain task
     caught: list[tuple[Any, tuple[Any, ...], contextvars.Context | None]] = []
 
     def call_soon(callback: Any, *args: Any, context: contextvars.Context | None = None) -> None:
@@ -126,18 +134,18 @@ def start_task_caught(
 
     attrs["call_soon"] = call_soon
     try:
-        task = asyncio.Task(coro, loop=loop)
+        task = asyncio.Task(coro, loop=loop, context=context)
     finally:
         del attrs["call_soon"]
     if len(caught) != 1 or getattr(caught[0][0], "__self__", None) is not task:
         return _pass_on(loop, task, caught)
-    callback, args, context = caught[0]
+    callback, args, step_context = caught[0]
     # What the loop's handle does: run the step in the task's context. The step itself
     # catches everything but SystemExit and KeyboardInterrupt, as when the loop runs it.
-    if context is None:
+    if step_context is None:
         callback(*args)
     else:
-        context.run(callback, *args)
+        step_context.run(callback, *args)
     return None if task.done() else task
 
 
