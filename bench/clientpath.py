@@ -74,7 +74,7 @@ def connect(rpc: AsyncRPC, written: list[Any]) -> FakeTransport:
     events: list[ClientEvent] = []
     for chunk in server.chunks_to_send():
         events += conn.receive_data(chunk)
-    protocol = rpc._protocol = _Protocol(rpc)
+    protocol = rpc._protocol = _Protocol(rpc, conn, loop)
     transport = FakeTransport(written, protocol)
     rpc._transport = transport
     rpc._welcome = loop.create_future()
