@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench import wakeups
 from bench.fanin import gc_log_path
 
 HERE = Path(__file__).parent
@@ -545,6 +546,7 @@ def main() -> None:
     servers = Servers()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     fan_results: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
+    hops: dict[bool, list[float]] = {}
     try:
         fan_rows = [r for r in fanin_rows() if not args.only or "fanin" in args.only]
         want_10k = not args.only or "fanin10k" in args.only
@@ -567,6 +569,11 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
+            if any(row.workload == "w1p" for row in selected):
+                # What one more process hop costs with no framework, in the same run: the
+                # ceiling W1 on the pool can reach here (bench/wakeups.py).
+                for with_hop in (False, True):
+                    hops.setdefault(with_hop, []).append(wakeups.one_round(3000, with_hop))
             for fan in fan_rows:
                 proc, port = servers.procs[fan.server]
                 sample = measure_fanin(fan, port, proc.pid, args.seconds)
@@ -599,6 +606,13 @@ def main() -> None:
         servers.stop()
 
     text, verdicts = table(results) if results else ("", [])
+    if hops:
+        direct, hop = statistics.median(hops[False]), statistics.median(hops[True])
+        verdicts.append(
+            f"w1p: the raw one-hop ceiling on this machine, same run (bench/wakeups.py: a "
+            f"bare TCP echo {direct:.0f} µs per call, through one worker process "
+            f"{hop:.0f} µs): {direct / hop:.2f}x"
+        )
     if fan_results:
         fan_text, fan_verdicts = fanin_table(fan_results)
         text += (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import traceback
+import types
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
@@ -18,6 +19,7 @@ from .registry import Kind, Method, Registry
 _COROUTINE: Final = Kind.COROUTINE
 _STREAM: Final = Kind.STREAM
 _INLINE: Final = ExecutorKind.INLINE
+_CORO: Final = types.CoroutineType
 # Result types that are never streams (is_stream answers False without the ABC check).
 PLAIN_RESULTS: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
 _PLAIN: Final = PLAIN_RESULTS
@@ -60,6 +62,11 @@ class Dispatcher:
                 value = method.func(*args, **kwargs)
             else:
                 value = await self.executors.run(executor, method, args, kwargs)
+            if type(value) is _CORO:
+                # A plain function that returns a coroutine (a decorator's sync wrapper
+                # around an `async def`, say): its coroutine runs on the loop, as the
+                # function's author meant; sent back as it is it could not be encoded.
+                value = await value
         return self.encode_result(method, value)
 
     @staticmethod

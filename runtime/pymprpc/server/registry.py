@@ -33,14 +33,32 @@ class Kind(enum.StrEnum):
     STREAM = "stream"  # async generator: 201, 202..., 206
 
 
+def _code_of(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function whose code decides what calling `func` returns: `func` itself, what a
+    `functools.partial` wraps, or a callable object's `__call__`.
+
+    `inspect.iscoroutinefunction` looks through partials and bound methods but not through
+    an object with an `async def __call__`: such an object would be taken for a plain
+    callable, run on an executor, and its call answered with an unencodable coroutine.
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.isfunction(func) or inspect.ismethod(func) or inspect.isclass(func):
+        return func
+    call = inspect.getattr_static(type(func), "__call__", None)
+    return call if inspect.isfunction(call) else func
+
+
 def kind_of(func: Callable[..., Any]) -> Kind:
-    if inspect.isasyncgenfunction(func):
+    code = _code_of(func)
+    # `func` itself too: Python 3.12's inspect.markcoroutinefunction marks the object.
+    if inspect.isasyncgenfunction(func) or inspect.isasyncgenfunction(code):
         return Kind.STREAM
-    if inspect.iscoroutinefunction(func):
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(code):
         return Kind.COROUTINE
-    if inspect.isgeneratorfunction(func):
+    if inspect.isgeneratorfunction(code):
         raise TypeError(
-            f"{getattr(func, '__qualname__', func)!r} is a generator function: "
+            f"{getattr(code, '__qualname__', code)!r} is a generator function: "
             "streams must be async generator functions (async def ... yield)"
         )
     return Kind.FUNCTION
@@ -432,8 +450,8 @@ class Registry:
         that state unless the caller asked for another executor: a forked worker would
         mutate its own copy, and the server would silently lose the write.
         """
-        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
-            return None
+        if kind_of(func) is not Kind.FUNCTION:
+            return None  # coroutines and streams run on the event loop
         if stateful is None:
             stateful = holds_state(func)
         if asked is None:

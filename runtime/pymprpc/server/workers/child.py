@@ -11,6 +11,7 @@ worker dies. Neither process takes SIGINT or SIGTERM: the server decides when th
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import select
@@ -174,6 +175,13 @@ class _Serving:
         except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
             name = ".".join((key.split(":", 1)[-1], *path))
             message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
+            if inspect.iscoroutine(result):
+                result.close()  # never run: no "coroutine was never awaited" warning
+                message = (
+                    f"{name!r} returned a coroutine, which cannot run in a worker process: "
+                    "declare it `async def` (it then runs on the server's event loop) or "
+                    'register it with executor="thread"'
+                )
             return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
 
 
