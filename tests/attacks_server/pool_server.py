@@ -1,7 +1,8 @@
 """A server for the process-pool contract attacks, run in a subprocess.
 
 argv[1]: JSON {"server": Server options, "threads_first": bool, "banner": bool,
-"server_executor": "user_thread" | null}. Prints its port on stdout, serves until
+"server_executor": "user_thread" | null, "spawn_timeout": seconds a zygote may take to
+answer, "threads_before_serving": bool}. Prints its port on stdout, serves until
 SIGTERM, then prints the children still alive after the `with` block closed the server
 (`CHILDREN_AFTER_CLOSE [...]`) and whether a user pool still works (`USERPOOL ok`).
 
@@ -31,6 +32,8 @@ from pool_handlers import mark, released
 
 from pymprpc import current_call
 from pymprpc.server import Server
+from pymprpc.server.workers import child as child_module
+from pymprpc.server.workers import pool as pool_module
 
 logging.basicConfig(
     level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
@@ -87,6 +90,10 @@ class UnpickleFails:
         return (_boom, ())
 
 
+def _exit_at_once(ctl: socket.socket, targets: dict[str, object]) -> None:
+    """A zygote that exits before answering anything (see break_zygotes)."""
+
+
 def children(pid: int) -> list[dict[str, object]]:
     out = []
     for d in os.listdir("/proc"):
@@ -106,6 +113,8 @@ def main() -> None:
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     opts = dict(cfg.get("server", {}))
     opts.setdefault("grace_period", 2)
+    if "spawn_timeout" in cfg:  # how long a zygote may take to answer (seconds)
+        pool_module.SPAWN_TIMEOUT = cfg["spawn_timeout"]
     if cfg.get("banner"):
         print("BANNER-UNFLUSHED")  # stays in the stdout buffer (a pipe) at fork time
     if cfg.get("threads_first"):
@@ -389,6 +398,12 @@ def main() -> None:
                 return a + b
 
             @reg()
+            async def break_zygotes(broken):
+                # Zygotes forked from now on exit at once (broken=True), or work again.
+                pool_module.run_zygote = _exit_at_once if broken else child_module.run_zygote
+                return True
+
+            @reg()
             async def register_closure_late(k):
                 def closure_late(x):
                     return x * k
@@ -433,6 +448,8 @@ def main() -> None:
             return dict(settings)
 
         # configuration loaded after registering, before serving (as apps do)
+        if cfg.get("threads_before_serving"):  # after registering, before serving
+            threading.Thread(target=threading.Event().wait, daemon=True, name="late").start()
         settings["loaded"] = True
         print(server.port, flush=True)
         server.run_forever()

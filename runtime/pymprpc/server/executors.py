@@ -104,8 +104,9 @@ class Executors:
         return self._thread
 
     def warm_up(self) -> None:
-        """Start the process workers now (on the running loop), before clients connect."""
-        self.process.start()
+        """Start the process workers now (on the running loop), before clients connect:
+        waits for them (the server serves nothing yet), a few seconds at most."""
+        self.process.start(wait=True)
 
     def run(
         self, kind: ExecutorChoice, method: Target, args: list[Any], kwargs: dict[str, Any]

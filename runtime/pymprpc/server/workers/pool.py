@@ -11,6 +11,10 @@ dies the server knows which call it was running: that call fails with 404 naming
 method, the worker is replaced, and the calls queued behind it go to other workers. A
 cancelled or timed-out call's worker is killed and replaced the same way once that call
 is the one it runs; the calls behind it are not lost.
+
+A worker is asked of the zygote without waiting for it: its pid comes back on the
+zygote's socket, read by the event loop, and the worker takes calls from then on. A
+zygote that does not answer within `SPAWN_TIMEOUT`, or exits, is killed and replaced.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import socket
 import threading
@@ -50,6 +55,10 @@ _SOCKET_BUFFER: Final = 4 * 1024 * 1024  # asked for; the kernel may cap it lowe
 _IOV_MAX: Final = 512  # buffers per sendmsg
 _THREAD_EXIT_WAIT: Final = 0.25  # seconds a joined thread may take to be gone
 _STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
+# Seconds a zygote may take to answer a request for a worker (it forks and replies at
+# once; only a stopped or thrashing zygote is slower). Past it the zygote is killed and a
+# new one asked; if that one does not answer either, calls waiting for a worker fail.
+SPAWN_TIMEOUT = 5.0
 
 
 class RemoteFunctionError(Exception):
@@ -109,6 +118,18 @@ class _Call:
         self.end = 0  # bytes written to its worker once this call is written in full
 
 
+class _Request:
+    """A worker asked of a zygote, not yet answered: the server's end of its socket
+    (None once abandoned: the worker, if forked, reads end of file and exits) and the
+    target version the zygote had when it received the request."""
+
+    __slots__ = ("sock", "version")
+
+    def __init__(self, sock: socket.socket | None, version: int) -> None:
+        self.sock = sock
+        self.version = version
+
+
 class _Zygote:
     """A process holding the target table that forks workers on request.
 
@@ -119,18 +140,34 @@ class _Zygote:
     targets pickled: functions by their importable name, instances by value. Only when a
     target cannot be pickled that way does the server fork with threads running (and
     says so once in the log).
+
+    Workers are asked for without waiting (`request`); the zygote answers each request
+    with the new worker's pid, in request order, read by `replies` when its socket is
+    readable (the pool reads it from the event loop, so a stalled zygote stalls no call).
     """
 
     def __init__(self, targets: dict[str, Any], version: int) -> None:
         self.version = version
         self.workers = 0  # live workers forked by this zygote
         self.retired = False
+        self.replacement = False  # made because the previous zygote failed
+        self.proven = False  # has answered a request
+        self.waiting: deque[_Request] = deque()  # requests sent, in order, not answered
+        self.expected = 0  # requests in `waiting` not abandoned
+        self.progress = 0.0  # when it last answered (or was asked while idle)
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # reading its replies
+        self._reply = bytearray()
+        self._reaped = False
         self._process: Any = None  # multiprocessing.Process when started by the forkserver
         self.pid = 0
         parent, child = socket.socketpair()
         try:
             if single_threaded() or not self._start_by_forkserver(child, targets):
                 self.pid = _fork_zygote(parent, child, targets)
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
         self.ctl = parent
@@ -156,46 +193,123 @@ class _Zygote:
         self.pid = process.pid or 0
         return True
 
-    def spawn(self) -> tuple[socket.socket, int]:
-        """A new worker: the server's end of its socket, and its pid."""
+    def request(self) -> None:
+        """Ask for a new worker (answered later, see `replies`); OSError if the zygote
+        is gone. Never blocks: the request is one byte and a file descriptor."""
         ours, theirs = socket.socketpair()
         for sock in (ours, theirs):
             # Room for a large frame in one write: fewer wake-ups of each side per frame.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
         try:
-            socket.send_fds(self.ctl, [b"w"], [theirs.fileno()])
-            reply = b""
-            while len(reply) < PID.size:
-                chunk = self.ctl.recv(PID.size - len(reply))
-                if not chunk:
-                    raise ConnectionError("the zygote process is gone")
-                reply += chunk
+            socket.send_fds(self.ctl, [b"w"], [theirs.fileno()], socket.MSG_DONTWAIT)
         except BaseException:
             ours.close()
             raise
         finally:
+            # The zygote holds its own copy now (or never will): ours must not keep the
+            # worker's end open, or the server could not see the worker's end of file.
             theirs.close()
-        self.workers += 1
-        return ours, PID.unpack(reply)[0]
+        if not self.waiting:
+            self.progress = time.monotonic()
+        self.waiting.append(_Request(ours, self.version))
+        self.expected += 1
+
+    def replies(self) -> list[tuple[socket.socket, int, int]] | None:
+        """The workers answered so far, without blocking: (socket, pid, version the
+        request was sent at) each, abandoned ones left out; None if the zygote is gone
+        (end of file, or an error on its socket)."""
+        try:
+            data = self.ctl.recv(1 << 12, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        reply = self._reply
+        reply += data
+        out = []
+        size = PID.size
+        while len(reply) >= size and self.waiting:
+            pid = PID.unpack_from(reply)[0]
+            del reply[:size]
+            request = self.waiting.popleft()
+            if request.sock is not None:
+                self.expected -= 1
+                out.append((request.sock, pid, request.version))
+            self.progress = time.monotonic()
+            self.proven = True
+        return out
+
+    def abandon(self) -> None:
+        """Give up the requests not answered yet (their workers exit on end of file)."""
+        for request in self.waiting:
+            if request.sock is not None:
+                request.sock.close()
+                request.sock = None
+        self.expected = 0
 
     def update(self, body: bytes) -> None:
         """Add the pickled targets in `body` to the zygote's table (for later workers)."""
         self.ctl.sendall(b"t" + UPDATE_LENGTH.pack(len(body)) + body)
 
+    def kill(self) -> None:
+        """SIGKILL the zygote (it stalled or failed); its workers live on."""
+        with contextlib.suppress(OSError, ValueError):
+            if self._process is not None:
+                self._process.kill()
+            elif self.pid:
+                os.kill(self.pid, signal.SIGKILL)
+
     def close(self) -> None:
         """Stop the zygote and reap it (its workers are reaped by the kernel); idempotent."""
+        self.shut()
+        self.reap()
+
+    def shut(self) -> None:
+        """Tell the zygote to exit, without waiting for it (see `reap`); idempotent. One
+        with requests not answered may be stalled: it is killed."""
         if self.ctl.fileno() == -1:
             return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        loop, self.loop = self.loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.ctl.fileno())
+        if self.waiting:
+            self.abandon()
+            self.waiting.clear()
+            self.kill()
         self.ctl.close()
-        if self._process is not None:
-            self._process.join(_STOP_TIMEOUT)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-            self._process.close()
-        else:
+
+    def reap(self, block: bool = True) -> bool:
+        """Whether the shut zygote's process is gone and reaped: waits for it (killing
+        it after `_STOP_TIMEOUT`) if `block`, else only looks."""
+        if self._reaped:
+            return True
+        process = self._process
+        if process is not None:
+            if block:
+                process.join(_STOP_TIMEOUT)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            elif process.exitcode is None:
+                return False
+            process.close()
+        elif block:
             _reap(self.pid)
+        else:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self.pid
+            if not done:
+                return False
+        self._reaped = True
+        return True
 
 
 def _fork_zygote(parent: socket.socket, child: socket.socket, targets: dict[str, Any]) -> int:
@@ -220,18 +334,32 @@ def _unpicklable(targets: dict[str, Any]) -> list[str]:
 
 
 def _reap(pid: int) -> None:
-    end = time.monotonic() + _STOP_TIMEOUT
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > end:
-            os.kill(pid, signal.SIGKILL)
-            end = float("inf")
-        time.sleep(0.001)
+    """Wait for child `pid` to exit (SIGKILL it after `_STOP_TIMEOUT`) and reap it."""
+    try:
+        # Woken the moment it exits (polling would add a millisecond or more per reap).
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    try:
+        end = time.monotonic() + _STOP_TIMEOUT
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if done:
+                return
+            if time.monotonic() > end:
+                os.kill(pid, signal.SIGKILL)
+                end = float("inf")
+            if pidfd >= 0:
+                with contextlib.suppress(InterruptedError):
+                    select.select([pidfd], [], [], max(0.0, min(end - time.monotonic(), 1.0)))
+            else:
+                time.sleep(0.001)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 class _Worker:
@@ -314,6 +442,8 @@ class ProcessPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: deque[asyncio.Handle] | None = None  # the loop's ready queue, if a deque
         self._foreign_threads = False  # an OS thread unknown to Python did not exit
+        self._failure: str | None = None  # why workers could not be started, last time
+        self._exiting: list[_Zygote] = []  # retired zygotes told to exit, not reaped yet
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -322,7 +452,9 @@ class ProcessPool:
 
         Called after each registration: while the server still has one thread, the
         zygote is kept current, so workers started later (from any thread) see every
-        target without the server ever forking with threads running.
+        target without the server ever forking with threads running. (`start` replaces
+        it with one forked then if the server still has one thread: workers then see
+        state as of serving, not as of the last registration.)
         """
         if self._loop is not None or not self._zygote_is_stale():
             return  # running: the next call brings the workers up to date, on the loop
@@ -359,60 +491,133 @@ class ProcessPool:
     def _zygote_is_stale(self) -> bool:
         return self._zygote is None or self._zygote.version != self.targets.version
 
-    def _new_zygote(self, *, drain: bool = True) -> None:
+    def _new_zygote(self) -> None:
         # Forking with threads running is what `prepare` avoids; it only happens here
         # for a target registered after threads started (Python 3.12+ then warns).
         old = self._zygote
-        self._zygote = _Zygote(self.targets.snapshot(), self.targets.version)
-        # A server dropped without shutdown (never started, say) still stops its zygote.
-        weakref.finalize(self, self._zygote.close)
+        self._zygote = None
         if old is not None:
+            # Its workers not forked yet would miss what the new zygote is made for.
             old.retired = True
+            old.abandon()
             if old.workers == 0:
-                old.close()
-        if not drain:
-            return
-        # Workers of the old zygote cannot see the new target: they finish what they
-        # have and stop; new calls go to workers of the new zygote.
+                self._retire(old)
+        zygote = _Zygote(self.targets.snapshot(), self.targets.version)
+        self._zygote = zygote
+        self._failure = None
+        # A server dropped without shutdown (never started, say) still stops its zygote.
+        weakref.finalize(self, zygote.close)
+        # Workers forked before a registration cannot see the new target: they finish
+        # what they have and stop; new calls go to workers of the new zygote. (Workers
+        # of a zygote that died, as current as the new one, stay.)
+        current = []
         for worker in self._workers:
+            if worker.zygote.version == zygote.version:
+                current.append(worker)
+                continue
             worker.draining = True
             self._old.append(worker)
             if not worker.inflight:
                 self._close_worker(worker)
-        self._workers = []
+        self._workers = current
 
-    def start(self) -> None:
-        """Make sure `size` workers run, bound to the running event loop."""
+    def start(self, *, wait: bool = False) -> None:
+        """Make sure `size` workers run or are on their way, bound to the running event
+        loop; with `wait`, block until they run (bounded: see `SPAWN_TIMEOUT`).
+
+        The first start on a loop forks a fresh zygote if the server still has one
+        thread, so workers see the process as it is when serving starts (configuration
+        loaded after registration included), not as it was at the last registration.
+
+        Raises RPCRuntimeError if `wait` and no worker could be started.
+        """
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        starting = self._loop is not loop
+        if starting:
             if self._loop is not None:
                 self.shutdown()
             self._loop = loop
             ready = getattr(loop, "_ready", None)
             self._ready = ready if type(ready) is deque else None
-        if self._zygote_is_stale() and not self._send_new_targets():
-            self._new_zygote()
-        while len(self._workers) < self.size:
-            self._spawn()
-
-    def _spawn(self) -> None:
         zygote = self._zygote
-        assert zygote is not None
-        try:
-            sock, pid = zygote.spawn()
-        except (ConnectionError, OSError):
-            # The zygote itself died (killed from outside): start a new one.
-            self._new_zygote(drain=False)
+        if (
+            starting
+            and zygote is not None
+            and zygote.workers == 0
+            and not zygote.waiting
+            and single_threaded(0.0 if self._foreign_threads else _THREAD_EXIT_WAIT)
+        ):
+            # The registration-time zygote is retired (and reaped) for one forked now.
+            self._new_zygote()
+        elif self._zygote_is_stale() and not self._send_new_targets():
+            self._new_zygote()
+        self._fill()
+        if wait:
+            self._wait_for_workers()
+        # A zygote retired above has exited meanwhile (it did while workers were forked).
+        self._reap_exiting(block=wait)
+
+    def _fill(self) -> None:
+        """Ask the zygote for the workers missing from `size` (not counting those asked
+        for already); they come into service as its answers arrive."""
+        zygote = self._zygote
+        if zygote is None:
+            try:
+                self._new_zygote()
+            except Exception as exc:  # noqa: BLE001 - fork or forkserver failure
+                self._give_up(f"a process to fork them could not be started: {exc}")
+                return
             zygote = self._zygote
             assert zygote is not None
+        loop = self._loop
+        assert loop is not None
+        if zygote.loop is None:
+            zygote.loop = loop
+            loop.add_reader(zygote.ctl.fileno(), self._on_zygote_readable, zygote)
+        for _ in range(self.size - len(self._workers) - zygote.expected):
             try:
-                sock, pid = zygote.spawn()
-            except (ConnectionError, OSError) as exc:
-                raise RPCRuntimeError(
-                    f"could not start a worker process ({exc}): the process that forks "
-                    "them exited at once; its error is printed above"
-                ) from None
+                zygote.request()
+            except OSError as exc:
+                # The zygote itself died (killed from outside): start a new one.
+                self._zygote_failed(zygote, f"it is gone ({exc})", needed=True)
+                return
+        if zygote.expected and zygote.timer is None:
+            zygote.timer = loop.call_at(
+                zygote.progress + SPAWN_TIMEOUT, self._on_spawn_timeout, zygote
+            )
+
+    def _on_zygote_readable(self, zygote: _Zygote) -> None:
+        replies = zygote.replies()
+        if replies is None:
+            self._zygote_failed(zygote, "it exited")
+            return
+        current = zygote is self._zygote
+        for sock, pid, version in replies:
+            if current:
+                self._add_worker(sock, pid, zygote, version)
+            else:  # asked of a zygote retired since: that worker exits on end of file
+                sock.close()
+        if replies:
+            if zygote.timer is not None:
+                zygote.timer.cancel()
+                zygote.timer = None
+            if zygote.expected and self._loop is not None:
+                zygote.timer = self._loop.call_at(
+                    zygote.progress + SPAWN_TIMEOUT, self._on_spawn_timeout, zygote
+                )
+            self._drain_pending()
+
+    def _on_spawn_timeout(self, zygote: _Zygote) -> None:
+        zygote.timer = None
+        if zygote is not self._zygote or not zygote.expected:
+            return
+        self._zygote_failed(
+            zygote, f"it did not answer a request for a worker within {SPAWN_TIMEOUT:g}s"
+        )
+
+    def _add_worker(self, sock: socket.socket, pid: int, zygote: _Zygote, version: int) -> None:
         worker = _Worker(sock, pid, zygote)
+        zygote.workers += 1
         assert self._loop is not None
         self._loop.add_reader(worker.fd, self._on_readable, worker)
         if worker.pidfd is not None:
@@ -420,6 +625,83 @@ class ProcessPool:
             # that: the pidfd says when the worker itself is gone.
             self._loop.add_reader(worker.pidfd, self._on_exit, worker)
         self._workers.append(worker)
+        if version != zygote.version:
+            # Targets sent to the zygote after it received this request did not reach
+            # the worker: send them (they were picklable then, so they are now; if a
+            # later one is not, the zygote is replaced and this worker drained).
+            with contextlib.suppress(Exception):
+                body = pickle.dumps(self.targets.changes_since(version), PICKLE)
+                frame = framing.raw_frame(0, framing.TARGETS, body)
+                self._queue(worker, frame, framing.total(frame))
+
+    def _zygote_failed(self, zygote: _Zygote, why: str, *, needed: bool = False) -> None:
+        """The zygote is gone or stalled: kill it, and if workers were asked of it (or
+        are `needed` of it), ask a new zygote; if that one fails too before answering,
+        give up (for now)."""
+        needed = needed or zygote.expected > 0
+        zygote.close()  # killed if it has requests waiting
+        if zygote is not self._zygote:
+            return
+        self._zygote = None
+        if not needed:
+            # An idle zygote died: a new one is made when a worker is next needed.
+            log.warning("the process that forks the workers (pid %d) is gone", zygote.pid)
+            return
+        if zygote.replacement and not zygote.proven:
+            self._give_up(f"two processes that fork workers failed; the last one: {why}")
+            return
+        log.warning("the process that forks the workers (pid %d) is replaced: %s", zygote.pid, why)
+        try:
+            self._new_zygote()
+        except Exception as exc:  # noqa: BLE001 - fork or forkserver failure: give up
+            self._give_up(f"a new process to fork them could not be started: {exc}")
+            return
+        assert self._zygote is not None
+        self._zygote.replacement = True
+        self._fill()
+
+    def _give_up(self, why: str) -> None:
+        """No worker can be started now: calls queued for one fail with 404 (unless a
+        live worker remains to run them); the next call tries again from scratch."""
+        self._failure = why
+        log.error("no worker process could be started: %s", why)
+        if any(not w.dead for w in self._workers):
+            return
+        while self._pending:
+            call = self._pending.popleft()
+            if not call.future.done():
+                call.future.set_exception(self._unavailable(call, why))
+
+    @staticmethod
+    def _unavailable(call: _Call, why: str) -> RPCRuntimeError:
+        return RPCRuntimeError(
+            f"{call.name!r} was not run: no worker process could be started ({why}); "
+            "see the server's log, then call again (new workers are tried) or restart "
+            "the server",
+            exception="WorkerUnavailable",
+        )
+
+    def _wait_for_workers(self) -> None:
+        """Block until every worker asked for runs (the loop serves nothing meanwhile)."""
+        while True:
+            zygote = self._zygote
+            if zygote is None or not zygote.expected:
+                break
+            remaining = zygote.progress + SPAWN_TIMEOUT - time.monotonic()
+            if remaining <= 0:
+                self._zygote_failed(
+                    zygote, f"it did not answer a request for a worker within {SPAWN_TIMEOUT:g}s"
+                )
+                continue
+            with contextlib.suppress(InterruptedError):
+                select.select([zygote.ctl], [], [], remaining)
+            self._on_zygote_readable(zygote)
+        if not self._workers:
+            why = self._failure or "unknown"
+            raise RPCRuntimeError(
+                f"could not start a worker process ({why}); an error the process that "
+                "forks them printed is above"
+            )
 
     def shutdown(self) -> None:
         """Kill every worker and the zygote; calls still running fail with 404."""
@@ -452,6 +734,7 @@ class ProcessPool:
         self._zygote = None
         for zygote in zygotes:
             zygote.close()
+        self._reap_exiting(block=True)
         self._loop = self._ready = None
 
     def _wait_gone(self, worker: _Worker) -> None:
@@ -534,26 +817,42 @@ class ProcessPool:
         raise RemoteFunctionError(*value)
 
     def _dispatch(self, call: _Call) -> None:
+        best = self._pick()
+        if best is None:
+            if self._failure is not None and not self._workers:
+                call.future.set_exception(self._unavailable(call, self._failure))
+            else:
+                self._pending.append(call)
+        else:
+            self._send(best, call)
+
+    def _pick(self) -> _Worker | None:
+        """The worker to send a call to now: an idle one, else the least loaded whose
+        running call is still short; None if the call should wait in the queue."""
         best: _Worker | None = None
         load = PIPELINE
         now = 0.0
+        arriving: bool | None = None
         for worker in self._workers:
             n = len(worker.inflight)
             if n < load and n < worker.limit and not worker.dead:
                 if n:
                     # Sent ahead only while the call it runs is not slow already: one
                     # that blocks would hold this call although another worker may be
-                    # free first (the queue gives it to whichever is).
+                    # free first (the queue gives it to whichever is). A worker being
+                    # forked will be free first: wait for it.
+                    if arriving is None:
+                        zygote = self._zygote
+                        arriving = zygote is not None and zygote.expected > 0
+                    if arriving:
+                        continue
                     now = now or time.monotonic()
                     if now - worker.busy_since > SHORT_CALL:
                         continue
                 best, load = worker, n
                 if n == 0:
                     break
-        if best is None:
-            self._pending.append(call)
-        else:
-            self._send(best, call)
+        return best
 
     def _send(self, worker: _Worker, call: _Call) -> None:
         call.worker = worker
@@ -795,7 +1094,7 @@ class ProcessPool:
         if worker in self._workers:
             self._workers.remove(worker)
             if self._loop is not None:
-                self._spawn()
+                self._fill()
         else:
             with contextlib.suppress(ValueError):
                 self._old.remove(worker)
@@ -808,13 +1107,9 @@ class ProcessPool:
             if call.future.done():
                 pending.popleft()
                 continue
-            best = min(
-                (w for w in self._workers if not w.dead),
-                key=lambda w: len(w.inflight),
-                default=None,
-            )
-            if best is None or len(best.inflight) >= best.limit:
-                return
+            best = self._pick()
+            if best is None:
+                return  # the first worker to finish a call takes it (`_after_results`)
             pending.popleft()
             self._send(best, call)
 
@@ -841,4 +1136,15 @@ class ProcessPool:
         zygote = worker.zygote
         zygote.workers -= 1
         if zygote.retired and zygote.workers == 0:
-            zygote.close()
+            self._retire(zygote)
+
+    def _retire(self, zygote: _Zygote) -> None:
+        """Stop a zygote no longer used, without waiting: it exits while the server goes
+        on (a fresh zygote forks the next workers meanwhile), and is reaped later."""
+        zygote.shut()
+        self._exiting.append(zygote)
+        self._reap_exiting(block=False)
+
+    def _reap_exiting(self, *, block: bool) -> None:
+        if self._exiting:
+            self._exiting = [z for z in self._exiting if not z.reap(block)]
