@@ -9,8 +9,9 @@ and two joins, so the fake server costs next to nothing). The same is done for t
 floor's client (`floor.FloorClient`), interleaved, medians of the rounds. This isolates
 the Python work of `AsyncRPC` per call, steady on a busy machine where the wall-clock
 figures of `python -m bench --only fanin` wobble. `--typed` compares the generated typed
-client (`AsyncCalculatorClient.slow_add`) with `AsyncRPC` instead; `--uvloop` runs
-the loop on uvloop; `--profile` prints the measured client's cProfile, by own time.
+client (`AsyncCalculatorClient.add`: the same request as the untyped call, which the
+fake server's reply template needs) with `AsyncRPC` instead; `--uvloop` runs the loop
+on uvloop; `--profile` prints the measured client's cProfile, by own time.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def connect(rpc: AsyncRPC, written: list[Any]) -> FakeTransport:
     events: list[ClientEvent] = []
     for chunk in server.chunks_to_send():
         events += conn.receive_data(chunk)
-    protocol = rpc._protocol = _Protocol(rpc)
+    protocol = rpc._protocol = _Protocol(rpc, conn, loop)
     transport = FakeTransport(written, protocol)
     rpc._transport = transport
     rpc._welcome = loop.create_future()
@@ -163,7 +164,7 @@ async def measure_pymprpc(
         if typed:
             client = AsyncCalculatorClient("tcp://127.0.0.1:1")
             connect(client.rpc, written)
-            calls.append(lambda c=client: c.slow_add(1, 2))
+            calls.append(lambda c=client: c.add(1, 2))
         else:
             rpc = AsyncRPC("tcp://127.0.0.1:1")
             connect(rpc, written)

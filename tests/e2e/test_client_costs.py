@@ -189,3 +189,44 @@ def test_calls_made_in_one_loop_pass_go_out_in_batches_of_at_most_max_batch(
             rpc._transport = recording._real
 
     run_on(loop, main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_call_reads_its_connection_off_the_protocol_not_the_client(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch, loop: str
+) -> None:
+    """A plain call and its reply read the core, the loop, the map of calls and the
+    measuring flag off the connection's `_Protocol` (slots), not off the client: on 3.11
+    every attribute read on `AsyncRPC` (a class with `__getattr__`) takes the slow,
+    unspecialized lookup (~300 instructions each)."""
+    hot = {"_conn", "_pending", "_loop", "_measure"}
+    reads: dict[str, int] = {}
+    counting = False
+
+    def getattribute(self: AsyncRPC, name: str) -> Any:
+        if counting and name in hot:
+            reads[name] = reads.get(name, 0) + 1
+        return object.__getattribute__(self, name)
+
+    async def main() -> None:
+        nonlocal counting
+        async with AsyncRPC(url(srv)) as rpc:
+            assert await rpc.coro_add(1, 2) == 3
+            protocol: Any = rpc._protocol
+            assert protocol.conn is rpc._conn and protocol.pending is rpc._pending
+            monkeypatch.setattr(AsyncRPC, "__getattribute__", getattribute)
+            counting = True
+            for i in range(20):
+                assert await rpc.coro_add(i, 1) == i + 1
+            counting = False
+            monkeypatch.undo()
+            assert reads == {}
+            # Dropped with its connection: a late read of it is ignored.
+            await rpc.reconnect()
+            assert protocol.conn is None and rpc._protocol is not protocol
+            protocol.data_received(b"\x00\x00\x00\x01\xc0")
+            assert rpc._received == 0 and rpc.connected
+            assert rpc._protocol.pending is rpc._pending  # type: ignore[union-attr]
+            assert await rpc.coro_add(2, 2) == 4
+
+    run_on(loop, main())

@@ -29,7 +29,8 @@ def test_the_server_and_the_async_client_read_into_the_shared_buffer() -> None:
 
     async def main() -> None:
         handler = ConnectionHandler(build_server(Probe())._core)
-        client = _Protocol(AsyncRPC("tcp://127.0.0.1:1"))
+        rpc = AsyncRPC("tcp://127.0.0.1:1")
+        client = _Protocol(rpc, rpc._new_connection(), asyncio.get_running_loop())
         a, b = handler.get_buffer(-1), client.get_buffer(-1)
         assert a.obj is b.obj is thread_buffer().obj  # one buffer for every connection
         assert len(a) == READ_SIZE

@@ -11,6 +11,7 @@ from ..context import MessageSizes, Metadata
 from ..errors import DeadlineExceeded, MPRPCError
 from ..protocol import (
     CallFailed,
+    ClientConnection,
     ClientEvent,
     ConnectionFailed,
     Pong,
@@ -172,22 +173,40 @@ class _Typed(Protocol):
 
 
 class _Protocol(ReusedBufferProtocol):
-    __slots__ = ("client",)  # one per connection: no dict
+    """One connection of an `AsyncRPC`, and what its calls read on every call and every
+    reply: its core, its loop, the client's map of calls in flight. They are kept here,
+    in slots, rather than read off the client: `AsyncRPC` has a `__getattr__` (method
+    proxies), and CPython 3.11 never specializes an attribute read on such a class
+    (~300 instructions more per read, a dozen reads per call; bench/README.md)."""
 
-    def __init__(self, client: AsyncRPC) -> None:
+    __slots__ = ("client", "conn", "loop", "measure", "pending")  # one per connection: no dict
+
+    def __init__(
+        self, client: AsyncRPC, conn: ClientConnection, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.client = client
+        # None once the client dropped this connection (`detach`): its late reads are
+        # ignored.
+        self.conn: ClientConnection | None = conn
+        self.loop = loop
+        # The client's map (the same object: the client replaces it only in _fail_all,
+        # after dropping its connection) and whether replies' sizes are measured.
+        self.pending = client._pending
+        self.measure = client._measure
+
+    def detach(self) -> None:
+        """The client no longer uses this connection: ignore what it still reads."""
+        self.conn = None
 
     # asyncio reads into the shared buffer and calls buffer_updated, which hands a copy
     # of the bytes to data_received; uvloop calls data_received itself (see readbuffer).
     # The fast path is here, so that both loops take it.
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client._protocol is not self:
-            return  # an earlier connection's late read
-        conn = client._conn
+        conn = self.conn
         if conn is None:
-            return
-        if client._measure:  # an interceptor wants each reply's size: the general path
+            return  # an earlier connection's late read
+        client = self.client
+        if self.measure:  # an interceptor wants each reply's size: the general path
             client._on_data(data)
             return
         try:
@@ -197,7 +216,7 @@ class _Protocol(ReusedBufferProtocol):
         if type(got) is tuple:
             # The usual read: one plain result of a call in flight, straight to its future.
             client._received = 0
-            waiting = client._pending.pop(got[0], None)
+            waiting = self.pending.pop(got[0], None)
             if type(waiting) is tuple:  # (a stream's Pending gets no plain result)
                 future = waiting[0]
                 if not future.done():
@@ -275,7 +294,8 @@ class AsyncRPC(BaseRPC):
         self._welcome = loop.create_future()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                protocol = self._protocol = _Protocol(self)
+                self._drop_protocol()  # (dropped already when its connection ended)
+                protocol = self._protocol = _Protocol(self, conn, loop)
                 transport, _ = await loop.create_connection(
                     lambda: protocol,
                     self.address.host,
@@ -322,7 +342,7 @@ class AsyncRPC(BaseRPC):
             if self._heartbeat_task is not asyncio.current_task():
                 self._heartbeat_task.cancel()
             self._heartbeat_task = None
-        self._protocol = None  # its connection_lost, arriving later, is not news
+        self._drop_protocol()  # its connection_lost, arriving later, is not news
         if self._welcome is not None and not self._welcome.done():
             self._welcome.set_exception(error)  # close() while logging in ends connect()
         if self._transport is not None:
@@ -331,6 +351,12 @@ class AsyncRPC(BaseRPC):
             self._transport = None
         self._outbox = []
         self._fail_all(error)
+
+    def _drop_protocol(self) -> None:
+        """Stop using the current connection's protocol (its reads are ignored)."""
+        if self._protocol is not None:
+            self._protocol.detach()
+            self._protocol = None
 
     async def __aenter__(self) -> AsyncRPC:
         return await self.connect()
@@ -410,7 +436,7 @@ class AsyncRPC(BaseRPC):
             self._abort(error)
 
     def _on_lost(self, exc: Exception | None) -> None:
-        self._protocol = None
+        self._drop_protocol()
         self._transport = None
         error = self._lost_error(exc)
         if self._welcome is not None and not self._welcome.done():
@@ -551,20 +577,33 @@ class AsyncRPC(BaseRPC):
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
             args = typed.wire_args(args)
-        # The connection's loop, known since connect(): asyncio.get_running_loop() costs
-        # a getpid() system call per call on 3.11.
-        loop = self._loop or asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         metadata = None
         sizes = None
         if ctx is not None:
             metadata = ctx.metadata.to_dict() if ctx.metadata else None
             sizes = ctx.sizes
-        conn = self._conn
+        # The current connection's core, loop and map of calls are read off its protocol
+        # (see _Protocol: each read off the client costs ~300 instructions on 3.11).
+        link = self._protocol
+        conn = None if link is None else link.conn
         transport = self._transport
-        if self._reconnect_due or conn is None or conn.state is _CLOSED or transport is None:
+        if link is None or conn is None or transport is None:
+            # Not connected: the loop is the running one (asyncio.get_running_loop()
+            # costs a getpid() system call per call on 3.11: not on the usual path).
+            loop = self._loop or asyncio.get_running_loop()
+        else:
+            loop = link.loop
+        deadline = None if timeout is None else loop.time() + timeout
+        if (
+            link is None
+            or conn is None
+            or transport is None
+            or self._reconnect_due
+            or conn.state is _CLOSED
+        ):
             # Connecting again (bounded by the deadline), or failing: _send says how.
             id = await self._send(method, tuple(args), kwargs, True, timeout, metadata, sizes=sizes)
+            pending = self._pending
         else:
             # The usual call: _send's and _write's work inline, one call to the core.
             id, chunks = conn.send_call_data(
@@ -572,12 +611,13 @@ class AsyncRPC(BaseRPC):
             )
             if sizes is not None:
                 self._watch(id, sizes, chunks)
-            if self._batching or self._pending or len(chunks) != 1 or transport.is_closing():
+            pending = link.pending  # the client's _pending
+            if self._batching or pending or len(chunks) != 1 or transport.is_closing():
                 self._write(chunks)
             else:
                 transport.write(chunks[0])  # nothing else in flight: at once, as it is
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending[id] = (future, method)
+        pending[id] = (future, method)
         if self._reading_paused:
             self._consumed()  # a call now waits: reading paused for a full stream goes on
         try:
