@@ -32,6 +32,7 @@ from pymprpc.client import AsyncRPC
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONNECT_BATCH = 100
+SEND_QUANTUM = 0.0005  # open loop: seconds between the sender's wake-ups, at least
 
 
 def raise_nofile() -> None:
@@ -248,7 +249,11 @@ async def open_loop(
             task.add_done_callback(in_flight.discard)
             sent += 1
             due += interval
-        await asyncio.sleep(max(0.0, due - perf()))
+        # The sender wakes at most every SEND_QUANTUM and sends every call due by then: a
+        # wake-up per call (tens of µs each on this VM) made the sender the bottleneck
+        # well before the server, and its p99 the sender's queue. Latency still counts
+        # from when each call was due, so the quantum adds at most its length to a call.
+        await asyncio.sleep(max(SEND_QUANTUM, due - perf()))
     window.__exit__()
     await asyncio.gather(*in_flight)  # the calls due in the window are counted once answered
     result = window.result(latencies, sent)
@@ -263,6 +268,11 @@ async def run(
     """The closed loop on `active` of `conns` connections."""
     rss_before = rss_kib(server_pid) if server_pid else 0
     clients = await open_many(system, port, conns)
+    # The connections and everything set up so far live until the end: out of the
+    # collector's way, so a full collection of this process (tens of ms with 1,000
+    # clients) does not stall every call in the window and become the p99. Same for
+    # every system measured.
+    gc.freeze()
     result: dict[str, Any] = {"connections": conns, "active": active}
     if server_pid:
         await asyncio.sleep(0.5)
@@ -287,24 +297,32 @@ async def run_held(
     """What `held - active` idle connections cost the `active` ones, one server process
     and one client process throughout.
 
-    `active` connections first, closed loop on `base` of them (its calls/s set the
-    offered rate, `load` times it, unless `rate` is given) and on all; then the open loop
-    at that rate on `base` and on `active`. Then the idle connections are opened (server
-    RSS growth per held connection), and the `active` ones measured again, both ways.
+    `active` connections first, closed loop on `base` of them and on all (the lower of
+    their calls/s sets the offered rate, `load` times it, unless `rate` is given); then
+    the open loop at that rate on `base` and on `active`. Then the idle connections are
+    opened (server RSS growth per held connection), and the `active` ones measured again,
+    both ways.
     With one call in flight per connection mean latency is connections / calls per
     second (Little's law), so only open-loop latencies at one offered rate compare
     `base` connections with `active`. The idle connections are held by a second client
     process (see below)."""
     rss_before = rss_kib(server_pid)
     clients = await open_many("pymprpc", port, active)
+    # The connections and everything set up so far live until the end: out of the
+    # collector's way, so a full collection of this process (tens of ms with 1,000
+    # clients) does not stall every call in the window and become the p99. Same for
+    # every system measured.
+    gc.freeze()
     calls = [c for c, _ in clients]
     out: dict[str, Any] = {"connections": held, "active": active, "base": base}
     out["closed_base"] = await closed_loop(calls[:base], seconds, server_pid)
-    offered = rate or out["closed_base"]["rate"] * load
+    out["closed_active"] = await closed_loop(calls, seconds, server_pid)
+    # Below what both sustain: an open loop this client cannot keep up with (it spends
+    # more per call than the closed loop: a task per call) measures the client's queue.
+    offered = rate or min(out["closed_base"]["rate"], out["closed_active"]["rate"]) * load
     out["offered"] = offered
     out["open_base"] = await open_loop(calls[:base], offered, seconds, server_pid)
     out["open_active"] = await open_loop(calls, offered, seconds, server_pid)
-    out["closed_active"] = await closed_loop(calls, seconds, server_pid)
     # The idle ones come from another process: this one keeps the same connections
     # throughout, so the comparison is the server's (a client process holding 9,000 more
     # would add its own garbage-collection pauses, as long as the server's or longer).
