@@ -366,12 +366,6 @@ def test_decorator_that_adds_a_keyword(default: CallablesServer, client: str) ->
     assert call(default, client, "fn.u_add", 1, 2, unit="m") == "3m"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a functools.wraps-decorated sync generator is accepted at registration; its "
-    "call fails with 404 'cannot pickle generator' (process) or 405 'cannot encode ... a "
-    "generator' (thread), never saying streams must be async generators",
-)
 @pytest.mark.parametrize("client", CLIENTS)
 def test_decorated_sync_generator_says_use_async_generator(
     default: CallablesServer, client: str

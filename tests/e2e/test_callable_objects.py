@@ -65,6 +65,11 @@ async def decorated_sub(a: int, b: int) -> int:
     return a - b
 
 
+@logged
+def decorated_lines(n: int) -> Any:
+    yield from range(n)
+
+
 class Lines:
     def __call__(self, n: int) -> Any:
         yield from range(n)
@@ -80,6 +85,8 @@ def make_server() -> tuple[Server, Adder]:
     server.register_function(name="sub_thread", executor="thread")(decorated_sub)
     server.register_function(name="sub_inline", executor="inline")(decorated_sub)
     server.register_function(name="sub_process", executor="process")(decorated_sub)
+    for executor in ("thread", "inline", "process"):
+        server.register_function(name=f"lines_{executor}", executor=executor)(decorated_lines)
     return server, adder
 
 
@@ -118,6 +125,9 @@ def test_async_client_calls_callable_objects() -> None:
                 await rpc.sub_process(5, 3)
             assert info.value.code == 404
             assert "async def" in str(info.value) and 'executor="thread"' in str(info.value)
+            for executor in ("thread", "inline", "process"):
+                with pytest.raises(RPCRuntimeError, match="streams must be async generator"):
+                    await rpc.call(f"lines_{executor}", 3)
         await server.close()
 
     with warnings.catch_warnings():

@@ -20,6 +20,7 @@ _COROUTINE: Final = Kind.COROUTINE
 _STREAM: Final = Kind.STREAM
 _INLINE: Final = ExecutorKind.INLINE
 _CORO: Final = types.CoroutineType
+_GENERATOR: Final = types.GeneratorType
 # Result types that are never streams (is_stream answers False without the ABC check).
 PLAIN_RESULTS: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
 _PLAIN: Final = PLAIN_RESULTS
@@ -67,6 +68,9 @@ class Dispatcher:
                 # around an `async def`, say): its coroutine runs on the loop, as the
                 # function's author meant; sent back as it is it could not be encoded.
                 value = await value
+            elif type(value) is _GENERATOR:
+                value.close()
+                raise TypeError(_generator_advice(method.name))
         return self.encode_result(method, value)
 
     @staticmethod
@@ -93,6 +97,13 @@ async def _encode_items(agen: AsyncIterator[Any], schema: Schema[Any]) -> AsyncI
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+def _generator_advice(name: str) -> str:
+    return (
+        f"{name!r} returned a generator, which cannot be sent: streams must be async "
+        "generator functions (async def ... yield)"
+    )
 
 
 def is_stream(value: Any) -> bool:

@@ -182,6 +182,12 @@ class _Serving:
                     "declare it `async def` (it then runs on the server's event loop) or "
                     'register it with executor="thread"'
                 )
+            elif inspect.isgenerator(result):
+                result.close()
+                message = (
+                    f"{name!r} returned a generator, which cannot be sent: streams must be "
+                    "async generator functions (async def ... yield)"
+                )
             return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
 
 
