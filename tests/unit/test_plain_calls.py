@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import sys
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
 from typing import Any
 
@@ -334,13 +334,32 @@ def replies(data: bytes, features: list[str] | None) -> list[Any]:
 # -- the fast lane is taken: Python function calls per plain call ---------------------
 
 
+async def profiled_read(
+    handler: ConnectionHandler, data: bytes, profile: Callable[[FrameType, str, Any], None]
+) -> None:
+    """`handler.data_received(data)` under `sys.setprofile(profile)`, run by the loop as a
+    read callback is (not inside this coroutine's task), then awaited."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def read() -> None:
+        sys.setprofile(profile)
+        try:
+            handler.data_received(data)
+        finally:
+            sys.setprofile(None)
+        done.set_result(None)
+
+    loop.call_soon(read)
+    await done
+
+
 def python_calls_per_call() -> tuple[int, int]:
     """Python function calls made by data_received for one call that never suspends,
     with the fast lane and without."""
 
     async def main() -> tuple[int, int]:
         handlers, client = await two_handlers({}, ALL)
-        loop = asyncio.get_running_loop()
         counts = []
         for handler, transport in handlers:
             for i in range(3):  # the first calls warm caches (the thread's packer, ...)
@@ -352,22 +371,7 @@ def python_calls_per_call() -> tuple[int, int]:
                     nonlocal calls
                     calls += event == "call"
 
-                done = loop.create_future()
-
-                def read(
-                    data: bytes = data,
-                    done: asyncio.Future[None] = done,
-                    handler: ConnectionHandler = handler,
-                ) -> None:
-                    sys.setprofile(profile)
-                    try:
-                        handler.data_received(data)
-                    finally:
-                        sys.setprofile(None)
-                    done.set_result(None)
-
-                loop.call_soon(read)
-                await done
+                await profiled_read(handler, data, profile)
                 [result] = client.receive_data(b"".join(transport.writes))
                 transport.writes.clear()
                 assert isinstance(result, Result) and result.value == i + 1
@@ -398,7 +402,6 @@ def test_a_call_sets_one_context_variable_and_sees_its_connection_in_its_context
 
     async def main() -> None:
         handlers, client = await two_handlers({}, ALL)
-        loop = asyncio.get_running_loop()
         for handler, transport in handlers:
             for method in ("plus", "whose", "plus", "whose"):
                 client.send_call(method, [1] if method == "plus" else [])
@@ -409,18 +412,7 @@ def test_a_call_sets_one_context_variable_and_sees_its_connection_in_its_context
                     nonlocal sets
                     sets += event == "c_call" and arg.__qualname__ == "ContextVar.set"
 
-                done = loop.create_future()
-
-                def read(data: bytes = data, done: asyncio.Future[None] = done) -> None:
-                    sys.setprofile(profile)
-                    try:
-                        handler.data_received(data)  # noqa: B023 - awaited below
-                    finally:
-                        sys.setprofile(None)
-                    done.set_result(None)
-
-                loop.call_soon(read)
-                await done
+                await profiled_read(handler, data, profile)
                 [result] = client.receive_data(b"".join(transport.writes))
                 transport.writes.clear()
                 assert isinstance(result, Result)
