@@ -68,6 +68,10 @@ _STREAM_BATCH_BYTES = 64 * 1024
 _STREAM_BATCH_ITEMS = 256
 
 
+def _no_backlog() -> int:
+    return 0
+
+
 class HandlerHost(Protocol):
     """What a connection handler needs of its server, and nothing else."""
 
@@ -900,11 +904,19 @@ class ConnectionHandler(ReusedBufferProtocol):
                 return
             self._flush()
             sent = 0
+            transport = self.transport
+            # Bytes the transport holds count against the batch: it pauses us only once its
+            # own buffer passes the high-water mark, so a batch written into a buffer just
+            # under it would otherwise hold up to twice that for a client that reads nothing.
+            backlog = transport.get_write_buffer_size if transport is not None else _no_backlog
             async for item in agen:
                 if not conn.send_stream_item(id, item):
                     return  # cancelled, or the item could not be delivered (405 sent)
                 sent += 1
-                if conn.pending_bytes < _STREAM_BATCH_BYTES and sent % _STREAM_BATCH_ITEMS:
+                if (
+                    conn.pending_bytes + backlog() < _STREAM_BATCH_BYTES
+                    and sent % _STREAM_BATCH_ITEMS
+                ):
                     # Written at the end of this loop pass with the items that follow
                     # (a write per item cost more than the item itself).
                     if not self._flush_scheduled and not self._reading:
