@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import warnings
 from collections.abc import (
     AsyncGenerator,
@@ -386,6 +387,14 @@ class Signature(Generic[R]):
     # The one type a result must have to be returned as it is (None: anything), or
     # _NOT_EXACT when checking it needs the schema (conversion, containers, structs).
     _result_exact: Any = dataclasses.field(init=False, repr=False, compare=False)
+    # `fits` and `wire_args` compiled for these parameters (see _compile_fits): what the
+    # server and the async client call per call, with no loop and no frame of `self`.
+    _fits: Callable[[Sequence[Any]], bool] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _wire_args: Callable[[Sequence[Any]], Sequence[Any]] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         exact: list[type | None] | None = []
@@ -406,6 +415,14 @@ class Signature(Generic[R]):
                 type(p.schema).encode is Schema.encode or type(p.schema) is _Int
                 for p in self.params
             ),
+        )
+        object.__setattr__(self, "_fits", _compile_fits(self._exact))
+        object.__setattr__(
+            self,
+            "_wire_args",
+            _compile_wire_args(len(self.params), self.encode_args)
+            if self._plain_encode
+            else self._encoded_args,
         )
 
     @property
@@ -451,19 +468,11 @@ class Signature(Generic[R]):
         """Whether `args`, one positional value per parameter, are already what
         `decode_args` makes of them: values of the declared types that need no converting
         (ints in range, strs...). False says nothing: `decode_args` decides (and explains)."""
-        exact = self._exact
-        if exact is None or len(args) != len(exact):
-            return False
-        for kind, value in zip(exact, args, strict=True):
-            if kind is not None and type(value) is not kind:
-                return False
-            if kind is int and not INT_MIN <= value <= INT_MAX:
-                return False
-        return True
+        return self._fits(args)
 
     def decode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind wire arguments to parameters and check their types (ValidationError)."""
-        if not kwargs and self.fits(args):
+        if not kwargs and self._fits(args):
             return dict(zip(self._names, args, strict=True))
         params = self.params
         if len(args) > len(params):
@@ -499,13 +508,96 @@ class Signature(Generic[R]):
     def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:
         """`encode_args(*args)`, as a sequence: `args` itself (not copied) when its values
         go on the wire as they are."""
-        if self._plain_encode and len(args) == len(self.params):
-            for value in args:
-                if type(value) is int and not INT_MIN <= value <= INT_MAX:
-                    break  # the full path says which value is out of range
-            else:
-                return args
+        return self._wire_args(args)
+
+    def _encoded_args(self, args: Sequence[Any]) -> list[Any]:
         return self.encode_args(*args)
+
+
+# Signatures with more parameters than this check them in a loop (`_fits_loop`): the
+# compiled function's size follows the parameters' count.
+_UNROLL_MAX = 16
+
+
+def _fits_never(args: Sequence[Any]) -> bool:
+    return False
+
+
+def _fits_loop(exact: tuple[type | None, ...], args: Sequence[Any]) -> bool:
+    if len(args) != len(exact):
+        return False
+    for kind, value in zip(exact, args, strict=True):
+        if kind is not None and type(value) is not kind:
+            return False
+        if kind is int and not INT_MIN <= value <= INT_MAX:
+            return False
+    return True
+
+
+def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    # The source is built from parameter positions alone (a0, k0...): no name or text
+    # from a schema reaches it, whatever the IDL declared.
+    exec(compile(source, "<pymprpc.schema>", "exec"), namespace)
+    return namespace["f"]  # type: ignore[no-any-return]
+
+
+def _compile_fits(exact: tuple[type | None, ...] | None) -> Callable[[Sequence[Any]], bool]:
+    """`Signature.fits` for parameters whose values need one exact type each (`exact`):
+    one `type(x) is` (and, for an int, a range check) per value, unrolled."""
+    if exact is None:
+        return _fits_never
+    if len(exact) > _UNROLL_MAX:
+        return functools.partial(_fits_loop, exact)
+    namespace: dict[str, Any] = {"MIN": INT_MIN, "MAX": INT_MAX}
+    tests = []
+    for i, kind in enumerate(exact):
+        if kind is not None:
+            namespace[f"k{i}"] = kind
+            tests.append(f"type(a{i}) is k{i}")
+            if kind is int:
+                tests.append(f"MIN <= a{i} <= MAX")
+    names = "".join(f"a{i}, " for i in range(len(exact)))
+    source = (
+        f"def f(args):\n"
+        f"    if len(args) != {len(exact)}:\n"
+        f"        return False\n"
+        + (f"    {names}= args\n" if exact else "")
+        + f"    return {' and '.join(tests) or 'True'}\n"
+    )
+    return _compile(source, namespace)
+
+
+def _compile_wire_args(
+    count: int, encode_args: Callable[..., list[Any]]
+) -> Callable[[Sequence[Any]], Sequence[Any]]:
+    """`Signature.wire_args` for `count` parameters that go on the wire as they are: the
+    arguments themselves unless one is an int out of range (`encode_args` says which)."""
+    if count > _UNROLL_MAX:
+        return functools.partial(_wire_args_loop, count, encode_args)
+    namespace: dict[str, Any] = {"MIN": INT_MIN, "MAX": INT_MAX, "encode": encode_args}
+    tests = " and ".join(f"(type(a{i}) is not int or MIN <= a{i} <= MAX)" for i in range(count))
+    names = "".join(f"a{i}, " for i in range(count))
+    source = (
+        f"def f(args):\n"
+        f"    if len(args) == {count}:\n"
+        + (f"        {names}= args\n" if count else "")
+        + f"        if {tests or 'True'}:\n"
+        f"            return args\n"
+        f"    return encode(*args)\n"
+    )
+    return _compile(source, namespace)
+
+
+def _wire_args_loop(
+    count: int, encode_args: Callable[..., list[Any]], args: Sequence[Any]
+) -> Sequence[Any]:
+    if len(args) == count:
+        for value in args:
+            if type(value) is int and not INT_MIN <= value <= INT_MAX:
+                break  # encode_args says which value is out of range
+        else:
+            return args
+    return encode_args(*args)
 
 
 def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:

@@ -7,19 +7,24 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pymprpc.schema import _NOT_EXACT as NOT_EXACT
 from pymprpc.schema import (
     ANY,
     BOOL,
     BYTES,
     FLOAT,
     INT,
+    INT_MAX,
+    INT_MIN,
     NONE,
     STR,
+    List,
     Param,
     Schema,
     Signature,
     ValidationError,
 )
+from pymprpc.schema import _exact_type as schema_exact
 
 PRIMITIVES = [ANY, BOOL, BYTES, FLOAT, INT, NONE, STR]
 values = st.one_of(
@@ -76,6 +81,74 @@ def test_encode_args_agrees_with_each_schema(pairs: list[tuple[Schema[Any], Any]
     except ValidationError as exc:
         got = str(exc)
     assert got == want
+
+
+def reference_fits(schemas: list[Schema[Any]], args: list[Any]) -> bool:
+    """`Signature.fits` as first written: a loop over (exact type, value) pairs."""
+    exact = [schema_exact(s) for s in schemas]
+    if any(k is NOT_EXACT for k in exact) or len(args) != len(exact):
+        return False
+    for kind, value in zip(exact, args, strict=True):
+        if kind is not None and type(value) is not kind:
+            return False
+        if kind is int and not INT_MIN <= value <= INT_MAX:
+            return False
+    return True
+
+
+# Ints at and past the 64-bit edges, often: where the range checks decide.
+edges = st.sampled_from([INT_MIN - 1, INT_MIN, -1, 0, INT_MAX, INT_MAX + 1, 2**70, True])
+wide_values = st.one_of(values, edges, st.integers(-(2**70), 2**70))
+# Past _UNROLL_MAX parameters the checks are a loop rather than compiled code: both kinds.
+many_schemas = st.lists(st.sampled_from([*PRIMITIVES, List(INT)]), max_size=20)
+
+
+@settings(max_examples=400)
+@given(many_schemas, st.data())
+def test_compiled_fits_agrees_with_the_loop(
+    schemas: list[Schema[Any]], data: st.DataObject
+) -> None:
+    sig = Signature(tuple(Param(f"p{i}", s) for i, s in enumerate(schemas)), ANY)
+    # Mostly the right count (where the types decide), sometimes one more or fewer.
+    size = data.draw(
+        st.sampled_from([len(schemas)] * 4 + [max(0, len(schemas) - 1), len(schemas) + 1])
+    )
+    args = data.draw(st.lists(wide_values, min_size=size, max_size=size))
+    assert sig.fits(args) is reference_fits(schemas, args)
+    assert sig.fits(tuple(args)) is reference_fits(schemas, args)
+
+
+@settings(max_examples=400)
+@given(many_schemas, st.data())
+def test_compiled_wire_args_agrees_with_encode_args(
+    schemas: list[Schema[Any]], data: st.DataObject
+) -> None:
+    sig = Signature(tuple(Param(f"p{i}", s) for i, s in enumerate(schemas)), ANY)
+    size = data.draw(
+        st.sampled_from([len(schemas)] * 4 + [max(0, len(schemas) - 1), len(schemas) + 1])
+    )
+    args = tuple(data.draw(st.lists(wide_values, min_size=size, max_size=size)))
+    try:
+        want: Any = sig.encode_args(*args)
+    except (ValidationError, ValueError, TypeError) as exc:
+        want = (type(exc).__name__, str(exc))
+    try:
+        got: Any = sig.wire_args(args)
+    except (ValidationError, ValueError, TypeError) as exc:
+        assert want == (type(exc).__name__, str(exc))
+        return
+    # The arguments themselves (no copy) when they go out as they are, else the list.
+    assert got is args or type(got) is list
+    assert list(got) == want
+
+
+def test_compiled_checks_hold_no_names_from_the_schema() -> None:
+    # Parameter names are what a user (an IDL) chose: none may reach the compiled source.
+    odd = ["args", "f", "MIN", "k0", "a0", "return", "x\nimport os", "encode"]
+    sig = Signature(tuple(Param(n, INT) for n in odd), INT)
+    assert sig.fits(list(range(len(odd))))
+    assert not sig.fits([*range(len(odd) - 1), 2**64])
+    assert sig.wire_args(tuple(range(len(odd)))) == tuple(range(len(odd)))
 
 
 # -- the server's binding of typed calls (Method.bind) -----------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, TypeAlias, Unpack
 
 from ..address import Address
@@ -167,7 +167,9 @@ class _Typed(Protocol):
 
     def encode_args(self, *args: Any) -> list[Any]: ...
 
-    def wire_args(self, args: Sequence[Any]) -> Sequence[Any]: ...
+    # `wire_args`, compiled for the signature's parameters (read per call, not a method).
+    @property
+    def _wire_args(self) -> Callable[[Sequence[Any]], Sequence[Any]]: ...
 
     def decode_result(self, value: Any) -> Any: ...
 
@@ -576,7 +578,7 @@ class AsyncRPC(BaseRPC):
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
-            args = typed.wire_args(args)
+            args = typed._wire_args(args)
         metadata = None
         sizes = None
         if ctx is not None:

@@ -123,7 +123,7 @@ class Method:
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
         if self.schema is not None:
-            if self.positional and not kwargs and self.schema.fits(args):
+            if self.positional and not kwargs and self.schema._fits(args):
                 # What decode_args checks and returns by name, kept by position (no map).
                 return args, kwargs
             try:
