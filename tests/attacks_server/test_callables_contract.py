@@ -355,11 +355,6 @@ def test_errors_say_what_is_wrong(
         still_serves(default, client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a keyword that a functools.wraps decorator adds (unit=) is refused with 402: "
-    "binding follows __wrapped__, not the callable that is actually called",
-)
 @pytest.mark.parametrize("client", CLIENTS)
 def test_decorator_that_adds_a_keyword(default: CallablesServer, client: str) -> None:
     assert h.u_add(1, 2, unit="m") == "3m"  # what calling it in Python does

@@ -83,16 +83,88 @@ def holds_state(func: Callable[..., Any]) -> bool:
     return True  # a callable object: its instance is its state
 
 
+_VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+
+
+def _wrapper_and_wrapped(
+    func: Callable[..., Any], eval_str: bool
+) -> tuple[inspect.Signature, inspect.Signature | None]:
+    """`func`'s own signature and, if it is a decorator's wrapper that passes arguments on
+    (`*args`/`**kwargs`) and takes some of its own, the decorated function's, to which
+    what lands in `*args`/`**kwargs` is passed. Raises what `inspect.signature` raises.
+
+    `inspect.signature` follows `__wrapped__` (set by `functools.wraps`) to the decorated
+    function: the contract of a wrapper that passes every argument on, but not of one
+    that also takes arguments of its own (`wrapper(*args, unit="", **kwargs)`) nor of
+    one that passes nothing on as it came.
+    """
+    inner = inspect.signature(func, eval_str=eval_str)
+    if getattr(func, "__wrapped__", None) is None:
+        return inner, None
+    try:
+        outer = inspect.signature(func, follow_wrapped=False, eval_str=eval_str)
+    except (TypeError, ValueError):
+        return inner, None
+    kinds = [p.kind for p in outer.parameters.values()]
+    if kinds == [_VAR_POSITIONAL, _VAR_KEYWORD]:
+        return inner, None  # it passes every argument on: the decorated function decides
+    if _VAR_POSITIONAL in kinds or _VAR_KEYWORD in kinds:
+        return outer, inner
+    return outer, None  # it passes nothing on as it came: its own parameters decide
+
+
+def bind_through(
+    outer: inspect.Signature, inner: inspect.Signature, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Bind a call of a wrapper (`outer`) and what its `*args`/`**kwargs` pass on to the
+    decorated function (`inner`); TypeError, as `Signature.bind`, if either refuses."""
+    bound = outer.bind(*args, **kwargs)
+    rest: tuple[Any, ...] = ()
+    named: dict[str, Any] = {}
+    for param in outer.parameters.values():
+        if param.kind is _VAR_POSITIONAL:
+            rest = bound.arguments.get(param.name, ())
+        elif param.kind is _VAR_KEYWORD:
+            named = bound.arguments.get(param.name, {})
+    inner.bind(*rest, **named)
+
+
+def call_signature(func: Callable[..., Any], *, eval_str: bool = False) -> inspect.Signature:
+    """The arguments a call of `func` accepts, as one signature (what introspection
+    shows): for a decorator's wrapper that adds keywords of its own and passes the rest
+    on, the decorated function's parameters with those keywords added. Raises what
+    `inspect.signature` raises."""
+    outer, inner = _wrapper_and_wrapped(func, eval_str)
+    if inner is None:
+        return outer
+    own = [p for p in outer.parameters.values() if p.kind not in (_VAR_POSITIONAL, _VAR_KEYWORD)]
+    if {p.kind for p in outer.parameters.values()} != {
+        _VAR_POSITIONAL,
+        _VAR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    }:
+        return outer  # positional parameters of its own: shown as they are
+    taken = set(inner.parameters)
+    params = [p for p in inner.parameters.values() if p.kind is not _VAR_KEYWORD]
+    rest = [p for p in inner.parameters.values() if p.kind is _VAR_KEYWORD]
+    added = [p for p in own if p.name not in taken]
+    try:
+        return inner.replace(parameters=[*params, *added, *rest])
+    except ValueError:  # not a valid signature once merged: the wrapper's own
+        return outer
+
+
 def describe_signature(name: str, func: Callable[..., Any]) -> str:
     try:
         # eval_str shows `int`, not `'int'`, for modules using postponed annotations.
-        return f"{name}{inspect.signature(func, eval_str=True)}"
+        return f"{name}{call_signature(func, eval_str=True)}"
     except (NameError, SyntaxError, AttributeError):
         pass
     except (TypeError, ValueError):
         return f"{name}(...)"
     try:
-        return f"{name}{inspect.signature(func)}"
+        return f"{name}{call_signature(func)}"
     except (TypeError, ValueError):
         return f"{name}(...)"
 
@@ -119,6 +191,9 @@ class Method:
     # With a schema: whether calling `func` with the checked arguments by position binds
     # them as by name (its first parameters are the schema's, in order, all ordinary).
     positional: bool = False
+    # A decorator's wrapper taking arguments of its own (`signature`): the signature of
+    # the function it passes its `*args`/`**kwargs` on to, which must accept them too.
+    passes_on: inspect.Signature | None = None
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
@@ -134,7 +209,10 @@ class Method:
             return args, kwargs
         if self.signature is not None:
             try:
-                self.signature.bind(*args, **kwargs)
+                if self.passes_on is None:
+                    self.signature.bind(*args, **kwargs)
+                else:
+                    bind_through(self.signature, self.passes_on, args, kwargs)
             except TypeError as exc:
                 raise ParamError(f"{self.name}(): {exc}") from None
         return args, kwargs
@@ -197,8 +275,10 @@ def make_method(
     doc: str | None = None,
     schema: Signature[Any] | None = None,
 ) -> Method:
+    passes_on = None
     try:
-        sig: inspect.Signature | None = inspect.signature(func)
+        sig: inspect.Signature | None
+        sig, passes_on = _wrapper_and_wrapped(func, False)
     except (TypeError, ValueError):
         sig = None
     kind = kind_of(func)
@@ -223,6 +303,7 @@ def make_method(
         fast_bind=fast_bind,
         plain_arity=plain_arity,
         positional=positional,
+        passes_on=passes_on,
     )
 
 
