@@ -365,8 +365,8 @@ def from_import(module: str, names: Sequence[str], line_length: int, indent: int
     line = f"from {module} import {', '.join(names)}"
     if width(line) <= limit:
         return line
-    if len(names) == 1:
-        return fit(line, line_length - indent)
+    if len(names) == 1 and width(line) <= line_length - indent:
+        return line  # ruff's isort keeps one name on one line while it fits the limit
     return lay_out(Call(f"from {module} import (", names), "", limit)
 
 

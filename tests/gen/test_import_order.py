@@ -45,7 +45,11 @@ name = st.one_of(
 ).filter(lambda n: not keyword.iskeyword(n) and n != "_")
 names = st.lists(name, min_size=1, max_size=8, unique=True)
 # Module paths that ruff files as third-party (not stdlib, not a file of the run).
-module = st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-zA-Z_][a-zA-Z0-9_]{0,4}){0,2}", fullmatch=True)
+module = st.one_of(
+    st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-zA-Z_][a-zA-Z0-9_]{0,4}){0,2}", fullmatch=True),
+    # Long enough that one name overflows the narrow width (ruff then wraps it).
+    st.from_regex(r"[a-z][a-z0-9_]{6,14}(\.[a-zA-Z_][a-zA-Z0-9_]{3,12}){1,3}", fullmatch=True),
+)
 module = module.filter(
     lambda m: (
         m.split(".")[0] not in sys.stdlib_module_names
