@@ -1,0 +1,1 @@
+"""Black-box attacks on typed calls (mprpcgen + pymprpc) by an independent tester."""
