@@ -320,3 +320,29 @@ def test_random_signatures_of_reserved_names(
 def test_generate_helper_writes_the_package(tmp_path: Path) -> None:
     generate("service Tiny { def ok() -> int; }\n", tmp_path, "tiny_attack")
     assert (tmp_path / "tiny_attack" / "client.py").is_file()
+
+
+FIELD_NAMES = ["self", "cls", "args", "kwargs", "object", "field", "fields", "replace", "asdict"]
+
+
+def test_struct_fields_and_enum_members_named_like_python_internals(tmp_path: Path) -> None:
+    fields = "; ".join(f"{f}: int" for f in FIELD_NAMES)
+    idl = (
+        "enum E { MIN = 0; MAX = 1; NAME = 2; VALUE = 3; }\n"
+        f"struct Odd {{ {fields}; e: E = E.MAX; }}\n"
+        "service Fld { def take(o: Odd, e: E = E.MIN) -> list<any>; }\n"
+    )
+    with package(idl, "fld_attack", tmp_path) as mod:
+        impl = type("F", (mod.FldServicer,), {"take": lambda self, o, e: [o.self, o.e, e]})()
+        server = new_server()
+        mod.register_fld(server, impl)
+        values = {f: i for i, f in enumerate(FIELD_NAMES)}
+        with served(server) as running, RPC(running.url) as rpc, mod.FldClient(running.url) as c:
+            assert c.take(mod.Odd(**values)) == [0, 1, 0]
+            assert c.take(mod.Odd(**values, e=mod.E.VALUE), mod.E.NAME) == [0, 3, 2]
+            assert rpc.take(values, 0) == [0, 1, 0]  # e given: see test_defaults
+            assert rpc.take(o=values, e=3) == [0, 1, 3]
+            with pytest.raises(ParamError, match=r"take\(\): o\.self: expected int"):
+                rpc.take({**values, "self": "x"}, 0)
+            with pytest.raises(ParamError, match=r"take\(\): o\.e: 4 is not a E"):
+                rpc.take({**values, "e": 4}, 0)
