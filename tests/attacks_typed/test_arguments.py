@@ -467,3 +467,26 @@ def test_json_client_huge_int_for_a_float_parameter_is_402(edge: tuple[Any, str]
     _, url = edge
     with RPC(url, debug=True) as rpc, pytest.raises(ParamError, match=r"t_float\(\): v"):
         rpc.t_float(n)
+
+
+def test_concurrent_good_and_bad_calls_each_get_their_own_outcome(edge: tuple[Any, str]) -> None:
+    mod, url = edge
+    cases: list[tuple[str, Any]] = [("int", i) if i % 3 else ("int", float(i)) for i in range(60)]
+    cases += [("bool", i % 2 == 0) if i % 4 else ("bool", i) for i in range(40)]
+
+    async def main() -> list[tuple[str, Any]]:
+        async with mod.AsyncEdgeClient(url) as client, AsyncRPC(url) as rpc:
+            calls = []
+            for n, (kind, v) in enumerate(cases):
+                call = getattr(client, f"t_{kind}") if n % 2 else rpc.method(f"t_{kind}")
+                calls.append(call(v) if n % 4 < 2 else call(v=v))
+            got = await asyncio.gather(*calls, return_exceptions=True)
+        return [("ok", g) if isinstance(g, str) else ("param", g) for g in got]
+
+    got = asyncio.run(asyncio.wait_for(main(), 30))
+    for (kind, v), (status, value) in zip(cases, got, strict=True):
+        if fits(kind, v):
+            assert (status, value) == ("ok", expected_echo(kind, v))
+        else:
+            assert status == "param" and isinstance(value, ParamError), (kind, v, value)
+            assert f"t_{kind}(): v: expected" in str(value)
