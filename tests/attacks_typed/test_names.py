@@ -346,3 +346,29 @@ def test_struct_fields_and_enum_members_named_like_python_internals(tmp_path: Pa
                 rpc.take({**values, "self": "x"}, 0)
             with pytest.raises(ParamError, match=r"take\(\): o\.e: 4 is not a E"):
                 rpc.take({**values, "e": 4}, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: RPC.delay/notify('m', method=1) raise TypeError (multiple values for "
+    "'method'), like call()",
+)
+@pytest.mark.parametrize("kind", ["delay", "notify"])
+def test_untyped_delay_and_notify_pass_a_parameter_named_method(
+    colliding: tuple[Any, str, Path], kind: str
+) -> None:
+    _, url, _ = colliding
+    with RPC(url) as rpc:
+        if kind == "delay":
+            assert rpc.system.getresult(rpc.delay("everything", **BY_NAME)) == VALUES
+        else:
+            rpc.notify("everything", **BY_NAME)
+            assert rpc.everything(*VALUES) == VALUES
+
+
+def test_method_signature_shows_the_idl_signature(colliding: tuple[Any, str, Path]) -> None:
+    _, url, _ = colliding
+    with RPC(url) as rpc:
+        sig = rpc.system.methodSignature("everything")
+        assert sig == "everything(" + ", ".join(f"{p}: int" for p in PARAM_NAMES) + ") -> list<int>"
+        assert rpc.system.methodSignature("call") == "call(x: int) -> int"
