@@ -39,6 +39,7 @@ METHOD_NAMES = [
 ]  # fmt: skip
 TYPE_NAMES = ["Any", "Signature", "Iterator", "AsyncIterator", "Coro", "Param", "Dict", "Server"]
 
+KINDS40 = ["int", "list<map<str, Signature?>>", "bytes?", "map<str, list<float>>", "Coro"]
 COLLIDING_IDL = (
     "\n".join(f"struct {t} {{ {t.lower()}_field: int; }}" for t in TYPE_NAMES)
     + "\nservice Signature2 {\n"
@@ -50,6 +51,10 @@ COLLIDING_IDL = (
     + ", ".join(f"{t.lower()}_arg: {t}" for t in TYPE_NAMES)
     + ") -> Signature;\n"
     + "    stream items(it: Iterator) -> AsyncIterator;\n"
+    + "    def nothing() -> int;\n"
+    + "    def many("
+    + ", ".join(f"p{i}: {KINDS40[i % len(KINDS40)]}" for i in range(40))
+    + ") -> int;\n"
     + "}\n"
     + "service List { def list(args: Any) -> Any; }\n"
 )
@@ -71,6 +76,8 @@ def make_servicer(mod: Any) -> Any:
         yield mod.AsyncIterator(asynciterator_field=it.iterator_field)
 
     methods["items"] = items
+    methods["nothing"] = lambda self: 0
+    methods["many"] = lambda self, **kw: len(kw)
     return type("Impl", (mod.Signature2Servicer,), methods)()
 
 
@@ -372,3 +379,19 @@ def test_method_signature_shows_the_idl_signature(colliding: tuple[Any, str, Pat
         sig = rpc.system.methodSignature("everything")
         assert sig == "everything(" + ", ".join(f"{p}: int" for p in PARAM_NAMES) + ") -> list<int>"
         assert rpc.system.methodSignature("call") == "call(x: int) -> int"
+
+
+def test_forty_parameters_of_nested_types_and_none(colliding: tuple[Any, str, Path]) -> None:
+    mod, url, _ = colliding
+    samples = [1, [{"k": None}], None, {"k": [1.5]}, mod.Coro(coro_field=1)]
+    args = [samples[i % 5] for i in range(40)]
+    with mod.Signature2Client(url) as client, RPC(url) as rpc:
+        assert client.nothing() == 0
+        assert client.many(*args) == 40
+        assert client.many(**{f"p{i}": a for i, a in enumerate(args)}) == 40
+        wire = [{"coro_field": 1} if isinstance(a, mod.Coro) else a for a in args]
+        assert rpc.many(*wire) == 40
+        with pytest.raises(ParamError, match=r"many\(\): p36\[0\]\['k'\]\.signature_field"):
+            rpc.many(*wire[:36], [{"k": {"signature_field": "x"}}], *wire[37:])
+        with pytest.raises(ParamError, match=r"nothing\(\)"):
+            rpc.nothing(1)
