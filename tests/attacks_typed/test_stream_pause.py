@@ -65,7 +65,7 @@ def settled(produced: Produced, limit: float = 30.0) -> int:
     while time.monotonic() < end and still < 4:
         time.sleep(0.25)
         now = produced.count
-        still = still + 1 if now == last else 0
+        still = still + 1 if now == last and now > 0 else 0  # started, then stopped
         last = now
     return last
 
