@@ -247,3 +247,71 @@ def test_method_signature_of_nested_decorators_shows_added_keywords(
     url, _ = wrapped
     with RPC(url) as rpc:
         assert "unit=''" in rpc.system.methodSignature("plain_over_unit.a")
+
+
+def stream_plain(fn: F) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        async for x in fn(*args, **kwargs):
+            yield x
+
+    return wrapper
+
+
+def stream_unit(fn: F) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, unit: str = "", **kwargs: Any) -> Any:
+        async for x in fn(*args, **kwargs):
+            yield f"{x}{unit}"
+
+    return wrapper
+
+
+class Decorated:
+    """Methods decorated with functools.wraps, served with register_instance()."""
+
+    @plain
+    def add(self, a: int, b: int = 1) -> int:
+        return a + b
+
+    @with_unit
+    def label(self, a: int) -> int:
+        return a
+
+
+def test_decorated_streams_and_instance_methods() -> None:
+    server = new_server(executor="thread")
+
+    @server.register_function()
+    @stream_plain
+    async def count(n, step=1):  # type: ignore[no-untyped-def]
+        for i in range(0, n, step):
+            yield i
+
+    @server.register_function()
+    @stream_unit
+    async def units(n):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i
+
+    server.register_instance(Decorated())
+    with served(server) as running, RPC(running.url) as rpc:
+        assert list(rpc.count(3)) == [0, 1, 2]
+        assert list(rpc.count(n=4, step=2)) == [0, 2]
+        assert list(rpc.units(2, unit="m")) == ["0m", "1m"]
+        assert rpc.add(1) == 2 and rpc.add(a=1, b=5) == 6
+        assert rpc.label(3, unit="x") == [3, "x"]
+        for name, args, kwargs in [
+            ("count", (), {}),
+            ("count", (1, 2, 3), {}),
+            ("count", (1,), {"zz": 2}),
+            ("units", (), {"unit": "m"}),
+            ("add", (1, 2, 3), {}),
+            ("label", (), {"unit": "x"}),
+        ]:
+            with pytest.raises(ParamError):
+                result = rpc.method(name)(*args, **kwargs)
+                if name in ("count", "units"):
+                    list(result)
+        assert rpc.system.methodSignature("units").endswith("(n, *, unit='')")
+        assert rpc.system.methodSignature("label").startswith("label(a: int, *, unit='')")
