@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import wakeups
-from bench.fanin import gc_log_path
+from bench.fanin import cpu_seconds, gc_log_path
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -77,6 +77,29 @@ class Servers:
     def stop(self) -> None:
         for proc, _ in self.procs.values():
             stop_process(proc)
+
+    def settle(self, quiet: float = 0.1, most: float = 3.0) -> float:
+        """Wait until no server uses CPU (under 5% of a core over `quiet` seconds), at
+        most `most` seconds; return the wait. A server may work on after its row ends
+        (gRPC with OTel did, for about a second), which slowed whichever row came next
+        by ~7% on 2 cores: every row now starts on an idle machine."""
+        start = time.monotonic()
+        pids = [proc.pid for proc, _ in self.procs.values()]
+        before = sum(map(_cpu_or_zero, pids))
+        while time.monotonic() - start < most:
+            time.sleep(quiet)
+            now = sum(map(_cpu_or_zero, pids))
+            if now - before < 0.05 * quiet:
+                break
+            before = now
+        return time.monotonic() - start
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # gone
+        return 0.0
 
 
 def free_port() -> int:
@@ -166,8 +189,12 @@ def measure_memory(system: str) -> float:
 def rows() -> list[Row]:
     out: list[Row] = []
     for workload in ("w1", "w2", "w3", "w4"):
+        out.append(Row(workload, "pymprpc", "pymprpc", "pymprpc"))
+        if workload in ("w1", "w2"):
+            # Right after the untyped row it is compared with: a row that follows a heavy
+            # one (gRPC + OTel) measured ~7% low from what that one left running.
+            out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
         out += [
-            Row(workload, "pymprpc", "pymprpc", "pymprpc"),
             Row(workload, "floor (asyncio + msgpack)", "floor", "floor"),
             Row(workload, "gRPC aio", "grpc", "grpc"),
         ]
@@ -182,8 +209,6 @@ def rows() -> list[Row]:
             out.append(Row(workload, OTEL_SPANS, "pymprpc-otel-spans", "pymprpc-otel-spans"))
             if HAVE_GRPC_OTEL:
                 out.append(Row(workload, GRPC_OTEL, "grpc-otel", "grpc-otel"))
-        if workload in ("w1", "w2"):
-            out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
         if workload != "w3":
             out.append(Row(workload + "p", POOL, "pymprpc", "pymprpc"))
     out += [
@@ -567,10 +592,12 @@ def main() -> None:
             servers.start(key, system, uvloop=key.endswith("uvloop"), workers=workers)
         for run in range(1, args.runs + 1):
             for row in selected:
+                waited = servers.settle()
                 sample = measure(row, servers.port(row.server), args.seconds)
                 results.setdefault((row.workload, row.label), []).append(sample)
                 print(
-                    f"run {run} {row.workload:<4} {row.label:<28} {fmt(sample['rate'])}",
+                    f"run {run} {row.workload:<4} {row.label:<28} {fmt(sample['rate'])}"
+                    + (f" (servers busy {waited:.1f} s before it)" if waited > 0.15 else ""),
                     file=sys.stderr,
                     flush=True,
                 )

@@ -23,6 +23,7 @@ e.g. `shape.points[2].x: expected float, got str`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import functools
@@ -133,7 +134,12 @@ class _Float(Schema[float]):
         if type(value) is float:
             return value
         if type(value) is int:
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # past 1.8e308 (a JSON peer may send such an int)
+                raise ValidationError(
+                    path, "expected float, got an int too large for one"
+                ) from None
         raise self._fail(value, path)
 
 
@@ -493,6 +499,11 @@ class Signature(Generic[R]):
                 out[param.name] = param.schema.decode(bound[param.name], param.name)
             elif param.required:
                 raise ValidationError(param.name, "missing required argument")
+            else:
+                # The declared default, whatever the handler's own says (a copy: an
+                # IDL's `[]`/`{}` must not be shared between calls).
+                default = param.default
+                out[param.name] = copy.copy(default) if type(default) in (list, dict) else default
         return out
 
     def encode_args(self, *args: Any) -> list[Any]:

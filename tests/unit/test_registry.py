@@ -110,10 +110,12 @@ def reusing_a_name(f: Any) -> Any:
     return wrapper
 
 
-def taking_its_own_positional(f: Any) -> Any:
+def passing_its_own_positional_on(f: Any) -> Any:
+    # Like a method decorator's `self`: taken, then passed on. (One that keeps it for
+    # itself cannot be told apart; both are bound as the decorated function.)
     @functools.wraps(f)
-    def wrapper(scale: int, *args: Any, **kwargs: Any) -> Any:
-        return f(*args, **kwargs)
+    def wrapper(first: Any, *args: Any, **kwargs: Any) -> Any:
+        return f(first, *args, **kwargs)
 
     return wrapper
 
@@ -142,7 +144,7 @@ DECORATED = [
         adding_a_keyword,
         adding_a_required_keyword,
         reusing_a_name,
-        taking_its_own_positional,
+        passing_its_own_positional_on,
         fixed_wrapper,
         keywords_only_on,
     )

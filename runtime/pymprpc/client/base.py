@@ -262,20 +262,23 @@ class BaseRPC:
         """`(value, response metadata)` for `call_with_metadata` (the async shell awaits)."""
         return result, Metadata(ctx.response_metadata)
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` by name with the client's default deadline (`timeout`)."""
+    def call(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` by name with the client's default deadline (`timeout`).
+
+        `method` is positional-only, so the method's own parameters may have any name
+        (`rpc.call("move", method="fast")`)."""
         if self.interceptors:
             return self._invoke(method, None, args, kwargs)
         return self._call(method, args, kwargs, self.timeout)
 
-    def delay(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def delay(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Run `method` without waiting (RETURN false): its ID, for `system.getresult(id)`.
         Client interceptors see it with `ctx.kind == "delay"`."""
         if self.interceptors:
             return self._kept_chain(self._kept_context(method, args, kwargs, "delay"))
         return self._delay(method, args, kwargs)
 
-    def notify(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def notify(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         """Run `method` and forget it: nothing comes back. With a server that negotiates
         `oneway` nothing is kept for it either; older servers get RETURN false. Client
         interceptors see it with `ctx.kind == "notify"`."""

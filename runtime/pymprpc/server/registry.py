@@ -85,6 +85,7 @@ def holds_state(func: Callable[..., Any]) -> bool:
 
 _VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _wrapper_and_wrapped(
@@ -96,8 +97,9 @@ def _wrapper_and_wrapped(
 
     `inspect.signature` follows `__wrapped__` (set by `functools.wraps`) to the decorated
     function: the contract of a wrapper that passes every argument on, but not of one
-    that also takes arguments of its own (`wrapper(*args, unit="", **kwargs)`) nor of
-    one that passes nothing on as it came.
+    that also takes keywords of its own (`wrapper(*args, unit="", **kwargs)`) nor of
+    one that passes nothing on as it came. Nested decorators are looked at one level
+    only: `plain(with_unit(f))` is taken as passing everything on to `f`.
     """
     inner = inspect.signature(func, eval_str=eval_str)
     if getattr(func, "__wrapped__", None) is None:
@@ -109,9 +111,9 @@ def _wrapper_and_wrapped(
     kinds = [p.kind for p in outer.parameters.values()]
     if kinds == [_VAR_POSITIONAL, _VAR_KEYWORD]:
         return inner, None  # it passes every argument on: the decorated function decides
-    if _VAR_POSITIONAL in kinds or _VAR_KEYWORD in kinds:
-        return outer, inner
-    return outer, None  # it passes nothing on as it came: its own parameters decide
+    if _VAR_POSITIONAL not in kinds and _VAR_KEYWORD not in kinds:
+        return outer, None  # it passes nothing on as it came: its own parameters decide
+    return outer, inner  # arguments of its own, and the rest passed on (bind_through)
 
 
 def bind_through(
@@ -120,11 +122,16 @@ def bind_through(
     """Bind a call of a wrapper (`outer`) and what its `*args`/`**kwargs` pass on to the
     decorated function (`inner`); TypeError, as `Signature.bind`, if either refuses."""
     bound = outer.bind(*args, **kwargs)
-    rest: tuple[Any, ...] = ()
+    rest: list[Any] = []
     named: dict[str, Any] = {}
     for param in outer.parameters.values():
-        if param.kind is _VAR_POSITIONAL:
-            rest = bound.arguments.get(param.name, ())
+        if param.kind in _POSITIONAL:
+            # `wrapper(first, *args, **kwargs)` mostly passes `first` on too (a method
+            # decorator's `self`, say); its keyword-only parameters it keeps.
+            if param.name in bound.arguments:
+                rest.append(bound.arguments[param.name])
+        elif param.kind is _VAR_POSITIONAL:
+            rest.extend(bound.arguments.get(param.name, ()))
         elif param.kind is _VAR_KEYWORD:
             named = bound.arguments.get(param.name, {})
     inner.bind(*rest, **named)
@@ -139,12 +146,11 @@ def call_signature(func: Callable[..., Any], *, eval_str: bool = False) -> inspe
     if inner is None:
         return outer
     own = [p for p in outer.parameters.values() if p.kind not in (_VAR_POSITIONAL, _VAR_KEYWORD)]
-    if {p.kind for p in outer.parameters.values()} != {
-        _VAR_POSITIONAL,
-        _VAR_KEYWORD,
-        inspect.Parameter.KEYWORD_ONLY,
-    }:
-        return outer  # positional parameters of its own: shown as they are
+    kinds = {p.kind for p in outer.parameters.values()}
+    if kinds & set(_POSITIONAL):
+        return inner  # positional parameters of its own, passed on: shown as inspect does
+    if kinds != {_VAR_POSITIONAL, _VAR_KEYWORD, inspect.Parameter.KEYWORD_ONLY}:
+        return outer
     taken = set(inner.parameters)
     params = [p for p in inner.parameters.values() if p.kind is not _VAR_KEYWORD]
     rest = [p for p in inner.parameters.values() if p.kind is _VAR_KEYWORD]
