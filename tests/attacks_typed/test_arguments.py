@@ -458,11 +458,6 @@ def test_json_client_huge_int_in_a_struct_is_402(edge: tuple[Any, str]) -> None:
 
 
 @pytest.mark.parametrize("n", [10**400, -(10**309)], ids=["1e400", "-1e309"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a JSON client's integer too large for a float parameter gets 404 "
-    "'OverflowError: int too large to convert to float', not 402 naming the parameter",
-)
 def test_json_client_huge_int_for_a_float_parameter_is_402(edge: tuple[Any, str], n: int) -> None:
     _, url = edge
     with RPC(url, debug=True) as rpc, pytest.raises(ParamError, match=r"t_float\(\): v"):

@@ -69,11 +69,6 @@ def test_generated_client_sends_the_idl_defaults(defs: tuple[Any, str]) -> None:
         assert client.d(s="y") == expected(c=mod.Color.GREEN, s="y")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: IDL defaults are not applied on the server: an untyped call that omits "
-    "defaulted parameters reaches the handler without them (404 if it has no default)",
-)
 @pytest.mark.parametrize("how", ["none", "one-by-position", "one-by-name"])
 def test_untyped_call_omitting_defaults_gets_the_idl_defaults(
     defs: tuple[Any, str], how: str

@@ -140,11 +140,6 @@ def test_reserved_parameter_names_by_position_and_by_name(
                 rpc.everything(**missing)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RPC.call('m', method=1) raises TypeError 'got multiple values for argument "
-    "method': a parameter named `method` cannot be passed by name to call()",
-)
 def test_untyped_call_passes_a_parameter_named_method_by_name(
     colliding: tuple[Any, str, Path],
 ) -> None:
@@ -153,10 +148,6 @@ def test_untyped_call_passes_a_parameter_named_method_by_name(
         assert rpc.call("everything", **BY_NAME) == VALUES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AsyncRPC.call('m', method=1) raises TypeError (multiple values for 'method')",
-)
 def test_async_untyped_call_passes_a_parameter_named_method_by_name(
     colliding: tuple[Any, str, Path],
 ) -> None:
@@ -355,11 +346,6 @@ def test_struct_fields_and_enum_members_named_like_python_internals(tmp_path: Pa
                 rpc.take({**values, "e": 4}, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: RPC.delay/notify('m', method=1) raise TypeError (multiple values for "
-    "'method'), like call()",
-)
 @pytest.mark.parametrize("kind", ["delay", "notify"])
 def test_untyped_delay_and_notify_pass_a_parameter_named_method(
     colliding: tuple[Any, str, Path], kind: str

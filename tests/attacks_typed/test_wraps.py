@@ -177,17 +177,14 @@ def test_server_accepts_what_the_decorated_callable_accepts(
 @pytest.mark.parametrize(
     ("name", "args", "kwargs"),
     [
-        ("positional_first.a", (1,), {"b": 5}),
-        ("positional_first.a", (1,), {"c": 4}),
-        ("positional_first.b", (1, 2), {"z": 3}),
         ("plain_over_unit.a", (1,), {"unit": "m"}),
         ("plain_over_unit.c", (), {"unit": "m"}),
     ],
 )
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: calls Python accepts are refused with 402: wrapper(first, *args, **kwargs) "
-    "binds only `first`; a plain wraps-decorator over one taking unit= loses unit",
+    reason="BUG: calls Python accepts are refused with 402: a plain wraps-decorator over "
+    "one taking unit= (plain(with_unit(f))) loses unit",
 )
 def test_calls_python_accepts_are_accepted_for_other_decorator_shapes(
     wrapped: tuple[str, dict[str, F]], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -225,11 +222,6 @@ def test_method_signature_shows_what_a_caller_may_pass(
         assert sig("unit_over_plain.b").endswith("(x, /, y, *rest, z, unit='', **more)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: wrapper(first, *args, **kwargs) over f(): a call with one argument runs the "
-    "wrapper and fails inside it (404 TypeError), not 402",
-)
 def test_wrong_argument_through_a_positional_wrapper_is_402_not_404(
     wrapped: tuple[str, dict[str, F]],
 ) -> None:
@@ -239,10 +231,23 @@ def test_wrong_argument_through_a_positional_wrapper_is_402_not_404(
         rpc.method("positional_first.c")(1)
 
 
-def test_some_calls_through_a_positional_wrapper_hold(wrapped: tuple[str, dict[str, F]]) -> None:
-    url, _ = wrapped
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("positional_first.a", (1, 5), {}),
+        ("positional_first.a", (1,), {"b": 5}),
+        ("positional_first.a", (1,), {"c": 4}),
+        ("positional_first.b", (1, 2), {"z": 3}),
+    ],
+)
+def test_calls_through_a_positional_wrapper_are_what_python_accepts(
+    wrapped: tuple[str, dict[str, F]], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    url, local = wrapped
+    want = local_outcome(local[name], args, kwargs)
+    assert want[0] == "ok"
     with RPC(url) as rpc:
-        assert rpc.method("positional_first.a")(1, 5) == ["a", 1, 5, 3]
+        assert remote_outcome(rpc, name, args, kwargs) == ("ok", tuples(want[1]))
 
 
 @pytest.mark.xfail(
