@@ -431,6 +431,10 @@ class Signature(Generic[R]):
             else self._encoded_args,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the declared fields: the compiled checks are not picklable.
+        return (type(self), (self.params, self.result, self.name, self.wire))
+
     @property
     def path(self) -> str:
         """Where a result error points: the method as called, e.g. `add()`."""

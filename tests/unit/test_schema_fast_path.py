@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from hypothesis import given, settings
@@ -103,17 +104,19 @@ wide_values = st.one_of(values, edges, st.integers(-(2**70), 2**70))
 many_schemas = st.lists(st.sampled_from([*PRIMITIVES, List(INT)]), max_size=20)
 
 
+def draw_args(data: st.DataObject, count: int) -> list[Any]:
+    """Mostly `count` values (where the types decide), sometimes one more or fewer."""
+    size = data.draw(st.sampled_from([count] * 4 + [max(0, count - 1), count + 1]))
+    return data.draw(st.lists(wide_values, min_size=size, max_size=size))
+
+
 @settings(max_examples=400)
 @given(many_schemas, st.data())
 def test_compiled_fits_agrees_with_the_loop(
     schemas: list[Schema[Any]], data: st.DataObject
 ) -> None:
     sig = Signature(tuple(Param(f"p{i}", s) for i, s in enumerate(schemas)), ANY)
-    # Mostly the right count (where the types decide), sometimes one more or fewer.
-    size = data.draw(
-        st.sampled_from([len(schemas)] * 4 + [max(0, len(schemas) - 1), len(schemas) + 1])
-    )
-    args = data.draw(st.lists(wide_values, min_size=size, max_size=size))
+    args = draw_args(data, len(schemas))
     assert sig.fits(args) is reference_fits(schemas, args)
     assert sig.fits(tuple(args)) is reference_fits(schemas, args)
 
@@ -124,10 +127,7 @@ def test_compiled_wire_args_agrees_with_encode_args(
     schemas: list[Schema[Any]], data: st.DataObject
 ) -> None:
     sig = Signature(tuple(Param(f"p{i}", s) for i, s in enumerate(schemas)), ANY)
-    size = data.draw(
-        st.sampled_from([len(schemas)] * 4 + [max(0, len(schemas) - 1), len(schemas) + 1])
-    )
-    args = tuple(data.draw(st.lists(wide_values, min_size=size, max_size=size)))
+    args = tuple(draw_args(data, len(schemas)))
     try:
         want: Any = sig.encode_args(*args)
     except (ValidationError, ValueError, TypeError) as exc:
@@ -247,3 +247,13 @@ def test_a_typed_result_is_encoded_as_its_schema_encodes_it(
     assert outcome(lambda: Dispatcher.encode_result(compiled, value)) == outcome(
         lambda: schema.encode(value)
     )
+
+
+def test_a_signature_survives_pickling_with_its_compiled_checks() -> None:
+    # Compiled functions cannot be pickled: a Signature is rebuilt from its fields.
+    sig = Signature((Param("a", INT), Param("b", STR, "x")), INT, name="m", wire="w")
+    back = pickle.loads(pickle.dumps(sig))
+    assert (back.name, back.wire, [p.name for p in back.params]) == ("m", "w", ["a", "b"])
+    assert back.fits([1, "y"]) and not back.fits([2**64, "y"])
+    assert back.wire_args((1, "y")) == (1, "y")
+    assert back.decode_args([1], {}) == {"a": 1, "b": "x"}
