@@ -93,7 +93,8 @@ def _wrapper_and_wrapped(
 ) -> tuple[inspect.Signature, inspect.Signature | None]:
     """`func`'s own signature and, if it is a decorator's wrapper that passes arguments on
     (`*args`/`**kwargs`) and takes some of its own, the decorated function's, to which
-    what lands in `*args`/`**kwargs` is passed. Raises what `inspect.signature` raises.
+    its positional parameters and what lands in `*args`/`**kwargs` are passed (see
+    `bind_through`). Raises what `inspect.signature` raises.
 
     `inspect.signature` follows `__wrapped__` (set by `functools.wraps`) to the decorated
     function: the contract of a wrapper that passes every argument on, but not of one
