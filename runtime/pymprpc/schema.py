@@ -27,6 +27,8 @@ import copy
 import dataclasses
 import enum
 import functools
+import sys
+import threading
 import warnings
 from collections.abc import (
     AsyncGenerator,
@@ -40,7 +42,7 @@ from collections.abc import (
 )
 from typing import Any, Generic, TypeVar
 
-from .errors import ExpireWarning, ValidationError
+from .errors import ExpireWarning, ParamError, ValidationError
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.IntEnum)
@@ -67,6 +69,7 @@ __all__ = [
     "ValidationError",
     "decode_async_stream",
     "decode_stream",
+    "encode_async_stream",
 ]
 
 
@@ -85,8 +88,87 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+class _Mismatch(Exception):
+    """A value does not fit its schema: raised inside the checks, with where it sits
+    added on the way out (innermost part first). No path text is built for values that
+    fit, and a container adds its part only to the one error that crosses it."""
+
+    def __init__(self, problem: str, where: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.where = [where] if where else []
+
+    def at(self, path: str) -> ValidationError:
+        """The error to raise for a value found at `path`."""
+        return ValidationError(path + "".join(reversed(self.where)), self.problem)
+
+
+class _DeepStack:
+    """Room for checking values nested as deep as MessagePack carries (1,024 levels).
+
+    A schema checks a level with a frame or three (a struct's field, through an
+    optional, into a list's item), more than Python's default recursion limit allows.
+    The limit is raised only for a check that ran out of it, and put back when the last
+    such check (in any thread) is done: it is process-wide.
+    """
+
+    # Frames a check may need beyond the caller's own: three per MessagePack level.
+    FRAMES = 3 * 1024 + 100
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getrecursionlimit()
+                sys.setrecursionlimit(self._saved + self.FRAMES)
+            self._users += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.setrecursionlimit(self._saved)
+
+
+_DEEP = _DeepStack()
+
+
+def _checked(check: Callable[[Any], Any], value: Any, path: str) -> Any:
+    """`check(value)`, with a _Mismatch raised as ValidationError at `path`, and a value
+    too deep for the recursion limit checked again with room for it."""
+    try:
+        return check(value)
+    except _Mismatch as exc:
+        raise exc.at(path) from None
+    except RecursionError:
+        pass  # out of the except block: its traceback holds every frame
+    with _DEEP:
+        try:
+            return check(value)
+        except _Mismatch as exc:
+            raise exc.at(path) from None
+        except RecursionError:
+            raise ValidationError(path, "nested too deeply to check") from None
+
+
+def _key(key: Any) -> str:
+    """A map key as it appears in a path: its repr, shortened (a peer chooses it)."""
+    text = repr(key)
+    return f"[{text}]" if len(text) <= 40 else f"[{text[:37]}...]"
+
+
 class Schema(Generic[T]):
-    """Converts one declared type: `decode` checks a wire value, `encode` makes one."""
+    """Converts one declared type: `decode` checks a wire value, `encode` makes one.
+
+    Both check: what does not match the declared type raises ValidationError naming
+    where it sits (`shape.points[2].x: expected float, got str`), and neither converts
+    a value of another type into one of the declared type (`True` is not an enum's 1,
+    `""` not an empty list); an int is widened to a float.
+    """
 
     name = "any"
 
@@ -100,19 +182,36 @@ class Schema(Generic[T]):
         Raises:
             ValidationError: the value does not match the declared type.
         """
+        return _checked(self._decode, value, path)  # type: ignore[no-any-return]
+
+    def encode(self, value: T, path: str = "value") -> Any:
+        """The wire form of a Python value of the declared type.
+
+        Args:
+            value: the value to send (a handler's result, a client's argument).
+            path: where the value sits, for the error (e.g. `add()`, `shape`).
+
+        Raises:
+            ValidationError: the value is not of the declared type (or is an int outside
+                MessagePack's 64 bits).
+        """
+        return _checked(self._encode, value, path)
+
+    def _decode(self, value: Any) -> T:
         raise NotImplementedError
 
-    def encode(self, value: T) -> Any:
-        """The wire form of a Python value of the declared type (unchecked)."""
-        return value
+    def _encode(self, value: Any) -> Any:
+        raise NotImplementedError
 
-    def _fail(self, value: Any, path: str) -> ValidationError:
-        return ValidationError(path, f"expected {self.name}, got {_kind(value)}")
+    def _mismatch(self, value: Any) -> _Mismatch:
+        return _Mismatch(f"expected {self.name}, got {_kind(value)}")
 
 
 class _Any(Schema[Any]):
-    def decode(self, value: Any, path: str) -> Any:
+    def _decode(self, value: Any) -> Any:
         return value
+
+    _encode = _decode
 
 
 class _Exact(Schema[T]):
@@ -120,35 +219,40 @@ class _Exact(Schema[T]):
         self.name = name
         self._type = type_
 
-    def decode(self, value: Any, path: str) -> T:
+    def _decode(self, value: Any) -> T:
         # Exact type: bool is an int subclass but not an int on the wire.
         if type(value) is not self._type:
-            raise self._fail(value, path)
+            raise self._mismatch(value)
         return value
+
+    _encode = _decode
 
 
 class _Float(Schema[float]):
     name = "float"
 
-    def decode(self, value: Any, path: str) -> float:
+    def _decode(self, value: Any) -> float:
         if type(value) is float:
             return value
         if type(value) is int:
             try:
                 return float(value)
             except OverflowError:  # past 1.8e308 (a JSON peer may send such an int)
-                raise ValidationError(
-                    path, "expected float, got an int too large for one"
-                ) from None
-        raise self._fail(value, path)
+                raise _Mismatch("expected float, got an int too large for one") from None
+        raise self._mismatch(value)
+
+    # An int is widened both ways (an int past 64 bits then travels too).
+    _encode = _decode
 
 
 class _None(Schema[None]):
     name = "none"
 
-    def decode(self, value: Any, path: str) -> None:
+    def _decode(self, value: Any) -> None:
         if value is not None:
-            raise self._fail(value, path)
+            raise self._mismatch(value)
+
+    _encode = _decode
 
 
 # MessagePack integers: int64 or uint64.
@@ -162,22 +266,17 @@ class _Int(_Exact[int]):
     def __init__(self) -> None:
         super().__init__("int", int)
 
-    def decode(self, value: Any, path: str) -> int:
-        result = super().decode(value, path)
-        if not INT_MIN <= result <= INT_MAX:
-            raise _out_of_range(path)
-        return result
-
-    def encode(self, value: int) -> Any:
-        if type(value) is int and not INT_MIN <= value <= INT_MAX:
-            raise _out_of_range("value")
+    def _decode(self, value: Any) -> int:
+        if type(value) is not int:
+            raise self._mismatch(value)
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Mismatch(_OUT_OF_RANGE)
         return value
 
+    _encode = _decode
 
-def _out_of_range(path: str) -> ValidationError:
-    return ValidationError(
-        path, f"integer out of MessagePack's 64-bit range [{INT_MIN}, {INT_MAX}]"
-    )
+
+_OUT_OF_RANGE = f"integer out of MessagePack's 64-bit range [{INT_MIN}, {INT_MAX}]"
 
 
 ANY: Schema[Any] = _Any()
@@ -200,24 +299,37 @@ PRIMITIVES: dict[str, tuple[str, str]] = {
 }
 
 
+def _each(check: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """`[check(v) for v in items]`, a failure's path naming the item's index."""
+    try:
+        return [check(v) for v in items]
+    except _Mismatch:
+        pass
+    for i, v in enumerate(items):  # again, to find which (only for an error)
+        try:
+            check(v)
+        except _Mismatch as exc:
+            exc.where.append(f"[{i}]")
+            raise exc from None
+    raise AssertionError("a check failed once and not again")  # pragma: no cover
+
+
 class List(Schema[list[T]]):
-    """`list<T>`: an array whose items all match `item`."""
+    """`list<T>`: an array whose items all match `item` (a Python list or tuple)."""
 
     def __init__(self, item: Schema[T]) -> None:
         self.item = item
         self.name = f"list<{item.name}>"
 
-    def decode(self, value: Any, path: str) -> list[T]:
-        """A list of decoded items (ValidationError naming the first bad item)."""
+    def _decode(self, value: Any) -> list[T]:
         if not isinstance(value, list | tuple):
-            raise self._fail(value, path)
-        item = self.item
-        return [item.decode(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            raise self._mismatch(value)
+        return _each(self.item._decode, value)
 
-    def encode(self, value: list[T]) -> Any:
-        """An array of encoded items."""
-        item = self.item
-        return [item.encode(v) for v in value]
+    def _encode(self, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise self._mismatch(value)
+        return _each(self.item._encode, value)
 
 
 class Map(Schema[dict[str, T]]):
@@ -227,21 +339,25 @@ class Map(Schema[dict[str, T]]):
         self.value = value
         self.name = f"map<str, {value.name}>"
 
-    def decode(self, value: Any, path: str) -> dict[str, T]:
-        """A dict of decoded values (ValidationError for a non-string key or a bad value)."""
+    def _decode(self, value: Any) -> dict[str, T]:
+        return self._each(self.value._decode, value)
+
+    def _encode(self, value: Any) -> Any:
+        return self._each(self.value._encode, value)
+
+    def _each(self, check: Callable[[Any], Any], value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self._fail(value, path)
+            raise self._mismatch(value)
         out = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise ValidationError(f"{path}[{k!r}]", f"map keys must be str, got {_kind(k)}")
-            out[k] = self.value.decode(v, f"{path}[{k!r}]")
+                raise _Mismatch(f"map keys must be str, got {_kind(k)}", _key(k))
+            try:
+                out[k] = check(v)
+            except _Mismatch as exc:
+                exc.where.append(_key(k))
+                raise
         return out
-
-    def encode(self, value: dict[str, T]) -> Any:
-        """A map of encoded values."""
-        enc = self.value.encode
-        return {k: enc(v) for k, v in value.items()}
 
 
 class Optional(Schema[T | None]):
@@ -251,37 +367,37 @@ class Optional(Schema[T | None]):
         self.inner = inner
         self.name = f"{inner.name}?"
 
-    def decode(self, value: Any, path: str) -> T | None:
-        """None for null, else the inner schema's decoding."""
-        return None if value is None else self.inner.decode(value, path)
+    def _decode(self, value: Any) -> T | None:
+        return None if value is None else self.inner._decode(value)
 
-    def encode(self, value: T | None) -> Any:
-        """Null for None, else the inner schema's encoding."""
-        return None if value is None else self.inner.encode(value)
+    def _encode(self, value: Any) -> Any:
+        return None if value is None else self.inner._encode(value)
 
 
 class Enum(Schema[E]):
-    """An IntEnum travelling as its integer value."""
+    """An IntEnum travelling as its integer value: a member, or an int that is one
+    member's value (not a bool, a float or a string of digits)."""
 
     def __init__(self, cls: type[E]) -> None:
         self.cls = cls
         self.name = cls.__name__
 
-    def decode(self, value: Any, path: str) -> E:
-        """The member with this integer value (ValidationError listing the members)."""
+    def _decode(self, value: Any) -> E:
         if type(value) is not int:
-            raise self._fail(value, path)
+            raise self._mismatch(value)
         try:
             return self.cls(value)
         except ValueError:
-            allowed = ", ".join(f"{m.name}={m.value}" for m in self.cls)
-            raise ValidationError(
-                path, f"{value} is not a {self.name} (one of {allowed})"
-            ) from None
+            raise self._not_a_member(value) from None
 
-    def encode(self, value: E) -> Any:
-        """The member's integer value."""
-        return int(value)
+    def _encode(self, value: Any) -> Any:
+        if type(value) is self.cls:
+            return value._value_
+        return self._decode(value)._value_
+
+    def _not_a_member(self, value: int) -> _Mismatch:
+        allowed = ", ".join(f"{m.name}={m.value}" for m in self.cls)
+        return _Mismatch(f"{value} is not a {self.name} (one of {allowed})")
 
 
 class Struct(Schema[T]):
@@ -309,28 +425,42 @@ class Struct(Schema[T]):
             self._fields = self._fields_factory()
         return self._fields
 
-    def decode(self, value: Any, path: str) -> T:
+    def _decode(self, value: Any) -> T:
         """An instance built from a map (or the instance itself).
 
         Unknown keys are ignored; a missing required field or a bad field value raises
-        ValidationError with the field's path.
+        _Mismatch with the field's path.
         """
         if isinstance(value, self.cls):
             return value
         if not isinstance(value, dict):
-            raise self._fail(value, path)
+            raise self._mismatch(value)
         kwargs = {}
         for name, schema in self.fields.items():
             if name in value:
-                kwargs[name] = schema.decode(value[name], f"{path}.{name}")
+                try:
+                    kwargs[name] = schema._decode(value[name])
+                except _Mismatch as exc:
+                    exc.where.append(f".{name}")
+                    raise
             elif name in self._required:
-                raise ValidationError(f"{path}.{name}", "missing required field")
+                raise _Mismatch("missing required field", f".{name}")
         # Unknown keys are ignored, so a peer with a newer struct can still talk to us.
         return self.cls(**kwargs)
 
-    def encode(self, value: T) -> Any:
-        """A map of every field's encoded value."""
-        return {name: schema.encode(getattr(value, name)) for name, schema in self.fields.items()}
+    def _encode(self, value: Any) -> Any:
+        """A map of every field's encoded value (an instance of the struct's class only:
+        a map is what a caller without the generated types sends, not this)."""
+        if not isinstance(value, self.cls):
+            raise self._mismatch(value)
+        out = {}
+        for name, schema in self.fields.items():
+            try:
+                out[name] = schema._encode(getattr(value, name))
+            except _Mismatch as exc:
+                exc.where.append(f".{name}")
+                raise
+        return out
 
 
 _REQUIRED: Any = object()
@@ -389,11 +519,10 @@ class Signature(Generic[R]):
     _exact: tuple[type | None, ...] | None = dataclasses.field(
         init=False, repr=False, compare=False
     )
-    _plain_encode: bool = dataclasses.field(init=False, repr=False, compare=False)
     # The one type a result must have to be returned as it is (None: anything), or
     # _NOT_EXACT when checking it needs the schema (conversion, containers, structs).
     _result_exact: Any = dataclasses.field(init=False, repr=False, compare=False)
-    # `fits` and `wire_args` compiled for these parameters (see _compile_fits): what the
+    # `fits` and `wire_args` compiled for these parameters (see _compile_check): what the
     # server and the async client call per call, with no loop and no frame of `self`.
     _fits: Callable[[Sequence[Any]], bool] = dataclasses.field(
         init=False, repr=False, compare=False
@@ -413,22 +542,13 @@ class Signature(Generic[R]):
         object.__setattr__(self, "_names", tuple(p.name for p in self.params))
         object.__setattr__(self, "_result_exact", _exact_type(self.result))
         object.__setattr__(self, "_exact", None if exact is None else tuple(exact))
-        object.__setattr__(
-            self,
-            "_plain_encode",
-            # Sent as they are (an int is range-checked on the fast path).
-            all(
-                type(p.schema).encode is Schema.encode or type(p.schema) is _Int
-                for p in self.params
-            ),
-        )
-        object.__setattr__(self, "_fits", _compile_fits(self._exact))
+        object.__setattr__(self, "_fits", _compile_check(self._exact))
         object.__setattr__(
             self,
             "_wire_args",
-            _compile_wire_args(len(self.params), self.encode_args)
-            if self._plain_encode
-            else self._encoded_args,
+            self._encoded_args
+            if self._exact is None
+            else _compile_check(self._exact, encode_args=self.encode_args),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -511,14 +631,25 @@ class Signature(Generic[R]):
         return out
 
     def encode_args(self, *args: Any) -> list[Any]:
-        """Positional wire arguments for the given Python values, in declared order."""
-        if self._plain_encode and len(args) == len(self.params):
-            for value in args:
-                if type(value) is int and not INT_MIN <= value <= INT_MAX:
-                    break  # the full path says which value is out of range
-            else:
-                return list(args)
-        return [p.schema.encode(v) for p, v in zip(self.params, args, strict=True)]
+        """Positional wire arguments for the given Python values, in declared order.
+
+        Raises:
+            ParamError: a value is not of its parameter's declared type (the message names
+                the method and the value's path: `add(): b: expected int, got str`), or
+                the count differs from the parameters'.
+        """
+        if self._fits(args):
+            return list(args)  # each of its exact type: the wire form is the value
+        params = self.params
+        if len(args) != len(params):
+            raise ParamError(f"{self.path}: takes {len(params)} argument(s), got {len(args)}")
+        out = []
+        for param, value in zip(params, args, strict=True):
+            try:
+                out.append(param.schema.encode(value, param.name))
+            except ValidationError as exc:
+                raise ParamError(f"{self.path}: {exc}") from None
+        return out
 
     def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:
         """`encode_args(*args)`, as a sequence: `args` itself (not copied) when its values
@@ -556,14 +687,21 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
     return namespace["f"]  # type: ignore[no-any-return]
 
 
-def _compile_fits(exact: tuple[type | None, ...] | None) -> Callable[[Sequence[Any]], bool]:
+def _compile_check(
+    exact: tuple[type | None, ...] | None,
+    encode_args: Callable[..., list[Any]] | None = None,
+) -> Callable[[Sequence[Any]], Any]:
     """`Signature.fits` for parameters whose values need one exact type each (`exact`):
-    one `type(x) is` (and, for an int, a range check) per value, unrolled."""
+    one `type(x) is` (and, for an int, a range check) per value, unrolled. With
+    `encode_args`, `Signature.wire_args` instead: the arguments when they fit, else what
+    `encode_args` makes of them (or the ParamError it raises)."""
     if exact is None:
         return _fits_never
     if len(exact) > _UNROLL_MAX:
-        return functools.partial(_fits_loop, exact)
-    namespace: dict[str, Any] = {"MIN": INT_MIN, "MAX": INT_MAX}
+        if encode_args is None:
+            return functools.partial(_fits_loop, exact)
+        return functools.partial(_wire_args_loop, exact, encode_args)
+    namespace: dict[str, Any] = {"MIN": INT_MIN, "MAX": INT_MAX, "encode": encode_args}
     tests = []
     for i, kind in enumerate(exact):
         if kind is not None:
@@ -572,54 +710,40 @@ def _compile_fits(exact: tuple[type | None, ...] | None) -> Callable[[Sequence[A
             if kind is int:
                 tests.append(f"MIN <= a{i} <= MAX")
     names = "".join(f"a{i}, " for i in range(len(exact)))
+    test = " and ".join(tests) or "True"
+    hit, miss = ("True", "False") if encode_args is None else ("args", "encode(*args)")
     source = (
         f"def f(args):\n"
-        f"    if len(args) != {len(exact)}:\n"
-        f"        return False\n"
-        + (f"    {names}= args\n" if exact else "")
-        + f"    return {' and '.join(tests) or 'True'}\n"
-    )
-    return _compile(source, namespace)
-
-
-def _compile_wire_args(
-    count: int, encode_args: Callable[..., list[Any]]
-) -> Callable[[Sequence[Any]], Sequence[Any]]:
-    """`Signature.wire_args` for `count` parameters that go on the wire as they are: the
-    arguments themselves unless one is an int out of range (`encode_args` says which)."""
-    if count > _UNROLL_MAX:
-        return functools.partial(_wire_args_loop, count, encode_args)
-    namespace: dict[str, Any] = {"MIN": INT_MIN, "MAX": INT_MAX, "encode": encode_args}
-    tests = " and ".join(f"(type(a{i}) is not int or MIN <= a{i} <= MAX)" for i in range(count))
-    names = "".join(f"a{i}, " for i in range(count))
-    source = (
-        f"def f(args):\n"
-        f"    if len(args) == {count}:\n"
-        + (f"        {names}= args\n" if count else "")
-        + f"        if {tests or 'True'}:\n"
-        f"            return args\n"
-        f"    return encode(*args)\n"
+        f"    if len(args) == {len(exact)}:\n"
+        + (f"        {names}= args\n" if exact else "")
+        + f"        if {test}:\n"
+        f"            return {hit}\n"
+        f"    return {miss}\n"
     )
     return _compile(source, namespace)
 
 
 def _wire_args_loop(
-    count: int, encode_args: Callable[..., list[Any]], args: Sequence[Any]
+    exact: tuple[type | None, ...], encode_args: Callable[..., list[Any]], args: Sequence[Any]
 ) -> Sequence[Any]:
-    if len(args) == count:
-        for value in args:
-            if type(value) is int and not INT_MIN <= value <= INT_MAX:
-                break  # encode_args says which value is out of range
-        else:
-            return args
-    return encode_args(*args)
+    return args if _fits_loop(exact, args) else encode_args(*args)
+
+
+def _item(check: Callable[[Any], Any], value: Any, path: str, i: int) -> Any:
+    """`check(value)` for a stream's item `i`: the path is made only for an error."""
+    try:
+        return check(value)
+    except (_Mismatch, RecursionError):
+        pass
+    return _checked(check, value, f"{path}[{i}]")
 
 
 def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:
     """Decode each item of a sync stream; closing this closes (cancels) the stream."""
+    check = item._decode
     try:
         for i, value in enumerate(stream):
-            yield item.decode(value, f"{path}[{i}]")
+            yield _item(check, value, path, i)
     finally:
         close = getattr(stream, "close", None)
         if close is not None:
@@ -630,10 +754,28 @@ async def decode_async_stream(
     stream: AsyncIterator[Any], item: Schema[T], path: str
 ) -> AsyncGenerator[T, None]:
     """Decode each item of an async stream; closing this closes (cancels) the stream."""
+    check = item._decode
     i = 0
     try:
         async for value in stream:
-            yield item.decode(value, f"{path}[{i}]")
+            yield _item(check, value, path, i)
+            i += 1
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def encode_async_stream(
+    stream: AsyncIterator[Any], item: Schema[Any], path: str
+) -> AsyncGenerator[Any, None]:
+    """Encode each item of a handler's stream (ValidationError naming `path[i]` for one
+    not of the declared type); closing this closes the stream."""
+    check = item._encode
+    i = 0
+    try:
+        async for value in stream:
+            yield _item(check, value, path, i)
             i += 1
     finally:
         aclose = getattr(stream, "aclose", None)

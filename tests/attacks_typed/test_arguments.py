@@ -185,8 +185,7 @@ def _typed_sync_outcome(mod: Any, url: str, kind: str, v: Any) -> tuple[str, Any
         return outcome(lambda: getattr(client, f"t_{kind}")(v))
 
 
-# list, map and enum do not hold: see the xfail tests below (their coercions).
-@pytest.mark.parametrize("kind", ["int", "float", "bool", "str", "bytes", "opt"])
+@pytest.mark.parametrize("kind", KINDS)
 @SETTINGS
 @given(v=values.filter(encodable))
 def test_generated_client_agrees_with_the_declared_type(
@@ -202,11 +201,6 @@ def test_generated_client_agrees_with_the_declared_type(
 
 
 @pytest.mark.parametrize("bad", [U64_MAX + 1, I64_MIN - 1, 2**100])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: generated client refuses an out-of-range int argument with ValidationError "
-    "'value: integer out of ... range', not ParamError naming the parameter",
-)
 def test_generated_client_out_of_range_int_is_a_param_error_naming_it(
     edge: tuple[Any, str], bad: int
 ) -> None:
@@ -215,11 +209,6 @@ def test_generated_client_out_of_range_int_is_a_param_error_naming_it(
         client.t_int(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an out-of-range int inside a struct argument is refused as ValidationError "
-    "'value: ...', not ParamError naming v.y",
-)
 def test_generated_client_out_of_range_struct_field_is_a_param_error_naming_it(
     edge: tuple[Any, str],
 ) -> None:
@@ -228,22 +217,12 @@ def test_generated_client_out_of_range_struct_field_is_a_param_error_naming_it(
         client.t_struct(mod.Pt(x=1.0, y=U64_MAX + 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an out-of-range int in a list<int> argument escapes as LocalProtocolError "
-    "'ARGS[0][1]', not ParamError naming v[1]",
-)
 def test_generated_client_out_of_range_list_item_is_a_param_error(edge: tuple[Any, str]) -> None:
     mod, url = edge
     with mod.EdgeClient(url) as client, pytest.raises(ParamError, match=r"v\[1\]"):
         client.t_list([1, U64_MAX + 1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an int beyond 64 bits for a float parameter escapes as LocalProtocolError "
-    "from the generated client: neither widened to float nor ParamError naming it",
-)
 def test_generated_client_huge_int_for_a_float_parameter(edge: tuple[Any, str]) -> None:
     mod, url = edge
     with mod.EdgeClient(url) as client:
@@ -255,11 +234,6 @@ def test_generated_client_huge_int_for_a_float_parameter(edge: tuple[Any, str]) 
             assert got == repr(("float", float(2**64)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a dict passed for a struct parameter to the generated client raises a raw "
-    "AttributeError, not ParamError naming the parameter",
-)
 def test_generated_client_refuses_a_mapping_for_a_struct_with_a_param_error(
     edge: tuple[Any, str],
 ) -> None:
@@ -281,11 +255,6 @@ COERCED = [
 
 
 @pytest.mark.parametrize(("kind", "v"), COERCED, ids=[f"{k}-{v!r}" for k, v in COERCED])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the generated client coerces a wrong value (int(v) for an enum, list(v) for "
-    "a list) and the call is silently accepted: True/1.9/'1' become Color.RED, '' becomes []",
-)
 def test_generated_client_does_not_coerce_wrong_values(
     edge: tuple[Any, str], kind: str, v: Any
 ) -> None:
@@ -305,10 +274,6 @@ def test_the_untyped_client_gets_402_for_the_same_wrong_values(edge: tuple[Any, 
                 rpc.call(f"t_{kind}", v)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the async generated client also turns True into Color.RED and sends it",
-)
 def test_async_generated_client_does_not_coerce_a_bool_to_an_enum(edge: tuple[Any, str]) -> None:
     mod, url = edge
 
@@ -324,11 +289,6 @@ RAISED = [("list", None), ("map", None), ("map", [("a", 1.0)]), ("enum", None), 
 
 
 @pytest.mark.parametrize(("kind", "v"), RAISED, ids=[f"{k}-{v!r}" for k, v in RAISED])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the generated client lets a raw TypeError/AttributeError/ValueError escape "
-    "for a wrong list/map/enum argument instead of ParamError naming the parameter",
-)
 def test_generated_client_wrong_container_is_a_param_error(
     edge: tuple[Any, str], kind: str, v: Any
 ) -> None:

@@ -54,11 +54,6 @@ def test_moderately_deep_values_are_checked(rec: tuple[Any, str]) -> None:
 
 
 @pytest.mark.parametrize("bad", [False, True], ids=["valid", "wrong-leaf"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Node chain 1000 deep (MessagePack carries it) gets 404 'RecursionError: "
-    "maximum recursion depth exceeded' from the server's checker, not 200/402",
-)
 def test_deep_values_are_checked_not_crashed_on(rec: tuple[Any, str], bad: bool) -> None:
     _, url = rec
     with RPC(url) as rpc:
@@ -70,11 +65,6 @@ def test_deep_values_are_checked_not_crashed_on(rec: tuple[Any, str], bad: bool)
         assert rpc.depth(chain(3)) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the generated client raises a raw RecursionError encoding a Node chain 1000 "
-    "deep (within MessagePack's 1024 levels)",
-)
 def test_generated_client_encodes_deep_values(rec: tuple[Any, str]) -> None:
     mod, url = rec
     node = None

@@ -140,11 +140,6 @@ def test_a_struct_result_round_trips(res: tuple[Any, str, Box]) -> None:
 
 
 @pytest.mark.parametrize("v", [None, 1, {"x": 1.0}], ids=["none", "int", "dict"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a handler returning None/an int/a dict for a struct result gets 404 "
-    "\"AttributeError: 'int' object has no attribute 'x'\", not an error naming the method",
-)
 def test_wrong_struct_results_are_errors_naming_the_method(
     res: tuple[Any, str, Box], v: Any
 ) -> None:
@@ -169,11 +164,6 @@ COERCED_RESULTS = [
 @pytest.mark.parametrize(
     ("method", "v"), COERCED_RESULTS, ids=[f"{m}-{v!r}" for m, v in COERCED_RESULTS]
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the server coerces a wrong result (list(v) for a list, int(v) for an enum): "
-    "'' comes back as [], True or 1.5 as Color.RED, with no error",
-)
 def test_wrong_results_are_not_coerced(res: tuple[Any, str, Box], method: str, v: Any) -> None:
     mod, url, box = res
     box.value = v
@@ -195,11 +185,6 @@ def test_a_value_returned_by_a_none_method_is_an_error(res: tuple[Any, str, Box]
 
 @pytest.mark.parametrize("method", ["give_int", "agive_int", "give_opt", "give_float"])
 @pytest.mark.parametrize("v", [U64_MAX + 1, I64_MIN - 1], ids=["2**64", "-2**63-1"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a handler's out-of-range int result gives 500 'ValidationError: value: "
-    "integer out of ... range' (405 '... MESSAGE.RESULT ...' for float) without the method",
-)
 def test_out_of_range_int_result_is_an_error_naming_the_method(
     res: tuple[Any, str, Box], method: str, v: int
 ) -> None:
@@ -208,31 +193,28 @@ def test_out_of_range_int_result_is_an_error_naming_the_method(
     with mod.ResClient(url) as client:
         got = typed_outcome(client, method)
         assert client.ok() == 41
+    if method == "give_float":
+        # An int is widened to a float, as for a float argument (where the client may
+        # widen or refuse, test_generated_client_huge_int_for_a_float_parameter).
+        assert got == ("ok", float(v))
+        return
     assert got[0] != "ok"
     assert f"{method}()" in got[1], got
 
 
 @pytest.mark.parametrize("v", [[1, U64_MAX + 1], 7], ids=["item-2**64", "int-for-list"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: list<int> result: an out-of-range item is a 500 without the method, and an "
-    "int instead of a list a 404 \"TypeError: 'int' object is not iterable\"",
-)
 def test_bad_list_result_is_an_error_naming_the_method(res: tuple[Any, str, Box], v: Any) -> None:
     mod, url, box = res
     box.value = v
     with mod.ResClient(url) as client:
         got = typed_outcome(client, "give_list")
         assert client.ok() == 41
-    assert got[0] in ("ValidationError", "ResultLimitError"), got
+    # The server checks the result (404, EXCEPTION ValidationError), or the client does.
+    assert got[0] in ("ValidationError", "ResultLimitError", "RPCRuntimeError"), got
     assert "give_list()" in got[1], got
+    assert got[0] != "RPCRuntimeError" or got[1].startswith("ValidationError: "), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an out-of-range int stream item ends the stream with 500 'value: integer "
-    "out of ... range', not naming the method",
-)
 def test_out_of_range_stream_item_is_an_error_naming_the_method(
     res: tuple[Any, str, Box],
 ) -> None:
@@ -245,11 +227,6 @@ def test_out_of_range_stream_item_is_an_error_naming_the_method(
 
 
 @pytest.mark.parametrize("v", ["x", True, 1.5, None])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the server does not check results against the declared type: an untyped "
-    "client gets 'x', True, 1.5 or None from a method declared -> int",
-)
 def test_server_checks_results_for_untyped_clients_too(res: tuple[Any, str, Box], v: Any) -> None:
     _, url, box = res
     box.value = v
@@ -285,18 +262,15 @@ def test_async_client_result_errors_name_the_method(res: tuple[Any, str, Box]) -
 
     seen = asyncio.run(asyncio.wait_for(main(), 20))
     assert len(seen) == 7, seen
-    assert all(s.startswith(("give_int()", "agive_int()", "give_items()")) for s in seen), seen
+    # Checked by the server (404 whose EXCEPTION is ValidationError) or by the client.
+    names = ("give_int()", "agive_int()", "give_items()")
+    assert all(s.removeprefix("ValidationError: ").startswith(names) for s in seen), seen
 
 
 @pytest.mark.parametrize(
     ("method", "v"),
     [("give_int", object()), ("give_float", {1.5}), ("give_str", complex(1, 2))],
     ids=["object-for-int", "set-for-float", "complex-for-str"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a result of a type MessagePack cannot carry (object, set, complex) for a "
-    "method declared -> int/float/str gives 405 'MESSAGE.RESULT is ...' without the method",
 )
 def test_unencodable_wrong_result_is_an_error_naming_the_method(
     res: tuple[Any, str, Box], method: str, v: Any

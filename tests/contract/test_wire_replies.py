@@ -228,7 +228,7 @@ def test_second_auth_request_505_and_close(wire: Wire) -> None:
         ("RestrictAccessError", 403, "raised by the method"),
         ("RpcException", 500, "raised by the method"),
         ("RpcUnavailableException", 503, "raised by the method"),
-        ("ConnectionLostError", 500, "raised by the method"),
+        ("ConnectionLostError", 404, "raised by the method"),
     ],
 )
 def test_handler_exception_in_coroutine(wire: Wire, kind: str, code: int, message: str) -> None:

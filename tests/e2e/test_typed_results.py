@@ -1,8 +1,8 @@
 """A typed coroutine's result is encoded by its schema whichever way the call is run
 (alone on its connection, or among others read at once): a value of the declared type
-goes out as it is, anything else through the schema (an int out of MessagePack's range
-is refused with the schema's error), and a coroutine that returns a stream has its
-items encoded."""
+goes out as it is, anything else through the schema (an int out of MessagePack's range,
+or a value of another type, is refused with the schema's error naming the method), and a
+coroutine that returns a stream has its items encoded."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def srv() -> ServerThread:
 
     @server.register_function(schema=Signature((Param("n", INT),), STR, name="as_str"))
     async def as_str(n: int) -> Any:
-        return str(n) if n >= 0 else n  # a wrong type: sent as it is (str's encode)
+        return str(n) if n >= 0 else n  # a wrong type: refused
 
     @server.register_function(schema=Signature((Param("n", INT),), INT, name="ints"))
     async def ints(n: int) -> Any:
@@ -54,6 +54,7 @@ async def outcome(call: Any) -> Any:
         return (type(exc).__name__, str(exc))
 
 
+RANGE = "integer out of MessagePack's 64-bit range [-9223372036854775808, 18446744073709551615]"
 CALLS = [
     ("echo_int", 3),
     ("echo_int", -1),
@@ -70,9 +71,10 @@ def test_typed_results_alone_and_among_others(srv: ServerThread) -> None:
             alone = [await outcome(rpc.call(name, n)) for name, n in CALLS]
             together = await asyncio.gather(*(outcome(rpc.call(name, n)) for name, n in CALLS))
         assert alone == together
-        assert alone[0] == 3 and alone[2] == "4" and alone[3] == -1 and alone[4] == [0, 1, 2]
-        assert "64-bit range" in alone[1][1]
-        assert "64-bit range" in alone[5][1]
+        assert alone[0] == 3 and alone[2] == "4" and alone[4] == [0, 1, 2]
+        assert alone[1] == ("RPCRuntimeError", f"ValidationError: echo_int(): {RANGE}")
+        assert alone[3] == ("RPCRuntimeError", "ValidationError: as_str(): expected str, got int")
+        assert alone[5] == ("RPCRuntimeError", f"ValidationError: ints()[1]: {RANGE}")
 
     with srv:
         arun(main())

@@ -30,7 +30,13 @@ from generated_examples.inventory import (
 from helpers import ServerThread
 from mprpcgen.demo import Inventory  # filters with `is`: needs real Status members
 from pymprpc.client import RPC
-from pymprpc.errors import DeadlineExceeded, ExpireWarning, ParamError, ValidationError
+from pymprpc.errors import (
+    DeadlineExceeded,
+    ExpireWarning,
+    ParamError,
+    RPCRuntimeError,
+    ValidationError,
+)
 from pymprpc.server import Server
 
 
@@ -214,11 +220,52 @@ def test_wrong_arguments_get_402_with_the_path(
         assert rpc.add(a=1, b=2) == 3  # by name works too
 
 
-def test_a_wrong_result_type_is_caught_by_the_client(services: tuple[str, Calculator]) -> None:
+def test_a_wrong_result_type_is_refused_by_the_server(services: tuple[str, Calculator]) -> None:
     addr, calc = services
     calc.lie = True
-    with CalculatorClient(addr) as client, pytest.raises(ValidationError, match=r"slow_add\(\)"):
-        client.slow_add(1)
+    with CalculatorClient(addr) as client:
+        with pytest.raises(RPCRuntimeError, match=r"^ValidationError: slow_add\(\): expected int"):
+            client.slow_add(1)
+        assert client.add(1, 2) == 3
+    with RPC(addr) as rpc, pytest.raises(RPCRuntimeError, match=r"slow_add\(\)"):
+        rpc.slow_add(1)  # an untyped caller too
+
+
+@pytest.fixture
+def unchecked() -> Iterator[str]:
+    """A server answering the calculator's names without its schemas: wrong result types
+    reach the client unchecked."""
+    server = Server(("127.0.0.1", 0))
+
+    @server.register_function()
+    async def slow_add(a: int, b: int = 1) -> Any:
+        return "not an int"
+
+    @server.register_function()
+    def add(a: int, b: int) -> Any:
+        return [a, b]
+
+    with ServerThread(server) as thread:
+        yield f"tcp://127.0.0.1:{thread.port}"
+
+
+def test_a_wrong_result_from_an_unchecking_server_is_caught_by_the_client(
+    unchecked: str,
+) -> None:
+    with CalculatorClient(unchecked) as client:
+        with pytest.raises(ValidationError, match=r"^slow_add\(\): expected int, got str"):
+            client.slow_add(1)
+        with pytest.raises(ValidationError, match=r"^add\(\): expected int, got list"):
+            client.add(1, 2)
+
+    async def main() -> None:
+        async with AsyncCalculatorClient(unchecked) as client:
+            with pytest.raises(ValidationError, match=r"^slow_add\(\): expected int"):
+                await client.slow_add(1)  # the client's own call coroutine checks it
+            with pytest.raises(ValidationError, match=r"^add\(\): expected int"):
+                await client.with_options(timeout=5).add(1, 2)  # the options path too
+
+    asyncio.run(asyncio.wait_for(main(), 20))
 
 
 def test_introspection_reports_the_idl(services: tuple[str, Calculator]) -> None:
@@ -290,14 +337,16 @@ def test_an_async_typed_call_is_the_clients_own_coroutine(
             assert await asyncio.create_task(client.add(2, 3)) == 5
             assert await asyncio.gather(client.slow_add(1), client.add(1, 1)) == [2, 2]
             late = client.add(2**70, 1)  # out of range: raised when it runs, not here
-            with pytest.raises(ValidationError, match="range"):
+            with pytest.raises(ParamError, match=r"^add\(\): a: integer out of .* range"):
                 await late
+            with pytest.raises(ParamError, match=r"^add\(\): b: expected int, got bool"):
+                await client.add(1, True)  # refused before it is sent
             view = client.with_options(timeout=5)
-            assert await view.slow_add(4) == 5  # the options path checks results too
-            calc.lie = True
-            with pytest.raises(ValidationError, match=r"slow_add\(\)"):
+            assert await view.slow_add(4) == 5
+            calc.lie = True  # the server refuses its own wrong result (404)
+            with pytest.raises(RPCRuntimeError, match=r"^ValidationError: slow_add\(\)"):
                 await client.slow_add(1)
-            with pytest.raises(ValidationError, match=r"slow_add\(\)"):
+            with pytest.raises(RPCRuntimeError, match=r"^ValidationError: slow_add\(\)"):
                 await view.slow_add(1)
 
     asyncio.run(asyncio.wait_for(main(), 20))

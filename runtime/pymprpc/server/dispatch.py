@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from ..errors import MPRPCError, RPCRuntimeError
 from ..protocol import CallRequest
-from ..schema import ANY, INT_MAX, INT_MIN, Schema
+from ..schema import ANY, INT_MAX, INT_MIN, encode_async_stream
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
 
@@ -24,7 +24,6 @@ _GENERATOR: Final = types.GeneratorType
 # Result types that are never streams (is_stream answers False without the ABC check).
 PLAIN_RESULTS: Final = frozenset({int, float, str, bytes, bool, type(None), list, dict, tuple})
 _PLAIN: Final = PLAIN_RESULTS
-_AS_IS: Final = Schema.encode  # a result schema with this encode sends values unchanged
 
 
 class Dispatcher:
@@ -44,9 +43,8 @@ class Dispatcher:
         """Awaitable of the call's wire value, or of an async iterator of wire values for
         a stream."""
         schema = method.schema
-        if method.kind is _COROUTINE and (schema is None or type(schema.result).encode is _AS_IS):
-            # Nothing to add (a typed int, str... result goes out as it is): awaited as it
-            # is, one coroutine frame less.
+        if method.kind is _COROUTINE and (schema is None or schema.result is ANY):
+            # Nothing to check or convert: awaited as it is, one coroutine frame less.
             awaitable: Awaitable[Any] = method.func(*args, **kwargs)
             return awaitable
         return self._run(method, args, kwargs)
@@ -77,7 +75,13 @@ class Dispatcher:
     def encode_result(method: Method, value: Any) -> Any:
         """The wire value of what `method` returned (a stream's items encoded as they
         come): what `run` does after the method returns, for a caller that awaited a
-        typed coroutine itself."""
+        typed coroutine itself.
+
+        Raises:
+            ValidationError: the value is not of the declared result type; the message
+                names the method (`add(): expected int, got str`), and the call fails
+                with 404 whoever the caller is.
+        """
         schema = method.schema
         if schema is None or schema.result is ANY:
             return value
@@ -85,18 +89,8 @@ class Dispatcher:
         if type(value) is kind and (kind is not int or INT_MIN <= value <= INT_MAX):
             return value  # of the declared plain type, as encode would return it
         if is_stream(value):
-            return _encode_items(value, schema.result)
-        return schema.result.encode(value)
-
-
-async def _encode_items(agen: AsyncIterator[Any], schema: Schema[Any]) -> AsyncIterator[Any]:
-    try:
-        async for item in agen:
-            yield schema.encode(item)
-    finally:
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await aclose()
+            return encode_async_stream(value, schema.result, f"{method.name}()")
+        return schema.result.encode(value, f"{method.name}()")
 
 
 def _generator_advice(name: str) -> str:
@@ -114,7 +108,10 @@ def is_stream(value: Any) -> bool:
 
 def as_call_error(exc: BaseException, request: CallRequest) -> tuple[MPRPCError, str]:
     """The protocol error for an exception raised by a call, and its traceback text."""
-    if isinstance(exc, MPRPCError):
+    if isinstance(exc, MPRPCError) and exc.code is not None:
+        # A coded error is the method's answer (a handler may raise ParamError itself).
+        # One without a code (a result not of its declared type, or a ConnectionLostError
+        # from a client the handler used) failed the method: 404 below, like any other.
         error = exc
         frame = "".join(traceback.format_exception(exc))
     elif isinstance(exc, RemoteFunctionError):
