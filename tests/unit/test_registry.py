@@ -284,3 +284,15 @@ def test_a_keyword_the_decorator_adds_is_shown_and_accepted() -> None:
     assert make_method("m", func, key="m").signature_text == f"m{shown}"
     # A decorator that passes everything on shows the decorated function's parameters.
     assert call_signature(passing_on(_inner)) == inspect.signature(_inner)
+
+
+def test_layers_are_found_once_at_registration() -> None:
+    # Per call, an undecorated function is bound by Signature.bind alone and each
+    # wrapper taking arguments of its own adds one layer; pure pass-through ones none.
+    assert make_method("m", _inner, key="m").passes_on is None
+    assert make_method("m", passing_on(_inner), key="m").passes_on is None
+    one = make_method("m", adding_a_keyword(_inner), key="m")
+    assert one.passes_on == (inspect.signature(_inner),)
+    deep = passing_on(adding_a_keyword(passing_on(adding_a_required_keyword(_inner))))
+    layers = make_method("m", deep, key="m").passes_on
+    assert layers is not None and len(layers) == 2

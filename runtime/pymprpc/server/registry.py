@@ -197,16 +197,17 @@ def bind_through(
     inners: tuple[inspect.Signature, ...],
     args: list[Any],
     kwargs: dict[str, Any],
+    check_positional_only: bool = False,
 ) -> None:
     """Bind a call of a wrapper (`outer`) and, layer after layer, what each one's
     positional parameters and `*args`/`**kwargs` pass on to the next (`inners`, down to
     the decorated function); TypeError, as `Signature.bind`, if any refuses.
 
-    `inners` may be empty: `outer` alone, where `Signature.bind` needs the check of
-    `_refuse_missing_positional_only`.
+    `check_positional_only`: check each layer as `Signature.bind` misses on this Python
+    (`_refuse_missing_positional_only`); `inners` may then be empty (`outer` alone).
     """
     bound = outer.bind(*args, **kwargs)
-    if _BIND_SKIPS_POSITIONAL_ONLY:
+    if check_positional_only:
         _refuse_missing_positional_only(outer, bound)
     for inner in inners:
         rest: list[Any] = []
@@ -222,7 +223,7 @@ def bind_through(
             elif param.kind is _VAR_KEYWORD:
                 named = bound.arguments.get(param.name, {})
         bound = inner.bind(*rest, **named)
-        if _BIND_SKIPS_POSITIONAL_ONLY:
+        if check_positional_only:
             _refuse_missing_positional_only(inner, bound)
         outer = inner
 
@@ -296,9 +297,11 @@ class Method:
     positional: bool = False
     # A decorator's wrapper taking arguments of its own (`signature`): the signatures of
     # the wrappers and function it passes its `*args`/`**kwargs` on to, in turn, which
-    # must accept them too (see bind_through). Empty: `signature` alone, but bound with
-    # the check Signature.bind misses on this Python. None: `signature.bind` decides.
+    # must accept them too (see bind_through). None: `signature.bind` decides alone.
     passes_on: tuple[inspect.Signature, ...] | None = None
+    # Whether bind_through checks what this Python's Signature.bind misses (a required
+    # positional-only parameter given by keyword into **kwargs): a layer may need it.
+    check_positional_only: bool = False
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
@@ -317,7 +320,13 @@ class Method:
                 if self.passes_on is None:  # one signature, which bind judges right
                     self.signature.bind(*args, **kwargs)
                 else:
-                    bind_through(self.signature, self.passes_on, args, kwargs)
+                    bind_through(
+                        self.signature,
+                        self.passes_on,
+                        args,
+                        kwargs,
+                        self.check_positional_only,
+                    )
             except TypeError as exc:
                 raise ParamError(f"{self.name}(): {exc}") from None
         return args, kwargs
@@ -381,13 +390,15 @@ def make_method(
     schema: Signature[Any] | None = None,
 ) -> Method:
     passes_on: tuple[inspect.Signature, ...] | None = None
+    check_positional_only = False
     sig: inspect.Signature | None
     try:
         sig, *inners = _layers(func, False)
     except (TypeError, ValueError):
         sig = None
     else:
-        if inners or _needs_positional_only_check(sig):
+        check_positional_only = any(map(_needs_positional_only_check, [sig, *inners]))
+        if inners or check_positional_only:
             passes_on = tuple(inners)
     kind = kind_of(func)
     fast_bind = FastBind.of(sig)
@@ -412,6 +423,7 @@ def make_method(
         plain_arity=plain_arity,
         positional=positional,
         passes_on=passes_on,
+        check_positional_only=check_positional_only,
     )
 
 
