@@ -237,6 +237,11 @@ def test_nested_decorators_bind_what_calling_accepts(
     except ParamError:
         bound = False
     assert bound is accepts(func, args, kwargs), (names, args, kwargs)
+    if bound:  # introspection shows every keyword a caller may pass
+        shown = call_signature(func).parameters
+        named = {n for n, p in shown.items() if p.kind is not p.POSITIONAL_ONLY}
+        if not any(p.kind is p.VAR_KEYWORD for p in shown.values()):
+            assert set(kwargs) <= named, (names, kwargs, shown)
 
 
 def test_keywords_added_at_any_depth_are_shown() -> None:
