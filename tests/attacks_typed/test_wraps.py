@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pymprpc.client import RPC
@@ -73,14 +72,25 @@ def unit_over_plain(fn: F) -> F:
     return with_unit(plain(fn))
 
 
-HOLDING = {
+def scale_plain_unit(fn: F) -> F:
+    return with_scale(plain(with_unit(fn)))
+
+
+def first_over_unit(fn: F) -> F:
+    return positional_first(with_unit(fn))
+
+
+DECORATORS = {
     "plain": plain,
     "with_unit": with_unit,
     "with_scale": with_scale,
     "as_coroutine": as_coroutine,
+    "positional_first": positional_first,
     "unit_over_plain": unit_over_plain,
+    "plain_over_unit": plain_over_unit,
+    "scale_plain_unit": scale_plain_unit,
+    "first_over_unit": first_over_unit,
 }
-BROKEN = {"positional_first": positional_first, "plain_over_unit": plain_over_unit}
 
 
 # Unannotated, as functions registered with register_function() usually are.
@@ -103,7 +113,7 @@ TARGETS = {"a": target_a, "b": target_b, "c": target_c}
 def wrapped() -> Iterator[tuple[str, dict[str, F]]]:
     server = new_server(executor="thread")
     local: dict[str, F] = {}
-    for dname, deco in {**HOLDING, **BROKEN}.items():
+    for dname, deco in DECORATORS.items():
         for tname, target in TARGETS.items():
             fn = deco(target)
             local[f"{dname}.{tname}"] = fn
@@ -147,12 +157,7 @@ SETTINGS = settings(
 )
 
 
-# Python 3.13.0's inspect.Signature.bind() accepts f(x=0) for f(x, /, **more) (it puts x
-# into more and does not report x missing); 3.11 and 3.12 refuse it, as calling f does.
-POSITIONAL_ONLY_BY_KEYWORD_BROKEN = sys.version_info >= (3, 13)
-
-
-@pytest.mark.parametrize("deco", sorted(HOLDING))
+@pytest.mark.parametrize("deco", sorted(DECORATORS))
 @pytest.mark.parametrize("target", sorted(TARGETS))
 @SETTINGS
 @given(call=calls)
@@ -165,9 +170,6 @@ def test_server_accepts_what_the_decorated_callable_accepts(
     url, local = wrapped
     name = f"{deco}.{target}"
     args, kwargs = call
-    # On 3.13 a positional-only name passed by keyword next to **more is a known failure:
-    # test_positional_only_name_by_keyword_is_402 below.
-    assume(not (POSITIONAL_ONLY_BY_KEYWORD_BROKEN and target == "b" and "x" in kwargs))
     with RPC(url) as rpc:
         got = remote_outcome(rpc, name, args, kwargs)
     want = local_outcome(local[name], args, kwargs)
@@ -179,14 +181,12 @@ def test_server_accepts_what_the_decorated_callable_accepts(
     [
         ("plain_over_unit.a", (1,), {"unit": "m"}),
         ("plain_over_unit.c", (), {"unit": "m"}),
+        ("scale_plain_unit.a", (1,), {"unit": "m", "scale": 2}),
+        ("scale_plain_unit.b", (1, 2, 3), {"z": 4, "unit": "m", "scale": 2, "q": 5}),
+        ("first_over_unit.a", (1,), {"unit": "m", "c": 4}),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: calls Python accepts are refused with 402: a plain wraps-decorator over "
-    "one taking unit= (plain(with_unit(f))) loses unit",
-)
-def test_calls_python_accepts_are_accepted_for_other_decorator_shapes(
+def test_calls_python_accepts_are_accepted_for_nested_decorators(
     wrapped: tuple[str, dict[str, F]], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     url, local = wrapped
@@ -205,6 +205,10 @@ def test_wrong_arguments_through_other_shapes_are_still_402(
             ("positional_first.a", (), {}),
             ("plain_over_unit.a", (), {}),
             ("plain_over_unit.a", (1,), {"zz": 1}),
+            ("plain_over_unit.a", (1,), {"unit": "m", "zz": 1}),
+            ("scale_plain_unit.a", (1,), {"unit": "m"}),
+            ("scale_plain_unit.c", (), {"scale": 1, "c": 2}),
+            ("first_over_unit.c", (), {"unit": "m"}),
         ]:
             with pytest.raises(ParamError):
                 rpc.method(name)(*args, **kwargs)
@@ -250,17 +254,15 @@ def test_calls_through_a_positional_wrapper_are_what_python_accepts(
         assert remote_outcome(rpc, name, args, kwargs) == ("ok", tuples(want[1]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: system.methodSignature of plain(with_unit(f)) omits unit='', which callers "
-    "may pass (Python accepts it)",
-)
 def test_method_signature_of_nested_decorators_shows_added_keywords(
     wrapped: tuple[str, dict[str, F]],
 ) -> None:
     url, _ = wrapped
     with RPC(url) as rpc:
-        assert "unit=''" in rpc.system.methodSignature("plain_over_unit.a")
+        sig = rpc.system.methodSignature
+        assert sig("plain_over_unit.a").endswith("(a, b=2, *, c=3, unit='')")
+        assert sig("scale_plain_unit.a").endswith("(a, b=2, *, c=3, unit='', scale)")
+        assert sig("scale_plain_unit.b").endswith("(x, /, y, *rest, z, unit='', scale, **more)")
 
 
 def stream_plain(fn: F) -> F:
@@ -331,23 +333,26 @@ def test_decorated_streams_and_instance_methods() -> None:
         assert rpc.system.methodSignature("label").startswith("label(a: int, *, unit='')")
 
 
-@pytest.mark.xfail(
-    POSITIONAL_ONLY_BY_KEYWORD_BROKEN,
-    strict=True,
-    reason="BUG (Python 3.13): f(x, /, y, *rest, z, **more) called with x=0 by keyword is "
-    "accepted (3.13's Signature.bind puts x into more) and fails inside with 404, not 402",
-)
+# Python 3.13.0's inspect.Signature.bind() accepts f(x=0) for f(x, /, **more) (it puts x
+# into more and does not report x missing); calling f refuses it on every Python.
 @pytest.mark.parametrize("name", ["plain.b", "with_unit.b", "undecorated"])
 def test_positional_only_name_by_keyword_is_402(
     wrapped: tuple[str, dict[str, F]], name: str
 ) -> None:
     url, local = wrapped
     server_name = "direct_b" if name == "undecorated" else name
-    if name != "undecorated":
-        assert local_outcome(local[name], (), {"x": 0, "y": 0, "z": 0})[0] == "refused"
+    fn = target_b if name == "undecorated" else local[name]
+    assert local_outcome(fn, (), {"x": 0, "y": 0, "z": 0})[0] == "refused"
+    # With x given by position too, the keyword x goes into **more: Python accepts it.
+    accepted = local_outcome(fn, (5,), {"x": 0, "y": 1, "z": 2})
+    assert accepted[0] == "ok"
     server = new_server(executor="thread")
     server.register_function("direct_b")(target_b)
     with served(server) as running, RPC(running.url) as direct, RPC(url) as rpc:
         client = direct if name == "undecorated" else rpc
         with pytest.raises(ParamError, match=r"'x'"):
             client.method(server_name)(x=0, y=0, z=0)
+        assert remote_outcome(client, server_name, (5,), {"x": 0, "y": 1, "z": 2}) == (
+            "ok",
+            tuples(accepted[1]),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from typing import Any
 
 import pytest
@@ -77,6 +78,16 @@ def _inner_kw(a: int, **extra: Any) -> tuple[Any, ...]:
     return (a, extra)
 
 
+def _inner_po(x: int, /, b: int = 2, **more: Any) -> tuple[Any, ...]:
+    # Calling refuses x=0 alone (x is missing; the keyword would go into more), though
+    # Python 3.13.0's Signature.bind accepts it.
+    return (x, b, more)
+
+
+def _method(self: Any, a: int, b: int = 2, *, c: int = 3) -> tuple[Any, ...]:
+    return (self, a, b, c)
+
+
 def passing_on(f: Any) -> Any:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -148,7 +159,16 @@ DECORATED = [
         fixed_wrapper,
         keywords_only_on,
     )
-    for inner in (_inner, _inner_kw)
+    for inner in (_inner, _inner_kw, _inner_po)
+]
+# Decorators that pass arguments on, stacked over those above: two and three deep.
+STACKABLE = [
+    passing_on,
+    adding_a_keyword,
+    adding_a_required_keyword,
+    reusing_a_name,
+    passing_its_own_positional_on,
+    keywords_only_on,
 ]
 KEYS = ["a", "b", "c", "unit", "token", "scale", "x", "other"]
 
@@ -180,6 +200,87 @@ def test_a_decorated_function_binds_what_calling_it_accepts(
     assert bound is accepts(func, args, kwargs), (func.__qualname__, args, kwargs)
 
 
+SHAPES = [*STACKABLE, fixed_wrapper]
+
+
+@st.composite
+def nested(draw: st.DrawFn) -> tuple[Any, list[str]]:
+    """A function, or a method bound to an instance, under two or three decorators (the
+    innermost of any shape, the others passing arguments on); with the names, innermost
+    first, for failure messages."""
+    inner = draw(st.sampled_from([_inner, _inner_kw, _inner_po, _method]))
+    # (fixed_wrapper calls f(x): for a method, f(self) alone, a TypeError of its own.)
+    decos = [draw(st.sampled_from(STACKABLE if inner is _method else SHAPES))]
+    decos += draw(st.lists(st.sampled_from(STACKABLE), min_size=1, max_size=2))
+    func: Any = inner
+    for deco in decos:
+        func = deco(func)
+    if inner is _method:
+        func = types.MethodType(func, object())
+    return func, [inner.__name__, *(d.__name__ for d in decos)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    nested(),
+    st.lists(st.integers(0, 9), max_size=4),
+    st.dictionaries(st.sampled_from(KEYS), st.integers(0, 9), max_size=3),
+)
+def test_nested_decorators_bind_what_calling_accepts(
+    decorated: tuple[Any, list[str]], args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    func, names = decorated
+    method = make_method("m", func, key="m")
+    try:
+        method.bind(args, kwargs)
+        bound = True
+    except ParamError:
+        bound = False
+    assert bound is accepts(func, args, kwargs), (names, args, kwargs)
+    if bound:  # introspection shows every keyword a caller may pass
+        shown = call_signature(func).parameters
+        named = {n for n, p in shown.items() if p.kind is not p.POSITIONAL_ONLY}
+        if not any(p.kind is p.VAR_KEYWORD for p in shown.values()):
+            assert set(kwargs) <= named, (names, kwargs, shown)
+
+
+def test_keywords_added_at_any_depth_are_shown() -> None:
+    def shown(func: Any) -> str:
+        sig = call_signature(func, eval_str=True)
+        return str(sig.replace(return_annotation=inspect.Signature.empty))
+
+    two = passing_on(adding_a_keyword(_inner))
+    assert shown(two) == "(a: int, b: int = 2, *, c: int = 3, unit='')"
+    three = adding_a_required_keyword(passing_on(adding_a_keyword(_inner_kw)))
+    assert shown(three) == "(a: int, *, unit='', token, **extra: Any)"
+    method = types.MethodType(passing_on(adding_a_keyword(_method)), object())
+    assert shown(method) == "(a: int, b: int = 2, *, c: int = 3, unit='')"
+
+
+def test_a_wrapper_loop_is_not_followed_for_ever() -> None:
+    func = adding_a_keyword(_inner)
+    func.__wrapped__ = passing_on(func)
+    method = make_method("m", func, key="m")
+    assert method.signature is None and method.signature_text == "m(...)"
+
+
+def test_a_chain_deeper_than_looked_through_binds_as_inspect_follows_it() -> None:
+    func = adding_a_keyword(_inner)
+    for _ in range(40):
+        func = passing_on(func)
+    method = make_method("m", func, key="m")
+    assert method.bind([1], {}) == ([1], {})
+    with pytest.raises(ParamError):
+        method.bind([], {})
+
+
+def test_a_positional_only_parameter_given_by_keyword_alone_is_refused() -> None:
+    method = make_method("m", _inner_po, key="m")
+    with pytest.raises(ParamError, match=r"^m\(\): .*'x'"):
+        method.bind([], {"x": 0})
+    assert method.bind([1], {"x": 0}) == ([1], {"x": 0})
+
+
 def test_a_keyword_the_decorator_adds_is_shown_and_accepted() -> None:
     func = adding_a_keyword(_inner)
     # (functools.wraps copies the decorated function's annotations: `unit` has none.)
@@ -188,3 +289,15 @@ def test_a_keyword_the_decorator_adds_is_shown_and_accepted() -> None:
     assert make_method("m", func, key="m").signature_text == f"m{shown}"
     # A decorator that passes everything on shows the decorated function's parameters.
     assert call_signature(passing_on(_inner)) == inspect.signature(_inner)
+
+
+def test_layers_are_found_once_at_registration() -> None:
+    # Per call, an undecorated function is bound by Signature.bind alone and each
+    # wrapper taking arguments of its own adds one layer; pure pass-through ones none.
+    assert make_method("m", _inner, key="m").passes_on is None
+    assert make_method("m", passing_on(_inner), key="m").passes_on is None
+    one = make_method("m", adding_a_keyword(_inner), key="m")
+    assert one.passes_on == (inspect.signature(_inner),)
+    deep = passing_on(adding_a_keyword(passing_on(adding_a_required_keyword(_inner))))
+    layers = make_method("m", deep, key="m").passes_on
+    assert layers is not None and len(layers) == 2

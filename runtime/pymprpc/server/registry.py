@@ -85,67 +85,152 @@ def holds_state(func: Callable[..., Any]) -> bool:
 
 _VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+_POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_EMPTY = inspect.Parameter.empty
+
+# Decorators looked through one by one; the rest of a deeper chain is taken as passing
+# every argument on (as inspect.signature takes a whole chain).
+_MAX_LAYERS = 16
 
 
-def _wrapper_and_wrapped(
-    func: Callable[..., Any], eval_str: bool
-) -> tuple[inspect.Signature, inspect.Signature | None]:
-    """`func`'s own signature and, if it is a decorator's wrapper that passes arguments on
-    (`*args`/`**kwargs`) and takes some of its own, the decorated function's, to which
-    its positional parameters and what lands in `*args`/`**kwargs` are passed (see
-    `bind_through`). Raises what `inspect.signature` raises.
+def _bind_skips_positional_only() -> bool:
+    """Whether this Python's `Signature.bind` accepts `f(x=0)` for `f(x, /, **more)`.
 
-    `inspect.signature` follows `__wrapped__` (set by `functools.wraps`) to the decorated
-    function: the contract of a wrapper that passes every argument on, but not of one
-    that also takes keywords of its own (`wrapper(*args, unit="", **kwargs)`) nor of
-    one that passes nothing on as it came. Nested decorators are looked at one level
-    only: `plain(with_unit(f))` is taken as passing everything on to `f`.
+    Calling `f(x=0)` raises TypeError (x is missing: the keyword goes into `more`) on
+    every Python; `Signature.bind` says so on 3.11 and 3.12 but not on 3.13.0, which
+    puts x into `more` and forgets x itself. Probed, not read off the version, so a
+    Python that fixes it costs nothing.
     """
-    inner = inspect.signature(func, eval_str=eval_str)
-    if getattr(func, "__wrapped__", None) is None:
-        return inner, None
+
+    def probe(x: object, /, **more: object) -> None: ...
+
     try:
-        outer = inspect.signature(func, follow_wrapped=False, eval_str=eval_str)
-    except (TypeError, ValueError):
-        return inner, None
-    kinds = [p.kind for p in outer.parameters.values()]
-    if kinds == [_VAR_POSITIONAL, _VAR_KEYWORD]:
-        return inner, None  # it passes every argument on: the decorated function decides
-    if _VAR_POSITIONAL not in kinds and _VAR_KEYWORD not in kinds:
-        return outer, None  # it passes nothing on as it came: its own parameters decide
-    return outer, inner  # arguments of its own, and the rest passed on (bind_through)
+        inspect.signature(probe).bind(x=0)
+    except TypeError:
+        return False
+    return True
+
+
+_BIND_SKIPS_POSITIONAL_ONLY = _bind_skips_positional_only()
+
+
+def _needs_positional_only_check(signature: inspect.Signature) -> bool:
+    """Whether `signature.bind` alone may accept a call that calling refuses: on a Python
+    whose bind forgets a required positional-only parameter passed by keyword (see
+    `_bind_skips_positional_only`), for a signature with one and a `**kwargs`."""
+    if not _BIND_SKIPS_POSITIONAL_ONLY:
+        return False
+    params = signature.parameters.values()
+    return any(p.kind is _VAR_KEYWORD for p in params) and any(
+        p.kind is _POSITIONAL_ONLY and p.default is _EMPTY for p in params
+    )
+
+
+def _refuse_missing_positional_only(
+    signature: inspect.Signature, bound: inspect.BoundArguments
+) -> None:
+    """TypeError, as calling raises, for a required positional-only parameter that a
+    call gave by keyword only (a bind that skips it, see `_bind_skips_positional_only`)."""
+    for param in signature.parameters.values():
+        if param.kind is not _POSITIONAL_ONLY:
+            return
+        if param.default is _EMPTY and param.name not in bound.arguments:
+            raise TypeError(
+                f"missing a required positional argument: {param.name!r} (it is "
+                "positional-only: pass it by position, not by keyword)"
+            )
+
+
+def _layers(func: Callable[..., Any], eval_str: bool) -> list[inspect.Signature]:
+    """The signatures a call of `func` is bound through, outermost first: one per
+    decorator's wrapper (`functools.wraps` sets `__wrapped__`) that takes arguments of
+    its own and passes the rest on, then the function they end at (see `bind_through`).
+    Raises what `inspect.signature` raises (ValueError for a `__wrapped__` loop).
+
+    `inspect.signature` follows `__wrapped__` to the innermost function: the contract of
+    wrappers that pass every argument on (`wrapper(*args, **kwargs)`, skipped here), but
+    not of one that also takes keywords of its own (`wrapper(*args, unit="", **kwargs)`,
+    at any depth: `plain(with_unit(f))` takes `unit`), nor of one that passes nothing on
+    as it came (`wrapper(x)`: its own parameters decide, and the walk ends there).
+    A wrapper with a `__signature__` declares its contract: the walk ends there too.
+    """
+    owner: Any = None
+    current: Any = func
+    if inspect.ismethod(func):
+        # A decorated method: each layer's signature is taken as bound to the instance
+        # (its first positional parameter, or a slot of *args, is the instance).
+        owner, current = func.__self__, func.__func__
+
+    def signature_of(obj: Any, follow_wrapped: bool) -> inspect.Signature:
+        target = obj if owner is None else types.MethodType(obj, owner)
+        return inspect.signature(target, follow_wrapped=follow_wrapped, eval_str=eval_str)
+
+    # A `__wrapped__` loop raises ValueError here, before signatures with eval_str look at
+    # annotations (inspect.get_annotations follows `__wrapped__` without a loop check).
+    inspect.unwrap(current)
+    layers: list[inspect.Signature] = []
+    for depth in range(_MAX_LAYERS):
+        wrapped = getattr(current, "__wrapped__", None)
+        if wrapped is None or hasattr(current, "__signature__"):
+            break
+        if depth and isinstance(current, types.MethodType):
+            break  # a bound method in the chain: inspect.signature stops there too
+        try:
+            own = signature_of(current, False)
+        except (TypeError, ValueError):
+            own = None  # no signature of its own (a builtin wrapper): taken as passing on
+        if own is not None:
+            kinds = [p.kind for p in own.parameters.values()]
+            if _VAR_POSITIONAL not in kinds and _VAR_KEYWORD not in kinds:
+                layers.append(own)  # it passes nothing on as it came: it decides
+                return layers
+            if kinds != [_VAR_POSITIONAL, _VAR_KEYWORD]:
+                layers.append(own)  # arguments of its own, and the rest passed on
+        current = wrapped
+    layers.append(signature_of(current, True))
+    return layers
 
 
 def bind_through(
-    outer: inspect.Signature, inner: inspect.Signature, args: list[Any], kwargs: dict[str, Any]
+    outer: inspect.Signature,
+    inners: tuple[inspect.Signature, ...],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    check_positional_only: bool = False,
 ) -> None:
-    """Bind a call of a wrapper (`outer`) and what its `*args`/`**kwargs` pass on to the
-    decorated function (`inner`); TypeError, as `Signature.bind`, if either refuses."""
+    """Bind a call of a wrapper (`outer`) and, layer after layer, what each one's
+    positional parameters and `*args`/`**kwargs` pass on to the next (`inners`, down to
+    the decorated function); TypeError, as `Signature.bind`, if any refuses.
+
+    `check_positional_only`: check each layer as `Signature.bind` misses on this Python
+    (`_refuse_missing_positional_only`); `inners` may then be empty (`outer` alone).
+    """
     bound = outer.bind(*args, **kwargs)
-    rest: list[Any] = []
-    named: dict[str, Any] = {}
-    for param in outer.parameters.values():
-        if param.kind in _POSITIONAL:
-            # `wrapper(first, *args, **kwargs)` mostly passes `first` on too (a method
-            # decorator's `self`, say); its keyword-only parameters it keeps.
-            if param.name in bound.arguments:
-                rest.append(bound.arguments[param.name])
-        elif param.kind is _VAR_POSITIONAL:
-            rest.extend(bound.arguments.get(param.name, ()))
-        elif param.kind is _VAR_KEYWORD:
-            named = bound.arguments.get(param.name, {})
-    inner.bind(*rest, **named)
+    if check_positional_only:
+        _refuse_missing_positional_only(outer, bound)
+    for inner in inners:
+        rest: list[Any] = []
+        named: dict[str, Any] = {}
+        for param in outer.parameters.values():
+            if param.kind in _POSITIONAL:
+                # `wrapper(first, *args, **kwargs)` mostly passes `first` on too (a method
+                # decorator's `self`, say); its keyword-only parameters it keeps.
+                if param.name in bound.arguments:
+                    rest.append(bound.arguments[param.name])
+            elif param.kind is _VAR_POSITIONAL:
+                rest.extend(bound.arguments.get(param.name, ()))
+            elif param.kind is _VAR_KEYWORD:
+                named = bound.arguments.get(param.name, {})
+        bound = inner.bind(*rest, **named)
+        if check_positional_only:
+            _refuse_missing_positional_only(inner, bound)
+        outer = inner
 
 
-def call_signature(func: Callable[..., Any], *, eval_str: bool = False) -> inspect.Signature:
-    """The arguments a call of `func` accepts, as one signature (what introspection
-    shows): for a decorator's wrapper that adds keywords of its own and passes the rest
-    on, the decorated function's parameters with those keywords added. Raises what
-    `inspect.signature` raises."""
-    outer, inner = _wrapper_and_wrapped(func, eval_str)
-    if inner is None:
-        return outer
+def _shown_through(outer: inspect.Signature, inner: inspect.Signature) -> inspect.Signature:
+    """What a caller may pass to a wrapper (`outer`) that passes the rest on to a callable
+    whose calls accept `inner`: `inner` with the keywords the wrapper adds."""
     own = [p for p in outer.parameters.values() if p.kind not in (_VAR_POSITIONAL, _VAR_KEYWORD)]
     kinds = {p.kind for p in outer.parameters.values()}
     if kinds & set(_POSITIONAL):
@@ -160,6 +245,18 @@ def call_signature(func: Callable[..., Any], *, eval_str: bool = False) -> inspe
         return inner.replace(parameters=[*params, *added, *rest])
     except ValueError:  # not a valid signature once merged: the wrapper's own
         return outer
+
+
+def call_signature(func: Callable[..., Any], *, eval_str: bool = False) -> inspect.Signature:
+    """The arguments a call of `func` accepts, as one signature (what introspection
+    shows): for decorators' wrappers that add keywords of their own and pass the rest
+    on, at any depth, the decorated function's parameters with those keywords added.
+    Raises what `inspect.signature` raises."""
+    layers = _layers(func, eval_str)
+    shown = layers[-1]
+    for outer in reversed(layers[:-1]):
+        shown = _shown_through(outer, shown)
+    return shown
 
 
 def describe_signature(name: str, func: Callable[..., Any]) -> str:
@@ -198,9 +295,13 @@ class Method:
     # With a schema: whether calling `func` with the checked arguments by position binds
     # them as by name (its first parameters are the schema's, in order, all ordinary).
     positional: bool = False
-    # A decorator's wrapper taking arguments of its own (`signature`): the signature of
-    # the function it passes its `*args`/`**kwargs` on to, which must accept them too.
-    passes_on: inspect.Signature | None = None
+    # A decorator's wrapper taking arguments of its own (`signature`): the signatures of
+    # the wrappers and function it passes its `*args`/`**kwargs` on to, in turn, which
+    # must accept them too (see bind_through). None: `signature.bind` decides alone.
+    passes_on: tuple[inspect.Signature, ...] | None = None
+    # Whether bind_through checks what this Python's Signature.bind misses (a required
+    # positional-only parameter given by keyword into **kwargs): a layer may need it.
+    check_positional_only: bool = False
 
     def bind(self, args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
         """The arguments to call with; ParamError (402) if they do not fit."""
@@ -216,10 +317,16 @@ class Method:
             return args, kwargs
         if self.signature is not None:
             try:
-                if self.passes_on is None:
+                if self.passes_on is None:  # one signature, which bind judges right
                     self.signature.bind(*args, **kwargs)
                 else:
-                    bind_through(self.signature, self.passes_on, args, kwargs)
+                    bind_through(
+                        self.signature,
+                        self.passes_on,
+                        args,
+                        kwargs,
+                        self.check_positional_only,
+                    )
             except TypeError as exc:
                 raise ParamError(f"{self.name}(): {exc}") from None
         return args, kwargs
@@ -282,12 +389,17 @@ def make_method(
     doc: str | None = None,
     schema: Signature[Any] | None = None,
 ) -> Method:
-    passes_on = None
+    passes_on: tuple[inspect.Signature, ...] | None = None
+    check_positional_only = False
+    sig: inspect.Signature | None
     try:
-        sig: inspect.Signature | None
-        sig, passes_on = _wrapper_and_wrapped(func, False)
+        sig, *inners = _layers(func, False)
     except (TypeError, ValueError):
         sig = None
+    else:
+        check_positional_only = any(map(_needs_positional_only_check, [sig, *inners]))
+        if inners or check_positional_only:
+            passes_on = tuple(inners)
     kind = kind_of(func)
     fast_bind = FastBind.of(sig)
     plain_arity = None
@@ -311,6 +423,7 @@ def make_method(
         plain_arity=plain_arity,
         positional=positional,
         passes_on=passes_on,
+        check_positional_only=check_positional_only,
     )
 
 
