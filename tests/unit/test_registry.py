@@ -301,3 +301,29 @@ def test_layers_are_found_once_at_registration() -> None:
     deep = passing_on(adding_a_keyword(passing_on(adding_a_required_keyword(_inner))))
     layers = make_method("m", deep, key="m").passes_on
     assert layers is not None and len(layers) == 2
+
+
+def test_registration_refuses_what_nobody_means_to_serve() -> None:
+    """A class given for an instance (its methods would lack `self`), a plain value (its
+    `bit_length`, `upper`... would be served) and a lambda without a name (served as
+    "<lambda>") are mistakes, said at registration."""
+    from pymprpc.server import Server
+
+    class Counter:
+        def add(self, n: int) -> int:
+            return n
+
+    server = Server(("127.0.0.1", 0))
+    with pytest.raises(
+        TypeError, match=r"takes an instance, got the class Counter: pass Counter\(\.\.\.\)"
+    ):
+        server.register_instance(Counter)
+    for value in (5, "text", [1], {"a": 1}, None, 1.5, b"x"):
+        with pytest.raises(TypeError, match="takes an object whose methods to serve"):
+            server.register_instance(value)
+    with pytest.raises(ValueError, match="a lambda has no name to be called by: pass name="):
+        server.register_function(lambda a: a)
+    server.register_function(name="echo")(lambda a: a)  # named: served
+    server.register_function(name="to_int")(int)  # a class as a callable: a factory
+    server.register_instance(Counter())
+    assert {"echo", "to_int", "add"} <= set(server._core.method_names())

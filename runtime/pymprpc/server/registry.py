@@ -93,6 +93,26 @@ _EMPTY = inspect.Parameter.empty
 # every argument on (as inspect.signature takes a whole chain).
 _MAX_LAYERS = 16
 
+# What register_instance refuses: values, whose public methods (`bit_length`, `upper`,
+# `append`...) nobody means to serve.
+_PLAIN_VALUES = frozenset(
+    {
+        int,
+        float,
+        complex,
+        bool,
+        str,
+        bytes,
+        bytearray,
+        list,
+        tuple,
+        dict,
+        set,
+        frozenset,
+        type(None),
+    }
+)
+
 
 def _bind_skips_positional_only() -> bool:
     """Whether this Python's `Signature.bind` accepts `f(x=0)` for `f(x, /, **more)`.
@@ -562,6 +582,9 @@ class Registry:
         name = name or getattr(func, "__name__", None)
         if not name or not isinstance(name, str):
             raise ValueError(f"cannot infer a method name for {func!r}: pass name=")
+        if name == "<lambda>":
+            # Served as "<lambda>", every lambda would share one name no client means.
+            raise ValueError("a lambda has no name to be called by: pass name=")
         if not replace:
             self._refuse_replacing(name, func)
         key = self._prefix + name
@@ -588,6 +611,17 @@ class Registry:
         executor: ExecutorChoice | None = None,
         replace: bool = False,
     ) -> list[Method]:
+        if isinstance(obj, type):
+            # Its methods would be served unbound: every call would lack `self`.
+            raise TypeError(
+                f"register_instance() takes an instance, got the class {obj.__name__}: "
+                f"pass {obj.__name__}(...)"
+            )
+        if type(obj) in _PLAIN_VALUES:
+            raise TypeError(
+                f"register_instance() takes an object whose methods to serve, got "
+                f"{type(obj).__name__} {obj!r:.40}"
+            )
         if not replace:
             for attr in dir(obj):
                 func = getattr(obj, attr, None) if not attr.startswith("_") else None

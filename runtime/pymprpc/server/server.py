@@ -398,7 +398,8 @@ class Server:
         introspection reports. A `schema`
         (`pymprpc.schema.Signature`, as mprpcgen generates) declares parameter and result
         types: arguments are checked and converted before the function runs (402 naming
-        the bad value otherwise) and results are encoded for the wire.
+        the bad value otherwise), and results are checked and encoded for the wire (404,
+        `ValidationError` naming the method, for a result not of the declared type).
 
         A name that is already registered is refused (`DuplicateMethodError`, naming
         both) unless `replace=True`: two services with a method of the same name must
@@ -407,6 +408,8 @@ class Server:
         Raises:
             TypeError: `name` is not a non-empty string; the decorated object is not
                 callable, or is a (sync) generator function.
+            ValueError: no name was given and the callable has none of its own (a
+                lambda, say).
             DuplicateMethodError: the name is taken (and `replace` is false).
         """
         kind = executor_choice(executor) if executor is not None else None
@@ -473,6 +476,12 @@ class Server:
 
         With `allow_dotted_names=True`, `a.b.c` is resolved through `obj`'s public
         attributes at call time (only do this for objects you fully trust).
+
+        Raises:
+            TypeError: `obj` is a class (pass an instance of it) or a plain value (an
+                int, str, list, dict...).
+            DuplicateMethodError: one of its method names is taken (and `replace` is
+                false).
         """
         kind = executor_choice(executor) if executor is not None else None
         self._core.registry.add_instance(obj, allow_dotted_names, executor=kind, replace=replace)
