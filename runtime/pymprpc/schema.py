@@ -324,11 +324,15 @@ class List(Schema[list[T]]):
     def _decode(self, value: Any) -> list[T]:
         if not isinstance(value, list | tuple):
             raise self._mismatch(value)
+        if self.item is ANY:
+            return list(value)  # nothing to check in the items (a copy, as decoded)
         return _each(self.item._decode, value)
 
     def _encode(self, value: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise self._mismatch(value)
+        if self.item is ANY:
+            return value  # the items go out as they are
         return _each(self.item._encode, value)
 
 
@@ -348,6 +352,8 @@ class Map(Schema[dict[str, T]]):
     def _each(self, check: Callable[[Any], Any], value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self._mismatch(value)
+        if self.value is ANY and all(type(k) is str for k in value):
+            return dict(value)  # only the keys to check
         out = {}
         for k, v in value.items():
             if type(k) is not str:
