@@ -225,7 +225,29 @@ class _Exact(Schema[T]):
             raise self._mismatch(value)
         return value
 
-    _encode = _decode
+    def _encode(self, value: Any) -> Any:
+        if type(value) is self._type:
+            return value
+        return _plain(value, self._type, self)
+
+
+# Python values of a declared type that are not of its exact class: a subclass's value
+# (an IntEnum member for an int, numpy.float64 for a float, a StrEnum member for a str)
+# goes out as the plain value it holds, read without its own __str__/__int__, and bytes
+# may be any bytes-like object. Not a conversion: they are of the type already.
+_PLAIN_VALUE: dict[type, Callable[[Any], Any]] = {
+    int: int.__index__,
+    float: float.__float__,
+    str: str.__str__,
+    bytes: bytes,
+}
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _plain(value: Any, kind: type, schema: Schema[Any]) -> Any:
+    if type(value) is not bool and isinstance(value, _BYTES_LIKE if kind is bytes else kind):
+        return _PLAIN_VALUE[kind](value)
+    raise schema._mismatch(value)
 
 
 class _Float(Schema[float]):
@@ -241,8 +263,14 @@ class _Float(Schema[float]):
                 raise _Mismatch("expected float, got an int too large for one") from None
         raise self._mismatch(value)
 
-    # An int is widened both ways (an int past 64 bits then travels too).
-    _encode = _decode
+    def _encode(self, value: Any) -> Any:
+        # An int is widened both ways (an int past 64 bits then travels too).
+        if type(value) is not float and type(value) is not int and type(value) is not bool:
+            if isinstance(value, float):
+                return float.__float__(value)
+            if isinstance(value, int):
+                value = int.__index__(value)
+        return self._decode(value)
 
 
 class _None(Schema[None]):
@@ -273,7 +301,12 @@ class _Int(_Exact[int]):
             raise _Mismatch(_OUT_OF_RANGE)
         return value
 
-    _encode = _decode
+    def _encode(self, value: Any) -> Any:
+        if type(value) is not int:
+            value = _plain(value, int, self)
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Mismatch(_OUT_OF_RANGE)
+        return value
 
 
 _OUT_OF_RANGE = f"integer out of MessagePack's 64-bit range [{INT_MIN}, {INT_MAX}]"

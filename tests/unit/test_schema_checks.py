@@ -17,6 +17,7 @@ from pymprpc.errors import ParamError, ValidationError
 from pymprpc.schema import (
     ANY,
     BOOL,
+    BYTES,
     FLOAT,
     INT,
     INT_MAX,
@@ -225,3 +226,32 @@ def test_encode_and_decode_refuse_the_same_wire_shaped_values(name: str, value: 
         assert outcome(schema.encode)[0] == "refused"
         return
     assert outcome(schema.encode) == outcome(schema.decode)
+
+
+class Size(str, enum.Enum):  # noqa: UP042 - the mixin whose str() is not its value
+    SMALL = "s"
+
+
+class Precise(float):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("schema", "value", "wire"),
+    [
+        (INT, Color.GREEN, 2),
+        (FLOAT, Precise(1.5), 1.5),
+        (FLOAT, Color.RED, 1.0),
+        (STR, Size.SMALL, "s"),  # its value, not str(member)'s "Size.SMALL"
+        (BYTES, bytearray(b"ab"), b"ab"),
+        (BYTES, memoryview(b"cd"), b"cd"),
+    ],
+)
+def test_a_value_of_a_subclass_goes_out_as_the_plain_value_it_holds(
+    schema: Any, value: Any, wire: Any
+) -> None:
+    """IntEnum members, numpy-style float subclasses, str enums are of the declared type
+    already (mypy accepts them): sent as the plain value, of the exact wire type."""
+    got = schema.encode(value, "v")
+    assert got == wire and type(got) is type(wire)
+    assert schema.decode(got, "v") == wire
