@@ -99,8 +99,22 @@ class _Mismatch(Exception):
         self.where = [where] if where else []
 
     def at(self, path: str) -> ValidationError:
-        """The error to raise for a value found at `path`."""
-        return ValidationError(path + "".join(reversed(self.where)), self.problem)
+        """The error to raise for a value found at `path` (a deep one's path is cut in
+        the middle: a message stays readable, and small, however deep the value)."""
+        where = self.where
+        if len(where) > _PATH_PARTS:
+            head, tail = where[-_PATH_HEAD:], where[: _PATH_PARTS - _PATH_HEAD]
+            skipped = len(where) - len(head) - len(tail)
+            text = "".join(reversed(head)) + f"...({skipped} more)..." + "".join(reversed(tail))
+        else:
+            text = "".join(reversed(where))
+        return ValidationError(path + text, self.problem)
+
+
+# A path of more parts than this keeps its first and last ones (each part is at most ~45
+# characters: a map key is shortened, see _key).
+_PATH_PARTS = 24
+_PATH_HEAD = 4
 
 
 class _DeepStack:
@@ -435,8 +449,15 @@ class Enum(Schema[E]):
         return self._decode(value)._value_
 
     def _not_a_member(self, value: int) -> _Mismatch:
-        allowed = ", ".join(f"{m.name}={m.value}" for m in self.cls)
-        return _Mismatch(f"{value} is not a {self.name} (one of {allowed})")
+        members = list(self.cls)
+        allowed = ", ".join(f"{m.name}={m.value}" for m in members[:_MEMBERS_SHOWN])
+        if len(members) > _MEMBERS_SHOWN:
+            allowed += f", ... ({len(members)} members)"
+        text = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        return _Mismatch(f"{text} is not a {self.name} (one of {allowed})")
+
+
+_MEMBERS_SHOWN = 8  # an error lists an enum's first members only
 
 
 class Struct(Schema[T]):
@@ -604,8 +625,9 @@ class Signature(Generic[R]):
 
     @property
     def path(self) -> str:
-        """Where a result error points: the method as called, e.g. `add()`."""
-        return f"{self.name}()"
+        """Where an error points: the method as the server names it (its wire name, as
+        `@wire` set it), e.g. `add()`, so that client and server say the same."""
+        return f"{self.wire or self.name}()"
 
     def decode_result(self, value: Any) -> R:
         """The result checked against the declared type (ValidationError naming it)."""
@@ -785,8 +807,20 @@ def _item(check: Callable[[Any], Any], value: Any, path: str, i: int) -> Any:
     return _checked(check, value, f"{path}[{i}]")
 
 
+def _not_a_stream(value: Any, path: str) -> ValidationError:
+    # A server that does not check (or a method changed to unary) answered one value.
+    return ValidationError(path, f"expected a stream, got {_kind(value)}")
+
+
 def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:
-    """Decode each item of a sync stream; closing this closes (cancels) the stream."""
+    """Decode each item of a sync stream; closing this closes (cancels) the stream.
+
+    Raises:
+        ValidationError: an item is not of the declared type, or the reply is not a
+            stream at all.
+    """
+    if not isinstance(stream, Iterator):
+        raise _not_a_stream(stream, path)
     check = item._decode
     try:
         for i, value in enumerate(stream):
@@ -800,7 +834,14 @@ def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generato
 async def decode_async_stream(
     stream: AsyncIterator[Any], item: Schema[T], path: str
 ) -> AsyncGenerator[T, None]:
-    """Decode each item of an async stream; closing this closes (cancels) the stream."""
+    """Decode each item of an async stream; closing this closes (cancels) the stream.
+
+    Raises:
+        ValidationError: an item is not of the declared type, or the reply is not a
+            stream at all.
+    """
+    if not isinstance(stream, AsyncIterator):
+        raise _not_a_stream(stream, path)
     check = item._decode
     i = 0
     try:

@@ -9,7 +9,7 @@ import types
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
-from ..errors import MPRPCError, RPCRuntimeError
+from ..errors import MPRPCError, RPCRuntimeError, ValidationError
 from ..protocol import CallRequest
 from ..schema import ANY, INT_MAX, INT_MIN, encode_async_stream
 from .executors import ExecutorKind, Executors, RemoteFunctionError
@@ -90,7 +90,12 @@ class Dispatcher:
             return value  # of the declared plain type, as encode would return it
         if is_stream(value):
             return encode_async_stream(value, schema.result, f"{method.name}()")
-        return schema.result.encode(value, f"{method.name}()")
+        try:
+            return schema.result.encode(value, f"{method.name}()")
+        except ValidationError:
+            if type(value) is _CORO:
+                value.close()  # refused, never to run: no "never awaited" warning later
+            raise
 
 
 def _generator_advice(name: str) -> str:
