@@ -471,6 +471,8 @@ class FileViews:
                 self.schema_call(method.returns, "result=")
                 if method.returns
                 else "result=_schema.NONE",
+                # The server refuses a handler answering the other way (see Signature).
+                f"stream={stream}",
             ],
         )
 

@@ -19,6 +19,7 @@ class _CalculatorMethods:
         wire="add",
         params=(_schema.Param("a", _schema.INT), _schema.Param("b", _schema.INT)),
         result=_schema.INT,
+        stream=False,
     )
 
     slow_add = _schema.Signature(
@@ -26,6 +27,7 @@ class _CalculatorMethods:
         wire="slow_add",
         params=(_schema.Param("a", _schema.INT), _schema.Param("b", _schema.INT, 1)),
         result=_schema.INT,
+        stream=False,
     )
 
     count = _schema.Signature(
@@ -33,6 +35,7 @@ class _CalculatorMethods:
         wire="count",
         params=(_schema.Param("n", _schema.INT),),
         result=_schema.INT,
+        stream=True,
     )
 
     area = _schema.Signature(
@@ -40,6 +43,7 @@ class _CalculatorMethods:
         wire="area",
         params=(_schema.Param("shape", _ShapeSchema),),
         result=_schema.FLOAT,
+        stream=False,
     )
 
     old_add = _schema.Signature(
@@ -47,6 +51,7 @@ class _CalculatorMethods:
         wire="old_add",
         params=(_schema.Param("a", _schema.INT), _schema.Param("b", _schema.INT)),
         result=_schema.INT,
+        stream=False,
     )
 
     log = _schema.Signature(
@@ -54,6 +59,7 @@ class _CalculatorMethods:
         wire="log",
         params=(_schema.Param("line", _schema.STR),),
         result=_schema.NONE,
+        stream=False,
     )
 
     translate = _schema.Signature(
@@ -65,4 +71,5 @@ class _CalculatorMethods:
             _schema.Param("dy", _schema.FLOAT, 0.0),
         ),
         result=_ShapeSchema,
+        stream=False,
     )

@@ -78,6 +78,7 @@ class _InventoryMethods:
         wire="put",
         params=(_schema.Param("item", _ItemSchema),),
         result=_schema.STR,
+        stream=False,
     )
 
     get = _schema.Signature(
@@ -85,6 +86,7 @@ class _InventoryMethods:
         wire="get",
         params=(_schema.Param("sku", _schema.STR),),
         result=_schema.Optional(_ItemSchema),
+        stream=False,
     )
 
     list_items = _schema.Signature(
@@ -92,6 +94,7 @@ class _InventoryMethods:
         wire="listItems",
         params=(_schema.Param("status", _schema.Optional(_StatusSchema), None),),
         result=_ItemSchema,
+        stream=True,
     )
 
     by_status = _schema.Signature(
@@ -99,6 +102,7 @@ class _InventoryMethods:
         wire="by_status",
         params=(),
         result=_schema.Map(_schema.List(_schema.STR)),
+        stream=False,
     )
 
     clear = _schema.Signature(
@@ -106,6 +110,7 @@ class _InventoryMethods:
         wire="clear",
         params=(),
         result=_schema.NONE,
+        stream=False,
     )
 
 
@@ -117,6 +122,7 @@ class _HealthMethods:
         wire="ping",
         params=(),
         result=_schema.STR,
+        stream=False,
     )
 
     uptime = _schema.Signature(
@@ -124,4 +130,5 @@ class _HealthMethods:
         wire="uptime",
         params=(),
         result=_schema.FLOAT,
+        stream=False,
     )

@@ -570,14 +570,18 @@ R = TypeVar("R")
 class Signature(Generic[R]):
     """A method's declared parameters and result (the item type, for a stream).
 
-    `name` is the method's Python name (used in error paths, `add()`), `wire` the name
-    clients call (mprpcgen's `@wire`); both are optional for hand-written schemas.
+    `name` is the method's Python name, `wire` the name clients call (mprpcgen's
+    `@wire`; error paths use it, `add()`); both are optional for hand-written schemas.
+    `stream`: True for a stream of `result` items, False for one `result` (a server
+    refuses a handler that answers the other way), None (hand-written schemas) for
+    whichever the handler returns.
     """
 
     params: tuple[Param, ...]
     result: Schema[R]
     name: str = ""
     wire: str = ""
+    stream: bool | None = None
 
     # Precomputed from `params`: the cost of checking a call then follows what its values
     # need, and plain values (ints, strs...) are checked with one `type(x) is` each.
@@ -621,7 +625,7 @@ class Signature(Generic[R]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from the declared fields: the compiled checks are not picklable.
-        return (type(self), (self.params, self.result, self.name, self.wire))
+        return (type(self), (self.params, self.result, self.name, self.wire, self.stream))
 
     @property
     def path(self) -> str:

@@ -43,7 +43,9 @@ class Dispatcher:
         """Awaitable of the call's wire value, or of an async iterator of wire values for
         a stream."""
         schema = method.schema
-        if method.kind is _COROUTINE and (schema is None or schema.result is ANY):
+        if method.kind is _COROUTINE and (
+            schema is None or (schema.result is ANY and schema.stream is None)
+        ):
             # Nothing to check or convert: awaited as it is, one coroutine frame less.
             awaitable: Awaitable[Any] = method.func(*args, **kwargs)
             return awaitable
@@ -83,19 +85,45 @@ class Dispatcher:
                 with 404 whoever the caller is.
         """
         schema = method.schema
-        if schema is None or schema.result is ANY:
+        if schema is None:
             return value
         kind = schema._result_exact
         if type(value) is kind and (kind is not int or INT_MIN <= value <= INT_MAX):
+            if schema.stream:
+                raise _not_a_stream(method.name, value)
             return value  # of the declared plain type, as encode would return it
         if is_stream(value):
+            if schema.stream is False:
+                # Refused before its first step: an async generator that never started
+                # needs no closing (no finalizer is registered before then).
+                raise ValidationError(
+                    f"{method.name}()",
+                    f"expected {schema.result.name}, got a stream (declared unary: return "
+                    "one value)",
+                )
+            if schema.result is ANY:
+                return value
             return encode_async_stream(value, schema.result, f"{method.name}()")
+        if schema.stream:
+            raise _not_a_stream(method.name, value)
+        if schema.result is ANY:
+            return value
         try:
             return schema.result.encode(value, f"{method.name}()")
         except ValidationError:
             if type(value) is _CORO:
                 value.close()  # refused, never to run: no "never awaited" warning later
             raise
+
+
+def _not_a_stream(name: str, value: Any) -> ValidationError:
+    if type(value) is _CORO:
+        value.close()
+    return ValidationError(
+        f"{name}()",
+        f"expected a stream, got {type(value).__name__} (declared a stream: make the method "
+        "an async generator, `async def ... yield`)",
+    )
 
 
 def _generator_advice(name: str) -> str:
