@@ -109,7 +109,18 @@ def deep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     with package(IDL, "deep_attack2", tmp_path_factory.mktemp("deep")) as mod:
 
         def make(self: Any, kind: str, depth: int, bad: bool = False) -> Any:
+            if kind == "loop":
+                loop: list[Any] = []
+                loop.append(loop)
+                return loop
             return chain(depth, bad) if kind == "chain" else nested_list(depth)
+
+        def make_node(self: Any, depth: int, bad: bool = False) -> Any:
+            if depth < 0:  # a Node that contains itself
+                loop = mod.Node(v=1, next=None)
+                object.__setattr__(loop, "next", loop)
+                return loop
+            return node_of(mod, depth, bad)
 
         async def nodes(self: Any, depth: int) -> AsyncIterator[Any]:
             yield node_of(mod, 1)
@@ -128,7 +139,7 @@ def deep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
             "echo_node": lambda self, n: n,
             "echo_tree": lambda self, t: t,
             "make": make,
-            "make_node": lambda self, depth, bad=False: node_of(mod, depth, bad),
+            "make_node": make_node,
             "make_tree": lambda self, depth: tree_of(mod, mod.Tree, depth),
             "make_mtree": lambda self, depth: tree_of(mod, mod.MTree, depth),
             "nodes": nodes,
@@ -243,6 +254,19 @@ def test_a_struct_that_contains_itself_is_refused_not_hung(deep: tuple[Any, str]
             with pytest.raises(MPRPCError, match=r"node_depth\(\)|tree_depth\(\)|itself"):
                 call()
         assert client.ok() == 41
+
+
+def test_a_result_that_contains_itself_fails_that_call_only(deep: tuple[Any, str]) -> None:
+    mod, url = deep
+    with mod.DeepClient(url) as client, RPC(url) as rpc:
+        for call in (
+            lambda: client.make_node(-1),
+            lambda: rpc.make_node(-1),
+            lambda: client.make("loop", 0),
+        ):
+            with pytest.raises(MPRPCError, match=r"make_node\(\)|itself|too deep"):
+                call()
+        assert client.ok() == rpc.ok() == 41
 
 
 def outcome_class(call: Any) -> str:
