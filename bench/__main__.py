@@ -229,6 +229,7 @@ TYPED_TARGET = 0.95
 BASE = {"w1p": "w1", "w2p": "w2", "w4p": "w4"}
 POOL_TARGETS = {"w1p": 0.6, "w2p": 0.3, "w4p": 0.6}
 CPU_SCALING_TARGET = 1.6
+UVLOOP_TARGET = 1.0  # pymprpc on uvloop against pymprpc on asyncio, same workload
 
 
 TITLES = {
@@ -458,6 +459,26 @@ def fmt(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
+def paired(
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    row: tuple[str, str],
+    base: tuple[str, str],
+) -> str:
+    """The ratio of `row` to `base` round by round (each round measures both, close in
+    time): its median and range, beside the verdict's ratio of medians. A machine whose
+    speed drifts between rounds moves both rows of a round alike."""
+    a, b = results.get(row, []), results.get(base, [])
+    if not a or len(a) != len(b):
+        return ""
+    ratios = [x["rate"] / y["rate"] for x, y in zip(a, b, strict=True) if y["rate"]]
+    if not ratios:
+        return ""
+    return (
+        f" [round by round: median {statistics.median(ratios):.2f}, "
+        f"{min(ratios):.2f}-{max(ratios):.2f}]"
+    )
+
+
 def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, list[str]]:
     lines = [
         "| workload | system | median | min | max | p50 / p99 latency | vs gRPC aio | vs floor |",
@@ -505,6 +526,14 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
             verdicts.append(
                 f"{workload}: a plain def on the process pool at {ratio:.2f}x of the coroutine "
                 f"path (target {want}x): {'met' if ratio >= want else 'NOT met'}"
+                + paired(results, (workload, label), (base, "pymprpc"))
+            )
+        if label == "pymprpc + uvloop" and medians.get((workload, "pymprpc")):
+            ratio = med / medians[workload, "pymprpc"]
+            verdicts.append(
+                f"{workload}: uvloop at {ratio:.2f}x of asyncio (target {UVLOOP_TARGET}x): "
+                f"{'met' if ratio >= UVLOOP_TARGET else 'NOT met'}"
+                + paired(results, (workload, label), (workload, "pymprpc"))
             )
     for workload in ("w1", "w2"):
         plain, grpc = medians.get((workload, "pymprpc")), medians.get((workload, "gRPC aio"))
@@ -526,6 +555,7 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
             verdicts.append(
                 f"{workload}: typed at {typed / untyped:.2f}x of untyped "
                 f"(target {TYPED_TARGET}x): {'met' if ok else 'NOT met'}"
+                + paired(results, (workload, TYPED), (workload, "pymprpc"))
             )
     one, two = medians.get(("cpu", "pymprpc, 1 worker")), medians.get(("cpu", "pymprpc, 2 workers"))
     if one and two:

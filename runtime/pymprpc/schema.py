@@ -448,6 +448,14 @@ class Struct(Schema[T]):
         # Unknown keys are ignored, so a peer with a newer struct can still talk to us.
         return self.cls(**kwargs)
 
+    def _mismatch(self, value: Any) -> _Mismatch:
+        kind = type(value)
+        if kind.__name__ == self.name:  # another class of the same name: say which
+            return _Mismatch(
+                f"expected {self.cls.__module__}.{self.name}, got {kind.__module__}.{kind.__name__}"
+            )
+        return super()._mismatch(value)
+
     def _encode(self, value: Any) -> Any:
         """A map of every field's encoded value (an instance of the struct's class only:
         a map is what a caller without the generated types sends, not this)."""
