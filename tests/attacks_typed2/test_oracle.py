@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from pymprpc.client import RPC
-from pymprpc.errors import LocalProtocolError, ParamError
+from pymprpc.errors import LocalProtocolError, ParamError, RPCRuntimeError
 
 TYPES = [
     "map<str, Pt?>",
@@ -38,6 +38,8 @@ IDL = (
     "struct Wrap { inner: Wrap?; bag: Bag?; }\n"
     "service Oracle {\n"
     + "".join(f"    def m{i}(v: {t}) -> {t};\n" for i, t in enumerate(TYPES))
+    + "".join(f"    def r{i}() -> {t};\n" for i, t in enumerate(TYPES))
+    + "".join(f"    stream s{i}() -> {t};\n" for i, t in enumerate(TYPES))
     + "}\n"
 )
 I64_MIN, U64_MAX = -(2**63), 2**64 - 1
@@ -179,11 +181,21 @@ def shaped(mod: Any, t: Any, depth: int) -> st.SearchStrategy[Any]:
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     with package(IDL, "oracle_attack2", tmp_path_factory.mktemp("oracle")) as mod:
-        methods = {f"m{i}": (lambda self, v: v) for i in range(len(TYPES))}
+        methods: dict[str, Any] = {f"m{i}": (lambda self, v: v) for i in range(len(TYPES))}
+
+        async def stream(self: Any) -> Any:
+            yield RETURNED[0]
+
+        for i in range(len(TYPES)):
+            methods[f"r{i}"] = lambda self: RETURNED[0]
+            methods[f"s{i}"] = stream
         server = new_server()
         mod.register_oracle(server, type("O", (mod.OracleServicer,), methods)())
         with served(server) as running:
             yield mod, running.url
+
+
+RETURNED: list[Any] = [None]  # what the r*/s* handlers return next
 
 
 @st.composite
@@ -256,3 +268,34 @@ def test_the_async_client_accepts_exactly_what_the_blocking_one_does(
     with mod.OracleClient(url) as client:
         want = verdict(lambda: getattr(client, method)(v))
     assert asyncio.run(asyncio.wait_for(main(), 20)) == want
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_the_server_returns_exactly_what_the_oracle_says_fits(
+    oracle: tuple[Any, str], data: st.DataObject
+) -> None:
+    mod, url = oracle
+    index, v = data.draw(cases(mod))
+    t = parse(TYPES[index])
+    fits_handler = fits(mod, t, v, wire=False)  # a handler returns Python values
+    RETURNED[0] = v
+    with mod.OracleClient(url) as client, RPC(url) as rpc:
+        for call in (
+            lambda: getattr(client, f"r{index}")(),
+            lambda: list(getattr(client, f"s{index}")()),
+            lambda: getattr(rpc, f"r{index}")(),
+        ):
+            try:
+                got: Any = ("ok", call())
+            except RPCRuntimeError as exc:
+                got = (exc.exception, str(exc))
+            if fits_handler:
+                want = normal(mod, t, v)
+                assert got[0] == "ok", (TYPES[index], v, got)
+                assert got[1] in (want, [want], to_wire(want)), (TYPES[index], v, got)
+            else:
+                assert got[0] == "ValidationError", (TYPES[index], v, got)
+                assert got[1].startswith(("ValidationError: r", "ValidationError: s")), got
