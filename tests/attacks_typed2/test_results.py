@@ -306,3 +306,35 @@ def test_generated_clients_accept_good_results_of_an_unchecking_server(
             slot.value = real(mod, value, wire=True)
             got = getattr(client, method)()
             assert got == want and type(got) is type(want), (method, value, got)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a generated client calling a `stream st_color() -> Color` that a server "
+    "(one that does not check) answers with a plain result, 1, raises a raw TypeError "
+    "(\"'int' object is not iterable\"; async: \"'async for' requires an object with "
+    "__aiter__ method, got int\") instead of the README's ValidationError for a result "
+    "that does not match, naming st_color()",
+)
+def test_a_plain_answer_to_a_stream_call_is_a_validation_error(
+    out: tuple[Any, str, Slot],
+) -> None:
+    mod, _, _ = out
+    server = new_server()
+    server.register_function("st_color", executor="thread")(lambda: 1)
+    seen: list[str] = []
+    with served(server) as running, mod.OutClient(running.url) as client:
+        try:
+            list(client.st_color())
+        except (MPRPCError, TypeError) as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+
+        async def main() -> None:
+            async with mod.AsyncOutClient(running.url) as aclient:
+                try:
+                    _ = [x async for x in aclient.st_color()]
+                except (MPRPCError, TypeError) as exc:
+                    seen.append(f"{type(exc).__name__}: {exc}")
+
+        asyncio.run(asyncio.wait_for(main(), 20))
+    assert len(seen) == 2 and all(s.startswith("ValidationError: st_color()") for s in seen), seen
