@@ -29,6 +29,7 @@ service Anything {
     def kind(v: any) -> str;
     def give(key: str) -> any;
     def give_holder(key: str) -> Holder;
+    oneway def fire(v: any);
     def ok() -> int;
 }
 """
@@ -81,6 +82,7 @@ def anything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, st
             "kind": lambda self, v: repr(typed(v)),
             "give": lambda self, key: VALUES[key],
             "give_holder": lambda self, key: mod.Holder(payload=VALUES[key]),
+            "fire": lambda self, v: None,
             "ok": lambda self: 41,
         }
         server = new_server()
@@ -136,6 +138,7 @@ def test_unencodable_values_in_any_are_refused_before_sending(
             lambda: client.echo(v),
             lambda: client.hold(mod.Holder(payload=[1, v])),
             lambda: client.echo_map({"k": v}),
+            lambda: client.fire([v]),  # oneway: refused here, not lost silently
         ):
             with pytest.raises(MPRPCError, match=type(v).__name__):
                 call()

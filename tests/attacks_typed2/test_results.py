@@ -338,3 +338,29 @@ def test_a_plain_answer_to_a_stream_call_is_a_validation_error(
 
         asyncio.run(asyncio.wait_for(main(), 20))
     assert len(seen) == 2 and all(s.startswith("ValidationError: st_color()") for s in seen), seen
+
+
+def test_a_stream_answer_to_a_unary_call_is_a_validation_error(
+    out: tuple[Any, str, Slot],
+) -> None:
+    mod, _, _ = out
+    server = new_server()
+
+    async def colors() -> AsyncIterator[int]:
+        for _ in range(3):
+            yield 1
+
+    server.register_function("t_color")(colors)
+    server.register_function("t_bytes", executor="thread")(lambda: b"ok")
+    with served(server) as running, mod.OutClient(running.url) as client:
+        with pytest.raises(ValidationError, match=r"^t_color\(\): expected Color, got "):
+            client.t_color()
+        assert client.t_bytes() == b"ok"  # the connection goes on
+
+        async def main() -> bytes:
+            async with mod.AsyncOutClient(running.url) as aclient:
+                with pytest.raises(ValidationError, match=r"^t_color\(\): expected Color"):
+                    await aclient.t_color()
+                return bytes(await aclient.t_bytes())
+
+        assert asyncio.run(asyncio.wait_for(main(), 20)) == b"ok"
