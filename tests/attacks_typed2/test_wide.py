@@ -22,6 +22,7 @@ service Wide {
     def count_pts(m: map<str, Pt>) -> int;
     def keyed(m: map<str, map<str, list<int>>>) -> int;
     def make(n: int) -> list<int>;
+    stream many(n: int) -> int;
     def ok() -> int;
 }
 """
@@ -32,7 +33,14 @@ MiB = 1 << 20
 @pytest.fixture(scope="module")
 def wide(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     with package(IDL, "wide_attack2", tmp_path_factory.mktemp("wide")) as mod:
+
+        async def many(self: Any, n: int) -> Any:
+            for i in range(n):
+                yield i
+            yield "x"
+
         methods = {
+            "many": many,
             "count": lambda self, v: len(v),
             "count_pts": lambda self, m: sum(p.y for p in m.values()),
             "keyed": lambda self, m: len(m),
@@ -91,6 +99,20 @@ def test_a_wide_list_round_trips_in_bounded_memory(wide: tuple[Any, str]) -> Non
             rpc.count([*range(N - 1), "x"])
         with pytest.raises(Exception, match=rf"make\(\)\[{N - 1}\]: expected int, got str"):
             client.make(-N)
+
+
+def test_a_long_stream_fails_at_its_wrong_item_after_delivering_the_rest(
+    wide: tuple[Any, str],
+) -> None:
+    mod, url = wide
+    n = 10_000
+    with mod.WideClient(url) as client, RPC(url) as rpc:
+        for caller in (client, rpc):
+            got: list[int] = []
+            with pytest.raises(MPRPCError, match=rf"many\(\)\[{n}\]: expected int, got str"):
+                got.extend(caller.many(n))
+            assert got == list(range(n))
+        assert client.ok() == 41
 
 
 def test_a_wide_map_of_structs(wide: tuple[Any, str]) -> None:
