@@ -300,7 +300,7 @@ def test_too_deep_is_one_error_however_deep(deep: tuple[Any, str]) -> None:
     strict=True,
     reason="BUG: the message of a wrong leaf far down is unbounded: 402 'node_depth(): "
     "n.next.next....v: expected int, got str' spells all 1,021 steps (5 KB), a map tree with "
-    "long keys ~40 characters a step (20 KB), where the encoder's own errors elide to the "
+    "long keys ~47 characters a step (24 KB), where the encoder's own errors elide to the "
     "last 20 steps ('...[0][0]'); expected a message of at most 2,000 characters",
 )
 def test_the_message_for_a_deep_wrong_leaf_is_bounded(deep: tuple[Any, str]) -> None:
