@@ -242,7 +242,7 @@ def unchecked() -> Iterator[str]:
         return "not an int"
 
     @server.register_function()
-    def add(a: int, b: int) -> Any:
+    async def add(a: int, b: int) -> Any:
         return [a, b]
 
     with ServerThread(server) as thread:
