@@ -308,14 +308,6 @@ def test_generated_clients_accept_good_results_of_an_unchecking_server(
             assert got == want and type(got) is type(want), (method, value, got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a generated client calling a `stream st_color() -> Color` that a server "
-    "(one that does not check) answers with a plain result, 1, raises a raw TypeError "
-    "(\"'int' object is not iterable\"; async: \"'async for' requires an object with "
-    "__aiter__ method, got int\") instead of the README's ValidationError for a result "
-    "that does not match, naming st_color()",
-)
 def test_a_plain_answer_to_a_stream_call_is_a_validation_error(
     out: tuple[Any, str, Slot],
 ) -> None:

@@ -158,13 +158,6 @@ MANY_IDL = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the message for a value that is not a member of a large enum lists every "
-    "member: with 500 members (40-character names) 'pick(): m: 0 is not a Many (one of "
-    "M001_...=1, ..., M500_...=500)' is 20 KB, on the client, in the server's 402 and in "
-    "a result's 404. Expected a message of at most 2,000 characters",
-)
 def test_a_wrong_value_of_a_large_enum_has_a_short_message(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
