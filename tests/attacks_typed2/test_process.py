@@ -122,15 +122,6 @@ def test_wrong_arguments_to_a_process_method_are_402(pool: tuple[Any, str]) -> N
         assert client.p_arg(mod.Pt(x=1)) == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a process-pool method (`@executor(process)` or Server(executor='process')) "
-    "`-> int` returning an object that cannot be pickled (a lock, a lambda) fails with "
-    "404 EXCEPTION TypeError (a lock) or AttributeError (a local lambda: \"Can't pickle local "
-    "object\"), 'the result of p_int cannot be sent back from the worker process', "
-    "while the same handler on the thread pool gets the contract's "
-    "404 EXCEPTION ValidationError 'p_int(): expected int, got lock'",
-)
 @pytest.mark.parametrize("key", ["lock", "lambda"])
 def test_an_unpicklable_wrong_result_is_a_validation_error_like_on_threads(
     pool: tuple[Any, str], key: str
@@ -143,14 +134,6 @@ def test_an_unpicklable_wrong_result_is_a_validation_error_like_on_threads(
     assert got[2].startswith("ValidationError: p_int(): expected int, got "), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a typed `def m() -> int` returning a generator fails with 404 EXCEPTION "
-    "TypeError (\"'t_int' returned a generator, which cannot be sent: streams must be async "
-    'generator functions"), on the thread and the process pool alike; a generator is a '
-    "value not of the declared result type, for which the contract is 404 EXCEPTION "
-    "ValidationError naming the method (t_int(): expected int, got generator)",
-)
 @pytest.mark.parametrize("method", ["t_int", "p_int"])
 def test_a_generator_returned_for_an_int_is_a_validation_error(
     pool: tuple[Any, str], method: str

@@ -62,7 +62,18 @@ class Dispatcher:
             if executor is _INLINE:
                 value = method.func(*args, **kwargs)
             else:
-                value = await self.executors.run(executor, method, args, kwargs)
+                try:
+                    value = await self.executors.run(executor, method, args, kwargs)
+                except RemoteFunctionError as exc:
+                    schema = method.schema
+                    if exc.unsent_type is None or schema is None or schema.result is ANY:
+                        raise
+                    # Nothing a worker cannot send back is of a declared type (those are
+                    # all picklable): the same error as on a thread, with why it is not.
+                    raise ValidationError(
+                        f"{method.name}()",
+                        f"expected {schema.result.name}, got {exc.unsent_type} ({exc})",
+                    ) from None
             if type(value) is _CORO:
                 # A plain function that returns a coroutine (a decorator's sync wrapper
                 # around an `async def`, say): its coroutine runs on the loop, as the
@@ -70,6 +81,12 @@ class Dispatcher:
                 value = await value
             elif type(value) is _GENERATOR:
                 value.close()
+                if method.schema is not None and method.schema.result is not ANY:
+                    raise ValidationError(
+                        f"{method.name}()",
+                        f"expected {method.schema.result.name}, got generator "
+                        "(streams must be async generator functions: async def ... yield)",
+                    )
                 raise TypeError(_generator_advice(method.name))
         return self.encode_result(method, value)
 

@@ -188,7 +188,8 @@ class _Serving:
                     f"{name!r} returned a generator, which cannot be sent: streams must be "
                     "async generator functions (async def ... yield)"
                 )
-            return framing.encode(call_id, framing.ERROR, (type(exc).__name__, message, ""))
+            unsent = (type(exc).__name__, message, "", type(result).__name__)
+            return framing.encode(call_id, framing.ERROR, unsent)
 
 
 class _LazyContext:

@@ -64,10 +64,15 @@ SPAWN_TIMEOUT = 5.0
 class RemoteFunctionError(Exception):
     """A function raised inside a worker (or a thread); carries its type name and traceback."""
 
-    def __init__(self, type_name: str, message: str, frame: str) -> None:
+    def __init__(
+        self, type_name: str, message: str, frame: str, unsent_type: str | None = None
+    ) -> None:
         super().__init__(message)
         self.type_name = type_name
         self.frame = frame
+        # For a result the worker could not send back: its type's name (the server tells a
+        # typed method's caller that it is not of the declared type).
+        self.unsent_type = unsent_type
 
 
 def default_size() -> int:
