@@ -500,7 +500,13 @@ class FileViews:
             async_def=header("async def" if method.oneway else "def", async_returns, "client"),
             client_doc=self.doc(method.doc, indent2),
             sig=fit(f"{indent2}_sig = self._methods.{method.name}", width),
-            encode=lay_out(Call("_sig.encode_args(", names), indent2, width, prefix="_args = "),
+            # `method=`: an error names the method as the server does (with the prefix).
+            encode=lay_out(
+                Call("_sig.encode_args(", [*names, "method=self._prefix + _sig.wire"]),
+                indent2,
+                width,
+                prefix="_args = ",
+            ),
             async_call=lay_out(
                 Call(
                     "self._typed_call(",

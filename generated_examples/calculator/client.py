@@ -37,48 +37,48 @@ class CalculatorClient(_typed.TypedClient):
     def add(self, a: int, b: int) -> int:
         """Add two integers."""
         _sig = self._methods.add
-        _args = _sig.encode_args(a, b)
+        _args = _sig.encode_args(a, b, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def slow_add(self, a: int, b: int = 1) -> int:
         """Add after a short wait, on the event loop."""
         _sig = self._methods.slow_add
-        _args = _sig.encode_args(a, b)
+        _args = _sig.encode_args(a, b, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def count(self, n: int) -> Iterator[int]:
         """Count from 0 to n - 1."""
         _sig = self._methods.count
-        _args = _sig.encode_args(n)
+        _args = _sig.encode_args(n, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_stream(_reply)
 
     def area(self, shape: Shape) -> float:
         """Area of a polygon (shoelace formula), computed in a worker process."""
         _sig = self._methods.area
-        _args = _sig.encode_args(shape)
+        _args = _sig.encode_args(shape, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def old_add(self, a: int, b: int) -> int:
         """Use add instead."""
         _sig = self._methods.old_add
-        _args = _sig.encode_args(a, b)
+        _args = _sig.encode_args(a, b, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
-        _args = _sig.encode_args(line)
+        _args = _sig.encode_args(line, method=self._prefix + _sig.wire)
         self.rpc.notify(self._prefix + _sig.wire, *_args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
         _sig = self._methods.translate
-        _args = _sig.encode_args(shape, dx, dy)
+        _args = _sig.encode_args(shape, dx, dy, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
@@ -114,7 +114,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     def count(self, n: int) -> AsyncIterator[int]:
         """Count from 0 to n - 1."""
         _sig = self._methods.count
-        _args = _sig.encode_args(n)
+        _args = _sig.encode_args(n, method=self._prefix + _sig.wire)
         return _sig.open_stream(self._call, _args, self._prefix)
 
     def area(self, shape: Shape) -> _typed.Coro[float]:
@@ -130,7 +130,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
     async def log(self, line: str) -> None:
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
-        _args = _sig.encode_args(line)
+        _args = _sig.encode_args(line, method=self._prefix + _sig.wire)
         await self.rpc.notify(self._prefix + _sig.wire, *_args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> _typed.Coro[Shape]:

@@ -35,14 +35,14 @@ class InventoryClient(_typed.TypedClient):
         Runs in a thread: items live in the server process (a process pool has copies).
         """
         _sig = self._methods.put
-        _args = _sig.encode_args(item)
+        _args = _sig.encode_args(item, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def get(self, sku: str) -> Item | None:
         """The item with this SKU, or none."""
         _sig = self._methods.get
-        _args = _sig.encode_args(sku)
+        _args = _sig.encode_args(sku, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
@@ -51,21 +51,21 @@ class InventoryClient(_typed.TypedClient):
         Called "listItems" on the wire, as older camelCase clients know it.
         """
         _sig = self._methods.list_items
-        _args = _sig.encode_args(status)
+        _args = _sig.encode_args(status, method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_stream(_reply)
 
     def by_status(self) -> dict[str, list[str]]:
         """SKUs grouped by status name."""
         _sig = self._methods.by_status
-        _args = _sig.encode_args()
+        _args = _sig.encode_args(method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def clear(self) -> None:
         """Remove every item."""
         _sig = self._methods.clear
-        _args = _sig.encode_args()
+        _args = _sig.encode_args(method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
@@ -105,7 +105,7 @@ class AsyncInventoryClient(_typed.AsyncTypedClient):
         Called "listItems" on the wire, as older camelCase clients know it.
         """
         _sig = self._methods.list_items
-        _args = _sig.encode_args(status)
+        _args = _sig.encode_args(status, method=self._prefix + _sig.wire)
         return _sig.open_stream(self._call, _args, self._prefix)
 
     def by_status(self) -> _typed.Coro[dict[str, list[str]]]:
@@ -140,13 +140,13 @@ class HealthClient(_typed.TypedClient):
     def ping(self) -> str:
         """Always "ok"."""
         _sig = self._methods.ping
-        _args = _sig.encode_args()
+        _args = _sig.encode_args(method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 
     def uptime(self) -> float:
         _sig = self._methods.uptime
-        _args = _sig.encode_args()
+        _args = _sig.encode_args(method=self._prefix + _sig.wire)
         _reply = self._call(self._prefix + _sig.wire, _args)
         return _sig.decode_result(_reply)
 

@@ -703,8 +703,13 @@ class Signature(Generic[R]):
                 out[param.name] = copy.copy(default) if type(default) in (list, dict) else default
         return out
 
-    def encode_args(self, *args: Any) -> list[Any]:
+    def encode_args(self, *args: Any, method: str = "") -> list[Any]:
         """Positional wire arguments for the given Python values, in declared order.
+
+        Args:
+            args: one value per parameter.
+            method: the name the call goes to (a client's prefix included), for errors;
+                by default the signature's wire name.
 
         Raises:
             ParamError: a value is not of its parameter's declared type (the message names
@@ -714,14 +719,15 @@ class Signature(Generic[R]):
         if self._fits(args):
             return list(args)  # each of its exact type: the wire form is the value
         params = self.params
+        path = f"{method}()" if method else self.path
         if len(args) != len(params):
-            raise ParamError(f"{self.path}: takes {len(params)} argument(s), got {len(args)}")
+            raise ParamError(f"{path}: takes {len(params)} argument(s), got {len(args)}")
         out = []
         for param, value in zip(params, args, strict=True):
             try:
                 out.append(param.schema.encode(value, param.name))
             except ValidationError as exc:
-                raise ParamError(f"{self.path}: {exc}") from None
+                raise ParamError(f"{path}: {exc}") from None
         return out
 
     def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:

@@ -102,12 +102,6 @@ def test_client_and_server_name_a_wire_named_method_alike(forms: tuple[Any, str]
     assert from_client == from_server, (from_client, from_server)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under a prefix the client says 'getUser(): p.x: expected float, got str' "
-    "and the server 'inv.getUser(): ...' (the generated code checks the arguments before "
-    "it adds the client's prefix). Expected one name for the method in both",
-)
 def test_client_and_server_name_a_prefixed_method_alike(forms: tuple[Any, str]) -> None:
     mod, url = forms
     with mod.FormsClient(url, prefix="inv.") as client, RPC(url) as rpc:

@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, TypeAlias, Unpack
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
-from ..errors import DeadlineExceeded, MPRPCError
+from ..errors import DeadlineExceeded, MPRPCError, ParamError
 from ..protocol import (
     CallFailed,
     ClientConnection,
@@ -165,7 +165,7 @@ class _Typed(Protocol):
     """What a typed call brings (`pymprpc.schema.Signature`): its arguments' encoder and
     its result's checker, run by the call itself (no coroutine of its own)."""
 
-    def encode_args(self, *args: Any) -> list[Any]: ...
+    def encode_args(self, *args: Any, method: str = "") -> list[Any]: ...
 
     # `wire_args`, compiled for the signature's parameters (read per call, not a method).
     @property
@@ -578,7 +578,11 @@ class AsyncRPC(BaseRPC):
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
-            args = typed._wire_args(args)
+            try:
+                args = typed._wire_args(args)
+            except ParamError:
+                # Again, for the error to name the method as called (its prefix too).
+                args = typed.encode_args(*args, method=method)
         metadata = None
         sizes = None
         if ctx is not None:

@@ -110,7 +110,8 @@ class AsyncTypedClient(_Options):
         self, method: str, args: tuple[Any, ...], *, typed: Signature[Any]
     ) -> Any:
         """`_typed_call` with options or interceptors: through `_call` (a method proxy)."""
-        return typed.decode_result(await self._call(method, typed.encode_args(*args)))
+        wire_args = typed.encode_args(*args, method=method)
+        return typed.decode_result(await self._call(method, wire_args))
 
     @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
@@ -128,7 +129,7 @@ class AsyncTypedClient(_Options):
         return self._call_checked(method, sig, args)
 
     async def _call_checked(self, method: str, sig: Signature[Any], args: tuple[Any, ...]) -> Any:
-        return sig.decode_result(await self._call(method, sig.encode_args(*args)))
+        return sig.decode_result(await self._call(method, sig.encode_args(*args, method=method)))
 
     async def __aenter__(self) -> Self:
         await self.rpc.connect()
