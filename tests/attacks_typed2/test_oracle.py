@@ -78,16 +78,22 @@ def fits(mod: Any, t: Any, v: Any, wire: bool) -> bool:
         if kind == "opt":
             return v is None or fits(mod, inner, v, wire)
         if kind == "list":
-            return type(v) is list and all(fits(mod, inner, x, wire) for x in v)
+            # README: a tuple goes out as a list.
+            listed = type(v) is list or (not wire and type(v) is tuple)
+            return listed and all(fits(mod, inner, x, wire) for x in v)
         return type(v) is dict and all(
             type(k) is str and fits(mod, inner, x, wire) for k, x in v.items()
         )
+    # README: a Python value of a subclass of the declared type (an IntEnum member for an
+    # int, a float subclass) goes out as the plain value it holds; the wire is exact.
+    is_int = type(v) is int or (not wire and isinstance(v, int) and type(v) is not bool)
     if t == "int":
-        return type(v) is int and I64_MIN <= v <= U64_MAX
+        return is_int and I64_MIN <= v <= U64_MAX
     if t == "float":
         # An int is widened, even one beyond 64 bits if a float holds it (the wire then
         # carries a float); one too large for a float is refused.
-        return type(v) is float or (type(v) is int and abs(v) < 2**1024)
+        is_float = type(v) is float or (not wire and isinstance(v, float))
+        return is_float or (is_int and abs(v) < 2**1024)
     if t in ("str", "bytes"):
         return type(v).__name__ == t
     if t == "Color":
