@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import enum
 import functools
-import sys
 import threading
 import warnings
 from collections.abc import (
@@ -117,56 +116,72 @@ _PATH_PARTS = 24
 _PATH_HEAD = 4
 
 
-class _DeepStack:
-    """Room for checking values nested as deep as MessagePack carries (1,024 levels).
+class _Nesting(threading.local):
+    """How deep the struct being checked sits: in this thread (`here`), and in the
+    threads that handed the check on to this one (`above`)."""
 
-    A schema checks a level with a frame or three (a struct's field, through an
-    optional, into a list's item), more than Python's default recursion limit allows.
-    The limit is raised only for a check that ran out of it, and put back when the last
-    such check (in any thread) is done: it is process-wide.
-    """
-
-    # Frames a check may need beyond the caller's own: three per MessagePack level.
-    FRAMES = 3 * 1024 + 100
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._saved = 0
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                self._saved = sys.getrecursionlimit()
-                sys.setrecursionlimit(self._saved + self.FRAMES)
-            self._users += 1
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                sys.setrecursionlimit(self._saved)
+    here = 0
+    above = 0
 
 
-_DEEP = _DeepStack()
+_NESTING = _Nesting()
+# Self-referential structs are the only types whose values nest without bound (an IDL's
+# types nest at most 32 levels), and a struct level costs a check up to ~6 frames. After
+# this many, the rest is checked in a new thread, whose recursion depth starts at 0: a
+# value as deep as MessagePack carries is checked without Python's recursion limit ever
+# being raised (a process-wide setting: lowering it back while another thread is deeper
+# kills the interpreter on 3.11).
+_STRUCTS_PER_THREAD = 100
+# Deeper cannot travel: MessagePack nests 1,024 levels, a call's envelope takes 2.
+_MAX_NESTING = 1022
+_TOO_DEEP = f"nested deeper than MessagePack carries ({_MAX_NESTING} levels)"
+
+
+def _nested(check: Callable[[Any], Any], value: Any) -> Any:
+    """`check(value)` for one more struct level: in this thread, or in a new one."""
+    nesting = _NESTING
+    here = nesting.here
+    above = nesting.above
+    if above + here >= _MAX_NESTING:
+        raise _Mismatch(_TOO_DEEP)
+    if here >= _STRUCTS_PER_THREAD:
+        return _in_new_thread(check, value, above + here)
+    nesting.here = here + 1
+    try:
+        return check(value)
+    finally:
+        nesting.here = here
+
+
+def _in_new_thread(check: Callable[[Any], Any], value: Any, above: int) -> Any:
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        _NESTING.above = above
+        _NESTING.here = 1  # the struct being checked
+        try:
+            outcome.append((True, check(value)))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="pymprpc-deep-check", daemon=True)
+    thread.start()
+    thread.join()
+    ok, result = outcome[0]
+    if not ok:
+        raise result
+    return result
 
 
 def _checked(check: Callable[[Any], Any], value: Any, path: str) -> Any:
-    """`check(value)`, with a _Mismatch raised as ValidationError at `path`, and a value
-    too deep for the recursion limit checked again with room for it."""
+    """`check(value)`, with a _Mismatch raised as ValidationError at `path`."""
     try:
         return check(value)
     except _Mismatch as exc:
         raise exc.at(path) from None
     except RecursionError:
-        pass  # out of the except block: its traceback holds every frame
-    with _DEEP:
-        try:
-            return check(value)
-        except _Mismatch as exc:
-            raise exc.at(path) from None
-        except RecursionError:
-            raise ValidationError(path, "nested too deeply to check") from None
+        # A caller already this deep: not the value's fault, but it cannot be checked.
+        raise ValidationError(path, "nested too deeply to check") from None
 
 
 def _key(key: Any) -> str:
@@ -347,18 +362,18 @@ PRIMITIVES: dict[str, tuple[str, str]] = {
 
 
 def _each(check: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """`[check(v) for v in items]`, a failure's path naming the item's index."""
+    """`[check(v) for v in items]`, a failure's path naming the item's index (how many
+    passed: the failing item is not checked again, which for a value containing itself
+    would check the whole depth again at every level)."""
+    out: list[Any] = []
+    append = out.append
     try:
-        return [check(v) for v in items]
-    except _Mismatch:
-        pass
-    for i, v in enumerate(items):  # again, to find which (only for an error)
-        try:
-            check(v)
-        except _Mismatch as exc:
-            exc.where.append(f"[{i}]")
-            raise exc from None
-    raise AssertionError("a check failed once and not again")  # pragma: no cover
+        for v in items:
+            append(check(v))
+    except _Mismatch as exc:
+        exc.where.append(f"[{len(out)}]")
+        raise
+    return out
 
 
 class List(Schema[list[T]]):
@@ -495,6 +510,9 @@ class Struct(Schema[T]):
             return value
         if not isinstance(value, dict):
             raise self._mismatch(value)
+        return _nested(self._decode_fields, value)  # type: ignore[no-any-return]
+
+    def _decode_fields(self, value: dict[Any, Any]) -> T:
         kwargs = {}
         for name, schema in self.fields.items():
             if name in value:
@@ -521,6 +539,9 @@ class Struct(Schema[T]):
         a map is what a caller without the generated types sends, not this)."""
         if not isinstance(value, self.cls):
             raise self._mismatch(value)
+        return _nested(self._encode_fields, value)
+
+    def _encode_fields(self, value: Any) -> dict[str, Any]:
         out = {}
         for name, schema in self.fields.items():
             try:

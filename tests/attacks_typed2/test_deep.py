@@ -280,15 +280,6 @@ def outcome_class(call: Any) -> str:
     return "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: how a value nested deeper than MessagePack carries is refused depends on how "
-    "deep it is: a generated client raises LocalProtocolError ('cannot encode as "
-    "MessagePack', no method name) for a Node chain of 1,100, but ParamError 'node_depth(): "
-    "n: nested too deeply to check' for 5,000; a server answers a 1,100-level result with "
-    "405 ResultLimitError but a 5,000-level one with 404 ValidationError 'make_node(): "
-    "nested too deeply to check'. Expected: one answer for the one fault",
-)
 def test_too_deep_is_one_error_however_deep(deep: tuple[Any, str]) -> None:
     mod, url = deep
     with mod.DeepClient(url) as client:

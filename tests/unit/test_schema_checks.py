@@ -13,10 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import wait_for
 from pymprpc.errors import ParamError, ValidationError
 from pymprpc.schema import (
-    _DEEP,
     ANY,
     BOOL,
     BYTES,
@@ -134,13 +132,6 @@ def wire_chain(depth: int, leaf: Any = 0) -> dict[str, Any]:
     return node
 
 
-def quiet_limit() -> int:
-    """The recursion limit once no deep check runs in this process (a server thread of
-    another test may be in one: the raised limit is process-wide)."""
-    wait_for(lambda: _DEEP._users == 0)
-    return sys.getrecursionlimit()
-
-
 def values_of(node: Node | None) -> list[int]:
     """The chain's values, without recursing (== on a deep chain would)."""
     out = []
@@ -150,20 +141,20 @@ def values_of(node: Node | None) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("depth", [1000, 1023])
+@pytest.mark.parametrize("depth", [1000, 1022])
 def test_values_as_deep_as_messagepack_carries_are_checked(depth: int) -> None:
-    limit = quiet_limit()
+    limit = sys.getrecursionlimit()
     assert values_of(NODE.decode(NODE.encode(chain(depth), "n"), "n")) == values_of(chain(depth))
     cut = rf"^n(\.next){{4}}\.\.\.\({depth - 24} more\)\.\.\.(\.next){{19}}\.v"
     with pytest.raises(ValidationError, match=rf"{cut}: expected int"):
         NODE.decode(wire_chain(depth, leaf=True), "n")
     with pytest.raises(ValidationError, match=rf"{cut}: integer out"):
         NODE.encode(chain(depth, leaf=2**64), "n")
-    assert quiet_limit() == limit  # raised only while needed
+    assert sys.getrecursionlimit() == limit  # never raised: deep checks hop threads
 
 
 def test_deep_checks_in_threads_put_the_recursion_limit_back() -> None:
-    limit = quiet_limit()
+    limit = sys.getrecursionlimit()
     errors: list[BaseException] = []
 
     def work() -> None:
@@ -179,12 +170,16 @@ def test_deep_checks_in_threads_put_the_recursion_limit_back() -> None:
     for t in threads:
         t.join(60)
     assert not errors, errors
-    assert quiet_limit() == limit
+    assert sys.getrecursionlimit() == limit
 
 
-def test_deeper_than_anything_can_carry_is_an_error_not_a_crash() -> None:
-    with pytest.raises(ValidationError, match=r"^n: nested too deeply to check$"):
-        NODE.decode(wire_chain(20_000), "n")
+@pytest.mark.parametrize("depth", [1023, 1100, 20_000])
+def test_deeper_than_messagepack_carries_is_one_error_however_deep(depth: int) -> None:
+    too_deep = r"\.next: nested deeper than MessagePack carries \(1022 levels\)$"
+    with pytest.raises(ValidationError, match=r"^n\.next\.next.*" + too_deep):
+        NODE.decode(wire_chain(depth), "n")
+    with pytest.raises(ValidationError, match=r"^n\.next\.next.*" + too_deep):
+        NODE.encode(chain(depth), "n")
 
 
 # -- both ways agree -------------------------------------------------------------------
