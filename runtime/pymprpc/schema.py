@@ -862,7 +862,7 @@ def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generato
             close()
 
 
-async def decode_async_stream(
+def decode_async_stream(
     stream: AsyncIterator[Any], item: Schema[T], path: str
 ) -> AsyncGenerator[T, None]:
     """Decode each item of an async stream; closing this closes (cancels) the stream.
@@ -873,24 +873,20 @@ async def decode_async_stream(
     """
     if not isinstance(stream, AsyncIterator):
         raise _not_a_stream(stream, path)
-    check = item._decode
-    i = 0
-    try:
-        async for value in stream:
-            yield _item(check, value, path, i)
-            i += 1
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    return _checked_items(stream, item._decode, path)
 
 
-async def encode_async_stream(
+def encode_async_stream(
     stream: AsyncIterator[Any], item: Schema[Any], path: str
 ) -> AsyncGenerator[Any, None]:
     """Encode each item of a handler's stream (ValidationError naming `path[i]` for one
     not of the declared type); closing this closes the stream."""
-    check = item._encode
+    return _checked_items(stream, item._encode, path)
+
+
+async def _checked_items(
+    stream: AsyncIterator[Any], check: Callable[[Any], Any], path: str
+) -> AsyncGenerator[Any, None]:
     i = 0
     try:
         async for value in stream:
