@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from bench import wakeups
 from bench.fanin import cpu_seconds, gc_log_path
+from pymprpc.server.workers.pool import DEFAULT_SPIN
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -606,7 +607,7 @@ def main() -> None:
     servers = Servers()
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     fan_results: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
-    hops: dict[bool, list[float]] = {}
+    hops: dict[str, list[float]] = {}
     try:
         fan_rows = [r for r in fanin_rows() if not args.only or "fanin" in args.only]
         want_10k = not args.only or "fanin10k" in args.only
@@ -634,8 +635,13 @@ def main() -> None:
             if any(row.workload == "w1p" for row in selected):
                 # What one more process hop costs with no framework, in the same run: the
                 # ceiling W1 on the pool can reach here (bench/wakeups.py).
-                for with_hop in (False, True):
-                    hops.setdefault(with_hop, []).append(wakeups.one_round(3000, with_hop))
+                # The hop with the worker asleep, and spinning as the pool's do.
+                for kind, with_hop, spin in (
+                    ("direct", False, 0.0),
+                    ("asleep", True, 0.0),
+                    ("spinning", True, DEFAULT_SPIN),
+                ):
+                    hops.setdefault(kind, []).append(wakeups.one_round(3000, with_hop, spin))
             for fan in fan_rows:
                 proc, port = servers.procs[fan.server]
                 sample = measure_fanin(fan, port, proc.pid, args.seconds)
@@ -669,11 +675,14 @@ def main() -> None:
 
     text, verdicts = table(results) if results else ("", [])
     if hops:
-        direct, hop = statistics.median(hops[False]), statistics.median(hops[True])
+        direct, asleep, spinning = (
+            statistics.median(hops[k]) for k in ("direct", "asleep", "spinning")
+        )
         verdicts.append(
-            f"w1p: the raw one-hop ceiling on this machine, same run (bench/wakeups.py: a "
-            f"bare TCP echo {direct:.0f} µs per call, through one worker process "
-            f"{hop:.0f} µs): {direct / hop:.2f}x"
+            f"w1p: one process hop with no framework, same run (bench/wakeups.py): a bare "
+            f"TCP echo {direct:.0f} µs per call; through one worker process {asleep:.0f} µs "
+            f"if it sleeps between calls ({direct / asleep:.2f}x), {spinning:.0f} µs if it "
+            f"spins as the pool's workers do ({direct / spinning:.2f}x)"
         )
     if fan_results:
         fan_text, fan_verdicts = fanin_table(fan_results)

@@ -66,6 +66,7 @@ class ServerConfig:
     ssl: ssl_module.SSLContext | None = None
     executor: ExecutorChoice | None = None  # None: functions in processes, methods in threads
     max_workers: int | None = None
+    worker_spin: float | None = None  # None: the pool's default
     version: str | None = None
     description: str | None = None
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE

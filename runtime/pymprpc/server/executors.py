@@ -88,11 +88,12 @@ class Executors:
         default: ExecutorChoice,
         max_workers: int | None = None,
         targets: TargetTable | None = None,
+        worker_spin: float | None = None,
     ) -> None:
         self.default = default
         self.max_workers = max_workers
         self.targets = targets if targets is not None else TargetTable()
-        self.process = ProcessPool(self.targets, max_workers)
+        self.process = ProcessPool(self.targets, max_workers, worker_spin)
         self._thread: DaemonThreadPool | None = None
         self._thread_shares = ThreadShares(1)  # replaced with the pool's
         # Keep the zygote current while registration happens before threads exist.

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import math
 import signal
 import socket
 import ssl as ssl_module
@@ -88,7 +89,9 @@ class _Core:
         else:
             default = config.executor
             self.registry = Registry(default, default)
-        self.executors = Executors(default, config.max_workers, self.registry.targets)
+        self.executors = Executors(
+            default, config.max_workers, self.registry.targets, config.worker_spin
+        )
         self.dispatcher = Dispatcher(self.registry, self.executors)
         self.kept = KeptResults(
             config.kept_results, config.kept_results_ttl, max_bytes=config.kept_results_bytes
@@ -191,6 +194,11 @@ class Server:
             server); None: functions in the process pool, bound methods in threads.
         max_workers: size of the process pool (default: the CPUs this process may use)
             and of the thread pool (default: that plus 4, at most 32).
+        worker_spin: seconds a process-pool worker whose calls arrive back to back
+            polls for the next one before it sleeps: it saves each call two process
+            wake-ups, and a worker spends that CPU while its next call is on its way.
+            A worker whose calls arrive further apart sleeps at once. None (default):
+            0.0003, or 0 (off) where this process may use one CPU only.
         version: the server's version, sent in the welcome reply (each service's own
             version is listed by `system.listServices()`: see `register_service`).
         description: the service description sent in the welcome reply (default: the
@@ -237,7 +245,8 @@ class Server:
         loop: ignored (pymprpc 0.0.3 compatibility): the running loop is used.
 
     Raises:
-        ValueError: a malformed `addr`, an unknown `executor` or feature.
+        ValueError: a malformed `addr`, an unknown `executor` or feature, a negative
+            or non-finite `worker_spin`.
         TypeError: both `idle_timeout` and `timeout` given.
     """
 
@@ -252,6 +261,7 @@ class Server:
         ssl: ssl_module.SSLContext | None = None,
         executor: ExecutorKind | str | Executor | None = None,
         max_workers: int | None = None,
+        worker_spin: float | None = None,
         version: str | None = None,
         description: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -282,6 +292,15 @@ class Server:
             raise TypeError("give idle_timeout or its old spelling timeout, not both")
         if idle_timeout is _UNSET:
             idle_timeout = 180.0 if timeout is _UNSET else timeout
+        if worker_spin is not None and (
+            isinstance(worker_spin, bool)
+            or not isinstance(worker_spin, int | float)
+            or not 0.0 <= worker_spin < math.inf  # NaN fails too
+        ):
+            raise ValueError(
+                f"worker_spin must be a number of seconds, 0 or more (0 disables it), "
+                f"not {worker_spin!r}"
+            )
         host, port = _parse_address(addr)
         if description is None and type(self) is not Server and type(self).__doc__:
             description = type(self).__doc__
@@ -293,6 +312,7 @@ class Server:
             ssl=ssl,
             executor=None if executor is None else executor_choice(executor),
             max_workers=max_workers,
+            worker_spin=worker_spin,
             version=version,
             description=description,
             max_message_size=max_message_size,

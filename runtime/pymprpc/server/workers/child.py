@@ -20,6 +20,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 import traceback
 from collections import deque
 from typing import Any, Final
@@ -34,9 +35,10 @@ PID: Final = struct.Struct("<q")
 UPDATE_LENGTH: Final = struct.Struct("<Q")
 
 
-def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
+def run_zygote(ctl: socket.socket, targets: dict[str, Any], spin: float = 0.0) -> None:
     """Serve requests on `ctl` until it closes: b"w" with one socket (fork a worker
-    serving it, reply with its pid), or b"t", a length and pickled targets to add."""
+    serving it, reply with its pid), or b"t", a length and pickled targets to add.
+    `spin` is each worker's spin window (see `Waiter`)."""
     _quiet_signals()
     _detach_inherited_sockets(keep={ctl.fileno()})
     # Workers are reaped by the kernel as soon as they exit: no zombies, whoever ends first.
@@ -65,7 +67,7 @@ def run_zygote(ctl: socket.socket, targets: dict[str, Any]) -> None:
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 ctl.close()
-                run_worker(socket.socket(fileno=fds[0]), targets)
+                run_worker(socket.socket(fileno=fds[0]), targets, spin)
             except BaseException:  # noqa: BLE001 - a worker never returns into server code
                 status = 1
             finally:
@@ -84,15 +86,73 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def run_worker(sock: socket.socket, targets: dict[str, Any]) -> None:
+def run_worker(sock: socket.socket, targets: dict[str, Any], spin: float = 0.0) -> None:
     """Run calls from `sock` until the server closes it."""
-    _Serving(sock, targets).run()
+    _Serving(sock, targets, spin).run()
+
+
+def _sched_yield() -> None:
+    """Let another runnable process have this CPU (a no-op where the OS has no call)."""
+    if _SCHED_YIELD is not None:
+        _SCHED_YIELD()
+
+
+_SCHED_YIELD: Final = getattr(os, "sched_yield", None)
+
+
+class Waiter:
+    """How a worker waits for its next frame: spin briefly, then sleep.
+
+    Waking a sleeping process costs its waker tens of microseconds on a virtual machine
+    whose idle CPUs halt (bench/wakeups.py), and a call to the pool pays two such
+    wake-ups more than a coroutine. So a worker whose last wait was short (at most
+    `window` seconds: calls are arriving back to back, as from a sequential client)
+    polls for the next frame for up to `window` before it sleeps, yielding its CPU to
+    any other runnable process between polls; the server's write then finds it awake.
+    A worker whose last wait was longer sleeps at once: sparse calls cost no spinning,
+    and a busy-to-idle switch wastes at most one window. A window of 0 never spins.
+    """
+
+    __slots__ = ("_clock", "_poll", "_yield", "spinning", "window")
+
+    def __init__(
+        self,
+        poll: Any,
+        window: float,
+        clock: Any = time.perf_counter,
+        yield_cpu: Any = None,
+    ) -> None:
+        self._poll = poll  # select.poll().poll: a timeout in ms, None to block
+        self.window = window
+        self._clock = clock
+        self._yield = yield_cpu or _sched_yield
+        self.spinning = False  # whether the next wait spins first
+
+    def wait(self) -> None:
+        """Return once the socket is readable (or closed)."""
+        window = self.window
+        if not window:
+            self._poll()
+            return
+        clock = self._clock
+        start = clock()
+        if self.spinning:
+            poll, yield_cpu = self._poll, self._yield
+            end = start + window
+            while not poll(0):
+                yield_cpu()
+                if clock() > end:
+                    poll()
+                    break
+        else:
+            self._poll()
+        self.spinning = clock() - start <= window
 
 
 class _Serving:
     """A worker's end of its socket: frames in, one call at a time, results out."""
 
-    def __init__(self, sock: socket.socket, targets: dict[str, Any]) -> None:
+    def __init__(self, sock: socket.socket, targets: dict[str, Any], spin: float) -> None:
         sock.setblocking(True)
         self.sock = sock
         self.targets = targets
@@ -102,7 +162,7 @@ class _Serving:
         # result, only to sleep again. Poll waits for input only.
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
-        self._wait = poller.poll
+        self._wait = Waiter(poller.poll, spin).wait
         self.reader = framing.FrameReader()
         self.frames: deque[tuple[int, int, bytes | bytearray]] = deque()  # read, not run
         self._asking = threading.Lock()

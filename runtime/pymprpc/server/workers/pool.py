@@ -59,6 +59,9 @@ _STOP_TIMEOUT: Final = 5.0  # seconds to wait for a killed process to be gone
 # once; only a stopped or thrashing zygote is slower). Past it the zygote is killed and a
 # new one asked; if that one does not answer either, calls waiting for a worker fail.
 SPAWN_TIMEOUT = 5.0
+# Seconds a worker whose calls arrive back to back polls for the next one before it
+# sleeps (child.Waiter): longer than a sequential client's round trip through the server.
+DEFAULT_SPIN: Final = 0.0003
 
 
 class RemoteFunctionError(Exception):
@@ -151,8 +154,9 @@ class _Zygote:
     readable (the pool reads it from the event loop, so a stalled zygote stalls no call).
     """
 
-    def __init__(self, targets: dict[str, Any], version: int) -> None:
+    def __init__(self, targets: dict[str, Any], version: int, spin: float = 0.0) -> None:
         self.version = version
+        self.spin = spin
         self.workers = 0  # live workers forked by this zygote
         self.retired = False
         self.replacement = False  # made because the previous zygote failed
@@ -169,7 +173,7 @@ class _Zygote:
         parent, child = socket.socketpair()
         try:
             if single_threaded() or not self._start_by_forkserver(child, targets):
-                self.pid = _fork_zygote(parent, child, targets)
+                self.pid = _fork_zygote(parent, child, targets, spin)
         except BaseException:
             parent.close()
             raise
@@ -191,7 +195,7 @@ class _Zygote:
             return False
         context = multiprocessing.get_context("forkserver")
         process = context.Process(
-            target=run_zygote, args=(child, targets), name="pymprpc-zygote", daemon=False
+            target=run_zygote, args=(child, targets, self.spin), name="pymprpc-zygote", daemon=False
         )
         process.start()
         self._process = process
@@ -317,12 +321,14 @@ class _Zygote:
         return True
 
 
-def _fork_zygote(parent: socket.socket, child: socket.socket, targets: dict[str, Any]) -> int:
+def _fork_zygote(
+    parent: socket.socket, child: socket.socket, targets: dict[str, Any], spin: float
+) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         try:
             parent.close()
-            run_zygote(child, targets)
+            run_zygote(child, targets, spin)
         finally:
             os._exit(0)
     return pid
@@ -436,9 +442,16 @@ class ProcessPool:
     `prepare` at registration and `shutdown`.
     """
 
-    def __init__(self, targets: TargetTable, size: int | None = None) -> None:
+    def __init__(
+        self, targets: TargetTable, size: int | None = None, spin: float | None = None
+    ) -> None:
         self.targets = targets
         self.size = size or default_size()
+        # Each worker's spin window (child.Waiter). By default none on a single CPU:
+        # there the server could not write while the worker spins.
+        if spin is None:
+            spin = DEFAULT_SPIN if default_size() > 1 else 0.0
+        self.spin = spin
         self._zygote: _Zygote | None = None
         self._workers: list[_Worker] = []  # current generation
         self._old: list[_Worker] = []  # earlier generations finishing their calls
@@ -507,7 +520,7 @@ class ProcessPool:
             old.abandon()
             if old.workers == 0:
                 self._retire(old)
-        zygote = _Zygote(self.targets.snapshot(), self.targets.version)
+        zygote = _Zygote(self.targets.snapshot(), self.targets.version, self.spin)
         self._zygote = zygote
         self._failure = None
         # A server dropped without shutdown (never started, say) still stops its zygote.
