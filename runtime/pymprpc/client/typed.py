@@ -88,9 +88,12 @@ class TypedClient(_Options):
             raise self._unsendable(method, args, exc) from None
 
     def _notify(self, method: str, args: list[Any]) -> None:
-        """A generated oneway method's call (`rpc.notify`)."""
+        """A generated oneway method's call (`rpc.notify`, with this view's metadata)."""
         try:
-            self.rpc.notify(method, *args)
+            if self._metadata:
+                self.rpc._notify_with(method, tuple(args), self._metadata)
+            else:
+                self.rpc.notify(method, *args)
         except LocalProtocolError as exc:
             raise self._unsendable(method, args, exc) from None
 
@@ -144,9 +147,12 @@ class AsyncTypedClient(_Options):
             raise self._unsendable(method, args, exc) from None
 
     async def _notify(self, method: str, args: list[Any]) -> None:
-        """A generated oneway method's call (`rpc.notify`)."""
+        """A generated oneway method's call (`rpc.notify`, with this view's metadata)."""
         try:
-            await self.rpc.notify(method, *args)
+            if self._metadata:
+                await self.rpc._notify_with(method, tuple(args), self._metadata)
+            else:
+                await self.rpc.notify(method, *args)
         except LocalProtocolError as exc:
             raise self._unsendable(method, args, exc) from None
 
