@@ -7,7 +7,6 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import math
 import signal
 import socket
 import ssl as ssl_module
@@ -198,7 +197,7 @@ class Server:
             polls for the next one before it sleeps: it saves each call two process
             wake-ups, and a worker spends that CPU while its next call is on its way.
             A worker whose calls arrive further apart sleeps at once. None (default):
-            0.0003, or 0 (off) where this process may use one CPU only.
+            0.0003, or 0 (off) where this process may use one CPU only; at most 1.
         version: the server's version, sent in the welcome reply (each service's own
             version is listed by `system.listServices()`: see `register_service`).
         description: the service description sent in the welcome reply (default: the
@@ -245,8 +244,8 @@ class Server:
         loop: ignored (pymprpc 0.0.3 compatibility): the running loop is used.
 
     Raises:
-        ValueError: a malformed `addr`, an unknown `executor` or feature, a negative
-            or non-finite `worker_spin`.
+        ValueError: a malformed `addr`, an unknown `executor` or feature, a
+            `worker_spin` that is not a number of seconds from 0 to 1.
         TypeError: both `idle_timeout` and `timeout` given.
     """
 
@@ -295,11 +294,10 @@ class Server:
         if worker_spin is not None and (
             isinstance(worker_spin, bool)
             or not isinstance(worker_spin, int | float)
-            or not 0.0 <= worker_spin < math.inf  # NaN fails too
+            or not 0.0 <= worker_spin <= 1.0  # NaN fails too
         ):
             raise ValueError(
-                f"worker_spin must be a number of seconds, 0 or more (0 disables it), "
-                f"not {worker_spin!r}"
+                f"worker_spin must be a number of seconds from 0 (off) to 1, not {worker_spin!r}"
             )
         host, port = _parse_address(addr)
         if description is None and type(self) is not Server and type(self).__doc__:

@@ -107,8 +107,9 @@ class Waiter:
     whose idle CPUs halt (bench/wakeups.py), and a call to the pool pays two such
     wake-ups more than a coroutine. So a worker whose last wait was short (at most
     `window` seconds: calls are arriving back to back, as from a sequential client)
-    polls for the next frame for up to `window` before it sleeps, yielding its CPU to
-    any other runnable process between polls; the server's write then finds it awake.
+    polls for the next frame for up to `window` before it sleeps, with a `sched_yield()`
+    between polls (it helps the server on a shared CPU, though Linux's current scheduler
+    gives little away for it); the server's write then finds it awake.
     A worker whose last wait was longer sleeps at once: sparse calls cost no spinning,
     and a busy-to-idle switch wastes at most one window. A window of 0 never spins.
     """

@@ -79,9 +79,15 @@ class RemoteFunctionError(Exception):
 
 
 def default_size() -> int:
-    """Workers by default: the CPUs this process may use."""
-    count = getattr(os, "process_cpu_count", os.cpu_count)()
-    return max(1, count or 1)
+    """Workers by default: the CPUs this process may use (its CPU affinity, as `taskset`
+    or a container's cpuset sets it, where the OS has one)."""
+    count = getattr(os, "process_cpu_count", None)  # Python 3.13+
+    if count is not None:
+        return max(1, count() or 1)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def single_threaded(settle: float = 0.0) -> bool:
