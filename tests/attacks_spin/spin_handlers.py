@@ -1,0 +1,73 @@
+"""Module-level (importable) handlers for the worker-spin attacks: the forkserver zygote
+(threads running at registration and at serving) needs functions it can import."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pymprpc import current_call
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def ctx(tag: str) -> dict[str, Any]:
+    """What the worker sees of its call, with the caller's tag echoed back."""
+    c = current_call()
+    return {
+        "tag": tag,
+        "id": c.id,
+        "method": c.method,
+        "metadata": dict(c.metadata),
+        "remaining": c.time_remaining(),
+        "pid": os.getpid(),
+    }
+
+
+def mark(tmp: str, tag: str) -> None:
+    """Publish this process's pid under `tag` (write, then rename: readers see it whole)."""
+    part = Path(tmp) / f".{tag}.{os.getpid()}"
+    part.write_text(str(os.getpid()))
+    part.rename(Path(tmp) / f"{tag}.pid")
+
+
+def released(tmp: str, tag: str) -> bool:
+    return (Path(tmp) / f"{tag}.go").exists() or (Path(tmp) / "all.go").exists()
+
+
+def block(tmp: str, tag: str) -> str:
+    """Runs until the test releases `tag` (or everything)."""
+    mark(tmp, tag)
+    while not released(tmp, tag):
+        time.sleep(0.005)
+    return tag
+
+
+def forever(tmp: str, tag: str) -> None:
+    mark(tmp, tag)
+    while True:
+        time.sleep(0.05)
+
+
+def size(data: bytes) -> int:
+    return len(data)
+
+
+def blob(n: int) -> bytes:
+    return b"b" * n
+
+
+def osexit() -> None:
+    os._exit(3)
+
+
+def affinity() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
