@@ -65,6 +65,21 @@ def blob(n: int) -> bytes:
     return b"b" * n
 
 
+def note(tmp: str, tag: str) -> str:
+    """Record that this call ran (one O_APPEND write: whole, whichever worker runs it)."""
+    fd = os.open(Path(tmp) / "notes", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{tag}\n".encode())
+    finally:
+        os.close(fd)
+    return tag
+
+
+def note_and_exit(tmp: str, tag: str) -> None:
+    note(tmp, tag)
+    os._exit(3)
+
+
 def osexit() -> None:
     os._exit(3)
 

