@@ -80,6 +80,15 @@ def note_and_exit(tmp: str, tag: str) -> None:
     os._exit(3)
 
 
+def burn(tmp: str, tag: str, seconds: float) -> float:
+    """Busy for `seconds` of wall time; returns the CPU seconds this process got."""
+    mark(tmp, tag)
+    start, end = time.process_time(), time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return time.process_time() - start
+
+
 def osexit() -> None:
     os._exit(3)
 

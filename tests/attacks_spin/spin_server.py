@@ -62,6 +62,7 @@ def main() -> None:
             "blob",
             "note",
             "note_and_exit",
+            "burn",
         ):
             server.register_function(name)(getattr(spin_handlers, name))
 
