@@ -73,7 +73,7 @@ class CalculatorClient(_typed.TypedClient):
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
         _args = _sig.encode_args(line, method=self._prefix + _sig.wire)
-        self.rpc.notify(self._prefix + _sig.wire, *_args)
+        self._notify(self._prefix + _sig.wire, _args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> Shape:
         """The shape moved by (dx, dy)."""
@@ -131,7 +131,7 @@ class AsyncCalculatorClient(_typed.AsyncTypedClient):
         """Record a line in the server's log; nothing comes back."""
         _sig = self._methods.log
         _args = _sig.encode_args(line, method=self._prefix + _sig.wire)
-        await self.rpc.notify(self._prefix + _sig.wire, *_args)
+        await self._notify(self._prefix + _sig.wire, _args)
 
     def translate(self, shape: Shape, dx: float = 0.0, dy: float = 0.0) -> _typed.Coro[Shape]:
         """The shape moved by (dx, dy)."""

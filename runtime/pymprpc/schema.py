@@ -42,6 +42,7 @@ from collections.abc import (
 from typing import Any, Generic, TypeVar
 
 from .errors import ExpireWarning, ParamError, ValidationError
+from .protocol.codec import find_unencodable
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.IntEnum)
@@ -750,6 +751,23 @@ class Signature(Generic[R]):
             except ValidationError as exc:
                 raise ParamError(f"{path}: {exc}") from None
         return out
+
+    def unsendable(self, args: Sequence[Any], method: str = "") -> ParamError | None:
+        """Why MessagePack refused these wire arguments, as the ParamError a value of the
+        wrong type gets (`echo(): v[1]['k'] is the integer ..., outside MessagePack's
+        64-bit range`): what it refused sits inside an `any` value, which
+        `encode_args` passes unchecked. None if no argument is at fault.
+
+        Args:
+            args: the wire arguments, as `encode_args` returned them.
+            method: the name the call went to (a client's prefix included).
+        """
+        path = f"{method}()" if method else self.path
+        for param, value in zip(self.params, args, strict=False):
+            found = find_unencodable(value, param.name)
+            if found is not None:
+                return ParamError(f"{path}: {found}")
+        return None
 
     def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:
         """`encode_args(*args)`, as a sequence: `args` itself (not copied) when its values

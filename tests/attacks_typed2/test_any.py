@@ -169,14 +169,6 @@ def test_unencodable_results_in_any_fail_that_call_only(
         assert client.ok() == rpc.ok() == 41
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an integer beyond 64 bits inside an `any` argument is a LocalProtocolError "
-    "('cannot encode as MessagePack: ARGS[0][1]['k'] is the integer ...', no method name, "
-    "envelope words) from a generated client, whereas the same integer for an `int` "
-    "parameter is ParamError 'echo(): v: ...64-bit range'; expected ParamError naming the "
-    "method and the path (`echo(): v[1]['k']: ...`)",
-)
 @pytest.mark.parametrize("key", ["big", "nested_big"])
 def test_a_huge_int_inside_any_is_a_param_error_naming_the_method(
     anything: tuple[Any, str], key: str
@@ -186,14 +178,6 @@ def test_a_huge_int_inside_any_is_a_param_error_naming_the_method(
         client.echo(VALUES[key])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a handler `-> any` (or a struct's `any` field) returning an integer beyond "
-    "64 bits fails with 405 ResultLimitError 'result not delivered: cannot encode as "
-    "MessagePack: MESSAGE.RESULT[1]['k'] is the integer ...', which does not name the "
-    "method, whereas `-> int` returning it is 404 ValidationError 'give(): ...64-bit'; "
-    "expected the method named, as for every other refused result",
-)
 @pytest.mark.parametrize("key", ["big", "nested_big"])
 def test_a_huge_int_result_inside_any_names_the_method(anything: tuple[Any, str], key: str) -> None:
     mod, url = anything

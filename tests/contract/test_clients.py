@@ -172,7 +172,8 @@ ERRORS = [
         errors.ResultLimitError,
         405,
         "ResultLimitError",
-        "result not delivered: cannot encode as MessagePack: MESSAGE.RESULT['a'][2] is a set",
+        "unencodable(): result not delivered: cannot encode as MessagePack: "
+        "MESSAGE.RESULT['a'][2] is a set",
     ),
     (
         lambda rpc: rpc.system.getresult("never"),

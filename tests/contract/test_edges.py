@@ -31,7 +31,8 @@ def test_msgpack_value_edges(port: int, framing: str) -> None:
         assert reply_to(w, "value", "max-uint")["MESSAGE"]["RESULT"] == 2**64 - 1
         big = reply_to(w, "value", "big-int")
         assert big["CODE"] == 405 and big["MESSAGE"]["MESSAGE"] == (
-            "result not delivered: cannot encode as MessagePack: MESSAGE.RESULT is the integer "
+            "value(): result not delivered: cannot encode as MessagePack: MESSAGE.RESULT is "
+            "the integer "
             "18446744073709551616, outside MessagePack's 64-bit range"
         )
         surrogate = reply_to(w, "value", "surrogate")
@@ -101,8 +102,9 @@ def test_stream_item_with_the_separator_405(port: int) -> None:
         assert messages[2]["MESSAGE"] == {
             "ID": id,
             "EXCEPTION": "ResultLimitError",
-            "MESSAGE": "stream item not delivered: the encoded message contains the 11-byte frame"
-            " separator and cannot be sent with separator framing; use length framing",
+            "MESSAGE": "gen_separator(): stream item not delivered: the encoded message contains "
+            "the 11-byte frame separator and cannot be sent with separator framing; use "
+            "length framing",
         }
         assert reply_to(w, "add", 1, 2)["MESSAGE"]["RESULT"] == 3
     with Wire(port, **FRAMINGS["length"]) as w:

@@ -280,7 +280,8 @@ def test_unencodable_result_405(wire: Wire, framing: str) -> None:
     assert reply["MESSAGE"]["ID"] == id and reply["MESSAGE"]["EXCEPTION"] == "ResultLimitError"
     if framing != "json":
         assert reply["MESSAGE"]["MESSAGE"] == (
-            f"result not delivered: cannot encode as {encoding}: MESSAGE.RESULT['a'][2] is a set"
+            f"unencodable(): result not delivered: cannot encode as {encoding}: "
+            "MESSAGE.RESULT['a'][2] is a set"
         )
     assert "set" in reply["MESSAGE"]["MESSAGE"]
     assert wire.call("add", 1, 2)["CODE"] == 200
@@ -313,7 +314,8 @@ def test_result_containing_separator(wire: Wire, framing: str) -> None:
             id,
             405,
             "ResultLimitError",
-            "result not delivered: the encoded message contains the 11-byte frame separator"
+            "with_separator(): result not delivered: the encoded message contains the 11-byte "
+            "frame separator"
             " and cannot be sent with separator framing; use length framing",
         )
     else:  # JSON cannot carry bytes at all
@@ -456,7 +458,8 @@ def test_unencodable_stream_item_ends_the_stream_405(wire: Wire, framing: str) -
     }
     if framing != "json":
         assert messages[2]["MESSAGE"]["MESSAGE"] == (
-            "stream item not delivered: cannot encode as MessagePack: MESSAGE.RESULT is a set"
+            "gen_unencodable(): stream item not delivered: cannot encode as MessagePack: "
+            "MESSAGE.RESULT is a set"
         )
     assert wire.call("add", 1, 2)["CODE"] == 200  # nothing more for that stream
 

@@ -602,13 +602,12 @@ def _cpu_seconds(pid: int) -> float:
 def test_a_worker_stops_spinning_when_its_calls_stop() -> None:
     # A 20 ms window, far longer than the default, so a worker that kept spinning after
     # its calls stopped would show: 1 s idle would cost it about 1 s of CPU.
-    with ServerThread(build(max_workers=1, worker_spin=0.02)) as srv:
-        with RPC(srv.url) as rpc:
-            worker = rpc.pid()
-            for i in range(200):  # back to back: the worker spins between them
-                assert rpc.add(i, 1) == i + 1
-            before = _cpu_seconds(worker)
-            time.sleep(1.0)
-            idle = _cpu_seconds(worker) - before
-            assert rpc.pid() == worker
+    with ServerThread(build(max_workers=1, worker_spin=0.02)) as srv, RPC(srv.url) as rpc:
+        worker = rpc.pid()
+        for i in range(200):  # back to back: the worker spins between them
+            assert rpc.add(i, 1) == i + 1
+        before = _cpu_seconds(worker)
+        time.sleep(1.0)
+        idle = _cpu_seconds(worker) - before
+        assert rpc.pid() == worker
     assert idle < 0.3, f"an idle worker used {idle:.2f} s of CPU in 1 s"

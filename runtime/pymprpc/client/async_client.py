@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, TypeAlias, Unpack
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
-from ..errors import DeadlineExceeded, MPRPCError, ParamError
+from ..errors import DeadlineExceeded, LocalProtocolError, MPRPCError, ParamError
 from ..protocol import (
     CallFailed,
     ClientConnection,
@@ -172,6 +172,8 @@ class _Typed(Protocol):
     def _wire_args(self) -> Callable[[Sequence[Any]], Sequence[Any]]: ...
 
     def decode_result(self, value: Any) -> Any: ...
+
+    def unsendable(self, args: Sequence[Any], method: str = "") -> ParamError | None: ...
 
 
 class _Protocol(ReusedBufferProtocol):
@@ -600,28 +602,37 @@ class AsyncRPC(BaseRPC):
         else:
             loop = link.loop
         deadline = None if timeout is None else loop.time() + timeout
-        if (
-            link is None
-            or conn is None
-            or transport is None
-            or self._reconnect_due
-            or conn.state is _CLOSED
-        ):
-            # Connecting again (bounded by the deadline), or failing: _send says how.
-            id = await self._send(method, tuple(args), kwargs, True, timeout, metadata, sizes=sizes)
-            pending = self._pending
-        else:
-            # The usual call: _send's and _write's work inline, one call to the core.
-            id, chunks = conn.send_call_data(
-                method, args, kwargs, deadline=timeout, metadata=metadata
-            )
-            if sizes is not None:
-                self._watch(id, sizes, chunks)
-            pending = link.pending  # the client's _pending
-            if self._batching or pending or len(chunks) != 1 or transport.is_closing():
-                self._write(chunks)
+        try:
+            if (
+                link is None
+                or conn is None
+                or transport is None
+                or self._reconnect_due
+                or conn.state is _CLOSED
+            ):
+                # Connecting again (bounded by the deadline), or failing: _send says how.
+                id = await self._send(
+                    method, tuple(args), kwargs, True, timeout, metadata, sizes=sizes
+                )
+                pending = self._pending
             else:
-                transport.write(chunks[0])  # nothing else in flight: at once, as it is
+                # The usual call: _send's and _write's work inline, one call to the core.
+                id, chunks = conn.send_call_data(
+                    method, args, kwargs, deadline=timeout, metadata=metadata
+                )
+                if sizes is not None:
+                    self._watch(id, sizes, chunks)
+                pending = link.pending  # the client's _pending
+                if self._batching or pending or len(chunks) != 1 or transport.is_closing():
+                    self._write(chunks)
+                else:
+                    transport.write(chunks[0])  # nothing else in flight: at once, as it is
+        except LocalProtocolError as exc:
+            # Refused by MessagePack: for a typed call, a value inside an `any` argument
+            # (the rest was checked): the ParamError a wrong type gets, naming it.
+            if typed is None:
+                raise
+            raise (typed.unsendable(args, method) or exc) from None
         future: asyncio.Future[Any] = loop.create_future()
         pending[id] = (future, method)
         if self._reading_paused:

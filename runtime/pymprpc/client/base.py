@@ -286,14 +286,27 @@ class BaseRPC:
             return self._kept_chain(self._kept_context(method, args, kwargs, "notify"))
         return self._notify(method, args, kwargs)
 
+    def _notify_with(self, method: str, args: tuple[Any, ...], metadata: Metadata) -> Any:
+        """`notify(method, *args)` sending `metadata` with it (a typed client view's
+        `with_options(metadata=...)`), through the interceptors as `notify` goes."""
+        ctx = self._kept_context(method, args, {}, "notify", metadata)
+        if self.interceptors:
+            return self._kept_chain(ctx)
+        return self._notify(method, args, {}, ctx)
+
     def _kept_context(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], kind: str
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        kind: str,
+        metadata: Metadata | None = None,
     ) -> ClientCallContext:
         """The interceptors' view of a `delay()` or `notify()` (no deadline: nothing is
         awaited)."""
         sizes = MessageSizes() if self._measure else None
         return ClientCallContext(
-            method, args, kwargs, None, Metadata(), self.address, sizes, kind=kind
+            method, args, kwargs, None, metadata or Metadata(), self.address, sizes, kind=kind
         )
 
     @staticmethod

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar
+from typing import Any, Self, TypeAlias, TypeVar
 
 from ..context import EMPTY_METADATA, Metadata
+from ..errors import LocalProtocolError
+from ..schema import Signature
 from .async_client import AsyncRPC
 from .common import CLIENT_DEFAULT, MethodProxy, skip_caller_in_warnings
 from .sync_client import RPC
-
-if TYPE_CHECKING:
-    from ..schema import Signature
 
 _CLIENT_DEFAULT = CLIENT_DEFAULT
 
@@ -60,6 +59,18 @@ class _Options:
     def _proxy(self, proxy: MethodProxy[Any]) -> MethodProxy[Any]:
         return proxy.with_options(timeout=self._timeout, metadata=self._metadata)
 
+    def _unsendable(self, method: str, args: list[Any], exc: LocalProtocolError) -> Exception:
+        """What to raise for a call MessagePack refused: the ParamError naming the method
+        and the parameter (`echo(): v[1]['k'] is the integer ...`) when the refused value
+        sits in an argument (inside an `any` value: the rest was checked before), as for
+        a value of the wrong type; else `exc`. Found by the method's wire name among the
+        generated client's signatures (an error path: a search is fine)."""
+        prefix = getattr(self, "_prefix", "")
+        for sig in vars(getattr(type(self), "_methods", object)).values():
+            if isinstance(sig, Signature) and prefix + sig.wire == method:
+                return sig.unsendable(args, method) or exc
+        return exc
+
 
 class TypedClient(_Options):
     """A blocking client; `rpc` is the underlying `RPC` (options pass through to it)."""
@@ -69,9 +80,22 @@ class TypedClient(_Options):
 
     @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
-        if self._plain:
-            return self.rpc.call(method, *args)  # the common case
-        return self._proxy(self.rpc.method(method))(*args)
+        try:
+            if self._plain:
+                return self.rpc.call(method, *args)  # the common case
+            return self._proxy(self.rpc.method(method))(*args)
+        except LocalProtocolError as exc:
+            raise self._unsendable(method, args, exc) from None
+
+    def _notify(self, method: str, args: list[Any]) -> None:
+        """A generated oneway method's call (`rpc.notify`, with this view's metadata)."""
+        try:
+            if self._metadata:
+                self.rpc._notify_with(method, tuple(args), self._metadata)
+            else:
+                self.rpc.notify(method, *args)
+        except LocalProtocolError as exc:
+            raise self._unsendable(method, args, exc) from None
 
     def __enter__(self) -> Self:
         self.rpc.connect()
@@ -115,9 +139,22 @@ class AsyncTypedClient(_Options):
 
     @skip_caller_in_warnings
     async def _call(self, method: str, args: list[Any]) -> Any:
-        if self._plain:
-            return await self.rpc.call(method, *args)
-        return await self._proxy(self.rpc.method(method))(*args)
+        try:
+            if self._plain:
+                return await self.rpc.call(method, *args)
+            return await self._proxy(self.rpc.method(method))(*args)
+        except LocalProtocolError as exc:
+            raise self._unsendable(method, args, exc) from None
+
+    async def _notify(self, method: str, args: list[Any]) -> None:
+        """A generated oneway method's call (`rpc.notify`, with this view's metadata)."""
+        try:
+            if self._metadata:
+                await self.rpc._notify_with(method, tuple(args), self._metadata)
+            else:
+                await self.rpc.notify(method, *args)
+        except LocalProtocolError as exc:
+            raise self._unsendable(method, args, exc) from None
 
     def _call_typed(
         self, method: str, sig: Signature[Any], args: tuple[Any, ...]

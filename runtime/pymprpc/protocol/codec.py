@@ -157,6 +157,14 @@ _MSGPACK_TOO_DEEP: Final = (
 )
 
 
+def find_unencodable(value: Any, path: str) -> str | None:
+    """Where in `value` (which sits at `path`, e.g. `v`) the first thing MessagePack
+    cannot carry is, and what it is (`v[1]['k'] is the integer ..., outside
+    MessagePack's 64-bit range`); None if nothing in it is (or it is too deep to look).
+    For errors only: it walks the whole value."""
+    return _find_unencodable(value, False, None, path)
+
+
 def _check_json_depth(message: Any) -> None:
     """Raise ValueError if `message` nests deeper than `JSON_MAX_DEPTH` levels.
 

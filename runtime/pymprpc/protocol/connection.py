@@ -190,6 +190,11 @@ def _detached(error: MPRPCError) -> MPRPCError:
     return error
 
 
+def _naming(method: str) -> str:
+    """The start of a call's error message naming its method, if known: `give(): `."""
+    return f"{method}(): " if method else ""
+
+
 class State(enum.Enum):
     """Life of a connection: authentication, then calls, then closed."""
 
@@ -662,6 +667,7 @@ class ServerConnection(_Connection):
         *,
         deprecated: bool = False,
         metadata: dict[str, str] | None = None,
+        method: str = "",
     ) -> None:
         """Queue the result of call `id` (200, or 300 if `deprecated`) and retire the ID.
 
@@ -715,7 +721,9 @@ class ServerConnection(_Connection):
                 message = messages.result(id, value, deprecated=deprecated, metadata=metadata)
                 chunks = self._encode(message)
         except LocalProtocolError as exc:
-            self._queue_error(id, ResultLimitError(f"result not delivered: {exc}", id=id))
+            self._queue_error(
+                id, ResultLimitError(f"{_naming(method)}result not delivered: {exc}", id=id)
+            )
             return
         # _push, inline: this runs for every call.
         self._out += chunks
@@ -754,8 +762,8 @@ class ServerConnection(_Connection):
         except ValueError as exc:
             raise LocalProtocolError(f"response metadata not sent: {exc}") from None
 
-    def send_stream_item(self, id: str, value: Any) -> bool:
-        """Queue one item (202) of stream `id`.
+    def send_stream_item(self, id: str, value: Any, method: str = "") -> bool:
+        """Queue one item (202) of stream `id` (a call of `method`, named in an error).
 
         Returns:
             False if the stream must stop: cancelled, connection closed, or the item could
@@ -766,7 +774,8 @@ class ServerConnection(_Connection):
         try:
             self._queue(messages.stream_item(id, value))
         except LocalProtocolError as exc:
-            self.send_error(id, ResultLimitError(f"stream item not delivered: {exc}", id=id))
+            message = f"{_naming(method)}stream item not delivered: {exc}"
+            self.send_error(id, ResultLimitError(message, id=id))
             return False
         return True
 

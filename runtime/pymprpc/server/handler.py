@@ -667,9 +667,11 @@ class ConnectionHandler(ReusedBufferProtocol):
             ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
             if type(result) in _PLAIN or not is_stream(result):
-                self.conn.send_result(id, result, deprecated=method.deprecated, metadata=metadata)
+                self.conn.send_result(
+                    id, result, deprecated=method.deprecated, metadata=metadata, method=name
+                )
             else:
-                await self._stream(id, result, method.deprecated, metadata)
+                await self._stream(id, result, method.deprecated, metadata, name=name)
         except BaseException as exc:
             if not self._failed(CallRequest(id, name, args, kwargs), None, exc):
                 raise  # the client went away or cancelled: nobody to answer
@@ -872,14 +874,24 @@ class ConnectionHandler(ReusedBufferProtocol):
             else:
                 kept.set_value(result)
         elif is_stream(result):
-            await self._stream(request.id, result, method.deprecated, metadata, ctx)
+            await self._stream(
+                request.id, result, method.deprecated, metadata, ctx, name=request.method
+            )
         elif ctx is None or ctx.sizes is None:
             self.conn.send_result(
-                request.id, result, deprecated=method.deprecated, metadata=metadata
+                request.id,
+                result,
+                deprecated=method.deprecated,
+                metadata=metadata,
+                method=request.method,
             )
         else:
             _MeasuredConnection(self.conn, ctx.sizes).send_result(
-                request.id, result, deprecated=method.deprecated, metadata=metadata
+                request.id,
+                result,
+                deprecated=method.deprecated,
+                metadata=metadata,
+                method=request.method,
             )
 
     async def _terminal(self, method: Method, request: CallRequest, ctx: CallContext) -> Any:
@@ -895,6 +907,8 @@ class ConnectionHandler(ReusedBufferProtocol):
         deprecated: bool,
         metadata: dict[str, str] | None = None,
         ctx: CallContext | None = None,
+        *,
+        name: str = "",
     ) -> None:
         conn: ServerConnection | _MeasuredConnection = self.conn
         if ctx is not None and ctx.sizes is not None:
@@ -910,7 +924,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             # under it would otherwise hold up to twice that for a client that reads nothing.
             backlog = transport.get_write_buffer_size if transport is not None else _no_backlog
             async for item in agen:
-                if not conn.send_stream_item(id, item):
+                if not conn.send_stream_item(id, item, name):
                     return  # cancelled, or the item could not be delivered (405 sent)
                 sent += 1
                 if (
@@ -962,10 +976,16 @@ class _MeasuredConnection:
             self._sizes.responded(size)
 
     def send_result(
-        self, id: str, value: Any, *, deprecated: bool, metadata: dict[str, str] | None
+        self,
+        id: str,
+        value: Any,
+        *,
+        deprecated: bool,
+        metadata: dict[str, str] | None,
+        method: str = "",
     ) -> None:
         before = self._conn.pending_bytes
-        self._conn.send_result(id, value, deprecated=deprecated, metadata=metadata)
+        self._conn.send_result(id, value, deprecated=deprecated, metadata=metadata, method=method)
         self._report(before)
 
     def send_error(self, id: str, error: MPRPCError, *, frame: str | None) -> None:
@@ -981,9 +1001,9 @@ class _MeasuredConnection:
         self._report(before)
         return started
 
-    def send_stream_item(self, id: str, value: Any) -> bool:
+    def send_stream_item(self, id: str, value: Any, method: str = "") -> bool:
         before = self._conn.pending_bytes
-        sent = self._conn.send_stream_item(id, value)
+        sent = self._conn.send_stream_item(id, value, method)
         self._report(before)
         return sent
 
