@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -215,14 +216,25 @@ def workers(s: SpinSrv, rpc: RPC) -> set[int]:
 
 
 @ONE_CPU_DEFAULTS
-def test_one_cpu_turns_the_default_off(spin) -> None:
+def test_one_cpu_turns_the_default_off() -> None:
+    # The pool's own window, read in a process started on one CPU: a server's worker
+    # under load shows no spinning either (its calls then arrive further apart than
+    # 0.3 ms), so what it does cannot tell the default apart.
+    code = (
+        "from pymprpc.server.workers.pool import ProcessPool\n"
+        "from pymprpc.server.workers.targets import TargetTable\n"
+        "print(ProcessPool(TargetTable()).spin)\n"
+    )
     cpu = first_cpu()
-    s = spin(taskset={cpu}, server={"max_workers": 1})
-    with s.rpc() as rpc:
-        assert rpc.affinity() == [cpu]
-        worker = rpc.pid()
-        burst(rpc, 20)
-        assert sleeps_per_call(rpc, worker, 1000) >= 0.9, "the default spins on one CPU"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    ).stdout
+    assert float(out) == 0.0, f"the default window on one CPU is {out.strip()} s"
 
 
 def test_one_cpu_with_a_zero_window_sleeps_between_calls(spin) -> None:
@@ -316,15 +328,6 @@ def test_forkserver_zygote_workers_keep_a_large_window(spin) -> None:
         assert sleeps_per_call(rpc, worker) < 0.5
 
 
-@ONE_CPU_DEFAULTS
-def test_forkserver_zygote_on_one_cpu_keeps_the_default_off(spin) -> None:
-    s = spin(threads_first=True, taskset={first_cpu()}, server={"max_workers": 1})
-    with s.rpc() as rpc:
-        worker = rpc.pid()
-        burst(rpc, 20)
-        assert sleeps_per_call(rpc, worker, 1000) >= 0.9
-
-
 def test_workers_from_a_replaced_zygote_keep_the_window(spin) -> None:
     s = spin(server={"max_workers": 1, "worker_spin": 0})
     with s.rpc() as rpc:
@@ -369,7 +372,7 @@ def test_a_call_right_after_an_idle_worker_is_killed_does_not_fail(
     s = spin(server={"max_workers": 1, "worker_spin": window})
     failures = []
     with s.rpc() as rpc:
-        for i in range(5):
+        for i in range(8):
             worker = rpc.pid()  # answered: the worker is idle (polling or asleep)
             os.kill(worker, signal.SIGKILL)
             try:
@@ -377,7 +380,7 @@ def test_a_call_right_after_an_idle_worker_is_killed_does_not_fail(
             except MPRPCError as exc:
                 failures.append(exc)
             wait_until(lambda w=worker: not alive(w), 10, "the worker to die")
-    assert not failures, f"killing an idle worker failed {len(failures)} of 5 calls: {failures[0]}"
+    assert not failures, f"killing an idle worker failed {len(failures)} of 8 calls: {failures[0]}"
 
 
 @pytest.mark.parametrize("window", [None, 0.05])
