@@ -157,6 +157,52 @@ _MSGPACK_TOO_DEEP: Final = (
 )
 
 
+class TooDeep(RemoteProtocolError):
+    """A MessagePack payload nested deeper than msgpack's parser reads (1,024 levels).
+
+    msgpack's packer lets an empty array or map sit one level deeper than its parser
+    reads, so a peer of ours can send one without meaning harm. With length framing the
+    message's end is known without parsing it, so the connection fails only the call it
+    belongs to, found by the ID its envelope gives before the deep value (`envelope_id`);
+    otherwise, or without such an ID, it is the 506 it always was. `payload` is the
+    payload as decoded (after decompression).
+    """
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        super().__init__(
+            f"payload is not valid MessagePack: it nests deeper than msgpack's parser "
+            f"reads ({MSGPACK_MAX_DEPTH} levels, the message's own included)"
+        )
+        self.payload = payload
+
+
+def envelope_id(payload: bytes | memoryview, inside: str | None = None) -> str | None:
+    """The string `ID` of a MessagePack message map (with `inside`, of the map under
+    that key: a reply's `MESSAGE`), read without decoding what follows it; None if the
+    ID comes after a value that cannot be read (too deep), is not a string, or is
+    missing. Our peers write the ID before `ARGS` and `RESULT`."""
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, max_buffer_size=max(len(payload), 1)
+    )
+    unpacker.feed(payload)
+    try:
+        return _id_in_map(unpacker, inside)
+    except Exception:  # noqa: BLE001 - anything unreadable: no ID to answer
+        return None
+
+
+def _id_in_map(unpacker: msgpack.Unpacker, inside: str | None) -> str | None:
+    for _ in range(unpacker.read_map_header()):
+        key = unpacker.unpack()
+        if key == "ID":
+            value = unpacker.unpack()
+            return value if type(value) is str and value else None
+        if inside is not None and key == inside:
+            return _id_in_map(unpacker, None)
+        unpacker.skip()
+    return None
+
+
 def find_unencodable(value: Any, path: str) -> str | None:
     """Where in `value` (which sits at `path`, e.g. `v`) the first thing MessagePack
     cannot carry is, and what it is (`v[1]['k'] is the integer ..., outside
@@ -289,6 +335,8 @@ class Codec:
             return self._unpack(payload, None)
         except RemoteProtocolError:
             raise
+        except msgpack.StackError:
+            raise TooDeep(payload) from None
         except TypeError:
             if self.json:
                 raise RemoteProtocolError("payload is not valid JSON") from None

@@ -29,7 +29,16 @@ from ..errors import (
     ResultLimitError,
 )
 from . import messages
-from .codec import _PACKER_KEEP_BYTES, Codec, _pack, _packers, shared_codec
+from .codec import (
+    _PACKER_KEEP_BYTES,
+    MSGPACK_MAX_DEPTH,
+    Codec,
+    TooDeep,
+    _pack,
+    _packers,
+    envelope_id,
+    shared_codec,
+)
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -498,7 +507,12 @@ class ServerConnection(_Connection):
                 codec = self._codec
                 if codec is None:
                     codec = self._codec = Codec.detect(payload, self._auth_limit, self.max_items)
-                event = self._handle(codec.decode(payload))
+                try:
+                    msg = codec.decode(payload)
+                except TooDeep as exc:
+                    self._refuse_too_deep(exc)
+                    continue
+                event = self._handle(msg)
                 if event is None:
                     continue
                 events.append(event)
@@ -523,6 +537,19 @@ class ServerConnection(_Connection):
             else:
                 self.fail(exc)
         return events
+
+    def _refuse_too_deep(self, exc: TooDeep) -> None:
+        """Answer the call a too-deep message carried (its ID read before the deep
+        value) with 400, keeping the connection: with length framing the next message
+        starts where this one's length said. Raises `exc` when that cannot be done."""
+        id = envelope_id(exc.payload) if self.state is _READY else None
+        if id is None or type(self._framer) is not LengthFramer:
+            raise RemoteProtocolError(exc.message) from None  # the 506 it always was
+        message = (
+            "the call could not be read: it nests deeper than msgpack's parser reads "
+            f"({MSGPACK_MAX_DEPTH} levels, the message's own included); nothing was run"
+        )
+        self._queue_error(id, RequestError(message, id=id))
 
     def settle(self) -> None:
         """Close for a protocol violation held back by the last `receive_data()`.
@@ -913,7 +940,13 @@ class ClientConnection(_Connection):
             while i < len(payloads) and not self.closed:  # a message may close it
                 payload = payloads[i]
                 i += 1
-                event = self._handle(messages.parse_response(codec.decode(payload)))
+                event: ClientEvent | None
+                try:
+                    msg = codec.decode(payload)
+                except TooDeep as exc:
+                    event = self._unreadable_reply(exc)
+                else:
+                    event = self._handle(messages.parse_response(msg))
                 if event is None:
                     continue
                 events.append(event)
@@ -964,7 +997,13 @@ class ClientConnection(_Connection):
                         if started is None:
                             continue  # a call no longer pending: dropped
                         pending[id] = True  # inside a stream: _handle says so
-                event = self._handle(messages.parse_response(codec.decode(payload)))
+                event: ClientEvent | None
+                try:
+                    msg = codec.decode(payload)
+                except TooDeep as exc:
+                    event = self._unreadable_reply(exc)
+                else:
+                    event = self._handle(messages.parse_response(msg))
                 if event is not None:
                     out.append(event)
         except RemoteProtocolError as exc:
@@ -1111,6 +1150,25 @@ class ClientConnection(_Connection):
         self._metadata = Feature.METADATA in self.features
         self.state = _READY
         return event
+
+    def _unreadable_reply(self, exc: TooDeep) -> CallFailed | None:
+        """Fail the call whose reply nests too deep to read (its ID read before the deep
+        value), keeping the connection: with length framing the next message starts
+        where this one's length said; later replies to that call are dropped. Raises
+        `exc` when that cannot be done."""
+        id = envelope_id(exc.payload, Key.MESSAGE) if self.state is _READY else None
+        if id is None or type(self._framer) is not LengthFramer:
+            raise RemoteProtocolError(exc.message) from None  # the 506 it always was
+        if self._pending.pop(id, None) is None:
+            return None  # a call no longer pending: dropped, as its reply would be
+        error = RemoteProtocolError(
+            f"the server's reply to call {id} cannot be read: it nests deeper than "
+            f"msgpack's parser reads ({MSGPACK_MAX_DEPTH} levels, the message's own "
+            "included)",
+            syntax=False,
+        )
+        error.id = id
+        return CallFailed(id, error)
 
     def _out_of_order(self, id: str, what: str) -> CallFailed:
         """Fail call `id` for a reply the protocol does not allow at this point; later
