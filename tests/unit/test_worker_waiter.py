@@ -116,17 +116,15 @@ def test_a_closed_socket_ends_a_spin() -> None:
     assert sock.polls == [0]
 
 
-@pytest.mark.parametrize(
-    "bad", [-1, -0.0001, math.nan, math.inf, 1.5, 10**400, True, "0.001", [0.1]]
-)
+@pytest.mark.parametrize("bad", [-1, -0.0001, math.nan, math.inf, 10**400, True, "0.001", [0.1]])
 def test_worker_spin_must_be_a_finite_number_of_seconds(bad: object) -> None:
     with pytest.raises(ValueError, match="worker_spin"):
         Server(("127.0.0.1", 0), worker_spin=bad)  # type: ignore[arg-type]
 
 
-def test_the_largest_window_and_an_int_are_accepted() -> None:
-    assert Server(("127.0.0.1", 0), worker_spin=1).config.worker_spin == 1
-    assert Server(("127.0.0.1", 0), worker_spin=0).config.worker_spin == 0
+def test_an_int_window_is_kept_as_a_float() -> None:
+    assert type(Server(("127.0.0.1", 0), worker_spin=1).config.worker_spin) is float
+    assert Server(("127.0.0.1", 0), worker_spin=0).config.worker_spin == 0.0
 
 
 def test_worker_spin_reaches_the_pool() -> None:

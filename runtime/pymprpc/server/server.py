@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import math
 import signal
 import socket
 import ssl as ssl_module
@@ -54,6 +55,26 @@ HostPort = tuple[str, int]
 _UNSET: Any = object()
 # run_forever's last waits: for tasks cancelled at exit, async generators, the executor.
 _LOOP_CLOSE_WAIT = 1.0
+
+
+def _spin_window(value: object) -> float:
+    """`worker_spin` as the float a worker times its spin with.
+
+    Raises:
+        ValueError: not a finite number of seconds, 0 or more.
+    """
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError
+        window = float(value)  # OverflowError for an int past float range
+    except (TypeError, OverflowError):
+        window = math.nan
+    if not 0.0 <= window < math.inf:  # NaN fails too
+        raise ValueError(
+            f"worker_spin must be a finite number of seconds, 0 or more (0 disables it), "
+            f"not {value!r}"
+        )
+    return window
 
 
 def _parse_address(addr: Address | HostPort | str) -> HostPort:
@@ -197,7 +218,7 @@ class Server:
             polls for the next one before it sleeps: it saves each call two process
             wake-ups, and a worker spends that CPU while its next call is on its way.
             A worker whose calls arrive further apart sleeps at once. None (default):
-            0.0003, or 0 (off) where this process may use one CPU only; at most 1.
+            0.0003, or 0 (off) where this process may use one CPU only.
         version: the server's version, sent in the welcome reply (each service's own
             version is listed by `system.listServices()`: see `register_service`).
         description: the service description sent in the welcome reply (default: the
@@ -245,7 +266,7 @@ class Server:
 
     Raises:
         ValueError: a malformed `addr`, an unknown `executor` or feature, a
-            `worker_spin` that is not a number of seconds from 0 to 1.
+            `worker_spin` that is not a finite number of seconds, 0 or more.
         TypeError: both `idle_timeout` and `timeout` given.
     """
 
@@ -291,14 +312,8 @@ class Server:
             raise TypeError("give idle_timeout or its old spelling timeout, not both")
         if idle_timeout is _UNSET:
             idle_timeout = 180.0 if timeout is _UNSET else timeout
-        if worker_spin is not None and (
-            isinstance(worker_spin, bool)
-            or not isinstance(worker_spin, int | float)
-            or not 0.0 <= worker_spin <= 1.0  # NaN fails too
-        ):
-            raise ValueError(
-                f"worker_spin must be a number of seconds from 0 (off) to 1, not {worker_spin!r}"
-            )
+        if worker_spin is not None:
+            worker_spin = _spin_window(worker_spin)
         host, port = _parse_address(addr)
         if description is None and type(self) is not Server and type(self).__doc__:
             description = type(self).__doc__

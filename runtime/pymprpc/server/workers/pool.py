@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import multiprocessing
@@ -395,6 +396,7 @@ class _Worker:
         "pidfd",
         "queued",
         "reader",
+        "reset",
         "sock",
         "stopped",
         "write_scheduled",
@@ -425,6 +427,9 @@ class _Worker:
         self.write_scheduled = False
         self.writing = False  # waiting for the socket to accept more
         self.dead = False  # killed or gone: takes no more calls
+        # Its socket reported ECONNRESET: on Linux, the worker's end closed with bytes we
+        # sent still unread in it (an EOF says it had read everything).
+        self.reset = False
         self.stopped = False  # killed by the server (to cancel its call, or at shutdown)
         self.draining = False  # forked before a registration: finishes, takes no more
 
@@ -921,12 +926,14 @@ class ProcessPool:
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
-            # The worker is gone; what was not written never reached it.
+            # The worker is gone; what was not written never reached it. What it sent
+            # before it ended is read first (`_on_exit`): results it wrote before a crash
+            # settle their calls, which must not count as running, nor run again.
             out.clear()
             if not worker.dead:
                 worker.dead = True
                 assert self._loop is not None
-                self._loop.call_soon(self._worker_gone, worker)
+                self._loop.call_soon(self._on_exit, worker)
             return
         writing = bool(out)
         if writing != worker.writing:
@@ -978,7 +985,8 @@ class ProcessPool:
                 n = worker.sock.recv_into(reader.buffer())
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
+            except OSError as exc:
+                worker.reset = exc.errno == errno.ECONNRESET
                 n = 0
             if n == 0:
                 self._worker_gone(worker)
@@ -1100,7 +1108,14 @@ class ProcessPool:
         worker.inflight.clear()
         # Calls run in order, one at a time: only the oldest call the worker received
         # in full can have been running. The others never started: run them elsewhere.
-        if calls and calls[0].end <= worker.delivered:
+        # So did that one if it is the last thing sent and the worker's end closed with
+        # bytes unread (ECONNRESET): those can only be its own (a worker killed while
+        # idle, just as it was sent); with more sent after it, they may not be.
+        if (
+            calls
+            and calls[0].end <= worker.delivered
+            and not (worker.reset and len(calls) == 1 and calls[0].end == worker.delivered)
+        ):
             running = calls.pop(0)
             if not running.future.done():
                 how = "was stopped" if worker.stopped else "died"
