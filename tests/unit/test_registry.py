@@ -327,3 +327,34 @@ def test_registration_refuses_what_nobody_means_to_serve() -> None:
     server.register_function(name="to_int")(int)  # a class as a callable: a factory
     server.register_instance(Counter())
     assert {"echo", "to_int", "add"} <= set(server._core.method_names())
+
+
+def test_typed_coroutines_of_plain_parameters_take_the_fast_lane() -> None:
+    """A typed coroutine whose parameters each need one `type(x) is` check gets the
+    server's fast lane (`plain_arity`: all of them given); one that needs conversion
+    (a struct, a list), a sync function, or mismatched names keeps the general path."""
+    from pymprpc.schema import INT, STR, List, Param, Signature
+
+    plain = Signature((Param("a", INT), Param("s", STR, "x")), INT)
+
+    async def fast(a: int, s: str = "x") -> int:
+        return a
+
+    async def renamed(b: int, s: str = "x") -> int:
+        return b
+
+    async def more(a: int, s: str = "x", extra: int = 0) -> int:
+        return a
+
+    def sync(a: int, s: str = "x") -> int:
+        return a
+
+    assert make_method("f", fast, key="k", schema=plain).plain_arity == (2, 2)
+    for func in (renamed, more, sync):
+        assert make_method("f", func, key="k", schema=plain).plain_arity is None
+    listed = Signature((Param("a", List(INT)),), INT)
+
+    async def takes_list(a: list[int]) -> int:
+        return 0
+
+    assert make_method("f", takes_list, key="k", schema=listed).plain_arity is None

@@ -57,6 +57,7 @@ from .registry import Kind, Method
 from .shares import current_owner
 
 log = logging.getLogger(__name__)
+_encode_result = Dispatcher.encode_result  # a typed result, as `Dispatcher.run` encodes it
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
 _COROUTINE: Final = Kind.COROUTINE
@@ -657,13 +658,21 @@ class ConnectionHandler(ReusedBufferProtocol):
         try:
             method = self._methods.get(name)
             arity = None if method is None else method.plain_arity
-            if method is None or arity is None or kwargs or not arity[0] <= len(args) <= arity[1]:
+            if (
+                method is None
+                or arity is None
+                or kwargs
+                or not arity[0] <= len(args) <= arity[1]
+                or (method.schema is not None and not method.schema._fits(args))
+            ):
                 await self._execute(CallRequest(id, name, args, kwargs), None, None)
                 return
             # What _execute does for such a call (its context built only if asked for).
             cell: list[CallContext | None] = [None]
             _set_current(functools.partial(self._plain_context, cell, id, name, args, kwargs))
             result = await method.func(*args)
+            if method.schema is not None:
+                result = _encode_result(method, result)  # as _execute does
             ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
             if type(result) in _PLAIN or not is_stream(result):

@@ -422,11 +422,17 @@ def make_method(
             passes_on = tuple(inners)
     kind = kind_of(func)
     fast_bind = FastBind.of(sig)
-    plain_arity = None
-    if kind is Kind.COROUTINE and schema is None and fast_bind is not None:
-        plain_arity = (fast_bind.required, len(fast_bind.names))
     names = tuple(p.name for p in schema.params) if schema is not None else ()
     positional = fast_bind is not None and fast_bind.names[: len(names)] == names
+    plain_arity = None
+    if kind is Kind.COROUTINE and fast_bind is not None:
+        if schema is None:
+            plain_arity = (fast_bind.required, len(fast_bind.names))
+        elif positional and schema._exact is not None and len(fast_bind.names) == len(names):
+            # Typed, each parameter of one plain type: called with every argument given,
+            # the server's fast lane checks them with the signature's compiled `fits`
+            # (one `type(x) is` each) and encodes the result as `_execute` does.
+            plain_arity = (len(names), len(names))
     return Method(
         name=name,
         func=func,
