@@ -940,13 +940,7 @@ class ClientConnection(_Connection):
             while i < len(payloads) and not self.closed:  # a message may close it
                 payload = payloads[i]
                 i += 1
-                event: ClientEvent | None
-                try:
-                    msg = codec.decode(payload)
-                except TooDeep as exc:
-                    event = self._unreadable_reply(exc)
-                else:
-                    event = self._handle(messages.parse_response(msg))
+                event = self._reply_event(codec, payload)
                 if event is None:
                     continue
                 events.append(event)
@@ -997,13 +991,7 @@ class ClientConnection(_Connection):
                         if started is None:
                             continue  # a call no longer pending: dropped
                         pending[id] = True  # inside a stream: _handle says so
-                event: ClientEvent | None
-                try:
-                    msg = codec.decode(payload)
-                except TooDeep as exc:
-                    event = self._unreadable_reply(exc)
-                else:
-                    event = self._handle(messages.parse_response(msg))
+                event = self._reply_event(codec, payload)
                 if event is not None:
                     out.append(event)
         except RemoteProtocolError as exc:
@@ -1150,6 +1138,15 @@ class ClientConnection(_Connection):
         self._metadata = Feature.METADATA in self.features
         self.state = _READY
         return event
+
+    def _reply_event(self, codec: Codec, payload: bytes | memoryview) -> ClientEvent | None:
+        """The event of one reply payload (None: dropped); raises RemoteProtocolError for
+        bytes that break the connection."""
+        try:
+            msg = codec.decode(payload)
+        except TooDeep as exc:
+            return self._unreadable_reply(exc)
+        return self._handle(messages.parse_response(msg))
 
     def _unreadable_reply(self, exc: TooDeep) -> CallFailed | None:
         """Fail the call whose reply nests too deep to read (its ID read before the deep
