@@ -3,7 +3,8 @@
 Servers and clients run in separate processes over 127.0.0.1. Each round measures every
 (workload, system) pair once, in turn, rows compared with each other one after the
 other; each figure is the median of the rounds, with min and max, and each ratio a target
-judges is the median of the rounds' own ratios (`paired_ratio`).
+judges is the geometric mean of the rounds' own ratios, with a 90% interval (`Paired`).
+Every other round runs the rows in reverse order.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import socket
@@ -289,6 +291,13 @@ IDLE_CONNS, IDLE_ACTIVE, IDLE_BASE = 10_000, 1_000, 200
 # (saturation) measured just before it: well below it, so the queues stay short.
 OPEN_LOAD = 0.5
 IDLE_KEY = (PYMPRPC, IDLE_CONNS, False)
+# Fan-in at N = 200 against the floor: (figure, what it is, target, lower is better).
+FANIN_TARGETS = (
+    ("rate", "calls/s", 0.8, False),
+    ("p99_us", "p99", 1.5, True),
+    ("server_us", "server CPU/call", 1.3, True),
+    ("client_us", "client CPU/call", 1.3, True),
+)
 
 
 def fanin_rows() -> list[FanRow]:
@@ -384,9 +393,12 @@ def held_table(samples: list[dict[str, Any]]) -> tuple[str, list[str]]:
     held, alone, base = med["open_held"], med["open_active"], med["open_base"]
     # Judged as every other ratio: the median of the rounds' own ratios (each round
     # measures both phases in one client process, one after the other).
-    ratio, note = paired_ratio(
-        [s["open_held"] for s in samples], [s["open_base"] for s in samples], "p99_us"
+    held_vs_base = Paired.of(
+        [s["open_held"] | {"round": s["round"]} for s in samples],
+        [s["open_base"] | {"round": s["round"]} for s in samples],
+        "p99_us",
     )
+    ratio, note = held_vs_base.estimate, held_vs_base.note(2.0, at_most=True)
     closed = med["closed_held"]["p99_us"] / med["closed_base"]["p99_us"]
     # Replies counted in the window, against what was offered: under 95%, the open loop
     # was saturated (the client fell behind) and its p99 measures a growing queue.
@@ -440,17 +452,19 @@ def fanin_table(
             )
             vs = f"{r[0]:.2f}x, {r[1]:.2f}x, {r[2]:.2f}x, {r[3]:.2f}x"
             if conns == 200:
-                # Judged as every other ratio: the median of the rounds' own ratios.
+                # Judged as every other ratio: round by round (see Paired).
                 floors = results[FLOOR, conns, uv]
-                p = [
-                    paired_ratio(samples, floors, k)[0]
-                    for k in ("rate", "p99_us", "server_us", "client_us")
-                ]
-                ok = p[0] >= 0.8 and p[1] <= 1.5 and p[2] <= 1.3 and p[3] <= 1.3
+                parts, ok = [], True
+                for key_, what, target, at_most in FANIN_TARGETS:
+                    p = Paired.of(samples, floors, key_)
+                    ok = ok and p.meets(target, at_most)
+                    sign = "<=" if at_most else ">="
+                    note = p.note(target, at_most)
+                    parts.append(f"{what} {p.estimate:.2f}x (target {sign} {target}x){note}")
                 verdicts.append(
-                    f"fan-in N=200 {'uvloop' if uv else 'asyncio'}: {p[0]:.2f}x, {p[1]:.2f}x, "
-                    f"{p[2]:.2f}x, {p[3]:.2f}x of the floor (targets >= 0.8x, <= 1.5x, "
-                    f"<= 1.3x, <= 1.3x): {'met' if ok else 'NOT met'} [ratios of medians: {vs}]"
+                    f"fan-in N=200 {'uvloop' if uv else 'asyncio'}, against the floor: "
+                    + ", ".join(parts)
+                    + f": {'met' if ok else 'NOT met'}"
                 )
         n = f"{conns:,}"
         if key == IDLE_KEY:
@@ -473,33 +487,71 @@ def fmt(value: float) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
-def round_ratios(
-    a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "rate"
-) -> list[float]:
-    """`a`'s figure over `b`'s, round by round: each round measures both, close in time."""
-    if not a or len(a) != len(b):
-        return []
-    return [x[key] / y[key] for x, y in zip(a, b, strict=True) if y.get(key)]
+# Student's t for a two-sided 90% interval, by degrees of freedom (rounds - 1); past the
+# table, the value for 30 (a little wider than the normal's 1.645).
+T90: tuple[float, ...] = (
+    *(6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833, 1.812, 1.796, 1.782),
+    *(1.771, 1.761, 1.753, 1.746, 1.740, 1.734, 1.729, 1.725, 1.721, 1.717, 1.714, 1.711),
+    *(1.708, 1.706, 1.703, 1.701, 1.699, 1.697),
+)
 
 
-def paired_ratio(
-    a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "rate"
-) -> tuple[float, str]:
-    """The ratio a verdict judges: the median of the rounds' own ratios (see Method in
-    bench/README.md), and a note with their range and the ratio of the two medians.
+@dataclass(frozen=True)
+class Paired:
+    """One row against another, round by round: what a target's verdict judges.
 
-    On this shared machine the same client against the same server moves by a fifth from
-    one process to the next and from one minute to the next (W2, quiet machine: 47k-78k
-    calls/s in 12 runs of one client script). Both rows of a round share that minute, so
-    their ratio carries less of it than the ratio of two medians taken from different
-    rounds."""
-    of_medians = statistics.median(s[key] for s in a) / statistics.median(s[key] for s in b)
-    ratios = round_ratios(a, b, key)
-    if not ratios:
-        return of_medians, ""
-    return statistics.median(ratios), (
-        f" [rounds {min(ratios):.2f}-{max(ratios):.2f}; ratio of medians {of_medians:.2f}]"
-    )
+    Each round measures both rows one after the other, so the two share that minute of
+    this shared machine, where the same client against the same server moves by a fifth
+    from one run to the next (W2, quiet machine: 47k-78k calls/s over 12 runs of one
+    script). The estimate is the geometric mean of the rounds' ratios (the mean of their
+    logs: a ratio and its inverse are judged alike), with a 90% interval from the spread
+    of those logs; the ratio of the two rows' medians is shown beside it.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    of_medians: float
+    rounds: int
+
+    @classmethod
+    def of(cls, a: list[dict[str, Any]], b: list[dict[str, Any]], key: str = "rate") -> Paired:
+        """`a`'s figure `key` over `b`'s, paired by the round each sample was measured in.
+
+        Raises:
+            ValueError: a round measured one row and not the other, or a figure is not
+                positive (a ratio of it means nothing).
+        """
+        by_round_a = {s["round"]: s[key] for s in a}
+        by_round_b = {s["round"]: s[key] for s in b}
+        if by_round_a.keys() != by_round_b.keys() or not by_round_a:
+            raise ValueError(f"unpaired rounds: {sorted(by_round_a)} against {sorted(by_round_b)}")
+        pairs = [(by_round_a[r], by_round_b[r]) for r in sorted(by_round_a)]
+        if any(x <= 0 or y <= 0 for x, y in pairs):
+            raise ValueError(f"a figure {key!r} that is not positive: {pairs}")
+        logs = [math.log(x / y) for x, y in pairs]
+        mean = statistics.fmean(logs)
+        n = len(logs)
+        half = 0.0
+        if n > 1:
+            t = T90[min(n - 1, len(T90)) - 1]
+            half = t * statistics.stdev(logs) / math.sqrt(n)
+        of_medians = statistics.median(x for x, _ in pairs) / statistics.median(y for _, y in pairs)
+        return cls(math.exp(mean), math.exp(mean - half), math.exp(mean + half), of_medians, n)
+
+    def meets(self, target: float, at_most: bool = False) -> bool:
+        """Whether the estimate meets `target` (`at_most`: a cost, lower is better)."""
+        return self.estimate <= target if at_most else self.estimate >= target
+
+    def note(self, target: float, at_most: bool = False) -> str:
+        """The interval, and whether it clears the target or straddles it."""
+        clear = self.high <= target if at_most else self.low >= target
+        wrong = self.low > target if at_most else self.high < target
+        where = "clear" if clear else "clearly short" if wrong else "within noise"
+        return (
+            f" [90% interval {self.low:.2f}-{self.high:.2f}: {where}; ratio of medians "
+            f"{self.of_medians:.2f}; {self.rounds} rounds]"
+        )
 
 
 def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, list[str]]:
@@ -537,27 +589,28 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
         )
         if workload in TARGETS and label == "pymprpc" and grpc and floor:
             want_grpc, want_floor = TARGETS[workload]
-            r_grpc, n_grpc = paired_ratio(samples, results[workload, "gRPC aio"])
-            r_floor, n_floor = paired_ratio(samples, results[workload, FLOOR])
-            ok = r_grpc >= want_grpc and r_floor >= want_floor
+            vs_g = Paired.of(samples, results[workload, "gRPC aio"])
+            vs_f = Paired.of(samples, results[workload, FLOOR])
+            ok = vs_g.meets(want_grpc) and vs_f.meets(want_floor)
             verdicts.append(
-                f"{workload}: {r_grpc:.2f}x gRPC (target {want_grpc}x){n_grpc}, "
-                f"{r_floor:.2f}x floor (target {want_floor}x){n_floor}: "
-                f"{'met' if ok else 'NOT met'}"
+                f"{workload}: {vs_g.estimate:.2f}x gRPC (target {want_grpc}x)"
+                f"{vs_g.note(want_grpc)}, {vs_f.estimate:.2f}x floor (target {want_floor}x)"
+                f"{vs_f.note(want_floor)}: {'met' if ok else 'NOT met'}"
             )
         coroutine = results.get((base, "pymprpc"))
         if workload in POOL_TARGETS and coroutine:
             want = POOL_TARGETS[workload]
-            ratio, note = paired_ratio(samples, coroutine)
+            p = Paired.of(samples, coroutine)
             verdicts.append(
-                f"{workload}: a plain def on the process pool at {ratio:.2f}x of the coroutine "
-                f"path (target {want}x): {'met' if ratio >= want else 'NOT met'}{note}"
+                f"{workload}: a plain def on the process pool at {p.estimate:.2f}x of the "
+                f"coroutine path (target {want}x): {'met' if p.meets(want) else 'NOT met'}"
+                + p.note(want)
             )
         if label == "pymprpc + uvloop" and (workload, "pymprpc") in results:
-            ratio, note = paired_ratio(samples, results[workload, "pymprpc"])
+            p = Paired.of(samples, results[workload, "pymprpc"])
             verdicts.append(
-                f"{workload}: uvloop at {ratio:.2f}x of asyncio (target {UVLOOP_TARGET}x): "
-                f"{'met' if ratio >= UVLOOP_TARGET else 'NOT met'}{note}"
+                f"{workload}: uvloop at {p.estimate:.2f}x of asyncio (target {UVLOOP_TARGET}x): "
+                f"{'met' if p.meets(UVLOOP_TARGET) else 'NOT met'}{p.note(UVLOOP_TARGET)}"
             )
     for workload in ("w1", "w2"):
         plain, grpc = medians.get((workload, "pymprpc")), medians.get((workload, "gRPC aio"))
@@ -574,17 +627,17 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
             verdicts.append(f"{workload}: tracing every call: {'; '.join(traced)}")
     for workload in ("w1", "w2"):
         if (workload, TYPED) in results and (workload, "pymprpc") in results:
-            ratio, note = paired_ratio(results[workload, TYPED], results[workload, "pymprpc"])
+            p = Paired.of(results[workload, TYPED], results[workload, "pymprpc"])
             verdicts.append(
-                f"{workload}: typed at {ratio:.2f}x of untyped (target {TYPED_TARGET}x): "
-                f"{'met' if ratio >= TYPED_TARGET else 'NOT met'}{note}"
+                f"{workload}: typed at {p.estimate:.2f}x of untyped (target {TYPED_TARGET}x): "
+                f"{'met' if p.meets(TYPED_TARGET) else 'NOT met'}{p.note(TYPED_TARGET)}"
             )
     one, two = results.get(("cpu", "pymprpc, 1 worker")), results.get(("cpu", "pymprpc, 2 workers"))
     if one and two:
-        ratio, note = paired_ratio(two, one)
+        p = Paired.of(two, one)
         verdicts.append(
-            f"cpu: 2 workers at {ratio:.2f}x of 1 worker (target {CPU_SCALING_TARGET}x): "
-            f"{'met' if ratio >= CPU_SCALING_TARGET else 'NOT met'}{note}"
+            f"cpu: 2 workers at {p.estimate:.2f}x of 1 worker (target {CPU_SCALING_TARGET}x): "
+            f"{'met' if p.meets(CPU_SCALING_TARGET) else 'NOT met'}{p.note(CPU_SCALING_TARGET)}"
         )
     return "\n".join(lines), verdicts
 
@@ -644,9 +697,12 @@ def main() -> None:
             workers = int(key[-2]) if key.endswith("w") and key[-2].isdigit() else None
             servers.start(key, system, uvloop=key.endswith("uvloop"), workers=workers)
         for run in range(1, args.runs + 1):
-            for row in selected:
+            # Every other round runs the rows in reverse, so that no row of a compared
+            # pair always comes first (and after the heaviest rows of the workload before).
+            forward = run % 2 == 1
+            for row in selected if forward else selected[::-1]:
                 waited = servers.settle()
-                sample = measure(row, servers.port(row.server), args.seconds)
+                sample = measure(row, servers.port(row.server), args.seconds) | {"round": run}
                 results.setdefault((row.workload, row.label), []).append(sample)
                 print(
                     f"run {run} {row.workload:<4} {row.label:<28} {fmt(sample['rate'])}"
@@ -664,15 +720,16 @@ def main() -> None:
                     ("spinning", True, DEFAULT_SPIN),
                 ):
                     hops.setdefault(kind, []).append(wakeups.one_round(3000, with_hop, spin))
-            for fan in fan_rows:
+            for fan in fan_rows if forward else fan_rows[::-1]:
                 proc, port = servers.procs[fan.server]
-                sample = measure_fanin(fan, port, proc.pid, args.seconds)
+                servers.settle()
+                sample = measure_fanin(fan, port, proc.pid, args.seconds) | {"round": run}
                 fan_results.setdefault(fan.key, []).append(sample)
                 print(
                     f"run {run} {fan.name:<36} {fmt(sample['rate'])}", file=sys.stderr, flush=True
                 )
             if want_10k:
-                sample = measure_fanin_10k(args.seconds)
+                sample = measure_fanin_10k(args.seconds) | {"round": run}
                 fan_results.setdefault(IDLE_KEY, []).append(sample)
                 print(
                     f"run {run} fan-in 10k held, 1k active: open-loop p99 "
@@ -690,7 +747,7 @@ def main() -> None:
                     ("grpc", "gRPC aio"),
                 ):
                     rss = measure_memory(system)
-                    results.setdefault(("mem", label), []).append({"rate": rss})
+                    results.setdefault(("mem", label), []).append({"rate": rss, "round": run})
                     print(f"run {run} mem  {label:<28} {rss:.1f} MiB", file=sys.stderr, flush=True)
     finally:
         servers.stop()
@@ -730,9 +787,9 @@ def main() -> None:
     report = (
         f"Measured {when} on {machine()}; {args.runs} rounds of {args.seconds:g} s per "
         f"measurement, default asyncio loop unless noted, length framing negotiated.\n\n"
-        f"{text}\n\nTargets (pymprpc, default loop; a ratio judged is the median of the "
-        f"rounds' own ratios; the table's ratio columns are ratios of medians):\n\n"
-        + "\n".join(f"- {v}" for v in verdicts)
+        f"{text}\n\nTargets (pymprpc, default loop; a ratio judged is the geometric mean "
+        f"of the rounds' own ratios, with its 90% interval; the table's ratio columns are "
+        f"ratios of medians):\n\n" + "\n".join(f"- {v}" for v in verdicts)
     )
     print(report)
     if args.write_readme:
