@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parents[1]))  # tests/: procfs
 
 import pool_handlers
 from pool_handlers import mark, released
+from procfs import children
 
 from pymprpc import current_call
 from pymprpc.server import Server
@@ -92,21 +94,6 @@ class UnpickleFails:
 
 def _exit_at_once(ctl: socket.socket, targets: dict[str, object]) -> None:
     """A zygote that exits before answering anything (see break_zygotes)."""
-
-
-def children(pid: int) -> list[dict[str, object]]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            out.append({"pid": int(d), "state": fields[0]})
-    return out
 
 
 def main() -> None:

@@ -15,15 +15,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from procfs import alive, descendants, rss, stat_fields, wait_until
+from script_server import ScriptServer
 
 from pymprpc import RPC, AsyncRPC
 from pymprpc.errors import (
@@ -51,87 +49,15 @@ pytestmark = pytest.mark.timeout(90)
 
 def _stat(pid: int) -> tuple[str, int] | None:
     """(state, ppid) of a process, or None if it does not exist."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[1])
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[1]))
 
 
-def descendants(root: int) -> set[int]:
-    """Every live process whose parent chain leads to `root`."""
-    parent: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = _stat(int(d))
-            if st is not None:
-                parent[int(d)] = st[1]
-    out: set[int] = set()
-    grew = True
-    while grew:
-        grew = False
-        for pid, ppid in parent.items():
-            if pid not in out and (ppid == root or ppid in out):
-                out.add(pid)
-                grew = True
-    return out
-
-
-def alive(pid: int) -> bool:
-    """Exists and is not a zombie."""
-    st = _stat(pid)
-    return st is not None and st[0] != "Z"
-
-
-def rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-class PoolSrv:
+class PoolSrv(ScriptServer):
     """pool_server.py in a subprocess (own session), its stdout and stderr in files."""
 
     def __init__(self, flags: tuple[str, ...] = (), **cfg: Any) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="atkpool-")
-        self.out = Path(self.tmp) / "stdout"
-        self.err = Path(self.tmp) / "stderr"
-        with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, *flags, str(HERE / "pool_server.py"), json.dumps(cfg)],
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        wait_until(
-            lambda: self.proc.poll() is not None or self._port() is not None,
-            40,
-            "the server's port",
-        )
-        port = self._port()
-        if port is None:
-            raise RuntimeError(f"server did not start:\n{self.stderr()}")
-        self.port = port
-        self.pid = self.proc.pid
-
-    def _port(self) -> int | None:
-        for line in self.out.read_text().splitlines():
-            if line.strip().isdigit():
-                return int(line)
-        return None
+        super().__init__(HERE / "pool_server.py", cfg, flags=flags, prefix="atkpool-")
 
     def url(self, user: str | None = None) -> str:
         cred = f"{user}:{user}-pw@" if user else ""
@@ -144,44 +70,6 @@ class PoolSrv:
     def arpc(self, **options: Any) -> AsyncRPC:
         options.setdefault("timeout", 60)
         return AsyncRPC(self.url(options.pop("user", None)), **options)
-
-    def pidfile(self, tag: str, timeout: float = 30) -> int:
-        path = Path(self.tmp) / f"{tag}.pid"
-        wait_until(path.exists, timeout, f"handler {tag!r} to start")
-        return int(path.read_text())
-
-    def started(self, tag: str) -> bool:
-        return (Path(self.tmp) / f"{tag}.pid").exists()
-
-    def release(self, tag: str = "all") -> None:
-        (Path(self.tmp) / f"{tag}.go").write_text("")
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def stop(self, timeout: float = 30) -> float:
-        """SIGTERM to the server alone; seconds until it exited."""
-        t0 = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout)
-        return time.monotonic() - t0
-
-    def close(self) -> None:
-        self.release()
-        if self.proc.poll() is None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.stop(20)
-        if self.proc.poll() is None:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        # anything of ours still around (a test failed half-way) goes too
-        for pid in descendants(self.pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

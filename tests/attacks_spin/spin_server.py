@@ -16,29 +16,16 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parents[1]))  # tests/: procfs
 
 import spin_handlers
+from procfs import children
 
 from pymprpc.server import Server
 
 logging.basicConfig(
     level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
 )
-
-
-def children(pid: int) -> list[dict[str, object]]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            out.append({"pid": int(d), "state": fields[0]})
-    return out
 
 
 def main() -> None:
