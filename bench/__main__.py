@@ -194,9 +194,10 @@ def rows() -> list[Row]:
     out: list[Row] = []
     for workload in ("w1", "w2", "w3", "w4"):
         out.append(Row(workload, "pymprpc", "pymprpc", "pymprpc"))
-        # The rows compared with this one come right after it, so that a pair shares the
-        # machine's state of that minute (and a row that follows a heavy one, gRPC + OTel,
-        # measured ~7% low from what that one left running).
+        # The rows compared with this one come within the next few rows (typed, uvloop
+        # and the pool right after it, then the floor and gRPC), so that a pair shares
+        # the machine's state of that minute (and a row that follows a heavy one, gRPC +
+        # OTel, measured ~7% low from what that one left running).
         if workload in ("w1", "w2"):
             out.append(Row(workload, TYPED, "pymprpc-typed", "pymprpc-typed"))
         if HAVE_UVLOOP:
@@ -391,8 +392,8 @@ def held_table(samples: list[dict[str, Any]]) -> tuple[str, list[str]]:
             f"| {m['server_longest_gc_ms']:.1f} / {m['client_longest_gc_ms']:.1f} ms |"
         )
     held, alone, base = med["open_held"], med["open_active"], med["open_base"]
-    # Judged as every other ratio: the median of the rounds' own ratios (each round
-    # measures both phases in one client process, one after the other).
+    # Judged as every other ratio: the geometric mean of the rounds' ratios, see Paired
+    # (each round measures both phases in one client process, one after the other).
     held_vs_base = Paired.of(
         [s["open_held"] | {"round": s["round"]} for s in samples],
         [s["open_base"] | {"round": s["round"]} for s in samples],
@@ -411,8 +412,9 @@ def held_table(samples: list[dict[str, Any]]) -> tuple[str, list[str]]:
         f"{'met' if ratio <= 2 else 'NOT met'}{note}; {kib:.1f} KiB of server RSS per held "
         f"connection"
         + ("" if kept_up else " (SATURATED: fewer replies than calls offered, see the table)"),
-        f"fan-in idle cost, {IDLE_ACTIVE:,} active with {IDLE_CONNS - IDLE_ACTIVE:,} idle "
-        f"against alone: open-loop p99 {held['p99_us'] / alone['p99_us']:.2f}x, server CPU "
+        f"fan-in idle cost (not a target; ratios of medians), {IDLE_ACTIVE:,} active with "
+        f"{IDLE_CONNS - IDLE_ACTIVE:,} idle against alone: open-loop p99 "
+        f"{held['p99_us'] / alone['p99_us']:.2f}x, server CPU "
         f"per call {held['server_us'] / alone['server_us']:.2f}x (closed loop "
         f"{med['closed_held']['server_us'] / med['closed_active']['server_us']:.2f}x), client "
         f"{held['client_us'] / alone['client_us']:.2f}x; closed-loop p99 {closed:.2f}x of N = "
@@ -459,8 +461,9 @@ def fanin_table(
                     p = Paired.of(samples, floors, key_)
                     ok = ok and p.meets(target, at_most)
                     sign = "<=" if at_most else ">="
+                    met = "met" if p.meets(target, at_most) else "NOT met"
                     note = p.note(target, at_most)
-                    parts.append(f"{what} {p.estimate:.2f}x (target {sign} {target}x){note}")
+                    parts.append(f"{what} {p.estimate:.2f}x (target {sign} {target}x, {met}){note}")
                 verdicts.append(
                     f"fan-in N=200 {'uvloop' if uv else 'asyncio'}, against the floor: "
                     + ", ".join(parts)
@@ -505,7 +508,9 @@ class Paired:
     from one run to the next (W2, quiet machine: 47k-78k calls/s over 12 runs of one
     script). The estimate is the geometric mean of the rounds' ratios (the mean of their
     logs: a ratio and its inverse are judged alike), with a 90% interval from the spread
-    of those logs; the ratio of the two rows' medians is shown beside it.
+    of those logs; the ratio of the two rows' medians is shown beside it. The estimate is
+    also the ratio of the two rows' geometric means, so pairing by round decides only the
+    interval (narrower when both rows of a round move together), never met / NOT met.
     """
 
     estimate: float
@@ -545,6 +550,8 @@ class Paired:
 
     def note(self, target: float, at_most: bool = False) -> str:
         """The interval, and whether it clears the target or straddles it."""
+        if self.rounds < 2:
+            return f" [1 round: no interval; ratio of medians {self.of_medians:.2f}]"
         clear = self.high <= target if at_most else self.low >= target
         wrong = self.low > target if at_most else self.high < target
         where = "clear" if clear else "clearly short" if wrong else "within noise"
@@ -624,7 +631,10 @@ def table(results: dict[tuple[str, str], list[dict[str, Any]]]) -> tuple[str, li
             if base and (workload, label) in medians
         ]
         if traced:
-            verdicts.append(f"{workload}: tracing every call: {'; '.join(traced)}")
+            verdicts.append(
+                f"{workload}: tracing every call (not a target; ratios of medians): "
+                + "; ".join(traced)
+            )
     for workload in ("w1", "w2"):
         if (workload, TYPED) in results and (workload, "pymprpc") in results:
             p = Paired.of(results[workload, TYPED], results[workload, "pymprpc"])

@@ -17,10 +17,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.__main__ import (
     FLOOR,
+    HELD_PHASES,
     TYPED,
     UVLOOP_TARGET,
     Paired,
     fanin_table,
+    held_table,
     table,
 )
 
@@ -63,9 +65,26 @@ def test_a_ratio_and_its_inverse_are_judged_alike() -> None:
 
 
 def test_rounds_pair_by_their_number_not_their_place() -> None:
+    # The estimate is the ratio of the two geometric means whatever the pairing; the
+    # pairing shows in the interval: every round's ratio is exactly 2, so it has no width.
     a = samples([100.0, 200.0, 300.0])
     b = samples([50.0, 100.0, 150.0])
-    assert Paired.of(a, list(reversed(b))).estimate == pytest.approx(2.0)
+    p = Paired.of(a, list(reversed(b)))
+    assert p.estimate == pytest.approx(2.0)
+    assert p.low == pytest.approx(2.0) and p.high == pytest.approx(2.0)
+
+
+def test_a_cost_is_judged_from_the_other_side() -> None:
+    # Lower is better (p99, CPU per call): "clear" only when the whole interval is under.
+    p = Paired.of(samples([1.20, 1.22, 1.21, 1.19]), samples([1.0] * 4), "rate")
+    assert p.meets(1.3, at_most=True) and ": clear;" in p.note(1.3, at_most=True)
+    assert not p.meets(1.1, at_most=True) and ": clearly short;" in p.note(1.1, at_most=True)
+    assert ": within noise;" in p.note(1.2, at_most=True)
+
+
+def test_one_round_gives_no_interval() -> None:
+    p = Paired.of(samples([1.25]), samples([1.0]))
+    assert p.note(1.0) == " [1 round: no interval; ratio of medians 1.25]"
 
 
 def test_an_unpaired_round_or_a_figure_of_zero_is_refused() -> None:
@@ -125,3 +144,31 @@ def test_typed_and_fan_in_verdicts_use_the_same_rule() -> None:
     ours[1]["client_us"] = 20  # one round's client far costlier: the mean of logs moves
     _, fan_verdicts = fanin_table({("pymprpc", 200, False): ours, (FLOOR, 200, False): floor})
     assert fan_verdicts[0].endswith(": NOT met")
+
+
+def test_the_10k_held_verdict_pairs_each_rounds_two_phases() -> None:
+    def phase(p99: float) -> dict[str, float]:
+        return {
+            "rate": 100.0,
+            "p50_us": 1.0,
+            "p99_us": p99,
+            "server_us": 1.0,
+            "client_us": 1.0,
+            "server_longest_gc_ms": 0.0,
+            "client_longest_gc_ms": 0.0,
+        }
+
+    def round_(n: int, base: float, held: float) -> dict[str, Any]:
+        phases: dict[str, Any] = {name: phase(base) for name in HELD_PHASES}
+        phases["open_held"] = phase(held)
+        return phases | {"round": n, "offered": 100.0, "server_kib_per_conn": 3.0}
+
+    # Held against its own round's base: 1.9x, 2.0x and 1.2x, so the geometric mean is
+    # 1.66x; the held phase's median (1,600) over the base phase's (800) is 2.00x.
+    rounds = [round_(1, 1000, 1900), round_(2, 800, 1600), round_(3, 500, 600)]
+    _, verdicts = held_table(rounds)
+    assert "p99 1.66x" in verdicts[0] and "(target <= 2x): met [" in verdicts[0]
+    assert "ratio of medians 2.00; 3 rounds" in verdicts[0]
+    rounds[1] = round_(2, 800, 4000)  # one round 5x: the mean of the logs is past 2x
+    _, verdicts = held_table(rounds)
+    assert "(target <= 2x): NOT met [" in verdicts[0]
