@@ -1,8 +1,8 @@
 """`python -m bench`: every workload on every system, interleaved, as a table of ratios.
 
 Servers and clients run in separate processes over 127.0.0.1. Each round measures every
-(workload, system) pair once, in turn, rows compared with each other one after the
-other; each figure is the median of the rounds, with min and max, and each ratio a target
+(workload, system) pair once, in turn, rows compared with each other within a few rows
+of each other; each figure is the median of the rounds, with min and max, and each ratio a target
 judges is the geometric mean of the rounds' own ratios, with a 90% interval (`Paired`).
 Every other round runs the rows in reverse order.
 """
