@@ -675,6 +675,36 @@ def write_readme(text: str) -> None:
     readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
+SAMPLES = HERE / ".build" / "last-run.json"
+
+
+def save_samples(
+    args: argparse.Namespace,
+    results: dict[tuple[str, str], list[dict[str, Any]]],
+    fan_results: dict[tuple[str, int, bool], list[dict[str, Any]]],
+    hops: dict[str, list[float]],
+) -> None:
+    """Every sample of this run, as measured, in `bench/.build/last-run.json`: a verdict
+    found wrong later can be recomputed from the run itself, and the figures studied."""
+    SAMPLES.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "args": vars(args),
+        "rows": [
+            {"workload": w, "system": label, "samples": samples}
+            for (w, label), samples in results.items()
+        ],
+        "fanin": [
+            {"system": label, "conns": conns, "uvloop": uv, "samples": samples}
+            for (label, conns, uv), samples in fan_results.items()
+        ],
+        "hops": hops,
+    }
+    SAMPLES.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"samples: {SAMPLES}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
@@ -802,6 +832,7 @@ def main() -> None:
         f"ratios of medians):\n\n" + "\n".join(f"- {v}" for v in verdicts)
     )
     print(report)
+    save_samples(args, results, fan_results, hops)
     if args.write_readme:
         write_readme(report)
 
