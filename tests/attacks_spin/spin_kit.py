@@ -15,7 +15,6 @@ from procfs import (
     cpu_seconds,
     descendants,
     ppid,
-    stat_fields,
     voluntary_switches,
     wait_until,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "descendants",
     "ppid",
     "spinning",
-    "stat_fields",
     "voluntary_switches",
     "wait_until",
 ]

@@ -2,9 +2,12 @@
 write of the next call: the results it sent settle their calls (once), the call it was
 running fails with WorkerDied, and the call whose write failed runs on its replacement.
 
-Deterministic: the test holds the event loop (a blocking wait) from the moment the third
-call's write is due until the worker has sent the first call's result and closed its
-end, so the server learns of the end by that write, before it reads anything."""
+The test holds the event loop (a blocking wait) from the moment the third call's write
+is due until the worker has sent the first call's result and closed its end, so the
+server learns of the end by that write, before it reads anything. (If the first result
+arrived already in the loop pass that scheduled the write, the read comes first and the
+test passes without reaching the path; it cannot fail for it. Without the fix it failed
+3 runs of 3.)"""
 
 from __future__ import annotations
 
