@@ -111,7 +111,11 @@ def frame(msg: Any, length: bool, compressed: bool) -> bytes:
 
 
 def as_events(received: Any) -> list[Any]:
-    return [CallRequest(*received)] if type(received) is tuple else list(received)
+    """receive_call's answer as receive_data's events: a plain call's tuple, alone or in a
+    list (a read of several), is the CallRequest receive_data would give."""
+    if type(received) is tuple:
+        return [CallRequest(*received)]
+    return [CallRequest(*event) if type(event) is tuple else event for event in received]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

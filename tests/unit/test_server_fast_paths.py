@@ -202,8 +202,8 @@ def test_a_call_laid_out_as_our_client_writes_it_agrees_with_receive_data(
     max_items: int,
 ) -> None:
     """The same bytes (laid out as our client writes a call, then with bytes flipped, cut
-    short or carried over) to `receive_call` and to `receive_data`: the same events,
-    replies, state and buffers."""
+    short or carried over, one call per read or all in one) to `receive_call` and to
+    `receive_data`: the same events, replies, state and buffers."""
     agree_on_calls(calls, cut, max_message_size, max_items)
 
 
@@ -227,23 +227,33 @@ def agree_on_calls(
 ) -> None:
     settings = ServerSettings(max_message_size=max_message_size, max_collection_len=max_items)
     fast, general = (ready_with(settings) for _ in range(2))
+    frames: list[bytes] = []
     for id, method, args, flips in calls:
         data = bytearray(laid_out(id, method, args))
         for flip in flips:
             data[flip % len(data)] ^= 1 + flip % 255
-        reads = [bytes(data)]
+        frames.append(bytes(data))
+    if cut % 2:  # pipelined: every call in one read (cut short, or not, below)
+        frames = [b"".join(frames)]
+    reads: list[bytes] = []
+    for data in frames:
+        reads.append(data)
         if cut % 3 == 0:  # cut short: the rest comes in the next read
             at = cut % len(data)
-            reads = [bytes(data[:at]), bytes(data[at:])]
-        for read in reads:
-            received = fast.receive_call(read)
-            events = [CallRequest(*received)] if type(received) is tuple else list(received)
-            assert shape(events) == shape(general.receive_data(read))
-            assert fast.chunks_to_send() == general.chunks_to_send()
-            assert fast.closed == general.closed
-            assert repr(fast.error) == repr(general.error)
-            assert fast.buffered_bytes == general.buffered_bytes
-            assert fast._inflight == general._inflight
+            reads[-1:] = [data[:at], data[at:]]
+    for read in reads:
+        received = fast.receive_call(read)
+        events = (
+            [CallRequest(*received)]
+            if type(received) is tuple
+            else [CallRequest(*e) if type(e) is tuple else e for e in received]
+        )
+        assert shape(events) == shape(general.receive_data(read))
+        assert fast.chunks_to_send() == general.chunks_to_send()
+        assert fast.closed == general.closed
+        assert repr(fast.error) == repr(general.error)
+        assert fast.buffered_bytes == general.buffered_bytes
+        assert fast._inflight == general._inflight
 
 
 def ready_with(settings: ServerSettings) -> ServerConnection:
@@ -276,3 +286,23 @@ def test_a_call_laid_out_as_our_client_writes_it_is_read_without_the_envelope() 
     conn._plain_unpack = codec_unpack
     assert conn.receive_call(laid_out(ID36, "add", [1, 2])) == []
     assert b"duplicate in-flight ID" in b"".join(conn.chunks_to_send())
+
+
+def test_pipelined_calls_laid_out_as_our_client_writes_them_are_read_without_the_envelope() -> None:
+    """A read of several such calls (W2's shape) comes back as their tuples, in order,
+    each registered in flight; one duplicate ID among them, or a partial frame at the
+    end, and the whole read takes the general path (which answers the duplicate)."""
+    conn = ready_with(ServerSettings())
+    ids = [ID36[:-1] + str(i) for i in range(3)]
+    read = b"".join(laid_out(id, "add", [i, 1]) for i, id in enumerate(ids))
+    assert conn.receive_call(read) == [(id, "add", [i, 1], {}) for i, id in enumerate(ids)]
+    assert list(conn._inflight) == ids
+    again = laid_out(ids[0], "add", [0, 0])
+    fresh = laid_out(ID36[:-1] + "f", "add", [5, 5])
+    [event] = conn.receive_call(fresh + again)
+    assert type(event) is CallRequest and event.id == ID36[:-1] + "f"
+    assert b"duplicate in-flight ID" in b"".join(conn.chunks_to_send())
+    other = ID36[:-1] + "x"
+    events = conn.receive_call(laid_out(other, "add", [1]) + fresh[:9])
+    assert [type(e) for e in events] == [CallRequest]
+    assert conn.buffered_bytes == 9

@@ -409,7 +409,7 @@ class ServerConnection(_Connection):
         # Length framing with plain MessagePack: send_result packs a flat result alone.
         self._flat_results = False
 
-    def receive_call(self, data: bytes) -> PlainCall | list[ServerEvent]:
+    def receive_call(self, data: bytes) -> PlainCall | Sequence[ServerEvent | PlainCall]:
         """Parse received bytes, with a fast lane for the most common case.
 
         If `data` is exactly one complete message and that message is a plain call
@@ -417,8 +417,11 @@ class ServerConnection(_Connection):
         in flight, on a ready MessagePack connection, the call is registered in flight as
         `receive_data` would, and returned as `(id, method, args, kwargs)`: the
         `CallRequest(id, method, args, kwargs)` that `receive_data` would have returned,
-        without building it. Anything else is handled exactly as `receive_data` handles
-        it, and its events returned. Never raises, whatever the bytes.
+        without building it. If `data` is several whole frames, each such a call laid out
+        as our client writes it, they are registered and returned likewise, as a list of
+        those tuples (`_laid_out_calls`). Anything else is handled exactly as
+        `receive_data` handles it, and its events returned. Never raises, whatever the
+        bytes.
         """
         unpack = self._plain_unpack
         if unpack is not None:
@@ -459,6 +462,10 @@ class ServerConnection(_Connection):
                             return id, name, args, {}
                 except Exception:  # noqa: BLE001 - the lane below says what is wrong
                     pass
+            elif self._laid_out and data.startswith(_CALL_ID36, LENGTH_PREFIX_SIZE):
+                calls = self._laid_out_calls(data)
+                if calls is not None:
+                    return calls
             payload = framer.whole(data)
             if payload is not None:
                 try:
@@ -477,6 +484,54 @@ class ServerConnection(_Connection):
                     return []
                 return [] if event is None else [event]
         return self.receive_data(data)
+
+    def _laid_out_calls(self, data: bytes) -> list[ServerEvent | PlainCall] | None:
+        """Every frame of `data` read as receive_call's single-frame lane reads one (a
+        plain call laid out as our client writes it), registered in flight and returned
+        as `(id, method, args, kwargs)` tuples, in order; or None, with nothing changed,
+        if any frame is not such a call, `data` does not end on a frame's end, something
+        is buffered, or an ID is in flight already or repeated (receive_data then reads
+        it all and says what is wrong). A read of pipelined calls, W2's shape."""
+        framer = self._framer
+        if framer._buffer:  # type: ignore[attr-defined]  # (_laid_out: a LengthFramer)
+            return None
+        max_size = framer.max_size
+        small = self.max_items
+        inflight = self._inflight
+        calls: list[ServerEvent | PlainCall] = []
+        ids: set[str] = set()
+        pos, end = 0, len(data)
+        try:
+            while pos < end:
+                (size,) = _LENGTH.unpack_from(data, pos)
+                stop = pos + LENGTH_PREFIX_SIZE + size
+                if size > max_size or stop > end or not data.startswith(_CALL_ID36, pos + 4):
+                    return None
+                # As in receive_call, with every offset from this frame's start and the
+                # name's part bounded by the frame's end.
+                args_at = pos + _CALL_NAME_AT + _ARGS_KEY_SIZE - 0x9F + data[pos + _CALL_NAME_AT]
+                if args_at >= stop:
+                    return None
+                part = data[pos + _CALL_ID_END : args_at]
+                name = _CALL_NAMES.get(part) or _call_name(part)
+                if name is None:
+                    return None
+                id = data[pos + _CALL_ID_START : pos + _CALL_ID_END].decode()
+                packed = b"\x91" + data[args_at:stop]
+                if size <= small:  # see receive_call: no limit of the codec's to pass
+                    args = _unpackb(packed, strict_map_key=False)[0]
+                else:
+                    args = self._plain_unpack(packed)[0]  # type: ignore[misc]  # (_laid_out)
+                if type(args) is not list or id in inflight or id in ids:
+                    return None
+                ids.add(id)
+                calls.append((id, name, args, {}))
+                pos = stop
+        except Exception:  # noqa: BLE001 - receive_data says what is wrong
+            return None
+        for call in calls:  # in order, as receive_data registers them
+            inflight[call[0]] = False  # type: ignore[index]
+        return calls
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Parse received bytes.

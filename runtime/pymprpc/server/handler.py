@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import Any, Final, Protocol, cast
 
 from ..context import EMPTY_METADATA, CallContext, MessageSizes, Metadata, _current, set_current
@@ -39,6 +39,7 @@ from ..protocol import (
     CancelRequest,
     Credentials,
     Feature,
+    PlainCall,
     ServerConnection,
     ServerEvent,
     ServerSettings,
@@ -279,7 +280,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         finally:
             self._reading = False
         if type(received) is not tuple:
-            self._received(cast(list[ServerEvent], received), queued)
+            self._received(cast(Sequence[ServerEvent | PlainCall], received), queued)
             return
         # A whole frame was read, so nothing is buffered: no input budget to update.
         chunks = conn.chunks_to_send()
@@ -291,7 +292,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         if conn.state is _CLOSED:  # (conn.closed, without its frame)
             self._protocol_closed()
 
-    def _received(self, events: list[ServerEvent], queued: int) -> None:
+    def _received(self, events: Sequence[ServerEvent | PlainCall], queued: int) -> None:
         """Act on the events of one read (`queued`: bytes queued before it)."""
         self._reading = True
         try:
@@ -299,7 +300,12 @@ class ConnectionHandler(ReusedBufferProtocol):
                 # A complete message (bytes of a partial frame do not keep a peer alive).
                 self._last_activity = self._clock()
             for event in events:
-                if type(event) is CallRequest:
+                if type(event) is tuple:  # a plain call (ServerConnection.receive_call)
+                    if self._deferred or (self._output_limit and self._output_full()):
+                        self._defer(CallRequest(*event))
+                    else:
+                        self._start_plain(event)
+                elif type(event) is CallRequest:
                     if self._deferred or (self._output_limit and self._output_full()):
                         self._defer(event)
                     else:
@@ -577,6 +583,19 @@ class ConnectionHandler(ReusedBufferProtocol):
                 if self._no_reply is _NONE:
                     self._no_reply = {}
                 self._no_reply[request.id] = request.oneway
+            self._host.call_started(task)
+
+    def _start_plain(self, call: PlainCall) -> None:
+        """`_start_call(CallRequest(*call))` for a plain call, through `_run_plain` (what
+        data_received's fast lane does for a read of one call)."""
+        max_inflight = self._max_inflight
+        if self._host.draining or (max_inflight and len(self.tasks) >= max_inflight):
+            self._start_call(CallRequest(*call))  # refused there
+            return
+        base = self._call_vars or self._calls_context()
+        task = start_task(self.loop, self._run_plain(*call), base.copy())
+        if task is not None:  # None: the call finished within its first step
+            self.tasks[call[0]] = task
             self._host.call_started(task)
 
     def _calls_context(self) -> contextvars.Context:
