@@ -35,6 +35,7 @@ from pymprpc.protocol import (
     ServerSettings,
 )
 from pymprpc.protocol.framing import LengthFramer
+from pymprpc.schema import INT, Param, Signature
 from pymprpc.server.handler import ConnectionHandler
 from pymprpc.server.kept_results import current_scope
 from pymprpc.server.shares import current_owner
@@ -242,6 +243,14 @@ def serving(options: dict[str, Any]) -> Server:
     async def exits(a: Any) -> Any:
         raise SystemExit(a)
 
+    # Typed (as mprpcgen registers a method): arguments checked on the fast lane, and
+    # a result of another type than the declared int (a bool, past 64 bits, a str) or
+    # an int at the edges, as the general path encodes (or refuses) it.
+    @server.register_function(schema=Signature((Param("a", INT),), INT, name="typed", wire="typed"))
+    async def typed(a: int) -> Any:
+        edges = {0: True, 1: 2**64, 2: "x", 3: 2**64 - 1, 4: -(2**63) - 1, 5: -(2**63)}
+        return edges.get(a, a)
+
     @server.register_function()
     async def whose() -> Any:
         return [current_scope.get(), id(current_owner.get())]
@@ -252,6 +261,7 @@ def serving(options: dict[str, Any]) -> Server:
 methods = st.sampled_from(
     [
         "plus",
+        "typed",
         "later",
         "fails",
         "who",
@@ -309,6 +319,33 @@ def test_the_fast_lane_writes_what_the_general_path_writes(
         assert fast == general
         assert len(handlers[0][1].writes) == len(handlers[1][1].writes)  # as many syscalls
         assert not any(h.tasks for h, _ in handlers)
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_a_typed_result_on_the_fast_lane_is_sent_or_refused_as_the_general_path_does() -> None:
+    """`typed` returns a bool, a str, an int at each edge of MessagePack's range and one
+    past each, or its argument: the fast lane's own check of the declared type must let
+    through or refuse (404, naming the method) exactly what the general path does, one
+    call per read and all in one read."""
+
+    async def main() -> None:
+        for together in (False, True):
+            handlers, client = await two_handlers({}, ["length-framing"])
+            reads = []
+            for a in range(7):
+                client.send_call("typed", [a])
+                reads.append(b"".join(client.chunks_to_send()))
+            for handler, _ in handlers:
+                for read in [b"".join(reads)] if together else reads:
+                    await from_callback(handler, read)
+            for _ in range(50):
+                if not any(h.tasks or h._flush_scheduled for h, _ in handlers):
+                    break
+                await asyncio.sleep(0)
+            fast, general = (replies(b"".join(t.writes), ["length-framing"]) for _, t in handlers)
+            assert fast == general
+            assert [m["CODE"] for m in fast] == [404, 404, 404, 200, 404, 200, 200]
 
     asyncio.run(asyncio.wait_for(main(), 20))
 

@@ -24,6 +24,7 @@ from ..protocol import (
 )
 from ..protocol.framing import coalesce
 from ..readbuffer import ReusedBufferProtocol
+from ..schema import INT_MAX, INT_MIN
 from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
 from .common import CLIENT_DEFAULT
 from .interceptors import ClientCallContext
@@ -172,6 +173,12 @@ class _Typed(Protocol):
     def _wire_args(self) -> Callable[[Sequence[Any]], Sequence[Any]]: ...
 
     def decode_result(self, value: Any) -> Any: ...
+
+    # The one type a result is returned as it is with (an int within 64 bits), read per
+    # call: decode_result's own first test, without its frame. None: anything; otherwise
+    # some other object: decode_result decides.
+    @property
+    def _result_exact(self) -> Any: ...
 
     def unsendable(self, args: Sequence[Any], method: str = "") -> ParamError | None: ...
 
@@ -655,6 +662,11 @@ class AsyncRPC(BaseRPC):
             if stream is not None:
                 value = AsyncStream(self, id, method, stream, timeout, deadline)
         if typed is not None:
+            kind = typed._result_exact
+            if kind is None or (
+                type(value) is kind and (kind is not int or INT_MIN <= value <= INT_MAX)
+            ):
+                return value
             return typed.decode_result(value)
         return value
 

@@ -46,6 +46,8 @@ from ..protocol import (
     State,
 )
 from ..readbuffer import ReusedBufferProtocol
+from ..schema import INT_MAX as _INT_MAX
+from ..schema import INT_MIN as _INT_MIN
 from .config import ServerConfig
 from .dispatch import PLAIN_RESULTS as _PLAIN
 from .dispatch import Dispatcher, as_call_error, is_stream
@@ -691,7 +693,11 @@ class ConnectionHandler(ReusedBufferProtocol):
             _set_current(functools.partial(self._plain_context, cell, id, name, args, kwargs))
             result = await method.func(*args)
             if method.schema is not None:
-                result = _encode_result(method, result)  # as _execute does
+                # As _execute encodes it; a result of the declared plain type (its usual
+                # case) is sent as it is without that frame, as encode_result's own test.
+                kind: Any = method.plain_result
+                if type(result) is not kind or (kind is int and not _INT_MIN <= result <= _INT_MAX):
+                    result = _encode_result(method, result)
             ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
             if type(result) in _PLAIN or not is_stream(result):

@@ -312,6 +312,9 @@ class Method:
     # (fewest, most) positional arguments of a coroutine without schema whose call with
     # just those needs no binding: awaited as it is (the server's fast lane). None: bind.
     plain_arity: tuple[int, int] | None = None
+    # Typed and on the fast lane: the one type a result is sent as it is with (an int
+    # within 64 bits); anything else goes through `Dispatcher.encode_result`. None: always.
+    plain_result: type | None = None
     # With a schema: whether calling `func` with the checked arguments by position binds
     # them as by name (its first parameters are the schema's, in order, all ordinary).
     positional: bool = False
@@ -425,6 +428,7 @@ def make_method(
     names = tuple(p.name for p in schema.params) if schema is not None else ()
     positional = fast_bind is not None and fast_bind.names[: len(names)] == names
     plain_arity = None
+    plain_result = None
     if kind is Kind.COROUTINE and fast_bind is not None:
         if schema is None:
             plain_arity = (fast_bind.required, len(fast_bind.names))
@@ -433,6 +437,8 @@ def make_method(
             # the server's fast lane checks them with the signature's compiled `fits`
             # (one `type(x) is` each) and encodes the result as `_execute` does.
             plain_arity = (len(names), len(names))
+            if not schema.stream and isinstance(schema._result_exact, type):
+                plain_result = schema._result_exact
     return Method(
         name=name,
         func=func,
@@ -447,6 +453,7 @@ def make_method(
         schema=schema,
         fast_bind=fast_bind,
         plain_arity=plain_arity,
+        plain_result=plain_result,
         positional=positional,
         passes_on=passes_on,
         check_positional_only=check_positional_only,
