@@ -19,6 +19,7 @@ from pymprpc.protocol import (
     Result,
     ServerConnection,
     ServerSettings,
+    StreamItem,
     messages,
 )
 
@@ -193,6 +194,34 @@ def test_several_replies_per_read_agree_with_receive_data(
         assert shape(fast.receive_replies(piece)) == shape(general.receive_data(piece))
         assert fast._pending == general._pending
         assert fast.state is general.state
+
+
+def test_stream_items_laid_out_as_our_server_writes_them_are_read_without_the_envelope() -> None:
+    """A read of a started stream's items (W3's shape) decodes only their values: no
+    general-path decoding (`_reply_event`) runs; an item of a call not pending is
+    dropped, one before its stream started takes the general path (which fails it)."""
+    conn = with_calls()
+    read = b"".join(
+        framed(msgpack.packb(messages.stream_item(id, i), use_bin_type=True))
+        for i, id in enumerate([STARTED, STARTED, "d" * 36, STARTED])
+    )
+    general = []
+    real = conn._reply_event
+
+    def counting(codec: Any, payload: Any) -> Any:
+        general.append(bytes(payload))
+        return real(codec, payload)
+
+    conn._reply_event = counting  # type: ignore[method-assign]
+    assert conn.receive_replies(read) == [
+        StreamItem(STARTED, 0),
+        StreamItem(STARTED, 1),
+        StreamItem(STARTED, 3),
+    ]
+    assert general == []
+    early = framed(msgpack.packb(messages.stream_item(KNOWN, 9), use_bin_type=True))
+    [failed] = conn.receive_replies(early)
+    assert len(general) == 1 and "before its start" in str(getattr(failed, "error", ""))
 
 
 def test_a_plain_result_comes_back_as_id_and_value() -> None:

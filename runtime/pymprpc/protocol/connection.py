@@ -166,10 +166,11 @@ def _call_name(part: bytes) -> str | None:
     return None
 
 
-def _reply_layout() -> tuple[bytes, bytes]:
-    """The bytes before and after the ID of a 200 reply to a call with one of our IDs,
-    as a pymprpc server lays it out (`messages.result`): the ID is 36 characters."""
-    sample = _pack(messages.result("\x00" * 36, None))
+def _reply_layout(make: Callable[[str, Any], Any] = messages.result) -> tuple[bytes, bytes]:
+    """The bytes before and after the ID of a 200 reply (`make`: a 202 stream item with
+    `messages.stream_item`) to a call with one of our IDs, as a pymprpc server lays it
+    out: the ID is 36 characters."""
+    sample = _pack(make("\x00" * 36, None))
     head, _, tail = sample.partition(b"\x00" * 36)
     return head, tail[: -len(_pack(None))]
 
@@ -177,6 +178,9 @@ def _reply_layout() -> tuple[bytes, bytes]:
 # A plain result in that layout is read without decoding the envelope: the bytes of
 # the envelope are compared, and only the ID and the value are decoded.
 _REPLY_HEAD, _REPLY_RESULT = _reply_layout()
+# A stream item (202) differs only in its code: the same offsets, the same tail.
+# (Were it laid out otherwise, its lane would simply never match.)
+_ITEM_HEAD: Final = _reply_layout(messages.stream_item)[0]
 # Offsets in a payload (in a frame: LENGTH_PREFIX_SIZE more).
 _P_ID_START: Final = len(_REPLY_HEAD)
 _P_ID_END: Final = _P_ID_START + 36
@@ -1011,8 +1015,9 @@ class ClientConnection(_Connection):
     def receive_replies(self, data: bytes) -> list[tuple[str, Any] | ClientEvent]:
         """`receive_data`, except that a plain result (200, no metadata) of a pending
         call laid out as our server writes it comes as an `(id, value)` pair instead of a
-        `Result`: its envelope's bytes are compared, only its ID and value decoded.
-        Never raises, whatever the bytes."""
+        `Result`: its envelope's bytes are compared, only its ID and value decoded. A
+        stream item (202) laid out likewise is read the same way (its `StreamItem` is
+        the one `receive_data` gives). Never raises, whatever the bytes."""
         if (
             not self._plain_codec
             or self.state is not _READY
@@ -1046,6 +1051,26 @@ class ClientConnection(_Connection):
                         if started is None:
                             continue  # a call no longer pending: dropped
                         pending[id] = True  # inside a stream: _handle says so
+                elif (
+                    payload[:_P_ID_START] == _ITEM_HEAD
+                    and payload[_P_ID_END:_P_VALUE_START] == _REPLY_RESULT
+                ):
+                    # A stream's item (202), laid out likewise: the StreamItem _handle
+                    # gives for a stream that has started; any doubt, the general path.
+                    try:
+                        id = str(payload[_P_ID_START:_P_ID_END], "utf-8")
+                        value = msgpack.unpackb(
+                            payload[_P_VALUE_START:], raw=False, strict_map_key=False
+                        )
+                    except Exception:  # noqa: BLE001 - the general path says what is wrong
+                        pass
+                    else:
+                        started = pending.get(id)
+                        if started:
+                            out.append(StreamItem(id, value))
+                            continue
+                        if started is None:
+                            continue  # a call no longer pending: dropped
                 event = self._reply_event(codec, payload)
                 if event is not None:
                     out.append(event)
