@@ -100,8 +100,11 @@ class AsyncStream:
                 raise self._client._deadline_error(self.method, self._timeout, self.id) from None
             finally:
                 buffer.waiter = None
-        item = buffer.pop()
-        self._client._consumed()
+        item, nbytes = buffer.items.popleft()  # StreamBuffer.pop, inline
+        buffer.size -= nbytes
+        client = self._client
+        if client._reading_paused:  # (_consumed's own first test, without its frame)
+            client._consumed()
         return item
 
     async def aclose(self) -> None:
@@ -386,6 +389,7 @@ class AsyncRPC(BaseRPC):
         """Act on `events` (plain results as `(id, value)`), parsed from `size` bytes."""
         events, nbytes = self._charge(events, size)
         pending_calls = self._pending
+        limit = self.stream_buffer_size
         for event in events:
             if type(event) is tuple:
                 waiting = pending_calls.pop(event[0], None)
@@ -393,6 +397,22 @@ class AsyncRPC(BaseRPC):
                     future = waiting[0]
                     if not future.done():
                         future.set_result(event[1])
+            elif type(event) is StreamItem:
+                # A stream's item (W3: thousands per read): `_file_item` inline, as
+                # StreamBuffer.push does it, for a stream that is open and not over its
+                # limit after this item; past the limit `_overfull` decides, as there.
+                pending = pending_calls.get(event.id)
+                buffer = pending.stream if type(pending) is Pending else None
+                if buffer is None or buffer.done:
+                    self._on_event(event, nbytes)  # dropped (or a subclass's): as before
+                    continue
+                buffer.items.append((event.value, nbytes))
+                buffer.size += nbytes
+                waiter = buffer.waiter  # type: ignore[attr-defined]  # (ours: a _Buffer)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                if buffer.size > limit and len(buffer.items) > 1:  # (_full)
+                    self._act_on(event.id, self._overfull(event.id, pending, buffer))  # type: ignore[arg-type]
             else:
                 self._on_event(event, nbytes)  # type: ignore[arg-type]
 
@@ -410,12 +430,7 @@ class AsyncRPC(BaseRPC):
         elif isinstance(event, StreamItem):
             pending = self._pending.get(event.id)
             if isinstance(pending, Pending):
-                flow = self._file_item(event.id, pending, event.value, nbytes)
-                if flow is Flow.PAUSE and self._transport is not None:
-                    self._transport.pause_reading()
-                    self._reading_paused = True
-                elif flow is Flow.OVERFLOW:
-                    self._cancel(event.id)
+                self._act_on(event.id, self._file_item(event.id, pending, event.value, nbytes))
         elif isinstance(event, StreamStart):
             pending = self._pending.get(event.id)
             if type(pending) is tuple:
@@ -464,6 +479,14 @@ class AsyncRPC(BaseRPC):
         if self._pong is not None and not self._pong.done():
             self._pong.set_exception(error)
         self._reading_paused = False
+
+    def _act_on(self, id: str, flow: Flow) -> None:
+        """Do what filing an item of stream `id` asked for (see `Flow`)."""
+        if flow is Flow.PAUSE and self._transport is not None:
+            self._transport.pause_reading()
+            self._reading_paused = True
+        elif flow is Flow.OVERFLOW:
+            self._cancel(id)
 
     def _consumed(self) -> None:
         """A stream was read from or closed: reading paused for it may go on."""

@@ -500,6 +500,11 @@ class BaseRPC:
         buffer.push(item, nbytes)
         if not self._full(buffer):
             return Flow.GO_ON
+        return self._overfull(id, pending, buffer)
+
+    def _overfull(self, id: str, pending: Pending, buffer: StreamBuffer) -> Flow:
+        """What `_file_item` does once an item took `buffer` past its limit (`_full`):
+        pause reading, or fail the stream (Flow.OVERFLOW: the shell cancels it)."""
         # A shell may keep calls whose stream has not started as other objects than
         # Pending (AsyncRPC: tuples), hence getattr.
         streams = [getattr(p, "stream", None) for p in self._pending.values()]
