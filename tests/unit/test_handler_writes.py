@@ -341,3 +341,58 @@ def test_a_suspending_call_is_registered_and_forgotten_once(
         assert finished == started and not handler.tasks
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+def test_with_several_connections_replies_of_one_pass_leave_together_at_its_end() -> None:
+    """Two connections of one server read in the same loop pass: neither reply is
+    written inside its read; both are, in the order read, when the loop gets to the
+    write the first read scheduled (as a task per call would write them). A connection
+    closed in between gets nothing written, and nothing fails."""
+
+    async def main() -> None:
+        server = build_server(Probe())
+
+        @server.register_function()
+        async def plus(a: int, b: int) -> int:
+            return a + b
+
+        pairs = []
+        for _ in range(3):
+            handler = ConnectionHandler(server._core)
+            transport = RecordingTransport()
+            handler.connection_made(transport)
+            client = ClientConnection(USER, PASSWORD)
+            client.start()
+            await from_callback(handler, b"".join(client.chunks_to_send()))
+            client.receive_data(b"".join(transport.writes))
+            transport.writes.clear()
+            pairs.append((handler, transport, client))
+        loop = asyncio.get_running_loop()
+        written: list[int] = []
+        order: list[int] = []
+        for i, (_, transport, _) in enumerate(pairs):
+            transport.write = lambda data, i=i, t=transport: (
+                order.append(i),
+                t.writes.append(data),
+            )  # type: ignore[method-assign]
+        read = loop.create_future()
+
+        def one_pass() -> None:
+            for i, (handler, _, client) in enumerate(reversed(pairs)):
+                handler.data_received(call(client, "plus", i, 1))
+            pairs[1][1].closed = True  # the middle one goes away before the pass ends
+            written.extend(len(t.writes) for _, t, _ in pairs)
+            read.set_result(None)
+
+        loop.call_soon(one_pass)
+        await read
+        assert written == [0, 0, 0], "held for the end of the pass"
+        await asyncio.sleep(0)
+        assert order == [2, 0], "in the order read; none for the closed connection"
+        for expected, (_, transport, client) in zip((3, None, 1), pairs, strict=True):
+            events = client.receive_data(b"".join(transport.writes))
+            assert [e.value for e in events if isinstance(e, Result)] == (
+                [] if expected is None else [expected]
+            )
+
+    asyncio.run(asyncio.wait_for(main(), 10))

@@ -40,7 +40,7 @@ from .config import (
 from .dispatch import Dispatcher
 from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .flow import InputBudget
-from .handler import HEALTH_METHOD, ConnectionHandler
+from .handler import HEALTH_METHOD, ConnectionHandler, PassWrites
 from .health import Health
 from .introspection import getresult_method, health_method, system_methods
 from .kept_results import KeptResults
@@ -128,6 +128,8 @@ class _Core:
         # deadlines): one, not a copy per connection (call_later's default), as they read
         # no context variables. This server's loop runs them one at a time.
         self.timer_context = contextvars.Context()
+        # Replies held for the end of a loop pass (see PassWrites).
+        self.pass_writes = PassWrites()
 
     # HandlerHost
 
