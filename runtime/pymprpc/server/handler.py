@@ -389,6 +389,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         answers with a reset, and the next write fails). A call that sends nothing would
         therefore hold a gone client's connection for ever: the timeout bounds that.
         """
+        if self.conn.pending_bytes:
+            # Replies held for the end of this loop pass (PassWrites): uvloop reads on
+            # until a read comes short, so a client's calls and its EOF can arrive in one
+            # pass, and returning False below closes the transport before that write.
+            self._write_out()
         tls = self.transport is not None and self.transport.get_extra_info("sslcontext")
         owed = len(self.tasks) > len(self._no_reply) or self._deferred
         timeout = self._host.config.half_close_timeout
