@@ -143,3 +143,37 @@ def test_a_pipelined_mix_is_answered_as_the_general_path_answers_it(
     general = run_on(loop, lambda: _replies([passthrough], data, cuts, options, held))
     assert [_view(m) for m in fast[0]] == [_view(m) for m in general[0]]
     assert fast[1] == general[1]
+
+
+async def _while_draining(interceptors: list[Any], held: bool) -> list[Any]:
+    """A call holds the server open while close(grace) drains it; then a pipelined read
+    of plain calls (and one duplicate of the held call's ID) arrives."""
+    state = State()
+    async with serving(state, interceptors=interceptors) as (server, port):
+        other = await Wire.open(port) if held else None
+        wire = await Wire.open(port)
+        wire.write([_call(0, "hold", ["k"])])
+        await state.started_event("k").wait()
+        closing = asyncio.ensure_future(server.close(grace=5))
+        await state.wait_until(lambda: server.draining)
+        batch = [_call(i, "echo", [i]) for i in range(1, 6)] + [_call(0, "echo", [0])]
+        wire.writer.write(b"".join(_packed(m) for m in batch))
+        got = [await wire.recv() for _ in range(len(batch))]
+        state.event("k").set()
+        got.append(await wire.recv())
+        await closing
+        if other is not None:
+            await other.close()
+        await wire.close()
+        return [_view(m) for m in got]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("held", [False, True])
+def test_a_pipelined_read_while_draining_is_answered_as_the_general_path_answers_it(
+    loop: str, held: bool
+) -> None:
+    fast = run_on(loop, lambda: _while_draining([], held))
+    general = run_on(loop, lambda: _while_draining([passthrough], held))
+    assert fast == general
+    assert [code for code, _, _ in fast] == [400] + [503] * 5 + [200]
