@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 from typing import Any
 
+import msgpack
 import pytest
 from attacks_server.fastlane_kit import run_on
 
@@ -234,3 +236,52 @@ def test_an_unread_stream_over_its_buffer_with_other_calls_waiting_fails_and_is_
 
     run_on(loop, lambda: _with_fake(script, client, stream_buffer_size=2000))
     assert len(cancelled) == 1
+
+
+def _raw_item(f: Fake, sid: str, value_bytes: bytes) -> bytes:
+    """A 202 laid out as our server writes one, with `value_bytes` as its RESULT."""
+    head = msgpack.packb(ok(sid, None, 202), use_bin_type=True)[:-1]
+    payload = head + value_bytes
+    return struct.pack(">I", len(payload)) + payload
+
+
+BAD_VALUES = {
+    "not msgpack": b"\xc1",
+    "ext": msgpack.packb(msgpack.ExtType(5, b"x")),
+    "truncated": b"\x92\x01",
+    "too deep": b"\x91" * 2000 + b"\x01",
+    "extra bytes": b"\x01\x02",
+    "map with list key": b"\x81\x91\x01\x01",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_VALUES))
+def test_a_malformed_item_never_hangs_the_stream_or_other_calls(loop: str, bad: str) -> None:
+    async def script(f: Fake) -> None:
+        calls = await calls_by_tag(f, 1)
+        sid = calls["s"]
+        f.send(start(sid), ok(sid, 0, 202))
+        p = await f.next_call()
+        f.writer.write(_raw_item(f, sid, BAD_VALUES[bad]))
+        f.send(ok(sid, 1, 202), end(sid), ok(p["ID"], "p"))
+        await echo_forever(f)
+
+    async def client(rpc: AsyncRPC, fake: FakeServer) -> None:
+        stream = await rpc.s("s")
+        other = asyncio.ensure_future(rpc.f("p"))
+        got: list[Any] = []
+        outcome: Any = None
+        try:
+            async for x in stream:
+                got.append(x)
+        except Exception as exc:  # noqa: BLE001 - any error is fine, a hang is not
+            outcome = exc
+        assert got[:1] == [0]
+        try:
+            p: Any = await other
+        except Exception as exc:  # noqa: BLE001
+            p = exc
+        assert p == "p" or isinstance(p, Exception)
+        assert outcome is None or isinstance(outcome, RemoteProtocolError), outcome
+
+    run_on(loop, lambda: _with_fake(script, client), timeout=20)
