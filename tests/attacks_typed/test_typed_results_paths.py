@@ -55,10 +55,26 @@ def _id(i: int) -> str:
     return f"c0ffee00-0000-4000-8000-{i:012d}"  # laid out as our client writes IDs
 
 
+# Arguments of the wrong type or count (each refused before the handler runs).
+BAD_ARGS: list[list[Any]] = [
+    ["1", 2],
+    [True, 1],
+    [1.0, 1],
+    [None, 1],
+    [1, 2, 3],
+    [],
+    [[1], 1],
+]
+
+
 def _calls() -> list[dict[str, Any]]:
     calls = [
         {"MPRPC": "0.1", "ID": _id(i), "METHOD": "slow_add", "ARGS": [i, 0]}
         for i in range(len(RESULTS))
+    ]
+    calls += [
+        {"MPRPC": "0.1", "ID": _id(100 + i), "METHOD": "slow_add", "ARGS": args}
+        for i, args in enumerate(BAD_ARGS)
     ]
     return calls
 
@@ -104,7 +120,11 @@ def test_wrong_results_are_refused_alike_on_the_fast_lane_and_the_general_path(
     fast = run_on(loop, lambda: _replies([], pipelined, extra_conn))
     general = run_on(loop, lambda: _replies([passthrough], pipelined, extra_conn))
     assert fast == general
-    for (value, valid), (code, _, result, exc, message) in zip(RESULTS, fast, strict=True):
+    for code, _, _, exc, message in fast[len(RESULTS) :]:
+        assert (code, exc) == (402, "ParamError"), (code, exc, message)
+    for (value, valid), (code, _, result, exc, message) in zip(
+        RESULTS, fast[: len(RESULTS)], strict=True
+    ):
         if valid:
             assert (code, type(result), result) == (200, int, value)
         else:
