@@ -158,7 +158,12 @@ class PassWrites:
         handlers = self.handlers
         self.handlers = []
         for handler in handlers:
-            handler._write_out()
+            # handler._write_out(), without its frame (one per call answered).
+            transport = handler.transport
+            chunks = handler.conn.chunks_to_send()
+            if chunks and transport is not None and not transport.is_closing():
+                for chunk in chunks:
+                    transport.write(chunk)
 
 
 class ConnectionHandler(ReusedBufferProtocol):
