@@ -1032,10 +1032,14 @@ class ClientConnection(_Connection):
             for payload in self._framer.feed(data):
                 if self.state is not _READY:
                     break  # a message closed the connection
-                if (
-                    payload[:_P_ID_START] == _REPLY_HEAD
-                    and payload[_P_ID_END:_P_VALUE_START] == _REPLY_RESULT
-                ):
+                head = payload[:_P_ID_START]  # often a view: each comparison walks it
+                result = head == _REPLY_HEAD
+                if (result or head == _ITEM_HEAD) and payload[
+                    _P_ID_END:_P_VALUE_START
+                ] == _REPLY_RESULT:
+                    # A plain result (200), or a stream's item (202), laid out as our
+                    # server writes it: only its ID and value are decoded. Any doubt, and
+                    # any state _handle would refuse, the general path says what is wrong.
                     try:
                         id = str(payload[_P_ID_START:_P_ID_END], "utf-8")
                         value = msgpack.unpackb(
@@ -1044,31 +1048,18 @@ class ClientConnection(_Connection):
                     except Exception:  # noqa: BLE001 - the general path says what is wrong
                         pass
                     else:
-                        started = pending.pop(id, None)
-                        if started is False:
-                            out.append((id, value))
-                            continue
-                        if started is None:
-                            continue  # a call no longer pending: dropped
-                        pending[id] = True  # inside a stream: _handle says so
-                elif (
-                    payload[:_P_ID_START] == _ITEM_HEAD
-                    and payload[_P_ID_END:_P_VALUE_START] == _REPLY_RESULT
-                ):
-                    # A stream's item (202), laid out likewise: the StreamItem _handle
-                    # gives for a stream that has started; any doubt, the general path.
-                    try:
-                        id = str(payload[_P_ID_START:_P_ID_END], "utf-8")
-                        value = msgpack.unpackb(
-                            payload[_P_VALUE_START:], raw=False, strict_map_key=False
-                        )
-                    except Exception:  # noqa: BLE001 - the general path says what is wrong
-                        pass
-                    else:
-                        started = pending.get(id)
-                        if started:
-                            out.append(StreamItem(id, value))
-                            continue
+                        if result:
+                            started = pending.pop(id, None)
+                            if started is False:
+                                out.append((id, value))
+                                continue
+                            if started is not None:
+                                pending[id] = True  # inside a stream: _handle says so
+                        else:
+                            started = pending.get(id)
+                            if started:  # the StreamItem _handle gives a started stream
+                                out.append(StreamItem(id, value))
+                                continue
                         if started is None:
                             continue  # a call no longer pending: dropped
                 event = self._reply_event(codec, payload)
