@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service import PASSWORD, USER, Probe, build_server
 
+from pymprpc import Server
 from pymprpc.errors import RpcUnavailableException
 from pymprpc.protocol import CallFailed, ClientConnection, Result
 from pymprpc.server.handler import ConnectionHandler
@@ -64,12 +65,23 @@ def call(client: ClientConnection, method: str, *args: Any) -> bytes:
 async def connected(
     **options: Any,
 ) -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
+    return await attached(serving_plus(**options))
+
+
+def serving_plus(**options: Any) -> Server:
     server = build_server(Probe(), **options)
 
     @server.register_function()
     async def plus(a: int, b: int) -> int:
         return a + b  # never suspends
 
+    return server
+
+
+async def attached(
+    server: Server,
+) -> tuple[ConnectionHandler, RecordingTransport, ClientConnection]:
+    """A new connection of `server`, authenticated, its writes so far cleared."""
     handler = ConnectionHandler(server._core)
     transport = RecordingTransport()
     handler.connection_made(transport)
@@ -344,29 +356,14 @@ def test_a_suspending_call_is_registered_and_forgotten_once(
 
 
 def test_with_several_connections_replies_of_one_pass_leave_together_at_its_end() -> None:
-    """Two connections of one server read in the same loop pass: neither reply is
-    written inside its read; both are, in the order read, when the loop gets to the
-    write the first read scheduled (as a task per call would write them). A connection
-    closed in between gets nothing written, and nothing fails."""
+    """Three connections of one server read in the same loop pass: no reply is written
+    inside its read; each is, in the order read, when the loop gets to the write the
+    first read scheduled (as a task per call would write them). A connection closed in
+    between gets nothing written, and nothing fails."""
 
     async def main() -> None:
-        server = build_server(Probe())
-
-        @server.register_function()
-        async def plus(a: int, b: int) -> int:
-            return a + b
-
-        pairs = []
-        for _ in range(3):
-            handler = ConnectionHandler(server._core)
-            transport = RecordingTransport()
-            handler.connection_made(transport)
-            client = ClientConnection(USER, PASSWORD)
-            client.start()
-            await from_callback(handler, b"".join(client.chunks_to_send()))
-            client.receive_data(b"".join(transport.writes))
-            transport.writes.clear()
-            pairs.append((handler, transport, client))
+        server = serving_plus()
+        pairs = [await attached(server) for _ in range(3)]
         loop = asyncio.get_running_loop()
         written: list[int] = []
         order: list[int] = []
