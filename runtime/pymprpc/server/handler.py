@@ -535,7 +535,8 @@ class ConnectionHandler(ReusedBufferProtocol):
     def _flush(self) -> None:
         """Write what is queued now; while other calls run, also once more at the end of
         this loop pass, so their replies share one write (fewer syscalls). Calls answered
-        within a read are written together when the read is handled."""
+        within a read are written together when the read is handled (with more than one
+        connection open, at the end of the pass: see PassWrites)."""
         if self._flush_scheduled or self._reading:
             return
         if len(self.tasks) > 1:  # others may finish in this pass too: batch them
