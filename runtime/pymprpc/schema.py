@@ -617,8 +617,15 @@ class Signature(Generic[R]):
     # _NOT_EXACT when checking it needs the schema (conversion, containers, structs).
     _result_exact: Any = dataclasses.field(init=False, repr=False, compare=False)
     # `fits` and `wire_args` compiled for these parameters (see _compile_check): what the
-    # server and the async client call per call, with no loop and no frame of `self`.
+    # server and the async client call per call, with no loop and no frame of `self`
+    # (`_wire_args` leaves ints out of range to the packer: see __post_init__).
     _fits: Callable[[Sequence[Any]], bool] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    # `_fits` for values MessagePack decoded (a server's fast lane): the same answer
+    # without the int range test, since every int MessagePack carries is in range
+    # (INT_MIN..INT_MAX is MessagePack's range).
+    _fits_unpacked: Callable[[Sequence[Any]], bool] = dataclasses.field(
         init=False, repr=False, compare=False
     )
     _wire_args: Callable[[Sequence[Any]], Sequence[Any]] = dataclasses.field(
@@ -637,12 +644,16 @@ class Signature(Generic[R]):
         object.__setattr__(self, "_result_exact", _exact_type(self.result))
         object.__setattr__(self, "_exact", None if exact is None else tuple(exact))
         object.__setattr__(self, "_fits", _compile_check(self._exact))
+        object.__setattr__(self, "_fits_unpacked", _compile_check(self._exact, check_range=False))
         object.__setattr__(
             self,
             "_wire_args",
             self._encoded_args
             if self._exact is None
-            else _compile_check(self._exact, encode_args=self.encode_args),
+            # Without the int range test: MessagePack refuses an int out of its range
+            # when the call is packed, and the async client's call (the only caller)
+            # then raises the ParamError `unsendable` says, naming the parameter.
+            else _compile_check(self._exact, encode_args=self.encode_args, check_range=False),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -756,12 +767,22 @@ class Signature(Generic[R]):
         """Why MessagePack refused these wire arguments, as the ParamError a value of the
         wrong type gets (`echo(): v[1]['k'] is the integer ..., outside MessagePack's
         64-bit range`): what it refused sits inside an `any` value, which
-        `encode_args` passes unchecked. None if no argument is at fault.
+        `encode_args` passes unchecked, or is an int out of range that the async
+        client's `_wire_args` left to the packer (then the message is `encode_args`'s).
+        None if no argument is at fault.
 
         Args:
             args: the wire arguments, as `encode_args` returned them.
             method: the name the call went to (a client's prefix included).
         """
+        if self._exact is not None:
+            # The values went out as they were, their ints unchecked (`_wire_args`): an
+            # int out of range gets the message `encode_args` gives (the blocking
+            # client's), with the parameter's name.
+            try:
+                self.encode_args(*args, method=method)
+            except ParamError as exc:
+                return exc
         path = f"{method}()" if method else self.path
         for param, value in zip(self.params, args, strict=False):
             found = find_unencodable(value, param.name)
@@ -772,7 +793,8 @@ class Signature(Generic[R]):
     def wire_args(self, args: Sequence[Any]) -> Sequence[Any]:
         """`encode_args(*args)`, as a sequence: `args` itself (not copied) when its values
         go on the wire as they are."""
-        return self._wire_args(args)
+        # Not `_wire_args`, which leaves the int range to the packer (see __post_init__).
+        return args if self._fits(args) else self.encode_args(*args)
 
     def _encoded_args(self, args: Sequence[Any]) -> list[Any]:
         return self.encode_args(*args)
@@ -799,8 +821,8 @@ def _fits_loop(exact: tuple[type | None, ...], args: Sequence[Any]) -> bool:
 
 
 def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
-    # The source is built from parameter positions alone (a0, k0...): no name or text
-    # from a schema reaches it, whatever the IDL declared.
+    # The source is built from parameter positions (a0, k0...) and our own int bounds
+    # alone: no name or text from a schema reaches it, whatever the IDL declared.
     exec(compile(source, "<pymprpc.schema>", "exec"), namespace)
     return namespace["f"]  # type: ignore[no-any-return]
 
@@ -808,36 +830,46 @@ def _compile(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
 def _compile_check(
     exact: tuple[type | None, ...] | None,
     encode_args: Callable[..., list[Any]] | None = None,
+    check_range: bool = True,
 ) -> Callable[[Sequence[Any]], Any]:
     """`Signature.fits` for parameters whose values need one exact type each (`exact`):
     one `type(x) is` (and, for an int, a range check) per value, unrolled. With
     `encode_args`, `Signature.wire_args` instead: the arguments when they fit, else what
-    `encode_args` makes of them (or the ParamError it raises)."""
+    `encode_args` makes of them (or the ParamError it raises). Without `check_range`,
+    ints are not range-checked: for values MessagePack decoded (always in range) or
+    about to be packed (refused then)."""
     if exact is None:
         return _fits_never
     if len(exact) > _UNROLL_MAX:
         if encode_args is None:
             return functools.partial(_fits_loop, exact)
         return functools.partial(_wire_args_loop, exact, encode_args)
-    namespace: dict[str, Any] = {"MIN": INT_MIN, "MAX": INT_MAX, "encode": encode_args}
+    namespace: dict[str, Any] = {"encode": encode_args}
     tests = []
     for i, kind in enumerate(exact):
         if kind is not None:
             namespace[f"k{i}"] = kind
             tests.append(f"type(a{i}) is k{i}")
-            if kind is int:
-                tests.append(f"MIN <= a{i} <= MAX")
-    names = "".join(f"a{i}, " for i in range(len(exact)))
+            if kind is int and check_range:
+                tests.append(f"{INT_MIN!r} <= a{i} <= {INT_MAX!r}")
     test = " and ".join(tests) or "True"
     hit, miss = ("True", "False") if encode_args is None else ("args", "encode(*args)")
-    source = (
-        f"def f(args):\n"
-        f"    if len(args) == {len(exact)}:\n"
-        + (f"        {names}= args\n" if exact else "")
-        + f"        if {test}:\n"
-        f"            return {hit}\n"
-        f"    return {miss}\n"
-    )
+    if not exact:
+        source = f"def f(args):\n    return {hit} if len(args) == 0 else {miss}\n"
+    else:
+        # Unpacking raises for a count other than the parameters' (cheaper than
+        # comparing len(), and free when it does not raise, as it nearly always does).
+        names = "".join(f"a{i}, " for i in range(len(exact)))
+        source = (
+            f"def f(args):\n"
+            f"    try:\n"
+            f"        {names}= args\n"
+            f"    except (TypeError, ValueError):\n"
+            f"        return {miss}\n"
+            f"    if {test}:\n"
+            f"        return {hit}\n"
+            f"    return {miss}\n"
+        )
     return _compile(source, namespace)
 
 

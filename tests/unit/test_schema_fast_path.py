@@ -5,7 +5,8 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from hypothesis import given, settings
+import msgpack
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pymprpc.errors import ParamError
@@ -143,6 +144,56 @@ def test_compiled_wire_args_agrees_with_encode_args(
     # The arguments themselves (no copy) when they go out as they are, else the list.
     assert got is args or type(got) is list
     assert list(got) == want
+
+
+@settings(max_examples=400)
+@given(many_schemas, st.data())
+def test_fits_unpacked_agrees_with_fits_on_what_msgpack_decodes(
+    schemas: list[Schema[Any]], data: st.DataObject
+) -> None:
+    # The server's fast lane checks values MessagePack decoded without the int range
+    # test: for anything MessagePack can carry, the answer must be `fits`'s.
+    sig = Signature(tuple(Param(f"p{i}", s) for i, s in enumerate(schemas)), ANY)
+    try:
+        packed = msgpack.packb(draw_args(data, len(schemas)))
+    except OverflowError:  # no peer can send it
+        assume(False)
+    decoded = msgpack.unpackb(packed)
+    assert sig._fits_unpacked(decoded) is sig.fits(decoded)
+
+
+@settings(max_examples=400)
+@given(many_schemas, st.data())
+def test_unranged_wire_args_then_unsendable_agree_with_encode_args(
+    schemas: list[Schema[Any]], data: st.DataObject
+) -> None:
+    # The async client's `_wire_args` leaves an int out of range to the packer; the
+    # call then raises what `unsendable` says. Together: what `encode_args` gives.
+    sig = Signature(tuple(Param(f"p{i}", s) for i, s in enumerate(schemas)), ANY)
+    args = tuple(draw_args(data, len(schemas)))
+    try:
+        want: Any = sig.encode_args(*args, method="x.m")
+    except ParamError as exc:
+        want = str(exc)
+    else:
+        try:
+            msgpack.packb(want)
+        except OverflowError:  # inside an `any` value, which encode_args does not check
+            want = str(sig.unsendable(want, "x.m"))
+    try:
+        try:
+            wire = sig._wire_args(args)
+        except ParamError:  # again, naming the method as called (as AsyncRPC._call does)
+            wire = sig.encode_args(*args, method="x.m")
+        msgpack.packb(list(wire))
+        got: Any = list(wire)
+    except ParamError as exc:
+        got = str(exc)
+    except (OverflowError, TypeError, ValueError):
+        error = sig.unsendable(wire, "x.m")
+        assert error is not None
+        got = str(error)
+    assert got == want
 
 
 def test_compiled_checks_hold_no_names_from_the_schema() -> None:

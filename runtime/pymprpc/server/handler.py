@@ -738,7 +738,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 or arity is None
                 or kwargs
                 or not arity[0] <= len(args) <= arity[1]
-                or (method.schema is not None and not method.schema._fits(args))
+                or (method.schema is not None and not method.schema._fits_unpacked(args))
             ):
                 await self._execute(CallRequest(id, name, args, kwargs), None, None)
                 return
