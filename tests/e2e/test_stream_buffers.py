@@ -169,3 +169,28 @@ def test_closing_a_paused_stream_resumes_reading(
         stream.close()
         wait_for(lambda: not rpc.connected)  # read on: the idle close arrived
         assert rpc.add(1, 2) == 3
+
+
+def test_async_call_made_while_paused_resumes_reading_and_fails_the_full_stream(
+    srv: ServerThread, probe: Probe, traced: Callable[[], int]
+) -> None:
+    """README, "Unread streams": a call made while reading is paused for a full stream
+    resumes reading (it is answered, not held up behind the stream), and the stream is
+    then cancelled when its next item arrives, raising after the items it had."""
+
+    async def main() -> None:
+        async with AsyncRPC(url(srv), stream_buffer_size=LIMIT) as rpc:
+            stream = await rpc.firehose(ITEM)
+            await stream.__anext__()
+            await asyncio.to_thread(stalled, probe)  # paused: nothing else waits
+            assert await asyncio.wait_for(rpc.add(1, 1), 10) == 2
+            got = 0
+            with pytest.raises(ResultLimitError, match="stream_buffer_size"):
+                async for _ in stream:
+                    got += 1
+            assert 0 < got * ITEM <= 2 * LIMIT  # what it held when it was cancelled
+            await asyncio.to_thread(wait_for, probe.stream_closed.is_set)
+            assert await rpc.add(2, 2) == 4
+
+    arun(main())
+    assert traced() < 8 * LIMIT, traced()
