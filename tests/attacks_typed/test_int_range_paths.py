@@ -18,7 +18,7 @@ import msgpack
 import pytest
 
 from pymprpc.client import RPC, AsyncRPC
-from pymprpc.errors import ParamError, RPCRuntimeError, ValidationError
+from pymprpc.errors import ParamError, ResultLimitError, RPCRuntimeError, ValidationError
 
 from .kit import new_server, package, served
 
@@ -49,17 +49,27 @@ service Ranges {
     def anyp(v: any) -> str;
     def jmix(a: int, g: list<int>, h: int?, p: Pt, col: Color, f: any, k: int = 7) -> str;
     def res(kind: int) -> int;
+    stream count(n: int) -> int;
+    oneway def note(n: int);
 }
 """
 )
 
+
 # What `res(kind)` returns: none of it is a valid `int` result.
-BAD_RESULTS: list[Any] = [U64_MAX + 1, I64_MIN - 1, 10**400, True, "3", 3.0, None, [3]]
-
-
 class Color(enum.IntEnum):
     RED = 1
     BIG = 2**64  # an IntEnum member out of the wire's range
+
+
+class MyInt(int):
+    pass
+
+
+BAD_RESULTS: list[Any] = [U64_MAX + 1, I64_MIN - 1, 10**400, True, "3", 3.0, None, [3]]
+BAD_RESULTS += [Color.BIG, MyInt(U64_MAX + 1), MyInt(I64_MIN - 1)]
+# Results of int subclasses in range: the client gets a plain int of the same value.
+GOOD_RESULTS: list[Any] = [Color.RED, MyInt(5), MyInt(U64_MAX), MyInt(I64_MIN)]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +90,13 @@ def ranges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]
             "    return repr((a, g, h, p.y, int(col), f, k))\n"
         )
         methods["anyp"] = lambda self, v: repr(v)[:80]
-        methods["res"] = lambda self, kind: BAD_RESULTS[kind]
+        methods["res"] = lambda self, kind: (
+            BAD_RESULTS[kind] if kind >= 0 else GOOD_RESULTS[-kind - 1]
+        )
+        methods["count"] = _handler(
+            "async def f(self, n):\n    for i in range(n):\n        yield i\n"
+        )
+        methods["note"] = lambda self, n: None
         servicer = type("RangesImpl", (mod.RangesServicer,), methods)()
         server = new_server()
         mod.register_ranges(server, servicer)
@@ -516,10 +532,6 @@ def test_wrong_argument_counts_through_the_untyped_async_path_of_the_typed_signa
 
 def test_int_subclasses_convert_or_are_refused_alike(ranges: tuple[Any, str]) -> None:
     mod, url = ranges
-
-    class MyInt(int):
-        pass
-
     values: list[Any] = [Color.RED, MyInt(7), MyInt(U64_MAX), Color.BIG, MyInt(I64_MIN - 1)]
     with mod.RangesClient(url) as client:
         sync_got = [_sync_outcome(lambda: client.i2(0, v)) for v in values]  # noqa: B023
@@ -646,6 +658,92 @@ def test_bad_int_results_are_errors_for_both_clients(ranges: tuple[Any, str], ki
         async with AsyncRPC(url) as rpc:
             with pytest.raises(RPCRuntimeError, match="ValidationError"):
                 await rpc.call("res", kind)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("i", range(len(GOOD_RESULTS)))
+def test_int_subclass_results_in_range_come_back_as_ints(ranges: tuple[Any, str], i: int) -> None:
+    mod, url = ranges
+    want = int(GOOD_RESULTS[i])
+    with mod.RangesClient(url) as client:
+        got = client.res(-i - 1)
+        assert type(got) is int and got == want
+
+    async def main() -> None:
+        async with mod.AsyncRangesClient(url) as client:
+            got = await client.res(-i - 1)
+            assert type(got) is int and got == want
+
+    asyncio.run(main())
+
+
+# What an untyped (or older) server answers for `res`: the typed clients check it.
+UNCHECKED_RESULTS: list[Any] = [U64_MAX + 1, I64_MIN - 1, 10**30, True, 1.5, "1", None]
+
+
+# A server that cannot encode what its handler returned says so (ResultLimitError).
+REFUSED = (ValidationError, RPCRuntimeError, ResultLimitError)
+
+
+def _unchecked_server() -> Any:
+    server = new_server()
+
+    async def res(kind: int) -> Any:
+        return UNCHECKED_RESULTS[kind]
+
+    server.register_function(res)
+    return server
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["msgpack", "json"])
+@pytest.mark.parametrize("kind", range(len(UNCHECKED_RESULTS)))
+def test_typed_clients_refuse_bad_results_from_an_unchecking_server(
+    ranges: tuple[Any, str], kind: int, debug: bool
+) -> None:
+    mod, _ = ranges
+    with served(_unchecked_server()) as running:
+        with (
+            mod.RangesClient(running.url, debug=debug) as client,
+            pytest.raises(REFUSED) as sync_info,
+        ):
+            client.res(kind)
+
+        async def main() -> None:
+            async with mod.AsyncRangesClient(running.url, debug=debug) as client:
+                with pytest.raises(REFUSED) as info:
+                    await client.res(kind)
+                assert type(info.value) is type(sync_info.value)
+                assert str(info.value) == str(sync_info.value)
+
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize("value", [U64_MAX + 1, I64_MIN - 1, 10**400, True, "1"])
+def test_streams_and_oneway_refuse_bad_ints_alike(ranges: tuple[Any, str], value: Any) -> None:
+    mod, url = ranges
+    with mod.RangesClient(url) as client:
+        with pytest.raises(ParamError) as stream_err:
+            list(client.count(value))
+        with pytest.raises(ParamError) as note_err:
+            client.note(value)
+        assert str(stream_err.value).startswith("count(): n: ")
+        assert str(note_err.value).startswith("note(): n: ")
+        assert list(client.count(3)) == [0, 1, 2]
+
+    async def main() -> None:
+        for shape in ASYNC_SHAPES:
+            client, prefix = _async_client(mod, url, shape)
+            async with client:
+                view = _view(client, shape)
+                with pytest.raises(ParamError) as info:
+                    async for _ in view.count(value):
+                        pass
+                assert str(info.value) == str(stream_err.value).replace("count", f"{prefix}count")
+                with pytest.raises(ParamError) as info:
+                    await view.note(value)
+                assert str(info.value) == str(note_err.value).replace("note", f"{prefix}note")
+                assert [x async for x in view.count(3)] == [0, 1, 2]
 
     asyncio.run(main())
 
