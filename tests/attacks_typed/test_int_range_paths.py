@@ -50,6 +50,8 @@ service Ranges {
     def jmix(a: int, g: list<int>, h: int?, p: Pt, col: Color, f: any, k: int = 7) -> str;
     def res(kind: int) -> int;
     stream count(n: int) -> int;
+    def ex(a: int, b: any, c: float, d: str, e: bytes, f: bool, g: int) -> str;
+    def dflt(a: int, b: int = 5, c: float = 1.5, d: int? = none) -> str;
     oneway def note(n: int);
 }
 """
@@ -100,6 +102,14 @@ def ranges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]
             "async def f(self, n):\n    for i in range(n):\n        yield i\n"
         )
         methods["note"] = lambda self, n: None
+        methods["ex"] = _handler(
+            "def f(self, a, b, c, d, e, f, g):\n"
+            "    return repr([(type(v).__name__, v) for v in (a, b, c, d, e, f, g)])\n"
+        )
+        methods["dflt"] = _handler(
+            "def f(self, a, b=99, c=99.0, d=99):\n"
+            "    return repr([(type(v).__name__, v) for v in (a, b, c, d)])\n"
+        )
         servicer = type("RangesImpl", (mod.RangesServicer,), methods)()
         _SERVICERS[mod.__name__] = servicer
         server = new_server()
@@ -688,6 +698,117 @@ def test_untyped_blocking_client_refuses_out_of_range_locally(ranges: tuple[Any,
             rpc.call("i1", U64_MAX + 1)
         assert not isinstance(info.value, AssertionError)
         assert rpc.call("i1", U64_MAX) == U64_MAX
+
+
+EX_GOOD: list[Any] = [1, None, 1.5, "s", b"b", True, 2]
+# (position, value) pairs each of the wrong type or out of range for `ex`.
+EX_BAD: list[tuple[int, Any]] = [
+    (0, True),
+    (0, 1.0),
+    (2, "1"),
+    (2, None),
+    (3, b"s"),
+    (4, "b"),
+    (5, 1),
+    (5, None),
+    (6, False),
+    (6, "7"),
+]
+
+
+def _described(values: list[Any]) -> str:
+    return repr([(type(v).__name__, v) for v in values])
+
+
+def test_mixed_exact_signature_on_the_server_fast_lane(ranges: tuple[Any, str]) -> None:
+    # int, any, float, str, bytes, bool, int: every position is checked by type alone on
+    # the fast lane; a float parameter takes an int widened; `any` takes what it gets.
+    _, url = ranges
+    names = "abcdefg"
+
+    async def main() -> None:
+        async with AsyncRPC(url) as rpc:
+            assert await rpc.call("ex", *EX_GOOD) == _described(EX_GOOD)
+            edges = [I64_MIN, U64_MAX, U64_MAX, "", b"", False, U64_MAX]
+            want = _described([I64_MIN, U64_MAX, float(U64_MAX), "", b"", False, U64_MAX])
+            assert await rpc.call("ex", *edges) == want
+            for b in [U64_MAX, I64_MIN, [I64_MIN, {"k": U64_MAX}], True, 1.5]:
+                args = [*EX_GOOD[:1], b, *EX_GOOD[2:]]
+                assert await rpc.call("ex", *args) == _described(args)
+            for at, value in EX_BAD:
+                args = list(EX_GOOD)
+                args[at] = value
+                with pytest.raises(ParamError, match=rf"ex\(\): {names[at]}: "):
+                    await rpc.call("ex", *args)
+                with pytest.raises(ParamError, match=rf"ex\(\): {names[at]}: "):
+                    await rpc.call("ex", **dict(zip(names, args, strict=True)))
+            got = await asyncio.gather(
+                *(rpc.call("ex", *EX_GOOD) for _ in range(32)), return_exceptions=True
+            )
+            assert got == [_described(EX_GOOD)] * 32
+
+    asyncio.run(main())
+
+
+def test_mixed_exact_signature_typed_clients_agree(ranges: tuple[Any, str]) -> None:
+    mod, url = ranges
+    cases = [*EX_BAD, (0, U64_MAX + 1), (6, I64_MIN - 1), (1, U64_MAX + 1), (1, [10**400])]
+    with mod.RangesClient(url) as client:
+        sync_got = []
+        for at, value in cases:
+            args = list(EX_GOOD)
+            args[at] = value
+            sync_got.append(_sync_outcome(lambda: client.ex(*args)))  # noqa: B023
+    for got in sync_got:
+        assert got[0] == "param", got
+
+    async def main() -> None:
+        for shape in ASYNC_SHAPES:
+            client, prefix = _async_client(mod, url, shape)
+            async with client:
+                for (at, value), want in zip(cases, sync_got, strict=True):
+                    args = list(EX_GOOD)
+                    args[at] = value
+                    got = await _async_outcome(lambda: _view(client, shape).ex(*args))  # noqa: B023
+                    assert got == ("param", want[1].replace("ex()", f"{prefix}ex()")), shape
+                assert await _view(client, shape).ex(*EX_GOOD) == _described(EX_GOOD)
+
+    asyncio.run(main())
+
+
+def test_defaults_by_untyped_callers_and_typed_clients(ranges: tuple[Any, str]) -> None:
+    mod, url = ranges
+
+    async def main() -> None:
+        async with AsyncRPC(url) as rpc:
+            assert await rpc.call("dflt", 1) == _described([1, 5, 1.5, None])
+            assert await rpc.call("dflt", U64_MAX, I64_MIN) == _described(
+                [U64_MAX, I64_MIN, 1.5, None]
+            )
+            assert await rpc.call("dflt", 1, d=U64_MAX) == _described([1, 5, 1.5, U64_MAX])
+            assert await rpc.call("dflt", 1, 2, 3) == _described([1, 2, 3.0, None])
+            for args, kwargs, where in [
+                ((), {}, "a"),
+                ((1, True), {}, "b"),
+                ((1,), {"d": True}, "d"),
+                ((1,), {"d": 1.0}, "d"),
+                ((1, 2, 3, 4, 5), {}, ""),
+            ]:
+                with pytest.raises(ParamError, match=rf"dflt\(\): {where}"):
+                    await rpc.call("dflt", *args, **kwargs)
+        async with mod.AsyncRangesClient(url) as client:
+            assert await client.dflt(1) == _described([1, 5, 1.5, None])
+            assert await client.dflt(1, d=I64_MIN) == _described([1, 5, 1.5, I64_MIN])
+            for kwargs in [{"b": U64_MAX + 1}, {"d": I64_MIN - 1}]:
+                with pytest.raises(ParamError, match=rf"dflt\(\): {next(iter(kwargs))}: "):
+                    await client.dflt(1, **kwargs)
+
+    with RPC(url, debug=True) as rpc:
+        with pytest.raises(ParamError, match=r"dflt\(\): d: "):
+            rpc.call("dflt", 1, d=10**30)
+        assert rpc.call("dflt", 1) == _described([1, 5, 1.5, None])
+
+    asyncio.run(main())
 
 
 # -- 4. results --------------------------------------------------------------------------
