@@ -18,6 +18,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import ParamError, ResultLimitError, RPCRuntimeError, ValidationError
@@ -876,6 +878,46 @@ def test_defaults_by_untyped_callers_and_typed_clients(ranges: tuple[Any, str]) 
         assert rpc.call("dflt", 1) == _described([1, 5, 1.5, None])
 
     asyncio.run(main())
+
+
+edge_ints = st.sampled_from(
+    [I64_MIN - 1, I64_MIN, -1, 0, 1, 2**63 - 1, 2**63, U64_MAX, U64_MAX + 1, 10**400]
+)
+scalars = st.one_of(
+    edge_ints,
+    st.integers(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+    st.binary(max_size=3),
+    st.none(),
+)
+drawn_values = st.one_of(scalars, st.lists(scalars, max_size=3))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(args=st.lists(drawn_values, min_size=7, max_size=7), n=st.sampled_from([2, 17]))
+def test_drawn_arguments_get_the_same_outcome_from_both_clients(
+    ranges: tuple[Any, str], args: list[Any], n: int
+) -> None:
+    # `ex` (mixed exact types, compiled check) and i2/i17 (ints; compiled and loop): the
+    # blocking client's outcome is the contract, the async client's must equal it.
+    mod, url = ranges
+    calls: list[tuple[str, list[Any]]] = [("ex", args)]
+    ints = (args * 3)[:n]
+    calls.append((f"i{n}", ints))
+    with mod.RangesClient(url) as client:
+        want = [_sync_outcome(lambda: getattr(client, m)(*a)) for m, a in calls]  # noqa: B023
+
+    async def main() -> list[tuple[str, Any]]:
+        async with mod.AsyncRangesClient(url) as client:
+            got = [await _async_outcome(lambda: getattr(client, m)(*a)) for m, a in calls]  # noqa: B023
+            assert not client.rpc._pending
+            return got
+
+    assert asyncio.run(main()) == want
 
 
 # -- 4. results --------------------------------------------------------------------------
