@@ -505,8 +505,8 @@ def test_lone_surrogate_in_a_str_param_is_refused_alike(ranges: tuple[Any, str])
     asyncio.run(main())
 
 
-def _ranges_server(mod: Any) -> Any:
-    server = new_server()
+def _ranges_server(mod: Any, **options: Any) -> Any:
+    server = new_server(**options)
     mod.register_ranges(server, _SERVICERS[mod.__name__])
     return server
 
@@ -918,6 +918,47 @@ def test_drawn_arguments_get_the_same_outcome_from_both_clients(
             return got
 
     assert asyncio.run(main()) == want
+
+
+async def _server_passthrough(ctx: Any, call_next: Any) -> Any:
+    return await call_next(ctx)
+
+
+def test_a_server_with_an_interceptor_checks_the_same(ranges: tuple[Any, str]) -> None:
+    # Every call on the general path (no fast lane): the same answers as above.
+    mod, _ = ranges
+    with served(_ranges_server(mod, interceptors=[_server_passthrough])) as running:
+        url = running.url
+        with RPC(url, debug=True) as rpc:
+            for n in SIZES:
+                args = good_args(n)
+                args[-1] = U64_MAX + 1
+                with pytest.raises(ParamError, match=rf"i{n}\(\): p{n - 1}: "):
+                    rpc.call(f"i{n}", *args)
+                args[-1] = U64_MAX
+                assert rpc.call(f"i{n}", *args) == U64_MAX
+
+        async def main() -> None:
+            async with AsyncRPC(url) as rpc:
+                for at, value in EX_BAD:
+                    args = list(EX_GOOD)
+                    args[at] = value
+                    with pytest.raises(ParamError, match=rf"ex\(\): {'abcdefg'[at]}: "):
+                        await rpc.call("ex", *args)
+                assert await rpc.call("ex", *EX_GOOD) == _described(EX_GOOD)
+                for kind in range(len(BAD_RESULTS)):
+                    with pytest.raises(RPCRuntimeError, match="ValidationError"):
+                        await rpc.call("res", kind)
+            async with mod.AsyncRangesClient(url) as client:
+                got = await asyncio.gather(
+                    *(
+                        _async_outcome(lambda v=v: client.i2(0, v))
+                        for v in [1, U64_MAX + 1, "x"] * 20
+                    )
+                )
+                assert [g[0] for g in got] == ["ok", "param", "param"] * 20
+
+        asyncio.run(main())
 
 
 # -- 4. results --------------------------------------------------------------------------
