@@ -469,7 +469,10 @@ class Enum(Schema[E]):
         allowed = ", ".join(f"{m.name}={m.value}" for m in members[:_MEMBERS_SHOWN])
         if len(members) > _MEMBERS_SHOWN:
             allowed += f", ... ({len(members)} members)"
-        text = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        # An int too long to convert (Python refuses str() past 4,300 digits) by its size.
+        bits = value.bit_length()
+        text = repr(value) if bits <= 256 else f"an integer of {bits} bits"
+        text = text if len(text) <= 40 else f"{text[:37]}..."
         return _Mismatch(f"{text} is not a {self.name} (one of {allowed})")
 
 
@@ -651,8 +654,9 @@ class Signature(Generic[R]):
             self._encoded_args
             if self._exact is None
             # Without the int range test: MessagePack refuses an int out of its range
-            # when the call is packed, and the async client's call (the only caller)
-            # then raises the ParamError `unsendable` says, naming the parameter.
+            # when the call is packed, and the async client's call (the only caller, and
+            # only when it packs the call at once with MessagePack: not JSON, not before
+            # connecting) then raises the ParamError `unsendable` says.
             else _compile_check(self._exact, encode_args=self.encode_args, check_range=False),
         )
 

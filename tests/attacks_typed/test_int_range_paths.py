@@ -22,7 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pymprpc.client import RPC, AsyncRPC
-from pymprpc.errors import ParamError, ResultLimitError, RPCRuntimeError, ValidationError
+from pymprpc.errors import (
+    ParamError,
+    RemoteProtocolError,
+    ResultLimitError,
+    RPCRuntimeError,
+    ValidationError,
+)
+from pymprpc.protocol.codec import shared_codec
 
 from .kit import SEP, new_server, package, served
 
@@ -324,13 +331,6 @@ def test_int_beyond_str_digits_limit_async_checked_shapes(
     assert asyncio.run(main()) == ("param", f"i1(): p0: {RANGE}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the plain async typed client leaves an int out of range to the packer; "
-    "for an int of more than 4300 digits the codec's error search formats it with str() "
-    "and the call raises ValueError ('Exceeds the limit (4300 digits)...') instead of "
-    "the ParamError the blocking client gives",
-)
 @pytest.mark.parametrize("n", [1, 2, 16])
 @pytest.mark.parametrize("shape", ["plain", "prefix", "timeout", "zlib"])
 def test_int_beyond_str_digits_limit_async_plain_client(
@@ -350,13 +350,6 @@ def test_int_beyond_str_digits_limit_async_plain_client(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an int of more than 4300 digits inside an `any` argument: the error "
-    "search (codec._find_unencodable, Signature.unsendable) formats it with str(), "
-    "so the blocking client, the async client and Signature.unsendable raise "
-    "ValueError instead of a ParamError naming the parameter",
-)
 @pytest.mark.parametrize("client_kind", ["blocking", "async", "unsendable"])
 def test_int_beyond_str_digits_limit_inside_any(ranges: tuple[Any, str], client_kind: str) -> None:
     mod, url = ranges
@@ -392,13 +385,6 @@ def test_async_client_not_connected_refuses_a_wrong_type_with_param_error(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the async typed client no longer checks the int range before the call "
-    "reaches the connection: an out-of-range int on a client not (or no longer) "
-    "connected raises ConnectionLostError, not the ParamError the blocking client "
-    "(and a wrong type) gets before anything is sent",
-)
 @pytest.mark.parametrize("value", [U64_MAX + 1, I64_MIN - 1])
 def test_async_client_not_connected_refuses_an_out_of_range_int_with_param_error(
     ranges: tuple[Any, str], value: int
@@ -441,13 +427,6 @@ def test_blocking_json_client_refuses_out_of_range_before_sending(
         assert getattr(c, f"i{n}")(*good_args(n)) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the plain async typed client leaves the int range to the packer, but a "
-    "JSON (debug=True) client's packer carries any int: an out-of-range int is sent "
-    "(an untyped server answers it, a typed one answers 402) instead of the ParamError "
-    "the blocking client raises before anything is sent",
-)
 @pytest.mark.parametrize("n", [1, 2, 16])
 @pytest.mark.parametrize("value", [U64_MAX + 1, I64_MIN - 1, 10**30])
 def test_async_json_client_refuses_out_of_range_before_sending(
@@ -515,16 +494,7 @@ def _ranges_server(mod: Any, **options: Any) -> Any:
     "value",
     [
         "1",
-        pytest.param(
-            U64_MAX + 1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: after the server went away the async typed client tries to "
-                "connect again before its packer sees the out-of-range int: ConnectionLostError "
-                "(could not connect) instead of ParamError (a wrong type "
-                "and the blocking client get ParamError)",
-            ),
-        ),
+        U64_MAX + 1,
     ],
     ids=["wrong-type", "2**64"],
 )
@@ -746,18 +716,18 @@ def test_json_ints_of_thousands_of_digits_get_402_and_the_connection_goes_on(
     assert replies[3]["CODE"] == 200 and replies[3]["MESSAGE"]["RESULT"] == 7
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (or a limit to document): a JSON client's int of more than 4300 digits is "
-    "refused by Python's json parser (int_max_str_digits), so the server answers 506 "
-    "(invalid payload) and closes the connection, not the validation error (402) that "
-    "an int far beyond 64 bits gets otherwise",
-)
-def test_json_ints_beyond_python_str_digits_limit_get_402(ranges: tuple[Any, str]) -> None:
+def test_json_ints_beyond_python_str_digits_limit_are_invalid_json(
+    ranges: tuple[Any, str],
+) -> None:
+    # docs/protocol.md: a JSON number of more digits than Python converts is invalid
+    # JSON (506, then the connection closes), whatever its place; the reply says why.
     _, url = ranges
     replies = _json_call_frames(url, [("i1", "1" + "0" * 5000), ("i1", "7")])
-    assert replies[0] != "EOF" and replies[0]["CODE"] == 402, replies[0]
-    assert replies[1] != "EOF" and replies[1]["CODE"] == 200, replies[1]
+    assert replies[0] != "EOF" and replies[0]["CODE"] == 506, replies[0]
+    assert replies[1] == "EOF"
+    # What the server logs says what is wrong, not how to reconfigure the server.
+    with pytest.raises(RemoteProtocolError, match=r"number has more than 4300 digits$"):
+        shared_codec(True, None, 1 << 20, 1 << 20).decode(b"[1" + b"0" * 5000 + b"]")
 
 
 def test_untyped_blocking_client_refuses_out_of_range_locally(ranges: tuple[Any, str]) -> None:

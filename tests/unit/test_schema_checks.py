@@ -286,3 +286,19 @@ def test_a_reply_that_is_not_a_stream_is_a_validation_error() -> None:
 
     with pytest.raises(ValidationError, match=r"^items\(\): expected a stream, got int$"):
         list(decode_stream(5, INT, "items()"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [10**5000, -(10**5000), 2**300], ids=["big", "-big", "2**300"])
+def test_an_int_too_long_to_print_is_named_by_its_size(value: int) -> None:
+    # Python refuses str() of an int past 4,300 digits: the errors must not need it.
+    bits = value.bit_length()
+    with pytest.raises(ValidationError, match=rf"^c: an integer of {bits} bits is not a Color"):
+        COLOR.encode(value, "c")
+    with pytest.raises(ValidationError, match=rf"^c: an integer of {bits} bits is not a Color"):
+        COLOR.decode(value, "c")
+    sig = Signature((Param("v", ANY),), ANY, name="f")
+    error = sig.unsendable([[value]])
+    assert error is not None
+    assert (
+        str(error) == f"f(): v[0] is an integer of {bits} bits, outside MessagePack's 64-bit range"
+    )

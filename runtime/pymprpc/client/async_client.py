@@ -607,14 +607,6 @@ class AsyncRPC(BaseRPC):
     ) -> Any:
         if timeout is CLIENT_DEFAULT:
             timeout = self.timeout  # a method proxy's direct call (see _direct_call)
-        if typed is not None:
-            # A typed client's call: its arguments encoded and its result checked here,
-            # in the call's own coroutine (a generated method adds no frame of its own).
-            try:
-                args = typed._wire_args(args)
-            except ParamError:
-                # Again, for the error to name the method as called (its prefix too).
-                args = typed.encode_args(*args, method=method)
         metadata = None
         sizes = None
         if ctx is not None:
@@ -629,17 +621,28 @@ class AsyncRPC(BaseRPC):
             # Not connected: the loop is the running one (asyncio.get_running_loop()
             # costs a getpid() system call per call on 3.11: not on the usual path).
             loop = self._loop or asyncio.get_running_loop()
+            usual = False
         else:
             loop = link.loop
+            usual = not self._reconnect_due and conn.state is not _CLOSED
+        if typed is not None:
+            # A typed client's call: its arguments encoded and its result checked here,
+            # in the call's own coroutine (a generated method adds no frame of its own).
+            if usual and conn is not None and conn.refuses_wide_ints:
+                # Packed now, by a packer that refuses an int out of range (the
+                # ParamError then comes from `unsendable`, below): types alone here.
+                try:
+                    args = typed._wire_args(args)
+                except ParamError:
+                    # Again, for the error to name the method as called (its prefix too).
+                    args = typed.encode_args(*args, method=method)
+            else:
+                # Connecting first, or JSON (which carries any int): checked in full,
+                # so that a wrong value is refused before anything else happens.
+                args = typed.encode_args(*args, method=method)
         deadline = None if timeout is None else loop.time() + timeout
         try:
-            if (
-                link is None
-                or conn is None
-                or transport is None
-                or self._reconnect_due
-                or conn.state is _CLOSED
-            ):
+            if not usual or link is None or conn is None or transport is None:
                 # Connecting again (bounded by the deadline), or failing: _send says how.
                 id = await self._send(
                     method, tuple(args), kwargs, True, timeout, metadata, sizes=sizes

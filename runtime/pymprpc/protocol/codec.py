@@ -14,6 +14,7 @@ import functools
 import json
 import lzma
 import math
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -88,6 +89,13 @@ JSON_MAX_DEPTH: Final = 500
 _MAX_SEARCH_DEPTH: Final = 500
 
 
+def _an_int(value: int) -> str:
+    """`the integer 18446744073709551616`, or for an int too long to be worth showing
+    (or to convert at all: Python refuses str() past 4,300 digits), its size in bits."""
+    bits = value.bit_length()
+    return f"the integer {value}" if bits <= 256 else f"an integer of {bits} bits"
+
+
 def _find_unencodable(
     value: Any, json_mode: bool, too_deep: str | None, path: str = "", depth: int = 0
 ) -> str | None:
@@ -115,7 +123,7 @@ def _find_unencodable(
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         if not json_mode and not -(2**63) <= value < 2**64:
-            return f"{where} is the integer {value}, outside MessagePack's 64-bit range"
+            return f"{where} is {_an_int(value)}, outside MessagePack's 64-bit range"
         return None
     if isinstance(value, _ENCODABLE_SCALARS):
         return None
@@ -355,6 +363,10 @@ class Codec:
                     f"(max_collection_len={self.max_items}, max_message_size={self.max_size})",
                     syntax=False,
                 ) from None
+            if self.json and "integer string conversion" in text:
+                # Python's own guard against slow conversions (sys.int_max_str_digits),
+                # whose message tells the reader to change the server's settings.
+                text = f"a number has more than {sys.get_int_max_str_digits()} digits"
             raise RemoteProtocolError(f"payload is not valid {kind}: {text}") from None
 
     def __post_init__(self) -> None:

@@ -967,6 +967,9 @@ class ClientConnection(_Connection):
         # size: a message is then decoded by msgpack alone on the fast paths
         # (`receive_result`, `send_call_data`), as the codec would.
         self._plain_codec = not json and compression is None and max_items >= max_message_size
+        # Whether packing refuses an int outside INT_MIN..INT_MAX (MessagePack, compressed
+        # or not) rather than carrying it (JSON): a typed call may leave that check to it.
+        self.refuses_wide_ints = not json
 
     def start(self) -> None:
         """Queue the auth request: the first bytes a client sends.
