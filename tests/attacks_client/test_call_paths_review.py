@@ -53,6 +53,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "features0": {"features": ()},
     "heart_beat": {"heart_beat": 0.05},
     "interceptor": {"interceptors": [_Pass()]},
+    "lzma": {"compression": "lzma"},
+    "bz2-features0": {"compression": "bz2", "features": ()},
+    "debug-features0": {"debug": True, "features": ()},
 }
 VIEWS = ["direct", "timeout", "metadata", "prefix"]
 
@@ -200,7 +203,9 @@ def test_gather_of_100_typed_calls_with_10_bad_ones(
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("config", ["plain", "debug", "zlib", "features0", "interceptor"])
+@pytest.mark.parametrize(
+    "config", ["plain", "debug", "zlib", "features0", "interceptor", "bz2-features0"]
+)
 def test_typed_calls_after_the_server_closed_an_idle_connection(
     idle_closing: RunningServer, expected: dict[str, tuple[str, str]], config: str
 ) -> None:
