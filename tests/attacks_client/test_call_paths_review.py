@@ -269,13 +269,6 @@ async def _until_logging_in(rpc: AsyncRPC) -> None:
     raise AssertionError("never saw the login in progress")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a call made while another call's transparent reconnect is logging in "
-    "(socket up, welcome not yet read) raises LocalProtocolError \"cannot call 'add': "
-    "connection is authenticating\" (typed and untyped): _send's connect() returns at "
-    "once because `connected` is already True before the welcome",
-)
 @pytest.mark.parametrize("typed", [True, False], ids=["typed", "untyped"])
 def test_a_call_made_while_a_transparent_reconnect_logs_in_is_answered(
     idle_closing: RunningServer, typed: bool
@@ -381,15 +374,6 @@ def test_cancelling_a_typed_call_while_it_reconnects(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a call cancelled (or timed out by asyncio.wait_for) while it waits for "
-    "the transparent reconnect leaves AsyncRPC._connecting pointing at the finished "
-    "connect task (connect()'s finally clears it only if the task is done when the "
-    "waiter leaves); the next reconnect, after the next idle close, awaits that stale "
-    "task, connects nothing and the call fails with ConnectionLostError 'not connected "
-    "... use async with AsyncRPC(...) or await connect()'",
-)
 @pytest.mark.parametrize("typed", [True, False], ids=["typed", "untyped"])
 def test_a_call_cancelled_during_a_reconnect_does_not_break_the_next_reconnect(
     idle_closing: RunningServer, typed: bool
@@ -421,14 +405,6 @@ def test_a_call_cancelled_during_a_reconnect_does_not_break_the_next_reconnect(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the same stale AsyncRPC._connecting: after a connect() cancelled "
-    "mid-way (asyncio.wait_for(rpc.connect(), t), a cancelled task) whose connection "
-    "then came up and was closed, `await rpc.connect()` returns without connecting "
-    "(it awaits the old finished task) and the next call raises ConnectionLostError "
-    "'not connected ... await connect()'",
-)
 @pytest.mark.parametrize("typed", [True, False], ids=["typed", "untyped"])
 def test_connect_after_a_cancelled_connect_and_close_connects(
     running: RunningServer, typed: bool
@@ -456,14 +432,6 @@ def test_connect_after_a_cancelled_connect_and_close_connects(
 # -- calls while connect() is in progress ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: once the TCP connection is up but before the server's welcome, "
-    "`connected` is already True (conn.closed is only the CLOSED state), so a second "
-    "`await connect()` returns at once, before login; a call made then raises "
-    "LocalProtocolError \"cannot call 'add': connection is authenticating\" "
-    "(a typed good call too) instead of being answered",
-)
 @pytest.mark.parametrize("typed", [True, False], ids=["typed", "untyped"])
 def test_connect_awaited_while_another_connect_logs_in_waits_for_the_login(
     running: RunningServer, typed: bool
@@ -506,14 +474,6 @@ def test_calls_while_connect_is_in_progress_refuse_bad_typed_args_first(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a call made while connect() is logging in (TCP up, no welcome yet) "
-    "raises LocalProtocolError \"cannot call 'add': connection is authenticating\"; "
-    "earlier in the same connect() it is ConnectionLostError 'not connected ...: use "
-    "async with AsyncRPC(...) or await connect()' (and a call made during a "
-    "transparent reconnect waits for it)",
-)
 def test_a_call_during_login_is_not_a_local_protocol_error(running: RunningServer) -> None:
     async def main() -> tuple[str, Any]:
         rpc = AsyncRPC(running.url)
@@ -615,14 +575,6 @@ def test_unencodable_untyped_arguments_before_connect_and_after_idle_close(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a JSON (debug=True) client's int past Python's 4,300-digit str() limit: "
-    "LocalProtocolError with Python's own text ('Exceeds the limit (4300 digits) for "
-    "integer string conversion; use sys.set_int_max_str_digits() to increase the limit') "
-    "that names no argument (_find_unencodable skips ints in JSON mode), unlike every "
-    "other unencodable value and unlike MessagePack's 'ARGS[0] is an integer of N bits'",
-)
 @pytest.mark.parametrize("client_kind", ["async", "blocking"])
 def test_json_int_past_the_str_digits_limit_is_named(
     running: RunningServer, client_kind: str
@@ -644,14 +596,6 @@ def test_json_int_past_the_str_digits_limit_is_named(
     assert f"ARGS[0][1] is an integer of {bits} bits" in got[1], got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a result holding an int past 4,300 digits, for a JSON (debug=True) client: "
-    "the server's 405 carries Python's text ('... use sys.set_int_max_str_digits() to "
-    "increase the limit': it tells the peer to reconfigure the server, what c1b1131 "
-    "removed from the decoding side) and names no place; a MessagePack client is told "
-    "'MESSAGE.RESULT[1] is an integer of 16610 bits'",
-)
 def test_a_json_result_past_the_str_digits_limit_is_named() -> None:
     server = _server()
 

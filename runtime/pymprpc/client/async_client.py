@@ -137,7 +137,7 @@ class AsyncStream:
         return f"<AsyncStream {self.method!r} id={self.id}>"
 
 
-_CLOSED: Final = State.CLOSED
+_READY: Final = State.READY
 # The keyword arguments of a call that has none (a typed client's): never changed.
 _NO_KWARGS: Final[dict[str, Any]] = {}
 
@@ -290,17 +290,20 @@ class AsyncRPC(BaseRPC):
         """
         if self.connected:
             return self
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
-            # Retrieved here: a caller whose own deadline ended the wait does not.
-            self._connecting.add_done_callback(_retrieve)
         task = self._connecting
-        try:
-            await asyncio.shield(task)
-        finally:
-            if task.done() and self._connecting is task:
-                self._connecting = None
+        if task is None:
+            task = self._connecting = asyncio.ensure_future(self._connect())
+            # Retrieved here: a caller whose own deadline ended the wait does not.
+            task.add_done_callback(_retrieve)
+            # Forgotten when it ends, whoever still waits: a waiter cancelled meanwhile
+            # must not leave it for the next connect() to await, connecting nothing.
+            task.add_done_callback(self._connect_ended)
+        await asyncio.shield(task)
         return self
+
+    def _connect_ended(self, task: asyncio.Future[None]) -> None:
+        if self._connecting is task:
+            self._connecting = None
 
     async def _connect(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -624,7 +627,7 @@ class AsyncRPC(BaseRPC):
             usual = False
         else:
             loop = link.loop
-            usual = not self._reconnect_due and conn.state is not _CLOSED
+            usual = not self._reconnect_due and conn.state is _READY
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).

@@ -35,6 +35,7 @@ from ..protocol import (
     ConnectionFailed,
     Feature,
     Result,
+    State,
     StreamEnd,
     StreamStart,
     Welcome,
@@ -357,7 +358,10 @@ class BaseRPC:
     @property
     def connected(self) -> bool:
         """Whether the connection is open and authenticated."""
-        return self._conn is not None and not self._conn.closed and self._open()
+        # READY, not merely "not closed": while it logs in, a connect() arriving waits for
+        # the login in progress, and a call made then is not sent to a connection that
+        # would refuse it as authenticating.
+        return self._conn is not None and self._conn.state is State.READY and self._open()
 
     def _open(self) -> bool:
         raise NotImplementedError

@@ -124,6 +124,12 @@ def _find_unencodable(
     if isinstance(value, int) and not isinstance(value, bool):
         if not json_mode and not -(2**63) <= value < 2**64:
             return f"{where} is {_an_int(value)}, outside MessagePack's 64-bit range"
+        if json_mode and value.bit_length() > 256:
+            try:
+                str(value)  # what json.dumps does, within Python's digit limit
+            except ValueError:
+                limit = sys.get_int_max_str_digits()
+                return f"{where} is {_an_int(value)}, more than JSON here writes ({limit} digits)"
         return None
     if isinstance(value, _ENCODABLE_SCALARS):
         return None
