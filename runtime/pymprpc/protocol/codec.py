@@ -129,7 +129,7 @@ def _find_unencodable(
                 str(value)  # what json.dumps does, within Python's digit limit
             except ValueError:
                 limit = sys.get_int_max_str_digits()
-                return f"{where} is {_an_int(value)}, more than JSON here writes ({limit} digits)"
+                return f"{where} is {_an_int(value)}, more digits than Python writes ({limit})"
         return None
     if isinstance(value, _ENCODABLE_SCALARS):
         return None
