@@ -51,6 +51,9 @@ DEFAULT_STREAM_BUFFER_SIZE = 16 * 1024 * 1024
 # What a buffered item costs beyond its bytes (its Python objects): many tiny items must
 # not slip under a limit counted in bytes.
 _ITEM_OVERHEAD = 64
+# Read on every blocking call (`connected`): a module constant costs less than an enum
+# member's lookup.
+_READY = State.READY
 
 
 class StreamBuffer:
@@ -361,7 +364,7 @@ class BaseRPC:
         # READY, not merely "not closed": while it logs in, a connect() arriving waits for
         # the login in progress, and a call made then is not sent to a connection that
         # would refuse it as authenticating.
-        return self._conn is not None and self._conn.state is State.READY and self._open()
+        return self._conn is not None and self._conn.state is _READY and self._open()
 
     def _open(self) -> bool:
         raise NotImplementedError
