@@ -26,6 +26,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import resource
 import selectors
 import statistics
 import subprocess
@@ -315,8 +316,12 @@ def _in_process(
             before = _sample({"workers": workers})["workers"][0]
             faults = [_faults(pid) for pid in (os.getpid(), *workers)]  # before
             waits, cpu = _CountingSelector.waits, time.process_time()
+            wall = time.perf_counter()
+            ru = resource.getrusage(resource.RUSAGE_SELF)
             sequential(request, calls)
             cpu, waits = time.process_time() - cpu, _CountingSelector.waits - waits
+            ru2 = resource.getrusage(resource.RUSAGE_SELF)
+            wall = time.perf_counter() - wall
             pids = (os.getpid(), *workers)
             faults = [_faults(pid) - n for pid, n in zip(pids, faults, strict=True)]
             after = _sample({"workers": workers})["workers"][0]
@@ -324,6 +329,12 @@ def _in_process(
             row.setdefault("server CPU µs", []).append(cpu / calls * 1e6)
             row.setdefault("workers CPU µs", []).append((after - before) / calls * 1e6)
             row.setdefault("loop passes", []).append(waits / calls)
+            row.setdefault("server user µs", []).append((ru2.ru_utime - ru.ru_utime) / calls * 1e6)
+            row.setdefault("server system µs", []).append(
+                (ru2.ru_stime - ru.ru_stime) / calls * 1e6
+            )
+            row.setdefault("wall µs", []).append(wall / calls * 1e6)
+            row.setdefault("server sleeps", []).append((ru2.ru_nvcsw - ru.ru_nvcsw) / calls)
             row.setdefault("server page faults", []).append(faults[0] / calls)
             row.setdefault("workers page faults", []).append(sum(faults[1:]) / calls)
     if profile:

@@ -126,6 +126,30 @@ def test_the_context_is_built_only_for_functions_that_ask(
         assert built == 1
 
 
+def test_a_pool_call_takes_the_servers_fast_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain function on the pool, called with positional arguments that fit and no
+    interceptors, is sent to its worker from the server's fast lane: each layer it
+    skips (the general path's `Dispatcher.run`) is a frame every resumption of the
+    call passes through. A call with keyword arguments still takes the general path."""
+    from pymprpc.server.dispatch import Dispatcher
+
+    general = 0
+    real = Dispatcher.run
+
+    def run(self: Dispatcher, *args: Any, **kwargs: Any) -> Any:
+        nonlocal general
+        general += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "run", run)
+    with ServerThread(build()) as srv, RPC(url(srv)) as rpc:
+        for i in range(20):
+            assert rpc.add(i, 1) == i + 1
+        assert general == 0
+        assert rpc.call("add", a=1, b=2) == 3
+        assert general == 1
+
+
 def test_many_calls_asking_for_their_context_while_others_queue_behind_them() -> None:
     """A worker asking for a context reads on until the answer comes: the calls already
     sent behind it (up to 32 per worker) wait their turn and each gets its own context."""

@@ -26,6 +26,19 @@ PLAIN_RESULTS: Final = frozenset({int, float, str, bytes, bool, type(None), list
 _PLAIN: Final = PLAIN_RESULTS
 
 
+def unsent_result_error(method: Method, exc: RemoteFunctionError) -> Exception:
+    """What a worker's failure `exc` to run or answer `method` is reported as: itself,
+    or, for a typed method whose result the worker could not send back, the
+    ValidationError a wrong result gets on a thread (nothing a worker cannot send is of
+    a declared type: those are all picklable), with why it could not be sent."""
+    schema = method.schema
+    if exc.unsent_type is None or schema is None or schema.result is ANY:
+        return exc
+    return ValidationError(
+        f"{method.name}()", f"expected {schema.result.name}, got {exc.unsent_type} ({exc})"
+    )
+
+
 class Dispatcher:
     """Runs methods of one registry on the right executor."""
 
@@ -65,15 +78,10 @@ class Dispatcher:
                 try:
                     value = await self.executors.run(executor, method, args, kwargs)
                 except RemoteFunctionError as exc:
-                    schema = method.schema
-                    if exc.unsent_type is None or schema is None or schema.result is ANY:
+                    error = unsent_result_error(method, exc)
+                    if error is exc:
                         raise
-                    # Nothing a worker cannot send back is of a declared type (those are
-                    # all picklable): the same error as on a thread, with why it is not.
-                    raise ValidationError(
-                        f"{method.name}()",
-                        f"expected {schema.result.name}, got {exc.unsent_type} ({exc})",
-                    ) from None
+                    raise error from None
             if type(value) is _CORO:
                 # A plain function that returns a coroutine (a decorator's sync wrapper
                 # around an `async def`, say): its coroutine runs on the loop, as the

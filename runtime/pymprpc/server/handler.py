@@ -50,9 +50,9 @@ from ..schema import INT_MAX as _INT_MAX
 from ..schema import INT_MIN as _INT_MIN
 from .config import ServerConfig
 from .dispatch import PLAIN_RESULTS as _PLAIN
-from .dispatch import Dispatcher, as_call_error, is_stream
+from .dispatch import Dispatcher, as_call_error, is_stream, unsent_result_error
 from .eager import start_task
-from .executors import RemoteFunctionError
+from .executors import ExecutorKind, RemoteFunctionError
 from .flow import InputBudget
 from .kept_results import KeptOutcome, KeptResults, current_scope
 from .logins import LoginThrottle, ThrottledCredentials
@@ -64,6 +64,7 @@ _encode_result = Dispatcher.encode_result  # a typed result, as `Dispatcher.run`
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
 _COROUTINE: Final = Kind.COROUTINE
+_PROCESS: Final = ExecutorKind.PROCESS
 _CLOSED: Final = State.CLOSED
 _set_current: Final = _current.set  # set_current, without its frame
 
@@ -184,6 +185,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         "_deferred",
         "_drained",
         "_eof",
+        "_executors",
         "_flush_scheduled",
         "_host",
         "_interceptors",
@@ -265,6 +267,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         # need every call's context up front. False: every call takes the general path.
         self._plain_calls = not self._interceptors
         self._methods = host.dispatcher.registry.methods
+        self._executors = host.dispatcher.executors
         self._pass = host.pass_writes
         self._connections = host.connections  # the server's open connections
 
@@ -727,9 +730,10 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     async def _run_plain(self, id: str, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
         """`_run_call(CallRequest(id, name, args, kwargs))` with the general layers left
-        out where they have nothing to do: a coroutine method called by its exact name,
-        with arguments that fit, and no interceptors. Any other call goes through
-        `_execute`; failures through `_failed`; so the outcome is the same."""
+        out where they have nothing to do: a coroutine method, or a plain function run on
+        the process pool, called by its exact name, with arguments that fit, and no
+        interceptors. Any other call goes through `_execute`; failures through `_failed`;
+        so the outcome is the same."""
         try:
             method = self._methods.get(name)
             arity = None if method is None else method.plain_arity
@@ -738,14 +742,32 @@ class ConnectionHandler(ReusedBufferProtocol):
                 or arity is None
                 or kwargs
                 or not arity[0] <= len(args) <= arity[1]
+                or (
+                    method.kind is not _COROUTINE
+                    and (method.executor or self._executors.default) is not _PROCESS
+                )
                 or (method.schema is not None and not method.schema._fits_unpacked(args))
             ):
                 await self._execute(CallRequest(id, name, args, kwargs), None, None)
                 return
             # What _execute does for such a call (its context built only if asked for).
             cell: list[CallContext | None] = [None]
-            _set_current(functools.partial(self._plain_context, cell, id, name, args, kwargs))
-            result = await method.func(*args)
+            source = functools.partial(self._plain_context, cell, id, name, args, kwargs)
+            _set_current(source)
+            if method.kind is _COROUTINE:
+                result = await method.func(*args)
+            else:
+                # What Dispatcher.run and Executors.run do for it, without their frames
+                # (each one more to pass through when the worker's result resumes it).
+                try:
+                    result = await self._executors.process.run(
+                        method.name, method.key, method.path, args, kwargs, source
+                    )
+                except RemoteFunctionError as exc:
+                    error = unsent_result_error(method, exc)
+                    if error is exc:
+                        raise
+                    raise error from None
             if method.schema is not None:
                 # As _execute encodes it; a result of the declared plain type (its usual
                 # case) is sent as it is without that frame, as encode_result's own test.

@@ -309,8 +309,9 @@ class Method:
     path: tuple[str, ...] = ()  # attribute path from the target to the function
     schema: Signature[Any] | None = None  # declared types (mprpcgen): checked and converted
     fast_bind: FastBind | None = None  # quick arity check for plain signatures
-    # (fewest, most) positional arguments of a coroutine without schema whose call with
-    # just those needs no binding: awaited as it is (the server's fast lane). None: bind.
+    # (fewest, most) positional arguments of a coroutine or plain function without
+    # schema whose call with just those needs no binding: awaited as it is, or run on the
+    # process pool if that is its executor (the server's fast lane). None: bind.
     plain_arity: tuple[int, int] | None = None
     # Typed and on the fast lane: the one type a result is sent as it is with (an int
     # within 64 bits); anything else goes through `Dispatcher.encode_result`. None: always.
@@ -429,7 +430,7 @@ def make_method(
     positional = fast_bind is not None and fast_bind.names[: len(names)] == names
     plain_arity = None
     plain_result = None
-    if kind is Kind.COROUTINE and fast_bind is not None:
+    if kind is not Kind.STREAM and fast_bind is not None:
         if schema is None:
             plain_arity = (fast_bind.required, len(fast_bind.names))
         elif positional and schema._exact is not None and len(fast_bind.names) == len(names):
