@@ -199,6 +199,25 @@ def test_killing_an_idle_worker_fails_nothing(tmp_path: Path) -> None:
             assert rpc.pid() != worker
 
 
+def test_killing_an_idle_worker_fails_none_of_several_calls_sent_to_it() -> None:
+    """Calls sent together to a worker killed while idle (it never started any of them)
+    all run on its replacement: the server tells a worker that died idle from one that
+    died running the first of them by the call the worker marked started."""
+
+    async def main(url: str) -> None:
+        async with AsyncRPC(url) as rpc:
+            for _ in range(3):
+                worker = await rpc.pid()
+                await asyncio.sleep(0.05)  # past its spin window: asleep, idle
+                os.kill(worker, signal.SIGKILL)
+                got = await asyncio.gather(*(rpc.add(i, 1) for i in range(8)))
+                assert got == [i + 1 for i in range(8)]
+                assert await rpc.pid() != worker
+
+    with ServerThread(build(max_workers=1)) as srv:
+        arun(main(srv.url))
+
+
 @pytest.mark.parametrize(
     ("method", "exception"), [("exit_call", "SystemExit"), ("interrupt", "KeyboardInterrupt")]
 )

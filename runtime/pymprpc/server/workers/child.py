@@ -5,13 +5,16 @@ is safe, and Python 3.12+ has nothing to warn about); it inherits every register
 function, including ones defined inside `with Server(...)`. It then forks each worker
 on request, however many threads the server has started since. A worker reads call
 frames from its socket, runs them one at a time in order, and writes each result
-before starting the next call, so the server always knows which call was running when a
-worker dies. Neither process takes SIGINT or SIGTERM: the server decides when they stop.
+before starting the next call; before it starts a call it writes the call's number into a
+word of memory it shares with the server (`STARTED`), so the server knows which call was
+running when a worker dies, and that none was if the worker died idle. Neither process
+takes SIGINT or SIGTERM: the server decides when they stop.
 """
 
 from __future__ import annotations
 
 import inspect
+import mmap
 import os
 import pickle
 import select
@@ -30,15 +33,18 @@ from . import framing
 from .targets import resolve
 
 PID: Final = struct.Struct("<q")
+# The number of the last call a worker started, in a word shared with the server (0: none
+# yet): written before the call runs, read by the server only once the worker is gone.
+STARTED: Final = struct.Struct("=Q")
 
 
 UPDATE_LENGTH: Final = struct.Struct("<Q")
 
 
 def run_zygote(ctl: socket.socket, targets: dict[str, Any], spin: float = 0.0) -> None:
-    """Serve requests on `ctl` until it closes: b"w" with one socket (fork a worker
-    serving it, reply with its pid), or b"t", a length and pickled targets to add.
-    `spin` is each worker's spin window (see `Waiter`)."""
+    """Serve requests on `ctl` until it closes: b"w" with a socket and the file of its
+    `STARTED` word (fork a worker serving it, reply with its pid), or b"t", a length and
+    pickled targets to add. `spin` is each worker's spin window (see `Waiter`)."""
     _quiet_signals()
     _detach_inherited_sockets(keep={ctl.fileno()})
     # Workers are reaped by the kernel as soon as they exit: no zombies, whoever ends first.
@@ -46,7 +52,7 @@ def run_zygote(ctl: socket.socket, targets: dict[str, Any], spin: float = 0.0) -
     ctl.setblocking(True)
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(ctl, 1, 1)
+            msg, fds, _, _ = socket.recv_fds(ctl, 1, 2)
         except OSError:
             return
         if not msg:
@@ -67,12 +73,14 @@ def run_zygote(ctl: socket.socket, targets: dict[str, Any], spin: float = 0.0) -
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 ctl.close()
-                run_worker(socket.socket(fileno=fds[0]), targets, spin)
+                started = fds[1] if len(fds) > 1 else -1
+                run_worker(socket.socket(fileno=fds[0]), targets, spin, started)
             except BaseException:  # noqa: BLE001 - a worker never returns into server code
                 status = 1
             finally:
                 os._exit(status)
-        os.close(fds[0])
+        for fd in fds:
+            os.close(fd)
         ctl.sendall(PID.pack(pid))
 
 
@@ -86,9 +94,18 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def run_worker(sock: socket.socket, targets: dict[str, Any], spin: float = 0.0) -> None:
-    """Run calls from `sock` until the server closes it."""
-    _Serving(sock, targets, spin).run()
+def run_worker(
+    sock: socket.socket, targets: dict[str, Any], spin: float = 0.0, started: int = -1
+) -> None:
+    """Run calls from `sock` until the server closes it; `started` is the file holding
+    the `STARTED` word shared with the server (-1: none, a word of its own)."""
+    word: mmap.mmap | bytearray
+    if started >= 0:
+        word = mmap.mmap(started, STARTED.size)
+        os.close(started)
+    else:
+        word = bytearray(STARTED.size)
+    _Serving(sock, targets, spin, word).run()
 
 
 def _sched_yield() -> None:
@@ -153,9 +170,16 @@ class Waiter:
 class _Serving:
     """A worker's end of its socket: frames in, one call at a time, results out."""
 
-    def __init__(self, sock: socket.socket, targets: dict[str, Any], spin: float) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        targets: dict[str, Any],
+        spin: float,
+        started: mmap.mmap | bytearray | None = None,
+    ) -> None:
         sock.setblocking(True)
         self.sock = sock
+        self.started = bytearray(STARTED.size) if started is None else started
         self.targets = targets
         # Wait for frames in poll, never in a blocked recv: the kernel wakes a socket's
         # sleeping readers whenever its peer reads what it sent (write space), so a
@@ -180,6 +204,7 @@ class _Serving:
 
     def run(self) -> None:
         frames, targets, sock = self.frames, self.targets, self.sock
+        started, mark = self.started, STARTED.pack_into
         buffers: list[bytearray | bytes] = []
         while True:
             while not frames:
@@ -188,6 +213,7 @@ class _Serving:
             call_id, kind, body = frames.popleft()
             if kind == framing.CALL:
                 values, buffers = buffers, []
+                mark(started, 0, call_id)  # from here on, this call counts as running
                 _send_all(sock, self._run_one(call_id, body, values))
             elif kind == framing.BUFFER:
                 buffers.append(body)

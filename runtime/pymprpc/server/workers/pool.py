@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
+import mmap
 import multiprocessing
 import os
 import pickle
 import select
 import signal
 import socket
+import tempfile
 import threading
 import time
 import weakref
@@ -39,7 +40,7 @@ from typing import Any, Final
 from ...context import CallContext, CallSource
 from ...errors import RPCRuntimeError
 from . import framing
-from .child import CANCELLED, PID, UPDATE_LENGTH, run_zygote
+from .child import CANCELLED, PID, STARTED, UPDATE_LENGTH, run_zygote
 from .framing import PICKLE
 from .targets import TargetTable
 
@@ -135,14 +136,33 @@ class _Call:
 
 class _Request:
     """A worker asked of a zygote, not yet answered: the server's end of its socket
-    (None once abandoned: the worker, if forked, reads end of file and exits) and the
-    target version the zygote had when it received the request."""
+    (None once abandoned: the worker, if forked, reads end of file and exits), the
+    server's view of its `STARTED` word, and the target version the zygote had when it
+    received the request."""
 
-    __slots__ = ("sock", "version")
+    __slots__ = ("sock", "started", "version")
 
-    def __init__(self, sock: socket.socket | None, version: int) -> None:
+    def __init__(self, sock: socket.socket | None, started: mmap.mmap, version: int) -> None:
         self.sock = sock
+        self.started = started
         self.version = version
+
+
+def _shared_word() -> tuple[int, mmap.mmap]:
+    """A file holding one `STARTED` word, and the server's mapping of it (shared: what a
+    worker mapping the same file writes, the server reads)."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None:
+        fd = memfd_create("pymprpc-worker", os.MFD_CLOEXEC)
+    else:  # no memfd (not Linux): an unlinked temporary file
+        with tempfile.TemporaryFile() as file:
+            fd = os.dup(file.fileno())
+    try:
+        os.ftruncate(fd, STARTED.size)
+        return fd, mmap.mmap(fd, STARTED.size)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class _Zygote:
@@ -217,8 +237,12 @@ class _Zygote:
             # Room for a large frame in one write: fewer wake-ups of each side per frame.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+        fd = -1
         try:
-            socket.send_fds(self.ctl, [b"w"], [theirs.fileno()], socket.MSG_DONTWAIT)
+            # Which call the worker started last: how the server tells, when the worker
+            # dies with several calls sent to it, whether the first of them was running.
+            fd, started = _shared_word()
+            socket.send_fds(self.ctl, [b"w"], [theirs.fileno(), fd], socket.MSG_DONTWAIT)
         except BaseException:
             ours.close()
             raise
@@ -226,15 +250,17 @@ class _Zygote:
             # The zygote holds its own copy now (or never will): ours must not keep the
             # worker's end open, or the server could not see the worker's end of file.
             theirs.close()
+            if fd >= 0:
+                os.close(fd)
         if not self.waiting:
             self.progress = time.monotonic()
-        self.waiting.append(_Request(ours, self.version))
+        self.waiting.append(_Request(ours, started, self.version))
         self.expected += 1
 
-    def replies(self) -> list[tuple[socket.socket, int, int]] | None:
-        """The workers answered so far, without blocking: (socket, pid, version the
-        request was sent at) each, abandoned ones left out; None if the zygote is gone
-        (end of file, or an error on its socket)."""
+    def replies(self) -> list[tuple[socket.socket, int, mmap.mmap, int]] | None:
+        """The workers answered so far, without blocking: (socket, pid, `STARTED` word,
+        version the request was sent at) each, abandoned ones left out; None if the
+        zygote is gone (end of file, or an error on its socket)."""
         try:
             data = self.ctl.recv(1 << 12, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -253,7 +279,7 @@ class _Zygote:
             request = self.waiting.popleft()
             if request.sock is not None:
                 self.expected -= 1
-                out.append((request.sock, pid, request.version))
+                out.append((request.sock, pid, request.started, request.version))
             self.progress = time.monotonic()
             self.proven = True
         return out
@@ -396,19 +422,20 @@ class _Worker:
         "pidfd",
         "queued",
         "reader",
-        "reset",
         "sock",
+        "started",
         "stopped",
         "write_scheduled",
         "writing",
         "zygote",
     )
 
-    def __init__(self, sock: socket.socket, pid: int, zygote: _Zygote) -> None:
+    def __init__(self, sock: socket.socket, pid: int, started: mmap.mmap, zygote: _Zygote) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
         self.pid = pid
+        self.started = started  # the number of the call it started last (0: none)
         self.zygote = zygote
         try:
             # A pidfd keeps naming this process even after its pid is reused.
@@ -427,9 +454,6 @@ class _Worker:
         self.write_scheduled = False
         self.writing = False  # waiting for the socket to accept more
         self.dead = False  # killed or gone: takes no more calls
-        # Its socket reported ECONNRESET: on Linux, the worker's end closed with bytes we
-        # sent still unread in it (an EOF says it had read everything).
-        self.reset = False
         self.stopped = False  # killed by the server (to cancel its call, or at shutdown)
         self.draining = False  # forked before a registration: finishes, takes no more
 
@@ -621,9 +645,9 @@ class ProcessPool:
             self._zygote_failed(zygote, "it exited")
             return
         current = zygote is self._zygote
-        for sock, pid, version in replies:
+        for sock, pid, started, version in replies:
             if current:
-                self._add_worker(sock, pid, zygote, version)
+                self._add_worker(sock, pid, started, zygote, version)
             else:  # asked of a zygote retired since: that worker exits on end of file
                 sock.close()
         if replies:
@@ -644,8 +668,10 @@ class ProcessPool:
             zygote, f"it did not answer a request for a worker within {SPAWN_TIMEOUT:g}s"
         )
 
-    def _add_worker(self, sock: socket.socket, pid: int, zygote: _Zygote, version: int) -> None:
-        worker = _Worker(sock, pid, zygote)
+    def _add_worker(
+        self, sock: socket.socket, pid: int, started: mmap.mmap, zygote: _Zygote, version: int
+    ) -> None:
+        worker = _Worker(sock, pid, started, zygote)
         zygote.workers += 1
         assert self._loop is not None
         self._loop.add_reader(worker.fd, self._on_readable, worker)
@@ -985,8 +1011,7 @@ class ProcessPool:
                 n = worker.sock.recv_into(reader.buffer())
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError as exc:
-                worker.reset = exc.errno == errno.ECONNRESET
+            except OSError:
                 n = 0
             if n == 0:
                 self._worker_gone(worker)
@@ -1107,14 +1132,13 @@ class ProcessPool:
         calls = list(worker.inflight.values())
         worker.inflight.clear()
         # Calls run in order, one at a time: only the oldest call the worker received
-        # in full can have been running. The others never started: run them elsewhere.
-        # So did that one if it is the last thing sent and the worker's end closed with
-        # bytes unread (ECONNRESET): those can only be its own (a worker killed while
-        # idle, just as it was sent); with more sent after it, they may not be.
+        # in full can have been running, and it was if the worker marked it started
+        # (child.STARTED). The others never started, nor did that one if the worker
+        # died idle (killed as calls were sent to it, say): run them elsewhere.
         if (
             calls
             and calls[0].end <= worker.delivered
-            and not (worker.reset and len(calls) == 1 and calls[0].end == worker.delivered)
+            and STARTED.unpack_from(worker.started)[0] == calls[0].id
         ):
             running = calls.pop(0)
             if not running.future.done():
