@@ -178,6 +178,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         "_admitted",
         "_buffered",
         "_call_vars",
+        "_cancelled",
         "_clock",
         "_connections",
         "_contexts",
@@ -231,6 +232,9 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._owner = object()  # this connection, for its share of the thread pool
         # The context each call's task starts from (a copy per call): see _calls_context.
         self._call_vars: contextvars.Context | None = None
+        # Tasks of calls cancelled by their client (CANCEL) or the connection's end, until
+        # they finish: they answer nothing, even if a new call has taken their ID since.
+        self._cancelled: set[asyncio.Task[None]] | None = None
         # The loop's clock: time.monotonic itself on asyncio's loops (whose time() just
         # calls it), read on every read without a frame of the loop's method.
         self._clock: Callable[[], float] = (
@@ -677,6 +681,8 @@ class ConnectionHandler(ReusedBufferProtocol):
             del self.tasks[id]
             if self._no_reply:
                 self._no_reply.pop(id, None)
+        if self._cancelled:
+            self._cancelled.discard(task)
         self._host.call_finished(task)
         self._last_activity = self._clock()
         if self._eof and len(self.tasks) <= len(self._no_reply) and not self._deferred:
@@ -684,6 +690,9 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
         task.cancel()
+        if self._cancelled is None:
+            self._cancelled = set()
+        self._cancelled.add(task)
         # A task cancelled before its first step never runs _run_call's finally, which
         # normally forgets it (a done callback per call would cost a loop pass each).
         task.add_done_callback(functools.partial(self._call_done, id))
@@ -808,9 +817,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         """Settle a call that raised `exc`: answer (or keep) its error and return True,
         or return False if it was cancelled and nobody is to be answered (re-raise)."""
         if isinstance(exc, asyncio.CancelledError):
-            if self._host.aborting and _being_cancelled():
+            # Cancelled by its client or the connection's end: nobody waits for its reply
+            # (its ID may already be a new call's, which this must not answer).
+            cancelled = self._cancelled
+            unasked = not cancelled or asyncio.current_task(self.loop) not in cancelled
+            if unasked and self._host.aborting and _being_cancelled():
                 self._report(request, kept, self._abort_error(), "")
-            elif not self._lost and self.conn.awaits_reply(request.id):
+            elif unasked and not self._lost and self.conn.awaits_reply(request.id):
                 # Not cancelled by its client (CANCEL retires the ID) nor by the end of
                 # its connection: raised by the handler itself (say, awaiting an inner
                 # task that was cancelled), or its task cancelled by the application.

@@ -290,6 +290,7 @@ class _Zygote:
             if request.sock is not None:
                 request.sock.close()
                 request.sock = None
+                request.started.close()
         self.expected = 0
 
     def update(self, body: bytes) -> None:
@@ -650,6 +651,7 @@ class ProcessPool:
                 self._add_worker(sock, pid, started, zygote, version)
             else:  # asked of a zygote retired since: that worker exits on end of file
                 sock.close()
+                started.close()
         if replies:
             if zygote.timer is not None:
                 zygote.timer.cancel()
@@ -793,7 +795,9 @@ class ProcessPool:
         self._loop = self._ready = None
 
     def _wait_gone(self, worker: _Worker) -> None:
-        """Block until a killed worker's process has exited (its socket reads EOF)."""
+        """Block until a killed worker's process has exited: its socket reads EOF, and
+        then (the socket closes while the process is still exiting) its pidfd, where
+        there is one, says the process has ended."""
         worker.sock.setblocking(True)
         worker.sock.settimeout(_STOP_TIMEOUT)
         try:
@@ -801,6 +805,11 @@ class ProcessPool:
                 pass
         except OSError:
             pass
+        if worker.pidfd is not None:
+            poller = select.poll()
+            poller.register(worker.pidfd, select.POLLIN)
+            with contextlib.suppress(OSError):
+                poller.poll(int(_STOP_TIMEOUT * 1000))
 
     # -- calls -----------------------------------------------------------------------
 
@@ -1128,6 +1137,7 @@ class ProcessPool:
         if worker.fd == -1:
             return  # already handled
         worker.dead = True
+        started = STARTED.unpack_from(worker.started)[0]  # (before _forget unmaps it)
         self._forget(worker)
         calls = list(worker.inflight.values())
         worker.inflight.clear()
@@ -1135,11 +1145,7 @@ class ProcessPool:
         # in full can have been running, and it was if the worker marked it started
         # (child.STARTED). The others never started, nor did that one if the worker
         # died idle (killed as calls were sent to it, say): run them elsewhere.
-        if (
-            calls
-            and calls[0].end <= worker.delivered
-            and STARTED.unpack_from(worker.started)[0] == calls[0].id
-        ):
+        if calls and calls[0].end <= worker.delivered and started == calls[0].id:
             running = calls.pop(0)
             if not running.future.done():
                 how = "was stopped" if worker.stopped else "died"
@@ -1190,6 +1196,7 @@ class ProcessPool:
             if worker.writing:
                 self._loop.remove_writer(worker.fd)
         worker.sock.close()
+        worker.started.close()  # (a mapping holds a descriptor of its own)
         worker.fd = -1
         if worker.pidfd is not None:
             if self._loop is not None and not self._loop.is_closed():
