@@ -366,3 +366,10 @@ def hold_fds(n: int) -> Any:
         except OSError:
             break
     return [os.getpid(), len(_HELD)]
+
+
+def deep(n: int) -> Any:
+    x: Any = []
+    for _ in range(n):
+        x = [x]
+    return x

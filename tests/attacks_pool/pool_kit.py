@@ -54,6 +54,7 @@ PLAIN = (
     f.pid,
     f.block,
     f.hold_fds,
+    f.deep,
 )
 
 

@@ -262,7 +262,7 @@ def test_a_plain_function_returning_an_async_iterator_streams_alike(loop: str) -
     assert fast == general
 
 
-@pytest.mark.parametrize("default", ["thread", "app-threads", "inline"])
+@pytest.mark.parametrize("default", ["thread", "app-threads", "inline", "process"])
 def test_a_server_with_another_default_executor_answers_alike(loop: str, default: str) -> None:
     """Server(executor=...): plain functions run there, not in the pool; those registered
     with executor="process" still do."""
@@ -300,13 +300,89 @@ def test_a_server_with_another_default_executor_answers_alike(loop: str, default
     fast, general = run_on(loop, main, timeout=100)
     assert fast == general
     by = {dict(b).get("ID"): (c, dict(b).get("RESULT")) for c, b in fast}
-    where = (
-        ["main-thread", "server-process"] if default == "inline" else ["other", "server-process"]
-    )
+    where = {
+        "inline": ["main-thread", "server-process"],
+        "process": ["main-thread", "other-process"],
+    }.get(default, ["other", "server-process"])
     assert by["w"] == (200, where)
+    assert by["cw"] == (200, where)  # Server(executor=...) covers bound methods too
     assert by["pw"] == (200, ["main-thread", "other-process"])
     assert by["pc"] == (200, ["main-thread", "other-process"])
-    assert by["c"] == (200, ["awaited", 3])
+    if default == "process":
+        assert by["c"][0] == 404  # a coroutine cannot leave a worker
+    else:
+        assert by["c"] == (200, ["awaited", 3])
     assert by["g"][0] == 404
     assert by["a"] == (200, 3)
     assert by["a2"][0] == 402
+
+
+def test_calls_sent_after_a_call_turned_slow_do_not_wait_behind_it(
+    loop: str, tmp_path: Path
+) -> None:
+    """README: a call waits behind a slow one only if it was sent ahead before that one
+    turned slow. With one worker blocked in a call that has run for a while, calls sent
+    afterwards are all answered (by the other worker) while it still blocks."""
+
+    async def scenario(general: bool, tmp: Path) -> Any:
+        async with serving(general, max_workers=2) as (_s, port):
+            w = await Wire.open(port)
+            await w.roundtrip([call(str(i), "add", i, 0) for i in range(8)])  # both warm
+            w.write([call("A", "block", str(tmp), "A")])
+            await wait_pid(tmp, "A")
+            await asyncio.sleep(0.05)  # "A" has turned slow
+            got = []
+            for r in range(3):
+                w.write([call(f"{r}.{i}", "add", i, r) for i in range(10)])
+                got += await asyncio.wait_for(w.recv_n(10), 30)  # a bound, not a timing
+            release(tmp, "A")
+            (a,) = await w.recv_n(1)
+            await w.close()
+            return sorted((mid(m), code(m)) for m in got), (mid(a), code(a))
+
+    async def main() -> tuple[Any, Any]:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        return await scenario(False, tmp_path / "a"), await scenario(True, tmp_path / "b")
+
+    fast, general = run_on(loop, main, timeout=100)
+    assert fast == general
+    assert fast == (sorted((f"{r}.{i}", 200) for r in range(3) for i in range(10)), ("A", 200))
+
+
+def _nest(n: int) -> Any:
+    x: Any = []
+    for _ in range(n):
+        x = [x]
+    return x
+
+
+def test_values_too_deep_to_pickle_fail_their_call_with_a_clear_404(loop: str) -> None:
+    """README: an argument or result that cannot be pickled fails its call with 404
+    and a clear message (here: nested past pickle's recursion limit)."""
+
+    async def scenario(general: bool) -> Any:
+        async with serving(general) as (_s, port):
+            w = await Wire.open(port)
+            out = []
+            for cid, name, args in (
+                ("arg", "arg_info", [_nest(1000)]),
+                ("res", "deep", [2000]),
+                ("ok", "deep", [50]),
+                ("after", "add", [1, 1]),
+            ):
+                (m,) = await w.roundtrip([call(cid, name, *args)])
+                body = m.get("MESSAGE") or {}
+                out.append((mid(m), code(m), body.get("EXCEPTION"), body.get("MESSAGE")))
+            await w.close()
+            return out
+
+    async def main() -> tuple[Any, Any]:
+        return await scenario(False), await scenario(True)
+
+    fast, general = run_on(loop, main, timeout=100)
+    assert fast == general
+    (arg, res, ok, after) = fast
+    assert arg[1] == 404 and "arguments of 'arg_info' cannot be sent" in arg[3]
+    assert res[1] == 404 and "result of 'deep' cannot be sent back" in res[3]
+    assert ok[:2] == ("ok", 200) and after[:2] == ("after", 200)
