@@ -3,6 +3,7 @@ without a pass-through interceptor (the general path), and helpers to compare re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import multiprocessing
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-from attacks_server.fastlane_kit import code, mid, passthrough
+from attacks_server.fastlane_kit import ALL, Wire, code, mid, passthrough
 
 from pymprpc.schema import INT, STR, Param, Signature
 from pymprpc.server import Server
@@ -191,3 +192,17 @@ def by_id(replies: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
 def diff(fast: dict[str, Any], general: dict[str, Any]) -> dict[str, Any]:
     keys = sorted(set(fast) | set(general))
     return {k: (fast.get(k), general.get(k)) for k in keys if fast.get(k) != general.get(k)}
+
+
+async def open_wire(port: int, features: list[str] | None = ALL) -> Wire:
+    """`Wire.open`, with a reader that takes large replies under separator framing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024 * 1024)
+    wire = Wire(reader, writer)
+    auth: dict[str, Any] = {"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}}
+    if features is not None:
+        auth["FEATURES"] = features
+    wire.write([auth])
+    wire.welcome = await wire.recv()
+    assert code(wire.welcome) == 100, wire.welcome
+    wire.length = "length-framing" in (wire.welcome.get("FEATURES") or [])
+    return wire
