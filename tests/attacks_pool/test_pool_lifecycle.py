@@ -504,3 +504,28 @@ def test_a_new_call_reusing_a_cancelled_id_gets_its_own_reply(
 
     got = run_on(loop, main, timeout=100)
     assert [row[:3] for row in got] == [("x", 200, 3), ("y", 200, 7), ("z", 200, 11)]
+
+
+def test_a_half_closed_client_gets_its_pool_calls_answered(loop: str, tmp_path: Path) -> None:
+    """docs/protocol.md: a client that shuts down its sending side after sending calls
+    gets every reply (within half_close_timeout), then the server closes."""
+
+    async def scenario(general: bool, tmp: Path) -> Any:
+        async with serving(general, half_close_timeout=30) as (_s, port):
+            w = await Wire.open(port)
+            w.write([call("h", "block", str(tmp), "h"), call("a", "add", 1, 1)])
+            await wait_pid(tmp, "h")
+            w.writer.write_eof()
+            await asyncio.sleep(0.05)
+            release(tmp, "h")
+            got = await w.recv_n(2)
+            try:
+                extra: Any = await asyncio.wait_for(w.reader.read(1), 10)
+            except TimeoutError:
+                extra = "still open"
+            await w.close()
+            return sorted((mid(m), code(m), result(m)) for m in got), extra
+
+    fast, general = both(loop, scenario, tmp_path)
+    assert fast == general
+    assert fast == ([("a", 200, 2), ("h", 200, ["released", "h"])], b"")
