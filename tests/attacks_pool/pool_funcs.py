@@ -373,3 +373,22 @@ def deep(n: int) -> Any:
     for _ in range(n):
         x = [x]
     return x
+
+
+def bad_meta(kind: str) -> Any:
+    """Response metadata a client cannot be sent as it is."""
+    ctx = current_call()
+    if kind == "int-value":
+        ctx.response_metadata["k"] = 5  # type: ignore[assignment]
+    elif kind == "int-key":
+        ctx.response_metadata[5] = "v"  # type: ignore[index]
+    elif kind == "api-int":
+        ctx.set_response_metadata("k", 5)  # type: ignore[arg-type]
+    elif kind == "big":
+        ctx.set_response_metadata("k", "v" * 100_000)
+    elif kind == "many":
+        for i in range(5000):
+            ctx.set_response_metadata(f"k{i}", "v")
+    elif kind == "reserved":
+        ctx.set_response_metadata("", "v")
+    return kind

@@ -56,6 +56,7 @@ PLAIN = (
     f.block,
     f.hold_fds,
     f.deep,
+    f.bad_meta,
 )
 
 
@@ -122,6 +123,7 @@ def build(
         reg(name=f"{k}_gen", executor=kind)(f.returns_gen)
         reg(name=f"{k}_raises", executor=kind)(f.raises)
         reg(name=f"{k}_meta", executor=kind)(f.set_meta)
+        reg(name=f"{k}_bad_meta", executor=kind)(f.bad_meta)
     app_threads = pools.enter_context(ThreadPoolExecutor(2, thread_name_prefix="app"))
     reg(name="a_where", executor=app_threads)(f.where)
     reg(name="a_ctx", executor=app_threads)(f.ctx_fields)

@@ -386,3 +386,32 @@ def test_values_too_deep_to_pickle_fail_their_call_with_a_clear_404(loop: str) -
     assert arg[1] == 404 and "arguments of 'arg_info' cannot be sent" in arg[3]
     assert res[1] == 404 and "result of 'deep' cannot be sent back" in res[3]
     assert ok[:2] == ("ok", 200) and after[:2] == ("after", 200)
+
+
+def test_response_metadata_a_client_cannot_take_fails_alike_everywhere(loop: str) -> None:
+    """Response metadata set in a worker is checked as on a thread or inline: the same
+    reply (405 for what cannot be sent, 404 for a TypeError from the API), with and
+    without interceptors."""
+    kinds = ("int-value", "int-key", "api-int", "big", "many", "reserved")
+
+    async def scenario(general: bool) -> Any:
+        async with serving(general) as (_s, port):
+            w = await Wire.open(port)
+            out: dict[str, Any] = {}
+            for name in ("bad_meta", "t_bad_meta", "i_bad_meta"):
+                for kind in kinds:
+                    (m,) = await w.roundtrip([call(kind, name, kind)])
+                    body = {k: v for k, v in (m.get("MESSAGE") or {}).items() if k != "TRACEBACK"}
+                    text = str(body.pop("MESSAGE", "")).replace(f"{name}()", "<name>()")
+                    body.pop("DATA", None)
+                    out.setdefault(name, []).append((code(m), text, sorted(body.items())))
+            await w.close()
+            return out
+
+    async def main() -> tuple[Any, Any]:
+        return await scenario(False), await scenario(True)
+
+    fast, general = run_on(loop, main, timeout=100)
+    assert fast == general
+    assert fast["bad_meta"] == fast["t_bad_meta"] == fast["i_bad_meta"]
+    assert [c for c, _, _ in fast["bad_meta"]] == [405, 405, 404, 405, 405, 200]

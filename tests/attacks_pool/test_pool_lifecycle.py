@@ -529,3 +529,35 @@ def test_a_half_closed_client_gets_its_pool_calls_answered(loop: str, tmp_path: 
     fast, general = both(loop, scenario, tmp_path)
     assert fast == general
     assert fast == ([("a", 200, 2), ("h", 200, ["released", "h"])], b"")
+
+
+def test_oneway_and_return_false_pool_calls_count_towards_max_inflight(
+    loop: str, tmp_path: Path
+) -> None:
+    """docs/protocol.md: a oneway (or RETURN-false) call counts towards max_inflight
+    while it runs; getresult waits for a kept call still running."""
+
+    async def scenario(general: bool, tmp: Path) -> Any:
+        async with serving(general, max_inflight=2) as (_s, port):
+            w = await Wire.open(port)
+            w.write([call("o", "block", str(tmp), "o", ONEWAY=True)])
+            await wait_pid(tmp, "o")
+            w.write([call("r", "block", str(tmp), "r", RETURN=False)])
+            await wait_pid(tmp, "r")
+            (refused,) = await w.roundtrip([call("n", "add", 1, 1)])
+            release(tmp, "o")
+            for _ in range(2000):  # until the oneway call is done (bounded)
+                (m,) = await w.roundtrip([call("n2", "add", 1, 1)])
+                if code(m) == 200:
+                    break
+                await asyncio.sleep(0.005)
+            w.write([call("g", "system.getresult", "r")])  # waits for "r"
+            await asyncio.sleep(0.1)
+            release(tmp, "r")
+            (g,) = await w.recv_n(1)
+            await w.close()
+            return (mid(refused), code(refused)), (mid(m), code(m)), (mid(g), code(g), result(g))
+
+    fast, general = both(loop, scenario, tmp_path)
+    assert fast == general
+    assert fast == (("n", 503), ("n2", 200), ("g", 200, ["released", "r"]))
