@@ -392,3 +392,18 @@ def bad_meta(kind: str) -> Any:
     elif kind == "reserved":
         ctx.set_response_metadata("", "v")
     return kind
+
+
+def fork_and_die(tmp: str, seconds: float) -> Any:
+    """The worker dies while a child it forked keeps its socket to the server open (the
+    child's pid in `tmp`/child.pid, for the test to end it)."""
+    child = os.fork()
+    if child == 0:
+        p = Path(tmp)
+        (p / ".child").write_text(str(os.getpid()))
+        (p / ".child").rename(p / "child.pid")
+        time.sleep(seconds)
+        os._exit(0)
+    while not (Path(tmp) / "child.pid").exists():
+        time.sleep(0.001)
+    os._exit(3)

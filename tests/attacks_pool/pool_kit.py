@@ -57,6 +57,7 @@ PLAIN = (
     f.hold_fds,
     f.deep,
     f.bad_meta,
+    f.fork_and_die,
 )
 
 

@@ -415,3 +415,36 @@ def test_response_metadata_a_client_cannot_take_fails_alike_everywhere(loop: str
     assert fast == general
     assert fast["bad_meta"] == fast["t_bad_meta"] == fast["i_bad_meta"]
     assert [c for c, _, _ in fast["bad_meta"]] == [405, 405, 404, 405, 405, 200]
+
+
+def test_a_worker_dying_while_its_child_holds_its_socket_fails_its_call(
+    loop: str, tmp_path: Path
+) -> None:
+    """The worker forks a child that keeps the worker's socket open, then dies: no end
+    of file comes, yet its call fails with 404 WorkerDied (the process's exit is seen)
+    long before the child lets go, and the server serves on."""
+
+    async def scenario(general: bool, tmp: Path) -> Any:
+        async with serving(general) as (_s, port):
+            w = await Wire.open(port)
+            try:
+                # The child holds the socket for 60 s; the reply is awaited at most 30 s
+                # (a bound on a hang, not a measure of speed).
+                (m,) = await asyncio.wait_for(
+                    w.roundtrip([call("f", "fork_and_die", str(tmp), 60.0)]), 30
+                )
+            finally:
+                with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+                    os.kill(int((tmp / "child.pid").read_text()), signal.SIGKILL)
+            rest = await w.roundtrip([call(str(i), "add", i, 1) for i in range(6)])
+            await w.close()
+            body = m.get("MESSAGE") or {}
+            return code(m), body.get("EXCEPTION"), sorted(code(r) for r in rest)
+
+    async def main() -> tuple[Any, Any]:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        return await scenario(False, tmp_path / "a"), await scenario(True, tmp_path / "b")
+
+    fast, general = run_on(loop, main, timeout=100)
+    assert fast == general == (404, "WorkerDied", [200] * 6)
