@@ -57,11 +57,6 @@ def test_killing_an_idle_worker_fails_no_single_call_sent_to_it(loop: str, gener
     assert run_on(loop, lambda: _idle_kill(general, 1, 5), timeout=100) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="killing an idle worker fails the first of several calls sent to it as it died "
-    "(404 WorkerDied); README: killing an idle worker fails nothing",
-)
 @pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
 def test_killing_an_idle_worker_fails_no_pipelined_call_sent_to_it(
     loop: str, general: bool

@@ -486,11 +486,6 @@ def test_a_cancelled_pool_call_and_a_new_call_reusing_its_id_alike(
     assert fast == general
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call reusing the ID of a call just CANCELled gets the cancelled call's 407 "
-    "('raised CancelledError without its call being cancelled'); its own reply is lost",
-)
 @pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
 @pytest.mark.parametrize(("pad", "how"), REUSE)
 def test_a_new_call_reusing_a_cancelled_id_gets_its_own_reply(
