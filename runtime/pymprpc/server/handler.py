@@ -371,6 +371,8 @@ class ConnectionHandler(ReusedBufferProtocol):
                     task = self.tasks.get(event.id)
                     if task is not None:
                         self._cancel(event.id, task)
+                        if self._no_reply:  # its ID is retired: a new call may take it
+                            self._no_reply.pop(event.id, None)
                     self._deferred.pop(event.id, None)
                 elif isinstance(event, Authenticated):
                     self._on_authenticated(event)
@@ -688,6 +690,13 @@ class ConnectionHandler(ReusedBufferProtocol):
         if self._eof and len(self.tasks) <= len(self._no_reply) and not self._deferred:
             self.close()  # half-closed by the client, and every call answered
 
+    def _withdrawn(self) -> bool:
+        """Whether the running call was cancelled by its client (CANCEL) or by the end of
+        its connection: then it answers nothing, whatever it does next. Its ID is retired
+        and may be a new call's by now, whose reply its own would take."""
+        cancelled = self._cancelled
+        return cancelled is not None and asyncio.current_task(self.loop) in cancelled
+
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
         task.cancel()
         if self._cancelled is None:
@@ -725,9 +734,12 @@ class ConnectionHandler(ReusedBufferProtocol):
             # no local of it may lead back to the task (the Timeout does), or the cycle
             # keeps the handler's frames and locals alive until the garbage collector runs.
             deadline = None
-            if self._contexts:  # a measured call's (see _execute)
+            # A call cancelled by its client has its ID retired already (a new call's, it
+            # may be): not to be forgotten or released again here.
+            withdrawn = bool(self._cancelled) and self._withdrawn()
+            if self._contexts and not withdrawn:  # a measured call's (see _execute)
                 self._contexts.pop(request.id, None)
-            if not request.returns:
+            if not request.returns and not withdrawn:
                 self.conn.release(request.id)
             self._flush()
             # A call answered within its eager first step was never registered (see
@@ -785,7 +797,12 @@ class ConnectionHandler(ReusedBufferProtocol):
                     result = _encode_result(method, result)
             ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
-            if type(result) in _PLAIN or not is_stream(result):
+            if self._cancelled and self._withdrawn():
+                # Returned although its client cancelled it (it swallowed the cancellation).
+                aclose = getattr(result, "aclose", None) if is_stream(result) else None
+                if aclose is not None:
+                    await aclose()
+            elif type(result) in _PLAIN or not is_stream(result):
                 self.conn.send_result(
                     id, result, deprecated=method.deprecated, metadata=metadata, method=name
                 )
@@ -819,11 +836,10 @@ class ConnectionHandler(ReusedBufferProtocol):
         if isinstance(exc, asyncio.CancelledError):
             # Cancelled by its client or the connection's end: nobody waits for its reply
             # (its ID may already be a new call's, which this must not answer).
-            cancelled = self._cancelled
-            unasked = not cancelled or asyncio.current_task(self.loop) not in cancelled
-            if unasked and self._host.aborting and _being_cancelled():
+            asked = not self._withdrawn()
+            if asked and self._host.aborting and _being_cancelled():
                 self._report(request, kept, self._abort_error(), "")
-            elif unasked and not self._lost and self.conn.awaits_reply(request.id):
+            elif asked and not self._lost and self.conn.awaits_reply(request.id):
                 # Not cancelled by its client (CANCEL retires the ID) nor by the end of
                 # its connection: raised by the handler itself (say, awaiting an inner
                 # task that was cancelled), or its task cancelled by the application.
@@ -833,6 +849,11 @@ class ConnectionHandler(ReusedBufferProtocol):
                 if kept is not None:
                     kept.set_error(CancelledError("the call was cancelled", id=request.id))
                 return False
+        elif self._cancelled and self._withdrawn():
+            # What a call cancelled by its client did instead of ending (it swallowed
+            # the cancellation, then raised): nobody is to be answered, as for the above.
+            if kept is not None:
+                kept.set_error(CancelledError("the call was cancelled", id=request.id))
         elif isinstance(exc, Exception):
             error, frame = as_call_error(exc, request)
             if not isinstance(exc, MPRPCError):
@@ -984,6 +1005,14 @@ class ConnectionHandler(ReusedBufferProtocol):
             chain = compose(interceptors, functools.partial(self._terminal, method, request))
             result = await chain(ctx)
         metadata = ctx.response_metadata if ctx is not None else None
+        if self._cancelled and self._withdrawn():
+            # Returned although its client cancelled it (it swallowed the cancellation).
+            aclose = getattr(result, "aclose", None) if is_stream(result) else None
+            if aclose is not None:
+                await aclose()
+            if kept is not None:
+                kept.set_error(CancelledError("the call was cancelled", id=request.id))
+            return
         if request.oneway:
             aclose = getattr(result, "aclose", None) if is_stream(result) else None
             if aclose is not None:
@@ -1047,6 +1076,8 @@ class ConnectionHandler(ReusedBufferProtocol):
             # under it would otherwise hold up to twice that for a client that reads nothing.
             backlog = transport.get_write_buffer_size if transport is not None else _no_backlog
             async for item in agen:
+                if self._cancelled and self._withdrawn():
+                    return  # cancelled by its client, yet it yielded again: its ID is retired
                 if not conn.send_stream_item(id, item, name):
                     return  # cancelled, or the item could not be delivered (405 sent)
                 sent += 1
