@@ -66,7 +66,7 @@ def test_many_cancel_reuse_rounds_leak_nothing(loop: str, general: bool) -> None
                 await barrier(w, f"warm{i}")
             before_fd = fds()
             before_tasks = len(asyncio.all_tasks())
-            for i in range(120):
+            for i in range(100):
                 kind = ("c_sleep", "p_sleep", "t_sleep", "s_count")[i % 4]
                 old = (
                     call("x", kind, 30, "o") if kind != "s_count" else call("x", kind, 10**6, 0.001)
