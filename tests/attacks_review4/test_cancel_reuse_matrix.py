@@ -54,11 +54,6 @@ def test_reused_id_gets_only_the_new_calls_reply(loop: str, general: bool, old: 
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cancelled handler's own return value / exception / post-cancel stream items "
-    "are sent for the ID, in place of the new call's reply, which is lost",
-)
 @pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
 @pytest.mark.parametrize(
     "old", ["c_swallow", "c_swallow_raise", "c_swallow_slow", "s_swallow", "s_swallow_raise"]
@@ -70,11 +65,6 @@ def test_reused_id_not_answered_by_a_handler_that_outlives_its_cancel(
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after CANCEL of a RETURN:false or oneway call, a new call reusing the ID that "
-    "does not finish at once is never answered",
-)
 @pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
 @pytest.mark.parametrize("old", ["c_retfalse", "p_retfalse", "c_oneway", "p_oneway", "t_oneway"])
 def test_reused_id_after_cancel_of_a_return_false_or_oneway_call(
@@ -91,11 +81,6 @@ def test_reused_id_by_a_call_answered_at_once_after_the_broken_kinds(loop: str, 
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a short pool/thread call reusing the ID of a cancelled RETURN:false/oneway call "
-    "gets no reply; after a swallowing handler it gets the old handler's value",
-)
 @pytest.mark.parametrize("new", ["p", "t"])
 @pytest.mark.parametrize("old", ["c_retfalse", "p_oneway", "c_swallow", "s_swallow"])
 def test_reused_id_by_a_short_pool_or_thread_call_after_the_broken_kinds(

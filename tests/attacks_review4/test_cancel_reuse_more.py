@@ -118,16 +118,9 @@ def test_connection_closes_right_after_cancel_and_reuse(loop: str, general: bool
     run_on(loop, main)
 
 
-SWALLOW_XFAIL = pytest.mark.xfail(
-    strict=True, reason="the swallowing old handler's value is sent for the reused ID"
-)
-
-
 @pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
 @pytest.mark.parametrize("new", ["c_sleep", "p_sleep"])
-@pytest.mark.parametrize(
-    "old", ["c_unwind_slow", pytest.param("c_swallow_slow", marks=SWALLOW_XFAIL)]
-)
+@pytest.mark.parametrize("old", ["c_unwind_slow", "c_swallow_slow"])
 def test_shutdown_while_cancelled_call_unwinds_and_reuser_runs(
     loop: str, general: bool, new: str, old: str
 ) -> None:
