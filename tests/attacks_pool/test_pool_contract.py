@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pickle
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -378,9 +379,25 @@ def test_values_too_deep_to_pickle_fail_their_call_with_a_clear_404(loop: str) -
     fast, general = run_on(loop, main, timeout=100)
     assert fast == general
     (arg, res, ok, after) = fast
-    assert arg[1] == 404 and "arguments of 'arg_info' cannot be sent" in arg[3]
-    assert res[1] == 404 and "result of 'deep' cannot be sent back" in res[3]
+    if _pickles(_nest(1000)):  # Python 3.13's pickler goes deeper than 3.11's and 3.12's
+        assert arg[1] == 200
+    else:
+        assert arg[1] == 404 and "arguments of 'arg_info' cannot be sent" in arg[3]
+    if _pickles(_nest(2000)):
+        # It crosses back, but is too deep for MessagePack: 405, naming the method.
+        assert res[1] == 405 and "deep(): result not delivered" in res[3]
+    else:
+        assert res[1] == 404 and "result of 'deep' cannot be sent back" in res[3]
     assert ok[:2] == ("ok", 200) and after[:2] == ("after", 200)
+
+
+def _pickles(value: Any) -> bool:
+    """Whether this Python's pickle takes `value` (nesting depth is its limit here)."""
+    try:
+        pickle.dumps(value, 5)
+    except RecursionError:
+        return False
+    return True
 
 
 def test_response_metadata_a_client_cannot_take_fails_alike_everywhere(loop: str) -> None:

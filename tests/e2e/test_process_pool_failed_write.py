@@ -25,8 +25,9 @@ from pymprpc.server.workers import pool as pool_module
 pytestmark = pytest.mark.timeout(60)
 
 
-def record(path: str, tag: str) -> str:
-    """Note that `tag` ran (once per run), and return it."""
+def record(path: str, tag: str, delay: float = 0.0) -> str:
+    """Note that `tag` ran (once per run), and return it (after `delay` seconds)."""
+    time.sleep(delay)
     with open(path, "a") as f:
         f.write(tag + "\n")
     return tag
@@ -56,7 +57,9 @@ def test_results_sent_before_a_failed_write_settle_their_calls(
         pool = ProcessPool(targets, 1, 0.0)
         try:
             assert await pool.run("record", "record", (), [log, "warm"], {}) == "warm"
-            first = asyncio.ensure_future(pool.run("record", "record", (), [log, "first"], {}))
+            # `first` takes a moment: its result cannot arrive before the third call's
+            # write is due (two loop passes), even on a busy machine.
+            first = asyncio.ensure_future(pool.run("record", "record", (), [log, "first", 0.2], {}))
             hung = asyncio.ensure_future(pool.run("hang_up", "hang_up", (), [str(marker)], {}))
             (worker,) = pool._workers
             while len(worker.inflight) < 2 or worker.out or worker.write_scheduled:
