@@ -66,7 +66,7 @@ class FakeTransport(asyncio.Transport):
 
 def connect(rpc: AsyncRPC, written: list[Any]) -> FakeTransport:
     """Log `rpc` in to a sans-IO server and give it a fake transport."""
-    loop = rpc._loop = asyncio.get_running_loop()
+    loop = rpc._state.loop = asyncio.get_running_loop()
     conn = rpc._new_connection()
     server = ServerConnection(ServerSettings(), Credentials())
     conn.start()
@@ -75,9 +75,9 @@ def connect(rpc: AsyncRPC, written: list[Any]) -> FakeTransport:
     events: list[ClientEvent] = []
     for chunk in server.chunks_to_send():
         events += conn.receive_data(chunk)
-    protocol = rpc._protocol = _Protocol(rpc, conn, loop)
+    protocol = rpc._state.protocol = _Protocol(rpc, conn, loop)
     transport = FakeTransport(written, protocol)
-    rpc._transport = transport
+    rpc._state.transport = transport
     rpc._welcome = loop.create_future()
     rpc._welcomed(events[0])  # type: ignore[arg-type]
     return transport

@@ -137,7 +137,7 @@ def _client(url: str, config: str, view: str) -> tuple[AsyncCalculatorClient, An
 
 async def _wait_idle_closed(rpc: AsyncRPC) -> None:
     for _ in range(500):
-        if not rpc.connected and rpc._transport is None:
+        if not rpc.connected and rpc._state.transport is None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the server did not close the idle connection")
@@ -161,7 +161,7 @@ def test_typed_bad_args_before_connect_first_call_and_after_close(
             assert await _outcome(c.add(*args)) == expected[name], name
         got = await _outcome(c.add(1, 2))
         assert got[0] == "ConnectionLostError" and "connect()" in got[1], got
-        assert client.rpc._transport is None  # nothing attempted
+        assert client.rpc._state.transport is None  # nothing attempted
         # The first calls right after connect(), bad then good, alternating.
         await client.connect()
         for name, args in BAD.items():
@@ -263,7 +263,11 @@ async def _until_logging_in(rpc: AsyncRPC) -> None:
     """Until the connection being made has its socket but not yet the welcome."""
     for _ in range(100_000):
         conn = rpc._conn
-        if rpc._transport is not None and conn is not None and conn.state.value == "authenticating":
+        if (
+            rpc._state.transport is not None
+            and conn is not None
+            and conn.state.value == "authenticating"
+        ):
             return
         await asyncio.sleep(0)
     raise AssertionError("never saw the login in progress")
@@ -440,7 +444,7 @@ def test_connect_awaited_while_another_connect_logs_in_waits_for_the_login(
         client = AsyncCalculatorClient(running.url)
         rpc = client.rpc
         first = asyncio.ensure_future(client.connect())
-        while rpc._transport is None:  # TCP up, welcome not yet read
+        while rpc._state.transport is None:  # TCP up, welcome not yet read
             await asyncio.sleep(0)
         await client.connect()  # "callers arriving meanwhile share it"
         got = await _outcome(client.add(1, 2) if typed else rpc.call("add", 1, 2))
@@ -478,7 +482,7 @@ def test_a_call_during_login_is_not_a_local_protocol_error(running: RunningServe
     async def main() -> tuple[str, Any]:
         rpc = AsyncRPC(running.url)
         first = asyncio.ensure_future(rpc.connect())
-        while rpc._transport is None:
+        while rpc._state.transport is None:
             await asyncio.sleep(0)
         got = await _outcome(rpc.call("add", 1, 2))
         await first

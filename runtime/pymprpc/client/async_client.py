@@ -103,7 +103,7 @@ class AsyncStream:
         item, nbytes = buffer.items.popleft()  # StreamBuffer.pop, inline
         buffer.size -= nbytes
         client = self._client
-        if client._reading_paused:  # (_consumed's own first test, without its frame)
+        if client._state.reading_paused:  # (_consumed's own first test, without its frame)
             client._consumed()
         return item
 
@@ -129,7 +129,7 @@ class AsyncStream:
         # Leaving `async for` early does not close an async iterator; dropping it does,
         # so a stream nobody reads any more is cancelled on the server too.
         if not self._buffer.done:
-            loop = self._client._loop
+            loop = self._client._state.loop
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._close)
 
@@ -186,6 +186,41 @@ class _Typed(Protocol):
     def unsendable(self, args: Sequence[Any], method: str = "") -> ParamError | None: ...
 
 
+class _State:
+    """What an `AsyncRPC`'s every call reads or writes, kept in slots: `AsyncRPC` has a
+    `__getattr__` (method proxies), and CPython 3.11 never specializes an attribute read
+    on such a class (~300 instructions a read; bench/README.md). A call reads the
+    client's `_state` once, then these at the cost of a slot. One per client, for its
+    whole life; `timeout` and `_reconnect_due` are also the client's properties."""
+
+    __slots__ = (
+        "batching",
+        "loop",
+        "outbox",
+        "protocol",
+        "reading_paused",
+        "reconnect_due",
+        "timeout",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        # The default per-call deadline (`AsyncRPC.timeout`).
+        self.timeout: float | None = None
+        # The next call connects again first (see `BaseRPC._lost_connection`).
+        self.reconnect_due = False
+        # The current connection: its protocol (None once dropped) and transport.
+        self.protocol: _Protocol | None = None
+        self.transport: asyncio.Transport | None = None
+        # The loop the client connected on (None before its first connect).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Messages sent in this loop pass, written at its end (see `AsyncRPC._write`).
+        self.outbox: list[bytes] = []
+        self.batching = False
+        # Reading paused because every stream in flight is full (see `Flow.PAUSE`).
+        self.reading_paused = False
+
+
 class _Protocol(ReusedBufferProtocol):
     """One connection of an `AsyncRPC`, and what its calls read on every call and every
     reply: its core, its loop, the client's map of calls in flight. They are kept here,
@@ -239,7 +274,7 @@ class _Protocol(ReusedBufferProtocol):
         client._on_events(got, len(data))  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.client._protocol is self:  # not an earlier connection closing late
+        if self.client._state.protocol is self:  # not an earlier connection closing late
             self.client._on_lost(exc)
 
 
@@ -263,22 +298,35 @@ class AsyncRPC(BaseRPC):
         loop: asyncio.AbstractEventLoop | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
+        # First: BaseRPC sets `timeout` and `_reconnect_due`, kept there.
+        self._state = _State()
         super().__init__(addr, **options)
-        self._transport: asyncio.Transport | None = None
         self._welcome: asyncio.Future[Welcome] | None = None
         self._pong: asyncio.Future[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._reading_paused = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: list[bytes] = []
-        self._batching = False
         self._connecting: asyncio.Future[None] | None = None
-        self._protocol: _Protocol | None = None  # of the current connection
+
+    @property
+    def timeout(self) -> float | None:
+        """The default deadline of a call, in seconds (None: none)."""
+        return self._state.timeout
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._state.timeout = value
+
+    @property
+    def _reconnect_due(self) -> bool:
+        return self._state.reconnect_due
+
+    @_reconnect_due.setter
+    def _reconnect_due(self, value: bool) -> None:
+        self._state.reconnect_due = value
 
     # -- connection ------------------------------------------------------------------
 
     def _open(self) -> bool:
-        return self._transport is not None
+        return self._state.transport is not None
 
     async def connect(self) -> AsyncRPC:
         """Open the connection and authenticate (callers arriving meanwhile share it).
@@ -306,20 +354,21 @@ class AsyncRPC(BaseRPC):
             self._connecting = None
 
     async def _connect(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
+        state = self._state
+        loop = state.loop = asyncio.get_running_loop()
         conn = self._new_connection()
         self._welcome = loop.create_future()
         try:
             async with asyncio.timeout(self.connect_timeout):
                 self._drop_protocol()  # (dropped already when its connection ended)
-                protocol = self._protocol = _Protocol(self, conn, loop)
+                protocol = state.protocol = _Protocol(self, conn, loop)
                 transport, _ = await loop.create_connection(
                     lambda: protocol,
                     self.address.host,
                     self.address.port,
                     ssl=self._ssl,
                 )
-                self._transport = transport
+                state.transport = transport
                 conn.start()
                 for chunk in conn.chunks_to_send():
                     transport.write(chunk)
@@ -362,18 +411,20 @@ class AsyncRPC(BaseRPC):
         self._drop_protocol()  # its connection_lost, arriving later, is not news
         if self._welcome is not None and not self._welcome.done():
             self._welcome.set_exception(error)  # close() while logging in ends connect()
-        if self._transport is not None:
+        state = self._state
+        if state.transport is not None:
             self._write_now()
-            self._transport.close()
-            self._transport = None
-        self._outbox = []
+            state.transport.close()
+            state.transport = None
+        state.outbox = []
         self._fail_all(error)
 
     def _drop_protocol(self) -> None:
         """Stop using the current connection's protocol (its reads are ignored)."""
-        if self._protocol is not None:
-            self._protocol.detach()
-            self._protocol = None
+        state = self._state
+        if state.protocol is not None:
+            state.protocol.detach()
+            state.protocol = None
 
     async def __aenter__(self) -> AsyncRPC:
         return await self.connect()
@@ -466,7 +517,7 @@ class AsyncRPC(BaseRPC):
 
     def _on_lost(self, exc: Exception | None) -> None:
         self._drop_protocol()
-        self._transport = None
+        self._state.transport = None
         error = self._lost_error(exc)
         if self._welcome is not None and not self._welcome.done():
             self._welcome.set_exception(error)
@@ -481,37 +532,39 @@ class AsyncRPC(BaseRPC):
                 p.stream.finish(error)
         if self._pong is not None and not self._pong.done():
             self._pong.set_exception(error)
-        self._reading_paused = False
+        self._state.reading_paused = False
 
     def _act_on(self, id: str, flow: Flow) -> None:
         """Do what filing an item of stream `id` asked for (see `Flow`)."""
-        if flow is Flow.PAUSE and self._transport is not None:
-            self._transport.pause_reading()
-            self._reading_paused = True
+        state = self._state
+        if flow is Flow.PAUSE and state.transport is not None:
+            state.transport.pause_reading()
+            state.reading_paused = True
         elif flow is Flow.OVERFLOW:
             self._cancel(id)
 
     def _consumed(self) -> None:
         """A stream was read from or closed: reading paused for it may go on."""
-        if self._reading_paused and self._may_resume():
-            self._reading_paused = False
-            if self._transport is not None:
-                self._transport.resume_reading()
+        state = self._state
+        if state.reading_paused and self._may_resume():
+            state.reading_paused = False
+            if state.transport is not None:
+                state.transport.resume_reading()
 
     def _cancel(self, id: str) -> None:
         self._pending.pop(id, None)
         self._unwatch(id)
         conn = self._conn
-        if conn is not None and self._transport is not None and conn.send_cancel(id):
+        if conn is not None and self._state.transport is not None and conn.send_cancel(id):
             self._write(conn.chunks_to_send())
 
     async def _heartbeat(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
         while self.connected:
             await asyncio.sleep(interval)
-            if not self.connected or self._conn is None or self._transport is None:
+            if not self.connected or self._conn is None or self._state.transport is None:
                 return
-            if self._reading_paused:
+            if self._state.reading_paused:
                 continue  # a pong could not be read; the paused stream shows it is alive
             self._pong = loop.create_future()
             self._conn.send_ping()
@@ -520,7 +573,7 @@ class AsyncRPC(BaseRPC):
                 async with asyncio.timeout(interval):
                     await self._pong
             except TimeoutError:
-                if not self._reading_paused:
+                if not self._state.reading_paused:
                     self._abort(self._heartbeat_error(interval))
                     return
             except MPRPCError:
@@ -539,7 +592,7 @@ class AsyncRPC(BaseRPC):
         oneway: bool = False,
         sizes: MessageSizes | None = None,
     ) -> str:
-        if self._reconnect_due:
+        if self._state.reconnect_due:
             if timeout is None or timeout >= self.connect_timeout:
                 await self.connect()
             else:
@@ -572,26 +625,28 @@ class AsyncRPC(BaseRPC):
         """Send `chunks` now; while other calls are pending, messages sent later in the
         same loop pass are joined into writes of up to `MAX_BATCH` pieces, the last at
         the pass's end (fewer syscalls, and the server starts on a batch early)."""
-        if self._batching:
-            outbox = self._outbox
+        state = self._state
+        if state.batching:
+            outbox = state.outbox
             outbox += chunks
             if len(outbox) >= MAX_BATCH:  # the peer starts on these now (see MAX_BATCH)
-                self._outbox = []
+                state.outbox = []
                 self._write_chunks(outbox)
             return
         if self._pending:  # other calls are in flight: more may be sent in this pass
-            self._batching = True
-            (self._loop or asyncio.get_running_loop()).call_soon(self._write_now)
+            state.batching = True
+            (state.loop or asyncio.get_running_loop()).call_soon(self._write_now)
         self._write_chunks(chunks)
 
     def _write_now(self) -> None:
-        self._batching = False
-        if self._outbox:
-            chunks, self._outbox = self._outbox, []
+        state = self._state
+        state.batching = False
+        if state.outbox:
+            chunks, state.outbox = state.outbox, []
             self._write_chunks(chunks)
 
     def _write_chunks(self, chunks: list[bytes]) -> None:
-        transport = self._transport
+        transport = self._state.transport
         if transport is not None and not transport.is_closing():
             if len(chunks) == 1:
                 transport.write(chunks[0])  # the usual case: one call's bytes, as queued
@@ -608,26 +663,26 @@ class AsyncRPC(BaseRPC):
         ctx: ClientCallContext | None = None,
         typed: _Typed | None = None,
     ) -> Any:
+        state = self._state  # (read once: see _State)
         if timeout is CLIENT_DEFAULT:
-            timeout = self.timeout  # a method proxy's direct call (see _direct_call)
+            timeout = state.timeout  # a method proxy's direct call (see _direct_call)
         metadata = None
         sizes = None
         if ctx is not None:
             metadata = ctx.metadata.to_dict() if ctx.metadata else None
             sizes = ctx.sizes
-        # The current connection's core, loop and map of calls are read off its protocol
-        # (see _Protocol: each read off the client costs ~300 instructions on 3.11).
-        link = self._protocol
+        # The current connection's core, loop and map of calls are read off its protocol.
+        link = state.protocol
         conn = None if link is None else link.conn
-        transport = self._transport
+        transport = state.transport
         if link is None or conn is None or transport is None:
             # Not connected: the loop is the running one (asyncio.get_running_loop()
             # costs a getpid() system call per call on 3.11: not on the usual path).
-            loop = self._loop or asyncio.get_running_loop()
+            loop = state.loop or asyncio.get_running_loop()
             usual = False
         else:
             loop = link.loop
-            usual = not self._reconnect_due and conn.state is _READY
+            usual = not state.reconnect_due and conn.state is _READY
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
@@ -659,7 +714,7 @@ class AsyncRPC(BaseRPC):
                 if sizes is not None:
                     self._watch(id, sizes, chunks)
                 pending = link.pending  # the client's _pending
-                if self._batching or pending or len(chunks) != 1 or transport.is_closing():
+                if state.batching or pending or len(chunks) != 1 or transport.is_closing():
                     self._write(chunks)
                 else:
                     transport.write(chunks[0])  # nothing else in flight: at once, as it is
@@ -671,7 +726,7 @@ class AsyncRPC(BaseRPC):
             raise (typed.unsendable(args, method) or exc) from None
         future: asyncio.Future[Any] = loop.create_future()
         pending[id] = (future, method)
-        if self._reading_paused:
+        if state.reading_paused:
             self._consumed()  # a call now waits: reading paused for a full stream goes on
         try:
             if deadline is None:
