@@ -11,6 +11,7 @@ import contextvars
 import gc
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -464,19 +465,31 @@ def test_nothing_is_left_scheduled_after_a_call_that_finished_at_once() -> None:
     assert ran == [0, 1, 2, 3, 4] and errors == []
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("with_args", [True, False])
 def test_a_callback_scheduled_while_the_task_is_made_is_passed_on(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, when: str, with_args: bool
 ) -> None:
-    """If making a task schedules anything besides its step, start_task_caught schedules
-    all of it as asked: the task then starts on the next pass, like a plain task."""
+    """If making a task schedules anything besides its step (before or after it, with
+    arguments or without), start_task_caught schedules all of it as asked, in order: the
+    task then starts on the next pass, like a plain task."""
     if start_task is not start_task_caught:
         pytest.skip("start_task_caught only")
     events: list[str] = []
 
+    def other(loop: asyncio.AbstractEventLoop) -> None:
+        if with_args:
+            loop.call_soon(events.append, "other callback")
+        else:
+            loop.call_soon(lambda: events.append("other callback"))
+
     class ChattyTask(asyncio.Task):  # type: ignore[type-arg]
         def __init__(self, coro: Any, *, loop: asyncio.AbstractEventLoop, **kw: Any) -> None:
-            loop.call_soon(events.append, "other callback")
+            if when == "before":
+                other(loop)
             super().__init__(coro, loop=loop, **kw)
+            if when == "after":
+                other(loop)
 
     async def handler() -> str:
         events.append("step")
@@ -487,9 +500,55 @@ def test_a_callback_scheduled_while_the_task_is_made_is_passed_on(
         task = await from_callback(loop, handler())
         monkeypatch.undo()
         assert task is not None and await task == "ok"
-        assert events == ["other callback", "step"]
+        order = ["other callback", "step"]
+        assert events == (order if when == "before" else order[::-1])
+        caught = eager._catchers.catcher  # nothing left for the next task
+        assert caught.callback is None and caught.context is None and caught.more == []
 
     run(main)
+
+
+def test_tasks_started_on_loops_in_several_threads_each_run_their_own_step() -> None:
+    """The catcher is the thread's: servers on loops in other threads, starting tasks at
+    the same time, each run their own call's step, in its own context."""
+    if start_task is not start_task_caught:
+        pytest.skip("start_task_caught only")
+    calls = 2_000
+    errors: list[str] = []
+
+    async def handler(n: int) -> int:
+        if VAR.get() != f"call {n}":
+            errors.append(f"call {n} ran in the context of {VAR.get()}")
+        return n
+
+    def serve(thread: int) -> None:
+        async def main(loop: asyncio.AbstractEventLoop) -> None:
+            done: asyncio.Future[None] = loop.create_future()
+
+            def start_all() -> None:
+                for n in range(calls):
+                    context = contextvars.copy_context()
+                    context.run(VAR.set, f"call {thread * calls + n}")
+                    if start_task_caught(loop, handler(thread * calls + n), context) is not None:
+                        errors.append(f"call {n} did not finish in its first step")
+                done.set_result(None)
+
+            loop.call_soon(start_all)
+            await done
+
+        run(main)
+
+    threads = [threading.Thread(target=serve, args=(k,)) for k in range(3)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often: within a task's making too
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
 
 
 def test_a_loop_whose_call_soon_someone_shadowed_keeps_it() -> None:
