@@ -394,9 +394,9 @@ def bad_meta(kind: str) -> Any:
     return kind
 
 
-def fork_and_die(tmp: str, seconds: float) -> Any:
-    """The worker dies while a child it forked keeps its socket to the server open (the
-    child's pid in `tmp`/child.pid, for the test to end it)."""
+def fork_and_die(tmp: str, seconds: float, status: int = 3) -> Any:
+    """The worker dies (`os._exit(status)`) while a child it forked keeps its socket to
+    the server open (the child's pid in `tmp`/child.pid, for the test to end it)."""
     child = os.fork()
     if child == 0:
         p = Path(tmp)
@@ -406,4 +406,4 @@ def fork_and_die(tmp: str, seconds: float) -> Any:
         os._exit(0)
     while not (Path(tmp) / "child.pid").exists():
         time.sleep(0.001)
-    os._exit(3)
+    os._exit(status)

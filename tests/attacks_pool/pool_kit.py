@@ -3,7 +3,6 @@ without a pass-through interceptor (the general path), and helpers to compare re
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import multiprocessing
@@ -199,13 +198,4 @@ def diff(fast: dict[str, Any], general: dict[str, Any]) -> dict[str, Any]:
 
 async def open_wire(port: int, features: list[str] | None = ALL) -> Wire:
     """`Wire.open`, with a reader that takes large replies under separator framing."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024 * 1024)
-    wire = Wire(reader, writer)
-    auth: dict[str, Any] = {"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}}
-    if features is not None:
-        auth["FEATURES"] = features
-    wire.write([auth])
-    wire.welcome = await wire.recv()
-    assert code(wire.welcome) == 100, wire.welcome
-    wire.length = "length-framing" in (wire.welcome.get("FEATURES") or [])
-    return wire
+    return await Wire.open(port, features, limit=64 * 1024 * 1024)

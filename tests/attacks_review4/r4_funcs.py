@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attacks_pool.pool_funcs import fork_and_die
+
 from pymprpc import current_call
 
 
@@ -73,18 +75,8 @@ def big_str_result(tmp: str, tag: str, n: int) -> Any:
 
 
 def spawn_then_exit(tmp: str, seconds: float) -> Any:
-    """Spawns a child (subprocess, inheriting nothing but what close_fds keeps... so fork
-    instead) that keeps the worker's descriptors open, then `os._exit`s."""
-    child = os.fork()
-    if child == 0:
-        p = Path(tmp)
-        (p / ".child").write_text(str(os.getpid()))
-        (p / ".child").rename(p / "child.pid")
-        time.sleep(seconds)
-        os._exit(0)
-    while not (Path(tmp) / "child.pid").exists():
-        time.sleep(0.001)
-    os._exit(7)
+    """Forks a child that keeps the worker's descriptors open, then `os._exit(7)`s."""
+    return fork_and_die(tmp, seconds, status=7)
 
 
 def popen_then_exit(tmp: str, seconds: float) -> Any:

@@ -69,8 +69,16 @@ class Wire:
         self.syncs = 0
 
     @classmethod
-    async def open(cls, port: int, features: list[str] | None = ALL, ssl: Any = None) -> Wire:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
+    async def open(
+        cls,
+        port: int,
+        features: list[str] | None = ALL,
+        ssl: Any = None,
+        limit: int = 2**16,
+    ) -> Wire:
+        """Connected and logged in; `limit`: the reader's, the largest reply under
+        separator framing."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl, limit=limit)
         wire = cls(reader, writer)
         auth: dict[str, Any] = {"MPRPC": "0.1", "AUTH": {"USERNAME": None, "PASSWORD": None}}
         if features is not None:
