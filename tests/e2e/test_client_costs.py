@@ -232,3 +232,33 @@ def test_a_call_reads_its_connection_off_the_protocol_not_the_client(
             assert await rpc.coro_add(2, 2) == 4
 
     run_on(loop, main())
+
+
+class _TimeoutFirst(AsyncRPC):
+    """A subclass that sets the default deadline before calling AsyncRPC's __init__."""
+
+    def __init__(self, addr: str, early: float | None) -> None:
+        self.timeout = early
+        super().__init__(addr, timeout=0.05)
+
+
+def test_timeout_is_the_clients_attribute_for_every_call_and_proxy(srv: ServerThread) -> None:
+    """`rpc.timeout` (kept in the client's `_State`) is read by every call as it is when
+    the call starts, through method proxies made before it was set too, and a subclass
+    may set it before AsyncRPC's __init__ (which then sets its own)."""
+
+    async def main() -> None:
+        async with _TimeoutFirst(url(srv), early=9.0) as rpc:
+            assert rpc.timeout == 0.05  # AsyncRPC's __init__ set it last
+            sleep = rpc.sleep  # a proxy made before the change
+            rpc.timeout = None
+            assert await sleep(0.2) == 0.2
+            rpc.timeout = 0.05
+            with pytest.raises(MPRPCError, match="deadline"):
+                await sleep(0.5)
+            assert await rpc.sleep.with_options(timeout=2)(0.1) == 0.1  # its own wins
+            other = AsyncRPC(url(srv), timeout=3)
+            assert other.timeout == 3 and rpc.timeout == 0.05  # each client its own
+            assert other._state is not rpc._state
+
+    arun(main(), timeout=10)

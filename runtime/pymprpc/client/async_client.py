@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol, TypeAlias, Unpack
+from typing import Any, Final, Protocol, Self, TypeAlias, Unpack
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
@@ -290,6 +290,14 @@ class AsyncRPC(BaseRPC):
 
     _how_to_connect = "use 'async with AsyncRPC(...)' or await connect()"
     _pending: dict[str, _Waiting | Pending]
+    _state: _State
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """A client with its per-call state (`_State`) made before any `__init__` runs:
+        `BaseRPC.__init__` sets `timeout` in it, and so may a subclass before calling it."""
+        client = super().__new__(cls)
+        client._state = _State()
+        return client
 
     def __init__(
         self,
@@ -298,8 +306,6 @@ class AsyncRPC(BaseRPC):
         loop: asyncio.AbstractEventLoop | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        # First: BaseRPC sets `timeout` and `_reconnect_due`, kept there.
-        self._state = _State()
         super().__init__(addr, **options)
         self._welcome: asyncio.Future[Welcome] | None = None
         self._pong: asyncio.Future[None] | None = None
