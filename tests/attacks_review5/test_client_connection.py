@@ -123,12 +123,6 @@ def test_failed_reconnect_then_server_back(loop: str) -> None:
     run_on(loop, main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (pre-existing, also before both changes): a refused reconnect leaves "
-    "the welcome future's ConnectionLostError unretrieved: asyncio logs 'Future "
-    "exception was never retrieved' at ERROR",
-)
 @pytest.mark.logs_errors  # checked by the test itself
 def test_a_refused_reconnect_logs_no_unretrieved_future(
     loop: str, caplog: pytest.LogCaptureFixture

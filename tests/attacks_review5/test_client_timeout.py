@@ -219,21 +219,11 @@ def test_vars_and_getattr_agree_on_timeout() -> None:
     assert rpc.timeout == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: vars(rpc) no longer holds 'timeout' (moved into rpc._state); "
-    "vars(rpc)['timeout'] raises KeyError, it worked before",
-)
 def test_vars_still_shows_timeout() -> None:
     rpc = AsyncRPC("tcp://127.0.0.1:1", timeout=3)
     assert vars(rpc)["timeout"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: copy.copy(rpc) shares the slotted _state: setting the copy's timeout "
-    "changes the original's (and the two share transport/outbox/batching flags)",
-)
 def test_copy_copy_has_its_own_timeout() -> None:
     rpc = AsyncRPC("tcp://127.0.0.1:1", timeout=3)
     twin = copy.copy(rpc)
@@ -279,11 +269,6 @@ def test_unknown_attribute_is_still_a_method_proxy() -> None:
 # -- subclasses ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a subclass __init__ that sets self.timeout before super().__init__ now "
-    "raises AttributeError('_state') (the property reads state not yet made)",
-)
 def test_subclass_sets_timeout_before_super_init() -> None:
     class Mine(AsyncRPC):
         def __init__(self, addr: str) -> None:
@@ -323,12 +308,6 @@ def test_subclass_other_attributes_before_super_init(loop: str) -> None:
     run_on(loop, main)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a subclass with a class attribute `timeout` shadows the property: "
-    "rpc.timeout = 0.05 lands in the instance dict, method proxies read _state.timeout "
-    "(None) and never time out, while rpc.call() does",
-)
 def test_subclass_with_class_level_timeout_default(loop: str) -> None:
     class Mine(AsyncRPC):
         timeout = 7.0
@@ -348,11 +327,6 @@ def test_subclass_with_class_level_timeout_default(loop: str) -> None:
     assert run_on(loop, main) == ["deadline", "deadline"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a subclass overriding `timeout` with its own property is ignored by "
-    "method proxies (they read _state.timeout), rpc.call() honours it",
-)
 def test_subclass_with_its_own_timeout_property(loop: str) -> None:
     class Mine(AsyncRPC):
         @property

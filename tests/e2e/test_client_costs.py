@@ -196,10 +196,10 @@ def test_a_call_reads_its_connection_off_the_protocol_not_the_client(
     srv: ServerThread, monkeypatch: pytest.MonkeyPatch, loop: str
 ) -> None:
     """A plain call and its reply read the core, the loop, the map of calls and the
-    measuring flag off the connection's `_Protocol` (slots), and the client's default
-    deadline, transport, batching and paused state off its `_State` (slots), read once
-    per call: on 3.11 every attribute read on `AsyncRPC` (a class with `__getattr__`)
-    takes the slow, unspecialized lookup (~300 instructions each)."""
+    measuring flag off the connection's `_Protocol` (slots), and the client's transport,
+    batching and paused state off its `_State` (slots), read once per call: on 3.11
+    every attribute read on `AsyncRPC` (a class with `__getattr__`) takes the slow,
+    unspecialized lookup (~300 instructions each)."""
     reads: dict[str, int] = {}
     counting = False
 
@@ -220,9 +220,10 @@ def test_a_call_reads_its_connection_off_the_protocol_not_the_client(
                 assert await rpc.coro_add(i, 1) == i + 1
             counting = False
             monkeypatch.undo()
-            # Per call: the method proxy (it holds the bound call) and the client's
+            # Per call: the method proxy (it holds the bound call), the default deadline
+            # (a plain attribute: subclasses and copies rely on it) and the client's
             # state; per reply: nothing.
-            assert reads == {"coro_add": 20, "_state": 20}
+            assert reads == {"coro_add": 20, "timeout": 20, "_state": 20}
             # Dropped with its connection: a late read of it is ignored.
             await rpc.reconnect()
             assert protocol.conn is None and rpc._state.protocol is not protocol
@@ -243,7 +244,7 @@ class _TimeoutFirst(AsyncRPC):
 
 
 def test_timeout_is_the_clients_attribute_for_every_call_and_proxy(srv: ServerThread) -> None:
-    """`rpc.timeout` (kept in the client's `_State`) is read by every call as it is when
+    """`rpc.timeout` is read by every call as it is when
     the call starts, through method proxies made before it was set too, and a subclass
     may set it before AsyncRPC's __init__ (which then sets its own)."""
 

@@ -191,7 +191,9 @@ class _State:
     `__getattr__` (method proxies), and CPython 3.11 never specializes an attribute read
     on such a class (~300 instructions a read; bench/README.md). A call reads the
     client's `_state` once, then these at the cost of a slot. One per client, for its
-    whole life; `timeout` and `_reconnect_due` are also the client's properties."""
+    whole life; `_reconnect_due` is also the client's (a property). The public `timeout`
+    stays a plain attribute of the client (subclasses, `vars()` and copies see it as
+    before), read once per call."""
 
     __slots__ = (
         "batching",
@@ -200,13 +202,10 @@ class _State:
         "protocol",
         "reading_paused",
         "reconnect_due",
-        "timeout",
         "transport",
     )
 
     def __init__(self) -> None:
-        # The default per-call deadline (`AsyncRPC.timeout`).
-        self.timeout: float | None = None
         # The next call connects again first (see `BaseRPC._lost_connection`).
         self.reconnect_due = False
         # The current connection: its protocol (None once dropped) and transport.
@@ -293,8 +292,8 @@ class AsyncRPC(BaseRPC):
     _state: _State
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        """A client with its per-call state (`_State`) made before any `__init__` runs:
-        `BaseRPC.__init__` sets `timeout` in it, and so may a subclass before calling it."""
+        """A client with its per-call state (`_State`) made before any `__init__` runs
+        (`BaseRPC.__init__` sets `_reconnect_due` in it)."""
         client = super().__new__(cls)
         client._state = _State()
         return client
@@ -311,15 +310,6 @@ class AsyncRPC(BaseRPC):
         self._pong: asyncio.Future[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Future[None] | None = None
-
-    @property
-    def timeout(self) -> float | None:
-        """The default deadline of a call, in seconds (None: none)."""
-        return self._state.timeout
-
-    @timeout.setter
-    def timeout(self, value: float | None) -> None:
-        self._state.timeout = value
 
     @property
     def _reconnect_due(self) -> bool:
@@ -364,6 +354,9 @@ class AsyncRPC(BaseRPC):
         loop = state.loop = asyncio.get_running_loop()
         conn = self._new_connection()
         self._welcome = loop.create_future()
+        # Its error is raised by this connect when it awaits it; when connecting failed
+        # before that (refused, timed out), nobody will: not a "never retrieved" log.
+        self._welcome.add_done_callback(_retrieve)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 self._drop_protocol()  # (dropped already when its connection ended)
@@ -671,7 +664,7 @@ class AsyncRPC(BaseRPC):
     ) -> Any:
         state = self._state  # (read once: see _State)
         if timeout is CLIENT_DEFAULT:
-            timeout = state.timeout  # a method proxy's direct call (see _direct_call)
+            timeout = self.timeout  # a method proxy's direct call (see _direct_call)
         metadata = None
         sizes = None
         if ctx is not None:
@@ -788,10 +781,11 @@ class AsyncRPC(BaseRPC):
         await self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
-    """Mark a finished connect's exception as seen (asyncio logs it otherwise)."""
-    if not task.cancelled():
-        task.exception()
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished connect's (or welcome's) exception as seen (asyncio logs it
+    otherwise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 __all__ = ["AsyncRPC", "AsyncStream"]
