@@ -13,7 +13,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import pytest
+from attacks_server.fastlane_kit import run_on as _run_on
 
 from pymprpc import current_call
 from pymprpc.server import Server
@@ -21,10 +21,6 @@ from pymprpc.testing import server_url
 
 VAR: contextvars.ContextVar[Any] = contextvars.ContextVar("review5_var", default="unset")
 HELD: contextvars.ContextVar[Any] = contextvars.ContextVar("review5_held", default=None)
-
-
-class Escaped(AssertionError):
-    """A BaseException escaped the event loop."""
 
 
 class CustomBase(BaseException):
@@ -45,16 +41,9 @@ class Probe:
 
 
 def run_on(loop: str, main: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    """Run `main()` on a fresh asyncio or uvloop loop, bounded in time."""
-    factory = None
-    if loop == "uvloop":
-        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
-        factory = uvloop.new_event_loop
-    try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(main(), timeout))  # type: ignore[arg-type]
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
-        raise Escaped(f"{type(exc).__name__} escaped the event loop: {exc!r}") from None
+    """`fastlane_kit.run_on` (a fresh asyncio or uvloop loop; a BaseException escaping
+    it fails the test), bounded by 20 s here."""
+    return _run_on(loop, main, timeout)
 
 
 def _raise(kind: str) -> None:
