@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pymprpc.errors import MPRPCError
@@ -191,6 +191,59 @@ def test_several_replies_per_read_agree_with_receive_data(
         stream[flip[0] % len(stream)] = flip[1]
     general, fast = with_calls(), with_calls()
     for piece in (bytes(stream[:cut]), bytes(stream[cut:])):
+        assert shape(fast.receive_replies(piece)) == shape(general.receive_data(piece))
+        assert fast._pending == general._pending
+        assert fast.state is general.state
+
+
+OTHER = "c0ffee00-0000-4000-8000-000000000003"  # a second call whose stream started
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([STARTED, STARTED, OTHER, KNOWN, "d" * 36]),
+            st.sampled_from(["item", "item", "item", "result", "end", "error"]),
+            values | st.binary(min_size=4090, max_size=4100),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.lists(st.integers(0, 600), max_size=3),
+    st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)), max_size=2),
+)
+@example([(STARTED, "item", 1), (STARTED, "end", None), (STARTED, "item", 2)], [], [])
+@example([(STARTED, "item", 1), (STARTED, "error", None), (STARTED, "item", 2)], [], [])
+@example([(STARTED, "item", 1), (OTHER, "item", 2), (STARTED, "item", 3)], [], [])
+@example([(STARTED, "item", 1), (STARTED, "item", 2)], [], [(77, 0x64)])  # in the 2nd ID
+def test_interleaved_streams_read_in_one_go_agree_with_receive_data(
+    replies: list[tuple[str, str, Any]],
+    cuts: list[int],
+    flips: list[tuple[int, int]],
+) -> None:
+    # Two streams' items interleaved with results, ends and errors, in reads cut
+    # anywhere, some bytes changed: the fast lane remembers the last stream item's
+    # envelope, and must still give exactly what the general path gives (an item after
+    # its stream ended is dropped; a changed ID or code is not the remembered one).
+    stream = bytearray()
+    for id, kind, value in replies:
+        if kind == "item":
+            reply = messages.stream_item(id, value)
+        elif kind == "result":
+            reply = messages.result(id, value)
+        elif kind == "end":
+            reply = messages.response(messages.Code.STREAM_END, id)
+        else:
+            reply = messages.response(messages.Code.SERVER_ERROR, id, MESSAGE="boom")
+        stream += framed(msgpack.packb(reply, use_bin_type=True))
+    for at, byte in flips:
+        stream[at % len(stream)] = byte
+    general, fast = with_calls(), with_calls()
+    general._pending[OTHER] = fast._pending[OTHER] = True
+    bounds = [0, *sorted(cut % (len(stream) + 1) for cut in cuts), len(stream)]
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        piece = bytes(stream[start:stop])
         assert shape(fast.receive_replies(piece)) == shape(general.receive_data(piece))
         assert fast._pending == general._pending
         assert fast.state is general.state

@@ -98,10 +98,56 @@ def agree(
         fast.send_result(id, value, deprecated=deprecated, metadata=metadata)
         with mock.patch.object(connection, "_FLAT_TYPES", frozenset()):
             general.send_result(id, value, deprecated=deprecated, metadata=metadata)
-        assert fast.pending_bytes == general.pending_bytes
-        assert fast.chunks_to_send() == general.chunks_to_send()
-        assert fast._inflight == general._inflight
-        assert fast.closed == general.closed
+        compare(fast, general)
+
+
+def agree_items(items: list[tuple[str, Any]], max_message_size: int, features: Any) -> None:
+    """Send `items` as stream items (202) on a connection with the fast path and on one
+    without it, and compare everything that comes out, the sent flag too."""
+    fast, general = ready(max_message_size, features), ready(max_message_size, features)
+    for id, value in items:
+        for conn in (fast, general):
+            conn._inflight[id] = True  # a stream that started
+        sent = fast.send_stream_item(id, value, "count")
+        with mock.patch.object(connection, "_FLAT_TYPES", frozenset()):
+            assert sent == general.send_stream_item(id, value, "count")
+        compare(fast, general)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.text(min_size=1), st.integers(0, 300).map(lambda n: "i" * (n + 1))),
+            st.one_of(flat, others),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([200, 70_000, 1 << 20]),
+    st.sampled_from([None, ["length-framing"], ["length-framing", "metadata"]]),
+)
+def test_a_flat_stream_item_is_sent_as_the_general_path_sends_it(
+    items: list[tuple[str, Any]], max_message_size: int, features: list[str] | None
+) -> None:
+    agree_items(items, max_message_size, features)
+
+
+def test_flat_stream_items_around_the_chunk_and_size_limits_are_sent_as_the_general_path_does() -> (
+    None
+):
+    for limit in (65_000, 65_536, 1 << 20):
+        for n in range(32_740, 32_800, 3):
+            for id in ("a", "b" * 40):
+                agree_items([(id, "é" * n), (id, "é" * n + "x")], limit, ["length-framing"])
+
+
+def compare(fast: ServerConnection, general: ServerConnection) -> None:
+    """Everything the two connections queued and hold is the same."""
+    assert fast.pending_bytes == general.pending_bytes
+    assert fast.chunks_to_send() == general.chunks_to_send()
+    assert fast._inflight == general._inflight
+    assert fast.closed == general.closed
 
 
 def test_a_flat_result_is_one_chunk_packed_once() -> None:

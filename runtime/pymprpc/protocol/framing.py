@@ -207,16 +207,33 @@ class LengthFramer:
             RemoteProtocolError: a length prefix announces more than the maximum message
                 size.
         """
+        buffer, spans = self.feed_spans(data)
+        if not spans:
+            return []
+        view = memoryview(buffer)
+        return [view[spans[i] : spans[i + 1]] for i in range(0, len(spans), 2)]
+
+    def feed_spans(self, data: bytes) -> tuple[bytes | bytearray, list[int]]:
+        """Buffer `data`; return the bytes that hold every payload now complete, and
+        where each starts and ends in them, flat: `[start, end, start, end, ...]`.
+
+        `feed` without a view per payload, for a reader that compares and slices the
+        bytes itself (many small frames per read: a view costs more than its payload).
+        The bytes returned are the caller's: the framer keeps no reference to them.
+
+        Raises:
+            RemoteProtocolError: a length prefix announces more than the maximum message
+                size.
+        """
         buffer: bytes | bytearray = data
         if self._buffer:
             self._buffer += data
             if len(self._buffer) < self._need:
-                return []
-            # Hand the whole buffer over: the frames returned are views into it, and a
+                return data[:0], []
+            # Hand the whole buffer over: the caller may keep views into it, and a
             # bytearray with views exported cannot be resized, so we start a new one.
             buffer, self._buffer = self._buffer, bytearray()
-        frames: list[Payload] = []
-        view = memoryview(buffer)
+        spans: list[int] = []
         pos, end = 0, len(buffer)
         need = LENGTH_PREFIX_SIZE
         while end - pos >= LENGTH_PREFIX_SIZE:
@@ -231,14 +248,15 @@ class LengthFramer:
             if stop > end:
                 need = LENGTH_PREFIX_SIZE + size
                 break
-            frames.append(view[pos + LENGTH_PREFIX_SIZE : stop])
+            spans.append(pos + LENGTH_PREFIX_SIZE)
+            spans.append(stop)
             pos = stop
         if pos < end:
-            self._buffer = bytearray(view[pos:])
+            self._buffer = bytearray(memoryview(buffer)[pos:])
             self._need = need
         else:
             self._need = LENGTH_PREFIX_SIZE
-        return frames
+        return buffer, spans
 
     def frame(self, payload: bytes) -> list[bytes]:
         """The 4-byte length prefix and the payload (one chunk if small, two if large).
