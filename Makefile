@@ -77,7 +77,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # Benchmarks against gRPC aio and a raw asyncio floor; prints the table of ratios.
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m bench --runs 7 --write-readme
+	$(BIN)/python -m bench --runs 8 --write-readme
 
 clean:
 	rm -rf $(VENV) .venv312 .venv313 site .mypy_cache .ruff_cache .pytest_cache .hypothesis

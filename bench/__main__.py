@@ -736,6 +736,12 @@ def main() -> None:
             # pymprpc-1w, pymprpc-2w: a process pool of that size
             workers = int(key[-2]) if key.endswith("w") and key[-2].isdigit() else None
             servers.start(key, system, uvloop=key.endswith("uvloop"), workers=workers)
+        if args.runs > 1 and args.runs % 2:
+            print(
+                f"note: {args.runs} rounds run the rows forward {args.runs // 2 + 1} times and "
+                f"in reverse {args.runs // 2}: an even number balances the two orders",
+                file=sys.stderr,
+            )
         for run in range(1, args.runs + 1):
             # Every other round runs the rows in reverse, so that no row of a compared
             # pair always comes first (and after the heaviest rows of the workload before).
