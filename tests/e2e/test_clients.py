@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -364,3 +367,52 @@ def test_compression_option_and_its_legacy_spelling(srv: ServerThread) -> None:
             client("tcp://h:1", compression="gzip")
         with pytest.raises(ValueError, match="not both"):
             client("tcp://h:1", compression="zlib", compreser="bz2")
+
+
+def ticking_server(fake: Callable[..., OldServer], ticks: int, every: float) -> OldServer:
+    """A server that never answers a ping nor any call but `ticks`, which it answers
+    with a stream of `ticks` items, one every `every` seconds (then its end): data flows,
+    pongs never come."""
+
+    def on_call(conn: socket.socket, msg: dict[str, Any]) -> None:
+        if msg.get("METHOD") != "ticks":
+            return  # a ping, or any other call: swallowed
+        id = msg["ID"]
+
+        def tick() -> None:
+            with contextlib.suppress(OSError):
+                send(conn, {"MPRPC": "0.1", "CODE": 201, "MESSAGE": {"ID": id}})
+                for i in range(ticks):
+                    time.sleep(every)
+                    send(conn, {"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": id, "RESULT": i}})
+                send(conn, {"MPRPC": "0.1", "CODE": 206, "MESSAGE": {"ID": id}})
+
+        threading.Thread(target=tick, daemon=True).start()
+
+    return fake(on_call)
+
+
+def test_heartbeat_counts_any_data_received_as_alive(fake: Callable[..., OldServer]) -> None:
+    # docs/protocol.md: a client pings when nothing was received for `heart_beat`
+    # seconds. A stream whose items keep coming (the pong stuck behind them, or a server
+    # that never answers pings at all) is a live connection: only silence is death.
+    server = ticking_server(fake, ticks=24, every=0.05)  # 1.2 s of items, 6 heartbeats
+
+    async def main() -> None:
+        async with AsyncRPC(server.url, heart_beat=0.2) as rpc:
+            assert [item async for item in await rpc.ticks()] == list(range(24))
+            assert rpc.connected
+            # Then silence, and no pong: dead within a ping's interval and its wait.
+            with pytest.raises(ConnectionLostError, match="no heartbeat reply"):
+                await asyncio.wait_for(rpc.silent(), 5)
+
+    arun(main(), timeout=20)
+
+
+def test_sync_heartbeat_counts_any_data_received_as_alive(fake: Callable[..., OldServer]) -> None:
+    server = ticking_server(fake, ticks=24, every=0.05)
+    with RPC(server.url, heart_beat=0.2) as rpc:
+        assert list(rpc.ticks()) == list(range(24))
+        assert rpc.connected
+        with pytest.raises(ConnectionLostError, match="no heartbeat reply"):
+            rpc.silent()

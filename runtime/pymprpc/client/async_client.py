@@ -227,7 +227,7 @@ class _Protocol(ReusedBufferProtocol):
     proxies), and CPython 3.11 never specializes an attribute read on such a class
     (~300 instructions more per read, a dozen reads per call; bench/README.md)."""
 
-    __slots__ = ("client", "conn", "loop", "measure", "pending")  # one per connection: no dict
+    __slots__ = ("client", "conn", "heard", "loop", "measure", "pending")  # one per connection
 
     def __init__(
         self, client: AsyncRPC, conn: ClientConnection, loop: asyncio.AbstractEventLoop
@@ -237,6 +237,8 @@ class _Protocol(ReusedBufferProtocol):
         # ignored.
         self.conn: ClientConnection | None = conn
         self.loop = loop
+        # Something was received since the heartbeat last looked (AsyncRPC._heartbeat).
+        self.heard = False
         # The client's map (the same object: the client replaces it only in _fail_all,
         # after dropping its connection) and whether replies' sizes are measured.
         self.pending = client._pending
@@ -253,6 +255,7 @@ class _Protocol(ReusedBufferProtocol):
         conn = self.conn
         if conn is None:
             return  # an earlier connection's late read
+        self.heard = True
         client = self.client
         if self.measure:  # an interceptor wants each reply's size: the general path
             client._on_data(data)
@@ -558,11 +561,24 @@ class AsyncRPC(BaseRPC):
             self._write(conn.chunks_to_send())
 
     async def _heartbeat(self, interval: float) -> None:
+        """Ping when nothing was received for `interval` seconds; end the connection
+        when nothing (a pong or anything else) comes within `interval` more: anything
+        received shows it alive, as for `RPC`'s reader (docs/protocol.md). A pong can
+        wait behind a stream's items the client is still reading."""
         loop = asyncio.get_running_loop()
         while self.connected:
             await asyncio.sleep(interval)
-            if not self.connected or self._conn is None or self._state.transport is None:
+            protocol = self._state.protocol
+            if (
+                not self.connected
+                or self._conn is None
+                or self._state.transport is None
+                or protocol is None
+            ):
                 return
+            if protocol.heard:
+                protocol.heard = False
+                continue  # something came within the interval: no need to ask
             if self._state.reading_paused:
                 continue  # a pong could not be read; the paused stream shows it is alive
             self._pong = loop.create_future()
@@ -572,11 +588,12 @@ class AsyncRPC(BaseRPC):
                 async with asyncio.timeout(interval):
                     await self._pong
             except TimeoutError:
-                if not self._state.reading_paused:
+                if not self._state.reading_paused and not protocol.heard:
                     self._abort(self._heartbeat_error(interval))
                     return
             except MPRPCError:
                 return
+            protocol.heard = False  # the next interval counts from the pong (or data)
 
     # -- calls -----------------------------------------------------------------------
 

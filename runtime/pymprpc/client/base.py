@@ -136,8 +136,8 @@ class BaseRPC:
     `addr` is `tcp://user:password@host:port` (`tls://` for TLS with default
     verification, or pass `ssl=`). Options: `debug` sends JSON; `compression` ("zlib",
     "bz2" or "lzma"; `compreser` is its 0.0.3 spelling) compresses every message;
-    `heart_beat` pings every N seconds and fails every pending call if a pong does not
-    come back within N seconds; `timeout` is the default per-call deadline in seconds
+    `heart_beat` pings when nothing was received for N seconds and fails every pending
+    call if nothing (a pong or anything else) comes within N more seconds; `timeout` is the default per-call deadline in seconds
     (`rpc.name.with_options(timeout=...)` overrides it); `connect_timeout` bounds
     connecting and logging in; `max_message_size` bounds a message either way;
     `features` are the extensions to ask for; `stream_buffer_size` bounds the unread
