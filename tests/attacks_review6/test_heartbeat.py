@@ -262,37 +262,158 @@ def _real_server() -> tuple[Server, threading.Thread, Any, threading.Event]:
     return server, t, holder, ready
 
 
-def test_many_clients_tiny_heartbeat_under_load() -> None:
-    """20 clients with heart_beat=0.01..0.05 on one real server (own thread), streaming
-    and calling for ~2 s: no false 'dead' connection."""
+@pytest.fixture
+def process_server() -> Any:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("heartbeat_server.py"))],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("tcp://"), url
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _load(url: str, tolerate_deaths: bool, beats: tuple[float, float] = (0.01, 0.05)) -> list[Any]:
+    clients = [AsyncRPC(url, heart_beat=beats[k % 2]) for k in range(20)]
+    for c in clients:
+        await c.connect()
+    deaths: list[Any] = []
+
+    async def work(k: int, c: AsyncRPC) -> None:
+        end_at = time.monotonic() + 2
+        while time.monotonic() < end_at:
+            try:
+                if k % 3 == 0:
+                    got = [x async for x in await c.gen(300)]
+                    assert [g[0] for g in got] == list(range(300))
+                else:
+                    assert await c.add(k, 1) == k + 1
+                    await asyncio.sleep(0.03)
+            except ConnectionLostError as exc:
+                if not tolerate_deaths:
+                    raise
+                assert "heartbeat" in str(exc)
+                deaths.append(k)
+                await c.reconnect()
+
+    try:
+        await asyncio.gather(*(work(k, c) for k, c in enumerate(clients)))
+        await asyncio.sleep(0.3)  # idle: pings and pongs only
+        for k, c in enumerate(clients):
+            if tolerate_deaths and not c.connected:
+                await c.reconnect()
+            assert await c.add(k, k) == 2 * k
+    finally:
+        for c in clients:
+            await c.close()
+    return deaths
+
+
+def test_many_clients_heartbeat_under_load(process_server: str) -> None:
+    """20 clients with heart_beat=0.1 / 0.2 on one real server (its own process),
+    streaming and calling for ~2 s: no false 'dead' connection."""
+    assert run(_load(process_server, tolerate_deaths=False, beats=(0.1, 0.2))) == []
+
+
+def test_many_clients_tiny_heartbeat_under_load(process_server: str) -> None:
+    """The same with heart_beat=0.01 / 0.05: on a busy 2-core machine a pong can take
+    more than 10 ms (observed: about one run in three declares a connection dead, as
+    the documented rule says). Each death is a clean ConnectionLostError naming the
+    heartbeat, and reconnect() brings the client back."""
+    run(_load(process_server, tolerate_deaths=True))
+
+
+def test_tiny_heartbeat_server_in_same_process_recovers() -> None:
+    """The same with the server in a thread of this process: its pongs can wait more
+    than 10 ms for the GIL, so a death is as documented (nothing within N); each such
+    death must be a clean ConnectionLostError and reconnect() must work."""
+    server, thread, holder, _ = _real_server()
+    try:
+        run(_load(server_url(server), tolerate_deaths=True))
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def test_blocking_client_paused_consumer_then_dead_server() -> None:
+    """RPC: a burst far above stream_buffer_size, then silence (no pongs, no FIN). The
+    consumer reads one item and stops for 5 N: not dead; then reads on: every item,
+    then ConnectionLostError in bounded time."""
+    n = 0.2
+    count = 400
+
+    async def main() -> None:
+        async with raw_server(Streamer(), answer_pings=False) as s:
+            def blocking() -> tuple[list[Any], float, bool]:
+                with RPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc:
+                    it = iter(rpc.gen(0, count, "silent"))
+                    got = [next(it)]
+                    time.sleep(5 * n)
+                    alive = rpc.connected
+                    t_last = time.monotonic()
+                    with pytest.raises(ConnectionLostError):
+                        for x in it:
+                            got.append(x)
+                            t_last = time.monotonic()
+                    return got, time.monotonic() - t_last, alive
+
+            got, took, alive = await asyncio.to_thread(blocking)
+            assert alive
+            assert [g[0] for g in got] == list(range(count))
+            assert took < 3 * n + 1.0, took
+
+    run(main())
+
+
+def test_blocking_client_paused_stream_waiting_call_dead_server() -> None:
+    n = 0.2
+
+    async def main() -> None:
+        async with raw_server(Streamer(), answer_pings=False) as s:
+            def blocking() -> float:
+                with RPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc:
+                    stream = rpc.gen(0, 400, "silent")
+                    time.sleep(3 * n)
+                    t0 = time.monotonic()
+                    with pytest.raises(ConnectionLostError):
+                        rpc.add(1, 2, timeout=10)
+                    del stream
+                    return time.monotonic() - t0
+
+            took = await asyncio.to_thread(blocking)
+            assert took < 3 * n + 1.0, took
+
+    run(main())
+
+
+def test_consumer_blocking_its_loop_is_not_declared_dead() -> None:
+    """heart_beat=0.05 while the consumer blocks its own loop for 0.2 s (4 N) between
+    items of a live server's stream: the delay is the client's, not the server's."""
     server, thread, holder, _ = _real_server()
     try:
         url = server_url(server)
 
         async def main() -> None:
-            clients = [AsyncRPC(url, heart_beat=(0.01 if k % 2 else 0.05)) for k in range(20)]
-            for c in clients:
-                await c.connect()
-
-            async def work(k: int, c: AsyncRPC) -> None:
-                end_at = time.monotonic() + 2
-                while time.monotonic() < end_at:
-                    if k % 3 == 0:
-                        n = 300
-                        got = [x async for x in await c.gen(n)]
-                        assert [g[0] for g in got] == list(range(n))
-                    else:
-                        assert await c.add(k, 1) == k + 1
-                        await asyncio.sleep(0.03)
-
-            try:
-                await asyncio.gather(*(work(k, c) for k, c in enumerate(clients)))
-                await asyncio.sleep(0.3)  # idle: pings and pongs only
-                for k, c in enumerate(clients):
-                    assert await c.add(k, k) == 2 * k
-            finally:
-                for c in clients:
-                    await c.close()
+            async with AsyncRPC(url, heart_beat=0.05) as rpc:
+                got = []
+                async for x in await rpc.gen(12):
+                    got.append(x[0])
+                    time.sleep(0.2)
+                assert got == list(range(12))
+                time.sleep(0.2)
+                await asyncio.sleep(0)
+                assert await rpc.add(1, 2) == 3
 
         run(main())
     finally:
