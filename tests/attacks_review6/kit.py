@@ -49,7 +49,9 @@ OnCall = Callable[["RawConn", dict[str, Any]], Awaitable[None] | None]
 
 
 class RawConn:
-    def __init__(self, server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -89,11 +91,18 @@ class RawConn:
         if "AUTH" in msg:
             feats = msg.get("FEATURES")
             welcome: dict[str, Any] = {
-                "MPRPC": "0.1", "CODE": 100, "VERSION": None, "DESC": None,
-                "DEBUG": False, "COMPRESER": None, "TIMEOUT": 0,
+                "MPRPC": "0.1",
+                "CODE": 100,
+                "VERSION": None,
+                "DESC": None,
+                "DEBUG": False,
+                "COMPRESER": None,
+                "TIMEOUT": 0,
             }
             if feats is not None:
-                welcome["FEATURES"] = sorted(set(feats) & {"length-framing", "cancel"}) if srv.framing else []
+                welcome["FEATURES"] = (
+                    sorted(set(feats) & {"length-framing", "cancel"}) if srv.framing else []
+                )
             self.write(pack(welcome) + SEP)
             self.framing = srv.framing and feats is not None and "length-framing" in feats
             return

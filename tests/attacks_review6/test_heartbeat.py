@@ -14,7 +14,7 @@ import pytest
 
 from attacks_review6.kit import end, item, raw_server, result, start
 from pymprpc.client import RPC, AsyncRPC
-from pymprpc.errors import ConnectionLostError, MPRPCError
+from pymprpc.errors import ConnectionLostError
 from pymprpc.server import Server
 from pymprpc.testing import server_url
 
@@ -64,10 +64,12 @@ def test_stream_without_pongs_stays_alive() -> None:
     n = 0.2
 
     async def main() -> None:
-        async with raw_server(Streamer(), answer_pings=False) as s:
-            async with AsyncRPC(s.url, heart_beat=n) as rpc:
-                got = [x async for x in await rpc.gen(n / 4, 40, "end")]  # ~2 s = 10 N
-                assert got == list(range(40))
+        async with (
+            raw_server(Streamer(), answer_pings=False) as s,
+            AsyncRPC(s.url, heart_beat=n) as rpc,
+        ):
+            got = [x async for x in await rpc.gen(n / 4, 40, "end")]  # ~2 s = 10 N
+            assert got == list(range(40))
 
     run(main())
 
@@ -75,19 +77,21 @@ def test_stream_without_pongs_stays_alive() -> None:
 @pytest.mark.parametrize("n", [0.1, 0.3])
 def test_silent_mid_stream_dies_in_time(n: float) -> None:
     async def main() -> None:
-        async with raw_server(Streamer(), answer_pings=False) as s:
-            async with AsyncRPC(s.url, heart_beat=n) as rpc:
-                stream = await rpc.gen(0.01, 5, "silent")
-                got = []
-                t0 = None
-                with pytest.raises(ConnectionLostError, match="heartbeat"):
-                    async for x in stream:
-                        got.append(x)
-                        t0 = time.monotonic()
-                assert got == list(range(5))
-                assert t0 is not None
-                took = time.monotonic() - t0
-                assert took < 3 * n + 0.5, took
+        async with (
+            raw_server(Streamer(), answer_pings=False) as s,
+            AsyncRPC(s.url, heart_beat=n) as rpc,
+        ):
+            stream = await rpc.gen(0.01, 5, "silent")
+            got = []
+            t0 = None
+            with pytest.raises(ConnectionLostError, match="heartbeat"):
+                async for x in stream:
+                    got.append(x)
+                    t0 = time.monotonic()
+            assert got == list(range(5))
+            assert t0 is not None
+            took = time.monotonic() - t0
+            assert took < 3 * n + 0.5, took
 
     run(main())
 
@@ -98,12 +102,14 @@ def test_silent_server_plain_call_dies_in_time() -> None:
     async def main() -> None:
         sc = Streamer()
         sc.silent = True
-        async with raw_server(sc, answer_pings=False) as s:
-            async with AsyncRPC(s.url, heart_beat=n) as rpc:
-                t0 = time.monotonic()
-                with pytest.raises(ConnectionLostError, match="heartbeat"):
-                    await rpc.add(1, 2)
-                assert time.monotonic() - t0 < 3 * n + 0.5
+        async with (
+            raw_server(sc, answer_pings=False) as s,
+            AsyncRPC(s.url, heart_beat=n) as rpc,
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(ConnectionLostError, match="heartbeat"):
+                await rpc.add(1, 2)
+            assert time.monotonic() - t0 < 3 * n + 0.5
 
     run(main())
 
@@ -116,20 +122,22 @@ def test_paused_consumer_not_declared_dead_then_dead_server_found() -> None:
     count = 400  # ~400 KB against a 64 KiB buffer
 
     async def main() -> None:
-        async with raw_server(Streamer(), answer_pings=False) as s:
-            async with AsyncRPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc:
-                stream = await rpc.gen(0, count, "silent")
-                it = stream.__aiter__()
-                got = [await it.__anext__()]
-                await asyncio.sleep(5 * n)
-                assert rpc.connected
-                t_last = time.monotonic()
-                with pytest.raises(ConnectionLostError):
-                    while True:
-                        got.append(await it.__anext__())
-                        t_last = time.monotonic()
-                assert [g[0] for g in got] == list(range(count))
-                assert time.monotonic() - t_last < 3 * n + 1.0
+        async with (
+            raw_server(Streamer(), answer_pings=False) as s,
+            AsyncRPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc,
+        ):
+            stream = await rpc.gen(0, count, "silent")
+            it = stream.__aiter__()
+            got = [await it.__anext__()]
+            await asyncio.sleep(5 * n)
+            assert rpc.connected
+            t_last = time.monotonic()
+            with pytest.raises(ConnectionLostError):
+                while True:
+                    got.append(await it.__anext__())
+                    t_last = time.monotonic()
+            assert [g[0] for g in got] == list(range(count))
+            assert time.monotonic() - t_last < 3 * n + 1.0
 
     run(main())
 
@@ -141,15 +149,17 @@ def test_paused_stream_and_waiting_call_dead_server() -> None:
 
     async def main() -> None:
         sc = Streamer()
-        async with raw_server(sc, answer_pings=False) as s:
-            async with AsyncRPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc:
-                stream = await rpc.gen(0, 400, "silent")
-                await asyncio.sleep(3 * n)
-                t0 = time.monotonic()
-                with pytest.raises(ConnectionLostError):
-                    await asyncio.wait_for(rpc.add(1, 2), 10)
-                assert time.monotonic() - t0 < 3 * n + 1.0
-                del stream
+        async with (
+            raw_server(sc, answer_pings=False) as s,
+            AsyncRPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc,
+        ):
+            stream = await rpc.gen(0, 400, "silent")
+            await asyncio.sleep(3 * n)
+            t0 = time.monotonic()
+            with pytest.raises(ConnectionLostError):
+                await asyncio.wait_for(rpc.add(1, 2), 10)
+            assert time.monotonic() - t0 < 3 * n + 1.0
+            del stream
 
     run(main())
 
@@ -199,6 +209,7 @@ def test_blocking_client_silent_mid_stream() -> None:
 
     async def main() -> None:
         async with raw_server(Streamer(), answer_pings=False) as s:
+
             def blocking() -> float:
                 with RPC(s.url, heart_beat=n) as rpc:
                     got = []
@@ -221,6 +232,7 @@ def test_blocking_client_stream_without_pongs_alive() -> None:
 
     async def main() -> None:
         async with raw_server(Streamer(), answer_pings=False) as s:
+
             def blocking() -> list[Any]:
                 with RPC(s.url, heart_beat=n) as rpc:
                     return list(rpc.gen(n / 4, 30, "end"))
@@ -272,7 +284,9 @@ def process_server() -> Any:
     env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("heartbeat_server.py"))],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -284,7 +298,9 @@ def process_server() -> Any:
         proc.wait(10)
 
 
-async def _load(url: str, tolerate_deaths: bool, beats: tuple[float, float] = (0.01, 0.05)) -> list[Any]:
+async def _load(
+    url: str, tolerate_deaths: bool, beats: tuple[float, float] = (0.01, 0.05)
+) -> list[Any]:
     clients = [AsyncRPC(url, heart_beat=beats[k % 2]) for k in range(20)]
     for c in clients:
         await c.connect()
@@ -338,7 +354,7 @@ def test_tiny_heartbeat_server_in_same_process_recovers() -> None:
     """The same with the server in a thread of this process: its pongs can wait more
     than 10 ms for the GIL, so a death is as documented (nothing within N); each such
     death must be a clean ConnectionLostError and reconnect() must work."""
-    server, thread, holder, _ = _real_server()
+    server, thread, _holder, _ = _real_server()
     try:
         run(_load(server_url(server), tolerate_deaths=True))
     finally:
@@ -355,6 +371,7 @@ def test_blocking_client_paused_consumer_then_dead_server() -> None:
 
     async def main() -> None:
         async with raw_server(Streamer(), answer_pings=False) as s:
+
             def blocking() -> tuple[list[Any], float, bool]:
                 with RPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc:
                     it = iter(rpc.gen(0, count, "silent"))
@@ -381,6 +398,7 @@ def test_blocking_client_paused_stream_waiting_call_dead_server() -> None:
 
     async def main() -> None:
         async with raw_server(Streamer(), answer_pings=False) as s:
+
             def blocking() -> float:
                 with RPC(s.url, heart_beat=n, stream_buffer_size=64 * 1024) as rpc:
                     stream = rpc.gen(0, 400, "silent")
@@ -400,7 +418,7 @@ def test_blocking_client_paused_stream_waiting_call_dead_server() -> None:
 def test_consumer_blocking_its_loop_is_not_declared_dead() -> None:
     """heart_beat=0.05 while the consumer blocks its own loop for 0.2 s (4 N) between
     items of a live server's stream: the delay is the client's, not the server's."""
-    server, thread, holder, _ = _real_server()
+    server, thread, _holder, _ = _real_server()
     try:
         url = server_url(server)
 

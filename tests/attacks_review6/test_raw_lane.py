@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgpack
 import pytest
 
-from attacks_review6.kit import end, frame, item, pack, raw_server, reply, result, start
+from attacks_review6.kit import end, frame, item, pack, raw_server, result, start
 from pymprpc.client import AsyncRPC
-from pymprpc.errors import ConnectionLostError, MPRPCError, RemoteProtocolError
+from pymprpc.errors import MPRPCError, RemoteProtocolError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,9 +46,13 @@ def test_smoke_stream_in_one_write() -> None:
     vals = [0, -1, 2**63, -(2**63), 1.5, None, True, "é", b"\x00", [1, {2: 3}], "x" * 5000]
 
     async def main() -> None:
-        async with raw_server(one_shot(lambda i, c, m: start(i) + b"".join(item(i, v) for v in vals) + end(i))) as s:
-            async with AsyncRPC(s.url) as rpc:
-                assert await drain(await rpc.gen()) == vals
+        async with (
+            raw_server(
+                one_shot(lambda i, c, m: start(i) + b"".join(item(i, v) for v in vals) + end(i))
+            ) as s,
+            AsyncRPC(s.url) as rpc,
+        ):
+            assert await drain(await rpc.gen()) == vals
 
     run(main())
 
@@ -99,21 +102,20 @@ def test_interleaved_streams_one_write_and_ids_one_byte_off() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                assert s.conns[0].framing
-                data = b""
-                for i in range(36):
-                    data += item(a, ("a", i)) + item(flip(a, i), ("x", i)) + item(b, ("b", i))
-                    data += item(flip(b, i), ("y", i)) + item(a, ("a2", i))
-                data += end(a) + end(b)
-                sc.conn.write(data)
-                got_a = await drain(sa)
-                got_b = await drain(sb)
-                assert got_a == [x for i in range(36) for x in (["a", i], ["a2", i])]
-                assert got_b == [["b", i] for i in range(36)]
-                assert await rpc.add(1, 2) == 3
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            assert s.conns[0].framing
+            data = b""
+            for i in range(36):
+                data += item(a, ("a", i)) + item(flip(a, i), ("x", i)) + item(b, ("b", i))
+                data += item(flip(b, i), ("y", i)) + item(a, ("a2", i))
+            data += end(a) + end(b)
+            sc.conn.write(data)
+            got_a = await drain(sa)
+            got_b = await drain(sb)
+            assert got_a == [x for i in range(36) for x in (["a", i], ["a2", i])]
+            assert got_b == [["b", i] for i in range(36)]
+            assert await rpc.add(1, 2) == 3
 
     run(main())
 
@@ -124,19 +126,18 @@ def test_items_after_end_do_not_reach_next_stream() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                sc.conn.write(item(a, 1) + end(a) + item(a, 2) + item(b, 10) + item(a, 3) + item(b, 11))
-                assert await drain(sa) == [1]
-                sc.conn.write(item(a, 4) + item(b, 12) + end(b) + item(b, 13))
-                assert await drain(sb) == [10, 11, 12]
-                # a new stream right after: nothing of A's or B's reaches it
-                tc = asyncio.ensure_future(rpc.gen("c"))
-                (c,) = (await sc.wait("gen", 3))[2:]
-                sc.conn.write(item(a, 5) + start(c) + item(b, 14) + item(c, 20) + item(a, 6) + end(c))
-                assert await drain(await tc) == [20]
-                assert await rpc.add(2, 2) == 4
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            sc.conn.write(item(a, 1) + end(a) + item(a, 2) + item(b, 10) + item(a, 3) + item(b, 11))
+            assert await drain(sa) == [1]
+            sc.conn.write(item(a, 4) + item(b, 12) + end(b) + item(b, 13))
+            assert await drain(sb) == [10, 11, 12]
+            # a new stream right after: nothing of A's or B's reaches it
+            tc = asyncio.ensure_future(rpc.gen("c"))
+            (c,) = (await sc.wait("gen", 3))[2:]
+            sc.conn.write(item(a, 5) + start(c) + item(b, 14) + item(c, 20) + item(a, 6) + end(c))
+            assert await drain(await tc) == [20]
+            assert await rpc.add(2, 2) == 4
 
     run(main())
 
@@ -147,17 +148,18 @@ def test_result_200_with_a_started_streams_id() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                sc.conn.write(item(a, 1) + item(b, 1) + result(a, 99) + item(a, 2) + item(b, 2) + end(b))
-                got: list[Any] = []
-                with pytest.raises(RemoteProtocolError):
-                    async for x in sa:
-                        got.append(x)
-                assert 99 not in got and 2 not in got
-                assert await drain(sb) == [1, 2]
-                assert await rpc.add(3, 4) == 7
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            sc.conn.write(
+                item(a, 1) + item(b, 1) + result(a, 99) + item(a, 2) + item(b, 2) + end(b)
+            )
+            got: list[Any] = []
+            with pytest.raises(RemoteProtocolError):
+                async for x in sa:
+                    got.append(x)
+            assert 99 not in got and 2 not in got
+            assert await drain(sb) == [1, 2]
+            assert await rpc.add(3, 4) == 7
 
     run(main())
 
@@ -167,17 +169,16 @@ def test_result_200_alone_in_a_read_for_a_started_stream() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                await asyncio.sleep(0.05)
-                sc.conn.write(result(a, 99))
-                await asyncio.sleep(0.05)
-                sc.conn.write(item(b, 1) + end(b))
-                with pytest.raises(RemoteProtocolError):
-                    await drain(sa)
-                assert await drain(sb) == [1]
-                assert await rpc.add(3, 4) == 7
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            await asyncio.sleep(0.05)
+            sc.conn.write(result(a, 99))
+            await asyncio.sleep(0.05)
+            sc.conn.write(item(b, 1) + end(b))
+            with pytest.raises(RemoteProtocolError):
+                await drain(sa)
+            assert await drain(sb) == [1]
+            assert await rpc.add(3, 4) == 7
 
     run(main())
 
@@ -185,18 +186,17 @@ def test_result_200_alone_in_a_read_for_a_started_stream() -> None:
 def test_item_before_start_and_second_start() -> None:
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                ta = asyncio.ensure_future(rpc.gen("a"))
-                tb = asyncio.ensure_future(rpc.gen("b"))
-                a, b = await sc.wait("gen", 2)
-                sc.conn.write(item(a, 1) + start(b) + item(b, 1) + start(b) + item(b, 2))
-                with pytest.raises(RemoteProtocolError):
-                    await asyncio.wait_for(ta, 5)
-                sb = await tb
-                with pytest.raises(RemoteProtocolError):
-                    await drain(sb)
-                assert await rpc.add(3, 4) == 7
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            ta = asyncio.ensure_future(rpc.gen("a"))
+            tb = asyncio.ensure_future(rpc.gen("b"))
+            a, b = await sc.wait("gen", 2)
+            sc.conn.write(item(a, 1) + start(b) + item(b, 1) + start(b) + item(b, 2))
+            with pytest.raises(RemoteProtocolError):
+                await asyncio.wait_for(ta, 5)
+            sb = await tb
+            with pytest.raises(RemoteProtocolError):
+                await drain(sb)
+            assert await rpc.add(3, 4) == 7
 
     run(main())
 
@@ -207,9 +207,15 @@ def other_layouts(id: str, value: Any) -> list[bytes]:
         frame(pack({"CODE": 202, "MESSAGE": {"ID": id, "RESULT": value}, "MPRPC": "0.1"})),
         frame(pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"RESULT": value, "ID": id}})),
         frame(pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": id, "RESULT": value}, "X": 1})),
-        frame(pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": id, "RESULT": value, "Y": [1]}})),
+        frame(
+            pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": id, "RESULT": value, "Y": [1]}})
+        ),
         # str8 header for a short value / the ID's str encoded with a str16 header
-        frame(pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": id, "RESULT": value}})[:-0 or None]),
+        frame(
+            pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": id, "RESULT": value}})[
+                : -0 or None
+            ]
+        ),
     ]
 
 
@@ -225,32 +231,40 @@ def test_other_layouts_and_key_orders() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                data = b""
-                expect = []
-                n = 0
-                for _ in range(3):
-                    for k in range(len(other_layouts(a, 0))):
-                        data += other_layouts(a, n)[k]
-                        expect.append(n)
-                        n += 1
-                        data += item(a, n)
-                        expect.append(n)
-                        n += 1
-                    # an item with the ID in a str16 header
-                    payload = (
-                        b"\x83" + pack("MPRPC") + pack("0.1") + pack("CODE") + pack(202)
-                        + pack("MESSAGE") + b"\x82" + pack("ID") + id_str16(a) + pack("RESULT") + pack(n)
-                    )
-                    data += frame(payload)
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            data = b""
+            expect = []
+            n = 0
+            for _ in range(3):
+                for k in range(len(other_layouts(a, 0))):
+                    data += other_layouts(a, n)[k]
                     expect.append(n)
                     n += 1
-                data += end(a) + end(b)
-                sc.conn.write(data)
-                assert await drain(sa) == expect
-                assert await drain(sb) == []
+                    data += item(a, n)
+                    expect.append(n)
+                    n += 1
+                # an item with the ID in a str16 header
+                payload = (
+                    b"\x83"
+                    + pack("MPRPC")
+                    + pack("0.1")
+                    + pack("CODE")
+                    + pack(202)
+                    + pack("MESSAGE")
+                    + b"\x82"
+                    + pack("ID")
+                    + id_str16(a)
+                    + pack("RESULT")
+                    + pack(n)
+                )
+                data += frame(payload)
+                expect.append(n)
+                n += 1
+            data += end(a) + end(b)
+            sc.conn.write(data)
+            assert await drain(sa) == expect
+            assert await drain(sb) == []
 
     run(main())
 
@@ -308,7 +322,9 @@ def test_invalid_msgpack_value_in_item(bad_value: bytes) -> None:
                 sa, sb, a, b = await two_streams(rpc, sc)
                 good = pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": a, "RESULT": None}})
                 payload = good[:-1] + bad_value
-                sc.conn.write(item(a, 1) + frame(payload) + item(a, 2) + item(b, 7) + end(a) + end(b))
+                sc.conn.write(
+                    item(a, 1) + frame(payload) + item(a, 2) + item(b, 7) + end(a) + end(b)
+                )
                 got: list[Any] = []
                 with pytest.raises(RemoteProtocolError):
                     async for x in sa:
@@ -332,7 +348,7 @@ def test_id_not_utf8() -> None:
             rpc = AsyncRPC(s.url)
             await rpc.connect()
             try:
-                sa, sb, a, b = await two_streams(rpc, sc)
+                sa, _sb, a, b = await two_streams(rpc, sc)
                 good = pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": a, "RESULT": 5}})
                 bad = good.replace(a.encode(), a.encode()[:-1] + b"\xff")
                 sc.conn.write(item(a, 1) + frame(bad) + item(a, 2) + end(a) + end(b))
@@ -354,38 +370,55 @@ def test_segmentation_every_cut(chunk: int) -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                tc = asyncio.ensure_future(rpc.gen("c"))
-                (c,) = (await sc.wait("gen", 3))[2:]
-                calls = [asyncio.ensure_future(rpc.plain(i)) for i in range(20)]
-                await sc.wait("plain", 20)
-                pids = sc.ids["plain"]
-                vals = [0, 2**64 - 1, -(2**63), "é" * 2000, b"\xff" * 4096, "x" * 4090, [None, {1: 2}], 1.5]
-                if chunk < 64:  # bounded in time: one big value only
-                    vals = [0, 2**64 - 1, -(2**63), "é" * 20, b"\xff" * 4096, "x" * 40, [None, {1: 2}], 1.5]
-                data = start(c)
-                for i in range(60):
-                    v = vals[i % len(vals)]
-                    data += item(a, [i, v]) + item(b, i) + item(c, [v, i])
-                    if i < 20:
-                        data += result(pids[i], [i, v])
-                data += end(a) + end(b) + end(c)
-                for k in range(0, len(data), chunk):
-                    sc.conn.write(data[k : k + chunk])
-                    if k % (chunk * 16) == 0:
-                        await sc.conn.drain()
-                        await asyncio.sleep(0)
-                await sc.conn.drain()
-                sc_ = await tc
-                ga, gb, gc = await asyncio.gather(drain(sa, 15), drain(sb, 15), drain(sc_, 15))
-                exp = [[i, vals[i % len(vals)]] for i in range(60)]
-                assert ga == exp
-                assert gb == list(range(60))
-                assert gc == [[vals[i % len(vals)], i] for i in range(60)]
-                for i, t in enumerate(calls):
-                    assert await t == [i, vals[i % len(vals)]]
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            tc = asyncio.ensure_future(rpc.gen("c"))
+            (c,) = (await sc.wait("gen", 3))[2:]
+            calls = [asyncio.ensure_future(rpc.plain(i)) for i in range(20)]
+            await sc.wait("plain", 20)
+            pids = sc.ids["plain"]
+            vals = [
+                0,
+                2**64 - 1,
+                -(2**63),
+                "é" * 2000,
+                b"\xff" * 4096,
+                "x" * 4090,
+                [None, {1: 2}],
+                1.5,
+            ]
+            if chunk < 64:  # bounded in time: one big value only
+                vals = [
+                    0,
+                    2**64 - 1,
+                    -(2**63),
+                    "é" * 20,
+                    b"\xff" * 4096,
+                    "x" * 40,
+                    [None, {1: 2}],
+                    1.5,
+                ]
+            data = start(c)
+            for i in range(60):
+                v = vals[i % len(vals)]
+                data += item(a, [i, v]) + item(b, i) + item(c, [v, i])
+                if i < 20:
+                    data += result(pids[i], [i, v])
+            data += end(a) + end(b) + end(c)
+            for k in range(0, len(data), chunk):
+                sc.conn.write(data[k : k + chunk])
+                if k % (chunk * 16) == 0:
+                    await sc.conn.drain()
+                    await asyncio.sleep(0)
+            await sc.conn.drain()
+            sc_ = await tc
+            ga, gb, gc = await asyncio.gather(drain(sa, 15), drain(sb, 15), drain(sc_, 15))
+            exp = [[i, vals[i % len(vals)]] for i in range(60)]
+            assert ga == exp
+            assert gb == list(range(60))
+            assert gc == [[vals[i % len(vals)], i] for i in range(60)]
+            for i, t in enumerate(calls):
+                assert await t == [i, vals[i % len(vals)]]
 
     run(main())
 
@@ -397,23 +430,22 @@ def test_aclose_while_server_keeps_sending() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                sc.conn.write(item(a, "a0") + item(a, "a1") + item(b, "b0"))
-                it = sa.__aiter__()
-                assert await it.__anext__() == "a0"
-                await sa.aclose()
-                tc = asyncio.ensure_future(rpc.gen("c"))
-                (c,) = (await sc.wait("gen", 3))[2:]
-                data = start(c)
-                for i in range(100):
-                    data += item(a, f"a{i}") + item(c, i) + item(b, f"b{i + 1}")
-                data += end(a) + end(c) + end(b)
-                sc.conn.write(data)
-                assert await drain(await tc) == list(range(100))
-                assert await drain(sb) == [f"b{i}" for i in range(101)]
-                assert await rpc.add(1, 1) == 2
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, sb, a, b = await two_streams(rpc, sc)
+            sc.conn.write(item(a, "a0") + item(a, "a1") + item(b, "b0"))
+            it = sa.__aiter__()
+            assert await it.__anext__() == "a0"
+            await sa.aclose()
+            tc = asyncio.ensure_future(rpc.gen("c"))
+            (c,) = (await sc.wait("gen", 3))[2:]
+            data = start(c)
+            for i in range(100):
+                data += item(a, f"a{i}") + item(c, i) + item(b, f"b{i + 1}")
+            data += end(a) + end(c) + end(b)
+            sc.conn.write(data)
+            assert await drain(await tc) == list(range(100))
+            assert await drain(sb) == [f"b{i}" for i in range(101)]
+            assert await rpc.add(1, 1) == 2
 
     run(main())
 
@@ -430,26 +462,37 @@ def test_unhashable_map_keys_and_ext_same_on_both_layouts() -> None:
 
     async def main() -> None:
         sc = Script()
-        async with raw_server(sc) as s:
-            async with AsyncRPC(s.url) as rpc:
-                sa, sb, a, b = await two_streams(rpc, sc)
-                data = b""
-                for rv in raw_values:
-                    ours = pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": a, "RESULT": None}})[:-1] + rv
-                    other = (
-                        b"\x83" + pack("CODE") + pack(202) + pack("MPRPC") + pack("0.1")
-                        + pack("MESSAGE") + b"\x82" + pack("RESULT") + rv + pack("ID") + pack(a)
-                    )
-                    data += frame(ours) + frame(other)
-                data += end(a) + end(b)
-                sc.conn.write(data)
-                got = await drain(sa)
-                assert len(got) == 2 * len(raw_values)
-                for k in range(len(raw_values)):
-                    assert got[2 * k] == got[2 * k + 1], (got[2 * k], got[2 * k + 1])
-                    assert type(got[2 * k]) is type(got[2 * k + 1])
-                assert got[0] == {(1, 2): "x"}
-                assert await rpc.add(1, 1) == 2
+        async with raw_server(sc) as s, AsyncRPC(s.url) as rpc:
+            sa, _sb, a, b = await two_streams(rpc, sc)
+            data = b""
+            for rv in raw_values:
+                ours = (
+                    pack({"MPRPC": "0.1", "CODE": 202, "MESSAGE": {"ID": a, "RESULT": None}})[:-1]
+                    + rv
+                )
+                other = (
+                    b"\x83"
+                    + pack("CODE")
+                    + pack(202)
+                    + pack("MPRPC")
+                    + pack("0.1")
+                    + pack("MESSAGE")
+                    + b"\x82"
+                    + pack("RESULT")
+                    + rv
+                    + pack("ID")
+                    + pack(a)
+                )
+                data += frame(ours) + frame(other)
+            data += end(a) + end(b)
+            sc.conn.write(data)
+            got = await drain(sa)
+            assert len(got) == 2 * len(raw_values)
+            for k in range(len(raw_values)):
+                assert got[2 * k] == got[2 * k + 1], (got[2 * k], got[2 * k + 1])
+                assert type(got[2 * k]) is type(got[2 * k + 1])
+            assert got[0] == {(1, 2): "x"}
+            assert await rpc.add(1, 1) == 2
 
     run(main())
 
@@ -464,7 +507,7 @@ def test_oversized_item_frame() -> None:
             rpc = AsyncRPC(s.url, max_message_size=100_000)
             await rpc.connect()
             try:
-                sa, sb, a, b = await two_streams(rpc, sc)
+                sa, sb, a, _b = await two_streams(rpc, sc)
                 sc.conn.write(item(a, 1) + item(a, "z" * 100_001) + item(a, 2) + end(a))
                 got: list[Any] = []
                 with pytest.raises(MPRPCError):

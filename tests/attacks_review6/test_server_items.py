@@ -26,7 +26,7 @@ class IE(enum.IntEnum):
     A = 7
 
 
-class SE(str, enum.Enum):
+class SE(enum.StrEnum):
     S = "sv"
 
 
@@ -43,12 +43,54 @@ class MyFloat(float):
 
 
 VALUES: list[Any] = [
-    0, 1, -1, 127, 128, -32, -33, 255, 256, 2**16, 2**32, 2**63 - 1, 2**63, 2**64 - 1,
-    -(2**63), 0.0, -0.0, 1.5, 1e308, 5e-324, float("inf"), float("-inf"), True, False,
-    None, "", "a", "é" * 3, "\U0001f600", "日本語", "x" * 31, "x" * 32, "x" * 255,
-    "x" * 256, "x" * 65535, "x" * 65536, b"", b"\x00" * 4096, [], {}, [1, [2, [3]]],
-    {1: "a", -2: "b"}, {"k": {"n": [None, True]}}, "y" * 4096, "y" * 4095, "y" * 4097,
-    b"z" * 65536, "w" * (1024 * 200),
+    0,
+    1,
+    -1,
+    127,
+    128,
+    -32,
+    -33,
+    255,
+    256,
+    2**16,
+    2**32,
+    2**63 - 1,
+    2**63,
+    2**64 - 1,
+    -(2**63),
+    0.0,
+    -0.0,
+    1.5,
+    1e308,
+    5e-324,
+    float("inf"),
+    float("-inf"),
+    True,
+    False,
+    None,
+    "",
+    "a",
+    "é" * 3,
+    "\U0001f600",
+    "日本語",
+    "x" * 31,
+    "x" * 32,
+    "x" * 255,
+    "x" * 256,
+    "x" * 65535,
+    "x" * 65536,
+    b"",
+    b"\x00" * 4096,
+    [],
+    {},
+    [1, [2, [3]]],
+    {1: "a", -2: "b"},
+    {"k": {"n": [None, True]}},
+    "y" * 4096,
+    "y" * 4095,
+    "y" * 4097,
+    b"z" * 65536,
+    "w" * (1024 * 200),
 ]
 ODD: list[Any] = [IE.A, SE.S, MyStr("ms"), MyInt(5), MyFloat(2.5), float("nan")]
 
@@ -79,8 +121,14 @@ def build(**options: Any) -> Server:
             raise ValueError("mid-way")
         elif kind.startswith("bad:"):
             yield 1
-            yield {"bigint": 2**64, "set": {1}, "obj": object(), "surrogate": "\ud800",
-                   "bigint_flat": 2**64, "neg": -(2**63) - 1}[kind[4:]]
+            yield {
+                "bigint": 2**64,
+                "set": {1},
+                "obj": object(),
+                "surrogate": "\ud800",
+                "bigint_flat": 2**64,
+                "neg": -(2**63) - 1,
+            }[kind[4:]]
             yield 3
         elif kind.startswith("str:"):
             yield "s" * int(kind[4:])
@@ -128,8 +176,11 @@ def test_every_value_round_trips_async() -> None:
         async with AsyncRPC(url) as rpc:
             got = [x async for x in await rpc.gen("values")]
             assert len(got) == len(VALUES)
-            for g, v in zip(got, VALUES):
-                assert same(g, expected(v)), (g if len(repr(g)) < 80 else repr(g)[:80], v if len(repr(v)) < 80 else repr(v)[:80])
+            for g, v in zip(got, VALUES, strict=False):
+                assert same(g, expected(v)), (
+                    g if len(repr(g)) < 80 else repr(g)[:80],
+                    v if len(repr(v)) < 80 else repr(v)[:80],
+                )
 
     asyncio.run(serve_and(main, max_message_size=LIMIT + 1024))
 
@@ -140,7 +191,7 @@ def test_subclasses_and_nan_same_as_general_path(kind: str) -> None:
         async with AsyncRPC(url) as rpc:
             got = [x async for x in await rpc.gen(kind)]
             assert len(got) == len(ODD)
-            for g, v in zip(got, ODD):
+            for g, v in zip(got, ODD, strict=False):
                 assert same(g, expected(v)), (g, v)
 
     asyncio.run(serve_and(main))
@@ -154,6 +205,7 @@ def test_unencodable_item_ends_only_its_stream(bad: str) -> None:
 
     async def main(url: str) -> None:
         async with AsyncRPC(url) as rpc:
+
             async def flat(n: int) -> list[Any]:
                 return [x async for x in await rpc.gen("flat", n)]
 
@@ -226,6 +278,7 @@ def test_error_midway_and_aclose_do_not_leak() -> None:
 def test_many_concurrent_streams_and_calls_interleave() -> None:
     async def main(url: str) -> None:
         async with AsyncRPC(url) as rpc:
+
             async def one(n: int) -> None:
                 got = [x async for x in await rpc.gen("tagged", n)]
                 assert got == [[n, i] for i in range(n)]
@@ -249,7 +302,9 @@ def test_blocking_client_values_and_interleaving() -> None:
                 s = rpc.gen("tagged", 500)
                 s2 = rpc.gen("tagged", 300)
                 a, b = [], []
-                for y, x in zip(s2, s):  # s2 (shorter) first: zip takes nothing more of s
+                for y, x in zip(
+                    s2, s, strict=False
+                ):  # s2 (shorter) first: zip takes nothing more of s
                     a.append(x)
                     b.append(y)
                     assert rpc.add(1, 1) == 2

@@ -3,6 +3,7 @@ general ones (`send_call` + `chunks_to_send`, `receive_data`) on any input."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -242,7 +243,7 @@ def test_interleaved_streams_read_in_one_go_agree_with_receive_data(
     general, fast = with_calls(), with_calls()
     general._pending[OTHER] = fast._pending[OTHER] = True
     bounds = [0, *sorted(cut % (len(stream) + 1) for cut in cuts), len(stream)]
-    for start, stop in zip(bounds, bounds[1:], strict=False):
+    for start, stop in itertools.pairwise(bounds):
         piece = bytes(stream[start:stop])
         assert shape(fast.receive_replies(piece)) == shape(general.receive_data(piece))
         assert fast._pending == general._pending

@@ -137,9 +137,10 @@ class BaseRPC:
     verification, or pass `ssl=`). Options: `debug` sends JSON; `compression` ("zlib",
     "bz2" or "lzma"; `compreser` is its 0.0.3 spelling) compresses every message;
     `heart_beat` pings when nothing was received for N seconds and fails every pending
-    call if nothing (a pong or anything else) comes within N more seconds; `timeout` is the default per-call deadline in seconds
-    (`rpc.name.with_options(timeout=...)` overrides it); `connect_timeout` bounds
-    connecting and logging in; `max_message_size` bounds a message either way;
+    call if nothing (a pong or anything else) comes within N more seconds; `timeout` is
+    the default per-call deadline in seconds (`rpc.name.with_options(timeout=...)`
+    overrides it); `connect_timeout` bounds connecting and logging in;
+    `max_message_size` bounds a message either way;
     `features` are the extensions to ask for; `stream_buffer_size` bounds the unread
     items kept per stream, in bytes (see the README); `interceptors` run around every
     call (`rpc.name(...)`, `rpc.call(...)`, typed clients' methods; not `delay`), the
