@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack
 
+from helpers import OLD_WELCOME
 from pymprpc.protocol import messages
 
 SEP = b"##PRO-END##"
@@ -90,15 +91,7 @@ class RawConn:
         srv = self.server
         if "AUTH" in msg:
             feats = msg.get("FEATURES")
-            welcome: dict[str, Any] = {
-                "MPRPC": "0.1",
-                "CODE": 100,
-                "VERSION": None,
-                "DESC": None,
-                "DEBUG": False,
-                "COMPRESER": None,
-                "TIMEOUT": 0,
-            }
+            welcome: dict[str, Any] = dict(OLD_WELCOME)
             if feats is not None:
                 welcome["FEATURES"] = (
                     sorted(set(feats) & {"length-framing", "cancel"}) if srv.framing else []
