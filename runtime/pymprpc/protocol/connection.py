@@ -10,7 +10,6 @@ violation closes the connection, and `error` says why.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hmac
 import struct
@@ -1079,9 +1078,9 @@ class ClientConnection(_Connection):
             # Positions in the received bytes rather than a view per payload: comparing
             # and slicing views costs more than a stream item's whole payload (W3).
             buffer, spans = self._framer.feed_spans(data)
-            starts = buffer.startswith
             # The last stream item's ID, and its envelope's bytes up to its value: the
-            # next items of that stream are told by one comparison.
+            # next items of that stream are told by one comparison. (Slices compared,
+            # as in receive_call: see _CALL_ID36.)
             item_id: str | None = None
             item_prefix = b""
             for i in range(0, len(spans), 2):
@@ -1089,23 +1088,25 @@ class ClientConnection(_Connection):
                     break  # a message closed the connection
                 start, stop = spans[i], spans[i + 1]
                 value_at = start + _P_VALUE_START
-                id = None
+                laid_out = False
                 if value_at < stop:
-                    if item_id is not None and starts(item_prefix, start, value_at):
-                        result, id = False, item_id
+                    if item_id is not None and buffer[start:value_at] == item_prefix:
+                        result, laid_out, id = False, True, item_id
                     else:
                         at = start + _P_ID_START
-                        result = starts(_REPLY_HEAD, start, at)
-                        if (result or starts(_ITEM_HEAD, start, at)) and starts(
-                            _REPLY_RESULT, at + 36, value_at
-                        ):
-                            with contextlib.suppress(UnicodeDecodeError):
-                                id = str(buffer[at : at + 36], "utf-8")
-                if id is not None:
+                        head = buffer[start:at]
+                        result = head == _REPLY_HEAD
+                        laid_out = (result or head == _ITEM_HEAD) and buffer[
+                            at + 36 : value_at
+                        ] == _REPLY_RESULT
+                        id = None
+                if laid_out:
                     # A plain result (200), or a stream's item (202), laid out as our
                     # server writes it: only its ID and value are decoded. Any doubt, and
                     # any state _handle would refuse, the general path says what is wrong.
                     try:
+                        if id is None:
+                            id = str(buffer[at : at + 36], "utf-8")
                         value = msgpack.unpackb(
                             buffer[value_at:stop]
                             if stop - value_at < _VIEW_FROM
