@@ -35,17 +35,28 @@ class Address:
         if isinstance(addr, tuple):
             host, port = addr
             return cls(host=host, port=int(port))
+        shown = _without_password(addr)
         parts = urlsplit(addr)
         if parts.scheme not in ("tcp", "tls"):
             raise ValueError(
-                f"address must look like 'tcp://user:password@host:port', got {addr!r}"
+                f"address must look like 'tcp://user:password@host:port', got {shown!r}"
+                + _encoding_hint(addr)
             )
         try:
             parsed_port = parts.port
         except ValueError as exc:
-            raise ValueError(f"bad port in address {addr!r}: {exc}") from None
+            # (urllib's message may quote part of a password cut at a '#', '/' or '?')
+            why = "not a number from 0 to 65535" if "range" in str(exc) else "not a number"
+            raise ValueError(
+                f"bad port in address {shown!r}: {why}" + _encoding_hint(addr)
+            ) from None
         if not parts.hostname or parsed_port is None:
-            raise ValueError(f"address needs a host and a port: {addr!r}")
+            raise ValueError(f"address needs a host and a port: {shown!r}" + _encoding_hint(addr))
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                f"address has more than a host and a port: {shown!r} (a pymprpc address is "
+                "'tcp://[user:password@]host:port', or 'tls://...')" + _encoding_hint(addr)
+            )
         return cls(
             host=parts.hostname,
             port=parsed_port,
@@ -62,4 +73,49 @@ class Address:
 
     def __str__(self) -> str:
         # Never shows the credentials: this text ends up in error messages and logs.
-        return f"{'tls' if self.tls else 'tcp'}://{self.host}:{self.port}"
+        # An IPv6 host is bracketed, so the text parses back to this address.
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'tls' if self.tls else 'tcp'}://{host}:{self.port}"
+
+
+# Characters that end a URL's user information early unless percent-encoded.
+_RESERVED = frozenset(":/?#[]@")
+
+
+def _userinfo(addr: str) -> tuple[int, int] | None:
+    """Where the `user:password` part of `addr` starts and ends (up to its last '@',
+    which a password with reserved characters may precede), or None if it has none."""
+    start = addr.find("://")
+    if start < 0:
+        return None
+    start += 3
+    end = addr.rfind("@", start)
+    return None if end < 0 else (start, end)
+
+
+def _without_password(addr: str) -> str:
+    """`addr` with its password, if any, replaced by '***' (for error messages)."""
+    span = _userinfo(addr)
+    if span is None:
+        return addr
+    start, end = span
+    colon = addr.find(":", start, end)
+    if colon < 0:
+        return addr
+    return f"{addr[: colon + 1]}***{addr[end:]}"
+
+
+def _encoding_hint(addr: str) -> str:
+    """Advice for an address whose password holds characters a URL reserves."""
+    span = _userinfo(addr)
+    if span is None:
+        return ""
+    start, end = span
+    colon = addr.find(":", start, end)
+    password = addr[colon + 1 : end] if colon >= 0 else ""
+    if not _RESERVED.intersection(password):
+        return ""
+    return (
+        "; a password containing any of : / ? # [ ] @ must be percent-encoded "
+        "(urllib.parse.quote(password, safe=''))"
+    )

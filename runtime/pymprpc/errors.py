@@ -95,10 +95,11 @@ class MPRPCError(Exception):
         return frame if isinstance(frame, str) else None
 
     def __str__(self) -> str:
-        text = self.message or self.__class__.__name__
         if self.exception and self.exception != type(self).__name__:
-            text = f"{self.exception}: {text}"
-        return text
+            # The remote exception's name, then its message (a bare `raise ValueError()`
+            # reads "ValueError", not "ValueError: RPCRuntimeError").
+            return f"{self.exception}: {self.message}" if self.message else self.exception
+        return self.message or self.__class__.__name__
 
 
 # -- call errors (4xx): one call fails, the connection lives on -----------------------
@@ -344,3 +345,13 @@ def error_for_code(
         cls = CallError if 400 <= code < 500 else RpcException
         message = message or f"unknown error code {code}"
     return cls(message or _DEFAULT_TEXT.get(code, ""), exception=exception, id=id, data=data)
+
+
+def exception_text(exc: BaseException) -> str:
+    """`str(exc)`, or a description of `exc` when its `__str__` itself raises (a custom
+    `__str__` reading an attribute that was never set): turning a handler's failure into
+    a reply must not fail in turn, or the call would never be answered."""
+    try:
+        return str(exc)
+    except Exception as err:  # noqa: BLE001 - any failure of user code
+        return f"<{type(exc).__name__} object: its str() raised {type(err).__name__}>"

@@ -19,11 +19,6 @@ pytestmark = pytest.mark.timeout(30)
 SECRET = "s3#cr:et"  # typed into the address unquoted, as users do
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Address parse errors echo the whole address, password included "
-    "(repr/str of an Address carefully leave it out)",
-)
 @pytest.mark.parametrize("client", [RPC, AsyncRPC])
 @pytest.mark.parametrize(
     ("addr", "secret"),
@@ -61,11 +56,6 @@ def fail_empty() -> None:
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="an exception without a message reaches the client as "
-    "'ValueError: RPCRuntimeError' (the client's class name stands in for the message)",
-)
 def test_exception_without_message_reads_naturally() -> None:
     server = Server(("127.0.0.1", 0))
     server.register_function(executor="inline")(fail_empty)
@@ -75,11 +65,6 @@ def test_exception_without_message_reads_naturally() -> None:
     assert "RPCRuntimeError" not in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 401 hint sends the user to system.listMethods, which this server "
-    "answers with 406 (introspection not registered)",
-)
 def test_unknown_method_hint_is_usable_without_introspection() -> None:
     server = Server(("127.0.0.1", 0))
 
@@ -107,11 +92,6 @@ def url() -> Iterator[str]:
         yield running.url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a generated client used without `with`/connect() is told to use "
-    "'with RPC(...)', a class the user never touched",
-)
 def test_not_connected_message_names_the_typed_client(pkg: ModuleType, url: str) -> None:
     client = pkg.WarehouseClient(url)
     with pytest.raises(ConnectionLostError) as info:
@@ -119,7 +99,6 @@ def test_not_connected_message_names_the_typed_client(pkg: ModuleType, url: str)
     assert "WarehouseClient" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="as above, asyncio: 'async with AsyncRPC(...)'")
 def test_not_connected_message_names_the_async_typed_client(pkg: ModuleType, url: str) -> None:
     async def main() -> str:
         client = pkg.AsyncWarehouseClient(url)

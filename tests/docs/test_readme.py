@@ -226,3 +226,57 @@ def test_readme_examples_run(tmp_path: Path) -> None:
             server[0].kill()
             server[0].communicate()
     assert ran >= 5, f"only {ran} README blocks ran"
+
+
+def _section(text: str, heading: str) -> tuple[int, int]:
+    """The first and last line numbers of the README section under `heading`."""
+    lines = text.splitlines()
+    start = lines.index(heading) + 1
+    end = next(
+        (i for i in range(start, len(lines)) if lines[i].startswith("## ")),
+        len(lines),
+    )
+    return start + 1, end
+
+
+@pytest.mark.timeout(240)
+def test_typed_walkthrough_passes_mypy_strict_and_ruff(tmp_path: Path) -> None:
+    """The README says the editor and mypy check the servicer and the client: the
+    walkthrough's Python blocks, with the package its IDL becomes, pass `mypy --strict`
+    and ruff's pyflakes rules as written (a copy-pasted example must not start with
+    errors; import order is left to the project that pastes it)."""
+    text = README.read_text(encoding="utf-8")
+    first, last = _section(text, "## Typed services with mprpcgen")
+    blocks = [b for b in parse(text) if first <= b.line <= last]
+    idl = next(b for b in blocks if b.kind == "file" and b.arg.endswith(".idl"))
+    (tmp_path / idl.arg).write_text(idl.body, encoding="utf-8")
+    scripts = []
+    # The walkthrough: the blocks from the IDL file up to the next IDL example.
+    for block in blocks[blocks.index(idl) + 1 :]:
+        if block.kind == "idl":
+            break
+        if block.lang == "python" and block.kind in ("script", "server"):
+            script = tmp_path / f"readme_{block.line}.py"
+            script.write_text(block.body, encoding="utf-8")
+            scripts.append(script.name)
+    assert len(scripts) >= 2, "the walkthrough's servicer and client blocks were not found"
+    bin_dir = Path(sys.executable).parent
+    subprocess.run(
+        [str(bin_dir / "mprpcgen"), idl.arg, "-o", "."], cwd=tmp_path, check=True, timeout=60
+    )
+    for tool in (
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *scripts],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--isolated",
+            "--select",
+            "F",
+            *scripts,
+        ],
+    ):
+        done = subprocess.run(tool, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"{' '.join(tool[2:4])}: {done.stdout}{done.stderr}"

@@ -77,6 +77,8 @@ class TypedClient(_Options):
 
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = RPC(addr, **options)
+        # "Not connected" errors name the class the user made, not the RPC inside it.
+        self.rpc._how_to_connect = f"use 'with {type(self).__name__}(...)' or call connect()"
 
     @skip_caller_in_warnings  # the generated method: warnings name the line calling it
     def _call(self, method: str, args: list[Any]) -> Any:
@@ -124,6 +126,7 @@ class AsyncTypedClient(_Options):
 
     def __init__(self, addr: str, **options: Any) -> None:
         self.rpc = AsyncRPC(addr, **options)
+        self.rpc._how_to_connect = f"use 'async with {type(self).__name__}(...)' or await connect()"
         self._options_set()
 
     def _options_set(self) -> None:

@@ -9,7 +9,7 @@ import types
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
-from ..errors import MPRPCError, RPCRuntimeError, ValidationError
+from ..errors import MPRPCError, RPCRuntimeError, ValidationError, exception_text
 from ..protocol import CallRequest
 from ..schema import ANY, INT_MAX, INT_MIN, encode_async_stream
 from .executors import ExecutorKind, Executors, RemoteFunctionError
@@ -176,7 +176,7 @@ def as_call_error(exc: BaseException, request: CallRequest) -> tuple[MPRPCError,
         error = RPCRuntimeError(exc.args[0], exception=exc.type_name)
         frame = exc.frame
     else:
-        error = RPCRuntimeError(str(exc), exception=type(exc).__name__)
+        error = RPCRuntimeError(exception_text(exc), exception=type(exc).__name__)
         frame = "".join(traceback.format_exception(exc))
     data = {"METHOD": request.method, "ARGS": request.args, "KWARGS": request.kwargs}
     if error.data:

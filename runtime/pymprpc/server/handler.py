@@ -31,6 +31,7 @@ from ..errors import (
     RPCRuntimeError,
     RpcUnavailableException,
     TimeoutException,
+    exception_text,
 )
 from ..interceptors.chain import compose
 from ..protocol import (
@@ -872,7 +873,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 exc_info=exc,
             )
             error = RPCRuntimeError(
-                f"the method raised {type(exc).__name__}({', '.join(map(repr, exc.args))})",
+                f"the method raised {type(exc).__name__}({_args_text(exc)})",
                 exception=type(exc).__name__,
             )
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
@@ -898,7 +899,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 request.id,
                 peer,
                 type(exc).__name__,
-                exc,
+                exception_text(exc),  # (logging would print its own error for a bad str)
                 exc_info=exc,
             )
 
@@ -1177,6 +1178,18 @@ def _peer_text(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer)
+
+
+def _args_text(exc: BaseException) -> str:
+    """`exc`'s arguments as its repr shows them; a description for one whose repr
+    raises (user code: answering the call must not fail)."""
+    parts = []
+    for arg in exc.args:
+        try:
+            parts.append(repr(arg))
+        except Exception as err:  # noqa: BLE001 - any failure of user code
+            parts.append(f"<{type(arg).__name__} object: its repr() raised {type(err).__name__}>")
+    return ", ".join(parts)
 
 
 def _format(exc: BaseException) -> str:

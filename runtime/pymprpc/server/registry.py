@@ -739,7 +739,11 @@ class Registry:
             found = self._resolve_dotted(name)
             if found is not None:
                 return found
-        raise NotFindError(f"no method named {name!r} (system.listMethods lists them)")
+        if "system.listMethods" in self._methods:  # introspection is registered
+            raise NotFindError(f"no method named {name!r} (system.listMethods lists them)")
+        raise NotFindError(
+            f"no method named {name!r}: check its spelling, and that this server registers it"
+        )
 
     def _resolve_dotted(self, name: str) -> Method | None:
         parts = tuple(name.split("."))

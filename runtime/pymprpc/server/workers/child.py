@@ -29,6 +29,7 @@ from collections import deque
 from typing import Any, Final
 
 from ...context import CallContext, reset_current, set_current
+from ...errors import exception_text
 from . import framing
 from .targets import resolve
 
@@ -311,10 +312,7 @@ CANCELLED: Final = "asyncio.CancelledError"
 
 
 def _error(exc: BaseException) -> tuple[str, str, str]:
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the error
-        message = repr(type(exc))
+    message = exception_text(exc)
     kind = type(exc)
     # asyncio's CancelledError (checked by name: the worker need not import asyncio) is
     # marked, so the server answers it as it does for a coroutine or thread (407/404).
