@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .client.interceptors import ClientCallContext
 from .context import CallContext, MessageSizes
+from .errors import exception_text
 from .interceptors.accesslog import outcome_code
 from .interceptors.chain import CallNext, observe_stream
 
@@ -82,8 +84,22 @@ def _finish(span: trace.Span, error: BaseException | None, streaming: bool) -> i
     code = outcome_code(error, streaming=streaming)
     span.set_attribute("rpc.mprpc.status_code", code)
     if error is not None:
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        message = exception_text(error)
+        try:
+            span.record_exception(error)
+        except Exception:  # noqa: BLE001 - its str() raised (user code): recorded as below
+            # The SDK's own event, with a message that can be made: a failing __str__
+            # must neither replace the call's exception nor leave its span open.
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": type(error).__qualname__,
+                    "exception.message": message,
+                    "exception.stacktrace": "".join(traceback.format_exception(error)),
+                    "exception.escaped": "False",
+                },
+            )
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
     return code
 
 

@@ -266,3 +266,49 @@ def test_calls_in_flight_are_observed_while_they_run() -> None:
         for p in metric_points(reader)["rpc.server.active_requests"]
     }
     assert after == {"add": 0, "busy": 0}
+
+
+class _Unprintable(Exception):
+    """A user's exception whose `__str__` fails (an attribute never set)."""
+
+    def __str__(self) -> str:
+        return str(self.detail)  # type: ignore[attr-defined]
+
+
+def test_an_exception_whose_str_fails_ends_its_span_on_both_sides() -> None:
+    """Recording the exception on the span calls its str(): a failing one must neither
+    replace the handler's exception nor leave the span (and the in-flight count) open."""
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    server = Server(
+        ("127.0.0.1", 0), interceptors=[ServerTelemetry(tracer_provider, meter_provider)]
+    )
+
+    async def fails() -> None:
+        raise _Unprintable()
+
+    server.register_function("fails")(fails)
+    client_telemetry = ClientTelemetry(tracer_provider, meter_provider)
+
+    async def main() -> None:
+        async with client_for(server, interceptors=[client_telemetry]) as rpc:
+            with pytest.raises(RPCRuntimeError) as info:
+                await rpc.fails()
+            assert info.value.exception == "_Unprintable"
+
+    arun(main())
+    spans = {span.kind: span for span in exporter.get_finished_spans()}
+    assert set(spans) == {SpanKind.SERVER, SpanKind.CLIENT}
+    server_span = spans[SpanKind.SERVER]
+    assert server_span.status.status_code is StatusCode.ERROR
+    assert "_Unprintable" in (server_span.status.description or "")
+    (event,) = [e for e in server_span.events if e.name == "exception"]
+    assert "_Unprintable" in str(event.attributes["exception.type"])
+    active = {
+        p.attributes["rpc.method"]: p.value
+        for p in metric_points(reader)["rpc.server.active_requests"]
+    }
+    assert active == {"fails": 0}
