@@ -16,6 +16,7 @@ detected; `except RemoteProtocolError` only the peer's garbage.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .codes import Code
@@ -351,7 +352,14 @@ def exception_text(exc: BaseException) -> str:
     """`str(exc)`, or a description of `exc` when its `__str__` itself raises (a custom
     `__str__` reading an attribute that was never set): turning a handler's failure into
     a reply must not fail in turn, or the call would never be answered."""
+    return text_of(exc)
+
+
+def text_of(value: object, render: Callable[[object], str] = str) -> str:
+    """`render(value)` (`str` or `repr`), or a description of `value` naming its type
+    when that raises: for text made from user objects on a path that must not fail."""
     try:
-        return str(exc)
+        return render(value)
     except Exception as err:  # noqa: BLE001 - any failure of user code
-        return f"<{type(exc).__name__} object: its str() raised {type(err).__name__}>"
+        how = getattr(render, "__name__", "str")
+        return f"<{type(value).__name__} object: its {how}() raised {type(err).__name__}>"

@@ -32,6 +32,11 @@ class Gate:
         self.finished: list[str] = []
 
 
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 def build(gate: Gate, **options: Any) -> Server:
     options.setdefault("auth", USERS)
     server = Server(("127.0.0.1", 0), executor="thread", **options)
@@ -43,6 +48,10 @@ def build(gate: Gate, **options: Any) -> Server:
     @server.register_function()
     async def exit_coro() -> None:
         sys.exit(3)
+
+    @server.register_function()
+    async def exit_unprintable() -> None:
+        sys.exit(_BadRepr())  # its argument's repr raises: the reply must still be made
 
     @server.register_function()
     async def interrupt_coro() -> None:
@@ -131,7 +140,7 @@ def still_serving(srv: ServerThread) -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["exit_coro", "interrupt_coro", "exit_thread", "interrupt_thread"]
+    "method", ["exit_coro", "interrupt_coro", "exit_thread", "interrupt_thread", "exit_unprintable"]
 )
 def test_system_exit_and_keyboard_interrupt_fail_only_that_call(
     start: Callable[..., ServerThread], method: str, caplog: pytest.LogCaptureFixture

@@ -32,6 +32,7 @@ from ..errors import (
     RpcUnavailableException,
     TimeoutException,
     exception_text,
+    text_of,
 )
 from ..interceptors.chain import compose
 from ..protocol import (
@@ -1181,15 +1182,9 @@ def _peer_text(peer: Any) -> str:
 
 
 def _args_text(exc: BaseException) -> str:
-    """`exc`'s arguments as its repr shows them; a description for one whose repr
-    raises (user code: answering the call must not fail)."""
-    parts = []
-    for arg in exc.args:
-        try:
-            parts.append(repr(arg))
-        except Exception as err:  # noqa: BLE001 - any failure of user code
-            parts.append(f"<{type(arg).__name__} object: its repr() raised {type(err).__name__}>")
-    return ", ".join(parts)
+    """`exc`'s arguments as its repr shows them (a description for one whose repr
+    raises: answering the call must not fail)."""
+    return ", ".join(text_of(arg, repr) for arg in exc.args)
 
 
 def _format(exc: BaseException) -> str:
