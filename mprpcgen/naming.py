@@ -114,13 +114,15 @@ def schema_name(type_name: str) -> str:
 
 # Standard library modules: a generated package of the same name would shadow one (or be
 # shadowed). Python's own list, plus modules removed in 3.12/3.13, so that the verdict is
-# the same on every supported version.
+# the same on every supported version, plus CPython's example extension modules, which
+# Python's list leaves out but ruff's isort counts as standard library (an import of a
+# package named `xx` would be moved to that section, and the output fail `ruff check`).
 STDLIB_MODULES = frozenset(sys.stdlib_module_names) | frozenset(
     {
         "aifc", "asynchat", "asyncore", "audioop", "cgi", "cgitb", "chunk", "crypt",
         "distutils", "imghdr", "imp", "lib2to3", "mailcap", "msilib", "nis", "nntplib",
         "ossaudiodev", "pipes", "smtpd", "sndhdr", "spwd", "sunau", "telnetlib", "uu",
-        "xdrlib",
+        "xdrlib", "xx", "xxlimited", "xxlimited_35", "xxsubtype",
     }
 )  # fmt: skip
 

@@ -24,6 +24,7 @@ from mprpcgen.layout import (
     isort_key,
     lay_out,
 )
+from mprpcgen.naming import STDLIB_MODULES
 
 # The generator's own names beside IDL-shaped ones: aliases, Methods classes, clients.
 OWN_NAMES = [
@@ -52,7 +53,7 @@ module = st.one_of(
 )
 module = module.filter(
     lambda m: (
-        m.split(".")[0] not in sys.stdlib_module_names
+        m.split(".")[0] not in STDLIB_MODULES  # (ruff's list: see naming.STDLIB_MODULES)
         and not m.startswith("case_")
         and not any(keyword.iskeyword(part) for part in m.split("."))
     )
