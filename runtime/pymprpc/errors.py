@@ -16,6 +16,7 @@ detected; `except RemoteProtocolError` only the peer's garbage.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -363,3 +364,36 @@ def text_of(value: object, render: Callable[[object], str] = str) -> str:
     except Exception as err:  # noqa: BLE001 - any failure of user code
         how = getattr(render, "__name__", "str")
         return f"<{type(value).__name__} object: its {how}() raised {type(err).__name__}>"
+
+
+_TYPE_NAME = type.__dict__["__name__"]
+_TYPE_QUALNAME = type.__dict__["__qualname__"]
+_TYPE_MODULE = type.__dict__["__module__"]
+
+
+def type_name(exc: BaseException, attribute: str = "__name__") -> str:
+    """The name of `exc`'s class (`attribute`: `__name__`, `__qualname__` or
+    `__module__`), read through `type`'s own descriptors: a metaclass may replace those
+    attributes with properties that raise or return something else, and naming a
+    failure must not fail."""
+    descriptor = {"__name__": _TYPE_NAME, "__qualname__": _TYPE_QUALNAME}.get(attribute)
+    value = (descriptor or _TYPE_MODULE).__get__(type(exc), type)
+    if isinstance(value, str):
+        # An exact copy: a str subclass set as a name may override its own methods.
+        return str.__str__(value)
+    return text_of(value, repr)  # (a module may be anything a class body set)
+
+
+def traceback_text(exc: BaseException) -> str:
+    """`exc`'s traceback as `traceback.format_exception` writes it; if that fails (the
+    exception's class cannot be named: see `type_name`), its frames, then a last line
+    made from what can be read."""
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # noqa: BLE001 - user code ran while formatting
+        try:
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+        except Exception:  # noqa: BLE001 - as above
+            frames = ""
+        head = "Traceback (most recent call last):\n" if frames else ""
+        return f"{head}{frames}{type_name(exc, '__qualname__')}: {exception_text(exc)}\n"

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 from .client import RPC, AsyncRPC
 from .server import Server
+from .server.server import _close_loop
 
 __all__ = ["RunningServer", "client_for", "serve_in_thread", "server_url", "sync_client_for"]
 
@@ -106,8 +107,19 @@ class RunningServer:
                 self._ready.set()
             await self.server.serve_forever()
 
-        with contextlib.suppress(BaseException):
-            asyncio.run(main())
+        # Not asyncio.run, for Server.run_forever's reason: at exit it waits without a
+        # bound for every task, and a call that swallows its cancellation (abandoned by
+        # Server.close after the grace period) would keep this thread, and stop(), forever.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(main())
+        finally:
+            try:
+                _close_loop(loop, self.server._abandoned)  # (this package's own)
+            finally:
+                asyncio.set_event_loop(None)
 
     def start(self, timeout: float = 15.0) -> None:
         """Start serving; returns once the server accepts connections.

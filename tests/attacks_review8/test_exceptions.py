@@ -93,13 +93,6 @@ UNNAMEABLE = [
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="an exception whose type's __name__/__module__ (or __class__) cannot be read "
-    "leaves the call unanswered (inline, thread, coroutine, stream; a str-subclass name "
-    "on the process pool too), logs 'Task exception was never retrieved' and a "
-    "'--- Logging error ---'; on the process pool the worker dies (WorkerDied)",
-)
 @pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("kind", UNNAMEABLE)
 def test_exception_type_that_cannot_be_named_still_fails_its_call(
@@ -119,19 +112,8 @@ def test_exception_type_that_cannot_be_named_still_fails_its_call(
     "executor",
     [
         "inline",
-        pytest.param(
-            "thread",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="StopIteration from a thread-pool handler (next() on an empty "
-                "iterator) is never answered: asyncio refuses it into a Future "
-                "('Exception in callback _chain_future._set_state': TypeError)",
-            ),
-        ),
-        pytest.param(
-            "own_pool",
-            marks=pytest.mark.xfail(strict=True, reason="same, with a ThreadPoolExecutor"),
-        ),
+        "thread",
+        "own_pool",
         "process",
         "async",
         "stream",
@@ -149,12 +131,6 @@ def test_stop_iteration_fails_its_call(executor: str) -> None:
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="an exception whose message exceeds max_message_size is answered 405 "
-    "ResultLimitError ('error 404 not delivered'): the client loses the type name; "
-    "expected 404 naming ValueError with the message cut short",
-)
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_exception_with_huge_message_still_names_its_type(executor: str) -> None:
     server = build(max_message_size=1_000_000)

@@ -172,15 +172,26 @@ def test_handler_stopping_the_loop_does_not_stop_the_server() -> None:
                 assert fresh.ping() == "pong"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a handler that swallows its cancellation (past its deadline, or still "
-    "running at shutdown) is 'abandoned' with a WARNING, but serve_in_thread (and "
-    "asyncio.run around `async with Server`) then waits for it forever: "
-    "RunningServer.stop() raises TimeoutError",
+@pytest.mark.logs_errors  # checked in the test: a teardown error would not be xfailed
+@pytest.mark.parametrize(
+    "name",
+    [
+        "stubborn",
+        pytest.param(
+            "close_hangs_stubborn",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a stream whose `finally` swallows its cancellation no longer holds "
+                "shutdown, but closing it logs ERRORs ('aclose(): asynchronous generator "
+                "is already running', 'an error occurred during closing of asynchronous "
+                "generator')",
+            ),
+        ),
+    ],
 )
-@pytest.mark.parametrize("name", ["stubborn", "close_hangs_stubborn"])
-def test_handler_ignoring_cancellation_does_not_hold_shutdown(name: str) -> None:
+def test_handler_ignoring_cancellation_does_not_hold_shutdown(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     running = RunningServer(server())
     running.start()
     try:
@@ -195,16 +206,16 @@ def test_handler_ignoring_cancellation_does_not_hold_shutdown(name: str) -> None
             assert rpc.ping() == "pong"
     finally:
         running.stop(timeout=GRACE + max(1.0, GRACE) + 3)  # grace, then abandon
+    gc.collect()  # an abandoned task destroyed pending would log now
+    errors = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.get_records("call")
+        if r.levelno >= logging.ERROR and r.name.startswith(("asyncio", "pymprpc"))
+    ]
+    assert errors == []
 
 
 @pytest.mark.logs_errors  # checked below, in the test
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_forever() returns after abandoning a handler that swallows its "
-    "cancellation, but the abandoned task is later destroyed pending: asyncio logs "
-    "'Task was destroyed but it is pending!' and pymprpc logs the call as having "
-    "'raised GeneratorExit' (both ERROR)",
-)
 def test_run_forever_after_abandoning_a_stubborn_handler_logs_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgpack
 
-from ..errors import LocalProtocolError, RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError, exception_text
 from .constants import DEFAULT_MAX_COLLECTION_LEN, DEFAULT_MAX_MESSAGE_SIZE, Compression
 
 _LZMA_MAGIC: Final = b"\xfd7zXZ\x00"
@@ -324,8 +324,20 @@ class Codec:
                 # Only msgpack's own refusal says the value is too deep; past the search
                 # depth, any other refusal is reported as msgpack words it.
                 too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in str(exc) else None
-            detail = _find_unencodable(message, self.json, too_deep) or str(exc)
+            try:
+                found = _find_unencodable(message, self.json, too_deep)
+            except Exception:  # noqa: BLE001 - the search runs user code too (see below)
+                found = None
+            detail = found or exception_text(exc)
             raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
+        except Exception as exc:  # noqa: BLE001 - user code ran while encoding
+            # A value's own method raised (a list subclass's __iter__, a str subclass's
+            # __str__ in JSON mode): the message cannot be sent, as for any value refused.
+            what = "JSON (debug mode)" if self.json else "MessagePack"
+            raise LocalProtocolError(
+                f"cannot encode as {what}: a value raised {type(exc).__name__} while "
+                f"encoded ({exception_text(exc)})"
+            ) from None
         if self.compression is not None:
             data = _compress(self.compression, data)
         return data

@@ -82,6 +82,9 @@ ALL_FEATURES = frozenset(Feature)
 # Results at least this large, of these types, are framed without packing the value
 # (`_Connection._bulk_result`); msgpack writes a bin this large with a 4-byte length.
 _BULK_MIN: Final = _COALESCE_LIMIT
+# Characters of an error's message kept when the whole message cannot be sent (at most
+# an eighth of max_message_size: four UTF-8 bytes a character, and room for the rest).
+_ERROR_TEXT_KEPT: Final = 65536
 _BULK_TYPES: Final = frozenset((bytes, bytearray, memoryview))
 _BIN32: Final = struct.Struct(">BI")
 _BIN32_MAX: Final = 0xFFFFFFFF
@@ -773,6 +776,23 @@ class ServerConnection(_Connection):
             return
         except LocalProtocolError as exc:
             problem = exc
+        # A message too long to send (a handler's exception built from a huge value): the
+        # same error, its message cut, keeps its code and exception name for the caller.
+        keep = min(_ERROR_TEXT_KEPT, self.max_message_size // 8)
+        if len(error.message) > keep:
+            cut = (
+                f"{error.message[:keep]}... (cut from {len(error.message)} characters to "
+                "fit max_message_size)"
+            )
+            try:
+                self._queue(
+                    messages.call_error(
+                        id, type(error)(cut, exception=error.exception, id=error.id), None
+                    )
+                )
+                return
+            except LocalProtocolError:
+                pass
         # Its text cannot be sent either (a handler's message, or a method name a JSON peer
         # spelt with escapes, holding the separator; or too long): answered like a result
         # that cannot be sent, so the caller is never left waiting.

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import copy
 import inspect
-import traceback
 import types
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
-from ..errors import MPRPCError, RPCRuntimeError, ValidationError, exception_text
+from ..errors import (
+    MPRPCError,
+    RPCRuntimeError,
+    ValidationError,
+    exception_text,
+    traceback_text,
+    type_name,
+)
 from ..protocol import CallRequest
 from ..schema import ANY, INT_MAX, INT_MIN, encode_async_stream
 from .executors import ExecutorKind, Executors, RemoteFunctionError
@@ -171,13 +177,13 @@ def as_call_error(exc: BaseException, request: CallRequest) -> tuple[MPRPCError,
         # One without a code (a result not of its declared type, or a ConnectionLostError
         # from a client the handler used) failed the method: 404 below, like any other.
         error = exc
-        frame = "".join(traceback.format_exception(exc))
+        frame = traceback_text(exc)
     elif isinstance(exc, RemoteFunctionError):
         error = RPCRuntimeError(exc.args[0], exception=exc.type_name)
         frame = exc.frame
     else:
-        error = RPCRuntimeError(exception_text(exc), exception=type(exc).__name__)
-        frame = "".join(traceback.format_exception(exc))
+        error = RPCRuntimeError(exception_text(exc), exception=type_name(exc))
+        frame = traceback_text(exc)
     data = {"METHOD": request.method, "ARGS": request.args, "KWARGS": request.kwargs}
     if error.data:
         data.update(error.data)

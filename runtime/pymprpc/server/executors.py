@@ -141,7 +141,7 @@ class Executors:
             if owner is not None:
                 await shares.acquire(owner)
             try:
-                future = pool.submit(context.run, method.func, *args, **kwargs)
+                future = pool.submit(context.run, call_in_thread, method.func, *args, **kwargs)
             except BaseException:
                 if owner is not None:
                     shares.release(owner)
@@ -160,7 +160,7 @@ class Executors:
                 # a cycle holding the function's frames until gc.
                 del future
         assert isinstance(kind, Executor)
-        call = functools.partial(method.func, *args, **kwargs)
+        call = functools.partial(call_in_thread, method.func, *args, **kwargs)
         if isinstance(kind, ThreadPoolExecutor):
             # Threads of this process: the call's context goes along, as on the server's
             # own threads (current_call() works there).
@@ -183,6 +183,22 @@ class Executors:
             thread.shutdown(wait=False, cancel_futures=True)
 
 
+def call_in_thread(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """`func(*args, **kwargs)`, for a thread or another executor whose future asyncio
+    wraps: a `StopIteration` it raises (`next()` on an empty iterator) comes back as
+    `RuntimeError`, as from a coroutine (PEP 479). An asyncio future cannot hold
+    StopIteration: the call would never be answered.
+
+    Raises:
+        RuntimeError: `func` raised StopIteration (chained as its cause).
+    """
+    try:
+        return func(*args, **kwargs)
+    except StopIteration as exc:
+        name = getattr(func, "__qualname__", type(func).__name__)
+        raise RuntimeError(f"{name}() raised StopIteration") from exc
+
+
 def run_detached(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call `func` with no current call (`current_call()` raises LookupError), for a user's
     executor that is not a thread pool of this process.
@@ -194,7 +210,7 @@ def run_detached(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """
     token = set_current(None)
     try:
-        result = func(*args, **kwargs)
+        result = call_in_thread(func, *args, **kwargs)
     finally:
         reset_current(token)
     if inspect.iscoroutine(result):

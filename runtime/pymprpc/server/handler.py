@@ -33,6 +33,8 @@ from ..errors import (
     TimeoutException,
     exception_text,
     text_of,
+    traceback_text,
+    type_name,
 )
 from ..interceptors.chain import compose
 from ..protocol import (
@@ -729,7 +731,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                         ) from None
                     raise
         except BaseException as exc:
-            if not self._failed(request, kept, exc):
+            if not self._settle_failure(request, kept, exc):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
             # A cancelled task keeps its CancelledError, whose traceback keeps this frame:
@@ -811,7 +813,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             else:
                 await self._stream(id, result, method.deprecated, metadata, name=name)
         except BaseException as exc:
-            if not self._failed(CallRequest(id, name, args, kwargs), None, exc):
+            if not self._settle_failure(CallRequest(id, name, args, kwargs), None, exc):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
             if not self._reading:  # else data_received writes it
@@ -831,6 +833,32 @@ class ConnectionHandler(ReusedBufferProtocol):
         if ctx is None:
             ctx = cell[0] = self.call_context(CallRequest(id, name, args, kwargs), None, False)
         return ctx
+
+    def _settle_failure(
+        self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException
+    ) -> bool:
+        """`_failed`, and if even that raises (user code ran: an exception whose class
+        lies about itself, say), a plain 404 naming what can be named: every call that
+        fails is answered."""
+        try:
+            return self._failed(request, kept, exc)
+        except Exception as err:  # noqa: BLE001 - nothing may leave a call unanswered
+            name = type_name(exc)
+            log.error(
+                "call %s id=%s from %s raised %s, which could not be described (%s: %s)",
+                request.method,
+                request.id,
+                _peer_text(self.peer),
+                name,
+                type_name(err),
+                exception_text(err),
+            )
+            error = RPCRuntimeError(
+                f"the method raised {name}, which the server could not describe",
+                exception=name,
+            )
+            self._report(request, kept, as_call_error(error, request)[0], "")
+            return True
 
     def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
         """Settle a call that raised `exc`: answer (or keep) its error and return True,
@@ -861,22 +889,26 @@ class ConnectionHandler(ReusedBufferProtocol):
             if not isinstance(exc, MPRPCError):
                 self._log_failure(request, exc)
             self._report(request, kept, error, frame)
+        elif isinstance(exc, GeneratorExit) and self._host.aborting:
+            # Its coroutine closed by the server's shutdown, after it ignored cancellation
+            # past the grace period (server._end_abandoned): nobody waits for it any more.
+            return False
         else:  # SystemExit, GeneratorExit, custom subclasses
             # A handler must not stop the server, nor leave its call (or a kept outcome)
             # unsettled: only its own call fails. Returning is allowed even for a
             # GeneratorExit thrown by close(): this coroutine awaits nothing more.
+            name = type_name(exc)
+            tail, with_traceback = _traceback_for_log(exc)
             log.error(
-                "call %s id=%s from %s raised %s: the call failed, the server keeps serving",
+                "call %s id=%s from %s raised %s: the call failed, the server keeps serving%s",
                 request.method,
                 request.id,
                 _peer_text(self.peer),
-                type(exc).__name__,
-                exc_info=exc,
+                name,
+                tail,
+                **with_traceback,
             )
-            error = RPCRuntimeError(
-                f"the method raised {type(exc).__name__}({_args_text(exc)})",
-                exception=type(exc).__name__,
-            )
+            error = RPCRuntimeError(f"the method raised {name}({_args_text(exc)})", exception=name)
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         return True
 
@@ -894,14 +926,16 @@ class ConnectionHandler(ReusedBufferProtocol):
                 exc.frame.rstrip(),
             )
         else:
+            tail, with_traceback = _traceback_for_log(exc)
             log.error(
-                "call %s id=%s from %s raised %s: %s",
+                "call %s id=%s from %s raised %s: %s%s",
                 request.method,
                 request.id,
                 peer,
-                type(exc).__name__,
+                type_name(exc),
                 exception_text(exc),  # (logging would print its own error for a bad str)
-                exc_info=exc,
+                tail,
+                **with_traceback,
             )
 
     # -- the call context -------------------------------------------------------------
@@ -1187,8 +1221,20 @@ def _args_text(exc: BaseException) -> str:
     return ", ".join(text_of(arg, repr) for arg in exc.args)
 
 
+def _traceback_for_log(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    """The last argument and the keywords of a `log.error` that ends with `exc`'s
+    traceback: as `exc_info` (what handlers such as error trackers read) when logging can
+    format it, else as text (a class that cannot be named: see `errors.type_name`), so
+    that logging does not print an error of its own on stderr."""
+    try:
+        traceback.format_exception_only(exc)  # what the log formatter will need
+    except Exception:  # noqa: BLE001 - user code ran while formatting
+        return "\n" + traceback_text(exc).rstrip(), {}
+    return "", {"exc_info": exc}
+
+
 def _format(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))
+    return traceback_text(exc)
 
 
 async def _closing(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:

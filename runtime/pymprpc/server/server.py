@@ -770,6 +770,32 @@ class Server:
                 self._loop = None
 
 
+def _end_abandoned(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Any]]) -> None:
+    """End the tasks that ignored cancellation before their loop closes: each one's
+    coroutine is closed (GeneratorExit where it waits, which a handler swallowing
+    CancelledError does not catch; its `finally` blocks run), then the task is cancelled
+    and finishes. Left pending, it would be destroyed with the loop, asyncio logging
+    "Task was destroyed but it is pending!" for each. A coroutine that ignores
+    GeneratorExit too is left as it is."""
+    ended = set()
+    for task in abandoned:
+        if task.done():
+            continue
+        try:
+            task.get_coro().close()
+        except Exception:  # noqa: BLE001 - it ignored GeneratorExit as well (RuntimeError)
+            continue
+        task.cancel()
+        ended.add(task)
+    if ended:
+        done, _ = loop.run_until_complete(asyncio.wait(ended, timeout=_LOOP_CLOSE_WAIT))
+        for task in done:
+            # The cancellation reaches a closed coroutine, which answers "cannot reuse
+            # already awaited coroutine": read here, it is not logged as never retrieved.
+            if not task.cancelled():
+                task.exception()
+
+
 def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[None]]) -> None:
     """Close `loop` like asyncio.run does, but with every wait bounded: tasks that ignore
     cancellation (already reported by `Server.close`) are left behind, not waited for."""
@@ -783,6 +809,8 @@ def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Non
         for task in tasks - stuck:
             if not task.cancelled() and task.exception() is not None:
                 log.error("task %s failed at shutdown", task.get_name(), exc_info=task.exception())
+        abandoned = abandoned | stuck
+    _end_abandoned(loop, abandoned)
     try:
         loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _LOOP_CLOSE_WAIT))
         loop.run_until_complete(

@@ -24,12 +24,11 @@ import stat
 import struct
 import threading
 import time
-import traceback
 from collections import deque
 from typing import Any, Final
 
 from ...context import CallContext, reset_current, set_current
-from ...errors import exception_text
+from ...errors import exception_text, traceback_text, type_name
 from . import framing
 from .targets import resolve
 
@@ -276,7 +275,7 @@ class _Serving:
                     f"{name!r} returned a generator, which cannot be sent: streams must be "
                     "async generator functions (async def ... yield)"
                 )
-            unsent = (type(exc).__name__, message, "", type(result).__name__)
+            unsent = (type_name(exc), message, "", type(result).__name__)
             return framing.encode(call_id, framing.ERROR, unsent)
 
 
@@ -313,15 +312,17 @@ CANCELLED: Final = "asyncio.CancelledError"
 
 def _error(exc: BaseException) -> tuple[str, str, str]:
     message = exception_text(exc)
-    kind = type(exc)
     # asyncio's CancelledError (checked by name: the worker need not import asyncio) is
     # marked, so the server answers it as it does for a coroutine or thread (407/404).
+    # Names read through type_name: a class whose metaclass breaks them still fails
+    # its call only (not the worker).
     name = (
         CANCELLED
-        if kind.__qualname__ == "CancelledError" and kind.__module__ == "asyncio.exceptions"
-        else kind.__name__
+        if type_name(exc, "__qualname__") == "CancelledError"
+        and type_name(exc, "__module__") == "asyncio.exceptions"
+        else type_name(exc)
     )
-    return name, message, "".join(traceback.format_exception(exc))
+    return name, message, traceback_text(exc)
 
 
 def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:

@@ -38,7 +38,7 @@ from collections import deque
 from typing import Any, Final
 
 from ...context import CallContext, CallSource
-from ...errors import RPCRuntimeError
+from ...errors import RPCRuntimeError, type_name
 from . import framing
 from .child import CANCELLED, PID, STARTED, UPDATE_LENGTH, run_zygote
 from .framing import PICKLE
@@ -858,7 +858,7 @@ class ProcessPool:
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
-                exception=type(exc).__name__,
+                exception=type_name(exc),
             ) from None
         del args, kwargs
         call = _Call(call_id, name, payload, loop.create_future(), context)
@@ -1109,7 +1109,7 @@ class ProcessPool:
                 RPCRuntimeError(
                     f"the result of {call.name!r} cannot be read back from the worker "
                     f"process: {exc}",
-                    exception=type(exc).__name__,
+                    exception=type_name(exc),
                 )
             )
             return future
