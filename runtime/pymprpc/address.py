@@ -36,7 +36,13 @@ class Address:
             host, port = addr
             return cls(host=host, port=int(port))
         shown = _without_password(addr)
-        parts = urlsplit(addr)
+        try:
+            parts = urlsplit(addr)
+        except ValueError as exc:  # brackets urllib reads as a bad IPv6 host
+            raise ValueError(
+                f"address {shown!r} cannot be parsed ({_no_password(str(exc), addr)})"
+                + _encoding_hint(addr)
+            ) from None
         if parts.scheme not in ("tcp", "tls"):
             raise ValueError(
                 f"address must look like 'tcp://user:password@host:port', got {shown!r}"
@@ -86,9 +92,7 @@ def _userinfo(addr: str) -> tuple[int, int] | None:
     """Where the `user:password` part of `addr` starts and ends (up to its last '@',
     which a password with reserved characters may precede), or None if it has none."""
     start = addr.find("://")
-    if start < 0:
-        return None
-    start += 3
+    start = 0 if start < 0 else start + 3  # (no scheme: the user may still be there)
     end = addr.rfind("@", start)
     return None if end < 0 else (start, end)
 
@@ -103,6 +107,12 @@ def _without_password(addr: str) -> str:
     if colon < 0:
         return addr
     return f"{addr[: colon + 1]}***{addr[end:]}"
+
+
+def _no_password(text: str, addr: str) -> str:
+    """`text` (urllib's message about `addr`), unless `addr` holds a password: urllib
+    may quote any part of it."""
+    return text if _without_password(addr) == addr else "brackets read as an IPv6 host"
 
 
 def _encoding_hint(addr: str) -> str:

@@ -362,8 +362,8 @@ def text_of(value: object, render: Callable[[object], str] = str) -> str:
     try:
         return render(value)
     except Exception as err:  # noqa: BLE001 - any failure of user code
-        how = getattr(render, "__name__", "str")
-        return f"<{type(value).__name__} object: its {how}() raised {type(err).__name__}>"
+        how = "repr" if render is repr else "str"
+        return f"<{type_name(value)} object: its {how}() raised {type_name(err)}>"
 
 
 _TYPE_NAME = type.__dict__["__name__"]
@@ -371,23 +371,29 @@ _TYPE_QUALNAME = type.__dict__["__qualname__"]
 _TYPE_MODULE = type.__dict__["__module__"]
 
 
-def type_name(exc: BaseException, attribute: str = "__name__") -> str:
-    """The name of `exc`'s class (`attribute`: `__name__`, `__qualname__` or
+def type_name(value: object, attribute: str = "__name__") -> str:
+    """The name of `value`'s class (`attribute`: `__name__`, `__qualname__` or
     `__module__`), read through `type`'s own descriptors: a metaclass may replace those
     attributes with properties that raise or return something else, and naming a
-    failure must not fail."""
+    failure must not fail ("?" when even that finds nothing: a class without a module)."""
     descriptor = {"__name__": _TYPE_NAME, "__qualname__": _TYPE_QUALNAME}.get(attribute)
-    value = (descriptor or _TYPE_MODULE).__get__(type(exc), type)
-    if isinstance(value, str):
+    try:
+        name = (descriptor or _TYPE_MODULE).__get__(type(value), type)
+    except Exception:  # noqa: BLE001 - e.g. a class made without a __module__
+        return "?"
+    if issubclass(type(name), str):  # (not isinstance: that asks the object's __class__)
         # An exact copy: a str subclass set as a name may override its own methods.
-        return str.__str__(value)
-    return text_of(value, repr)  # (a module may be anything a class body set)
+        return str.__str__(name)
+    try:
+        return repr(name)  # (a module may be anything a class body set)
+    except Exception:  # noqa: BLE001 - any failure of user code
+        return "?"
 
 
 def traceback_text(exc: BaseException) -> str:
     """`exc`'s traceback as `traceback.format_exception` writes it; if that fails (the
-    exception's class cannot be named: see `type_name`), its frames, then a last line
-    made from what can be read."""
+    exception's class, or one it is chained to, cannot be named: see `type_name`), its
+    frames, then a last line made from what can be read."""
     try:
         return "".join(traceback.format_exception(exc))
     except Exception:  # noqa: BLE001 - user code ran while formatting

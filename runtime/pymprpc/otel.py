@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
@@ -38,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .client.interceptors import ClientCallContext
 from .context import CallContext, MessageSizes
-from .errors import exception_text
+from .errors import exception_text, traceback_text, type_name
 from .interceptors.accesslog import outcome_code
 from .interceptors.chain import CallNext, observe_stream
 
@@ -93,13 +92,13 @@ def _finish(span: trace.Span, error: BaseException | None, streaming: bool) -> i
             span.add_event(
                 "exception",
                 {
-                    "exception.type": type(error).__qualname__,
+                    "exception.type": type_name(error, "__qualname__"),
                     "exception.message": message,
-                    "exception.stacktrace": "".join(traceback.format_exception(error)),
+                    "exception.stacktrace": traceback_text(error),
                     "exception.escaped": "False",
                 },
             )
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+        span.set_status(Status(StatusCode.ERROR, f"{type_name(error)}: {message}"))
     return code
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from typing import Any
 
 import pytest
@@ -144,6 +145,7 @@ def test_result_that_raises_while_encoded_is_answered(executor: str, kind: str) 
 
 @pytest.mark.logs_errors
 @pytest.mark.xfail(
+    sys.version_info < (3, 13),  # 3.13's pickle goes deeper under the same limit
     strict=True,
     reason="a 1,000-level result (under the 1,022 levels MessagePack carries, and "
     "delivered by every other executor) fails on the process pool with 404 "

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -180,6 +181,7 @@ def test_handler_stopping_the_loop_does_not_stop_the_server() -> None:
         pytest.param(
             "close_hangs_stubborn",
             marks=pytest.mark.xfail(
+                sys.version_info < (3, 13),  # 3.13 closes the generator without the errors
                 strict=True,
                 reason="a stream whose `finally` swallows its cancellation no longer holds "
                 "shutdown, but closing it logs ERRORs ('aclose(): asynchronous generator "

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgpack
 
-from ..errors import LocalProtocolError, RemoteProtocolError, exception_text
+from ..errors import LocalProtocolError, RemoteProtocolError, exception_text, type_name
 from .constants import DEFAULT_MAX_COLLECTION_LEN, DEFAULT_MAX_MESSAGE_SIZE, Compression
 
 _LZMA_MAGIC: Final = b"\xfd7zXZ\x00"
@@ -323,7 +323,7 @@ class Codec:
                 kind = "MessagePack"
                 # Only msgpack's own refusal says the value is too deep; past the search
                 # depth, any other refusal is reported as msgpack words it.
-                too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in str(exc) else None
+                too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in exception_text(exc) else None
             try:
                 found = _find_unencodable(message, self.json, too_deep)
             except Exception:  # noqa: BLE001 - the search runs user code too (see below)
@@ -335,7 +335,7 @@ class Codec:
             # __str__ in JSON mode): the message cannot be sent, as for any value refused.
             what = "JSON (debug mode)" if self.json else "MessagePack"
             raise LocalProtocolError(
-                f"cannot encode as {what}: a value raised {type(exc).__name__} while "
+                f"cannot encode as {what}: a value raised {type_name(exc)} while "
                 f"encoded ({exception_text(exc)})"
             ) from None
         if self.compression is not None:

@@ -779,10 +779,10 @@ class ServerConnection(_Connection):
         # A message too long to send (a handler's exception built from a huge value): the
         # same error, its message cut, keeps its code and exception name for the caller.
         keep = min(_ERROR_TEXT_KEPT, self.max_message_size // 8)
-        if len(error.message) > keep:
+        message = error.message
+        if type(message) is str and len(message) > keep:  # (a handler may give any object)
             cut = (
-                f"{error.message[:keep]}... (cut from {len(error.message)} characters to "
-                "fit max_message_size)"
+                f"{message[:keep]}... (cut from {len(message)} characters to fit max_message_size)"
             )
             try:
                 self._queue(
@@ -791,7 +791,7 @@ class ServerConnection(_Connection):
                     )
                 )
                 return
-            except LocalProtocolError:
+            except Exception:  # noqa: BLE001 - this step must not leave the call unanswered
                 pass
         # Its text cannot be sent either (a handler's message, or a method name a JSON peer
         # spelt with escapes, holding the separator; or too long): answered like a result

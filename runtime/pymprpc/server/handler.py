@@ -889,9 +889,16 @@ class ConnectionHandler(ReusedBufferProtocol):
             if not isinstance(exc, MPRPCError):
                 self._log_failure(request, exc)
             self._report(request, kept, error, frame)
-        elif isinstance(exc, GeneratorExit) and self._host.aborting:
-            # Its coroutine closed by the server's shutdown, after it ignored cancellation
-            # past the grace period (server._end_abandoned): nobody waits for it any more.
+        elif (
+            isinstance(exc, GeneratorExit)
+            and self._host.aborting
+            and asyncio.current_task(self.loop) is None
+        ):
+            # Its coroutine closed from outside any task, after it ignored cancellation past
+            # the grace period (server._end_abandoned): nobody waits for it any more. (A
+            # handler raising GeneratorExit itself runs in its task: answered below.)
+            if kept is not None:
+                kept.set_error(CancelledError("the call was cancelled", id=request.id))
             return False
         else:  # SystemExit, GeneratorExit, custom subclasses
             # A handler must not stop the server, nor leave its call (or a kept outcome)
@@ -1227,7 +1234,7 @@ def _traceback_for_log(exc: BaseException) -> tuple[str, dict[str, Any]]:
     format it, else as text (a class that cannot be named: see `errors.type_name`), so
     that logging does not print an error of its own on stderr."""
     try:
-        traceback.format_exception_only(exc)  # what the log formatter will need
+        traceback.format_exception(exc)  # what the log formatter will do (chain included)
     except Exception:  # noqa: BLE001 - user code ran while formatting
         return "\n" + traceback_text(exc).rstrip(), {}
     return "", {"exc_info": exc}

@@ -771,7 +771,8 @@ class Server:
 
 
 def _end_abandoned(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Any]]) -> None:
-    """End the tasks that ignored cancellation before their loop closes: each one's
+    """End the calls that ignored cancellation (`Server.close` abandoned them: call
+    tasks only, not the application's own) before their loop closes: each one's
     coroutine is closed (GeneratorExit where it waits, which a handler swallowing
     CancelledError does not catch; its `finally` blocks run), then the task is cancelled
     and finishes. Left pending, it would be destroyed with the loop, asyncio logging
@@ -779,7 +780,7 @@ def _end_abandoned(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[
     GeneratorExit too is left as it is."""
     ended = set()
     for task in abandoned:
-        if task.done():
+        if task.done() or task.get_loop() is not loop:
             continue
         try:
             task.get_coro().close()
@@ -809,9 +810,8 @@ def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Non
         for task in tasks - stuck:
             if not task.cancelled() and task.exception() is not None:
                 log.error("task %s failed at shutdown", task.get_name(), exc_info=task.exception())
-        abandoned = abandoned | stuck
-    _end_abandoned(loop, abandoned)
     try:
+        _end_abandoned(loop, abandoned)
         loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _LOOP_CLOSE_WAIT))
         loop.run_until_complete(
             asyncio.wait_for(loop.shutdown_default_executor(), _LOOP_CLOSE_WAIT)
@@ -820,3 +820,4 @@ def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Non
         log.warning("an async generator or executor thread did not stop at shutdown")
     finally:
         loop.close()
+        abandoned.clear()  # ended, or left with their closed loop: nothing more to do

@@ -261,7 +261,10 @@ class _Serving:
             return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
         except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
             name = ".".join((key.split(":", 1)[-1], *path))
-            message = f"the result of {name!r} cannot be sent back from the worker process: {exc}"
+            message = (
+                f"the result of {name!r} cannot be sent back from the worker process: "
+                f"{exception_text(exc)}"
+            )
             if inspect.iscoroutine(result):
                 result.close()  # never run: no "coroutine was never awaited" warning
                 message = (

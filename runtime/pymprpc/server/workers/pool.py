@@ -38,7 +38,7 @@ from collections import deque
 from typing import Any, Final
 
 from ...context import CallContext, CallSource
-from ...errors import RPCRuntimeError, type_name
+from ...errors import RPCRuntimeError, exception_text, type_name
 from . import framing
 from .child import CANCELLED, PID, STARTED, UPDATE_LENGTH, run_zygote
 from .framing import PICKLE
@@ -857,7 +857,8 @@ class ProcessPool:
             payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs, packed))
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
-                f"the arguments of {name!r} cannot be sent to a worker process: {exc}",
+                f"the arguments of {name!r} cannot be sent to a worker process: "
+                f"{exception_text(exc)}",
                 exception=type_name(exc),
             ) from None
         del args, kwargs
@@ -1108,7 +1109,7 @@ class ProcessPool:
             future.set_exception(
                 RPCRuntimeError(
                     f"the result of {call.name!r} cannot be read back from the worker "
-                    f"process: {exc}",
+                    f"process: {exception_text(exc)}",
                     exception=type_name(exc),
                 )
             )
