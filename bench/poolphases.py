@@ -99,16 +99,17 @@ def _install_worker_stamps(directory: str) -> None:
     now: dict[str, float] = {}
     run_one = child._Serving._run_one
     send_all = child._send_all
+    init = child._Serving.__init__
 
-    def stamped_read(serving: Any) -> bool:
-        serving._wait()
-        now["woke"] = clock()
-        reader = serving.reader
-        n = serving.sock.recv_into(reader.buffer())
-        if n == 0:
-            return False
-        serving.frames.extend(reader.received(n))
-        return True
+    def stamped_init(serving: Any, *args: Any, **kwargs: Any) -> None:
+        init(serving, *args, **kwargs)
+        wait = serving._wait  # its Waiter's: the stamp goes right after it
+
+        def stamped_wait() -> None:
+            wait()
+            now["woke"] = clock()
+
+        serving._wait = stamped_wait
 
     def stamped_run_one(serving: Any, call_id: int, body: Any, buffers: Any) -> Any:
         now["begun"] = clock()
@@ -124,7 +125,7 @@ def _install_worker_stamps(directory: str) -> None:
                 out.writelines(" ".join(repr(x) for x in row) + "\n" for row in rows)
             rows.clear()
 
-    child._Serving._read = stamped_read  # type: ignore[method-assign]
+    child._Serving.__init__ = stamped_init  # type: ignore[method-assign]
     child._Serving._run_one = stamped_run_one  # type: ignore[method-assign]
     child._send_all = stamped_send_all
 

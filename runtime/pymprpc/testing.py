@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from .client import RPC, AsyncRPC
 from .server import Server
-from .server.server import _close_loop
+from .server.server import run_bounded
 
 __all__ = ["RunningServer", "client_for", "serve_in_thread", "server_url", "sync_client_for"]
 
@@ -107,19 +107,10 @@ class RunningServer:
                 self._ready.set()
             await self.server.serve_forever()
 
-        # Not asyncio.run, for Server.run_forever's reason: at exit it waits without a
-        # bound for every task, and a call that swallows its cancellation (abandoned by
-        # Server.close after the grace period) would keep this thread, and stop(), forever.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(main())
-        finally:
-            try:
-                _close_loop(loop, self.server._abandoned)  # (this package's own)
-            finally:
-                asyncio.set_event_loop(None)
+        # As Server.run_forever runs: asyncio.run would wait for ever, at exit, for a call
+        # that swallows its cancellation, and so would this thread and stop().
+        with contextlib.suppress(BaseException):
+            run_bounded(main(), self.server._abandoned)  # (this package's own)
 
     def start(self, timeout: float = 15.0) -> None:
         """Start serving; returns once the server accepts connections.

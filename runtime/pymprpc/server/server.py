@@ -12,7 +12,7 @@ import signal
 import socket
 import ssl as ssl_module
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -754,20 +754,32 @@ class Server:
 
     def run_forever(self) -> None:
         """Serve until SIGINT/SIGTERM (or `stop()`), then shut down gracefully."""
-        # Not asyncio.run: on exit it cancels the remaining tasks and waits for them
-        # without a bound, so a method that swallows CancelledError would hang it.
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(self._run_until_stopped())
+            run_bounded(self._run_until_stopped(), self._abandoned)
         except KeyboardInterrupt:
             pass
         finally:
-            try:
-                _close_loop(loop, self._abandoned)
-            finally:
-                asyncio.set_event_loop(None)
-                self._loop = None
+            self._loop = None
+
+
+def run_bounded(main: Coroutine[Any, Any, None], abandoned: set[asyncio.Task[None]]) -> None:
+    """Run `main` on a new event loop (the current one while it runs), then close that
+    loop as asyncio.run would, but with every wait bounded (`_close_loop`), the calls in
+    `abandoned` (a server's, which ignored cancellation) ended first.
+
+    Not asyncio.run: on exit it cancels the remaining tasks and waits for them without a
+    bound, so a method that swallows CancelledError would hang it. Used by
+    `Server.run_forever` and `pymprpc.testing.RunningServer`.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            _close_loop(loop, abandoned)
+        finally:
+            asyncio.set_event_loop(None)
 
 
 def _end_abandoned(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Any]]) -> None:
