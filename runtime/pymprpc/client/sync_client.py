@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
 import weakref
@@ -97,6 +98,7 @@ class RPC(BaseRPC):
         self._login_io: SocketIO | None = None
         self._paused = False  # the reader waits: every call in flight is a full stream
         self._resume = threading.Condition(self._lock)
+        _clients.add(self)
 
     # -- connection ------------------------------------------------------------------
 
@@ -230,6 +232,33 @@ class RPC(BaseRPC):
                 call.answer(ConnectionFailed(error))
         self._paused = False
         self._resume.notify_all()
+
+    def _forked(self) -> None:
+        """(In a child process just forked.) The connection, its reader thread and the
+        calls in flight are the parent's: leave its socket to it, forget the calls, and
+        connect again on the next call, as after the server closed an idle connection.
+
+        The locks are made anew: a thread of the parent (which does not exist here) may
+        have held one when the process forked.
+        """
+        self._lock = threading.Lock()
+        self._connecting = threading.Lock()
+        self._resume = threading.Condition(self._lock)
+        io, self._io = self._io, None
+        login_io, self._login_io = self._login_io, None
+        for each in (io, login_io):
+            if each is not None:
+                each.abandon()
+        self._pending = {}
+        self._watched = {}
+        self._received = 0
+        self._paused = False
+        if io is not None:
+            self._lost_connection(
+                ConnectionLostError(
+                    f"the connection to {self.address} belongs to the parent process"
+                )
+            )
 
     def __enter__(self) -> RPC:
         return self.connect()
@@ -474,6 +503,21 @@ class RPC(BaseRPC):
     ) -> None:
         metadata, sizes = self._sent_with(ctx)
         self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
+
+
+# The blocking clients of this process: a child process forked while one is connected
+# must not use the parent's connection (its replies go to whichever process reads first,
+# and the reader thread is the parent's), nor end it.
+_clients: weakref.WeakSet[RPC] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read_until_closed(

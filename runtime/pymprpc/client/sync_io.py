@@ -134,6 +134,12 @@ class SocketIO:
         except (OSError, ValueError):
             return True  # closed meanwhile: recv reports it
 
+    def abandon(self) -> None:
+        """Close this process's descriptor only, without a word to the peer: in a child
+        process just forked, the connection is the parent's (a shutdown would end it for
+        the parent too)."""
+        self.sock.close()
+
     def close(self) -> None:
         """Close the socket; a thread blocked in `recv` wakes up (end of file or error)."""
         with contextlib.suppress(OSError):  # already disconnected
