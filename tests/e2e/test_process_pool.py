@@ -442,6 +442,45 @@ def test_threads_started_before_the_pool_no_fork_warning(tmp_path: Path) -> None
     assert "DeprecationWarning" not in done.stderr
 
 
+def test_an_unguarded_main_module_under_the_forkserver_says_what_to_do(tmp_path: Path) -> None:
+    """Threads run at registration (a library's, say), so the zygote comes from the
+    forkserver, which imports the main module afresh; that module starts the server at its
+    top level, without `if __name__ == "__main__":`. Before, the child failed with
+    "address already in use" and the server with "could not start a worker process": now
+    both say to add the guard."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading
+            from pymprpc.server import Server
+
+            threading.Thread(target=threading.Event().wait, daemon=True).start()
+            with Server(("127.0.0.1", 0), max_workers=1) as server:
+                @server.register_function()
+                def mul(a, b):
+                    return a * b
+
+                server.run_forever()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(RUNTIME)},
+    )
+    assert done.returncode != 0
+    guard = 'put the code that starts the server under `if __name__ == "__main__":`'
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pymprpc.errors.RPCRuntimeError: could not start a worker"), last
+    assert guard in last
+    assert "RuntimeError: this process was started by multiprocessing" in done.stderr
+    assert "Address already in use" not in done.stderr
+
+
 def test_functions_defined_inside_with_server_reach_the_workers() -> None:
     """The usage page's pattern: nested functions and closures, registered in the main
     thread, then a client thread starts before the server: no warning either."""

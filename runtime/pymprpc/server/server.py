@@ -47,6 +47,7 @@ from .kept_results import KeptResults
 from .listener import Listener
 from .logins import LoginThrottle
 from .registry import Method, Registry, make_method
+from .workers.pool import importing_main_for_a_child
 
 log = logging.getLogger(__name__)
 
@@ -624,6 +625,14 @@ class Server:
         """Create the listening socket (done by `__enter__` / `start` if not yet)."""
         if self._sock is not None:
             return
+        if importing_main_for_a_child():
+            # Else "address already in use": the parent serves on it.
+            raise RuntimeError(
+                "this process was started by multiprocessing (the process pool's "
+                "forkserver, when threads were running) and is importing the main module, "
+                "which starts the server again: put the code that starts the server under "
+                '`if __name__ == "__main__":` (README, "Forking safely")'
+            )
         config = self._config
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         sock = socket.create_server(

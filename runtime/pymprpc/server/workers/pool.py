@@ -113,6 +113,24 @@ def single_threaded(settle: float = 0.0) -> bool:
         time.sleep(0.001)
 
 
+def importing_main_for_a_child() -> bool:
+    """Whether this process is one multiprocessing started by spawn or forkserver, still
+    importing its parent's main module (as the pool's forkserver-started zygote does).
+
+    Reads multiprocessing's private `_inheriting` flag, the one its own "bootstrapping
+    phase" error reads (`tests/e2e/test_process_pool_spawn.py` checks it on 3.11-3.13);
+    False where it is missing.
+    """
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+_MAIN_GUARD_HINT: Final = (
+    "it was started by multiprocessing's forkserver (threads were running), which imports "
+    "the main module afresh: put the code that starts the server under "
+    '`if __name__ == "__main__":` (README, "Forking safely")'
+)
+
+
 class _Call:
     __slots__ = ("context", "end", "future", "id", "name", "payload", "size", "worker")
 
@@ -228,6 +246,11 @@ class _Zygote:
         self._process = process
         self.pid = process.pid or 0
         return True
+
+    @property
+    def by_forkserver(self) -> bool:
+        """Whether multiprocessing's forkserver started it (not a fork of the server)."""
+        return self._process is not None
 
     def request(self) -> None:
         """Ask for a new worker (answered later, see `replies`); OSError if the zygote
@@ -705,6 +728,8 @@ class ProcessPool:
             log.warning("the process that forks the workers (pid %d) is gone", zygote.pid)
             return
         if zygote.replacement and not zygote.proven:
+            if zygote.by_forkserver:
+                why = f"{why}; {_MAIN_GUARD_HINT}"
             self._give_up(f"two processes that fork workers failed; the last one: {why}")
             return
         log.warning("the process that forks the workers (pid %d) is replaced: %s", zygote.pid, why)
