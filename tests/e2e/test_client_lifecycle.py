@@ -124,3 +124,62 @@ def test_sync_heartbeat_over_tls(serve: Callable[..., ServerThread], tmp_path: P
         assert rpc.connected
         assert [rpc.add(i, 1) for i in range(3)] == [1, 2, 3]
         assert connections(srv) == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_an_async_client_outlives_its_event_loop(srv: ServerThread, kind: str) -> None:
+    """A module-level client used by one `asyncio.run()` after another (or by a test's
+    loop after another's): each new loop connects again, as after an idle close. Before,
+    the second loop's call raised "got Future attached to a different loop", and
+    connect() or close() "Event loop is closed"."""
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        run: Callable[[Any], Any] = uvloop.run
+    else:
+        run = asyncio.run
+    rpc = AsyncRPC(url(srv), timeout=5, heart_beat=30)
+
+    async def first() -> None:
+        await rpc.connect()
+        assert await rpc.add(1, 2) == 3
+
+    async def call() -> None:
+        assert await rpc.add(2, 3) == 5
+        assert [i async for i in await rpc.count(3)] == [0, 1, 2]
+        assert await asyncio.gather(*(rpc.add(i, i) for i in range(5))) == [2 * i for i in range(5)]
+
+    async def connect_then_call() -> None:
+        await rpc.connect()
+        assert rpc.connected
+        assert await rpc.add(3, 4) == 7
+
+    async def stream_then_close() -> None:
+        assert [i async for i in await rpc.count(2)] == [0, 1]
+        await rpc.close()
+        assert not rpc.connected
+
+    run(first())
+    run(call())
+    run(connect_then_call())
+    run(stream_then_close())
+    run(connect_then_call())  # connect() after close() on an ended loop
+    run(rpc.close())
+
+
+def test_an_async_client_closed_with_its_loop_stays_closed(srv: ServerThread) -> None:
+    """close() then the loop ends: a later loop's call is refused as before (it does not
+    connect again by itself)."""
+    rpc = AsyncRPC(url(srv), timeout=5)
+
+    async def use() -> None:
+        async with rpc:
+            assert await rpc.add(1, 2) == 3
+
+    asyncio.run(use())
+
+    async def call() -> None:
+        with pytest.raises(ConnectionLostError, match="not connected"):
+            await rpc.add(1, 2)
+
+    asyncio.run(call())

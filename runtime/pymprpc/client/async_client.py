@@ -8,7 +8,13 @@ from typing import Any, Final, Protocol, Self, TypeAlias, Unpack
 
 from ..address import Address
 from ..context import MessageSizes, Metadata
-from ..errors import DeadlineExceeded, LocalProtocolError, MPRPCError, ParamError
+from ..errors import (
+    ConnectionLostError,
+    DeadlineExceeded,
+    LocalProtocolError,
+    MPRPCError,
+    ParamError,
+)
 from ..protocol import (
     CallFailed,
     ClientConnection,
@@ -335,6 +341,9 @@ class AsyncRPC(BaseRPC):
             ConnectionLostError: the server cannot be reached within `connect_timeout`.
             RemoteProtocolError: the server's welcome reply is malformed.
         """
+        state = self._state
+        if state.loop is not None and state.loop.is_closed():
+            self._leave_closed_loop()
         if self.connected:
             return self
         task = self._connecting
@@ -393,8 +402,32 @@ class AsyncRPC(BaseRPC):
         if self.heart_beat:
             self._heartbeat_task = loop.create_task(self._heartbeat(self.heart_beat))
 
+    def _leave_closed_loop(self) -> None:
+        """The loop this client connected on is closed (`asyncio.run` returned, a test's
+        loop ended) and another one uses the client: forget that loop's connection
+        without calling into it (its transport's socket closes when the transport is
+        collected), and connect again on the next call, as after an idle close. Calls
+        still pending there have no one awaiting them, and their futures cannot be
+        settled on a closed loop."""
+        state = self._state
+        self._drop_protocol()
+        state.transport = None
+        state.loop = None
+        state.outbox = []
+        state.batching = False
+        state.reading_paused = False
+        self._heartbeat_task = self._connecting = self._welcome = self._pong = None
+        self._pending = {}
+        self._watched = {}
+        self._lost_connection(
+            ConnectionLostError(f"the event loop the connection to {self.address} ran on is closed")
+        )
+
     async def close(self) -> None:
         """Close the connection; pending calls fail with ConnectionLostError."""
+        state = self._state
+        if state.loop is not None and state.loop.is_closed():
+            self._leave_closed_loop()
         self._abort(by_user=True)
         await asyncio.sleep(0)  # let the transport run its connection_lost callback
 
@@ -608,7 +641,10 @@ class AsyncRPC(BaseRPC):
         oneway: bool = False,
         sizes: MessageSizes | None = None,
     ) -> str:
-        if self._state.reconnect_due:
+        state = self._state
+        if state.loop is not None and state.loop.is_closed():
+            self._leave_closed_loop()
+        if state.reconnect_due:
             if timeout is None or timeout >= self.connect_timeout:
                 await self.connect()
             else:
@@ -699,6 +735,12 @@ class AsyncRPC(BaseRPC):
         else:
             loop = link.loop
             usual = not state.reconnect_due and conn.state is _READY
+            # Connected on a loop that has ended (asyncio.run returned): _send connects
+            # again. Not asked while calls are in flight, which a live loop runs (an
+            # ended one's were cancelled with their tasks): 400 instructions a call.
+            if not link.pending and loop.is_closed():
+                loop = asyncio.get_running_loop()
+                usual = False
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
