@@ -356,6 +356,19 @@ def exception_text(exc: BaseException) -> str:
     return text_of(exc)
 
 
+def printable(text: str, limit: int = 256) -> str:
+    """`text` as a log line may show it: unchanged when it is printable and at most
+    `limit` characters; otherwise escaped as `repr` escapes it (line breaks and other
+    control characters included, so a peer's call ID or method name cannot forge a log
+    line) and cut to `limit` characters, its length said."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    shown = repr(text[:limit])[1:-1]
+    if len(text) > limit:
+        shown += f"... ({len(text)} characters)"
+    return shown
+
+
 def text_of(value: object, render: Callable[[object], str] = str) -> str:
     """`render(value)` (`str` or `repr`), or a description of `value` naming its type
     when that raises: for text made from user objects on a path that must not fail."""

@@ -132,10 +132,6 @@ def test_nothing_per_call_without_accesslog(everything: pytest.LogCaptureFixture
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a peer's call ID with a newline forges log lines in the handler's ERROR record",
-)
 def test_call_id_cannot_forge_lines_in_the_error_log(everything: pytest.LogCaptureFixture) -> None:
     forged = "x\nCRITICAL pymprpc.server: forged by the peer"
     with serving(build()) as running, Raw(running.server.port) as raw:

@@ -83,10 +83,6 @@ class Listener:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cancelled call keeps its context (and listeners) until the connection closes",
-)
 def test_cancelled_calls_release_their_context() -> None:
     alive: list[weakref.ref[Listener]] = []
 

@@ -105,3 +105,17 @@ def test_an_error_whose_message_is_not_text_is_still_answered() -> None:
     with sync_client_for(server, timeout=5) as rpc, pytest.raises(MPRPCError) as info:
         rpc.check(1)
     assert info.value.code == 405, info.value
+
+
+def test_printable_leaves_ordinary_text_and_escapes_what_could_forge_a_line() -> None:
+    from pymprpc.errors import printable
+
+    assert printable("4f99d9f0-4268-4d2c-a161-000000000002") == (
+        "4f99d9f0-4268-4d2c-a161-000000000002"
+    )
+    assert printable("héllo wörld") == "héllo wörld"
+    assert printable("a\nINFO forged") == "a\\nINFO forged"
+    assert printable("a\r\x1b[2Kb\u2028c") == "a\\r\\x1b[2Kb\\u2028c"
+    long = printable("x" * 10_000)
+    assert long == "x" * 256 + "... (10000 characters)"
+    assert "\n" not in printable("\n" * 1000)

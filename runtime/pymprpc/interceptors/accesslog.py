@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..context import CallContext
-from ..errors import MPRPCError
+from ..errors import MPRPCError, printable
 from .chain import CallNext, observe_stream
 
 __all__ = ["AccessLog", "outcome_code"]
@@ -45,8 +45,8 @@ class AccessLog:
         self.logger.log(
             self.level,
             "%s id=%s peer=%s user=%s -> %d in %.1fms%s",
-            ctx.method,
-            ctx.id,
+            printable(ctx.method),
+            printable(ctx.id),
             peer,
             ctx.user or "-",
             code,

@@ -32,6 +32,7 @@ from ..errors import (
     RpcUnavailableException,
     TimeoutException,
     exception_text,
+    printable,
     text_of,
     traceback_text,
     type_name,
@@ -703,6 +704,10 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _cancel(self, id: str, task: asyncio.Task[None]) -> None:
         task.cancel()
+        if self._contexts:
+            # Its context, kept while it runs for its sizes (see _execute): forgotten now,
+            # while `id` is still this call's (_run_call leaves a withdrawn call's alone).
+            self._contexts.pop(id, None)
         if self._cancelled is None:
             self._cancelled = set()
         self._cancelled.add(task)
@@ -846,8 +851,8 @@ class ConnectionHandler(ReusedBufferProtocol):
             name = type_name(exc)
             log.error(
                 "call %s id=%s from %s raised %s, which could not be described (%s: %s)",
-                request.method,
-                request.id,
+                printable(request.method),
+                printable(request.id),
                 _peer_text(self.peer),
                 name,
                 type_name(err),
@@ -908,8 +913,8 @@ class ConnectionHandler(ReusedBufferProtocol):
             tail, with_traceback = _traceback_for_log(exc)
             log.error(
                 "call %s id=%s from %s raised %s: the call failed, the server keeps serving%s",
-                request.method,
-                request.id,
+                printable(request.method),
+                printable(request.id),
                 _peer_text(self.peer),
                 name,
                 tail,
@@ -925,8 +930,8 @@ class ConnectionHandler(ReusedBufferProtocol):
         if isinstance(exc, RemoteFunctionError):  # its traceback is the worker's text
             log.error(
                 "call %s id=%s from %s raised %s: %s\n%s",
-                request.method,
-                request.id,
+                printable(request.method),
+                printable(request.id),
                 peer,
                 exc.type_name,
                 exc,
@@ -936,8 +941,8 @@ class ConnectionHandler(ReusedBufferProtocol):
             tail, with_traceback = _traceback_for_log(exc)
             log.error(
                 "call %s id=%s from %s raised %s: %s%s",
-                request.method,
-                request.id,
+                printable(request.method),
+                printable(request.id),
                 peer,
                 type_name(exc),
                 exception_text(exc),  # (logging would print its own error for a bad str)
@@ -1008,7 +1013,12 @@ class ConnectionHandler(ReusedBufferProtocol):
         self, request: CallRequest, kept: KeptOutcome | None, error: MPRPCError, frame: str
     ) -> None:
         if request.oneway:  # nobody to tell: the server's log is the only witness
-            log.info("oneway call %s(%s) failed: %s", request.method, request.id, error)
+            log.info(
+                "oneway call %s(%s) failed: %s",
+                printable(request.method),
+                printable(request.id),
+                error,
+            )
         elif kept is not None:
             kept.set_error(error)
         else:
