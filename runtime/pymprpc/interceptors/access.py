@@ -15,6 +15,16 @@ __all__ = ["ANY_USER", "AccessControl"]
 ANY_USER = "*"  # in a rule: any authenticated user
 
 
+def _names(names: Iterable[str], where: str) -> frozenset[str]:
+    """`names` as a set; a lone string is refused (its letters would be the names)."""
+    if isinstance(names, str | bytes):
+        raise TypeError(
+            f"AccessControl {where} must be a list of names, not the string {names!r}: "
+            f"write [{names!r}]"
+        )
+    return frozenset(names)
+
+
 class AccessControl:
     """A server interceptor refusing calls with 403 (`RestrictAccessError`) by rule.
 
@@ -31,6 +41,9 @@ class AccessControl:
         AccessControl({"admin.*": ["admin"], "*": ["*"]}, roles={"alice": ["admin"]})
         lets alice call `admin.reset`, any logged-in user everything else, and refuses
         anonymous connections.
+
+    Raises:
+        TypeError: a list of names given as one string (`{"admin.*": "alice"}`).
     """
 
     def __init__(
@@ -40,9 +53,11 @@ class AccessControl:
         roles: Mapping[str, Iterable[str]] | None = None,
         default: Iterable[str] | None = None,
     ) -> None:
-        self._rules = [(pattern, frozenset(allowed)) for pattern, allowed in rules.items()]
-        self._roles = {user: frozenset(r) for user, r in (roles or {}).items()}
-        self._default = None if default is None else frozenset(default)
+        self._rules = [
+            (pattern, _names(allowed, f"rules[{pattern!r}]")) for pattern, allowed in rules.items()
+        ]
+        self._roles = {user: _names(r, f"roles[{user!r}]") for user, r in (roles or {}).items()}
+        self._default = None if default is None else _names(default, "default")
 
     def allowed(self, user: str | None, method: str) -> bool:
         """Whether `user` (None: anonymous) may call `method`."""

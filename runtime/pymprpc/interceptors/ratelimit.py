@@ -30,6 +30,10 @@ class RateLimit:
         max_keys: buckets kept; the least recently used is forgotten beyond it, so a flood
             of distinct keys cannot grow memory without bound.
         clock: seconds, monotonic (tests pass a fake).
+
+    Raises:
+        ValueError: `rate` not a positive finite number, `burst` under 1, `per` neither
+            `"user"` nor `"peer"`, or `max_keys` not an int of at least 1.
     """
 
     def __init__(
@@ -49,6 +53,8 @@ class RateLimit:
         self.burst = float(burst) if burst is not None else max(1.0, self.rate)
         if not self.burst >= 1:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ValueError(f"max_keys must be an int of at least 1, got {max_keys!r}")
         self.per = per
         self.max_keys = max_keys
         self._clock = clock
@@ -83,6 +89,7 @@ class RateLimit:
             raise RpcUnavailableException(
                 f"rate limit of {self.rate:g} calls/s exceeded for {who}; retry in {wait:.2f}s",
                 id=ctx.id,
-                data={"RETRY_AFTER": round(wait, 3)},
+                # Whole milliseconds, rounded up: a client waiting that long finds a token.
+                data={"RETRY_AFTER": math.ceil(wait * 1000) / 1000},
             )
         return await call_next(ctx)
