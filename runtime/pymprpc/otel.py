@@ -79,8 +79,13 @@ def _peer_attributes(peer: tuple[str, int], server: bool) -> dict[str, Any]:
     }
 
 
-def _finish(span: trace.Span, error: BaseException | None, streaming: bool) -> int:
-    code = outcome_code(error, streaming=streaming)
+def _finish(
+    span: trace.Span,
+    error: BaseException | None,
+    streaming: bool,
+    ctx: CallContext | None = None,
+) -> int:
+    code = outcome_code(error, streaming=streaming, ctx=ctx)
     span.set_attribute("rpc.mprpc.status_code", code)
     if error is not None:
         message = exception_text(error)
@@ -181,7 +186,9 @@ class _Telemetry:
                 self._methods[method] = found
         return found
 
-    # A client may call any number of names; a server's are those registered.
+    # A client may call any number of names, and so may a server's peers where an
+    # instance is registered with dotted names (`a.b.a.b...`): past this many, a name's
+    # calls are measured without being kept (not counted in `active_requests`).
     _max_methods = _MAX_METHODS
 
     def _watch_responses(self, sizes: MessageSizes | None, method: _Method) -> None:
@@ -220,8 +227,6 @@ class ServerTelemetry(_Telemetry):
             description="Calls being served",
         )
 
-    _max_methods = 1 << 62  # the registry bounds them (unknown names fail before this)
-
     def _observe_active(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(m.active, m.metric) for m in list(self._methods.values())]
 
@@ -247,7 +252,7 @@ class ServerTelemetry(_Telemetry):
         streaming = ctx.streaming
 
         def end(error: BaseException | None) -> None:
-            code = _finish(span, error, streaming)
+            code = _finish(span, error, streaming, ctx)
             with self._active_lock:
                 method.active -= 1
             self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))

@@ -192,3 +192,35 @@ def test_health_states_and_draining() -> None:
     assert health.snapshot() == {"": "NOT_SERVING", "Todo": "NOT_SERVING"}
     with pytest.raises(ValueError):
         health.set("x", "SOMETIMES")
+
+
+def test_observe_stream_reports_a_close_before_the_first_item() -> None:
+    """A stream closed unread (called oneway, or its start could not be sent) still ends:
+    an async generator wrapper would never have run its body, so never reported."""
+    ended: list[tuple[str, int]] = []
+    closed: list[bool] = []
+
+    async def numbers() -> Any:
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
+
+    def on_end(error: BaseException | None, items: int) -> None:
+        ended.append((type(error).__name__, items))
+
+    async def main() -> None:
+        unread = observe_stream(numbers(), on_end)
+        await unread.aclose()  # type: ignore[attr-defined]
+        await unread.aclose()  # type: ignore[attr-defined]  # once only
+        read = observe_stream(numbers(), on_end)
+        assert [i async for i in read] == [1, 2]
+        await read.aclose()  # type: ignore[attr-defined]
+        bad = observe_stream(42, on_end)  # type: ignore[arg-type]  # not a stream at all
+        with pytest.raises(TypeError):
+            await anext(bad)
+
+    asyncio.run(main())
+    assert ended == [("GeneratorExit", 0), ("NoneType", 2), ("TypeError", 0)]
+    assert closed == [True]  # the unread generator never started: nothing to close

@@ -14,11 +14,19 @@ from .chain import CallNext, observe_stream
 __all__ = ["AccessLog", "outcome_code"]
 
 
-def outcome_code(error: BaseException | None, *, streaming: bool = False) -> int:
-    """The protocol code a call's outcome is answered with (200/201 for success)."""
+def outcome_code(
+    error: BaseException | None, *, streaming: bool = False, ctx: CallContext | None = None
+) -> int:
+    """The protocol code a call's outcome is answered with (200/201 for success).
+
+    With the call's `ctx`, a cancellation once its deadline has passed is the deadline's
+    (408: the server cancels the call then, and answers 408).
+    """
     if error is None:
         return 201 if streaming else 200
     if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
+        if ctx is not None and ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            return 408
         return 407  # the client cancelled or went away, or the server is shutting down
     code = getattr(error, "code", None) if isinstance(error, MPRPCError) else None
     return int(code) if code is not None else 404
@@ -60,13 +68,13 @@ class AccessLog:
         try:
             result = await call_next(ctx)
         except BaseException as exc:
-            self._log(ctx, started, outcome_code(exc), None)
+            self._log(ctx, started, outcome_code(exc, ctx=ctx), None)
             raise
         if not ctx.streaming:
             self._log(ctx, started, outcome_code(None), None)
             return result
 
         def ended(error: BaseException | None, items: int) -> None:
-            self._log(ctx, started, outcome_code(error, streaming=True), items)
+            self._log(ctx, started, outcome_code(error, streaming=True, ctx=ctx), items)
 
         return observe_stream(result, ended)
