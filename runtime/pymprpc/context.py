@@ -180,7 +180,14 @@ class CallContext:
         return new
 
     def set_response_metadata(self, key: str, value: str) -> None:
-        """Send `key: value` back with the reply (ignored by peers without `metadata`)."""
+        """Send `key: value` back with the reply (ignored by peers without `metadata`).
+
+        A stream's response metadata leaves with its start, before an async generator's
+        body runs: set it from an interceptor, or before returning the stream.
+
+        Raises:
+            TypeError: `key` or `value` is not a str.
+        """
         if type(key) is not str or type(value) is not str:
             raise TypeError("response metadata keys and values must be str")
         self.response_metadata[key] = value

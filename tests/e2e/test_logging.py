@@ -10,7 +10,7 @@ import pytest
 
 from helpers import arun
 from pymprpc import RPC, Server
-from pymprpc.errors import LoginError, RPCRuntimeError
+from pymprpc.errors import LoginError, ResultLimitError, RPCRuntimeError
 from pymprpc.interceptors import AccessLog
 from pymprpc.testing import client_for
 
@@ -50,6 +50,41 @@ def test_a_failing_handler_is_logged_once_at_error_with_its_traceback(
     assert "ZeroDivisionError" in text
     assert "Traceback" in caplog.text  # with its traceback (a worker's, as text)
     assert errors[0].name == "pymprpc.server.handler"  # one logger per module
+
+
+@pytest.mark.parametrize("method", ["unsendable", "unsendable_inline", "unsendable_items"])
+def test_a_result_that_cannot_be_sent_is_logged_once_at_error(
+    caplog: pytest.LogCaptureFixture, mprpc_client: Callable[..., RPC], method: str
+) -> None:
+    """Before, only the client learned (405) that a handler returned what cannot be
+    encoded: the server's log said nothing."""
+    caplog.set_level(logging.DEBUG, logger="pymprpc")
+    server = server_with()
+
+    @server.register_function()
+    async def unsendable() -> object:
+        return {"rows": [object()]}
+
+    @server.register_function(executor="inline")
+    def unsendable_inline() -> object:
+        return {1, 2}
+
+    @server.register_function()
+    async def unsendable_items() -> object:
+        yield 1
+        yield object()
+
+    rpc = mprpc_client(server)
+    with pytest.raises(ResultLimitError, match="cannot encode") as failed:
+        result = rpc.method(method)()
+        if method == "unsendable_items":
+            list(result)
+    assert failed.value.code == 405
+    errors = records(caplog, logging.ERROR)
+    assert len(errors) == 1, errors
+    text = errors[0].getMessage()
+    assert method in text and str(failed.value.id) in text and "127.0.0.1:" in text
+    assert "answered 405" in text and "cannot encode" in text
 
 
 def test_nothing_is_logged_per_successful_call(caplog: pytest.LogCaptureFixture) -> None:

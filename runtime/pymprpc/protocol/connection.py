@@ -307,6 +307,11 @@ class _Connection:
         # the shells read it on every read; only this class changes it).
         self.pending_bytes = 0
         self.error: MPRPCError | None = None
+        # The 405 the last send_result / send_stream_start / send_stream_item answered
+        # instead of what it was given (not encodable, too large, bad metadata): for the
+        # shell to report (a handler's bug the client alone would otherwise see). The
+        # shell clears it.
+        self.refused: MPRPCError | None = None
         # The codec's plain MessagePack packer once it is known to have one (see _encode).
         self._plain_pack: Callable[[Any], bytes] | None = None
         # Message sizes, for metrics: None (the default) measures nothing. See
@@ -864,9 +869,9 @@ class ServerConnection(_Connection):
                 message = messages.result(id, value, deprecated=deprecated, metadata=metadata)
                 chunks = self._encode(message)
         except LocalProtocolError as exc:
-            self._queue_error(
-                id, ResultLimitError(f"{_naming(method)}result not delivered: {exc}", id=id)
-            )
+            error = ResultLimitError(f"{_naming(method)}result not delivered: {exc}", id=id)
+            self.refused = error
+            self._queue_error(id, error)
             return
         # _push, inline: this runs for every call.
         self._out += chunks
@@ -891,7 +896,9 @@ class ServerConnection(_Connection):
             try:
                 fields = {Key.METADATA: self._check_response_metadata(metadata)}
             except LocalProtocolError as exc:
-                self.send_error(id, ResultLimitError(f"stream not started: {exc}", id=id))
+                error = ResultLimitError(f"stream not started: {exc}", id=id)
+                self.refused = error
+                self.send_error(id, error)
                 return False
             self._queue(messages.response(code, id, **fields))
         else:
@@ -924,7 +931,9 @@ class ServerConnection(_Connection):
             self._queue(messages.stream_item(id, value))
         except LocalProtocolError as exc:
             message = f"{_naming(method)}stream item not delivered: {exc}"
-            self.send_error(id, ResultLimitError(message, id=id))
+            error = ResultLimitError(message, id=id)
+            self.refused = error
+            self.send_error(id, error)
             return False
         return True
 

@@ -812,9 +812,12 @@ class ConnectionHandler(ReusedBufferProtocol):
                 if aclose is not None:
                     await aclose()
             elif type(result) in _PLAIN or not is_stream(result):
-                self.conn.send_result(
+                conn = self.conn
+                conn.send_result(
                     id, result, deprecated=method.deprecated, metadata=metadata, method=name
                 )
+                if conn.refused is not None:
+                    self._log_refused(name, id)
             else:
                 await self._stream(id, result, method.deprecated, metadata, name=name)
         except BaseException as exc:
@@ -923,6 +926,18 @@ class ConnectionHandler(ReusedBufferProtocol):
             error = RPCRuntimeError(f"the method raised {name}({_args_text(exc)})", exception=name)
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         return True
+
+    def _log_refused(self, method: str, id: str) -> None:
+        """The connection answered 405 for what call `id` returned (or a stream yielded):
+        a bug of the handler's, logged once at ERROR, as an exception it raised is."""
+        error, self.conn.refused = self.conn.refused, None
+        log.error(
+            "call %s id=%s from %s: what it returned cannot be sent, answered 405: %s",
+            printable(method),
+            printable(id),
+            _peer_text(self.peer),
+            error,
+        )
 
     def _log_failure(self, request: CallRequest, exc: Exception) -> None:
         """An application error: logged once, at ERROR, with its traceback and the call."""
@@ -1082,22 +1097,19 @@ class ConnectionHandler(ReusedBufferProtocol):
             await self._stream(
                 request.id, result, method.deprecated, metadata, ctx, name=request.method
             )
-        elif ctx is None or ctx.sizes is None:
-            self.conn.send_result(
-                request.id,
-                result,
-                deprecated=method.deprecated,
-                metadata=metadata,
-                method=request.method,
-            )
         else:
-            _MeasuredConnection(self.conn, ctx.sizes).send_result(
+            sender: ServerConnection | _MeasuredConnection = self.conn
+            if ctx is not None and ctx.sizes is not None:
+                sender = _MeasuredConnection(self.conn, ctx.sizes)
+            sender.send_result(
                 request.id,
                 result,
                 deprecated=method.deprecated,
                 metadata=metadata,
                 method=request.method,
             )
+            if self.conn.refused is not None:
+                self._log_refused(request.method, request.id)
 
     async def _terminal(self, method: Method, request: CallRequest, ctx: CallContext) -> Any:
         """The end of the interceptor chain: bind (402) and run the method with `ctx`."""
@@ -1120,6 +1132,8 @@ class ConnectionHandler(ReusedBufferProtocol):
             conn = _MeasuredConnection(self.conn, ctx.sizes)
         try:
             if not conn.send_stream_start(id, deprecated=deprecated, metadata=metadata):
+                if self.conn.refused is not None:
+                    self._log_refused(name, id)
                 return
             self._flush()
             sent = 0
@@ -1132,7 +1146,10 @@ class ConnectionHandler(ReusedBufferProtocol):
                 if self._cancelled and self._withdrawn():
                     return  # cancelled by its client, yet it yielded again: its ID is retired
                 if not conn.send_stream_item(id, item, name):
-                    return  # cancelled, or the item could not be delivered (405 sent)
+                    # Cancelled, or the item could not be delivered (405 sent).
+                    if self.conn.refused is not None:
+                        self._log_refused(name, id)
+                    return
                 sent += 1
                 if (
                     conn.pending_bytes + backlog() < _STREAM_BATCH_BYTES
