@@ -260,3 +260,26 @@ def test_client_interceptors_wrap_delay_and_notify_with_their_metadata() -> None
         ]
 
     arun(main())
+
+
+def test_a_plain_function_is_refused_as_a_server_interceptor() -> None:
+    """A plain `def` interceptor used to fail every call with 404 (or, returning
+    `call_next(ctx)`, work by accident): refused when the server is made."""
+    import functools
+
+    from pymprpc import Server
+
+    def plain(ctx: Any, call_next: Any) -> Any:
+        call_next(ctx)  # forgot to return (and to await)
+
+    with pytest.raises(TypeError, match="is not async; a server interceptor is `async def"):
+        Server(("127.0.0.1", 0), interceptors=[plain])
+
+    async def tagged(ctx: Any, call_next: Any, tag: str = "") -> Any:
+        return await call_next(ctx)
+
+    class Counting:
+        async def __call__(self, ctx: Any, call_next: Any) -> Any:
+            return await call_next(ctx)
+
+    Server(("127.0.0.1", 0), interceptors=[tagged, functools.partial(tagged, tag="x"), Counting()])

@@ -182,6 +182,22 @@ class _Core:
         return len(self.tasks) + (asyncio.current_task() not in self.tasks)
 
 
+def _async_interceptors(interceptors: Iterable[ServerInterceptor]) -> tuple[ServerInterceptor, ...]:
+    """`interceptors`, each checked to be `async`: a plain one would make every call fail
+    (404, "can't be used in 'await' expression") or, if it returns `call_next(ctx)`, work
+    by accident. Refused where the mistake is made, as `RPC` refuses an async one."""
+    checked = tuple(interceptors)
+    for interceptor in checked:
+        call = getattr(type(interceptor), "__call__", None)  # noqa: B004 (an object)
+        if not (inspect.iscoroutinefunction(interceptor) or inspect.iscoroutinefunction(call)):
+            raise TypeError(
+                f"Server(interceptors=...): {interceptor!r} is not async; a server "
+                "interceptor is `async def interceptor(ctx, call_next)` returning "
+                "`await call_next(ctx)` (plain functions are for the blocking RPC client)"
+            )
+    return checked
+
+
 class Server:
     """An MPRPC server.
 
@@ -270,7 +286,8 @@ class Server:
     Raises:
         ValueError: a malformed `addr`, an unknown `executor` or feature, a
             `worker_spin` that is not a finite number of seconds, 0 or more.
-        TypeError: both `idle_timeout` and `timeout` given.
+        TypeError: both `idle_timeout` and `timeout` given, or an interceptor that is
+            not `async` (a plain function or a class whose `__call__` is not async).
     """
 
     def __init__(
@@ -351,7 +368,7 @@ class Server:
             backlog=backlog,
             login_attempts=login_attempts,
             login_backoff=login_backoff,
-            interceptors=tuple(interceptors),
+            interceptors=_async_interceptors(interceptors),
         )
         self._core = _Core(self._config, Credentials(auth))
         self._port = port
