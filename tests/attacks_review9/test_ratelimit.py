@@ -148,3 +148,15 @@ def test_peers_beyond_max_keys_are_forgotten_not_kept() -> None:
         for n in range(3, 40):
             assert call(f"127.0.0.{n}") == 200
         assert call("127.0.0.2") == 200  # forgotten: the table held no more than 4
+
+
+def test_an_absurdly_low_rate_still_answers_a_finite_retry_after() -> None:
+    """`round()` gave inf for rate=1e-320; the rounding up that replaced it must not
+    raise (OverflowError) and fail the call with 404 instead of 503."""
+    limit = RateLimit(rate=1e-320, burst=1)
+    with serving(build(limit)) as running, RPC(running.url, timeout=5) as rpc:
+        assert rpc.ping() == "pong"
+        with pytest.raises(RpcUnavailableException) as info:
+            rpc.ping()
+        assert info.value.code == 503
+        assert 0 < info.value.data["RETRY_AFTER"] <= 1e9

@@ -15,6 +15,9 @@ from .chain import CallNext
 __all__ = ["RateLimit"]
 
 
+_LONGEST_WAIT = 1e9  # seconds (31 years): the RETRY_AFTER of an absurdly low rate
+
+
 class RateLimit:
     """A server interceptor allowing `rate` calls per second per key, in bursts of `burst`.
 
@@ -89,7 +92,8 @@ class RateLimit:
             raise RpcUnavailableException(
                 f"rate limit of {self.rate:g} calls/s exceeded for {who}; retry in {wait:.2f}s",
                 id=ctx.id,
-                # Whole milliseconds, rounded up: a client waiting that long finds a token.
-                data={"RETRY_AFTER": math.ceil(wait * 1000) / 1000},
+                # Whole milliseconds, rounded up: a client waiting that long finds a token
+                # (bounded: a rate of 1e-320 calls/s would make it infinite).
+                data={"RETRY_AFTER": math.ceil(min(wait, _LONGEST_WAIT) * 1000) / 1000},
             )
         return await call_next(ctx)
