@@ -27,7 +27,19 @@ SERVING_MARK = msgpack.packb("SERVING")
 def check_messages(
     user: str | None = None, password: str | None = None, service: str = ""
 ) -> tuple[bytes, bytes]:
-    """The auth request and the `system.health(service)` call, framed for the wire."""
+    """The auth request and the `system.health(service)` call, framed for the wire.
+
+    Raises:
+        ValueError: the user name, password or service name holds the separator
+            (`##PRO-END##`), which MPRPC 0.1's framing cannot carry.
+    """
+    for what, text in (("user name", user), ("password", password), ("service name", service)):
+        if text is not None and SEPARATOR.decode() in text:
+            raise ValueError(
+                f"the {what} contains {SEPARATOR.decode()!r}, which the check's framing "
+                "(MPRPC 0.1, separator) cannot carry: give the checks an account "
+                "without it"
+            )
     auth = {"MPRPC": "0.1", "AUTH": {"USERNAME": user, "PASSWORD": password}}
     call = {"MPRPC": "0.1", "ID": "health", "METHOD": "system.health", "ARGS": [service]}
     return (
@@ -37,7 +49,11 @@ def check_messages(
 
 
 def haproxy_config(user: str | None = None, password: str | None = None, service: str = "") -> str:
-    """The `option tcp-check` lines of a backend checking `system.health(service)`."""
+    """The `option tcp-check` lines of a backend checking `system.health(service)`.
+
+    Raises:
+        ValueError: as `check_messages`.
+    """
     auth, call = check_messages(user, password, service)
     end = SEPARATOR.hex()
     return "\n".join(
@@ -63,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--password", default=None, help="the user's password")
     parser.add_argument("--service", default="", help="service name (default: the server)")
     args = parser.parse_args(argv)
-    sys.stdout.write(haproxy_config(args.user, args.password, args.service) + "\n")
+    try:
+        config = haproxy_config(args.user, args.password, args.service)
+    except ValueError as exc:
+        sys.stderr.write(f"python -m pymprpc.healthcheck: {exc}\n")
+        return 2
+    sys.stdout.write(config + "\n")
     return 0
 
 

@@ -133,3 +133,15 @@ def test_the_readme_shows_what_the_cli_prints() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     shown = readme.split("(its output, for a server with the account bob/b-pw) -->\n```\n")[1]
     assert shown.split("```")[0] == haproxy_config("bob", "b-pw") + "\n"
+
+
+def test_a_separator_in_the_credentials_is_refused_not_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, the CLI printed a check that could never pass (its login frame cut short)."""
+    assert main(["--user", "lb", "--password", "a##PRO-END##b"]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "password contains '##PRO-END##'" in out.err and "Traceback" not in out.err
+    with pytest.raises(ValueError, match="service name contains"):
+        check_messages(service="x##PRO-END##")
