@@ -79,12 +79,20 @@ def _peer_attributes(peer: tuple[str, int], server: bool) -> dict[str, Any]:
     }
 
 
+# Outcomes the client caused (a bad request or arguments, access refused, a cancel): a
+# server span leaves its status unset for them, as the RPC semantic conventions say of
+# gRPC's INVALID_ARGUMENT, PERMISSION_DENIED and CANCELLED, so that a client's mistakes do
+# not count as the server's errors. The exception is still recorded on the span.
+_CLIENTS_DOING: Final = frozenset((400, 402, 403, 407))
+
+
 def _finish(
     span: trace.Span,
     error: BaseException | None,
     streaming: bool,
     ctx: CallContext | None = None,
 ) -> int:
+    """Set the span's outcome (`ctx`: a server's call; None: a client's) and return its code."""
     code = outcome_code(error, streaming=streaming, ctx=ctx)
     span.set_attribute("rpc.mprpc.status_code", code)
     if error is not None:
@@ -103,7 +111,8 @@ def _finish(
                     "exception.escaped": "False",
                 },
             )
-        span.set_status(Status(StatusCode.ERROR, f"{type_name(error)}: {message}"))
+        if ctx is None or code not in _CLIENTS_DOING:
+            span.set_status(Status(StatusCode.ERROR, f"{type_name(error)}: {message}"))
     return code
 
 

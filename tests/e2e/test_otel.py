@@ -312,3 +312,42 @@ def test_an_exception_whose_str_fails_ends_its_span_on_both_sides() -> None:
         for p in metric_points(reader)["rpc.server.active_requests"]
     }
     assert active == {"fails": 0}
+
+
+def test_a_clients_mistake_is_not_an_error_of_the_server_span() -> None:
+    """402 (arguments that do not fit) and 403 (refused) leave the server span's status
+    unset, as the RPC conventions say of gRPC's INVALID_ARGUMENT and PERMISSION_DENIED;
+    the client's span is an error, and so is a server span for a handler that raised."""
+    from pymprpc.errors import ParamError, RestrictAccessError
+    from pymprpc.interceptors import AccessControl
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    server = Server(
+        ("127.0.0.1", 0),
+        interceptors=[
+            ServerTelemetry(tracer_provider, meter_provider),
+            AccessControl({"admin.*": ["admin"]}),
+        ],
+    )
+    server.register_function("add")(add)
+    server.register_function("admin.reset")(add)
+
+    async def main() -> None:
+        client = ClientTelemetry(tracer_provider, meter_provider)
+        async with client_for(server, interceptors=[client]) as rpc:
+            with pytest.raises(ParamError):
+                await rpc.add(1)
+            with pytest.raises(RestrictAccessError):
+                await rpc.admin.reset(1, 2)
+
+    arun(main())
+    spans = {(s.name, s.kind): s for s in exporter.get_finished_spans()}
+    for name, code in (("add", 402), ("admin.reset", 403)):
+        server_span = spans[name, SpanKind.SERVER]
+        assert dict(server_span.attributes or {})["rpc.mprpc.status_code"] == code
+        assert server_span.status.status_code is StatusCode.UNSET
+        assert [e.name for e in server_span.events] == ["exception"]
+        assert spans[name, SpanKind.CLIENT].status.status_code is StatusCode.ERROR
