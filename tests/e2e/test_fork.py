@@ -69,6 +69,56 @@ SCRIPT = textwrap.dedent(
 )
 
 
+ASYNC_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, sys, threading, time
+    from pymprpc import AsyncRPC
+
+    rpc = AsyncRPC(sys.argv[1], timeout=10)
+    loop = asyncio.new_event_loop()  # the parent's loop keeps running, in a thread
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def call(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(10)
+
+    call(rpc.connect())
+    port = call(rpc.port())
+    stop, wrong = False, []
+
+    def parent_calls():
+        i = 0
+        while not stop:
+            if call(rpc.echo(f"parent {i}")) != f"parent {i}":
+                wrong.append(i)
+            i += 1
+
+    caller = threading.Thread(target=parent_calls)
+    caller.start()
+    time.sleep(0.05)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        async def child():
+            got = [await rpc.echo(f"child {i}") for i in range(100)]
+            ok = got == [f"child {i}" for i in range(100)]
+            child_port = await rpc.port()
+            await rpc.close()
+            return f"{ok} {child_port}"
+        try:
+            os.write(write, asyncio.run(child()).encode())
+        except BaseException as exc:
+            os.write(write, f"error {type(exc).__name__}: {exc}".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1000).decode()
+    time.sleep(0.2)
+    stop = True
+    caller.join()
+    print(not wrong, port, child, call(rpc.echo("after")), call(rpc.port()), flush=True)
+    """
+)
+
+
 def _server() -> Server:
     server = Server(("127.0.0.1", 0))
 
@@ -114,3 +164,29 @@ def test_a_forked_child_uses_its_own_connection(
     assert child_port != port  # a connection of its own
     assert after == "after"
     assert port_after == port  # the parent kept its connection
+
+
+@pytest.mark.timeout(60)
+def test_a_forked_child_gives_an_async_client_its_own_connection(
+    running: RunningServer, tmp_path: Path
+) -> None:
+    """The parent's loop runs on (in a thread) while a child, forked from it, uses the
+    same AsyncRPC in an asyncio.run() of its own. Before, the child's first request went
+    out on the parent's socket, then failed with "attached to a different loop"."""
+    script = tmp_path / "fork_async_client.py"
+    script.write_text(ASYNC_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), running.url],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    parent_ok, port, child_ok, child_port, after, port_after = done.stdout.split()
+    assert parent_ok == "True"
+    assert child_ok == "True", done.stdout
+    assert child_port != port
+    assert after == "after"
+    assert port_after == port

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, Self, TypeAlias, Unpack
 
@@ -319,6 +321,7 @@ class AsyncRPC(BaseRPC):
         self._pong: asyncio.Future[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Future[None] | None = None
+        _clients.add(self)
 
     @property
     def _reconnect_due(self) -> bool:
@@ -409,6 +412,15 @@ class AsyncRPC(BaseRPC):
         collected), and connect again on the next call, as after an idle close. Calls
         still pending there have no one awaiting them, and their futures cannot be
         settled on a closed loop."""
+        self._forget_connection(f"the event loop the connection to {self.address} ran on is closed")
+
+    def _forked(self) -> None:
+        """(In a child process just forked.) The connection and its loop are the parent's:
+        forget them as a closed loop's (nothing here may call into that loop: its selector
+        is the parent's too), and connect again on the next call, on the child's loop."""
+        self._forget_connection(f"the connection to {self.address} belongs to the parent process")
+
+    def _forget_connection(self, why: str) -> None:
         state = self._state
         self._drop_protocol()
         state.transport = None
@@ -419,9 +431,7 @@ class AsyncRPC(BaseRPC):
         self._heartbeat_task = self._connecting = self._welcome = self._pong = None
         self._pending = {}
         self._watched = {}
-        self._lost_connection(
-            ConnectionLostError(f"the event loop the connection to {self.address} ran on is closed")
-        )
+        self._lost_connection(ConnectionLostError(why))
 
     async def close(self) -> None:
         """Close the connection; pending calls fail with ConnectionLostError."""
@@ -838,6 +848,21 @@ class AsyncRPC(BaseRPC):
     ) -> None:
         metadata, sizes = self._sent_with(ctx)
         await self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
+
+
+# The async clients of this process: a child process forked while one is connected must
+# not use the parent's connection (its requests would go out on the parent's socket, and
+# the replies to whichever process reads first), nor call into the parent's loop.
+_clients: weakref.WeakSet[AsyncRPC] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
