@@ -183,6 +183,10 @@ def decode(
     given back to it for the next large frame."""
     if reader is None:
         return pickle.loads(body, buffers=buffers)
+    if not buffers and type(body) is bytes:
+        # A small message, every value in it (no receive buffer to give back): the
+        # usual call and result.
+        return pickle.loads(body)
     copied: list[Any] = []
     _loading.copied = copied
     try:
