@@ -369,6 +369,14 @@ def printable(text: str, limit: int = 256) -> str:
     return shown
 
 
+def quoted(text: str, limit: int = 256) -> str:
+    """`repr(text)` for a message, cut after `limit` characters (its length said): a peer's
+    50,000-character method name is not echoed whole into replies and logs."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def text_of(value: object, render: Callable[[object], str] = str) -> str:
     """`render(value)` (`str` or `repr`), or a description of `value` naming its type
     when that raises: for text made from user objects on a path that must not fail."""

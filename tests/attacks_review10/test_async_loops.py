@@ -89,13 +89,6 @@ STREAM_LEFT_OPEN = """
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream left open when asyncio.run returned keeps an entry in _pending, so "
-    "AsyncRPC._call skips its closed-loop check ('not asked while calls are in flight') "
-    "and the next run's calls fail: RuntimeError 'Event loop is closed', then "
-    "'attached to a different loop'",
-)
 def test_calls_on_a_new_loop_after_a_stream_was_left_open(running: RunningServer) -> None:
     done = run_script(STREAM_LEFT_OPEN, running.url)
     assert done.returncode == 0, done.stderr
@@ -134,13 +127,6 @@ CLOSE_ON_NEW_LOOP = """
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="close() on a new loop runs _leave_closed_loop first, which ends the connection "
-    "as lost (reconnect_due set); _abort(by_user=True) then returns early in "
-    "_lost_connection (already _ended), so a call after close() silently connects again "
-    "instead of raising 'not connected' as after a close() on the same loop",
-)
 def test_close_on_a_new_loop_is_a_close_by_the_user(running: RunningServer) -> None:
     done = run_script(CLOSE_ON_NEW_LOOP, running.url)
     assert done.returncode == 0, done.stderr

@@ -80,13 +80,6 @@ STREAM_ACROSS_FORK = """
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream the parent had open, read on in the forked child, raises RuntimeError "
-    "'cannot wait on un-acquired lock' (its buffer's Condition is the parent's old lock, "
-    "replaced by RPC._forked) instead of ConnectionLostError; before the change it waited "
-    "for its deadline (DeadlineExceeded)",
-)
 def test_child_reading_a_stream_opened_before_the_fork(running: RunningServer) -> None:
     done = run_script(STREAM_ACROSS_FORK, running.url)
     assert done.returncode == 0, done.stderr

@@ -54,12 +54,6 @@ def test_unsendable_result_logged_once_naming_the_call() -> None:
 
 @pytest.mark.timeout(20)
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a delay()ed call's result that cannot be encoded is kept as a 405 "
-    "(KeptOutcome.set_value) and answered 405 to system.getresult, but nothing is "
-    "logged: the handler's _log_refused covers only Connection.refused",
-)
 def test_unencodable_kept_result_is_logged() -> None:
     with kept_log("pymprpc.server.handler") as log:
         with serve_in_thread(_server()) as running, RPC(running.url, timeout=5) as rpc:
@@ -109,13 +103,6 @@ def test_access_log_escapes_id_and_method() -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(
-    strict=True,
-    reason="README: a peer's method name is 'escaped and cut to 256 characters in every "
-    "line'; the INFO line for a failed oneway call cuts it in the 'oneway call %s(%s)' "
-    "part but repeats it whole in the error text ('no method named ...'): a 50,000 "
-    "character name makes a 50,000 character line (handler._report)",
-)
 def test_oneway_failure_line_is_cut() -> None:
     with kept_log("pymprpc.server.handler") as log:
         server = _server()

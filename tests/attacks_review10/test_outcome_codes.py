@@ -45,14 +45,6 @@ def test_deadline_logged_408_on_asyncio() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="on uvloop a call the server answers 408 (its deadline passed) is logged 407 "
-    "(most of the time for a deadline just over a whole millisecond): outcome_code "
-    "compares time.monotonic() with ctx.deadline, taken after asyncio.timeout's own "
-    "deadline, while uvloop's timer fires on its cached, millisecond loop clock, "
-    "before time.monotonic() reaches ctx.deadline (ServerTelemetry's code likewise)",
-)
 def test_deadline_logged_408_on_uvloop() -> None:
     answered, logged = _codes("uvloop", 0.0104, 20)
     assert answered == {408}

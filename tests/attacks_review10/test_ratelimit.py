@@ -31,14 +31,6 @@ def test_retry_after_is_what_the_client_is_sent() -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a wait of a whole number of milliseconds (rate 10: 0.1s) is sent as it is, and "
-    "with a monotonic clock of 11 days' uptime (987654.321s) the elapsed time "
-    "`now - last` comes out a little under it: the token count is 0.99999999998 < 1 and "
-    "the client that waited exactly RETRY_AFTER is refused again (RateLimit.take; "
-    "the review9 fix rounds up only waits that are not whole milliseconds)",
-)
 def test_waiting_exactly_retry_after_with_an_uptime_clock() -> None:
     clock = Clock(987654.321)
     limit = RateLimit(rate=10, burst=1, clock=clock)

@@ -249,16 +249,26 @@ class RPC(BaseRPC):
         for each in (io, login_io):
             if each is not None:
                 each.abandon()
-        self._pending = {}
+        error = ConnectionLostError(
+            f"the connection to {self.address} belongs to the parent process; this "
+            "process connects again on its next call"
+        )
+        pending, self._pending = self._pending, {}
+        with self._lock:
+            for call in pending.values():
+                # A stream opened before the fork (a generator this thread holds) ends with
+                # the error; its condition was on the parent's lock. Other calls were the
+                # parent's threads': nobody here waits for them.
+                buffer = call.stream
+                if buffer is not None:
+                    assert isinstance(buffer, _Buffer)
+                    buffer.cond = threading.Condition(self._lock)
+                    buffer.finish(error)
         self._watched = {}
         self._received = 0
         self._paused = False
         if io is not None:
-            self._lost_connection(
-                ConnectionLostError(
-                    f"the connection to {self.address} belongs to the parent process"
-                )
-            )
+            self._lost_connection(error)
 
     def __enter__(self) -> RPC:
         return self.connect()

@@ -13,7 +13,7 @@ Interceptors run in the order given: the first is outermost.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ..context import CallContext
@@ -50,50 +50,67 @@ def observe_stream(
 
 
 class _Observed(AsyncIterator[Any]):
-    """`observe_stream`'s iterator. Not an async generator: one closed before its first
-    step never runs its body, and `on_end` must run all the same."""
+    """`observe_stream`'s iterator: an async generator (`_observe`), so that one left
+    unclosed once started (an interceptor wrapping it stopped reading it) is closed by the
+    loop's finalizer as any async generator is; and a close before its first step, which
+    never runs a generator's body, reports the end itself."""
 
-    __slots__ = ("_count", "_ended", "_iterator", "_on_end", "_stream")
+    __slots__ = ("_closed", "_generator", "_on_end", "_started", "_stream")
 
     def __init__(
         self, stream: AsyncIterator[Any], on_end: Callable[[BaseException | None, int], None]
     ) -> None:
         self._stream = stream
-        self._iterator: AsyncIterator[Any] | None = None  # (not an iterable: fails its call)
         self._on_end = on_end
-        self._count = 0
-        self._ended = False
+        self._generator = _observe(stream, on_end)
+        self._started = False
+        self._closed = False
 
     def __aiter__(self) -> _Observed:
         return self
 
-    async def __anext__(self) -> Any:
-        if self._ended:
-            raise StopAsyncIteration
-        try:
-            iterator = self._iterator
-            if iterator is None:
-                iterator = self._iterator = aiter(self._stream)
-            item = await anext(iterator)
-        except StopAsyncIteration:
-            await self._end(None)
-            raise
-        except BaseException as exc:
-            await self._end(exc)
-            raise
-        self._count += 1
-        return item
+    def __anext__(self) -> Awaitable[Any]:
+        if self._closed:
+            return _exhausted()
+        self._started = True
+        return self._generator.__anext__()
 
     async def aclose(self) -> None:
         """Close the stream (the client went away, or nobody reads it)."""
-        if not self._ended:
-            await self._end(GeneratorExit())
-
-    async def _end(self, error: BaseException | None) -> None:
-        self._ended = True
+        if self._started:
+            await self._generator.aclose()
+            return
+        if self._closed:
+            return
+        self._closed = True
         aclose = getattr(self._stream, "aclose", None)
         try:
             if aclose is not None:
                 await aclose()
         finally:
-            self._on_end(error, self._count)
+            self._on_end(GeneratorExit(), 0)
+
+
+async def _exhausted() -> Any:
+    raise StopAsyncIteration
+
+
+async def _observe(
+    stream: AsyncIterator[Any], on_end: Callable[[BaseException | None, int], None]
+) -> AsyncGenerator[Any, None]:
+    count = 0
+    error: BaseException | None = None
+    try:
+        async for item in stream:
+            count += 1
+            yield item
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        try:
+            if aclose is not None:
+                await aclose()
+        finally:
+            on_end(error, count)

@@ -75,8 +75,11 @@ class RateLimit:
         tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
+        # Within rounding of a whole token is a token: a client that waited exactly the
+        # RETRY_AFTER it was told must not be refused again because `now - last`, on a
+        # clock of days of uptime, came out a hair under it.
+        if tokens >= 1.0 - 1e-9:
+            tokens = max(0.0, tokens - 1.0)
         else:
             wait = (1.0 - tokens) / self.rate
         self._buckets[key] = (tokens, now)

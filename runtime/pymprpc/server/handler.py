@@ -928,8 +928,9 @@ class ConnectionHandler(ReusedBufferProtocol):
         return True
 
     def _log_refused(self, method: str, id: str) -> None:
-        """The connection answered 405 for what call `id` returned (or a stream yielded):
-        a bug of the handler's, logged once at ERROR, as an exception it raised is."""
+        """The connection answered 405 for what call `id` returned (or a stream yielded),
+        or a kept call's value could not be encoded (`conn.refused` holds the error): a
+        bug of the handler's, logged once at ERROR, as an exception it raised is."""
         error, self.conn.refused = self.conn.refused, None
         log.error(
             "call %s id=%s from %s: what it returned cannot be sent, answered 405: %s",
@@ -1032,7 +1033,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 "oneway call %s(%s) failed: %s",
                 printable(request.method),
                 printable(request.id),
-                error,
+                printable(str(error), 1024),
             )
         elif kept is not None:
             kept.set_error(error)
@@ -1092,7 +1093,10 @@ class ConnectionHandler(ReusedBufferProtocol):
                     kept.add_item(item)  # ResultLimitError past kept_results_bytes
                 kept.end_stream()
             else:
-                kept.set_value(result)
+                unencodable = kept.set_value(result)
+                if unencodable is not None:
+                    self.conn.refused = unencodable
+                    self._log_refused(request.method, request.id)
         elif is_stream(result):
             await self._stream(
                 request.id, result, method.deprecated, metadata, ctx, name=request.method

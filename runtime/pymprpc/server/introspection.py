@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..errors import NotFindError, RequestError
+from ..errors import NotFindError, RequestError, quoted
 from ..services import LIST_SERVICES, ServiceInfo
 from .health import Health
 from .kept_results import KeptResults, current_scope
@@ -35,7 +35,7 @@ def system_methods(server: ServerView) -> dict[str, Callable[..., Any]]:
     def lookup(name: str) -> Method:
         method = server.method(name) if isinstance(name, str) else None
         if method is None:
-            raise NotFindError(f"no method named {name!r}")
+            raise NotFindError(f"no method named {quoted(name)}")
         return method
 
     async def listMethods() -> list[str]:  # noqa: N802 - protocol name

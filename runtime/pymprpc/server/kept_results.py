@@ -65,17 +65,29 @@ class KeptOutcome:
         self.error: MPRPCError | None = None
         self.size = 0
 
-    def set_value(self, value: Any) -> None:
-        """Keep a call's value (an error instead if it cannot be encoded or kept)."""
+    def set_value(self, value: Any) -> ResultLimitError | None:
+        """Keep a call's value (an error instead if it cannot be encoded or kept).
+
+        Returns:
+            The error kept instead when the value cannot be encoded (the method's bug,
+            for the server to log); None otherwise (over `kept_results_bytes` included).
+        """
+        unencodable = None
         try:
             data = _pack(value)
+        except ResultLimitError as exc:
+            unencodable = exc
+        try:
+            if unencodable is not None:
+                raise unencodable
             self._charge(len(data), "result")
         except ResultLimitError as exc:
             exc.id, exc.__traceback__ = self.id, None  # no frames (and cycles) kept
             self.set_error(exc)
-            return
+            return unencodable
         self.value = data
         self._finish()
+        return None
 
     def add_item(self, item: Any) -> None:
         """Keep one more item of a stream; ResultLimitError if it cannot be kept."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NotFindError, ParamError, UnsupportSysMethodError, ValidationError
+from ..errors import NotFindError, ParamError, UnsupportSysMethodError, ValidationError, quoted
 from ..schema import Signature
 from ..services import ServiceInfo
 from .executors import ExecutorChoice, ExecutorKind
@@ -734,15 +734,15 @@ class Registry:
         if method is not None:
             return method
         if name.startswith(_SYSTEM_PREFIX):
-            raise UnsupportSysMethodError(f"unsupported system method {name!r}")
+            raise UnsupportSysMethodError(f"unsupported system method {quoted(name)}")
         if "." in name:
             found = self._resolve_dotted(name)
             if found is not None:
                 return found
         if "system.listMethods" in self._methods:  # introspection is registered
-            raise NotFindError(f"no method named {name!r} (system.listMethods lists them)")
+            raise NotFindError(f"no method named {quoted(name)} (system.listMethods lists them)")
         raise NotFindError(
-            f"no method named {name!r}: check its spelling, and that this server registers it"
+            f"no method named {quoted(name)}: check its spelling, and that this server registers it"
         )
 
     def _resolve_dotted(self, name: str) -> Method | None:
