@@ -15,11 +15,6 @@ from attacks_review11.kit import run_script, serving, wait_until
 from pymprpc import RPC, AsyncRPC
 from pymprpc.errors import ConnectionLostError
 
-REASON = (
-    "close() after the server closed an idle connection does not stick: the next call "
-    "connects again by itself (the reconnection the idle close made due is never undone)"
-)
-
 
 @pytest.mark.timeout(20)
 def test_close_while_connected_stays_closed() -> None:
@@ -33,7 +28,6 @@ def test_close_while_connected_stays_closed() -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_blocking_close_after_an_idle_close_stays_closed() -> None:
     with serving(timeout=0.3) as running:
         rpc = RPC(running.url, timeout=5)
@@ -50,7 +44,6 @@ def test_blocking_close_after_an_idle_close_stays_closed() -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_async_close_after_an_idle_close_stays_closed() -> None:
     with serving(timeout=0.3) as running:
 
@@ -88,11 +81,6 @@ report({"child": in_child(child), "parent": [rpc.echo("p"), rpc.port() == parent
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="in a forked child, close() before its first call does not stick: the next "
-    "call connects a new connection by itself",
-)
 def test_a_childs_close_before_any_call_stays_closed(tmp_path: Path) -> None:
     with serving() as running:
         [out] = run_script(tmp_path, CHILD_CLOSE, running.url)
@@ -120,11 +108,6 @@ report([asyncio.run(serve_requests()), asyncio.run(shutdown_hook())])
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="close() on a new loop (the old one closed) does not stick: the next call "
-    "connects again by itself",
-)
 def test_async_close_on_a_new_loop_stays_closed(tmp_path: Path) -> None:
     with serving() as running:
         [out] = run_script(tmp_path, CLOSE_ON_NEW_LOOP, running.url)

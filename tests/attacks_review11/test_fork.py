@@ -301,11 +301,6 @@ report({"first": first, "child": child_out, "parent_rest": list(items)})
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a forked child reading on a stream the parent had half read raises "
-    "RuntimeError 'cannot wait on un-acquired lock' instead of ConnectionLostError",
-)
 @pytest.mark.parametrize("deadline", ["deadline", "none"])
 def test_a_child_reading_a_half_read_stream_gets_connection_lost(
     tmp_path: Path, deadline: str

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, Self, TypeAlias, Unpack
@@ -398,6 +400,15 @@ class AsyncRPC(BaseRPC):
         except OSError as exc:
             self._abort()
             raise self._connect_failed(exc) from exc
+        except GeneratorExit:
+            # This coroutine was collected unfinished (its loop ended mid-connect): the
+            # client may be connected on another loop by now, which is none of its business.
+            if self._conn is conn and state.loop is loop:
+                if loop.is_closed():
+                    self._leave_closed_loop()
+                else:
+                    self._abort()
+            raise
         except BaseException:
             self._abort()
             raise
@@ -412,6 +423,13 @@ class AsyncRPC(BaseRPC):
         collected), and connect again on the next call, as after an idle close. Calls
         still pending there have no one awaiting them, and their futures cannot be
         settled on a closed loop."""
+        transport = self._state.transport
+        if transport is not None:
+            # Ended for the server at once (asyncio's transport, a reference cycle, is
+            # collected, and its descriptor closed, only by a garbage collection pass).
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(AttributeError, OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._forget_connection(f"the event loop the connection to {self.address} ran on is closed")
 
     def _forked(self) -> None:
@@ -448,8 +466,7 @@ class AsyncRPC(BaseRPC):
         state = self._state
         if state.loop is not None and state.loop.is_closed():
             self._leave_closed_loop()
-            self._reconnect_due = False  # closed by the user: no call connects again
-        self._abort(by_user=True)
+        self._abort(by_user=True)  # (no call connects again, whatever ended it before)
         await asyncio.sleep(0)  # let the transport run its connection_lost callback
 
     async def reconnect(self) -> AsyncRPC:

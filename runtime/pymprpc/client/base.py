@@ -457,12 +457,14 @@ class BaseRPC:
     def _lost_connection(self, error: MPRPCError, *, by_user: bool = False) -> None:
         """Note that the connection ended; a call made next connects again when nothing
         was in flight (the server closed an idle connection, or went away between calls)."""
+        if by_user:
+            # Closed by the user, even after the connection had ended (the server closed
+            # it idle): no call connects again until connect().
+            self._reconnect_due = False
         if self._ended:
             return  # decided when it ended; closing the socket reports it again
         self._ended = True
-        if by_user:
-            self._reconnect_due = False
-        elif self.server_info is not None and not self._pending:
+        if not by_user and self.server_info is not None and not self._pending:
             self._reconnect_due = True
         # Otherwise unchanged: a failed reconnection is tried again by the next call.
         if self._conn is not None and not self._conn.closed:

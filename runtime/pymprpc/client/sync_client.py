@@ -212,6 +212,8 @@ class RPC(BaseRPC):
             io = self._io
             if io is not None:
                 self._drop(io, self._closed_error(), by_user=True)
+            else:  # ended already (an idle close, a fork): it stays closed all the same
+                self._lost_connection(self._closed_error(), by_user=True)
             login_io, self._login_io = self._login_io, None
         if io is not None:
             io.close()
