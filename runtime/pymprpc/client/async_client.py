@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, Self, TypeAlias, Unpack
 
@@ -35,7 +33,14 @@ from ..protocol import (
 from ..protocol.framing import coalesce
 from ..readbuffer import ReusedBufferProtocol
 from ..schema import INT_MAX, INT_MIN
-from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .base import (
+    BaseRPC,
+    ClientOptions,
+    Flow,
+    Pending,
+    StreamBuffer,
+    forget_in_forked_children,
+)
 from .common import CLIENT_DEFAULT
 from .interceptors import ClientCallContext
 
@@ -323,7 +328,7 @@ class AsyncRPC(BaseRPC):
         self._pong: asyncio.Future[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Future[None] | None = None
-        _clients.add(self)
+        forget_in_forked_children(self)
 
     @property
     def _reconnect_due(self) -> bool:
@@ -876,21 +881,6 @@ class AsyncRPC(BaseRPC):
     ) -> None:
         metadata, sizes = self._sent_with(ctx)
         await self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
-
-
-# The async clients of this process: a child process forked while one is connected must
-# not use the parent's connection (its requests would go out on the parent's socket, and
-# the replies to whichever process reads first), nor call into the parent's loop.
-_clients: weakref.WeakSet[AsyncRPC] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_clients):
-        client._forked()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -12,6 +12,7 @@ import collections
 import enum
 import os
 import ssl as ssl_module
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict, TypeVar
 
@@ -454,6 +455,11 @@ class BaseRPC:
             raise ConnectionLostError(f"not connected to {self.address}: {self._how_to_connect}")
         return conn
 
+    def _forked(self) -> None:
+        """(In a child process just forked; see `_after_fork_in_child`.) Stop using the
+        parent's connection without a word to the server, and connect again on the next
+        call: each shell overrides this, knowing what its connection holds."""
+
     def _lost_connection(self, error: MPRPCError, *, by_user: bool = False) -> None:
         """Note that the connection ended; a call made next connects again when nothing
         was in flight (the server closed an idle connection, or went away between calls)."""
@@ -589,3 +595,25 @@ class BaseRPC:
         return ConnectionLostError(
             f"no heartbeat reply from {self.address} within {interval}s: connection considered dead"
         )
+
+
+# The clients of this process: a child process forked while one is connected must not use
+# the parent's connection (its requests would go out on the parent's socket, the replies
+# to whichever process reads first; the blocking client's reader thread and the async
+# client's loop are the parent's), nor end it.
+_clients: weakref.WeakSet[BaseRPC] = weakref.WeakSet()
+
+
+def forget_in_forked_children(client: BaseRPC) -> None:
+    """Have `client._forked()` run in every child process forked from now on (called by
+    each shell once its `__init__` made everything `_forked` reads)."""
+    _clients.add(client)
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_clients):
+        client._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

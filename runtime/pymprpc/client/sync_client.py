@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 import threading
 import time
 import weakref
@@ -25,7 +24,14 @@ from ..protocol import (
     StreamStart,
     Welcome,
 )
-from .base import BaseRPC, ClientOptions, Flow, Pending, StreamBuffer
+from .base import (
+    BaseRPC,
+    ClientOptions,
+    Flow,
+    Pending,
+    StreamBuffer,
+    forget_in_forked_children,
+)
 from .interceptors import ClientCallContext
 from .sync_io import SocketIO
 
@@ -98,7 +104,7 @@ class RPC(BaseRPC):
         self._login_io: SocketIO | None = None
         self._paused = False  # the reader waits: every call in flight is a full stream
         self._resume = threading.Condition(self._lock)
-        _clients.add(self)
+        forget_in_forked_children(self)
 
     # -- connection ------------------------------------------------------------------
 
@@ -515,21 +521,6 @@ class RPC(BaseRPC):
     ) -> None:
         metadata, sizes = self._sent_with(ctx)
         self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
-
-
-# The blocking clients of this process: a child process forked while one is connected
-# must not use the parent's connection (its replies go to whichever process reads first,
-# and the reader thread is the parent's), nor end it.
-_clients: weakref.WeakSet[RPC] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_clients):
-        client._forked()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _read_until_closed(
