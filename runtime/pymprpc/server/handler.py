@@ -927,11 +927,13 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         return True
 
-    def _log_refused(self, method: str, id: str) -> None:
-        """The connection answered 405 for what call `id` returned (or a stream yielded),
-        or a kept call's value could not be encoded (`conn.refused` holds the error): a
-        bug of the handler's, logged once at ERROR, as an exception it raised is."""
-        error, self.conn.refused = self.conn.refused, None
+    def _log_refused(self, method: str, id: str, error: MPRPCError | None = None) -> None:
+        """The connection answered 405 for what call `id` returned or a stream yielded
+        (`conn.refused`, cleared here), or a kept call's value could not be encoded
+        (`error`): a bug of the handler's, logged once at ERROR, as an exception it raised
+        is."""
+        if error is None:
+            error, self.conn.refused = self.conn.refused, None
         log.error(
             "call %s id=%s from %s: what it returned cannot be sent, answered 405: %s",
             printable(method),
@@ -1095,8 +1097,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             else:
                 unencodable = kept.set_value(result)
                 if unencodable is not None:
-                    self.conn.refused = unencodable
-                    self._log_refused(request.method, request.id)
+                    self._log_refused(request.method, request.id, unencodable)
         elif is_stream(result):
             await self._stream(
                 request.id, result, method.deprecated, metadata, ctx, name=request.method
