@@ -84,6 +84,7 @@ ASYNC_SCRIPT = textwrap.dedent(
     call(rpc.connect())
     port = call(rpc.port())
     stop, wrong = False, []
+    calling = threading.Event()
 
     def parent_calls():
         i = 0
@@ -91,10 +92,11 @@ ASYNC_SCRIPT = textwrap.dedent(
             if call(rpc.echo(f"parent {i}")) != f"parent {i}":
                 wrong.append(i)
             i += 1
+            calling.set()
 
     caller = threading.Thread(target=parent_calls)
     caller.start()
-    time.sleep(0.05)
+    assert calling.wait(10)  # the parent is calling when the process forks
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -111,7 +113,7 @@ ASYNC_SCRIPT = textwrap.dedent(
         os._exit(0)
     os.waitpid(pid, 0)
     child = os.read(read, 1000).decode()
-    time.sleep(0.2)
+    time.sleep(0.2)  # the parent keeps calling after the child ended
     stop = True
     caller.join()
     print(not wrong, port, child, call(rpc.echo("after")), call(rpc.port()), flush=True)

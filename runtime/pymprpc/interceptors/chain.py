@@ -83,12 +83,7 @@ class _Observed(AsyncIterator[Any]):
         if self._closed:
             return
         self._closed = True
-        aclose = getattr(self._stream, "aclose", None)
-        try:
-            if aclose is not None:
-                await aclose()
-        finally:
-            self._on_end(GeneratorExit(), 0)
+        await _close_then_report(self._stream, self._on_end, GeneratorExit(), 0)
 
 
 async def _exhausted() -> Any:
@@ -108,9 +103,19 @@ async def _observe(
         error = exc
         raise
     finally:
-        aclose = getattr(stream, "aclose", None)
-        try:
-            if aclose is not None:
-                await aclose()
-        finally:
-            on_end(error, count)
+        await _close_then_report(stream, on_end, error, count)
+
+
+async def _close_then_report(
+    stream: AsyncIterator[Any],
+    on_end: Callable[[BaseException | None, int], None],
+    error: BaseException | None,
+    count: int,
+) -> None:
+    """Close `stream` (if it can be), then call `on_end` whatever closing raised."""
+    aclose = getattr(stream, "aclose", None)
+    try:
+        if aclose is not None:
+            await aclose()
+    finally:
+        on_end(error, count)
