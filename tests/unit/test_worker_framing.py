@@ -52,6 +52,27 @@ def test_frames_survive_any_split(frames: list[tuple[int, int, bytes]], cuts: li
     assert feed(framing.FrameReader(), data, cuts) == frames
 
 
+@settings(max_examples=60, deadline=None)
+@given(frames_strategy)
+def test_frames_read_one_whole_frame_at_a_time(frames: list[tuple[int, int, bytes]]) -> None:
+    """Each read exactly one frame (a worker's usual read: taken whole, without the
+    general loop) gives the same frames as any other split."""
+    reader = framing.FrameReader()
+    out: list[tuple[int, int, bytes]] = []
+    for i, k, body in frames:
+        data = b"".join(bytes(part) for part in framing.raw_frame(i, k, body))
+        out += feed(reader, data, [])
+    assert out == frames
+
+
+@pytest.mark.parametrize("extra", [b"", b"\x00" * 5])
+def test_a_kind_the_peer_may_not_send_is_refused_read_whole_or_not(extra: bytes) -> None:
+    reader = framing.FrameReader(framing.FROM_WORKER)
+    data = b"".join(bytes(part) for part in framing.raw_frame(1, framing.CALL, b"body")) + extra
+    with pytest.raises(framing.ChannelError, match="unknown kind 0"):
+        feed(reader, data, [])
+
+
 def test_large_bytes_travel_out_of_band_and_come_back_as_bytes() -> None:
     big = bytes(range(256)) * 1024  # 256 KiB
     small = b"tiny"

@@ -23,6 +23,7 @@ from typing import Any, Final
 from ...context import CallContext, Metadata
 
 HEADER: Final = struct.Struct("<QQB")  # body length, call ID, kind
+_HEADER_SIZE: Final = HEADER.size
 
 # Kinds of frame.
 CALL: Final = 0  # server -> worker: pickled (key, path, args, kwargs)
@@ -216,6 +217,8 @@ class FrameReader:
         self._start = 0  # first unparsed byte in the area
         self._end = 0  # end of received bytes in the area
         self._big: bytearray | None = None  # body of a large frame being received
+        # No large frame partly received (another read now is not worthwhile).
+        self.small = True
         self._big_pos = 0
         self._big_head: tuple[int, int] = (0, 0)  # its call ID and kind
         # A large frame's buffer, given back once what it held was copied out: the next
@@ -227,10 +230,12 @@ class FrameReader:
     @property
     def receiving_large_frame(self) -> bool:
         """Whether a large frame is partly received (more reads are worthwhile)."""
-        return self._big is not None
+        return not self.small
 
-    def buffer(self) -> memoryview:
+    def buffer(self) -> bytearray | memoryview:
         """Where the next read should put its bytes."""
+        if not self._end and self._big is None:
+            return self._area  # holding nothing: the whole area (the usual read)
         if self._big is not None:
             return memoryview(self._big)[self._big_pos :]
         if self._end == len(self._area):
@@ -242,6 +247,12 @@ class FrameReader:
 
     def received(self, n: int) -> list[tuple[int, int, bytes | bytearray]]:
         """Account for `n` bytes read into `buffer()`; the frames now complete."""
+        if not self._end and self._big is None and n > _HEADER_SIZE:
+            # Read into an empty area: most often exactly one small frame (a call, a
+            # result), taken whole without the general loop below.
+            length, call_id, kind = HEADER.unpack_from(self._area)
+            if n - _HEADER_SIZE == length < _BIG and (self._accept is None or kind in self._accept):
+                return [(call_id, kind, bytes(memoryview(self._area)[_HEADER_SIZE:n]))]
         frames: list[tuple[int, int, bytes | bytearray]] = []
         if self._big is not None:
             self._big_pos += n
@@ -250,6 +261,7 @@ class FrameReader:
             call_id, kind = self._big_head
             frames.append((call_id, kind, self._big))
             self._big = None
+            self.small = True
             return frames
         self._end += n
         area, size = self._area, HEADER.size
@@ -275,6 +287,7 @@ class FrameReader:
                     frames.append((call_id, kind, big))
                     continue
                 self._big, self._big_pos, self._big_head = big, have, (call_id, kind)
+                self.small = False
                 break
             if available < length:
                 break

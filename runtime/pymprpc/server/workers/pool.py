@@ -65,6 +65,12 @@ SPAWN_TIMEOUT = 5.0
 # sleeps (child.Waiter): longer than a sequential client's round trip through the server.
 DEFAULT_SPIN: Final = 0.0003
 
+# Read once per call on the result path (a global lookup, not a module attribute).
+_BUFFER: Final = framing.BUFFER
+_CONTEXT: Final = framing.CONTEXT
+_monotonic: Final = time.monotonic
+_loads: Final = pickle.loads
+
 
 class RemoteFunctionError(Exception):
     """A function raised inside a worker (or a thread); carries its type name and traceback."""
@@ -148,7 +154,7 @@ class _Call:
         self.future = future
         self.context = context  # sent to the worker when it asks (framing.ASK)
         self.worker: _Worker | None = None
-        self.size = framing.total(payload)
+        self.size = len(payload[0]) if len(payload) == 1 else framing.total(payload)
         self.end = 0  # bytes written to its worker once this call is written in full
 
 
@@ -919,11 +925,16 @@ class ProcessPool:
     def _pick(self) -> _Worker | None:
         """The worker to send a call to now: an idle one, else the least loaded whose
         running call is still short; None if the call should wait in the queue."""
+        workers = self._workers
+        if workers:
+            first = workers[0]
+            if not first.inflight and not first.dead:
+                return first  # what the loop below picks first: the usual case
         best: _Worker | None = None
         load = PIPELINE
         now = 0.0
         arriving: bool | None = None
-        for worker in self._workers:
+        for worker in workers:
             n = len(worker.inflight)
             if n < load and n < worker.limit and not worker.dead:
                 if n:
@@ -946,12 +957,22 @@ class ProcessPool:
 
     def _send(self, worker: _Worker, call: _Call) -> None:
         call.worker = worker
-        idle = not worker.inflight
-        if idle:
-            worker.busy_since = time.monotonic()
-        worker.inflight[call.id] = call
-        call.end = worker.queued + call.size
-        self._queue(worker, call.payload, call.size, at_once=idle)
+        inflight = worker.inflight
+        size = call.size
+        call.end = worker.queued + size
+        if inflight or worker.writing or worker.write_scheduled:
+            if not inflight:
+                worker.busy_since = _monotonic()
+            inflight[call.id] = call
+            self._queue(worker, call.payload, size)
+        else:
+            # An idle worker, nothing else on its way to it: written now (`_queue`'s
+            # at_once case, without its frame).
+            worker.busy_since = _monotonic()
+            inflight[call.id] = call
+            worker.out += call.payload
+            worker.queued += size
+            self._write(worker)
 
     def _queue(
         self, worker: _Worker, buffers: list[bytes | memoryview], size: int, at_once: bool = False
@@ -1020,7 +1041,8 @@ class ProcessPool:
         read = self._read_results(worker)
         if read is None:
             return  # the worker is gone
-        self._after_results(worker)
+        if worker.draining or self._pending or worker.inflight:
+            self._after_results(worker)
         completed, future = read
         if completed == 1 and future is not None:
             # The frames just read are no longer referenced here: a large result's
@@ -1039,11 +1061,12 @@ class ProcessPool:
         """Read what the worker sent and settle the calls it answered: how many, and the
         future of the last one; None if the worker is gone."""
         reader = worker.reader
+        recv_into = worker.sock.recv_into
         completed = 0
         future: asyncio.Future[Any] | None = None
         while True:
             try:
-                n = worker.sock.recv_into(reader.buffer())
+                n = recv_into(reader.buffer())
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -1064,15 +1087,17 @@ class ProcessPool:
                 self._worker_gone(worker)
                 return None
             for call_id, kind, body in frames:
-                if kind == framing.BUFFER:
+                if kind == _BUFFER:
                     worker.buffers.append(body)
-                elif kind == framing.CONTEXT:
+                elif kind == _CONTEXT:
                     self._send_context(worker, call_id)
                 else:
-                    buffers, worker.buffers = worker.buffers, []
+                    buffers = worker.buffers
+                    if buffers:
+                        worker.buffers = []
                     future = self._complete(worker, call_id, kind, body, buffers)
                     completed += 1
-            if not reader.receiving_large_frame:
+            if reader.small:
                 break
         return completed, future
 
@@ -1121,15 +1146,18 @@ class ProcessPool:
         if call is None:
             return None
         # How long the worker spent on it: from when it could start it until now.
-        now = time.monotonic()
-        worker.cost += _SMOOTHING * (now - worker.busy_since - worker.cost)
+        now = _monotonic()
+        cost = worker.cost = worker.cost + _SMOOTHING * (now - worker.busy_since - worker.cost)
         worker.busy_since = now
-        worker.limit = PIPELINE if worker.cost < SHORT_CALL else 1
+        worker.limit = PIPELINE if cost < SHORT_CALL else 1
         future = call.future
         if future.done():
             return None
         try:
-            value = framing.decode(body, buffers, worker.reader)
+            if buffers or type(body) is not bytes:
+                value = framing.decode(body, buffers, worker.reader)
+            else:  # a small message, every value in it (framing.decode's usual case)
+                value = _loads(body)
         except Exception as exc:  # noqa: BLE001 - fails this call only
             future.set_exception(
                 RPCRuntimeError(
