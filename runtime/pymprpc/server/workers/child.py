@@ -32,6 +32,9 @@ from ...errors import exception_text, traceback_text, type_name
 from . import framing
 from .targets import resolve
 
+_loads: Final = pickle.loads
+_BINARY: Final = (bytes, bytearray, memoryview)
+
 PID: Final = struct.Struct("<q")
 # The number of the last call a worker started, in a word shared with the server (0: none
 # yet): written before the call runs, read by the server only once the worker is gone.
@@ -241,8 +244,12 @@ class _Serving:
         self, call_id: int, body: bytes | bytearray, buffers: list[bytearray | bytes]
     ) -> list[bytes | memoryview]:
         try:
-            key, path, args, kwargs, packed = framing.decode(body, buffers, self.reader)
-            del body, buffers
+            if buffers or type(body) is not bytes:
+                message = framing.decode(body, buffers, self.reader)
+            else:  # a small message, every value in it (framing.decode's usual case)
+                message = _loads(body)
+            key, path, args, kwargs, packed = message
+            del body, buffers, message
             func = resolve(self.targets, key, path)
             # With the call's context current (built, or asked for, only if the function
             # asks for it); what response metadata it sets goes back.
@@ -258,7 +265,9 @@ class _Serving:
         except BaseException as exc:  # noqa: BLE001 - SystemExit too: it fails the call only
             return framing.encode(call_id, framing.ERROR, _error(exc))
         try:
-            return framing.encode(call_id, framing.OK, (framing.out_of_band(result), metadata))
+            # Only a binary value may travel out of band (framing.out_of_band).
+            sent = framing.out_of_band(result) if type(result) in _BINARY else result
+            return framing.encode(call_id, framing.OK, (sent, metadata))
         except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
             name = ".".join((key.split(":", 1)[-1], *path))
             message = (

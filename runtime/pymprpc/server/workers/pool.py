@@ -65,9 +65,14 @@ SPAWN_TIMEOUT = 5.0
 # sleeps (child.Waiter): longer than a sequential client's round trip through the server.
 DEFAULT_SPIN: Final = 0.0003
 
-# Read once per call on the result path (a global lookup, not a module attribute).
+# Read for every call (a global lookup, not a module attribute).
+_ASK: Final = framing.ASK
 _BUFFER: Final = framing.BUFFER
+_CALL: Final = framing.CALL
 _CONTEXT: Final = framing.CONTEXT
+_OK: Final = framing.OK
+_args_out_of_band: Final = framing.args_out_of_band
+_encode: Final = framing.encode
 _monotonic: Final = time.monotonic
 _loads: Final = pickle.loads
 
@@ -881,11 +886,11 @@ class ProcessPool:
         else:
             # Building the context and sending it cost the server more than the rest of
             # a small call, and few functions read it: sent when the worker asks.
-            packed = framing.ASK
-        args, kwargs = framing.args_out_of_band(args, kwargs)
+            packed = _ASK
+        args, kwargs = _args_out_of_band(args, kwargs)
         call_id = next(self._ids)
         try:
-            payload = framing.encode(call_id, framing.CALL, (key, path, args, kwargs, packed))
+            payload = _encode(call_id, _CALL, (key, path, args, kwargs, packed))
         except Exception as exc:  # noqa: BLE001 - any pickling failure is the caller's
             raise RPCRuntimeError(
                 f"the arguments of {name!r} cannot be sent to a worker process: "
@@ -900,7 +905,7 @@ class ProcessPool:
         except asyncio.CancelledError:
             self._abandon(call)
             raise
-        if kind == framing.OK:
+        if kind == _OK:
             result, metadata = value
             if metadata and context is not None:  # set through the context it was sent
                 ctx = context if isinstance(context, CallContext) else context()
