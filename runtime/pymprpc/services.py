@@ -11,7 +11,8 @@ table with `list_services(client)`, or find their own service with `service_info
 
 Both need a server that registered its introspection methods
 (`Server.register_introspection_functions()`); others answer `406`
-(`UnsupportSysMethodError`), as for any unknown `system.*` method.
+(`UnsupportSysMethodError`), as for any unknown `system.*` method, and pymprpc 0.0.3's
+server `401`, which these functions raise as `UnsupportSysMethodError` too.
 
 On the wire each service is a map. Later versions add keys to it (method signatures, for
 instance): readers ignore keys they do not know, as `ServiceInfo.from_wire` does.
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, overload
 
-from .errors import ValidationError
+from .errors import NotFindError, UnsupportSysMethodError, ValidationError
 
 if TYPE_CHECKING:
     from .client.async_client import AsyncRPC
@@ -153,7 +154,7 @@ def list_services(client: Any) -> Any:
 
     Raises:
         UnsupportSysMethodError: the server did not register its introspection methods
-            (406), or predates `system.listServices`.
+            (406), or predates `system.listServices` (pymprpc 0.0.3's answers 401).
         ValidationError: the server's reply is not a list of service maps.
     """
     reply = _ask(client)
@@ -197,14 +198,34 @@ def service_info(client: Any) -> Any:
 def _ask(client: Any) -> Any:
     from .client.typed import AsyncTypedClient, TypedClient  # the clients need not load here
 
-    if isinstance(client, TypedClient | AsyncTypedClient):
-        return client._call(LIST_SERVICES, [])  # through its options (`with_options`)
-    return client.call(LIST_SERVICES)
+    try:
+        if isinstance(client, TypedClient | AsyncTypedClient):
+            return client._call(LIST_SERVICES, [])  # through its options (`with_options`)
+        return client.call(LIST_SERVICES)
+    except NotFindError as exc:
+        raise _not_offered(exc) from None
+
+
+def _not_offered(exc: NotFindError) -> UnsupportSysMethodError:
+    """What a server that does not know `system.listServices` at all (401: pymprpc 0.0.3,
+    whose server answers any unknown name so) means for these functions: not offered."""
+    return UnsupportSysMethodError(
+        f"the server does not offer {LIST_SERVICES} (it answered 401, no such method): "
+        "servers older than this protocol's services, pymprpc 0.0.3 among them, list none",
+        id=exc.id,
+    )
+
+
+async def _reply(reply: Awaitable[Any]) -> Any:
+    try:
+        return await reply
+    except NotFindError as exc:
+        raise _not_offered(exc) from None
 
 
 async def _parse_later(reply: Awaitable[Any]) -> list[ServiceInfo]:
-    return parse_services(await reply)
+    return parse_services(await _reply(reply))
 
 
 async def _find_later(reply: Awaitable[Any], name: str, prefix: str) -> ServiceInfo | None:
-    return find_service(parse_services(await reply), name, prefix)
+    return find_service(parse_services(await _reply(reply)), name, prefix)

@@ -64,21 +64,31 @@ def test_request_fields(fake_client: Callable[..., Any], features: set[str] | No
     client.run(lambda rpc: rpc.notify("fire"))
     client.run(lambda rpc: rpc.last.with_options(timeout=5, metadata={"a": "b"})(1))
     first, second, third, fourth, fifth = fake.requests
+    # With nothing negotiated (a 0.0.3 server, which answers only calls saying so), a
+    # call that wants its reply says RETURN: true, as 0.0.3's own clients did.
+    said = {"RETURN": True} if not features else {}
     assert first == {
         "MPRPC": "0.1",
         "ID": first["ID"],
         "METHOD": "add",
         "ARGS": [1, 2],
         "KWARGS": {"k": 3},
+        **said,
     }
-    assert second == {"MPRPC": "0.1", "ID": second["ID"], "METHOD": "void"}
+    assert second == {"MPRPC": "0.1", "ID": second["ID"], "METHOD": "void", **said}
     assert third == {"MPRPC": "0.1", "ID": kept, "METHOD": "later", "RETURN": False, "ARGS": [1]}
     negotiated = features or set()
     if "oneway" in negotiated:
         assert fourth == {"MPRPC": "0.1", "ID": fourth["ID"], "METHOD": "fire", "ONEWAY": True}
     else:
         assert fourth == {"MPRPC": "0.1", "ID": fourth["ID"], "METHOD": "fire", "RETURN": False}
-    expected: dict[str, Any] = {"MPRPC": "0.1", "ID": fifth["ID"], "METHOD": "last", "ARGS": [1]}
+    expected: dict[str, Any] = {
+        "MPRPC": "0.1",
+        "ID": fifth["ID"],
+        "METHOD": "last",
+        "ARGS": [1],
+        **said,
+    }
     if "deadline" in negotiated:
         assert 0 < fifth["DEADLINE"] <= 5
         expected["DEADLINE"] = fifth["DEADLINE"]

@@ -1422,6 +1422,7 @@ class ClientConnection(_Connection):
                     deadline,
                     metadata,
                     oneway=oneway,
+                    explicit_return=not self.features,
                 )
             )
         )

@@ -114,12 +114,16 @@ def call(
     deadline: float | None,
     metadata: dict[str, str] | None = None,
     oneway: bool = False,
+    explicit_return: bool = False,
 ) -> dict[str, Any]:
+    """A call map. `explicit_return`: carry `RETURN: true` too (the default it states),
+    for a peer that negotiated nothing: pymprpc 0.0.3's server answers a call only when
+    its RETURN is true, and never when it is missing."""
     msg: dict[str, Any] = {Key.MPRPC: VERSION, Key.ID: id, Key.METHOD: method}
     if oneway:
         msg[Key.ONEWAY] = True  # feature `oneway`: nothing is sent back, nothing kept
-    elif not returns:
-        msg[Key.RETURN] = False
+    elif not returns or explicit_return:
+        msg[Key.RETURN] = returns
     if args:
         msg[Key.ARGS] = list(args)
     if kwargs:
@@ -290,22 +294,32 @@ def parse_call(
     return CallRequest(id, method, args, kwargs, returns and not oneway, deadline, metadata, oneway)
 
 
-# The keys of a plain call: no RETURN, DEADLINE, METADATA, ONEWAY or CANCEL in play.
-_PLAIN_CALL_KEYS: Final = frozenset({Key.MPRPC, Key.ID, Key.METHOD, Key.ARGS, Key.KWARGS})
+# The keys of a plain call: no DEADLINE, METADATA, ONEWAY or CANCEL in play, and RETURN
+# only as true.
+_PLAIN_CALL_KEYS: Final = frozenset(
+    {Key.MPRPC, Key.ID, Key.METHOD, Key.ARGS, Key.KWARGS, Key.RETURN}
+)
 
 PlainCall = tuple[str, str, list[Any], dict[str, Any]]
 
 
 def plain_call(msg: Any) -> PlainCall | None:
     """`(id, method, args, kwargs)` of a plain call: a map of this protocol version with
-    no key but ID, METHOD, ARGS and KWARGS, each of the exact type `parse_call` accepts;
-    None for anything else (which `check_envelope` and `parse_call` then judge).
+    no key but ID, METHOD, ARGS, KWARGS and RETURN (true), each of the exact type
+    `parse_call` accepts; None for anything else (which `check_envelope` and
+    `parse_call` then judge).
 
     A fast test, not a second rule book: it accepts only maps `parse_call` accepts as
     they are, with the values it would give (`returns=True` and nothing else set), and
     leaves every refusal, and its message, to the general path.
     """
-    if type(msg) is not dict or not msg.keys() <= _PLAIN_CALL_KEYS or msg.get(Key.MPRPC) != VERSION:
+    if (
+        type(msg) is not dict
+        or not msg.keys() <= _PLAIN_CALL_KEYS
+        or msg.get(Key.MPRPC) != VERSION
+        # RETURN true is the default it states (0.0.3's clients send it on every call).
+        or msg.get(Key.RETURN, True) is not True
+    ):
         return None
     id = msg.get(Key.ID)
     method = msg.get(Key.METHOD)
