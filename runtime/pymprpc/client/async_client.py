@@ -153,6 +153,7 @@ class AsyncStream:
 
 
 _READY: Final = State.READY
+_FIRST: Final = asyncio.FIRST_COMPLETED
 # The keyword arguments of a call that has none (a typed client's): never changed.
 _NO_KWARGS: Final[dict[str, Any]] = {}
 
@@ -379,24 +380,38 @@ class AsyncRPC(BaseRPC):
         # Its error is raised by this connect when it awaits it; when connecting failed
         # before that (refused, timed out), nobody will: not a "never retrieved" log.
         self._welcome.add_done_callback(_retrieve)
+        logging_in = False
         try:
             async with asyncio.timeout(self.connect_timeout):
                 self._drop_protocol()  # (dropped already when its connection ended)
                 protocol = state.protocol = _Protocol(self, conn, loop)
-                transport, _ = await loop.create_connection(
-                    lambda: protocol,
-                    self.address.host,
-                    self.address.port,
-                    ssl=self._ssl,
+                opening = loop.create_task(
+                    loop.create_connection(
+                        lambda: protocol,
+                        self.address.host,
+                        self.address.port,
+                        ssl=self._ssl,
+                    )
                 )
+                try:
+                    # close() meanwhile (a TLS handshake can take long) ends it at once:
+                    # it fails the welcome future with the error connect() raises.
+                    await asyncio.wait((opening, self._welcome), return_when=_FIRST)
+                finally:
+                    if not opening.done():
+                        opening.cancel()
+                if not opening.done() or opening.cancelled():
+                    await self._welcome  # raises close()'s error
+                transport, _ = opening.result()
                 state.transport = transport
+                logging_in = True
                 conn.start()
                 for chunk in conn.chunks_to_send():
                     transport.write(chunk)
                 welcome = await self._welcome
         except TimeoutError:
             self._abort()
-            raise self._connect_timed_out() from None
+            raise self._connect_timed_out(logging_in) from None
         except MPRPCError:
             # Failed while logging in: raised as is, like RPC does (ConnectionLostError
             # is an OSError too, but it is not a failure to connect).

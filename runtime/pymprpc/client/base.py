@@ -571,9 +571,23 @@ class BaseRPC:
         if exc.errno and exc.errno > 0 and not isinstance(exc, ssl_module.SSLError):
             # The system's words: asyncio rewords them ("Connect call failed (...)").
             reason = f"[Errno {exc.errno}] {os.strerror(exc.errno)}"
+        elif not reason:
+            # asyncio's reset during a TLS handshake says nothing: what RPC says then.
+            reason = (
+                "the server closed the connection during TLS"
+                if self._ssl is not None and isinstance(exc, ConnectionError)
+                else type(exc).__name__
+            )
         return ConnectionLostError(f"could not connect to {self.address}: {reason}")
 
-    def _connect_timed_out(self) -> ConnectionLostError:
+    def _connect_timed_out(self, logging_in: bool = False) -> ConnectionLostError:
+        """`logging_in`: the connection was made, the server's login reply never came."""
+        if logging_in:
+            return ConnectionLostError(
+                f"{self.address} accepted the connection but did not answer the login "
+                f"within {self.connect_timeout}s: check that it is an MPRPC server, "
+                "and that both sides use TLS or neither does"
+            )
         return ConnectionLostError(
             f"could not connect to {self.address} within {self.connect_timeout}s"
         )

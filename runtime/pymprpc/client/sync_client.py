@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import socket
 import threading
 import time
 import weakref
@@ -102,6 +104,7 @@ class RPC(BaseRPC):
         self._connecting = threading.Lock()  # one connect at a time
         # The socket of a login in progress: close() from another thread shuts it down.
         self._login_io: SocketIO | None = None
+        self._opening: list[socket.socket] | None = None  # see _connect
         self._paused = False  # the reader waits: every call in flight is a full stream
         self._resume = threading.Condition(self._lock)
         forget_in_forked_children(self)
@@ -148,15 +151,29 @@ class RPC(BaseRPC):
         if limit <= 0:  # a socket timeout of 0 would mean "non-blocking", not "expired"
             raise expired or self._connect_timed_out()
         deadline = time.monotonic() + limit
+        # The socket once connected, for close() to end a TLS handshake with (see close).
+        opening: list[socket.socket] = []
         with self._lock:
             conn = self._new_connection()
+            self._opening = opening
         try:
-            io = SocketIO.open(self.address.host, self.address.port, limit, self._ssl)
-        except TimeoutError:
-            raise expired or self._connect_timed_out() from None
+            io = SocketIO.open(
+                self.address.host, self.address.port, limit, self._ssl, opening.append
+            )
         except OSError as exc:
+            with self._lock:
+                by_user = self._opening is not opening  # close() took it meanwhile
+                self._opening = None
+            if by_user:
+                raise self._closed_error() from None
+            if isinstance(exc, TimeoutError):
+                raise expired or self._connect_timed_out() from None
             raise self._connect_failed(exc) from exc
         with self._lock:
+            if self._opening is not opening:  # close() came as the handshake ended
+                io.close()
+                raise self._closed_error()
+            self._opening = None
             self._login_io = io
         try:
             welcome = self._log_in(io, conn, deadline, expired)
@@ -197,7 +214,7 @@ class RPC(BaseRPC):
             io.write(conn.chunks_to_send())
             while True:
                 if not io.readable(deadline - time.monotonic()):
-                    raise expired or self._connect_timed_out()
+                    raise expired or self._connect_timed_out(logging_in=True)
                 data = io.recv()
                 if not data:
                     raise self._lost_error()
@@ -221,10 +238,16 @@ class RPC(BaseRPC):
             else:  # ended already (an idle close, a fork): it stays closed all the same
                 self._lost_connection(self._closed_error(), by_user=True)
             login_io, self._login_io = self._login_io, None
+            opening, self._opening = self._opening, None
         if io is not None:
             io.close()
         if login_io is not None:
             login_io.close()  # the connecting thread wakes and raises ConnectionLostError
+        for sock in opening or ():
+            # Its TLS handshake (in the connecting thread) wakes, and connect() raises
+            # ConnectionLostError; the connecting thread closes the socket.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _drop(self, io: SocketIO, error: MPRPCError, *, by_user: bool = False) -> None:
         """Fail every call in flight on `io` with `error` (holding the lock)."""
@@ -254,6 +277,7 @@ class RPC(BaseRPC):
         self._resume = threading.Condition(self._lock)
         io, self._io = self._io, None
         login_io, self._login_io = self._login_io, None
+        self._opening = None
         for each in (io, login_io):
             if each is not None:
                 each.abandon()

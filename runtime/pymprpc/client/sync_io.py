@@ -17,6 +17,7 @@ import socket
 import ssl as ssl_module
 import threading
 import time
+from collections.abc import Callable
 
 from ..protocol.framing import coalesce
 
@@ -42,8 +43,11 @@ class SocketIO:
         port: int,
         timeout: float,
         tls: ssl_module.SSLContext | None = None,
+        connected: Callable[[socket.socket], None] | None = None,
     ) -> SocketIO:
-        """Connect (and do the TLS handshake) within `timeout` seconds.
+        """Connect (and do the TLS handshake) within `timeout` seconds; `connected(sock)`
+        is called once the socket is connected, before the handshake (shutting it down
+        then ends the handshake: a client closed meanwhile).
 
         Raises:
             OSError: connecting or the handshake failed (TimeoutError: not in time).
@@ -51,6 +55,8 @@ class SocketIO:
         deadline = time.monotonic() + timeout
         sock = socket.create_connection((host, port), timeout=timeout)
         try:
+            if connected is not None:
+                connected(sock)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             io = cls(sock) if tls is None else TLSSocketIO(sock, tls, host, deadline)
             sock.settimeout(None)  # deadlines are kept with poll, per thread

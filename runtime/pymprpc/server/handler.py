@@ -122,6 +122,10 @@ class HandlerHost(Protocol):
     def admit(self, handler: ConnectionHandler) -> bool:
         """Count a new connection in; False if max_connections is reached."""
 
+    def closing(self, handler: ConnectionHandler) -> None:
+        """The server closed the connection: it no longer counts under max_connections
+        (a TLS connection may wait for its peer's close_notify a while yet)."""
+
     def forget(self, handler: ConnectionHandler) -> None:
         """The connection is gone."""
 
@@ -434,6 +438,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         )
         self.close()  # connection_lost then cancels the calls (RETURN false run on)
 
+    @property
+    def gone(self) -> bool:
+        """Whether the connection has ended (its socket is closed)."""
+        return self._lost
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted:
             log.info(
@@ -583,6 +592,7 @@ class ConnectionHandler(ReusedBufferProtocol):
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+            self._host.closing(self)
 
     def fail(self, error: MPRPCError) -> None:
         """Send a connection-level error and close."""
@@ -1240,6 +1250,15 @@ class _MeasuredConnection:
         before = self._conn.pending_bytes
         self._conn.send_stream_end(id)
         self._report(before)
+
+
+def refusal_bytes(host: HandlerHost) -> bytes:
+    """What a connection refused over max_connections before it said anything is sent:
+    the 503 `connection_made` sends (the listener refuses a flood with it before making
+    connections of the sockets it accepts)."""
+    conn = ServerConnection(host.settings, host.credentials)
+    conn.fail(RpcUnavailableException("too many connections"))
+    return b"".join(conn.chunks_to_send())
 
 
 def _being_cancelled() -> bool:

@@ -12,6 +12,7 @@ accepting for `retry_delay` when descriptors run out, and logs that once per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -21,6 +22,10 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Seconds a TLS connection being closed waits for its peer's close_notify (asyncio's
+# default is 30, for which a closed connection would keep its descriptor and its place
+# under max_connections): a peer that answers at all answers in one round trip.
+TLS_SHUTDOWN_TIMEOUT = 2.0
 
 
 class Listener:
@@ -35,10 +40,24 @@ class Listener:
         batch: int = 1024,
         retry_delay: float = 1.0,
         log_interval: float = 60.0,
+        handshake_timeout: float | None = None,
+        room: Callable[[int], bool] | None = None,
+        refusal: bytes = b"",
     ) -> None:
+        """`handshake_timeout`: seconds a TLS handshake may take (None: asyncio's 60).
+        `room(n)`: whether a connection may be accepted while `n` accepted ones are not
+        yet connections (their TLS handshakes); when not, it is refused at once: sent
+        `refusal` (plain TCP), or closed (TLS: nothing can be said before a handshake)."""
         self._sock = sock
         self._factory = protocol_factory
         self._ssl = ssl
+        self._tls_options: dict[str, float] = (
+            {"ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT} if ssl is not None else {}
+        )
+        if ssl is not None and handshake_timeout:
+            self._tls_options["ssl_handshake_timeout"] = handshake_timeout
+        self._room = room
+        self._refusal = refusal
         self._batch = batch
         self._retry_delay = retry_delay
         self._log_interval = log_interval
@@ -80,7 +99,21 @@ class Listener:
                     return
                 raise
             conn.setblocking(False)
+            if self._room is not None and not self._room(len(self._handshakes)):
+                self._refuse(conn)
+                continue
             self._connect(conn)
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Over max_connections: refused now, before a connection (or a TLS handshake)
+        holds anything more than the socket, which is closed at once."""
+        peer = _peer(conn)
+        if self._ssl is None and self._refusal:
+            with contextlib.suppress(OSError):
+                conn.send(self._refusal)  # a few bytes into an empty socket buffer
+        how = " before its TLS handshake" if self._ssl is not None else ""
+        log.warning("refusing %s%s: max_connections reached", peer, how)
+        conn.close()
 
     def _connect(self, conn: socket.socket) -> None:
         assert self._loop is not None
@@ -90,10 +123,19 @@ class Listener:
 
     async def _connection(self, conn: socket.socket) -> None:
         assert self._loop is not None
+        peer = _peer(conn)  # (once the handshake failed, asyncio has closed the socket)
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn, ssl=self._ssl)
+            await self._loop.connect_accepted_socket(
+                self._factory, conn, ssl=self._ssl, **self._tls_options
+            )
         except (OSError, ssl_module.SSLError, TimeoutError, ConnectionError) as exc:
-            log.debug("connection from %s failed before it started: %s", _peer(conn), exc)
+            # A peer's failure (a port scanner, plain TCP on a TLS port, a timeout), as
+            # any protocol error that closes a connection: INFO, one line.
+            log.info(
+                "connection from %s failed before it started: %s",
+                peer,
+                str(exc) or type(exc).__name__,
+            )
             conn.close()
         except asyncio.CancelledError:
             conn.close()
@@ -124,8 +166,12 @@ class Listener:
             self._loop.add_reader(self._sock.fileno(), self._accept)
 
 
-def _peer(conn: socket.socket) -> object:
+def _peer(conn: socket.socket) -> str:
+    """`host:port` of the peer, as the connections' log lines write it."""
     try:
-        return conn.getpeername()
+        peer = conn.getpeername()
     except OSError:
         return "?"
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

@@ -40,13 +40,14 @@ from .config import (
 from .dispatch import Dispatcher
 from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .flow import InputBudget
-from .handler import HEALTH_METHOD, ConnectionHandler, PassWrites
+from .handler import HEALTH_METHOD, ConnectionHandler, PassWrites, refusal_bytes
 from .health import Health
 from .introspection import getresult_method, health_method, system_methods
 from .kept_results import KeptResults
-from .listener import Listener
+from .listener import TLS_SHUTDOWN_TIMEOUT, Listener
 from .logins import LoginThrottle
 from .registry import Method, Registry, make_method
+from .tls import check_server_context
 from .workers.pool import importing_main_for_a_child
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class _Core:
         self.health = Health()
         self.input_budget = InputBudget(config.max_buffered_input)
         self.connections: set[ConnectionHandler] = set()
+        # Closed by the server, not gone yet (a TLS one waits for its peer's close_notify).
+        self.closed: set[ConnectionHandler] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         # RETURN-false calls running on after their anonymous connection closed.
         self.detached: set[asyncio.Task[None]] = set()
@@ -141,8 +144,14 @@ class _Core:
         self.connections.add(handler)
         return True
 
+    def closing(self, handler: ConnectionHandler) -> None:
+        if handler in self.connections:
+            self.connections.discard(handler)
+            self.closed.add(handler)
+
     def forget(self, handler: ConnectionHandler) -> None:
         self.connections.discard(handler)
+        self.closed.discard(handler)
 
     def detach(self, task: asyncio.Task[None]) -> bool:
         if len(self.detached) >= self.config.kept_results:
@@ -227,7 +236,9 @@ class Server:
             disables it. Default 180.
         timeout: the pymprpc 0.0.3 spelling of `idle_timeout` (give one of them).
         debug: send tracebacks (`FRAME`) with call errors.
-        ssl: an `ssl.SSLContext` to serve TLS.
+        ssl: an `ssl.SSLContext` to serve TLS (server-side, its certificate loaded). The
+            TLS handshake counts as logging in (`auth_timeout`); a connection the server
+            closes waits at most 2 s for the client's close_notify.
         executor: where every plain callable runs by default: "process", "thread",
             "inline" or a `concurrent.futures.Executor` of yours (not shut down by the
             server); None: functions in the process pool, bound methods in threads.
@@ -285,7 +296,8 @@ class Server:
 
     Raises:
         ValueError: a malformed `addr`, an unknown `executor` or feature, a
-            `worker_spin` that is not a finite number of seconds, 0 or more.
+            `worker_spin` that is not a finite number of seconds, 0 or more, an `ssl`
+            context that cannot serve (a client-side one, or one with no certificate).
         TypeError: both `idle_timeout` and `timeout` given, or an interceptor that is
             not `async` (a plain function or a class whose `__call__` is not async).
     """
@@ -335,6 +347,8 @@ class Server:
         if worker_spin is not None:
             worker_spin = _spin_window(worker_spin)
         host, port = _parse_address(addr)
+        if ssl is not None:
+            check_server_context(ssl)
         if description is None and type(self) is not Server and type(self).__doc__:
             description = type(self).__doc__
         self._config = ServerConfig(
@@ -704,11 +718,19 @@ class Server:
         # Fork workers now, while no client connection exists to be inherited.
         if core.registry.uses_executor(ExecutorKind.PROCESS):
             core.executors.warm_up()
+        limit = self._config.max_connections
+        connections = core.connections
         self._listener = Listener(
             self._sock,
             lambda: ConnectionHandler(core),
             ssl=self._config.ssl,
             batch=self._config.backlog,
+            # The handshake is part of logging in: it gets the login's time, not 60 s.
+            handshake_timeout=self._config.auth_timeout or None,
+            # Accepted sockets not yet connections (TLS handshakes) count too: a flood of
+            # them would otherwise hold descriptors and memory max_connections never saw.
+            room=(lambda pending: len(connections) + pending < limit) if limit else None,
+            refusal=refusal_bytes(core),
         )
         self._listener.start(self._loop)
         log.info("pymprpc serving on %s:%d", self.host, self.port)
@@ -756,6 +778,8 @@ class Server:
                     self._abandoned.update(stuck)
         for handler in list(core.connections):
             handler.close()
+        if core.connections or core.closed:
+            await _closed_or_aborted(core.connections | core.closed)
         self._listener = None
         self._sock = None
         core.executors.shutdown()
@@ -786,6 +810,22 @@ class Server:
             pass
         finally:
             self._loop = None
+
+
+async def _closed_or_aborted(connections: set[ConnectionHandler]) -> None:
+    """Wait until the closed `connections` are gone, at most TLS_SHUTDOWN_TIMEOUT, then
+    abort the rest: a TLS connection waits for its peer's close_notify, and a plain one
+    for its peer to read what is queued; the loop may end right after (run_forever), and
+    then nothing would ever close their sockets."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + TLS_SHUTDOWN_TIMEOUT
+    while loop.time() < end:
+        if all(handler.gone for handler in connections):
+            return
+        await asyncio.sleep(0.01)
+    for handler in connections:
+        if not handler.gone and handler.transport is not None:
+            handler.transport.abort()
 
 
 def run_bounded(main: Coroutine[Any, Any, None], abandoned: set[asyncio.Task[None]]) -> None:
