@@ -329,6 +329,8 @@ class AsyncRPC(BaseRPC):
         self._pong: asyncio.Future[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Future[None] | None = None
+        # The connect() task close() cancelled (its waiters raise the closed error).
+        self._closed_while_connecting: asyncio.Future[None] | None = None
         forget_in_forked_children(self)
 
     @property
@@ -365,7 +367,12 @@ class AsyncRPC(BaseRPC):
             # Forgotten when it ends, whoever still waits: a waiter cancelled meanwhile
             # must not leave it for the next connect() to await, connecting nothing.
             task.add_done_callback(self._connect_ended)
-        await asyncio.shield(task)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and self._closed_while_connecting is task:
+                raise self._closed_error() from None  # see close()
+            raise
         return self
 
     def _connect_ended(self, task: asyncio.Future[None]) -> None:
@@ -397,10 +404,11 @@ class AsyncRPC(BaseRPC):
                     # close() meanwhile (a TLS handshake can take long) ends it at once:
                     # it fails the welcome future with the error connect() raises.
                     await asyncio.wait((opening, self._welcome), return_when=_FIRST)
-                finally:
-                    if not opening.done():
-                        opening.cancel()
-                if not opening.done() or opening.cancelled():
+                except BaseException:
+                    _discard(opening)  # timed out, or cancelled by close()
+                    raise
+                if not opening.done():
+                    _discard(opening)
                     await self._welcome  # raises close()'s error
                 transport, _ = opening.result()
                 state.transport = transport
@@ -487,6 +495,12 @@ class AsyncRPC(BaseRPC):
         if state.loop is not None and state.loop.is_closed():
             self._leave_closed_loop()
         self._abort(by_user=True)  # (no call connects again, whatever ended it before)
+        task = self._connecting
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            # A connect() under way ends now, with the closed error, at whatever point
+            # it is (not started yet, connecting, logging in), and leaves nothing open.
+            self._closed_while_connecting = task
+            task.cancel()
         await asyncio.sleep(0)  # let the transport run its connection_lost callback
 
     async def reconnect(self) -> AsyncRPC:
@@ -896,6 +910,14 @@ class AsyncRPC(BaseRPC):
     ) -> None:
         metadata, sizes = self._sent_with(ctx)
         await self._send(method, args, kwargs, False, None, metadata, oneway=True, sizes=sizes)
+
+
+def _discard(opening: asyncio.Task[tuple[asyncio.Transport, Any]]) -> None:
+    """Give up a `create_connection` task: cancel it, or close what it made."""
+    if not opening.done():
+        opening.cancel()
+    elif not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].close()
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

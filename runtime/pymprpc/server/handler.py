@@ -592,7 +592,11 @@ class ConnectionHandler(ReusedBufferProtocol):
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-            self._host.closing(self)
+            if self.transport.get_extra_info("sslcontext") is not None:
+                # A TLS close waits at most 2 s for the peer's close_notify: it no longer
+                # counts as open. (A plain one waits for its peer to read what is queued,
+                # for ever if it never reads: it counts until it is gone.)
+                self._host.closing(self)
 
     def fail(self, error: MPRPCError) -> None:
         """Send a connection-level error and close."""

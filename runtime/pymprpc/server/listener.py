@@ -64,6 +64,9 @@ class Listener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry: asyncio.TimerHandle | None = None
         self._handshakes: set[asyncio.Task[None]] = set()
+        # Accepted sockets whose connection is not made yet (its protocol not created:
+        # for TLS, until the handshake is over), which `room` counts.
+        self._opening = 0
         self._last_logged: float | None = None
         self._failures = 0  # accept() failures since the last log line
         self.closed = False
@@ -99,7 +102,7 @@ class Listener:
                     return
                 raise
             conn.setblocking(False)
-            if self._room is not None and not self._room(len(self._handshakes)):
+            if self._room is not None and not self._room(self._opening):
                 self._refuse(conn)
                 continue
             self._connect(conn)
@@ -111,12 +114,16 @@ class Listener:
         if self._ssl is None and self._refusal:
             with contextlib.suppress(OSError):
                 conn.send(self._refusal)  # a few bytes into an empty socket buffer
+                # Closing a socket with unread input resets the connection, which may
+                # discard the 503 at the client: what it sent already is read first.
+                conn.recv(65536)
         how = " before its TLS handshake" if self._ssl is not None else ""
         log.warning("refusing %s%s: max_connections reached", peer, how)
         conn.close()
 
     def _connect(self, conn: socket.socket) -> None:
         assert self._loop is not None
+        self._opening += 1  # now: the rest of this accept batch must see it
         task = self._loop.create_task(self._connection(conn))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
@@ -124,10 +131,19 @@ class Listener:
     async def _connection(self, conn: socket.socket) -> None:
         assert self._loop is not None
         peer = _peer(conn)  # (once the handshake failed, asyncio has closed the socket)
+        opening = True  # counted in `_opening` by _connect
+
+        def made() -> asyncio.BaseProtocol:
+            # A plain connection is made with its protocol (its connection_made, which
+            # counts it under max_connections, comes next): no longer opening.
+            nonlocal opening
+            if opening and self._ssl is None:
+                self._opening -= 1
+                opening = False
+            return self._factory()
+
         try:
-            await self._loop.connect_accepted_socket(
-                self._factory, conn, ssl=self._ssl, **self._tls_options
-            )
+            await self._loop.connect_accepted_socket(made, conn, ssl=self._ssl, **self._tls_options)
         except (OSError, ssl_module.SSLError, TimeoutError, ConnectionError) as exc:
             # A peer's failure (a port scanner, plain TCP on a TLS port, a timeout), as
             # any protocol error that closes a connection: INFO, one line.
@@ -140,6 +156,9 @@ class Listener:
         except asyncio.CancelledError:
             conn.close()
             raise
+        finally:
+            if opening:  # (TLS: the handshake is over, connection_made has run)
+                self._opening -= 1
 
     def _pause(self, exc: OSError) -> None:
         """Out of descriptors (or memory): stop accepting for a while; log once per

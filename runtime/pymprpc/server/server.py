@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Executor
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
 from ..address import Address
@@ -33,6 +33,7 @@ from ..services import ServiceInfo
 from .config import (
     DEFAULT_MAX_BUFFERED_INPUT,
     DEFAULT_MAX_OUTPUT_BUFFER,
+    FD_RESERVE,
     MiB,
     ServerConfig,
     default_max_connections,
@@ -719,7 +720,16 @@ class Server:
         if core.registry.uses_executor(ExecutorKind.PROCESS):
             core.executors.warm_up()
         limit = self._config.max_connections
-        connections = core.connections
+        connections, closed = core.connections, core.closed
+
+        def room(pending: int) -> bool:
+            # Accepted sockets not yet connections (TLS handshakes) count too: a flood
+            # of them would otherwise hold descriptors and memory max_connections never
+            # saw. So do closed TLS connections still waiting for close_notify (up to
+            # 2 s), beyond half the descriptors kept in reserve.
+            lingering = max(0, len(closed) - _LINGERING_FREE)
+            return len(connections) + pending + lingering < limit
+
         self._listener = Listener(
             self._sock,
             lambda: ConnectionHandler(core),
@@ -727,9 +737,7 @@ class Server:
             batch=self._config.backlog,
             # The handshake is part of logging in: it gets the login's time, not 60 s.
             handshake_timeout=self._config.auth_timeout or None,
-            # Accepted sockets not yet connections (TLS handshakes) count too: a flood of
-            # them would otherwise hold descriptors and memory max_connections never saw.
-            room=(lambda pending: len(connections) + pending < limit) if limit else None,
+            room=room if limit else None,
             refusal=refusal_bytes(core),
         )
         self._listener.start(self._loop)
@@ -810,6 +818,11 @@ class Server:
             pass
         finally:
             self._loop = None
+
+
+# Closed connections waiting for their peer's close_notify that do not count under
+# max_connections: half the descriptors `default_max_connections` keeps in reserve.
+_LINGERING_FREE: Final = FD_RESERVE // 2
 
 
 async def _closed_or_aborted(connections: set[ConnectionHandler]) -> None:

@@ -17,8 +17,9 @@ _ROUNDS = 8  # a TLS 1.3 or 1.2 handshake takes at most 4 flights each way
 
 def check_server_context(context: ssl.SSLContext) -> None:
     """Raise ValueError, saying what to do, if `context` cannot serve TLS clients: a
-    handshake with a client that checks nothing runs in memory against it. Other
-    failures (a client certificate required, say) are the clients' business."""
+    handshake with a client that checks nothing runs in memory against it (not for a
+    context with an `sni_callback`, which may supply the certificates). Other failures
+    (a client certificate required, say) are the clients' business."""
     server_in, server_out = ssl.MemoryBIO(), ssl.MemoryBIO()
     client_in, client_out = ssl.MemoryBIO(), ssl.MemoryBIO()
     try:
@@ -29,6 +30,10 @@ def check_server_context(context: ssl.SSLContext) -> None:
             "context: ssl.create_default_context(ssl.Purpose.CLIENT_AUTH) or "
             "ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), with load_cert_chain(cert, key)"
         ) from None
+    if context.sni_callback is not None:
+        # Its certificates may come from the callback (a context per server name), which
+        # must not be called before a client is there.
+        return
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     probe.check_hostname = False
     probe.verify_mode = ssl.CERT_NONE
@@ -45,8 +50,8 @@ def check_server_context(context: ssl.SSLContext) -> None:
             except ssl.SSLError as exc:
                 if side is server and exc.reason == "NO_SHARED_CIPHER":
                     raise ValueError(
-                        "ssl= cannot serve: no TLS client can agree on a cipher with it, "
-                        "most likely because no certificate is loaded: call "
+                        "ssl= cannot serve: no TLS client can agree on a cipher with it "
+                        "(no certificate loaded, or none its ciphers can use): call "
                         "context.load_cert_chain(certfile, keyfile) before Server(ssl=...)"
                     ) from None
                 return  # not a mistake of the context's alone
