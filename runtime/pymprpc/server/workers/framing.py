@@ -217,8 +217,6 @@ class FrameReader:
         self._start = 0  # first unparsed byte in the area
         self._end = 0  # end of received bytes in the area
         self._big: bytearray | None = None  # body of a large frame being received
-        # No large frame partly received (another read now is not worthwhile).
-        self.small = True
         self._big_pos = 0
         self._big_head: tuple[int, int] = (0, 0)  # its call ID and kind
         # A large frame's buffer, given back once what it held was copied out: the next
@@ -230,7 +228,7 @@ class FrameReader:
     @property
     def receiving_large_frame(self) -> bool:
         """Whether a large frame is partly received (more reads are worthwhile)."""
-        return not self.small
+        return self._big is not None
 
     def buffer(self) -> bytearray | memoryview:
         """Where the next read should put its bytes."""
@@ -261,7 +259,6 @@ class FrameReader:
             call_id, kind = self._big_head
             frames.append((call_id, kind, self._big))
             self._big = None
-            self.small = True
             return frames
         self._end += n
         area, size = self._area, HEADER.size
@@ -287,7 +284,6 @@ class FrameReader:
                     frames.append((call_id, kind, big))
                     continue
                 self._big, self._big_pos, self._big_head = big, have, (call_id, kind)
-                self.small = False
                 break
             if available < length:
                 break

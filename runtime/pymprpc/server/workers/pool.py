@@ -962,22 +962,12 @@ class ProcessPool:
 
     def _send(self, worker: _Worker, call: _Call) -> None:
         call.worker = worker
-        inflight = worker.inflight
-        size = call.size
-        call.end = worker.queued + size
-        if inflight or worker.writing or worker.write_scheduled:
-            if not inflight:
-                worker.busy_since = _monotonic()
-            inflight[call.id] = call
-            self._queue(worker, call.payload, size)
-        else:
-            # An idle worker, nothing else on its way to it: written now (`_queue`'s
-            # at_once case, without its frame).
+        idle = not worker.inflight
+        if idle:
             worker.busy_since = _monotonic()
-            inflight[call.id] = call
-            worker.out += call.payload
-            worker.queued += size
-            self._write(worker)
+        worker.inflight[call.id] = call
+        call.end = worker.queued + call.size
+        self._queue(worker, call.payload, call.size, at_once=idle)
 
     def _queue(
         self, worker: _Worker, buffers: list[bytes | memoryview], size: int, at_once: bool = False
@@ -1102,7 +1092,7 @@ class ProcessPool:
                         worker.buffers = []
                     future = self._complete(worker, call_id, kind, body, buffers)
                     completed += 1
-            if reader.small:
+            if not reader.receiving_large_frame:
                 break
         return completed, future
 
