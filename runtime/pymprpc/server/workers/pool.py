@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from ...context import CallContext, CallSource
 from ...errors import RPCRuntimeError, exception_text, type_name
+from ..eager import ResultSetter
 from . import framing
 from .child import CANCELLED, PID, STARTED, UPDATE_LENGTH, run_zygote
 from .framing import PICKLE
@@ -75,6 +76,8 @@ _args_out_of_band: Final = framing.args_out_of_band
 _encode: Final = framing.encode
 _monotonic: Final = time.monotonic
 _loads: Final = pickle.loads
+# A call's future and the outcome (kind, value) it is to be set to.
+_Settled = tuple["asyncio.Future[Any]", Any]
 
 
 class RemoteFunctionError(Exception):
@@ -528,7 +531,7 @@ class ProcessPool:
         self._pending: deque[_Call] = deque()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready: deque[asyncio.Handle] | None = None  # the loop's ready queue, if a deque
+        self._setter: ResultSetter | None = None  # completes calls' futures on _loop
         self._foreign_threads = False  # an OS thread unknown to Python did not exit
         self._failure: str | None = None  # why workers could not be started, last time
         self._exiting: list[_Zygote] = []  # retired zygotes told to exit, not reaped yet
@@ -625,8 +628,7 @@ class ProcessPool:
             if self._loop is not None:
                 self.shutdown()
             self._loop = loop
-            ready = getattr(loop, "_ready", None)
-            self._ready = ready if type(ready) is deque else None
+            self._setter = ResultSetter(loop)
         zygote = self._zygote
         if (
             starting
@@ -828,7 +830,7 @@ class ProcessPool:
         for zygote in zygotes:
             zygote.close()
         self._reap_exiting(block=True)
-        self._loop = self._ready = None
+        self._loop = self._setter = None
 
     def _wait_gone(self, worker: _Worker) -> None:
         """Block until a killed worker's process has exited: its socket reads EOF, and
@@ -1038,27 +1040,39 @@ class ProcessPool:
             return  # the worker is gone
         if worker.draining or self._pending or worker.inflight:
             self._after_results(worker)
-        completed, future = read
-        if completed == 1 and future is not None:
-            # The frames just read are no longer referenced here: a large result's
-            # receive buffer is freed before the reply to it is built.
-            self._resume_now(future)
+        completed, last = read
+        if last is not None:
+            future, outcome = last
+            if future.done():
+                return
+            if completed == 1 and self._setter is not None:
+                # The frames just read are no longer referenced here: a large result's
+                # receive buffer is freed before the reply to it is built. Results read
+                # together share the next loop pass anyway; a lone one goes on now.
+                self._setter.set_result_now(future, outcome)
+            else:
+                future.set_result(outcome)
 
     def _on_exit(self, worker: _Worker) -> None:
         """The worker process ended (its pidfd is readable)."""
         if worker.fd == -1:
             return  # seen on its socket already
-        if self._read_results(worker) is not None:  # what it sent before it ended
+        read = self._read_results(worker)  # what it sent before it ended
+        if read is not None:
+            last = read[1]
+            if last is not None and not last[0].done():
+                last[0].set_result(last[1])
             # No end of file: a process it started holds its socket open.
             self._worker_gone(worker)
 
-    def _read_results(self, worker: _Worker) -> tuple[int, asyncio.Future[Any] | None] | None:
+    def _read_results(self, worker: _Worker) -> tuple[int, _Settled | None] | None:
         """Read what the worker sent and settle the calls it answered: how many, and the
-        future of the last one; None if the worker is gone."""
+        last one's future and outcome, for the caller to set (every earlier one is set
+        here); None if the worker is gone (everything read set)."""
         reader = worker.reader
         recv_into = worker.sock.recv_into
         completed = 0
-        future: asyncio.Future[Any] | None = None
+        last: _Settled | None = None
         while True:
             try:
                 n = recv_into(reader.buffer())
@@ -1067,6 +1081,8 @@ class ProcessPool:
             except OSError:
                 n = 0
             if n == 0:
+                if last is not None and not last[0].done():
+                    last[0].set_result(last[1])
                 self._worker_gone(worker)
                 return None
             try:
@@ -1078,6 +1094,8 @@ class ProcessPool:
                     worker.pid,
                     exc,
                 )
+                if last is not None and not last[0].done():
+                    last[0].set_result(last[1])
                 worker.kill()
                 self._worker_gone(worker)
                 return None
@@ -1090,31 +1108,15 @@ class ProcessPool:
                     buffers = worker.buffers
                     if buffers:
                         worker.buffers = []
-                    future = self._complete(worker, call_id, kind, body, buffers)
+                    settled = self._complete(worker, call_id, kind, body, buffers)
+                    if settled is not None:
+                        if last is not None and not last[0].done():
+                            last[0].set_result(last[1])
+                        last = settled
                     completed += 1
             if not reader.receiving_large_frame:
                 break
-        return completed, future
-
-    def _resume_now(self, future: asyncio.Future[Any]) -> None:
-        """Resume the task awaiting `future` (just completed) in this loop pass.
-
-        Completing a future schedules its waiter's wake-up for the next pass: a pass of
-        its own (a zero-timeout poll and the loop's bookkeeping) between a worker's result
-        and the reply, for every sequential call. asyncio's own loops queue that wake-up
-        as the last handle of `loop._ready` (private); when it is there, it is taken out
-        and run now, exactly as the loop would have run it. Anything else (uvloop, a
-        callback queued in between) waits for the next pass as usual. Only used when one
-        call completed in a read: results arriving together share that pass anyway.
-        """
-        ready = self._ready
-        if not ready:
-            return
-        handle = ready[-1]
-        args = handle._args
-        if args is not None and len(args) == 1 and args[0] is future and not handle._cancelled:
-            ready.pop()
-            handle._run()
+        return completed, last
 
     def _send_context(self, worker: _Worker, call_id: int) -> None:
         """The function of call `call_id` asked for `current_call()`: send its context
@@ -1135,8 +1137,10 @@ class ProcessPool:
         kind: int,
         body: bytes | bytearray,
         buffers: list[bytearray | bytes],
-    ) -> asyncio.Future[Any] | None:
-        """Settle call `call_id` with a result frame; its future, if this settled it."""
+    ) -> _Settled | None:
+        """Take call `call_id`'s result frame: its future and the outcome to set it to
+        (the caller sets it); None if nothing is to be set (the call is gone, or its
+        result could not be read: that failure is set here)."""
         call = worker.inflight.pop(call_id, None)
         if call is None:
             return None
@@ -1161,9 +1165,8 @@ class ProcessPool:
                     exception=type_name(exc),
                 )
             )
-            return future
-        future.set_result((kind, value))
-        return future
+            return None
+        return future, (kind, value)
 
     def _after_results(self, worker: _Worker) -> None:
         if worker.draining:
