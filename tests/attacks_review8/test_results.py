@@ -143,15 +143,9 @@ def test_result_that_raises_while_encoded_is_answered(executor: str, kind: str) 
         assert_still_serving(running, rpc)
 
 
-@pytest.mark.logs_errors
-@pytest.mark.xfail(
-    sys.version_info < (3, 13),  # 3.13's pickle goes deeper under the same limit
-    strict=True,
-    reason="a 1,000-level result (under the 1,022 levels MessagePack carries, and "
-    "delivered by every other executor) fails on the process pool with 404 "
-    "RecursionError: the worker pickles it under the default recursion limit",
-)
 def test_deep_result_crosses_the_process_pool() -> None:
+    # Before 3.13 the worker pickled it under the default recursion limit (404
+    # RecursionError); every other executor delivered it.
     with serving(server()) as running, RPC(running.url, timeout=5) as rpc:
         value = invoke(rpc, "result_process", "nested_1000")
         depth = 0

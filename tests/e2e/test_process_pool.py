@@ -52,6 +52,14 @@ def block(pid_path: str, release_path: str) -> int:
     return os.getpid()
 
 
+def deep_result(depth: int) -> Any:
+    return nested(depth)
+
+
+def recursion_limit() -> int:
+    return sys.getrecursionlimit()
+
+
 def die() -> None:
     os._exit(3)
 
@@ -94,6 +102,8 @@ def build(**options: Any) -> Server:
         server.register_function()(func)
     server.register_function()(unreadable_result)
     server.register_function()(thread_name)
+    server.register_function()(deep_result)
+    server.register_function()(recursion_limit)
     return server
 
 
@@ -239,6 +249,56 @@ def test_unpicklable_and_unreadable_results_fail_their_call(pool_server: ServerT
         with pytest.raises(RPCRuntimeError, match="'unreadable_result' cannot be read back"):
             rpc.unreadable_result()
         assert rpc.add(1, 2) == 3
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def depth_of(value: Any) -> int:
+    depth = 0
+    while value:
+        value, depth = value[0], depth + 1
+    return depth
+
+
+def test_values_as_deep_as_messagepack_carries_cross_the_pool(pool_server: ServerThread) -> None:
+    """1,000 levels both ways (MessagePack carries 1,022; every other executor delivers
+    them). Before 3.13, pickling counts against the recursion limit: the argument failed
+    on the server's side, the result on the worker's."""
+    deep = nested(1000)
+    with RPC(pool_server.url) as rpc:
+        assert depth_of(rpc.echo(deep)) == 1000
+        assert depth_of(rpc.echo([deep, deep])) == 1001  # (the first of two branches)
+        assert sys.getrecursionlimit() == 1000 or sys.version_info >= (3, 12)
+        assert rpc.add(1, 2) == 3
+
+
+def test_a_result_deeper_than_the_allowance_fails_its_call_only(
+    pool_server: ServerThread,
+) -> None:
+    """Deeper than the pickling allowance: the call fails with 404 saying why, the
+    worker's recursion limit is back where it was, and the pool goes on. (The server's
+    side of it, for an argument: no client sends one that deep.)"""
+    with RPC(pool_server.url) as rpc:
+        limits = {rpc.recursion_limit() for _ in range(4)}
+        with pytest.raises(RPCRuntimeError, match="'deep_result' cannot be sent back"):
+            rpc.deep_result(5_000)
+        assert {rpc.recursion_limit() for _ in range(4)} == limits
+        assert rpc.add(1, 2) == 3
+    limit = sys.getrecursionlimit()
+
+    async def main() -> None:
+        from pymprpc.server.workers.framing import encode
+
+        with pytest.raises(RecursionError):
+            encode(1, 0, nested(limit + 5_000))
+        assert sys.getrecursionlimit() == limit
+
+    arun(main(), timeout=10)
 
 
 def test_50_mib_argument_and_result(pool_server: ServerThread) -> None:
