@@ -67,12 +67,6 @@ def test_unencodable_kept_result_is_logged() -> None:
 
 @pytest.mark.timeout(20)
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a delay()ed call's result too large to send is logged when fetched, as "
-    "'call system.getresult id=<the fetch's ID>': the line names the fetch, not the "
-    "method that returned it nor its ID",
-)
 def test_oversized_kept_result_log_names_its_method() -> None:
     with kept_log("pymprpc.server.handler") as log:
         server = _server(max_message_size=100_000)

@@ -59,7 +59,7 @@ from .dispatch import Dispatcher, as_call_error, is_stream, unsent_result_error
 from .eager import start_task
 from .executors import ExecutorKind, RemoteFunctionError
 from .flow import InputBudget
-from .kept_results import KeptOutcome, KeptResults, current_scope
+from .kept_results import KeptOutcome, KeptResults, current_scope, fetched_call
 from .logins import LoginThrottle, ThrottledCredentials
 from .registry import Kind, Method
 from .shares import current_owner
@@ -734,7 +734,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         deadline: asyncio.Timeout | None = None
         try:
             if not request.returns and not request.oneway:
-                kept = self._host.kept.open(self._scope, request.id)
+                kept = self._host.kept.open(self._scope, request.id, request.method)
             if request.deadline is None:
                 await self._execute(request, kept, None)
             else:
@@ -948,6 +948,21 @@ class ConnectionHandler(ReusedBufferProtocol):
         is."""
         if error is None:
             error, self.conn.refused = self.conn.refused, None
+        fetched = fetched_call.get() if method == GETRESULT_METHOD else None
+        if fetched is not None:
+            # A kept value fetched now (too large for this reply, say): the method that
+            # returned it is the one to name, with its ID, not the fetch.
+            log.error(
+                "call %s id=%s from %s (fetched by %s id=%s): what it returned cannot be "
+                "sent, answered 405: %s",
+                printable(fetched[0]),
+                printable(fetched[1]),
+                _peer_text(self.peer),
+                GETRESULT_METHOD,
+                printable(id),
+                error,
+            )
+            return
         log.error(
             "call %s id=%s from %s: what it returned cannot be sent, answered 405: %s",
             printable(method),
@@ -1195,6 +1210,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
 
 HEALTH_METHOD = "system.health"
+GETRESULT_METHOD = "system.getresult"
 # The calls owed no reply of a connection that has had none (never written to).
 _NONE: Final[dict[str, bool]] = {}  # answered while draining, when other calls get 503
 

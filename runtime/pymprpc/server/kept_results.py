@@ -23,6 +23,9 @@ from ..errors import MPRPCError, RequestError, ResultLimitError
 # The scope of the call running in the current task: set by the connection handler for
 # each call, read by `system.getresult`.
 current_scope: ContextVar[Hashable] = ContextVar("pymprpc_kept_scope", default=None)
+# The call whose kept outcome `fetch` returned in this task, (method, ID): what the server
+# names when that value then cannot be sent, rather than the fetch itself.
+fetched_call: ContextVar[tuple[str, str] | None] = ContextVar("pymprpc_fetched", default=None)
 
 
 def _pack(value: Any) -> bytes:
@@ -52,12 +55,24 @@ class _Scope:
 class KeptOutcome:
     """A kept call: running until `done` is set, then a value, stream items or an error."""
 
-    __slots__ = ("_scope", "_table", "done", "error", "finished", "id", "items", "size", "value")
+    __slots__ = (
+        "_scope",
+        "_table",
+        "done",
+        "error",
+        "finished",
+        "id",
+        "items",
+        "method",
+        "size",
+        "value",
+    )
 
-    def __init__(self, table: KeptResults, scope: _Scope, id: str) -> None:
+    def __init__(self, table: KeptResults, scope: _Scope, id: str, method: str = "") -> None:
         self._table: KeptResults = table
         self._scope: _Scope | None = scope  # None once dropped: finishing keeps nothing
         self.id = id
+        self.method = method
         self.done = asyncio.Event()
         self.finished: float | None = None
         self.value: bytes | None = None
@@ -161,8 +176,8 @@ class KeptResults:
     def bytes_held(self) -> int:
         return sum(s.bytes for s in self._scopes.values())
 
-    def open(self, scope: Hashable, id: str) -> KeptOutcome:
-        """Start keeping the outcome of call `id` made in `scope`.
+    def open(self, scope: Hashable, id: str, method: str = "") -> KeptOutcome:
+        """Start keeping the outcome of call `id` (of `method`) made in `scope`.
 
         Raises RequestError if the scope already keeps that ID, ResultLimitError if the
         scope has `max_count` calls still running.
@@ -179,7 +194,7 @@ class KeptResults:
                     id=id,
                 )
             self._remove(table, table.entries[next(iter(table.finished))])
-        outcome = KeptOutcome(self, table, id)
+        outcome = KeptOutcome(self, table, id, method)
         table.entries[id] = outcome
         self._scopes[scope] = table  # (again, if evicting emptied it)
         return outcome
@@ -249,6 +264,7 @@ class KeptResults:
         if outcome._scope is None:
             raise RequestError(f"the kept result for ID {id!r} was already fetched or dropped")
         self._remove(outcome._scope, outcome)
+        fetched_call.set((outcome.method, outcome.id))
         if outcome.error is not None:
             raise outcome.error
         if outcome.items is not None:

@@ -41,7 +41,13 @@ from .config import (
 from .dispatch import Dispatcher
 from .executors import ExecutorChoice, ExecutorKind, Executors, executor_choice
 from .flow import InputBudget
-from .handler import HEALTH_METHOD, ConnectionHandler, PassWrites, refusal_bytes
+from .handler import (
+    GETRESULT_METHOD,
+    HEALTH_METHOD,
+    ConnectionHandler,
+    PassWrites,
+    refusal_bytes,
+)
 from .health import Health
 from .introspection import getresult_method, health_method, system_methods
 from .kept_results import KeptResults
@@ -393,7 +399,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Calls that ignored cancellation at shutdown, already reported and left behind.
         self._abandoned: set[asyncio.Task[None]] = set()
-        self._core.registry.add_function(getresult_method(self._core), "system.getresult")
+        self._core.registry.add_function(getresult_method(self._core), GETRESULT_METHOD)
         self._core.registry.add_function(health_method(self._core.health), HEALTH_METHOD)
 
     @property
