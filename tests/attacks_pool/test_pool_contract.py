@@ -380,7 +380,7 @@ def test_values_too_deep_to_pickle_fail_their_call_with_a_clear_404(loop: str) -
     fast, general = run_on(loop, main, timeout=100)
     assert fast == general
     (arg, res, ok, after) = fast
-    if _pickles(_nest(1000)):  # (it does since the pure-Python fallback)
+    if _pickles(_nest(1000)):  # (it does since the MessagePack fallback)
         assert arg[1] == 200
     else:
         assert arg[1] == 404 and "arguments of 'arg_info' cannot be sent" in arg[3]
@@ -394,7 +394,8 @@ def test_values_too_deep_to_pickle_fail_their_call_with_a_clear_404(loop: str) -
 
 def _pickles(value: Any) -> bool:
     """Whether the pool's pickling takes `value` on this Python (nesting depth is its
-    limit here: 1,000 levels everywhere since the pure-Python fallback, 2,000 on 3.13)."""
+    limit here: lists 1,000 deep everywhere since the MessagePack fallback, 2,000 on
+    3.13)."""
     try:
         framing.encode(0, framing.OK, value)
     except RecursionError:

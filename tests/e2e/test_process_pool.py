@@ -267,8 +267,8 @@ def depth_of(value: Any) -> int:
 
 def test_values_as_deep_as_messagepack_carries_cross_the_pool(pool_server: ServerThread) -> None:
     """1,000 levels both ways (MessagePack carries 1,022; every other executor delivers
-    them). Before 3.13, pickling counts against the recursion limit: the argument failed
-    on the server's side, the result on the worker's."""
+    them). Before 3.13 the C pickler stops short: the argument failed on the server's
+    side, the result on the worker's; such lists and maps now travel as MessagePack."""
     deep = nested(1000)
     with RPC(pool_server.url) as rpc:
         assert depth_of(rpc.echo(deep)) == 1000
@@ -280,9 +280,9 @@ def test_values_as_deep_as_messagepack_carries_cross_the_pool(pool_server: Serve
 def test_a_result_deeper_than_the_allowance_fails_its_call_only(
     pool_server: ServerThread,
 ) -> None:
-    """Deeper than the pickling allowance: the call fails with 404 saying why, the
-    worker's recursion limit is back where it was, and the pool goes on. (The server's
-    side of it, for an argument: no client sends one that deep.)"""
+    """Deeper than MessagePack carries (so deeper than its fallback takes too): the call
+    fails with 404 saying why, the worker's recursion limit is unchanged, and the pool
+    goes on. (The server's side of it, for an argument: no client sends one that deep.)"""
     with RPC(pool_server.url) as rpc:
         limits = {rpc.recursion_limit() for _ in range(4)}
         with pytest.raises(RPCRuntimeError, match="'deep_result' cannot be sent back"):

@@ -14,15 +14,16 @@ reusable receive area, so a 50 MiB argument is never concatenated or copied twic
 from __future__ import annotations
 
 import dataclasses
-import io
 import pickle
 import struct
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgpack
+
 from ...context import CallContext, Metadata
+from ...protocol.codec import _pairs_to_dict
 
 HEADER: Final = struct.Struct("<QQB")  # body length, call ID, kind
 _HEADER_SIZE: Final = HEADER.size
@@ -44,10 +45,6 @@ _BIG: Final = 64 * 1024  # frames at least this large get a buffer of their own
 _KEEP: Final = 4 * 1024 * 1024  # a large frame's buffer up to this size is reused
 PICKLE: Final = pickle.HIGHEST_PROTOCOL
 _BINARY: Final = frozenset((bytes, bytearray, memoryview))
-# Python frames past the recursion limit the pure-Python pickler may take for a deep value:
-# three a level for lists and maps, so about 1,300 levels, more than the 1,022 MessagePack
-# carries, with room for the few the message itself adds around the value.
-DEEP_PICKLE: Final = 4_000
 
 
 class _OutOfBand:
@@ -152,28 +149,51 @@ def encode(call_id: int, kind: int, message: Any) -> list[bytes | memoryview]:
 
 
 def _dumps_deep(message: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
-    """`pickle.dumps` for a value nested deeper than the C pickler goes.
+    """`pickle.dumps` for a message whose lists or maps nest deeper than the C pickler
+    goes; RecursionError if they cannot be carried another way.
 
     Before 3.13 the C pickler stops at about 500 levels on 3.11 (two units of the
     recursion limit per level) and 750 on 3.12 (a fixed C limit), while MessagePack
-    carries 1,022 and every other executor delivers such a value. The pure-Python pickler
-    (`pickle._Pickler`, private: tested on 3.11, 3.12 and 3.13) recurses in Python frames
-    only, so raising the recursion limit by `DEEP_PICKLE` for this one pickling lets it
-    go that deep without using the C stack; the limit is restored after. A value deeper
-    still raises RecursionError, as before. Slower (about 4 ms for 1,000 levels): only
-    for what the C pickler refused.
+    carries 1,022 and every other executor delivers such a value. Each list or map of the
+    message's top-level tuple (a call's arguments, a result) then travels as MessagePack
+    inside the pickle (`_Packed`): msgpack packs and reads it in C without recursing in
+    Python, about as fast as the pickler, so a huge argument with one deep branch costs
+    what its decoding cost. Plain data only (what MessagePack carries: a call's arguments
+    always are); anything else in it raises the RecursionError the pickler raised.
     """
-    pickler = getattr(pickle, "_Pickler", None)
-    if pickler is None:  # a Python without it: as deep as the C pickler goes
-        return pickle.dumps(message, PICKLE, buffer_callback=buffers.append)
-    out = io.BytesIO()
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(limit + DEEP_PICKLE)
     try:
-        pickler(out, PICKLE, buffer_callback=buffers.append).dump(message)
-    finally:
-        sys.setrecursionlimit(limit)
-    return out.getvalue()
+        parts = tuple(_Packed(part) if _nests(part) else part for part in message)
+        return pickle.dumps(parts, PICKLE, buffer_callback=buffers.append)
+    except Exception:  # noqa: BLE001 - not plain data after all: the pickler's own error
+        buffers.clear()
+        raise RecursionError("maximum recursion depth exceeded while pickling an object") from None
+
+
+def _nests(part: Any) -> bool:
+    """Whether a part of a message is a list or map, or a tuple holding one (a call's
+    target path, a tuple of names, is not: it stays a tuple)."""
+    kind = type(part)
+    if kind is list or kind is dict:
+        return True
+    return kind is tuple and any(type(item) in (list, tuple, dict) for item in part)
+
+
+class _Packed:
+    """A list or map that pickles as its MessagePack bytes (see `_dumps_deep`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any) -> None:
+        # Packed now, so that anything MessagePack cannot carry fails here, in C.
+        self.data = msgpack.packb(value, use_bin_type=True)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _unpack_deep, (self.data,)
+
+
+def _unpack_deep(data: bytes) -> Any:
+    """A `_Packed` value, read back as the server reads a call (tuples for array keys)."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs_to_dict)
 
 
 # A call's context crosses as a tuple of its fields: pickling the dataclass itself cost
