@@ -39,6 +39,9 @@ from .codec import (
     envelope_id,
     shared_codec,
 )
+from .codec import (
+    miscounted as _miscounted,
+)
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -355,6 +358,8 @@ class _Connection:
             payload = pack(message) if pack is not None else None
         except Exception:  # noqa: BLE001 - encode() below says what cannot be encoded
             payload = None
+        if payload is not None and _miscounted(payload) is not None:
+            payload = None  # a container subclass that lies: encode() below says where
         if payload is None:
             payload = (self._codec or self.codec).encode(message)
         if len(payload) > self.max_message_size:

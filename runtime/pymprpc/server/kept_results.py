@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 from ..errors import MPRPCError, RequestError, ResultLimitError
+from ..protocol.codec import miscounted
 
 # The scope of the call running in the current task: set by the connection handler for
 # each call, read by `system.getresult`.
@@ -35,6 +36,12 @@ def _pack(value: Any) -> bytes:
         raise ResultLimitError(
             f"the result cannot be encoded as MessagePack ({exc}); return plain data"
         ) from None
+    wrong = miscounted(data)
+    if wrong is not None:  # kept, it would fail its fetch, or corrupt the fetch's reply
+        raise ResultLimitError(
+            f"the result cannot be encoded as MessagePack ({wrong}: a list, tuple or dict "
+            "subclass whose len() disagrees with what iterating it gives); return plain data"
+        )
     return data
 
 
