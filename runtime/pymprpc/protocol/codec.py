@@ -40,10 +40,42 @@ _PACKER_KEEP_BYTES: Final = 1024 * 1024
 _packers = threading.local()
 
 
+def _exact(value: Any) -> Any:
+    """What msgpack packs for `value`, a tuple or a subclass of a type it carries, as an
+    exact built-in value (msgpack's `default` hook; TypeError for anything else).
+
+    msgpack's packer, left to take subclasses itself, writes a list, tuple or dict
+    subclass's length (its storage's, or `__len__`) and then what `__iter__` or `items()`
+    gives: a subclass where the two disagree came out as a corrupt frame (a peer closes
+    the connection, with every other call on it) or, two such lies balancing out, as a
+    different value read without error. Packing exact types only (`strict_types`), each
+    tuple or subclass converted here first, makes every length the count of what follows.
+    Scalars keep what msgpack packed for them before (their stored value, whatever
+    `__int__`, `__str__` or `__bytes__` say).
+    """
+    if isinstance(value, list | tuple):
+        return list(value)  # its iteration: the length is what it gives
+    if isinstance(value, dict):
+        return dict(value.items())
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):  # (bool cannot be subclassed)
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(memoryview(value))
+    raise TypeError(f"can not serialize {type_name(value)!r} object")
+
+
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(use_bin_type=True, strict_types=True, default=_exact)
+
+
 def _pack(message: Any) -> bytes:
     packer = getattr(_packers, "packer", None)
     if packer is None:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+        packer = _packers.packer = _new_packer()
     data: bytes = packer.pack(message)
     if len(data) > _PACKER_KEEP_BYTES:
         _packers.packer = None
@@ -55,16 +87,27 @@ def _pack(message: Any) -> bytes:
 _CHECK_REUSE_BYTES: Final = 256 * 1024
 
 
-def miscounted(data: bytes) -> str | None:
-    """Why `data`, one value as msgpack's packer wrote it, is not exactly one
-    MessagePack value; None if it is (the usual case).
+def pack_checked(message: Any) -> bytes:
+    """`message` packed (`_pack`), only ever as a message msgpack's parser reads whole;
+    `_Unreadable` otherwise (see `unreadable`), or what msgpack raises for a value it
+    cannot pack. Only a message of 1 KiB or more can nest that deep: only those are read
+    back."""
+    data = _pack(message)
+    if len(data) >= MSGPACK_MAX_DEPTH:
+        wrong = unreadable(data)
+        if wrong is not None:
+            raise _Unreadable(wrong)
+    return data
 
-    msgpack writes a list, tuple or dict subclass's length (its storage's, or its
-    `__len__`) and then what its `__iter__` or `items()` gives: a subclass where the two
-    disagree comes out as a corrupt frame, which a peer reading it cannot tell apart from
-    a broken connection (and closes it, with every other call on it). Walking the packed
-    bytes once (msgpack's `skip`, in C: about 0.5 us for a small message, an eighth of
-    packing for a large one) finds that before anything is sent.
+
+def unreadable(data: bytes) -> str | None:
+    """Why msgpack's parser would not read `data` (one message as `_pack` wrote it)
+    whole; None if it would (the usual case).
+
+    msgpack's packer writes an empty list or map one level deeper than its parser reads
+    (1,025 levels counting the message's own): no peer could read such a message, which
+    one without length framing cannot tell from a broken connection. Walking the packed
+    bytes (msgpack's `skip`, in C: an eighth of packing) finds it before it is sent.
     """
     size = len(data)
     unpacker: msgpack.Unpacker | None = None
@@ -78,20 +121,15 @@ def miscounted(data: bytes) -> str | None:
     try:
         unpacker.feed(data)
         unpacker.skip()
-    except msgpack.OutOfData:
-        _packers.checker = None  # (its buffer holds the rest: not reused)
-        return "a list or map holds fewer items than its length says"
     except msgpack.StackError:
-        # msgpack's packer writes one level more than its reader takes: no peer could
-        # read this message either.
-        _packers.checker = None
+        _packers.checker = None  # (its buffer holds the rest: not reused)
         return _MSGPACK_TOO_DEEP
-    except Exception as exc:  # noqa: BLE001 - whatever the bytes made the reader say
+    except Exception as exc:  # noqa: BLE001 - never expected: whatever the reader says
         _packers.checker = None
-        return f"the packed value cannot be read back ({exception_text(exc)})"
+        return f"the packed message cannot be read back ({exception_text(exc)})"
     if unpacker.tell() - start != size:
         _packers.checker = None
-        return "a list or map holds more items than its length says"
+        return "the packed message is longer than the value it starts with"
     return None
 
 
@@ -209,40 +247,8 @@ def _find_unencodable(
     return f"{where} is a {name}"
 
 
-class _Miscounted(Exception):
-    """Packed data that is not one whole MessagePack value (see `miscounted`)."""
-
-
-def _find_miscounted(value: Any, path: str = "", depth: int = 0) -> str | None:
-    """Where in `value` a container subclass's length disagrees with its items: `the
-    value['a']`; None if not found (too deep to look, or its methods raise)."""
-    if depth > _MAX_SEARCH_DEPTH:
-        return None
-    kind = type(value)
-    if kind is list or kind is tuple:
-        items: Any = value
-    elif kind is dict:
-        items = value.values()
-    elif isinstance(value, list | tuple | dict):
-        where = path or "the value"
-        try:
-            pairs = list(value.items()) if isinstance(value, dict) else list(value)
-            if len(pairs) != len(value):
-                return f"{where} ({type_name(value)}, len() {len(value)}, {len(pairs)} items)"
-        except Exception:  # noqa: BLE001 - its own methods: nothing more to say
-            return None
-        items = [v for _, v in pairs] if isinstance(value, dict) else pairs
-    else:
-        return None
-    keys = list(value.keys()) if isinstance(value, dict) else range(len(items))
-    for key, item in zip(keys, items, strict=False):
-        # As _find_unencodable names them: MESSAGE.RESULT['a'][2].
-        named = isinstance(value, dict) and depth < 2 and isinstance(key, str) and key.isupper()
-        step = f".{key}" if named else f"[{key!r:.40}]"
-        found = _find_miscounted(item, f"{path}{step}".lstrip("."), depth + 1)
-        if found:
-            return found
-    return None
+class _Unreadable(Exception):
+    """A packed message msgpack's parser would not read whole (see `unreadable`)."""
 
 
 _JSON_TOO_DEEP: Final = f"nests deeper than {JSON_MAX_DEPTH} levels (or contains itself)"
@@ -394,10 +400,7 @@ class Codec:
                 if data.count(b"[") + data.count(b"{") > JSON_MAX_DEPTH:
                     _check_json_depth(message)
             else:
-                data = _pack(message)
-                wrong = miscounted(data)
-                if wrong is not None:
-                    raise _Miscounted(wrong)
+                data = pack_checked(message)
         # BufferError: a memoryview msgpack cannot take as bytes (not contiguous).
         except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
             too_deep: str | None
@@ -414,17 +417,15 @@ class Codec:
                 found = None
             detail = found or exception_text(exc)
             raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
-        except _Miscounted as exc:
+        except _Unreadable as exc:
+            found = None
             if str(exc) == _MSGPACK_TOO_DEEP:
-                found = _find_unencodable(message, False, _MSGPACK_TOO_DEEP)
-                raise LocalProtocolError(
-                    f"cannot encode as MessagePack: {found or f'the value {exc}'}"
-                ) from None
-            where = _find_miscounted(message)
+                try:
+                    found = _find_unencodable(message, False, _MSGPACK_TOO_DEEP)
+                except Exception:  # noqa: BLE001 - the search runs user code (a key's repr)
+                    found = None
             raise LocalProtocolError(
-                f"cannot encode as MessagePack: {where or exc}: a list, tuple or dict "
-                "subclass whose len() disagrees with what iterating it gives (send a "
-                "plain list or dict)"
+                f"cannot encode as MessagePack: {found or f'the message {exc}'}"
             ) from None
         except Exception as exc:  # noqa: BLE001 - user code ran while encoding
             # A value's own method raised (a list subclass's __iter__, a str subclass's
@@ -515,7 +516,7 @@ class Codec:
         error to report); None for JSON or compression."""
         if self.json or self.compression is not None:
             return None
-        return _pack
+        return pack_checked
 
     @classmethod
     def for_reply(cls, head: bytes, max_size: int, max_items: int) -> Codec | None:

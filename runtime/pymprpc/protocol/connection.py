@@ -39,9 +39,6 @@ from .codec import (
     envelope_id,
     shared_codec,
 )
-from .codec import (
-    miscounted as _miscounted,
-)
 from .constants import (
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
     DEFAULT_MAX_COLLECTION_LEN,
@@ -358,8 +355,6 @@ class _Connection:
             payload = pack(message) if pack is not None else None
         except Exception:  # noqa: BLE001 - encode() below says what cannot be encoded
             payload = None
-        if payload is not None and _miscounted(payload) is not None:
-            payload = None  # a container subclass that lies: encode() below says where
         if payload is None:
             payload = (self._codec or self.codec).encode(message)
         if len(payload) > self.max_message_size:
@@ -1476,6 +1471,10 @@ class ClientConnection(_Connection):
                     if part is None:
                         part = self._method_part(method)
                     # _pack(args), inline: the thread's packer, dropped after a large one.
+                    # A list: the packer takes exact types only, and would convert a
+                    # tuple through a Python hook (codec._exact).
+                    if type(args) is not list:
+                        args = list(args)
                     packer = getattr(_packers, "packer", None)
                     if packer is None:
                         packed_args = _pack(args)

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 
 from ..errors import MPRPCError, RequestError, ResultLimitError
-from ..protocol.codec import miscounted
+from ..protocol.codec import _Unreadable, pack_checked
 
 # The scope of the call running in the current task: set by the connection handler for
 # each call, read by `system.getresult`.
@@ -31,17 +31,15 @@ fetched_call: ContextVar[tuple[str, str] | None] = ContextVar("pymprpc_fetched",
 
 def _pack(value: Any) -> bytes:
     try:
-        data: bytes = msgpack.packb(value, use_bin_type=True)
+        data = pack_checked(value)
+    except _Unreadable as exc:  # kept, its fetch could not be answered
+        raise ResultLimitError(
+            f"the result cannot be encoded as MessagePack (it {exc}); return plain data"
+        ) from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise ResultLimitError(
             f"the result cannot be encoded as MessagePack ({exc}); return plain data"
         ) from None
-    wrong = miscounted(data)
-    if wrong is not None:  # kept, it would fail its fetch, or corrupt the fetch's reply
-        raise ResultLimitError(
-            f"the result cannot be encoded as MessagePack ({wrong}: a list, tuple or dict "
-            "subclass whose len() disagrees with what iterating it gives); return plain data"
-        )
     return data
 
 
