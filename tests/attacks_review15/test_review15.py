@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from review_fixtures import LoopServer as Running
+from review_fixtures import client_run
 
 from pymprpc import RPC, AsyncRPC, Server
 from pymprpc.errors import MPRPCError, ResultLimitError
@@ -66,38 +68,6 @@ def build(**options: Any) -> Server:
     return server
 
 
-class Running:
-    def __init__(self, server: Server, loop: str) -> None:
-        self.server = server
-        self.loop_kind = loop
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            try:
-                await self.server.start()
-            except BaseException as exc:
-                self.error = exc
-                raise
-            finally:
-                self.ready.set()
-            await self.server.serve_forever()
-
-        with contextlib.suppress(BaseException):
-            if self.loop_kind == "uvloop":
-                import uvloop
-
-                uvloop.run(main())
-            else:
-                asyncio.run(main())
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.server.port}"
-
-
 @contextlib.contextmanager
 def serving(loop: str = "asyncio", **options: Any) -> Iterator[Running]:
     running = Running(build(**options), loop)
@@ -111,17 +81,6 @@ def serving(loop: str = "asyncio", **options: Any) -> Iterator[Running]:
         running.server.stop()
         running.thread.join(30)
         assert not running.thread.is_alive(), "server did not stop"
-
-
-def client_run(loop: str, coro: Any, timeout: float = 60) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(bounded())
-    return asyncio.run(bounded())
 
 
 # -- 1. values as deep as MessagePack carries cross the pool --------------------------

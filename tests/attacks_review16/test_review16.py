@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import gc
 import os
-import threading
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from review_fixtures import LoopServer, client_run
 
 from pymprpc import RPC, AsyncRPC, Server
 from pymprpc.errors import (
@@ -54,35 +54,6 @@ def build(**options: Any) -> Server:
     return server
 
 
-class LoopServer:
-    """A server on its own loop (asyncio or uvloop) in a thread."""
-
-    def __init__(self, server: Server, loop: str) -> None:
-        self.server, self.loop = server, loop
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            try:
-                await self.server.start()
-            finally:
-                self.ready.set()
-            await self.server.serve_forever()
-
-        with contextlib.suppress(BaseException):
-            if self.loop == "uvloop":
-                import uvloop
-
-                uvloop.run(main())
-            else:
-                asyncio.run(main())
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.server.port}"
-
-
 @contextlib.contextmanager
 def serving(loop: str = "asyncio", **options: Any) -> Iterator[LoopServer]:
     running = LoopServer(build(**options), loop)
@@ -95,17 +66,6 @@ def serving(loop: str = "asyncio", **options: Any) -> Iterator[LoopServer]:
         running.thread.join(30)
         assert not running.thread.is_alive(), "server did not stop"
     gc.collect()
-
-
-def client_run(loop: str, coro: Any, timeout: float = 60) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(bounded())
-    return asyncio.run(bounded())
 
 
 def call(rpc: RPC, executor: str, kind: str) -> Any:
