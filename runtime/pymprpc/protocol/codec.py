@@ -53,19 +53,34 @@ def _exact(value: Any) -> Any:
     Scalars keep what msgpack packed for them before (their stored value, whatever
     `__int__`, `__str__` or `__bytes__` say).
     """
-    if isinstance(value, list | tuple):
-        return list(value)  # its iteration: the length is what it gives
-    if isinstance(value, dict):
-        return dict(value.items())
+    if type(value) is tuple:
+        return list(value)  # no user code runs
+    if isinstance(value, list | tuple | dict):
+        # Its own __iter__ / items() run here, and may encode something themselves (make
+        # an RPC call, say): that must not use this thread's packer, which holds the
+        # message packed so far, so it is set aside meanwhile.
+        outer = getattr(_packers, "packer", None)
+        _packers.packer = None
+        try:
+            # Its iteration: the length is what it gives.
+            return dict(value.items()) if isinstance(value, dict) else list(value)
+        finally:
+            _packers.packer = outer
+    # Scalars: the stored value, through the base type's own slots (no user code).
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, int):  # (bool cannot be subclassed)
         return int.__index__(value)
     if isinstance(value, float):
         return float.__float__(value)
-    if isinstance(value, bytes | bytearray):
-        return bytes(memoryview(value))
+    if isinstance(value, bytes):
+        return bytes.__getitem__(value, _WHOLE)
+    if isinstance(value, bytearray):
+        return bytearray.__getitem__(value, _WHOLE)
     raise TypeError(f"can not serialize {type_name(value)!r} object")
+
+
+_WHOLE: Final = slice(None)
 
 
 def _new_packer() -> msgpack.Packer:

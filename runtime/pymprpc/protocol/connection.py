@@ -37,6 +37,7 @@ from .codec import (
     _pack,
     _packers,
     envelope_id,
+    pack_checked,
     shared_codec,
 )
 from .constants import (
@@ -1487,7 +1488,13 @@ class ClientConnection(_Connection):
                 else:
                     head = self._call_head  # the envelope up to the ID's last two digits
                     size = len(head) + 2 + len(part) + len(packed_args)
-                    if size < _COALESCE_LIMIT and size <= self.max_message_size:
+                    # (Arguments of 1 KiB or more could nest past msgpack's parser: the
+                    # lane below checks the whole message for that.)
+                    if (
+                        size < _COALESCE_LIMIT
+                        and size <= self.max_message_size
+                        and len(packed_args) < MSGPACK_MAX_DEPTH
+                    ):
                         self._pending[id] = False
                         pieces = (_LENGTH.pack(size), head, _HEX2_BYTES[low], part, packed_args)
                         return id, [b"".join(pieces)]
@@ -1497,7 +1504,7 @@ class ClientConnection(_Connection):
             if deadline is not None and self._deadlines:
                 msg[_K_DEADLINE] = 0.0 if deadline < 0 else deadline  # as send_call
             try:
-                payload = _pack(msg)
+                payload = pack_checked(msg)
             except Exception:  # noqa: BLE001 - the general path says what cannot be encoded
                 payload = b""
             size = len(payload)

@@ -18,8 +18,8 @@ from typing import Any
 
 import msgpack
 
-from ..errors import MPRPCError, RequestError, ResultLimitError
-from ..protocol.codec import _Unreadable, pack_checked
+from ..errors import MPRPCError, RequestError, ResultLimitError, exception_text, type_name
+from ..protocol.codec import _pairs_to_dict, _Unreadable, pack_checked
 
 # The scope of the call running in the current task: set by the connection handler for
 # each call, read by `system.getresult`.
@@ -40,11 +40,17 @@ def _pack(value: Any) -> bytes:
         raise ResultLimitError(
             f"the result cannot be encoded as MessagePack ({exc}); return plain data"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - a value's own method raised, as Codec.encode says
+        raise ResultLimitError(
+            f"the result cannot be encoded as MessagePack: a value raised {type_name(exc)} "
+            f"while encoded ({exception_text(exc)}); return plain data"
+        ) from None
     return data
 
 
 def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    # Map keys that are arrays come back as tuples, as a call's do (codec._pairs_to_dict).
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs_to_dict)
 
 
 class _Scope:
@@ -278,7 +284,12 @@ class KeptResults:
 
 
 async def _replay(items: bytearray) -> AsyncIterator[Any]:
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(items) + 1)
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        strict_map_key=False,
+        object_pairs_hook=_pairs_to_dict,
+        max_buffer_size=len(items) + 1,
+    )
     unpacker.feed(items)
     del items
     for item in unpacker:
