@@ -159,7 +159,10 @@ def test_cancelling_a_client_call_cancels_its_handler() -> None:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    # Not strict: it passed once (CI, Python 3.13, a loaded machine: the fresh client's
+    # call was answered before the stop took effect, the teardown then failed), so
+    # which of the two it does depends on timing; it fails in every quiet run.
+    strict=False,
     reason="a coroutine calling asyncio.get_running_loop().stop() stops the server: "
     "run_forever() raises 'Event loop stopped before Future completed', new "
     "connections are refused (README: no handler can stop the server)",
