@@ -360,3 +360,30 @@ def test_typed_coroutines_of_plain_parameters_take_the_fast_lane() -> None:
         return 0
 
     assert make_method("f", takes_list, key="k", schema=listed).plain_arity is None
+
+
+class _BrokenRepr:
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+def _nested(levels: int) -> Any:
+    value: Any = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_a_default_whose_repr_fails_is_shown_as_dots_not_a_failed_registration() -> None:
+    deep = _nested(5000)  # repr() raises RecursionError
+
+    def broken(a: int, b: Any = _BrokenRepr(), c: str = "z") -> int:
+        return a
+
+    def too_deep(a: Any = deep) -> Any:
+        return a
+
+    method = make_method("m", broken, key="m")
+    assert method.signature_text == "m(a: int, b: Any = ..., c: str = 'z') -> int"
+    assert method.bind([1], {}) == ([1], {})
+    assert make_method("d", too_deep, key="d").signature_text == "d(a: Any = ...) -> Any"

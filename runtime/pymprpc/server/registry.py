@@ -280,17 +280,53 @@ def call_signature(func: Callable[..., Any], *, eval_str: bool = False) -> inspe
 
 
 def describe_signature(name: str, func: Callable[..., Any]) -> str:
+    """`name` and the arguments `func` accepts, as introspection shows them."""
     try:
         # eval_str shows `int`, not `'int'`, for modules using postponed annotations.
-        return f"{name}{call_signature(func, eval_str=True)}"
+        return f"{name}{_signature_text(call_signature(func, eval_str=True))}"
     except (NameError, SyntaxError, AttributeError):
         pass
     except (TypeError, ValueError):
         return f"{name}(...)"
     try:
-        return f"{name}{call_signature(func)}"
+        return f"{name}{_signature_text(call_signature(func))}"
     except (TypeError, ValueError):
         return f"{name}(...)"
+
+
+class _Unshown:
+    """A default value whose repr() failed, shown as `...`."""
+
+    def __repr__(self) -> str:
+        return "..."
+
+
+def _repr_works(value: Any) -> bool:
+    try:
+        repr(value)
+    except Exception:  # noqa: BLE001 - user code
+        return False
+    return True
+
+
+def _signature_text(signature: inspect.Signature) -> str:
+    """`str(signature)`; a default whose repr() raises (user code: a value nested too
+    deep, a broken `__repr__`) is shown as `...` rather than failing the registration."""
+    try:
+        return str(signature)
+    except Exception:  # noqa: BLE001 - any error of a default's or annotation's repr
+        pass
+    unshown = _Unshown()
+    params = [
+        p
+        if p.default is inspect.Parameter.empty or _repr_works(p.default)
+        else p.replace(default=unshown)
+        for p in signature.parameters.values()
+    ]
+    try:
+        return str(signature.replace(parameters=params))
+    except Exception:  # noqa: BLE001 - an annotation's repr, then
+        return "(...)"
 
 
 @dataclass(frozen=True, slots=True)
