@@ -487,13 +487,25 @@ def test_typed_struct_argument_1022_deep_crosses_the_process_pool() -> None:
     PRE_313,
     strict=True,
     reason="a self-referential struct result 1,022 levels deep cannot be sent back from "
-    "a worker on 3.11/3.12 (404 'expected Node, got Node (... cannot be sent back ...: "
-    "maximum recursion depth exceeded)'): the C pickler's limit, as for arguments",
+    "a worker on 3.11/3.12 (404 'the result of ... cannot be sent back from the worker "
+    "process: maximum recursion depth exceeded'): the C pickler's limit, as for arguments",
 )
 def test_typed_struct_result_1022_deep_crosses_the_process_pool() -> None:
     with _typed("r15_typed_c") as (mod, running), mod.PdeepClient(running.url) as client:
         assert _node_depth(client.make_node(800)) == 800
         assert _node_depth(client.make_node(1022)) == 1022
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not PRE_313, reason="3.13's pickler sends a struct 1,022 levels deep")
+def test_a_typed_result_too_deep_to_pickle_says_so_not_expected_node_got_node() -> None:
+    with _typed("r15_typed_d") as (mod, running), mod.PdeepClient(running.url) as client:
+        with pytest.raises(MPRPCError) as info:
+            client.make_node(1022)
+        text = str(info.value)
+        assert "cannot be sent back from the worker process" in text, text
+        assert "recursion" in text and "expected Node" not in text, text
+        assert _node_depth(client.make_node(10)) == 10
 
 
 @pytest.mark.timeout(60)

@@ -17,7 +17,19 @@ from ..errors import (
     type_name,
 )
 from ..protocol import CallRequest
-from ..schema import ANY, INT_MAX, INT_MIN, encode_async_stream
+from ..schema import (
+    ANY,
+    FLOAT,
+    INT_MAX,
+    INT_MIN,
+    Enum,
+    List,
+    Map,
+    Optional,
+    Schema,
+    Struct,
+    encode_async_stream,
+)
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
 
@@ -34,15 +46,33 @@ _PLAIN: Final = PLAIN_RESULTS
 
 def unsent_result_error(method: Method, exc: RemoteFunctionError) -> Exception:
     """What a worker's failure `exc` to run or answer `method` is reported as: itself,
-    or, for a typed method whose result the worker could not send back, the
-    ValidationError a wrong result gets on a thread (nothing a worker cannot send is of
-    a declared type: those are all picklable), with why it could not be sent."""
+    or, for a typed method whose result the worker could not send back and is not of the
+    declared type (a lock where a struct is declared), the ValidationError a wrong result
+    gets on a thread, with why it could not be sent. A result of the declared type that
+    could not be sent (nested deeper than the pickler goes) is reported as that."""
     schema = method.schema
     if exc.unsent_type is None or schema is None or schema.result is ANY:
         return exc
+    if exc.unsent_type in _class_names(schema.result):
+        return exc  # "expected Node, got Node" would say nothing
     return ValidationError(
         f"{method.name}()", f"expected {schema.result.name}, got {exc.unsent_type} ({exc})"
     )
+
+
+def _class_names(schema: Schema[Any]) -> frozenset[str]:
+    """The names of the Python classes a value of `schema`'s type may have at its top."""
+    if isinstance(schema, Optional):
+        return _class_names(schema.inner) | {"NoneType"}
+    if isinstance(schema, List):
+        return frozenset({"list"})
+    if isinstance(schema, Map):
+        return frozenset({"dict"})
+    if isinstance(schema, (Struct, Enum)):
+        return frozenset({schema.cls.__name__})
+    if schema is FLOAT:
+        return frozenset({"float", "int"})
+    return frozenset({schema.name})
 
 
 class Dispatcher:
