@@ -1,8 +1,13 @@
-"""Server interceptors see the outcome the client gets, even when what the method returned
-cannot be sent: the call fails inside the chain with the 405 the client is answered.
+"""What the method returns that the connection cannot send (405), with and without
+server interceptors: the client's reply and the server's log are the same, and an
+interceptor may still turn the value into one that can be sent.
 
-Each case runs the same server with and without interceptors and compares what the
-client got (code, exception, message, data) and what the server logged.
+What the interceptors themselves record for such a call is 200 (or 407 for a stream):
+they see the value before the connection encodes it (strict xfails below). A first fix
+checked the value at the chain's end and raised the 405 there; review 18 showed that
+this broke interceptors converting a value into a sendable one (see
+`test_an_interceptor_may_make_a_result_sendable`), so it was withdrawn: the fix needs a
+hook telling interceptors the code actually sent.
 """
 
 from __future__ import annotations
@@ -68,20 +73,31 @@ class Seen:
         return observe_stream(result, ended)
 
 
-class Fallback:
-    """An interceptor answering a refused result with a value of its own."""
+class Converting:
+    """An interceptor turning sets into sorted lists and `object()`s into their type's
+    name: values the connection cannot send into ones it can."""
 
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
-        try:
-            return await call_next(ctx)
-        except ResultLimitError:
-            return "fallback"
+        result = await call_next(ctx)
+        if ctx.streaming:
+            return self._items(result)
+        return self._convert(result)
+
+    async def _items(self, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in stream:
+            yield self._convert(item)
+
+    @staticmethod
+    def _convert(value: Any) -> Any:
+        if isinstance(value, set):
+            return sorted(value)
+        if type(value) is object:
+            return "object"
+        return value
 
 
 def build(interceptors: list[Any], closed: list[str], **options: Any) -> Server:
-    server = Server(
-        ("127.0.0.1", 0), interceptors=interceptors, max_message_size=MAX, **options
-    )
+    server = Server(("127.0.0.1", 0), interceptors=interceptors, max_message_size=MAX, **options)
     for case, value in UNSENDABLE.items():
 
         async def returns(value: Any = value) -> Any:
@@ -180,6 +196,13 @@ def test_clients_get_the_same_replies_and_the_log_the_same_refusals(
     assert closed_plain == closed_intercepted == ["second_item_bad"]
 
 
+REASON = (
+    "an interceptor sees a result the connection then refuses (405) as a success: "
+    "it returns before the value is encoded"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=REASON)
 def test_interceptors_see_the_405_the_client_gets() -> None:
     seen = Seen()
     _served([seen])
@@ -191,6 +214,7 @@ def test_interceptors_see_the_405_the_client_gets() -> None:
     assert by_method["fine"] == by_method["bulk"] == ("returned", None)
 
 
+@pytest.mark.xfail(strict=True, reason=REASON)
 def test_access_log_records_405_for_what_could_not_be_sent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -207,24 +231,22 @@ def test_access_log_records_405_for_what_could_not_be_sent(
     assert codes["items_fine"] == 201
 
 
-def test_an_interceptor_may_answer_a_refused_result_itself(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_an_interceptor_may_make_a_result_sendable(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="pymprpc")
-    got, _ = _served([Fallback()])
-    for case in [*UNSENDABLE, "plain_set"]:
-        assert got[case] == ("value", "fallback"), case
-    # Answered, so nothing was refused: nothing logged as such, but the stream's item
-    # (its stream returned, the interceptor saw no error).
-    logged = _refusals(caplog)
-    assert len(logged) == 1 and logged[0].startswith("call second_item_bad:")
+    got, _ = _served([Converting()])
+    assert got["set"] == ("value", [1, 2])
+    assert got["object"] == ("value", "object")
+    assert got["plain_set"] == ("value", [5])
+    assert got["second_item_bad"] == ("items", [1, [3, 4], 3])
+    # Sent, so nothing was refused for them (the others still are).
+    logged = " ".join(_refusals(caplog))
+    for name in ("call set:", "call object:", "call plain_set:", "call second_item_bad:"):
+        assert name not in logged
 
 
-def test_delayed_and_oneway_calls_are_not_checked_twice(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_delayed_and_oneway_calls_alike(caplog: pytest.LogCaptureFixture) -> None:
     """A kept outcome is checked when stored (the fetch gets 405), a oneway call's is
-    dropped: both as without interceptors."""
+    dropped: with interceptors as without."""
     caplog.set_level(logging.ERROR, logger="pymprpc")
     seen = Seen()
 

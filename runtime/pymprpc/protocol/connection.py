@@ -879,23 +879,6 @@ class ServerConnection(_Connection):
         for chunk in chunks:
             self.pending_bytes += len(chunk)
 
-    def unsendable(
-        self, id: str, value: Any, method: str = "", *, item: bool = False
-    ) -> ResultLimitError | None:
-        """The 405 error `send_result` (or, with `item`, `send_stream_item`) would answer
-        call `id` with for `value` on this connection, or None if it can be sent. Queues
-        nothing: the server's interceptor chain asks this where the method returns, so
-        that interceptors see the call's real outcome. Response metadata, which may still
-        change, is not checked here."""
-        try:
-            if not item and type(value) in _BULK_TYPES and self._bulk_result(id, value, False):
-                return None  # a large binary: sized without packing it
-            self._encode(messages.stream_item(id, value) if item else messages.result(id, value))
-        except LocalProtocolError as exc:
-            what = "stream item" if item else "result"
-            return ResultLimitError(f"{_naming(method)}{what} not delivered: {exc}", id=id)
-        return None
-
     def send_stream_start(
         self, id: str, *, deprecated: bool = False, metadata: dict[str, str] | None = None
     ) -> bool:

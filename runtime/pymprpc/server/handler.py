@@ -28,7 +28,6 @@ from ..errors import (
     CancelledError,
     DeadlineExceeded,
     MPRPCError,
-    ResultLimitError,
     RPCRuntimeError,
     RpcUnavailableException,
     TimeoutException,
@@ -77,12 +76,6 @@ _set_current: Final = _current.set  # set_current, without its frame
 # A stream writes and yields to the loop at least this often (bytes / items).
 _STREAM_BATCH_BYTES = 64 * 1024
 _STREAM_BATCH_ITEMS = 256
-
-# The 405 the interceptor chain's end raised for what the method returned or yielded
-# (see `_terminal`): the call's own task reads it back to log that error as a refusal.
-_refused: contextvars.ContextVar[ResultLimitError | None] = contextvars.ContextVar(
-    "pymprpc_refused", default=None
-)
 
 
 def _no_backlog() -> int:
@@ -914,12 +907,6 @@ class ConnectionHandler(ReusedBufferProtocol):
             if kept is not None:
                 kept.set_error(CancelledError("the call was cancelled", id=request.id))
         elif isinstance(exc, Exception):
-            if exc is _refused.get():
-                # What the method returned cannot be sent (see _terminal): logged and
-                # answered as the connection answers it without interceptors.
-                self._log_refused(request.method, request.id, exc)
-                self._report(request, kept, exc, None)
-                return True
             error, frame = as_call_error(exc, request)
             if not isinstance(exc, MPRPCError):
                 self._log_failure(request, exc)
@@ -1070,11 +1057,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         return RpcUnavailableException("the server is shutting down")
 
     def _report(
-        self,
-        request: CallRequest,
-        kept: KeptOutcome | None,
-        error: MPRPCError,
-        frame: str | None,
+        self, request: CallRequest, kept: KeptOutcome | None, error: MPRPCError, frame: str
     ) -> None:
         if request.oneway:  # nobody to tell: the server's log is the only witness
             log.info(
@@ -1119,11 +1102,8 @@ class ConnectionHandler(ReusedBufferProtocol):
                 # Found by _report for an error reply; forgotten by _run_call's finally.
                 self._contexts[request.id] = ctx
             set_current(ctx)
-            # Checked where the method returns only if the connection sends it now: a kept
-            # outcome is checked when stored, a oneway call's is dropped.
-            checked = kept is None and not request.oneway
-            terminal = functools.partial(self._terminal, method, request, checked)
-            result = await compose(interceptors, terminal)(ctx)
+            chain = compose(interceptors, functools.partial(self._terminal, method, request))
+            result = await chain(ctx)
         metadata = ctx.response_metadata if ctx is not None else None
         if self._cancelled and self._withdrawn():
             # Returned although its client cancelled it (it swallowed the cancellation).
@@ -1165,27 +1145,11 @@ class ConnectionHandler(ReusedBufferProtocol):
             if self.conn.refused is not None:
                 self._log_refused(request.method, request.id)
 
-    async def _terminal(
-        self, method: Method, request: CallRequest, checked: bool, ctx: CallContext
-    ) -> Any:
-        """The end of the interceptor chain: bind (402) and run the method with `ctx`.
-
-        With `checked`, what the method returns (each item, for a stream) that the
-        connection could not send raises the 405 it would be answered with, here: so the
-        interceptors see the call fail as the client will (an access log's code, a
-        span's status), not a success the connection then refuses.
-        """
+    async def _terminal(self, method: Method, request: CallRequest, ctx: CallContext) -> Any:
+        """The end of the interceptor chain: bind (402) and run the method with `ctx`."""
         set_current(ctx)  # an interceptor may have replaced it (say, its metadata)
         args, kwargs = method.bind(request.args, request.kwargs)
-        result = await self._host.dispatcher.run(method, args, kwargs)
-        if checked:
-            if is_stream(result):
-                return _sendable_items(self.conn, request.id, request.method, result)
-            error = self.conn.unsendable(request.id, result, request.method)
-            if error is not None:
-                _refused.set(error)
-                raise error
-        return result
+        return await self._host.dispatcher.run(method, args, kwargs)
 
     async def _stream(
         self,
@@ -1357,23 +1321,5 @@ async def _closing(agen: AsyncIterator[Any]) -> AsyncIterator[Any]:
             yield item
     finally:
         aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _sendable_items(
-    conn: ServerConnection, id: str, method: str, stream: AsyncIterator[Any]
-) -> AsyncIterator[Any]:
-    """`stream`'s items, raising at the first one `conn` could not send the 405 it would
-    be answered with (see `ConnectionHandler._terminal`); `stream` is closed either way."""
-    try:
-        async for item in stream:
-            error = conn.unsendable(id, item, method, item=True)
-            if error is not None:
-                _refused.set(error)
-                raise error
-            yield item
-    finally:
-        aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
