@@ -1,10 +1,12 @@
-"""Review 18: server interceptors see the outcome the client gets, even when what the
-method returned cannot be sent (405 inside the chain). Attacked from the contract: the
-same server with and without interceptors must answer alike and log alike, on every
-executor, both clients, asyncio and uvloop; streams end with the 405 and are closed;
-interceptors that spawn tasks, call `call_next` twice, swallow the 405, mutate or
-sanitize what came back, set response metadata; raw 0.1 separator-framing peers.
-Real servers on 127.0.0.1 (ephemeral ports)."""
+"""Review 18: what a method returns that the connection cannot send (405), with and
+without server interceptors. Written against a chain-end check (interceptors seeing the
+405) that was then withdrawn because it broke interceptors converting values into
+sendable ones; adapted: the same server with and without interceptors must answer alike
+and log alike, on every executor, both clients, asyncio and uvloop; streams end with the
+405 and are closed; interceptors that spawn tasks, call `call_next` twice, mutate or
+sanitize what came back, set response metadata; raw 0.1 separator-framing peers. What
+interceptors would see of the 405 stays strict xfail (WITHDRAWN). Real servers on
+127.0.0.1 (ephemeral ports)."""
 
 from __future__ import annotations
 
