@@ -15,13 +15,18 @@ from collections.abc import Sequence
 
 import msgpack
 
+from .errors import LocalProtocolError
 from .protocol.constants import SEPARATOR
+from .protocol.framing import SeparatorFramer
 
 __all__ = ["SERVING_MARK", "check_messages", "haproxy_config", "main"]
 
 # "SERVING" as a MessagePack string (fixstr of 7 bytes): the byte before it tells it apart
 # from the tail of "NOT_SERVING".
 SERVING_MARK = msgpack.packb("SERVING")
+
+
+_FRAMER = SeparatorFramer()
 
 
 def check_messages(
@@ -31,7 +36,8 @@ def check_messages(
 
     Raises:
         ValueError: the user name, password or service name holds the separator
-            (`##PRO-END##`), which MPRPC 0.1's framing cannot carry.
+            (`##PRO-END##`), or the password or service name ends with the start of it,
+            which MPRPC 0.1's framing cannot carry.
     """
     for what, text in (("user name", user), ("password", password), ("service name", service)):
         if text is not None and SEPARATOR.decode() in text:
@@ -42,10 +48,18 @@ def check_messages(
             )
     auth = {"MPRPC": "0.1", "AUTH": {"USERNAME": user, "PASSWORD": password}}
     call = {"MPRPC": "0.1", "ID": "health", "METHOD": "system.health", "ARGS": [service]}
-    return (
-        msgpack.packb(auth, use_bin_type=True) + SEPARATOR,
-        msgpack.packb(call, use_bin_type=True) + SEPARATOR,
-    )
+    framed = []
+    for what, message in (("password", auth), ("service name", call)):
+        try:
+            framed.append(b"".join(_FRAMER.frame(msgpack.packb(message, use_bin_type=True))))
+        except LocalProtocolError:
+            # Its message ends with the start of the separator ("...##PRO-END"), which the
+            # separator after it would complete early.
+            raise ValueError(
+                f"the {what} ends like {SEPARATOR.decode()!r} begins, which the check's "
+                f"framing (MPRPC 0.1, separator) cannot carry: choose another {what}"
+            ) from None
+    return framed[0], framed[1]
 
 
 def haproxy_config(user: str | None = None, password: str | None = None, service: str = "") -> str:

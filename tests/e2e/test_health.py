@@ -145,3 +145,19 @@ def test_a_separator_in_the_credentials_is_refused_not_printed(
     assert "password contains '##PRO-END##'" in out.err and "Traceback" not in out.err
     with pytest.raises(ValueError, match="service name contains"):
         check_messages(service="x##PRO-END##")
+
+
+@pytest.mark.parametrize("tail", ["##PRO-END", "##PRO-END#"])
+def test_a_password_or_service_ending_like_the_separator_begins_is_refused(
+    capsys: pytest.CaptureFixture[str], tail: str
+) -> None:
+    """Its message then ends with the start of the separator, which the one appended
+    would complete early: the server would read a login frame cut short."""
+    assert main(["--user", "lb", "--password", "pw" + tail]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "Traceback" not in out.err
+    assert "password ends like '##PRO-END##' begins" in out.err
+    with pytest.raises(ValueError, match="service name ends like"):
+        check_messages(service="billing" + tail)
+    auth, call = check_messages("lb", "pw#", "billing#")  # a '#' alone is fine
+    assert auth.endswith(b"##PRO-END##") and call.endswith(b"##PRO-END##")

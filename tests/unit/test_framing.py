@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pymprpc.errors import LocalProtocolError, RemoteProtocolError
 from pymprpc.protocol import SEPARATOR, LengthFramer, SeparatorFramer
@@ -33,6 +35,36 @@ def test_separator_buffer_is_bounded() -> None:
 def test_separator_refuses_payload_containing_separator() -> None:
     with pytest.raises(LocalProtocolError, match="length framing"):
         SeparatorFramer().frame(b"a" + SEPARATOR + b"b")
+
+
+@pytest.mark.parametrize(
+    "payload", [b"##PRO-END", b"a##PRO-END#", b"x##PRO-END", b"\x92##PRO-END#"]
+)
+def test_separator_refuses_payload_ending_with_the_start_of_a_separator(payload: bytes) -> None:
+    # payload + separator holds a separator that ends before the payload does: a reader
+    # would cut the frame there (review 18).
+    assert (payload + SEPARATOR).find(SEPARATOR) < len(payload)
+    with pytest.raises(LocalProtocolError, match="length framing"):
+        SeparatorFramer().frame(payload)
+
+
+# Payloads made of pieces of the separator, where overlaps hide.
+_pieces = st.sampled_from([b"#", b"##", b"##PRO", b"-END", b"-END#", b"END##", b"x", b"\x00"])
+
+
+@given(st.lists(_pieces, max_size=8).map(b"".join))
+def test_separator_frames_whatever_it_accepts_and_reads_it_back(payload: bytes) -> None:
+    """`frame` accepts a payload exactly when the reader would end the frame at the
+    separator it appends, and that frame is then read back whole."""
+    framer = SeparatorFramer()
+    readable = (payload + SEPARATOR).find(SEPARATOR) == len(payload)
+    try:
+        wire = b"".join(framer.frame(payload))
+    except LocalProtocolError:
+        assert not readable
+        return
+    assert readable
+    assert SeparatorFramer().feed(wire + b"next" + SEPARATOR) == [payload, b"next"]
 
 
 def test_length_frames_split_at_every_point() -> None:

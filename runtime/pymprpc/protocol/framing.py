@@ -146,12 +146,25 @@ class SeparatorFramer:
         """The payload and the separator.
 
         Raises:
-            LocalProtocolError: the payload contains the separator, so it cannot be framed.
+            LocalProtocolError: the payload contains the separator, or ends with a part of
+                it that the separator after it completes (`...##PRO-END` then
+                `##PRO-END##`: the reader would end the frame early), so it cannot be
+                framed.
         """
+        # The reader ends a frame at the separator's first occurrence: it must be the one
+        # appended, so none may start inside the payload, nor in its last 10 bytes.
         if SEPARATOR in payload:
             raise LocalProtocolError(
                 "the encoded message contains the 11-byte frame separator and "
                 "cannot be sent with separator framing; use length framing"
+            )
+        tail = payload[1 - _SEPARATOR_SIZE :]
+        early = (tail + SEPARATOR).find(SEPARATOR)
+        if early != len(tail):
+            raise LocalProtocolError(
+                f"the encoded message ends with {tail[early:]!r}, which the "
+                "11-byte frame separator after it would complete early, and cannot be sent "
+                "with separator framing; use length framing"
             )
         return [payload, SEPARATOR]
 
