@@ -275,11 +275,6 @@ def test_every_executor_answers_and_logs_alike_with_and_without_interceptors(
     assert [m for m, _, _ in seen.outcomes] == [m for m, _ in calls]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process pool: a result nested 1024+ deep is answered 404 StackError/RecursionError, "
-    "not 405 as on every other executor (interceptors see 404 too)",
-)
 @pytest.mark.parametrize("levels", [1024, 1100])
 def test_too_deep_result_is_405_on_the_process_pool_too(levels: int) -> None:
     server = new_server([Seen()])

@@ -23,7 +23,12 @@ import pytest
 
 from helpers import ServerThread, arun, wait_for
 from pymprpc.client import RPC, AsyncRPC
-from pymprpc.errors import DeadlineExceeded, RPCRuntimeError, RpcUnavailableException
+from pymprpc.errors import (
+    DeadlineExceeded,
+    ResultLimitError,
+    RPCRuntimeError,
+    RpcUnavailableException,
+)
 from pymprpc.server import Server
 
 RUNTIME = Path(__file__).resolve().parents[2] / "runtime"
@@ -103,6 +108,7 @@ def build(**options: Any) -> Server:
     server.register_function()(unreadable_result)
     server.register_function()(thread_name)
     server.register_function()(deep_result)
+    server.register_function("deep_result_on_a_thread", executor="thread")(deep_result)
     server.register_function()(recursion_limit)
     return server
 
@@ -281,12 +287,27 @@ def test_a_result_deeper_than_the_allowance_fails_its_call_only(
     pool_server: ServerThread,
 ) -> None:
     """Deeper than MessagePack carries (so deeper than its fallback takes too): the call
-    fails with 404 saying why, the worker's recursion limit is unchanged, and the pool
-    goes on. (The server's side of it, for an argument: no client sends one that deep.)"""
+    fails with the 405 any other executor's gets, in the same words (review 18: it was a
+    404 RecursionError, or StackError at 1,024 levels), the worker's recursion limit is
+    unchanged, and the pool goes on. (The server's side of it, for an argument: no
+    client sends one that deep.)"""
     with RPC(pool_server.url) as rpc:
         limits = {rpc.recursion_limit() for _ in range(4)}
-        with pytest.raises(RPCRuntimeError, match="'deep_result' cannot be sent back"):
-            rpc.deep_result(5_000)
+        for depth in (1_024, 1_100, 5_000):
+            with pytest.raises(ResultLimitError) as pool:
+                rpc.deep_result(depth)
+            with pytest.raises(ResultLimitError) as thread:
+                rpc.deep_result_on_a_thread(depth)
+            assert "nests deeper than MessagePack's 1024 levels" in str(pool.value)
+            fields = (pool.value.exception, pool.value.data, str(pool.value))
+            assert fields == (
+                thread.value.exception,
+                thread.value.data,
+                str(thread.value).replace("deep_result_on_a_thread(", "deep_result("),
+            )
+            kept = rpc.delay("deep_result", depth)
+            with pytest.raises(ResultLimitError, match="nests deeper than MessagePack"):
+                rpc.system.getresult(kept)
         assert {rpc.recursion_limit() for _ in range(4)} == limits
         assert rpc.add(1, 2) == 3
     limit = sys.getrecursionlimit()

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from ..errors import (
     MPRPCError,
+    ResultLimitError,
     RPCRuntimeError,
     ValidationError,
     exception_text,
@@ -32,6 +33,7 @@ from ..schema import (
 )
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
+from .workers.child import UNSENDABLE
 
 # Read for every call: module constants cost less than enum member lookups.
 _COROUTINE: Final = Kind.COROUTINE
@@ -44,12 +46,26 @@ PLAIN_RESULTS: Final = frozenset({int, float, str, bytes, bool, type(None), list
 _PLAIN: Final = PLAIN_RESULTS
 
 
+class UnsentResult(ResultLimitError):
+    """405: what a worker process returned that no connection could send (plain data
+    nested deeper than MessagePack goes). The handler answers and logs it as the
+    connection answers and logs such a value returned on any other executor (sent as a
+    ResultLimitError, `exception` says so; read as one)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def unsent_result_error(method: Method, exc: RemoteFunctionError) -> Exception:
     """What a worker's failure `exc` to run or answer `method` is reported as: itself,
     or, for a typed method whose result the worker could not send back and is not of the
     declared type (a lock where a struct is declared), the ValidationError a wrong result
     gets on a thread, with why it could not be sent. A result of the declared type that
     could not be sent (nested deeper than the pickler goes) is reported as that."""
+    if exc.type_name == UNSENDABLE:
+        return UnsentResult(
+            f"{method.name}(): result not delivered: {exc}", exception="ResultLimitError"
+        )
     schema = method.schema
     if exc.unsent_type is None or schema is None or schema.result is ANY:
         return exc

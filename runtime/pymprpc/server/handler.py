@@ -55,7 +55,7 @@ from ..schema import INT_MAX as _INT_MAX
 from ..schema import INT_MIN as _INT_MIN
 from .config import ServerConfig
 from .dispatch import PLAIN_RESULTS as _PLAIN
-from .dispatch import Dispatcher, as_call_error, is_stream, unsent_result_error
+from .dispatch import Dispatcher, UnsentResult, as_call_error, is_stream, unsent_result_error
 from .eager import start_task
 from .executors import ExecutorKind, RemoteFunctionError
 from .flow import InputBudget
@@ -907,6 +907,11 @@ class ConnectionHandler(ReusedBufferProtocol):
             if kept is not None:
                 kept.set_error(CancelledError("the call was cancelled", id=request.id))
         elif isinstance(exc, Exception):
+            if type(exc) is UnsentResult:
+                # What a worker returned that cannot be sent: as the connection refuses it.
+                self._log_refused(request.method, request.id, exc)
+                self._report(request, kept, exc, None)
+                return True
             error, frame = as_call_error(exc, request)
             if not isinstance(exc, MPRPCError):
                 self._log_failure(request, exc)
@@ -1057,7 +1062,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         return RpcUnavailableException("the server is shutting down")
 
     def _report(
-        self, request: CallRequest, kept: KeptOutcome | None, error: MPRPCError, frame: str
+        self,
+        request: CallRequest,
+        kept: KeptOutcome | None,
+        error: MPRPCError,
+        frame: str | None,
     ) -> None:
         if request.oneway:  # nobody to tell: the server's log is the only witness
             log.info(

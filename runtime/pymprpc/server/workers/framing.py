@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from ...context import CallContext, Metadata
-from ...protocol.codec import _pack, _pairs_to_dict
+from ...protocol.codec import _pairs_to_dict, pack_checked
 
 HEADER: Final = struct.Struct("<QQB")  # body length, call ID, kind
 _HEADER_SIZE: Final = HEADER.size
@@ -184,8 +184,9 @@ class _Packed:
     __slots__ = ("data",)
 
     def __init__(self, value: Any) -> None:
-        # Packed now, so that anything MessagePack cannot carry fails here, in C.
-        self.data = _pack(value)  # exact types, as every message (codec._exact)
+        # Packed now, so that anything MessagePack cannot carry fails here, in C; and
+        # only as msgpack's parser reads it back (its packer writes one level more).
+        self.data = pack_checked(value)  # exact types, as every message (codec._exact)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _unpack_deep, (self.data,)
