@@ -156,10 +156,12 @@ def render_types(r: FileRender) -> str:
     classes = uses(field_refs) | _default_enums(file) | views.alias_names
     schemas = uses(field_refs + _method_refs(file))
     foreign = {n for n in classes if views.scope[n][0].path != file.path}
-    alias_text = "\n".join(a.statement.split(" = ", 1)[1] for a in views.aliases.values())
     if views.aliases:
         spelling.used.add("_typing")
-    if re.search(r"(?<![.\w])Any\b", alias_text):
+    # typing's Any, unqualified in an alias, unless a type in scope is called Any: then
+    # the aliases spell typing's `_typing.Any`, and a bare `Any` is the user's type.
+    alias_text = "\n".join(a.statement.split(" = ", 1)[1] for a in views.aliases.values())
+    if "Any" not in views.scope and re.search(r"(?<![.\w])Any\b", alias_text):
         spelling.used.add("plain:Any")
     body = (
         _environment()

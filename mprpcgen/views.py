@@ -366,9 +366,11 @@ class FileViews:
             async_client=naming.async_client_name(name),
             register=register,
             register_def=register_def,
-            version=fit(
-                f"{INDENT}VERSION: str | None = "
-                + (py_str(service.version) if service.version is not None else "None"),
+            version=lay_out(
+                Value("VERSION: str | None = ", py_str(service.version), service.version)
+                if service.version is not None
+                else "VERSION: str | None = None",
+                INDENT,
                 self.width,
             ),
             service=fit(f"{INDENT}SERVICE: str = {py_str(name)}", self.width),
