@@ -164,11 +164,39 @@ _ENCODABLE_SCALARS: Final = (type(None), bool, int, float, str, bytes, bytearray
 
 def _hashable(key: Any) -> Any:
     """A map key as a hashable value: arrays become tuples, maps tuples of pairs."""
-    if isinstance(key, list):
-        return tuple(_hashable(k) for k in key)
-    if isinstance(key, dict):
-        return tuple((_hashable(k), _hashable(v)) for k, v in key.items())
+    if isinstance(key, (list, dict)):
+        return _hashable_nested(key)
     return key
+
+
+def _hashable_nested(root: list[Any] | dict[Any, Any]) -> tuple[Any, ...]:
+    """`_hashable` of an array or map key, without recursing: a key may nest as deep as
+    MessagePack carries (1,022 levels), past Python's recursion limit, and a reader that
+    could not take it lost the connection (review 20)."""
+    todo: list[tuple[Any, bool]] = [(root, False)]
+    done: list[Any] = []  # converted values, in order, until their container takes them
+    while todo:
+        node, expanded = todo.pop()
+        if isinstance(node, list):
+            if expanded:
+                start = len(done) - len(node)
+                done[start:] = [tuple(done[start:])]
+            else:
+                todo.append((node, True))
+                todo.extend((item, False) for item in reversed(node))
+        elif isinstance(node, dict):
+            if expanded:
+                start = len(done) - 2 * len(node)
+                flat = done[start:]
+                done[start:] = [tuple(zip(flat[0::2], flat[1::2], strict=True))]
+            else:
+                todo.append((node, True))
+                for k, v in reversed(node.items()):
+                    todo += ((v, False), (k, False))
+        else:
+            done.append(node)
+    result: tuple[Any, ...] = done[0]
+    return result
 
 
 def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:

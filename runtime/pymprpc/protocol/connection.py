@@ -893,17 +893,18 @@ class ServerConnection(_Connection):
             return False
         self._inflight[id] = True
         code = Code.EXPIRE_STREAM_START if deprecated else Code.STREAM_START
-        if metadata and self._metadata:
-            try:
+        try:
+            if metadata and self._metadata:
                 fields = {Key.METADATA: self._check_response_metadata(metadata)}
-            except LocalProtocolError as exc:
-                error = ResultLimitError(f"stream not started: {exc}", id=id)
-                self.refused = error
-                self.send_error(id, error)
-                return False
-            self._queue(messages.response(code, id, **fields))
-        else:
-            self._queue(messages.response(code, id))
+                self._queue(messages.response(code, id, **fields))
+            else:
+                # (Separator framing refuses a start whose ID ends like the separator.)
+                self._queue(messages.response(code, id))
+        except LocalProtocolError as exc:
+            error = ResultLimitError(f"stream not started: {exc}", id=id)
+            self.refused = error
+            self.send_error(id, error)
+            return False
         return True
 
     @staticmethod

@@ -33,7 +33,6 @@ from ..schema import (
 )
 from .executors import ExecutorKind, Executors, RemoteFunctionError
 from .registry import Kind, Method, Registry
-from .workers.child import UNSENDABLE
 
 # Read for every call: module constants cost less than enum member lookups.
 _COROUTINE: Final = Kind.COROUTINE
@@ -47,8 +46,8 @@ _PLAIN: Final = PLAIN_RESULTS
 
 
 class UnsentResult(ResultLimitError):
-    """405: what a worker process returned that no connection could send (plain data
-    nested deeper than MessagePack goes). The handler answers and logs it as the
+    """405: what a worker process returned that it could not pickle (too deep) and no
+    connection could send either. The handler answers and logs it as the
     connection answers and logs such a value returned on any other executor (sent as a
     ResultLimitError, `exception` says so; read as one)."""
 
@@ -62,11 +61,12 @@ def unsent_result_error(method: Method, exc: RemoteFunctionError) -> Exception:
     declared type (a lock where a struct is declared), the ValidationError a wrong result
     gets on a thread, with why it could not be sent. A result of the declared type that
     could not be sent (nested deeper than the pickler goes) is reported as that."""
-    if exc.type_name == UNSENDABLE:
-        return UnsentResult(
-            f"{method.name}(): result not delivered: {exc}", exception="ResultLimitError"
-        )
     schema = method.schema
+    if exc.refusal is not None and (schema is None or schema.result is ANY):
+        # Too deep to pickle and to send: as the connection answers it on any executor.
+        return UnsentResult(
+            f"{method.name}(): result not delivered: {exc.refusal}", exception="ResultLimitError"
+        )
     if exc.unsent_type is None or schema is None or schema.result is ANY:
         return exc
     if exc.unsent_type in _class_names(schema.result):

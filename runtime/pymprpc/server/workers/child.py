@@ -30,7 +30,7 @@ from typing import Any, Final
 from ...context import CallContext, reset_current, set_current
 from ...errors import LocalProtocolError, exception_text, traceback_text, type_name
 from ...protocol import messages
-from ...protocol.codec import MSGPACK_TOO_DEEP, shared_codec
+from ...protocol.codec import shared_codec
 from . import framing
 from .targets import resolve
 
@@ -271,12 +271,9 @@ class _Serving:
             sent = framing.out_of_band(result) if type(result) in _BINARY else result
             return framing.encode(call_id, framing.OK, (sent, metadata))
         except BaseException as exc:  # noqa: BLE001 - an unpicklable result fails its call
+            # Too deep to pickle: if no connection could send it either, the server may
+            # answer it as it does on any other executor (405), in the connection's words.
             refusal = _messagepack_refusal(result) if isinstance(exc, RecursionError) else None
-            if refusal is not None:
-                # Plain data nested deeper than MessagePack goes: no connection could send
-                # it, and the server answers it as for any executor (405), in its words.
-                unsendable = (UNSENDABLE, refusal, "", type(result).__name__)
-                return framing.encode(call_id, framing.ERROR, unsendable)
             name = ".".join((key.split(":", 1)[-1], *path))
             message = (
                 f"the result of {name!r} cannot be sent back from the worker process: "
@@ -295,7 +292,7 @@ class _Serving:
                     f"{name!r} returned a generator, which cannot be sent: streams must be "
                     "async generator functions (async def ... yield)"
                 )
-            unsent = (type_name(exc), message, "", type(result).__name__)
+            unsent = (type_name(exc), message, "", type(result).__name__, refusal)
             return framing.encode(call_id, framing.ERROR, unsent)
 
 
@@ -328,19 +325,18 @@ class _LazyContext:
 
 # The type name sent for asyncio.CancelledError (see ProcessPool.call).
 CANCELLED: Final = "asyncio.CancelledError"
-# The "type name" sent for a result no connection could send (no type has this name).
-UNSENDABLE: Final = "<unsendable result>"
 
 
 def _messagepack_refusal(result: Any) -> str | None:
-    """Why a connection would refuse `result` as nested deeper than MessagePack goes, in
-    the words it refuses it with; None if that is not why it could not be sent (a value
-    that is not plain data: a typed struct, say, which the server converts first)."""
+    """Why a connection would refuse to send `result`, in its words (None: it would).
+
+    The server uses it for an untyped method only: a typed method's result is converted
+    before it is sent.
+    """
     try:
         shared_codec().encode(messages.result("", result))
     except LocalProtocolError as exc:
-        text = str(exc)
-        return text if MSGPACK_TOO_DEEP in text else None
+        return str(exc)
     except Exception:  # noqa: BLE001 - user code ran (a value's own methods)
         return None
     return None

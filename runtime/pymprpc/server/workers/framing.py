@@ -172,10 +172,9 @@ def _dumps_deep(message: Any, buffers: list[pickle.PickleBuffer]) -> bytes:
 def _nests(part: Any) -> bool:
     """Whether a part of a message is a list or map, or a tuple holding one (a call's
     target path, a tuple of names, is not: it stays a tuple)."""
-    kind = type(part)
-    if kind is list or kind is dict:
-        return True
-    return kind is tuple and any(type(item) in (list, tuple, dict) for item in part)
+    if isinstance(part, (list, dict)):
+        return True  # a subclass too: sent as the exact value it holds (codec._exact)
+    return type(part) is tuple and any(isinstance(item, (list, tuple, dict)) for item in part)
 
 
 class _Packed:

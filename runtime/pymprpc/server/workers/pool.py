@@ -84,14 +84,21 @@ class RemoteFunctionError(Exception):
     """A function raised inside a worker (or a thread); carries its type name and traceback."""
 
     def __init__(
-        self, type_name: str, message: str, frame: str, unsent_type: str | None = None
+        self,
+        type_name: str,
+        message: str,
+        frame: str,
+        unsent_type: str | None = None,
+        refusal: str | None = None,
     ) -> None:
         super().__init__(message)
         self.type_name = type_name
         self.frame = frame
         # For a result the worker could not send back: its type's name (the server tells a
-        # typed method's caller that it is not of the declared type).
+        # typed method's caller that it is not of the declared type), and, if it was too
+        # deep to pickle, why a connection would refuse it too (or None).
         self.unsent_type = unsent_type
+        self.refusal = refusal
 
 
 def default_size() -> int:
