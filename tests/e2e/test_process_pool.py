@@ -25,9 +25,13 @@ from helpers import ServerThread, arun, wait_for
 from pymprpc.client import RPC, AsyncRPC
 from pymprpc.errors import (
     DeadlineExceeded,
+    MPRPCError,
+    ParamError,
+    RestrictAccessError,
     ResultLimitError,
     RPCRuntimeError,
     RpcUnavailableException,
+    ValidationError,
 )
 from pymprpc.server import Server
 
@@ -750,3 +754,46 @@ def test_a_worker_stops_spinning_when_its_calls_stop() -> None:
         idle = _cpu_seconds(worker) - before
         assert rpc.pid() == worker
     assert idle < 0.3, f"an idle worker used {idle:.2f} s of CPU in 1 s"
+
+
+class _Denied(RestrictAccessError):
+    """A user's own subclass of a coded error."""
+
+
+def raise_coded(kind: str) -> None:
+    if kind == "403":
+        raise RestrictAccessError("no entry", data={"reason": "closed", "n": [1, 2]})
+    if kind == "402":
+        raise ParamError("bad param")
+    if kind == "408":
+        raise DeadlineExceeded("too slow")
+    if kind == "subclass":
+        raise _Denied("mine")
+    if kind == "uncoded":
+        raise ValidationError("x", "expected int, got str")  # no code: a 404 everywhere
+    raise RPCRuntimeError("plain", data={"d": 1})
+
+
+@pytest.mark.parametrize("kind", ["403", "402", "408", "subclass", "uncoded", "404"])
+def test_a_coded_error_raised_on_the_pool_is_answered_as_on_a_thread(kind: str) -> None:
+    """A plain function may answer with a code by raising a pymprpc.errors exception
+    (README, Errors): on the process pool it was always a 404 naming the class (review
+    20), and the DATA it carried was lost."""
+    server = Server(("127.0.0.1", 0), max_workers=1)
+    server.register_function("on_pool")(raise_coded)
+    server.register_function("on_thread", executor="thread")(raise_coded)
+    server.register_function()(add)
+    with ServerThread(server) as srv, RPC(srv.url, timeout=20) as rpc:
+        got = []
+        for method in ("on_pool", "on_thread"):
+            with pytest.raises(MPRPCError) as info:
+                rpc.call(method, kind)
+            error = info.value
+            data = dict(error.data or {})
+            assert data.pop("METHOD", method) == method
+            text = str(error).replace(method, "M")  # (a 408's text names the call)
+            got.append((type(error), error.code, error.exception, text, data))
+        assert got[0] == got[1]
+        expected = {"403": 403, "402": 402, "408": 408, "subclass": 403}.get(kind, 404)
+        assert got[0][1] == expected
+        assert rpc.add(1, 2) == 3

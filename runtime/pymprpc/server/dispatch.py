@@ -8,6 +8,7 @@ import types
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
+from .. import errors
 from ..errors import (
     MPRPCError,
     ResultLimitError,
@@ -55,12 +56,22 @@ class UnsentResult(ResultLimitError):
         return self.message
 
 
-def unsent_result_error(method: Method, exc: RemoteFunctionError) -> Exception:
-    """What a worker's failure `exc` to run or answer `method` is reported as: itself,
-    or, for a typed method whose result the worker could not send back and is not of the
-    declared type (a lock where a struct is declared), the ValidationError a wrong result
-    gets on a thread, with why it could not be sent. A result of the declared type that
-    could not be sent (nested deeper than the pickler goes) is reported as that."""
+def worker_failure(method: Method, exc: RemoteFunctionError) -> Exception:
+    """What a worker's failure `exc` to run or answer `method` is reported as.
+
+    The coded `pymprpc.errors` exception the function raised (rebuilt: answered with its
+    code, as on any executor); for a result too deep to pickle that no connection could
+    send either, the 405 the connection answers it with (untyped methods); for a typed
+    method whose result the worker could not send back and is not of the declared type
+    (a lock where a struct is declared), the ValidationError a wrong result gets on a
+    thread, with why it could not be sent; otherwise `exc` itself (a result of the
+    declared type that could not be sent is reported as that).
+    """
+    if exc.coded is not None:
+        name, message, exception, data = exc.coded
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, MPRPCError):
+            return cls(message, exception=exception, data=data)  # answered with its code
     schema = method.schema
     if exc.refusal is not None and (schema is None or schema.result is ANY):
         # Too deep to pickle and to send: as the connection answers it on any executor.
@@ -130,7 +141,7 @@ class Dispatcher:
                 try:
                     value = await self.executors.run(executor, method, args, kwargs)
                 except RemoteFunctionError as exc:
-                    error = unsent_result_error(method, exc)
+                    error = worker_failure(method, exc)
                     if error is exc:
                         raise
                     raise error from None

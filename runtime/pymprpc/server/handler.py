@@ -55,7 +55,7 @@ from ..schema import INT_MAX as _INT_MAX
 from ..schema import INT_MIN as _INT_MIN
 from .config import ServerConfig
 from .dispatch import PLAIN_RESULTS as _PLAIN
-from .dispatch import Dispatcher, UnsentResult, as_call_error, is_stream, unsent_result_error
+from .dispatch import Dispatcher, UnsentResult, as_call_error, is_stream, worker_failure
 from .eager import start_task
 from .executors import ExecutorKind, RemoteFunctionError
 from .flow import InputBudget
@@ -808,7 +808,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                         method.name, method.key, method.path, args, kwargs, source
                     )
                 except RemoteFunctionError as exc:
-                    error = unsent_result_error(method, exc)
+                    error = worker_failure(method, exc)
                     if error is exc:
                         raise
                     raise error from None

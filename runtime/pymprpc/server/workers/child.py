@@ -27,8 +27,9 @@ import time
 from collections import deque
 from typing import Any, Final
 
+from ... import errors
 from ...context import CallContext, reset_current, set_current
-from ...errors import LocalProtocolError, exception_text, traceback_text, type_name
+from ...errors import LocalProtocolError, MPRPCError, exception_text, traceback_text, type_name
 from ...protocol import messages
 from ...protocol.codec import shared_codec
 from . import framing
@@ -342,7 +343,13 @@ def _messagepack_refusal(result: Any) -> str | None:
     return None
 
 
-def _error(exc: BaseException) -> tuple[str, str, str]:
+def _error(exc: BaseException) -> tuple[Any, ...]:
+    """What the server is sent of an exception a function raised: its type's name, its
+    text and traceback, and, for a coded `pymprpc.errors` exception (a function may
+    answer 403 or 402 itself, as on any executor), what the server rebuilds it from."""
+    coded = _coded(exc) if isinstance(exc, MPRPCError) else None
+    if coded is not None:
+        return (type_name(exc), exception_text(exc), traceback_text(exc), None, None, coded)
     message = exception_text(exc)
     # asyncio's CancelledError (checked by name: the worker need not import asyncio) is
     # marked, so the server answers it as it does for a coroutine or thread (407/404).
@@ -355,6 +362,30 @@ def _error(exc: BaseException) -> tuple[str, str, str]:
         else type_name(exc)
     )
     return name, message, traceback_text(exc)
+
+
+def _coded(exc: MPRPCError) -> tuple[str, str, str | None, Any] | None:
+    """A coded error as (its nearest class in pymprpc.errors, message, exception name,
+    DATA), each of which pickles; None for an error without a code (it fails the call
+    with 404 on every executor) or one no class of pymprpc.errors can rebuild."""
+    if getattr(exc, "code", None) is None:
+        return None
+    for cls in type(exc).__mro__:
+        if getattr(errors, cls.__name__, None) is cls and cls.__init__ is MPRPCError.__init__:
+            break
+    else:
+        return None
+    data = exc.data
+    try:
+        framing.encode(0, framing.ERROR, (data,))  # DATA the server cannot get is left out
+    except BaseException:  # noqa: BLE001 - any value: unpicklable, raising, too deep
+        data = None
+    message, exception = exc.message, exc.exception
+    if type(message) is not str or not (exception is None or type(exception) is str):
+        return None  # not as the class makes them: the generic 404 says what it can
+    if exception is None and type(exc) is not cls:
+        exception = type_name(exc, "__name__")  # a subclass's own name, as sent elsewhere
+    return cls.__name__, message, exception, data
 
 
 def _send_all(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:

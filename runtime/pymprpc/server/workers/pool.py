@@ -90,10 +90,13 @@ class RemoteFunctionError(Exception):
         frame: str,
         unsent_type: str | None = None,
         refusal: str | None = None,
+        coded: tuple[str, str, str | None, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.type_name = type_name
         self.frame = frame
+        # A coded pymprpc.errors exception the function raised (see child._coded).
+        self.coded = coded
         # For a result the worker could not send back: its type's name (the server tells a
         # typed method's caller that it is not of the declared type), and, if it was too
         # deep to pickle, why a connection would refuse it too (or None).
