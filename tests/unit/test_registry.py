@@ -376,8 +376,9 @@ def _nested(levels: int) -> Any:
 
 def test_a_default_whose_repr_fails_is_shown_as_dots_not_a_failed_registration() -> None:
     deep = _nested(5000)  # repr() raises RecursionError
+    unshowable = _BrokenRepr()
 
-    def broken(a: int, b: Any = _BrokenRepr(), c: str = "z") -> int:
+    def broken(a: int, b: Any = unshowable, c: str = "z") -> int:
         return a
 
     def too_deep(a: Any = deep) -> Any:
