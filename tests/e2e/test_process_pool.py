@@ -797,3 +797,26 @@ def test_a_coded_error_raised_on_the_pool_is_answered_as_on_a_thread(kind: str) 
         expected = {"403": 403, "402": 402, "408": 408, "subclass": 403}.get(kind, 404)
         assert got[0][1] == expected
         assert rpc.add(1, 2) == 3
+
+
+class _Hostile(RestrictAccessError):
+    """A coded error whose attributes raise when read."""
+
+    @property
+    def code(self) -> Any:  # type: ignore[override]
+        raise RuntimeError("no code for you")
+
+
+def raise_hostile() -> None:
+    raise _Hostile("hostile")
+
+
+def test_a_coded_error_whose_attributes_raise_fails_its_call_only() -> None:
+    server = Server(("127.0.0.1", 0), max_workers=1)
+    server.register_function()(raise_hostile)
+    server.register_function()(pid)
+    with ServerThread(server) as srv, RPC(srv.url, timeout=20) as rpc:
+        before = rpc.pid()
+        with pytest.raises(RPCRuntimeError, match="hostile"):
+            rpc.raise_hostile()
+        assert rpc.pid() == before  # the same worker: it did not die

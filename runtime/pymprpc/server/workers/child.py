@@ -367,22 +367,25 @@ def _error(exc: BaseException) -> tuple[Any, ...]:
 def _coded(exc: MPRPCError) -> tuple[str, str, str | None, Any] | None:
     """A coded error as (its nearest class in pymprpc.errors, message, exception name,
     DATA), each of which pickles; None for an error without a code (it fails the call
-    with 404 on every executor) or one no class of pymprpc.errors can rebuild."""
-    if getattr(exc, "code", None) is None:
+    with 404 on every executor) or one no class of pymprpc.errors can rebuild (its
+    attributes are not as the class makes them: the generic 404 says what it can)."""
+    try:
+        if exc.code is None:
+            return None
+        for cls in type(exc).__mro__:
+            if getattr(errors, cls.__name__, None) is cls and cls.__init__ is MPRPCError.__init__:
+                break
+        else:
+            return None
+        message, exception, data = exc.message, exc.exception, exc.data
+        if type(message) is not str or not (exception is None or type(exception) is str):
+            return None
+    except Exception:  # noqa: BLE001 - a subclass's own properties may raise
         return None
-    for cls in type(exc).__mro__:
-        if getattr(errors, cls.__name__, None) is cls and cls.__init__ is MPRPCError.__init__:
-            break
-    else:
-        return None
-    data = exc.data
     try:
         framing.encode(0, framing.ERROR, (data,))  # DATA the server cannot get is left out
     except BaseException:  # noqa: BLE001 - any value: unpicklable, raising, too deep
         data = None
-    message, exception = exc.message, exc.exception
-    if type(message) is not str or not (exception is None or type(exception) is str):
-        return None  # not as the class makes them: the generic 404 says what it can
     if exception is None and type(exc) is not cls:
         exception = type_name(exc, "__name__")  # a subclass's own name, as sent elsewhere
     return cls.__name__, message, exception, data
