@@ -138,7 +138,7 @@ def unreadable(data: bytes) -> str | None:
         unpacker.skip()
     except msgpack.StackError:
         _packers.checker = None  # (its buffer holds the rest: not reused)
-        return MSGPACK_TOO_DEEP
+        return _MSGPACK_TOO_DEEP
     except Exception as exc:  # noqa: BLE001 - never expected: whatever the reader says
         _packers.checker = None
         return f"the packed message cannot be read back ({exception_text(exc)})"
@@ -295,8 +295,7 @@ class _Unreadable(Exception):
 
 
 _JSON_TOO_DEEP: Final = f"nests deeper than {JSON_MAX_DEPTH} levels (or contains itself)"
-# How a value nested too deep is refused (the server's pool tells it by these words).
-MSGPACK_TOO_DEEP: Final = (
+_MSGPACK_TOO_DEEP: Final = (
     f"nests deeper than MessagePack's {MSGPACK_MAX_DEPTH} levels, the message's own "
     "included (or contains itself)"
 )
@@ -454,7 +453,7 @@ class Codec:
                 kind = "MessagePack"
                 # Only msgpack's own refusal says the value is too deep; past the search
                 # depth, any other refusal is reported as msgpack words it.
-                too_deep = MSGPACK_TOO_DEEP if "recursion limit" in exception_text(exc) else None
+                too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in exception_text(exc) else None
             try:
                 found = _find_unencodable(message, self.json, too_deep)
             except Exception:  # noqa: BLE001 - the search runs user code too (see below)
@@ -463,9 +462,9 @@ class Codec:
             raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
         except _Unreadable as exc:
             found = None
-            if str(exc) == MSGPACK_TOO_DEEP:
+            if str(exc) == _MSGPACK_TOO_DEEP:
                 try:
-                    found = _find_unencodable(message, False, MSGPACK_TOO_DEEP)
+                    found = _find_unencodable(message, False, _MSGPACK_TOO_DEEP)
                 except Exception:  # noqa: BLE001 - the search runs user code (a key's repr)
                     found = None
             raise LocalProtocolError(
