@@ -347,7 +347,7 @@ def _error(exc: BaseException) -> tuple[Any, ...]:
     """What the server is sent of an exception a function raised: its type's name, its
     text and traceback, and, for a coded `pymprpc.errors` exception (a function may
     answer 403 or 402 itself, as on any executor), what the server rebuilds it from."""
-    coded = _coded(exc) if isinstance(exc, MPRPCError) else None
+    coded = _coded(exc) if issubclass(type(exc), MPRPCError) else None
     if coded is not None:
         return (type_name(exc), exception_text(exc), traceback_text(exc), None, None, coded)
     message = exception_text(exc)
