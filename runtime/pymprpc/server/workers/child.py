@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 from collections import deque
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ... import errors
 from ...context import CallContext, reset_current, set_current
@@ -347,7 +347,7 @@ def _error(exc: BaseException) -> tuple[Any, ...]:
     """What the server is sent of an exception a function raised: its type's name, its
     text and traceback, and, for a coded `pymprpc.errors` exception (a function may
     answer 403 or 402 itself, as on any executor), what the server rebuilds it from."""
-    coded = _coded(exc) if issubclass(type(exc), MPRPCError) else None
+    coded = _coded(exc)
     if coded is not None:
         return (type_name(exc), exception_text(exc), traceback_text(exc), None, None, coded)
     message = exception_text(exc)
@@ -364,11 +364,15 @@ def _error(exc: BaseException) -> tuple[Any, ...]:
     return name, message, traceback_text(exc)
 
 
-def _coded(exc: MPRPCError) -> tuple[str, str, str | None, Any] | None:
+def _coded(exc: BaseException) -> tuple[str, str, str | None, Any] | None:
     """A coded error as (its nearest class in pymprpc.errors, message, exception name,
     DATA), each of which pickles; None for an error without a code (it fails the call
     with 404 on every executor) or one no class of pymprpc.errors can rebuild (its
     attributes are not as the class makes them: the generic 404 says what it can)."""
+    # By type(), not isinstance: that reads the exception's own __class__, which may raise.
+    if not issubclass(type(exc), MPRPCError):
+        return None
+    exc = cast(MPRPCError, exc)
     try:
         if exc.code is None:
             return None
