@@ -387,4 +387,6 @@ def test_a_default_whose_repr_fails_is_shown_as_dots_not_a_failed_registration()
     method = make_method("m", broken, key="m")
     assert method.signature_text == "m(a: int, b: Any = ..., c: str = 'z') -> int"
     assert method.bind([1], {}) == ([1], {})
-    assert make_method("d", too_deep, key="d").signature_text == "d(a: Any = ...) -> Any"
+    # (3.13's repr() takes 5,000 levels: then the default is shown as it is.)
+    shown = make_method("d", too_deep, key="d").signature_text
+    assert shown == "d(a: Any = ...) -> Any" or shown.startswith("d(a: Any = [[[")
