@@ -164,6 +164,10 @@ class CallContext:
     sizes: MessageSizes | None = field(default=None, compare=False, repr=False)
     # Filled by the handler or interceptors; sent back when `metadata` was negotiated.
     response_metadata: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # add_done_callback's, shared by every copy (`replace`, or dataclasses.replace, which
+    # copies it as an argument of __init__, as it does response_metadata): the server
+    # ends the context it built, which runs the callbacks added to any copy.
+    _ending: CallEnding = field(default_factory=lambda: CallEnding(), compare=False, repr=False)
 
     def time_remaining(self) -> float | None:
         """Seconds left before the deadline (0.0 once passed), or None without one."""
@@ -177,7 +181,30 @@ class CallContext:
             changes["metadata"] = Metadata(changes["metadata"])
         new = dataclasses.replace(self, **changes)
         object.__setattr__(new, "response_metadata", self.response_metadata)
+        object.__setattr__(new, "_ending", self._ending)
         return new
+
+    def add_done_callback(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call `callback(error)` once, when the server is done with this call.
+
+        `error` is None when what the call returned was sent (a stream: every item and
+        its end), else the exception the call ended with, as raised (a handler's
+        `ValueError`: `pymprpc.interceptors.outcome_code(error, ctx=ctx)` gives the code
+        its client was answered with, 404). Notably, a value the connection cannot send (not
+        encodable as MessagePack, or past `max_message_size`) is answered with a
+        `ResultLimitError` (405) after the interceptors' `call_next` returned it: this
+        is how an interceptor (an access log, a span) learns the code the client got.
+        A call that owes no reply (oneway, `RETURN: false`), or whose client cancelled
+        it after it returned, ends with None.
+
+        For server interceptors and code on the server's own process: a function on the
+        process pool runs with a copy of the context, whose callbacks never run. A
+        callback that raises is logged and ignored (the call is answered by then).
+
+        Raises:
+            RuntimeError: the call is done already.
+        """
+        self._ending.add(callback)
 
     def set_response_metadata(self, key: str, value: str) -> None:
         """Send `key: value` back with the reply (ignored by peers without `metadata`).
@@ -191,6 +218,54 @@ class CallContext:
         if type(key) is not str or type(value) is not str:
             raise TypeError("response metadata keys and values must be str")
         self.response_metadata[key] = value
+
+
+class CallEnding:
+    """The callbacks `CallContext.add_done_callback` added, run once by `end`."""
+
+    __slots__ = ("_callbacks", "_done")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[BaseException | None], None]] | None = None
+        self._done = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A context pickled for another process (a user's process pool) or copied gets
+        # callbacks of its own: these run in the server, and may not pickle.
+        return (CallEnding, ())
+
+    def add(self, callback: Callable[[BaseException | None], None]) -> None:
+        if self._done:
+            # Its outcome is not kept: an exception held here would keep the frames of
+            # its traceback, and the context in them, alive in a reference cycle.
+            raise RuntimeError(
+                "add_done_callback(): the call is done already; add callbacks while it "
+                "runs (in an interceptor, before or right after call_next)"
+            )
+        if self._callbacks is None:
+            self._callbacks = []
+        self._callbacks.append(callback)
+
+    def end(self, error: BaseException | None) -> None:
+        """Run the callbacks with the call's outcome (the server calls this, once)."""
+        if self._done:
+            return
+        self._done = True
+        # Dropped before they run: a callback that holds the context (most do) would
+        # otherwise keep it and itself alive in a cycle through this list.
+        callbacks, self._callbacks = self._callbacks, None
+        while callbacks:
+            callback = callbacks.pop(0)
+            try:
+                callback(error)
+            except Exception:  # noqa: BLE001 - a callback's bug must not undo the reply
+                _log.exception("call done callback %r raised; ignored", callback)
+
+
+def end_call(ctx: CallContext | None, error: BaseException | None) -> None:
+    """Run `ctx`'s done callbacks (see `CallContext.add_done_callback`), if any."""
+    if ctx is not None:
+        ctx._ending.end(error)  # the server's side of add_done_callback
 
 
 # What the server sets instead of a `CallContext` when no interceptor needs the context

@@ -39,7 +39,7 @@ from .client.interceptors import ClientCallContext
 from .context import CallContext, MessageSizes
 from .errors import exception_text, traceback_text, type_name
 from .interceptors.accesslog import outcome_code
-from .interceptors.chain import CallNext, observe_stream
+from .interceptors.chain import CallNext, observe_call
 
 __all__ = ["RPC_SYSTEM", "ClientTelemetry", "ServerTelemetry", "span_attributes"]
 
@@ -279,11 +279,12 @@ class ServerTelemetry(_Telemetry):
         finally:
             otel_context.detach(token)
         if not streaming:
-            end(None)
-            return result
+            # Ended once the call is over: the connection may still refuse what call_next
+            # returned (405), and the span's code is what the client got.
+            return observe_call(ctx, result, lambda error, _items: end(error))
         # A stream's body runs as it is read, after this returned: the span is made
         # current again around each step, so nested calls it makes are its children.
-        return observe_stream(_within(result, span_context), lambda error, _items: end(error))
+        return observe_call(ctx, _within(result, span_context), lambda error, _items: end(error))
 
 
 class ClientTelemetry(_Telemetry):

@@ -102,9 +102,6 @@ def test_deadline_exceeded_is_logged_as_408(access: Records) -> None:
     assert access.by_id("d1")[0]["code"] == "408"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a result that cannot be sent is answered 405 but logged 200"
-)
 def test_undeliverable_result_is_logged_as_405(access: Records) -> None:
     with serving(build()) as running, Raw(running.server.port) as raw:
         raw.login()
@@ -114,9 +111,6 @@ def test_undeliverable_result_is_logged_as_405(access: Records) -> None:
     assert access.by_id("u1")[0]["code"] == "405"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a stream ended by an undeliverable item (405) is logged 407"
-)
 def test_stream_with_undeliverable_item_is_logged_as_405(access: Records) -> None:
     with serving(build()) as running, Raw(running.server.port) as raw:
         raw.login()

@@ -83,9 +83,6 @@ def test_server_span_of_deadline_exceeded_says_408() -> None:
     assert code(tel.spans("slow")[0]) == 408
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a call answered 405 (result not sendable) has an OK span, code 200"
-)
 def test_server_span_of_undeliverable_result_is_an_error() -> None:
     tel = Telemetry()
     with serving(build(tel)) as running, RPC(running.url, timeout=5) as rpc:

@@ -2,12 +2,12 @@
 server interceptors: the client's reply and the server's log are the same, and an
 interceptor may still turn the value into one that can be sent.
 
-What the interceptors themselves record for such a call is 200 (or 407 for a stream):
-they see the value before the connection encodes it (strict xfails below). A first fix
-checked the value at the chain's end and raised the 405 there; review 18 showed that
-this broke interceptors converting a value into a sendable one (see
-`test_an_interceptor_may_make_a_result_sendable`), so it was withdrawn: the fix needs a
-hook telling interceptors the code actually sent.
+`call_next` returns such a value as the method returned it (an interceptor may convert
+it: `test_an_interceptor_may_make_a_result_sendable`; a first fix that raised the 405
+inside the chain broke that, review 18, and was withdrawn), so an interceptor reading
+only `call_next` sees a success (strict xfail below). The code the client got reaches
+interceptors at the call's end: `CallContext.add_done_callback`, and `observe_call`
+built on it, which AccessLog and the OpenTelemetry interceptor use.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from helpers import arun
 from pymprpc import Server
 from pymprpc.context import CallContext
 from pymprpc.errors import MPRPCError, ResultLimitError
-from pymprpc.interceptors import AccessLog, CallNext, observe_stream
+from pymprpc.interceptors import AccessLog, CallNext, observe_call, observe_stream
 from pymprpc.testing import client_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -214,7 +214,6 @@ def test_interceptors_see_the_405_the_client_gets() -> None:
     assert by_method["fine"] == by_method["bulk"] == ("returned", None)
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_access_log_records_405_for_what_could_not_be_sent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -229,6 +228,44 @@ def test_access_log_records_405_for_what_could_not_be_sent(
         assert codes[case] == 405, case
     assert codes["fine"] == codes["bulk"] == 200
     assert codes["items_fine"] == 201
+
+
+class Ends:
+    """An interceptor recording each call's end as `observe_call` reports it."""
+
+    def __init__(self) -> None:
+        self.ends: dict[str, tuple[Any, int | None]] = {}
+
+    async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
+        result = await call_next(ctx)
+
+        def ended(error: BaseException | None, items: int | None) -> None:
+            code = None if error is None else getattr(error, "code", type(error).__name__)
+            assert ctx.method not in self.ends, "reported twice"
+            self.ends[ctx.method] = (code, items)
+
+        return observe_call(ctx, result, ended)
+
+
+@pytest.mark.parametrize("converting", [False, True])
+def test_observe_call_reports_the_code_the_client_got(converting: bool) -> None:
+    ends = Ends()
+    # Outside a converting interceptor, it sees the converted value's end (sent).
+    got, _ = _served([ends, Converting()] if converting else [ends])
+    for case in [*UNSENDABLE, "plain_set"]:
+        expect = ("value", None) if converting and case in ("set", "object", "plain_set") else None
+        if expect is not None:
+            assert got[case][0] == "value" and ends.ends[case] == (None, None), case
+        else:
+            assert got[case][:2] == ("error", 405), case
+            assert ends.ends[case] == (405, None), case
+    assert ends.ends["fine"] == ends.ends["bulk"] == (None, None)
+    assert ends.ends["items_fine"] == (None, 3)
+    if converting:
+        assert ends.ends["second_item_bad"] == (None, 3)
+    else:
+        # Its second item refused: 405, after one item sent (the generator had yielded 2).
+        assert ends.ends["second_item_bad"] == (405, 2)
 
 
 def test_an_interceptor_may_make_a_result_sendable(caplog: pytest.LogCaptureFixture) -> None:

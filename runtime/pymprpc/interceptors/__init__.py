@@ -5,8 +5,8 @@ contract an interceptor follows.
 """
 
 from .access import ANY_USER, AccessControl
-from .accesslog import AccessLog
-from .chain import CallNext, ServerInterceptor, compose, observe_stream
+from .accesslog import AccessLog, outcome_code
+from .chain import CallNext, ServerInterceptor, compose, observe_call, observe_stream
 from .ratelimit import RateLimit
 
 __all__ = [
@@ -17,5 +17,7 @@ __all__ = [
     "RateLimit",
     "ServerInterceptor",
     "compose",
+    "observe_call",
     "observe_stream",
+    "outcome_code",
 ]

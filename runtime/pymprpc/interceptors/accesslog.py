@@ -9,7 +9,7 @@ from typing import Any
 
 from ..context import CallContext
 from ..errors import MPRPCError, printable
-from .chain import CallNext, observe_stream
+from .chain import CallNext, observe_call
 
 __all__ = ["AccessLog", "outcome_code"]
 
@@ -79,11 +79,11 @@ class AccessLog:
         except BaseException as exc:
             self._log(ctx, started, outcome_code(exc, ctx=ctx), None)
             raise
-        if not ctx.streaming:
-            self._log(ctx, started, outcome_code(None), None)
-            return result
+        streaming = ctx.streaming
 
-        def ended(error: BaseException | None, items: int) -> None:
-            self._log(ctx, started, outcome_code(error, streaming=True, ctx=ctx), items)
+        def ended(error: BaseException | None, items: int | None) -> None:
+            # Once the call is over: what call_next returned may still have been refused
+            # by the connection (405), which is what its client got.
+            self._log(ctx, started, outcome_code(error, streaming=streaming, ctx=ctx), items)
 
-        return observe_stream(result, ended)
+        return observe_call(ctx, result, ended)

@@ -7,6 +7,11 @@ outcome — the value `await call_next(ctx)` returns, or the exception it raises
 stream (`ctx.streaming`), `call_next` returns the stream's async iterator; wrap it to see
 its items and its end (`observe_stream` does that).
 
+What `call_next` returns is still to be sent: the connection may refuse it (405: not
+encodable as MessagePack, or too large), and an interceptor may turn it into something it
+can send. To record the code the client got (a log, a span, a metric), report from the
+call's end: `observe_call(ctx, result, on_end)`, or `ctx.add_done_callback(...)`.
+
 Interceptors run in the order given: the first is outermost.
 """
 
@@ -18,7 +23,7 @@ from typing import Any
 
 from ..context import CallContext
 
-__all__ = ["CallNext", "ServerInterceptor", "compose", "observe_stream"]
+__all__ = ["CallNext", "ServerInterceptor", "compose", "observe_call", "observe_stream"]
 
 CallNext = Callable[[CallContext], Awaitable[Any]]
 ServerInterceptor = Callable[[CallContext, CallNext], Awaitable[Any]]
@@ -34,6 +39,69 @@ def compose(interceptors: Sequence[ServerInterceptor], terminal: CallNext) -> Ca
 
 async def _step(interceptor: ServerInterceptor, call_next: CallNext, ctx: CallContext) -> Any:
     return await interceptor(ctx, call_next)
+
+
+def observe_call(
+    ctx: CallContext,
+    result: Any,
+    on_end: Callable[[BaseException | None, int | None], None],
+) -> Any:
+    """What an interceptor returns for `result` (what `call_next(ctx)` returned), with
+    `on_end(error, items)` called once, when the call is over.
+
+    `error` is None when everything was sent; else the exception the call ended with: a
+    `ResultLimitError` (405) for a value or a stream item the connection could not send,
+    what a stream raised, what an interceptor outside this one raised, `CancelledError`
+    or `GeneratorExit` for a stream cancelled or closed unread. `outcome_code(error,
+    streaming=ctx.streaming, ctx=ctx)` gives the code its client was answered with.
+    `items` is the number of items a stream yielded (None for a call that is not a
+    stream). What `call_next` raised, the interceptor catches itself.
+    """
+    if not ctx.streaming:
+        ctx.add_done_callback(functools.partial(_unary_end, on_end))
+        return result
+    ending = _StreamEnding(on_end)
+    ctx.add_done_callback(ending.done)
+    return observe_stream(result, ending.stream_ended)
+
+
+def _unary_end(
+    on_end: Callable[[BaseException | None, int | None], None], error: BaseException | None
+) -> None:
+    on_end(error, None)
+
+
+class _StreamEnding:
+    """`observe_call` for a stream: reports once both the stream has ended (its own
+    error, its item count) and the server is done with the call (what its client was
+    answered: a 405 for an item it refused, which ends the stream as a close)."""
+
+    __slots__ = ("_answered", "_done", "_ended", "_items", "_on_end", "_stream_error")
+
+    def __init__(self, on_end: Callable[[BaseException | None, int | None], None]) -> None:
+        self._on_end = on_end
+        self._ended = self._done = False
+        self._stream_error: BaseException | None = None
+        self._answered: BaseException | None = None
+        self._items = 0
+
+    def stream_ended(self, error: BaseException | None, items: int) -> None:
+        self._ended = True
+        self._stream_error, self._items = error, items
+        if self._done:
+            self._report()
+
+    def done(self, error: BaseException | None) -> None:
+        self._done = True
+        self._answered = error
+        if self._ended:
+            self._report()
+
+    def _report(self) -> None:
+        error = self._answered if self._answered is not None else self._stream_error
+        # Dropped: they may hold tracebacks whose frames hold this object.
+        self._answered = self._stream_error = None
+        self._on_end(error, self._items)
 
 
 def observe_stream(

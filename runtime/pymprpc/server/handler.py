@@ -23,7 +23,15 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Sequence
 from typing import Any, Final, Protocol, cast
 
-from ..context import EMPTY_METADATA, CallContext, MessageSizes, Metadata, _current, set_current
+from ..context import (
+    EMPTY_METADATA,
+    CallContext,
+    MessageSizes,
+    Metadata,
+    _current,
+    end_call,
+    set_current,
+)
 from ..errors import (
     CancelledError,
     DeadlineExceeded,
@@ -778,6 +786,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         the process pool, called by its exact name, with arguments that fit, and no
         interceptors. Any other call goes through `_execute`; failures through `_failed`;
         so the outcome is the same."""
+        cell: list[CallContext | None] | None = None
         try:
             method = self._methods.get(name)
             arity = None if method is None else method.plain_arity
@@ -795,7 +804,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 await self._execute(CallRequest(id, name, args, kwargs), None, None)
                 return
             # What _execute does for such a call (its context built only if asked for).
-            cell: list[CallContext | None] = [None]
+            cell = [None]
             source = functools.partial(self._plain_context, cell, id, name, args, kwargs)
             _set_current(source)
             if method.kind is _COROUTINE:
@@ -820,6 +829,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                     result = _encode_result(method, result)
             ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
+            refusal = None
             if self._cancelled and self._withdrawn():
                 # Returned although its client cancelled it (it swallowed the cancellation).
                 aclose = getattr(result, "aclose", None) if is_stream(result) else None
@@ -831,10 +841,14 @@ class ConnectionHandler(ReusedBufferProtocol):
                     id, result, deprecated=method.deprecated, metadata=metadata, method=name
                 )
                 if conn.refused is not None:
-                    self._log_refused(name, id)
+                    refusal = self._log_refused(name, id)
             else:
-                await self._stream(id, result, method.deprecated, metadata, name=name)
+                refusal = await self._stream(id, result, method.deprecated, metadata, name=name)
+            if cell[0] is not None:  # the handler asked for its context: it may await its end
+                end_call(cell[0], refusal)
         except BaseException as exc:
+            if cell is not None and cell[0] is not None:
+                end_call(cell[0], exc)
             if not self._settle_failure(CallRequest(id, name, args, kwargs), None, exc):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
@@ -946,11 +960,13 @@ class ConnectionHandler(ReusedBufferProtocol):
             self._report(request, kept, as_call_error(error, request)[0], _format(exc))
         return True
 
-    def _log_refused(self, method: str, id: str, error: MPRPCError | None = None) -> None:
+    def _log_refused(
+        self, method: str, id: str, error: MPRPCError | None = None
+    ) -> MPRPCError | None:
         """The connection answered 405 for what call `id` returned or a stream yielded
         (`conn.refused`, cleared here), or a kept call's value could not be encoded
         (`error`): a bug of the handler's, logged once at ERROR, as an exception it raised
-        is."""
+        is. Returns that error."""
         if error is None:
             error, self.conn.refused = self.conn.refused, None
         fetched = fetched_call.get() if method == GETRESULT_METHOD else None
@@ -967,7 +983,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 printable(id),
                 error,
             )
-            return
+            return error
         log.error(
             "call %s id=%s from %s: what it returned cannot be sent, answered 405: %s",
             printable(method),
@@ -975,6 +991,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             _peer_text(self.peer),
             error,
         )
+        return error
 
     def _log_failure(self, request: CallRequest, exc: Exception) -> None:
         """An application error: logged once, at ERROR, with its traceback and the call."""
@@ -1097,22 +1114,48 @@ class ConnectionHandler(ReusedBufferProtocol):
             _set_current(
                 functools.partial(self._lazy_context, cell, request, deadline_at, streaming)
             )
-            args, kwargs = method.bind(request.args, request.kwargs)
-            if method.kind is _COROUTINE and method.schema is not None:
-                # A typed coroutine: awaited here and its result encoded as `run` would,
-                # without the dispatcher's coroutine frame around it.
-                result = dispatcher.encode_result(method, await method.func(*args, **kwargs))
-            else:
-                result = await dispatcher.run(method, args, kwargs)
-            ctx = cell[0]
-        else:
-            ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
-            if ctx.sizes is not None:
-                # Found by _report for an error reply; forgotten by _run_call's finally.
-                self._contexts[request.id] = ctx
-            set_current(ctx)
-            chain = compose(interceptors, functools.partial(self._terminal, method, request))
+            try:
+                args, kwargs = method.bind(request.args, request.kwargs)
+                if method.kind is _COROUTINE and method.schema is not None:
+                    # A typed coroutine: awaited here and its result encoded as `run`
+                    # would, without the dispatcher's coroutine frame around it.
+                    result = dispatcher.encode_result(method, await method.func(*args, **kwargs))
+                else:
+                    result = await dispatcher.run(method, args, kwargs)
+                refusal = await self._deliver(request, kept, method, result, cell[0])
+            except BaseException as exc:
+                if cell[0] is not None:  # built for the handler, which may await its end
+                    end_call(cell[0], exc)
+                raise
+            if cell[0] is not None:
+                end_call(cell[0], refusal)
+            return
+        ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
+        if ctx.sizes is not None:
+            # Found by _report for an error reply; forgotten by _run_call's finally.
+            self._contexts[request.id] = ctx
+        set_current(ctx)
+        chain = compose(interceptors, functools.partial(self._terminal, method, request, ctx))
+        try:
             result = await chain(ctx)
+            refusal = await self._deliver(request, kept, method, result, ctx)
+        except BaseException as exc:
+            # Interceptors learn the call's end from its context (add_done_callback):
+            # what `call_next` returned may still be refused by the connection (405).
+            end_call(ctx, exc)
+            raise
+        end_call(ctx, refusal)
+
+    async def _deliver(
+        self,
+        request: CallRequest,
+        kept: KeptOutcome | None,
+        method: Method,
+        result: Any,
+        ctx: CallContext | None,
+    ) -> MPRPCError | None:
+        """Send (or keep) what call `request` returned: the error the connection answered
+        instead (405: the value, or a stream's item, cannot be sent), or None."""
         metadata = ctx.response_metadata if ctx is not None else None
         if self._cancelled and self._withdrawn():
             # Returned although its client cancelled it (it swallowed the cancellation).
@@ -1121,12 +1164,12 @@ class ConnectionHandler(ReusedBufferProtocol):
                 await aclose()
             if kept is not None:
                 kept.set_error(CancelledError("the call was cancelled", id=request.id))
-            return
+            return None
         if request.oneway:
             aclose = getattr(result, "aclose", None) if is_stream(result) else None
             if aclose is not None:
                 await aclose()  # a stream called oneway: nobody reads it, close at once
-            return
+            return None
         if kept is not None:
             if is_stream(result):
                 async for item in _closing(result):
@@ -1136,27 +1179,35 @@ class ConnectionHandler(ReusedBufferProtocol):
                 unencodable = kept.set_value(result)
                 if unencodable is not None:
                     self._log_refused(request.method, request.id, unencodable)
-        elif is_stream(result):
-            await self._stream(
+            return None
+        if is_stream(result):
+            return await self._stream(
                 request.id, result, method.deprecated, metadata, ctx, name=request.method
             )
-        else:
-            sender: ServerConnection | _MeasuredConnection = self.conn
-            if ctx is not None and ctx.sizes is not None:
-                sender = _MeasuredConnection(self.conn, ctx.sizes)
-            sender.send_result(
-                request.id,
-                result,
-                deprecated=method.deprecated,
-                metadata=metadata,
-                method=request.method,
-            )
-            if self.conn.refused is not None:
-                self._log_refused(request.method, request.id)
+        sender: ServerConnection | _MeasuredConnection = self.conn
+        if ctx is not None and ctx.sizes is not None:
+            sender = _MeasuredConnection(self.conn, ctx.sizes)
+        sender.send_result(
+            request.id,
+            result,
+            deprecated=method.deprecated,
+            metadata=metadata,
+            method=request.method,
+        )
+        if self.conn.refused is not None:
+            return self._log_refused(request.method, request.id)
+        return None
 
-    async def _terminal(self, method: Method, request: CallRequest, ctx: CallContext) -> Any:
-        """The end of the interceptor chain: bind (402) and run the method with `ctx`."""
+    async def _terminal(
+        self, method: Method, request: CallRequest, first: CallContext, ctx: CallContext
+    ) -> Any:
+        """The end of the interceptor chain: bind (402) and run the method with `ctx`
+        (`first`'s, or a copy an interceptor passed on)."""
         set_current(ctx)  # an interceptor may have replaced it (say, its metadata)
+        if ctx._ending is not first._ending:
+            # A context an interceptor built afresh: its done callbacks run with the
+            # call's own (the handler ends `first`).
+            first.add_done_callback(ctx._ending.end)
         args, kwargs = method.bind(request.args, request.kwargs)
         return await self._host.dispatcher.run(method, args, kwargs)
 
@@ -1169,15 +1220,17 @@ class ConnectionHandler(ReusedBufferProtocol):
         ctx: CallContext | None = None,
         *,
         name: str = "",
-    ) -> None:
+    ) -> MPRPCError | None:
+        """Send stream `id`'s start, items and end: the error answered instead of its
+        start or of an item the connection refused (405, which ends it), or None."""
         conn: ServerConnection | _MeasuredConnection = self.conn
         if ctx is not None and ctx.sizes is not None:
             conn = _MeasuredConnection(self.conn, ctx.sizes)
         try:
             if not conn.send_stream_start(id, deprecated=deprecated, metadata=metadata):
                 if self.conn.refused is not None:
-                    self._log_refused(name, id)
-                return
+                    return self._log_refused(name, id)
+                return None
             self._flush()
             sent = 0
             transport = self.transport
@@ -1187,12 +1240,12 @@ class ConnectionHandler(ReusedBufferProtocol):
             backlog = transport.get_write_buffer_size if transport is not None else _no_backlog
             async for item in agen:
                 if self._cancelled and self._withdrawn():
-                    return  # cancelled by its client, yet it yielded again: its ID is retired
+                    return None  # cancelled by its client, yet it yielded again: ID retired
                 if not conn.send_stream_item(id, item, name):
                     # Cancelled, or the item could not be delivered (405 sent).
                     if self.conn.refused is not None:
-                        self._log_refused(name, id)
-                    return
+                        return self._log_refused(name, id)
+                    return None
                 sent += 1
                 if (
                     conn.pending_bytes + backlog() < _STREAM_BATCH_BYTES
@@ -1212,6 +1265,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                     # Back-pressure: the client reads slower than we produce.
                     await self._wait_writable()
             conn.send_stream_end(id)
+            return None
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
