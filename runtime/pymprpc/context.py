@@ -188,14 +188,16 @@ class CallContext:
         """Call `callback(error)` once, when the server is done with this call.
 
         `error` is None when what the call returned was sent (a stream: every item and
-        its end), else the exception the call ended with, as raised (a handler's
-        `ValueError`: `pymprpc.interceptors.outcome_code(error, ctx=ctx)` gives the code
-        its client was answered with, 404). Notably, a value the connection cannot send (not
-        encodable as MessagePack, or past `max_message_size`) is answered with a
-        `ResultLimitError` (405) after the interceptors' `call_next` returned it: this
-        is how an interceptor (an access log, a span) learns the code the client got.
-        A call that owes no reply (oneway, `RETURN: false`), or whose client cancelled
-        it after it returned, ends with None.
+        its end), or owed no reply (oneway, `RETURN: false`, or cancelled by its client
+        after it returned). Else it is the error the call was answered with (kept, for
+        `RETURN: false`; logged, for oneway), an `MPRPCError`: a handler's `ValueError`
+        is answered with an `RPCRuntimeError` (404), and a value the connection cannot
+        send (not encodable as MessagePack, or past `max_message_size`) with a
+        `ResultLimitError` (405), after the interceptors' `call_next` returned it. When
+        nobody was left to answer (its client cancelled it or went away), it is the
+        exception the call ended with (`CancelledError`). This is how an interceptor (an
+        access log, a span) learns the code its client got:
+        `pymprpc.interceptors.outcome_code(error, ctx=ctx)` gives it.
 
         For server interceptors and code on the server's own process: a function on the
         process pool runs with a copy of the context, whose callbacks never run. A

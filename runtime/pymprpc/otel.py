@@ -39,7 +39,7 @@ from .client.interceptors import ClientCallContext
 from .context import CallContext, MessageSizes
 from .errors import exception_text, traceback_text, type_name
 from .interceptors.accesslog import outcome_code
-from .interceptors.chain import CallNext, observe_call
+from .interceptors.chain import CallNext, observe_call, when_done
 
 __all__ = ["RPC_SYSTEM", "ClientTelemetry", "ServerTelemetry", "span_attributes"]
 
@@ -89,11 +89,15 @@ _CLIENTS_DOING: Final = frozenset((400, 402, 403, 407))
 def _finish(
     span: trace.Span,
     error: BaseException | None,
+    answered: BaseException | None,
     streaming: bool,
     ctx: CallContext | None = None,
 ) -> int:
-    """Set the span's outcome (`ctx`: a server's call; None: a client's) and return its code."""
-    code = outcome_code(error, streaming=streaming, ctx=ctx)
+    """Set the span's outcome (`ctx`: a server's call; None: a client's) and return its
+    code: `error` is the exception the call raised (which the span records), `answered`
+    the error it was answered with (the same, or another: a handler's GeneratorExit is
+    answered 404; or None, an interceptor having returned a value instead)."""
+    code = outcome_code(answered, streaming=streaming, ctx=ctx)
     span.set_attribute("rpc.mprpc.status_code", code)
     if error is not None:
         message = exception_text(error)
@@ -111,7 +115,7 @@ def _finish(
                     "exception.escaped": "False",
                 },
             )
-        if ctx is None or code not in _CLIENTS_DOING:
+        if answered is not None and (ctx is None or code not in _CLIENTS_DOING):
             span.set_status(Status(StatusCode.ERROR, f"{type_name(error)}: {message}"))
     return code
 
@@ -260,8 +264,8 @@ class ServerTelemetry(_Telemetry):
             self._watch_responses(sizes, method)
         streaming = ctx.streaming
 
-        def end(error: BaseException | None) -> None:
-            code = _finish(span, error, streaming, ctx)
+        def end(error: BaseException | None, answered: BaseException | None) -> None:
+            code = _finish(span, error, answered, streaming, ctx)
             with self._active_lock:
                 method.active -= 1
             self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))
@@ -274,17 +278,21 @@ class ServerTelemetry(_Telemetry):
         try:
             result = await call_next(ctx)
         except BaseException as exc:
-            end(exc)
+            # The span records the exception raised, with the code its client got (a
+            # handler's GeneratorExit: 404; cut short at shutdown: 503; see AccessLog).
+            when_done(ctx, exc, functools.partial(end, exc))
             raise
         finally:
             otel_context.detach(token)
         if not streaming:
             # Ended once the call is over: the connection may still refuse what call_next
             # returned (405), and the span's code is what the client got.
-            return observe_call(ctx, result, lambda error, _items: end(error))
+            return observe_call(ctx, result, lambda error, _items: end(error, error))
         # A stream's body runs as it is read, after this returned: the span is made
         # current again around each step, so nested calls it makes are its children.
-        return observe_call(ctx, _within(result, span_context), lambda error, _items: end(error))
+        return observe_call(
+            ctx, _within(result, span_context), lambda error, _items: end(error, error)
+        )
 
 
 class ClientTelemetry(_Telemetry):
@@ -332,7 +340,7 @@ class ClientTelemetry(_Telemetry):
         started: float,
         error: BaseException | None,
     ) -> None:
-        code = _finish(span, error, False)
+        code = _finish(span, error, error, False)
         self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))
         sizes = ctx.sizes
         if sizes is not None and sizes.request:  # 0: the call was never sent

@@ -116,10 +116,6 @@ def logged_vs_received(loop: str, method: str, features: tuple[str, ...]) -> tup
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a handler raising GeneratorExit: the client gets 404, AccessLog records 407",
-)
 def test_accesslog_records_404_for_a_handler_raising_generator_exit(loop: str) -> None:
     logged, got = logged_vs_received(loop, "genexit", ALL)
     assert got == 404
@@ -127,20 +123,12 @@ def test_accesslog_records_404_for_a_handler_raising_generator_exit(loop: str) -
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream raising GeneratorExit part-way ends with 404, AccessLog records 407",
-)
 def test_accesslog_records_404_for_a_stream_raising_generator_exit(loop: str) -> None:
     logged, got = logged_vs_received(loop, "stream_genexit", ALL)
     assert got == 404
     assert logged == got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stray CancelledError without the cancel feature is answered 404, logged 407",
-)
 def test_accesslog_records_404_for_a_stray_cancel_without_the_cancel_feature(loop: str) -> None:
     logged, got = logged_vs_received(loop, "stray", NO_CANCEL)
     assert got == 404
@@ -178,10 +166,6 @@ def test_accesslog_records_the_407_of_a_call_cancelled_at_shutdown(loop: str) ->
     assert shutdown_codes(loop, ALL) == (407, 407)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call cancelled at shutdown without the cancel feature gets 503, logged 407",
-)
 def test_accesslog_records_the_503_of_a_call_cancelled_at_shutdown_without_cancel(
     loop: str,
 ) -> None:
@@ -243,10 +227,6 @@ def otel_span(method: str, features: tuple[str, ...], shutdown: bool = False) ->
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="GeneratorExit raised by a handler: span says 407 with status unset; client got 404",
-)
 def test_otel_span_of_a_handler_raising_generator_exit_is_an_error_404() -> None:
     from opentelemetry.trace import StatusCode
 
@@ -256,10 +236,6 @@ def test_otel_span_of_a_handler_raising_generator_exit_is_an_error_404() -> None
     assert span.status.status_code is StatusCode.ERROR
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="shutdown without the cancel feature: span says 407 (a client's cancel), client got 503",
-)
 def test_otel_span_of_a_call_cut_by_shutdown_without_cancel_is_a_503_error() -> None:
     from opentelemetry.trace import StatusCode
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..context import CallContext
 from ..errors import MPRPCError, printable
-from .chain import CallNext, observe_call
+from .chain import CallNext, observe_call, when_done
 
 __all__ = ["AccessLog", "outcome_code"]
 
@@ -74,16 +74,17 @@ class AccessLog:
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
         """Run the call and log its outcome (a stream: when it ends)."""
         started = time.perf_counter()
+        streaming = ctx.streaming
+
+        def ended(error: BaseException | None, items: int | None = None) -> None:
+            # Once the call is over, with what its client got: what call_next returned may
+            # still be refused by the connection (405), and what it raised answered with
+            # another code (a handler's GeneratorExit: 404; cut short at shutdown: 503).
+            self._log(ctx, started, outcome_code(error, streaming=streaming, ctx=ctx), items)
+
         try:
             result = await call_next(ctx)
         except BaseException as exc:
-            self._log(ctx, started, outcome_code(exc, ctx=ctx), None)
+            when_done(ctx, exc, ended)
             raise
-        streaming = ctx.streaming
-
-        def ended(error: BaseException | None, items: int | None) -> None:
-            # Once the call is over: what call_next returned may still have been refused
-            # by the connection (405), which is what its client got.
-            self._log(ctx, started, outcome_code(error, streaming=streaming, ctx=ctx), items)
-
         return observe_call(ctx, result, ended)

@@ -23,7 +23,14 @@ from typing import Any
 
 from ..context import CallContext
 
-__all__ = ["CallNext", "ServerInterceptor", "compose", "observe_call", "observe_stream"]
+__all__ = [
+    "CallNext",
+    "ServerInterceptor",
+    "compose",
+    "observe_call",
+    "observe_stream",
+    "when_done",
+]
 
 CallNext = Callable[[CallContext], Awaitable[Any]]
 ServerInterceptor = Callable[[CallContext, CallNext], Awaitable[Any]]
@@ -55,7 +62,7 @@ def observe_call(
     or `GeneratorExit` for a stream cancelled or closed unread. `outcome_code(error,
     streaming=ctx.streaming, ctx=ctx)` gives the code its client was answered with.
     `items` is the number of items a stream yielded (None for a call that is not a
-    stream). What `call_next` raised, the interceptor catches itself.
+    stream). For what `call_next` raised, see `when_done`.
     """
     if not ctx.streaming:
         ctx.add_done_callback(functools.partial(_unary_end, on_end))
@@ -63,6 +70,20 @@ def observe_call(
     ending = _StreamEnding(on_end)
     ctx.add_done_callback(ending.done)
     return observe_stream(result, ending.stream_ended)
+
+
+def when_done(
+    ctx: CallContext, error: BaseException, on_end: Callable[[BaseException | None], None]
+) -> None:
+    """`on_end(error the call ended with)` once the call is over, for an interceptor
+    whose `call_next` raised `error`: the client may be answered with another code (a
+    handler's `GeneratorExit` with 404, a call cut short at shutdown with 503), or with a
+    value, if an interceptor outside this one returns one instead. If the call is over
+    already (an interceptor ran `call_next` in a task of its own), `on_end(error)` now."""
+    try:
+        ctx.add_done_callback(on_end)
+    except RuntimeError:
+        on_end(error)
 
 
 def _unary_end(

@@ -220,6 +220,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         "_paused_for",
         "_plain_calls",
         "_reading",
+        "_reported",
         "_scope",
         "_timer",
         "_write_paused",
@@ -277,6 +278,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         # Contexts of measured calls (an interceptor asked for sizes), by call ID, for
         # _report's error reply; calls without interceptors keep theirs in a cell.
         self._contexts: dict[str, CallContext] = {}
+        self._reported: MPRPCError | None = None  # see _settle_failure
         self._buffered = 0  # input bytes of a partial frame, as counted by the budget
         self._paused_for: tuple[str, ...] = ()  # why reading is paused: "input", "output"
         # Calls read while the output was over max_output_buffer, started once it drains.
@@ -740,17 +742,18 @@ class ConnectionHandler(ReusedBufferProtocol):
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
         deadline: asyncio.Timeout | None = None
+        failing: list[CallContext] = []  # the context of a call that raised, to end
         try:
             if not request.returns and not request.oneway:
                 kept = self._host.kept.open(self._scope, request.id, request.method)
             if request.deadline is None:
-                await self._execute(request, kept, None)
+                await self._execute(request, kept, None, failing)
             else:
                 deadline = asyncio.timeout(request.deadline)
                 deadline_at = time.monotonic() + request.deadline
                 try:
                     async with deadline:
-                        await self._execute(request, kept, deadline_at)
+                        await self._execute(request, kept, deadline_at, failing)
                 except TimeoutError:
                     if deadline.expired():
                         raise DeadlineExceeded(
@@ -758,7 +761,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                         ) from None
                     raise
         except BaseException as exc:
-            if not self._settle_failure(request, kept, exc):
+            if not self._settle_failure(request, kept, exc, failing):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
             # A cancelled task keeps its CancelledError, whose traceback keeps this frame:
@@ -787,6 +790,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         interceptors. Any other call goes through `_execute`; failures through `_failed`;
         so the outcome is the same."""
         cell: list[CallContext | None] | None = None
+        failing: list[CallContext] = []
         try:
             method = self._methods.get(name)
             arity = None if method is None else method.plain_arity
@@ -801,7 +805,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 )
                 or (method.schema is not None and not method.schema._fits_unpacked(args))
             ):
-                await self._execute(CallRequest(id, name, args, kwargs), None, None)
+                await self._execute(CallRequest(id, name, args, kwargs), None, None, failing)
                 return
             # What _execute does for such a call (its context built only if asked for).
             cell = [None]
@@ -848,8 +852,8 @@ class ConnectionHandler(ReusedBufferProtocol):
                 end_call(cell[0], refusal)
         except BaseException as exc:
             if cell is not None and cell[0] is not None:
-                end_call(cell[0], exc)
-            if not self._settle_failure(CallRequest(id, name, args, kwargs), None, exc):
+                failing.append(cell[0])
+            if not self._settle_failure(CallRequest(id, name, args, kwargs), None, exc, failing):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
             if not self._reading:  # else data_received writes it
@@ -871,11 +875,18 @@ class ConnectionHandler(ReusedBufferProtocol):
         return ctx
 
     def _settle_failure(
-        self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException
+        self,
+        request: CallRequest,
+        kept: KeptOutcome | None,
+        exc: BaseException,
+        failing: list[CallContext] | None = None,
     ) -> bool:
         """`_failed`, and if even that raises (user code ran: an exception whose class
         lies about itself, say), a plain 404 naming what can be named: every call that
-        fails is answered."""
+        fails is answered. Then the call's context (in `failing`, if one was built) is
+        ended with the error its client was answered with (kept, logged), or `exc` when
+        nobody was to be answered."""
+        self._reported = None
         try:
             return self._failed(request, kept, exc)
         except Exception as err:  # noqa: BLE001 - nothing may leave a call unanswered
@@ -895,6 +906,12 @@ class ConnectionHandler(ReusedBufferProtocol):
             )
             self._report(request, kept, as_call_error(error, request)[0], "")
             return True
+        finally:
+            # _report ran within this same step (no await since): its error is this call's.
+            # Not kept: it may hold a traceback, and its frames this handler.
+            reported, self._reported = self._reported, None
+            if failing:
+                end_call(failing[0], reported if reported is not None else exc)
 
     def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
         """Settle a call that raised `exc`: answer (or keep) its error and return True,
@@ -1085,6 +1102,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         error: MPRPCError,
         frame: str | None,
     ) -> None:
+        self._reported = error  # for _settle_failure, which ends the call's context with it
         if request.oneway:  # nobody to tell: the server's log is the only witness
             log.info(
                 "oneway call %s(%s) failed: %s",
@@ -1102,8 +1120,15 @@ class ConnectionHandler(ReusedBufferProtocol):
                 self.conn.send_error(request.id, error, frame=frame)
 
     async def _execute(
-        self, request: CallRequest, kept: KeptOutcome | None, deadline_at: float | None
+        self,
+        request: CallRequest,
+        kept: KeptOutcome | None,
+        deadline_at: float | None,
+        failing: list[CallContext],
     ) -> None:
+        """Run call `request` (its context built now if interceptors need it, else when
+        the handler asks), and send or keep what it returns. If it raises, its context,
+        if built, goes in `failing`: the caller answers the error, then ends it."""
         dispatcher = self._host.dispatcher
         method = dispatcher.registry.resolve(request.method)  # 401 comes before any chain
         interceptors = self._interceptors
@@ -1123,9 +1148,9 @@ class ConnectionHandler(ReusedBufferProtocol):
                 else:
                     result = await dispatcher.run(method, args, kwargs)
                 refusal = await self._deliver(request, kept, method, result, cell[0])
-            except BaseException as exc:
+            except BaseException:
                 if cell[0] is not None:  # built for the handler, which may await its end
-                    end_call(cell[0], exc)
+                    failing.append(cell[0])
                 raise
             if cell[0] is not None:
                 end_call(cell[0], refusal)
@@ -1139,11 +1164,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         try:
             result = await chain(ctx)
             refusal = await self._deliver(request, kept, method, result, ctx)
-        except BaseException as exc:
-            # Interceptors learn the call's end from its context (add_done_callback):
-            # what `call_next` returned may still be refused by the connection (405).
-            end_call(ctx, exc)
+        except BaseException:
+            failing.append(ctx)
             raise
+        # Interceptors learn the call's end from its context (add_done_callback): what
+        # `call_next` returned may still be refused by the connection (405).
         end_call(ctx, refusal)
 
     async def _deliver(
