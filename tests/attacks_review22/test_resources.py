@@ -176,11 +176,6 @@ PING = {"MPRPC": "0.1", "HEARTBEAT": "ping"}
 BAD_CALL = {"MPRPC": "0.1", "ID": "bad", "METHOD": 7}  # 400, answered by the protocol core
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pongs and 400s the core answers itself bypass max_output_buffer: a client that "
-    "sends pings (or malformed calls) and never reads makes the server buffer every reply",
-)
 @pytest.mark.parametrize("message", [PING, BAD_CALL], ids=["ping", "malformed_call"])
 def test_replies_to_unread_pings_stay_within_max_output_buffer(message: dict[str, Any]) -> None:
     """docs/protocol.md, Memory bounds: replies waiting for a client that does not read are
@@ -231,11 +226,6 @@ def test_unread_results_stay_within_max_output_buffer() -> None:
 # == 2. connections the server closes but never lets go ===================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a plain connection closed by the server (idle 504) whose peer never reads is "
-    "never released: fd, queued replies and its max_connections slot are held for ever",
-)
 def test_a_connection_closed_for_idleness_is_released_though_its_peer_reads_nothing() -> None:
     """docs: the idle timeout means 504 and close; open connections count under
     max_connections. Measured: after the idle close the connection stays in the server's
@@ -312,11 +302,6 @@ async def _hang() -> None:
     await asyncio.sleep(30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="oneway calls of a closed authenticated connection are never cancelled past "
-    "kept_results orphans server-wide: an account can leave any number running",
-)
 def test_orphaned_oneway_calls_of_an_account_are_bounded_by_kept_results() -> None:
     """docs/protocol.md (oneway): a oneway call runs to completion if its client
     disconnects, 'at most kept_results such orphaned calls at a time server-wide; beyond

@@ -82,6 +82,9 @@ _CLOSED: Final = State.CLOSED
 _set_current: Final = _current.set  # set_current, without its frame
 
 # A stream writes and yields to the loop at least this often (bytes / items).
+# Seconds a closed plain connection may go without its peer reading any of what is left
+# to send before it is aborted (a TLS one is bounded by its close_notify wait alike).
+CLOSE_STALL_TIMEOUT: Final = 2.0
 _STREAM_BATCH_BYTES = 64 * 1024
 _STREAM_BATCH_ITEMS = 256
 
@@ -137,9 +140,10 @@ class HandlerHost(Protocol):
     def forget(self, handler: ConnectionHandler) -> None:
         """The connection is gone."""
 
-    def detach(self, task: asyncio.Task[None]) -> bool:
-        """Let a RETURN-false call of a gone anonymous connection run on; False if too
-        many already do (it is then cancelled)."""
+    def detach(self, task: asyncio.Task[None], kind: str) -> bool:
+        """Let a call (a `kind`) of a gone connection run on: a oneway call, or a
+        RETURN-false call of an anonymous connection; False if `kept_results` such calls
+        already do (it is then cancelled)."""
 
     def call_started(self, task: asyncio.Task[None]) -> None: ...
 
@@ -404,6 +408,16 @@ class ConnectionHandler(ReusedBufferProtocol):
                 self._host.input_budget.update(self, buffered)
         if self.conn.pending_bytes:
             self._flush_now()
+            transport = self.transport
+            if (
+                self._write_paused
+                and self._output_limit
+                and transport is not None
+                and transport.get_write_buffer_size() > self._output_limit
+            ):
+                # Replies the protocol queued itself (pongs, 400s for malformed calls) to a
+                # client that does not read: read no more until it does, as for calls.
+                self._pause_reading("replies")
         if self.conn.closed:
             self._protocol_closed()
 
@@ -473,10 +487,15 @@ class ConnectionHandler(ReusedBufferProtocol):
         no_reply = self._no_reply
         for id, task in list(self.tasks.items()):
             oneway = no_reply.get(id)
-            if oneway and self._host.detach(task):
-                continue  # fire-and-forget: runs on, bounded like an anonymous RETURN false
-            if oneway is not None and (not anonymous or self._host.detach(task)):
-                continue  # an account's are bounded by its kept_results quota
+            if oneway is None:
+                pass  # its client is gone: nobody to answer
+            elif oneway:
+                if self._host.detach(task, "oneway call"):
+                    continue  # fire-and-forget: runs on, at most kept_results server-wide
+            elif not anonymous:
+                continue  # RETURN false: an account's are bounded by its kept_results quota
+            elif self._host.detach(task, "RETURN-false call of an anonymous connection"):
+                continue  # nobody can fetch its outcome, yet it runs on, bounded likewise
             self._cancel(id, task)
         if anonymous:
             self._host.kept.drop_scope(self._scope)  # nobody can fetch them any more
@@ -490,6 +509,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def resume_writing(self) -> None:
         self._set_writable()
+        self._resume_reading("replies")
         if self._deferred:
             # Not from inside the transport's write callback: start them on the next pass.
             self.loop.call_soon(self._start_deferred)
@@ -600,13 +620,46 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._close_transport()
 
     def _close_transport(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-            if self.transport.get_extra_info("sslcontext") is not None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_extra_info("sslcontext") is not None:
                 # A TLS close waits at most 2 s for the peer's close_notify: it no longer
-                # counts as open. (A plain one waits for its peer to read what is queued,
-                # for ever if it never reads: it counts until it is gone.)
+                # counts as open.
                 self._host.closing(self)
+            else:
+                # A plain one waits for its peer to read what is queued: for as long as
+                # it reads, but not for ever if it stops (a peer keeping its window shut
+                # would hold the bytes, the descriptor and a place under
+                # max_connections).
+                self._watch_close(transport.get_write_buffer_size())
+
+    def _watch_close(self, left: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()  # the idle or login timer: the connection is closing
+            self._timer = None
+        if left:
+            self._timer = self._later(
+                CLOSE_STALL_TIMEOUT, functools.partial(self._close_stalled, left)
+            )
+
+    def _close_stalled(self, left: int) -> None:
+        """`CLOSE_STALL_TIMEOUT` after a close with `left` bytes still to send."""
+        self._timer = None
+        transport = self.transport
+        if self._lost or transport is None:
+            return
+        now = transport.get_write_buffer_size()
+        if now and now >= left:
+            log.info(
+                "closing %s: its peer read none of the last %d bytes for %.0fs",
+                _peer_text(self.peer),
+                now,
+                CLOSE_STALL_TIMEOUT,
+            )
+            transport.abort()
+        else:
+            self._watch_close(now)  # it reads: wait on
 
     def fail(self, error: MPRPCError) -> None:
         """Send a connection-level error and close."""

@@ -160,11 +160,12 @@ class _Core:
         self.connections.discard(handler)
         self.closed.discard(handler)
 
-    def detach(self, task: asyncio.Task[None]) -> bool:
+    def detach(self, task: asyncio.Task[None], kind: str) -> bool:
         if len(self.detached) >= self.config.kept_results:
             log.warning(
-                "cancelling a RETURN-false call of a closed anonymous connection: %d such "
-                "calls already run (kept_results)",
+                "cancelling a %s whose connection closed: %d calls of closed connections "
+                "already run (kept_results)",
+                kind,
                 len(self.detached),
             )
             return False
