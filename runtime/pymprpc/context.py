@@ -23,6 +23,7 @@ __all__ = [
     "Metadata",
     "current_call",
     "current_call_or_none",
+    "end_call",
     "reset_current",
     "run_in_call",
     "set_current",
@@ -200,8 +201,9 @@ class CallContext:
         `pymprpc.interceptors.outcome_code(error, ctx=ctx)` gives it.
 
         For server interceptors and code on the server's own process: a function on the
-        process pool runs with a copy of the context, whose callbacks never run. A
-        callback that raises is logged and ignored (the call is answered by then).
+        process pool runs with a copy of the context, whose callbacks never run (nor do
+        they outside a server, unless you call `end_call`). A callback that raises is
+        logged and ignored (the call is answered by then).
 
         Raises:
             RuntimeError: the call is done already.
@@ -265,7 +267,13 @@ class CallEnding:
 
 
 def end_call(ctx: CallContext | None, error: BaseException | None) -> None:
-    """Run `ctx`'s done callbacks (see `CallContext.add_done_callback`), if any."""
+    """Run `ctx`'s done callbacks (see `CallContext.add_done_callback`) with `error`,
+    once (later calls do nothing).
+
+    The server does this when it is done with a call. Call it yourself to drive
+    interceptors outside a server (a chain built with `pymprpc.interceptors.compose` in
+    a unit test): `AccessLog`, for one, records a call only when its context ends.
+    """
     if ctx is not None:
         ctx._ending.end(error)  # the server's side of add_done_callback
 

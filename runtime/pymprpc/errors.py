@@ -165,6 +165,12 @@ class DeadlineExceeded(CallError, TimeoutError):
     code = Code.DEADLINE_EXCEEDED
 
 
+# How the server's 408 for a call's own deadline (the client's) begins: a client reading
+# it knows the deadline was its own, not one a handler raised (a call of its own to
+# another service that timed out), whose words it keeps.
+SERVER_DEADLINE_TEXT = "deadline of "
+
+
 # -- server errors (5xx): the whole connection is concerned ------------------------
 
 

@@ -32,9 +32,27 @@ if TYPE_CHECKING:
     from .client.sync_client import RPC
     from .client.typed import AsyncTypedClient, TypedClient
 
-__all__ = ["LIST_SERVICES", "ServiceInfo", "find_service", "list_services", "service_info"]
+__all__ = [
+    "INTROSPECTION_METHODS",
+    "LIST_SERVICES",
+    "ServiceInfo",
+    "find_service",
+    "list_services",
+    "service_info",
+]
 
 LIST_SERVICES = "system.listServices"
+# What `Server.register_introspection_functions()` registers.
+INTROSPECTION_METHODS = frozenset(
+    {
+        "system.listMethods",
+        "system.methodSignature",
+        "system.methodHelp",
+        LIST_SERVICES,
+        "system.lenConnections",
+        "system.lenUndoneTasks",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

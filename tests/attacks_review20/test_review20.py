@@ -215,12 +215,6 @@ def test_delay_then_getresult_405_data_is_none() -> None:
     assert got["thread"][3] is None, got["thread"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="getresult of a kept too-deep result says 'cannot be encoded as "
-    "MessagePack (recursion limit exceeded.)', not 'nests deeper than MessagePack's "
-    "1024 levels' as the direct call does",
-)
 def test_delay_then_getresult_405_names_the_depth_limit() -> None:
     got = delayed("list")
     assert TOO_DEEP in got["thread"][2], got["thread"]

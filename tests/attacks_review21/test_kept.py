@@ -57,11 +57,6 @@ def test_direct_405_names_method_where_and_what() -> None:
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kept result that cannot be encoded: 405 says neither the method nor where "
-    "('can not serialize 'set' object')",
-)
 def test_kept_405_names_method_and_where() -> None:
     _, kept = direct_and_kept("give")
     assert "give()" in kept
@@ -69,11 +64,6 @@ def test_kept_405_names_method_and_where() -> None:
 
 
 @pytest.mark.logs_errors
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kept stream item that cannot be encoded is reported as 'the result', "
-    "without the method or where",
-)
 def test_kept_stream_405_names_the_item_method_and_where() -> None:
     _, kept = direct_and_kept("gen")
     assert "gen()" in kept

@@ -28,11 +28,6 @@ def test_introspection_not_enabled_is_406(method: str) -> None:
     assert caught.value.code == 406
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="406 for system.listMethods on a server without introspection says "
-    "'unsupported system method' and not what to do (register_introspection_functions)",
-)
 def test_introspection_not_enabled_says_what_to_do() -> None:
     server = Server(("127.0.0.1", 0), grace_period=0.5)
     with sync_client_for(server, RPC) as rpc, pytest.raises(UnsupportSysMethodError) as caught:

@@ -249,11 +249,6 @@ def test_otel_span_of_a_call_cut_by_shutdown_without_cancel_is_a_503_error() -> 
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="a server's 408 is rewritten as 'did not finish within its Nones deadline', "
-    "dropping the server's message",
-)
 def test_a_408_from_the_handler_keeps_the_servers_message(kind: str) -> None:
     server = failing_server()
     if kind == "sync":
@@ -272,11 +267,6 @@ def test_a_408_from_the_handler_keeps_the_servers_message(kind: str) -> None:
     assert "inventory backend" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server sends 408 to a client that negotiated nothing (a 0.0.3 client), "
-    "which docs/protocol.md says never happens",
-)
 def test_no_408_to_a_client_without_the_deadline_feature() -> None:
     async def main() -> int:
         async with client_for(failing_server(), AsyncRPC, features=()) as rpc:

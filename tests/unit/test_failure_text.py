@@ -80,7 +80,8 @@ def test_the_opentelemetry_hook_survives_an_exception_it_cannot_describe() -> No
     from pymprpc import otel
 
     span = TracerProvider().get_tracer("t").start_span("s")
-    otel._finish(span, _Hostile(), False)  # must not raise: the span must still end
+    hostile = _Hostile()
+    otel._finish(span, hostile, hostile, False)  # must not raise: the span must still end
     span.end()
     assert span.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
 

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from helpers import arun
-from pymprpc.context import CallContext, Metadata, current_call, reset_current, set_current
+from pymprpc.context import (
+    CallContext,
+    Metadata,
+    current_call,
+    end_call,
+    reset_current,
+    set_current,
+)
 from pymprpc.errors import RestrictAccessError, RpcUnavailableException
 from pymprpc.interceptors import AccessControl, AccessLog, RateLimit, compose, observe_stream
 from pymprpc.server.health import Health, HealthStatus
@@ -146,11 +153,20 @@ def test_access_log_one_record_per_call_and_per_stream(caplog: pytest.LogCapture
         return items()
 
     async def main() -> list[int]:
-        await compose([log], unary)(ctx(peer=("127.0.0.1", 9), user="u"))
-        with pytest.raises(RestrictAccessError):
-            await compose([log], failing)(ctx(id="c2"))
-        agen = await compose([log], stream)(ctx(id="c3", streaming=True))
-        return [i async for i in agen]
+        # Outside a server, nothing ends a call's context: ended here as a server does
+        # once it answered (AccessLog records the code the client got, from the end).
+        first = ctx(peer=("127.0.0.1", 9), user="u")
+        await compose([log], unary)(first)
+        end_call(first, None)
+        second = ctx(id="c2")
+        with pytest.raises(RestrictAccessError) as raised:
+            await compose([log], failing)(second)
+        end_call(second, raised.value)
+        third = ctx(id="c3", streaming=True)
+        agen = await compose([log], stream)(third)
+        items = [i async for i in agen]
+        end_call(third, None)
+        return items
 
     with caplog.at_level(logging.INFO, logger="pymprpc.access"):
         assert arun(main()) == [0, 1, 2]

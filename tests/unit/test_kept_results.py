@@ -132,7 +132,10 @@ def test_unencodable_result_is_kept_as_a_clear_error() -> None:
     async def main() -> None:
         kept = KeptResults()
         kept.open("u", "a").set_value({1, 2})
-        with pytest.raises(ResultLimitError, match="cannot be encoded"):
+        with pytest.raises(
+            ResultLimitError,
+            match=r"result not delivered: cannot encode as MessagePack: MESSAGE\.RESULT is a set",
+        ):
             await kept.fetch("u", "a")
 
     asyncio.run(main())

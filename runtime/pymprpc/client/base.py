@@ -19,6 +19,7 @@ from typing import Any, TypedDict, TypeVar
 from ..address import Address
 from ..context import MessageSizes, Metadata
 from ..errors import (
+    SERVER_DEADLINE_TEXT,
     ConnectionLostError,
     DeadlineExceeded,
     LoginError,
@@ -26,6 +27,7 @@ from ..errors import (
     RemoteProtocolError,
     ResultLimitError,
 )
+from ..options import check_count, check_seconds
 from ..protocol import (
     ALL_FEATURES,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -149,7 +151,11 @@ class BaseRPC:
     `pymprpc.client.interceptors`).
 
     Raises:
-        ValueError: a malformed address or an unknown option value.
+        ValueError: a malformed address or an unknown option value, a number of seconds
+            that is negative or not finite (0 too for `heart_beat` and
+            `connect_timeout`), a size below 1.
+        TypeError: a numeric option of another type (seconds: `int` or `float`; sizes:
+            `int`), e.g. a `str` read from the environment.
     """
 
     # How to open the connection, for "not connected" errors.
@@ -182,10 +188,11 @@ class BaseRPC:
             self.compression = parse_compression(compression)
         else:
             self.compression = parse_compression(compreser, option="compreser")
-        if heart_beat is not None and heart_beat <= 0:
-            raise ValueError(f"heart_beat must be a positive number of seconds, got {heart_beat}")
-        if stream_buffer_size <= 0:
-            raise ValueError(f"stream_buffer_size must be positive, got {stream_buffer_size}")
+        check_seconds("heart_beat", heart_beat, none=True, positive=True)
+        check_seconds("timeout", timeout, none=True)
+        check_seconds("connect_timeout", connect_timeout, positive=True)
+        check_count("max_message_size", max_message_size, minimum=1)
+        check_count("stream_buffer_size", stream_buffer_size, minimum=1)
         self.heart_beat = heart_beat
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -494,8 +501,15 @@ class BaseRPC:
             return event.value
         if isinstance(event, CallFailed | ConnectionFailed):
             error = event.error
-            if isinstance(error, DeadlineExceeded) and error.id is not None:
-                # The server's clock ran out first: the same error as if ours had.
+            if (
+                isinstance(error, DeadlineExceeded)
+                and error.id is not None
+                and timeout is not None
+                and str(error).startswith(SERVER_DEADLINE_TEXT)
+            ):
+                # The server's clock for our deadline ran out first: the same error as if
+                # ours had. (A 408 the handler raised itself, say for its own call to
+                # another service, keeps its words.)
                 raise self._deadline_error(method, timeout, error.id) from error
             raise error
         if isinstance(event, StreamStart):

@@ -10,6 +10,7 @@ levels) are refused by the unpacker as it reads their headers.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import functools
 import json
 import lzma
@@ -294,6 +295,37 @@ class _Unreadable(Exception):
     """A packed message msgpack's parser would not read whole (see `unreadable`)."""
 
 
+def packing_failure(value: Any, exc: BaseException, json_mode: bool = False, path: str = "") -> str:
+    """Why `value` could not be encoded, given `exc`, what encoding it raised: where in it
+    the first thing that cannot be is, and what it is (`path` names `value` itself), in
+    the words a 405 uses: "cannot encode as MessagePack: MESSAGE.RESULT['a'] is a set"."""
+    kind = "JSON (debug mode)" if json_mode else "MessagePack"
+    found: str | None = None
+    if isinstance(exc, _Unreadable):
+        if str(exc) == _MSGPACK_TOO_DEEP:
+            with contextlib.suppress(Exception):  # the search runs user code (a key's repr)
+                found = _find_unencodable(value, False, _MSGPACK_TOO_DEEP, path)
+        return f"cannot encode as MessagePack: {found or f'the message {exc}'}"
+    # BufferError: a memoryview msgpack cannot take as bytes (not contiguous).
+    if isinstance(exc, TypeError | ValueError | OverflowError | RecursionError | BufferError):
+        too_deep: str | None
+        if json_mode:
+            too_deep = _JSON_TOO_DEEP
+        else:
+            # Only msgpack's own refusal says the value is too deep; past the search
+            # depth, any other refusal is reported as msgpack words it.
+            too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in exception_text(exc) else None
+        with contextlib.suppress(Exception):  # the search runs user code too
+            found = _find_unencodable(value, json_mode, too_deep, path)
+        return f"cannot encode as {kind}: {found or exception_text(exc)}"
+    # A value's own method raised (a list subclass's __iter__, a str subclass's __str__
+    # in JSON mode): it cannot be sent, as for any value refused.
+    return (
+        f"cannot encode as {kind}: a value raised {type_name(exc)} while encoded "
+        f"({exception_text(exc)})"
+    )
+
+
 _JSON_TOO_DEEP: Final = f"nests deeper than {JSON_MAX_DEPTH} levels (or contains itself)"
 _MSGPACK_TOO_DEEP: Final = (
     f"nests deeper than MessagePack's {MSGPACK_MAX_DEPTH} levels, the message's own "
@@ -444,40 +476,8 @@ class Codec:
                     _check_json_depth(message)
             else:
                 data = pack_checked(message)
-        # BufferError: a memoryview msgpack cannot take as bytes (not contiguous).
-        except (TypeError, ValueError, OverflowError, RecursionError, BufferError) as exc:
-            too_deep: str | None
-            if self.json:
-                kind, too_deep = "JSON (debug mode)", _JSON_TOO_DEEP
-            else:
-                kind = "MessagePack"
-                # Only msgpack's own refusal says the value is too deep; past the search
-                # depth, any other refusal is reported as msgpack words it.
-                too_deep = _MSGPACK_TOO_DEEP if "recursion limit" in exception_text(exc) else None
-            try:
-                found = _find_unencodable(message, self.json, too_deep)
-            except Exception:  # noqa: BLE001 - the search runs user code too (see below)
-                found = None
-            detail = found or exception_text(exc)
-            raise LocalProtocolError(f"cannot encode as {kind}: {detail}") from None
-        except _Unreadable as exc:
-            found = None
-            if str(exc) == _MSGPACK_TOO_DEEP:
-                try:
-                    found = _find_unencodable(message, False, _MSGPACK_TOO_DEEP)
-                except Exception:  # noqa: BLE001 - the search runs user code (a key's repr)
-                    found = None
-            raise LocalProtocolError(
-                f"cannot encode as MessagePack: {found or f'the message {exc}'}"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - user code ran while encoding
-            # A value's own method raised (a list subclass's __iter__, a str subclass's
-            # __str__ in JSON mode): the message cannot be sent, as for any value refused.
-            what = "JSON (debug mode)" if self.json else "MessagePack"
-            raise LocalProtocolError(
-                f"cannot encode as {what}: a value raised {type_name(exc)} while "
-                f"encoded ({exception_text(exc)})"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - any refusal, user code's too (see packing_failure)
+            raise LocalProtocolError(packing_failure(message, exc, self.json)) from None
         if self.compression is not None:
             data = _compress(self.compression, data)
         return data

@@ -14,7 +14,7 @@ import enum
 import hmac
 import struct
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -241,9 +241,12 @@ class Credentials:
     """Accepted (user, password) pairs, compared in constant time."""
 
     def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
+        """Raises:
+        TypeError: `pairs` is not a list of `(user, password)` pairs of `str`.
+        """
         # A tuple: a server makes one of these per connection (ThrottledCredentials), and
         # an empty tuple is shared, where an empty list is one more object per connection.
-        self._pairs = tuple((_utf8(u), _utf8(p)) for u, p in (pairs or ()))
+        self._pairs = tuple((_utf8(u), _utf8(p)) for u, p in _checked_pairs(pairs))
 
     def check(self, username: str | None, password: str | None) -> bool:
         """Whether the pair is accepted (with none configured: only an anonymous login)."""
@@ -267,6 +270,41 @@ class Credentials:
         for u, _ in self._pairs:
             known |= hmac.compare_digest(u, user)
         return known
+
+
+def _checked_pairs(pairs: Any) -> list[tuple[str, str]]:
+    """`auth=`'s pairs, or a TypeError saying what is wrong with them (never showing a
+    password)."""
+    example = "auth=[('alice', 'a-pw'), ('bob', 'b-pw')]"
+    if pairs is None:
+        return []
+    if type(pairs) is tuple and len(pairs) == 2 and all(type(x) is str for x in pairs):
+        raise TypeError(
+            f"auth must be a list of (user, password) pairs, e.g. {example}; got one pair "
+            f"({pairs[0]!r}, ...): put it in a list"
+        )
+    if isinstance(pairs, str | bytes):
+        raise TypeError(f"auth must be a list of (user, password) pairs, e.g. {example}")
+    if isinstance(pairs, Mapping):
+        raise TypeError(
+            f"auth must be a list of (user, password) pairs, e.g. {example}, not a "
+            "mapping: pass auth=list(accounts.items())"
+        )
+    checked = []
+    for pair in pairs:
+        if not (
+            isinstance(pair, tuple | list)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], str)
+        ):
+            shown = (pair[0], "...") if isinstance(pair, tuple | list) and pair else pair
+            raise TypeError(
+                f"auth must be a list of (user, password) pairs of str, e.g. {example}; "
+                f"got {shown!r}"
+            )
+        checked.append((pair[0], pair[1]))
+    return checked
 
 
 def _utf8(text: str) -> bytes:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..interceptors.chain import ServerInterceptor
+from ..options import check_count, check_seconds
 from ..protocol import (
     ALL_FEATURES,
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
@@ -89,6 +90,40 @@ class ServerConfig:
     login_backoff: float = 1.0
     # Around every call, the first outermost (see pymprpc.interceptors).
     interceptors: Sequence[ServerInterceptor] = ()
+
+    def __post_init__(self) -> None:
+        # Refused here, naming the option: a str (read from the environment) or -1 taken
+        # as "no limit" would otherwise fail at every connection, naming neither.
+        check_count("port", self.port)
+        if self.port > 65535:
+            raise ValueError(f"port must be 0 to 65535, not {self.port!r}")
+        check_seconds("idle_timeout", self.idle_timeout, none=True)
+        for name in (
+            "auth_timeout",
+            "half_close_timeout",
+            "kept_results_ttl",
+            "grace_period",
+            "login_backoff",
+        ):
+            check_seconds(name, getattr(self, name))
+        check_count("max_workers", self.max_workers, minimum=1, none=True)
+        for name in (
+            "max_message_size",
+            "max_auth_message_size",
+            "max_collection_len",
+            "max_connections",
+        ):
+            check_count(name, getattr(self, name), minimum=1)
+        for name in (
+            "max_buffered_input",
+            "max_output_buffer",
+            "max_inflight",
+            "kept_results",
+            "kept_results_bytes",
+            "backlog",
+            "login_attempts",
+        ):
+            check_count(name, getattr(self, name))
 
     def settings(self) -> ServerSettings:
         """What each connection announces and enforces."""

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Sequence
 from typing import Any, Final, Protocol, cast
 
+from ..codes import Code
 from ..context import (
     EMPTY_METADATA,
     CallContext,
@@ -33,6 +34,7 @@ from ..context import (
     set_current,
 )
 from ..errors import (
+    SERVER_DEADLINE_TEXT,
     CancelledError,
     DeadlineExceeded,
     MPRPCError,
@@ -810,7 +812,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 except TimeoutError:
                     if deadline.expired():
                         raise DeadlineExceeded(
-                            f"deadline of {request.deadline}s exceeded", id=request.id
+                            f"{SERVER_DEADLINE_TEXT}{request.deadline}s exceeded", id=request.id
                         ) from None
                     raise
         except BaseException as exc:
@@ -1155,6 +1157,15 @@ class ConnectionHandler(ReusedBufferProtocol):
         error: MPRPCError,
         frame: str | None,
     ) -> None:
+        code = error.code
+        if (code == Code.CANCELLED and Feature.CANCEL not in self.conn.features) or (
+            code == Code.DEADLINE_EXCEEDED and Feature.DEADLINE not in self.conn.features
+        ):
+            # A peer that did not negotiate the feature (a pymprpc 0.0.3 client) never
+            # gets its code: a handler raising one fails its call with 404 naming it.
+            unknown = RPCRuntimeError(str(error), exception=type_name(error), id=error.id)
+            unknown.data = error.data
+            error = unknown
         self._reported = error  # for _settle_failure, which ends the call's context with it
         if request.oneway:  # nobody to tell: the server's log is the only witness
             log.info(

@@ -18,8 +18,8 @@ from typing import Any
 
 import msgpack
 
-from ..errors import MPRPCError, RequestError, ResultLimitError, exception_text, type_name
-from ..protocol.codec import _pairs_to_dict, _Unreadable, pack_checked
+from ..errors import MPRPCError, RequestError, ResultLimitError
+from ..protocol.codec import _pairs_to_dict, pack_checked, packing_failure
 
 # The scope of the call running in the current task: set by the connection handler for
 # each call, read by `system.getresult`.
@@ -29,23 +29,15 @@ current_scope: ContextVar[Hashable] = ContextVar("pymprpc_kept_scope", default=N
 fetched_call: ContextVar[tuple[str, str] | None] = ContextVar("pymprpc_fetched", default=None)
 
 
-def _pack(value: Any) -> bytes:
+def _pack(value: Any, method: str = "", what: str = "result") -> bytes:
+    """`value` (what call `method` returned, or a stream item) as kept, or the 405 its
+    fetch gets, in the words a direct call's reply would have (see Codec.encode)."""
     try:
-        data = pack_checked(value)
-    except _Unreadable as exc:  # kept, its fetch could not be answered
-        raise ResultLimitError(
-            f"the result cannot be encoded as MessagePack (it {exc}); return plain data"
-        ) from None
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ResultLimitError(
-            f"the result cannot be encoded as MessagePack ({exc}); return plain data"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - a value's own method raised, as Codec.encode says
-        raise ResultLimitError(
-            f"the result cannot be encoded as MessagePack: a value raised {type_name(exc)} "
-            f"while encoded ({exception_text(exc)}); return plain data"
-        ) from None
-    return data
+        return pack_checked(value)
+    except Exception as exc:  # noqa: BLE001 - any refusal, user code's too
+        naming = f"{method}(): " if method else ""
+        failure = packing_failure(value, exc, path="MESSAGE.RESULT")
+        raise ResultLimitError(f"{naming}{what} not delivered: {failure}") from None
 
 
 def _unpack(data: bytes) -> Any:
@@ -100,7 +92,7 @@ class KeptOutcome:
         """
         unencodable = None
         try:
-            data = _pack(value)
+            data = _pack(value, self.method, "result")
         except ResultLimitError as exc:
             unencodable = exc
         try:
@@ -117,7 +109,7 @@ class KeptOutcome:
 
     def add_item(self, item: Any) -> None:
         """Keep one more item of a stream; ResultLimitError if it cannot be kept."""
-        data = _pack(item)
+        data = _pack(item, self.method, "stream item")
         self._charge(len(data), "stream")
         if self.items is None:
             self.items = bytearray()

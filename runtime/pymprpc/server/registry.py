@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import NotFindError, ParamError, UnsupportSysMethodError, ValidationError, quoted
 from ..schema import Signature
-from ..services import ServiceInfo
+from ..services import INTROSPECTION_METHODS, ServiceInfo
 from .executors import ExecutorChoice, ExecutorKind
 from .workers import TargetTable
 
@@ -770,6 +770,11 @@ class Registry:
         if method is not None:
             return method
         if name.startswith(_SYSTEM_PREFIX):
+            if name in INTROSPECTION_METHODS:
+                raise UnsupportSysMethodError(
+                    f"system method {quoted(name)} is not enabled on this server: its "
+                    "owner enables introspection with server.register_introspection_functions()"
+                )
             raise UnsupportSysMethodError(f"unsupported system method {quoted(name)}")
         if "." in name:
             found = self._resolve_dotted(name)

@@ -303,10 +303,14 @@ class Server:
         loop: ignored (pymprpc 0.0.3 compatibility): the running loop is used.
 
     Raises:
-        ValueError: a malformed `addr`, an unknown `executor` or feature, a
-            `worker_spin` that is not a finite number of seconds, 0 or more, an `ssl`
-            context that cannot serve (a client-side one, or one with no certificate).
-        TypeError: both `idle_timeout` and `timeout` given, or an interceptor that is
+        ValueError: a malformed `addr`, an unknown `executor` or feature, a number of
+            seconds that is negative or not finite (a `worker_spin`, a timeout), a size or
+            count below its least (0; 1 for `max_message_size`, `max_auth_message_size`,
+            `max_collection_len`, `max_connections`, `max_workers`), an `ssl` context
+            that cannot serve (a client-side one, or one with no certificate).
+        TypeError: a numeric option of another type (seconds: `int` or `float`; sizes
+            and counts: `int`), an `auth` that is not a list of `(user, password)` pairs
+            of `str`, both `idle_timeout` and `timeout` given, or an interceptor that is
             not `async` (a plain function or a class whose `__call__` is not async).
     """
 

@@ -201,7 +201,8 @@ def _unpack_deep(data: bytes) -> Any:
 _CONTEXT_FIELDS: Final = tuple(
     f.name
     for f in dataclasses.fields(CallContext)
-    if f.init and f.name not in ("metadata", "response_metadata")
+    # (_ending: the server's done callbacks; a worker's context gets its own.)
+    if f.init and f.name not in ("metadata", "response_metadata", "_ending")
 )
 
 

@@ -1,0 +1,57 @@
+"""Checks of the numeric options of a server and of the clients.
+
+A value of the wrong type (a number read from an environment variable is a `str`) or out
+of range ("no limit" written as -1 or infinity) is refused when the object is made,
+naming the option, instead of failing later at every connection or call with an error
+that names neither.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["check_count", "check_seconds"]
+
+
+def check_seconds(name: str, value: Any, *, none: bool = False, positive: bool = False) -> None:
+    """Check that option `name` is a number of seconds: a finite `int` or `float`, 0 or
+    more (more than 0 if `positive`); None too if `none`.
+
+    Raises:
+        TypeError: not a number (a `str`, a `bool`, ...).
+        ValueError: negative (or 0 when `positive`), infinite or NaN.
+    """
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"{name} must be a number of seconds (int or float), not {value!r} "
+            f"({type(value).__name__}): convert it first, e.g. {name}=float(...)"
+        )
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int past float's range
+        finite = False
+    if not finite or value < 0 or (positive and value == 0):
+        least = "more than 0" if positive else "0 or more"
+        hint = " (None disables it)" if none else ""
+        raise ValueError(f"{name} must be a finite number of seconds, {least}{hint}, not {value!r}")
+
+
+def check_count(name: str, value: Any, *, minimum: int = 0, none: bool = False) -> None:
+    """Check that option `name` is an `int` of at least `minimum` (None too if `none`).
+
+    Raises:
+        TypeError: not an int (a `str`, a `float`, a `bool`, ...).
+        ValueError: less than `minimum`.
+    """
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{name} must be an int, not {value!r} ({type(value).__name__}): "
+            f"convert it first, e.g. {name}=int(...)"
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be {minimum} or more, not {value!r}")
