@@ -797,7 +797,7 @@ class ConnectionHandler(ReusedBufferProtocol):
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
         deadline: asyncio.Timeout | None = None
-        failing: list[CallContext] = []  # the context of a call that raised, to end
+        failing: list[CallContext | None] = [None]  # the context of a call that raised
         try:
             if not request.returns and not request.oneway:
                 kept = self._host.kept.open(self._scope, request.id, request.method)
@@ -844,8 +844,9 @@ class ConnectionHandler(ReusedBufferProtocol):
         the process pool, called by its exact name, with arguments that fit, and no
         interceptors. Any other call goes through `_execute`; failures through `_failed`;
         so the outcome is the same."""
-        cell: list[CallContext | None] | None = None
-        failing: list[CallContext] = []
+        # The call's context once built (by _execute, or lazily for the handler here):
+        # ended once the call is answered.
+        cell: list[CallContext | None] = [None]
         try:
             method = self._methods.get(name)
             arity = None if method is None else method.plain_arity
@@ -860,10 +861,9 @@ class ConnectionHandler(ReusedBufferProtocol):
                 )
                 or (method.schema is not None and not method.schema._fits_unpacked(args))
             ):
-                await self._execute(CallRequest(id, name, args, kwargs), None, None, failing)
+                await self._execute(CallRequest(id, name, args, kwargs), None, None, cell)
                 return
             # What _execute does for such a call (its context built only if asked for).
-            cell = [None]
             source = functools.partial(self._plain_context, cell, id, name, args, kwargs)
             _set_current(source)
             if method.kind is _COROUTINE:
@@ -886,29 +886,32 @@ class ConnectionHandler(ReusedBufferProtocol):
                 kind: Any = method.plain_result
                 if type(result) is not kind or (kind is int and not _INT_MIN <= result <= _INT_MAX):
                     result = _encode_result(method, result)
+            # (A context the handler asked for is ended once its reply is queued.)
             ctx = cell[0]
             metadata = ctx.response_metadata if ctx is not None else None
-            refusal = None
             if self._cancelled and self._withdrawn():
                 # Returned although its client cancelled it (it swallowed the cancellation).
                 aclose = getattr(result, "aclose", None) if is_stream(result) else None
                 if aclose is not None:
                     await aclose()
+                if ctx is not None:
+                    end_call(ctx, None)
             elif type(result) in _PLAIN or not is_stream(result):
                 conn = self.conn
                 conn.send_result(
                     id, result, deprecated=method.deprecated, metadata=metadata, method=name
                 )
                 if conn.refused is not None:
-                    refusal = self._log_refused(name, id)
+                    refused = self._log_refused(name, id)
+                    if ctx is not None:
+                        end_call(ctx, refused)
+                elif ctx is not None:
+                    end_call(ctx, None)
             else:
-                refusal = await self._stream(id, result, method.deprecated, metadata, name=name)
-            if cell[0] is not None:  # the handler asked for its context: it may await its end
-                end_call(cell[0], refusal)
+                refused = await self._stream(id, result, method.deprecated, metadata, name=name)
+                end_call(cell[0], refused)  # (built while it streamed, maybe)
         except BaseException as exc:
-            if cell is not None and cell[0] is not None:
-                failing.append(cell[0])
-            if not self._settle_failure(CallRequest(id, name, args, kwargs), None, exc, failing):
+            if not self._settle_failure(CallRequest(id, name, args, kwargs), None, exc, cell):
                 raise  # the client went away or cancelled: nobody to answer
         finally:
             if not self._reading:  # else data_received writes it
@@ -934,11 +937,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         request: CallRequest,
         kept: KeptOutcome | None,
         exc: BaseException,
-        failing: list[CallContext] | None = None,
+        failing: list[CallContext | None] | None = None,
     ) -> bool:
         """`_failed`, and if even that raises (user code ran: an exception whose class
         lies about itself, say), a plain 404 naming what can be named: every call that
-        fails is answered. Then the call's context (in `failing`, if one was built) is
+        fails is answered. Then the call's context (`failing[0]`, if one was built) is
         ended with the error its client was answered with (kept, logged), or `exc` when
         nobody was to be answered."""
         self._reported = None
@@ -965,7 +968,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             # _report ran within this same step (no await since): its error is this call's.
             # Not kept: it may hold a traceback, and its frames this handler.
             reported, self._reported = self._reported, None
-            if failing:
+            if failing is not None:
                 end_call(failing[0], reported if reported is not None else exc)
 
     def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
@@ -1188,36 +1191,30 @@ class ConnectionHandler(ReusedBufferProtocol):
         request: CallRequest,
         kept: KeptOutcome | None,
         deadline_at: float | None,
-        failing: list[CallContext],
+        failing: list[CallContext | None],
     ) -> None:
         """Run call `request` (its context built now if interceptors need it, else when
         the handler asks), and send or keep what it returns. If it raises, its context,
-        if built, goes in `failing`: the caller answers the error, then ends it."""
+        if built, goes in `failing[0]`: the caller answers the error, then ends it."""
         dispatcher = self._host.dispatcher
         method = dispatcher.registry.resolve(request.method)  # 401 comes before any chain
         interceptors = self._interceptors
         if not interceptors:
-            # Nobody needs the context up front: build it only if the handler asks.
+            # Nobody needs the context up front: build it only if the handler asks (in
+            # `failing`, where the caller finds it to end if the call raises).
             streaming = method.kind is _STREAM
-            cell: list[CallContext | None] = [None]
             _set_current(
-                functools.partial(self._lazy_context, cell, request, deadline_at, streaming)
+                functools.partial(self._lazy_context, failing, request, deadline_at, streaming)
             )
-            try:
-                args, kwargs = method.bind(request.args, request.kwargs)
-                if method.kind is _COROUTINE and method.schema is not None:
-                    # A typed coroutine: awaited here and its result encoded as `run`
-                    # would, without the dispatcher's coroutine frame around it.
-                    result = dispatcher.encode_result(method, await method.func(*args, **kwargs))
-                else:
-                    result = await dispatcher.run(method, args, kwargs)
-                refusal = await self._deliver(request, kept, method, result, cell[0])
-            except BaseException:
-                if cell[0] is not None:  # built for the handler, which may await its end
-                    failing.append(cell[0])
-                raise
-            if cell[0] is not None:
-                end_call(cell[0], refusal)
+            args, kwargs = method.bind(request.args, request.kwargs)
+            if method.kind is _COROUTINE and method.schema is not None:
+                # A typed coroutine: awaited here and its result encoded as `run` would,
+                # without the dispatcher's coroutine frame around it.
+                result = dispatcher.encode_result(method, await method.func(*args, **kwargs))
+            else:
+                result = await dispatcher.run(method, args, kwargs)
+            refusal = await self._deliver(request, kept, method, result, failing[0])
+            end_call(failing[0], refusal)  # (if the handler asked for it)
             return
         ctx = self.call_context(request, deadline_at, method.kind is _STREAM)
         if ctx.sizes is not None:
@@ -1229,7 +1226,7 @@ class ConnectionHandler(ReusedBufferProtocol):
             result = await chain(ctx)
             refusal = await self._deliver(request, kept, method, result, ctx)
         except BaseException:
-            failing.append(ctx)
+            failing[0] = ctx
             raise
         # Interceptors learn the call's end from its context (add_done_callback): what
         # `call_next` returned may still be refused by the connection (405).
