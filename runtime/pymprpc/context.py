@@ -9,6 +9,7 @@ much time it has left, without changing its signature.
 from __future__ import annotations
 
 import contextvars
+import copy
 import dataclasses
 import logging
 import time
@@ -189,24 +190,22 @@ class CallContext:
         """Call `callback(error)` once, when the server is done with this call.
 
         `error` is None when what the call returned was sent (a stream: every item and
-        its end), or owed no reply (oneway, `RETURN: false`, or cancelled by its client
-        after it returned). Else it is the error the call was answered with (kept, for
-        `RETURN: false`; logged, for oneway), an `MPRPCError`: a handler's `ValueError`
-        is answered with an `RPCRuntimeError` (404), and a value the connection cannot
-        send (not encodable as MessagePack, or past `max_message_size`) with a
-        `ResultLimitError` (405), after the interceptors' `call_next` returned it. When
-        nobody was left to answer (its client cancelled it or went away), it is the
-        exception the call ended with (`CancelledError`). This is how an interceptor (an
-        access log, a span) learns the code its client got:
-        `pymprpc.interceptors.outcome_code(error, ctx=ctx)` gives it.
+        its end) or kept (`RETURN: false`), or when the call owed no reply (oneway, or
+        cancelled by its client after it returned). Else it is the error the call was
+        answered with (kept, for `RETURN: false`, for its fetch; logged, for oneway), an
+        `MPRPCError`: a handler's `ValueError` is answered with an `RPCRuntimeError`
+        (404), and a value the connection cannot send or keep (not encodable as
+        MessagePack, or too large) with a `ResultLimitError` (405), after the
+        interceptors' `call_next` returned it. When nobody was left to answer (its client
+        cancelled it or went away), it is the exception the call ended with
+        (`CancelledError`). This is how an interceptor (an access log, a span) learns the
+        code its client got: `pymprpc.interceptors.outcome_code(error, ctx=ctx)` gives it.
 
         For server interceptors and code on the server's own process: a function on the
         process pool runs with a copy of the context, whose callbacks never run (nor do
-        they outside a server, unless you call `end_call`). A callback that raises is
-        logged and ignored (the call is answered by then).
-
-        Raises:
-            RuntimeError: the call is done already.
+        they outside a server, unless you call `end_call`). A callback added once the call
+        is done runs at once (with a copy of its error, without the traceback). A
+        callback that raises is logged and ignored (the call is answered by then).
         """
         self._ending.add(callback)
 
@@ -225,13 +224,16 @@ class CallContext:
 
 
 class CallEnding:
-    """The callbacks `CallContext.add_done_callback` added, run once by `end`."""
+    """The callbacks `CallContext.add_done_callback` added, run once by `end`; one added
+    later runs at once, with the outcome kept (see `untraced`)."""
 
-    __slots__ = ("_callbacks", "_done")
+    __slots__ = ("_callbacks", "_done", "_followers", "_outcome")
 
     def __init__(self) -> None:
         self._callbacks: list[Callable[[BaseException | None], None]] | None = None
         self._done = False
+        self._outcome: BaseException | None = None
+        self._followers: list[CallEnding] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A context pickled for another process (a user's process pool) or copied gets
@@ -240,30 +242,62 @@ class CallEnding:
 
     def add(self, callback: Callable[[BaseException | None], None]) -> None:
         if self._done:
-            # Its outcome is not kept: an exception held here would keep the frames of
-            # its traceback, and the context in them, alive in a reference cycle.
-            raise RuntimeError(
-                "add_done_callback(): the call is done already; add callbacks while it "
-                "runs (in an interceptor, before or right after call_next)"
-            )
+            _run_callback(callback, self._outcome)
+            return
         if self._callbacks is None:
             self._callbacks = []
         self._callbacks.append(callback)
+
+    def follow(self, other: CallEnding) -> None:
+        """End `other` too when this ends (a context an interceptor built afresh for the
+        same call): once, however often it is passed on."""
+        if other is self:
+            return
+        followers = self._followers
+        if followers is None:
+            followers = self._followers = []
+        elif any(f is other for f in followers):
+            return
+        followers.append(other)
+        if self._done:
+            other.end(self._outcome)
 
     def end(self, error: BaseException | None) -> None:
         """Run the callbacks with the call's outcome (the server calls this, once)."""
         if self._done:
             return
         self._done = True
+        self._outcome = untraced(error)
         # Dropped before they run: a callback that holds the context (most do) would
         # otherwise keep it and itself alive in a cycle through this list.
         callbacks, self._callbacks = self._callbacks, None
         while callbacks:
-            callback = callbacks.pop(0)
-            try:
-                callback(error)
-            except Exception:  # noqa: BLE001 - a callback's bug must not undo the reply
-                _log.exception("call done callback %r raised; ignored", callback)
+            _run_callback(callbacks.pop(0), error)
+        followers, self._followers = self._followers, None
+        for follower in followers or ():
+            follower.end(error)
+
+
+def _run_callback(callback: Callable[[BaseException | None], None], error: Any) -> None:
+    try:
+        callback(error)
+    except Exception:  # noqa: BLE001 - a callback's bug must not undo the reply
+        _log.exception("call done callback %r raised; ignored", callback)
+
+
+def untraced(error: BaseException | None) -> BaseException | None:
+    """`error`, or a copy of it without its traceback (kept after a call ended: the
+    traceback's frames hold the call's context, which holds this, a reference cycle that
+    would keep them all until a full garbage collection)."""
+    if error is None or error.__traceback__ is None:
+        return error
+    try:
+        copied = copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception class that does not copy
+        copied = None
+    if copied is None or copied.__traceback__ is not None or type(copied) is not type(error):
+        return RuntimeError(f"the call ended with {type(error).__name__}")
+    return copied
 
 
 def end_call(ctx: CallContext | None, error: BaseException | None) -> None:

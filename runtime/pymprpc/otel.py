@@ -264,8 +264,10 @@ class ServerTelemetry(_Telemetry):
             self._watch_responses(sizes, method)
         streaming = ctx.streaming
 
-        def end(error: BaseException | None, answered: BaseException | None) -> None:
-            code = _finish(span, error, answered, streaming, ctx)
+        def end(
+            error: BaseException | None, answered: BaseException | None, stream: bool = False
+        ) -> None:
+            code = _finish(span, error, answered, stream, ctx)
             with self._active_lock:
                 method.active -= 1
             self._duration.record((time.perf_counter() - started) * 1000, method.with_code(code))
@@ -287,11 +289,13 @@ class ServerTelemetry(_Telemetry):
         if not streaming:
             # Ended once the call is over: the connection may still refuse what call_next
             # returned (405), and the span's code is what the client got.
-            return observe_call(ctx, result, lambda error, _items: end(error, error))
+            return observe_call(
+                ctx, result, lambda error, items: end(error, error, items is not None)
+            )
         # A stream's body runs as it is read, after this returned: the span is made
         # current again around each step, so nested calls it makes are its children.
         return observe_call(
-            ctx, _within(result, span_context), lambda error, _items: end(error, error)
+            ctx, _within(result, span_context), lambda error, _items: end(error, error, True)
         )
 
 

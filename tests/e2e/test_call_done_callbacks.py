@@ -132,7 +132,7 @@ def test_each_callback_runs_once_with_what_the_client_got(fresh: bool) -> None:
             ("ok", None),  # the notification: no reply owed
             ("raises", 404),
             ("unsendable", 405),
-            ("unsendable", None),  # kept (RETURN false): no reply owed
+            ("unsendable", 405),  # kept (RETURN false): what its fetch gets
             ("in_thread", 405),
             ("stream", None),
             ("bad_stream", 405),
@@ -220,7 +220,7 @@ def test_a_callback_that_raises_is_logged_and_the_reply_sent(
     assert len(raised) == 2 and all(r.exc_info for r in raised)
 
 
-def test_a_callback_added_once_the_call_is_done_is_refused() -> None:
+def test_a_callback_added_once_the_call_is_done_runs_at_once() -> None:
     kept: list[CallContext] = []
 
     async def keep(ctx: CallContext, call_next: CallNext) -> Any:
@@ -230,11 +230,16 @@ def test_a_callback_added_once_the_call_is_done_is_refused() -> None:
     async def main() -> Any:
         server = _server([keep])
         async with client_for(server, AsyncRPC, timeout=10) as rpc:
-            return await rpc.ok()
+            return await rpc.ok(), await _outcome(rpc, "raises")
 
-    assert arun(main()) == 1
-    with pytest.raises(RuntimeError, match="done already"):
-        kept[0].add_done_callback(print)
+    assert arun(main()) == (1, 404)
+    late: list[Any] = []
+    kept[0].add_done_callback(late.append)
+    kept[1].add_done_callback(late.append)
+    assert late[0] is None
+    # The error it was answered with, as a copy without the traceback (whose frames
+    # would keep the call's context alive).
+    assert isinstance(late[1], RPCRuntimeError) and late[1].__traceback__ is None
 
 
 def test_copies_share_callbacks_and_pickles_do_not() -> None:

@@ -74,13 +74,14 @@ class AccessLog:
     async def __call__(self, ctx: CallContext, call_next: CallNext) -> Any:
         """Run the call and log its outcome (a stream: when it ends)."""
         started = time.perf_counter()
-        streaming = ctx.streaming
 
         def ended(error: BaseException | None, items: int | None = None) -> None:
             # Once the call is over, with what its client got: what call_next returned may
             # still be refused by the connection (405), and what it raised answered with
             # another code (a handler's GeneratorExit: 404; cut short at shutdown: 503).
-            self._log(ctx, started, outcome_code(error, streaming=streaming, ctx=ctx), items)
+            # A stream (items counted) is 201, a coroutine's returned one included.
+            code = outcome_code(error, streaming=items is not None, ctx=ctx)
+            self._log(ctx, started, code, items)
 
         try:
             result = await call_next(ctx)

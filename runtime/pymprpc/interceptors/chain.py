@@ -21,7 +21,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from ..context import CallContext
+from ..context import CallContext, CallEnding
 
 __all__ = [
     "CallNext",
@@ -48,6 +48,37 @@ async def _step(interceptor: ServerInterceptor, call_next: CallNext, ctx: CallCo
     return await interceptor(ctx, call_next)
 
 
+def compose_call(
+    interceptors: Sequence[ServerInterceptor], terminal: CallNext, first: CallContext
+) -> CallNext:
+    """`compose`, for a call the server ends through its context `first`: a context an
+    interceptor builds afresh (not by `replace`) and passes on ends with it, so that
+    callbacks added to it run even if the call is refused before its method runs."""
+    call: CallNext = terminal
+    ending = first._ending
+    for interceptor in reversed(interceptors):
+        call = functools.partial(_followed_step, interceptor, call, ending)
+    return call
+
+
+async def _followed_step(
+    interceptor: ServerInterceptor, call_next: CallNext, ending: CallEnding, ctx: CallContext
+) -> Any:
+    if ctx._ending is not ending:
+        ending.follow(ctx._ending)
+    return await interceptor(ctx, call_next)
+
+
+def when_done(
+    ctx: CallContext, error: BaseException, on_end: Callable[[BaseException | None], None]
+) -> None:
+    """`on_end(error the call ended with)` once the call is over, for an interceptor
+    whose `call_next` raised `error`: the client may be answered with another code (a
+    handler's `GeneratorExit` with 404, a call cut short at shutdown with 503), or with a
+    value, if an interceptor outside this one returns one instead."""
+    ctx.add_done_callback(on_end)
+
+
 def observe_call(
     ctx: CallContext,
     result: Any,
@@ -60,30 +91,18 @@ def observe_call(
     `ResultLimitError` (405) for a value or a stream item the connection could not send,
     what a stream raised, what an interceptor outside this one raised, `CancelledError`
     or `GeneratorExit` for a stream cancelled or closed unread. `outcome_code(error,
-    streaming=ctx.streaming, ctx=ctx)` gives the code its client was answered with.
-    `items` is the number of items a stream yielded (None for a call that is not a
-    stream). For what `call_next` raised, see `when_done`.
+    streaming=items is not None, ctx=ctx)` gives the code its client was answered with.
+    `items` is the number of items a stream yielded, None for a call whose result is
+    not a stream (a stream method's, or an async iterator a coroutine returned). For
+    what `call_next` raised, see `when_done`.
     """
-    if not ctx.streaming:
+    if not ctx.streaming and not isinstance(result, AsyncIterator):
         ctx.add_done_callback(functools.partial(_unary_end, on_end))
         return result
     ending = _StreamEnding(on_end)
+    observed = ending.observed = _Observed(result, ending.stream_ended)
     ctx.add_done_callback(ending.done)
-    return observe_stream(result, ending.stream_ended)
-
-
-def when_done(
-    ctx: CallContext, error: BaseException, on_end: Callable[[BaseException | None], None]
-) -> None:
-    """`on_end(error the call ended with)` once the call is over, for an interceptor
-    whose `call_next` raised `error`: the client may be answered with another code (a
-    handler's `GeneratorExit` with 404, a call cut short at shutdown with 503), or with a
-    value, if an interceptor outside this one returns one instead. If the call is over
-    already (an interceptor ran `call_next` in a task of its own), `on_end(error)` now."""
-    try:
-        ctx.add_done_callback(on_end)
-    except RuntimeError:
-        on_end(error)
+    return observed
 
 
 def _unary_end(
@@ -95,16 +114,19 @@ def _unary_end(
 class _StreamEnding:
     """`observe_call` for a stream: reports once both the stream has ended (its own
     error, its item count) and the server is done with the call (what its client was
-    answered: a 405 for an item it refused, which ends the stream as a close)."""
+    answered: a 405 for an item it refused, which ends the stream as a close). If the
+    server is done first, the stream was left unfinished (an interceptor outside this
+    one wrapped it and closed its own wrapper only): reported then, as closed."""
 
-    __slots__ = ("_answered", "_done", "_ended", "_items", "_on_end", "_stream_error")
+    __slots__ = ("_answered", "_done", "_ended", "_items", "_on_end", "_stream_error", "observed")
 
     def __init__(self, on_end: Callable[[BaseException | None, int | None], None]) -> None:
-        self._on_end = on_end
+        self._on_end: Callable[[BaseException | None, int | None], None] | None = on_end
         self._ended = self._done = False
         self._stream_error: BaseException | None = None
         self._answered: BaseException | None = None
         self._items = 0
+        self.observed: _Observed | None = None
 
     def stream_ended(self, error: BaseException | None, items: int) -> None:
         self._ended = True
@@ -115,14 +137,21 @@ class _StreamEnding:
     def done(self, error: BaseException | None) -> None:
         self._done = True
         self._answered = error
-        if self._ended:
-            self._report()
+        if not self._ended:
+            observed = self.observed
+            self._stream_error = GeneratorExit()  # closed unread, as far as it can tell
+            self._items = observed.items if observed is not None else 0
+        self._report()
 
     def _report(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is None:
+            return  # reported already (the server was done first)
         error = self._answered if self._answered is not None else self._stream_error
         # Dropped: they may hold tracebacks whose frames hold this object.
         self._answered = self._stream_error = None
-        self._on_end(error, self._items)
+        self.observed = None
+        on_end(error, self._items)
 
 
 def observe_stream(
@@ -144,16 +173,23 @@ class _Observed(AsyncIterator[Any]):
     loop's finalizer as any async generator is; and a close before its first step, which
     never runs a generator's body, reports the end itself."""
 
-    __slots__ = ("_closed", "_generator", "_on_end", "_started", "_stream")
+    __slots__ = ("_closed", "_count", "_generator", "_on_end", "_started", "_stream")
 
     def __init__(
         self, stream: AsyncIterator[Any], on_end: Callable[[BaseException | None, int], None]
     ) -> None:
         self._stream = stream
         self._on_end = on_end
-        self._generator = _observe(stream, on_end)
+        # Items yielded so far, shared with the generator (not this object: a cycle).
+        self._count = [0]
+        self._generator = _observe(stream, on_end, self._count)
         self._started = False
         self._closed = False
+
+    @property
+    def items(self) -> int:
+        """Items yielded so far."""
+        return self._count[0]
 
     def __aiter__(self) -> _Observed:
         return self
@@ -180,13 +216,16 @@ async def _exhausted() -> Any:
 
 
 async def _observe(
-    stream: AsyncIterator[Any], on_end: Callable[[BaseException | None, int], None]
+    stream: AsyncIterator[Any],
+    on_end: Callable[[BaseException | None, int], None],
+    counted: list[int],
 ) -> AsyncGenerator[Any, None]:
     count = 0
     error: BaseException | None = None
     try:
         async for item in stream:
             count += 1
+            counted[0] = count
             yield item
     except BaseException as exc:
         error = exc

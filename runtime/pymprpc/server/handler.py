@@ -32,6 +32,7 @@ from ..context import (
     _current,
     end_call,
     set_current,
+    untraced,
 )
 from ..errors import (
     SERVER_DEADLINE_TEXT,
@@ -47,7 +48,7 @@ from ..errors import (
     traceback_text,
     type_name,
 )
-from ..interceptors.chain import compose
+from ..interceptors.chain import compose_call
 from ..protocol import (
     Authenticated,
     CallRequest,
@@ -82,6 +83,10 @@ _COROUTINE: Final = Kind.COROUTINE
 _PROCESS: Final = ExecutorKind.PROCESS
 _CLOSED: Final = State.CLOSED
 _set_current: Final = _current.set  # set_current, without its frame
+# A call's context, kept where the handler and the call's own code both find it: [0] the
+# `CallContext` once built (None until then); [1], present once the call has ended
+# before it was built, the outcome it ended with (a context built later is born ended).
+CallCell = list[Any]
 
 # A stream writes and yields to the loop at least this often (bytes / items).
 # Seconds a closed plain connection may go without its peer reading any of what is left
@@ -797,7 +802,7 @@ class ConnectionHandler(ReusedBufferProtocol):
     async def _run_call(self, request: CallRequest) -> None:
         kept: KeptOutcome | None = None
         deadline: asyncio.Timeout | None = None
-        failing: list[CallContext | None] = [None]  # the context of a call that raised
+        failing: CallCell = [None]  # the context of a call that raised
         try:
             if not request.returns and not request.oneway:
                 kept = self._host.kept.open(self._scope, request.id, request.method)
@@ -846,7 +851,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         so the outcome is the same."""
         # The call's context once built (by _execute, or lazily for the handler here):
         # ended once the call is answered.
-        cell: list[CallContext | None] = [None]
+        cell: CallCell = [None]
         try:
             method = self._methods.get(name)
             arity = None if method is None else method.plain_arity
@@ -921,15 +926,17 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _plain_context(
         self,
-        cell: list[CallContext | None],
+        cell: CallCell,
         id: str,
         name: str,
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> CallContext:
-        ctx = cell[0]
+        ctx: CallContext | None = cell[0]
         if ctx is None:
             ctx = cell[0] = self.call_context(CallRequest(id, name, args, kwargs), None, False)
+            if len(cell) > 1:  # asked for after its call ended (see _settle_failure)
+                end_call(ctx, cell[1])
         return ctx
 
     def _settle_failure(
@@ -937,7 +944,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         request: CallRequest,
         kept: KeptOutcome | None,
         exc: BaseException,
-        failing: list[CallContext | None] | None = None,
+        failing: CallCell | None = None,
     ) -> bool:
         """`_failed`, and if even that raises (user code ran: an exception whose class
         lies about itself, say), a plain 404 naming what can be named: every call that
@@ -969,7 +976,13 @@ class ConnectionHandler(ReusedBufferProtocol):
             # Not kept: it may hold a traceback, and its frames this handler.
             reported, self._reported = self._reported, None
             if failing is not None:
-                end_call(failing[0], reported if reported is not None else exc)
+                outcome = reported if reported is not None else exc
+                if failing[0] is None:
+                    # Not built yet: a handler still running in a thread may ask for it
+                    # (after its call was cancelled), and gets it ended (see _lazy_context).
+                    failing.append(untraced(outcome))
+                else:
+                    end_call(failing[0], outcome)
 
     def _failed(self, request: CallRequest, kept: KeptOutcome | None, exc: BaseException) -> bool:
         """Settle a call that raised `exc`: answer (or keep) its error and return True,
@@ -1098,7 +1111,7 @@ class ConnectionHandler(ReusedBufferProtocol):
 
     def _lazy_context(
         self,
-        cell: list[CallContext | None],
+        cell: CallCell,
         request: CallRequest,
         deadline_at: float | None,
         streaming: bool,
@@ -1108,9 +1121,11 @@ class ConnectionHandler(ReusedBufferProtocol):
         from there). Not kept by the connection under the call's ID: a context asked for
         after the reply (from a callback or a task the handler left behind) would stay
         there, and the next call reusing that ID would find it as its own."""
-        ctx = cell[0]
+        ctx: CallContext | None = cell[0]
         if ctx is None:
             ctx = cell[0] = self.call_context(request, deadline_at, streaming)
+            if len(cell) > 1:  # asked for after its call ended (see _settle_failure)
+                end_call(ctx, cell[1])
         return ctx
 
     def call_context(
@@ -1191,7 +1206,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         request: CallRequest,
         kept: KeptOutcome | None,
         deadline_at: float | None,
-        failing: list[CallContext | None],
+        failing: CallCell,
     ) -> None:
         """Run call `request` (its context built now if interceptors need it, else when
         the handler asks), and send or keep what it returns. If it raises, its context,
@@ -1221,7 +1236,9 @@ class ConnectionHandler(ReusedBufferProtocol):
             # Found by _report for an error reply; forgotten by _run_call's finally.
             self._contexts[request.id] = ctx
         set_current(ctx)
-        chain = compose(interceptors, functools.partial(self._terminal, method, request, ctx))
+        chain = compose_call(
+            interceptors, functools.partial(self._terminal, method, request, ctx), ctx
+        )
         try:
             result = await chain(ctx)
             refusal = await self._deliver(request, kept, method, result, ctx)
@@ -1265,7 +1282,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 unencodable = kept.set_value(result)
                 if unencodable is not None:
                     self._log_refused(request.method, request.id, unencodable)
-            return None
+            return kept.error  # what its fetch will get: 405 if it could not be kept
         if is_stream(result):
             return await self._stream(
                 request.id, result, method.deprecated, metadata, ctx, name=request.method
@@ -1293,7 +1310,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         if ctx._ending is not first._ending:
             # A context an interceptor built afresh: its done callbacks run with the
             # call's own (the handler ends `first`).
-            first.add_done_callback(ctx._ending.end)
+            first._ending.follow(ctx._ending)
         args, kwargs = method.bind(request.args, request.kwargs)
         return await self._host.dispatcher.run(method, args, kwargs)
 
