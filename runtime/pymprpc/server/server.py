@@ -275,8 +275,10 @@ class Server:
         max_connections: open connections beyond which a new one gets 503 and is closed.
             Default: 10,000, or fewer if the file-descriptor limit (raised towards its
             hard limit at construction) cannot hold them.
-        max_inflight: calls running per connection; beyond it a call gets 503.
-        auth_timeout: seconds a client has to authenticate.
+        max_inflight: calls running per connection; beyond it a call gets 503. 0
+            disables it.
+        auth_timeout: seconds a client has to authenticate. 0 disables it (a connection
+            may then wait to log in for as long as it is not idle: see `idle_timeout`).
         half_close_timeout: seconds the calls of a client that sent EOF (half-closed, or
             gone: TCP cannot tell them apart) may still run to be answered; then they are
             cancelled and the connection closes. 0: none (EOF closes at once).
