@@ -277,8 +277,9 @@ class Server:
             hard limit at construction) cannot hold them.
         max_inflight: calls running per connection; beyond it a call gets 503. 0
             disables it.
-        auth_timeout: seconds a client has to authenticate. 0 disables it (a connection
-            may then wait to log in for as long as it is not idle: see `idle_timeout`).
+        auth_timeout: seconds a client has to authenticate. 0 disables it: a connection
+            may then wait to log in for ever (the idle timeout starts once logged in), so
+            keep it on where untrusted peers connect.
         half_close_timeout: seconds the calls of a client that sent EOF (half-closed, or
             gone: TCP cannot tell them apart) may still run to be answered; then they are
             cancelled and the connection closes. 0: none (EOF closes at once).
