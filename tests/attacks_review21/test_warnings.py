@@ -69,7 +69,8 @@ def test_sync_calls_warn_at_the_callers_line() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="a deprecated call run by asyncio.gather/create_task warns at "
-    "asyncio/events.py, not at the user's line",
+    "asyncio/events.py, not at the user's line (README: documented; no user frame is on "
+    "the stack when its reply comes)",
 )
 def test_call_run_in_a_task_warns_at_the_users_line(how: str) -> None:
     async def run(rpc: AsyncRPC) -> None:
