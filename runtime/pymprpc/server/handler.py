@@ -88,10 +88,10 @@ _set_current: Final = _current.set  # set_current, without its frame
 # before it was built, the outcome it ended with (a context built later is born ended).
 CallCell = list[Any]
 
-# A stream writes and yields to the loop at least this often (bytes / items).
 # Seconds a closed plain connection may go without its peer reading any of what is left
 # to send before it is aborted (a TLS one is bounded by its close_notify wait alike).
 CLOSE_STALL_TIMEOUT: Final = 2.0
+# A stream writes and yields to the loop at least this often (bytes / items).
 _STREAM_BATCH_BYTES = 64 * 1024
 _STREAM_BATCH_ITEMS = 256
 
