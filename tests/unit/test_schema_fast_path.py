@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -267,7 +269,15 @@ def test_a_typed_method_binds_by_position_as_decode_args_binds_by_name(
     }[shape]
     func = make_function(func_names, 1 if shape == "extra" else 0)
     sig = Signature(tuple(Param(n, s) for n, s in zip(names, schemas, strict=True)), ANY)
-    method = make_method("m", func, key="m", schema=sig)
+    try:
+        method = make_method("m", func, key="m", schema=sig)
+    except TypeError:
+        # Refused at registration exactly when it cannot take the declared parameters by
+        # name, as the server passes them (renamed, fewer).
+        with pytest.raises(TypeError):
+            inspect.signature(func).bind(**dict.fromkeys(names))
+        return
+    inspect.signature(func).bind(**dict.fromkeys(names))
 
     def fast() -> Any:
         a, k = method.bind(list(args), dict(kwargs))

@@ -463,6 +463,8 @@ def make_method(
     kind = kind_of(func)
     fast_bind = FastBind.of(sig)
     names = tuple(p.name for p in schema.params) if schema is not None else ()
+    if schema is not None and sig is not None:
+        _check_takes_by_name(name, func, sig, names)
     positional = fast_bind is not None and fast_bind.names[: len(names)] == names
     plain_arity = None
     plain_result = None
@@ -495,6 +497,23 @@ def make_method(
         passes_on=passes_on,
         check_positional_only=check_positional_only,
     )
+
+
+def _check_takes_by_name(
+    name: str, func: Callable[..., Any], sig: inspect.Signature, names: tuple[str, ...]
+) -> None:
+    """Refuse, at registration, a typed method whose handler cannot take the declared
+    parameters by name (as the server passes them): renamed, positional-only, missing.
+    Every call to it would otherwise fail with a TypeError (404)."""
+    try:
+        sig.bind(**dict.fromkeys(names))
+    except TypeError as exc:
+        shown = getattr(func, "__qualname__", None) or repr(func)
+        raise TypeError(
+            f"{name}: {shown}{sig} cannot take the declared parameters "
+            f"({', '.join(names) or 'none'}) by name, as the server passes them ({exc}): "
+            "name its parameters as the interface declares them"
+        ) from None
 
 
 def _doc_of(func: Callable[..., Any]) -> str:
