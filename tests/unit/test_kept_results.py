@@ -207,3 +207,23 @@ def test_quotas_hold_under_any_sequence_of_operations(
         assert kept.bytes_held() == 0 and len(kept) == 0 and not kept._expiry
 
     asyncio.run(main())
+
+
+def test_outcomes_nobody_fetches_expire_on_a_timer() -> None:
+    """Outcomes past their TTL go even when no client stores or fetches any more (review
+    22: an account gone quiet held its kept bytes past the TTL until some client used
+    kept results again); the timer rearms for the ones not yet due."""
+
+    async def main() -> tuple[int, int]:
+        kept = KeptResults(ttl=0.2)
+        kept.open("quiet", "a").set_value(b"x" * 10_000)
+        await asyncio.sleep(0.1)
+        kept.open("quiet", "b").set_value(b"y" * 10_000)
+        held = kept.bytes_held()
+        await asyncio.sleep(1.0)  # both due long since; nothing used kept results
+        after = kept.bytes_held()
+        kept.close()
+        return held, after
+
+    held, after = asyncio.run(main())
+    assert held > 20_000 and after == 0

@@ -172,6 +172,9 @@ class KeptResults:
         self._scopes: dict[Hashable, _Scope] = {}
         # Every finished outcome, oldest first: the expiry queue.
         self._expiry: OrderedDict[KeptOutcome, Hashable] = OrderedDict()
+        # Expires outcomes nobody fetched even when no client stores or fetches any more
+        # (else an account gone quiet would hold its kept bytes past the TTL for good).
+        self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return sum(len(s.entries) for s in self._scopes.values())
@@ -214,6 +217,30 @@ class KeptResults:
         if table.entries.get(outcome.id) is outcome:
             table.finished[outcome.id] = None
             self._expiry[outcome] = None
+            if self._timer is None:
+                self._expire_later(self.ttl)
+
+    def _expire_later(self, delay: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop (a unit test's table): expired when used
+            return
+        # A little after the oldest is due, so that it is due when the timer runs.
+        self._timer = loop.call_later(delay + 0.01, self._timed_expire)
+
+    def _timed_expire(self) -> None:
+        self._timer = None
+        self._expire()
+        if self._expiry:
+            oldest = next(iter(self._expiry)).finished
+            due = self.ttl if oldest is None else oldest + self.ttl - self.clock()
+            self._expire_later(max(due, 0.0))
+
+    def close(self) -> None:
+        """Stop expiring on a timer (the server is closing)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _remove(self, table: _Scope, outcome: KeptOutcome) -> None:
         if table.entries.get(outcome.id) is not outcome:

@@ -805,6 +805,7 @@ class Server:
         self._listener = None
         self._sock = None
         core.executors.shutdown()
+        core.kept.close()
         log.info("pymprpc server on %s:%d stopped", self.host, self.port)
         if self._stopped is not None:
             self._stopped.set()
