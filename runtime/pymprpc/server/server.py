@@ -270,8 +270,8 @@ class Server:
             buffer; past it, connections adding to it pause reading (one always reads
             on). 0 disables it.
         max_output_buffer: bytes of replies waiting for one client past which its
-            further calls wait to start; once `max_inflight` wait, it is no longer read.
-            0 disables it.
+            further calls wait to start; once `max_inflight` wait, it is no longer read
+            (at once, when the replies are the server's own: pongs, 400s). 0 disables it.
         max_connections: open connections beyond which a new one gets 503 and is closed.
             Default: 10,000, or fewer if the file-descriptor limit (raised towards its
             hard limit at construction) cannot hold them.
