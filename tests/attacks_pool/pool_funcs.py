@@ -154,6 +154,12 @@ def returns_coro(x: Any) -> Any:
     return _async_inner(x)
 
 
+def typed_returns_coro(a: Any) -> Any:
+    """`returns_coro` with its parameter named as its typed signature declares it (the
+    server passes typed arguments by name)."""
+    return _async_inner(a)
+
+
 def returns_gen(n: int) -> Iterator[int]:
     return iter_gen(n)
 

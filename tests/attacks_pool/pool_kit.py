@@ -110,7 +110,7 @@ def build(
     reg(schema=TYPED_ADD)(f.typed_add)
     reg(schema=TYPED_LEN)(f.typed_len)
     reg(name="typed_wrong", schema=TYPED_WRONG)(f.typed_echo)
-    reg(name="typed_coro", schema=TYPED_ANY_ARG)(f.returns_coro)
+    reg(name="typed_coro", schema=TYPED_ANY_ARG)(f.typed_returns_coro)
     reg(name="p_add", executor="process")(f.add)
     reg(name="p_where2", executor="process")(f.where)
     reg(name="p_coro", executor="process")(f.returns_coro)
