@@ -5,53 +5,29 @@ name); nothing of the service is registered then."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from servicers import StubCalculator
 
-from generated_examples.calculator.server import CalculatorServicer, register_calculator
+from generated_examples.calculator.server import register_calculator
 from pymprpc import Server
 from pymprpc.testing import sync_client_for
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Good(CalculatorServicer):
-    def add(self, a: int, b: int) -> int:
-        return a + b
-
-    async def slow_add(self, a: int, b: int = 1) -> int:
-        return a + b
-
-    async def count(self, n: int) -> AsyncIterator[int]:
-        for i in range(n):
-            yield i
-
-    def area(self, shape: Any) -> float:
-        return 0.0
-
-    def old_add(self, a: int, b: int) -> int:
-        return a + b
-
-    def log(self, line: str) -> None:
-        pass
-
-    async def translate(self, shape: Any, dx: float = 0.0, dy: float = 0.0) -> Any:
-        return shape
-
-
-class Renamed(Good):
+class Renamed(StubCalculator):
     def add(self, x: int, b: int) -> int:  # type: ignore[override]
         return x + b
 
 
-class PositionalOnly(Good):
+class PositionalOnly(StubCalculator):
     def add(self, a: int, b: int, /) -> int:  # type: ignore[override]
         return a + b
 
 
-class CatchAll(Good):
+class CatchAll(StubCalculator):
     def add(self, *args: Any, **kwargs: Any) -> int:
         return sum(kwargs.values()) + sum(args)
 
@@ -64,13 +40,13 @@ def test_a_method_that_cannot_take_its_parameters_by_name_is_refused(servicer: A
     text = str(caught.value)
     assert text.startswith("add: ") and "(a, b)" in text and "name its parameters" in text
     # Nothing of it was registered: the same server takes a right servicer afterwards.
-    register_calculator(server, Good())
+    register_calculator(server, StubCalculator())
     with sync_client_for(server) as rpc:
         assert rpc.add(2, 3) == 5
 
 
 def test_methods_that_take_them_by_name_serve() -> None:
-    for servicer in (Good(), CatchAll()):
+    for servicer in (StubCalculator(), CatchAll()):
         server = Server(("127.0.0.1", 0))
         register_calculator(server, servicer)
         with sync_client_for(server) as rpc:
