@@ -92,8 +92,8 @@ def observe_call(
     what a stream raised, what an interceptor outside this one raised, `CancelledError`
     or `GeneratorExit` for a stream cancelled or closed unread. `outcome_code(error,
     streaming=items is not None, ctx=ctx)` gives the code its client was answered with.
-    `items` is the number of items a stream yielded, None for a call whose result is
-    not a stream (a stream method's, or an async iterator a coroutine returned). For
+    `items` is the number of items a stream yielded (a stream method's, or an async
+    iterator a coroutine returned); None for a call whose result is not a stream. For
     what `call_next` raised, see `when_done`.
     """
     if not ctx.streaming and not isinstance(result, AsyncIterator):
