@@ -39,7 +39,7 @@ from .client.interceptors import ClientCallContext
 from .context import CallContext, MessageSizes
 from .errors import exception_text, traceback_text, type_name
 from .interceptors.accesslog import outcome_code
-from .interceptors.chain import CallNext, observe_call, when_done
+from .interceptors.chain import CallNext, observe_call
 
 __all__ = ["RPC_SYSTEM", "ClientTelemetry", "ServerTelemetry", "span_attributes"]
 
@@ -282,7 +282,7 @@ class ServerTelemetry(_Telemetry):
         except BaseException as exc:
             # The span records the exception raised, with the code its client got (a
             # handler's GeneratorExit: 404; cut short at shutdown: 503; see AccessLog).
-            when_done(ctx, exc, functools.partial(end, exc))
+            ctx.add_done_callback(functools.partial(end, exc))
             raise
         finally:
             otel_context.detach(token)

@@ -1,4 +1,4 @@
-"""Review 23: `CallContext.add_done_callback`, `observe_call` / `when_done` and what
+"""Review 23: `CallContext.add_done_callback`, `observe_call` and what
 AccessLog and ServerTelemetry record, against the contract: every call's callbacks run
 exactly once with the code its client got, whatever the interceptors do. Real servers on
 127.0.0.1 (ephemeral ports)."""

@@ -6,7 +6,7 @@ contract an interceptor follows.
 
 from .access import ANY_USER, AccessControl
 from .accesslog import AccessLog, outcome_code
-from .chain import CallNext, ServerInterceptor, compose, observe_call, observe_stream, when_done
+from .chain import CallNext, ServerInterceptor, compose, observe_call, observe_stream
 from .ratelimit import RateLimit
 
 __all__ = [
@@ -20,5 +20,4 @@ __all__ = [
     "observe_call",
     "observe_stream",
     "outcome_code",
-    "when_done",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..context import CallContext
 from ..errors import MPRPCError, printable
-from .chain import CallNext, observe_call, when_done
+from .chain import CallNext, observe_call
 
 __all__ = ["AccessLog", "outcome_code"]
 
@@ -85,7 +85,7 @@ class AccessLog:
 
         try:
             result = await call_next(ctx)
-        except BaseException as exc:
-            when_done(ctx, exc, ended)
+        except BaseException:
+            ctx.add_done_callback(ended)
             raise
         return observe_call(ctx, result, ended)

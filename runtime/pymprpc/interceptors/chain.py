@@ -29,7 +29,6 @@ __all__ = [
     "compose",
     "observe_call",
     "observe_stream",
-    "when_done",
 ]
 
 CallNext = Callable[[CallContext], Awaitable[Any]]
@@ -67,16 +66,6 @@ async def _followed_step(
     if ctx._ending is not ending:
         ending.follow(ctx._ending)
     return await interceptor(ctx, call_next)
-
-
-def when_done(
-    ctx: CallContext, error: BaseException, on_end: Callable[[BaseException | None], None]
-) -> None:
-    """`on_end(error the call ended with)` once the call is over, for an interceptor
-    whose `call_next` raised `error`: the client may be answered with another code (a
-    handler's `GeneratorExit` with 404, a call cut short at shutdown with 503), or with a
-    value, if an interceptor outside this one returns one instead."""
-    ctx.add_done_callback(on_end)
 
 
 def observe_call(
