@@ -232,6 +232,21 @@ def test_flooding_kept_results_evicts_only_the_floods_own(
         assert getresult(admin, "g", "mine")["MESSAGE"]["RESULT"] == 3
 
 
+def test_a_server_keeping_no_results_says_so(start: Callable[..., ServerThread]) -> None:
+    # kept_results=0: a RETURN-false call is refused, and getresult explains why it finds
+    # nothing, rather than "N calls are already running" or "unknown ID".
+    srv = start(kept_results=0)
+    with login(srv) as c:
+        call(c, "k", "add", 1, 2, RETURN=False)
+        refused = c.recv()
+        assert refused["CODE"] == 405
+        assert "kept_results=0" in refused["MESSAGE"]
+        assert "already running" not in refused["MESSAGE"]
+        missing = getresult(c, "g", "k")
+        assert missing["CODE"] == 400
+        assert "kept_results=0" in missing["MESSAGE"]
+
+
 def test_kept_results_are_bounded_by_bytes(start: Callable[..., ServerThread]) -> None:
     mib = 1024 * 1024
     srv = start(kept_results_bytes=4 * mib)

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -155,6 +155,13 @@ class KeptOutcome:
             self._table.finished(self._scope, self)
 
 
+# Why a RETURN-false call is refused, and getresult finds nothing, on such a server.
+_KEEPS_NONE: Final = (
+    "this server keeps no results of RETURN-false calls (kept_results=0): call the "
+    "method and wait for its reply instead, or have the server raise kept_results"
+)
+
+
 class KeptResults:
     """(scope, ID) -> KeptOutcome, bounded per scope by count and bytes, and by age."""
 
@@ -189,6 +196,8 @@ class KeptResults:
         scope has `max_count` calls still running.
         """
         self._expire()
+        if not self.max_count:
+            raise ResultLimitError(_KEEPS_NONE, id=id)
         table = self._scopes.get(scope) or _Scope(scope)
         if id in table.entries:
             raise RequestError(f"a kept result with ID {id!r} already exists", id=id)
@@ -287,6 +296,8 @@ class KeptResults:
         table = self._scopes.get(scope)
         outcome = table.entries.get(id) if table is not None else None
         if outcome is None:
+            if not self.max_count:
+                raise RequestError(f"no kept result for ID {id!r}: {_KEEPS_NONE}")
             raise RequestError(
                 f"no kept result for ID {id!r}: unknown, already fetched, or expired"
             )
