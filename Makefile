@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 INSTALL = python -m pip install --quiet --upgrade pip && \
 	$(1)/python -m pip install --quiet -e '.[gen]' --group test
 
-.PHONY: demo demo-runtime generate test test-py312 test-py313 lint typecheck docs bench clean
+.PHONY: demo demo-runtime generate test test-py312 test-py313 system-deps lint typecheck docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,9 +40,25 @@ docs: $(STAMP)
 # The suite on 3.11 (.venv), then on 3.12 and 3.13 in their own venvs, concurrently,
 # when those interpreters exist; a missing one is skipped with a note. Two xdist workers
 # each: the suite mostly waits on sockets and subprocesses, so they overlap well.
-test: lint typecheck
+test: lint typecheck system-deps
 	$(BIN)/pytest -n 2
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-py312 test-py313
+
+# System programs the suite runs for real (tests/system: HAProxy running the health check
+# that `python -m pymprpc.healthcheck` prints). Installed with apt-get when missing and
+# this runs as root; otherwise those tests skip, saying why (and fail when CI is set).
+system-deps:
+	@command -v haproxy >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "== installing HAProxy (apt-get)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy >/dev/null; } || \
+			echo "NOTE: HAProxy could not be installed: tests/system will skip"; \
+		else \
+			echo "NOTE: HAProxy is not installed (not root, or no apt-get): tests/system will skip"; \
+		fi; \
+	}
 
 # An interpreter that runs: a pyenv shim may exist for a version that is not active.
 find_python = $(firstword $(foreach p,$(1),$(shell $(p) -c 'import sys; print(sys.executable)' 2>/dev/null)))
