@@ -25,6 +25,8 @@ import pytest
 
 from helpers import ServerThread
 from pymprpc import RPC, AsyncRPC, Server
+from pymprpc.context import current_call
+from pymprpc.errors import ConnectionLostError
 from pymprpc.healthcheck import haproxy_config
 
 HAPROXY = shutil.which("haproxy")
@@ -55,7 +57,10 @@ class HAProxy:
     backend of its own (checked, never sent traffic). Every server is checked every
     100 ms, and one check decides its state (`fall 1 rise 1`)."""
 
-    def __init__(self, directory: Path, servers: dict[str, tuple[int, str]]) -> None:
+    def __init__(
+        self, directory: Path, servers: dict[str, tuple[int, str]], idle_timeout: str = "30s"
+    ) -> None:
+        directory.mkdir()
         self.stats = directory / "stats.sock"
         self.port = free_port()
         lines = [
@@ -64,8 +69,8 @@ class HAProxy:
             "defaults",
             "    mode tcp",
             "    timeout connect 2s",
-            "    timeout client 30s",
-            "    timeout server 30s",
+            f"    timeout client {idle_timeout}",
+            f"    timeout server {idle_timeout}",
             "    timeout check 2s",
             "frontend rpc",
             f"    bind 127.0.0.1:{self.port}",
@@ -142,15 +147,15 @@ class HAProxy:
             self.process.wait(5)
 
 
-Start = Callable[[dict[str, tuple[int, str]]], HAProxy]
+Start = Callable[..., HAProxy]
 
 
 @pytest.fixture
 def haproxy(tmp_path: Path) -> Iterator[Start]:
     started: list[HAProxy] = []
 
-    def start(servers: dict[str, tuple[int, str]]) -> HAProxy:
-        proxy = HAProxy(tmp_path, servers)
+    def start(servers: dict[str, tuple[int, str]], **options: str) -> HAProxy:
+        proxy = HAProxy(tmp_path / str(len(started)), servers, **options)
         started.append(proxy)
         return proxy
 
@@ -166,6 +171,17 @@ def serving(name: str, **options: object) -> Iterator[ServerThread]:
     @server.register_function("whoami")
     async def whoami() -> str:
         return name
+
+    @server.register_function("sleep")
+    async def sleep(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "slept"
+
+    @server.register_function("peer_port")
+    async def peer_port() -> int:
+        peer = current_call().peer  # the proxy's end of this connection
+        assert peer is not None
+        return peer[1]
 
     with ServerThread(server) as thread:
         yield thread
@@ -252,3 +268,51 @@ def test_a_server_marked_down_while_it_drains_at_shutdown(haproxy: Start) -> Non
         b.loop.call_soon_threadsafe(release.set)
         assert held.result(10) == "held"
         closing.result(10)
+
+
+def test_clients_connect_again_after_the_proxy_closes_an_idle_connection(
+    haproxy: Start,
+) -> None:
+    # A load balancer closes connections idle past its timeout without a word from the
+    # server: to the client that is the server closing between calls, so the next call
+    # connects again, transparently (README, "Connections that end").
+    with serving("a") as a:
+        proxy = haproxy({"a": (a.port, haproxy_config("lb", "lb-pw"))}, idle_timeout="300ms")
+        proxy.wait_for({"a": "UP"})
+        address = f"tcp://app:app-pw@127.0.0.1:{proxy.port}"
+        with RPC(address) as rpc:
+            ports = set()
+            for _ in range(3):
+                ports.add(rpc.peer_port())
+                time.sleep(0.8)  # the proxy closes the idle connection meanwhile
+            assert len(ports) == 3  # each call came on a new connection
+
+        async def async_calls() -> set[int]:
+            async with AsyncRPC(address) as rpc:
+                ports = set()
+                for _ in range(3):
+                    ports.add(await rpc.peer_port())
+                    await asyncio.sleep(0.8)
+                return ports
+
+        assert len(asyncio.run(async_calls())) == 3
+
+
+def test_heartbeats_keep_a_long_call_alive_through_the_proxy(haproxy: Start) -> None:
+    # A call that runs longer than the proxy's idle timeout: with heart_beat shorter than
+    # that timeout the pings and pongs keep the connection active, and the call finishes.
+    with serving("a") as a:
+        proxy = haproxy({"a": (a.port, haproxy_config("lb", "lb-pw"))}, idle_timeout="1s")
+        proxy.wait_for({"a": "UP"})
+        address = f"tcp://app:app-pw@127.0.0.1:{proxy.port}"
+        with RPC(address, heart_beat=0.3) as rpc:
+            assert rpc.sleep(2.0) == "slept"
+
+        async def async_call() -> str:
+            async with AsyncRPC(address, heart_beat=0.3) as rpc:
+                return str(await rpc.sleep(2.0))
+
+        assert asyncio.run(async_call()) == "slept"
+        # Without heartbeats the proxy cuts it: the call fails, it does not hang.
+        with RPC(address) as rpc, pytest.raises(ConnectionLostError):
+            rpc.sleep(2.0)
