@@ -52,6 +52,7 @@ STYLES = {
     ),
 }
 SNAKE = (re.compile(r"[a-z][a-z0-9_]*\Z"), "snake_case", lambda n: snake_case(n))
+PACKAGE_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")  # what the file name's package may be
 
 
 def article(word: str) -> str:
@@ -135,6 +136,14 @@ class Checker:
                 Pos(file.path, 1, 1),
                 f"file name '{file.path.name}' must be a Python identifier before '.idl': "
                 "it names the generated package",
+            )
+        elif not PACKAGE_NAME.match(file.module):
+            # PEP 8 package names; ruff's N999 fails a package named otherwise.
+            self.error(
+                Pos(file.path, 1, 1),
+                f"file name '{file.path.name}' would generate package '{file.module}', but "
+                "package names are lowercase (PEP 8): rename it to "
+                f"'{snake_case(file.module)}.idl'",
             )
         own = [(d.name, d.pos) for d in file.types] + [(s.name, s.pos) for s in file.services]
         self.check_duplicates(own, "declaration")
@@ -362,6 +371,20 @@ def _is_none(ref: TypeRef) -> bool:
     return ref.kind == "named" and ref.name == "none"
 
 
+def _enum_member_problem(lit: Literal, scope: Scope) -> str:
+    """What is wrong with enum-member literal `lit` (`E.M`) wherever it stands ("" if
+    nothing): E must be an enum in scope and M one of its members."""
+    enum_name, member = lit.value
+    decl = scope.get(enum_name)
+    if decl is None:
+        return f"unknown enum {enum_name}"
+    if not isinstance(decl[1], Enum):
+        return f"{enum_name} is a struct, not an enum: only an enum member can be written E.M"
+    if member not in {m.name for m in decl[1].members}:
+        return f"{enum_name} has no member '{member}'"
+    return ""
+
+
 def _default_problem(lit: Literal, ref: TypeRef, scope: Scope, allow_empty: bool) -> str:
     kind = lit.kind
     if kind is LiteralKind.INT and not INT_MIN <= lit.value <= INT_MAX:
@@ -388,6 +411,9 @@ def _default_problem(lit: Literal, ref: TypeRef, scope: Scope, allow_empty: bool
     if name == "any":
         if kind in (LiteralKind.EMPTY_LIST, LiteralKind.EMPTY_MAP) and not allow_empty:
             return "parameters cannot default to [] or {}"
+        if kind is LiteralKind.ENUM:
+            # Any value will do, but an enum member must exist like anywhere else.
+            return _enum_member_problem(lit, scope)
         return ""
     expected = {
         "bool": (LiteralKind.BOOL,),

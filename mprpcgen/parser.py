@@ -351,6 +351,9 @@ def parse(text: str, path: Path) -> IdlFile | Diagnostic:
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
+        hint = _likely_mistake(exc, text, path)
+        if hint is not None:
+            return hint
         return _with_open_brace(_syntax_error(path, exc), exc, text, path)
     try:
         result = _Build(path).transform(tree)
@@ -402,6 +405,57 @@ def _lexical_problem(text: str, path: Path) -> Diagnostic | None:
             depth = max(0, depth - 1)
         elif bracket is not None:  # { or }
             depth = 0
+    return None
+
+
+# Other languages' spellings of the IDL's values, as a user may write them in a default.
+_FOREIGN_VALUES = {
+    "None": "none",
+    "null": "none",
+    "nil": "none",
+    "NULL": "none",
+    "True": "true",
+    "TRUE": "true",
+    "False": "false",
+    "FALSE": "false",
+}
+_NAME_AFTER_EQUALS = re.compile(r"=\s*([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
+_DOC_BEFORE = re.compile(r"///[^\n]*\s*\Z")
+
+
+def _likely_mistake(exc: UnexpectedInput, text: str, path: Path) -> Diagnostic | None:
+    """A diagnostic for two mistakes the parser would report one token late, at a
+    token that is not the problem: a default written as a bare name (`= None`, read as
+    the start of `Enum.MEMBER`), and a `///` doc comment with nothing after it to
+    document (the `}` after it blamed). None for any other syntax error."""
+    if not isinstance(exc, UnexpectedToken) or exc.token.type == "$END":
+        return None
+    expected = set(exc.accepts or exc.expected)
+    before = text[: exc.token.start_pos]
+    if expected == {"DOT"}:
+        match = _NAME_AFTER_EQUALS.search(before)
+        if match is None:
+            return None
+        word = match.group(1)
+        line, col = _line_col(text, match.start(1))
+        pos = Pos(path, line, col, len(word))
+        if word in _FOREIGN_VALUES:
+            return Diagnostic(pos, f"'{word}' is not an IDL value: write '{_FOREIGN_VALUES[word]}'")
+        return Diagnostic(
+            pos,
+            f"'{word}' is not a value: a default is a number, a \"string\", true, false, "
+            "none, [], {} or an enum member written Enum.MEMBER",
+        )
+    if "DOC_COMMENT" in expected and exc.token.type == "RBRACE":
+        match = _DOC_BEFORE.search(before)
+        if match is None:
+            return None
+        line, col = _line_col(text, match.start())
+        return Diagnostic(
+            Pos(path, line, col, 3),
+            "this /// doc comment documents nothing: it belongs before the declaration it "
+            "describes (use // for a plain comment)",
+        )
     return None
 
 

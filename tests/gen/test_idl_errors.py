@@ -142,6 +142,12 @@ def test_file_name_must_be_an_identifier(tmp_path: Path) -> None:
     assert "must be a Python identifier" in text
 
 
+def test_file_name_must_be_lowercase(tmp_path: Path) -> None:
+    # It names the package, which PEP 8 (and ruff's N999) wants lowercase.
+    text = errors_of(tmp_path, "struct P { x: int; }", name="BillingApi.idl")
+    assert "package names are lowercase (PEP 8): rename it to 'billing_api.idl'" in text
+
+
 def test_cli_reports_errors_with_exit_1_and_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.idl"
     bad.write_text("service S {\n  def f(a: Strng) -> int;\n}\n")
