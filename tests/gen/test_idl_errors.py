@@ -39,6 +39,10 @@ def one_error(tmp_path: Path, source: str, **others: str) -> tuple[str, str, str
         ("struct { }", ":1:8:", "expected a name"),
         ("service S { def f() -> int; ", ":1:27:", "unexpected end of file"),
         ("service S $", ":1:11:", "unexpected character '$'"),
+        # Mistakes the parser sees one token late: reported where they are.
+        ("struct P { x: bool = True; }", ":1:22:", "'True' is not an IDL value: write 'true'"),
+        ("struct P { x: int = big; }", ":1:21:", "'big' is not a value: a default is a number"),
+        ("struct P {\n  x: int; /// the x\n}", ":2:11:", "this /// doc comment documents"),
     ],
 )
 def test_syntax_errors(tmp_path: Path, source: str, where: str, message: str) -> None:
