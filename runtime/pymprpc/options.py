@@ -14,13 +14,16 @@ from typing import Any
 __all__ = ["check_count", "check_seconds"]
 
 
-def check_seconds(name: str, value: Any, *, none: bool = False, positive: bool = False) -> None:
+def check_seconds(
+    name: str, value: Any, *, none: bool = False, positive: bool = False, negative: bool = False
+) -> None:
     """Check that option `name` is a number of seconds: a finite `int` or `float`, 0 or
-    more (more than 0 if `positive`); None too if `none`.
+    more (more than 0 if `positive`; any if `negative`: a call's own deadline computed
+    from a budget already spent); None too if `none`.
 
     Raises:
         TypeError: not a number (a `str`, a `bool`, ...).
-        ValueError: negative (or 0 when `positive`), infinite or NaN.
+        ValueError: negative (unless `negative`; or 0 when `positive`), infinite or NaN.
     """
     if value is None and none:
         return
@@ -33,7 +36,7 @@ def check_seconds(name: str, value: Any, *, none: bool = False, positive: bool =
         finite = math.isfinite(value)
     except OverflowError:  # an int past float's range
         finite = False
-    if not finite or value < 0 or (positive and value == 0):
+    if not finite or (value < 0 and not negative) or (positive and value == 0):
         least = "more than 0" if positive else "0 or more"
         hint = " (None disables it)" if none else ""
         raise ValueError(f"{name} must be a finite number of seconds, {least}{hint}, not {value!r}")

@@ -240,11 +240,11 @@ def test_a_server_keeping_no_results_says_so(start: Callable[..., ServerThread])
         call(c, "k", "add", 1, 2, RETURN=False)
         refused = c.recv()
         assert refused["CODE"] == 405
-        assert "kept_results=0" in refused["MESSAGE"]
-        assert "already running" not in refused["MESSAGE"]
+        assert "kept_results=0" in refused["MESSAGE"]["MESSAGE"]
+        assert "already running" not in refused["MESSAGE"]["MESSAGE"]
         missing = getresult(c, "g", "k")
         assert missing["CODE"] == 400
-        assert "kept_results=0" in missing["MESSAGE"]
+        assert "kept_results=0" in missing["MESSAGE"]["MESSAGE"]
 
 
 def test_kept_results_are_bounded_by_bytes(start: Callable[..., ServerThread]) -> None:

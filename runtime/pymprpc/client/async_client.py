@@ -96,11 +96,22 @@ class AsyncStream:
 
     async def __anext__(self) -> Any:
         buffer = self._buffer
+        if self._deadline is not None and not buffer.done:
+            self._check_deadline()
         while not buffer.items:
             if buffer.error is not None:
-                raise buffer.error
+                raise self._client._call_error(buffer.error, self.method, self._timeout)
             if buffer.done:
                 raise StopAsyncIteration
+            client = self._client
+            loop = client._state.loop
+            if loop is not None and loop.is_closed():
+                # Read on a new loop while its connection's loop is gone (no call made
+                # here yet, which would notice it): nothing would ever fill it.
+                client._leave_closed_loop()  # ends this stream with that error
+                if not buffer.done:  # (not the client's to end: already forgotten)
+                    buffer.finish(ConnectionLostError(f"{self!r} ended with its event loop"))
+                continue
             buffer.waiter = asyncio.get_running_loop().create_future()
             try:
                 if self._deadline is None:
@@ -121,6 +132,16 @@ class AsyncStream:
         if client._state.reading_paused:  # (_consumed's own first test, without its frame)
             client._consumed()
         return item
+
+    def _check_deadline(self) -> None:
+        """Past the deadline with items still coming (a server that does not know the
+        deadline keeps sending): stop the stream; the items received before it are
+        still returned, then DeadlineExceeded."""
+        loop = self._client._state.loop
+        assert self._deadline is not None
+        if loop is not None and loop.time() >= self._deadline:
+            self._buffer.finish(self._client._deadline_error(self.method, self._timeout, self.id))
+            self._client._cancel(self.id)
 
     async def aclose(self) -> None:
         """Stop the stream: the server is told to close its generator (if negotiated)."""

@@ -44,7 +44,14 @@ from ..protocol import (
     Welcome,
 )
 from ..protocol.constants import shared_features
-from .common import CLIENT_DEFAULT, CallOptions, MethodProxy, parse_compression, warn_deprecated
+from .common import (
+    CLIENT_DEFAULT,
+    CallOptions,
+    MethodProxy,
+    parse_compression,
+    parse_features,
+    warn_deprecated,
+)
 from .interceptors import ClientCallContext, ClientInterceptor, compose_client
 
 E = TypeVar("E")
@@ -177,6 +184,12 @@ class BaseRPC:
         stream_buffer_size: int = DEFAULT_STREAM_BUFFER_SIZE,
         interceptors: Sequence[ClientInterceptor] = (),
     ) -> None:
+        if not isinstance(addr, str | Address):
+            raise TypeError(
+                f"addr must be an address string 'tcp://[user:password@]host:port' (or "
+                f"an Address), not {type(addr).__name__}"
+                + (": is the variable it was read from set?" if addr is None else "")
+            )
         self.address = Address.parse(addr)
         self.debug = debug
         if compression is not None and compreser is not None and compression != compreser:
@@ -198,7 +211,7 @@ class BaseRPC:
         self.connect_timeout = connect_timeout
         self.max_message_size = max_message_size
         self.stream_buffer_size = stream_buffer_size
-        self.features = shared_features(frozenset(Feature(f) for f in features))
+        self.features = shared_features(parse_features(features))
         self.interceptors = tuple(interceptors)
         self._chain = compose_client(self.interceptors, self._call_in)
         # delay() and notify() go through the same interceptors (kind "delay"/"notify").
@@ -207,6 +220,11 @@ class BaseRPC:
         # then the calls being measured, by ID, get the sizes of their replies.
         self._measure = any(getattr(i, "message_sizes", False) for i in self.interceptors)
         self._watched: dict[str, MessageSizes] = {}
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(
+                f"ssl must be an ssl.SSLContext (or None), not {type(ssl).__name__}: "
+                "make one with ssl.create_default_context()"
+            )
         self._ssl = self.address.ssl_context(ssl)
         self._conn: ClientConnection | None = None
         self._pending: dict[str, Any] = {}  # ID -> the shell's Pending subclass
@@ -500,18 +518,7 @@ class BaseRPC:
                 warn_deprecated(method, stream=False)
             return event.value
         if isinstance(event, CallFailed | ConnectionFailed):
-            error = event.error
-            if (
-                isinstance(error, DeadlineExceeded)
-                and error.id is not None
-                and timeout is not None
-                and str(error).startswith(SERVER_DEADLINE_TEXT)
-            ):
-                # The server's clock for our deadline ran out first: the same error as if
-                # ours had. (A 408 the handler raised itself, say for its own call to
-                # another service, keeps its words.)
-                raise self._deadline_error(method, timeout, error.id) from error
-            raise error
+            raise self._call_error(event.error, method, timeout)
         if isinstance(event, StreamStart):
             if event.deprecated:
                 warn_deprecated(method, stream=True)
@@ -613,6 +620,25 @@ class BaseRPC:
 
     def _closed_error(self) -> ConnectionLostError:
         return ConnectionLostError(f"connection to {self.address} closed")
+
+    def _call_error(
+        self, error: BaseException, method: str, timeout: float | None
+    ) -> BaseException:
+        """`error`, which failed call (or stream) `method`, as the caller gets it: the
+        server's 408 for the call's own deadline reads as the client's own would."""
+        if (
+            isinstance(error, DeadlineExceeded)
+            and error.id is not None
+            and timeout is not None
+            and str(error).startswith(SERVER_DEADLINE_TEXT)
+        ):
+            # The server's clock for our deadline ran out first: the same error as if
+            # ours had, whichever side's clock won. (A 408 the handler raised itself, say
+            # for its own call to another service, keeps its words.)
+            own = self._deadline_error(method, timeout, error.id)
+            own.__cause__ = error
+            return own
+        return error
 
     def _deadline_error(self, method: str, timeout: float | None, id: str) -> DeadlineExceeded:
         return DeadlineExceeded(

@@ -13,7 +13,8 @@ from typing import Any, Final, Generic, TypeVar
 from ..address import Address
 from ..context import EMPTY_METADATA, Metadata
 from ..errors import ExpireStreamWarning, ExpireWarning
-from ..protocol import Compression
+from ..options import check_seconds
+from ..protocol import Compression, Feature
 
 R = TypeVar("R")
 
@@ -46,6 +47,34 @@ def parse_compression(
         raise ValueError(
             f"unknown {option} {compression!r}: use 'zlib', 'bz2', 'lzma' or None"
         ) from None
+
+
+def parse_features(features: Any) -> frozenset[Feature]:
+    """The features named by `features` (an iterable of `Feature`s or their names).
+
+    Raises:
+        TypeError: `features` is a single string, or not iterable.
+        ValueError: a name that is not a feature (the valid ones are listed).
+    """
+    if isinstance(features, str | bytes):
+        raise TypeError(
+            f"features must be a list of feature names, not the string {features!r}: "
+            f"write features=[{features!r}]"
+        )
+    try:
+        names = list(features)
+    except TypeError:
+        raise TypeError(
+            f"features must be a list of feature names, not {type(features).__name__}"
+        ) from None
+    chosen = set()
+    for name in names:
+        try:
+            chosen.add(Feature(name))
+        except ValueError:
+            valid = ", ".join(repr(f.value) for f in Feature)
+            raise ValueError(f"unknown feature {name!r} in features: use {valid}") from None
+    return frozenset(chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +164,14 @@ class MethodProxy(Generic[R]):
                 only to a server that negotiated the `metadata` feature).
 
         Raises:
-            TypeError: a metadata key or value is not a `str`.
+            TypeError: `timeout` is not a number (or None), or a metadata key or value is
+                not a `str`.
+            ValueError: `timeout` is infinite or NaN (a negative one has passed already:
+                the call raises DeadlineExceeded).
         """
         options = self._options or CallOptions()
         if timeout is not CLIENT_DEFAULT:
+            check_seconds("timeout", timeout, none=True, negative=True)
             options = replace(options, timeout=timeout)
         if metadata:
             options = replace(options, metadata=options.metadata.with_items(Metadata(metadata)))

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..address import Address
 from ..context import EMPTY_METADATA, MessageSizes, Metadata
+from ..options import check_seconds
 
 __all__ = ["ClientCallContext", "ClientInterceptor", "compose_client"]
 
@@ -67,7 +68,14 @@ class ClientCallContext:
         return self.address.host, self.address.port
 
     def replace(self, **changes: Any) -> ClientCallContext:
-        """A copy with some fields changed (response metadata stays shared)."""
+        """A copy with some fields changed (response metadata stays shared).
+
+        Raises:
+            TypeError, ValueError: a `timeout` that is not None or a finite number of
+                seconds.
+        """
+        if "timeout" in changes:
+            check_seconds("timeout", changes["timeout"], none=True, negative=True)
         if "metadata" in changes and not isinstance(changes["metadata"], Metadata):
             changes["metadata"] = Metadata(changes["metadata"])
         new = dataclasses.replace(self, **changes)

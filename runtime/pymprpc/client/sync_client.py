@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import socket
 import threading
@@ -433,11 +434,26 @@ class RPC(BaseRPC):
                     call = self._pending[id] = _Call(method)
                     self._consumed()
             try:
-                io.write(data)
+                # Up to the deadline: past it (a peer not reading a large request) the
+                # rest goes before the next message, and the call's wait, already past
+                # its deadline, cancels the call and raises DeadlineExceeded.
+                io.write(data, deadline)
             except OSError as exc:
-                error = self._lost_error(exc)
                 with self._lock:
-                    self._drop(io, error)
+                    if io is self._io:
+                        error: MPRPCError = self._lost_error(exc)
+                        self._drop(io, error)
+                    else:
+                        # Dropped while this call was being sent (close() from another
+                        # thread, or the reader saw the end): failed as the calls that
+                        # were waiting were, not with the closed socket's own error.
+                        event = call.event if call is not None else None
+                        if isinstance(event, ConnectionFailed):
+                            error = event.error
+                        elif exc.errno == errno.EBADF:  # its socket closed under it
+                            error = self._closed_error()
+                        else:
+                            error = self._lost_error(exc)
                 io.close()
                 raise error from exc
         finally:
@@ -472,7 +488,9 @@ class RPC(BaseRPC):
             raise
         value = self._outcome(method, event, timeout, ctx)
         if isinstance(call.stream, _Buffer):
-            return self._stream(id, call.stream, method, timeout, deadline)
+            stream = self._stream(id, call.stream, method, timeout, deadline)
+            next(stream)  # to its first step: closing or dropping it now cancels the stream
+            return stream
         return value
 
     def _wait(self, call: _Call, deadline: float | None) -> ClientEvent:
@@ -491,12 +509,23 @@ class RPC(BaseRPC):
         timeout: float | None,
         deadline: float | None,
     ) -> Generator[Any, None, None]:
-        """The items of stream `id`; the call's deadline covers the whole stream: waiting
-        for an item past it cancels the stream and raises DeadlineExceeded."""
+        """The items of stream `id`, after one None for `_call` to take (run to there, the
+        generator's `finally` runs when it is closed or dropped before its first item,
+        which cancels the stream; a generator never started runs nothing). The call's
+        deadline covers the whole stream: waiting for an item past it cancels the stream
+        and raises DeadlineExceeded."""
         finished = False
         try:
+            yield None
             while True:
                 with self._lock:
+                    if deadline is not None and not buffer.done and time.monotonic() >= deadline:
+                        # Past the deadline with items still coming (a server that does not
+                        # know the deadline keeps sending): stop the stream; the items
+                        # received before it are still returned, then the error.
+                        buffer.finish(self._deadline_error(method, timeout, id))
+                        if self._io is not None:
+                            self._send_cancel(self._io, id)
                     while not buffer.items and not buffer.done:
                         if deadline is None:
                             buffer.cond.wait()
@@ -507,7 +536,7 @@ class RPC(BaseRPC):
                     if not buffer.items:
                         finished = True
                         if buffer.error is not None:
-                            raise buffer.error
+                            raise self._call_error(buffer.error, method, timeout)
                         return
                     item = buffer.pop()
                     self._consumed()

@@ -78,14 +78,44 @@ class SocketIO:
         self._send_lock.release()
         self.flush()
 
-    def write(self, chunks: list[bytes]) -> None:
-        """Send `chunks` (the caller holds the turn); may wait for the peer to read.
-        OSError if the socket failed."""
+    def write(self, chunks: list[bytes], deadline: float | None = None) -> bool:
+        """Send `chunks` (the caller holds the turn); may wait for the peer to read, until
+        `deadline` (`time.monotonic()`; None: for as long as it takes). False if the
+        deadline came first: what is not sent yet then goes before any later message, so
+        the peer still reads whole messages. OSError if the socket failed."""
+        pieces = self._wire(chunks)
         if self._backlog:
-            backlog, self._backlog = self._backlog, b""
-            self.sock.sendall(backlog)
-        for piece in self._wire(chunks):
-            self.sock.sendall(piece)
+            pieces.insert(0, self._backlog)
+            self._backlog = b""
+        if deadline is None:
+            for piece in pieces:
+                self.sock.sendall(piece)
+            return True
+        for i, piece in enumerate(pieces):
+            view = memoryview(piece)
+            while view:
+                try:
+                    view = view[self.sock.send(view, socket.MSG_DONTWAIT) :]
+                    continue
+                except (BlockingIOError, InterruptedError):
+                    pass
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._writable(left):
+                    self._backlog = b"".join([view, *pieces[i + 1 :]])
+                    return False
+        return True
+
+    def _writable(self, timeout: float) -> bool:
+        """Whether the socket takes more bytes within `timeout` seconds (True also when
+        it failed: the next send reports it)."""
+        try:
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(self.sock, select.POLLOUT)
+                return bool(poller.poll(math.ceil(timeout * 1000)))
+            return bool(select.select([], [self.sock], [], timeout)[1])
+        except (OSError, ValueError):
+            return True
 
     def _wire(self, chunks: list[bytes]) -> list[bytes]:
         """What goes on the socket for `chunks` (the caller holds the turn)."""
@@ -122,12 +152,10 @@ class SocketIO:
     # -- the reader ------------------------------------------------------------------
 
     def recv(self) -> bytes:
-        """Plain bytes received (b"" once the peer closed), decrypting whole TLS records."""
         """The next bytes received (b"" once the peer closed). OSError on failure."""
         return self.sock.recv(_RECV_SIZE)
 
     def readable(self, timeout: float) -> bool:
-        """Whether `recv` has data within `timeout` seconds (decrypted bytes count)."""
         """Whether `recv` has something (data, end of file, error) within `timeout`."""
         if timeout <= 0:
             timeout = 0

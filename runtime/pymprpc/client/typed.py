@@ -8,6 +8,7 @@ from typing import Any, Self, TypeAlias, TypeVar
 
 from ..context import EMPTY_METADATA, Metadata
 from ..errors import LocalProtocolError
+from ..options import check_seconds
 from ..schema import Signature
 from .async_client import AsyncRPC
 from .common import CLIENT_DEFAULT, MethodProxy, skip_caller_in_warnings
@@ -43,9 +44,16 @@ class _Options:
             timeout: a deadline of `timeout` seconds (None: none); not given: unchanged.
             metadata: string pairs sent with every call, added to any set before (sent
                 only to a server that negotiated the `metadata` feature).
+
+        Raises:
+            TypeError: `timeout` is not a number (or None), or a metadata key or value is
+                not a `str`.
+            ValueError: `timeout` is infinite or NaN (a negative one has passed already:
+                the call raises DeadlineExceeded).
         """
         view = copy.copy(self)
         if timeout is not CLIENT_DEFAULT:
+            check_seconds("timeout", timeout, none=True, negative=True)
             view._timeout = timeout
         if metadata:
             view._metadata = self._metadata.with_items(Metadata(metadata))
