@@ -511,7 +511,9 @@ class Codec:
             try:
                 return self._unpack(payload, _pairs_to_dict)
             except _DECODE_ERRORS as exc:
-                raise RemoteProtocolError(f"payload is not valid MessagePack: {exc}") from None
+                raise RemoteProtocolError(
+                    f"payload is not valid MessagePack: {_why(exc, str(exc))}"
+                ) from None
         except _DECODE_ERRORS as exc:
             kind = "JSON" if self.json else "MessagePack"
             text = str(exc)
@@ -525,7 +527,7 @@ class Codec:
                 # Python's own guard against slow conversions (sys.int_max_str_digits),
                 # whose message tells the reader to change the server's settings.
                 text = f"a number has more than {sys.get_int_max_str_digits()} digits"
-            raise RemoteProtocolError(f"payload is not valid {kind}: {text}") from None
+            raise RemoteProtocolError(f"payload is not valid {kind}: {_why(exc, text)}") from None
 
     def __post_init__(self) -> None:
         # How every payload is unpacked (see _unpack and plain_unpacker), built once.
@@ -623,3 +625,13 @@ def shared_codec(
     and the connections of a process use a few (a server holding 10,000 otherwise held
     10,000 equal ones, with their unpack options and unpackers)."""
     return Codec(json=json, compression=compression, max_size=max_size, max_items=max_items)
+
+
+def _why(exc: BaseException, text: str) -> str:
+    """What a decoder's error says, or, when it says nothing (msgpack's FormatError for a
+    reserved byte such as 0xc1), what kind of error it is."""
+    if text:
+        return text
+    if isinstance(exc, msgpack.FormatError):
+        return "a byte that no MessagePack value starts with (such as 0xc1)"
+    return type(exc).__name__
