@@ -79,6 +79,13 @@ log = logging.getLogger(__name__)
 _encode_result = Dispatcher.encode_result  # a typed result, as `Dispatcher.run` encodes it
 
 _STREAM: Final = Kind.STREAM  # read per call: a module constant costs less
+# The server (its core) whose call runs in this context, set in every call's context (once
+# per connection, see _calls_context): Server.close() awaited by one of its own calls
+# must not wait for that call to end.
+serving_core: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "pymprpc_serving_core", default=None
+)
+
 _COROUTINE: Final = Kind.COROUTINE
 _PROCESS: Final = ExecutorKind.PROCESS
 _CLOSED: Final = State.CLOSED
@@ -626,6 +633,16 @@ class ConnectionHandler(ReusedBufferProtocol):
         self._flush_now()
         self._close_transport()
 
+    def answer_abandoned(self, stuck: Collection[asyncio.Task[Any]]) -> None:
+        """Answer this connection's calls whose tasks are in `stuck` (they ignored their
+        cancellation past the grace period and are abandoned) as the calls that took it
+        were: 407, or 503 without `cancel`. Their connection closes next; without this a
+        client could not tell them from a crash. Should one end later, its reply is not
+        owed any more, and is not sent."""
+        for id, task in list(self.tasks.items()):
+            if task in stuck and self.conn.awaits_reply(id):
+                self.conn.send_error(id, self._abort_error())
+
     def _close_transport(self) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
@@ -761,6 +778,7 @@ class ConnectionHandler(ReusedBufferProtocol):
         ctx = contextvars.copy_context()
         ctx.run(current_scope.set, self._scope)
         ctx.run(current_owner.set, self._owner)
+        ctx.run(serving_core.set, self._host)
         self._call_vars = ctx
         return ctx
 

@@ -47,6 +47,7 @@ from .handler import (
     ConnectionHandler,
     PassWrites,
     refusal_bytes,
+    serving_core,
 )
 from .health import Health
 from .introspection import getresult_method, health_method, system_methods
@@ -407,6 +408,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Calls that ignored cancellation at shutdown, already reported and left behind.
         self._abandoned: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Task[None] | None = None  # a close() a call started
         self._core.registry.add_function(getresult_method(self._core), GETRESULT_METHOD)
         self._core.registry.add_function(health_method(self._core.health), HEALTH_METHOD)
 
@@ -771,8 +773,19 @@ class Server:
         loop.call_soon_threadsafe(lambda: loop.create_task(self.close()))
 
     async def close(self, grace: float | None = None) -> None:
-        """Stop accepting, let running calls finish within `grace`, then cancel the rest."""
+        """Stop accepting, let running calls finish within `grace`, then cancel the rest.
+
+        Awaited by one of the server's own calls (a handler shutting the server down),
+        it starts the shutdown and returns at once: the shutdown waits for that call too,
+        which then ends and is answered like any other running call."""
         listener, core = self._listener, self._core
+        if listener is not None and not core.draining and serving_core.get() is core:
+            context = contextvars.copy_context()
+            context.run(serving_core.set, None)
+            self._closing = asyncio.get_running_loop().create_task(
+                self.close(grace), context=context
+            )
+            return
         if listener is None or core.draining:
             if self._stopped is not None:
                 await self._stopped.wait()
@@ -798,6 +811,8 @@ class Server:
                         ", ".join(sorted(t.get_name() for t in stuck)[:10]),
                     )
                     self._abandoned.update(stuck)
+                    for handler in core.connections:
+                        handler.answer_abandoned(stuck)
         for handler in list(core.connections):
             handler.close()
         if core.connections or core.closed:

@@ -238,6 +238,9 @@ class _Zygote:
         self._reply = bytearray()
         self._reaped = False
         self._process: Any = None  # multiprocessing.Process when started by the forkserver
+        # Closes it if its pool is dropped without shutdown; detached once it is shut (a
+        # finalizer holds the zygote for as long as its pool lives: one per restart).
+        self.finalizer: weakref.finalize[Any, Any] | None = None
         self.pid = 0
         parent, child = socket.socketpair()
         try:
@@ -362,6 +365,9 @@ class _Zygote:
         with requests not answered may be stalled: it is killed."""
         if self.ctl.fileno() == -1:
             return
+        if self.finalizer is not None:
+            self.finalizer.detach()
+            self.finalizer = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -607,7 +613,7 @@ class ProcessPool:
         self._zygote = zygote
         self._failure = None
         # A server dropped without shutdown (never started, say) still stops its zygote.
-        weakref.finalize(self, zygote.close)
+        zygote.finalizer = weakref.finalize(self, zygote.close)
         # Workers forked before a registration cannot see the new target: they finish
         # what they have and stop; new calls go to workers of the new zygote. (Workers
         # of a zygote that died, as current as the new one, stay.)
