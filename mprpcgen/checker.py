@@ -143,7 +143,7 @@ class Checker:
                 Pos(file.path, 1, 1),
                 f"file name '{file.path.name}' would generate package '{file.module}', but "
                 "package names are lowercase (PEP 8): rename it to "
-                f"'{snake_case(file.module)}.idl'",
+                f"'{_lowercase_name(file.module)}.idl'",
             )
         own = [(d.name, d.pos) for d in file.types] + [(s.name, s.pos) for s in file.services]
         self.check_duplicates(own, "declaration")
@@ -369,6 +369,15 @@ def _is_float(ref: TypeRef) -> bool:
 
 def _is_none(ref: TypeRef) -> bool:
     return ref.kind == "named" and ref.name == "none"
+
+
+def _lowercase_name(module: str) -> str:
+    """A lowercase package name to suggest for `module`, one the file-name rules accept
+    (`JSON` is not to become the standard library's `json`)."""
+    name = snake_case(module)
+    if name in STDLIB_MODULES or name in PROJECT_MODULES or name in PYTHON_KEYWORDS:
+        name += "_api"
+    return name
 
 
 def _enum_member_problem(lit: Literal, scope: Scope) -> str:

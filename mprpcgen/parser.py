@@ -7,7 +7,7 @@ import functools
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from lark import Lark, Token, Transformer, Tree, UnexpectedInput, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken, VisitError
@@ -421,6 +421,10 @@ _FOREIGN_VALUES = {
 }
 _NAME_AFTER_EQUALS = re.compile(r"=\s*([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
 _DOC_BEFORE = re.compile(r"///[^\n]*\s*\Z")
+_DOCUMENTS_NOTHING: Final = (
+    "this /// doc comment documents nothing: it belongs before the declaration it "
+    "describes (use // for a plain comment)"
+)
 
 
 def _likely_mistake(exc: UnexpectedInput, text: str, path: Path) -> Diagnostic | None:
@@ -428,7 +432,19 @@ def _likely_mistake(exc: UnexpectedInput, text: str, path: Path) -> Diagnostic |
     token that is not the problem: a default written as a bare name (`= None`, read as
     the start of `Enum.MEMBER`), and a `///` doc comment with nothing after it to
     document (the `}` after it blamed). None for any other syntax error."""
-    if not isinstance(exc, UnexpectedToken) or exc.token.type == "$END":
+    at_end = isinstance(exc, UnexpectedEOF) or (
+        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    )
+    if at_end:
+        # A `///` last in the file: the same mistake as one last in a block.
+        tokens: Any = getattr(exc, "accepts", None) or getattr(exc, "expected", None) or ()
+        expected = set(tokens)
+        match = _DOC_BEFORE.search(text)
+        if "DOC_COMMENT" not in expected or match is None:
+            return None
+        line, col = _line_col(text, match.start())
+        return Diagnostic(Pos(path, line, col, 3), _DOCUMENTS_NOTHING)
+    if not isinstance(exc, UnexpectedToken):
         return None
     expected = set(exc.accepts or exc.expected)
     before = text[: exc.token.start_pos]
@@ -451,11 +467,7 @@ def _likely_mistake(exc: UnexpectedInput, text: str, path: Path) -> Diagnostic |
         if match is None:
             return None
         line, col = _line_col(text, match.start())
-        return Diagnostic(
-            Pos(path, line, col, 3),
-            "this /// doc comment documents nothing: it belongs before the declaration it "
-            "describes (use // for a plain comment)",
-        )
+        return Diagnostic(Pos(path, line, col, 3), _DOCUMENTS_NOTHING)
     return None
 
 

@@ -80,7 +80,11 @@ MISTAKES: dict[str, tuple[str, int, str]] = {
         4,
         "A is not B",
     ),
-    "dangling_doc_at_end": ("struct S { a: int; }\n/// dangling at the end\n", 2, "end of file"),
+    "dangling_doc_at_end": (
+        "struct S { a: int; }\n/// dangling at the end\n",
+        2,
+        "documents nothing",
+    ),
     "required_self_via_other": (
         "struct A {\n    b: B;\n}\nstruct B {\n    a: A;\n}\n",
         1,

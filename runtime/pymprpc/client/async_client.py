@@ -54,11 +54,18 @@ MAX_BATCH = 16
 
 
 class _Buffer(StreamBuffer):
-    __slots__ = ("waiter",)
+    __slots__ = ("expiry", "waiter")
 
     def __init__(self) -> None:
         super().__init__()
         self.waiter: asyncio.Future[None] | None = None
+        self.expiry: asyncio.TimerHandle | None = None  # its deadline (see AsyncStream)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        super().finish(error)
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -90,6 +97,13 @@ class AsyncStream:
         self._deadline = deadline
         # The client holds only the buffer, so dropping this object can cancel the stream.
         self._buffer = buffer
+        loop = client._state.loop
+        if deadline is not None and loop is not None and not buffer.done:
+            # Items received after the deadline are not returned: at the deadline the
+            # stream ends (after the items received before it) and is cancelled, even if
+            # nobody is reading it then (a server that does not know the deadline, with
+            # `features=()`, keeps sending).
+            buffer.expiry = loop.call_at(deadline, _expire, client, id, method, buffer, timeout)
 
     def __aiter__(self) -> AsyncStream:
         return self
@@ -171,6 +185,15 @@ class AsyncStream:
 
     def __repr__(self) -> str:
         return f"<AsyncStream {self.method!r} id={self.id}>"
+
+
+def _expire(client: AsyncRPC, id: str, method: str, buffer: _Buffer, timeout: float | None) -> None:
+    """Stream `id` reached its deadline: it ends there, with DeadlineExceeded after the
+    items it received in time, and is cancelled on the server."""
+    buffer.expiry = None
+    if not buffer.done:
+        buffer.finish(client._deadline_error(method, timeout, id))
+        client._cancel(id)
 
 
 _READY: Final = State.READY

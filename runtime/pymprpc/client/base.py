@@ -640,7 +640,9 @@ class BaseRPC:
             return own
         return error
 
-    def _deadline_error(self, method: str, timeout: float | None, id: str) -> DeadlineExceeded:
+    def _deadline_error(
+        self, method: str, timeout: float | None, id: str | None
+    ) -> DeadlineExceeded:
         return DeadlineExceeded(
             f"call {method!r} did not finish within its {timeout}s deadline", id=id
         )

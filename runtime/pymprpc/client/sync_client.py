@@ -36,7 +36,7 @@ from .base import (
     forget_in_forked_children,
 )
 from .interceptors import ClientCallContext
-from .sync_io import SocketIO
+from .sync_io import SocketIO, wait_time
 
 
 class _DeadlinePassed(Exception):
@@ -55,10 +55,14 @@ class _Buffer(StreamBuffer):
 
 
 class _Call(Pending):
-    __slots__ = ("answered", "event")
+    __slots__ = ("answered", "deadline", "event", "timeout")
 
-    def __init__(self, method: str) -> None:
+    def __init__(
+        self, method: str, deadline: float | None = None, timeout: float | None = None
+    ) -> None:
         super().__init__(method)
+        self.deadline = deadline  # time.monotonic(): a stream's items after it are dropped
+        self.timeout = timeout
         self.event: ClientEvent | None = None  # the first reply: result, error, stream start
         # Held until `event` is set: the caller waits by acquiring it (cheaper than a
         # Condition, and the caller needs no other lock to wait).
@@ -352,6 +356,16 @@ class RPC(BaseRPC):
         if type(event) is StreamItem:
             call = self._pending.get(event.id)
             if call is not None:
+                if call.deadline is not None and time.monotonic() >= call.deadline:
+                    # Received after its deadline (a server that does not know it, with
+                    # features=(), keeps sending): not returned. The stream ends there,
+                    # after the items received in time, and is cancelled.
+                    if call.stream is not None:
+                        call.stream.finish(
+                            self._deadline_error(call.method, call.timeout, event.id)
+                        )
+                    self._send_cancel(io, event.id)
+                    return None
                 flow = self._file_item(event.id, call, event.value, nbytes)
                 if flow is Flow.PAUSE:
                     self._paused = True
@@ -411,7 +425,9 @@ class RPC(BaseRPC):
             raise AssertionError("unreachable")
         left = None if deadline is None else deadline - time.monotonic()
         if not io.acquire(left):
-            raise DeadlineExceeded(f"call {method!r} could not be sent within {timeout}s")
+            # Other threads' sends held the connection past the deadline: the error any
+            # call past its deadline gets (no ID yet: nothing was sent).
+            raise self._deadline_error(method, timeout, None)
         try:
             with self._lock:
                 if io is not self._io:
@@ -431,7 +447,7 @@ class RPC(BaseRPC):
                     self._watch(id, sizes, data, returns)
                 call = None
                 if returns:
-                    call = self._pending[id] = _Call(method)
+                    call = self._pending[id] = _Call(method, deadline, timeout)
                     self._consumed()
             try:
                 # Up to the deadline: past it (a peer not reading a large request) the
@@ -478,6 +494,11 @@ class RPC(BaseRPC):
             method, args, kwargs, True, timeout, metadata, deadline=deadline, sizes=sizes
         )
         assert call is not None
+        if timeout is not None and timeout <= 0:
+            # Expired before it was sent (a budget already spent): never its value, even
+            # if the reply were there by now, as with AsyncRPC.
+            self._cancel(id)
+            raise self._deadline_error(method, timeout, id)
         try:
             event = self._wait(call, deadline)
         except _DeadlinePassed:
@@ -496,8 +517,10 @@ class RPC(BaseRPC):
     def _wait(self, call: _Call, deadline: float | None) -> ClientEvent:
         if deadline is None:
             call.answered.acquire()
-        elif not call.answered.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise _DeadlinePassed
+        else:
+            while not call.answered.acquire(timeout=wait_time(deadline - time.monotonic())):
+                if time.monotonic() >= deadline:  # (else a long deadline, waited in steps)
+                    raise _DeadlinePassed
         assert call.event is not None
         return call.event
 
@@ -529,7 +552,10 @@ class RPC(BaseRPC):
                     while not buffer.items and not buffer.done:
                         if deadline is None:
                             buffer.cond.wait()
-                        elif not buffer.cond.wait(max(0.0, deadline - time.monotonic())):
+                        elif (
+                            not buffer.cond.wait(wait_time(deadline - time.monotonic()))
+                            and time.monotonic() >= deadline
+                        ):
                             if buffer.items or buffer.done:
                                 break
                             raise self._deadline_error(method, timeout, id)

@@ -22,6 +22,14 @@ from collections.abc import Callable
 from ..protocol.framing import coalesce
 
 _RECV_SIZE = 256 * 1024
+# The longest single wait (seconds): a lock's or poll's own limit (poll takes an int of
+# milliseconds) must not refuse a long deadline; longer ones are waited in steps.
+_LONGEST_WAIT = 1_000_000.0
+
+
+def wait_time(seconds: float) -> float:
+    """`seconds` as one wait may take it: 0 at least, at most `_LONGEST_WAIT`."""
+    return min(max(0.0, seconds), _LONGEST_WAIT)
 
 
 class SocketIO:
@@ -35,6 +43,7 @@ class SocketIO:
         self._later: collections.deque[list[bytes]] = collections.deque()
         # Wire bytes that did not fit in the socket's buffer: they leave before any other.
         self._backlog = b""
+        self._pushing = False  # a thread sends the backlog of a send that gave up
 
     @classmethod
     def open(
@@ -71,7 +80,11 @@ class SocketIO:
         """Take the turn to send; False if another sender kept it past `timeout`."""
         if timeout is None:
             return self._send_lock.acquire()
-        return self._send_lock.acquire(timeout=max(0.0, timeout))
+        end = time.monotonic() + timeout
+        while not self._send_lock.acquire(timeout=wait_time(end - time.monotonic())):
+            if time.monotonic() >= end:
+                return False
+        return True
 
     def release(self) -> None:
         """End the turn, sending what others left meanwhile."""
@@ -100,10 +113,35 @@ class SocketIO:
                 except (BlockingIOError, InterruptedError):
                     pass
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._writable(left):
+                if left <= 0:
                     self._backlog = b"".join([view, *pieces[i + 1 :]])
+                    self._push_later()
                     return False
+                self._writable(wait_time(left))  # then sends again, or finds it is late
         return True
+
+    def _push_later(self) -> None:
+        """(Holding the turn.) Have a thread of its own send the backlog a send left at its
+        deadline, as soon as the peer reads: a ping or a cancel queued behind it must not
+        wait for the next call, which may never come."""
+        if not self._pushing:
+            self._pushing = True
+            threading.Thread(target=self._push, name="pymprpc-send-rest", daemon=True).start()
+
+    def _push(self) -> None:
+        with self._send_lock:  # (taken once the sender that gave up lets go)
+            try:
+                while self._later:
+                    self._backlog += b"".join(self._wire(self._later.popleft()))
+                backlog, self._backlog = self._backlog, b""
+                if backlog:
+                    self.sock.sendall(backlog)  # waits for the peer to read
+            except OSError:  # the reader finds the failure, or close() ended it
+                self._later.clear()
+                self._backlog = b""
+            finally:
+                self._pushing = False  # (still holding the turn: no push is missed)
+        self.flush()
 
     def _writable(self, timeout: float) -> bool:
         """Whether the socket takes more bytes within `timeout` seconds (True also when
@@ -157,8 +195,7 @@ class SocketIO:
 
     def readable(self, timeout: float) -> bool:
         """Whether `recv` has something (data, end of file, error) within `timeout`."""
-        if timeout <= 0:
-            timeout = 0
+        timeout = wait_time(timeout)
         try:
             if hasattr(select, "poll"):
                 poller = select.poll()

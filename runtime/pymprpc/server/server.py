@@ -776,16 +776,19 @@ class Server:
         """Stop accepting, let running calls finish within `grace`, then cancel the rest.
 
         Awaited by one of the server's own calls (a handler shutting the server down),
-        it starts the shutdown and returns at once: the shutdown waits for that call too,
-        which then ends and is answered like any other running call."""
+        it starts the shutdown (unless one is under way) and returns at once: the shutdown
+        waits for that call too, which then ends and is answered like any other running
+        call."""
         listener, core = self._listener, self._core
-        if listener is not None and not core.draining and serving_core.get() is core:
-            context = contextvars.copy_context()
-            context.run(serving_core.set, None)
-            self._closing = asyncio.get_running_loop().create_task(
-                self.close(grace), context=context
-            )
-            return
+        if serving_core.get() is core:
+            # Never wait here: the shutdown waits for this very call.
+            if listener is not None and not core.draining:
+                context = contextvars.copy_context()
+                context.run(serving_core.set, None)
+                self._closing = asyncio.get_running_loop().create_task(
+                    self.close(grace), context=context
+                )
+            return  # (else one is under way already)
         if listener is None or core.draining:
             if self._stopped is not None:
                 await self._stopped.wait()
