@@ -1389,7 +1389,10 @@ class ConnectionHandler(ReusedBufferProtocol):
             return None
         finally:
             aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
+            # A generator still running cannot be closed (aclose() raises RuntimeError):
+            # its `finally` ignored the shutdown's cancellation and this coroutine is being
+            # closed now (server._end_abandoned); the loop's end deals with it.
+            if aclose is not None and not getattr(agen, "ag_running", False):
                 await aclose()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
 import math
@@ -921,6 +922,26 @@ def _end_abandoned(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[
                 task.exception()
 
 
+def _stuck_generators_warned(
+    previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+    loop: asyncio.AbstractEventLoop,
+    context: dict[str, Any],
+) -> None:
+    """The loop's exception handler while the loop ends: an async generator still running
+    (a stream whose `finally` ignored the shutdown's cancellation; its call was abandoned
+    and reported already) cannot be closed, neither by the loop's end nor by asyncio's
+    finalizer when it is collected: a WARNING, not an error. Anything else goes to the
+    handler the loop had (`previous`), or the default one."""
+    exc = context.get("exception")
+    if isinstance(exc, RuntimeError) and "asynchronous generator is already running" in str(exc):
+        log.warning("left an async generator that was still running at shutdown: %s", exc)
+        return
+    if previous is not None:
+        previous(loop, context)
+    else:
+        loop.default_exception_handler(context)
+
+
 def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[None]]) -> None:
     """Close `loop` like asyncio.run does, but with every wait bounded: tasks that ignore
     cancellation (already reported by `Server.close`) are left behind, not waited for."""
@@ -934,6 +955,9 @@ def _close_loop(loop: asyncio.AbstractEventLoop, abandoned: set[asyncio.Task[Non
         for task in tasks - stuck:
             if not task.cancelled() and task.exception() is not None:
                 log.error("task %s failed at shutdown", task.get_name(), exc_info=task.exception())
+    # From here on (the loop is ours, and ending): see _stuck_generators_warned.
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(functools.partial(_stuck_generators_warned, previous))
     try:
         _end_abandoned(loop, abandoned)
         loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), _LOOP_CLOSE_WAIT))
