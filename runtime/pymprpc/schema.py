@@ -39,7 +39,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from .errors import ExpireWarning, ParamError, ValidationError
 from .protocol.codec import find_unencodable
@@ -898,16 +898,27 @@ def _not_a_stream(value: Any, path: str) -> ValidationError:
 
 
 def decode_stream(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:
-    """Decode each item of a sync stream; closing this closes (cancels) the stream.
+    """Decode each item of a sync stream; closing this closes (cancels) the stream, even
+    before its first item.
 
     Raises:
         ValidationError: an item is not of the declared type, or the reply is not a
-            stream at all.
+            stream at all (at once).
     """
+    items = _decoded(stream, item, path)
+    # Run to its first step: a generator closed (or dropped) before it started runs no
+    # `finally`, and the stream would not be closed.
+    next(items)
+    return items
+
+
+def _decoded(stream: Iterator[Any], item: Schema[T], path: str) -> Generator[T, None, None]:
+    """`decode_stream`'s generator: one None first (taken by it), then the items."""
     if not isinstance(stream, Iterator):
         raise _not_a_stream(stream, path)
     check = item._decode
     try:
+        yield cast(T, None)
         for i, value in enumerate(stream):
             yield _item(check, value, path, i)
     finally:

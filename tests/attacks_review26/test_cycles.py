@@ -5,6 +5,8 @@ memory) must be given back, so the totals stay bounded."""
 from __future__ import annotations
 
 import gc
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import threading
 import tracemalloc
 
@@ -44,6 +46,10 @@ def test_many_servers_started_and_closed_leave_nothing_behind() -> None:
     then closed: descriptors, threads and child processes return to what they were, and
     no zombie is left."""
     _cycle()
+    # multiprocessing's forkserver and resource tracker, which the pool uses once threads
+    # run, are started once per process and kept (two pipes): started before counting.
+    multiprocessing.forkserver.ensure_running()
+    multiprocessing.resource_tracker.ensure_running()
     gc.collect()
     fds, threads = fd_count(), set(threading.enumerate())
     for _ in range(CYCLES):

@@ -54,9 +54,14 @@ async def _async_client(url: str, go: threading.Event, out: list[Any]) -> None:
         assert kept
 
 
-def _sync_client(url: str, name: str, args: tuple[Any, ...], out: list[Any]) -> None:
+def _sync_client(
+    url: str, name: str, args: tuple[Any, ...], out: list[Any], ready: threading.Event
+) -> None:
     try:
         with RPC(url) as rpc:
+            # Connected and logged in before close() may start: a connection arriving
+            # during the drain is refused, as documented (CI saw one, under load).
+            ready.set()
             got = list(rpc.count(*args)) if name == "count" else getattr(rpc, name)(*args)
             out.append((name, got == _expected(name, args)))
     except Exception as exc:  # noqa: BLE001 - recorded for the assertion
@@ -78,16 +83,17 @@ def test_close_under_load_answers_every_running_call(loop: str) -> None:
             threading.Thread(target=lambda go=go: asyncio.run(_async_client(serving.url, go, out)))
             for go in gos
         ]
+        readies = [threading.Event() for _ in range(CLIENTS * len(CALLS))]
         threads += [
-            threading.Thread(target=_sync_client, args=(serving.url, n, a, out))
-            for _ in range(CLIENTS)
-            for n, a in CALLS
+            threading.Thread(target=_sync_client, args=(serving.url, n, a, out, ready))
+            for ready, (n, a) in zip(readies, CALLS * CLIENTS, strict=True)
         ]
         for t in threads:
             t.start()
-        for go in gos:
-            assert go.wait(20)
+        for event in gos + readies:
+            assert event.wait(20)
         wait_until(lambda: server.running_call_count >= CLIENTS * len(CALLS), 20, "calls")
+        time.sleep(0.2)  # the sync clients' calls, sent right after they said ready
         took = serving.close()
         for t in threads:
             t.join(20)
