@@ -154,8 +154,7 @@ class AsyncStream:
         loop = self._client._state.loop
         assert self._deadline is not None
         if loop is not None and loop.time() >= self._deadline:
-            self._buffer.finish(self._client._deadline_error(self.method, self._timeout, self.id))
-            self._client._cancel(self.id)
+            _expire(self._client, self.id, self.method, self._buffer, self._timeout)
 
     async def aclose(self) -> None:
         """Stop the stream: the server is told to close its generator (if negotiated)."""

@@ -360,11 +360,7 @@ class RPC(BaseRPC):
                     # Received after its deadline (a server that does not know it, with
                     # features=(), keeps sending): not returned. The stream ends there,
                     # after the items received in time, and is cancelled.
-                    if call.stream is not None:
-                        call.stream.finish(
-                            self._deadline_error(call.method, call.timeout, event.id)
-                        )
-                    self._send_cancel(io, event.id)
+                    self._expire(event.id, call.stream, call.method, call.timeout)
                     return None
                 flow = self._file_item(event.id, call, event.value, nbytes)
                 if flow is Flow.PAUSE:
@@ -387,6 +383,16 @@ class RPC(BaseRPC):
         elif isinstance(event, ConnectionFailed):
             return self._server_error(event.error)
         return None
+
+    def _expire(
+        self, id: str, buffer: StreamBuffer | None, method: str, timeout: float | None
+    ) -> None:
+        """(Holding the lock.) Stream `id` reached its deadline: it ends there, with
+        DeadlineExceeded after the items received in time, and is cancelled."""
+        if buffer is not None:
+            buffer.finish(self._deadline_error(method, timeout, id))
+        if self._io is not None:
+            self._send_cancel(self._io, id)
 
     def _send_cancel(self, io: SocketIO, id: str) -> None:
         """Tell the server to stop call `id` (holding the lock; does not wait)."""
@@ -546,9 +552,7 @@ class RPC(BaseRPC):
                         # Past the deadline with items still coming (a server that does not
                         # know the deadline keeps sending): stop the stream; the items
                         # received before it are still returned, then the error.
-                        buffer.finish(self._deadline_error(method, timeout, id))
-                        if self._io is not None:
-                            self._send_cancel(self._io, id)
+                        self._expire(id, buffer, method, timeout)
                     while not buffer.items and not buffer.done:
                         if deadline is None:
                             buffer.cond.wait()
