@@ -43,6 +43,7 @@ class Kept(logging.Handler):
         super().__init__(level)
         self.records: list[logging.LogRecord] = []
         self.logger = logging.getLogger(name)
+        self._old_level = self.logger.level  # restored by close(): later tests see no change
         self.logger.addHandler(self)
         self.logger.setLevel(level)
         self.logger.propagate = False
@@ -55,6 +56,7 @@ class Kept(logging.Handler):
 
     def close(self) -> None:
         self.logger.removeHandler(self)
+        self.logger.setLevel(self._old_level)
         self.logger.propagate = True
         super().close()
 
