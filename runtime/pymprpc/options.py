@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_count", "check_seconds"]
+__all__ = ["check_count", "check_flag", "check_seconds", "check_text"]
 
 
 def check_seconds(
@@ -58,3 +58,27 @@ def check_count(name: str, value: Any, *, minimum: int = 0, none: bool = False) 
         )
     if value < minimum:
         raise ValueError(f"{name} must be {minimum} or more, not {value!r}")
+
+
+def check_flag(name: str, value: Any) -> None:
+    """Check that option `name` is a `bool` (a str such as "no" would read as true).
+
+    Raises:
+        TypeError: not a bool.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r} ({type(value).__name__})")
+
+
+def check_text(name: str, value: Any) -> None:
+    """Check that option `name` is a `str` or None (a text a peer receives as it is).
+
+    Raises:
+        TypeError: anything else (an int, a float, bytes, ...).
+    """
+    if value is not None and not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a str or None, not {value!r} ({type(value).__name__}): "
+            f"clients refuse anything else in the welcome reply; convert it first, e.g. "
+            f"{name}=str(...)"
+        )

@@ -243,6 +243,7 @@ class Credentials:
     def __init__(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
         """Raises:
         TypeError: `pairs` is not a list of `(user, password)` pairs of `str`.
+        ValueError: a user name is empty.
         """
         # A tuple: a server makes one of these per connection (ThrottledCredentials), and
         # an empty tuple is shared, where an empty list is one more object per connection.
@@ -302,6 +303,14 @@ def _checked_pairs(pairs: Any) -> list[tuple[str, str]]:
             raise TypeError(
                 f"auth must be a list of (user, password) pairs of str, e.g. {example}; "
                 f"got {shown!r}"
+            )
+        if not pair[0]:
+            # An anonymous client logs in with no user name: such an account's
+            # connections could not be told from anonymous ones (`current_call().user`,
+            # AccessControl, RateLimit per user).
+            raise ValueError(
+                f"auth: a user name must not be empty (no name is how an anonymous client "
+                f"logs in), e.g. {example}"
             )
         checked.append((pair[0], pair[1]))
     return checked

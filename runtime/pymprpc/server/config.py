@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..interceptors.chain import ServerInterceptor
-from ..options import check_count, check_seconds
+from ..options import check_count, check_flag, check_seconds, check_text
 from ..protocol import (
     ALL_FEATURES,
     DEFAULT_MAX_AUTH_MESSAGE_SIZE,
@@ -98,6 +98,10 @@ class ServerConfig:
         if self.port > 65535:
             raise ValueError(f"port must be 0 to 65535, not {self.port!r}")
         check_seconds("idle_timeout", self.idle_timeout, none=True)
+        check_text("version", self.version)
+        check_text("description", self.description)
+        check_flag("debug", self.debug)
+        check_flag("reuse_port", self.reuse_port)
         for name in (
             "auth_timeout",
             "half_close_timeout",
