@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol, Self, TypeAlias, Unpack
 
@@ -51,6 +53,15 @@ from .interceptors import ClientCallContext
 # worked on the one big batch: W2 on uvloop ran at 0.8x-0.6x of asyncio, whose timing
 # happened to keep two batches in flight (bench/README.md, "uvloop and the typed path").
 MAX_BATCH = 16
+# A call on a connection that has read nothing for longer than this (seconds) checks
+# first for input the loop has not read (see AsyncRPC._read_first): an idle close or a
+# restart that happened while the client's loop was not running. A call that follows a
+# reply (a client calling in a loop, many connections each with a call in flight) does
+# not: the loop has just read that connection.
+_FRESH: Final = 0.001
+_monotonic: Final = time.monotonic
+# Loop passes a call gives the loop to read that input (two suffice on asyncio's loop).
+_READ_FIRST_PASSES: Final = 4
 
 
 class _Buffer(StreamBuffer):
@@ -286,7 +297,15 @@ class _Protocol(ReusedBufferProtocol):
     proxies), and CPython 3.11 never specializes an attribute read on such a class
     (~300 instructions more per read, a dozen reads per call; bench/README.md)."""
 
-    __slots__ = ("client", "conn", "heard", "loop", "measure", "pending")  # one per connection
+    __slots__ = (  # one per connection
+        "client",
+        "conn",
+        "heard",
+        "last_read",
+        "loop",
+        "measure",
+        "pending",
+    )
 
     def __init__(
         self, client: AsyncRPC, conn: ClientConnection, loop: asyncio.AbstractEventLoop
@@ -298,6 +317,8 @@ class _Protocol(ReusedBufferProtocol):
         self.loop = loop
         # Something was received since the heartbeat last looked (AsyncRPC._heartbeat).
         self.heard = False
+        # When this connection last read something (time.monotonic(); see _FRESH).
+        self.last_read = 0.0
         # The client's map (the same object: the client replaces it only in _fail_all,
         # after dropping its connection) and whether replies' sizes are measured.
         self.pending = client._pending
@@ -315,6 +336,7 @@ class _Protocol(ReusedBufferProtocol):
         if conn is None:
             return  # an earlier connection's late read
         self.heard = True
+        self.last_read = _monotonic()
         client = self.client
         if self.measure:  # an interceptor wants each reply's size: the general path
             client._on_data(data)
@@ -759,6 +781,15 @@ class AsyncRPC(BaseRPC):
         state = self._state
         if state.loop is not None and state.loop.is_closed():
             self._leave_closed_loop()
+        link = state.protocol
+        if (
+            link is not None
+            and link.conn is not None
+            and not state.reconnect_due
+            and not link.pending
+            and _monotonic() - link.last_read > _FRESH
+        ):
+            await self._read_first(link)
         if state.reconnect_due:
             if timeout is None or timeout >= self.connect_timeout:
                 await self.connect()
@@ -787,6 +818,32 @@ class AsyncRPC(BaseRPC):
             self._watch(id, sizes, chunks, returns)
         self._write(chunks)
         return id
+
+    async def _read_first(self, link: _Protocol) -> bool:
+        """Let the loop read what the server sent on `link`'s connection and the loop has
+        not read yet, before a call is written on it; whether the connection ended then
+        (the next call connects again). A connection quiet for a while may have been
+        closed by the server (its idle timeout, a restart) while this client's loop was
+        not running (`loop.run_until_complete` per call): written on, such a connection
+        fails the call, which connecting again would have served (README: "the next call
+        connects again, transparently"). A `poll` when the connection has read nothing for
+        a millisecond; after a reply (calls in a loop), nothing."""
+        transport = self._state.transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            for _ in range(_READ_FIRST_PASSES):
+                if not poller.poll(0):
+                    break  # nothing unread
+                await asyncio.sleep(0)  # the loop reads it (a pass or two)
+                if link.conn is None or self._state.protocol is not link:
+                    break
+        except (OSError, ValueError):  # closed meanwhile: the call's own path says so
+            return False
+        return link.conn is None or self._state.reconnect_due
 
     def _write(self, chunks: list[bytes]) -> None:
         """Send `chunks` now; while other calls are pending, messages sent later in the
@@ -856,6 +913,14 @@ class AsyncRPC(BaseRPC):
             if loop.is_closed():
                 loop = asyncio.get_running_loop()
                 usual = False
+            elif (
+                usual
+                and not link.pending  # (replies expected: the loop is reading)
+                and _monotonic() - link.last_read > _FRESH
+                and await self._read_first(link)
+            ):
+                # The server closed the connection meanwhile: connect again first.
+                return await self._call(method, args, kwargs, timeout, ctx, typed)
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
