@@ -42,7 +42,7 @@ from collections.abc import (
 from typing import Any, Generic, TypeVar, cast
 
 from .errors import ExpireWarning, ParamError, ValidationError
-from .protocol.codec import find_unencodable
+from .protocol.codec import find_too_deep, find_unencodable
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.IntEnum)
@@ -790,6 +790,12 @@ class Signature(Generic[R]):
         path = f"{method}()" if method else self.path
         for param, value in zip(self.params, args, strict=False):
             found = find_unencodable(value, param.name)
+            if found is not None:
+                return ParamError(f"{path}: {found}")
+        # Nothing of a type MessagePack refuses: too deep, or containing itself (the
+        # struct checks count a struct's levels, not those of lists and maps around it).
+        for param, value in zip(self.params, args, strict=False):
+            found = find_too_deep(value, param.name, _MAX_NESTING)
             if found is not None:
                 return ParamError(f"{path}: {found}")
         return None

@@ -18,7 +18,7 @@ import math
 import sys
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -385,6 +385,55 @@ def find_unencodable(value: Any, path: str) -> str | None:
     MessagePack's 64-bit range`); None if nothing in it is (or it is too deep to look).
     For errors only: it walks the whole value."""
     return _find_unencodable(value, False, None, path)
+
+
+def find_too_deep(value: Any, path: str, levels: int) -> str | None:
+    """Where `value` (which sits at `path`) nests more than `levels` maps and arrays deep
+    (itself the first), or contains itself, and which of the two (`v[0][0] contains
+    itself`); None if it does neither. For errors only, as `find_unencodable`; iterative,
+    so that no depth of value meets Python's recursion limit."""
+    if not isinstance(value, list | tuple | dict):
+        return None
+    steps = [path]  # the path to the container on top of the stack, a step per level
+    stack = [(_children(value), id(value))]
+    on_path = {id(value)}
+    while stack:
+        children, key = stack[-1]
+        for step, child in children:
+            if isinstance(child, list | tuple | dict):
+                if id(child) in on_path:
+                    return f"{_where(steps, step)} contains itself"
+                if len(stack) >= levels:
+                    where = _where(steps, step)
+                    return f"{where} is nested deeper than MessagePack carries ({levels} levels)"
+                stack.append((_children(child), id(child)))
+                steps.append(step)
+                on_path.add(id(child))
+                break
+        else:
+            stack.pop()
+            steps.pop()
+            on_path.discard(key)
+    return None
+
+
+def _children(value: Any) -> Iterator[tuple[str, Any]]:
+    """The steps into a list, tuple or dict and what each leads to (a map's keys too)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f" key {key!r:.40}", key
+            yield f"[{key!r:.40}]", item
+    else:
+        for i, item in enumerate(value):
+            yield f"[{i}]", item
+
+
+def _where(steps: list[str], last: str) -> str:
+    """A path of `steps` and `last`, its middle cut out when long (a deep value's path
+    would be as long as it is deep)."""
+    if len(steps) <= 12:
+        return "".join(steps) + last
+    return "".join(steps[:4]) + f"...({len(steps) - 12} more)..." + "".join(steps[-8:]) + last
 
 
 def _check_json_depth(message: Any) -> None:
