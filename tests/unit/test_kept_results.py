@@ -227,3 +227,38 @@ def test_outcomes_nobody_fetches_expire_on_a_timer() -> None:
 
     held, after = asyncio.run(main())
     assert held > 20_000 and after == 0
+
+
+def test_getresult_of_a_call_refused_for_a_full_table_says_it_never_ran() -> None:
+    """`delay()` returns its ID before the 405 comes back: `getresult` then names the
+    refusal (once), not "unknown ID". What is remembered is bounded: by count, by the
+    ID's length, and a dropped scope takes its records along."""
+
+    async def main() -> None:
+        kept = KeptResults(max_count=1)
+        kept.open("u", "a")
+        with pytest.raises(ResultLimitError, match="kept_results"):
+            kept.open("u", "b")
+        with pytest.raises(ResultLimitError, match="'b' was refused when it arrived"):
+            await kept.fetch("u", "b")
+        with pytest.raises(RequestError, match="unknown"):  # said once
+            await kept.fetch("u", "b")
+        with pytest.raises(RequestError, match="unknown"):  # another scope's call
+            await kept.fetch("v", "b")
+        long_id = "x" * 257
+        with pytest.raises(ResultLimitError):
+            kept.open("u", long_id)
+        with pytest.raises(RequestError, match="unknown"):
+            await kept.fetch("u", long_id)
+        for i in range(2000):
+            with pytest.raises(ResultLimitError):
+                kept.open("u", f"r{i}")
+        assert len(kept._refused) == 1024
+        with pytest.raises(RequestError, match="unknown"):
+            await kept.fetch("u", "r0")  # the oldest went first
+        with pytest.raises(ResultLimitError, match="refused"):
+            await kept.fetch("u", "r1999")
+        kept.drop_scope("u")
+        assert not kept._refused
+
+    asyncio.run(main())

@@ -162,6 +162,12 @@ _KEEPS_NONE: Final = (
 )
 
 
+# How many refused calls (see KeptResults._refused) are remembered, and the longest ID
+# remembered (an ID is the peer's text: a long one is not worth holding).
+_REFUSED_KEPT: Final = 1024
+_REFUSED_ID_LENGTH: Final = 256
+
+
 class KeptResults:
     """(scope, ID) -> KeptOutcome, bounded per scope by count and bytes, and by age."""
 
@@ -182,6 +188,10 @@ class KeptResults:
         # Expires outcomes nobody fetched even when no client stores or fetches any more
         # (else an account gone quiet would hold its kept bytes past the TTL for good).
         self._timer: asyncio.TimerHandle | None = None
+        # Calls refused for a full table (405 when they arrived), newest last, so that
+        # getresult says why there is nothing to fetch: the client's delay() returned
+        # their IDs before the 405 came back. Bounded by count and by the IDs' length.
+        self._refused: OrderedDict[tuple[Hashable, str], str] = OrderedDict()
 
     def __len__(self) -> int:
         return sum(len(s.entries) for s in self._scopes.values())
@@ -203,11 +213,16 @@ class KeptResults:
             raise RequestError(f"a kept result with ID {id!r} already exists", id=id)
         while len(table.entries) >= self.max_count:
             if not table.finished:
-                raise ResultLimitError(
+                why = (
                     f"{self.max_count} calls with RETURN false are already running for this "
-                    "client (kept_results); wait for some with system.getresult",
-                    id=id,
+                    "client (kept_results); wait for some with system.getresult"
                 )
+                if len(id) <= _REFUSED_ID_LENGTH:
+                    refused = self._refused
+                    refused[(scope, id)] = why
+                    if len(refused) > _REFUSED_KEPT:
+                        refused.popitem(last=False)
+                raise ResultLimitError(why, id=id)
             self._remove(table, table.entries[next(iter(table.finished))])
         outcome = KeptOutcome(self, table, id, method)
         table.entries[id] = outcome
@@ -277,6 +292,8 @@ class KeptResults:
     def drop_scope(self, scope: Hashable) -> None:
         """Forget everything kept for `scope` (its connection closed: nobody can fetch
         it); calls still running finish without keeping anything."""
+        for key in [key for key in self._refused if key[0] == scope]:
+            del self._refused[key]
         table = self._scopes.pop(scope, None)
         if table is None:
             return
@@ -288,7 +305,8 @@ class KeptResults:
         fetched once.
 
         A value is returned, an error raised, and a kept stream returned as an async
-        iterator (so `system.getresult` streams it). RequestError if there is none.
+        iterator (so `system.getresult` streams it). RequestError if there is none;
+        ResultLimitError if the call was refused when it arrived (the table was full).
         """
         self._expire()
         if not isinstance(id, str):
@@ -298,6 +316,11 @@ class KeptResults:
         if outcome is None:
             if not self.max_count:
                 raise RequestError(f"no kept result for ID {id!r}: {_KEEPS_NONE}")
+            why = self._refused.pop((scope, id), None)
+            if why is not None:
+                raise ResultLimitError(
+                    f"the call with ID {id!r} was refused when it arrived, and never ran: {why}"
+                )
             raise RequestError(
                 f"no kept result for ID {id!r}: unknown, already fetched, or expired"
             )
