@@ -137,7 +137,7 @@ class ThrottledCredentials(Credentials):
             "failed login as %s from %s%s",
             self._shown(user),
             self.peer,
-            f"; further logins from there or as that user refused for {wait:.0f}s" if wait else "",
+            f"; further logins from there or as that user refused for {wait:g}s" if wait else "",
         )
         return False
 
