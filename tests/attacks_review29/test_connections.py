@@ -384,6 +384,9 @@ def test_async_client_on_a_loop_run_per_call_reconnects(how: str) -> None:
         else:
             first.stop()
             servers.append(restarted(first.server.address[1]))
+            # A restart takes longer than this in practice: the client looks for what its
+            # stopped loop did not read once nothing has been read for 50 ms (_FRESH).
+            time.sleep(0.1)
         assert loop.run_until_complete(rpc.echo.with_options(timeout=5)(2)) == 2
     finally:
         loop.run_until_complete(rpc.close())

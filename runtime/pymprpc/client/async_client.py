@@ -24,6 +24,7 @@ from ..protocol import (
     ClientConnection,
     ClientEvent,
     ConnectionFailed,
+    Feature,
     Pong,
     Result,
     State,
@@ -53,15 +54,20 @@ from .interceptors import ClientCallContext
 # worked on the one big batch: W2 on uvloop ran at 0.8x-0.6x of asyncio, whose timing
 # happened to keep two batches in flight (bench/README.md, "uvloop and the typed path").
 MAX_BATCH = 16
-# A call on a connection that has read nothing for longer than this (seconds) checks
-# first for input the loop has not read (see AsyncRPC._read_first): an idle close or a
-# restart that happened while the client's loop was not running. A call that follows a
-# reply (a client calling in a loop, many connections each with a call in flight) does
-# not: the loop has just read that connection.
-_FRESH: Final = 0.001
+# A call on a connection with no call in flight, made when no `AsyncRPC` of this process
+# has started a call for longer than this (seconds), first checks that connection for
+# input the loop has not read (see AsyncRPC._read_first): an idle close or a restart that
+# happened while the client's loop was not running (run_until_complete per call). Calls
+# made back to back, or many connections' calls, check nothing.
+_FRESH: Final = 0.05
+# When an AsyncRPC of this process last started a call on a connection with none in
+# flight (time.monotonic()).
+_last_call = 0.0
 _monotonic: Final = time.monotonic
-# Loop passes a call gives the loop to read that input (two suffice on asyncio's loop).
-_READ_FIRST_PASSES: Final = 4
+# Loop passes a call gives the loop to read that input: two suffice on asyncio's loop for
+# a close; a late reply of a call given up on (a loop pass reads 256 KiB of it) takes
+# more. A peer that keeps sending (a stream it was not told to cancel) meets this bound.
+_READ_FIRST_PASSES: Final = 256
 
 
 class _Buffer(StreamBuffer):
@@ -301,7 +307,6 @@ class _Protocol(ReusedBufferProtocol):
         "client",
         "conn",
         "heard",
-        "last_read",
         "loop",
         "measure",
         "pending",
@@ -317,8 +322,6 @@ class _Protocol(ReusedBufferProtocol):
         self.loop = loop
         # Something was received since the heartbeat last looked (AsyncRPC._heartbeat).
         self.heard = False
-        # When this connection last read something (time.monotonic(); see _FRESH).
-        self.last_read = 0.0
         # The client's map (the same object: the client replaces it only in _fail_all,
         # after dropping its connection) and whether replies' sizes are measured.
         self.pending = client._pending
@@ -336,7 +339,6 @@ class _Protocol(ReusedBufferProtocol):
         if conn is None:
             return  # an earlier connection's late read
         self.heard = True
-        self.last_read = _monotonic()
         client = self.client
         if self.measure:  # an interceptor wants each reply's size: the general path
             client._on_data(data)
@@ -521,7 +523,8 @@ class AsyncRPC(BaseRPC):
             # Ended for the server at once (asyncio's transport, a reference cycle, is
             # collected, and its descriptor closed, only by a garbage collection pass).
             sock = transport.get_extra_info("socket")
-            with contextlib.suppress(AttributeError, OSError):
+            # (uvloop's transport socket refuses shutdown() with a TypeError.)
+            with contextlib.suppress(AttributeError, OSError, TypeError):
                 sock.shutdown(socket.SHUT_RDWR)
         self._forget_connection(f"the event loop the connection to {self.address} ran on is closed")
 
@@ -723,11 +726,20 @@ class AsyncRPC(BaseRPC):
             if state.transport is not None:
                 state.transport.resume_reading()
 
-    def _cancel(self, id: str) -> None:
+    def _cancel(self, id: str, *, expired: bool = False) -> None:
+        """Stop waiting for call `id`, and tell the server (CANCEL) unless `expired`
+        (its deadline passed) on a connection where the server was told that deadline:
+        it ends the call itself then, and answers 408 as the client raised it (a CANCEL
+        racing its timer made its logs say 407)."""
         self._pending.pop(id, None)
         self._unwatch(id)
         conn = self._conn
-        if conn is not None and self._state.transport is not None and conn.send_cancel(id):
+        if conn is None:
+            return
+        if expired and Feature.DEADLINE in conn.features:
+            conn.send_cancel(id, send=False)
+            return
+        if self._state.transport is not None and conn.send_cancel(id):
             self._write(conn.chunks_to_send())
 
     async def _heartbeat(self, interval: float) -> None:
@@ -787,7 +799,7 @@ class AsyncRPC(BaseRPC):
             and link.conn is not None
             and not state.reconnect_due
             and not link.pending
-            and _monotonic() - link.last_read > _FRESH
+            and _monotonic() - _last_call > _FRESH
         ):
             await self._read_first(link)
         if state.reconnect_due:
@@ -826,8 +838,8 @@ class AsyncRPC(BaseRPC):
         closed by the server (its idle timeout, a restart) while this client's loop was
         not running (`loop.run_until_complete` per call): written on, such a connection
         fails the call, which connecting again would have served (README: "the next call
-        connects again, transparently"). A `poll` when the connection has read nothing for
-        a millisecond; after a reply (calls in a loop), nothing."""
+        connects again, transparently"). A `poll`, when no call has started for a while
+        (`_FRESH`); for calls made back to back, nothing."""
         transport = self._state.transport
         sock = None if transport is None else transport.get_extra_info("socket")
         if sock is None:
@@ -887,6 +899,7 @@ class AsyncRPC(BaseRPC):
         ctx: ClientCallContext | None = None,
         typed: _Typed | None = None,
     ) -> Any:
+        global _last_call
         state = self._state  # (read once: see _State)
         if timeout is CLIENT_DEFAULT:
             timeout = self.timeout  # a method proxy's direct call (see _direct_call)
@@ -913,14 +926,13 @@ class AsyncRPC(BaseRPC):
             if loop.is_closed():
                 loop = asyncio.get_running_loop()
                 usual = False
-            elif (
-                usual
-                and not link.pending  # (replies expected: the loop is reading)
-                and _monotonic() - link.last_read > _FRESH
-                and await self._read_first(link)
-            ):
-                # The server closed the connection meanwhile: connect again first.
-                return await self._call(method, args, kwargs, timeout, ctx, typed)
+            elif usual and not link.pending:  # (calls in flight: the loop is reading)
+                now = _monotonic()
+                quiet = now - _last_call > _FRESH
+                _last_call = now
+                if quiet and await self._read_first(link):
+                    # The server closed the connection meanwhile: connect again first.
+                    return await self._call(method, args, kwargs, timeout, ctx, typed)
         if typed is not None:
             # A typed client's call: its arguments encoded and its result checked here,
             # in the call's own coroutine (a generated method adds no frame of its own).
@@ -973,7 +985,7 @@ class AsyncRPC(BaseRPC):
                 async with asyncio.timeout_at(deadline):
                     value = await future
         except TimeoutError:
-            self._cancel(id)
+            self._cancel(id, expired=True)
             raise self._deadline_error(method, timeout, id) from None
         except asyncio.CancelledError:
             self._cancel(id)

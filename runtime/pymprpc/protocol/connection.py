@@ -1605,13 +1605,16 @@ class ClientConnection(_Connection):
         """Queue a heartbeat; the server answers with a `Pong` event."""
         self._push(self._encode(messages.ping()))
 
-    def send_cancel(self, id: str) -> bool:
-        """Stop tracking call `id`; queue a CANCEL for it if that feature was negotiated.
+    def send_cancel(self, id: str, *, send: bool = True) -> bool:
+        """Stop tracking call `id`; queue a CANCEL for it if that feature was negotiated
+        (and `send`: False only stops tracking it).
 
         Returns:
             Whether a CANCEL was queued.
         """
-        if self._pending.pop(id, None) is None or Feature.CANCEL not in self.features:
+        if self._pending.pop(id, None) is None or not send:
+            return False
+        if Feature.CANCEL not in self.features:
             return False
         if self.closed:
             return False
