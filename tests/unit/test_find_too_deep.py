@@ -74,7 +74,12 @@ def test_far_deeper_than_the_recursion_limit() -> None:
 def test_map_keys_count_and_contain() -> None:
     key = ((((1,),),),)
     assert find_too_deep({key: 1}, "v", 4) == (
-        "v key ((((1,),),),)[0][0][0] is nested deeper than MessagePack carries (4 levels)"
+        "v key ((((...),),),)[0][0][0] is nested deeper than MessagePack carries (4 levels)"
     )
+    deep_key: Any = 1
+    for _ in range(sys.getrecursionlimit() + 100):  # repr() of it would raise RecursionError
+        deep_key = (deep_key,)
+    found = find_too_deep({"x": {deep_key: 1}}, "v", 1022)
+    assert found is not None and found.startswith("v['x'] key ((((...),),),)[0]")
     assert find_too_deep({key: 1}, "v", 5) is None
     assert find_too_deep(5, "v", 0) is None

@@ -15,6 +15,7 @@ import functools
 import json
 import lzma
 import math
+import reprlib
 import sys
 import threading
 import zlib
@@ -223,6 +224,13 @@ def _an_int(value: int) -> str:
     return f"the integer {value}" if bits <= 256 else f"an integer of {bits} bits"
 
 
+# How a map key is shown in a path: a few levels of it, whatever its depth.
+_KEY_REPR = reprlib.Repr()
+_KEY_REPR.maxlevel = 3
+_KEY_REPR.maxstring = 40
+_KEY_REPR.maxother = 40
+
+
 def _find_unencodable(
     value: Any, json_mode: bool, too_deep: str | None, path: str = "", depth: int = 0
 ) -> str | None:
@@ -270,12 +278,11 @@ def _find_unencodable(
         for key, item in value.items():
             if json_mode and not isinstance(key, str | int | float | bool | type(None)):
                 return f"{where} has a key of type {type(key).__name__}, JSON needs strings"
-            found = _find_unencodable(
-                key, json_mode, too_deep, f"{path} key {key!r:.40}", depth + 1
-            )
+            text = _KEY_REPR.repr(key)[:40]  # (a deep key: repr() would recurse past the limit)
+            found = _find_unencodable(key, json_mode, too_deep, f"{path} key {text}", depth + 1)
             # Protocol keys of the envelope read as names: MESSAGE.RESULT[2]['when'].
             step = f".{key}" if depth < 2 and isinstance(key, str) and key.isupper() else None
-            step = step or f"[{key!r:.40}]"
+            step = step or f"[{text}]"
             found = found or _find_unencodable(
                 item, json_mode, too_deep, f"{path}{step}".lstrip("."), depth + 1
             )
@@ -421,8 +428,10 @@ def _children(value: Any) -> Iterator[tuple[str, Any]]:
     """The steps into a list, tuple or dict and what each leads to (a map's keys too)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            yield f" key {key!r:.40}", key
-            yield f"[{key!r:.40}]", item
+            # A key may itself nest past Python's recursion limit: repr() would too.
+            text = _KEY_REPR.repr(key)[:40]
+            yield f" key {text}", key
+            yield f"[{text}]", item
     else:
         for i, item in enumerate(value):
             yield f"[{i}]", item
