@@ -253,12 +253,23 @@ def test_getresult_of_a_call_refused_for_a_full_table_says_it_never_ran() -> Non
         for i in range(2000):
             with pytest.raises(ResultLimitError):
                 kept.open("u", f"r{i}")
-        assert len(kept._refused) == 1024
+        assert len(kept._refused["u"]) == 1024
         with pytest.raises(RequestError, match="unknown"):
             await kept.fetch("u", "r0")  # the oldest went first
         with pytest.raises(ResultLimitError, match="refused"):
             await kept.fetch("u", "r1999")
         kept.drop_scope("u")
         assert not kept._refused
+        # An ID refused, then accepted once the table had room, is that call's.
+        wide = KeptResults(max_count=1)
+        wide.open("w", "a")
+        with pytest.raises(ResultLimitError):
+            wide.open("w", "x")
+        wide._scopes["w"].entries["a"].set_value(1)
+        wide.open("w", "x").set_value(2)  # evicts the finished "a"
+        assert await wide.fetch("w", "x") == 2
+        with pytest.raises(RequestError, match="unknown"):
+            await wide.fetch("w", "x")
+        assert not wide._refused
 
     asyncio.run(main())

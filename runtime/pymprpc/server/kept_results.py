@@ -162,8 +162,8 @@ _KEEPS_NONE: Final = (
 )
 
 
-# How many refused calls (see KeptResults._refused) are remembered, and the longest ID
-# remembered (an ID is the peer's text: a long one is not worth holding).
+# How many refused calls (see KeptResults._refused) are remembered per scope, and the
+# longest ID remembered (an ID is the peer's text: a long one is not worth holding).
 _REFUSED_KEPT: Final = 1024
 _REFUSED_ID_LENGTH: Final = 256
 
@@ -188,10 +188,12 @@ class KeptResults:
         # Expires outcomes nobody fetched even when no client stores or fetches any more
         # (else an account gone quiet would hold its kept bytes past the TTL for good).
         self._timer: asyncio.TimerHandle | None = None
-        # Calls refused for a full table (405 when they arrived), newest last, so that
-        # getresult says why there is nothing to fetch: the client's delay() returned
-        # their IDs before the 405 came back. Bounded by count and by the IDs' length.
-        self._refused: OrderedDict[tuple[Hashable, str], str] = OrderedDict()
+        # Per scope, the calls refused for a full table (405 when they arrived), newest
+        # last, so that getresult says why there is nothing to fetch: the client's
+        # delay() returned their IDs before the 405 came back. Bounded per scope by count
+        # and by the IDs' length (a scope's refusals never push out another's); a scope
+        # is an account or a connection, dropped with it (drop_scope).
+        self._refused: dict[Hashable, OrderedDict[str, str]] = {}
 
     def __len__(self) -> int:
         return sum(len(s.entries) for s in self._scopes.values())
@@ -218,12 +220,18 @@ class KeptResults:
                     "client (kept_results); wait for some with system.getresult"
                 )
                 if len(id) <= _REFUSED_ID_LENGTH:
-                    refused = self._refused
-                    refused[(scope, id)] = why
+                    refused = self._refused.get(scope)
+                    if refused is None:
+                        refused = self._refused[scope] = OrderedDict()
+                    refused[id] = why
+                    refused.move_to_end(id)
                     if len(refused) > _REFUSED_KEPT:
                         refused.popitem(last=False)
                 raise ResultLimitError(why, id=id)
             self._remove(table, table.entries[next(iter(table.finished))])
+        refused = self._refused.get(scope)
+        if refused and refused.pop(id, None) is not None and not refused:
+            del self._refused[scope]  # the ID, refused before, is this call's now
         outcome = KeptOutcome(self, table, id, method)
         table.entries[id] = outcome
         self._scopes[scope] = table  # (again, if evicting emptied it)
@@ -292,8 +300,7 @@ class KeptResults:
     def drop_scope(self, scope: Hashable) -> None:
         """Forget everything kept for `scope` (its connection closed: nobody can fetch
         it); calls still running finish without keeping anything."""
-        for key in [key for key in self._refused if key[0] == scope]:
-            del self._refused[key]
+        self._refused.pop(scope, None)
         table = self._scopes.pop(scope, None)
         if table is None:
             return
@@ -316,7 +323,10 @@ class KeptResults:
         if outcome is None:
             if not self.max_count:
                 raise RequestError(f"no kept result for ID {id!r}: {_KEEPS_NONE}")
-            why = self._refused.pop((scope, id), None)
+            refused = self._refused.get(scope)
+            why = None if refused is None else refused.pop(id, None)
+            if refused is not None and not refused:
+                del self._refused[scope]
             if why is not None:
                 raise ResultLimitError(
                     f"the call with ID {id!r} was refused when it arrived, and never ran: {why}"
