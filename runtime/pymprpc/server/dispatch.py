@@ -227,23 +227,30 @@ def is_stream(value: Any) -> bool:
     return inspect.isasyncgen(value) or isinstance(value, AsyncIterator)
 
 
-def as_call_error(exc: BaseException, request: CallRequest) -> tuple[MPRPCError, str]:
-    """The protocol error for an exception raised by a call, and its traceback text."""
+def as_call_error(
+    exc: BaseException, request: CallRequest, *, frame: bool = True
+) -> tuple[MPRPCError, str]:
+    """The protocol error for an exception raised by a call, and its traceback text (""
+    unless `frame`: formatting it costs more than the rest of a failed call, and only a
+    server in debug mode sends it)."""
+    text = ""
     if isinstance(exc, MPRPCError) and exc.code is not None:
         # A coded error is the method's answer (a handler may raise ParamError itself).
         # One without a code (a result not of its declared type, or a ConnectionLostError
         # from a client the handler used) failed the method: 404 below, like any other.
         error = exc
-        frame = traceback_text(exc)
+        if frame:
+            text = traceback_text(exc)
     elif isinstance(exc, RemoteFunctionError):
         error = RPCRuntimeError(exc.args[0], exception=exc.type_name)
-        frame = exc.frame
+        text = exc.frame
     else:
         error = RPCRuntimeError(exception_text(exc), exception=type_name(exc))
-        frame = traceback_text(exc)
+        if frame:
+            text = traceback_text(exc)
     data = {"METHOD": request.method, "ARGS": request.args, "KWARGS": request.kwargs}
     if error.data:
         data.update(error.data)
     result = copy.copy(error)
     result.id, result.data = request.id, data
-    return result, frame
+    return result, text

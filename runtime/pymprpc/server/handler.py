@@ -987,7 +987,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 f"the method raised {name}, which the server could not describe",
                 exception=name,
             )
-            self._report(request, kept, as_call_error(error, request)[0], "")
+            self._report(request, kept, as_call_error(error, request, frame=False)[0], "")
             return True
         finally:
             # _report ran within this same step (no await since): its error is this call's.
@@ -1016,7 +1016,13 @@ class ConnectionHandler(ReusedBufferProtocol):
                 # its connection: raised by the handler itself (say, awaiting an inner
                 # task that was cancelled), or its task cancelled by the application.
                 # The client still waits for this ID: answer it.
-                self._report(request, kept, *as_call_error(self._cancelled_error(), request))
+                self._report(
+                    request,
+                    kept,
+                    *as_call_error(
+                        self._cancelled_error(), request, frame=self.conn.settings.debug
+                    ),
+                )
             else:
                 if kept is not None:
                     kept.set_error(CancelledError("the call was cancelled", id=request.id))
@@ -1032,7 +1038,7 @@ class ConnectionHandler(ReusedBufferProtocol):
                 self._log_refused(request.method, request.id, exc)
                 self._report(request, kept, exc, None)
                 return True
-            error, frame = as_call_error(exc, request)
+            error, frame = as_call_error(exc, request, frame=self.conn.settings.debug)
             if not isinstance(exc, MPRPCError):
                 self._log_failure(request, exc)
             self._report(request, kept, error, frame)
@@ -1063,7 +1069,8 @@ class ConnectionHandler(ReusedBufferProtocol):
                 **with_traceback,
             )
             error = RPCRuntimeError(f"the method raised {name}({_args_text(exc)})", exception=name)
-            self._report(request, kept, as_call_error(error, request)[0], _format(exc))
+            frame = _format(exc) if self.conn.settings.debug else ""
+            self._report(request, kept, as_call_error(error, request, frame=False)[0], frame)
         return True
 
     def _log_refused(
