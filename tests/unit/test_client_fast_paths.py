@@ -114,12 +114,14 @@ def test_receive_result_agrees_with_receive_data(reply: Any, garbage: bool) -> N
     general, fast = with_calls(), with_calls()
     expected = general.receive_data(data)
     got = fast.receive_result(data)
+    # Compared by repr: a float cut by the garbage byte may read as NaN, never equal to
+    # itself (`garbage` on a reply ending in `inf` found that).
     if type(got) is tuple:
         id, value = got
-        assert expected == [Result(id, value, False, None)]
+        assert repr(expected) == repr([Result(id, value, False, None)])
     else:
         assert isinstance(got, list)
-        assert shape(got) == shape(expected)
+        assert repr(shape(got)) == repr(shape(expected))
     assert fast._pending == general._pending
     assert fast.state is general.state
 
