@@ -224,11 +224,12 @@ def _an_int(value: int) -> str:
     return f"the integer {value}" if bits <= 256 else f"an integer of {bits} bits"
 
 
-# How a map key is shown in a path: a few levels of it, whatever its depth.
+# How a map key is shown in a path: a few levels of it, whatever its depth, then cut to
+# 40 characters as `{key!r:.40}` would (reprlib's own cuts keep a repr's end, where an
+# object's address would make one message differ from the next).
 _KEY_REPR = reprlib.Repr()
 _KEY_REPR.maxlevel = 3
-_KEY_REPR.maxstring = 40
-_KEY_REPR.maxother = 40
+_KEY_REPR.maxstring = _KEY_REPR.maxother = _KEY_REPR.maxlong = 1 << 30
 
 
 def _find_unencodable(
