@@ -303,14 +303,7 @@ class _Protocol(ReusedBufferProtocol):
     proxies), and CPython 3.11 never specializes an attribute read on such a class
     (~300 instructions more per read, a dozen reads per call; bench/README.md)."""
 
-    __slots__ = (  # one per connection
-        "client",
-        "conn",
-        "heard",
-        "loop",
-        "measure",
-        "pending",
-    )
+    __slots__ = ("client", "conn", "heard", "loop", "measure", "pending")  # one per connection
 
     def __init__(
         self, client: AsyncRPC, conn: ClientConnection, loop: asyncio.AbstractEventLoop

@@ -193,7 +193,7 @@ class KeptResults:
         # delay() returned their IDs before the 405 came back. Bounded per scope by count
         # and by the IDs' length (a scope's refusals never push out another's); a scope
         # is an account or a connection, dropped with it (drop_scope).
-        self._refused: dict[Hashable, OrderedDict[str, str]] = {}
+        self._refused: dict[Hashable, OrderedDict[str, None]] = {}
 
     def __len__(self) -> int:
         return sum(len(s.entries) for s in self._scopes.values())
@@ -215,27 +215,32 @@ class KeptResults:
             raise RequestError(f"a kept result with ID {id!r} already exists", id=id)
         while len(table.entries) >= self.max_count:
             if not table.finished:
-                why = (
-                    f"{self.max_count} calls with RETURN false are already running for this "
-                    "client (kept_results); wait for some with system.getresult"
-                )
                 if len(id) <= _REFUSED_ID_LENGTH:
                     refused = self._refused.get(scope)
                     if refused is None:
                         refused = self._refused[scope] = OrderedDict()
-                    refused[id] = why
+                    refused[id] = None
                     refused.move_to_end(id)
                     if len(refused) > _REFUSED_KEPT:
                         refused.popitem(last=False)
-                raise ResultLimitError(why, id=id)
+                raise ResultLimitError(self._full(), id=id)
             self._remove(table, table.entries[next(iter(table.finished))])
         refused = self._refused.get(scope)
-        if refused and refused.pop(id, None) is not None and not refused:
-            del self._refused[scope]  # the ID, refused before, is this call's now
+        if refused is not None and id in refused:  # refused before: this call's now
+            del refused[id]
+            if not refused:
+                del self._refused[scope]
         outcome = KeptOutcome(self, table, id, method)
         table.entries[id] = outcome
         self._scopes[scope] = table  # (again, if evicting emptied it)
         return outcome
+
+    def _full(self) -> str:
+        """Why a RETURN-false call is refused when its scope's table is full."""
+        return (
+            f"{self.max_count} calls with RETURN false are already running for this client "
+            "(kept_results); wait for some with system.getresult"
+        )
 
     def make_room(self, table: _Scope, size: int, keep: KeptOutcome) -> None:
         """Drop the scope's oldest finished outcomes until `size` more bytes fit."""
@@ -324,12 +329,13 @@ class KeptResults:
             if not self.max_count:
                 raise RequestError(f"no kept result for ID {id!r}: {_KEEPS_NONE}")
             refused = self._refused.get(scope)
-            why = None if refused is None else refused.pop(id, None)
-            if refused is not None and not refused:
-                del self._refused[scope]
-            if why is not None:
+            if refused is not None and id in refused:
+                del refused[id]
+                if not refused:
+                    del self._refused[scope]
                 raise ResultLimitError(
-                    f"the call with ID {id!r} was refused when it arrived, and never ran: {why}"
+                    f"the call with ID {id!r} was refused when it arrived, and never ran: "
+                    f"{self._full()}"
                 )
             raise RequestError(
                 f"no kept result for ID {id!r}: unknown, already fetched, or expired"
